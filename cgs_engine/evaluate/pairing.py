@@ -1,0 +1,75 @@
+"""Pair prediction files with ground-truth files by case name.
+
+A file's case name is its file name without the image extension (``.nii.gz``, ``.nii``,
+``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``; case-insensitive).  Other files (``.raw`` data of
+``.mhd`` headers, JSON, hidden files) and sub-directories are ignored.
+
+A ground-truth case ``NAME`` is matched by the prediction named ``NAME`` or, failing that,
+``NAME_labels`` and then ``NAME_seg`` (the names this plugin and common tools write).
+Predictions left over after matching are reported in ``missing_gt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+PREDICTION_SUFFIXES = ("", "_labels", "_seg")  # in order of preference
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """``pairs`` sorted by name; ``missing_pred``: ground truths without a prediction;
+    ``missing_gt``: predictions without a ground truth (by prediction case name)."""
+
+    pairs: list[tuple[str, Path, Path]]
+    missing_pred: list[str]
+    missing_gt: list[str]
+
+
+def case_name(path: Path) -> str | None:
+    """File name without its image extension, or None for a non-image file."""
+    lower = path.name.lower()
+    for extension in IMAGE_EXTENSIONS:
+        if lower.endswith(extension) and len(lower) > len(extension):
+            return path.name[: -len(extension)]
+    return None
+
+
+def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> PairResult:
+    """Pair the image files of two directories; raise ValueError when nothing pairs."""
+    predictions = _images_by_case(Path(pred_dir))
+    ground_truths = _images_by_case(Path(gt_dir))
+    if not ground_truths:
+        raise ValueError(f"no ground-truth image files ({', '.join(IMAGE_EXTENSIONS)}) in {gt_dir}")
+
+    matched: dict[str, Path] = {}
+    unused_predictions = dict(predictions)
+    # Exact names first for every case, so "a_seg" cannot steal the prediction of case "a_seg".
+    for suffix in PREDICTION_SUFFIXES:
+        for name in sorted(ground_truths):
+            if name not in matched and name + suffix in unused_predictions:
+                matched[name] = unused_predictions.pop(name + suffix)
+    pairs = [(name, matched[name], ground_truths[name]) for name in sorted(matched)]
+    missing_pred = sorted(set(ground_truths) - set(matched))
+    if not pairs:
+        raise ValueError(
+            f"no prediction in {pred_dir} matches a ground-truth file in {gt_dir} "
+            f"({len(predictions)} predictions, {len(ground_truths)} ground truths)"
+        )
+    return PairResult(pairs=pairs, missing_pred=missing_pred, missing_gt=sorted(unused_predictions))
+
+
+def _images_by_case(directory: Path) -> dict[str, Path]:
+    if not directory.is_dir():
+        raise ValueError(f"not a directory: {directory}")
+    images: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        name = case_name(path)
+        if name is None or path.name.startswith(".") or not path.is_file():
+            continue
+        if name in images:
+            raise ValueError(f"two images for case {name!r} in {directory}: {images[name].name}, {path.name}")
+        images[name] = path
+    return images

@@ -1,0 +1,156 @@
+"""Summaries, table, JSON and file pairing of cgs_engine.evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cgs_engine.evaluate import ClassMetrics, evaluate_volume, format_table, pair_files, summarise, to_json
+
+NAMES = {1: "liver", 2: "spleen"}
+
+
+def _ok(dice: float, hd95_mm: float = 2.0) -> ClassMetrics:
+    return ClassMetrics(dice, dice / (2 - dice), 1.0, 0.5, hd95_mm, 1.0, 100, 100, "ok")
+
+
+EMPTY_PRED = ClassMetrics(0.0, 0.0, None, None, None, None, 0, 50, "empty_pred")
+ABSENT = ClassMetrics(None, None, None, None, None, None, 0, 0, "absent")
+
+
+@pytest.fixture
+def per_volume() -> dict[str, dict[int, ClassMetrics]]:
+    return {
+        "case_a": {1: _ok(1.0, hd95_mm=2.0), 2: EMPTY_PRED},
+        "case_b": {1: _ok(0.5, hd95_mm=4.0), 2: ABSENT},
+    }
+
+
+def test_summary_averages_over_volumes_then_over_classes(per_volume):
+    summary = summarise(per_volume, NAMES)
+    liver, spleen = summary.classes
+    assert (liver.name, spleen.name) == ("liver", "spleen")
+    assert liver.metrics["dice"].mean == pytest.approx(0.75)
+    assert liver.metrics["dice"].std == pytest.approx(0.25)
+    # empty_pred counts as Dice 0; the absent case is skipped and counted
+    assert spleen.metrics["dice"].mean == 0.0
+    assert (spleen.metrics["dice"].n, spleen.metrics["dice"].n_missing) == (1, 1)
+    # class means first: (0.75 + 0) / 2, not the pooled (1 + 0.5 + 0) / 3
+    assert summary.mean["dice"].mean == pytest.approx(0.375)
+    assert summary.n_volumes == 2
+
+
+def test_summary_counts_statuses_and_missing_distances(per_volume):
+    spleen = summarise(per_volume, NAMES).classes[1]
+    assert (spleen.n_volumes, spleen.n_ok, spleen.n_empty_pred, spleen.n_empty_gt, spleen.n_absent) == (
+        2,
+        0,
+        1,
+        0,
+        1,
+    )
+    hd95 = spleen.metrics["hd95_mm"]
+    assert (hd95.mean, hd95.n, hd95.n_missing) == (None, 0, 2)
+    summary = summarise(per_volume, NAMES)
+    # the mean over classes skips spleen, whose HD95 is missing everywhere
+    assert summary.mean["hd95_mm"].mean == pytest.approx(3.0)
+    assert (summary.mean["hd95_mm"].n, summary.mean["hd95_mm"].n_missing) == (1, 1)
+
+
+def test_summary_from_evaluated_volumes_counts_empty_cases():
+    gt = np.zeros((8, 8, 8), np.uint8)
+    gt[1:4, 1:4, 1:4] = 1
+    pred = gt.copy()
+    pred[5:7, 5:7, 5:7] = 2
+    per_volume = {"v1": evaluate_volume(pred, gt, NAMES), "v2": evaluate_volume(gt, gt, NAMES)}
+    summary = summarise(per_volume, NAMES)
+    liver, spleen = summary.classes
+    assert liver.metrics["dice"].mean == 1.0 and liver.n_ok == 2
+    assert (spleen.n_empty_gt, spleen.n_absent, spleen.metrics["dice"].mean) == (1, 1, 0.0)
+
+
+def test_table_has_a_row_per_class_and_a_mean_row(per_volume):
+    table = format_table(summarise(per_volume, NAMES))
+    lines = table.splitlines()
+    header = lines[0]
+    for column in ("class", "Dice", "Jaccard", "HD95 mm", "ASD mm", "HD95 vox", "ASD vox", "empty pred"):
+        assert column in header
+    liver_row = next(line for line in lines if line.startswith("liver"))
+    spleen_row = next(line for line in lines if line.startswith("spleen"))
+    mean_row = next(line for line in lines if line.startswith("mean"))
+    assert "0.7500±0.2500" in liver_row
+    assert "-" in spleen_row.split()  # HD95 missing, shown as '-'
+    assert "0.3750" in mean_row
+    assert len({len(line) for line in (header, liver_row)}) == 1  # aligned columns
+
+
+def test_json_round_trip_keeps_none_for_missing(per_volume):
+    summary = summarise(per_volume, NAMES)
+    data = to_json(summary, per_volume)
+    text = json.dumps(data, allow_nan=False)
+    assert json.loads(text) == data
+    assert data["volumes"]["case_b"]["2"]["dice"] is None
+    assert data["volumes"]["case_a"]["2"]["status"] == "empty_pred"
+    assert data["classes"][1]["metrics"]["hd95_mm"] == {"mean": None, "std": None, "n": 0, "n_missing": 2}
+    assert data["mean"]["dice"]["mean"] == pytest.approx(0.375)
+    assert "volumes" not in to_json(summary)
+
+
+def _touch(directory: Path, *names: str) -> None:
+    directory.mkdir(exist_ok=True)
+    for name in names:
+        (directory / name).write_bytes(b"")
+
+
+def test_pairing_accepts_extensions_and_prediction_suffixes_and_reports_unpaired(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    _touch(gt_dir, "case1.nii.gz", "case2.mha", "case3.NRRD", "case4.nii", "case5.mhd", "case5.raw")
+    _touch(
+        pred_dir,
+        "case1.nii.gz",
+        "case2_labels.nii.gz",
+        "case3_seg.mha",
+        "case5.nhdr",
+        "extra.nii",
+        "notes.json",
+        ".hidden.nii.gz",
+    )
+    (pred_dir / "subdir.nii").mkdir()
+    result = pair_files(pred_dir, gt_dir)
+    assert [name for name, _, _ in result.pairs] == ["case1", "case2", "case3", "case5"]
+    assert result.pairs[1] == ("case2", pred_dir / "case2_labels.nii.gz", gt_dir / "case2.mha")
+    assert result.missing_pred == ["case4"]
+    assert result.missing_gt == ["extra"]
+
+
+def test_pairing_prefers_the_exact_name(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    _touch(gt_dir, "a.nii.gz", "b.nii.gz", "b_seg.nii.gz")
+    _touch(pred_dir, "a.nii.gz", "a_seg.nii.gz", "b_seg.nii.gz", "b_labels.nii.gz")
+    result = pair_files(pred_dir, gt_dir)
+    assert [(name, pred.name) for name, pred, _ in result.pairs] == [
+        ("a", "a.nii.gz"),
+        ("b", "b_labels.nii.gz"),
+        ("b_seg", "b_seg.nii.gz"),
+    ]
+    assert result.missing_gt == ["a_seg"] and result.missing_pred == []
+
+
+def test_pairing_errors_name_the_directory(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    _touch(gt_dir, "x.nii.gz")
+    _touch(pred_dir, "y.nii.gz")
+    with pytest.raises(ValueError, match="no prediction in .*pred") as error:
+        pair_files(pred_dir, gt_dir)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="not a directory: .*missing"):
+        pair_files(tmp_path / "missing", gt_dir)
+    _touch(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no ground-truth image files .*empty"):
+        pair_files(pred_dir, tmp_path / "empty")
+    _touch(pred_dir, "y.mha")
+    with pytest.raises(ValueError, match="two images for case 'y'"):
+        pair_files(pred_dir, gt_dir)
