@@ -1,0 +1,135 @@
+"""Cross-entropy and soft Dice with pixel masks, for the generalist and for stacked specialists.
+
+Conventions:
+* logits [B, S, H, W] and integer targets [B, H, W] (generalist), or, in the ``specialist_*``
+  functions, logits [B, K, S, H, W] and targets [B, K, H, W]: each head is scored on its own and
+  the K losses are averaged (identical to looping over heads, without the loop).
+* ``mask`` (bool or float, [B, H, W], or [B, K, H, W] for specialists) selects the pixels that count;
+  pixels whose target is ``ignore_index`` never count.
+* Everything is computed in float32, whatever the logits' dtype (bf16 under autocast).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .labels import IGNORE_INDEX
+
+CE_NORMALISATIONS = ("kept", "all")
+DICE_SMOOTH = 1e-5
+
+
+def _weights(target: torch.Tensor, mask: torch.Tensor | None, ignore_index: int) -> torch.Tensor:
+    """Float per-pixel weights: mask (if any) times [target != ignore_index]."""
+    valid = (target != ignore_index).float()
+    if mask is None:
+        return valid
+    if mask.dim() == target.dim() - 1:  # a [B, H, W] mask shared by K specialist heads
+        mask = mask.unsqueeze(1)
+    return valid * mask.float()
+
+
+def _dice(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    reduce_dims: tuple[int, ...],
+    ignore_index: int,
+) -> torch.Tensor:
+    """1 - mean soft Dice; logits [B, S, ...], summed over ``reduce_dims`` (per class, per head)."""
+    probs = logits.float().softmax(dim=1)
+    safe_target = torch.where(target == ignore_index, 0, target)  # weight 0 there anyway
+    onehot = torch.zeros_like(probs).scatter_(1, safe_target.unsqueeze(1), 1.0)
+    weights = weights.unsqueeze(1)
+    onehot = onehot * weights
+    intersection = (probs * onehot).sum(reduce_dims)
+    # squared-probability denominator (V-Net style, as the reference); onehot**2 == onehot
+    denominator = (probs * probs * weights).sum(reduce_dims) + onehot.sum(reduce_dims)
+    dice = (2.0 * intersection + DICE_SMOOTH) / (denominator + DICE_SMOOTH)
+    return 1.0 - dice.mean()
+
+
+def _cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    normalise: str,
+    ignore_index: int,
+    head_dim: bool,
+) -> torch.Tensor:
+    if normalise not in CE_NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {CE_NORMALISATIONS}, got {normalise!r}")
+    per_pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    reduce_dims = tuple(d for d in range(per_pixel.dim()) if not (head_dim and d == 1))
+    total = (per_pixel * weights).sum(reduce_dims)
+    if normalise == "kept":
+        # with no kept pixel the loss is 0 (still attached to the graph), never 0/0
+        return (total / weights.sum(reduce_dims).clamp_min(1.0)).mean()
+    pixels = per_pixel.numel() // (per_pixel.shape[1] if head_dim else 1)
+    return (total / pixels).mean()
+
+
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    masked: bool = True,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """Soft multi-class Dice loss over all S classes (background included).
+
+    Per class, sums run over the whole batch; the loss is 1 - mean over classes. With ``masked``
+    only pixels with mask true count; ``masked=False`` ignores the mask (the reference's behaviour).
+    """
+    weights = _weights(target, mask if masked else None, ignore_index)
+    return _dice(logits, target, weights, reduce_dims=(0, *range(2, logits.dim())), ignore_index=ignore_index)
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    normalise: str = "kept",
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """Masked pixel-wise cross-entropy.
+
+    ``normalise="kept"`` divides the masked sum by the number of kept pixels (0 when none is kept);
+    ``"all"`` divides by every pixel of the batch, kept or not (the reference's behaviour).
+    """
+    weights = _weights(target, mask, ignore_index)
+    return _cross_entropy(logits, target, weights, normalise, ignore_index, head_dim=False)
+
+
+def ce_dice(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    dice_masked: bool = True,
+    normalise: str = "kept",
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """cross_entropy + dice_loss on the same target and mask."""
+    return cross_entropy(logits, target, mask, normalise, ignore_index) + dice_loss(
+        logits, target, mask, dice_masked, ignore_index
+    )
+
+
+def specialist_ce_dice(
+    spec_logits: torch.Tensor,
+    spec_targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    dice_masked: bool = True,
+    normalise: str = "kept",
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """Mean over the K heads of ``ce_dice(spec_logits[:, k], spec_targets[:, k], mask)``."""
+    logits = spec_logits.movedim(2, 1)  # [B, S, K, H, W]: classes on dim 1, heads on dim 2
+    ce_weights = _weights(spec_targets, mask, ignore_index)
+    ce = _cross_entropy(logits, spec_targets, ce_weights, normalise, ignore_index, head_dim=True)
+    dice_weights = ce_weights if dice_masked else _weights(spec_targets, None, ignore_index)
+    dice = _dice(logits, spec_targets, dice_weights, (0, *range(3, logits.dim())), ignore_index)
+    return ce + dice

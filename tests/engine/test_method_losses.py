@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cgs_engine.method import IGNORE_INDEX, ce_dice, cross_entropy, dice_loss, specialist_ce_dice
+from cgs_engine.method.losses import DICE_SMOOTH
+
+
+def _dice_by_hand(pairs: list[tuple[float, float]]) -> float:
+    """pairs: per class (intersection, denominator) -> 1 - mean smoothed Dice."""
+    dices = [(2 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH) for inter, denom in pairs]
+    return 1 - sum(dices) / len(dices)
+
+
+def test_masked_and_unmasked_dice_differ_exactly_as_expected():
+    # two pixels, two classes: A has target 1 and probs (0.2, 0.8); B has target 0 and probs (0.6, 0.4)
+    logits = torch.tensor([[0.2, 0.6], [0.8, 0.4]]).log().view(1, 2, 1, 2)
+    target = torch.tensor([[[1, 0]]])
+    mask = torch.tensor([[[True, False]]])
+    # denominator = sum p^2 + sum onehot, over counted pixels
+    only_a = _dice_by_hand([(0.0, 0.04), (0.8, 0.64 + 1)])
+    both = _dice_by_hand([(0.6, 0.04 + 0.36 + 1), (0.8, 0.64 + 0.16 + 1)])
+    assert dice_loss(logits, target, mask).item() == pytest.approx(only_a, rel=1e-5)
+    assert dice_loss(logits, target, mask, masked=False).item() == pytest.approx(both, rel=1e-5)
+    assert dice_loss(logits, target).item() == pytest.approx(both, rel=1e-5)
+
+
+def test_cross_entropy_kept_versus_all_normalisation():
+    logits = torch.zeros(1, 2, 2, 2)  # uniform over 2 classes: ln 2 per pixel
+    target = torch.tensor([[[0, 1], [1, 0]]])
+    mask = torch.tensor([[[True, False], [False, False]]])
+    assert cross_entropy(logits, target, mask, normalise="kept").item() == pytest.approx(math.log(2))
+    assert cross_entropy(logits, target, mask, normalise="all").item() == pytest.approx(math.log(2) / 4)
+    three_kept = torch.tensor([[[True, True], [True, False]]])
+    assert cross_entropy(logits, target, three_kept, normalise="all").item() == pytest.approx(
+        3 * math.log(2) / 4
+    )
+    with pytest.raises(ValueError, match="normalise"):
+        cross_entropy(logits, target, normalise="mean")
+
+
+def test_unmasked_losses_match_torch_and_ignore_index():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, 0, :3] = IGNORE_INDEX
+    expected = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(cross_entropy(logits, target), expected)
+    # ignored pixels count in the "all" denominator, not in the sum
+    expected_all = expected * (target != IGNORE_INDEX).sum() / target.numel()
+    torch.testing.assert_close(cross_entropy(logits, target, normalise="all"), expected_all)
+    # Dice skips ignored pixels: same as dropping them by a mask on a clean target
+    clean = target.clamp(max=3)
+    keep = target != IGNORE_INDEX
+    torch.testing.assert_close(dice_loss(logits, target), dice_loss(logits, clean, keep))
+
+
+def test_all_masked_out_gives_zero_with_gradient():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 4))
+    nothing = torch.zeros(2, 4, 4, dtype=torch.bool)
+    loss = ce_dice(logits, target, nothing)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    spec_logits = torch.randn(2, 2, 3, 4, 4, requires_grad=True)
+    spec_loss = specialist_ce_dice(spec_logits, torch.randint(0, 3, (2, 2, 4, 4)), nothing)
+    assert spec_loss.item() == 0.0
+    spec_loss.backward()
+    assert torch.isfinite(spec_logits.grad).all()
+
+
+@pytest.mark.parametrize("dice_masked", [True, False])
+@pytest.mark.parametrize("normalise", ["kept", "all"])
+@pytest.mark.parametrize("per_head_mask", [False, True])
+def test_specialist_loss_is_mean_of_per_head_losses(dice_masked, normalise, per_head_mask):
+    torch.manual_seed(1)
+    batch, heads, channels = 2, 3, 3
+    logits = torch.randn(batch, heads, channels, 4, 5)
+    targets = torch.randint(0, channels, (batch, heads, 4, 5))
+    targets[1, :, 0, 0] = IGNORE_INDEX
+    mask = torch.rand(batch, *(heads,) * per_head_mask, 4, 5) > 0.4
+    got = specialist_ce_dice(logits, targets, mask, dice_masked=dice_masked, normalise=normalise)
+    per_head = [
+        ce_dice(
+            logits[:, k],
+            targets[:, k],
+            mask[:, k] if per_head_mask else mask,
+            dice_masked=dice_masked,
+            normalise=normalise,
+        )
+        for k in range(heads)
+    ]
+    torch.testing.assert_close(got, torch.stack(per_head).mean())
+
+
+def test_losses_are_float32_for_bf16_logits():
+    logits = torch.randn(2, 3, 4, 4).bfloat16().requires_grad_()
+    target = torch.randint(0, 3, (2, 4, 4))
+    mask = torch.rand(2, 4, 4) > 0.5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = ce_dice(logits, target, mask)
+        spec = specialist_ce_dice(logits.unsqueeze(1), target.unsqueeze(1), mask)
+    assert loss.dtype == torch.float32 and spec.dtype == torch.float32
+    torch.testing.assert_close(loss, ce_dice(logits.float(), target, mask))
+    loss.backward()
+    assert logits.grad.dtype == torch.bfloat16
