@@ -1,0 +1,20 @@
+"""Volume I/O: NIfTI, MetaImage, NRRD files and DICOM series folders, with exact geometry.
+
+Every failure is a :class:`VolumeIOError` whose message is one line naming the file.
+"""
+
+from .errors import VolumeIOError
+from .formats import SUPPORTED_EXTENSIONS, is_supported_path
+from .readers import read_volume
+from .validate import check_label_map, check_same_grid
+from .writers import write_volume
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "VolumeIOError",
+    "check_label_map",
+    "check_same_grid",
+    "is_supported_path",
+    "read_volume",
+    "write_volume",
+]

@@ -1,0 +1,72 @@
+"""Which paths hold volumes we can read: file extensions and DICOM series folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Longest first, so that ".nii.gz" is matched before ".nii".
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+
+_DICOM_MAGIC_OFFSET = 128
+_DICOM_MAGIC = b"DICM"
+_FILES_TO_PROBE = 64
+
+
+def extension_of(path: str | os.PathLike) -> str | None:
+    """The supported extension ``path`` ends with, or None.
+
+    Lower case only: ITK's NIfTI reader rejects ``.NII.GZ`` and its MetaImage writer renames
+    ``.MHA``, so accepting upper case here would only move the failure further down.
+    """
+    name = Path(path).name
+    for extension in SUPPORTED_EXTENSIONS:
+        if name.endswith(extension) and len(name) > len(extension):
+            return extension
+    return None
+
+
+def describe_supported() -> str:
+    return ", ".join(SUPPORTED_EXTENSIONS) + " or a DICOM series folder"
+
+
+def is_supported_path(path: str | os.PathLike) -> bool:
+    """True for a file with a supported extension or a folder that holds DICOM files.
+
+    Cheap and never raises: the napari reader calls it to decide whether to claim a path.
+    """
+    try:
+        location = Path(os.fspath(path))
+        if location.is_dir():
+            return folder_has_dicom_files(location)
+    except (TypeError, OSError):
+        return False
+    return extension_of(location) is not None
+
+
+def folder_has_dicom_files(folder: Path) -> bool:
+    """Whether one of the first files in ``folder`` (not its subfolders) looks like DICOM."""
+    try:
+        with os.scandir(folder) as entries:
+            probed = 0
+            for entry in entries:
+                if probed >= _FILES_TO_PROBE:
+                    break
+                if not entry.is_file():
+                    continue
+                probed += 1
+                if entry.name.lower().endswith(".dcm") or _has_dicom_preamble(entry.path):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _has_dicom_preamble(path: str) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(_DICOM_MAGIC_OFFSET)
+            return stream.read(len(_DICOM_MAGIC)) == _DICOM_MAGIC
+    except OSError:
+        return False

@@ -1,0 +1,104 @@
+"""read_volume: NIfTI, MetaImage, NRRD files and DICOM series folders into a :class:`Volume`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from ..volume import Geometry, Volume
+from .errors import VolumeIOError, describe_read_failure, itk_reason
+from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of
+from .integrity import check_nifti_complete
+from .validate import check_label_map
+
+logger = logging.getLogger(__name__)
+
+VOLUME_KINDS = ("image", "labels", "map")
+
+
+def read_volume(path: str | os.PathLike, kind: str = "image") -> Volume:
+    """Read one 3D volume; the array is indexed [z, y, x] and the geometry is SimpleITK's.
+
+    ``kind="labels"`` also checks the voxels are label ids and stores them as uint8/uint16.
+    Every failure is a :class:`VolumeIOError` whose message names ``path`` as given.
+    """
+    if kind not in VOLUME_KINDS:
+        raise ValueError(f"unknown volume kind {kind!r}; expected one of {VOLUME_KINDS}")
+    name = os.fspath(path)
+    location = Path(name)
+    if not location.exists():
+        raise VolumeIOError(name, "no such file or folder")
+    image = read_dicom_series(location, name) if location.is_dir() else read_image_file(location, name)
+    image = as_single_3d(image, name)
+    array = sitk.GetArrayFromImage(image)
+    if kind == "labels":
+        array = check_label_map(array, name)
+    return Volume(array=array, geometry=geometry_of(image, name), kind=kind, source=name)
+
+
+def read_image_file(location: Path, name: str) -> sitk.Image:
+    extension = extension_of(location)
+    if extension is None:
+        raise VolumeIOError(name, f"unsupported file type (supported: {describe_supported()})")
+    if location.stat().st_size == 0:
+        raise VolumeIOError(name, "file is empty")
+    if extension in NIFTI_EXTENSIONS:
+        check_nifti_complete(location, name)
+    try:
+        return sitk.ReadImage(str(location))
+    except RuntimeError as error:
+        raise VolumeIOError(name, describe_read_failure(error)) from error
+
+
+def read_dicom_series(folder: Path, name: str) -> sitk.Image:
+    """The series with the most files in ``folder`` (not its subfolders), as one 3D image."""
+    files = largest_dicom_series(folder)
+    if not files:
+        raise VolumeIOError(name, "no DICOM series found in this folder")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as error:
+        raise VolumeIOError(name, f"DICOM series could not be read ({itk_reason(error)})") from error
+
+
+def largest_dicom_series(folder: Path) -> list[str]:
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series = [sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids]
+    if len(series) > 1:
+        logger.info("%s holds %d DICOM series; reading the one with most files", folder, len(series))
+    return list(max(series, key=len)) if series else []
+
+
+def as_single_3d(image: sitk.Image, name: str) -> sitk.Image:
+    """``image`` if it is one scalar 3D volume; a 4D image with one time point is reduced to 3D."""
+    components = image.GetNumberOfComponentsPerPixel()
+    if components > 1:
+        problem = f"image has {components} values per voxel (vector/RGB); one value per voxel is needed"
+        raise VolumeIOError(name, problem)
+    dimension, size = image.GetDimension(), image.GetSize()
+    if dimension == 4 and size[3] == 1:
+        return _drop_fourth_axis(image, name)
+    if dimension != 3:
+        sizes = " x ".join(str(n) for n in size)
+        raise VolumeIOError(name, f"image is {dimension}D ({sizes}); a single 3D volume is needed")
+    return image
+
+
+def _drop_fourth_axis(image: sitk.Image, name: str) -> sitk.Image:
+    try:
+        return image[:, :, :, 0]
+    except RuntimeError as error:
+        problem = f"4D image with one time point could not be reduced to 3D ({itk_reason(error)})"
+        raise VolumeIOError(name, problem) from error
+
+
+def geometry_of(image: sitk.Image, name: str) -> Geometry:
+    try:
+        return Geometry(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
+    except ValueError as error:
+        raise VolumeIOError(name, f"image has an invalid geometry ({error})") from error

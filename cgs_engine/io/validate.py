@@ -1,0 +1,90 @@
+"""Checks shared by readers and writers: label maps, and two volumes on the same grid."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..volume import Geometry, Volume
+from .errors import VolumeIOError
+
+UINT8_MAX = int(np.iinfo(np.uint8).max)
+UINT16_MAX = int(np.iinfo(np.uint16).max)
+
+
+def check_label_map(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` as uint8 (ids < 256) or uint16 label ids, or :class:`VolumeIOError` naming ``name``.
+
+    Floats are accepted when every value is a whole number (label maps saved as float NIfTI).
+    """
+    values = np.asarray(array)
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8)
+    if values.dtype.kind == "f":
+        _check_whole_numbers(values, name)
+    elif values.dtype.kind not in "iu":
+        raise VolumeIOError(name, f"a label map needs integer ids, got {values.dtype} voxels")
+    if values.size == 0:
+        return values.astype(np.uint8)
+    low, high = values.min(), values.max()
+    if low < 0:
+        raise VolumeIOError(name, f"label map has negative values (min {low:g}); ids must be 0 or positive")
+    if high > UINT16_MAX:
+        raise VolumeIOError(name, f"label map has ids above {UINT16_MAX} (max {high:g}); uint16 is the limit")
+    return values.astype(np.uint8 if high <= UINT8_MAX else np.uint16, copy=False)
+
+
+def _check_whole_numbers(values: np.ndarray, name: str) -> None:
+    if not np.isfinite(values).all():
+        raise VolumeIOError(name, "label map has NaN or infinite values; ids must be whole numbers")
+    fractional = values != np.round(values)
+    if fractional.any():
+        example = values[fractional].flat[0]
+        problem = f"label map has non-integer values (e.g. {example:g}); ids must be whole numbers"
+        raise VolumeIOError(name, problem)
+
+
+def check_same_grid(labels: Volume, image: Volume, name: str) -> None:
+    """:class:`VolumeIOError` unless ``labels`` has the shape and geometry of ``image``."""
+    raise_if_grids_differ(labels.shape, labels.geometry, image.shape, image.geometry, name, "label map")
+
+
+def raise_if_grids_differ(
+    shape: tuple[int, ...] | None,
+    geometry: Geometry,
+    reference_shape: tuple[int, ...] | None,
+    reference_geometry: Geometry,
+    name: str,
+    what: str,
+) -> None:
+    """Shared by :func:`check_same_grid` and writers; a ``None`` shape is not compared."""
+    differences = grid_differences(shape, geometry, reference_shape, reference_geometry)
+    if differences:
+        raise VolumeIOError(name, f"{what} geometry differs from its image ({'; '.join(differences)})")
+
+
+def grid_differences(
+    shape: tuple[int, ...] | None,
+    geometry: Geometry,
+    reference_shape: tuple[int, ...] | None,
+    reference_geometry: Geometry,
+) -> list[str]:
+    """Human-readable differences, empty when the grids agree within the geometry tolerance."""
+    differences = []
+    if shape is not None and reference_shape is not None and tuple(shape) != tuple(reference_shape):
+        differences.append(f"shape {_zyx(shape)} vs {_zyx(reference_shape)} (z,y,x)")
+    if geometry.is_close(reference_geometry):
+        return differences
+    # Compare one part at a time through Geometry.is_close, so the tolerances stay those of volume.py.
+    for part in ("spacing", "origin", "direction"):
+        own, reference = getattr(geometry, part), getattr(reference_geometry, part)
+        if not Geometry(**{part: own}).is_close(Geometry(**{part: reference})):
+            differences.append(f"{part} {_values(own)} vs {_values(reference)}")
+    return differences
+
+
+def _zyx(shape) -> str:
+    return "x".join(str(int(n)) for n in shape)
+
+
+def _values(values) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"

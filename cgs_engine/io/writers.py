@@ -1,0 +1,122 @@
+"""write_volume: a :class:`Volume` to NIfTI, MetaImage or NRRD, atomically and with its geometry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..volume import Geometry, Volume
+from .errors import VolumeIOError, itk_reason
+from .formats import SUPPORTED_EXTENSIONS, extension_of
+from .validate import check_label_map, raise_if_grids_differ
+
+Reference = Volume | Geometry | tuple[Geometry, Sequence[int]]
+
+OVERWRITE_HINT = "pass overwrite=True / --overwrite to replace it"
+
+
+def write_volume(
+    volume: Volume, path: str | os.PathLike, overwrite: bool = False, reference: Reference | None = None
+) -> Path:
+    """Write ``volume`` in the format its extension names and return the path written.
+
+    ``reference`` (the image a label map belongs to: a Volume, a Geometry, or a
+    ``(Geometry, shape)`` pair) must share the volume's grid. Validation happens before
+    anything touches the disk, and the file appears only once complete, so a failure never
+    leaves a partial file nor harms an existing one.
+    """
+    name = os.fspath(path)
+    target = Path(name)
+    if extension_of(target) is None:
+        raise VolumeIOError(name, f"unsupported output type (use one of {', '.join(SUPPORTED_EXTENSIONS)})")
+    array = storable_array(volume, name)
+    if reference is not None:
+        _check_reference(volume, reference, name)
+    _check_target(target, name, overwrite)
+    image = to_sitk_image(array, volume.geometry, name)
+    _write_atomically(image, target, name, overwrite)
+    return target
+
+
+def storable_array(volume: Volume, name: str) -> np.ndarray:
+    array = np.asarray(volume.array)
+    if volume.kind == "labels":
+        return check_label_map(array, name)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if array.dtype == np.float16:  # no ITK pixel type for half floats
+        return array.astype(np.float32)
+    if array.dtype.kind not in "iuf":
+        raise VolumeIOError(name, f"cannot store voxels of type {array.dtype}")
+    return array
+
+
+def _check_reference(volume: Volume, reference: Reference, name: str) -> None:
+    if isinstance(reference, Volume):
+        reference_geometry, reference_shape = reference.geometry, reference.shape
+    elif isinstance(reference, Geometry):
+        reference_geometry, reference_shape = reference, None
+    else:
+        reference_geometry, reference_shape = reference[0], tuple(reference[1])
+    what = "label map" if volume.kind == "labels" else "volume"
+    raise_if_grids_differ(volume.shape, volume.geometry, reference_shape, reference_geometry, name, what)
+
+
+def _check_target(target: Path, name: str, overwrite: bool) -> None:
+    if target.is_dir():
+        raise VolumeIOError(name, "is a folder; give a file name such as scan.nii.gz")
+    if not target.parent.is_dir():
+        raise VolumeIOError(name, f"output folder {target.parent} does not exist")
+    if target.exists() and not overwrite:
+        raise VolumeIOError(name, f"already exists ({OVERWRITE_HINT})")
+
+
+def to_sitk_image(array: np.ndarray, geometry: Geometry, name: str) -> sitk.Image:
+    if abs(np.linalg.det(geometry.direction_matrix)) < 1e-6:
+        raise VolumeIOError(name, "cannot be stored: its direction matrix is singular (determinant 0)")
+    try:
+        image = sitk.GetImageFromArray(array, isVector=False)
+        image.SetSpacing(geometry.spacing)
+        image.SetOrigin(geometry.origin)
+        image.SetDirection(geometry.direction)
+    except (RuntimeError, TypeError) as error:
+        raise VolumeIOError(name, f"cannot be stored as an image ({itk_reason(error)})") from error
+    return image
+
+
+def _write_atomically(image: sitk.Image, target: Path, name: str, overwrite: bool) -> None:
+    """Write into a private folder next to ``target``, then move the files into place.
+
+    A folder rather than a temporary file name: .mhd and .nhdr headers record their data
+    file's name, so the files must be written under their final names. The private folder
+    is on the same file system, so each move is an atomic ``os.replace``.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        staged = staging / target.name
+        try:
+            sitk.WriteImage(image, str(staged), useCompression=True)
+        except RuntimeError as error:
+            raise VolumeIOError(name, f"could not be written ({itk_reason(error)})") from error
+        # The header last: until it moves, readers still see the old, consistent file(s).
+        produced = sorted(staging.iterdir(), key=lambda part: part.name == target.name)
+        _refuse_clashes(produced, target, name, overwrite)
+        for part in produced:
+            os.replace(part, target.parent / part.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refuse_clashes(produced: list[Path], target: Path, name: str, overwrite: bool) -> None:
+    if overwrite:
+        return
+    for part in produced:
+        if (target.parent / part.name).exists():
+            which = "" if part.name == target.name else f"its data file {part.name} "
+            raise VolumeIOError(name, f"{which}already exists ({OVERWRITE_HINT})")
