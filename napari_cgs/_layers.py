@@ -1,0 +1,206 @@
+"""Conversions between engine Volumes and napari layers.
+
+napari's axes follow the array, so a Volume indexed ``[z, y, x]`` gets its transform in
+``(z, y, x)`` order from :meth:`Geometry.zyx_transform`: ``scale`` = spacing, ``translate`` =
+origin and ``rotate`` = the direction matrix. napari's world coordinates are then the LPS
+millimetres of the image, reversed to ``(z, y, x)``.
+
+Improper direction matrices (det = -1, e.g. a flipped slice order) are passed to ``rotate``
+unchanged: napari uses the matrix as given (rotate @ shear @ diag(scale)) and its data-to-world
+mapping stays exact; vispy renders without face culling, so the reflection does not hide
+anything. See ``tests/plugin/test_roundtrip_viewer.py``.
+
+The exact geometry is also stored in the layer metadata under :data:`GEOMETRY_KEY`, so that a
+label layer written back to disk gets the image's spacing/origin/direction without any
+float drift through napari's transform objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cgs_engine.volume import Geometry, Volume
+
+GEOMETRY_KEY = "cgs_geometry"
+SOURCE_KEY = "cgs_source"
+KIND_KEY = "cgs_kind"
+
+CT_SOFT_TISSUE_WINDOW = (-160.0, 240.0)  # level 40 HU, width 400 HU
+# Air is about -1000 HU; no MR or PET intensity scale goes this far below zero.
+HU_AIR_THRESHOLD = -500.0
+PERCENTILES = (0.5, 99.5)
+CONTRAST_SAMPLE_SIZE = 1_000_000  # voxels looked at to choose contrast limits
+MAP_COLORMAP = "inferno"
+LAYER_UNITS = ("mm", "mm", "mm")
+
+
+@functools.cache
+def layers_support_units() -> bool:
+    """Whether this napari accepts ``units=`` for layers (napari >= 0.6)."""
+    from napari.layers import Image
+
+    return "units" in inspect.signature(Image.__init__).parameters
+
+
+def layer_name_for(source: str | Path | None, default: str = "volume") -> str:
+    """File name without its (possibly double, like ``.nii.gz``) extension; a directory's name."""
+    if not source:
+        return default
+    path = Path(source)
+    name = path.name
+    if path.is_dir():
+        return name
+    if name.lower().endswith(".gz"):
+        name = name[:-3]
+    return Path(name).stem if Path(name).suffix else name
+
+
+def transform_kwargs(geometry: Geometry) -> dict[str, Any]:
+    """napari layer kwargs (scale, translate, rotate[, units]) for a volume's geometry."""
+    scale, translate, linear = geometry.zyx_transform()
+    kwargs: dict[str, Any] = {"scale": scale, "translate": translate, "rotate": linear}
+    if layers_support_units():
+        kwargs["units"] = LAYER_UNITS
+    return kwargs
+
+
+def image_contrast_limits(array: np.ndarray) -> tuple[float, float]:
+    """CT soft-tissue window for Hounsfield data, else the 0.5-99.5 percentiles.
+
+    Both are decided on a strided subsample, which is plenty for a display range and keeps
+    opening a 512x512x600 CT fast.
+    """
+    sample = _strided_sample(np.asarray(array))
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    if sample.min() <= HU_AIR_THRESHOLD:
+        return CT_SOFT_TISSUE_WINDOW
+    lo, hi = (float(v) for v in np.percentile(sample, PERCENTILES))
+    if hi <= lo:  # constant image (or nearly so): napari needs a non-empty range
+        hi = lo + 1.0
+    return lo, hi
+
+
+def _strided_sample(array: np.ndarray) -> np.ndarray:
+    step = max(1, int(np.ceil((array.size / CONTRAST_SAMPLE_SIZE) ** (1 / max(array.ndim, 1)))))
+    sample = array[(slice(None, None, step),) * array.ndim] if array.ndim else array
+    return np.asarray(sample, dtype=np.float64).ravel()
+
+
+def _map_contrast_limits(array: np.ndarray) -> tuple[float, float]:
+    sample = _strided_sample(np.asarray(array))
+    if sample.size and sample.min() >= 0 and sample.max() <= 1:
+        return 0.0, 1.0  # probabilities and agreement fractions keep their absolute scale
+    return image_contrast_limits(array)
+
+
+def volume_to_layer_data(
+    volume: Volume, name: str | None = None, colormap: str = MAP_COLORMAP
+) -> tuple[np.ndarray, dict[str, Any], str]:
+    """A napari layer data tuple ``(data, kwargs, layer_type)`` for a Volume.
+
+    ``image`` -> gray Image layer, ``labels`` -> Labels layer, ``map`` -> Image layer with
+    ``colormap`` blended additively over the image.
+    """
+    kwargs: dict[str, Any] = {
+        "name": name or layer_name_for(volume.source, default=volume.kind),
+        **transform_kwargs(volume.geometry),
+        "metadata": {
+            GEOMETRY_KEY: volume.geometry.to_dict(),
+            SOURCE_KEY: None if volume.source is None else str(volume.source),
+            KIND_KEY: volume.kind,
+        },
+    }
+    if volume.kind == "labels":
+        return volume.array, kwargs, "labels"
+    if volume.kind == "map":
+        kwargs.update(
+            colormap=colormap, contrast_limits=_map_contrast_limits(volume.array), blending="additive"
+        )
+        return volume.array, kwargs, "image"
+    kwargs.update(colormap="gray", contrast_limits=image_contrast_limits(volume.array))
+    return volume.array, kwargs, "image"
+
+
+def layer_geometry(layer_or_attributes: Any) -> Geometry:
+    """The Geometry of a napari layer, or of the ``attributes`` dict a writer receives.
+
+    The metadata copy is preferred because it is exact; it is used only while it still agrees
+    with the layer's transforms, so a layer that was moved or rescaled in napari is saved
+    where it is shown.
+    """
+    attributes = _as_attributes(layer_or_attributes)
+    from_transforms = _geometry_from_transforms(attributes)
+    stored = (attributes.get("metadata") or {}).get(GEOMETRY_KEY)
+    if stored:
+        geometry = Geometry.from_dict(stored)
+        if from_transforms is None or geometry.is_close(from_transforms):
+            return geometry
+    if from_transforms is None:
+        return Geometry()
+    return from_transforms
+
+
+def _as_attributes(layer_or_attributes: Any) -> Mapping[str, Any]:
+    if isinstance(layer_or_attributes, Mapping):
+        return layer_or_attributes
+    layer = layer_or_attributes
+    return {
+        "metadata": layer.metadata,
+        "scale": layer.scale,
+        "translate": layer.translate,
+        "rotate": layer.rotate,
+        "shear": layer.shear,
+        "affine": layer.affine.affine_matrix,
+    }
+
+
+def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
+    """Fold napari's scale/translate/rotate/shear/affine into spacing, origin and direction."""
+    from napari.utils.transforms import Affine
+
+    if attributes.get("scale") is None:
+        return None
+    parts = {key: attributes.get(key) for key in ("scale", "translate", "rotate", "shear")}
+    data_to_physical = Affine(**{k: v for k, v in parts.items() if v is not None}).affine_matrix
+    extra = attributes.get("affine")
+    if extra is not None:
+        extra = extra.affine_matrix if hasattr(extra, "affine_matrix") else np.asarray(extra, dtype=float)
+        data_to_physical = extra @ data_to_physical
+    if data_to_physical.shape != (4, 4):
+        raise ValueError(f"a 3D layer is needed to save a volume, got {data_to_physical.shape[0] - 1}D")
+    linear = data_to_physical[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    direction = linear / spacing
+    # Negative scales (napari flips) end up in the direction, where NIfTI/ITK keep them.
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise ValueError("the layer is sheared; a sheared grid cannot be saved as a medical volume")
+    return Geometry.from_zyx_transform(spacing, data_to_physical[:3, 3], direction)
+
+
+def labels_kwargs_like(image_layer: Any, name: str | None = None) -> dict[str, Any]:
+    """Labels layer kwargs on the image's grid, carrying its exact geometry for the writer."""
+    geometry = layer_geometry(image_layer)
+    metadata = {GEOMETRY_KEY: geometry.to_dict(), KIND_KEY: "labels"}
+    source = (image_layer.metadata or {}).get(SOURCE_KEY)
+    if source:
+        metadata["cgs_reference"] = source
+    kwargs: dict[str, Any] = {
+        "name": name or f"{image_layer.name} labels",
+        "scale": np.array(image_layer.scale),
+        "translate": np.array(image_layer.translate),
+        "rotate": np.array(image_layer.rotate),
+        "shear": np.array(image_layer.shear),
+        "affine": np.array(image_layer.affine.affine_matrix),
+        "metadata": metadata,
+    }
+    if layers_support_units():
+        kwargs["units"] = tuple(image_layer.units)
+    return kwargs

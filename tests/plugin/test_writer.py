@@ -1,0 +1,124 @@
+"""The npe2 labels writer, called the way npe2 calls it: (path, data, attributes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from napari.layers import Image, Labels
+
+from cgs_engine.io import VolumeIOError
+from napari_cgs import GEOMETRY_KEY, labels_kwargs_like, layer_geometry, write_labels
+from napari_cgs._reader import read_image_layers
+
+# Oblique images: napari shows 2D slices without the out-of-plane part of the rotation, and says so.
+pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
+
+
+def image_layer_from_file(path) -> Image:
+    data, kwargs, _ = read_image_layers(str(path))[0]
+    return Image(data, **kwargs)
+
+
+def random_labels(shape, high=8, seed=1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, high, size=shape).astype(np.int32)
+
+
+def write_layer(layer: Labels, path) -> list[str]:
+    data, attributes, layer_type = layer.as_layer_data_tuple()
+    assert layer_type == "labels"
+    return write_labels(str(path), data, attributes)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha", ".nrrd"])
+def test_writer_restores_image_geometry_from_metadata(tmp_path, synth, geometry_case, suffix):
+    image_path, reference = synth.write_case(tmp_path, geometry_case)
+    image = image_layer_from_file(image_path)
+    labels = Labels(random_labels(image.data.shape), **labels_kwargs_like(image))
+    target = tmp_path / f"seg{suffix}"
+
+    written = write_layer(labels, target)
+
+    assert written == [str(target)]
+    saved = sitk.ReadImage(str(target))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(saved), labels.data)
+    assert saved.GetPixelID() == sitk.sitkUInt8
+    synth.assert_same_geometry(saved, reference)
+
+
+def test_writer_falls_back_to_layer_transforms(tmp_path, synth, geometry_case):
+    _, reference = synth.write_case(tmp_path, geometry_case)
+    scale, translate, linear = layer_geometry(_layer_like(reference)).zyx_transform()
+    labels = Labels(random_labels(synth.SHAPE_ZYX), scale=scale, translate=translate, rotate=linear)
+    assert GEOMETRY_KEY not in labels.metadata
+
+    write_layer(labels, tmp_path / "seg.nii.gz")
+
+    synth.assert_same_geometry(sitk.ReadImage(str(tmp_path / "seg.nii.gz")), reference)
+
+
+def _layer_like(image: sitk.Image) -> Image:
+    """An Image layer placed by transforms alone (no metadata), as another plugin might make it."""
+    reverse = np.eye(3)[::-1]
+    return Image(
+        np.zeros(image.GetSize()[::-1]),
+        scale=image.GetSpacing()[::-1],
+        translate=image.GetOrigin()[::-1],
+        rotate=reverse @ np.reshape(image.GetDirection(), (3, 3)) @ reverse,
+    )
+
+
+def test_writer_folds_negative_scale_into_direction(tmp_path):
+    labels = Labels(random_labels((4, 5, 6)), scale=(2.0, -0.5, 0.5), translate=(10.0, 20.0, 30.0))
+    write_layer(labels, tmp_path / "flipped.nii.gz")
+    saved = sitk.ReadImage(str(tmp_path / "flipped.nii.gz"))
+    np.testing.assert_allclose(saved.GetSpacing(), (0.5, 0.5, 2.0))
+    np.testing.assert_allclose(saved.GetDirection(), (1, 0, 0, 0, -1, 0, 0, 0, 1), atol=1e-7)
+    np.testing.assert_allclose(saved.GetOrigin(), (30.0, 20.0, 10.0), rtol=1e-6)
+
+
+def test_metadata_that_no_longer_matches_the_layer_is_ignored(tmp_path, synth):
+    image_path, _ = synth.write_case(tmp_path, "lps_anisotropic")
+    labels = Labels(random_labels(synth.SHAPE_ZYX), **labels_kwargs_like(image_layer_from_file(image_path)))
+    labels.scale = (2.0, 2.0, 2.0)  # the user rescaled the layer in napari after creating it
+
+    write_layer(labels, tmp_path / "seg.nii.gz")
+
+    np.testing.assert_allclose(sitk.ReadImage(str(tmp_path / "seg.nii.gz")).GetSpacing(), (2.0, 2.0, 2.0))
+
+
+def test_writer_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "seg.nii.gz"
+    target.write_bytes(b"precious earlier segmentation")
+    before = target.read_bytes()
+    labels = Labels(random_labels((3, 4, 5)))
+
+    with pytest.raises(VolumeIOError) as raised:
+        write_layer(labels, target)
+
+    assert "seg.nii.gz" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert target.read_bytes() == before
+
+
+def test_writer_appends_nifti_extension_when_missing(tmp_path):
+    written = write_layer(Labels(random_labels((3, 4, 5))), tmp_path / "seg")
+    assert written == [str(tmp_path / "seg.nii.gz")]
+    assert sitk.ReadImage(written[0]).GetSize() == (5, 4, 3)
+
+
+def test_writer_uses_uint16_for_many_labels(tmp_path):
+    labels = Labels(random_labels((3, 4, 5), high=2))
+    labels.data[0, 0, 0] = 300
+    write_layer(labels, tmp_path / "many.nii.gz")
+    saved = sitk.ReadImage(str(tmp_path / "many.nii.gz"))
+    assert saved.GetPixelID() == sitk.sitkUInt16
+    assert sitk.GetArrayFromImage(saved)[0, 0, 0] == 300
+
+
+def test_writer_rejects_negative_labels(tmp_path):
+    data = random_labels((3, 4, 5))
+    data[0, 0, 0] = -1
+    with pytest.raises(VolumeIOError, match="negative"):
+        write_labels(str(tmp_path / "neg.nii.gz"), data, {"scale": (1, 1, 1)})
+    assert not (tmp_path / "neg.nii.gz").exists()
