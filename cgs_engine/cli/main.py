@@ -1,0 +1,45 @@
+"""Entry point of the `cgs` command: parses arguments, runs a verb, turns failures into one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cgs_engine import __version__
+from cgs_engine.cli import verb_convert, verb_evaluate, verb_import, verb_info, verb_predict, verb_train
+from cgs_engine.errors import CGSError
+
+VERBS = (verb_import, verb_train, verb_predict, verb_evaluate, verb_info, verb_convert)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cgs",
+        description="CGS semi-supervised multi-organ segmentation for CT and MRI (headless engine).",
+    )
+    parser.add_argument("--version", action="version", version=f"cgs {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        verb.add_parser(verbs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except CGSError as error:
+        print(f"cgs {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cgs {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""`cgs --help`, `cgs --version` and the I/O verbs, in process and as the installed console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cgs_engine import __version__
+from cgs_engine.cli.main import main
+
+
+def _write_image(path, array, spacing=(0.7, 0.7, 5.0), origin=(10.0, -20.0, 30.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert __version__ in capsys.readouterr().out
+    assert main([]) == 0
+    assert "info" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "cgs"
+    if not exe.exists():
+        pytest.skip("cgs console script not installed beside this Python")
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "convert" in result.stdout
+
+
+def test_info_prints_geometry(tmp_path, capsys):
+    path = _write_image(tmp_path / "ct.nii.gz", np.zeros((4, 5, 6), np.int16))
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[4, 5, 6]" in out and "0.7 x 0.7 x 5" in out
+
+
+def test_convert_keeps_geometry_and_refuses_overwrite(tmp_path, capsys):
+    source = _write_image(tmp_path / "ct.nii.gz", np.arange(120, dtype=np.int16).reshape(4, 5, 6))
+    target = tmp_path / "ct.mha"
+    assert main(["convert", str(source), str(target)]) == 0
+    back = sitk.ReadImage(str(target))
+    assert np.allclose(back.GetSpacing(), (0.7, 0.7, 5.0), rtol=1e-6)
+    assert np.allclose(back.GetOrigin(), (10.0, -20.0, 30.0))
+    before = target.read_bytes()
+    assert main(["convert", str(source), str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ct.mha" in err and "exists" in err
+    assert target.read_bytes() == before
+
+
+def test_missing_input_is_one_line_error(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "nope.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.nii.gz" in err
