@@ -1,0 +1,23 @@
+"""HDF5 slice store for 2D slice-based training on 3D volumes, and importers into it."""
+
+from cgs_engine.store.dataset import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPLITS,
+    SliceStore,
+    SliceStoreError,
+    StoredSlice,
+    StoredVolume,
+    VolumeInfo,
+)
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "SPLITS",
+    "SliceStore",
+    "SliceStoreError",
+    "StoredSlice",
+    "StoredVolume",
+    "VolumeInfo",
+]

@@ -1,0 +1,462 @@
+"""Build slice stores from the data sets we train on.
+
+Every importer writes through :meth:`SliceStore.create` inside a ``with`` block: the store
+goes to a hidden partial file and appears at ``out`` only once the import has finished. An
+existing ``out`` is replaced only with ``overwrite=True``, and a failed or interrupted import
+leaves nothing behind. Errors are one line and name the file that caused them.
+
+Normalisation of the 2D benchmark sets
+--------------------------------------
+ACDC (SSL4MIS) images are already min-max normalised per volume to [0, 1], and the SegTHOR
+PNGs were min-max scaled per volume to 0..255 upstream. The importers keep those
+intensities (SegTHOR is only divided by 255) and record ``minmax`` as the store's
+normalisation. That is the transform that puts a *new raw* volume on the training
+scale. On the stored volumes themselves it changes nothing (ACDC volumes span exactly
+[0, 1]). ``identity`` would be correct only for inputs that someone has already
+normalised, and it would silently feed raw MR or CT values to a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cgs_engine.errors import CGSError
+from cgs_engine.normalize import Normalization, guess_normalization
+from cgs_engine.store.dataset import SliceStore, SliceStoreError
+from cgs_engine.volume import Geometry
+
+Progress = Callable[[int, int], None] | None
+
+ACDC_CLASS_NAMES = ["background", "RV", "Myo", "LV"]
+SEGTHOR_CLASS_NAMES = ["background", "esophagus", "heart", "trachea", "aorta"]
+OPENKBP_CLASS_NAMES = [
+    "background",
+    "Brainstem",
+    "SpinalCord",
+    "RightParotid",
+    "LeftParotid",
+    "Esophagus",
+    "Larynx",
+    "Mandible",
+]
+SEGTHOR_GT_STEP = 63  # gt PNG grey value = class id * 63
+_ACDC_SLICE_ID = re.compile(r"^(?P<volume>(?P<patient>patient\d+)_frame\d+)_slice_(?P<index>\d+)$")
+_SEGTHOR_PNG = re.compile(r"^(?P<patient>Patient_\d+)_(?P<z>\d+)\.png$")
+_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+_NNUNET_CHANNEL = re.compile(r"_0000$")
+
+
+class DatasetImportError(CGSError, ValueError):
+    """An import failed; the one-line message names the file that caused it."""
+
+
+def openkbp_class_names() -> list[str]:
+    """Background plus the 7 OpenKBP organs at risk, index = label id in the OpenKBP NIfTI."""
+    return list(OPENKBP_CLASS_NAMES)
+
+
+# --------------------------------------------------------------------------------- ACDC
+@dataclass(frozen=True)
+class AcdcTrainVolume:
+    """One train volume of the SSL4MIS ACDC list: its slice files in z order."""
+
+    volume_id: str
+    patient: str
+    slice_ids: tuple[str, ...]
+
+
+def read_acdc_train_volumes(root: str | os.PathLike) -> list[AcdcTrainVolume]:
+    """Train volumes from ``train_slices.list``, in order of their first appearance there.
+
+    Slice ids are ``patientXXX_frameYY_slice_N``. The N of one volume must be consecutive. In the
+    SSL4MIS files they run from 1 (not 0) to the slice count.
+    """
+    list_path = Path(root) / "train_slices.list"
+    slices: dict[str, dict[int, str]] = {}
+    patients: dict[str, str] = {}
+    for line_number, slice_id in _list_entries(list_path):
+        match = _ACDC_SLICE_ID.match(slice_id)
+        if match is None:
+            raise DatasetImportError(f"{list_path}: line {line_number} is not a slice id: {slice_id!r}")
+        volume_slices = slices.setdefault(match["volume"], {})
+        index = int(match["index"])
+        if index in volume_slices:
+            raise DatasetImportError(f"{list_path}: slice {slice_id} is listed twice")
+        volume_slices[index] = slice_id
+        patients[match["volume"]] = match["patient"]
+    volumes = []
+    for volume_id, by_index in slices.items():
+        first = min(by_index)
+        if sorted(by_index) != list(range(first, first + len(by_index))):
+            raise DatasetImportError(
+                f"{list_path}: slices of {volume_id} are not consecutive: {sorted(by_index)}"
+            )
+        ordered = tuple(by_index[index] for index in sorted(by_index))
+        volumes.append(AcdcTrainVolume(volume_id, patients[volume_id], ordered))
+    return volumes
+
+
+def acdc_labeled_patients(volumes: Sequence[AcdcTrainVolume], labeled_patients: int) -> list[str]:
+    """The first N patients in order of first appearance (the SSL4MIS "N labeled cases")."""
+    order = list(dict.fromkeys(volume.patient for volume in volumes))
+    if not 1 <= labeled_patients <= len(order):
+        raise ValueError(f"labeled_patients must be in 1..{len(order)}, got {labeled_patients}")
+    return order[:labeled_patients]
+
+
+def import_acdc(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    labeled_patients: int = 3,
+    overwrite: bool = False,
+    progress: Progress = None,
+) -> Path:
+    """SSL4MIS ACDC (``train_slices.list``, ``val.list``, ``data/*.h5``) into a slice store.
+
+    Labeled: the volumes of the first ``labeled_patients`` patients of ``train_slices.list``
+    (3 -> 68 slices, 7 -> 136). All other train volumes are stored unlabeled, without their
+    labels. The 20 volumes of ``val.list`` are stored as ``val``. Spacing is not in the files,
+    so geometry is unit spacing with ``spacing_known=False``.
+    """
+    root = Path(root)
+    volumes = read_acdc_train_volumes(root)
+    labeled = set(acdc_labeled_patients(volumes, labeled_patients))
+    val_ids = [volume_id for _, volume_id in _list_entries(root / "val.list")]
+    total = len(volumes) + len(val_ids)
+    with SliceStore.create(out, ACDC_CLASS_NAMES, Normalization(mode="minmax"), overwrite=overwrite) as store:
+        for done, volume in enumerate(volumes, start=1):
+            with_label = volume.patient in labeled
+            image, label = _read_acdc_slices(root / "data", volume, with_label)
+            source = str(root / "data" / f"{volume.volume_id}_slice_*.h5")
+            split = "labeled" if with_label else "unlabeled"
+            _add(store, source, volume.volume_id, image, label, None, split, "float32")
+            _report(progress, done, total)
+        for done, volume_id in enumerate(val_ids, start=len(volumes) + 1):
+            path = root / "data" / f"{volume_id}.h5"
+            image, label = _read_h5_pair(path, ndim=3, with_label=True)
+            _add(store, path, volume_id, image, label, None, "val", "float32")
+            _report(progress, done, total)
+    return Path(out)
+
+
+def _read_acdc_slices(
+    folder: Path, volume: AcdcTrainVolume, with_label: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    images, labels = [], []
+    for slice_id in volume.slice_ids:
+        path = folder / f"{slice_id}.h5"
+        image, label = _read_h5_pair(path, ndim=2, with_label=with_label)
+        if images and image.shape != images[0].shape:
+            raise DatasetImportError(
+                f"{path}: slice shape {image.shape} differs from {images[0].shape} of its volume"
+            )
+        images.append(image)
+        labels.append(label)
+    label_volume = np.stack(labels) if with_label else None
+    return np.stack(images), label_volume
+
+
+def _read_h5_pair(path: Path, ndim: int, with_label: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    if not path.is_file():
+        raise DatasetImportError(f"{path}: file is missing")
+    try:
+        with h5py.File(path, "r") as file:
+            image = np.asarray(file["image"][()], dtype=np.float32)
+            label = np.asarray(file["label"][()]) if with_label else None
+    except (OSError, KeyError) as error:
+        raise DatasetImportError(f"{path}: cannot read image/label ({_first_line(error)})") from None
+    if image.ndim != ndim or (label is not None and label.shape != image.shape):
+        found = f"image {image.shape}" + ("" if label is None else f", label {label.shape}")
+        raise DatasetImportError(f"{path}: expected {ndim}D image and label of the same shape, got {found}")
+    return image, label
+
+
+# ------------------------------------------------------------------------------ SegTHOR
+def import_segthor_png(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    labeled_patients: int = 3,
+    overwrite: bool = False,
+    progress: Progress = None,
+) -> Path:
+    """SegTHOR 2D PNG slices (``{train,val}/{img,gt}/Patient_XX_ZZZZ.png``) into a slice store.
+
+    Each patient's slices ``z = 0..N-1`` are stacked into a [z, row, col] volume. Images are
+    divided by 255; labels are ``gt // 63`` after checking that gt holds only 0, 63, 126, 189,
+    252. Labeled: the first ``labeled_patients`` train patients in sorted id order; other
+    train patients go in unlabeled, val patients as ``val``.
+
+    Geometry: a PNG row runs along the original NIfTI x axis and a column along y (see the data
+    README). Spacing is halved resolution (512 -> 256), so array axis ``col`` has spacing 2*dy,
+    ``row`` 2*dx and z dz. The direction matrix swaps x and y, which maps the array axes back
+    to the original volume axes. The original origin and direction are not available, so the
+    origin is 0 and the axes are taken as the world axes.
+    """
+    root = Path(root)
+    spacing_path = root / "spacing_original_mm.json"
+    spacings = _read_json(spacing_path)
+    train = _segthor_patients(root / "train" / "img")
+    val = _segthor_patients(root / "val" / "img")
+    order = sorted(train)
+    if not 1 <= labeled_patients <= len(order):
+        raise ValueError(f"labeled_patients must be in 1..{len(order)}, got {labeled_patients}")
+    labeled = set(order[:labeled_patients])
+    plan = [(p, "labeled" if p in labeled else "unlabeled", train[p]) for p in order]
+    plan += [(p, "val", val[p]) for p in sorted(val)]
+    with SliceStore.create(
+        out, SEGTHOR_CLASS_NAMES, Normalization(mode="minmax"), overwrite=overwrite
+    ) as store:
+        for done, (patient, split, pngs) in enumerate(plan, start=1):
+            if patient not in spacings:
+                raise DatasetImportError(f"{spacing_path}: no spacing for {patient}")
+            image = np.stack([_read_png(path) for path in pngs]).astype(np.float32) / np.float32(255)
+            label = None
+            if split != "unlabeled":
+                label = np.stack([_segthor_label(path.parent.parent / "gt" / path.name) for path in pngs])
+            geometry = _segthor_geometry(spacings[patient], spacing_path)
+            source = pngs[0].parent / f"{patient}_*.png"
+            _add(store, source, patient, image, label, geometry, split, "uint8")
+            _report(progress, done, len(plan))
+    return Path(out)
+
+
+def _segthor_patients(folder: Path) -> dict[str, list[Path]]:
+    if not folder.is_dir():
+        raise DatasetImportError(f"{folder}: folder is missing")
+    slices: dict[str, dict[int, Path]] = {}
+    for path in folder.glob("*.png"):
+        match = _SEGTHOR_PNG.match(path.name)
+        if match is None:
+            raise DatasetImportError(f"{path}: name does not follow Patient_XX_ZZZZ.png")
+        slices.setdefault(match["patient"], {})[int(match["z"])] = path
+    patients = {}
+    for patient, by_z in slices.items():
+        if sorted(by_z) != list(range(len(by_z))):
+            raise DatasetImportError(f"{folder}: slices of {patient} are not z = 0..{len(by_z) - 1}")
+        patients[patient] = [by_z[z] for z in range(len(by_z))]
+    return patients
+
+
+def _read_png(path: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise DatasetImportError(f"{path}: cannot read PNG ({_first_line(error)})") from None
+    array = sitk.GetArrayFromImage(image)
+    if image.GetNumberOfComponentsPerPixel() != 1 or array.ndim != 2 or array.dtype != np.uint8:
+        raise DatasetImportError(f"{path}: expected an 8-bit grey PNG, got {array.dtype} {array.shape}")
+    return array
+
+
+def _segthor_label(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DatasetImportError(f"{path}: ground-truth PNG is missing")
+    gt = _read_png(path)
+    values = np.unique(gt)
+    bad = values[
+        (values % SEGTHOR_GT_STEP != 0) | (values > SEGTHOR_GT_STEP * (len(SEGTHOR_CLASS_NAMES) - 1))
+    ]
+    if bad.size:
+        raise DatasetImportError(
+            f"{path}: unexpected ground-truth values {bad.tolist()} (allowed 0, 63, 126, 189, 252)"
+        )
+    return (gt // SEGTHOR_GT_STEP).astype(np.uint8)
+
+
+def _segthor_geometry(spacing_xyz: Sequence[float], spacing_path: Path) -> Geometry:
+    try:
+        dx, dy, dz = (float(value) for value in spacing_xyz)
+        # Array axes fastest first: PNG column = original y, PNG row = original x, then z.
+        return Geometry(spacing=(2 * dy, 2 * dx, dz), direction=(0, 1, 0, 1, 0, 0, 0, 0, 1))
+    except (TypeError, ValueError) as error:
+        raise DatasetImportError(
+            f"{spacing_path}: bad spacing {spacing_xyz!r} ({_first_line(error)})"
+        ) from None
+
+
+# ------------------------------------------------------------------------------- NIfTI
+def import_nifti(
+    images: Sequence[str | os.PathLike],
+    labels: Sequence[str | os.PathLike] | None,
+    unlabeled: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    normalization: Normalization | None = None,
+    val_images: Sequence[str | os.PathLike] | None = None,
+    val_labels: Sequence[str | os.PathLike] | None = None,
+    overwrite: bool = False,
+    progress: Progress = None,
+) -> Path:
+    """Image/label volume files (NIfTI, MHA, NRRD; whatever ``cgs_engine.io`` reads) into a store.
+
+    ``images`` pair with ``labels`` by file name (``pt_1.nii.gz`` with ``pt_1.nii.gz``; an
+    nnU-Net channel suffix ``_0000`` on the image is ignored), as do ``val_images`` with
+    ``val_labels``. Each label must lie on its image's grid. ``normalization`` defaults to
+    :func:`guess_normalization` of the first image. ``class_names`` default to background
+    plus ``class_1..class_K`` for the largest label id K found.
+    """
+    from cgs_engine.io import read_volume
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SliceStoreError(f"{out}: already exists; not replacing it without overwrite")
+    plan = [(image, label, "labeled") for image, label in _pair_by_name(images, labels or [], "labels")]
+    plan += [(Path(path), None, "unlabeled") for path in unlabeled]
+    plan += [
+        (image, label, "val")
+        for image, label in _pair_by_name(val_images or [], val_labels or [], "val labels")
+    ]
+    if not plan:
+        raise DatasetImportError(f"{out}: nothing to import (no images given)")
+    _check_unique_names([image for image, _, _ in plan])
+    if class_names is None:
+        label_paths = [label for _, label, _ in plan if label is not None]
+        class_names = _default_class_names(label_paths, read_volume)
+    first = read_volume(plan[0][0], kind="image")
+    if normalization is None:
+        normalization = guess_normalization(first.array)
+    with SliceStore.create(out, class_names, normalization, overwrite=overwrite) as store:
+        for done, (image_path, label_path, split) in enumerate(plan, start=1):
+            volume = first if done == 1 else read_volume(image_path, kind="image")
+            label = None
+            if label_path is not None:
+                label = read_volume(label_path, kind="labels")
+                _check_same_grid(image_path, volume, label_path, label)
+            normalised = normalization.apply(volume.array)
+            label_array = None if label is None else label.array
+            name = _volume_name(image_path)
+            _add(
+                store,
+                image_path,
+                name,
+                normalised,
+                label_array,
+                volume.geometry,
+                split,
+                str(volume.array.dtype),
+            )
+            _report(progress, done, len(plan))
+    return out
+
+
+def _pair_by_name(
+    images: Sequence[str | os.PathLike], labels: Sequence[str | os.PathLike], what: str
+) -> list[tuple[Path, Path]]:
+    if images and not labels:
+        raise DatasetImportError(
+            f"{Path(images[0])}: labeled images need {what}; pass label-free images as unlabeled"
+        )
+    by_name: dict[str, Path] = {}
+    for label in map(Path, labels):
+        key = _volume_name(label)
+        if key in by_name:
+            raise DatasetImportError(f"{label}: a second label for volume {key!r} (first: {by_name[key]})")
+        by_name[key] = label
+    pairs = []
+    for image in map(Path, images):
+        key = _volume_name(image)
+        label = by_name.pop(key, None) or by_name.pop(_NNUNET_CHANNEL.sub("", key), None)
+        if label is None:
+            raise DatasetImportError(f"{image}: no label file with the same name among the {what}")
+        pairs.append((image, label))
+    if by_name:
+        leftover = next(iter(by_name.values()))
+        raise DatasetImportError(f"{leftover}: label has no image with the same name")
+    return pairs
+
+
+def _check_unique_names(paths: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for path in paths:
+        name = _volume_name(path)
+        if name in seen:
+            raise DatasetImportError(f"{path}: volume name {name!r} is already used by {seen[name]}")
+        seen[name] = path
+
+
+def _default_class_names(label_paths: Sequence[Path], read_volume) -> list[str]:
+    largest = 1
+    for path in label_paths:
+        array = read_volume(path, kind="labels").array
+        largest = max(largest, int(array.max()) if array.size else 0)
+    return ["background"] + [f"class_{index}" for index in range(1, largest + 1)]
+
+
+def _check_same_grid(image_path: Path, image, label_path: Path, label) -> None:
+    if label.shape != image.shape:
+        raise DatasetImportError(
+            f"{label_path}: label shape {label.shape} differs from image shape {image.shape}"
+        )
+    if not label.geometry.is_close(image.geometry):
+        raise DatasetImportError(
+            f"{label_path}: label grid ({label.geometry.describe()}) differs from its image "
+            f"{image_path.name} ({image.geometry.describe()})"
+        )
+
+
+def _volume_name(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    for suffix in _VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+# ------------------------------------------------------------------------------ shared
+def _add(
+    store: SliceStore,
+    source: str | os.PathLike,
+    name: str,
+    image: np.ndarray,
+    label: np.ndarray | None,
+    geometry: Geometry | None,
+    split: str,
+    original_dtype: str,
+) -> None:
+    try:
+        store.add_volume(
+            name,
+            image,
+            label=label,
+            geometry=geometry,
+            split=split,
+            source=str(source),
+            original_dtype=original_dtype,
+        )
+    except SliceStoreError as error:
+        raise DatasetImportError(f"{source}: {error}") from None
+
+
+def _list_entries(path: Path) -> list[tuple[int, str]]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise DatasetImportError(f"{path}: cannot read list ({_first_line(error)})") from None
+    return [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetImportError(f"{path}: cannot read JSON ({_first_line(error)})") from None
+
+
+def _report(progress: Progress, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

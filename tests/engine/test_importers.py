@@ -1,0 +1,304 @@
+"""Importers: ACDC (SSL4MIS h5), SegTHOR PNG and NIfTI, on miniatures of each layout and on real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cgs_engine.normalize import Normalization
+from cgs_engine.store import SliceStore, SliceStoreError
+from cgs_engine.store.importers import (
+    ACDC_CLASS_NAMES,
+    SEGTHOR_CLASS_NAMES,
+    DatasetImportError,
+    acdc_labeled_patients,
+    import_acdc,
+    import_nifti,
+    import_segthor_png,
+    openkbp_class_names,
+    read_acdc_train_volumes,
+)
+
+SHARED_DATA = Path("/work/shared/data")
+
+
+def real(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+def no_partial_files(folder: Path) -> bool:
+    return not any(path.name.endswith(".partial") for path in folder.iterdir())
+
+
+# ----------------------------------------------------------------------------------- ACDC
+# (volume id, slice count, slice shape); patient 7 is listed first, so it is "the first patient".
+ACDC_TRAIN = [
+    ("patient007_frame01", 3, (12, 10)),
+    ("patient002_frame01", 2, (9, 11)),
+    ("patient007_frame02", 3, (12, 10)),
+    ("patient002_frame02", 2, (9, 11)),
+    ("patient005_frame01", 4, (8, 8)),
+]
+ACDC_VAL = [("patient009_frame01", (5, 7, 6)), ("patient009_frame02", (5, 7, 6))]
+
+
+def acdc_slice_content(volume_id: str, index: int, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The image encodes (volume, slice index) so that stacking order can be checked."""
+    image = np.full(shape, (sum(map(ord, volume_id)) % 50 + index) / 100.0, dtype=np.float32)
+    label = np.zeros(shape, dtype=np.uint8)
+    label[: index + 1, :2] = index % 4
+    return image, label
+
+
+def write_acdc_miniature(root: Path) -> None:
+    (root / "data").mkdir(parents=True)
+    slice_ids = []
+    for volume_id, count, shape in ACDC_TRAIN:
+        for index in range(1, count + 1):  # SSL4MIS numbers slices from 1
+            slice_id = f"{volume_id}_slice_{index}"
+            image, label = acdc_slice_content(volume_id, index, shape)
+            with h5py.File(root / "data" / f"{slice_id}.h5", "w") as file:
+                file.create_dataset("image", data=image, compression="gzip")
+                file.create_dataset("label", data=label, compression="gzip")
+            slice_ids.append(slice_id)
+    # Upstream lists slices in no particular order within a volume; keep volumes' first appearance.
+    listed = [slice_ids[i] for i in (2, 0, 1, 3, 4, 5, 6, 7, 8, 9, 11, 10, 13, 12)]
+    (root / "train_slices.list").write_text("\n".join(listed) + "\n")
+    for volume_id, shape in ACDC_VAL:
+        with h5py.File(root / "data" / f"{volume_id}.h5", "w") as file:
+            file["image"] = np.linspace(0, 1, np.prod(shape), dtype=np.float32).reshape(shape)
+            file["label"] = np.ones(shape, dtype=np.uint8)
+    (root / "val.list").write_text("\n".join(v for v, _ in ACDC_VAL) + "\n")
+
+
+def test_acdc_miniature_import(tmp_path):
+    root = tmp_path / "acdc"
+    write_acdc_miniature(root)
+    calls = []
+    out = import_acdc(
+        root, tmp_path / "acdc.h5", labeled_patients=1, progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls[-1] == (7, 7) and len(calls) == 7
+    with SliceStore.open(out) as store:
+        assert store.class_names == ACDC_CLASS_NAMES
+        assert store.normalization == Normalization(mode="minmax")
+        assert store.volume_names("labeled") == ["patient007_frame01", "patient007_frame02"]
+        assert store.volume_names("unlabeled") == [
+            "patient002_frame01",
+            "patient002_frame02",
+            "patient005_frame01",
+        ]
+        assert store.volume_names("val") == ["patient009_frame01", "patient009_frame02"]
+        assert len(store.slice_index("labeled")) == 6
+        labeled = store.read_volume("patient007_frame02")
+        assert labeled.image.shape == (3, 12, 10)
+        for z in range(3):
+            expected_image, expected_label = acdc_slice_content("patient007_frame02", z + 1, (12, 10))
+            np.testing.assert_array_equal(labeled.image[z], expected_image)
+            np.testing.assert_array_equal(labeled.label[z], expected_label)
+        unlabeled = store.read_volume("patient005_frame01")
+        assert unlabeled.label is None and unlabeled.image.shape == (4, 8, 8)
+        assert store.read_volume("patient009_frame01").label.shape == (5, 7, 6)
+        info = store.volume_info("patient002_frame01")
+        assert info.spacing_known is False and info.geometry.spacing == (1.0, 1.0, 1.0)
+
+
+def test_acdc_missing_slice_fails_without_leaving_a_file(tmp_path):
+    root = tmp_path / "acdc"
+    write_acdc_miniature(root)
+    missing = root / "data" / "patient005_frame01_slice_3.h5"
+    missing.unlink()
+    out = tmp_path / "acdc.h5"
+    with pytest.raises(DatasetImportError) as error:
+        import_acdc(root, out, labeled_patients=1)
+    assert str(missing) in str(error.value) and "\n" not in str(error.value)
+    assert not out.exists() and no_partial_files(tmp_path)
+
+
+def test_acdc_refuses_existing_output_and_bad_patient_count(tmp_path):
+    root = tmp_path / "acdc"
+    write_acdc_miniature(root)
+    out = tmp_path / "acdc.h5"
+    out.write_bytes(b"keep me")
+    with pytest.raises(SliceStoreError, match="already exists"):
+        import_acdc(root, out)
+    assert out.read_bytes() == b"keep me"
+    with pytest.raises(ValueError, match="labeled_patients"):
+        import_acdc(root, tmp_path / "other.h5", labeled_patients=4)
+
+
+@pytest.mark.realdata
+def test_acdc_real_list_gives_literature_slice_counts():
+    root = real("acdc_ssl4mis_h5")
+    volumes = read_acdc_train_volumes(root)
+    assert len(volumes) == 140
+    for patients, slices in ((1, 32), (3, 68), (7, 136)):
+        chosen = set(acdc_labeled_patients(volumes, patients))
+        assert sum(len(v.slice_ids) for v in volumes if v.patient in chosen) == slices
+    assert acdc_labeled_patients(volumes, 3) == ["patient099", "patient038", "patient050"]
+
+
+# -------------------------------------------------------------------------------- SegTHOR
+SEGTHOR_TRAIN = {"Patient_12": 3, "Patient_04": 2, "Patient_07": 4}
+SEGTHOR_VAL = {"Patient_01": 2}
+SEGTHOR_SPACING = {"Patient_01": [0.9, 0.9, 2.0], "Patient_04": [0.8, 0.7, 2.5], "Patient_07": [1, 1, 2],
+                   "Patient_12": [0.98, 0.98, 2.5]}  # fmt: skip
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(array.astype(np.uint8)), str(path))
+
+
+def write_segthor_miniature(root: Path, shape=(16, 12)) -> None:
+    for split, patients in (("train", SEGTHOR_TRAIN), ("val", SEGTHOR_VAL)):
+        for patient, count in patients.items():
+            for z in range(count):
+                image = np.full(shape, 10 * z + int(patient[-2:]), dtype=np.uint8)
+                image[0, 0] = 255
+                gt = np.zeros(shape, dtype=np.uint8)
+                gt[z, :] = 63 * ((z % 4) + 1)
+                write_png(root / split / "img" / f"{patient}_{z:04d}.png", image)
+                write_png(root / split / "gt" / f"{patient}_{z:04d}.png", gt)
+    (root / "spacing_original_mm.json").write_text(json.dumps(SEGTHOR_SPACING))
+
+
+def test_segthor_miniature_import(tmp_path):
+    root = tmp_path / "segthor"
+    write_segthor_miniature(root)
+    out = import_segthor_png(root, tmp_path / "segthor.h5", labeled_patients=2)
+    with SliceStore.open(out) as store:
+        assert store.class_names == SEGTHOR_CLASS_NAMES
+        assert store.volume_names("labeled") == ["Patient_04", "Patient_07"]  # first two in sorted order
+        assert store.volume_names("unlabeled") == ["Patient_12"]
+        assert store.volume_names("val") == ["Patient_01"]
+        stored = store.read_volume("Patient_07")
+        assert stored.image.shape == (4, 16, 12) and stored.image.dtype == np.float32
+        np.testing.assert_allclose(stored.image[2, 5, 5], (20 + 7) / 255, rtol=1e-6)
+        assert stored.image.max() == 1.0
+        assert stored.label[2, 2].tolist() == [3] * 12 and stored.label[1, 1].tolist() == [2] * 12
+        assert store.read_volume("Patient_12").label is None
+        geometry = store.volume_info("Patient_04").geometry
+        # array [z, row, col]: col = original y (2*dy), row = original x (2*dx), then dz
+        np.testing.assert_allclose(geometry.spacing, (1.4, 1.6, 2.5))
+        np.testing.assert_array_equal(geometry.direction_matrix, [[0, 1, 0], [1, 0, 0], [0, 0, 1]])
+        assert store.volume_info("Patient_04").original_dtype == "uint8"
+
+
+def test_segthor_rejects_unexpected_label_values(tmp_path):
+    root = tmp_path / "segthor"
+    write_segthor_miniature(root)
+    bad = root / "train" / "gt" / "Patient_07_0001.png"
+    gt = np.zeros((16, 12), dtype=np.uint8)
+    gt[3, 3] = 100
+    write_png(bad, gt)
+    out = tmp_path / "segthor.h5"
+    with pytest.raises(DatasetImportError, match=r"\[100\]") as error:
+        import_segthor_png(root, out, labeled_patients=2)
+    assert str(bad) in str(error.value)
+    assert not out.exists() and no_partial_files(tmp_path)
+
+
+def test_segthor_rejects_gaps_in_z(tmp_path):
+    root = tmp_path / "segthor"
+    write_segthor_miniature(root)
+    (root / "train" / "img" / "Patient_12_0001.png").unlink()
+    with pytest.raises(DatasetImportError, match="Patient_12"):
+        import_segthor_png(root, tmp_path / "segthor.h5")
+
+
+# ---------------------------------------------------------------------------------- NIfTI
+@pytest.mark.realdata
+def test_nifti_import_of_openkbp_keeps_geometry(tmp_path):
+    folder = real("openkbp")
+    images = [folder / "images" / f"{pt}.nii.gz" for pt in ("pt_168", "pt_172")]
+    labels = [folder / "labels" / f"{pt}.nii.gz" for pt in ("pt_172", "pt_168")]  # order must not matter
+    unlabeled = [folder / "unlabeled" / "pt_28.nii.gz"]
+    out = import_nifti(images, labels, unlabeled, tmp_path / "kbp.h5", class_names=openkbp_class_names())
+    with SliceStore.open(out) as store:
+        assert store.class_names == openkbp_class_names() and len(store.class_names) == 8
+        assert store.normalization.mode == "ct-window"  # guessed from the first CT
+        assert store.volume_names("labeled") == ["pt_168", "pt_172"]
+        assert store.volume_names("unlabeled") == ["pt_28"]
+        for name, directory in (("pt_172", "images"), ("pt_28", "unlabeled")):
+            reference = sitk.ReadImage(str(folder / directory / f"{name}.nii.gz"))
+            stored = store.read_volume(name)
+            info = store.volume_info(name)
+            np.testing.assert_allclose(stored.geometry.spacing, reference.GetSpacing(), rtol=1e-6)
+            np.testing.assert_allclose(stored.geometry.origin, reference.GetOrigin(), atol=1e-6)
+            np.testing.assert_allclose(stored.geometry.direction, reference.GetDirection(), atol=1e-9)
+            expected = Normalization().apply(sitk.GetArrayFromImage(reference))
+            np.testing.assert_array_equal(stored.image, expected)
+            assert info.original_dtype == "int16" and info.spacing_known
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels" / "pt_172.nii.gz")))
+        np.testing.assert_array_equal(store.read_volume("pt_172").label, label)
+
+
+def write_nifti(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 2.0)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def mr_like(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 500, size=(3, 6, 5)).astype(np.float32)
+
+
+def test_nifti_defaults_class_names_and_pairs_nnunet_names(tmp_path):
+    label = np.zeros((3, 6, 5), dtype=np.uint8)
+    label[1, 2, 2] = 3
+    image = write_nifti(tmp_path / "imagesTr" / "case_0000.nii.gz", mr_like(0))
+    label_path = write_nifti(tmp_path / "labelsTr" / "case.nii.gz", label)
+    val_image = write_nifti(tmp_path / "val" / "v1.nii.gz", mr_like(1))
+    val_label = write_nifti(tmp_path / "val_labels" / "v1.nii.gz", label)
+    out = import_nifti(
+        [image], [label_path], [], tmp_path / "s.h5", val_images=[val_image], val_labels=[val_label]
+    )
+    with SliceStore.open(out) as store:
+        assert store.class_names == ["background", "class_1", "class_2", "class_3"]
+        assert store.normalization.mode == "mr-percentile"
+        assert store.volume_names("labeled") == ["case_0000"] and store.volume_names("val") == ["v1"]
+        assert store.volume_info("v1").geometry.spacing == (1.0, 1.0, 2.0)
+
+
+def test_nifti_label_on_another_grid_is_refused(tmp_path):
+    image = write_nifti(tmp_path / "images" / "a.nii.gz", mr_like(0))
+    label = write_nifti(tmp_path / "labels" / "a.nii.gz", np.zeros((3, 6, 5), np.uint8), spacing=(1, 1, 3))
+    out = tmp_path / "s.h5"
+    with pytest.raises(DatasetImportError, match="grid") as error:
+        import_nifti([image], [label], [], out, class_names=["background", "x"])
+    assert str(label) in str(error.value) and "\n" not in str(error.value)
+    assert not out.exists() and no_partial_files(tmp_path)
+
+
+def test_nifti_pairing_errors_name_the_file(tmp_path):
+    a = write_nifti(tmp_path / "images" / "a.nii.gz", mr_like(0))
+    b_label = write_nifti(tmp_path / "labels" / "b.nii.gz", np.zeros((3, 6, 5), np.uint8))
+    with pytest.raises(DatasetImportError, match="no label file") as error:
+        import_nifti([a], [b_label], [], tmp_path / "s.h5")
+    assert str(a) in str(error.value)
+    with pytest.raises(DatasetImportError, match="pass label-free images as unlabeled"):
+        import_nifti([a], None, [], tmp_path / "s.h5")
+    with pytest.raises(DatasetImportError, match="already used"):
+        import_nifti([], None, [a, a], tmp_path / "s.h5")
+
+
+def test_nifti_label_out_of_class_range_names_the_file(tmp_path):
+    image = write_nifti(tmp_path / "images" / "a.nii.gz", mr_like(0))
+    label = np.zeros((3, 6, 5), np.uint8)
+    label[0, 0, 0] = 5
+    label_path = write_nifti(tmp_path / "labels" / "a.nii.gz", label)
+    with pytest.raises(DatasetImportError, match=r"values \[5\]") as error:
+        import_nifti([image], [label_path], [], tmp_path / "s.h5", class_names=["background", "x"])
+    assert str(image) in str(error.value)
+    assert not (tmp_path / "s.h5").exists()
