@@ -1,0 +1,175 @@
+"""One checkpoint file: model weights plus everything needed to use them on a new volume.
+
+Written atomically (temp file, fsync, rename), so a crash mid-write leaves the previous file.
+Loaded with ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain values only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cgs_engine import __version__
+from cgs_engine.errors import CGSError
+from cgs_engine.model import ModelConfig
+
+CHECKPOINT_FORMAT = "napari-cgs-checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "model_config",
+    "state_dict",
+    "class_names",
+    "input_size",
+    "normalization",
+)
+
+
+class CheckpointError(CGSError):
+    """A checkpoint that cannot be read or used; one line naming the file."""
+
+
+@dataclass
+class ModelCheckpoint:
+    model_config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    class_names: list[str]
+    input_size: int
+    normalization: dict[str, Any]
+    class_colors: list[list[int]] = field(default_factory=list)
+    method: str = "cgs"
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    engine_version: str = __version__
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def to_payload(self, half: bool = False) -> dict[str, Any]:
+        weights = {
+            k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in self.state_dict.items()
+        }
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "model_config": self.model_config.to_dict(),
+            "state_dict": weights,
+            "class_names": list(self.class_names),
+            "class_colors": [list(c) for c in self.class_colors],
+            "input_size": int(self.input_size),
+            "normalization": dict(self.normalization),
+            "method": self.method,
+            "train_config": self.train_config,
+            "metrics": self.metrics,
+            "data_fingerprint": self.data_fingerprint,
+            "engine_version": self.engine_version,
+            "created": self.created,
+        }
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temp file in the target folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(checkpoint: ModelCheckpoint, path: str | os.PathLike, half: bool = False) -> Path:
+    return atomic_torch_save(checkpoint.to_payload(half=half), path)
+
+
+def load_payload(path: str | os.PathLike) -> dict[str, Any]:
+    """torch.load with clear one-line errors for missing, truncated or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for damaged archives
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupt: {first_line})"
+        ) from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
+    payload = load_payload(path)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a napari-cgs model checkpoint")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    if payload["format_version"] > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {payload['format_version']} is newer than this engine reads "
+            f"({CHECKPOINT_VERSION}); update napari-cgs"
+        )
+    try:
+        config = ModelConfig.from_dict(payload["model_config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: incompatible model settings ({error})") from None
+    if len(payload["class_names"]) != config.num_classes:
+        raise CheckpointError(
+            f"{path}: {len(payload['class_names'])} class names for a {config.num_classes}-class model"
+        )
+    return ModelCheckpoint(
+        model_config=config,
+        state_dict=payload["state_dict"],
+        class_names=list(payload["class_names"]),
+        input_size=int(payload["input_size"]),
+        normalization=dict(payload["normalization"]),
+        class_colors=[list(c) for c in payload.get("class_colors", [])],
+        method=payload.get("method", "cgs"),
+        train_config=payload.get("train_config", {}),
+        metrics=payload.get("metrics", {}),
+        data_fingerprint=payload.get("data_fingerprint", ""),
+        engine_version=payload.get("engine_version", "unknown"),
+        created=payload.get("created", ""),
+    )
+
+
+def build_network(checkpoint: ModelCheckpoint, path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
+    """The network of a checkpoint with its weights loaded (fp32, eval mode)."""
+    from cgs_engine.model import build_model
+
+    model = build_model(checkpoint.model_config)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        detail = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the model settings ({detail})") from None
+    return model.eval()

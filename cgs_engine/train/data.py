@@ -1,0 +1,147 @@
+"""Training slices in memory at the input size, and reproducible per-step batches.
+
+Every slice of the labeled and unlabeled splits is resized once to the square input size and
+kept as float16 (half the memory of float32; the batch is cast back to float32). A batch is a
+pure function of (seed, step): resume after an interruption draws exactly the batch the lost
+run would have drawn, and a background thread can prepare batches ahead without changing them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cgs_engine.infer.slices import resize_images, resize_labels
+from cgs_engine.method import IGNORE_INDEX
+from cgs_engine.store import SliceStore
+from cgs_engine.train.augment import strong_augment, weak_augment
+from cgs_engine.train.cutmix import apply_cutmix, cutmix_boxes
+
+_RESIZE_CHUNK = 64
+
+
+@dataclass
+class SliceBank:
+    images: torch.Tensor  # [N, 1, S, S] float16
+    labels: torch.Tensor | None  # [N, S, S] uint8, IGNORE_INDEX where the label is not trusted
+    volume_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def load_bank(store: SliceStore, split: str, size: int, with_labels: bool) -> SliceBank:
+    images, labels = [], []
+    names = store.volume_names(split)
+    for name in names:
+        stored = store.read_volume(name)
+        for start in range(0, stored.image.shape[0], _RESIZE_CHUNK):
+            chunk = torch.from_numpy(np.ascontiguousarray(stored.image[start : start + _RESIZE_CHUNK]))
+            images.append(resize_images(chunk, size).half())
+            if not with_labels:
+                continue
+            label = np.array(stored.label[start : start + _RESIZE_CHUNK], dtype=np.uint8)
+            if stored.review is not None:
+                label[np.asarray(stored.review[start : start + _RESIZE_CHUNK]) == 0] = IGNORE_INDEX
+            labels.append(resize_labels(torch.from_numpy(label), size))
+    if not images:
+        return SliceBank(
+            torch.zeros((0, 1, size, size), dtype=torch.float16),
+            torch.zeros((0, size, size), dtype=torch.uint8) if with_labels else None,
+            names,
+        )
+    return SliceBank(torch.cat(images), torch.cat(labels) if with_labels else None, names)
+
+
+@dataclass
+class Batch:
+    labeled_images: torch.Tensor  # [B_L, 1, S, S] weak view
+    labels: torch.Tensor  # [B_L, S, S] long
+    unlabeled_weak: torch.Tensor | None = None  # [B_U, 1, S, S]
+    partner_weak: torch.Tensor | None = None  # [B_U, 1, S, S] CutMix partners (also unlabeled)
+    boxes: torch.Tensor | None = None  # [B_U, S, S] bool
+    strong: torch.Tensor | None = None  # [B_U, 1, S, S] strong view of the mixed images
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    # Distinct, well-mixed streams per (seed, step): a large odd multiplier avoids overlaps.
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1))
+
+
+class BatchSource:
+    """Draws the batch of a given step; ``iterate`` prefetches in a background thread."""
+
+    def __init__(
+        self,
+        labeled: SliceBank,
+        unlabeled: SliceBank | None,
+        batch_labeled: int,
+        batch_unlabeled: int,
+        seed: int,
+    ) -> None:
+        if len(labeled) == 0:
+            raise ValueError("no labeled slices to train on")
+        self.labeled, self.unlabeled = labeled, unlabeled
+        self.batch_labeled, self.batch_unlabeled = batch_labeled, batch_unlabeled
+        self.seed = seed
+        self.uses_unlabeled = unlabeled is not None and batch_unlabeled > 0
+        if self.uses_unlabeled and len(unlabeled) == 0:
+            raise ValueError("the method needs unlabeled slices but the store has none")
+
+    def batch(self, step: int) -> Batch:
+        generator = step_generator(self.seed, step)
+        pick = torch.randint(len(self.labeled), (self.batch_labeled,), generator=generator)
+        images, labels = weak_augment(
+            self.labeled.images[pick].float(), self.labeled.labels[pick].long(), generator
+        )
+        batch = Batch(images, labels)
+        if not self.uses_unlabeled:
+            return batch
+        count = self.batch_unlabeled
+        pick = torch.randint(len(self.unlabeled), (2 * count,), generator=generator)
+        weak, _ = weak_augment(self.unlabeled.images[pick].float(), None, generator)
+        size = weak.shape[-1]
+        boxes = cutmix_boxes(count, size, size, generator)
+        batch.unlabeled_weak, batch.partner_weak, batch.boxes = weak[:count], weak[count:], boxes
+        batch.strong = apply_cutmix(
+            strong_augment(weak[:count], generator), strong_augment(weak[count:], generator), boxes
+        )
+        return batch
+
+    def iterate(self, start: int, stop: int, prefetch: int = 2) -> Iterator[tuple[int, Batch]]:
+        """Batches of steps start..stop-1, prepared ``prefetch`` steps ahead in a thread."""
+        slots: queue.Queue = queue.Queue(maxsize=prefetch)
+        halt = threading.Event()
+
+        def produce() -> None:
+            try:
+                for step in range(start, stop):
+                    if halt.is_set():
+                        return
+                    slots.put((step, self.batch(step)))
+                slots.put(None)
+            except BaseException as error:  # handed to the consumer, raised there
+                slots.put(error)
+
+        worker = threading.Thread(target=produce, name="cgs-batches", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = slots.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            halt.set()
+            while worker.is_alive():
+                try:
+                    slots.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.05)

@@ -1,0 +1,372 @@
+"""The training run: data, model, EMA teacher, schedule, validation, checkpoints and resume.
+
+Run directory (never overwritten; ``resume=True`` continues it):
+  config.json   the resolved configuration, the fixed iteration count, store and data fingerprint
+  state.pt      everything needed to continue exactly where the run stopped (atomic writes)
+  best.pt       the EMA teacher with the best validation Dice (a model checkpoint)
+  final.pt      the EMA teacher at the end of the run (a model checkpoint)
+  log.jsonl     one JSON line per logged step and per validation
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cgs_engine import __version__
+from cgs_engine.checkpoint import ModelCheckpoint, atomic_torch_save, load_payload, save_checkpoint
+from cgs_engine.errors import CGSError
+from cgs_engine.evaluate.metrics import dice_per_class
+from cgs_engine.infer.slices import Cancelled, predict_label_volume
+from cgs_engine.method.objective import lambda_schedule, poly_lr
+from cgs_engine.model import ModelConfig, build_model
+from cgs_engine.runtime import Runtime, resolve_runtime
+from cgs_engine.store import SliceStore
+from cgs_engine.train.config import REFERENCE_ITERATIONS, TrainConfig
+from cgs_engine.train.data import BatchSource, load_bank
+from cgs_engine.train.ema import EMATeacher
+from cgs_engine.train.step import train_step
+
+Event = dict[str, Any]
+LOG_EVERY = 10
+CALIBRATION_STEPS = 3
+
+
+class RunError(CGSError):
+    """A run directory that cannot be started or resumed; one line."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps_done: int
+    total_steps: int
+    best_dice: float | None
+    best_checkpoint: Path | None
+    final_checkpoint: Path | None
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Session:
+    config: TrainConfig
+    runtime: Runtime
+    store_path: Path
+    class_names: list[str]
+    class_colors: list[list[int]]
+    normalization: dict[str, Any]
+    fingerprint: str
+    val_volumes: list[tuple[str, np.ndarray, np.ndarray]]
+    source: BatchSource
+
+
+def model_config_for(config: TrainConfig, num_classes: int) -> ModelConfig:
+    return ModelConfig(
+        num_classes=num_classes,
+        widths=config.widths,
+        dropouts=config.dropouts,
+        heads=config.objective().specialist_heads,
+    )
+
+
+def _open_session(store_path: Path, config: TrainConfig) -> _Session:
+    runtime = resolve_runtime(config.device, config.precision, config.threads, config.channels_last)
+    with SliceStore.open(store_path) as store:
+        objective = config.objective()
+        labeled = load_bank(store, "labeled", config.input_size, with_labels=True)
+        if len(labeled) == 0:
+            raise RunError(f"{store_path}: the store has no labeled volumes to train on")
+        unlabeled = None
+        if objective.uses_unlabeled:
+            unlabeled = load_bank(store, "unlabeled", config.input_size, with_labels=False)
+            if len(unlabeled) == 0:
+                raise RunError(
+                    f"{store_path}: method {config.method} needs unlabeled volumes; the store has none"
+                )
+        names = store.volume_names("val")[: config.val_max_volumes]
+        val = [(n, s.image, s.label) for n in names for s in [store.read_volume(n)] if s.label is not None]
+        source = BatchSource(labeled, unlabeled, config.batch_labeled, config.batch_unlabeled, config.seed)
+        return _Session(
+            config,
+            runtime,
+            store_path,
+            store.class_names,
+            store.class_colors,
+            store.normalization.to_dict(),
+            store.fingerprint(),
+            val,
+            source,
+        )
+
+
+def validate(model: torch.nn.Module, session: _Session, should_stop=None) -> dict[str, Any] | None:
+    """3D Dice per class on the val volumes, averaged over volumes, then over classes."""
+    if not session.val_volumes:
+        return None
+    num_classes = len(session.class_names)
+    per_volume = []
+    for _name, image, label in session.val_volumes:
+        pred = predict_label_volume(
+            model, image, session.config.input_size, session.runtime, cancel=should_stop
+        )
+        per_volume.append(dice_per_class(pred, np.asarray(label), num_classes)[1:])
+    with np.errstate(all="ignore"), _quiet_nan():
+        per_class = np.nanmean(np.stack(per_volume), axis=0)
+    return {
+        "dice_mean": float(np.nanmean(per_class)) if np.isfinite(per_class).any() else 0.0,
+        "dice_per_class": {
+            name: _finite(v) for name, v in zip(session.class_names[1:], per_class, strict=True)
+        },
+    }
+
+
+class _quiet_nan:
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _model_checkpoint(
+    teacher: torch.nn.Module, session: _Session, metrics: dict[str, Any]
+) -> ModelCheckpoint:
+    return ModelCheckpoint(
+        model_config=teacher.config,
+        state_dict=teacher.state_dict(),
+        class_names=session.class_names,
+        input_size=session.config.input_size,
+        normalization=session.normalization,
+        class_colors=session.class_colors,
+        method=session.config.method,
+        train_config=session.config.to_dict(),
+        metrics=metrics,
+        data_fingerprint=session.fingerprint,
+    )
+
+
+def _new_models(session: _Session) -> tuple[torch.nn.Module, EMATeacher, torch.optim.Optimizer]:
+    config = session.config
+    torch.manual_seed(config.seed)
+    student = build_model(model_config_for(config, len(session.class_names))).to(session.runtime.device)
+    if session.runtime.channels_last:
+        student = student.to(memory_format=torch.channels_last)
+    teacher = EMATeacher(student, decay_max=config.ema_decay, mode=config.teacher_mode)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            student.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return student, teacher, optimizer
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _calibrate_iterations(session: _Session, budget_s: float) -> int:
+    """Iterations that fit the wall-time budget, timed on throwaway copies of the models."""
+    student, teacher, optimizer = _new_models(session)
+    objective = session.config.objective()
+    train_step(student, teacher.module, optimizer, session.source.batch(0), objective, 0.0, session.runtime)
+    start = time.perf_counter()
+    for step in range(1, CALIBRATION_STEPS + 1):
+        train_step(
+            student, teacher.module, optimizer, session.source.batch(step), objective, 0.0, session.runtime
+        )
+        teacher.update(student, step)
+    step_s = (time.perf_counter() - start) / CALIBRATION_STEPS
+    start = time.perf_counter()
+    validate(teacher.module, session)
+    val_s = time.perf_counter() - start
+    usable = 0.97 * budget_s - val_s
+    return max(1, int(usable / (step_s + val_s / session.config.val_every)))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    temp = path.with_suffix(".json.partial")
+    temp.write_text(json.dumps(data, indent=2))
+    temp.replace(path)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (run_dir / "state.pt").is_file():
+            raise RunError(f"{run_dir}: nothing to resume (no state.pt); start a new run without --resume")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir}: run directory exists and is not empty (use --resume or another -o)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train(
+    store_path: str | Path,
+    run_dir: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``config.method`` on a slice store; see the module docstring for the run directory."""
+    store_path, run_dir = Path(store_path), Path(run_dir)
+    _prepare_run_dir(run_dir, resume)
+    emit = on_event or (lambda event: None)
+    if resume:
+        recorded = json.loads((run_dir / "config.json").read_text())
+        config = TrainConfig.from_dict(recorded["config"], source=str(run_dir / "config.json"))
+        store_path = Path(recorded.get("store", store_path)) if not store_path.exists() else store_path
+    config = config or TrainConfig()
+    session = _open_session(store_path, config)
+    if resume:
+        total = int(recorded["total_iterations"])
+        if recorded.get("fingerprint") and recorded["fingerprint"] != session.fingerprint:
+            raise RunError(
+                f"{store_path}: data changed since the run started (fingerprint differs); start a new run"
+            )
+    else:
+        total = config.iterations or (
+            _calibrate_iterations(session, config.minutes * 60) if config.minutes else REFERENCE_ITERATIONS
+        )
+        _write_json(
+            run_dir / "config.json",
+            {
+                "config": config.to_dict(),
+                "total_iterations": total,
+                "store": str(store_path.resolve()),
+                "fingerprint": session.fingerprint,
+                "engine_version": __version__,
+                "runtime": session.runtime.describe(),
+                "class_names": session.class_names,
+            },
+        )
+    emit({"kind": "start", "total": total, "runtime": session.runtime.describe()})
+    return _run(session, run_dir, total, resume, emit, should_stop)
+
+
+def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, should_stop) -> TrainResult:
+    config, runtime = session.config, session.runtime
+    objective = config.objective()
+    student, teacher, optimizer = _new_models(session)
+    step, best, history, elapsed = 0, None, [], 0.0
+    if resume:
+        state = load_payload(run_dir / "state.pt")
+        student.load_state_dict(state["student"])
+        teacher.load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, history, elapsed = state["step"], state["best"], state["history"], state["elapsed"]
+    ramp = max(1, math.ceil(config.ramp_fraction * total))
+    started = time.perf_counter() - elapsed
+    deadline = None if config.minutes is None else started + 1.1 * config.minutes * 60
+    stopped_early = False
+
+    def save_state() -> None:
+        atomic_torch_save(
+            {
+                "step": step,
+                "student": student.state_dict(),
+                "teacher": teacher.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best": best,
+                "history": history,
+                "elapsed": time.perf_counter() - started,
+            },
+            run_dir / "state.pt",
+        )
+
+    def evaluate_and_keep() -> None:
+        nonlocal best
+        metrics = validate(teacher.module, session, should_stop)
+        record = {"kind": "val", "step": step, "elapsed_s": round(time.perf_counter() - started, 1)}
+        if metrics is not None:
+            record.update(metrics)
+            if best is None or metrics["dice_mean"] > best["dice_mean"]:
+                best = {"step": step, **metrics}
+                save_checkpoint(
+                    _model_checkpoint(teacher.module, session, {"best": best, "history": history}),
+                    run_dir / "best.pt",
+                )
+        history.append(record)
+        _log(run_dir, record)
+        emit(record)
+
+    student.train()
+    try:
+        for step_index, batch in session.source.iterate(step, total):
+            if should_stop is not None and should_stop():
+                stopped_early = True
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                stopped_early = True
+                break
+            torch.manual_seed(config.seed * 1_000_003 + step_index)  # dropout reproducible across resume
+            _set_lr(optimizer, poly_lr(config.lr, step_index, total, config.poly_power))
+            lam = lambda_schedule(step_index, ramp, config.lambda_max)
+            terms = train_step(student, teacher.module, optimizer, batch, objective, lam, runtime)
+            if not math.isfinite(terms["total"]):
+                raise RunError(
+                    f"{run_dir}: loss became {terms['total']} at step {step_index}; lower the learning rate"
+                )
+            teacher.update(student, step_index)
+            step = step_index + 1
+            if step % LOG_EVERY == 0 or step == total:
+                record = {
+                    "kind": "step",
+                    "step": step,
+                    "total": total,
+                    "lr": poly_lr(config.lr, step_index, total, config.poly_power),
+                    "lambda": lam,
+                    "elapsed_s": round(time.perf_counter() - started, 1),
+                    **{k if k.startswith("frac_") else f"loss_{k}": round(v, 5) for k, v in terms.items()},
+                }
+                _log(run_dir, record)
+                emit(record)
+            if step % config.val_every == 0 or step == total:
+                evaluate_and_keep()
+                save_state()
+    except Cancelled:
+        stopped_early = True
+    if stopped_early and step > 0:
+        save_state()
+    final = None
+    if step > 0:
+        final = save_checkpoint(
+            _model_checkpoint(teacher.module, session, {"best": best, "history": history, "steps": step}),
+            run_dir / "final.pt",
+        )
+    best_path = run_dir / "best.pt"
+    result = TrainResult(
+        run_dir,
+        step,
+        total,
+        None if best is None else best["dice_mean"],
+        best_path if best_path.exists() else final,
+        final,
+        stopped_early,
+        history,
+    )
+    emit({"kind": "done", "step": step, "total": total, "best": best, "stopped_early": stopped_early})
+    return result
+
+
+def _log(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / "log.jsonl", "a") as stream:
+        stream.write(json.dumps(record) + "\n")

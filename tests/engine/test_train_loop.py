@@ -1,0 +1,110 @@
+"""The training run on tiny synthetic data: run directory, every method, resume, bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from synthetic import CLASS_NAMES, make_store
+
+from cgs_engine.checkpoint import load_checkpoint, load_payload
+from cgs_engine.train.config import ConfigError, TrainConfig
+from cgs_engine.train.loop import RunError, train
+
+TINY = dict(
+    input_size=32,
+    batch_labeled=2,
+    batch_unlabeled=2,
+    widths=(4, 8, 16),
+    dropouts=(0.0, 0.1, 0.2),
+    precision="fp32",
+    val_every=3,
+    seed=1,
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("data") / "store.h5")
+
+
+@pytest.mark.parametrize("method", ["cgs", "supervised", "fixmatch", "binary-heads", "no-cross", "no-ihed"])
+def test_every_method_trains_and_writes_its_run(store, tmp_path, method):
+    events = []
+    result = train(
+        store, tmp_path / "run", TrainConfig(method=method, iterations=4, **TINY), on_event=events.append
+    )
+    assert result.steps_done == 4 and not result.stopped_early
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["config"]["method"] == method and recorded["total_iterations"] == 4
+    assert recorded["class_names"] == CLASS_NAMES
+    model = load_checkpoint(result.best_checkpoint)
+    assert model.method == method and model.class_names == CLASS_NAMES and model.data_fingerprint
+    assert (model.model_config.heads == "none") == (method in ("supervised", "fixmatch"))
+    assert {"start", "val", "done"} <= {e["kind"] for e in events}
+    assert (tmp_path / "run" / "final.pt").is_file()
+
+
+def test_resume_continues_exactly(store, tmp_path):
+    config = TrainConfig(iterations=6, **TINY)
+    straight = train(store, tmp_path / "straight", config)
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    interrupted = train(store, tmp_path / "resumed", config, should_stop=stop_after_three)
+    assert interrupted.stopped_early and interrupted.steps_done == 3
+    assert load_payload(tmp_path / "resumed" / "state.pt")["step"] == 3
+    resumed = train(store, tmp_path / "resumed", resume=True)
+    assert resumed.steps_done == 6
+    a = load_payload(tmp_path / "straight" / "state.pt")
+    b = load_payload(tmp_path / "resumed" / "state.pt")
+    for name, tensor in a["student"].items():
+        assert torch.allclose(tensor.float(), b["student"][name].float(), atol=1e-6), name
+    assert straight.best_dice == pytest.approx(resumed.best_dice, abs=1e-6)
+
+
+def test_run_dir_is_never_overwritten(store, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not empty"):
+        train(store, tmp_path / "run", TrainConfig(iterations=1, **TINY))
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    with pytest.raises(RunError, match="nothing to resume"):
+        train(store, tmp_path / "other", resume=True)
+
+
+def test_minutes_budget_fixes_iterations(store, tmp_path):
+    result = train(store, tmp_path / "run", TrainConfig(minutes=0.05, **TINY))
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["total_iterations"] == result.total_steps >= 1
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"method": "magic"}, "method must be one of"),
+        ({"input_size": 30}, "multiple of"),
+        ({"tau": 1.5}, "tau"),
+        ({"teacher_mode": "sleepy"}, "teacher_mode"),
+        ({"method": "cgs", "batch_unlabeled": 0}, "needs batch_unlabeled"),
+    ],
+)
+def test_bad_settings(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)
+
+
+def test_config_file_errors(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="config.json: not valid JSON"):
+        TrainConfig.from_file(path)
+    path.write_text(json.dumps({"lr": 0.01, "colour": "blue"}))
+    with pytest.raises(ConfigError, match="unknown setting"):
+        TrainConfig.from_file(path)
+    path.write_text(json.dumps({"lr": 0.02}))
+    assert TrainConfig.from_file(path, {"seed": 3}).lr == 0.02
