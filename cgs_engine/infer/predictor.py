@@ -1,0 +1,120 @@
+"""A long-lived predictor: checkpoint -> label map, specialist maps and disagreement on the input grid."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
+from cgs_engine.infer.slices import Cancelled, iterate_slice_probs
+from cgs_engine.method.ihed import disagreement_map
+from cgs_engine.normalize import Normalization
+from cgs_engine.runtime import resolve_runtime
+from cgs_engine.volume import Volume
+
+# Bound on the float32 specialist probabilities held per batch (K x S channels at full slice size).
+SPECIALIST_BYTES_PER_BATCH = 256 * 2**20
+
+__all__ = ["Cancelled", "Prediction", "Predictor"]
+
+
+@dataclass
+class Prediction:
+    labels: Volume  # uint8 class ids from the generalist
+    class_names: list[str]
+    specialist_maps: dict[str, Volume] = field(default_factory=dict)  # uint8 0..255 = P(my class)
+    disagreement: Volume | None = None  # uint8 0..255 = soft inter-head disagreement
+    confidence: Volume | None = None  # uint8 0..255 = max generalist probability (with maps only)
+    seconds: float = 0.0
+
+
+def _to_uint8(probabilities: torch.Tensor) -> np.ndarray:
+    return (probabilities.clamp_(0, 1).mul_(255).add_(0.5)).to(torch.uint8).numpy()
+
+
+class Predictor:
+    """Holds one network in memory; ``predict`` may be called many times, ``swap`` replaces the model."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path | ModelCheckpoint,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 16,
+    ) -> None:
+        self.runtime = resolve_runtime(device, precision)
+        self.batch_size = batch_size
+        self.swap(checkpoint)
+
+    def swap(self, checkpoint: str | Path | ModelCheckpoint) -> None:
+        source = checkpoint if not isinstance(checkpoint, ModelCheckpoint) else "checkpoint"
+        loaded = load_checkpoint(checkpoint) if not isinstance(checkpoint, ModelCheckpoint) else checkpoint
+        model = build_network(loaded, source).to(self.runtime.device)
+        if self.runtime.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.checkpoint, self.model = loaded, model
+        self.normalization = Normalization.from_dict(loaded.normalization)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.checkpoint.class_names
+
+    @property
+    def has_specialists(self) -> bool:
+        return getattr(self.model, "specialists", None) is not None
+
+    def _batch_size(self, height: int, width: int) -> int:
+        channels = 3 * max(1, len(self.class_names) - 1)
+        fits = SPECIALIST_BYTES_PER_BATCH // max(1, channels * height * width * 4)
+        return int(max(1, min(self.batch_size, fits)))
+
+    def predict(
+        self,
+        volume: Volume,
+        maps: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> Prediction:
+        """Raises ``Cancelled`` when ``cancel()`` turns true between slice batches."""
+        started = time.perf_counter()
+        image = self.normalization.apply(volume.array)
+        depth, height, width = image.shape
+        want_maps = maps and self.has_specialists
+        labels = np.zeros(image.shape, dtype=np.uint8)
+        heads = self.class_names[1:]
+        spec_maps = {name: np.zeros(image.shape, dtype=np.uint8) for name in heads} if want_maps else {}
+        disagreement = np.zeros(image.shape, dtype=np.uint8) if want_maps else None
+        confidence = np.zeros(image.shape, dtype=np.uint8) if maps else None
+        for batch in iterate_slice_probs(
+            self.model,
+            image,
+            self.checkpoint.input_size,
+            self.runtime,
+            self._batch_size(height, width),
+            specialists=want_maps,
+            progress=progress,
+            cancel=cancel,
+        ):
+            window = slice(batch.start, batch.stop)
+            top, winner = batch.generalist.max(dim=1)
+            labels[window] = winner.to(torch.uint8).numpy()
+            if confidence is not None:
+                confidence[window] = _to_uint8(top)
+            if batch.specialists is None:
+                continue
+            for k, name in enumerate(heads):
+                spec_maps[name][window] = _to_uint8(batch.specialists[:, k, 1].clone())
+            disagreement[window] = _to_uint8(disagreement_map(batch.specialists, soft=True))
+        return Prediction(
+            labels=volume.like(labels, "labels"),
+            class_names=list(self.class_names),
+            specialist_maps={name: volume.like(array, "map") for name, array in spec_maps.items()},
+            disagreement=None if disagreement is None else volume.like(disagreement, "map"),
+            confidence=None if confidence is None else volume.like(confidence, "map"),
+            seconds=time.perf_counter() - started,
+        )

@@ -1,0 +1,98 @@
+"""Slice-batched forward passes over a normalised [z, y, x] volume at the model's input size.
+
+Slices are resized to the square input size (bilinear), run through the network, and the
+softmax probabilities are resized back to the slice's own size (bilinear) before any argmax,
+so that the label map lies exactly on the input grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cgs_engine.runtime import Runtime
+
+
+class Cancelled(Exception):
+    """Raised when the cancel callback asks a long computation to stop."""
+
+
+@dataclass
+class SliceBatchProbs:
+    start: int
+    stop: int
+    generalist: torch.Tensor  # [b, C, H, W] float32 probabilities on the slice grid
+    specialists: torch.Tensor | None  # [b, K, S, H, W] float32 probabilities, or None
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[b, H, W] or [b, 1, H, W] -> [b, 1, size, size] float32 (bilinear; no-op at the same size)."""
+    if images.dim() == 3:
+        images = images[:, None]
+    if images.shape[-2:] == (size, size):
+        return images.float()
+    return F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+
+
+def resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """[b, H, W] integer -> [b, size, size] uint8 (nearest)."""
+    if labels.shape[-2:] == (size, size):
+        return labels.to(torch.uint8)
+    resized = F.interpolate(labels[:, None].float(), size=(size, size), mode="nearest-exact")
+    return resized[:, 0].to(torch.uint8)
+
+
+def _to_grid(probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if probs.shape[-2:] == (height, width):
+        return probs
+    return F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
+
+
+@torch.inference_mode()
+def iterate_slice_probs(
+    model: torch.nn.Module,
+    image: np.ndarray | torch.Tensor,
+    input_size: int,
+    runtime: Runtime,
+    batch_size: int = 16,
+    specialists: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[SliceBatchProbs]:
+    """Yield per-batch probabilities of a normalised volume indexed [z, y, x]."""
+    volume = torch.as_tensor(np.asarray(image, dtype=np.float32)) if not torch.is_tensor(image) else image
+    depth, height, width = volume.shape
+    want_specialists = specialists and getattr(model, "specialists", None) is not None
+    for start in range(0, depth, batch_size):
+        if cancel is not None and cancel():
+            raise Cancelled("prediction cancelled")
+        stop = min(start + batch_size, depth)
+        inputs = runtime.prepare(resize_images(volume[start:stop], input_size))
+        with runtime.autocast():
+            output = model(inputs, specialists=want_specialists)
+        generalist = _to_grid(torch.softmax(output.generalist.float(), dim=1), height, width)
+        spec = None
+        if output.specialists is not None:
+            spec_probs = torch.softmax(output.specialists.float(), dim=2)
+            b, k, s = spec_probs.shape[:3]
+            spec = _to_grid(spec_probs.reshape(b, k * s, input_size, input_size), height, width)
+            spec = spec.reshape(b, k, s, height, width)
+        yield SliceBatchProbs(start, stop, generalist.cpu(), None if spec is None else spec.cpu())
+        if progress is not None:
+            progress(stop, depth)
+
+
+def predict_label_volume(
+    model, image, input_size: int, runtime: Runtime, batch_size: int = 16, progress=None, cancel=None
+) -> np.ndarray:
+    """Generalist argmax label map [z, y, x] uint8 (the validation path: no specialist maps)."""
+    labels = np.zeros(np.shape(image), dtype=np.uint8)
+    for batch in iterate_slice_probs(
+        model, image, input_size, runtime, batch_size, specialists=False, progress=progress, cancel=cancel
+    ):
+        labels[batch.start : batch.stop] = batch.generalist.argmax(dim=1).numpy().astype(np.uint8)
+    return labels

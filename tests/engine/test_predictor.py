@@ -1,0 +1,89 @@
+"""Predictor: outputs on the input geometry, maps, batching, progress, cancel, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cgs_engine.checkpoint import ModelCheckpoint
+from cgs_engine.infer import Cancelled, Predictor, write_prediction
+from cgs_engine.io import VolumeIOError
+from cgs_engine.model import ModelConfig, build_model
+from cgs_engine.volume import Geometry, Volume
+
+OBLIQUE = Geometry(
+    spacing=(0.7, 0.8, 5.0),
+    origin=(10.0, -5.0, 3.0),
+    direction=(0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+)
+
+
+def _checkpoint(heads: str = "three-class") -> ModelCheckpoint:
+    config = ModelConfig(num_classes=4, widths=(4, 8), dropouts=(0.0, 0.0), heads=heads)
+    return ModelCheckpoint(
+        model_config=config,
+        state_dict=build_model(config).state_dict(),
+        class_names=["background", "a", "b", "c"],
+        input_size=32,
+        normalization={"mode": "ct-window", "lower": -160.0, "upper": 240.0},
+    )
+
+
+@pytest.fixture
+def volume() -> Volume:
+    rng = np.random.default_rng(0)
+    return Volume(rng.integers(-1000, 1000, (5, 40, 36)).astype(np.int16), OBLIQUE)
+
+
+def test_outputs_share_the_input_grid(volume):
+    prediction = Predictor(_checkpoint(), precision="fp32").predict(volume, maps=True)
+    assert prediction.labels.array.dtype == np.uint8 and prediction.labels.shape == volume.shape
+    assert prediction.labels.geometry == volume.geometry and prediction.labels.kind == "labels"
+    assert set(prediction.specialist_maps) == {"a", "b", "c"}
+    for layer in [*prediction.specialist_maps.values(), prediction.disagreement]:
+        assert layer.array.dtype == np.uint8 and layer.shape == volume.shape and layer.geometry == OBLIQUE
+    assert prediction.labels.array.max() <= 3
+
+
+def test_generalist_only_model_has_no_maps(volume):
+    prediction = Predictor(_checkpoint("none"), precision="fp32").predict(volume, maps=True)
+    assert prediction.specialist_maps == {} and prediction.disagreement is None
+
+
+def test_small_batches_give_the_same_result(volume):
+    checkpoint = _checkpoint()
+    whole = Predictor(checkpoint, precision="fp32", batch_size=16).predict(volume)
+    sliced = Predictor(checkpoint, precision="fp32", batch_size=2).predict(volume)
+    assert np.array_equal(whole.labels.array, sliced.labels.array)
+    assert np.array_equal(whole.disagreement.array, sliced.disagreement.array)
+
+
+def test_progress_and_cancel(volume):
+    seen = []
+    Predictor(_checkpoint(), precision="fp32", batch_size=2).predict(
+        volume, progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(2, 5), (4, 5), (5, 5)]
+    calls = {"n": 0}
+
+    def cancel_second_batch() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    with pytest.raises(Cancelled):
+        Predictor(_checkpoint(), precision="fp32", batch_size=2).predict(volume, cancel=cancel_second_batch)
+
+
+def test_export_keeps_geometry_and_refuses_overwrite(volume, tmp_path):
+    prediction = Predictor(_checkpoint(), precision="fp32").predict(volume)
+    paths = write_prediction(prediction, tmp_path, "case", maps=True)
+    assert {"labels", "disagreement", "classes", "map:a"} <= set(paths)
+    image = sitk.ReadImage(str(paths["labels"]))
+    assert np.array_equal(sitk.GetArrayFromImage(image), prediction.labels.array)
+    assert np.allclose(image.GetSpacing(), OBLIQUE.spacing, rtol=1e-6)
+    assert np.allclose(image.GetDirection(), OBLIQUE.direction, atol=1e-6)
+    before = paths["labels"].read_bytes()
+    with pytest.raises(VolumeIOError, match="already exists"):
+        write_prediction(prediction, tmp_path, "case", maps=True)
+    assert paths["labels"].read_bytes() == before
