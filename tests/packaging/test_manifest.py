@@ -15,7 +15,9 @@ BIN = Path(sys.executable).parent
 
 
 def _run(args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, **kwargs)
+    return subprocess.run(
+        args, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, **kwargs
+    )
 
 
 def test_root_manifest_is_the_single_source():
@@ -33,13 +35,26 @@ def test_npe2_validates_installed_package():
 @pytest.fixture(scope="module")
 def wheel_site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                  "-w", str(out), str(ROOT)])
+    built = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ]
+    )
     assert built.returncode == 0, built.stderr
     wheel = next(out.glob("napari_cgs-*.whl"))
     site = out / "site"
-    installed = _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-                      str(wheel)])
+    installed = _run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)]
+    )
     assert installed.returncode == 0, installed.stderr
     return site
 

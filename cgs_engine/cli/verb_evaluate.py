@@ -1,0 +1,67 @@
+"""`cgs evaluate --pred DIR --gt DIR [--json FILE]`: Dice, Jaccard, HD95, ASD per class and volume."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from cgs_engine.errors import CGSError
+
+
+def add_parser(verbs) -> None:
+    parser = verbs.add_parser("evaluate", help="compare predicted label maps with reference label maps")
+    parser.add_argument("--pred", required=True, help="folder of predicted label maps")
+    parser.add_argument("--gt", required=True, help="folder of reference label maps (paired by file name)")
+    parser.add_argument(
+        "--classes",
+        help="comma-separated class names from id 1 on (default: from a "
+        "*_classes.json in --pred, else class_N)",
+    )
+    parser.add_argument("--json", help="write the per-class summary and per-volume values here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    parser.set_defaults(run=run)
+
+
+def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
+    if args.classes:
+        names = [n.strip() for n in args.classes.split(",") if n.strip()]
+        return {i + 1: name for i, name in enumerate(names)}
+    for table in sorted(pred_dir.glob("*_classes.json")):
+        classes = json.loads(table.read_text()).get("classes", [])
+        return {int(c["id"]): c["name"] for c in classes if int(c["id"]) > 0}
+    return {i: f"class_{i}" for i in range(1, max_id + 1)}
+
+
+def run(args) -> int:
+    from cgs_engine.evaluate import evaluate_volume, format_table, summarise, to_json
+    from cgs_engine.evaluate.pairing import pair_files
+    from cgs_engine.io import check_same_grid, read_volume
+
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise CGSError(f"{args.json}: already exists (pass --overwrite to replace it)")
+    try:
+        paired = pair_files(args.pred, args.gt)
+    except ValueError as error:
+        raise CGSError(str(error)) from None
+    for name in paired.missing_pred:
+        print(f"warning: {name}: reference without prediction, skipped", file=sys.stderr)
+    for name in paired.missing_gt:
+        print(f"warning: {name}: prediction without reference, skipped", file=sys.stderr)
+    loaded = []
+    for name, pred_path, gt_path in paired.pairs:
+        pred, gt = read_volume(pred_path, kind="labels"), read_volume(gt_path, kind="labels")
+        check_same_grid(pred, gt, str(pred_path))
+        loaded.append((name, pred, gt))
+    max_id = max(int(max(p.array.max(), g.array.max())) for _, p, g in loaded)
+    classes = _class_names(args, Path(args.pred), max_id)
+    per_volume = {
+        name: evaluate_volume(pred.array, gt.array, classes, spacing_zyx=pred.geometry.spacing[::-1])
+        for name, pred, gt in loaded
+    }
+    summary = summarise(per_volume, classes)
+    print(format_table(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(summary, per_volume), indent=2))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,96 @@
+"""`cgs train STORE -o RUN_DIR [--method ...] [--minutes M | --iterations N] ...`"""
+
+from __future__ import annotations
+
+import sys
+
+from cgs_engine.errors import CGSError
+from cgs_engine.method.objective import METHODS
+
+
+def add_parser(verbs) -> None:
+    parser = verbs.add_parser("train", help="train CGS (or a baseline) on a store made by `cgs import`")
+    parser.add_argument("store", help="store file from `cgs import` (.h5)")
+    parser.add_argument("-o", "--output", required=True, help="run directory (must be new unless --resume)")
+    parser.add_argument("--method", choices=METHODS, help="cgs (default) or a baseline / ablation")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="wall-time budget; fixes the iteration count up front")
+    budget.add_argument("--iterations", type=int, help="number of iterations (reference: 30000)")
+    parser.add_argument(
+        "--size", type=int, dest="input_size", help="square input size in pixels (default 256)"
+    )
+    parser.add_argument(
+        "--batch", type=int, nargs=2, metavar=("LABELED", "UNLABELED"), help="slices per step (default 12 12)"
+    )
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto (GPU when present)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        help="auto: bf16 autocast where the CPU/GPU supports it, else fp32",
+    )
+    parser.add_argument("--val-every", type=int, help="validate every N iterations (default 200)")
+    parser.add_argument("--config", help="JSON file of settings (see README); flags override it")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in RUN_DIR")
+    parser.set_defaults(run=run)
+
+
+def _overrides(args) -> dict:
+    chosen = {
+        name: getattr(args, name)
+        for name in (
+            "method",
+            "minutes",
+            "iterations",
+            "input_size",
+            "seed",
+            "device",
+            "precision",
+            "val_every",
+        )
+    }
+    if args.batch:
+        chosen["batch_labeled"], chosen["batch_unlabeled"] = args.batch
+    return {k: v for k, v in chosen.items() if v is not None}
+
+
+def _printer(event: dict) -> None:
+    kind = event["kind"]
+    if kind == "start":
+        print(f"training {event['total']} iterations on {event['runtime']}", file=sys.stderr)
+    elif kind == "step" and (event["step"] % 50 == 0 or event["step"] == event["total"]):
+        print(
+            f"  step {event['step']}/{event['total']}  loss {event['loss_total']:.4f}"
+            f"  lambda {event['lambda']:.3f}  {event['elapsed_s']:.0f}s",
+            file=sys.stderr,
+        )
+    elif kind == "val" and "dice_mean" in event:
+        per_class = "  ".join(
+            f"{k} {100 * v:.1f}" for k, v in event["dice_per_class"].items() if v is not None
+        )
+        print(
+            f"  val @ {event['step']}: mean Dice {100 * event['dice_mean']:.2f}  ({per_class})",
+            file=sys.stderr,
+        )
+
+
+def run(args) -> int:
+    from cgs_engine.train.config import TrainConfig
+    from cgs_engine.train.loop import train
+
+    overrides = _overrides(args)
+    if args.resume and overrides:
+        raise CGSError(
+            f"{args.output}: --resume continues the recorded settings; drop "
+            f"{', '.join('--' + k.replace('_', '-') for k in overrides)}"
+        )
+    config = None
+    if not args.resume:
+        config = (
+            TrainConfig.from_file(args.config, overrides) if args.config else TrainConfig.from_dict(overrides)
+        )
+    result = train(args.store, args.output, config, resume=args.resume, on_event=_printer)
+    best = "n/a (no val volumes)" if result.best_dice is None else f"{100 * result.best_dice:.2f}"
+    print(f"done: {result.steps_done}/{result.total_steps} iterations, best val mean Dice {best}")
+    print(f"  model: {result.best_checkpoint}")
+    return 0
