@@ -146,6 +146,34 @@ def _unsupervised_terms(
     return terms
 
 
+def supervised_losses(
+    student_labeled: NetOutput, labels: torch.Tensor, cfg: ObjectiveConfig
+) -> dict[str, torch.Tensor]:
+    """``sup_gen``, ``sup_spec`` (when the method has specialists) and their sum ``sup``."""
+    loss = partial(ce_dice, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise)
+    num_classes = student_labeled.generalist.shape[1]
+    terms = {"sup_gen": loss(student_labeled.generalist, labels)}
+    if cfg.uses_specialists:
+        spec = _specialists_of(student_labeled, cfg, "student_labeled")
+        spec_targets = specialist_targets(labels, num_classes, binary=cfg.specialist_heads == "binary")
+        terms["sup_spec"] = specialist_ce_dice(
+            spec, spec_targets, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise
+        )
+    terms["sup"] = terms["sup_gen"] + terms["sup_spec"] if "sup_spec" in terms else terms["sup_gen"]
+    return terms
+
+
+def unsupervised_losses(
+    student_strong: NetOutput, teacher_weak_mixed: NetOutput, cfg: ObjectiveConfig
+) -> dict[str, torch.Tensor]:
+    """The method's unsupervised terms, the diagnostics, and their sum ``unsup``."""
+    terms = _unsupervised_terms(student_strong, teacher_weak_mixed, cfg)
+    unsup_names = [name for name in cfg.loss_terms if not name.startswith("sup")]
+    reference = student_strong.generalist
+    terms["unsup"] = sum(terms[name] for name in unsup_names) if unsup_names else reference.new_zeros(())
+    return terms
+
+
 def compute_losses(
     student_labeled: NetOutput,
     labels: torch.Tensor,
@@ -160,25 +188,15 @@ def compute_losses(
     IGNORE_INDEX). ``student_strong``: student logits on the strong unlabeled views.
     ``teacher_weak_mixed``: teacher PROBABILITIES on the weak views, CutMix-mixed like the strong views.
     """
-    loss = partial(ce_dice, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise)
-    num_classes = student_labeled.generalist.shape[1]
-    terms = {"sup_gen": loss(student_labeled.generalist, labels)}
-    if cfg.uses_specialists:
-        spec = _specialists_of(student_labeled, cfg, "student_labeled")
-        spec_targets = specialist_targets(labels, num_classes, binary=cfg.specialist_heads == "binary")
-        terms["sup_spec"] = specialist_ce_dice(
-            spec, spec_targets, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise
-        )
-    sup = terms["sup_gen"] + terms["sup_spec"] if "sup_spec" in terms else terms["sup_gen"]
-
+    terms = supervised_losses(student_labeled, labels, cfg)
+    sup = terms["sup"]
     if cfg.uses_unlabeled:
         if student_strong is None or teacher_weak_mixed is None:
             raise ValueError(f"method {cfg.method!r} needs student_strong and teacher_weak_mixed")
-        terms.update(_unsupervised_terms(student_strong, teacher_weak_mixed, cfg))
-    unsup_names = [name for name in cfg.loss_terms if not name.startswith("sup")]
-    unsup = sum(terms[name] for name in unsup_names) if unsup_names else sup.new_zeros(())
-
-    terms.update(sup=sup, unsup=unsup, total=sup + lam * unsup)
+        terms.update(unsupervised_losses(student_strong, teacher_weak_mixed, cfg))
+    else:
+        terms["unsup"] = sup.new_zeros(())
+    terms["total"] = sup + lam * terms["unsup"]
     return terms
 
 

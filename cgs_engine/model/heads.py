@@ -35,7 +35,7 @@ class SpecialistHead(nn.Sequential):
         super().__init__(
             nn.Conv2d(in_channels, in_channels, kernel_size=1),
             nn.BatchNorm2d(in_channels),
-            nn.LeakyReLU(LEAKY_SLOPE),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
         )
 
@@ -53,7 +53,7 @@ class SpecialistHeads(nn.Module):
         hidden = num_heads * in_channels
         self.expand = nn.Conv2d(in_channels, hidden, kernel_size=1)
         self.norm = nn.BatchNorm2d(hidden)
-        self.act = nn.LeakyReLU(LEAKY_SLOPE)
+        self.act = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
         self.classify = nn.Conv2d(
             hidden, num_heads * out_channels, kernel_size=3, padding=1, groups=num_heads
         )

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .heads import GeneralistHead, SpecialistHeads
+from .memory import run_checkpointed
 from .unet import UNet
 
 HEAD_TYPES = ("three-class", "binary", "none")
@@ -116,9 +117,18 @@ class CGSNet(nn.Module):
         """H and W of the input must be multiples of this."""
         return int(getattr(self.backbone, "size_divisor", 1))
 
+    def save_memory(self, enabled: bool = True) -> CGSNet:
+        """Recompute the full-resolution layers in backward instead of storing them (training only)."""
+        self.memory_saving = enabled
+        if hasattr(self.backbone, "checkpoint_full_resolution"):
+            self.backbone.checkpoint_full_resolution = enabled
+        return self
+
     def forward(self, x: torch.Tensor, specialists: bool = True) -> NetOutput:
         features = self.backbone(x)
-        spec = self.specialists(features) if specialists and self.specialists is not None else None
+        spec = None
+        if specialists and self.specialists is not None:
+            spec = run_checkpointed(self.specialists, features, enabled=getattr(self, "memory_saving", False))
         return NetOutput(self.generalist(features), spec)
 
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .memory import run_checkpointed
+
 LEAKY_SLOPE = 0.01
 
 
@@ -27,11 +29,11 @@ class ConvBlock(nn.Sequential):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
             nn.BatchNorm2d(out_channels),
-            nn.LeakyReLU(LEAKY_SLOPE),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
             nn.BatchNorm2d(out_channels),
-            nn.LeakyReLU(LEAKY_SLOPE),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
         )
 
 
@@ -71,6 +73,7 @@ class UNet(nn.Module):
             ConvBlock(c_in, c_out, p) for c_in, c_out, p in zip(encoder_inputs, widths, dropouts, strict=True)
         )
         self.pool = nn.MaxPool2d(2)
+        self.checkpoint_full_resolution = False  # set by training to trade recompute for memory
         self.decoder = nn.ModuleList(
             DecoderStage(widths[level], widths[level - 1]) for level in range(self.depth - 1, 0, -1)
         )
@@ -85,12 +88,14 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_size(x.shape[-2], x.shape[-1])
         skips = []
+        save = self.checkpoint_full_resolution
         for level, block in enumerate(self.encoder):
             if level > 0:
                 x = self.pool(x)
-            x = block(x)
+            x = run_checkpointed(block, x, enabled=save and level == 0)
             skips.append(x)
         x = skips.pop()
         for stage in self.decoder:
-            x = stage(x, skips.pop())
+            full_resolution = not skips[:-1]
+            x = run_checkpointed(stage, x, skips.pop(), enabled=save and full_resolution)
         return x

@@ -51,6 +51,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
+    save_memory: bool = True  # recompute full-resolution layers in backward: about half the peak memory
     threads: int = 0  # 0: every usable core
 
     def __post_init__(self) -> None:

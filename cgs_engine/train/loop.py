@@ -166,6 +166,7 @@ def _new_models(session: _Session) -> tuple[torch.nn.Module, EMATeacher, torch.o
     config = session.config
     torch.manual_seed(config.seed)
     student = build_model(model_config_for(config, len(session.class_names))).to(session.runtime.device)
+    student.save_memory(config.save_memory)
     if session.runtime.channels_last:
         student = student.to(memory_format=torch.channels_last)
     teacher = EMATeacher(student, decay_max=config.ema_decay, mode=config.teacher_mode)

@@ -2,26 +2,18 @@
 
 Teacher: one forward over the unlabeled weak views and their CutMix partners together; its
 probabilities are mixed with the same boxes as the strong images. Student: one forward over the
-labeled weak views and the unlabeled strong views together (nothing the losses do not use).
+labeled weak views and one over the unlabeled strong views (nothing the losses do not use).
 """
 
 from __future__ import annotations
 
 import torch
 
-from cgs_engine.method.objective import ObjectiveConfig, compute_losses
+from cgs_engine.method.objective import ObjectiveConfig, supervised_losses, unsupervised_losses
 from cgs_engine.model import NetOutput
 from cgs_engine.runtime import Runtime
 from cgs_engine.train.cutmix import apply_cutmix
 from cgs_engine.train.data import Batch
-
-
-def _split(output: NetOutput, first: int) -> tuple[NetOutput, NetOutput]:
-    spec = output.specialists
-    return (
-        NetOutput(output.generalist[:first], None if spec is None else spec[:first]),
-        NetOutput(output.generalist[first:], None if spec is None else spec[first:]),
-    )
 
 
 @torch.no_grad()
@@ -52,21 +44,29 @@ def train_step(
     lam: float,
     runtime: Runtime,
 ) -> dict[str, float]:
-    """Forward, losses, backward and optimiser step; returns the loss terms as floats."""
-    labeled = runtime.prepare(batch.labeled_images)
-    labels = batch.labels.to(runtime.device)
-    teacher_out, strong = None, None
-    if objective.uses_unlabeled:
-        teacher_out = teacher_targets(teacher, batch, objective, runtime)
-        strong = runtime.prepare(batch.strong)
-    inputs = labeled if strong is None else torch.cat([labeled, strong])
-    with runtime.autocast():
-        output = student(inputs, specialists=objective.uses_specialists)
-    student_labeled, student_strong = _split(output, labeled.shape[0])
-    terms = compute_losses(
-        student_labeled, labels, student_strong if strong is not None else None, teacher_out, lam, objective
-    )
+    """Forward, losses, backward and optimiser step; returns the loss terms as floats.
+
+    The labeled and the strong unlabeled views go through the student one after the other, each
+    followed by its own backward: the supervised loss depends only on the first pass and the
+    unsupervised loss only on the second, so the summed gradients equal those of one joint pass,
+    while only one pass's activations are alive at a time (half the peak memory).
+    """
     optimizer.zero_grad(set_to_none=True)
-    terms["total"].backward()
+    teacher_out = teacher_targets(teacher, batch, objective, runtime) if objective.uses_unlabeled else None
+    with runtime.autocast():
+        labeled = student(runtime.prepare(batch.labeled_images), specialists=objective.uses_specialists)
+    terms = supervised_losses(labeled, batch.labels.to(runtime.device), objective)
+    terms["sup"].backward()
+    del labeled
+    if teacher_out is not None:
+        with runtime.autocast():
+            strong = student(runtime.prepare(batch.strong), specialists=objective.uses_specialists)
+        terms.update(unsupervised_losses(strong, teacher_out, objective))
+        if lam > 0:
+            (lam * terms["unsup"]).backward()
+        del strong
+    else:
+        terms["unsup"] = torch.zeros(())
+    terms["total"] = terms["sup"].detach() + lam * terms["unsup"].detach()
     optimizer.step()
     return {name: float(value.detach()) for name, value in terms.items()}

@@ -144,3 +144,24 @@ def test_backbone_registry_swaps_backbone():
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone(ModelConfig(backbone="nope"))
     assert isinstance(build_backbone(ModelConfig(**TINY)), UNet)
+
+
+def test_memory_saving_keeps_gradients_and_batchnorm_statistics():
+    import torch
+
+    from cgs_engine.model import ModelConfig, build_model
+
+    config = ModelConfig(num_classes=3, widths=(4, 8, 16), dropouts=(0.0, 0.0, 0.0))
+    torch.manual_seed(0)
+    plain = build_model(config)
+    saving = build_model(config)
+    saving.load_state_dict(plain.state_dict())
+    saving.save_memory(True)
+    x = torch.rand(2, 1, 16, 16)
+    for model in (plain, saving):
+        output = model(x)
+        (output.generalist.square().mean() + output.specialists.square().mean()).backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), saving.named_parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    for (name, a), (_, b) in zip(plain.named_buffers(), saving.named_buffers(), strict=True):
+        assert torch.equal(a, b), name
