@@ -7,10 +7,18 @@ import sys
 from collections.abc import Sequence
 
 from cgs_engine import __version__
-from cgs_engine.cli import verb_convert, verb_evaluate, verb_import, verb_info, verb_predict, verb_train
+from cgs_engine.cli import (
+    verb_convert,
+    verb_evaluate,
+    verb_import,
+    verb_info,
+    verb_predict,
+    verb_review,
+    verb_train,
+)
 from cgs_engine.errors import CGSError
 
-VERBS = (verb_import, verb_train, verb_predict, verb_evaluate, verb_info, verb_convert)
+VERBS = (verb_import, verb_train, verb_predict, verb_review, verb_evaluate, verb_info, verb_convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,3 +65,10 @@ def test_missing_input_is_one_line_error(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope.nii.gz")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope.nii.gz" in err
+
+
+def test_cli_method_choices_match_the_objective():
+    from cgs_engine.cli.verb_train import METHODS as CLI_METHODS
+    from cgs_engine.method.objective import METHODS
+
+    assert CLI_METHODS == METHODS

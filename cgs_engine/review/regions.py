@@ -1,0 +1,317 @@
+"""Regions worth a human look: connected blobs of specialist disagreement or low generalist confidence.
+
+Maps may be uint8 (255 = 1.0, as ``cgs predict --maps`` writes them) or floats in [0, 1].
+
+A voxel is *uncertain* when
+
+* its disagreement is >= ``threshold``, or
+* ``confidence`` is given, the generalist's top probability is < ``confidence_threshold``, and the
+  voxel is plausibly near an organ: ``labels != 0`` there, or the disagreement is above 0. (Low
+  confidence deep in the background of a CT is common and uninteresting, so it alone does not count.)
+
+Uncertain voxels are grouped into 3D connected components with 26-connectivity (voxels touching by a
+face, edge or corner belong together), so a thin oblique sliver of disagreement stays one region.
+Components smaller than ``min_voxels`` are dropped; the rest are ranked by ``mass`` (descending,
+then larger first) and numbered 1..n in that order.
+
+``mass`` is the sum of the disagreement over the region in [0, 1] units. For a region found only
+through low confidence (``source == "low-confidence"``) it is the sum of ``1 - confidence``
+instead, so such regions still rank by how uncertain they are.
+
+All per-region statistics come from the voxels of the mask only (gathered once, then summed with
+``np.bincount``), so the cost is one pass over each full array plus work proportional to the
+number of uncertain voxels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+MAX_LIKELY_CLASSES = 3
+UINT8_ONE = 255.0
+SOURCES = ("disagreement", "low-confidence", "both")
+
+
+@dataclass(frozen=True)
+class Region:
+    id: int
+    bbox: tuple[slice, slice, slice]  # z, y, x; stop exclusive
+    centroid: tuple[float, float, float]  # voxel index z, y, x (mean of the region's voxels)
+    voxels: int
+    volume_ml: float
+    mass: float
+    mean_disagreement: float
+    likely_classes: tuple[int, ...]  # class ids, most likely first
+    source: str  # "disagreement" | "low-confidence" | "both"
+
+    def __hash__(self) -> int:  # slices are unhashable before Python 3.12
+        return hash((self.id, tuple((s.start, s.stop) for s in self.bbox), self.voxels, self.mass))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "bbox": [[s.start, s.stop] for s in self.bbox],
+            "centroid": list(self.centroid),
+            "voxels": self.voxels,
+            "volume_ml": self.volume_ml,
+            "mass": self.mass,
+            "mean_disagreement": self.mean_disagreement,
+            "likely_classes": list(self.likely_classes),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Region:
+        bbox = tuple(slice(int(start), int(stop)) for start, stop in data["bbox"])
+        if len(bbox) != 3:
+            raise ValueError(f"a region bbox needs 3 [start, stop] pairs, got {data['bbox']!r}")
+        source = str(data["source"])
+        if source not in SOURCES:
+            raise ValueError(f"unknown region source {source!r}")
+        return cls(
+            id=int(data["id"]),
+            bbox=bbox,  # type: ignore[arg-type]
+            centroid=tuple(float(c) for c in data["centroid"]),  # type: ignore[arg-type]
+            voxels=int(data["voxels"]),
+            volume_ml=float(data["volume_ml"]),
+            mass=float(data["mass"]),
+            mean_disagreement=float(data["mean_disagreement"]),
+            likely_classes=tuple(int(c) for c in data["likely_classes"]),
+            source=source,
+        )
+
+
+def unit_scale(array: np.ndarray, what: str = "map") -> float:
+    """The factor turning ``array`` values into [0, 1] units: 1/255 for uint8, 1 for floats."""
+    if array.dtype == np.uint8:
+        return 1.0 / UINT8_ONE
+    if array.dtype.kind == "f":
+        return 1.0
+    raise ValueError(f"{what} must be uint8 (255 = 1.0) or float in [0, 1], got {array.dtype}")
+
+
+def _cutoff(array: np.ndarray, threshold: float) -> float:
+    """``threshold`` in the array's own units; for uint8, the smallest stored value that reaches it."""
+    if array.dtype == np.uint8:
+        return math.ceil(threshold * UINT8_ONE - 1e-6)
+    return threshold
+
+
+def slice_profile(disagreement: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Disagreement mass (sum in [0, 1] units) of every slice along ``axis``, as float64."""
+    scale = unit_scale(disagreement, "disagreement")
+    others = tuple(a for a in range(disagreement.ndim) if a != axis % disagreement.ndim)
+    accumulator = np.int64 if disagreement.dtype == np.uint8 else np.float64
+    return disagreement.sum(axis=others, dtype=accumulator) * scale
+
+
+def busiest_slices(profile: np.ndarray, count: int = 5) -> list[int]:
+    """Indices of the ``count`` slices with the most mass, busiest first (empty slices left out)."""
+    order = np.argsort(-profile, kind="stable")[:count]
+    return [int(i) for i in order if profile[i] > 0]
+
+
+def component_mask(component_map: np.ndarray, region: Region) -> np.ndarray:
+    """Boolean mask (full shape) of exactly the voxels of ``region`` in ``component_map``."""
+    mask = np.zeros(component_map.shape, dtype=bool)
+    mask[region.bbox] = component_map[region.bbox] == region.id
+    return mask
+
+
+def find_regions(
+    disagreement: np.ndarray,
+    labels: np.ndarray | None = None,
+    specialist_maps: dict[int, np.ndarray] | None = None,
+    confidence: np.ndarray | None = None,
+    spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    threshold: float = 0.5,
+    confidence_threshold: float = 0.6,
+    min_voxels: int = 5,
+    max_regions: int = 200,
+) -> list[Region]:
+    """Ranked uncertain regions, most uncertain first; see the module docstring for the rules."""
+    regions, _ = find_regions_with_map(
+        disagreement,
+        labels,
+        specialist_maps,
+        confidence,
+        spacing_zyx,
+        threshold,
+        confidence_threshold,
+        min_voxels,
+        max_regions,
+    )
+    return regions
+
+
+def find_regions_with_map(
+    disagreement: np.ndarray,
+    labels: np.ndarray | None = None,
+    specialist_maps: dict[int, np.ndarray] | None = None,
+    confidence: np.ndarray | None = None,
+    spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    threshold: float = 0.5,
+    confidence_threshold: float = 0.6,
+    min_voxels: int = 5,
+    max_regions: int = 200,
+) -> tuple[list[Region], np.ndarray]:
+    """:func:`find_regions` plus an int32 map holding each kept region's id on its voxels (0 elsewhere)."""
+    _check_inputs(disagreement, labels, specialist_maps, confidence, spacing_zyx)
+    _check_settings(threshold, confidence_threshold, min_voxels, max_regions)
+    high = disagreement >= _cutoff(disagreement, threshold)
+    mask = high
+    if confidence is not None:
+        low_confidence = confidence < _cutoff(confidence, confidence_threshold)
+        near_organ = disagreement > 0 if labels is None else (labels != 0) | (disagreement > 0)
+        mask = high | (low_confidence & near_organ)
+    component_map, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    component_map = component_map.astype(np.int32, copy=False)
+    if count == 0:
+        return [], component_map
+
+    # Work on the uncertain voxels only: their flat positions and component ids.
+    positions = np.flatnonzero(mask)
+    ids = component_map.ravel()[positions]
+    del mask
+    sizes = np.bincount(ids, minlength=count + 1)
+    dis_values = _unit_values(disagreement, positions)
+    dis_mass = np.bincount(ids, weights=dis_values, minlength=count + 1)
+    high_count = np.bincount(ids[high.ravel()[positions]], minlength=count + 1)
+    if confidence is not None:
+        doubt = 1.0 - _unit_values(confidence, positions)
+        doubt_mass = np.bincount(ids, weights=doubt, minlength=count + 1)
+    else:
+        doubt_mass = np.zeros(count + 1)
+    low_only_count = sizes - high_count
+    mass = np.where(high_count > 0, dis_mass, doubt_mass)
+
+    candidates = np.flatnonzero(sizes >= min_voxels)
+    candidates = candidates[candidates > 0]
+    # Rank: mass descending, then size descending, then scan order (component id) for determinism.
+    order = np.lexsort((candidates, -sizes[candidates], -mass[candidates]))
+    kept = candidates[order][:max_regions]
+
+    new_id = np.zeros(count + 1, dtype=np.int32)
+    new_id[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    renumbered = new_id[ids]
+    component_map.ravel()[positions] = renumbered  # dropped components become 0
+    if len(kept) == 0:
+        return [], component_map
+    in_kept = renumbered > 0
+    positions, renumbered = positions[in_kept], renumbered[in_kept]
+
+    boxes = ndimage.find_objects(component_map, max_label=len(kept))
+    centroids = _centroids(positions, renumbered, component_map.shape, len(kept))
+    likely = _likely_classes(positions, renumbered, len(kept), specialist_maps, labels)
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    regions = []
+    for index, old in enumerate(kept):
+        region_id = index + 1
+        source = _source(int(high_count[old]), int(low_only_count[old]))
+        regions.append(
+            Region(
+                id=region_id,
+                bbox=tuple(slice(int(s.start), int(s.stop)) for s in boxes[index]),  # type: ignore[arg-type]
+                centroid=tuple(float(c) for c in centroids[region_id]),  # type: ignore[arg-type]
+                voxels=int(sizes[old]),
+                volume_ml=int(sizes[old]) * voxel_ml,
+                mass=float(mass[old]),
+                mean_disagreement=float(dis_mass[old] / sizes[old]),
+                likely_classes=likely[region_id],
+                source=source,
+            )
+        )
+    return regions, component_map
+
+
+def _unit_values(array: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The values at flat ``positions`` in [0, 1] units, as float64."""
+    return array.ravel()[positions].astype(np.float64) * unit_scale(array)
+
+
+def _source(high_voxels: int, low_confidence_only_voxels: int) -> str:
+    if high_voxels and low_confidence_only_voxels:
+        return "both"
+    return "disagreement" if high_voxels else "low-confidence"
+
+
+def _check_inputs(disagreement, labels, specialist_maps, confidence, spacing_zyx) -> None:
+    if disagreement.ndim != 3:
+        raise ValueError(f"disagreement must be a 3D [z, y, x] array, got shape {disagreement.shape}")
+    maps = {"disagreement": disagreement, "confidence": confidence}
+    maps.update({f"specialist map {k}": v for k, v in (specialist_maps or {}).items()})
+    for name, array in [*maps.items(), ("labels", labels)]:
+        if array is None:
+            continue
+        if name != "labels":
+            unit_scale(array, name)
+        if array.shape != disagreement.shape:
+            raise ValueError(f"{name} shape {array.shape} differs from disagreement {disagreement.shape}")
+    if len(spacing_zyx) != 3 or min(spacing_zyx) <= 0:
+        raise ValueError(f"spacing_zyx needs 3 positive values, got {spacing_zyx}")
+
+
+def _check_settings(threshold: float, confidence_threshold: float, min_voxels: int, max_regions: int) -> None:
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if not 0 < confidence_threshold <= 1:
+        raise ValueError(f"confidence_threshold must be in (0, 1], got {confidence_threshold}")
+    if min_voxels < 1 or max_regions < 1:
+        raise ValueError(f"min_voxels and max_regions must be at least 1, got {min_voxels} and {max_regions}")
+
+
+def _centroids(positions: np.ndarray, ids: np.ndarray, shape: tuple[int, ...], count: int) -> np.ndarray:
+    """Row ``id`` holds the mean (z, y, x) index of that region's voxels; row 0 is unused."""
+    _, height, width = shape
+    z, within_slice = np.divmod(positions, height * width)
+    y, x = np.divmod(within_slice, width)
+    sizes = np.bincount(ids, minlength=count + 1).astype(np.float64)
+    sizes[0] = 1.0
+    columns = [np.bincount(ids, weights=axis_index, minlength=count + 1) / sizes for axis_index in (z, y, x)]
+    return np.stack(columns, axis=1)
+
+
+def _likely_classes(
+    positions: np.ndarray,
+    ids: np.ndarray,
+    count: int,
+    specialist_maps: dict[int, np.ndarray] | None,
+    labels: np.ndarray | None,
+) -> list[tuple[int, ...]]:
+    """Per region id (index 0 unused): class ids by specialist "mine" mass, else by label voxel count.
+
+    ``ids`` are the region ids (all > 0) of the voxels at ``positions``. A region where every
+    specialist says 0 falls back to the label histogram; classes with no evidence at all are left
+    out, so the tuple may be shorter than three or empty.
+    """
+    result: list[tuple[int, ...]] = [() for _ in range(count + 1)]
+    if specialist_maps:
+        class_ids = np.array(sorted(specialist_maps), dtype=np.int64)
+        scores = np.stack(
+            [
+                np.bincount(ids, weights=_unit_values(specialist_maps[c], positions), minlength=count + 1)
+                for c in class_ids
+            ],
+            axis=1,
+        )
+        for region_id in range(1, count + 1):
+            result[region_id] = _top_classes(class_ids, scores[region_id])
+    if labels is not None:
+        values, inverse = np.unique(labels.ravel()[positions], return_inverse=True)
+        histogram = np.bincount(ids * len(values) + inverse.ravel(), minlength=(count + 1) * len(values))
+        histogram = histogram.reshape(count + 1, len(values))
+        histogram[:, values == 0] = 0
+        for region_id in range(1, count + 1):
+            if not result[region_id]:
+                result[region_id] = _top_classes(values.astype(np.int64), histogram[region_id])
+    return result
+
+
+def _top_classes(class_ids: np.ndarray, scores: np.ndarray) -> tuple[int, ...]:
+    order = np.argsort(-scores, kind="stable")[:MAX_LIKELY_CLASSES]
+    return tuple(int(class_ids[i]) for i in order if scores[i] > 0)

@@ -1,0 +1,263 @@
+"""Autosaved review sessions: the edited labels, the review mask and the queue, in one HDF5 file.
+
+The file sits next to the image (:func:`session_path_for`) and is replaced atomically: it is
+written to a temporary file in the same folder, flushed to disk, then renamed over the old one,
+so a crash or a full disk leaves either the previous session or the new one, never half of one.
+
+Layout: datasets ``labels`` (uint8/uint16), ``review_mask`` (uint8) and optionally
+``component_map`` (smallest unsigned type), gzip level 1, one chunk per z slice; attributes
+``format``, ``format_version``, ``fingerprint``, ``saved`` (UTC ISO time) and JSON strings
+``geometry``, ``class_names`` and ``review_state``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cgs_engine.errors import CGSError
+from cgs_engine.io.formats import extension_of
+from cgs_engine.review.state import ReviewState
+from cgs_engine.volume import Geometry
+
+FORMAT_NAME = "napari-cgs-review-session"
+FORMAT_VERSION = 1
+SESSION_SUFFIX = ".cgs-session.h5"
+FINGERPRINT_SAMPLES = 1 << 20  # voxels hashed, evenly strided over the whole volume
+FINGERPRINT_EDGE_BYTES = 1 << 16  # hashed in full at both ends of the data
+
+
+class SessionError(CGSError):
+    """A review session cannot be saved or loaded; the message is one line naming the file."""
+
+
+@dataclass
+class Session:
+    path: Path
+    labels: np.ndarray
+    review_state: ReviewState
+    geometry: Geometry
+    class_names: list[str]
+    fingerprint: str
+    saved: str  # UTC ISO 8601
+    component_map: np.ndarray | None = None  # int32 region ids, when one was saved
+
+
+def session_path_for(image_path: str | os.PathLike) -> Path:
+    """``<folder>/<stem>.cgs-session.h5`` for an image file; beside the folder for a DICOM folder."""
+    path = Path(image_path)
+    extension = None if path.is_dir() else extension_of(path)
+    stem = path.name[: -len(extension)] if extension else path.name
+    return path.with_name(stem + SESSION_SUFFIX)
+
+
+def image_fingerprint(array: np.ndarray, geometry: Geometry) -> str:
+    """sha256 over shape, value type, geometry and a strided sample of the voxels (not every byte).
+
+    Byte order does not matter. Geometry is compared at float32 precision, which is what NIfTI keeps.
+    """
+    digest = hashlib.sha256()
+    header = {
+        "shape": list(array.shape),
+        "dtype": array.dtype.name,
+        "geometry": {
+            key: [repr(float(np.float32(v))) for v in values] for key, values in geometry.to_dict().items()
+        },
+    }
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    flat = array.reshape(-1)
+    # An odd stride never lines up with (even) row lengths, so the sample walks across every column.
+    stride = max(1, flat.size // FINGERPRINT_SAMPLES) | 1
+    little = array.dtype.newbyteorder("<")
+    edge = max(1, FINGERPRINT_EDGE_BYTES // max(1, array.dtype.itemsize))
+    for part in (flat[::stride], flat[:edge], flat[-edge:]):
+        digest.update(np.ascontiguousarray(part, dtype=little).tobytes())
+    return digest.hexdigest()
+
+
+def save_session(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    review_state: ReviewState,
+    image_fingerprint: str,
+    geometry: Geometry,
+    class_names: list[str],
+    component_map: np.ndarray | None = None,
+) -> Path:
+    """Write the session atomically and return its path; the previous file survives any failure."""
+    target = Path(path)
+    labels = _storable_labels(labels, target)
+    if review_state.shape != labels.shape:
+        raise SessionError(
+            f"{target}: review mask shape {review_state.shape} differs from labels {labels.shape}"
+        )
+    if component_map is not None and component_map.shape != labels.shape:
+        raise SessionError(
+            f"{target}: component map shape {component_map.shape} differs from labels {labels.shape}"
+        )
+    if not target.parent.is_dir():
+        raise SessionError(f"{target}: cannot save session, folder {target.parent} does not exist")
+    temporary = None
+    try:
+        temporary = _create_temporary(target)
+        _write(temporary, labels, review_state, image_fingerprint, geometry, class_names, component_map)
+        _fsync(temporary)
+        os.replace(temporary, target)
+        temporary = None
+        _fsync_folder(target.parent)
+    except OSError as error:
+        raise SessionError(f"{target}: cannot save session ({_one_line(error)})") from error
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    return target
+
+
+def load_session(path: str | os.PathLike, expected_fingerprint: str | None = None) -> Session:
+    """Read a session; :class:`SessionError` if it is missing, corrupt, foreign or for another image."""
+    source = Path(path)
+    if not source.is_file():
+        raise SessionError(f"{source}: no such session file")
+    if not h5py.is_hdf5(source):
+        raise SessionError(f"{source}: not a session file (not HDF5, or corrupt)")
+    try:
+        with h5py.File(source, "r") as file:
+            _check_format(file, source)
+            fingerprint = _text(file.attrs["fingerprint"])
+            if expected_fingerprint is not None and fingerprint != expected_fingerprint:
+                raise SessionError(f"{source}: session belongs to a different image (fingerprint mismatch)")
+            labels = file["labels"][()]
+            mask = file["review_mask"][()]
+            component_map = file["component_map"][()].astype(np.int32) if "component_map" in file else None
+            state = ReviewState.from_dict(
+                json.loads(_text(file.attrs["review_state"])), mask.astype(np.uint8)
+            )
+            session = Session(
+                path=source,
+                labels=labels,
+                review_state=state,
+                geometry=Geometry.from_dict(json.loads(_text(file.attrs["geometry"]))),
+                class_names=[str(name) for name in json.loads(_text(file.attrs["class_names"]))],
+                fingerprint=fingerprint,
+                saved=_text(file.attrs.get("saved", "")),
+                component_map=component_map,
+            )
+    except SessionError:
+        raise
+    except KeyError as error:
+        raise SessionError(f"{source}: session file is incomplete (missing {_one_line(error)})") from error
+    except (OSError, ValueError, TypeError) as error:
+        raise SessionError(f"{source}: session file is corrupt ({_one_line(error)})") from error
+    if labels.shape != state.shape or (component_map is not None and component_map.shape != labels.shape):
+        raise SessionError(
+            f"{source}: session file is corrupt (labels, mask and component map differ in shape)"
+        )
+    return session
+
+
+def _storable_labels(labels: np.ndarray, target: Path) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or 0 in labels.shape:
+        raise SessionError(
+            f"{target}: labels must be a non-empty 3D [z, y, x] array, got shape {labels.shape}"
+        )
+    if labels.dtype.kind not in "biu":
+        raise SessionError(f"{target}: labels must hold integer ids, got {labels.dtype}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high > np.iinfo(np.uint16).max:
+        raise SessionError(f"{target}: label ids must be 0..65535, got {low}..{high}")
+    return labels.astype(np.uint8 if high <= np.iinfo(np.uint8).max else np.uint16, copy=False)
+
+
+def _create_temporary(target: Path) -> Path:
+    """A new hidden file beside ``target``; unlike mkstemp's 0600 it gets the user's usual permissions."""
+    for _ in range(100):
+        candidate = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary file name beside {target}")
+
+
+def _write(
+    path: Path,
+    labels: np.ndarray,
+    state: ReviewState,
+    fingerprint: str,
+    geometry: Geometry,
+    class_names: list[str],
+    component_map: np.ndarray | None,
+) -> None:
+    with h5py.File(path, "w") as file:
+        file.attrs["format"] = FORMAT_NAME
+        file.attrs["format_version"] = FORMAT_VERSION
+        file.attrs["fingerprint"] = fingerprint
+        file.attrs["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        file.attrs["geometry"] = json.dumps(geometry.to_dict())
+        file.attrs["class_names"] = json.dumps(list(class_names))
+        file.attrs["review_state"] = json.dumps(state.to_dict())
+        _dataset(file, "labels", labels)
+        _dataset(file, "review_mask", state.review_mask.astype(np.uint8, copy=False))
+        if component_map is not None:
+            _dataset(
+                file, "component_map", component_map.astype(_smallest_unsigned(component_map), copy=False)
+            )
+
+
+def _dataset(file: h5py.File, name: str, array: np.ndarray) -> None:
+    _, height, width = array.shape
+    file.create_dataset(name, data=array, chunks=(1, height, width), compression="gzip", compression_opts=1)
+
+
+def _smallest_unsigned(array: np.ndarray) -> type:
+    high = int(array.max()) if array.size else 0
+    for candidate in (np.uint8, np.uint16, np.uint32):
+        if high <= np.iinfo(candidate).max:
+            return candidate
+    raise ValueError("component map ids do not fit in uint32")
+
+
+def _check_format(file: h5py.File, source: Path) -> None:
+    if _text(file.attrs.get("format", "")) != FORMAT_NAME:
+        raise SessionError(f"{source}: not a napari-cgs review session (HDF5 file of another kind)")
+    version = file.attrs.get("format_version")
+    if version is None or int(version) != FORMAT_VERSION:
+        raise SessionError(
+            f"{source}: session format version {version} is not supported (this napari-cgs reads version "
+            f"{FORMAT_VERSION})"
+        )
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable; not every platform can open a folder, which is fine to ignore."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
