@@ -6,7 +6,6 @@ import sys
 
 from cgs_engine.errors import CGSError
 
-
 # Spelled out so `cgs --help` needs no torch import; a test keeps it equal to the objective's list.
 METHODS = ("cgs", "supervised", "fixmatch", "binary-heads", "no-cross", "no-ihed")
 
