@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -24,7 +25,9 @@ from cgs_engine.store.importers import (
     read_acdc_train_volumes,
 )
 
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = Path(
+    os.environ.get("CGS_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data"
+)
 
 
 def real(*parts: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 
 from cgs_engine.normalize import Normalization, guess_normalization
 
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = Path(
+    os.environ.get("CGS_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data"
+)
 
 
 def test_default_is_soft_tissue_ct_window():

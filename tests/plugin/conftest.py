@@ -6,6 +6,7 @@ would be ambiguous once other test folders have their own conftest.py.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = Path(
+    os.environ.get("CGS_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data"
+)
 
 _C, _S = np.cos(np.radians(25)), np.sin(np.radians(25))
 _OBLIQUE = np.array([[1, 0, 0], [0, _C, -_S], [0, _S, _C]]) @ np.array(
