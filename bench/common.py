@@ -1,0 +1,89 @@
+"""Shared pieces of the benchmarks: locating ../shared/data, training runs, evaluating on val volumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def shared_data() -> Path:
+    path = Path(os.environ.get("CGS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        sys.exit(f"benchmark skipped: {path} is absent (set CGS_SHARED_DATA)")
+    return path
+
+
+def evaluate_on_val(checkpoint: Path, store_path: Path, spacing_known: bool) -> dict:
+    """Per-class Dice/Jaccard/HD95/ASD of a checkpoint on the store's val volumes (3D, per volume)."""
+    from cgs_engine.evaluate import evaluate_volume, format_table, summarise, to_json
+    from cgs_engine.infer import Predictor
+    from cgs_engine.store import SliceStore
+    from cgs_engine.volume import Volume
+
+    predictor = Predictor(checkpoint)
+    names = predictor.class_names
+    classes = {i: name for i, name in enumerate(names) if i > 0}
+    per_volume = {}
+    started = time.perf_counter()
+    with SliceStore.open(store_path) as store:
+        for name in store.volume_names("val"):
+            stored = store.read_volume(name)
+            volume = Volume(np.asarray(stored.image), stored.geometry)
+            prediction = predictor.predict(volume, maps=False)
+            spacing = stored.geometry.spacing[::-1] if spacing_known else (1.0, 1.0, 1.0)
+            per_volume[name] = evaluate_volume(
+                prediction.labels.array, np.asarray(stored.label), classes, spacing
+            )
+    summary = summarise(per_volume, classes)
+    return {
+        "table": format_table(summary),
+        "json": to_json(summary),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def train_method(store: Path, run_dir: Path, method: str, minutes: float, settings: dict) -> dict:
+    from cgs_engine.train.config import TrainConfig
+    from cgs_engine.train.loop import train
+
+    config = TrainConfig(method=method, minutes=minutes, **settings)
+    started = time.perf_counter()
+
+    def show(event: dict) -> None:
+        if event["kind"] == "val" and "dice_mean" in event:
+            print(
+                f"    [{method}] step {event['step']}: val mean Dice {100 * event['dice_mean']:.2f}",
+                flush=True,
+            )
+        elif event["kind"] == "start":
+            print(f"    [{method}] {event['total']} iterations on {event['runtime']}", flush=True)
+
+    result = train(store, run_dir, config, on_event=show)
+    return {
+        "method": method,
+        "iterations": result.total_steps,
+        "steps_done": result.steps_done,
+        "wall_minutes": (time.perf_counter() - started) / 60,
+        "best_val_dice_during_training": result.best_dice,
+        "checkpoint": str(result.best_checkpoint),
+        "config": config.to_dict(),
+    }
+
+
+def save_results(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M')}.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def mean_dice(evaluation: dict) -> float:
+    return 100 * evaluation["json"]["mean"]["dice"]["mean"]

@@ -1,0 +1,64 @@
+"""SegTHOR-2D, 3 labeled patients, the other train patients unlabeled, 3D evaluation per val patient.
+
+The scale-imbalance test that motivates CGS: CGS against FixMatch under an equal wall-time budget.
+Needs ../shared/data/segthor_2d_png (research-only data; never copied).
+
+    python bench/segthor.py --minutes 30 --work /tmp/cgs-bench-segthor
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common import evaluate_on_val, mean_dice, save_results, shared_data, train_method
+
+SETTINGS = dict(
+    input_size=128,
+    batch_labeled=8,
+    batch_unlabeled=8,
+    optimizer="adamw",
+    lr=2e-3,
+    ramp_fraction=0.3,
+    val_every=250,
+    seed=0,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=30, help="budget per method")
+    parser.add_argument("--labeled-patients", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-bench-segthor"))
+    parser.add_argument("--methods", nargs="+", default=["cgs", "fixmatch"])
+    args = parser.parse_args()
+    from cgs_engine.store.importers import import_segthor_png
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    store = args.work / f"segthor-{args.labeled_patients}.h5"
+    if not store.exists():
+        import_segthor_png(shared_data() / "segthor_2d_png", store, args.labeled_patients)
+    results = {"settings": SETTINGS, "labeled_patients": args.labeled_patients, "methods": {}}
+    for method in args.methods:
+        run = train_method(store, args.work / f"run-{method}", method, args.minutes, SETTINGS)
+        run["evaluation"] = evaluate_on_val(Path(run["checkpoint"]), store, spacing_known=True)
+        results["methods"][method] = run
+        print(
+            f"\n== {method}: {run['steps_done']} iterations in {run['wall_minutes']:.1f} min, "
+            f"val mean Dice {mean_dice(run['evaluation']):.2f}\n{run['evaluation']['table']}\n",
+            flush=True,
+        )
+    print("summary (mean 3D Dice over the val patients):")
+    for method, run in results["methods"].items():
+        per_class = {
+            c["name"]: 100 * c["metrics"]["dice"]["mean"] for c in run["evaluation"]["json"]["classes"]
+        }
+        print(
+            f"  {method:10s} {mean_dice(run['evaluation']):6.2f}  "
+            + "  ".join(f"{k} {v:.2f}" for k, v in per_class.items())
+        )
+    print(f"results: {save_results('segthor', results)}")
+
+
+if __name__ == "__main__":
+    main()
