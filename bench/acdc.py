@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import evaluate_on_val, mean_dice, save_results, shared_data, train_method
+from common import compare_methods, shared_data
 
 SETTINGS = dict(
     input_size=128,
@@ -40,27 +40,17 @@ def main() -> None:
     store = args.work / f"acdc-{args.labeled_patients}.h5"
     if not store.exists():
         import_acdc(shared_data() / "acdc_ssl4mis_h5", store, args.labeled_patients)
-    results = {"settings": SETTINGS, "labeled_patients": args.labeled_patients, "methods": {}}
-    for method in args.methods:
-        minutes = args.cgs_minutes if method == "cgs" else args.baseline_minutes
-        run = train_method(store, args.work / f"run-{method}", method, minutes, SETTINGS)
-        run["evaluation"] = evaluate_on_val(Path(run["checkpoint"]), store, spacing_known=False)
-        results["methods"][method] = run
-        print(
-            f"\n== {method}: {run['steps_done']} iterations in {run['wall_minutes']:.1f} min, "
-            f"val mean Dice {mean_dice(run['evaluation']):.2f}\n{run['evaluation']['table']}\n",
-            flush=True,
-        )
-    print("summary (mean 3D Dice over 20 val volumes, HD95 in voxels):")
-    for method, run in results["methods"].items():
-        per_class = {
-            c["name"]: 100 * c["metrics"]["dice"]["mean"] for c in run["evaluation"]["json"]["classes"]
-        }
-        print(
-            f"  {method:10s} {mean_dice(run['evaluation']):6.2f}  "
-            + "  ".join(f"{k} {v:.2f}" for k, v in per_class.items())
-        )
-    print(f"results: {save_results('acdc', results)}")
+    minutes = {"cgs": args.cgs_minutes}
+    compare_methods(
+        "acdc",
+        store,
+        args.work,
+        args.methods,
+        lambda m: minutes.get(m, args.baseline_minutes),
+        SETTINGS,
+        spacing_known=False,
+        extra={"labeled_patients": args.labeled_patients},
+    )
 
 
 if __name__ == "__main__":

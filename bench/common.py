@@ -87,3 +87,37 @@ def save_results(name: str, data: dict) -> Path:
 
 def mean_dice(evaluation: dict) -> float:
     return 100 * evaluation["json"]["mean"]["dice"]["mean"]
+
+
+def compare_methods(
+    name: str,
+    store: Path,
+    work: Path,
+    methods: list[str],
+    minutes_for,
+    settings: dict,
+    spacing_known: bool,
+    extra: dict | None = None,
+) -> dict:
+    """Train each method on the same store and budget rule, evaluate on val, print tables and a summary."""
+    results = {"settings": settings, **(extra or {}), "methods": {}}
+    for method in methods:
+        run = train_method(store, work / f"run-{method}", method, minutes_for(method), settings)
+        run["evaluation"] = evaluate_on_val(Path(run["checkpoint"]), store, spacing_known=spacing_known)
+        results["methods"][method] = run
+        print(
+            f"\n== {method}: {run['steps_done']} iterations in {run['wall_minutes']:.1f} min, "
+            f"val mean Dice {mean_dice(run['evaluation']):.2f}\n{run['evaluation']['table']}\n",
+            flush=True,
+        )
+    print("summary (mean 3D Dice over the val volumes):")
+    for method, run in results["methods"].items():
+        per_class = {
+            c["name"]: 100 * c["metrics"]["dice"]["mean"] for c in run["evaluation"]["json"]["classes"]
+        }
+        print(
+            f"  {method:10s} {mean_dice(run['evaluation']):6.2f}  "
+            + "  ".join(f"{k} {v:.2f}" for k, v in per_class.items())
+        )
+    print(f"results: {save_results(name, results)}")
+    return results

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import evaluate_on_val, mean_dice, save_results, shared_data, train_method
+from common import compare_methods, shared_data
 
 SETTINGS = dict(
     input_size=128,
@@ -38,26 +38,16 @@ def main() -> None:
     store = args.work / f"segthor-{args.labeled_patients}.h5"
     if not store.exists():
         import_segthor_png(shared_data() / "segthor_2d_png", store, args.labeled_patients)
-    results = {"settings": SETTINGS, "labeled_patients": args.labeled_patients, "methods": {}}
-    for method in args.methods:
-        run = train_method(store, args.work / f"run-{method}", method, args.minutes, SETTINGS)
-        run["evaluation"] = evaluate_on_val(Path(run["checkpoint"]), store, spacing_known=True)
-        results["methods"][method] = run
-        print(
-            f"\n== {method}: {run['steps_done']} iterations in {run['wall_minutes']:.1f} min, "
-            f"val mean Dice {mean_dice(run['evaluation']):.2f}\n{run['evaluation']['table']}\n",
-            flush=True,
-        )
-    print("summary (mean 3D Dice over the val patients):")
-    for method, run in results["methods"].items():
-        per_class = {
-            c["name"]: 100 * c["metrics"]["dice"]["mean"] for c in run["evaluation"]["json"]["classes"]
-        }
-        print(
-            f"  {method:10s} {mean_dice(run['evaluation']):6.2f}  "
-            + "  ".join(f"{k} {v:.2f}" for k, v in per_class.items())
-        )
-    print(f"results: {save_results('segthor', results)}")
+    compare_methods(
+        "segthor",
+        store,
+        args.work,
+        args.methods,
+        lambda m: args.minutes,
+        SETTINGS,
+        spacing_known=True,
+        extra={"labeled_patients": args.labeled_patients},
+    )
 
 
 if __name__ == "__main__":
