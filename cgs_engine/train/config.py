@@ -46,6 +46,7 @@ class TrainConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     dropouts: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
     seed: int = 0
+    init_checkpoint: str | None = None  # fine-tune from this model (its architecture wins over widths)
     val_every: int = 200
     val_max_volumes: int | None = None  # cap validation cost on large val sets
     device: str = "auto"

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 from cgs_engine import __version__
-from cgs_engine.checkpoint import ModelCheckpoint, atomic_torch_save, load_payload, save_checkpoint
+from cgs_engine.checkpoint import (
+    ModelCheckpoint,
+    atomic_torch_save,
+    build_network,
+    load_checkpoint,
+    load_payload,
+    save_checkpoint,
+)
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer.slices import Cancelled, predict_label_volume
@@ -162,10 +169,30 @@ def _model_checkpoint(
     )
 
 
+def _initial_network(session: _Session) -> torch.nn.Module:
+    config = session.config
+    if not config.init_checkpoint:
+        return build_model(model_config_for(config, len(session.class_names)))
+    source = config.init_checkpoint
+    checkpoint = load_checkpoint(source)
+    problems = []
+    if checkpoint.class_names != session.class_names:
+        problems.append(
+            f"its classes {checkpoint.class_names[1:]} differ from the store's {session.class_names[1:]}"
+        )
+    if checkpoint.model_config.heads != config.objective().specialist_heads:
+        problems.append(f"its heads ({checkpoint.model_config.heads}) do not suit method {config.method}")
+    if checkpoint.normalization != session.normalization:
+        problems.append("its intensity normalisation differs from the store's")
+    if problems:
+        raise RunError(f"{source}: cannot fine-tune from this model: {'; '.join(problems)}")
+    return build_network(checkpoint, source).train()
+
+
 def _new_models(session: _Session) -> tuple[torch.nn.Module, EMATeacher, torch.optim.Optimizer]:
     config = session.config
     torch.manual_seed(config.seed)
-    student = build_model(model_config_for(config, len(session.class_names))).to(session.runtime.device)
+    student = _initial_network(session).to(session.runtime.device)
     student.save_memory(config.save_memory)
     if session.runtime.channels_last:
         student = student.to(memory_format=torch.channels_last)

@@ -108,3 +108,22 @@ def test_config_file_errors(tmp_path):
         TrainConfig.from_file(path)
     path.write_text(json.dumps({"lr": 0.02}))
     assert TrainConfig.from_file(path, {"seed": 3}).lr == 0.02
+
+
+def test_fine_tune_starts_from_a_checkpoint(store, tmp_path):
+    first = train(store, tmp_path / "first", TrainConfig(iterations=2, **TINY))
+    settings = {**TINY, "widths": (8, 16, 32)}  # ignored: the checkpoint's architecture wins
+    tuned = train(
+        store,
+        tmp_path / "tuned",
+        TrainConfig(iterations=2, init_checkpoint=str(first.final_checkpoint), **settings),
+    )
+    assert load_checkpoint(tuned.final_checkpoint).model_config.widths == (4, 8, 16)
+    with pytest.raises(RunError, match="heads .* do not suit method supervised"):
+        train(
+            store,
+            tmp_path / "bad",
+            TrainConfig(
+                method="supervised", iterations=1, init_checkpoint=str(first.final_checkpoint), **TINY
+            ),
+        )
