@@ -32,6 +32,7 @@ class TrainConfig:
     batch_unlabeled: int = 12
     optimizer: str = "sgd"  # reference; "adamw" converges in far fewer steps for short fine-tuning
     lr: float = 0.01
+    lr_scaling: str = "none"  # under torchrun: "linear" multiplies lr by the number of ranks
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
@@ -66,6 +67,7 @@ class TrainConfig:
             (self.batch_labeled > 0 and self.batch_unlabeled >= 0, "batch sizes must be positive"),
             (self.lr > 0, "lr must be positive"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (self.lr_scaling in ("none", "linear"), "lr_scaling must be none or linear"),
             (0 <= self.tau < 1, "tau must be in [0, 1)"),
             (0 < self.ramp_fraction <= 1, "ramp_fraction must be in (0, 1]"),
             (self.teacher_mode in TEACHER_MODES, f"teacher_mode must be one of {TEACHER_MODES}"),

@@ -68,9 +68,29 @@ class Batch:
     strong: torch.Tensor | None = None  # [B_U, 1, S, S] strong view of the mixed images
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    # Distinct, well-mixed streams per (seed, step): a large odd multiplier avoids overlaps.
-    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1))
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    # Distinct, well-mixed streams per (seed, step, stream): large odd multipliers avoid overlaps.
+    return torch.Generator().manual_seed(
+        (seed * 1_000_003 + step * 7_919 + stream * 104_729 + 12_345) % (2**63 - 1)
+    )
+
+
+def shard_indices(size: int, count: int, step: int, seed: int, stream: int, rank: int = 0, world: int = 1):
+    """``count`` item indices for ``rank`` at ``step``.
+
+    Every epoch is a fresh permutation of all ``size`` items cut into ``world`` disjoint shards;
+    each rank walks through its own shard, ``count`` items per step (the ``size % world``
+    leftover items sit that epoch out). With fewer items than ranks, ranks share items.
+    """
+    shard = max(1, size // world)
+    positions = step * count + torch.arange(count)
+    epochs, offsets = positions // shard, positions % shard
+    picked = torch.empty(count, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        order = torch.randperm(size, generator=step_generator(seed, epoch, stream))
+        here = epochs == epoch
+        picked[here] = order[(rank * shard + offsets[here]) % size]
+    return picked
 
 
 class BatchSource:
@@ -83,19 +103,21 @@ class BatchSource:
         batch_labeled: int,
         batch_unlabeled: int,
         seed: int,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if len(labeled) == 0:
             raise ValueError("no labeled slices to train on")
         self.labeled, self.unlabeled = labeled, unlabeled
         self.batch_labeled, self.batch_unlabeled = batch_labeled, batch_unlabeled
-        self.seed = seed
+        self.seed, self.rank, self.world = seed, rank, world
         self.uses_unlabeled = unlabeled is not None and batch_unlabeled > 0
         if self.uses_unlabeled and len(unlabeled) == 0:
             raise ValueError("the method needs unlabeled slices but the store has none")
 
     def batch(self, step: int) -> Batch:
-        generator = step_generator(self.seed, step)
-        pick = torch.randint(len(self.labeled), (self.batch_labeled,), generator=generator)
+        generator = step_generator(self.seed, step, stream=3 + self.rank)
+        pick = shard_indices(len(self.labeled), self.batch_labeled, step, self.seed, 1, self.rank, self.world)
         images, labels = weak_augment(
             self.labeled.images[pick].float(), self.labeled.labels[pick].long(), generator
         )
@@ -103,7 +125,7 @@ class BatchSource:
         if not self.uses_unlabeled:
             return batch
         count = self.batch_unlabeled
-        pick = torch.randint(len(self.unlabeled), (2 * count,), generator=generator)
+        pick = shard_indices(len(self.unlabeled), 2 * count, step, self.seed, 2, self.rank, self.world)
         weak, _ = weak_augment(self.unlabeled.images[pick].float(), None, generator)
         size = weak.shape[-1]
         boxes = cutmix_boxes(count, size, size, generator)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,10 +36,21 @@ from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer.slices import Cancelled, predict_label_volume
 from cgs_engine.method.objective import lambda_schedule, poly_lr
 from cgs_engine.model import ModelConfig, build_model
-from cgs_engine.runtime import Runtime, resolve_runtime
+from cgs_engine.runtime import Runtime, resolve_runtime, usable_cores
 from cgs_engine.store import SliceStore
 from cgs_engine.train.config import REFERENCE_ITERATIONS, TrainConfig
 from cgs_engine.train.data import BatchSource, load_bank
+from cgs_engine.train.distributed import (
+    DistContext,
+    any_rank,
+    average_floating_buffers,
+    barrier,
+    broadcast_int,
+    check_replicas_identical,
+    init_distributed,
+    shutdown,
+    wrap_for_data_parallel,
+)
 from cgs_engine.train.ema import EMATeacher
 from cgs_engine.train.step import train_step
 
@@ -74,6 +86,7 @@ class _Session:
     fingerprint: str
     val_volumes: list[tuple[str, np.ndarray, np.ndarray]]
     source: BatchSource
+    context: DistContext
 
 
 def model_config_for(config: TrainConfig, num_classes: int) -> ModelConfig:
@@ -85,8 +98,9 @@ def model_config_for(config: TrainConfig, num_classes: int) -> ModelConfig:
     )
 
 
-def _open_session(store_path: Path, config: TrainConfig) -> _Session:
-    runtime = resolve_runtime(config.device, config.precision, config.threads, config.channels_last)
+def _open_session(store_path: Path, config: TrainConfig, context: DistContext) -> _Session:
+    threads = config.threads or max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    runtime = resolve_runtime(config.device, config.precision, threads, config.channels_last)
     with SliceStore.open(store_path) as store:
         objective = config.objective()
         labeled = load_bank(store, "labeled", config.input_size, with_labels=True)
@@ -101,7 +115,15 @@ def _open_session(store_path: Path, config: TrainConfig) -> _Session:
                 )
         names = store.volume_names("val")[: config.val_max_volumes]
         val = [(n, s.image, s.label) for n in names for s in [store.read_volume(n)] if s.label is not None]
-        source = BatchSource(labeled, unlabeled, config.batch_labeled, config.batch_unlabeled, config.seed)
+        source = BatchSource(
+            labeled,
+            unlabeled,
+            config.batch_labeled,
+            config.batch_unlabeled,
+            config.seed,
+            context.rank,
+            context.world,
+        )
         return _Session(
             config,
             runtime,
@@ -112,6 +134,7 @@ def _open_session(store_path: Path, config: TrainConfig) -> _Session:
             store.fingerprint(),
             val,
             source,
+            context,
         )
 
 
@@ -238,8 +261,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
     if resume:
-        if not (run_dir / "state.pt").is_file():
-            raise RunError(f"{run_dir}: nothing to resume (no state.pt); start a new run without --resume")
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir}: run directory exists and is not empty (use --resume or another -o)")
@@ -254,16 +275,24 @@ def train(
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``config.method`` on a slice store; see the module docstring for the run directory."""
+    """Train ``config.method`` on a slice store; see the module docstring for the run directory.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; see ``cgs_engine.train.distributed``.
+    """
     store_path, run_dir = Path(store_path), Path(run_dir)
-    _prepare_run_dir(run_dir, resume)
-    emit = on_event or (lambda event: None)
+    context = init_distributed(config.device if config else "auto")
+    if context.is_main:
+        _prepare_run_dir(run_dir, resume)
+    barrier(context)
+    emit = (on_event or (lambda event: None)) if context.is_main else (lambda event: None)
     if resume:
+        if not (run_dir / "state.pt").is_file():
+            raise RunError(f"{run_dir}: nothing to resume (no state.pt); start a new run without --resume")
         recorded = json.loads((run_dir / "config.json").read_text())
         config = TrainConfig.from_dict(recorded["config"], source=str(run_dir / "config.json"))
         store_path = Path(recorded.get("store", store_path)) if not store_path.exists() else store_path
     config = config or TrainConfig()
-    session = _open_session(store_path, config)
+    session = _open_session(store_path, config, context)
     if resume:
         total = int(recorded["total_iterations"])
         if recorded.get("fingerprint") and recorded["fingerprint"] != session.fingerprint:
@@ -271,27 +300,44 @@ def train(
                 f"{store_path}: data changed since the run started (fingerprint differs); start a new run"
             )
     else:
-        total = config.iterations or (
-            _calibrate_iterations(session, config.minutes * 60) if config.minutes else REFERENCE_ITERATIONS
-        )
-        _write_json(
-            run_dir / "config.json",
-            {
-                "config": config.to_dict(),
-                "total_iterations": total,
-                "store": str(store_path.resolve()),
-                "fingerprint": session.fingerprint,
-                "engine_version": __version__,
-                "runtime": session.runtime.describe(),
-                "class_names": session.class_names,
-            },
-        )
-    emit({"kind": "start", "total": total, "runtime": session.runtime.describe()})
-    return _run(session, run_dir, total, resume, emit, should_stop)
+        total = 0
+        if context.is_main:
+            total = config.iterations or (
+                _calibrate_iterations(session, config.minutes * 60)
+                if config.minutes
+                else REFERENCE_ITERATIONS
+            )
+            _write_json(run_dir / "config.json", _run_record(config, total, store_path, session, context))
+        total = broadcast_int(total, context, session.runtime.device)
+    emit({"kind": "start", "total": total, "runtime": session.runtime.describe(), "world": context.world})
+    try:
+        return _run(session, run_dir, total, resume, emit, should_stop)
+    finally:
+        shutdown(context)
+
+
+def _run_record(config: TrainConfig, total: int, store_path: Path, session: _Session, context) -> dict:
+    return {
+        "config": config.to_dict(),
+        "total_iterations": total,
+        "store": str(store_path.resolve()),
+        "fingerprint": session.fingerprint,
+        "engine_version": __version__,
+        "runtime": session.runtime.describe(),
+        "class_names": session.class_names,
+        "world_size": context.world,
+        "batch_meaning": f"per rank: global batch = {context.world} x ({config.batch_labeled} labeled + "
+        f"{config.batch_unlabeled} unlabeled)",
+        "effective_lr": _base_lr(config, context),
+    }
+
+
+def _base_lr(config: TrainConfig, context) -> float:
+    return config.lr * (context.world if config.lr_scaling == "linear" else 1)
 
 
 def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, should_stop) -> TrainResult:
-    config, runtime = session.config, session.runtime
+    config, runtime, context = session.config, session.runtime, session.context
     objective = config.objective()
     student, teacher, optimizer = _new_models(session)
     step, best, history, elapsed = 0, None, [], 0.0
@@ -301,12 +347,17 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
         step, best, history, elapsed = state["step"], state["best"], state["history"], state["elapsed"]
+    trainee = wrap_for_data_parallel(student, context, runtime)
+    base_lr = _base_lr(config, context)
+    check_replicas = os.environ.get("CGS_CHECK_REPLICAS") == "1"
     ramp = max(1, math.ceil(config.ramp_fraction * total))
     started = time.perf_counter() - elapsed
     deadline = None if config.minutes is None else started + 1.1 * config.minutes * 60
     stopped_early = False
 
     def save_state() -> None:
+        if not context.is_main:
+            return
         atomic_torch_save(
             {
                 "step": step,
@@ -322,6 +373,8 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
 
     def evaluate_and_keep() -> None:
         nonlocal best
+        if not context.is_main:
+            return
         metrics = validate(teacher.module, session, should_stop)
         record = {"kind": "val", "step": step, "elapsed_s": round(time.perf_counter() - started, 1)}
         if metrics is not None:
@@ -339,30 +392,35 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
     student.train()
     try:
         for step_index, batch in session.source.iterate(step, total):
-            if should_stop is not None and should_stop():
-                stopped_early = True
-                break
-            if deadline is not None and time.perf_counter() > deadline:
+            asked = should_stop is not None and should_stop()
+            late = deadline is not None and time.perf_counter() > deadline
+            if any_rank(asked or late, context, runtime.device):
                 stopped_early = True
                 break
             torch.manual_seed(config.seed * 1_000_003 + step_index)  # dropout reproducible across resume
-            _set_lr(optimizer, poly_lr(config.lr, step_index, total, config.poly_power))
+            _set_lr(optimizer, poly_lr(base_lr, step_index, total, config.poly_power))
             lam = lambda_schedule(step_index, ramp, config.lambda_max)
-            terms = train_step(student, teacher.module, optimizer, batch, objective, lam, runtime)
+            terms = train_step(trainee, teacher.module, optimizer, batch, objective, lam, runtime)
             if not math.isfinite(terms["total"]):
                 raise RunError(
                     f"{run_dir}: loss became {terms['total']} at step {step_index}; lower the learning rate"
                 )
+            _injected_fault(context, step_index)
+            average_floating_buffers(student, context)
             teacher.update(student, step_index)
             step = step_index + 1
-            if step % LOG_EVERY == 0 or step == total:
+            replicas = (
+                check_replicas_identical(step, context, student, teacher.module) if check_replicas else None
+            )
+            if context.is_main and (step % LOG_EVERY == 0 or step == total or replicas):
                 record = {
                     "kind": "step",
                     "step": step,
                     "total": total,
-                    "lr": poly_lr(config.lr, step_index, total, config.poly_power),
+                    "lr": poly_lr(base_lr, step_index, total, config.poly_power),
                     "lambda": lam,
                     "elapsed_s": round(time.perf_counter() - started, 1),
+                    **({"replica_hash": replicas} if replicas else {}),
                     **{k if k.startswith("frac_") else f"loss_{k}": round(v, 5) for k, v in terms.items()},
                 }
                 _log(run_dir, record)
@@ -375,7 +433,7 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
     if stopped_early and step > 0:
         save_state()
     final = None
-    if step > 0:
+    if step > 0 and context.is_main:
         final = save_checkpoint(
             _model_checkpoint(teacher.module, session, {"best": best, "history": history, "steps": step}),
             run_dir / "final.pt",
@@ -393,6 +451,13 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
     )
     emit({"kind": "done", "step": step, "total": total, "best": best, "stopped_early": stopped_early})
     return result
+
+
+def _injected_fault(context: DistContext, step_index: int) -> None:
+    """Fault injection for the crash-safety tests: CGS_FAULT_INJECT="RANK:STEP" fails that rank there."""
+    spec = os.environ.get("CGS_FAULT_INJECT")
+    if spec and spec == f"{context.rank}:{step_index}":
+        raise RuntimeError(f"injected fault on rank {context.rank} at step {step_index}")
 
 
 def _log(run_dir: Path, record: dict[str, Any]) -> None:

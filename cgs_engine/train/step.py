@@ -7,6 +7,8 @@ labeled weak views and one over the unlabeled strong views (nothing the losses d
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from cgs_engine.method.objective import ObjectiveConfig, supervised_losses, unsupervised_losses
@@ -53,17 +55,19 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     teacher_out = teacher_targets(teacher, batch, objective, runtime) if objective.uses_unlabeled else None
-    with runtime.autocast():
-        labeled = student(runtime.prepare(batch.labeled_images), specialists=objective.uses_specialists)
-    terms = supervised_losses(labeled, batch.labels.to(runtime.device), objective)
-    terms["sup"].backward()
+    # Under DDP the first backward only accumulates locally; the second one all-reduces the sum.
+    local_only = student.no_sync if teacher_out is not None and hasattr(student, "no_sync") else nullcontext
+    with local_only():
+        with runtime.autocast():
+            labeled = student(runtime.prepare(batch.labeled_images), specialists=objective.uses_specialists)
+        terms = supervised_losses(labeled, batch.labels.to(runtime.device), objective)
+        terms["sup"].backward()
     del labeled
     if teacher_out is not None:
         with runtime.autocast():
             strong = student(runtime.prepare(batch.strong), specialists=objective.uses_specialists)
         terms.update(unsupervised_losses(strong, teacher_out, objective))
-        if lam > 0:
-            (lam * terms["unsup"]).backward()
+        (lam * terms["unsup"]).backward()  # also at lam = 0: DDP reduces gradients in this backward
         del strong
     else:
         terms["unsup"] = torch.zeros(())

@@ -1,0 +1,120 @@
+"""Data-parallel training under torchrun (DDP): gloo on CPU, nccl on CUDA.
+
+`cgs train` needs no flag: when torchrun sets WORLD_SIZE > 1 the run joins the process group.
+Batch sizes are per rank (the global batch is world x batch), and the learning rate is not
+scaled unless ``lr_scaling="linear"`` (lr x world). Only rank 0 validates and writes files.
+The EMA teacher stays identical on every rank because every rank updates it from identical
+student weights and from BatchNorm statistics averaged over the ranks after each step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the torchrun process group when there is one; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
+
+
+def any_rank(flag: bool, context: DistContext, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (stop requests, deadlines)."""
+    if not context.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def broadcast_int(value: int, context: DistContext, device: torch.device) -> int:
+    if not context.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long, device=device)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
+@torch.no_grad()
+def average_floating_buffers(module: torch.nn.Module, context: DistContext) -> None:
+    """Average BatchNorm running statistics over the ranks (each rank saw different slices)."""
+    if not context.enabled:
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.all_reduce(flat)
+    flat /= context.world
+    offset = 0
+    for buffer in buffers:
+        buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
+        offset += buffer.numel()
+
+
+def barrier(context: DistContext) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+def state_hash(*modules: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_replicas_identical(step: int, context: DistContext, *modules: torch.nn.Module) -> str:
+    """Raise if the given modules differ between ranks; returns this rank's hash."""
+    mine = state_hash(*modules)
+    if context.enabled:
+        gathered: list[str | None] = [None] * context.world
+        dist.all_gather_object(gathered, mine)
+        if len(set(gathered)) != 1:
+            raise RuntimeError(f"replicas diverged at step {step}: {gathered}")
+    return mine
+
+
+def shutdown(context: DistContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_for_data_parallel(student: torch.nn.Module, context: DistContext, runtime) -> torch.nn.Module:
+    """DDP around the student when running distributed (BN buffers are averaged after each step)."""
+    if not context.enabled:
+        return student
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [context.local_rank] if runtime.device.type == "cuda" else None
+    return DistributedDataParallel(student, device_ids=device_ids, broadcast_buffers=False)
