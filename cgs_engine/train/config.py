@@ -30,6 +30,7 @@ class TrainConfig:
     input_size: int = 256
     batch_labeled: int = 12
     batch_unlabeled: int = 12
+    foreground_fraction: float = 0.0  # share of labeled picks forced onto slices with an organ (reference 0)
     optimizer: str = "sgd"  # reference; "adamw" converges in far fewer steps for short fine-tuning
     lr: float = 0.01
     lr_scaling: str = "none"  # under torchrun: "linear" multiplies lr by the number of ranks
@@ -66,6 +67,7 @@ class TrainConfig:
             (self.input_size >= 16, "input_size must be at least 16"),
             (self.batch_labeled > 0 and self.batch_unlabeled >= 0, "batch sizes must be positive"),
             (self.lr > 0, "lr must be positive"),
+            (0 <= self.foreground_fraction <= 1, "foreground_fraction must be in [0, 1]"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
             (self.lr_scaling in ("none", "linear"), "lr_scaling must be none or linear"),
             (0 <= self.tau < 1, "tau must be in [0, 1)"),

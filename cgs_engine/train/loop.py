@@ -123,6 +123,7 @@ def _open_session(store_path: Path, config: TrainConfig, context: DistContext) -
             config.seed,
             context.rank,
             context.world,
+            config.foreground_fraction,
         )
         return _Session(
             config,
