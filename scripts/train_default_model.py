@@ -1,0 +1,125 @@
+"""Recipe of the bundled default model: CGS on OpenKBP head-and-neck CT, with a supervised baseline.
+
+labeled = OpenKBP's 6 `labeled_train` patients, unlabeled = its 40 unlabeled scans, model
+selection and reporting on its 6 `val` patients (3D, per patient, Dice and HD95 in mm). Both
+methods get the same settings, seed and wall-time budget. With --install the CGS model is written
+in half precision to napari_cgs/models/default.pt with its metrics, the baseline's metrics and
+this recipe in its metadata.
+
+    python scripts/train_default_model.py --minutes 25 --work /tmp/cgs-default [--install]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import evaluate_on_val, train_method  # noqa: E402
+
+SETTINGS = dict(
+    input_size=128,
+    batch_labeled=8,
+    batch_unlabeled=8,
+    optimizer="adamw",
+    lr=2e-3,
+    foreground_fraction=0.5,
+    ramp_fraction=0.3,
+    val_every=100,
+    seed=0,
+)
+SMALLEST = ("Esophagus", "RightParotid", "LeftParotid")
+
+
+def import_openkbp(data: Path, store: Path) -> None:
+    from cgs_engine.store.importers import import_nifti, openkbp_class_names
+
+    split = json.loads((data / "split.json").read_text())
+
+    def paths(folder: str, ids: list[str]) -> list[Path]:
+        return [data / folder / f"{i}.nii.gz" for i in ids]
+
+    import_nifti(
+        paths("images", split["labeled_train"]),
+        paths("labels", split["labeled_train"]),
+        paths("unlabeled", split["unlabeled"]),
+        store,
+        class_names=openkbp_class_names(),
+        val_images=paths("images", split["val"]),
+        val_labels=paths("labels", split["val"]),
+    )
+
+
+def per_class(evaluation: dict, metric: str) -> dict[str, float | None]:
+    return {c["name"]: c["metrics"][metric]["mean"] for c in evaluation["json"]["classes"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=25, help="wall-time budget per method")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-default"))
+    parser.add_argument("--install", action="store_true", help="write napari_cgs/models/default.pt")
+    args = parser.parse_args()
+    data = Path(os.environ.get("CGS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "openkbp"
+    args.work.mkdir(parents=True, exist_ok=True)
+    store = args.work / "openkbp.h5"
+    if not store.exists():
+        import_openkbp(data, store)
+    runs = {}
+    for method in ("cgs", "supervised"):
+        run = train_method(store, args.work / f"run-{method}", method, args.minutes, SETTINGS)
+        run["evaluation"] = evaluate_on_val(Path(run["checkpoint"]), store, spacing_known=True)
+        runs[method] = run
+        print(
+            f"\n== {method}: {run['steps_done']} iterations in {run['wall_minutes']:.1f} min\n"
+            f"{run['evaluation']['table']}\n",
+            flush=True,
+        )
+    dice = {m: per_class(r["evaluation"], "dice") for m, r in runs.items()}
+    means = {m: r["evaluation"]["json"]["mean"]["dice"]["mean"] for m, r in runs.items()}
+    wins = {name: dice["cgs"][name] > dice["supervised"][name] for name in SMALLEST}
+    print("per-class val Dice (%):  class  CGS  supervised")
+    for name in dice["cgs"]:
+        print(f"  {name:13s} {100 * dice['cgs'][name]:6.2f} {100 * dice['supervised'][name]:6.2f}")
+    print(f"  {'mean':13s} {100 * means['cgs']:6.2f} {100 * means['supervised']:6.2f}")
+    print(f"CGS wins on the mean: {means['cgs'] > means['supervised']}; on the smallest organs: {wins}")
+    summary = {
+        "recipe": {"command": " ".join(sys.argv), "settings": SETTINGS, "minutes": args.minutes},
+        "methods": {
+            m: {
+                "iterations": r["steps_done"],
+                "dice": dice[m],
+                "hd95_mm": per_class(r["evaluation"], "hd95_mm"),
+                "mean_dice": means[m],
+            }
+            for m, r in runs.items()
+        },
+    }
+    (args.work / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.install:
+        install(Path(runs["cgs"]["checkpoint"]), summary)
+
+
+def install(checkpoint_path: Path, summary: dict) -> None:
+    from cgs_engine.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint.metrics = {
+        **checkpoint.metrics,
+        "openkbp_val": summary["methods"],
+        "recipe": summary["recipe"],
+        "installed": time.strftime("%Y-%m-%d"),
+    }
+    target = ROOT / "napari_cgs" / "models" / "default.pt"
+    save_checkpoint(checkpoint, target, half=True)
+    print(f"installed {target} ({target.stat().st_size / 1024:.0f} KiB)")
+
+
+if __name__ == "__main__":
+    main()
