@@ -16,7 +16,9 @@ def add_parser(verbs) -> None:
     parser.add_argument("-o", "--output", required=True, help="run directory (must be new unless --resume)")
     parser.add_argument("--method", choices=METHODS, help="cgs (default) or a baseline / ablation")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="wall-time budget; fixes the iteration count up front")
+    budget.add_argument(
+        "--minutes", type=float, help="wall-time budget; LR and lambda schedules follow elapsed time"
+    )
     budget.add_argument("--iterations", type=int, help="number of iterations (reference: 30000)")
     parser.add_argument(
         "--size", type=int, dest="input_size", help="square input size in pixels (default 256)"

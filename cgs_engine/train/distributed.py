@@ -118,3 +118,11 @@ def wrap_for_data_parallel(student: torch.nn.Module, context: DistContext, runti
 
     device_ids = [context.local_rank] if runtime.device.type == "cuda" else None
     return DistributedDataParallel(student, device_ids=device_ids, broadcast_buffers=False)
+
+
+def broadcast_float(value: float, context: DistContext, device: torch.device) -> float:
+    if not context.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())

@@ -45,7 +45,7 @@ from cgs_engine.train.distributed import (
     any_rank,
     average_floating_buffers,
     barrier,
-    broadcast_int,
+    broadcast_float,
     check_replicas_identical,
     init_distributed,
     shutdown,
@@ -56,7 +56,7 @@ from cgs_engine.train.step import train_step
 
 Event = dict[str, Any]
 LOG_EVERY = 10
-CALIBRATION_STEPS = 3
+OPEN_ENDED = 2**62  # step bound of a wall-time-budget run, which stops on time
 
 
 class RunError(CGSError):
@@ -235,25 +235,6 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _calibrate_iterations(session: _Session, budget_s: float) -> int:
-    """Iterations that fit the wall-time budget, timed on throwaway copies of the models."""
-    student, teacher, optimizer = _new_models(session)
-    objective = session.config.objective()
-    train_step(student, teacher.module, optimizer, session.source.batch(0), objective, 0.0, session.runtime)
-    start = time.perf_counter()
-    for step in range(1, CALIBRATION_STEPS + 1):
-        train_step(
-            student, teacher.module, optimizer, session.source.batch(step), objective, 0.0, session.runtime
-        )
-        teacher.update(student, step)
-    step_s = (time.perf_counter() - start) / CALIBRATION_STEPS
-    start = time.perf_counter()
-    validate(teacher.module, session)
-    val_s = time.perf_counter() - start
-    usable = 0.97 * budget_s - val_s
-    return max(1, int(usable / (step_s + val_s / session.config.val_every)))
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     temp = path.with_suffix(".json.partial")
     temp.write_text(json.dumps(data, indent=2))
@@ -295,21 +276,16 @@ def train(
     config = config or TrainConfig()
     session = _open_session(store_path, config, context)
     if resume:
-        total = int(recorded["total_iterations"])
+        total = recorded["total_iterations"]
         if recorded.get("fingerprint") and recorded["fingerprint"] != session.fingerprint:
             raise RunError(
                 f"{store_path}: data changed since the run started (fingerprint differs); start a new run"
             )
     else:
-        total = 0
+        # With a wall-time budget the schedules follow elapsed time and the step count stays open.
+        total = None if config.minutes else (config.iterations or REFERENCE_ITERATIONS)
         if context.is_main:
-            total = config.iterations or (
-                _calibrate_iterations(session, config.minutes * 60)
-                if config.minutes
-                else REFERENCE_ITERATIONS
-            )
             _write_json(run_dir / "config.json", _run_record(config, total, store_path, session, context))
-        total = broadcast_int(total, context, session.runtime.device)
     emit({"kind": "start", "total": total, "runtime": session.runtime.describe(), "world": context.world})
     try:
         return _run(session, run_dir, total, resume, emit, should_stop)
@@ -337,7 +313,7 @@ def _base_lr(config: TrainConfig, context) -> float:
     return config.lr * (context.world if config.lr_scaling == "linear" else 1)
 
 
-def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, should_stop) -> TrainResult:
+def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit, should_stop) -> TrainResult:
     config, runtime, context = session.config, session.runtime, session.context
     objective = config.objective()
     student, teacher, optimizer = _new_models(session)
@@ -351,9 +327,15 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
     trainee = wrap_for_data_parallel(student, context, runtime)
     base_lr = _base_lr(config, context)
     check_replicas = os.environ.get("CGS_CHECK_REPLICAS") == "1"
-    ramp = max(1, math.ceil(config.ramp_fraction * total))
     started = time.perf_counter() - elapsed
-    deadline = None if config.minutes is None else started + 1.1 * config.minutes * 60
+    budget_s = None if total is not None else config.minutes * 60
+
+    def progress(step_index: int) -> float:
+        """Share of the run done, in [0, 1]: by steps, or by wall time (same on every rank)."""
+        if total is not None:
+            return step_index / total
+        return broadcast_float(min(1.0, (time.perf_counter() - started) / budget_s), context, runtime.device)
+
     stopped_early = False
 
     def save_state() -> None:
@@ -392,15 +374,17 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
 
     student.train()
     try:
-        for step_index, batch in session.source.iterate(step, total):
-            asked = should_stop is not None and should_stop()
-            late = deadline is not None and time.perf_counter() > deadline
-            if any_rank(asked or late, context, runtime.device):
+        for step_index, batch in session.source.iterate(step, total if total is not None else OPEN_ENDED):
+            done = progress(step_index)
+            if total is None and done >= 1.0:
+                break
+            if any_rank(should_stop is not None and should_stop(), context, runtime.device):
                 stopped_early = True
                 break
             torch.manual_seed(config.seed * 1_000_003 + step_index)  # dropout reproducible across resume
-            _set_lr(optimizer, poly_lr(base_lr, step_index, total, config.poly_power))
-            lam = lambda_schedule(step_index, ramp, config.lambda_max)
+            lr = poly_lr(base_lr, done, 1.0, config.poly_power)
+            _set_lr(optimizer, lr)
+            lam = lambda_schedule(done, config.ramp_fraction, config.lambda_max)
             terms = train_step(trainee, teacher.module, optimizer, batch, objective, lam, runtime)
             if not math.isfinite(terms["total"]):
                 raise RunError(
@@ -418,7 +402,8 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
                     "kind": "step",
                     "step": step,
                     "total": total,
-                    "lr": poly_lr(base_lr, step_index, total, config.poly_power),
+                    "lr": lr,
+                    "progress": round(done, 4),
                     "lambda": lam,
                     "elapsed_s": round(time.perf_counter() - started, 1),
                     **({"replica_hash": replicas} if replicas else {}),
@@ -429,6 +414,9 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
             if step % config.val_every == 0 or step == total:
                 evaluate_and_keep()
                 save_state()
+        if total is None and not stopped_early and step % config.val_every:
+            evaluate_and_keep()  # the time budget ran out between validations: judge the final teacher
+            save_state()
     except Cancelled:
         stopped_early = True
     if stopped_early and step > 0:
@@ -443,7 +431,7 @@ def _run(session: _Session, run_dir: Path, total: int, resume: bool, emit, shoul
     result = TrainResult(
         run_dir,
         step,
-        total,
+        total if total is not None else step,
         None if best is None else best["dice_mean"],
         best_path if best_path.exists() else final,
         final,

@@ -77,10 +77,15 @@ def test_run_dir_is_never_overwritten(store, tmp_path):
         train(store, tmp_path / "other", resume=True)
 
 
-def test_minutes_budget_fixes_iterations(store, tmp_path):
-    result = train(store, tmp_path / "run", TrainConfig(minutes=0.05, **TINY))
+def test_minutes_budget_follows_wall_time(store, tmp_path):
+    events = []
+    result = train(store, tmp_path / "run", TrainConfig(minutes=0.05, **TINY), on_event=events.append)
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert recorded["total_iterations"] == result.total_steps >= 1
+    assert recorded["total_iterations"] is None and recorded["config"]["minutes"] == 0.05
+    assert result.steps_done >= 1 and result.total_steps == result.steps_done and not result.stopped_early
+    steps = [e for e in events if e["kind"] == "step"]
+    assert all(0 <= e["progress"] <= 1 for e in steps)
+    assert [e for e in events if e["kind"] == "val"][-1]["step"] == result.steps_done  # final teacher judged
 
 
 @pytest.mark.parametrize(
