@@ -13,12 +13,24 @@ from cgs_engine.cli import (
     verb_import,
     verb_info,
     verb_predict,
+    verb_project,
+    verb_retrain,
     verb_review,
     verb_train,
 )
 from cgs_engine.errors import CGSError
 
-VERBS = (verb_import, verb_train, verb_predict, verb_review, verb_evaluate, verb_info, verb_convert)
+VERBS = (
+    verb_import,
+    verb_train,
+    verb_predict,
+    verb_review,
+    verb_evaluate,
+    verb_info,
+    verb_convert,
+    verb_project,
+    verb_retrain,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,13 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
-    save_memory: bool = True  # recompute full-resolution layers in backward: about half the peak memory
+    # Recompute full-resolution layers in backward: ~40 % less peak memory for ~10 % more time.
+    # None = automatic: on from 192 px inputs, where activations dominate memory.
+    save_memory: bool | None = None
+
+    @property
+    def saves_memory(self) -> bool:
+        return self.save_memory if self.save_memory is not None else self.input_size >= 192
     threads: int = 0  # 0: every usable core
 
     def __post_init__(self) -> None:

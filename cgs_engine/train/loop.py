@@ -217,7 +217,7 @@ def _new_models(session: _Session) -> tuple[torch.nn.Module, EMATeacher, torch.o
     config = session.config
     torch.manual_seed(config.seed)
     student = _initial_network(session).to(session.runtime.device)
-    student.save_memory(config.save_memory)
+    student.save_memory(config.saves_memory)
     if session.runtime.channels_last:
         student = student.to(memory_format=torch.channels_last)
     teacher = EMATeacher(student, decay_max=config.ema_decay, mode=config.teacher_mode)
