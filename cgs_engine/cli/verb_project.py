@@ -1,0 +1,160 @@
+"""`cgs project {create,add-correction,add-unlabeled,versions,activate} DIR ...`: a retraining project."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cgs_engine.cli.paths import IMAGE_SUFFIXES, is_image_file
+from cgs_engine.cli.verb_import import NORMALIZATION_CHOICES
+from cgs_engine.errors import CGSError
+
+
+def add_parser(verbs) -> None:
+    parser = verbs.add_parser("project", help="create and manage a retraining project folder")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    create = actions.add_parser("create", help="create a project (optionally from a base model)")
+    create.add_argument("folder", help="new project folder (must not exist or be empty)")
+    create.add_argument("--classes", help="comma-separated class names from id 1 on, or 'openkbp'")
+    create.add_argument(
+        "--normalization",
+        choices=[c for c in NORMALIZATION_CHOICES if c != "auto"],
+        help="ct: soft-tissue window; mr: percentiles (default: the base model's)",
+    )
+    create.add_argument("--base-model", help="model checkpoint (.pt) to start from; becomes v0001")
+
+    correction = actions.add_parser("add-correction", help="add (or replace) a corrected volume")
+    correction.add_argument("folder", help="project folder")
+    correction.add_argument("--image", required=True, help="the image (NIfTI/MHA/NRRD file or DICOM folder)")
+    correction.add_argument("--labels", required=True, help="its corrected label map")
+    correction.add_argument("--review", help="review mask: 1 = reviewed; default: every voxel trusted")
+    correction.add_argument("--name", help="correction name (default: the image file name)")
+
+    unlabeled = actions.add_parser("add-unlabeled", help="reference unlabeled scans for retraining")
+    unlabeled.add_argument("folder", help="project folder")
+    unlabeled.add_argument("paths", nargs="+", help="image files, folders of images, or DICOM folders")
+
+    versions = actions.add_parser("versions", help="list model versions and held-out Dice")
+    versions.add_argument("folder", help="project folder")
+
+    activate = actions.add_parser("activate", help="make a version active (switch or roll back)")
+    activate.add_argument("folder", help="project folder")
+    activate.add_argument("version", help="version id, e.g. v0002")
+
+    for sub in (create, correction, unlabeled, versions, activate):
+        sub.set_defaults(run=run)
+
+
+def run(args) -> int:
+    return {
+        "create": _create,
+        "add-correction": _add_correction,
+        "add-unlabeled": _add_unlabeled,
+        "versions": _versions,
+        "activate": _activate,
+    }[args.action](args)
+
+
+def _create(args) -> int:
+    from cgs_engine.checkpoint import load_checkpoint
+    from cgs_engine.cli.verb_import import _class_names, _normalization
+    from cgs_engine.normalize import Normalization
+    from cgs_engine.project import Project
+
+    names = _class_names(args.classes)
+    normalization = _normalization(args.normalization) if args.normalization else None
+    if args.base_model and (names is None or normalization is None):
+        model = load_checkpoint(args.base_model)
+        names = names or model.class_names
+        normalization = normalization or Normalization.from_dict(model.normalization)
+    if names is None:
+        raise CGSError(f"{args.folder}: give --classes (or a --base-model to take them from)")
+    if normalization is None:
+        raise CGSError(f"{args.folder}: give --normalization (or a --base-model to take it from)")
+    project = Project.create(args.folder, names, normalization, base_model=args.base_model)
+    active = project.active_version()
+    print(f"created project {project.folder}: classes {', '.join(names[1:])}; {normalization.describe()}")
+    print(f"  active model: {active.id if active else 'none yet (the first retrain trains one)'}")
+    return 0
+
+
+def _correction_name(image: str) -> str:
+    name = Path(image.rstrip("/\\")).name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _add_correction(args) -> int:
+    from cgs_engine.io import check_same_grid, read_volume
+    from cgs_engine.project import Project
+
+    project = Project.open(args.folder)
+    image = read_volume(args.image)
+    labels = read_volume(args.labels, kind="labels")
+    check_same_grid(labels, image, args.labels)
+    review = None
+    if args.review:
+        review_volume = read_volume(args.review, kind="labels")
+        check_same_grid(review_volume, image, args.review)
+        review = review_volume.array
+    info = project.add_correction(args.name or _correction_name(args.image), image, labels.array, review)
+    share = info.reviewed_voxels / max(1, int(image.array.size))
+    print(f"saved correction {info.name!r}: {info.shape[0]} slices, {100 * share:.1f}% of voxels reviewed")
+    return 0
+
+
+def _unlabeled_paths(arguments: list[str]) -> list[Path]:
+    paths = []
+    for argument in arguments:
+        path = Path(argument)
+        images = sorted(p for p in path.iterdir() if is_image_file(p)) if path.is_dir() else []
+        paths.extend(images or [path])  # a folder without image files may be a DICOM series
+    return paths
+
+
+def _add_unlabeled(args) -> int:
+    from cgs_engine.project import Project
+
+    project = Project.open(args.folder)
+    added = project.add_unlabeled(_unlabeled_paths(args.paths))
+    print(f"added {len(added)} unlabeled scan(s); the project references {len(project.unlabeled())}")
+    return 0
+
+
+def _dice(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _versions(args) -> int:
+    from cgs_engine.project import Project
+
+    project = Project.open(args.folder, check_active=False)
+    for problem in project.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    versions = project.versions()
+    if not versions:
+        print("no model versions yet")
+        return 0
+    active = project.active_version()
+    print(f"{'':2}{'version':<9}{'status':<12}{'held-out Dice':>14}  {'created':<26}reason")
+    for version in versions:
+        mark = "*" if active is not None and version.id == active.id else ""
+        print(
+            f"{mark:<2}{version.id:<9}{version.status:<12}{_dice(version.heldout_dice):>14}"
+            f"  {version.created:<26}{version.reason}"
+        )
+    new = len(project.new_corrections_since_last_retrain())
+    print(f"{new} corrected volume(s) since the last retrain; * = active")
+    return 0
+
+
+def _activate(args) -> int:
+    from cgs_engine.project import Project
+
+    project = Project.open(args.folder, check_active=False)
+    version = project.activate(args.version)
+    print(f"active model: {version.id} ({version.status})")
+    return 0

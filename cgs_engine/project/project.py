@@ -1,0 +1,638 @@
+"""A retraining project: one folder holding corrections, unlabeled scan references and model versions.
+
+  project.json          format, version, class names and colours, normalization, settings
+  active.json           which model version is active (see ``versions.py``)
+  corrections/<n>.h5    one corrected volume: raw image as read, labels, review mask, geometry
+  unlabeled/scans.json  absolute paths of unlabeled scans plus cheap fingerprints (read at retrain)
+  models/vNNNN/         model versions (model.pt + version.json)
+  runs/<id>/            retraining runs (training store, training run dir, plan, outcome)
+
+Every file is replaced with a temp file + fsync + rename, so a crash at any moment leaves the
+previous content or the new one; hidden ``.*.partial`` leftovers of a crash are ignored.
+Unlabeled scans are referenced, not copied: they can be large, and they are only read when a
+retrain builds its training store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from cgs_engine.checkpoint import load_checkpoint
+from cgs_engine.normalize import Normalization
+from cgs_engine.project.versions import (
+    ProjectError,
+    VersionInfo,
+    fsync_dir,
+    fsync_file,
+    list_versions,
+    now_iso,
+    read_active,
+    read_json,
+    read_version,
+    temp_path_for,
+    version_number,
+    write_active,
+    write_json_atomically,
+    write_version,
+)
+from cgs_engine.store._checks import SliceStoreError, check_class_names, check_colors
+from cgs_engine.volume import Geometry, Volume
+
+try:  # the retrain lock; where flock is missing (Windows) concurrent retrains are not prevented
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+PROJECT_FORMAT = "napari-cgs-project"
+PROJECT_FORMAT_VERSION = 1
+CORRECTION_FORMAT = "napari-cgs-correction"
+CORRECTION_FORMAT_VERSION = 1
+CORRECTION_NAME = re.compile(r"^[\w][\w .()+-]{0,199}$")
+FINGERPRINT_BYTES = 1 << 20
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "retrain_after_n": None,  # opt-in: suggest a retrain after this many new corrected volumes
+    "heldout_fraction": 0.25,  # share of corrected volumes set aside to compare models
+    "activation_tolerance": 0.0,  # activate when new held-out Dice >= active - tolerance (0..1)
+    "retrain_minutes": 10.0,  # default budget when neither minutes nor iterations are given
+    "train": {},  # TrainConfig overrides for retraining (e.g. batch sizes, device)
+}
+
+
+@dataclass(frozen=True)
+class CorrectionInfo:
+    name: str
+    path: Path
+    shape: tuple[int, int, int]
+    saved: str
+    source: str
+    revision: str  # changes on every save; tells retraining which corrections are new
+    reviewed_voxels: int
+    geometry: Geometry
+
+
+@dataclass(frozen=True)
+class Correction:
+    info: CorrectionInfo
+    image: Volume  # raw intensities as read, with their geometry
+    labels: np.ndarray  # uint8 class ids
+    review: np.ndarray  # uint8, 1 = trusted; voxels with 0 are ignored in training and evaluation
+
+
+@dataclass(frozen=True)
+class UnlabeledScan:
+    path: Path
+    added: str
+    fingerprint: dict[str, Any]
+
+    def problem(self) -> str | None:
+        """None when the scan is usable as added; else what is wrong, in a few words."""
+        if not self.path.exists():
+            return "missing"
+        try:
+            if scan_fingerprint(self.path) != self.fingerprint:
+                return "changed since it was added"
+        except OSError as error:
+            return f"unreadable ({error.strerror or error})"
+        return None
+
+
+def scan_fingerprint(path: Path) -> dict[str, Any]:
+    """Size plus a hash of the first and last MiB (a file) or of the file list (a DICOM folder)."""
+    digest = hashlib.sha256()
+    if path.is_dir():
+        files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
+        digest.update(json.dumps(files).encode())
+        return {"kind": "folder", "files": len(files), "sha256": digest.hexdigest()}
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        digest.update(stream.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            stream.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(stream.read(FINGERPRINT_BYTES))
+    return {"kind": "file", "size": size, "sha256": digest.hexdigest()}
+
+
+class Project:
+    """Open one with :meth:`create` or :meth:`open`; every method re-reads the folder, so two
+    processes (the GUI and a retrain worker) can share a project."""
+
+    def __init__(
+        self,
+        folder: Path,
+        class_names: list[str],
+        class_colors: list[list[int]],
+        normalization: Normalization,
+        settings: dict[str, Any],
+        created: str,
+        problems: list[str],
+    ) -> None:
+        self.folder = folder
+        self.class_names = class_names
+        self.class_colors = class_colors
+        self.normalization = normalization
+        self.settings = settings
+        self.created = created
+        self.problems = problems  # damaged corrections / versions, missing scans: reported, not fatal
+
+    # ------------------------------------------------------------------------ layout
+    @property
+    def project_file(self) -> Path:
+        return self.folder / "project.json"
+
+    @property
+    def active_file(self) -> Path:
+        return self.folder / "active.json"
+
+    @property
+    def corrections_dir(self) -> Path:
+        return self.folder / "corrections"
+
+    @property
+    def unlabeled_file(self) -> Path:
+        return self.folder / "unlabeled" / "scans.json"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.folder / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.folder / "runs"
+
+    def __repr__(self) -> str:
+        return f"Project({str(self.folder)!r})"
+
+    # ----------------------------------------------------------------- create / open
+    @classmethod
+    def create(
+        cls,
+        folder: str | os.PathLike,
+        class_names: Sequence[str],
+        normalization: Normalization,
+        colors: Sequence[Sequence[int]] | None = None,
+        base_model: str | os.PathLike | None = None,
+    ) -> Project:
+        """A new project; ``base_model`` becomes version v0001 ("imported") and is activated."""
+        folder = Path(folder)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ProjectError(f"{folder}: already exists and is not an empty folder")
+        if not folder.parent.is_dir():
+            raise ProjectError(f"{folder}: parent folder {folder.parent} does not exist")
+        if not isinstance(normalization, Normalization):
+            raise ProjectError(f"{folder}: normalization must be a Normalization")
+        try:
+            names = check_class_names(class_names)
+        except SliceStoreError as error:
+            raise ProjectError(f"{folder}: {error}") from None
+        base = None
+        if base_model is not None:
+            base = _checked_base_model(Path(base_model), names, normalization)
+            if colors is None and len(base.class_colors) == len(names):
+                colors = base.class_colors
+        try:
+            colors = check_colors(colors, len(names))
+        except SliceStoreError as error:
+            raise ProjectError(f"{folder}: {error}") from None
+        temp = temp_path_for(folder)
+        temp.mkdir()
+        try:
+            for sub in ("corrections", "unlabeled", "models", "runs"):
+                (temp / sub).mkdir()
+            write_json_atomically(temp / "unlabeled" / "scans.json", {"scans": []})
+            record = {
+                "format": PROJECT_FORMAT,
+                "format_version": PROJECT_FORMAT_VERSION,
+                "created": now_iso(),
+                "class_names": names,
+                "class_colors": colors,
+                "normalization": normalization.to_dict(),
+                "settings": json.loads(json.dumps(DEFAULT_SETTINGS)),
+            }
+            write_json_atomically(temp / "project.json", record)
+            active = None
+            if base_model is not None:
+                source = Path(base_model).resolve()
+                version = write_version(
+                    temp / "models",
+                    source,
+                    {
+                        "origin": "imported",
+                        "status": "imported",
+                        "reason": f"imported from {source}",
+                        "parent": None,
+                        "source": str(source),
+                        "metrics": {},
+                    },
+                )
+                active = version.id
+            write_active(temp / "active.json", active, "created", [])
+            if folder.is_dir():
+                folder.rmdir()  # empty (checked above); rename needs the name free on every OS
+            os.rename(temp, folder)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        fsync_dir(folder.parent)
+        return cls.open(folder)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike, check_active: bool = True) -> Project:
+        """Open a project; ``check_active=False`` skips verifying the active version (for repair)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ProjectError(f"{folder}: no such project folder")
+        path = folder / "project.json"
+        if not path.is_file():
+            raise ProjectError(f"{path}: missing project file; {folder} is not a napari-cgs project")
+        data = read_json(path, "project file")
+        if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
+            raise ProjectError(f"{path}: not a napari-cgs project file")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > PROJECT_FORMAT_VERSION:
+            raise ProjectError(
+                f"{path}: project format version {version} is not supported "
+                f"(this napari-cgs reads up to {PROJECT_FORMAT_VERSION})"
+            )
+        try:
+            names = check_class_names(data["class_names"])
+            colors = check_colors(data.get("class_colors"), len(names))
+            normalization = Normalization.from_dict(data["normalization"])
+            settings = _checked_settings({**DEFAULT_SETTINGS, **(data.get("settings") or {})})
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProjectError(f"{path}: damaged project file ({_first_line(error)})") from None
+        project = cls(folder, names, colors, normalization, settings, str(data.get("created", "")), [])
+        if check_active:
+            project.active_version()
+        project.problems = project._find_problems()
+        return project
+
+    def _find_problems(self) -> list[str]:
+        problems = list(self._corrections_and_problems()[1])
+        problems += list_versions(self.models_dir)[1]
+        problems += [
+            f"{scan.path}: unlabeled scan is missing" for scan in self.unlabeled() if not scan.path.exists()
+        ]
+        return problems
+
+    # ---------------------------------------------------------------------- settings
+    def update_settings(self, **changes: Any) -> dict[str, Any]:
+        unknown = sorted(set(changes) - set(DEFAULT_SETTINGS))
+        if unknown:
+            raise ProjectError(f"{self.project_file}: unknown setting(s) {', '.join(unknown)}")
+        settings = _checked_settings({**self.settings, **changes})
+        data = read_json(self.project_file, "project file")
+        data["settings"] = settings
+        write_json_atomically(self.project_file, data)
+        self.settings = settings
+        return settings
+
+    # ------------------------------------------------------------------- corrections
+    def add_correction(
+        self,
+        name: str,
+        image: Volume,
+        labels: np.ndarray,
+        review_mask: np.ndarray | None = None,
+    ) -> CorrectionInfo:
+        """Save (or atomically replace) the correction ``name``; ``review_mask=None`` trusts every voxel."""
+        if not isinstance(name, str) or not CORRECTION_NAME.match(name):
+            raise ProjectError(
+                f"correction name {name!r}: use letters, digits, spaces and ._-+() "
+                "(at most 200, not starting with a dot or space)"
+            )
+        if not isinstance(image, Volume):
+            image = Volume(np.asarray(image))
+        raw = np.asarray(image.array)
+        if raw.dtype.kind not in "iufb" or raw.size == 0:
+            raise ProjectError(f"correction {name!r}: image must be a non-empty numeric array")
+        if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+            raise ProjectError(f"correction {name!r}: image has NaN or infinite values")
+        labels = self._checked_labels(name, labels, raw.shape)
+        review = _checked_review(name, review_mask, raw.shape)
+        self.corrections_dir.mkdir(exist_ok=True)
+        path = self.corrections_dir / f"{name}.h5"
+        attrs = {
+            "format": CORRECTION_FORMAT,
+            "format_version": CORRECTION_FORMAT_VERSION,
+            "name": name,
+            "source": image.source or "",
+            "saved": now_iso(),
+            "revision": uuid.uuid4().hex,
+            "geometry": json.dumps(image.geometry.to_dict()),
+            "reviewed_voxels": int(np.count_nonzero(review)),
+        }
+        _write_h5_atomically(path, {"image": raw, "labels": labels, "review": review}, attrs)
+        return _read_correction_info(path)
+
+    def remove_correction(self, name: str) -> None:
+        path = self.corrections_dir / f"{name}.h5"
+        if not path.is_file():
+            raise ProjectError(f"{path}: no correction named {name!r}")
+        path.unlink()
+        fsync_dir(self.corrections_dir)
+
+    def corrections(self) -> list[CorrectionInfo]:
+        """Readable corrections in name order (damaged files are listed in ``problems``)."""
+        return self._corrections_and_problems()[0]
+
+    def read_correction(self, name: str) -> Correction:
+        path = self.corrections_dir / f"{name}.h5"
+        if not path.is_file():
+            raise ProjectError(f"{path}: no correction named {name!r}")
+        info = _read_correction_info(path)
+        try:
+            with h5py.File(path, "r") as file:
+                image, labels, review = (file[key][()] for key in ("image", "labels", "review"))
+        except (OSError, KeyError) as error:
+            raise ProjectError(f"{path}: damaged correction file ({_first_line(error)})") from None
+        volume = Volume(image, info.geometry, "image", info.source or None)
+        return Correction(info, volume, labels, review)
+
+    def _corrections_and_problems(self) -> tuple[list[CorrectionInfo], list[str]]:
+        found, problems = [], []
+        if not self.corrections_dir.is_dir():
+            return found, problems
+        for path in sorted(self.corrections_dir.glob("*.h5")):
+            if path.name.startswith("."):
+                continue
+            try:
+                found.append(_read_correction_info(path))
+            except ProjectError as error:
+                problems.append(str(error))
+        return found, problems
+
+    def _checked_labels(self, name: str, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.shape != shape:
+            raise ProjectError(f"correction {name!r}: labels shape {labels.shape} differs from image {shape}")
+        if labels.dtype.kind == "f":
+            if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+                raise ProjectError(f"correction {name!r}: labels must be whole-number class ids")
+        elif labels.dtype.kind not in "iub":
+            raise ProjectError(f"correction {name!r}: labels must be integer class ids, got {labels.dtype}")
+        low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
+        if low < 0 or high >= len(self.class_names):
+            raise ProjectError(
+                f"correction {name!r}: label ids must lie in 0..{len(self.class_names) - 1} "
+                f"({', '.join(self.class_names)}), got {low:g}..{high:g}"
+            )
+        return labels.astype(np.uint8)
+
+    # --------------------------------------------------------------------- unlabeled
+    def add_unlabeled(self, paths: Sequence[str | os.PathLike]) -> list[UnlabeledScan]:
+        """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped."""
+        from cgs_engine.io import is_supported_path
+
+        scans = self.unlabeled()
+        known = {scan.path for scan in scans}
+        added = []
+        for given in paths:
+            path = Path(given).expanduser().resolve()
+            if not path.exists():
+                raise ProjectError(f"{given}: no such unlabeled scan")
+            if not is_supported_path(path):
+                raise ProjectError(f"{given}: not a supported image file or DICOM folder")
+            if path in known:
+                continue
+            scan = UnlabeledScan(path, now_iso(), scan_fingerprint(path))
+            scans.append(scan)
+            added.append(scan)
+            known.add(path)
+        if added:
+            self._write_unlabeled(scans)
+        return added
+
+    def remove_unlabeled(self, paths: Sequence[str | os.PathLike]) -> int:
+        drop = {Path(p).expanduser().resolve() for p in paths}
+        scans = self.unlabeled()
+        kept = [scan for scan in scans if scan.path not in drop]
+        self._write_unlabeled(kept)
+        return len(scans) - len(kept)
+
+    def unlabeled(self) -> list[UnlabeledScan]:
+        if not self.unlabeled_file.is_file():
+            return []
+        data = read_json(self.unlabeled_file, "unlabeled scan list")
+        try:
+            return [
+                UnlabeledScan(Path(entry["path"]), str(entry.get("added", "")), dict(entry["fingerprint"]))
+                for entry in data["scans"]
+            ]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProjectError(
+                f"{self.unlabeled_file}: damaged unlabeled scan list ({_first_line(error)})"
+            ) from None
+
+    def _write_unlabeled(self, scans: list[UnlabeledScan]) -> None:
+        self.unlabeled_file.parent.mkdir(exist_ok=True)
+        entries = [{"path": str(s.path), "added": s.added, "fingerprint": s.fingerprint} for s in scans]
+        write_json_atomically(self.unlabeled_file, {"scans": entries})
+
+    # ---------------------------------------------------------------------- versions
+    def versions(self) -> list[VersionInfo]:
+        return list_versions(self.models_dir)[0]
+
+    def version(self, version_id: str) -> VersionInfo:
+        version_number(version_id)
+        folder = self.models_dir / version_id
+        if not folder.is_dir():
+            raise ProjectError(f"{folder}: no version {version_id} in this project")
+        return read_version(folder)
+
+    def active_version(self) -> VersionInfo | None:
+        """The active version, or None before the first model; errors name the damaged file."""
+        record = read_active(self.active_file)
+        if record.version is None:
+            return None
+        try:
+            return self.version(record.version)
+        except ProjectError as error:
+            raise ProjectError(
+                f"{self.active_file}: active version {record.version} is unusable: {error}"
+            ) from None
+
+    def active_model_path(self) -> Path | None:
+        active = self.active_version()
+        return None if active is None else active.model_path
+
+    def activate(self, version_id: str, why: str = "activated by hand") -> VersionInfo:
+        """Make ``version_id`` active (switch or roll back); its model must load."""
+        version = self.version(version_id)
+        load_checkpoint(version.model_path)
+        history = read_active(self.active_file).history if self.active_file.is_file() else []
+        write_active(self.active_file, version.id, why, history)
+        return version
+
+    def add_version(self, model_source: Path, record: dict[str, Any]) -> VersionInfo:
+        return write_version(self.models_dir, model_source, record)
+
+    # ---------------------------------------------------------------------- retraining
+    def new_corrections_since_last_retrain(self) -> list[CorrectionInfo]:
+        """Corrections added or re-saved after the newest retrained version was trained."""
+        retrained = [v for v in self.versions() if v.origin == "retrained"]
+        used = retrained[-1].record.get("corrections_used", {}) if retrained else {}
+        return [c for c in self.corrections() if used.get(c.name) != c.revision]
+
+    def should_retrain(self) -> bool:
+        """Opt-in rule: True once ``retrain_after_n`` new corrected volumes exist; never otherwise."""
+        threshold = self.settings.get("retrain_after_n")
+        if not threshold:
+            return False
+        return len(self.new_corrections_since_last_retrain()) >= threshold and not self.is_retraining()
+
+    def new_run_dir(self) -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run = self.runs_dir / f"{stamp}-{uuid.uuid4().hex[:4]}"
+        run.mkdir(parents=True)
+        return run
+
+    def interrupted_run(self) -> Path | None:
+        """The newest run that saved a training state and never finished (crash, kill).
+
+        While a retrain is running (``is_retraining()``) this is that live run, not a crashed one.
+        """
+        if not self.runs_dir.is_dir():
+            return None
+        for run in sorted(self.runs_dir.iterdir(), key=lambda p: p.name, reverse=True):
+            if (
+                run.is_dir()
+                and (run / "train" / "state.pt").is_file()
+                and not (run / "finished.json").exists()
+            ):
+                return run
+        return None
+
+    @contextmanager
+    def retrain_lock(self) -> Iterator[None]:
+        """Held for a whole retrain; the OS drops it when the process dies, even by kill -9."""
+        with open(self.folder / ".retrain.lock", "a+") as handle:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise ProjectError(
+                        f"{self.folder}: a retrain is already running for this project"
+                    ) from None
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def is_retraining(self) -> bool:
+        try:
+            with self.retrain_lock():
+                return False
+        except ProjectError:
+            return True
+
+
+# --------------------------------------------------------------------------- helpers
+def _checked_base_model(path: Path, names: list[str], normalization: Normalization):
+    checkpoint = load_checkpoint(path)
+    if checkpoint.class_names != names:
+        raise ProjectError(
+            f"{path}: the model's classes {checkpoint.class_names[1:]} differ from {names[1:]}"
+        )
+    if Normalization.from_dict(checkpoint.normalization) != normalization:
+        described = Normalization.from_dict(checkpoint.normalization).describe()
+        raise ProjectError(
+            f"{path}: the model expects {described}, not the project's {normalization.describe()}"
+        )
+    if checkpoint.model_config.heads != "three-class":
+        raise ProjectError(
+            f"{path}: not a CGS model (heads {checkpoint.model_config.heads!r}); cannot retrain it"
+        )
+    return checkpoint
+
+
+def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    after = settings["retrain_after_n"]
+    if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 1):
+        raise ValueError(f"retrain_after_n must be null or a positive integer, got {after!r}")
+    if not 0 < float(settings["heldout_fraction"]) <= 0.5:
+        raise ValueError("heldout_fraction must be in (0, 0.5]")
+    if not 0 <= float(settings["activation_tolerance"]) < 1:
+        raise ValueError("activation_tolerance must be in [0, 1) (a Dice difference)")
+    if not float(settings["retrain_minutes"]) > 0:
+        raise ValueError("retrain_minutes must be positive")
+    if not isinstance(settings["train"], dict):
+        raise ValueError("train must be an object of training settings")
+    return settings
+
+
+def _checked_review(name: str, review: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if review is None:
+        return np.ones(shape, np.uint8)
+    review = np.asarray(review)
+    if review.shape != shape:
+        raise ProjectError(
+            f"correction {name!r}: review mask shape {review.shape} differs from image {shape}"
+        )
+    if review.dtype.kind not in "iufb" or not np.isin(review, (0, 1)).all():
+        raise ProjectError(f"correction {name!r}: review mask must hold only 0 (unreviewed) and 1 (reviewed)")
+    return review.astype(np.uint8)
+
+
+def _write_h5_atomically(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    temp = temp_path_for(path)
+    try:
+        with h5py.File(temp, "w") as file:
+            for key, value in attrs.items():
+                file.attrs[key] = value
+            for key, array in arrays.items():
+                chunks = (1, *array.shape[1:]) if array.ndim == 3 else True
+                file.create_dataset(key, data=array, chunks=chunks, compression="gzip", compression_opts=1)
+        fsync_file(temp)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _read_correction_info(path: Path) -> CorrectionInfo:
+    try:
+        with h5py.File(path, "r") as file:
+            attrs = file.attrs
+            if attrs.get("format") != CORRECTION_FORMAT:
+                raise ProjectError(f"{path}: not a napari-cgs correction file")
+            shape = tuple(int(n) for n in file["image"].shape)
+            if file["labels"].shape != shape or file["review"].shape != shape or len(shape) != 3:
+                raise ProjectError(
+                    f"{path}: damaged correction file (image, labels and review differ in shape)"
+                )
+            return CorrectionInfo(
+                name=str(attrs["name"]),
+                path=path,
+                shape=shape,  # type: ignore[arg-type]
+                saved=str(attrs["saved"]),
+                source=str(attrs.get("source", "")),
+                revision=str(attrs["revision"]),
+                reviewed_voxels=int(attrs.get("reviewed_voxels", 0)),
+                geometry=Geometry.from_dict(json.loads(attrs["geometry"])),
+            )
+    except ProjectError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise ProjectError(f"{path}: damaged correction file ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

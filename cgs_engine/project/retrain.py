@@ -1,0 +1,535 @@
+"""Retraining: fine-tune the active model on the project's corrections and unlabeled scans.
+
+Run folder ``runs/<id>/``: ``store.h5`` (the training store built for this run), ``train/``
+(the training run directory, see ``cgs_engine.train.loop``), ``plan.json`` (what went in) and
+``finished.json`` (the outcome; absent while running or after a crash).
+
+Training data
+  Corrected slices with at least one reviewed voxel are labeled data; unreviewed voxels are
+  ignored by the loss. Slices with no reviewed voxel are only used as unlabeled images, as are
+  the unlabeled scans (normalised with the project's normalization). When there is no
+  unlabeled image at all, the training corrections' images double as the unlabeled pool.
+
+Held-out rule (held-out data go to split "val" and are never trained on, not even unlabeled)
+  * 3 or more corrected volumes: whole volumes, ``heldout_fraction`` of them (default 1 in 4),
+    at least 1 and never all. The volumes whose names hash lowest are chosen, so the held-out
+    set is stable as corrections are added and no model is compared on data it trained on.
+  * 1 or 2 volumes: the last ``heldout_fraction`` of each volume's reviewed slices (a
+    contiguous block at the top, at least 1 slice, only from volumes with 2+ reviewed slices).
+  Dice on held-out data counts reviewed voxels only.
+
+Activation rule
+  The new model and the active model are both scored on the held-out data (mean foreground
+  Dice over classes). The new version is activated when new >= active - tolerance (project
+  setting ``activation_tolerance``, default 0); otherwise it is kept as "rejected" with the
+  reason. Without held-out data it is kept as "unverified" and not activated, except for the
+  first model of a project (there is nothing to regress from). The training loop picks its
+  best checkpoint on the same held-out slices (with unreviewed voxels counted), so the new
+  score is slightly optimistic; the comparison with the active model guards against regressions.
+
+Cancel (``should_stop``) stops training; the best checkpoint so far (or the current EMA
+teacher before the first validation) is evaluated and kept as a version under the same
+activation rule, and the run is finished. Cancelling before the first step keeps nothing.
+
+Resume: a run killed mid-training (``train/state.pt``, no ``finished.json``) continues with
+``resume=True`` from its last saved state. A failure with a Python error marks the run failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cgs_engine.checkpoint import build_network, load_checkpoint
+from cgs_engine.evaluate.metrics import dice_per_class
+from cgs_engine.infer.slices import predict_label_volume
+from cgs_engine.project.project import Project
+from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
+from cgs_engine.runtime import resolve_runtime
+from cgs_engine.store import SliceStore
+from cgs_engine.train.config import TrainConfig
+from cgs_engine.train.loop import train
+
+Event = dict[str, Any]
+EVENT_KINDS = ("start", "stage", "warning", "step", "val", "version", "finished", "failed", "cancelled")
+# Laptop-sized fine-tuning defaults; project settings["train"] and the ``settings`` argument override.
+RETRAIN_DEFAULTS: dict[str, Any] = {
+    "method": "cgs",
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "batch_labeled": 4,
+    "batch_unlabeled": 4,
+    "val_every": 50,
+}
+MIN_VOLUMES_FOR_VOLUME_HOLDOUT = 3
+NOTHING_TO_TRAIN = "no corrected volumes with reviewed voxels to train on"
+
+
+@dataclass
+class HeldoutScore:
+    dice_mean: float | None
+    dice_per_class: dict[str, float | None]
+    volumes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RetrainResult:
+    run_dir: Path
+    version: str | None  # the new version, None when nothing was kept (cancelled before step 1)
+    activated: bool
+    reason: str
+    new_score: HeldoutScore | None
+    active_score: HeldoutScore | None
+    compared_with: str | None  # the version that was active when the new one was scored
+    heldout: list[str]
+    steps_done: int
+    total_steps: int | None  # a wall-time run reports the steps it managed
+    cancelled: bool = False
+    resumed: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+class _CancelledWhilePreparing(Exception):
+    pass
+
+
+def retrain(
+    project: Project | str | Path,
+    minutes: float | None = None,
+    iterations: int | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    settings: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> RetrainResult:
+    """Retrain the active model; ``settings`` are TrainConfig overrides. See the module docstring."""
+    project = project if isinstance(project, Project) else Project.open(project)
+    if minutes is not None and iterations is not None:
+        raise ProjectError("give minutes or iterations, not both")
+    if resume and (minutes is not None or iterations is not None or settings):
+        raise ProjectError("resume continues the interrupted run with its recorded settings; drop the budget")
+    emit = on_event or (lambda event: None)
+    with project.retrain_lock():
+        if resume:
+            run = project.interrupted_run()
+            if run is None:
+                raise ProjectError(f"{project.runs_dir}: no interrupted retrain to resume")
+            return _Retrain(project, run, emit, should_stop, resumed=True).execute(None)
+        for stale in _interrupted_runs(project):
+            write_json_atomically(stale / "finished.json", {"outcome": "abandoned", "at": now_iso()})
+        active = project.active_version()
+        if minutes is None and iterations is None:
+            minutes = float(project.settings["retrain_minutes"])
+        config = _train_config(project, active, minutes, iterations, settings)
+        if not any(c.reviewed_voxels for c in project.corrections()):
+            raise ProjectError(f"{project.corrections_dir}: {NOTHING_TO_TRAIN}")
+        run = project.new_run_dir()
+        return _Retrain(project, run, emit, should_stop, resumed=False).execute(config)
+
+
+class _Retrain:
+    def __init__(self, project: Project, run: Path, emit, should_stop, resumed: bool) -> None:
+        self.project, self.run, self.emit, self.resumed = project, run, emit, resumed
+        self.asked_to_stop = False
+        self._should_stop = should_stop
+        self.warnings: list[str] = []
+
+    def stop_requested(self) -> bool:
+        if not self.asked_to_stop and self._should_stop is not None and self._should_stop():
+            self.asked_to_stop = True
+        return self.asked_to_stop
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.emit({"kind": "warning", "message": message})
+
+    def execute(self, config: TrainConfig | None) -> RetrainResult:
+        try:
+            return self._execute(config)
+        except _CancelledWhilePreparing:
+            return self._finish_without_version("cancelled before training started")
+        except Exception as error:
+            write_json_atomically(
+                self.run / "finished.json", {"outcome": "failed", "error": str(error), "at": now_iso()}
+            )
+            raise
+
+    def _execute(self, config: TrainConfig | None) -> RetrainResult:
+        store_path = self.run / "store.h5"
+        if self.resumed:
+            plan = read_json(self.run / "plan.json", "retrain plan")
+            self.warnings = list(plan.get("warnings", []))
+            kept = [v for v in self.project.versions() if v.run == self.run.name]
+            if kept:  # killed after writing the version: only the activation may be missing
+                return self._complete_existing(kept[0])
+            self.emit({"kind": "stage", "stage": "resuming", "run": str(self.run)})
+        else:
+            self.emit({"kind": "stage", "stage": "preparing data", "run": str(self.run)})
+            plan = _build_store(self.project, store_path, self.stop_requested, self.warn)
+            active = self.project.active_version()
+            plan.update(
+                parent=None if active is None else active.id, created=now_iso(), warnings=self.warnings
+            )
+            write_json_atomically(self.run / "plan.json", plan)
+
+        def forward(event: Event) -> None:
+            if event["kind"] == "start":
+                recorded = read_json(self.run / "train" / "config.json", "training record")["config"]
+                self.emit(
+                    {
+                        "kind": "start",
+                        "run": str(self.run),
+                        "total": event["total"],  # None under a wall-time budget
+                        "minutes": recorded.get("minutes"),
+                        "resumed": self.resumed,
+                        "parent": plan.get("parent"),
+                        "heldout": plan["heldout"],
+                        "runtime": event.get("runtime"),
+                    }
+                )
+            elif event["kind"] != "done":
+                self.emit(event)
+
+        result = train(
+            store_path,
+            self.run / "train",
+            config,
+            resume=self.resumed,
+            on_event=forward,
+            should_stop=self.stop_requested,
+        )
+        if result.steps_done == 0:
+            return self._finish_without_version("cancelled before the first training step")
+        candidate = result.best_checkpoint or result.final_checkpoint
+        recorded = read_json(self.run / "train" / "config.json", "training record")["config"]
+        config = TrainConfig.from_dict(recorded, source=str(self.run / "train" / "config.json"))
+        self.emit({"kind": "stage", "stage": "evaluating"})
+        runtime = resolve_runtime(config.device, config.precision, config.threads)
+        new_score = evaluate_heldout(candidate, store_path, self.project.class_names, runtime)
+        active = self.project.active_version()
+        active_score = (
+            None
+            if active is None
+            else evaluate_heldout(active.model_path, store_path, self.project.class_names, runtime)
+        )
+        tolerance = float(self.project.settings["activation_tolerance"])
+        compared_with = None if active is None else active.id
+        status, activate, reason = decide_activation(new_score, active_score, compared_with, tolerance)
+        current = self.project.active_version()
+        if activate and (None if current is None else current.id) != compared_with:
+            status, activate = "rejected", False
+            reason = (
+                f"not activated: the active version changed to {current and current.id} during evaluation"
+            )
+        record = {
+            "origin": "retrained",
+            "status": status,
+            "reason": reason,
+            "parent": plan.get("parent"),
+            "run": self.run.name,
+            "metrics": {
+                "new": None if new_score is None else new_score.to_dict(),
+                "active": None if active_score is None else active_score.to_dict(),
+                "compared_with": compared_with,
+                "heldout": plan["heldout"],
+                "heldout_mode": plan["heldout_mode"],
+                "tolerance": tolerance,
+            },
+            "corrections_used": plan["corrections_used"],
+            "unlabeled_used": plan["unlabeled_used"],
+            "steps": result.steps_done,
+            "total_steps": result.total_steps,
+            "cancelled": self.asked_to_stop,
+            "train_config": config.to_dict(),
+        }
+        version = self.project.add_version(candidate, record)
+        if activate:
+            self.project.activate(version.id, why=reason)
+        return self._finish(
+            version.id,
+            activate,
+            reason,
+            new_score,
+            active_score,
+            record,
+            result.steps_done,
+            result.total_steps,
+        )
+
+    def _complete_existing(self, version) -> RetrainResult:
+        metrics = version.metrics
+        active = self.project.active_version()
+        active_id = None if active is None else active.id
+        # the rule said "activate" (accepted, or the project's first model) and nothing changed since
+        ruled_active = version.status == "accepted" or metrics.get("compared_with") is None
+        if ruled_active and active_id == metrics.get("compared_with"):
+            self.project.activate(version.id, why=version.reason)
+            active_id = version.id
+        activated = active_id == version.id
+        record = version.record
+        new_score, active_score = (
+            HeldoutScore(**m) if m else None for m in (metrics.get("new"), metrics.get("active"))
+        )
+        steps, total = int(record.get("steps", 0)), record.get("total_steps")
+        return self._finish(
+            version.id, activated, version.reason, new_score, active_score, record, steps, total
+        )
+
+    def _finish(
+        self, version_id, activated, reason, new_score, active_score, record, steps: int, total: int | None
+    ) -> RetrainResult:
+        outcome = "cancelled" if record.get("cancelled") else "finished"
+        write_json_atomically(
+            self.run / "finished.json",
+            {
+                "outcome": outcome,
+                "version": version_id,
+                "activated": activated,
+                "reason": reason,
+                "at": now_iso(),
+            },
+        )
+        summary = {
+            "version": version_id,
+            "activated": activated,
+            "reason": reason,
+            "status": record["status"],
+            "new_dice": None if new_score is None else new_score.dice_mean,
+            "active_dice": None if active_score is None else active_score.dice_mean,
+            "new_per_class": None if new_score is None else new_score.dice_per_class,
+            "active_per_class": None if active_score is None else active_score.dice_per_class,
+            "compared_with": record["metrics"].get("compared_with"),
+        }
+        self.emit({"kind": "version", **summary})
+        self.emit({"kind": outcome, **summary, "steps": steps, "total": total})
+        return RetrainResult(
+            run_dir=self.run,
+            version=version_id,
+            activated=activated,
+            reason=reason,
+            new_score=new_score,
+            active_score=active_score,
+            compared_with=record["metrics"].get("compared_with"),
+            heldout=list(record["metrics"].get("heldout", [])),
+            steps_done=steps,
+            total_steps=total,
+            cancelled=outcome == "cancelled",
+            resumed=self.resumed,
+            warnings=self.warnings,
+        )
+
+    def _finish_without_version(self, reason: str) -> RetrainResult:
+        write_json_atomically(
+            self.run / "finished.json",
+            {"outcome": "cancelled", "version": None, "reason": reason, "at": now_iso()},
+        )
+        self.emit({"kind": "cancelled", "version": None, "activated": False, "reason": reason, "steps": 0})
+        plan_file = self.run / "plan.json"
+        heldout = read_json(plan_file, "retrain plan").get("heldout", []) if plan_file.is_file() else []
+        return RetrainResult(
+            self.run, None, False, reason, None, None, None, heldout, 0, 0, True, self.resumed, self.warnings
+        )
+
+
+def _interrupted_runs(project: Project) -> list[Path]:
+    runs = project.runs_dir
+    if not runs.is_dir():
+        return []
+    return [
+        run
+        for run in runs.iterdir()
+        if run.is_dir() and (run / "train" / "state.pt").is_file() and not (run / "finished.json").exists()
+    ]
+
+
+def _train_config(project: Project, active, minutes, iterations, settings) -> TrainConfig:
+    values = {**RETRAIN_DEFAULTS, **project.settings["train"], **(settings or {})}
+    values.update(minutes=minutes, iterations=iterations)
+    if active is not None:  # the active model's architecture and input size win
+        checkpoint = load_checkpoint(active.model_path)
+        values.update(
+            init_checkpoint=str(active.model_path.resolve()),
+            input_size=checkpoint.input_size,
+            widths=list(checkpoint.model_config.widths),
+            dropouts=list(checkpoint.model_config.dropouts),
+        )
+    return TrainConfig.from_dict(values, source="retrain settings")
+
+
+# ---------------------------------------------------------------------------- held-out
+def choose_heldout_volumes(names: list[str], fraction: float) -> list[str]:
+    """Whole held-out volumes (empty below 3 volumes): the lowest name hashes, stable over time."""
+    if len(names) < MIN_VOLUMES_FOR_VOLUME_HOLDOUT:
+        return []
+    count = min(len(names) - 1, max(1, int(len(names) * fraction)))
+    ranked = sorted(names, key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+    return sorted(ranked[:count])
+
+
+def heldout_slices(reviewed: np.ndarray, fraction: float) -> np.ndarray:
+    """The top block of reviewed slice indices to hold out (empty with fewer than 2)."""
+    if len(reviewed) < 2:
+        return reviewed[:0]
+    count = min(len(reviewed) - 1, max(1, round(len(reviewed) * fraction)))
+    return reviewed[-count:]
+
+
+def _build_store(project: Project, store_path: Path, stop_requested, warn) -> dict[str, Any]:
+    corrections = project.corrections()
+    for problem in project.problems:
+        if problem.startswith(str(project.corrections_dir)):
+            warn(f"skipped damaged correction: {problem}")
+    usable = [c for c in corrections if c.reviewed_voxels > 0]
+    for c in corrections:
+        if c.reviewed_voxels == 0:
+            warn(f"correction {c.name!r} has no reviewed voxels; not used")
+    if not usable:
+        raise ProjectError(f"{project.corrections_dir}: {NOTHING_TO_TRAIN}")
+    fraction = float(project.settings["heldout_fraction"])
+    heldout_volumes = set(choose_heldout_volumes([c.name for c in usable], fraction))
+    heldout: list[str] = []
+    training_images: list[tuple[str, np.ndarray]] = []
+    unlabeled_used: list[str] = []
+    normalize = project.normalization.apply
+    with SliceStore.create(
+        store_path, project.class_names, project.normalization, project.class_colors
+    ) as store:
+        for info in usable:
+            if stop_requested():
+                raise _CancelledWhilePreparing
+            correction = project.read_correction(info.name)
+            image = normalize(correction.image.array)
+            labels, review = correction.labels, correction.review
+            source = info.source or info.name
+            if info.name in heldout_volumes:
+                store.add_volume(info.name, image, labels, review, info.geometry, split="val", source=source)
+                heldout.append(info.name)
+                continue
+            reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
+            unreviewed = np.setdiff1d(np.arange(len(review)), reviewed)
+            if not heldout_volumes:
+                held = heldout_slices(reviewed, fraction)
+                if held.size:
+                    name = f"{info.name}~heldout"
+                    store.add_volume(
+                        name, image[held], labels[held], review[held], split="val", source=source
+                    )
+                    heldout.append(name)
+                    reviewed = np.setdiff1d(reviewed, held)
+                    unreviewed = unreviewed[unreviewed < held[0]]  # nothing next to held-out slices
+            store.add_volume(
+                info.name, image[reviewed], labels[reviewed], review[reviewed], split="labeled", source=source
+            )
+            training_images.append((info.name, image[reviewed]))
+            if unreviewed.size:
+                store.add_volume(
+                    f"{info.name}~unreviewed", image[unreviewed], split="unlabeled", source=source
+                )
+                unlabeled_used.append(f"{source} (unreviewed slices)")
+        for index, scan in enumerate(project.unlabeled()):
+            if stop_requested():
+                raise _CancelledWhilePreparing
+            volume = _read_unlabeled(scan, warn)
+            if volume is not None:
+                store.add_volume(
+                    f"scan-{index:04d}",
+                    normalize(volume.array),
+                    geometry=volume.geometry,
+                    source=str(scan.path),
+                )
+                unlabeled_used.append(str(scan.path))
+        if not unlabeled_used:
+            warn("no unlabeled images; the training corrections' images serve as the unlabeled pool")
+            for name, image in training_images:
+                store.add_volume(f"{name}~images", image, split="unlabeled", source=name)
+    return {
+        "heldout": heldout,
+        "heldout_mode": "volumes" if heldout_volumes else ("slices" if heldout else "none"),
+        "training": [name for name, _ in training_images],
+        "corrections_used": {c.name: c.revision for c in usable},
+        "unlabeled_used": unlabeled_used,
+    }
+
+
+def _read_unlabeled(scan, warn):
+    from cgs_engine.errors import CGSError
+    from cgs_engine.io import read_volume
+
+    problem = scan.problem()
+    if problem == "missing" or (problem and problem.startswith("unreadable")):
+        warn(f"{scan.path}: unlabeled scan {problem}; skipped")
+        return None
+    if problem:
+        warn(f"{scan.path}: unlabeled scan {problem}; used as it is now")
+    try:
+        return read_volume(scan.path)
+    except (CGSError, ValueError) as error:
+        warn(f"skipped unlabeled scan: {error}")
+        return None
+
+
+# ---------------------------------------------------------------------------- scoring
+def evaluate_heldout(
+    model_path: Path, store_path: Path, class_names: list[str], runtime
+) -> HeldoutScore | None:
+    """Mean foreground Dice of a model on the store's val volumes, reviewed voxels only."""
+    checkpoint = load_checkpoint(model_path)
+    model = build_network(checkpoint, model_path).to(runtime.device)
+    per_volume = []
+    with SliceStore.open(store_path) as store:
+        for name in store.volume_names("val"):
+            stored = store.read_volume(name)
+            trusted = np.ones(stored.image.shape, bool) if stored.review is None else stored.review > 0
+            predicted = predict_label_volume(model, stored.image, checkpoint.input_size, runtime)
+            per_volume.append(dice_per_class(predicted[trusted], stored.label[trusted], len(class_names))[1:])
+    if not per_volume:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # classes absent from every volume stay NaN
+        per_class = np.nanmean(np.stack(per_volume), axis=0)
+    finite = np.isfinite(per_class)
+    return HeldoutScore(
+        dice_mean=float(np.nanmean(per_class)) if finite.any() else None,
+        dice_per_class={
+            name: float(value) if ok else None
+            for name, value, ok in zip(class_names[1:], per_class, finite, strict=True)
+        },
+        volumes=len(per_volume),
+    )
+
+
+def decide_activation(
+    new: HeldoutScore | None, active: HeldoutScore | None, active_id: str | None, tolerance: float
+) -> tuple[str, bool, str]:
+    """(version status, activate?, reason) under the activation rule of the module docstring."""
+    has_new = new is not None and new.dice_mean is not None
+    if active_id is None:
+        return ("accepted" if has_new else "unverified"), True, "activated: first model of the project"
+    if not has_new:
+        return (
+            "unverified",
+            False,
+            "not activated: no held-out corrected data to compare on (activate it by hand if it looks right)",
+        )
+    old = 0.0 if active is None or active.dice_mean is None else active.dice_mean
+    margin = f" - tolerance {100 * tolerance:.1f}" if tolerance else ""
+    if new.dice_mean >= old - tolerance:
+        return (
+            "accepted",
+            True,
+            f"activated: held-out Dice {100 * new.dice_mean:.1f} >= active {100 * old:.1f}{margin}",
+        )
+    return (
+        "rejected",
+        False,
+        f"not activated: held-out Dice {100 * new.dice_mean:.1f} < active {100 * old:.1f}{margin}",
+    )

@@ -1,0 +1,281 @@
+"""Retraining in a separate, fresh Python process, and the parent's handle on it.
+
+The GUI starts ``python -m cgs_engine.project.worker PROJECT ...`` (never a thread, never a fork
+of a Qt process) at a raised nice level, with one core fewer than the machine has (at least 1)
+so the GUI stays responsive. The worker runs :func:`cgs_engine.project.retrain.retrain` and
+writes one JSON object per line on stdout; everything else it prints goes to a log file.
+
+Message protocol (``kind`` first; other keys as listed, more may be added):
+  start      run, total (null under a --minutes budget), minutes, resumed, parent, heldout, runtime
+  stage      stage ("preparing data" | "resuming" | "evaluating"), run?
+  warning    message (a skipped or changed scan, an unused correction, ...)
+  step       step, total, progress (0..1, by steps or by wall time), lr, lambda, elapsed_s,
+             loss_total, loss_* ...                                      (every 10 steps)
+  val        step, elapsed_s, dice_mean, dice_per_class   (held-out slices, unreviewed voxels counted)
+  version    version, activated, reason, status, new_dice, active_dice, new_per_class,
+             active_per_class, compared_with
+  finished   the version keys plus steps, total                         (exit code 0)
+  cancelled  the version keys (version None when nothing was kept) plus steps, total   (exit code 0)
+  failed     error (one line)                                           (exit code 1)
+Exactly one of finished / cancelled / failed ends a run. If the process dies without one
+(kill -9, out of memory), :meth:`RetrainProcess.poll_messages` reports a ``failed`` message
+with ``"exit_code"`` itself. Cancel: the parent creates the cancel file that the worker's
+``should_stop`` polls every step; SIGTERM does the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+TERMINAL_KINDS = ("finished", "cancelled", "failed")
+DEFAULT_NICE = 10
+
+
+def worker_threads() -> int:
+    """Every usable core but one, left to the GUI; at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+class RetrainProcess:
+    """Handle on a running worker; poll it from a GUI timer, it never blocks except ``wait``."""
+
+    def __init__(self, popen: subprocess.Popen, cancel_file: Path, log_path: Path) -> None:
+        self._popen = popen
+        self.cancel_file = cancel_file
+        self.log_path = log_path
+        self._messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._ended = False
+        self._exit_reported = False
+        self._reader = threading.Thread(target=self._read_stdout, name="retrain-worker-stdout", daemon=True)
+        self._reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self._popen.stdout is not None
+        with self._popen.stdout:
+            for line in self._popen.stdout:
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    message = json.loads(text)
+                except json.JSONDecodeError:
+                    message = None
+                self._messages.put(message if isinstance(message, dict) else {"kind": "log", "text": text})
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._popen.poll() is None
+
+    def poll_messages(self) -> list[dict[str, Any]]:
+        """Messages that arrived since the last call, in order (non-blocking)."""
+        messages = self._drain()
+        if self._ended or self._exit_reported or self._popen.poll() is None or self._reader.is_alive():
+            return messages
+        messages += self._drain()  # lines that arrived between the checks above
+        if not self._ended:
+            self._exit_reported = True
+            self._remove_cancel_file()
+            code = self._popen.returncode
+            how = f"was killed (signal {-code})" if code < 0 else f"exited with code {code}"
+            last = self._last_log_line()
+            messages.append(
+                {
+                    "kind": "failed",
+                    "error": f"retrain worker {how} without a result" + (f": {last}" if last else ""),
+                    "exit_code": code,
+                }
+            )
+        return messages
+
+    def _drain(self) -> list[dict[str, Any]]:
+        messages = []
+        while True:
+            try:
+                message = self._messages.get_nowait()
+            except queue.Empty:
+                return messages
+            if message.get("kind") in TERMINAL_KINDS:
+                self._ended = True
+                self._remove_cancel_file()
+            messages.append(message)
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the current step; it keeps the best model so far."""
+        if self.running:
+            self.cancel_file.touch()
+
+    def kill(self) -> None:
+        """Stop at once (like a crash): the run stays resumable from its last saved state."""
+        self._popen.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._popen.wait(timeout)
+        self._reader.join(timeout=10)
+        self._remove_cancel_file()
+        return code
+
+    def _remove_cancel_file(self) -> None:
+        self.cancel_file.unlink(missing_ok=True)
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines()]
+        except OSError:
+            return ""
+        lines = [line for line in lines if line]
+        return lines[-1][:300] if lines else ""
+
+
+def start_retrain_process(
+    project_folder: str | os.PathLike,
+    minutes: float | None = None,
+    iterations: int | None = None,
+    resume: bool = False,
+    settings: dict[str, Any] | None = None,
+    threads: int | None = None,
+    nice: int = DEFAULT_NICE,
+) -> RetrainProcess:
+    """Start a worker retraining ``project_folder``; messages arrive via ``poll_messages``."""
+    from cgs_engine.project.project import Project
+    from cgs_engine.project.versions import ProjectError
+
+    project = Project.open(project_folder)  # fail here, in one line, rather than in the worker
+    if minutes is not None and iterations is not None:
+        raise ProjectError("give minutes or iterations, not both")
+    threads = threads or worker_threads()
+    project.runs_dir.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    token = uuid.uuid4().hex[:8]
+    cancel_file = project.runs_dir / f".cancel-{token}"
+    log_path = project.runs_dir / f"worker-{stamp}-{token}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "cgs_engine.project.worker",
+        str(project.folder.resolve()),
+        "--cancel-file",
+        str(cancel_file.resolve()),
+        "--threads",
+        str(threads),
+        "--nice",
+        str(nice),
+    ]
+    if minutes is not None:
+        command += ["--minutes", str(minutes)]
+    if iterations is not None:
+        command += ["--iterations", str(iterations)]
+    if resume:
+        command.append("--resume")
+    if settings:
+        command += ["--settings", json.dumps(settings)]
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
+    }
+    with open(log_path, "w") as log:
+        popen = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            bufsize=1,
+            env=env,
+        )
+    return RetrainProcess(popen, cancel_file, log_path)
+
+
+# ------------------------------------------------------------------------- worker side
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cgs_engine.project.worker", description="retrain worker")
+    parser.add_argument("project")
+    parser.add_argument("--minutes", type=float)
+    parser.add_argument("--iterations", type=int)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--cancel-file")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--nice", type=int, default=DEFAULT_NICE)
+    parser.add_argument("--settings", help="JSON object of training-setting overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    protocol = sys.stdout
+    sys.stdout = sys.stderr  # stray prints must not corrupt the message stream
+
+    def send(message: dict[str, Any]) -> None:
+        protocol.write(json.dumps(message, default=str) + "\n")
+        protocol.flush()
+
+    if args.nice > 0 and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(args.nice)
+    threads = args.threads or worker_threads()
+    stop_signalled = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_signalled.set())
+    cancel_file = Path(args.cancel_file) if args.cancel_file else None
+
+    def should_stop() -> bool:
+        return stop_signalled.is_set() or (cancel_file is not None and cancel_file.exists())
+
+    from cgs_engine.errors import CGSError
+
+    try:
+        import torch
+
+        from cgs_engine.project.retrain import retrain
+
+        torch.set_num_threads(threads)
+        settings = None
+        if not args.resume:  # a resumed run keeps its recorded settings
+            settings = {"threads": threads, **(json.loads(args.settings) if args.settings else {})}
+        retrain(
+            args.project,
+            minutes=args.minutes,
+            iterations=args.iterations,
+            on_event=send,
+            should_stop=should_stop,
+            settings=settings,
+            resume=args.resume,
+        )
+    except CGSError as error:
+        send({"kind": "failed", "error": str(error)})
+        return 1
+    except Exception as error:  # report anything, one line; the traceback goes to the log
+        traceback.print_exc()
+        send({"kind": "failed", "error": f"{type(error).__name__}: {error}".splitlines()[0]})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The retrain worker process: message stream, cancel, failure, and kill -9 followed by resume."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from test_project import TINY_SETTINGS, make_project
+
+from cgs_engine.checkpoint import load_checkpoint, load_payload
+from cgs_engine.project import HeldoutScore, Project, retrain, start_retrain_process
+
+retrain_module = importlib.import_module("cgs_engine.project.retrain")
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses POSIX signals")
+LONG_RUN = 5000  # iterations: far more than a test waits for, so the worker is surely mid-run
+PATIENCE_S = 180  # generous: the worker imports torch on a shared, busy machine
+
+
+def collect_until(process, kinds: set[str], timeout: float = PATIENCE_S) -> list[dict]:
+    messages: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        messages += process.poll_messages()
+        if any(m["kind"] in kinds for m in messages):
+            return messages
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"no {kinds} message within {timeout}s; got {[m['kind'] for m in messages]}")
+
+
+@pytest.mark.parametrize("how", ["cancel-file", "sigterm"])
+def test_worker_streams_messages_and_cancels_gracefully(tmp_path, how):
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    process = start_retrain_process(project.folder, iterations=LONG_RUN, settings=TINY_SETTINGS)
+    messages = collect_until(process, {"step", "failed"})
+    assert not any(m["kind"] == "failed" for m in messages), messages[-1]
+    if how == "cancel-file":
+        process.cancel()
+    else:
+        os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=PATIENCE_S) == 0
+    messages += process.poll_messages()
+    kinds = [m["kind"] for m in messages]
+    assert kinds[0] == "stage" and "start" in kinds and kinds[-2:] == ["version", "cancelled"]
+    start = next(m for m in messages if m["kind"] == "start")
+    assert start["total"] == LONG_RUN and start["resumed"] is False and start["parent"] == "v0001"
+    end = messages[-1]
+    assert end["version"] == "v0002" and 0 < end["steps"] < LONG_RUN
+    assert Project.open(project.folder).version("v0002").record["cancelled"] is True
+    assert not process.cancel_file.exists() and process.log_path.is_file()
+    assert process.poll_messages() == []  # nothing more, and no made-up failure after a clean end
+
+
+def test_worker_failure_is_one_message(tmp_path):
+    project = make_project(tmp_path, corrections=0, unlabeled=0)
+    process = start_retrain_process(project.folder, iterations=1)
+    assert process.wait(timeout=PATIENCE_S) == 1
+    messages = process.poll_messages()
+    assert [m["kind"] for m in messages] == ["failed"]
+    assert "no corrected volumes with reviewed voxels" in messages[0]["error"]
+
+
+def test_kill_9_mid_run_then_resume_continues(tmp_path):
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    corrections_before = {c.name: c.revision for c in project.corrections()}
+    process = start_retrain_process(project.folder, iterations=LONG_RUN, settings=TINY_SETTINGS)
+    messages = collect_until(process, {"step", "failed"})
+    assert not any(m["kind"] == "failed" for m in messages), messages[-1]
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    after = process.poll_messages()
+    assert after[-1]["kind"] == "failed" and after[-1]["exit_code"] == -signal.SIGKILL
+    assert "killed (signal 9)" in after[-1]["error"]
+
+    # the project survives: it opens, the active model loads, every correction is intact
+    reopened = Project.open(project.folder)
+    assert reopened.problems == [] and reopened.active_version().id == "v0001"
+    assert load_checkpoint(reopened.active_model_path()).class_names == reopened.class_names
+    assert {c.name: c.revision for c in reopened.corrections()} == corrections_before
+    assert all(np.any(reopened.read_correction(name).review) for name in corrections_before)
+    assert not reopened.is_retraining()  # the dead worker's lock went with it
+
+    run = reopened.interrupted_run()
+    assert run is not None and str(run) == next(m["run"] for m in messages if m["kind"] == "start")
+    saved_step = load_payload(run / "train" / "state.pt")["step"]
+    assert saved_step > 0
+    # a kill during a checkpoint write leaves only a hidden temp file beside the intact one
+    (run / "train" / ".state.pt.0badf00d.partial").write_bytes(b"half a checkpoint")
+    (run / "train" / ".best.pt.0badf00d.partial").write_bytes(b"")
+
+    calls = {"n": 0}
+
+    def a_few_more_steps() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    events: list[dict] = []
+    result = retrain(reopened, resume=True, should_stop=a_few_more_steps, on_event=events.append)
+    start = next(e for e in events if e["kind"] == "start")
+    assert start["resumed"] is True and start["total"] == LONG_RUN and start["run"] == str(run)
+    assert result.resumed and result.run_dir == run and saved_step < result.steps_done < LONG_RUN
+    assert result.version == "v0002" and reopened.version("v0002").run == run.name
+    assert reopened.interrupted_run() is None
+
+
+class SimulatedKill(BaseException):
+    """Like a kill: not an Exception, so the run is not marked failed and stays resumable."""
+
+
+def test_kill_between_version_and_activation_is_completed_on_resume(tmp_path, monkeypatch):
+    project = make_project(tmp_path, corrections=3, unlabeled=0)
+    better = HeldoutScore(0.5, {}, 1)
+    monkeypatch.setattr(retrain_module, "evaluate_heldout", lambda *args: better)
+
+    def killed(*args, **kwargs):
+        raise SimulatedKill
+
+    monkeypatch.setattr(Project, "activate", killed)
+    with pytest.raises(SimulatedKill):
+        retrain(project, iterations=2, settings=TINY_SETTINGS)
+    monkeypatch.undo()
+    assert project.version("v0002").status == "accepted" and project.active_version().id == "v0001"
+    run = project.interrupted_run()
+    assert run is not None and not (run / "finished.json").exists()
+
+    result = retrain(project, resume=True)
+    assert result.version == "v0002" and result.activated and project.active_version().id == "v0002"
+    assert [v.id for v in project.versions()] == ["v0001", "v0002"]  # no duplicate version
+    assert project.interrupted_run() is None

@@ -1,0 +1,172 @@
+"""Retraining a tiny synthetic project: versions with metrics, the activation rule, cancel, the CLI."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+from synthetic import CLASS_NAMES, synthetic_volume
+from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli
+
+from cgs_engine.checkpoint import load_checkpoint
+from cgs_engine.project import HeldoutScore, Project, ProjectError, retrain
+from cgs_engine.store import SliceStore
+from cgs_engine.volume import Volume
+
+# `cgs_engine.project.retrain` as an attribute is the function the package exports, not the module.
+retrain_module = importlib.import_module("cgs_engine.project.retrain")
+
+
+def finished(result) -> dict:
+    return json.loads((result.run_dir / "finished.json").read_text())
+
+
+def test_retrain_writes_a_version_with_metrics(tmp_path):
+    project = make_project(tmp_path, corrections=4, unlabeled=2)
+    events = []
+    result = retrain(project, iterations=3, settings=TINY_SETTINGS, on_event=events.append)
+
+    assert result.version == "v0002" and result.steps_done == 3 and not result.cancelled
+    assert len(result.heldout) == 1 and result.compared_with == "v0001"
+    version = project.version("v0002")
+    metrics = version.metrics
+    assert metrics["heldout_mode"] == "volumes" and metrics["heldout"] == result.heldout
+    assert set(metrics["new"]["dice_per_class"]) == set(CLASS_NAMES[1:])
+    assert metrics["new"]["dice_mean"] == pytest.approx(result.new_score.dice_mean)
+    assert metrics["active"]["dice_mean"] == pytest.approx(result.active_score.dice_mean)
+    assert version.parent == "v0001" and version.run == result.run_dir.name
+    assert sorted(version.record["corrections_used"]) == ["case0", "case1", "case2", "case3"]
+    assert sum(path.endswith(".nii.gz") for path in version.record["unlabeled_used"]) == 2
+    config = version.record["train_config"]
+    assert (
+        config["optimizer"] == "adamw" and config["lr"] == pytest.approx(1e-3) and config["method"] == "cgs"
+    )
+    assert config["input_size"] == 32 and config["widths"] == [4, 8, 16]
+    assert config["init_checkpoint"].endswith("models/v0001/model.pt")
+
+    # the rule decides activation, and the reason says why
+    improved = result.new_score.dice_mean >= result.active_score.dice_mean
+    assert result.activated == improved and (project.active_version().id == "v0002") == improved
+    assert version.reason == result.reason and result.reason.startswith("activated" if improved else "not")
+    assert load_checkpoint(version.model_path).class_names == CLASS_NAMES
+
+    # held-out volumes are validation only: never labeled, never unlabeled
+    with SliceStore.open(result.run_dir / "store.h5") as store:
+        assert store.volume_names("val") == result.heldout
+        trained = store.volume_names("labeled") + store.volume_names("unlabeled")
+        assert not any(name.startswith(result.heldout[0]) for name in trained)
+        assert store.volume_info(store.volume_names("labeled")[0]).shape[0] == 4  # reviewed slices only
+
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "stage" and "start" in kinds and "val" in kinds
+    assert kinds[-2:] == ["version", "finished"] and events[-1]["version"] == "v0002"
+    assert finished(result)["outcome"] == "finished"
+    assert project.new_corrections_since_last_retrain() == []
+    image, label = synthetic_volume(np.random.default_rng(9))
+    project.add_correction("case1", Volume(image), label)
+    assert [c.name for c in project.new_corrections_since_last_retrain()] == ["case1"]
+
+
+def test_regressing_version_is_not_activated(tmp_path, monkeypatch):
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+
+    def rigged(model_path, store_path, class_names, runtime):
+        new = "runs" in str(model_path)  # the candidate lives in the run folder, versions in models/
+        mean = 0.712 if new else 0.735
+        return HeldoutScore(mean, dict.fromkeys(class_names[1:], mean), 1)
+
+    monkeypatch.setattr(retrain_module, "evaluate_heldout", rigged)
+    result = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    assert not result.activated and result.version == "v0002"
+    assert result.reason == "not activated: held-out Dice 71.2 < active 73.5"
+    reopened = Project.open(project.folder)
+    assert reopened.active_version().id == "v0001"
+    assert reopened.version("v0002").status == "rejected"
+    assert reopened.version("v0002").reason == result.reason
+    assert finished(result)["activated"] is False
+
+
+def test_few_volumes_hold_out_slices_and_missing_scans_are_reported(tmp_path):
+    project = make_project(tmp_path, corrections=2, unlabeled=1)
+    (tmp_path / "scan0.nii.gz").unlink()
+    events = []
+    result = retrain(project, iterations=2, settings=TINY_SETTINGS, on_event=events.append)
+    assert result.heldout == ["case0~heldout", "case1~heldout"]
+    assert any("scan0.nii.gz: unlabeled scan missing; skipped" in w for w in result.warnings)
+    assert any(e["kind"] == "warning" and "scan0.nii.gz" in e["message"] for e in events)
+    with SliceStore.open(result.run_dir / "store.h5") as store:
+        # 4 reviewed slices per volume: 1 held out, 3 trained on
+        assert [store.volume_info(n).shape[0] for n in store.volume_names("val")] == [1, 1]
+        assert [store.volume_info(n).shape[0] for n in store.volume_names("labeled")] == [3, 3]
+    assert project.version(result.version).metrics["heldout_mode"] == "slices"
+
+
+def test_cancel_keeps_the_best_model_so_far(tmp_path):
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    calls = {"n": 0}
+
+    def stop_soon() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 8
+
+    events = []
+    result = retrain(
+        project, iterations=200, settings=TINY_SETTINGS, should_stop=stop_soon, on_event=events.append
+    )
+    assert result.cancelled and 0 < result.steps_done < result.total_steps == 200
+    version = project.version(result.version)
+    assert version.record["cancelled"] is True and version.status in ("accepted", "rejected")
+    assert load_checkpoint(version.model_path).metrics["best"]["step"] <= result.steps_done
+    assert finished(result)["outcome"] == "cancelled" and events[-1]["kind"] == "cancelled"
+    assert project.interrupted_run() is None  # a cancelled run is finished, not resumable
+
+    before = [v.id for v in project.versions()]
+    nothing = retrain(project, iterations=5, settings=TINY_SETTINGS, should_stop=lambda: True)
+    assert nothing.cancelled and nothing.version is None and nothing.steps_done == 0
+    assert [v.id for v in project.versions()] == before and finished(nothing)["outcome"] == "cancelled"
+
+
+def test_wall_time_budget(tmp_path):
+    project = make_project(tmp_path, corrections=3, unlabeled=0)
+    events = []
+    result = retrain(project, minutes=0.03, settings=TINY_SETTINGS, on_event=events.append)
+    start = next(e for e in events if e["kind"] == "start")
+    assert start["total"] is None and start["minutes"] == pytest.approx(0.03)
+    assert result.steps_done > 0 and result.total_steps == result.steps_done and not result.cancelled
+    assert project.version(result.version).record["steps"] == result.steps_done
+
+
+def test_first_retrain_of_a_project_without_model_activates(tmp_path):
+    project = make_project(tmp_path, corrections=1, unlabeled=0, base=False)
+    settings = {**TINY_SETTINGS, "input_size": 32, "widths": (4, 8, 16), "dropouts": (0.0, 0.1, 0.2)}
+    result = retrain(project, iterations=2, settings=settings)
+    assert result.version == "v0001" and result.activated and result.compared_with is None
+    assert result.reason == "activated: first model of the project"
+    assert project.active_version().id == "v0001" and project.active_version().origin == "retrained"
+
+
+def test_retrain_refusals(tmp_path):
+    project = make_project(tmp_path, corrections=1, unlabeled=0)
+    with pytest.raises(ProjectError, match="not both"):
+        retrain(project, minutes=1, iterations=1)
+    with pytest.raises(ProjectError, match="no interrupted retrain"):
+        retrain(project, resume=True)
+    with project.retrain_lock(), pytest.raises(ProjectError, match="already running"):
+        retrain(project, iterations=1, settings=TINY_SETTINGS)
+    assert project.is_retraining() is False
+    empty = Project.create(tmp_path / "empty", CLASS_NAMES, IDENTITY)
+    with pytest.raises(ProjectError, match="no corrected volumes"):
+        retrain(empty, iterations=1)
+
+
+def test_cli_retrain(tmp_path, capsys):
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    project.update_settings(train=TINY_SETTINGS)  # the CLI takes training settings from the project
+    code, out, err = run_cli(capsys, "retrain", project.folder, "--iterations", "2")
+    assert code == 0 and "done: 2/2 iterations -> version v0002" in out
+    assert "held-out Dice on 1 held-out part(s): new" in out and "active v0001" in out
+    assert "activated" in out.splitlines()[-1] and "training 2 iterations from v0001" in err
+    code, out, _ = run_cli(capsys, "project", "versions", project.folder)
+    assert code == 0 and "v0002" in out and "0 corrected volume(s) since the last retrain" in out
