@@ -1,0 +1,601 @@
+"""The CGS dock widget: choose a model, pre-segment an image, review the uncertain regions, export.
+
+The panel gathers inputs, starts workers and shows results; every computation is an engine call
+(``cgs_engine``) made from ``_workers``, ``_prediction_layers``, ``_review`` or ``_session``.
+
+Public API (used by tests and ``scripts/screenshot.py``)::
+
+    panel = CGSPanel(viewer)
+    panel.load_checkpoint(path)      # add a checkpoint to the model selector and select it
+    panel.select_image(layer)        # choose the Image layer to work on
+    panel.presegment()               # start the worker; returns the PredictionJob
+    panel.cancel()                   # stop a running pre-segmentation
+    panel.export(path=None)          # labels + class table; asks before overwriting
+    panel.restore_session()          # bring back the saved labels and queue of this image
+    panel.review                     # ReviewController: next(), previous(), accept(), skip()
+
+Signals: ``prediction_finished(object)`` (PredictionResult, or None when cancelled),
+``prediction_failed(str)``, ``exported(list)`` (paths written), ``session_restored(str)``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint
+from cgs_engine.errors import CGSError
+from cgs_engine.infer.predictor import Predictor
+from cgs_engine.io.formats import extension_of
+from cgs_engine.review import ReviewState, slice_profile
+from cgs_engine.runtime import resolve_runtime
+
+from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry
+from ._prediction_layers import (
+    disagreement_layer_name,
+    ensure_labels_layer,
+    export_labels,
+    export_targets,
+    find_labels_layer,
+    focus_layer_name,
+    image_volume,
+    map_layer_data,
+    muted_edit_tracking,
+    painted_parts,
+    show_map_layers,
+    stack_in_reading_order,
+    untracked_touched,
+    write_labels_undoable,
+)
+from ._review import ReviewController, ReviewQueueWidget
+from ._session import SessionAutosave, find_session
+from ._workers import PredictionJob, PredictionResult
+
+BUNDLED_MODEL = Path(__file__).parent / "models" / "default.pt"
+DERIVED_KINDS = ("map", "specialist", "disagreement", "labels")
+FILL_UNTOUCHED = "Fill only voxels I have not touched"
+REPLACE_ALL = "Replace everything"
+RERUN_TIPS = {
+    FILL_UNTOUCHED: "Keep every voxel you painted, erased or accepted; the new prediction fills the rest.",
+    REPLACE_ALL: "Overwrite the whole labels layer with the new prediction (Ctrl+Z brings the old one back).",
+}
+DEVICES = [("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda")]
+NO_MODEL_HINT = (
+    "No model selected. No bundled model ships yet: click “Choose checkpoint…” and pick a .pt file "
+    "trained with `cgs train`."
+)
+
+
+# Small module-level functions so that tests can replace the dialogs.
+def confirm_overwrite(parent: QWidget | None, path: Path) -> bool:
+    answer = QMessageBox.question(
+        parent,
+        "Replace existing file?",
+        f"{path}\nalready exists. Replace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def choose_export_path(parent: QWidget | None, suggestion: Path) -> str | None:
+    path, _ = QFileDialog.getSaveFileName(
+        parent,
+        "Export labels",
+        str(suggestion),
+        "NIfTI (*.nii.gz *.nii);;MetaImage (*.mha *.mhd);;NRRD (*.nrrd *.nhdr)",
+        options=QFileDialog.Option.DontConfirmOverwrite,  # the panel asks itself, for the sidecar too
+    )
+    return path or None
+
+
+def choose_checkpoint_path(parent: QWidget | None) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(
+        parent, "Choose a CGS checkpoint", str(Path.home()), "Checkpoints (*.pt)"
+    )
+    return path or None
+
+
+def describe_checkpoint(checkpoint: ModelCheckpoint) -> str:
+    organs = ", ".join(checkpoint.class_names[1:])
+    created = checkpoint.created[:10] if checkpoint.created else "unknown date"
+    best = (checkpoint.metrics or {}).get("best")
+    dice = best.get("dice_mean") if isinstance(best, dict) else None
+    quality = f"best validation Dice {dice:.3f}" if isinstance(dice, (int, float)) else "no validation Dice"
+    when = f"Trained {created} · method {checkpoint.method} · {quality}"
+    return f"{len(checkpoint.class_names) - 1} organs: {organs}\n{when}"
+
+
+class CGSPanel(QWidget):
+    prediction_finished = Signal(object)
+    prediction_failed = Signal(str)
+    exported = Signal(list)
+    session_restored = Signal(str)
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.checkpoint: ModelCheckpoint | None = None
+        self.predictor: Predictor | None = None
+        self.job: PredictionJob | None = None
+        self.labels_layer: Any | None = None
+        self.class_names: list[str] = []
+        self._fingerprint = ""
+        self._edit_flags = {"writing": False}
+        self._models: list[tuple[str, str]] = []
+        self._build()
+        self.review = ReviewController(self.viewer, self.queue)
+        self.review.bind_keys()
+        self.autosave = SessionAutosave(self._session_snapshot, parent=self)
+        self.autosave.saved.connect(self._show_saved)
+        self.autosave.failed.connect(lambda reason: self._show_session(f"Autosave failed: {reason}", reason))
+        self.review.changed.connect(self.autosave.mark_changed)
+        self.queue.accept_requested.connect(self.autosave.save_now)
+        self.queue.skip_requested.connect(self.autosave.save_now)
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self._refresh_images)
+        self._refresh_images()
+        if BUNDLED_MODEL.is_file():
+            self.load_checkpoint(BUNDLED_MODEL, label="Bundled model")
+        else:
+            self._show_model(None)
+
+    # ================================================================= layout
+    def _build(self) -> None:
+        self.model_choice = ComboBox(
+            choices=[], nullable=True, tooltip="The segmentation model (checkpoint) used to pre-segment."
+        )
+        self.model_choice.changed.connect(self._on_model_chosen)
+        choose = QPushButton("Choose checkpoint…")
+        choose.setToolTip("Load a model checkpoint (.pt) trained with `cgs train`.")
+        choose.clicked.connect(self._on_choose_checkpoint)
+        self.model_info = QLabel()
+        self.model_info.setWordWrap(True)
+        self.model_info.setToolTip("Organs the model segments, when it was trained, its method and quality.")
+        self.device_choice = ComboBox(
+            choices=DEVICES,
+            value="auto",
+            tooltip="Where the model runs. Automatic uses a GPU when there is one.",
+        )
+        self.device_choice.changed.connect(self._on_device_chosen)
+        self.runtime_label = QLabel()
+        self.runtime_label.setWordWrap(True)
+        self.runtime_label.setToolTip("The device, precision and threads the model will actually run with.")
+
+        model_box = QGroupBox("1 · Model")
+        model_layout = QVBoxLayout(model_box)
+        row = QHBoxLayout()
+        row.addWidget(self.model_choice.native, 1)
+        row.addWidget(choose)
+        model_layout.addLayout(row)
+        model_layout.addWidget(self.model_info)
+        row = QHBoxLayout()
+        device_label = QLabel("Device")
+        device_label.setToolTip(self.device_choice.tooltip)
+        row.addWidget(device_label)
+        row.addWidget(self.device_choice.native, 1)
+        model_layout.addLayout(row)
+        model_layout.addWidget(self.runtime_label)
+
+        self.image_choice = ComboBox(
+            choices=self._image_choices, nullable=True, tooltip="The CT/MR Image layer to pre-segment."
+        )
+        self.image_choice.changed.connect(self._on_image_chosen)
+        # Plain Qt radio buttons: magicgui's RadioButtons rebuilds its buttons and drops their tooltips.
+        self.fill_untouched_button = QRadioButton(FILL_UNTOUCHED)
+        self.fill_untouched_button.setToolTip(RERUN_TIPS[FILL_UNTOUCHED])
+        self.fill_untouched_button.setChecked(True)
+        self.replace_button = QRadioButton(REPLACE_ALL)
+        self.replace_button.setToolTip(RERUN_TIPS[REPLACE_ALL])
+        self.rerun_group = QButtonGroup(self)
+        self.rerun_group.addButton(self.fill_untouched_button)
+        self.rerun_group.addButton(self.replace_button)
+        self.run_button = QPushButton("Pre-segment")
+        self.run_button.setToolTip(
+            "Segment every organ in the image (runs in the background; Ctrl+Z undoes it)."
+        )
+        self.run_button.clicked.connect(self.presegment)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running pre-segmentation; nothing is written.")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status_label = QLabel("Choose a model and an image, then click Pre-segment.")
+        self.status_label.setWordWrap(True)
+        self.status_label.setToolTip("What the panel did last.")
+
+        run_box = QGroupBox("2 · Pre-segment")
+        run_layout = QVBoxLayout(run_box)
+        row = QHBoxLayout()
+        image_label = QLabel("Image")
+        image_label.setToolTip(self.image_choice.tooltip)
+        row.addWidget(image_label)
+        row.addWidget(self.image_choice.native, 1)
+        run_layout.addLayout(row)
+        rerun_label = QLabel("If the labels layer already has work in it:")
+        rerun_label.setToolTip(
+            "What a new pre-segmentation does to a labels layer that already has work in it."
+        )
+        run_layout.addWidget(rerun_label)
+        run_layout.addWidget(self.fill_untouched_button)
+        run_layout.addWidget(self.replace_button)
+        row = QHBoxLayout()
+        row.addWidget(self.run_button, 2)
+        row.addWidget(self.cancel_button, 1)
+        run_layout.addLayout(row)
+        run_layout.addWidget(self.status_label)
+
+        self.queue = ReviewQueueWidget()
+        review_box = QGroupBox("3 · Review uncertain regions")
+        QVBoxLayout(review_box).addWidget(self.queue)
+
+        self.export_button = QPushButton("Export labels…")
+        self.export_button.setToolTip(
+            "Save the labels on the image's exact grid (NIfTI, MetaImage or NRRD) plus a class table "
+            "(<name>_classes.json: id, name, colour)."
+        )
+        self.export_button.clicked.connect(lambda: self.export())
+        self.restore_button = QPushButton("Restore session")
+        self.restore_button.setToolTip(
+            "Bring back the autosaved labels, review marks and queue position of this image."
+        )
+        self.restore_button.setEnabled(False)
+        self.restore_button.clicked.connect(self.restore_session)
+        self.session_label = QLabel(
+            "Your review is autosaved every minute and at every accept, skip and export."
+        )
+        self.session_label.setWordWrap(True)
+        self.session_label.setToolTip("Where the review session of this image is saved.")
+        save_box = QGroupBox("4 · Save")
+        save_layout = QVBoxLayout(save_box)
+        row = QHBoxLayout()
+        row.addWidget(self.export_button)
+        row.addWidget(self.restore_button)
+        save_layout.addLayout(row)
+        save_layout.addWidget(self.session_label)
+
+        for combo in (self.model_choice, self.device_choice, self.image_choice):
+            # Long model or image names must not widen the dock: the combo box elides them instead.
+            combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.native.setMinimumContentsLength(12)
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        for box in (model_box, run_box, review_box, save_box):
+            layout.addWidget(box)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        # Content follows the dock's width; long texts wrap (paths are elided) instead of scrolling.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMinimumWidth(380)
+
+    # ================================================================= model
+    def load_checkpoint(self, path: str | Path, label: str | None = None) -> ModelCheckpoint | None:
+        """Add a checkpoint to the selector and select it; None (and a message) if it cannot be read."""
+        path = Path(path)
+        if str(path) not in [value for _, value in self._models]:
+            self._models.append((label or f"{path.parent.name}/{path.name}", str(path)))
+            self.model_choice.choices = list(self._models)
+        self.model_choice.value = str(path)
+        return self.checkpoint
+
+    def _on_choose_checkpoint(self) -> None:
+        path = choose_checkpoint_path(self)
+        if path:
+            self.load_checkpoint(path)
+
+    def _on_model_chosen(self, value: str | None) -> None:
+        if not value:
+            self._show_model(None)
+            return
+        try:
+            checkpoint = load_checkpoint(value)
+        except CGSError as error:
+            self.checkpoint = None
+            self.model_info.setText(f"Cannot use this model: {error}")
+            self.run_button.setEnabled(False)
+            return
+        self._show_model(checkpoint)
+
+    def _show_model(self, checkpoint: ModelCheckpoint | None) -> None:
+        self.checkpoint = checkpoint
+        self.model_info.setText(NO_MODEL_HINT if checkpoint is None else describe_checkpoint(checkpoint))
+        # The predictor is kept: its next run swaps in the new model (same device, no rebuild).
+        self._show_runtime(self.device_choice.value)
+
+    def _on_device_chosen(self, device: str) -> None:
+        self.predictor = None  # the next run builds one for this device (and keeps it)
+        self._show_runtime(device)
+
+    def _show_runtime(self, device: str) -> None:
+        try:
+            self.runtime_label.setText(f"Runs on: {resolve_runtime(device).describe()}")
+            usable = True
+        except ValueError as error:
+            self.runtime_label.setText(f"Unavailable: {error}")
+            usable = False
+        self.run_button.setEnabled(usable and self.checkpoint is not None)
+
+    def set_predictor(self, predictor: Predictor) -> None:
+        """Use an already built predictor (tests, scripts); it is kept for every later run."""
+        self.predictor, self.checkpoint = predictor, predictor.checkpoint
+        self.model_info.setText(describe_checkpoint(predictor.checkpoint))
+        self.runtime_label.setText(f"Runs on: {predictor.runtime.describe()}")
+        self.run_button.setEnabled(True)
+
+    def _get_predictor(self) -> Predictor:
+        """Called on the worker thread: build the predictor once, swap the model when it changed."""
+        if self.predictor is None:
+            self.predictor = Predictor(self.checkpoint, device=self.device_choice.value)
+        elif self.predictor.checkpoint is not self.checkpoint:
+            self.predictor.swap(self.checkpoint)
+        return self.predictor
+
+    # ================================================================= image choice
+    def _image_choices(self, widget=None) -> list[tuple[str, Any]]:
+        from napari.layers import Image
+
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and (layer.metadata or {}).get(KIND_KEY) not in DERIVED_KINDS
+        ]
+
+    def _refresh_images(self, event=None) -> None:
+        self.image_choice.reset_choices()
+        if self.image_choice.value is None and self.image_choice.choices:
+            self.image_choice.value = self.image_choice.choices[-1]
+
+    @property
+    def image_layer(self) -> Any | None:
+        return self.image_choice.value
+
+    def select_image(self, layer: Any) -> None:
+        self._refresh_images()
+        self.image_choice.value = layer
+
+    def _on_image_chosen(self, layer: Any) -> None:
+        if self.job is not None and not self.job.finished:
+            return
+        self.autosave.save_if_changed()  # the previous image's review, before it is let go
+        self.review.clear()
+        self.labels_layer = None
+        self.restore_button.setEnabled(False)
+        if layer is None:
+            return
+        self._fingerprint = self.autosave.follow(layer)
+        self._offer_session(layer)
+
+    # ================================================================= pre-segmentation
+    def presegment(self) -> PredictionJob | None:
+        layer = self.image_layer
+        if self.checkpoint is None or layer is None:
+            self.status_label.setText("Choose a model and an image first.")
+            return None
+        if self.job is not None and not self.job.finished:
+            return self.job
+        try:
+            volume = image_volume(layer)
+        except ValueError as error:
+            self.status_label.setText(str(error))
+            return None
+        self.job = PredictionJob(
+            self._get_predictor,
+            volume,
+            f"Pre-segmenting {layer.name}",
+            on_done=lambda result, image=layer: self._on_prediction(image, result),
+            on_error=self._on_prediction_error,
+        )
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status_label.setText(f"Pre-segmenting {layer.name}… (the viewer stays usable)")
+        self.job.start()
+        return self.job
+
+    def cancel(self) -> None:
+        if self.job is not None and not self.job.finished:
+            self.job.cancel()
+            self.status_label.setText("Cancelling…")
+
+    def _job_ended(self) -> None:
+        self.run_button.setEnabled(self.checkpoint is not None)
+        self.cancel_button.setEnabled(False)
+
+    def _on_prediction_error(self, error: Exception) -> None:
+        self._job_ended()
+        self.status_label.setText(f"Pre-segmentation failed: {error}")
+        self.prediction_failed.emit(str(error))
+
+    def _on_prediction(self, image_layer: Any, result: PredictionResult | None) -> None:
+        self._job_ended()
+        if result is None:
+            self.status_label.setText("Cancelled: nothing was written.")
+            self.prediction_finished.emit(None)
+            return
+        prediction = result.prediction
+        colours = self.checkpoint.class_colors if self.checkpoint else []
+        self.class_names = list(prediction.class_names)
+        keep = self._voxels_to_keep(image_layer)
+        labels = self._adopt_labels_layer(image_layer)
+        with muted_edit_tracking(self._edit_flags):
+            if labels is None:
+                labels = self._adopt_labels_layer(image_layer, create=True)
+            written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
+        map_data = map_layer_data(
+            image_layer, prediction.specialist_maps, prediction.disagreement, self.class_names, colours
+        )
+        maps = show_map_layers(self.viewer, map_data)
+        focus_name = focus_layer_name(image_layer)
+        focus = self.viewer.layers[focus_name] if focus_name in self.viewer.layers else None  # noqa: SIM401
+        stack_in_reading_order(self.viewer, image_layer, maps, [labels, focus])
+        mask = None if keep is None else keep.astype(np.uint8)
+        state = ReviewState(result.regions, shape=image_layer.data.shape, review_mask=mask)
+        self.review.start(image_layer, state, result.component_map, result.profile, self.class_names)
+        self.viewer.layers.selection.active = labels
+        self.status_label.setText(
+            f"Pre-segmented {image_layer.name} in {prediction.seconds:.1f} s: {written} voxels changed"
+            f"{'' if keep is None else ' (your edits kept)'}, {len(result.regions)} uncertain regions. "
+            "Ctrl+Z in the labels layer undoes it."
+        )
+        self.autosave.mark_changed()
+        self.autosave.save_now()
+        self.prediction_finished.emit(result)
+
+    def _voxels_to_keep(self, image_layer: Any) -> np.ndarray | None:
+        """The voxels a re-run must not change: reviewed/edited ones, in fill-untouched mode only."""
+        existing = find_labels_layer(self.viewer, image_layer)
+        if self.replace_button.isChecked() or existing is None:
+            return None
+        tracked = self.review.state is not None and self.review.image_layer is image_layer
+        if tracked and existing is self.labels_layer:
+            touched = self.review.state.review_mask.astype(bool)
+            return touched if touched.any() else None
+        return untracked_touched(existing)
+
+    def _adopt_labels_layer(self, image_layer: Any, create: bool = False) -> Any | None:
+        """The labels layer of this image (created when ``create``), with edit tracking connected."""
+        layer = find_labels_layer(self.viewer, image_layer)
+        if layer is None and not create:
+            return None
+        colours = self.checkpoint.class_colors if self.checkpoint else []
+        layer = ensure_labels_layer(self.viewer, image_layer, self.class_names, colours)
+        if layer is not self.labels_layer:
+            layer.events.paint.connect(self._on_paint)
+            self.labels_layer = layer
+        return layer
+
+    def _on_paint(self, event) -> None:
+        if self._edit_flags["writing"] or event.source is not self.labels_layer:
+            return
+        self.review.mark_edited(list(painted_parts(event.value)))
+
+    # ================================================================= export
+    def export(self, path: str | Path | None = None) -> list[Path]:
+        """Write the labels layer and its class table; [] when cancelled or refused."""
+        layer = self.labels_layer if self.labels_layer in self.viewer.layers else None
+        if layer is None:
+            self.status_label.setText("Nothing to export yet: pre-segment (or restore a session) first.")
+            return []
+        if path is None:
+            path = choose_export_path(self, self._export_suggestion())
+            if path is None:
+                return []
+        targets = export_targets(path)
+        existing = [target for target in targets if target.exists()]
+        if existing and not confirm_overwrite(self, existing[0]):
+            self.status_label.setText(f"Not exported: {existing[0].name} exists and was kept.")
+            return []
+        colours = self.checkpoint.class_colors if self.checkpoint else []
+        try:
+            written = export_labels(layer, path, self.class_names, colours, overwrite=bool(existing))
+        except CGSError as error:
+            self.status_label.setText(f"Export failed: {error}")
+            return []
+        self.status_label.setText(f"Exported {written[0]} and its class table {written[1].name}.")
+        self.autosave.save_now()
+        self.exported.emit(written)
+        return written
+
+    def _export_suggestion(self) -> Path:
+        """Beside the source image, in its own file format (NIfTI for DICOM folders and unsaved images)."""
+        source = (self.image_layer.metadata or {}).get(SOURCE_KEY) if self.image_layer is not None else None
+        extension = (extension_of(source) if source else None) or ".nii.gz"
+        name = f"{self.labels_layer.name.replace(' ', '_')}{extension}"
+        folder = Path(source).parent if source and Path(source).parent.is_dir() else Path.home()
+        return folder / name
+
+    # ================================================================= session
+    def _session_snapshot(self) -> dict[str, Any] | None:
+        state, image = self.review.state, self.review.image_layer
+        # A labels layer the user just closed is still saved: its data is what they last saw.
+        if state is None or self.labels_layer is None:
+            return None
+        return {
+            "labels": np.asarray(self.labels_layer.data),
+            "review_state": state,
+            "image_fingerprint": self._fingerprint,
+            "geometry": layer_geometry(image),
+            "class_names": self.class_names,
+            "component_map": self.review.component_map,
+        }
+
+    def _offer_session(self, image_layer: Any) -> None:
+        session = find_session(image_layer)
+        if session is None:
+            return
+        self.restore_button.setEnabled(True)
+        if find_labels_layer(self.viewer, image_layer) is None:
+            self.restore_session()
+        else:
+            self._show_session(
+                f"A saved session from {session.saved} exists for this image: "
+                "click Restore session to load it.",
+                str(session.path),
+            )
+
+    def restore_session(self) -> str | None:
+        """Load this image's saved labels and queue; returns the session path, None if there is none."""
+        image_layer = self.image_layer
+        session = None if image_layer is None else find_session(image_layer)
+        if session is None:
+            self._show_session("No saved session for this image.")
+            return None
+        self.class_names = list(session.class_names)
+        with muted_edit_tracking(self._edit_flags):
+            labels = self._adopt_labels_layer(image_layer, create=True)
+            write_labels_undoable(labels, session.labels)
+        disagreement = disagreement_layer_name(image_layer)
+        profile = (
+            slice_profile(self.viewer.layers[disagreement].data)
+            if disagreement in self.viewer.layers
+            else None
+        )
+        self.review.start(image_layer, session.review_state, session.component_map, profile, self.class_names)
+        self._show_session(
+            f"Restored the session saved {session.saved} ({session.path.name}).", str(session.path)
+        )
+        self.autosave.path = session.path
+        self.session_restored.emit(str(session.path))
+        return str(session.path)
+
+    def _show_saved(self, path: str) -> None:
+        self._show_session(f"Session autosaved at {time.strftime('%H:%M:%S')} (hover for the file).", path)
+
+    def _show_session(self, text: str, detail: str = "") -> None:
+        """Short text in the panel (paths do not wrap), the full path in its tooltip."""
+        self.session_label.setText(text)
+        self.session_label.setToolTip(detail or "Where the review session of this image is saved.")
+
+    # ================================================================= teardown
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self.cancel()
+        self.autosave.save_if_changed()
+        self.autosave.stop()
+        self.review.disconnect_viewer()
+        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            emitter.disconnect(self._refresh_images)
+        if self.labels_layer is not None:
+            self.labels_layer.events.paint.disconnect(self._on_paint)
+        super().closeEvent(event)

@@ -1,0 +1,331 @@
+"""Turn an engine Prediction into napari layers on the image's grid (no Qt here).
+
+Layer stack, bottom to top: the CT, the specialist maps (hidden), the disagreement map, the
+labels, the review focus outline. Maps blend additively from black, so where a map is 0 the
+CT shows through untouched.
+
+Writing labels goes through ``Labels.data_setitem`` in ONE call: napari records each call as
+one undo history item, so Ctrl+Z removes a whole prediction at once. Our own writes also emit
+``layer.events.paint``; callers mute their edit tracking with :func:`muted_edit_tracking`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cgs_engine.io.formats import extension_of
+from cgs_engine.volume import Volume
+
+from ._layers import KIND_KEY, SOURCE_KEY, labels_kwargs_like, layer_geometry, volume_to_layer_data
+
+TRANSFORM_KEYS = ("scale", "translate", "rotate", "shear", "affine", "units")
+LABELS_OPACITY = 0.55
+DISAGREEMENT_COLORMAP = "inferno"
+DISAGREEMENT_OPACITY = 0.5
+# Disagreement below 0.2 maps to black, which additive blending leaves out: the CT stays readable
+# wherever the heads (nearly) agree, and the review threshold (0.5) sits mid-scale.
+DISAGREEMENT_RANGE = (0.2 * 255.0, 255.0)
+SPECIALIST_OPACITY = 0.8
+MAP_RANGE = (0.0, 255.0)  # uint8 maps: 255 = probability 1, shown on that absolute scale
+# Bright magenta: none of the OpenKBP organ colours (the Mandible is cyan) and brighter than any
+# purple in inferno, so the outline stands out over labels, maps and bone alike.
+FOCUS_COLOR = "#ff3cff"
+FEATURE_CLASS = "class"
+SEPARATOR = " · "
+
+
+def labels_layer_name(image_layer: Any) -> str:
+    return f"{image_layer.name} labels"
+
+
+def specialist_layer_name(image_layer: Any, class_name: str) -> str:
+    return f"{image_layer.name}{SEPARATOR}specialist{SEPARATOR}{class_name}"
+
+
+def disagreement_layer_name(image_layer: Any) -> str:
+    return f"{image_layer.name}{SEPARATOR}disagreement"
+
+
+def focus_layer_name(image_layer: Any) -> str:
+    return f"{image_layer.name}{SEPARATOR}review focus"
+
+
+# ------------------------------------------------------------------------------ colours
+def class_rgba(class_colors: Sequence[Sequence[int]], count: int) -> list[np.ndarray]:
+    """RGBA floats per class id; ids without a checkpoint colour get napari's label palette."""
+    from napari.utils.colormaps import label_colormap
+
+    fallback = label_colormap(max(count, 2))
+    colours = []
+    for class_id in range(count):
+        if class_id < len(class_colors) and len(class_colors[class_id]) >= 3:
+            rgb = np.asarray(class_colors[class_id][:3], dtype=float) / 255.0
+            colours.append(np.append(rgb, 1.0))
+        else:
+            colours.append(np.asarray(fallback.map(np.array([class_id]))[0], dtype=float))
+    return colours
+
+
+def labels_colormap(class_colors: Sequence[Sequence[int]], count: int):
+    """A fixed class-id -> colour mapping; background and unknown ids are transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colours: dict[int | None, Any] = {None: np.zeros(4), 0: np.zeros(4)}
+    for class_id, rgba in enumerate(class_rgba(class_colors, count)):
+        if class_id:
+            colours[class_id] = rgba
+    return DirectLabelColormap(color_dict=colours)
+
+
+def class_features(class_names: Sequence[str]) -> dict[str, list]:
+    """Features table: napari shows the ``class`` of the label under the cursor in the status bar."""
+    return {"index": list(range(len(class_names))), FEATURE_CLASS: list(class_names)}
+
+
+def map_colormap(class_name: str, rgba: np.ndarray):
+    """Black -> class colour, so additive blending adds only the class colour where P(class) > 0."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(
+        colors=np.array([[0.0, 0.0, 0.0, 1.0], [*rgba[:3], 1.0]]),
+        name=f"cgs-specialist-{class_name}",
+        display_name=f"specialist {class_name}",
+    )
+
+
+# ------------------------------------------------------------------------------ labels layer
+def style_labels_layer(layer: Any, class_names: Sequence[str], class_colors: Sequence[Sequence[int]]) -> None:
+    layer.colormap = labels_colormap(class_colors, len(class_names))
+    layer.features = class_features(class_names)
+    layer.metadata["cgs_class_names"] = list(class_names)
+
+
+def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
+    """The panel's labels layer for ``image_layer``, if it is still there and on the same grid."""
+    from napari.layers import Labels
+
+    name = labels_layer_name(image_layer)
+    for layer in viewer.layers:
+        if isinstance(layer, Labels) and layer.name == name and layer.data.shape == image_layer.data.shape:
+            return layer
+    return None
+
+
+def ensure_labels_layer(
+    viewer: Any, image_layer: Any, class_names: Sequence[str], class_colors: Sequence[Sequence[int]]
+) -> Any:
+    """Reuse the image's labels layer or add an empty uint8 one with the image's transforms."""
+    layer = find_labels_layer(viewer, image_layer)
+    if layer is None:
+        kwargs = labels_kwargs_like(image_layer, name=labels_layer_name(image_layer))
+        data = np.zeros(image_layer.data.shape, dtype=np.uint8)
+        layer = viewer.add_labels(data, opacity=LABELS_OPACITY, **kwargs)
+    style_labels_layer(layer, class_names, class_colors)
+    return layer
+
+
+def write_labels_undoable(layer: Any, new_labels: np.ndarray, keep: np.ndarray | None = None) -> int:
+    """Write ``new_labels`` (except where ``keep`` is True) as ONE undo step; return voxels changed."""
+    current = np.asarray(layer.data)
+    target = np.asarray(new_labels, dtype=current.dtype)
+    if keep is not None:
+        target = np.where(keep, current, target)
+    changed = np.nonzero(current != target)
+    if changed[0].size:
+        layer.data_setitem(changed, target[changed])
+    return int(changed[0].size)
+
+
+def untracked_touched(layer: Any) -> np.ndarray | None:
+    """For a labels layer whose edits we never tracked: every labelled voxel counts as the user's."""
+    labelled = np.asarray(layer.data) != 0
+    return labelled if labelled.any() else None
+
+
+@contextlib.contextmanager
+def muted_edit_tracking(flags: dict[str, bool]) -> Iterator[None]:
+    """Mark the panel's own writes so that the paint-event handler does not count them as edits."""
+    flags["writing"] = True
+    try:
+        yield
+    finally:
+        flags["writing"] = False
+
+
+def painted_parts(history_item: Sequence[Any]) -> Iterator[tuple[tuple, np.ndarray | None]]:
+    """``(where, values)`` pairs for ``ReviewState.mark_edited`` from one napari paint history item.
+
+    An item holds atoms: ``_MaskedPaintAtom`` (slice_key = bounding box, mask = changed voxels in
+    it, None = the whole box) from brush/fill/polygon, or ``(indices, old, new)`` tuples from
+    ``data_setitem``.
+    """
+    for atom in history_item:
+        slice_key = getattr(atom, "slice_key", None)
+        if slice_key is not None:
+            yield tuple(slice_key), atom.mask
+        else:
+            yield tuple(atom[0]), None
+
+
+# ------------------------------------------------------------------------------ map layers
+def _on_image_grid(volume: Volume, image_layer: Any, name: str) -> tuple[np.ndarray, dict[str, Any], str]:
+    """volume_to_layer_data, with the image layer's own transforms so both overlay exactly."""
+    data, kwargs, layer_type = volume_to_layer_data(volume, name=name)
+    like = labels_kwargs_like(image_layer, name=name)
+    kwargs.update({key: like[key] for key in TRANSFORM_KEYS if key in like})
+    return data, kwargs, layer_type
+
+
+def map_layer_data(
+    image_layer: Any,
+    specialist_maps: dict[str, Volume],
+    disagreement: Volume | None,
+    class_names: Sequence[str],
+    class_colors: Sequence[Sequence[int]],
+) -> list[tuple[np.ndarray, dict[str, Any], str]]:
+    """Layer data tuples: one hidden map per specialist, then the disagreement map (shown)."""
+    colours = class_rgba(class_colors, len(class_names))
+    layers = []
+    for class_name, volume in specialist_maps.items():
+        class_id = list(class_names).index(class_name)
+        data, kwargs, layer_type = _on_image_grid(
+            volume, image_layer, specialist_layer_name(image_layer, class_name)
+        )
+        kwargs.update(
+            colormap=map_colormap(class_name, colours[class_id]),
+            contrast_limits=MAP_RANGE,
+            blending="additive",
+            opacity=SPECIALIST_OPACITY,
+            visible=False,
+        )
+        kwargs["metadata"][KIND_KEY] = "specialist"
+        layers.append((data, kwargs, layer_type))
+    if disagreement is not None:
+        data, kwargs, layer_type = _on_image_grid(
+            disagreement, image_layer, disagreement_layer_name(image_layer)
+        )
+        kwargs.update(
+            colormap=DISAGREEMENT_COLORMAP,
+            contrast_limits=DISAGREEMENT_RANGE,
+            blending="additive",
+            opacity=DISAGREEMENT_OPACITY,
+        )
+        kwargs["metadata"][KIND_KEY] = "disagreement"
+        layers.append((data, kwargs, layer_type))
+    return layers
+
+
+def show_map_layers(viewer: Any, layer_data: list[tuple[np.ndarray, dict[str, Any], str]]) -> list[Any]:
+    """Add (or refresh in place) the map layers, keeping each one's visibility as the user left it."""
+    shown = []
+    for data, kwargs, _ in layer_data:
+        name = kwargs["name"]
+        if name in viewer.layers and viewer.layers[name].data.shape == data.shape:
+            layer = viewer.layers[name]
+            layer.data = data
+        else:
+            if name in viewer.layers:
+                viewer.layers.remove(name)
+            layer = viewer.add_image(data, **kwargs)
+        shown.append(layer)
+    return shown
+
+
+def stack_in_reading_order(
+    viewer: Any, image_layer: Any, map_layers: list[Any], top_layers: list[Any]
+) -> None:
+    """Maps right above the image, then labels and the focus outline on top of everything."""
+    layers = viewer.layers
+    for layer in map_layers:
+        layers.move(layers.index(layer), layers.index(image_layer) + 1 + map_layers.index(layer))
+    for layer in top_layers:
+        if layer is not None and layer in layers:
+            layers.move(layers.index(layer), len(layers))
+
+
+# ------------------------------------------------------------------------------ review focus
+def focus_rectangles(bbox: Sequence[slice]) -> list[np.ndarray]:
+    """One rectangle per slice of a region's (z, y, x) bounding box, in data (index) coordinates."""
+    z_range, y_range, x_range = bbox
+    y0, y1 = y_range.start - 0.5, y_range.stop - 0.5  # voxel edges, so the outline encloses the voxels
+    x0, x1 = x_range.start - 0.5, x_range.stop - 0.5
+    return [
+        np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], dtype=float)
+        for z in range(z_range.start, z_range.stop)
+    ]
+
+
+def show_focus(viewer: Any, image_layer: Any, bbox: Sequence[slice] | None) -> Any:
+    """Outline ``bbox`` in a Shapes layer on the image's grid; ``None`` clears the outline."""
+    name = focus_layer_name(image_layer)
+    rectangles = [] if bbox is None else focus_rectangles(bbox)
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        layer.data = []
+        if rectangles:
+            layer.add_rectangles(rectangles, edge_color=FOCUS_COLOR, face_color="transparent", edge_width=1)
+        return layer
+    kwargs = labels_kwargs_like(image_layer, name=name)
+    kwargs.pop("metadata")
+    layer = viewer.add_shapes(
+        rectangles or None,
+        ndim=3,
+        shape_type="rectangle",
+        edge_color=FOCUS_COLOR,
+        face_color="transparent",
+        edge_width=1,
+        metadata={KIND_KEY: "focus"},
+        **kwargs,
+    )
+    layer.editable = False
+    return layer
+
+
+def image_volume(image_layer: Any) -> Volume:
+    """The Volume the engine sees: the layer's 3D array on its geometry."""
+    array = np.asarray(image_layer.data)
+    if array.ndim != 3:
+        raise ValueError(f"{image_layer.name}: pre-segmentation needs a 3D image, this one is {array.ndim}D")
+    source = (image_layer.metadata or {}).get(SOURCE_KEY)
+    return Volume(array=array, geometry=layer_geometry(image_layer), kind="image", source=source)
+
+
+# ------------------------------------------------------------------------------ export
+def class_table_path(labels_path: str | Path) -> Path:
+    """``<name>_classes.json`` beside the labels file, as ``cgs predict`` names its class table."""
+    path = Path(labels_path)
+    extension = extension_of(path) or path.suffix
+    stem = path.name[: -len(extension)] if extension else path.name
+    return path.with_name(f"{stem}_classes.json")
+
+
+def export_targets(labels_path: str | Path) -> list[Path]:
+    return [Path(labels_path), class_table_path(labels_path)]
+
+
+def export_labels(
+    labels_layer: Any,
+    path: str | Path,
+    class_names: Sequence[str],
+    class_colors: Sequence[Sequence[int]],
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write the labels on the source image's exact geometry plus a class table; return both paths."""
+    from cgs_engine.io import write_volume
+
+    volume = Volume(array=np.asarray(labels_layer.data), geometry=layer_geometry(labels_layer), kind="labels")
+    written = write_volume(volume, path, overwrite=overwrite)
+    colours = class_rgba(class_colors, len(class_names))
+    table = [
+        {"id": class_id, "name": name, "color": [round(float(c) * 255) for c in colours[class_id][:3]]}
+        for class_id, name in enumerate(class_names)
+    ]
+    sidecar = class_table_path(written)
+    sidecar.write_text(json.dumps({"classes": table, "labels": written.name}, indent=2))
+    return [written, sidecar]

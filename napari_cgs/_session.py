@@ -1,0 +1,109 @@
+"""Autosave and restore of review sessions (labels, review mask, queue position).
+
+Where: next to the image file (``cgs_engine.review.session_path_for``) when the image came
+from a writable folder; otherwise (no file, a read-only folder, or a sample bundled inside the
+plugin) under ``~/.napari-cgs/sessions/<fingerprint>.cgs-session.h5``.
+
+When: at every accept/skip and export, and every :data:`AUTOSAVE_MS` while something changed.
+
+Restore: the panel restores automatically when an image with a matching session (same
+fingerprint: same voxels and geometry) is selected and it has no labels layer yet, so nothing
+the user sees is overwritten; otherwise the "Restore session" button does it on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from cgs_engine.review import (
+    Session,
+    SessionError,
+    image_fingerprint,
+    load_session,
+    save_session,
+    session_path_for,
+)
+
+from ._layers import SOURCE_KEY, layer_geometry
+
+AUTOSAVE_MS = 60_000
+SESSION_HOME = Path.home() / ".napari-cgs" / "sessions"
+PLUGIN_FOLDER = Path(__file__).resolve().parent
+
+
+def fingerprint_of(image_layer: Any) -> str:
+    return image_fingerprint(image_layer.data, layer_geometry(image_layer))
+
+
+def session_file_for(image_layer: Any, fingerprint: str) -> Path:
+    """Beside the image's source file when that folder is ours to write, else in the home folder."""
+    source = (image_layer.metadata or {}).get(SOURCE_KEY)
+    if source:
+        path = Path(source).resolve()
+        folder = path.parent
+        if path.exists() and PLUGIN_FOLDER not in path.parents and os.access(folder, os.W_OK):
+            return session_path_for(path)
+    return SESSION_HOME / f"{fingerprint}.cgs-session.h5"
+
+
+def find_session(image_layer: Any) -> Session | None:
+    """The saved session of this exact image, or None (missing, corrupt or for other voxels)."""
+    fingerprint = fingerprint_of(image_layer)
+    path = session_file_for(image_layer, fingerprint)
+    if not path.is_file():
+        return None
+    try:
+        return load_session(path, expected_fingerprint=fingerprint)
+    except SessionError:
+        return None
+
+
+class SessionAutosave(QObject):
+    """Saves the session of the image under review when asked, and on a timer when it changed."""
+
+    saved = Signal(str)  # path written
+    failed = Signal(str)  # one-line reason
+
+    def __init__(self, snapshot, parent: QObject | None = None, interval_ms: int = AUTOSAVE_MS) -> None:
+        """``snapshot()`` returns the save_session keyword arguments (without path), or None."""
+        super().__init__(parent)
+        self.snapshot = snapshot
+        self.dirty = False
+        self.path: Path | None = None
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.save_if_changed)
+        self.timer.start()
+
+    def follow(self, image_layer: Any) -> str:
+        """Save to this image's session file from now on; returns the image fingerprint."""
+        fingerprint = fingerprint_of(image_layer)
+        self.path = session_file_for(image_layer, fingerprint)
+        return fingerprint
+
+    def mark_changed(self) -> None:
+        self.dirty = True
+
+    def save_if_changed(self) -> Path | None:
+        return self.save_now() if self.dirty else None
+
+    def save_now(self) -> Path | None:
+        contents = self.snapshot()
+        if contents is None or self.path is None:
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            written = save_session(self.path, **contents)
+        except (SessionError, OSError) as error:
+            self.failed.emit(str(error))
+            return None
+        self.dirty = False
+        self.saved.emit(str(written))
+        return written
+
+    def stop(self) -> None:
+        self.timer.stop()

@@ -1,0 +1,135 @@
+"""Pre-segmentation in a napari thread worker: progress in the activity dock, a cancel that really stops.
+
+The engine reports progress through a callback on the worker thread; ``ensure_main_thread``
+hands each report to the Qt main thread, where the napari progress bar lives. Cancel sets an
+event that the engine's cancel callback reads between slice batches (the engine then raises
+``Cancelled``); napari's own task-status "cancel" (``worker.quit``) is honoured as well.
+A cancelled run *returns* ``None`` instead of raising, so napari shows no error for it, and
+``on_done(None)`` is called exactly once (superqt emits no ``returned`` after ``quit()``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cgs_engine.infer.predictor import Cancelled, Prediction, Predictor
+from cgs_engine.volume import Volume
+
+
+@dataclass
+class PredictionResult:
+    """What the worker hands back: the prediction and the review queue found in it."""
+
+    prediction: Prediction
+    regions: list[Any]
+    component_map: np.ndarray | None
+    profile: np.ndarray | None
+
+
+def analyse_prediction(prediction: Prediction) -> tuple[list[Any], np.ndarray | None, np.ndarray | None]:
+    """Uncertain regions, their component map and the per-slice profile (empty without maps)."""
+    from cgs_engine.review import find_regions_with_map, slice_profile
+
+    if prediction.disagreement is None:
+        return [], None, None
+    names = prediction.class_names
+    by_class_id = {names.index(name): volume.array for name, volume in prediction.specialist_maps.items()}
+    regions, component_map = find_regions_with_map(
+        prediction.disagreement.array,
+        labels=prediction.labels.array,
+        specialist_maps=by_class_id,
+        confidence=None if prediction.confidence is None else prediction.confidence.array,
+        spacing_zyx=tuple(prediction.labels.geometry.spacing[::-1]),
+    )
+    return regions, component_map, slice_profile(prediction.disagreement.array)
+
+
+def run_prediction(
+    get_predictor: Callable[[], Predictor],
+    volume: Volume,
+    report: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> PredictionResult | None:
+    """Predict and analyse ``volume``; ``None`` when cancelled. Runs on the worker thread."""
+    try:
+        predictor = get_predictor()
+        if cancel is not None and cancel():
+            return None
+        prediction = predictor.predict(volume, maps=True, progress=report, cancel=cancel)
+    except Cancelled:
+        return None
+    regions, component_map, profile = analyse_prediction(prediction)
+    return PredictionResult(prediction, regions, component_map, profile)
+
+
+class PredictionJob:
+    """One running pre-segmentation: the napari worker, its progress bar and its cancel switch."""
+
+    def __init__(
+        self,
+        get_predictor: Callable[[], Predictor],
+        volume: Volume,
+        description: str,
+        on_done: Callable[[PredictionResult | None], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+        from superqt.utils import ensure_main_thread
+
+        self.cancel_requested = threading.Event()
+        self.finished = False
+        self.progress_bar = progress(total=volume.shape[0], desc=description)
+
+        @ensure_main_thread
+        def show_progress(done: int, total: int) -> None:
+            if self.finished:  # a late report queued behind the end of the run
+                return
+            if self.progress_bar.total != total:
+                self.progress_bar.total = total
+            self.progress_bar.update(done - self.progress_bar.n)
+
+        self.worker = create_worker(
+            run_prediction,
+            get_predictor,
+            volume,
+            report=show_progress,
+            cancel=self.should_stop,
+            _start_thread=False,
+        )
+        self.on_done, self.on_error = on_done, on_error
+        self._answered = False
+        self.worker.returned.connect(self._returned)
+        self.worker.errored.connect(self._errored)
+        self.worker.finished.connect(self._finished)
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested.is_set() or self.worker.abort_requested
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def cancel(self) -> None:
+        self.cancel_requested.set()
+        self.worker.quit()
+
+    def _returned(self, result: PredictionResult | None) -> None:
+        self._answered = True
+        self.on_done(result)
+
+    def _errored(self, error: Exception) -> None:
+        self._answered = True
+        self.on_error(error)
+
+    def _finished(self) -> None:
+        # A worker that was asked to quit does not emit `returned`: report the cancel here.
+        self.progress_bar.close()
+        self.finished = True
+        if not self._answered:
+            self._answered = True
+            self.on_done(None)

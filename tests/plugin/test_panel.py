@@ -1,0 +1,162 @@
+"""The CGS panel: model choice, pre-segmentation of the bundled CT, layers, undo, re-run, cancel."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import panel_fixtures as fx
+import pytest
+from qtpy.QtWidgets import QAbstractButton, QComboBox
+
+from cgs_engine.infer.predictor import Predictor
+from napari_cgs._panel import NO_MODEL_HINT, CGSPanel
+from napari_cgs._prediction_layers import (
+    disagreement_layer_name,
+    labels_layer_name,
+    specialist_layer_name,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
+
+# Fixtures shared with the other panel test modules (pytest finds them as module globals).
+tiny_checkpoint = fx.tiny_checkpoint
+viewer_and_panel = fx.viewer_and_panel
+sample_slab_path = fx.sample_slab_path
+home_sessions = fx.home_sessions
+
+
+def test_panel_is_a_registered_widget_with_tooltips_everywhere(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, panel = viewer.window.add_plugin_dock_widget("napari-cgs", "CGS")
+    assert isinstance(panel, CGSPanel)
+    controls = panel.findChildren(QAbstractButton) + panel.findChildren(QComboBox)
+    assert len(controls) >= 9
+    untipped = [c.text() if hasattr(c, "text") else type(c).__name__ for c in controls if not c.toolTip()]
+    assert not untipped, f"controls without a tooltip: {untipped}"
+    # No bundled model yet: the selector is empty and says what to do.
+    assert panel.checkpoint is None and panel.model_info.text() == NO_MODEL_HINT
+    assert not panel.run_button.isEnabled()
+    panel.autosave.stop()
+
+
+def test_model_details_and_runtime(viewer_and_panel):
+    _, panel = viewer_and_panel
+    info = panel.model_info.text()
+    assert "7 organs" in info and "Brainstem" in info and "Mandible" in info
+    assert "method cgs" in info and "Trained 20" in info
+    assert panel.runtime_label.text().startswith("Runs on: cpu (")
+    assert panel.run_button.isEnabled()
+
+
+def test_presegment_sample_layers_colours_names_and_one_step_undo(qtbot, viewer_and_panel, home_sessions):
+    viewer, panel = viewer_and_panel
+    (image,) = viewer.open_sample(*fx.SAMPLE_KEY)
+    result = fx.presegment(qtbot, panel, image)
+    assert result is not None
+
+    labels = viewer.layers[labels_layer_name(image)]
+    np.testing.assert_array_equal(labels.data, result.prediction.labels.array)
+    names = result.prediction.class_names
+    derived = [labels, viewer.layers[disagreement_layer_name(image)]]
+    derived += [viewer.layers[specialist_layer_name(image, name)] for name in names[1:]]
+    for layer in derived:
+        assert layer.data.shape == image.data.shape
+        fx.assert_same_transforms(layer, image)
+
+    # Fixed class colours from the checkpoint, class names in the features table (status bar).
+    colours = panel.checkpoint.class_colors
+    for class_id in range(1, len(names)):
+        expected = np.array(colours[class_id]) / 255
+        np.testing.assert_allclose(labels.colormap.map(class_id)[:3], expected, atol=1e-6)
+    assert labels.colormap.map(0)[3] == 0
+    assert list(labels.features["class"]) == names
+    voxel = (64, 64, 64)
+    status = labels.get_status(image.data_to_world(voxel), world=True)
+    assert f"class: {names[labels.data[voxel]]}" in str(status)
+
+    # Maps: specialists hidden, additive; disagreement shown with a perceptual map; labels on top.
+    specialist = viewer.layers[specialist_layer_name(image, "Mandible")]
+    assert not specialist.visible and specialist.blending == "additive"
+    disagreement = viewer.layers[disagreement_layer_name(image)]
+    assert disagreement.visible and disagreement.colormap.name == "inferno"
+    order = [layer.name for layer in viewer.layers]
+    assert order.index(image.name) < order.index(disagreement.name) < order.index(labels.name)
+
+    # Ctrl+Z: one undo step takes the whole prediction away.
+    labels.undo()
+    assert not labels.data.any()
+    labels.redo()
+    np.testing.assert_array_equal(labels.data, result.prediction.labels.array)
+
+
+def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, sample_slab_path):
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    first = fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    painted = (5, 40, 60)
+    new_label = 7 if first.prediction.labels.array[painted] != 7 else 6
+    labels.selected_label = new_label
+    labels.brush_size = 1
+    labels.paint(painted, new_label)  # the user's brush: a paint event with a history item
+    assert labels.data[painted] == new_label
+    assert panel.review.state.review_mask[painted] == 1
+
+    second = fx.presegment(qtbot, panel, image)
+    assert labels.data[painted] == new_label  # the user's voxel survived
+    untouched = panel.review.state.review_mask == 0
+    np.testing.assert_array_equal(labels.data[untouched], second.prediction.labels.array[untouched])
+
+    panel.replace_button.setChecked(True)
+    third = fx.presegment(qtbot, panel, image)
+    np.testing.assert_array_equal(labels.data, third.prediction.labels.array)
+
+
+class SlowPredictor(Predictor):
+    """The real predictor, one slice per batch and a pause after each, so a test can cancel mid-run."""
+
+    def predict(self, volume, maps=True, progress=None, cancel=None):
+        def slow_progress(done, total):
+            self.batches_done = done
+            time.sleep(0.1)
+            if progress is not None:
+                progress(done, total)
+
+        return super().predict(volume, maps=maps, progress=slow_progress, cancel=cancel)
+
+
+def test_cancel_really_stops_a_running_presegmentation(qtbot, viewer_and_panel, tiny_checkpoint):
+    viewer, panel = viewer_and_panel
+    (image,) = viewer.open_sample(*fx.SAMPLE_KEY)
+    slow = SlowPredictor(tiny_checkpoint, device="cpu", batch_size=1)
+    slow.batches_done = 0
+    panel.set_predictor(slow)
+    panel.select_image(image)
+    with qtbot.waitSignal(panel.prediction_finished, timeout=60_000) as blocker:
+        job = panel.presegment()
+        qtbot.waitUntil(lambda: slow.batches_done >= 2, timeout=30_000)
+        # Progress reaches napari's activity dock through a napari progress bar, one step per slice.
+        qtbot.waitUntil(lambda: job.progress_bar.n >= 2, timeout=10_000)
+        assert job.progress_bar.total == image.data.shape[0]
+        assert panel.cancel_button.isEnabled()
+        panel.cancel()
+    fx.wait_until_finished(panel)
+    assert blocker.args == [None]  # the Cancelled path: no result
+    assert job.finished and slow.batches_done < image.data.shape[0]
+    assert labels_layer_name(image) not in viewer.layers  # nothing written
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert "Cancelled" in panel.status_label.text()
+
+
+def test_closing_the_panel_unbinds_its_keys(viewer_and_panel):
+    from napari.utils.key_bindings import coerce_keybinding
+
+    from napari_cgs._review import KEY_NEXT
+
+    viewer, panel = viewer_and_panel
+    bound = lambda: str(coerce_keybinding(KEY_NEXT)) in {str(key) for key in viewer.keymap}  # noqa: E731
+    assert bound()
+    panel.close()
+    assert not bound()
+    assert not panel.autosave.timer.isActive()

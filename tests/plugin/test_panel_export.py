@@ -1,0 +1,123 @@
+"""Export with the source geometry (also oblique), overwrite confirmation, session autosave and restore."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import panel_fixtures as fx
+import pytest
+import SimpleITK as sitk
+
+from cgs_engine.review import load_session, session_path_for
+from napari_cgs import _panel, _session
+from napari_cgs._prediction_layers import labels_layer_name
+
+pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
+
+tiny_checkpoint = fx.tiny_checkpoint
+viewer_and_panel = fx.viewer_and_panel
+sample_slab_path = fx.sample_slab_path
+home_sessions = fx.home_sessions
+
+
+def assert_exported(path, labels_layer, source_path, synth, class_names):
+    written, source = sitk.ReadImage(str(path)), sitk.ReadImage(str(source_path))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), labels_layer.data)
+    synth.assert_same_geometry(written, source)
+    table = json.loads((path.parent / path.name.replace(".nii.gz", "_classes.json")).read_text())["classes"]
+    assert [row["id"] for row in table] == list(range(len(class_names)))
+    assert [row["name"] for row in table] == class_names
+    assert all(len(row["color"]) == 3 for row in table)
+
+
+def test_export_round_trip_keeps_layer_data_and_source_geometry(
+    qtbot, viewer_and_panel, sample_slab_path, synth
+):
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    result = fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    labels.paint((3, 30, 30), 5)  # an edit must be exported too
+    target = sample_slab_path.parent / "export" / "slab_labels.nii.gz"
+    target.parent.mkdir()
+    with qtbot.waitSignal(panel.exported):
+        written = panel.export(target)
+    assert written == [target, target.parent / "slab_labels_classes.json"]
+    assert_exported(target, labels, sample_slab_path, synth, result.prediction.class_names)
+
+
+def test_export_of_an_oblique_image_keeps_its_direction(qtbot, viewer_and_panel, tmp_path, synth):
+    viewer, panel = viewer_and_panel
+    array = synth.ct_like_array(seed=3, shape=(6, 40, 48))
+    source = tmp_path / "oblique.nii.gz"
+    sitk.WriteImage(synth.sitk_image(array, "oblique"), str(source))
+    image = fx.open_image(viewer, source)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    fx.assert_same_transforms(labels, image)
+    target = tmp_path / "oblique_labels.nii.gz"
+    panel.export(target)
+    assert_exported(target, labels, source, synth, panel.class_names)
+
+
+def test_export_never_overwrites_without_confirmation(qtbot, viewer_and_panel, sample_slab_path, monkeypatch):
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    target = sample_slab_path.parent / "labels.nii.gz"
+    target.write_bytes(b"precious")
+    asked = []
+    monkeypatch.setattr(_panel, "confirm_overwrite", lambda parent, path: asked.append(path) or False)
+    assert panel.export(target) == []
+    assert asked == [target] and target.read_bytes() == b"precious"
+    assert not (sample_slab_path.parent / "labels_classes.json").exists()
+
+    monkeypatch.setattr(_panel, "confirm_overwrite", lambda parent, path: True)
+    assert panel.export(target)[0] == target
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(target))).shape == image.data.shape
+
+
+def test_session_is_autosaved_beside_the_image_and_restored_when_it_is_opened_again(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    result = fx.presegment(qtbot, panel, image)
+    session_file = session_path_for(sample_slab_path)
+    panel.queue.accept_button.click()  # accept autosaves at once
+    saved = load_session(session_file)
+    assert saved.review_state.status[result.regions[0].id] == "accepted"
+    assert saved.review_state.position == panel.review.state.position
+
+    # Edits are saved by the timer, and only when something changed.
+    labels = viewer.layers[labels_layer_name(image)]
+    labels.paint((2, 20, 20), 6)
+    assert panel.autosave.dirty
+    panel.autosave.timer.setInterval(20)
+    qtbot.waitUntil(lambda: not panel.autosave.dirty, timeout=5_000)
+    assert panel.autosave.save_if_changed() is None
+    expected_labels = np.array(labels.data)
+    expected_mask = panel.review.state.review_mask.copy()
+    expected_position = panel.review.state.position
+
+    viewer.layers.clear()
+    assert panel.review.state is None
+    reopened = fx.open_image(viewer, sample_slab_path)
+    assert panel.image_layer is reopened
+    restored = viewer.layers[labels_layer_name(reopened)]
+    np.testing.assert_array_equal(restored.data, expected_labels)
+    np.testing.assert_array_equal(panel.review.state.review_mask, expected_mask)
+    assert panel.review.state.position == expected_position
+    assert panel.review.state.status[result.regions[0].id] == "accepted"
+    assert panel.queue.list.count() == len(result.regions)
+    assert "Restored" in panel.session_label.text()
+
+
+def test_images_without_a_writable_source_keep_their_session_in_the_home_folder(
+    viewer_and_panel, home_sessions
+):
+    viewer, panel = viewer_and_panel
+    (image,) = viewer.open_sample(*fx.SAMPLE_KEY)
+    path = _session.session_file_for(image, _session.fingerprint_of(image))
+    assert path.parent == home_sessions and path.name.endswith(".cgs-session.h5")
