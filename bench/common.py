@@ -64,7 +64,8 @@ def train_method(store: Path, run_dir: Path, method: str, minutes: float, settin
                 flush=True,
             )
         elif event["kind"] == "start":
-            print(f"    [{method}] {event['total']} iterations on {event['runtime']}", flush=True)
+            budget = f"{event['total']} iterations" if event["total"] else f"{minutes} min"
+            print(f"    [{method}] {budget} on {event['runtime']}", flush=True)
 
     result = train(store, run_dir, config, on_event=show)
     return {

@@ -7,6 +7,12 @@ in half precision to napari_cgs/models/default.pt with its metrics, the baseline
 this recipe in its metadata.
 
     python scripts/train_default_model.py --minutes 25 --work /tmp/cgs-default [--install]
+
+On a GPU, the two methods can train side by side with equal wall time:
+
+    python scripts/train_default_model.py --methods cgs --minutes 5 &
+    python scripts/train_default_model.py --methods supervised --minutes 5; wait
+    python scripts/train_default_model.py --methods --install
 """
 
 from __future__ import annotations
@@ -60,27 +66,33 @@ def per_class(evaluation: dict, metric: str) -> dict[str, float | None]:
     return {c["name"]: c["metrics"][metric]["mean"] for c in evaluation["json"]["classes"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=25, help="wall-time budget per method")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-default"))
-    parser.add_argument("--install", action="store_true", help="write napari_cgs/models/default.pt")
-    args = parser.parse_args()
-    data = Path(os.environ.get("CGS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "openkbp"
-    args.work.mkdir(parents=True, exist_ok=True)
-    store = args.work / "openkbp.h5"
-    if not store.exists():
-        import_openkbp(data, store)
-    runs = {}
-    for method in ("cgs", "supervised"):
-        run = train_method(store, args.work / f"run-{method}", method, args.minutes, SETTINGS)
-        run["evaluation"] = evaluate_on_val(Path(run["checkpoint"]), store, spacing_known=True)
-        runs[method] = run
-        print(
-            f"\n== {method}: {run['steps_done']} iterations in {run['wall_minutes']:.1f} min\n"
-            f"{run['evaluation']['table']}\n",
-            flush=True,
-        )
+def parse_overrides(pairs: list[str]) -> dict:
+    """KEY=VALUE settings (VALUE parsed as JSON where it can be) that replace the recipe's."""
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in SETTINGS and key not in ("device", "precision", "widths", "lambda_max", "tau"):
+            sys.exit(f"--set {pair}: unknown setting {key!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def train_and_evaluate(method: str, store: Path, work: Path, minutes: float, settings: dict) -> None:
+    run = train_method(store, work / f"run-{method}", method, minutes, settings)
+    run["evaluation"] = evaluate_on_val(Path(run["checkpoint"]), store, spacing_known=True)
+    print(
+        f"\n== {method}: {run['steps_done']} iterations in {run['wall_minutes']:.1f} min\n"
+        f"{run['evaluation']['table']}\n",
+        flush=True,
+    )
+    (work / f"result-{method}.json").write_text(json.dumps(run, indent=2))
+
+
+def summarise(work: Path, minutes: float, settings: dict) -> dict:
+    runs = {m: json.loads((work / f"result-{m}.json").read_text()) for m in ("cgs", "supervised")}
     dice = {m: per_class(r["evaluation"], "dice") for m, r in runs.items()}
     means = {m: r["evaluation"]["json"]["mean"]["dice"]["mean"] for m, r in runs.items()}
     wins = {name: dice["cgs"][name] > dice["supervised"][name] for name in SMALLEST}
@@ -90,20 +102,46 @@ def main() -> None:
     print(f"  {'mean':13s} {100 * means['cgs']:6.2f} {100 * means['supervised']:6.2f}")
     print(f"CGS wins on the mean: {means['cgs'] > means['supervised']}; on the smallest organs: {wins}")
     summary = {
-        "recipe": {"command": " ".join(sys.argv), "settings": SETTINGS, "minutes": args.minutes},
+        "recipe": {"command": " ".join(sys.argv), "settings": settings, "minutes": minutes},
         "methods": {
             m: {
                 "iterations": r["steps_done"],
                 "dice": dice[m],
                 "hd95_mm": per_class(r["evaluation"], "hd95_mm"),
                 "mean_dice": means[m],
+                "checkpoint": r["checkpoint"],
             }
             for m, r in runs.items()
         },
+        "cgs_wins": {"mean": bool(means["cgs"] > means["supervised"]), **wins},
     }
-    (args.work / "summary.json").write_text(json.dumps(summary, indent=2))
-    if args.install:
-        install(Path(runs["cgs"]["checkpoint"]), summary)
+    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=25, help="wall-time budget per method")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-default"))
+    parser.add_argument(
+        "--methods", nargs="*", default=["cgs", "supervised"], choices=["cgs", "supervised"],
+        help="train these (one process each can run side by side on a GPU); none: only summarise",
+    )
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a setting")
+    parser.add_argument("--install", action="store_true", help="write napari_cgs/models/default.pt")
+    args = parser.parse_args()
+    settings = {**SETTINGS, **parse_overrides(args.set)}
+    data = Path(os.environ.get("CGS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "openkbp"
+    args.work.mkdir(parents=True, exist_ok=True)
+    store = args.work / "openkbp.h5"
+    if not store.exists():
+        import_openkbp(data, store)
+    for method in args.methods:
+        train_and_evaluate(method, store, args.work, args.minutes, settings)
+    if all((args.work / f"result-{m}.json").exists() for m in ("cgs", "supervised")):
+        summary = summarise(args.work, args.minutes, settings)
+        if args.install:
+            install(Path(summary["methods"]["cgs"]["checkpoint"]), summary)
 
 
 def install(checkpoint_path: Path, summary: dict) -> None:

@@ -61,10 +61,17 @@ def _overrides(args) -> dict:
 def _printer(event: dict) -> None:
     kind = event["kind"]
     if kind == "start":
-        print(f"training {event['total']} iterations on {event['runtime']}", file=sys.stderr)
+        budget = f"{event['total']} iterations" if event["total"] else "a wall-time budget"
+        print(f"training {budget} on {event['runtime']}", file=sys.stderr)
+        if event.get("distributed", "single process") != "single process":
+            print(
+                f"  {event['distributed']}; batch {event['batch_meaning']}; lr {event['effective_lr']:g}",
+                file=sys.stderr,
+            )
     elif kind == "step" and (event["step"] % 50 == 0 or event["step"] == event["total"]):
+        of_total = f"/{event['total']}" if event["total"] else ""
         print(
-            f"  step {event['step']}/{event['total']}  loss {event['loss_total']:.4f}"
+            f"  step {event['step']}{of_total}  loss {event['loss_total']:.4f}"
             f"  lambda {event['lambda']:.3f}  {event['elapsed_s']:.0f}s",
             file=sys.stderr,
         )

@@ -1,6 +1,7 @@
 """Data-parallel training under torchrun (DDP): gloo on CPU, nccl on CUDA.
 
-`cgs train` needs no flag: when torchrun sets WORLD_SIZE > 1 the run joins the process group.
+`cgs train` needs no flag: under torchrun (which sets WORLD_SIZE and MASTER_ADDR) the run joins
+the process group, even with a single process, so one GPU exercises the same nccl/DDP path.
 Batch sizes are per rank (the global batch is world x batch), and the learning rate is not
 scaled unless ``lr_scaling="linear"`` (lr x world). Only rank 0 validates and writes files.
 The EMA teacher stays identical on every rank because every rank updates it from identical
@@ -22,10 +23,16 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    backend: str | None = None  # "gloo" or "nccl" inside a torchrun process group
+
+    def describe(self) -> str:
+        if self.backend is None:
+            return "single process"
+        return f"torchrun: {self.world} process(es), {self.backend} backend, this is rank {self.rank}"
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.backend is not None
 
     @property
     def is_main(self) -> bool:
@@ -34,8 +41,7 @@ class DistContext:
 
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the torchrun process group when there is one; a single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
         return DistContext()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device != "cpu" and torch.cuda.is_available()
@@ -43,7 +49,12 @@ def init_distributed(device: str = "auto") -> DistContext:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
+    return DistContext(
+        rank=dist.get_rank(),
+        world=dist.get_world_size(),
+        local_rank=local_rank,
+        backend=str(dist.get_backend()),
+    )
 
 
 def any_rank(flag: bool, context: DistContext, device: torch.device) -> bool:

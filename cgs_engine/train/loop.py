@@ -286,7 +286,17 @@ def train(
         total = None if config.minutes else (config.iterations or REFERENCE_ITERATIONS)
         if context.is_main:
             _write_json(run_dir / "config.json", _run_record(config, total, store_path, session, context))
-    emit({"kind": "start", "total": total, "runtime": session.runtime.describe(), "world": context.world})
+    emit(
+        {
+            "kind": "start",
+            "total": total,
+            "runtime": session.runtime.describe(),
+            "world": context.world,
+            "distributed": context.describe(),
+            "batch_meaning": _batch_meaning(config, context),
+            "effective_lr": _base_lr(config, context),
+        }
+    )
     try:
         return _run(session, run_dir, total, resume, emit, should_stop)
     finally:
@@ -303,10 +313,17 @@ def _run_record(config: TrainConfig, total: int, store_path: Path, session: _Ses
         "runtime": session.runtime.describe(),
         "class_names": session.class_names,
         "world_size": context.world,
-        "batch_meaning": f"per rank: global batch = {context.world} x ({config.batch_labeled} labeled + "
-        f"{config.batch_unlabeled} unlabeled)",
+        "distributed": context.describe(),
+        "batch_meaning": _batch_meaning(config, context),
         "effective_lr": _base_lr(config, context),
     }
+
+
+def _batch_meaning(config: TrainConfig, context) -> str:
+    return (
+        f"per rank: global batch = {context.world} x ({config.batch_labeled} labeled + "
+        f"{config.batch_unlabeled} unlabeled)"
+    )
 
 
 def _base_lr(config: TrainConfig, context) -> float:
