@@ -1,4 +1,4 @@
-"""The bundled OpenKBP head-and-neck CT (see samples/NOTICE.md for source, citation and licence)."""
+"""The bundled OpenKBP head-and-neck CTs (see samples/NOTICE.md for source, citation and licence)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 SAMPLES = Path(__file__).parent / "samples"
 SAMPLE_CT = SAMPLES / "openkbp_pt_222_ct.nii.gz"
 SAMPLE_LABELS = SAMPLES / "openkbp_pt_222_labels.nii.gz"
+SECOND_SAMPLE_CT = SAMPLES / "openkbp_pt_225_ct.nii.gz"
+SECOND_SAMPLE_LABELS = SAMPLES / "openkbp_pt_225_labels.nii.gz"
 SAMPLE_CLASS_NAMES = (
     "background",
     "Brainstem",
@@ -26,14 +28,32 @@ def _layer(path: Path, kind: str, name: str):
     return volume_to_layer_data(read_volume(path, kind=kind), name=name)
 
 
+def _ct(path: Path, patient: str):
+    return [_layer(path, "image", f"OpenKBP {patient} CT")]
+
+
+def _ct_with_contours(ct: Path, labels: Path, patient: str):
+    return [
+        _layer(ct, "image", f"OpenKBP {patient} CT"),
+        _layer(labels, "labels", f"OpenKBP {patient} contours"),
+    ]
+
+
 def openkbp_ct():
-    """napari sample: the CT alone, ready to pre-segment."""
-    return [_layer(SAMPLE_CT, "image", "OpenKBP pt_222 CT")]
+    """napari sample: the pt_222 CT alone, ready to pre-segment."""
+    return _ct(SAMPLE_CT, "pt_222")
 
 
 def openkbp_ct_with_contours():
-    """napari sample: the CT plus its clinical contours of 7 organs at risk."""
-    return [
-        _layer(SAMPLE_CT, "image", "OpenKBP pt_222 CT"),
-        _layer(SAMPLE_LABELS, "labels", "OpenKBP pt_222 contours"),
-    ]
+    """napari sample: the pt_222 CT plus its clinical contours of 7 organs at risk."""
+    return _ct_with_contours(SAMPLE_CT, SAMPLE_LABELS, "pt_222")
+
+
+def openkbp_second_ct():
+    """napari sample: the pt_225 CT alone, a second patient to pre-segment."""
+    return _ct(SECOND_SAMPLE_CT, "pt_225")
+
+
+def openkbp_second_ct_with_contours():
+    """napari sample: the pt_225 CT plus its clinical contours of 7 organs at risk."""
+    return _ct_with_contours(SECOND_SAMPLE_CT, SECOND_SAMPLE_LABELS, "pt_225")

@@ -1,18 +1,33 @@
-"""`make demo`: open napari with the plugin and the bundled CT, or run headless without a display.
+"""`make demo`: the whole loop on the bundled OpenKBP CT, in napari or headless.
 
-Headless, it reads the sample CT and its contours through the engine, writes them to
-``demo-output/`` and reads them back, checking that array and geometry survived the trip.
+With a display: napari opens with the sample CT and the CGS panel docked on the default model;
+the pre-segmentation runs at once, then the specialist maps (hidden, stacked above the CT), the
+disagreement map and the review queue on its first region appear (``_demo_viewer``).
+
+Without a display (or with ``--headless``): the same pipeline runs through the engine and every
+result goes to ``demo-output/`` (``_demo_pipeline``): label map, specialist maps, disagreement
+map, organ volumes, ranked review regions and a picture of the viewer (``_demo_render``).
+
+The model is ``napari_cgs/models/default.pt``; ``CGS_DEMO_MODEL`` points at another checkpoint.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 OUTPUT = Path("demo-output")
+MODEL_ENV = "CGS_DEMO_MODEL"
+EXIT_NO_MODEL = 2
+
+
+def default_model_path() -> Path:
+    """``napari_cgs/models/default.pt``, or the checkpoint named by ``CGS_DEMO_MODEL``."""
+    override = os.environ.get(MODEL_ENV)
+    return Path(override) if override else Path(__file__).parent / "models" / "default.pt"
 
 
 def has_display() -> bool:
@@ -21,41 +36,41 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def headless_round_trip(output: Path = OUTPUT) -> list[Path]:
-    from cgs_engine.io import read_volume, write_volume
-    from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS
-
-    output.mkdir(parents=True, exist_ok=True)
-    written = []
-    for source, kind in ((SAMPLE_CT, "image"), (SAMPLE_LABELS, "labels")):
-        volume = read_volume(source, kind=kind)
-        target = write_volume(volume, output / source.name, overwrite=True)
-        back = read_volume(target, kind=kind)
-        if not (np.array_equal(back.array, volume.array) and back.geometry.is_close(volume.geometry)):
-            raise SystemExit(f"demo: round trip of {source.name} changed the volume")
-        print(f"  {target}: {volume.shape} (z, y, x), {volume.geometry.describe()}: identical after the trip")
-        written.append(target)
-    return written
+def missing_model_message(model: Path) -> str:
+    return (
+        f"demo: no model at {model}: train one (scripts/train_default_model.py, or `cgs train`) "
+        f"and put it there, or set {MODEL_ENV}=path/to/checkpoint.pt"
+    )
 
 
-def open_viewer() -> None:
-    import napari
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m napari_cgs.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--headless", action="store_true", help="write the results even with a display")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"headless output folder ({OUTPUT})")
+    return parser.parse_args(list(argv))
 
-    viewer = napari.Viewer(title="napari-cgs demo")
-    viewer.open_sample("napari-cgs", "openkbp-ct-contours")
-    napari.run()
 
+def main(argv: Sequence[str] = ()) -> int:
+    args = parse_args(argv)
+    model = default_model_path()
+    if not model.is_file():
+        print(missing_model_message(model), file=sys.stderr)
+        return EXIT_NO_MODEL
+    if args.headless or not has_display():
+        from napari_cgs._demo_pipeline import DemoError, run_headless
 
-def main() -> int:
-    if not has_display():
-        print("demo: no display found (DISPLAY is unset), so the viewer cannot open.")
-        print("demo: running the headless read/write round trip of the bundled OpenKBP CT instead:")
-        headless_round_trip()
-        print(f"demo: done; files are in {OUTPUT.resolve()}")
+        if not args.headless:
+            print("demo: no display (DISPLAY is unset): running the whole loop headless instead.")
+        try:
+            run_headless(model, args.output)
+        except DemoError as error:
+            print(f"demo: {error}", file=sys.stderr)
+            return EXIT_NO_MODEL
         return 0
-    open_viewer()
-    return 0
+    from napari_cgs._demo_viewer import run_viewer_demo
+
+    return run_viewer_demo(model)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -67,7 +67,9 @@ def test_wheel_carries_manifest_and_samples(wheel_site):
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "napari-cgs = napari_cgs:napari.yaml" in archive.read(entry_points).decode()
     assert manifest == (ROOT / "napari.yaml").read_text()
-    assert "napari_cgs/samples/openkbp_pt_222_ct.nii.gz" in names
+    for patient in ("pt_222", "pt_225"):
+        for part in ("ct", "labels"):
+            assert f"napari_cgs/samples/openkbp_{patient}_{part}.nii.gz" in names
     assert "napari_cgs/samples/NOTICE.md" in names
 
 
