@@ -13,6 +13,7 @@ Public API (used by tests and ``scripts/screenshot.py``)::
     panel.export(path=None)          # labels + class table; asks before overwriting
     panel.restore_session()          # bring back the saved labels and queue of this image
     panel.review                     # ReviewController: next(), previous(), accept(), skip()
+    panel.retrain_section            # RetrainSection: project, retrain, versions (see _retrain)
 
 Signals: ``prediction_finished(object)`` (PredictionResult, or None when cancelled),
 ``prediction_failed(str)``, ``exported(list)`` (paths written), ``session_restored(str)``.
@@ -66,6 +67,7 @@ from ._prediction_layers import (
     untracked_touched,
     write_labels_undoable,
 )
+from ._retrain import RetrainSection
 from ._review import ReviewController, ReviewQueueWidget
 from ._session import SessionAutosave, find_session
 from ._workers import PredictionJob, PredictionResult
@@ -272,13 +274,14 @@ class CGSPanel(QWidget):
         save_layout.addLayout(row)
         save_layout.addWidget(self.session_label)
 
+        self.retrain_section = RetrainSection.for_panel(self)
         for combo in (self.model_choice, self.device_choice, self.image_choice):
             # Long model or image names must not widen the dock: the combo box elides them instead.
             combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.native.setMinimumContentsLength(12)
         content = QWidget()
         layout = QVBoxLayout(content)
-        for box in (model_box, run_box, review_box, save_box):
+        for box in (model_box, run_box, review_box, save_box, self.retrain_section):
             layout.addWidget(box)
         layout.addStretch(1)
         scroll = QScrollArea()
@@ -591,6 +594,7 @@ class CGSPanel(QWidget):
     # ================================================================= teardown
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         self.cancel()
+        self.retrain_section.shutdown()
         self.autosave.save_if_changed()
         self.autosave.stop()
         self.review.disconnect_viewer()

@@ -1,0 +1,221 @@
+"""Does napari stay responsive while a retrain runs? Probe the Qt event loop every 10 ms.
+
+Opens napari with the CGS panel, builds a small retraining project from the bundled OpenKBP
+sample (plus a few OpenKBP cases and unlabeled scans from ../shared/data when present), starts
+a real retrain from the panel's retrain section (a separate, low-priority process that leaves
+one core to the GUI) and, while training runs, records how late each tick of a 10 ms QTimer
+fires. A second timer scrolls through the CT's slices every 50 ms, as a user would, so the
+canvas keeps redrawing (``--no-scroll`` leaves the viewer alone). A stall is a tick's lateness:
+the gap to the previous tick minus 10 ms. The same probe first runs without a retrain.
+
+    xvfb-run -a python bench/gui_responsiveness.py [--seconds 60] [--idle-seconds 10] [--no-scroll]
+
+Without a display it starts its own Xvfb (pyvirtualdisplay, as pytest-xvfb does). The base
+model is napari_cgs/models/default.pt when it exists, else an untrained CGS network of the
+default model's architecture (widths 16-256, 128 px), which costs the same per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE_MS = 10
+SCROLL_MS = 50
+
+
+def shared_openkbp() -> Path | None:
+    folder = Path(os.environ.get("CGS_SHARED_DATA") or ROOT.parent / "shared" / "data") / "openkbp"
+    return folder if (folder / "split.json").is_file() else None
+
+
+def base_model(work: Path) -> tuple[Path, str]:
+    from napari_cgs._panel import BUNDLED_MODEL
+
+    if BUNDLED_MODEL.is_file():
+        return BUNDLED_MODEL, f"bundled {BUNDLED_MODEL.name}"
+    import torch
+
+    from cgs_engine.checkpoint import ModelCheckpoint, save_checkpoint
+    from cgs_engine.model import ModelConfig, build_model
+    from cgs_engine.normalize import Normalization
+    from napari_cgs._sample_data import SAMPLE_CLASS_NAMES
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=len(SAMPLE_CLASS_NAMES))  # the default widths 16-256
+    checkpoint = ModelCheckpoint(
+        config, build_model(config).state_dict(), list(SAMPLE_CLASS_NAMES), 128, Normalization().to_dict()
+    )
+    return save_checkpoint(checkpoint, work / "base.pt"), "untrained CGS net, widths 16-256, 128 px"
+
+
+def make_project(work: Path, model: Path, cases: int, unlabeled: int):
+    """The bundled CT and its contours, plus OpenKBP training cases and unlabeled scans if present."""
+    from cgs_engine.checkpoint import load_checkpoint
+    from cgs_engine.io import read_volume
+    from cgs_engine.normalize import Normalization
+    from cgs_engine.project import Project
+    from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS
+
+    checkpoint = load_checkpoint(model)
+    normalization = Normalization.from_dict(checkpoint.normalization)
+    project = Project.create(work / "project", checkpoint.class_names, normalization, base_model=model)
+    pairs = [("pt_222", SAMPLE_CT, SAMPLE_LABELS)]
+    scans: list[Path] = []
+    data = shared_openkbp()
+    if data is not None:
+        split = json.loads((data / "split.json").read_text())
+        for case in split["labeled_train"][:cases]:
+            pairs.append((case, data / "images" / f"{case}.nii.gz", data / "labels" / f"{case}.nii.gz"))
+        scans = [data / "unlabeled" / f"{case}.nii.gz" for case in split["unlabeled"][:unlabeled]]
+    for name, image, labels in pairs:
+        project.add_correction(name, read_volume(image), read_volume(labels, kind="labels").array)
+    if scans:
+        project.add_unlabeled([scan for scan in scans if scan.exists()])
+    return project
+
+
+class Probe:
+    """Timestamps of a 10 ms QTimer; lateness of each tick is the stall the user would feel."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import Qt, QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(PROBE_MS)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def run(self, seconds: float) -> np.ndarray:
+        self.ticks = []
+        self.timer.start()
+        run_event_loop(seconds)
+        self.timer.stop()
+        gaps_ms = np.diff(np.asarray(self.ticks)) * 1000
+        return np.clip(gaps_ms - PROBE_MS, 0, None)
+
+
+def run_event_loop(seconds: float, until=None) -> None:
+    """Run Qt's own event loop for ``seconds`` (or until ``until`` connects its quit)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    if until is not None:
+        until(loop.quit)
+    loop.exec()
+
+
+def describe(stalls: np.ndarray) -> str:
+    if stalls.size == 0:
+        return "no ticks"
+    p50, p99 = np.percentile(stalls, [50, 99])
+    return f"stall p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {stalls.max():.1f} ms ({stalls.size} ticks)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="probe this long while training runs")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="probe this long before, idle")
+    parser.add_argument("--cases", type=int, default=3, help="OpenKBP training cases added as corrections")
+    parser.add_argument("--unlabeled", type=int, default=4, help="OpenKBP unlabeled scans referenced")
+    parser.add_argument("--no-scroll", action="store_true", help="leave the slider alone (no redraws)")
+    args = parser.parse_args()
+
+    display = None
+    if not os.environ.get("DISPLAY"):
+        from pyvirtualdisplay.display import Display
+
+        display = Display(backend="xvfb", size=(1400, 900), color_depth=24)
+        display.start()
+    work = Path(tempfile.mkdtemp(prefix="cgs-gui-bench-"))
+    try:
+        return bench(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if display is not None:
+            display.stop()
+
+
+def bench(args: argparse.Namespace, work: Path) -> int:
+    import napari
+
+    from cgs_engine.project.worker import worker_threads
+    from napari_cgs._panel import CGSPanel
+
+    started = time.perf_counter()
+    model, model_text = base_model(work)
+    project = make_project(work, model, args.cases, args.unlabeled)
+    corrected, unlabeled = len(project.corrections()), len(project.unlabeled())
+    print(f"project: {corrected} corrected volumes, {unlabeled} unlabeled scans")
+    print(f"base model: {model_text}; set up in {time.perf_counter() - started:.0f} s")
+
+    viewer = napari.Viewer(show=True)
+    panel = CGSPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="CGS", area="right")
+    viewer.open_sample("napari-cgs", "openkbp-ct")
+    section = panel.retrain_section
+    section.open_project(project.folder)
+    depth = viewer.dims.nsteps[0]
+
+    def scroll() -> None:
+        viewer.dims.set_current_step(0, (viewer.dims.current_step[0] + 1) % depth)
+
+    from qtpy.QtCore import QTimer
+
+    scroller = QTimer()
+    scroller.setInterval(SCROLL_MS)
+    scroller.timeout.connect(scroll)
+    if not args.no_scroll:
+        scroller.start()
+    activity = "idle" if args.no_scroll else "scrolling"
+    probe = Probe()
+    run_event_loop(2.0)  # first paint, layer loading
+    idle = probe.run(args.idle_seconds)
+    print(f"no retrain, {activity} ({args.idle_seconds:.0f} s): {describe(idle)}")
+
+    seen: list[dict] = []
+    section.retrain_message.connect(seen.append)
+    process = section.start_retrain(minutes=(args.seconds + 120) / 60)
+    if process is None:
+        print(f"retrain did not start: {section.status_label.text()}")
+        return 1
+
+    def when_training(quit_loop) -> None:
+        section.retrain_message.connect(lambda m: quit_loop() if m["kind"] in ("start", "failed") else None)
+
+    run_event_loop(300, until=when_training)
+    if not seen or seen[-1]["kind"] == "failed":
+        print(f"retrain did not reach training: {section.status_label.text()}")
+        return 1
+    print(f"worker: pid {process.pid}, {worker_threads()} thread(s), nice 10; {seen[-1].get('runtime')}")
+    busy = probe.run(args.seconds)
+    steps = max([m["step"] for m in seen if m["kind"] == "step"], default=0)
+    print(f"retraining, {activity} ({args.seconds:.0f} s): {describe(busy)}")
+    print(f"retrain steps done while probing: {steps} (logged every 10 steps)")
+
+    section.cancel_retrain()
+    ended: list[dict] = []
+    section.retrain_ended.connect(ended.append)
+    run_event_loop(600, until=lambda quit_loop: section.retrain_ended.connect(lambda m: quit_loop()))
+    if ended:
+        print(f"outcome: {section.status_label.text()}")
+    else:
+        process.kill()
+        print("outcome: the worker did not end within 10 minutes of the cancel; killed")
+    scroller.stop()
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

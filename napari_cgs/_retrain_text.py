@@ -1,0 +1,92 @@
+"""Texts of the retrain section: progress of a running retrain, its outcome, the versions list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cgs_engine.project import VersionInfo
+
+
+def dice_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+class RetrainProgress:
+    """The latest iteration, loss and held-out Dice of a running retrain, as one line of text."""
+
+    def __init__(self) -> None:
+        self.stage = "starting the worker"
+        self.step = 0
+        self.total: int | None = None
+        self.minutes: float | None = None
+        self.share = 0.0
+        self.loss: float | None = None
+        self.dice: float | None = None
+        self.dice_step: int | None = None
+        self.heldout: list[str] = []
+        self.warnings: list[str] = []
+
+    def update(self, message: dict[str, Any]) -> None:
+        kind = message.get("kind")
+        if kind == "stage":
+            self.stage = str(message.get("stage", ""))
+        elif kind == "warning":
+            self.warnings.append(str(message.get("message", "")))
+        elif kind == "start":
+            self.stage = "training"
+            self.total, self.minutes = message.get("total"), message.get("minutes")
+            self.heldout = list(message.get("heldout") or [])
+        elif kind == "step":
+            self.step, self.share = int(message["step"]), float(message.get("progress", 0.0))
+            self.loss = message.get("loss_total")
+        elif kind == "val" and message.get("dice_mean") is not None:
+            self.dice, self.dice_step = float(message["dice_mean"]), int(message["step"])
+
+    def text(self, ended: bool = False) -> str:
+        """``Iteration 40/200 · loss 0.532 · held-out Dice 71.2 (iteration 40)``, plus the stage."""
+        if not self.step:
+            return "" if ended else f"Retraining: {self.stage}…"
+        done = f"{self.step}/{self.total}" if self.total else f"{self.step}"
+        parts = [f"Iteration {done}"]
+        if not self.total and self.minutes:
+            parts.append(f"{100 * self.share:.0f}% of {self.minutes:g} min")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.3f}")
+        if self.dice is not None:
+            parts.append(f"held-out Dice {dice_text(self.dice)} (iteration {self.dice_step})")
+        if not ended and self.stage != "training":
+            parts.append(f"{self.stage}…")
+        return " · ".join(parts)
+
+
+def outcome_text(message: dict[str, Any]) -> str:
+    """One line: how the retrain ended and whether the new version was activated (with the reason)."""
+    kind = message.get("kind")
+    if kind == "failed":
+        return f"Retrain failed: {message.get('error', 'unknown error')}"
+    version, reason = message.get("version"), str(message.get("reason", ""))
+    steps = message.get("steps", 0)
+    ended = "Retrain cancelled" if kind == "cancelled" else "Retrain finished"
+    if version is None:
+        return f"{ended} after {steps} iterations; no version kept ({reason})."
+    verdict = "activated" if message.get("activated") else "kept inactive"
+    return f"{ended} after {steps} iterations: {version} {verdict} ({reason})."
+
+
+def version_text(version: VersionInfo, active_id: str | None) -> str:
+    mark = "●" if version.id == active_id else "  "
+    return f"{mark} {version.id} · {version.status} · held-out Dice {dice_text(version.heldout_dice)}"
+
+
+def version_tooltip(version: VersionInfo) -> str:
+    lines = [f"{version.id}: {version.reason}", f"created {version.created} from {version.parent or '-'}"]
+    if version.record.get("steps"):
+        lines.append(
+            f"{version.record['steps']} iterations{' (cancelled)' if version.record.get('cancelled') else ''}"
+        )
+    per_class = (version.metrics.get("new") or {}).get("dice_per_class") or {}
+    if per_class:
+        lines.append(
+            "held-out Dice per class: " + ", ".join(f"{k} {dice_text(v)}" for k, v in per_class.items())
+        )
+    return "\n".join(lines)
