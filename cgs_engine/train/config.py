@@ -57,6 +57,12 @@ class TrainConfig:
     # Recompute full-resolution layers in backward: ~40 % less peak memory for ~10 % more time.
     # None = automatic: on from 192 px inputs, where activations dominate memory.
     save_memory: bool | None = None
+    # "joint": one student forward over labeled + strong unlabeled views (the reference), so
+    # BatchNorm normalises both with the same batch statistics. "split": two passes, each with its
+    # own backward, ~half the activation memory, but BatchNorm statistics differ between the two
+    # parts, which lets the student tell labeled batches from unlabeled ones: with a large
+    # lambda_max it learnt "background on unlabeled batches" and its EMA teacher collapsed.
+    student_pass: str = "joint"
 
     @property
     def saves_memory(self) -> bool:
@@ -83,6 +89,7 @@ class TrainConfig:
             (self.device in DEVICES, f"device must be one of {DEVICES}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.val_every > 0, "val_every must be positive"),
+            (self.student_pass in ("joint", "split"), "student_pass must be joint or split"),
             (len(self.widths) == len(self.dropouts), "widths and dropouts must have the same length"),
         ]
         for ok, message in checks:

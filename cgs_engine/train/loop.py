@@ -402,7 +402,16 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
             lr = poly_lr(base_lr, done, 1.0, config.poly_power)
             _set_lr(optimizer, lr)
             lam = lambda_schedule(done, config.ramp_fraction, config.lambda_max)
-            terms = train_step(trainee, teacher.module, optimizer, batch, objective, lam, runtime)
+            terms = train_step(
+                trainee,
+                teacher.module,
+                optimizer,
+                batch,
+                objective,
+                lam,
+                runtime,
+                config.student_pass == "split",
+            )
             if not math.isfinite(terms["total"]):
                 raise RunError(
                     f"{run_dir}: loss became {terms['total']} at step {step_index}; lower the learning rate"

@@ -2,7 +2,8 @@
 
 Teacher: one forward over the unlabeled weak views and their CutMix partners together; its
 probabilities are mixed with the same boxes as the strong images. Student: one forward over the
-labeled weak views and one over the unlabeled strong views (nothing the losses do not use).
+labeled weak views and the unlabeled strong views together (nothing the losses do not use), or,
+with ``split=True``, one pass for each (less memory, but per-part BatchNorm statistics).
 """
 
 from __future__ import annotations
@@ -45,32 +46,56 @@ def train_step(
     objective: ObjectiveConfig,
     lam: float,
     runtime: Runtime,
+    split: bool = False,
 ) -> dict[str, float]:
-    """Forward, losses, backward and optimiser step; returns the loss terms as floats.
-
-    The labeled and the strong unlabeled views go through the student one after the other, each
-    followed by its own backward: the supervised loss depends only on the first pass and the
-    unsupervised loss only on the second, so the summed gradients equal those of one joint pass,
-    while only one pass's activations are alive at a time (half the peak memory).
-    """
+    """Forward, losses, backward and optimiser step; returns the loss terms as floats."""
     optimizer.zero_grad(set_to_none=True)
     teacher_out = teacher_targets(teacher, batch, objective, runtime) if objective.uses_unlabeled else None
-    # Under DDP the first backward only accumulates locally; the second one all-reduces the sum.
-    local_only = student.no_sync if teacher_out is not None and hasattr(student, "no_sync") else nullcontext
-    with local_only():
+    labels = batch.labels.to(runtime.device)
+    if teacher_out is None:
         with runtime.autocast():
             labeled = student(runtime.prepare(batch.labeled_images), specialists=objective.uses_specialists)
-        terms = supervised_losses(labeled, batch.labels.to(runtime.device), objective)
+        terms = supervised_losses(labeled, labels, objective)
         terms["sup"].backward()
-    del labeled
-    if teacher_out is not None:
-        with runtime.autocast():
-            strong = student(runtime.prepare(batch.strong), specialists=objective.uses_specialists)
-        terms.update(unsupervised_losses(strong, teacher_out, objective))
-        (lam * terms["unsup"]).backward()  # also at lam = 0: DDP reduces gradients in this backward
-        del strong
-    else:
         terms["unsup"] = torch.zeros(())
+    elif split:
+        terms = _split_passes(student, batch, labels, teacher_out, objective, lam, runtime)
+    else:
+        count = batch.labeled_images.shape[0]
+        inputs = runtime.prepare(torch.cat([batch.labeled_images, batch.strong]))
+        with runtime.autocast():
+            output = student(inputs, specialists=objective.uses_specialists)
+        terms = supervised_losses(_rows(output, slice(0, count)), labels, objective)
+        terms.update(unsupervised_losses(_rows(output, slice(count, None)), teacher_out, objective))
+        (terms["sup"] + lam * terms["unsup"]).backward()
     terms["total"] = terms["sup"].detach() + lam * terms["unsup"].detach()
     optimizer.step()
     return {name: float(value.detach()) for name, value in terms.items()}
+
+
+def _rows(output: NetOutput, rows: slice) -> NetOutput:
+    return NetOutput(
+        output.generalist[rows], None if output.specialists is None else output.specialists[rows]
+    )
+
+
+def _split_passes(student, batch, labels, teacher_out, objective, lam, runtime) -> dict:
+    """Labeled and strong views one after the other, each with its own backward.
+
+    The supervised loss depends only on the first pass and the unsupervised one only on the
+    second, so only one pass's activations are alive at a time. The gradients are not those of
+    the joint pass: BatchNorm's batch statistics are computed per part.
+    """
+    # Under DDP the first backward only accumulates locally; the second one all-reduces the sum.
+    local_only = student.no_sync if hasattr(student, "no_sync") else nullcontext
+    with local_only():
+        with runtime.autocast():
+            labeled = student(runtime.prepare(batch.labeled_images), specialists=objective.uses_specialists)
+        terms = supervised_losses(labeled, labels, objective)
+        terms["sup"].backward()
+    del labeled
+    with runtime.autocast():
+        strong = student(runtime.prepare(batch.strong), specialists=objective.uses_specialists)
+    terms.update(unsupervised_losses(strong, teacher_out, objective))
+    (lam * terms["unsup"]).backward()  # also at lam = 0: DDP reduces gradients in this backward
+    return terms
