@@ -37,7 +37,8 @@ def evaluate_on_val(checkpoint: Path, store_path: Path, spacing_known: bool) -> 
         for name in store.volume_names("val"):
             stored = store.read_volume(name)
             volume = Volume(np.asarray(stored.image), stored.geometry)
-            prediction = predictor.predict(volume, maps=False)
+            # stores keep images normalised: no second normalisation
+            prediction = predictor.predict(volume, maps=False, normalized=True)
             spacing = stored.geometry.spacing[::-1] if spacing_known else (1.0, 1.0, 1.0)
             per_volume[name] = evaluate_volume(
                 prediction.labels.array, np.asarray(stored.label), classes, spacing

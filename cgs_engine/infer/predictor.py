@@ -79,10 +79,15 @@ class Predictor:
         maps: bool = True,
         progress: Callable[[int, int], None] | None = None,
         cancel: Callable[[], bool] | None = None,
+        normalized: bool = False,
     ) -> Prediction:
-        """Raises ``Cancelled`` when ``cancel()`` turns true between slice batches."""
+        """Raises ``Cancelled`` when ``cancel()`` turns true between slice batches.
+
+        ``normalized``: the array is already in the model's intensity space (a volume read from a
+        dataset store, which keeps images normalised); anything else is normalised here.
+        """
         started = time.perf_counter()
-        image = self.normalization.apply(volume.array)
+        image = volume.array.astype(np.float32) if normalized else self.normalization.apply(volume.array)
         depth, height, width = image.shape
         want_maps = maps and self.has_specialists
         labels = np.zeros(image.shape, dtype=np.uint8)

@@ -87,3 +87,13 @@ def test_export_keeps_geometry_and_refuses_overwrite(volume, tmp_path):
     with pytest.raises(VolumeIOError, match="already exists"):
         write_prediction(prediction, tmp_path, "case", maps=True)
     assert paths["labels"].read_bytes() == before
+
+
+def test_already_normalised_volumes_are_not_normalised_twice(volume):
+    """A store keeps normalised images; predicting them must skip the model's normalisation."""
+    predictor = Predictor(_checkpoint(), precision="fp32")
+    raw = predictor.predict(volume, maps=True)
+    normalised = Volume(predictor.normalization.apply(volume.array), volume.geometry)
+    again = predictor.predict(normalised, maps=True, normalized=True)
+    assert np.array_equal(raw.labels.array, again.labels.array)
+    assert np.array_equal(raw.disagreement.array, again.disagreement.array)
