@@ -16,11 +16,13 @@ nvidia-smi -L 2>/dev/null | tee "$OUT/device.txt"
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/device.txt"
 DEVICE=$($PY -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 
+if [ -z "${SKIP_DDP:-}" ]; then
 echo "== torchrun (nccl on GPU, gloo on CPU)"
 start=$(date +%s)
 timeout 180 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m cgs_engine train "$WORK/openkbp.h5" \
     -o /tmp/cgs-ddp --iterations "${DDP_ITERS:-40}" --size 128 --device "$DEVICE" >"$OUT/ddp.log" 2>&1
 echo "torchrun rc $? in $(( $(date +%s) - start )) s"; grep -i -E "nccl|gloo|rank|step|error" "$OUT/ddp.log" | tail -5
+fi
 
 echo "== default model: three runs side by side, $MINUTES min each"
 mkdir -p "$WORK/lambda1"
