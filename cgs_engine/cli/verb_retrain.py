@@ -46,6 +46,8 @@ def run(args) -> int:
     result = retrain(
         args.project, minutes=args.minutes, iterations=args.iterations, on_event=_printer, resume=args.resume
     )
+    if result is None:  # a torchrun rank other than 0: it trained, rank 0 reports
+        return 0
     if result.version is None:
         print(f"no new version: {result.reason}")
         return 0

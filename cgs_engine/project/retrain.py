@@ -31,6 +31,10 @@ Cancel (``should_stop``) stops training; the best checkpoint so far (or the curr
 teacher before the first validation) is evaluated and kept as a version under the same
 activation rule, and the run is finished. Cancelling before the first step keeps nothing.
 
+Under torchrun every rank runs ``cgs retrain``: rank 0 alone takes the project lock, builds the
+store, decides activation and writes versions; it shares the run folder and the settings with the
+other ranks, which join the data-parallel training and then exit.
+
 Resume: a run killed mid-training (``train/state.pt``, no ``finished.json``) continues with
 ``resume=True`` from its last saved state. A failure with a Python error marks the run failed.
 """
@@ -54,6 +58,7 @@ from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.store import SliceStore
 from cgs_engine.train.config import TrainConfig
+from cgs_engine.train.distributed import DistContext, init_distributed, share_from_main, shutdown
 from cgs_engine.train.loop import train
 
 Event = dict[str, Any]
@@ -111,19 +116,65 @@ def retrain(
     settings: dict[str, Any] | None = None,
     resume: bool = False,
 ) -> RetrainResult:
-    """Retrain the active model; ``settings`` are TrainConfig overrides. See the module docstring."""
+    """Retrain the active model; ``settings`` are TrainConfig overrides. See the module docstring.
+
+    Under torchrun, ranks other than 0 train alongside rank 0 and return None.
+    """
+    context = init_distributed(str((settings or {}).get("device", "auto")))
+    if not context.is_main:
+        return _follow_main_rank(context)
+    announcer = _Announcer(context)
+    try:
+        return _retrain_on_main(
+            project, minutes, iterations, emit_to(on_event), should_stop, settings, resume, announcer
+        )
+    finally:
+        announcer.close()
+
+
+def emit_to(on_event: Callable[[Event], None] | None) -> Callable[[Event], None]:
+    return on_event or (lambda event: None)
+
+
+class _Announcer:
+    """Tells the other torchrun ranks, once, what to train (or that there is nothing to train)."""
+
+    def __init__(self, context: DistContext) -> None:
+        self.context, self.sent = context, False
+
+    def send(self, payload: dict[str, Any] | None) -> None:
+        if not self.sent:
+            self.sent = True
+            share_from_main(payload, self.context)
+
+    def close(self) -> None:
+        if not self.sent:
+            self.send(None)
+            shutdown(self.context)
+
+
+def _follow_main_rank(context: DistContext) -> None:
+    payload = share_from_main(None, context)
+    if payload is None:  # rank 0 stopped before training (nothing to train, an error, a finished run)
+        shutdown(context)
+        return None
+    config = None if payload["config"] is None else TrainConfig.from_dict(payload["config"])
+    train(payload["store"], payload["run_dir"], config, resume=payload["resume"])
+    return None
+
+
+def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, resume, announcer):
     project = project if isinstance(project, Project) else Project.open(project)
     if minutes is not None and iterations is not None:
         raise ProjectError("give minutes or iterations, not both")
     if resume and (minutes is not None or iterations is not None or settings):
         raise ProjectError("resume continues the interrupted run with its recorded settings; drop the budget")
-    emit = on_event or (lambda event: None)
     with project.retrain_lock():
         if resume:
             run = project.interrupted_run()
             if run is None:
                 raise ProjectError(f"{project.runs_dir}: no interrupted retrain to resume")
-            return _Retrain(project, run, emit, should_stop, resumed=True).execute(None)
+            return _Retrain(project, run, emit, should_stop, True, announcer).execute(None)
         for stale in _interrupted_runs(project):
             write_json_atomically(stale / "finished.json", {"outcome": "abandoned", "at": now_iso()})
         active = project.active_version()
@@ -133,12 +184,13 @@ def retrain(
         if not any(c.reviewed_voxels for c in project.corrections()):
             raise ProjectError(f"{project.corrections_dir}: {NOTHING_TO_TRAIN}")
         run = project.new_run_dir()
-        return _Retrain(project, run, emit, should_stop, resumed=False).execute(config)
+        return _Retrain(project, run, emit, should_stop, False, announcer).execute(config)
 
 
 class _Retrain:
-    def __init__(self, project: Project, run: Path, emit, should_stop, resumed: bool) -> None:
+    def __init__(self, project: Project, run: Path, emit, should_stop, resumed: bool, announcer) -> None:
         self.project, self.run, self.emit, self.resumed = project, run, emit, resumed
+        self.announcer = announcer
         self.asked_to_stop = False
         self._should_stop = should_stop
         self.warnings: list[str] = []
@@ -199,6 +251,14 @@ class _Retrain:
             elif event["kind"] != "done":
                 self.emit(event)
 
+        self.announcer.send(
+            {
+                "store": str(store_path),
+                "run_dir": str(self.run / "train"),
+                "config": None if config is None else config.to_dict(),
+                "resume": self.resumed,
+            }
+        )
         result = train(
             store_path,
             self.run / "train",

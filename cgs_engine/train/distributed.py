@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -89,6 +90,15 @@ def average_floating_buffers(module: torch.nn.Module, context: DistContext) -> N
     for buffer in buffers:
         buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
         offset += buffer.numel()
+
+
+def share_from_main(value: Any, context: DistContext) -> Any:
+    """Rank 0's ``value`` on every rank (any picklable object); unchanged when not distributed."""
+    if not context.enabled:
+        return value
+    box = [value if context.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(context: DistContext) -> None:

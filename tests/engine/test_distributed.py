@@ -99,3 +99,32 @@ def test_a_failing_rank_stops_the_run_and_resume_continues(setup, tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert [r["step"] for r in _steps(run)][-5:] == [4, 5, 6, 7, 8]
     assert load_payload(run / "state.pt")["step"] == 8
+
+
+def test_retrain_under_torchrun_trains_on_both_ranks_and_rank_zero_keeps_one_version(tmp_path):
+    """`cgs retrain` under torchrun: one store, one run, one new version, written by rank 0 alone."""
+    if not TORCHRUN.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    from test_project import TINY_SETTINGS, make_project
+
+    from cgs_engine.project import Project
+
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    project.update_settings(train={**TINY_SETTINGS, "threads": 1})
+    command = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "cgs_engine", "retrain"]
+    environment = {**os.environ, "CGS_CHECK_REPLICAS": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*command, str(project.folder), "--iterations", "4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("-> version v0002") == 1  # rank 0 reports, rank 1 stays quiet
+    reopened = Project.open(project.folder)
+    assert [v.id for v in reopened.versions()] == ["v0001", "v0002"]
+    (run,) = [p for p in reopened.runs_dir.iterdir() if p.is_dir()]
+    steps = _steps(run / "train")
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and all(r["replica_hash"] for r in steps)
+    assert json.loads((run / "train" / "config.json").read_text())["world_size"] == 2
