@@ -30,6 +30,9 @@ def _tiny_config():
 
     return TrainConfig(
         iterations=30,
+        # A model unsure in several separate places is what the review tests need; this cheap
+        # variant (measured) leaves such a model after 30 steps, the joint pass one unsure everywhere.
+        student_pass="split",
         input_size=64,
         batch_labeled=4,
         batch_unlabeled=4,
@@ -47,12 +50,12 @@ def _tiny_config():
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """Path of a CGS checkpoint trained for a few seconds on OpenKBP pt_168 (+ pt_28 unlabelled).
 
-    Without ``../shared/data`` (a bare CI clone) it trains on the bundled OpenKBP sample instead,
+    Without ``../shared/data`` (a bare CI clone) it trains on the bundled OpenKBP samples instead,
     so the panel tests never depend on data outside the package.
     """
     from cgs_engine.store.importers import import_nifti, openkbp_class_names
     from cgs_engine.train.loop import train
-    from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS
+    from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS, SECOND_SAMPLE_CT
 
     image, label, unlabeled = (
         OPENKBP / "images" / "pt_168.nii.gz",
@@ -67,16 +70,16 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     if not checkpoint.exists():
         shutil.rmtree(folder, ignore_errors=True)  # a run that stopped half-way
         folder.mkdir()
-        if bundled:  # the importer pairs images and labels by file name; unlabelled names must differ
+        if bundled:  # labelled pt_222 (the tests' CT), unlabelled pt_225, both shipped in the package
             for source, target in (
                 (SAMPLE_CT, "images/pt_222.nii.gz"),
                 (SAMPLE_LABELS, "labels/pt_222.nii.gz"),
-                (SAMPLE_CT, "unlabeled/pt_222_unlabeled.nii.gz"),
+                (SECOND_SAMPLE_CT, "unlabeled/pt_225.nii.gz"),
             ):
                 (folder / target).parent.mkdir(exist_ok=True)
                 shutil.copy(source, folder / target)
             image, label = folder / "images/pt_222.nii.gz", folder / "labels/pt_222.nii.gz"
-            unlabeled = folder / "unlabeled/pt_222_unlabeled.nii.gz"
+            unlabeled = folder / "unlabeled/pt_225.nii.gz"
         names = openkbp_class_names()
         store = import_nifti([image], [label], [unlabeled], folder / "store.h5", class_names=names)
         train(store, folder / "run", _tiny_config())
