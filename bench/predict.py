@@ -76,6 +76,9 @@ def main() -> None:
     if checkpoint is None:
         checkpoint = args.work / f"untrained_{args.input_size}.pt"
         untrained_checkpoint(checkpoint, args.input_size)
+    from cgs_engine.checkpoint import load_checkpoint
+
+    input_size = load_checkpoint(checkpoint).input_size
     out = args.work / "out"
     command = [str(BIN / "cgs"), "predict", str(checkpoint), str(ct), "-o", str(out), "--maps", "--overwrite"]
     started = time.perf_counter()
@@ -83,7 +86,7 @@ def main() -> None:
     wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
     print(
-        f"cgs predict --maps, 300 x 512 x 512 CT, model input {args.input_size}: "
+        f"cgs predict --maps, 300 x 512 x 512 CT, model input {input_size}: "
         f"{wall:.1f} s wall, peak RSS {peak:.2f} GiB"
     )
 

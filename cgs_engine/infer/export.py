@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cgs_engine.infer.predictor import Prediction
+from cgs_engine.runtime import usable_cores
 
 
 def _safe(name: str) -> str:
@@ -45,12 +47,14 @@ def write_prediction(
         for path in paths.values():
             if path.exists():
                 raise VolumeIOError(f"{path}: already exists (pass --overwrite to replace it)")
-    write_volume(prediction.labels, paths["labels"], overwrite=overwrite)
+    jobs = [(prediction.labels, paths["labels"])]
     if maps:
-        for name, volume in prediction.specialist_maps.items():
-            write_volume(volume, paths[f"map:{name}"], overwrite=overwrite)
+        jobs += [(volume, paths[f"map:{name}"]) for name, volume in prediction.specialist_maps.items()]
         if prediction.disagreement is not None:
-            write_volume(prediction.disagreement, paths["disagreement"], overwrite=overwrite)
+            jobs.append((prediction.disagreement, paths["disagreement"]))
+    # gzip dominates writing and ITK releases the GIL: one file per core at a time
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
+        list(pool.map(lambda job: write_volume(job[0], job[1], overwrite=overwrite), jobs))
     colors = class_colors or []
     table = [
         {"id": i, "name": name, **({"color": colors[i]} if i < len(colors) else {})}

@@ -12,7 +12,6 @@ import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
 from cgs_engine.infer.slices import Cancelled, iterate_slice_probs
-from cgs_engine.method.ihed import disagreement_map
 from cgs_engine.normalize import Normalization
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
@@ -34,7 +33,7 @@ class Prediction:
 
 
 def _to_uint8(probabilities: torch.Tensor) -> np.ndarray:
-    return (probabilities.clamp_(0, 1).mul_(255).add_(0.5)).to(torch.uint8).numpy()
+    return (probabilities.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
 
 class Predictor:
@@ -110,11 +109,11 @@ class Predictor:
             labels[window] = winner.to(torch.uint8).numpy()
             if confidence is not None:
                 confidence[window] = _to_uint8(top)
-            if batch.specialists is None:
+            if batch.foreground is None:
                 continue
             for k, name in enumerate(heads):
-                spec_maps[name][window] = _to_uint8(batch.specialists[:, k, 1].clone())
-            disagreement[window] = _to_uint8(disagreement_map(batch.specialists, soft=True))
+                spec_maps[name][window] = _to_uint8(batch.foreground[:, k])
+            disagreement[window] = _to_uint8(batch.disagreement)
         return Prediction(
             labels=volume.like(labels, "labels"),
             class_names=list(self.class_names),

@@ -1,8 +1,10 @@
 """Slice-batched forward passes over a normalised [z, y, x] volume at the model's input size.
 
 Slices are resized to the square input size (bilinear), run through the network, and the
-softmax probabilities are resized back to the slice's own size (bilinear) before any argmax,
-so that the label map lies exactly on the input grid.
+generalist's softmax probabilities are resized back to the slice's own size (bilinear) before
+the argmax, so that the label map lies exactly on the input grid. Of the specialists only what
+is shown is resized: each head's own-class probability and the IHED disagreement, computed at the
+network's resolution (resizing all K x 3 head channels cost about twice as much).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cgs_engine.method.ihed import disagreement_map
+from cgs_engine.method.labels import MINE
 from cgs_engine.runtime import Runtime
 
 
@@ -26,7 +30,8 @@ class SliceBatchProbs:
     start: int
     stop: int
     generalist: torch.Tensor  # [b, C, H, W] float32 probabilities on the slice grid
-    specialists: torch.Tensor | None  # [b, K, S, H, W] float32 probabilities, or None
+    foreground: torch.Tensor | None = None  # [b, K, H, W] p_k(own class) of each specialist head
+    disagreement: torch.Tensor | None = None  # [b, H, W] soft IHED disagreement in [0, 1]
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -75,13 +80,15 @@ def iterate_slice_probs(
         with runtime.autocast():
             output = model(inputs, specialists=want_specialists)
         generalist = _to_grid(torch.softmax(output.generalist.float(), dim=1), height, width)
-        spec = None
+        foreground = disagreement = None
         if output.specialists is not None:
             spec_probs = torch.softmax(output.specialists.float(), dim=2)
-            b, k, s = spec_probs.shape[:3]
-            spec = _to_grid(spec_probs.reshape(b, k * s, input_size, input_size), height, width)
-            spec = spec.reshape(b, k, s, height, width)
-        yield SliceBatchProbs(start, stop, generalist.cpu(), None if spec is None else spec.cpu())
+            shown = torch.cat(
+                [spec_probs[:, :, MINE], disagreement_map(spec_probs, soft=True)[:, None]], dim=1
+            )
+            shown = _to_grid(shown, height, width).clamp_(0.0, 1.0).cpu()
+            foreground, disagreement = shown[:, :-1], shown[:, -1]
+        yield SliceBatchProbs(start, stop, generalist.cpu(), foreground, disagreement)
         if progress is not None:
             progress(stop, depth)
 
