@@ -120,3 +120,13 @@ def test_second_sample_ct_alone(make_napari_viewer):
     viewer = make_napari_viewer()
     (image,) = viewer.open_sample("napari-cgs", "openkbp-ct-pt225")
     assert image.name == "OpenKBP pt_225 CT" and image.data.dtype == np.int16
+
+
+def test_without_a_shipped_model_the_demo_shows_the_sample_and_exits_0(headless, monkeypatch, capsys):
+    monkeypatch.delenv(demo.MODEL_ENV, raising=False)
+    monkeypatch.setattr(demo, "default_model_path", lambda: headless.parent / "models" / "default.pt")
+    assert demo.main([]) == 0
+    out = capsys.readouterr().out
+    assert "no default model ships yet" in out
+    for name in ("openkbp_pt_222_ct.nii.gz", "openkbp_pt_222_labels.nii.gz"):
+        assert read_volume(headless / name).geometry.is_close(read_volume(SAMPLE_CT).geometry)
