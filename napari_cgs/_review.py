@@ -41,6 +41,22 @@ def camera_of(viewer: Any) -> Any:
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
+MIN_VIEW_MM = 60.0  # never zoom closer than a 6 cm field of view: small regions keep their context
+
+
+def zoom_to_box(viewer: Any, layer: Any, bbox: Sequence[slice]) -> None:
+    """Zoom so the region's box (with a margin) fills about two thirds of the canvas."""
+    # napari 0.9 keeps the canvas size (height, width) on viewer.canvas; older ones on _canvas_size
+    canvas = getattr(getattr(viewer, "canvas", None), "size", None) or getattr(viewer, "_canvas_size", None)
+    if not canvas or min(canvas) <= 0:
+        return
+    low = np.asarray(layer.data_to_world([s.start for s in bbox]), dtype=float)
+    high = np.asarray(layer.data_to_world([s.stop - 1 for s in bbox]), dtype=float)
+    shown = list(viewer.dims.displayed)
+    extent = np.maximum(np.abs(high - low)[shown], MIN_VIEW_MM)
+    camera_of(viewer).zoom = float(min(np.asarray(canvas[-2:], dtype=float) / extent)) * 0.66
+
+
 def region_text(rank: int, region: Any, class_names: Sequence[str], status: str) -> str:
     names = [class_names[c] for c in region.likely_classes if 0 <= c < len(class_names)]
     classes = ", ".join(names) if names else "unknown organ"
@@ -315,6 +331,7 @@ class ReviewController(QObject):
         world = np.asarray(self.image_layer.data_to_world(region.centroid), dtype=float)
         self.viewer.dims.set_point(range(3), world)
         camera_of(self.viewer).center = tuple(world[list(self.viewer.dims.displayed)])
+        zoom_to_box(self.viewer, self.image_layer, region.bbox)
         show_focus(self.viewer, self.image_layer, region.bbox)
         self.region_shown.emit(region)
 
