@@ -13,6 +13,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
+# OpenKBP training settings shared by the default-model recipe and the retrain benchmark
+OPENKBP_SETTINGS = dict(
+    input_size=128,
+    batch_labeled=8,
+    batch_unlabeled=8,
+    optimizer="adamw",
+    lr=2e-3,
+    foreground_fraction=0.5,
+    ramp_fraction=0.3,
+    val_every=100,
+    seed=0,
+)
+
 
 def shared_data() -> Path:
     path = Path(os.environ.get("CGS_SHARED_DATA", ROOT.parent / "shared" / "data"))

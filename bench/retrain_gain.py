@@ -15,20 +15,10 @@ import argparse
 import json
 from pathlib import Path
 
-from common import evaluate_on_val, save_results, shared_data, train_method
+from common import OPENKBP_SETTINGS, evaluate_on_val, save_results, shared_data, train_method
 
 BASE_PATIENTS = ("pt_168", "pt_172")
-SETTINGS = dict(
-    input_size=128,
-    batch_labeled=8,
-    batch_unlabeled=8,
-    optimizer="adamw",
-    lr=2e-3,
-    foreground_fraction=0.5,
-    ramp_fraction=0.3,
-    val_every=100,
-    seed=0,
-)
+SETTINGS = OPENKBP_SETTINGS
 
 
 def build_base_store(data: Path, split: dict, store: Path) -> None:

@@ -27,19 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import evaluate_on_val, train_method  # noqa: E402
+from common import OPENKBP_SETTINGS, evaluate_on_val, train_method  # noqa: E402
 
-SETTINGS = dict(
-    input_size=128,
-    batch_labeled=8,
-    batch_unlabeled=8,
-    optimizer="adamw",
-    lr=2e-3,
-    foreground_fraction=0.5,
-    ramp_fraction=0.3,
-    val_every=100,
-    seed=0,
-)
+SETTINGS = OPENKBP_SETTINGS
 SMALLEST = ("Esophagus", "RightParotid", "LeftParotid")
 
 
