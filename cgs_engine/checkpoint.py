@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from cgs_engine import __version__
+from cgs_engine.durable import fsync_dir
 from cgs_engine.errors import CGSError
 from cgs_engine.model import ModelConfig
 
@@ -88,21 +89,8 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(checkpoint: ModelCheckpoint, path: str | os.PathLike, half: bool = False) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cgs_engine.durable import fsync_dir, fsync_file
 from cgs_engine.errors import CGSError
 from cgs_engine.io.formats import extension_of
 from cgs_engine.review.state import ReviewState
@@ -110,10 +111,10 @@ def save_session(
     try:
         temporary = _create_temporary(target)
         _write(temporary, labels, review_state, image_fingerprint, geometry, class_names, component_map)
-        _fsync(temporary)
+        fsync_file(temporary)
         os.replace(temporary, target)
         temporary = None
-        _fsync_folder(target.parent)
+        fsync_dir(target.parent)
     except OSError as error:
         raise SessionError(f"{target}: cannot save session ({_one_line(error)})") from error
     finally:
@@ -246,18 +247,3 @@ def _text(value) -> str:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as file:
-        os.fsync(file.fileno())
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable; not every platform can open a folder, which is fine to ignore."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
