@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cgs_engine.method.ihed import disagreement_map
-from cgs_engine.method.labels import MINE
+from cgs_engine.method.labels import MINE, argmax_along
 from cgs_engine.runtime import Runtime
 
 
@@ -101,5 +101,5 @@ def predict_label_volume(
     for batch in iterate_slice_probs(
         model, image, input_size, runtime, batch_size, specialists=False, progress=progress, cancel=cancel
     ):
-        labels[batch.start : batch.stop] = batch.generalist.argmax(dim=1).numpy().astype(np.uint8)
+        labels[batch.start : batch.stop] = argmax_along(batch.generalist, 1).numpy().astype(np.uint8)
     return labels

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .labels import BACKGROUND, MINE, REMAINING
+from .labels import BACKGROUND, MINE, REMAINING, argmax_along
 
 FUSED_RULES = ("implied", "reference")
 
@@ -41,7 +41,7 @@ def ihed_consistent(spec_argmax: torch.Tensor, binary: bool = False) -> torch.Te
 def _reference_label(spec_probs: torch.Tensor) -> torch.Tensor:
     """argmax over [mean_k p_k(background), p_1(mine), ..., p_K(mine)]."""
     background = spec_probs[:, :, BACKGROUND].mean(dim=1, keepdim=True)
-    return torch.cat([background, spec_probs[:, :, MINE]], dim=1).argmax(dim=1)
+    return argmax_along(torch.cat([background, spec_probs[:, :, MINE]], dim=1), 1)
 
 
 def fused_specialist_label(
@@ -62,13 +62,13 @@ def fused_specialist_label(
         raise ValueError(f"rule must be one of {FUSED_RULES}, got {rule!r}")
     _check_channels(spec, binary)
     probs = spec.float().softmax(dim=2) if from_logits else spec.float()
-    heads_argmax = probs.argmax(dim=2)
+    heads_argmax = argmax_along(probs, 2)
     consistent = ihed_consistent(heads_argmax, binary)
     reference = _reference_label(probs)
     if rule == "reference":
         return reference, consistent
     claims = heads_argmax == MINE
-    claimed_class = claims.to(torch.uint8).argmax(dim=1) + 1
+    claimed_class = argmax_along(claims.to(torch.uint8), 1) + 1
     implied = torch.where(claims.any(dim=1), claimed_class, torch.zeros_like(claimed_class))
     return torch.where(consistent, implied, reference), consistent
 
@@ -93,7 +93,7 @@ def disagreement_map(spec_probs: torch.Tensor, soft: bool = True) -> torch.Tenso
     _check_channels(spec_probs, binary)
     probs = spec_probs.float()
     if not soft:
-        return 1.0 - ihed_consistent(probs.argmax(dim=2), binary).float()
+        return 1.0 - ihed_consistent(argmax_along(probs, 2), binary).float()
     background = probs[:, :, BACKGROUND]
     other = background if binary else probs[:, :, REMAINING]
     one_claim = (probs[:, :, MINE] * _exclusive_product(other, dim=1)).sum(dim=1)

@@ -37,7 +37,7 @@ import torch
 
 from ..model.network import NetOutput
 from .ihed import FUSED_RULES, fused_specialist_label
-from .labels import specialist_targets
+from .labels import argmax_along, specialist_targets
 from .losses import CE_NORMALISATIONS, ce_dice, specialist_ce_dice
 
 METHODS = ("cgs", "supervised", "fixmatch", "binary-heads", "no-cross", "no-ihed")
@@ -127,7 +127,7 @@ def _unsupervised_terms(
     binary = cfg.specialist_heads == "binary"
     spec = _specialists_of(student, cfg, "student_strong")
     teacher_spec = _specialists_of(teacher, cfg, "teacher_weak_mixed").detach().float()
-    a_k = teacher_spec.argmax(dim=2)
+    a_k = argmax_along(teacher_spec, 2)
     y_s, m_i = fused_specialist_label(teacher_spec, cfg.fused_rule, binary)
     terms["frac_ihed"] = m_i.float().mean()
     if cfg.method == "no-ihed":

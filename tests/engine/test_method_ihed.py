@@ -11,6 +11,9 @@ from cgs_engine.method import (
     ihed_consistent,
     specialist_targets,
 )
+from cgs_engine.method.labels import (
+    argmax_along,
+)
 
 
 def _pixels(*head_values: tuple[int, ...]) -> torch.Tensor:
@@ -139,3 +142,11 @@ def test_soft_disagreement_equals_hard_for_one_hot_heads(channels):
     assert torch.equal(hard, 1.0 - ihed_consistent(argmax, binary=channels == 2).float())
     assert torch.equal(disagreement_map(one_hot, soft=True), hard)
     assert hard.sum() > 0 and hard.min() == 0
+
+
+@pytest.mark.parametrize("shape, dim", [((2, 4, 5, 6), 1), ((2, 3, 3, 5, 6), 2), ((7, 3), 0)])
+def test_argmax_along_matches_argmax_including_ties(shape, dim):
+    # few distinct values: many ties, which must resolve to the first maximum like argmax
+    values = torch.randint(0, 3, shape, generator=torch.Generator().manual_seed(0)).float()
+    assert torch.equal(argmax_along(values, dim), values.argmax(dim=dim))
+    assert torch.equal(argmax_along(values.to(torch.uint8), dim), values.argmax(dim=dim))
