@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
-from cgs_engine.infer.slices import Cancelled, iterate_slice_probs
+from cgs_engine.infer.slices import Cancelled, iterate_slice_probs, to_uint8
 from cgs_engine.normalize import Normalization
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
@@ -33,7 +33,7 @@ class Prediction:
 
 
 def _to_uint8(probabilities: torch.Tensor) -> np.ndarray:
-    return (probabilities.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    return to_uint8(probabilities).numpy()
 
 
 class Predictor:
@@ -112,8 +112,8 @@ class Predictor:
             if batch.foreground is None:
                 continue
             for k, name in enumerate(heads):
-                spec_maps[name][window] = _to_uint8(batch.foreground[:, k])
-            disagreement[window] = _to_uint8(batch.disagreement)
+                spec_maps[name][window] = batch.foreground[:, k].numpy()
+            disagreement[window] = batch.disagreement.numpy()
         return Prediction(
             labels=volume.like(labels, "labels"),
             class_names=list(self.class_names),

@@ -97,3 +97,25 @@ def test_already_normalised_volumes_are_not_normalised_twice(volume):
     again = predictor.predict(normalised, maps=True, normalized=True)
     assert np.array_equal(raw.labels.array, again.labels.array)
     assert np.array_equal(raw.disagreement.array, again.disagreement.array)
+
+
+def test_maps_match_resizing_the_float_probabilities_within_one_step(volume):
+    """Maps are quantised before the resize; they stay within 1/255 of quantising after it."""
+    import torch
+    import torch.nn.functional as F
+
+    from cgs_engine.method import disagreement_map
+
+    predictor = Predictor(_checkpoint(), precision="fp32")
+    prediction = predictor.predict(volume, maps=True)
+    image = torch.as_tensor(predictor.normalization.apply(volume.array))[:, None]
+    with torch.inference_mode():
+        output = predictor.model(F.interpolate(image, size=(32, 32), mode="bilinear"))
+        probs = torch.softmax(output.specialists, dim=2)
+        shown = torch.cat([probs[:, :, 1], disagreement_map(probs)[:, None]], dim=1)
+        expected = F.interpolate(shown, size=volume.shape[1:], mode="bilinear")
+    expected = (expected.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy().astype(int)
+    for k, name in enumerate(["a", "b", "c"]):
+        assert np.abs(prediction.specialist_maps[name].array.astype(int) - expected[:, k]).max() <= 1
+    assert np.abs(prediction.disagreement.array.astype(int) - expected[:, 3]).max() <= 1
+    assert prediction.disagreement.array.max() > 0  # an untrained model's heads disagree somewhere
