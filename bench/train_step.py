@@ -5,7 +5,8 @@ The reference step (the authors' script, with its crash fixed) does, per iterati
 partner batch, student forwards on 24 weak and 24 strong images, a teacher forward on 24 weak
 images, and a backward through both student passes. Ours runs one teacher pass over the 12
 unlabeled weak views plus their 12 partners and one student pass over the 12 labeled weak and 12
-strong views (or, "ours-split", one pass for each), channels-last, bf16 autocast where supported.
+strong views (or, "ours-split", one pass for each), channels-last, bf16 autocast where supported,
+and, as the trainer does from 192 px on, the full-resolution layers recomputed in backward.
 
 Each variant runs in its own process so peak RSS (the whole process: model, data, loader
 thread) is measured separately. Usage:
@@ -61,7 +62,12 @@ def run_ours(steps: int, size: int, batch_l: int, batch_u: int, classes: int, sp
         _bank(400, size, classes, generator), _bank(400, size, classes, generator), batch_l, batch_u, seed=0
     )
     source.unlabeled.labels = None
+    from cgs_engine.train.config import TrainConfig
+
     student, _ = _models(classes)
+    # as the trainer does: full-resolution layers recomputed in backward from 192 px on
+    save_memory = TrainConfig(input_size=size).saves_memory
+    student.save_memory(save_memory)
     student = student.to(memory_format=torch.channels_last)
     teacher = EMATeacher(student)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -74,7 +80,7 @@ def run_ours(steps: int, size: int, batch_l: int, batch_u: int, classes: int, sp
         timings.append(time.perf_counter() - start)
     return {
         "variant": "ours-split" if split else "ours",
-        "runtime": runtime.describe(),
+        "runtime": runtime.describe() + (", recompute full-res" if save_memory else ""),
         "seconds_per_step": _steady(timings),
     }
 
