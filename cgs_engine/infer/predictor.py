@@ -105,10 +105,9 @@ class Predictor:
             cancel=cancel,
         ):
             window = slice(batch.start, batch.stop)
-            top, winner = batch.generalist.max(dim=1)
-            labels[window] = winner.to(torch.uint8).numpy()
+            labels[window] = batch.labels.numpy()
             if confidence is not None:
-                confidence[window] = _to_uint8(top)
+                confidence[window] = _to_uint8(batch.confidence)
             if batch.foreground is None:
                 continue
             for k, name in enumerate(heads):

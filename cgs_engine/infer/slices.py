@@ -2,7 +2,8 @@
 
 Slices are resized to the square input size (bilinear), run through the network, and the
 generalist's softmax probabilities are resized back to the slice's own size (bilinear) before
-the argmax, so that the label map lies exactly on the input grid. Of the specialists only what
+the argmax, so that the label map lies exactly on the input grid (``upsampled_argmax`` does that
+without resizing every class channel). Of the specialists only what
 is shown is resized: each head's own-class probability and the IHED disagreement, computed at the
 network's resolution (resizing all K x 3 head channels cost about twice as much). These shown maps
 are quantised to uint8 (255 = 1.0, the stored map format) at the network's resolution and resized
@@ -19,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cgs_engine.infer.upsample import upsampled_argmax
 from cgs_engine.method.ihed import disagreement_map
-from cgs_engine.method.labels import MINE, argmax_along
+from cgs_engine.method.labels import MINE
 from cgs_engine.runtime import Runtime
 
 
@@ -32,7 +34,8 @@ class Cancelled(Exception):
 class SliceBatchProbs:
     start: int
     stop: int
-    generalist: torch.Tensor  # [b, C, H, W] float32 probabilities on the slice grid
+    labels: torch.Tensor  # [b, H, W] uint8 generalist argmax on the slice grid
+    confidence: torch.Tensor  # [b, H, W] float32 generalist top probability on the slice grid
     foreground: torch.Tensor | None = None  # [b, K, H, W] uint8 p_k(own class) of each head, 255 = 1
     disagreement: torch.Tensor | None = None  # [b, H, W] uint8 soft IHED disagreement, 255 = 1
 
@@ -87,7 +90,7 @@ def iterate_slice_probs(
         inputs = runtime.prepare(resize_images(volume[start:stop], input_size))
         with runtime.autocast():
             output = model(inputs, specialists=want_specialists)
-        generalist = _to_grid(torch.softmax(output.generalist.float(), dim=1), height, width)
+        labels, confidence = upsampled_argmax(torch.softmax(output.generalist.float(), dim=1), height, width)
         foreground = disagreement = None
         if output.specialists is not None:
             spec_probs = torch.softmax(output.specialists.float(), dim=2)
@@ -101,7 +104,7 @@ def iterate_slice_probs(
                 else _to_grid(to_uint8(shown), height, width)
             )
             foreground, disagreement = shown[:, :-1], shown[:, -1]
-        yield SliceBatchProbs(start, stop, generalist.cpu(), foreground, disagreement)
+        yield SliceBatchProbs(start, stop, labels.cpu(), confidence.cpu(), foreground, disagreement)
         if progress is not None:
             progress(stop, depth)
 
@@ -114,5 +117,5 @@ def predict_label_volume(
     for batch in iterate_slice_probs(
         model, image, input_size, runtime, batch_size, specialists=False, progress=progress, cancel=cancel
     ):
-        labels[batch.start : batch.stop] = argmax_along(batch.generalist, 1).numpy().astype(np.uint8)
+        labels[batch.start : batch.stop] = batch.labels.numpy()
     return labels
