@@ -32,10 +32,6 @@ class Prediction:
     seconds: float = 0.0
 
 
-def _to_uint8(probabilities: torch.Tensor) -> np.ndarray:
-    return to_uint8(probabilities).numpy()
-
-
 class Predictor:
     """Holds one network in memory; ``predict`` may be called many times, ``swap`` replaces the model."""
 
@@ -107,7 +103,7 @@ class Predictor:
             window = slice(batch.start, batch.stop)
             labels[window] = batch.labels.numpy()
             if confidence is not None:
-                confidence[window] = _to_uint8(batch.confidence)
+                confidence[window] = to_uint8(batch.confidence).numpy()
             if batch.foreground is None:
                 continue
             for k, name in enumerate(heads):
