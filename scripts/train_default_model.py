@@ -61,7 +61,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     overrides = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if key not in SETTINGS and key not in ("device", "precision", "widths", "lambda_max", "tau"):
+        if key not in SETTINGS and key not in ("device", "precision", "widths", "lambda_max", "tau", "gate_tau", "threads"):
             sys.exit(f"--set {pair}: unknown setting {key!r}")
         try:
             overrides[key] = json.loads(value)

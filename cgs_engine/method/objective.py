@@ -7,6 +7,8 @@ the caller; the teacher's ``NetOutput`` holds PROBABILITIES, softmax over the cl
   y_G, m_G = argmax / [max prob > tau] of the teacher generalist
   a_k      = argmax of teacher specialist k;  m_I = IHED mask;  y_S = fused specialist label
   m_E      = [y_G == y_S];  y_E = y_G (only used where m_E)
+  gate_tau > 0 (an option, not in the reference) also asks the teacher to be sure:
+  m_I &= [weakest head's max prob > gate_tau];  m_E &= [max(generalist, weakest head) > gate_tau]
   generalist:  g2g (y_G, m_G)        s2g (y_S, m_I)          cons_g (y_E, m_E)
   specialists: g2s (T_k(y_G), m_G)   s2s (a_k, m_I)          cons_s (T_k(y_E), m_E)   (mean over k)
 Each term is CE + Dice. ``unsup`` is the plain SUM of the terms the method uses, ``sup`` the sum of
@@ -52,8 +54,11 @@ class ObjectiveConfig:
     dice_masked: bool = True
     ce_normalise: str = "kept"
     fused_rule: str = "implied"
+    gate_tau: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.gate_tau < 1.0:
+            raise ValueError(f"gate_tau must be in [0, 1), got {self.gate_tau!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.ce_normalise not in CE_NORMALISATIONS:
@@ -129,6 +134,11 @@ def _unsupervised_terms(
     teacher_spec = _specialists_of(teacher, cfg, "teacher_weak_mixed").detach().float()
     a_k = argmax_along(teacher_spec, 2)
     y_s, m_i = fused_specialist_label(teacher_spec, cfg.fused_rule, binary)
+    if cfg.gate_tau > 0:
+        # Untrained heads all answer "background" with low confidence; IHED calls that consistent,
+        # and without a gate every pixel is then trained towards background (seen on SegTHOR).
+        spec_conf = teacher_spec.amax(dim=2).amin(dim=1)
+        m_i = m_i & (spec_conf > cfg.gate_tau)
     terms["frac_ihed"] = m_i.float().mean()
     if cfg.method == "no-ihed":
         m_i = torch.ones_like(m_i)
@@ -137,6 +147,8 @@ def _unsupervised_terms(
         return terms
 
     m_e = y_g == y_s
+    if cfg.gate_tau > 0:
+        m_e = m_e & (torch.maximum(confidence, spec_conf) > cfg.gate_tau)
     targets_from_gen = specialist_targets(y_g, num_classes, binary)  # T_k(y_G) == T_k(y_E) on m_E
     terms["frac_agree"] = m_e.float().mean()
     terms["s2g"] = loss(gen, y_s, m_i)

@@ -40,6 +40,9 @@ class TrainConfig:
     lambda_max: float = 0.1  # reference; the paper summary says 2.0
     ramp_fraction: float = 1.0  # lambda ramps over this fraction of the run (reference: whole run)
     tau: float = 0.95  # reference; the paper summary says 0.9
+    # Not in the reference: also require teacher confidence > gate_tau on the IHED and consensus
+    # masks (0 = off, the reference). Stops untrained heads' "all background" from being trusted.
+    gate_tau: float = 0.0
     dice_masked: bool = True  # False reproduces the reference defect (masks ignored by Dice)
     ce_normalise: str = "kept"  # "all" reproduces the reference (divide by all pixels)
     fused_rule: str = "implied"  # "reference": argmax over [mean bg, p_1(mine) .. p_K(mine)]
@@ -115,6 +118,7 @@ class TrainConfig:
             dice_masked=self.dice_masked,
             ce_normalise=self.ce_normalise,
             fused_rule=self.fused_rule,
+            gate_tau=self.gate_tau,
         )
 
     def to_dict(self) -> dict[str, Any]:

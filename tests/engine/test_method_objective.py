@@ -135,6 +135,43 @@ def test_no_confident_pixel_gives_zero_self_training():
     assert terms["frac_conf"].item() == 0.0
 
 
+def test_gate_drops_unsure_consistent_pixels_and_keeps_sure_ones():
+    # pixel 0: every head says background but only with 0.5 (the untrained-heads collapse case);
+    # pixel 1: every head says background with 0.99; pixel 2: head 1 claims it with 0.99, head 2
+    # says remaining with 0.99, the generalist agrees (class 1) with only 0.6.
+    def head(*probs):  # three-class probabilities of one head for the three pixels
+        return torch.tensor(probs, dtype=torch.float32).T.reshape(3, 1, 3)
+
+    spec = torch.stack([
+        head((0.5, 0.3, 0.2), (0.99, 0.005, 0.005), (0.005, 0.99, 0.005)),
+        head((0.5, 0.2, 0.3), (0.99, 0.005, 0.005), (0.005, 0.005, 0.99)),
+    ]).unsqueeze(0)  # [1, K=2, 3, 1, 3]
+    gen = torch.tensor([[0.5, 0.25, 0.25], [0.99, 0.005, 0.005], [0.3, 0.6, 0.1]]).T.reshape(1, 3, 1, 3)
+    teacher = NetOutput(gen, spec)
+    torch.manual_seed(4)
+    student = NetOutput(torch.randn(1, 3, 1, 3), torch.randn(1, 2, 3, 1, 3))
+    labels = torch.zeros(1, 1, 3, dtype=torch.long)
+
+    plain = compute_losses(student, labels, student, teacher, 1.0, ObjectiveConfig(tau=0.95))
+    gated = compute_losses(student, labels, student, teacher, 1.0, ObjectiveConfig(tau=0.95, gate_tau=0.9))
+    assert plain["frac_ihed"].item() == 1.0 and plain["frac_agree"].item() == 1.0
+    torch.testing.assert_close(gated["frac_ihed"], torch.tensor(2 / 3))
+    torch.testing.assert_close(gated["frac_agree"], torch.tensor(2 / 3))
+    keep = torch.tensor([[[False, True, True]]])
+    y_s = torch.tensor([[[0, 0, 1]]])
+    torch.testing.assert_close(gated["s2g"], ce_dice(student.generalist, y_s, keep))
+    torch.testing.assert_close(gated["cons_g"], ce_dice(student.generalist, y_s, keep))
+    a_k = spec.argmax(dim=2)
+    torch.testing.assert_close(gated["s2s"], specialist_ce_dice(student.specialists, a_k, keep))
+    torch.testing.assert_close(gated["g2g"], plain["g2g"])  # tau's mask is untouched by the gate
+
+
+def test_gate_tau_validation():
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="gate_tau"):
+            ObjectiveConfig(gate_tau=bad)
+
+
 def test_missing_or_wrong_specialists_raise():
     out = NetOutput(torch.randn(1, 3, 4, 4), None)
     labels = torch.zeros(1, 4, 4, dtype=torch.long)
