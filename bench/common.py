@@ -22,6 +22,10 @@ OPENKBP_SETTINGS = dict(
     lr=2e-3,
     foreground_fraction=0.5,
     ramp_fraction=0.3,
+    # Teacher confidence gate on the IHED and consensus masks (not in the reference): on OpenKBP
+    # (H100, equal wall time) CGS 69.1 / 68.2 mean Dice with it (seeds 0 / 1), 62.1 without,
+    # supervised 65.5 / 63.5.
+    gate_tau=0.95,
     val_every=100,
     seed=0,
 )

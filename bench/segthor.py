@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-bench-segthor"))
     parser.add_argument("--methods", nargs="+", default=["cgs", "fixmatch"])
     parser.add_argument("--ramp-fraction", type=float, default=1.0, help="lambda ramp length / run")
+    parser.add_argument(
+        "--gate-tau", type=float, default=0.0, help="teacher confidence gate on IHED/consensus (0: off)"
+    )
     args = parser.parse_args()
     from cgs_engine.store.importers import import_segthor_png
 
@@ -50,7 +53,7 @@ def main() -> None:
         args.work,
         args.methods,
         lambda m: args.minutes,
-        {**SETTINGS, "ramp_fraction": args.ramp_fraction},
+        {**SETTINGS, "ramp_fraction": args.ramp_fraction, "gate_tau": args.gate_tau},
         spacing_known=True,
         extra={"labeled_patients": args.labeled_patients},
     )

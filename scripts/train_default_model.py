@@ -73,6 +73,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def train_and_evaluate(method: str, store: Path, work: Path, minutes: float, settings: dict) -> None:
     run = train_method(store, work / f"run-{method}", method, minutes, settings)
+    run["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     run["evaluation"] = evaluate_on_val(Path(run["checkpoint"]), store, spacing_known=True)
     print(
         f"\n== {method}: {run['steps_done']} iterations in {run['wall_minutes']:.1f} min\n"
@@ -93,7 +94,13 @@ def summarise(work: Path, minutes: float, settings: dict) -> dict:
     print(f"  {'mean':13s} {100 * means['cgs']:6.2f} {100 * means['supervised']:6.2f}")
     print(f"CGS wins on the mean: {means['cgs'] > means['supervised']}; on the smallest organs: {wins}")
     summary = {
-        "recipe": {"command": " ".join(sys.argv), "settings": settings, "minutes": minutes},
+        "recipe": {
+            "summarised_by": " ".join(sys.argv),
+            "train_commands": {m: r.get("command") for m, r in runs.items()},
+            "settings": settings,
+            "minutes": minutes,
+            "cgs_config": runs["cgs"]["config"],
+        },
         "methods": {
             m: {
                 "iterations": r["steps_done"],

@@ -70,6 +70,7 @@ RETRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "batch_labeled": 4,
     "batch_unlabeled": 4,
+    "gate_tau": 0.95,  # trust only confident pseudo-labels (see TrainConfig.gate_tau)
     "val_every": 50,
 }
 MIN_VOLUMES_FOR_VOLUME_HOLDOUT = 3
