@@ -82,7 +82,7 @@ RERUN_TIPS = {
 }
 DEVICES = [("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda")]
 NO_MODEL_HINT = (
-    "No model selected. No bundled model ships yet: click “Choose checkpoint…” and pick a .pt file "
+    "No model selected: pick one above, or click “Choose checkpoint…” and open a .pt file "
     "trained with `cgs train`."
 )
 

@@ -8,9 +8,8 @@ Without a display (or with ``--headless``): the same pipeline runs through the e
 result goes to ``demo-output/`` (``_demo_pipeline``): label map, specialist maps, disagreement
 map, organ volumes, ranked review regions and a picture of the viewer (``_demo_render``).
 
-The model is ``napari_cgs/models/default.pt``; ``CGS_DEMO_MODEL`` points at another checkpoint.
-Until a default model ships, the demo shows the sample CT with its clinical contours instead
-(headless: an exact read/write round trip of both into ``demo-output/``) and says so.
+The model is ``napari_cgs/models/default.pt`` (see scripts/train_default_model.py);
+``CGS_DEMO_MODEL`` points at another checkpoint.
 """
 
 from __future__ import annotations
@@ -40,48 +39,9 @@ def has_display() -> bool:
 
 def missing_model_message(model: Path) -> str:
     return (
-        f"demo: no model at {model}: train one (scripts/train_default_model.py, or `cgs train`) "
-        f"and put it there, or set {MODEL_ENV}=path/to/checkpoint.pt"
+        f"demo: no model at {model}: reinstall napari-cgs, train one (scripts/train_default_model.py "
+        f"--install), or set {MODEL_ENV}=path/to/checkpoint.pt"
     )
-
-
-def no_bundled_model_message(model: Path) -> str:
-    return (
-        f"demo: no default model ships yet ({model} is absent): showing the sample CT and its "
-        f"clinical contours only; set {MODEL_ENV}=path/to/checkpoint.pt for the whole loop"
-    )
-
-
-def sample_round_trip(output: Path) -> list[Path]:
-    """Read the bundled CT and contours, write them to ``output`` and check they come back equal."""
-    import numpy as np
-
-    from cgs_engine.io import read_volume, write_volume
-    from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS
-
-    output.mkdir(parents=True, exist_ok=True)
-    written = []
-    for source, kind in ((SAMPLE_CT, "image"), (SAMPLE_LABELS, "labels")):
-        volume = read_volume(source, kind=kind)
-        target = write_volume(volume, output / source.name, overwrite=True)
-        back = read_volume(target, kind=kind)
-        if not (np.array_equal(back.array, volume.array) and back.geometry.is_close(volume.geometry)):
-            raise SystemExit(f"demo: the round trip of {source.name} changed the volume")
-        print(f"  {target.resolve()}: {volume.shape} (z, y, x), {volume.geometry.describe()}, unchanged")
-        written.append(target)
-    return written
-
-
-def show_sample_only() -> int:
-    import napari
-
-    from napari_cgs._panel import CGSPanel
-
-    viewer = napari.Viewer(title="napari-cgs demo (no default model yet)")
-    viewer.open_sample("napari-cgs", "openkbp-ct-contours")
-    viewer.window.add_dock_widget(CGSPanel(viewer), name="CGS", area="right")
-    napari.run()
-    return 0
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -94,16 +54,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] = ()) -> int:
     args = parse_args(argv)
     model = default_model_path()
-    if not model.is_file() and os.environ.get(MODEL_ENV):
+    if not model.is_file():
         print(missing_model_message(model), file=sys.stderr)
         return EXIT_NO_MODEL
-    if not model.is_file():
-        print(no_bundled_model_message(model))
-        if args.headless or not has_display():
-            sample_round_trip(args.output)
-            print(f"demo: done; files are in {args.output.resolve()}")
-            return 0
-        return show_sample_only()
     if args.headless or not has_display():
         from napari_cgs._demo_pipeline import DemoError, run_headless
 

@@ -71,6 +71,7 @@ def test_wheel_carries_manifest_and_samples(wheel_site):
         for part in ("ct", "labels"):
             assert f"napari_cgs/samples/openkbp_{patient}_{part}.nii.gz" in names
     assert "napari_cgs/samples/NOTICE.md" in names
+    assert "napari_cgs/models/default.pt" in names
 
 
 def test_npe2_validates_wheel_install(wheel_site):

@@ -28,8 +28,8 @@ def headless(tmp_path, monkeypatch):
     return tmp_path / "demo-output"
 
 
-def test_headless_demo_writes_every_file_on_the_ct_grid(headless, tiny_checkpoint, monkeypatch, capsys):
-    monkeypatch.setenv(demo.MODEL_ENV, str(tiny_checkpoint))
+def test_headless_demo_writes_every_file_on_the_ct_grid(headless, monkeypatch, capsys):
+    monkeypatch.delenv(demo.MODEL_ENV, raising=False)  # `make demo` as shipped: the bundled model
     assert demo.main([]) == 0
     out = capsys.readouterr().out
     assert "no display" in out and "pre-segmentation of the 128 x 128 x 128 CT took" in out
@@ -43,7 +43,7 @@ def test_headless_demo_writes_every_file_on_the_ct_grid(headless, tiny_checkpoin
     with open(f"{stem}_volumes.csv") as handle:
         volumes = list(csv.DictReader(handle))
     assert [row["organ"] for row in volumes] == list(ORGANS)
-    assert all(float(row["millilitres"]) >= 0 for row in volumes)
+    assert all(float(row["millilitres"]) > 0 for row in volumes), volumes  # every organ is found
     with open(f"{stem}_review_regions.csv") as handle:
         regions = list(csv.DictReader(handle))
     assert [int(row["rank"]) for row in regions] == list(range(1, len(regions) + 1))
@@ -65,6 +65,15 @@ def test_picture_is_composed_without_xvfb(tmp_path, tiny_checkpoint, monkeypatch
     picture = QImage(str(tmp_path / "viewer.png"))
     panel = _demo_render.PANEL_PIXELS  # 128 x 128 voxels of 4.688 mm square: square panels
     assert (picture.width(), picture.height()) == (2 * panel + 8, panel + _demo_render.CAPTION_PIXELS)
+
+
+def test_bundled_model_missing_from_an_install_is_one_clear_line(headless, monkeypatch, capsys):
+    monkeypatch.delenv(demo.MODEL_ENV, raising=False)
+    missing = headless.parent / "models" / "default.pt"
+    monkeypatch.setattr(demo, "default_model_path", lambda: missing)
+    assert demo.main([]) == demo.EXIT_NO_MODEL
+    assert capsys.readouterr().err.strip() == demo.missing_model_message(missing)
+    assert not headless.exists()
 
 
 def test_missing_model_is_one_clear_line_and_exit_code(headless, monkeypatch, capsys):
@@ -120,13 +129,3 @@ def test_second_sample_ct_alone(make_napari_viewer):
     viewer = make_napari_viewer()
     (image,) = viewer.open_sample("napari-cgs", "openkbp-ct-pt225")
     assert image.name == "OpenKBP pt_225 CT" and image.data.dtype == np.int16
-
-
-def test_without_a_shipped_model_the_demo_shows_the_sample_and_exits_0(headless, monkeypatch, capsys):
-    monkeypatch.delenv(demo.MODEL_ENV, raising=False)
-    monkeypatch.setattr(demo, "default_model_path", lambda: headless.parent / "models" / "default.pt")
-    assert demo.main([]) == 0
-    out = capsys.readouterr().out
-    assert "no default model ships yet" in out
-    for name in ("openkbp_pt_222_ct.nii.gz", "openkbp_pt_222_labels.nii.gz"):
-        assert read_volume(headless / name).geometry.is_close(read_volume(SAMPLE_CT).geometry)

@@ -10,12 +10,14 @@ import pytest
 from qtpy.QtWidgets import QAbstractButton, QComboBox
 
 from cgs_engine.infer.predictor import Predictor
+from napari_cgs import _panel as panel_module
 from napari_cgs._panel import NO_MODEL_HINT, CGSPanel
 from napari_cgs._prediction_layers import (
     disagreement_layer_name,
     labels_layer_name,
     specialist_layer_name,
 )
+from napari_cgs._sample_data import SAMPLE_CLASS_NAMES
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 
@@ -34,7 +36,17 @@ def test_panel_is_a_registered_widget_with_tooltips_everywhere(make_napari_viewe
     assert len(controls) >= 9
     untipped = [c.text() if hasattr(c, "text") else type(c).__name__ for c in controls if not c.toolTip()]
     assert not untipped, f"controls without a tooltip: {untipped}"
-    # No bundled model yet: the selector is empty and says what to do.
+    # It starts on the bundled default model, ready to run.
+    assert panel.checkpoint.class_names == list(SAMPLE_CLASS_NAMES)
+    assert panel.model_info.text().startswith("7 organs: Brainstem, SpinalCord")
+    assert "method cgs · best validation Dice 0.69" in panel.model_info.text()
+    assert panel.run_button.isEnabled()
+    panel.autosave.stop()
+
+
+def test_without_a_bundled_model_the_panel_says_what_to_do(make_napari_viewer, tmp_path, monkeypatch):
+    monkeypatch.setattr(panel_module, "BUNDLED_MODEL", tmp_path / "absent.pt")
+    panel = CGSPanel(make_napari_viewer())
     assert panel.checkpoint is None and panel.model_info.text() == NO_MODEL_HINT
     assert not panel.run_button.isEnabled()
     panel.autosave.stop()
