@@ -12,6 +12,7 @@ import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
 from cgs_engine.infer.slices import Cancelled, iterate_slice_probs, to_uint8
+from cgs_engine.model.fold import fold_batch_norm
 from cgs_engine.normalize import Normalization
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
@@ -49,7 +50,7 @@ class Predictor:
     def swap(self, checkpoint: str | Path | ModelCheckpoint) -> None:
         source = checkpoint if not isinstance(checkpoint, ModelCheckpoint) else "checkpoint"
         loaded = load_checkpoint(checkpoint) if not isinstance(checkpoint, ModelCheckpoint) else checkpoint
-        model = build_network(loaded, source).to(self.runtime.device)
+        model = fold_batch_norm(build_network(loaded, source)).to(self.runtime.device)
         if self.runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.checkpoint, self.model = loaded, model
@@ -82,7 +83,8 @@ class Predictor:
         dataset store, which keeps images normalised); anything else is normalised here.
         """
         started = time.perf_counter()
-        image = volume.array.astype(np.float32) if normalized else self.normalization.apply(volume.array)
+        image = volume.array
+        normalize = None if normalized else self.normalization.slab_normalizer(image)
         depth, height, width = image.shape
         want_maps = maps and self.has_specialists
         labels = np.zeros(image.shape, dtype=np.uint8)
@@ -99,6 +101,7 @@ class Predictor:
             specialists=want_maps,
             progress=progress,
             cancel=cancel,
+            normalize=normalize,
         ):
             window = slice(batch.start, batch.stop)
             labels[window] = batch.labels.numpy()
