@@ -37,6 +37,7 @@ window, e.g. ``Normalization.ct_window(-200, 1300)``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -95,18 +96,31 @@ class Normalization:
 
     def apply(self, array: np.ndarray) -> np.ndarray:
         """Normalised float32 copy of ``array``; the input is left untouched."""
-        values = np.array(array, dtype=np.float32, copy=True)
-        if self.mode == "identity":
-            return values
-        if values.size and not np.isfinite(values).all():
+        return self.slab_normalizer(array)(array)
+
+    def slab_normalizer(self, array: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """A function that normalises any part of ``array`` exactly as ``apply(array)`` would.
+
+        The per-volume bounds (percentiles, min-max) are computed once here, so a predictor can
+        normalise slice batch by slice batch instead of holding a float32 copy of the whole volume.
+        """
+        values = np.asarray(array)
+        if values.dtype.kind == "f" and values.size and not np.isfinite(values).all():
             raise ValueError("cannot normalise an array that contains NaN or infinite values")
+        bounds = None if self.mode == "identity" else self._bounds(values)
+
+        def normalize(part: np.ndarray) -> np.ndarray:
+            part = np.array(part, dtype=np.float32, copy=True)
+            return part if bounds is None else _rescale_in_place(part, *bounds)
+
+        return normalize
+
+    def _bounds(self, values: np.ndarray) -> tuple[float, float]:
         if self.mode == "ct-window":
-            low, high = self.lower, self.upper
-        elif self.mode == "mr-percentile":
-            low, high = _percentiles(values, self.p_low, self.p_high)
-        else:
-            low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-        return _rescale_in_place(values, low, high)
+            return self.lower, self.upper
+        if self.mode == "mr-percentile":
+            return _percentiles(values.astype(np.float32, copy=False), self.p_low, self.p_high)
+        return (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
 
     def describe(self) -> str:
         if self.mode == "ct-window":

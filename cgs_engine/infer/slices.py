@@ -78,16 +78,26 @@ def iterate_slice_probs(
     specialists: bool = True,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    normalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[SliceBatchProbs]:
-    """Yield per-batch probabilities of a normalised volume indexed [z, y, x]."""
-    volume = torch.as_tensor(np.asarray(image, dtype=np.float32)) if not torch.is_tensor(image) else image
-    depth, height, width = volume.shape
+    """Yield per-batch probabilities of a volume indexed [z, y, x].
+
+    The volume is already normalised, or ``normalize`` turns each batch of raw slices into model
+    input (``Normalization.slab_normalizer``), so no float copy of the whole volume is made.
+    """
+    if normalize is not None:
+        raw = np.asarray(image)
+        depth, height, width = raw.shape
+    else:
+        volume = torch.as_tensor(np.asarray(image, dtype=np.float32)) if not torch.is_tensor(image) else image
+        depth, height, width = volume.shape
     want_specialists = specialists and getattr(model, "specialists", None) is not None
     for start in range(0, depth, batch_size):
         if cancel is not None and cancel():
             raise Cancelled("prediction cancelled")
         stop = min(start + batch_size, depth)
-        inputs = runtime.prepare(resize_images(volume[start:stop], input_size))
+        slab = torch.from_numpy(normalize(raw[start:stop])) if normalize is not None else volume[start:stop]
+        inputs = runtime.prepare(resize_images(slab, input_size))
         with runtime.autocast():
             output = model(inputs, specialists=want_specialists)
         labels, confidence = upsampled_argmax(torch.softmax(output.generalist.float(), dim=1), height, width)

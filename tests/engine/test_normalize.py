@@ -67,6 +67,24 @@ def test_non_finite_values_are_rejected():
         Normalization(mode="minmax").apply(np.array([1.0, np.nan]))
 
 
+@pytest.mark.parametrize("mode", ["ct-window", "mr-percentile", "minmax", "identity"])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_slab_by_slab_equals_the_whole_volume(mode, dtype):
+    rng = np.random.default_rng(0)
+    array = rng.integers(-1000, 2000, size=(9, 5, 4)).astype(dtype)
+    norm = Normalization(mode=mode)
+    whole = norm.apply(array)
+    normalize = norm.slab_normalizer(array)  # bounds from the whole volume, not from each slab
+    slabs = np.concatenate([normalize(array[i : i + 4]) for i in range(0, 9, 4)])
+    assert slabs.dtype == np.float32 and array.dtype == dtype  # the input is not touched
+    np.testing.assert_array_equal(slabs, whole)
+
+
+def test_slab_normalizer_rejects_non_finite_volumes_up_front():
+    with pytest.raises(ValueError, match="NaN"):
+        Normalization(mode="ct-window").slab_normalizer(np.array([[[1.0, np.inf]]]))
+
+
 def test_serialisation_round_trip():
     for normalization in (
         Normalization(),
