@@ -65,6 +65,13 @@ def to_uint8(probabilities: torch.Tensor) -> torch.Tensor:
 def _to_grid(probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if probs.shape[-2:] == (height, width):
         return probs
+    if probs.dtype == torch.uint8:
+        # torch's CPU uint8 bilinear kernel is about 3x faster on one-channel images, same values
+        batch, channels = probs.shape[:2]
+        single = F.interpolate(
+            probs.flatten(0, 1)[:, None], size=(height, width), mode="bilinear", align_corners=False
+        )
+        return single.view(batch, channels, height, width)
     return F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
 
 

@@ -1,4 +1,4 @@
-"""upsampled_argmax: the label map and top probability of resizing every class channel, exactly."""
+"""Resizing to the slice grid: exact label upsampling and uint8 map resizing."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cgs_engine.infer.slices import _to_grid
 from cgs_engine.infer.upsample import source_grid, upsampled_argmax
 
 
@@ -65,3 +66,11 @@ def test_source_grid_follows_interpolate():
         positions = F.interpolate(ramp, size=(size_out, 2), mode="bilinear", align_corners=False)[0, 0, :, 0]
         torch.testing.assert_close(lower.float() * (1 - weight) + upper.float() * weight, positions)
         assert (lower >= 0).all() and (upper <= size_in - 1).all() and ((weight >= 0) & (weight <= 1)).all()
+
+
+@pytest.mark.parametrize("size_out", [(512, 512), (97, 61), (40, 40)])
+def test_uint8_maps_resize_channel_by_channel_to_the_same_values(size_out):
+    maps = torch.randint(0, 256, (3, 5, 40, 32), dtype=torch.uint8)
+    expected = F.interpolate(maps, size=size_out, mode="bilinear", align_corners=False)
+    got = _to_grid(maps, *size_out)
+    assert got.dtype == torch.uint8 and torch.equal(got, expected)
