@@ -11,6 +11,10 @@ A voxel is *uncertain* when
 
 Uncertain voxels are grouped into 3D connected components with 26-connectivity (voxels touching by a
 face, edge or corner belong together), so a thin oblique sliver of disagreement stays one region.
+With specialist maps (and ``split_by_organ``, the default) a component never crosses from voxels
+whose likeliest organ (the specialist with the highest "mine" value) is one organ to voxels of
+another: disagreement along the borders of touching organs (mandible, parotids) would otherwise
+join into one blob of 90 mL that no one can review; split, each organ's border is its own region.
 Components smaller than ``min_voxels`` are dropped; the rest are ranked by ``mass`` (descending,
 then larger first) and numbered 1..n in that order.
 
@@ -35,6 +39,7 @@ from scipy import ndimage
 MAX_LIKELY_CLASSES = 3
 UINT8_ONE = 255.0
 SOURCES = ("disagreement", "low-confidence", "both")
+CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ def find_regions(
     confidence_threshold: float = 0.6,
     min_voxels: int = 5,
     max_regions: int = 200,
+    split_by_organ: bool = True,
 ) -> list[Region]:
     """Ranked uncertain regions, most uncertain first; see the module docstring for the rules."""
     regions, _ = find_regions_with_map(
@@ -145,6 +151,7 @@ def find_regions(
         confidence_threshold,
         min_voxels,
         max_regions,
+        split_by_organ,
     )
     return regions
 
@@ -159,6 +166,7 @@ def find_regions_with_map(
     confidence_threshold: float = 0.6,
     min_voxels: int = 5,
     max_regions: int = 200,
+    split_by_organ: bool = True,
 ) -> tuple[list[Region], np.ndarray]:
     """:func:`find_regions` plus an int32 map holding each kept region's id on its voxels (0 elsewhere)."""
     _check_inputs(disagreement, labels, specialist_maps, confidence, spacing_zyx)
@@ -169,7 +177,10 @@ def find_regions_with_map(
         low_confidence = confidence < _cutoff(confidence, confidence_threshold)
         near_organ = disagreement > 0 if labels is None else (labels != 0) | (disagreement > 0)
         mask = high | (low_confidence & near_organ)
-    component_map, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if split_by_organ and specialist_maps:
+        component_map, count = _components_per_organ(mask, specialist_maps)
+    else:
+        component_map, count = ndimage.label(mask, structure=CONNECTIVITY_26)
     component_map = component_map.astype(np.int32, copy=False)
     if count == 0:
         return [], component_map
@@ -227,6 +238,36 @@ def find_regions_with_map(
             )
         )
     return regions, component_map
+
+
+def _components_per_organ(mask: np.ndarray, specialist_maps: dict[int, np.ndarray]) -> tuple[np.ndarray, int]:
+    """26-connected components of ``mask`` that never join voxels of different likeliest organs.
+
+    The likeliest organ of a voxel is the specialist map with the highest value there (ties: the
+    lower class id). Only the bounding box of the mask is visited, with two box-sized work arrays.
+    """
+    component_map = np.zeros(mask.shape, dtype=np.int32)
+    boxes = ndimage.find_objects(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8))
+    if not boxes or boxes[0] is None:
+        return component_map, 0
+    box = boxes[0]
+    class_ids = sorted(specialist_maps)
+    best = specialist_maps[class_ids[0]][box].astype(np.float32)
+    owner = np.zeros(best.shape, dtype=np.int16)
+    for index, class_id in enumerate(class_ids[1:], start=1):
+        values = specialist_maps[class_id][box].astype(np.float32)
+        better = values > best
+        owner[better] = index
+        np.maximum(best, values, out=best)
+    del best
+    inside, target, count = mask[box], component_map[box], 0
+    for index in range(len(class_ids)):
+        part, found = ndimage.label(inside & (owner == index), structure=CONNECTIVITY_26)
+        if found:
+            labelled = part > 0
+            target[labelled] = part[labelled] + count
+            count += found
+    return component_map, count
 
 
 def _unit_values(array: np.ndarray, positions: np.ndarray) -> np.ndarray:

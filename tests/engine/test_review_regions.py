@@ -95,13 +95,35 @@ def test_likely_classes_from_specialists_then_labels_fallback():
     maps = {c: np.zeros(SHAPE, np.uint8) for c in (1, 2, 3, 4)}
     maps[4][5:9, 10:15, 20:26] = 200
     maps[1][5:9, 10:15, 20:21] = 255
-    big, small = find_regions(disagreement, labels=labels, specialist_maps=maps)
+    big, small = find_regions(disagreement, labels=labels, specialist_maps=maps, split_by_organ=False)
     assert big.likely_classes == (4, 1)  # zero-evidence classes are left out
     assert small.likely_classes == (1,)  # all specialists say 0 here: label fallback
     big, small = find_regions(disagreement, labels=labels)
     assert big.likely_classes == (2, 3)
     assert small.likely_classes == (1,)
     assert find_regions(disagreement)[0].likely_classes == ()
+
+
+def test_a_blob_across_two_organs_splits_at_their_border():
+    disagreement = np.zeros(SHAPE, np.uint8)
+    disagreement[2:8, 5:15, 5:25] = 200  # one 26-connected blob over two touching organs
+    maps = {c: np.zeros(SHAPE, np.uint8) for c in (1, 2, 3)}
+    maps[2][:, :, :12] = 180  # organ 2 likeliest left of x = 12
+    maps[3][:, :, 12:] = 90  # organ 3 right of it, less sure but the only claim there
+    maps[1][:, :, 15:] = 90  # ...tied with organ 1 from x = 15: the lower class id, 1, wins
+    regions, component_map = find_regions_with_map(disagreement, specialist_maps=maps)
+    assert sorted((r.likely_classes[0], r.voxels) for r in regions) == [
+        (1, 6 * 10 * 10),
+        (2, 6 * 10 * 7),
+        (3, 6 * 10 * 3),
+    ]
+    for region in regions:
+        assert int(component_mask(component_map, region).sum()) == region.voxels
+    assert len({r.id for r in regions}) == 3 and int(component_map.max()) == 3
+    (whole,) = find_regions(disagreement, specialist_maps=maps, split_by_organ=False)
+    assert whole.voxels == 6 * 10 * 20
+    (unsplit,) = find_regions(disagreement)  # without specialist maps there is nothing to split by
+    assert unsplit.voxels == whole.voxels
 
 
 def test_at_most_three_likely_classes():
