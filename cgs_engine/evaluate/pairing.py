@@ -6,7 +6,9 @@ A file's case name is its file name without the image extension (``.nii.gz``, ``
 
 A ground-truth case ``NAME`` is matched by the prediction named ``NAME`` or, failing that,
 ``NAME_labels`` and then ``NAME_seg`` (the names this plugin and common tools write).
-Predictions left over after matching are reported in ``missing_gt``.
+Predictions left over after matching are reported in ``missing_gt``, except the maps that
+``cgs predict --maps`` writes beside a matched ``NAME_labels`` (``NAME_map_<organ>``,
+``NAME_disagreement``): those are counted in ``maps_ignored``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 PREDICTION_SUFFIXES = ("", "_labels", "_seg")  # in order of preference
+LABELS_SUFFIX = "_labels"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class PairResult:
     pairs: list[tuple[str, Path, Path]]
     missing_pred: list[str]
     missing_gt: list[str]
+    maps_ignored: int = 0
 
 
 def case_name(path: Path) -> str | None:
@@ -58,7 +62,20 @@ def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> PairResult:
             f"no prediction in {pred_dir} matches a ground-truth file in {gt_dir} "
             f"({len(predictions)} predictions, {len(ground_truths)} ground truths)"
         )
-    return PairResult(pairs=pairs, missing_pred=missing_pred, missing_gt=sorted(unused_predictions))
+    maps = [name for name in unused_predictions if _is_map_of(name, [p for _, p, _ in pairs])]
+    leftover = sorted(set(unused_predictions) - set(maps))
+    return PairResult(pairs, missing_pred, missing_gt=leftover, maps_ignored=len(maps))
+
+
+def _is_map_of(name: str, label_files: list[Path]) -> bool:
+    """Whether ``name`` is a specialist or disagreement map written beside one of ``label_files``."""
+    for path in label_files:
+        case = case_name(path) or ""
+        if case.endswith(LABELS_SUFFIX):
+            stem = case[: -len(LABELS_SUFFIX)]
+            if name == f"{stem}_disagreement" or name.startswith(f"{stem}_map_"):
+                return True
+    return False
 
 
 def _images_by_case(directory: Path) -> dict[str, Path]:

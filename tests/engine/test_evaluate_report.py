@@ -139,6 +139,23 @@ def test_pairing_prefers_the_exact_name(tmp_path):
     assert result.missing_gt == ["a_seg"] and result.missing_pred == []
 
 
+def test_maps_written_by_predict_are_not_reported_as_unpaired(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    _touch(gt_dir, "ct.nii.gz")
+    _touch(
+        pred_dir,
+        "ct_labels.nii.gz",
+        "ct_map_Brainstem.nii.gz",
+        "ct_map_Left_Parotid.nii.gz",
+        "ct_disagreement.nii.gz",
+        "ct_classes.json",
+        "other_map_Brainstem.nii.gz",  # the map of a case that was not evaluated: still reported
+    )
+    result = pair_files(pred_dir, gt_dir)
+    assert [(name, pred.name) for name, pred, _ in result.pairs] == [("ct", "ct_labels.nii.gz")]
+    assert result.maps_ignored == 3 and result.missing_gt == ["other_map_Brainstem"]
+
+
 def test_pairing_errors_name_the_directory(tmp_path):
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     _touch(gt_dir, "x.nii.gz")
