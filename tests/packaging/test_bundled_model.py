@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.infer import Predictor
 from cgs_engine.io import read_volume
+from cgs_engine.train.config import TrainConfig
 from napari_cgs._panel import BUNDLED_MODEL
 from napari_cgs._sample_data import SAMPLE_CLASS_NAMES, SAMPLE_CT, SAMPLE_LABELS
 
+ROOT = Path(__file__).resolve().parents[2]
 SMALLEST = ("Esophagus", "RightParotid", "LeftParotid")
 # pt_222 measured at 0.55 (Esophagus) to 0.89 (Mandible); the floor leaves room for CPU/GPU rounding
 ORGAN_DICE_FLOOR = 0.5
@@ -51,3 +56,10 @@ def test_bundled_model_finds_every_organ_of_the_sample(checkpoint):
         pred, gt = prediction.labels.array == class_id, truth == class_id
         dice = 2 * np.count_nonzero(pred & gt) / (np.count_nonzero(pred) + np.count_nonzero(gt))
         assert dice > ORGAN_DICE_FLOOR, f"{organ}: Dice {dice:.3f}"
+
+
+def test_committed_recipe_config_is_what_the_bundled_model_was_trained_with(checkpoint):
+    recipe = json.loads((ROOT / "scripts" / "default_model_config.json").read_text())
+    TrainConfig.from_dict(recipe)  # `cgs train --config` accepts it
+    trained = checkpoint.train_config
+    assert {key: trained[key] for key in recipe} == recipe
