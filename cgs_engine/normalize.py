@@ -105,7 +105,7 @@ class Normalization:
         normalise slice batch by slice batch instead of holding a float32 copy of the whole volume.
         """
         values = np.asarray(array)
-        if values.dtype.kind == "f" and values.size and not np.isfinite(values).all():
+        if values.dtype.kind == "f" and values.size and not _finite_in_float32(values):
             raise ValueError("cannot normalise an array that contains NaN or infinite values")
         bounds = None if self.mode == "identity" else self._bounds(values)
 
@@ -162,6 +162,13 @@ def guess_normalization(array: np.ndarray) -> Normalization:
     if air_like and np.count_nonzero(sample < CT_LOW_HU) / sample.size >= CT_MIN_LOW_FRACTION:
         return Normalization(mode="ct-window")
     return Normalization(mode="mr-percentile")
+
+
+def _finite_in_float32(values: np.ndarray) -> bool:
+    """Finite, and still finite once cast to float32 (a float64 1e300 would become inf)."""
+    if not np.isfinite(values).all():
+        return False
+    return values.dtype.itemsize <= 4 or float(np.abs(values).max()) <= float(np.finfo(np.float32).max)
 
 
 def _percentiles(values: np.ndarray, p_low: float, p_high: float) -> tuple[float, float]:

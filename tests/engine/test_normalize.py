@@ -83,6 +83,8 @@ def test_slab_by_slab_equals_the_whole_volume(mode, dtype):
 def test_slab_normalizer_rejects_non_finite_volumes_up_front():
     with pytest.raises(ValueError, match="NaN"):
         Normalization(mode="ct-window").slab_normalizer(np.array([[[1.0, np.inf]]]))
+    with pytest.raises(ValueError, match="infinite"):  # finite in float64, inf in float32
+        Normalization(mode="minmax").apply(np.array([[[1.0, 1e300]]]))
 
 
 def test_serialisation_round_trip():
