@@ -9,7 +9,9 @@ Layout (format version 1)::
     /volumes/<name>/label   uint8 class ids, same shape and chunks (labeled and val only)
     /volumes/<name>/review  uint8, 1 where the label is trusted; absent = fully trusted
                             attrs of <name>: split, geometry (JSON), spacing_known,
-                                             original_dtype, source
+                                             original_dtype, source, sampling_weight
+                                             (optional, default 1: how often training
+                                             draws this volume's slices relative to others)
 
 Volumes keep their own shape, so 2D slice data sets whose slices differ in size per patient
 fit as they are; the training loop resizes slices to its input size.
@@ -92,6 +94,7 @@ class VolumeInfo:
     source: str
     has_label: bool
     has_review: bool
+    sampling_weight: float = 1.0
 
 
 class StoredVolume(NamedTuple):
@@ -280,12 +283,14 @@ class SliceStore:
         split: str = "unlabeled",
         source: str | None = None,
         original_dtype: str | None = None,
+        sampling_weight: float = 1.0,
     ) -> VolumeInfo:
         """Add one normalised volume [z, y, x].
 
         ``labeled`` and ``val`` volumes need a label; ``unlabeled`` ones must not carry one, so
         that no label can leak into the unsupervised part of training. ``geometry=None``
-        stores a unit geometry and records ``spacing_known=False``.
+        stores a unit geometry and records ``spacing_known=False``. ``sampling_weight`` makes
+        training draw this volume's slices that many times as often as a weight-1 volume's.
         """
         self._require_writable()
         check_volume_name(name)
@@ -303,6 +308,10 @@ class SliceStore:
             if label is None:
                 raise SliceStoreError(f"volume {name!r}: a review mask needs a label")
             review = check_review(name, review, image.shape)
+        if not (
+            isinstance(sampling_weight, (int, float)) and np.isfinite(sampling_weight) and sampling_weight > 0
+        ):
+            raise SliceStoreError(f"volume {name!r}: sampling_weight must be a positive number")
         spacing_known = geometry is not None
         if geometry is None:
             geometry = Geometry()
@@ -324,6 +333,8 @@ class SliceStore:
             group.attrs["spacing_known"] = spacing_known
             group.attrs["original_dtype"] = str(original)
             group.attrs["source"] = "" if source is None else str(source)
+            if sampling_weight != 1:
+                group.attrs["sampling_weight"] = float(sampling_weight)
         except BaseException:
             del self._file["volumes"][name]
             raise
@@ -398,6 +409,8 @@ class SliceStore:
                 info.has_label,
                 info.has_review,
             ]
+            if info.sampling_weight != 1:  # appended only when set, so older fingerprints stay valid
+                summary.append(info.sampling_weight)
             digest.update(json.dumps(summary, sort_keys=True).encode())
             image, label, review = self._handles(name)
             for dataset in (label, review):
@@ -447,6 +460,7 @@ class SliceStore:
                 source=_as_str(attrs.get("source", "")),
                 has_label="label" in group,
                 has_review="review" in group,
+                sampling_weight=float(attrs.get("sampling_weight", 1.0)),
             )
         except (KeyError, ValueError, TypeError) as error:
             raise SliceStoreError(f"{self.path}: damaged volume {name!r} ({_first_line(error)})") from None

@@ -4,6 +4,10 @@ Every slice of the labeled and unlabeled splits is resized once to the square in
 kept as float16 (half the memory of float32; the batch is cast back to float32). A batch is a
 pure function of (seed, step): resume after an interruption draws exactly the batch the lost
 run would have drawn, and a background thread can prepare batches ahead without changing them.
+
+Volumes stored with a ``sampling_weight`` other than 1 have their labeled slices drawn that
+many times as often (each epoch's permutation lists them that many times), e.g. a clinician's
+corrections beside the larger prior data a model was first trained on.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from cgs_engine.train.augment import strong_augment, weak_augment
 from cgs_engine.train.cutmix import apply_cutmix, cutmix_boxes
 
 _RESIZE_CHUNK = 64
+MAX_POOL_FACTOR = 64  # a weighted epoch lists at most this many times the slices there are
 
 
 @dataclass
@@ -30,16 +35,18 @@ class SliceBank:
     images: torch.Tensor  # [N, 1, S, S] float16
     labels: torch.Tensor | None  # [N, S, S] uint8, IGNORE_INDEX where the label is not trusted
     volume_names: list[str]
+    slice_weights: torch.Tensor | None = None  # [N] float32; None = every slice weighs 1
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
 
 def load_bank(store: SliceStore, split: str, size: int, with_labels: bool) -> SliceBank:
-    images, labels = [], []
+    images, labels, weights = [], [], []
     names = store.volume_names(split)
     for name in names:
         stored = store.read_volume(name)
+        weights.append(torch.full((stored.image.shape[0],), store.volume_info(name).sampling_weight))
         for start in range(0, stored.image.shape[0], _RESIZE_CHUNK):
             chunk = torch.from_numpy(np.ascontiguousarray(stored.image[start : start + _RESIZE_CHUNK]))
             images.append(resize_images(chunk, size).half())
@@ -55,7 +62,25 @@ def load_bank(store: SliceStore, split: str, size: int, with_labels: bool) -> Sl
             torch.zeros((0, size, size), dtype=torch.uint8) if with_labels else None,
             names,
         )
-    return SliceBank(torch.cat(images), torch.cat(labels) if with_labels else None, names)
+    slice_weights = torch.cat(weights).float()
+    uniform = bool((slice_weights == 1).all())
+    return SliceBank(
+        torch.cat(images),
+        torch.cat(labels) if with_labels else None,
+        names,
+        None if uniform else slice_weights,
+    )
+
+
+def weighted_pool(slice_weights: torch.Tensor | None) -> torch.Tensor | None:
+    """Slice indices repeated in proportion to their weights (the lightest once); None if uniform."""
+    if slice_weights is None:
+        return None
+    counts = torch.round(slice_weights / slice_weights.min()).long().clamp(min=1)
+    limit = MAX_POOL_FACTOR * len(slice_weights)
+    if int(counts.sum()) > limit:  # extreme weight ratios: scale down, keeping every slice once
+        counts = torch.round(counts.float() * limit / float(counts.sum())).long().clamp(min=1)
+    return torch.repeat_interleave(torch.arange(len(slice_weights)), counts)
 
 
 @dataclass
@@ -113,15 +138,22 @@ class BatchSource:
         self.batch_labeled, self.batch_unlabeled = batch_labeled, batch_unlabeled
         self.seed, self.rank, self.world = seed, rank, world
         self.foreground_fraction = foreground_fraction
+        self.labeled_pool = weighted_pool(labeled.slice_weights)
         has_foreground = ((labeled.labels > 0) & (labeled.labels != IGNORE_INDEX)).flatten(1).any(dim=1)
         self.foreground_slices = torch.nonzero(has_foreground).flatten()
+        if self.labeled_pool is not None:  # foreground picks follow the weights too
+            self.foreground_slices = self.labeled_pool[has_foreground[self.labeled_pool]]
         self.uses_unlabeled = unlabeled is not None and batch_unlabeled > 0
         if self.uses_unlabeled and len(unlabeled) == 0:
             raise ValueError("the method needs unlabeled slices but the store has none")
 
     def batch(self, step: int) -> Batch:
         generator = step_generator(self.seed, step, stream=3 + self.rank)
-        pick = shard_indices(len(self.labeled), self.batch_labeled, step, self.seed, 1, self.rank, self.world)
+        pool = self.labeled_pool
+        size = len(self.labeled) if pool is None else len(pool)
+        pick = shard_indices(size, self.batch_labeled, step, self.seed, 1, self.rank, self.world)
+        if pool is not None:
+            pick = pool[pick]
         pick = self._oversample_foreground(pick, generator)
         images, labels = weak_augment(
             self.labeled.images[pick].float(), self.labeled.labels[pick].long(), generator

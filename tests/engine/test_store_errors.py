@@ -195,3 +195,16 @@ def test_closed_store_refuses_reads(tmp_path):
     store.close()  # idempotent
     with pytest.raises(SliceStoreError, match="closed"):
         store.read_volume("a")
+
+
+@pytest.mark.parametrize("weight", [0, -1.0, float("nan"), float("inf"), "2"])
+def test_sampling_weight_must_be_a_positive_number(tmp_path, weight):
+    store = SliceStore.create(tmp_path / "s.h5", ["background", "organ"], Normalization(mode="identity"))
+    with store, pytest.raises(SliceStoreError, match="sampling_weight must be a positive number"):
+        store.add_volume(
+            "v",
+            np.zeros((2, 4, 4), np.float32),
+            np.zeros((2, 4, 4), np.uint8),
+            split="labeled",
+            sampling_weight=weight,
+        )

@@ -36,3 +36,39 @@ def test_foreground_oversampling():
         assert (source.batch(step).labels.flatten(1) > 0).any(dim=1).all()
     plain = BatchSource(_bank(), None, batch_labeled=6, batch_unlabeled=0, seed=0)
     assert torch.equal(plain.batch(3).labeled_images, plain.batch(3).labeled_images)
+
+
+def test_sampling_weights_draw_heavier_volumes_more_often(tmp_path):
+    from synthetic import make_store
+
+    from cgs_engine.store import SliceStore
+    from cgs_engine.train.data import load_bank, weighted_pool
+
+    path = make_store(tmp_path / "s.h5", labeled=0, unlabeled=0, val=0)
+    rng_image = torch.rand(4, 16, 16).numpy()
+    labels = torch.zeros(4, 16, 16, dtype=torch.uint8).numpy()
+    with SliceStore.open(path, "a") as store:
+        store.add_volume("light", rng_image, labels, split="labeled")
+        store.add_volume("heavy", rng_image, labels, split="labeled", sampling_weight=3.0)
+        assert store.volume_info("heavy").sampling_weight == 3.0
+    with SliceStore.open(path) as store:
+        bank = load_bank(store, "labeled", 16, with_labels=True)
+    # volume_names are sorted: heavy's slices come first
+    assert bank.slice_weights.tolist() == [3.0] * 4 + [1.0] * 4
+    pool = weighted_pool(bank.slice_weights)
+    assert torch.bincount(pool).tolist() == [3] * 4 + [1] * 4
+    source = BatchSource(bank, None, batch_labeled=4, batch_unlabeled=0, seed=0)
+    drawn = torch.cat([source.labeled_pool[shard_indices(len(pool), 4, s, 0, 1)] for s in range(4)])
+    assert (drawn < 4).sum() == 12  # one epoch of the pool: 3 of 4 draws from the heavy volume
+
+
+def test_uniform_weights_keep_the_reference_sampling(tmp_path):
+    from synthetic import make_store
+
+    from cgs_engine.store import SliceStore
+    from cgs_engine.train.data import load_bank
+
+    with SliceStore.open(make_store(tmp_path / "s.h5")) as store:
+        bank = load_bank(store, "labeled", 32, with_labels=True)
+    assert bank.slice_weights is None
+    assert BatchSource(bank, None, 2, 0, seed=0).labeled_pool is None
