@@ -37,6 +37,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    # Fine-tuning a trained model (init_checkpoint) wants a gentler start than training from
+    # scratch: a linear LR warm-up over this share of the run before the poly decay (0 = none,
+    # the reference), ...
+    warmup_fraction: float = 0.0
     lambda_max: float = 0.1  # reference; the paper summary says 2.0
     ramp_fraction: float = 1.0  # lambda ramps over this fraction of the run (reference: whole run)
     tau: float = 0.95  # reference; the paper summary says 0.9
@@ -48,6 +52,14 @@ class TrainConfig:
     fused_rule: str = "implied"  # "reference": argmax over [mean bg, p_1(mine) .. p_K(mine)]
     teacher_mode: str = "eval"  # "train" reproduces the reference (dropout on, batch BN stats)
     ema_decay: float = 0.99
+    # ... an EMA teacher that starts as the initial model and moves at ``ema_decay`` from the first
+    # step (False) instead of averaging over the steps so far, which makes it follow the early
+    # student closely (True, the reference) ...
+    ema_warmup: bool = True
+    # ... and BatchNorm layers of the student kept in eval mode (False = reference): their running
+    # statistics stay those of the initial model instead of drifting to small-batch statistics;
+    # their scale and shift still train.
+    freeze_batchnorm: bool = False
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     dropouts: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
     seed: int = 0
@@ -70,6 +82,7 @@ class TrainConfig:
     @property
     def saves_memory(self) -> bool:
         return self.save_memory if self.save_memory is not None else self.input_size >= 192
+
     threads: int = 0  # 0: every usable core
 
     def __post_init__(self) -> None:
@@ -87,6 +100,7 @@ class TrainConfig:
             (self.lr_scaling in ("none", "linear"), "lr_scaling must be none or linear"),
             (0 <= self.tau < 1, "tau must be in [0, 1)"),
             (0 < self.ramp_fraction <= 1, "ramp_fraction must be in (0, 1]"),
+            (0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
             (self.teacher_mode in TEACHER_MODES, f"teacher_mode must be one of {TEACHER_MODES}"),
             (0 < self.ema_decay < 1, "ema_decay must be in (0, 1)"),
             (self.device in DEVICES, f"device must be one of {DEVICES}"),

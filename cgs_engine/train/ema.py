@@ -3,6 +3,8 @@
 After every optimiser step ``update(student, step)`` moves the teacher towards the student with
 ``decay = min(1 - 1 / (step + 1), decay_max)``: at step 0 the teacher becomes a copy of the
 student, early steps average over all steps so far, later ones use ``decay_max`` (0.99).
+With ``warmup=False`` (for fine-tuning a trained model) the decay is ``decay_max`` from the first
+step: the teacher starts as the initial model and follows the student slowly.
 
 Floating buffers (BatchNorm running mean/var) are averaged like parameters and integer buffers
 (``num_batches_tracked``) are copied. The teacher runs in eval mode, so pseudo-labels are made
@@ -33,9 +35,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def ema_decay(step: int, decay_max: float = 0.99) -> float:
-    """EMA decay at optimiser step ``step`` (0-based)."""
-    return min(1.0 - 1.0 / (step + 1), decay_max)
+def ema_decay(step: int, decay_max: float = 0.99, warmup: bool = True) -> float:
+    """EMA decay at optimiser step ``step`` (0-based); without ``warmup``, ``decay_max`` throughout."""
+    return min(1.0 - 1.0 / (step + 1), decay_max) if warmup else decay_max
 
 
 class EMATeacher:
@@ -47,12 +49,14 @@ class EMATeacher:
         decay_max: float = 0.99,
         mode: TeacherMode = "eval",
         average_buffers: bool = True,
+        warmup: bool = True,
     ) -> None:
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
         self.decay_max = decay_max
         self.mode: TeacherMode = mode
         self.average_buffers = average_buffers
+        self.warmup = warmup
         self.last_step: int | None = None
         self.module = copy.deepcopy(_unwrap(student))
         self.module.requires_grad_(False)
@@ -62,7 +66,7 @@ class EMATeacher:
         self.module.train(self.mode == "train")
 
     def decay(self, step: int) -> float:
-        return ema_decay(step, self.decay_max)
+        return ema_decay(step, self.decay_max, self.warmup)
 
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> float:
@@ -101,6 +105,7 @@ class EMATeacher:
             "decay_max": self.decay_max,
             "mode": self.mode,
             "average_buffers": self.average_buffers,
+            "warmup": self.warmup,
             "last_step": self.last_step,
         }
 
@@ -109,6 +114,7 @@ class EMATeacher:
         self.decay_max = float(state.get("decay_max", self.decay_max))
         self.mode = state.get("mode", self.mode)
         self.average_buffers = bool(state.get("average_buffers", self.average_buffers))
+        self.warmup = bool(state.get("warmup", self.warmup))
         self.last_step = state.get("last_step")
         self._apply_mode()
 

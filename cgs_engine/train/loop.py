@@ -84,7 +84,7 @@ class _Session:
     class_colors: list[list[int]]
     normalization: dict[str, Any]
     fingerprint: str
-    val_volumes: list[tuple[str, np.ndarray, np.ndarray]]
+    val_volumes: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]  # name, image, label, trusted
     source: BatchSource
     context: DistContext
 
@@ -114,7 +114,12 @@ def _open_session(store_path: Path, config: TrainConfig, context: DistContext) -
                     f"{store_path}: method {config.method} needs unlabeled volumes; the store has none"
                 )
         names = store.volume_names("val")[: config.val_max_volumes]
-        val = [(n, s.image, s.label) for n in names for s in [store.read_volume(n)] if s.label is not None]
+        val = [
+            (n, s.image, s.label, None if s.review is None else s.review > 0)
+            for n in names
+            for s in [store.read_volume(n)]
+            if s.label is not None
+        ]
         source = BatchSource(
             labeled,
             unlabeled,
@@ -140,16 +145,23 @@ def _open_session(store_path: Path, config: TrainConfig, context: DistContext) -
 
 
 def validate(model: torch.nn.Module, session: _Session, should_stop=None) -> dict[str, Any] | None:
-    """3D Dice per class on the val volumes, averaged over volumes, then over classes."""
+    """3D Dice per class on the val volumes, averaged over volumes, then over classes.
+
+    Only a val volume's trusted voxels count where it has a review mask (held-out corrections),
+    so this is the figure the retrain's activation rule compares.
+    """
     if not session.val_volumes:
         return None
     num_classes = len(session.class_names)
     per_volume = []
-    for _name, image, label in session.val_volumes:
+    for _name, image, label, trusted in session.val_volumes:
         pred = predict_label_volume(
             model, image, session.config.input_size, session.runtime, cancel=should_stop
         )
-        per_volume.append(dice_per_class(pred, np.asarray(label), num_classes)[1:])
+        label = np.asarray(label)
+        if trusted is not None:
+            pred, label = pred[trusted], label[trusted]
+        per_volume.append(dice_per_class(pred, label, num_classes)[1:])
     with np.errstate(all="ignore"), _quiet_nan():
         per_class = np.nanmean(np.stack(per_volume), axis=0)
     return {
@@ -220,7 +232,9 @@ def _new_models(session: _Session) -> tuple[torch.nn.Module, EMATeacher, torch.o
     student.save_memory(config.saves_memory)
     if session.runtime.channels_last:
         student = student.to(memory_format=torch.channels_last)
-    teacher = EMATeacher(student, decay_max=config.ema_decay, mode=config.teacher_mode)
+    teacher = EMATeacher(
+        student, decay_max=config.ema_decay, mode=config.teacher_mode, warmup=config.ema_warmup
+    )
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     else:
@@ -228,6 +242,23 @@ def _new_models(session: _Session) -> tuple[torch.nn.Module, EMATeacher, torch.o
             student.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     return student, teacher, optimizer
+
+
+def scheduled_lr(base_lr: float, done: float, config: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the run, then poly decay over the rest."""
+    warmup = config.warmup_fraction
+    if warmup and done < warmup:
+        return base_lr * (done + 1e-3) / warmup  # never exactly 0: the first step still moves
+    return poly_lr(base_lr, (done - warmup) / (1.0 - warmup), 1.0, config.poly_power)
+
+
+def train_mode(student: torch.nn.Module, config: TrainConfig) -> None:
+    """Training mode, with BatchNorm layers in eval mode when ``freeze_batchnorm`` is set."""
+    student.train()
+    if config.freeze_batchnorm:
+        for module in student.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -389,7 +420,7 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
         _log(run_dir, record)
         emit(record)
 
-    student.train()
+    train_mode(student, config)
     try:
         for step_index, batch in session.source.iterate(step, total if total is not None else OPEN_ENDED):
             done = progress(step_index)
@@ -399,7 +430,7 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
                 stopped_early = True
                 break
             torch.manual_seed(config.seed * 1_000_003 + step_index)  # dropout reproducible across resume
-            lr = poly_lr(base_lr, done, 1.0, config.poly_power)
+            lr = scheduled_lr(base_lr, done, config)
             _set_lr(optimizer, lr)
             lam = lambda_schedule(done, config.ramp_fraction, config.lambda_max)
             terms = train_step(
