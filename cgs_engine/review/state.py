@@ -5,10 +5,11 @@ step through *all* regions in rank order (decided ones included, so a user can r
 do not wrap: at either end they return ``None`` and leave ``position`` on the first/last region,
 so :meth:`current` stays valid. :meth:`next_pending` jumps forward to the next undecided region.
 
-``review_mask`` (uint8, 1 = reviewed) is what later tells training which voxels a human has
-checked. Accepting a region marks its voxels (or its bounding box when no component map is at
-hand); :meth:`mark_edited` marks painted voxels. Nothing ever clears the mask: skipping a region
-that was accepted before keeps its voxels marked, because a person did look at them.
+``review_mask`` (uint8: 0 unreviewed, 1 = ACCEPTED, 2 = EDITED) is what later tells training which
+voxels a human has checked. Accepting a region marks its voxels ACCEPTED (or its bounding box
+when no component map is at hand); :meth:`mark_edited` marks voxels EDITED. Skipping a region
+that was accepted before keeps its voxels marked, because a person did look at them. (The panel
+tracks live edits with ``cgs_engine.review.edits.EditTracker``, which also follows undo.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import numpy as np
 from cgs_engine.review.regions import Region
 
 STATUSES = ("pending", "accepted", "skipped")
+# Values of a review mask. Training trusts both marks; judging a retrained model against the
+# active one counts only EDITED voxels, because ACCEPTED ones hold the active model's own output.
+UNREVIEWED, ACCEPTED, EDITED = 0, 1, 2
 
 
 class ReviewState:
@@ -97,12 +101,14 @@ class ReviewState:
     def accept(self, region_id: int, component_map: np.ndarray | None = None) -> None:
         """Mark the region accepted and its voxels reviewed (the whole bbox without ``component_map``)."""
         region = self.region(region_id)
+        box = self.review_mask[region.bbox]
         if component_map is None:
-            self.review_mask[region.bbox] = 1
+            np.maximum(box, ACCEPTED, out=box)
         else:
             if component_map.shape != self.shape:
                 raise ValueError(f"component map shape {component_map.shape} differs from {self.shape}")
-            self.review_mask[region.bbox] |= (component_map[region.bbox] == region.id).astype(np.uint8)
+            inside = component_map[region.bbox] == region.id
+            box[inside] = np.maximum(box[inside], ACCEPTED)
         self._set_status(region_id, "accepted")
 
     def skip(self, region_id: int) -> None:
@@ -121,17 +127,17 @@ class ReviewState:
         if isinstance(where, np.ndarray):
             if where.shape != self.shape:
                 raise ValueError(f"edited mask shape {where.shape} differs from {self.shape}")
-            self.review_mask |= (where != 0).astype(np.uint8)
+            self.review_mask[where != 0] = EDITED
             return
         if not isinstance(where, tuple) or len(where) != 3:
             raise TypeError("mark_edited needs a full-shape mask, 3 slices, or 3 index arrays")
         if all(isinstance(part, (slice, int, np.integer)) for part in where):  # a box; an int is one plane
             if values is None:
-                self.review_mask[where] = 1
+                self.review_mask[where] = EDITED
             else:
-                self.review_mask[where] |= (np.asarray(values) != 0).astype(np.uint8)
+                self.review_mask[where][np.asarray(values) != 0] = EDITED
             return
-        self.review_mask[tuple(np.asarray(part) for part in where)] = 1
+        self.review_mask[tuple(np.asarray(part) for part in where)] = EDITED
 
     def counts(self) -> dict[str, int]:
         """Number of regions per status (every status present, zeros included)."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cgs_engine.review import ReviewState, find_regions_with_map
+from cgs_engine.review.state import ACCEPTED, EDITED
 
 SHAPE = (8, 16, 16)
 
@@ -81,18 +82,30 @@ def test_mark_edited_forms():
     painted = np.zeros(SHAPE, bool)
     painted[0, 0, 0:3] = True
     state.mark_edited(painted)
-    assert state.review_mask.sum() == 3
+    edited = lambda: int((state.review_mask == EDITED).sum())  # noqa: E731
+    assert edited() == 3 and set(np.unique(state.review_mask)) == {0, EDITED}
     box = (slice(2, 3), slice(0, 2), slice(0, 2))
     state.mark_edited(box, np.array([[[1, 0], [0, 1]]]))
-    assert state.review_mask.sum() == 5 and state.review_mask[2, 0, 1] == 0
+    assert edited() == 5 and state.review_mask[2, 0, 1] == 0
     state.mark_edited(box)
-    assert state.review_mask.sum() == 7
+    assert edited() == 7
     state.mark_edited((3, slice(0, 2), slice(0, 1)), np.array([[True], [True]]))  # one z plane
-    assert state.review_mask[3].sum() == 2
+    assert (state.review_mask[3] == EDITED).sum() == 2
     state.mark_edited((np.array([7, 7]), np.array([15, 14]), np.array([15, 15])))  # napari paint indices
-    assert state.review_mask.sum() == 11 and state.review_mask[7, 14, 15] == 1
+    assert edited() == 11 and state.review_mask[7, 14, 15] == EDITED
     with pytest.raises(ValueError, match="shape"):
         state.mark_edited(np.ones((2, 2, 2), bool))
+
+
+def test_accepting_never_downgrades_edited_voxels(found):
+    regions, component_map = found
+    state = ReviewState(regions, SHAPE)
+    inside = np.argwhere(component_map == regions[0].id)[0]
+    state.mark_edited(tuple(np.array([i]) for i in inside))
+    state.accept(regions[0].id, component_map)
+    assert state.review_mask[tuple(inside)] == EDITED
+    assert (state.review_mask[component_map == regions[0].id] > 0).all()
+    assert set(np.unique(state.review_mask)) == {0, ACCEPTED, EDITED}
 
 
 def test_dict_round_trip(found):
