@@ -1,4 +1,4 @@
-"""`cgs project {create,add-correction,add-unlabeled,versions,activate} DIR ...`: a retraining project."""
+"""`cgs project {create,set-prior-data,add-correction,add-unlabeled,versions,activate} DIR ...`."""
 
 from __future__ import annotations
 
@@ -23,12 +23,27 @@ def add_parser(verbs) -> None:
         help="ct: soft-tissue window; mr: percentiles (default: the base model's)",
     )
     create.add_argument("--base-model", help="model checkpoint (.pt) to start from; becomes v0001")
+    prior = create.add_mutually_exclusive_group()
+    prior.add_argument(
+        "--prior-data",
+        help="the labeled data the base model learnt from (a prior folder or a slice store), rehearsed "
+        "by every retrain; default: the model's own (a <model>.prior folder beside it, or its run's store)",
+    )
+    prior.add_argument("--no-prior-data", action="store_true", help="start without prior data")
+
+    set_prior = actions.add_parser("set-prior-data", help="copy (or replace) a project's prior data")
+    set_prior.add_argument("folder", help="project folder")
+    set_prior.add_argument("source", help="a prior folder (prior.json + images/labels) or a slice store")
 
     correction = actions.add_parser("add-correction", help="add (or replace) a corrected volume")
     correction.add_argument("folder", help="project folder")
     correction.add_argument("--image", required=True, help="the image (NIfTI/MHA/NRRD file or DICOM folder)")
     correction.add_argument("--labels", required=True, help="its corrected label map")
-    correction.add_argument("--review", help="review mask: 1 = reviewed; default: every voxel trusted")
+    correction.add_argument(
+        "--review",
+        help="review mask: 0 = not reviewed (ignored), 1 = the model's label accepted, 2 = drawn or "
+        "corrected by you (only 2 counts when a retrained model is judged); default: every voxel 2",
+    )
     correction.add_argument("--name", help="correction name (default: the image file name)")
 
     unlabeled = actions.add_parser("add-unlabeled", help="reference unlabeled scans for retraining")
@@ -42,13 +57,14 @@ def add_parser(verbs) -> None:
     activate.add_argument("folder", help="project folder")
     activate.add_argument("version", help="version id, e.g. v0002")
 
-    for sub in (create, correction, unlabeled, versions, activate):
+    for sub in (create, set_prior, correction, unlabeled, versions, activate):
         sub.set_defaults(run=run)
 
 
 def run(args) -> int:
     return {
         "create": _create,
+        "set-prior-data": _set_prior_data,
         "add-correction": _add_correction,
         "add-unlabeled": _add_unlabeled,
         "versions": _versions,
@@ -72,10 +88,27 @@ def _create(args) -> int:
         raise CGSError(f"{args.folder}: give --classes (or a --base-model to take them from)")
     if normalization is None:
         raise CGSError(f"{args.folder}: give --normalization (or a --base-model to take it from)")
-    project = Project.create(args.folder, names, normalization, base_model=args.base_model)
+    prior = None if args.no_prior_data else (args.prior_data or "auto")  # project.AUTO_PRIOR
+    project = Project.create(args.folder, names, normalization, base_model=args.base_model, prior_data=prior)
     active = project.active_version()
     print(f"created project {project.folder}: classes {', '.join(names[1:])}; {normalization.describe()}")
     print(f"  active model: {active.id if active else 'none yet (the first retrain trains one)'}")
+    print(f"  prior data: {_describe_prior(project.prior_summary())}")
+    return 0
+
+
+def _describe_prior(summary) -> str:
+    if not summary:
+        return "none (retraining uses only the corrections and unlabeled scans)"
+    counts = f"{len(summary['train'])} training + {len(summary['val'])} validation volumes"
+    return f"{counts} from {summary['source']}"
+
+
+def _set_prior_data(args) -> int:
+    from cgs_engine.project import Project
+
+    project = Project.open(args.folder)
+    print(f"prior data: {_describe_prior(project.set_prior_data(args.source))}")
     return 0
 
 

@@ -3,6 +3,8 @@
   project.json          format, version, class names and colours, normalization, settings
   active.json           which model version is active (see ``versions.py``)
   corrections/<n>.h5    one corrected volume: raw image as read, labels, review mask, geometry
+  prior/prior.h5        the base model's prior data (the labeled volumes it was trained on),
+                        normalised, rehearsed by every retrain (see ``prior.py``); prior.json
   unlabeled/scans.json  absolute paths of unlabeled scans plus cheap fingerprints (read at retrain)
   models/vNNNN/         model versions (model.pt + version.json)
   runs/<id>/            retraining runs (training store, training run dir, plan, outcome)
@@ -33,6 +35,7 @@ import numpy as np
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.normalize import Normalization
+from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior
 from cgs_engine.project.versions import (
     ProjectError,
     VersionInfo,
@@ -49,6 +52,7 @@ from cgs_engine.project.versions import (
     write_json_atomically,
     write_version,
 )
+from cgs_engine.review.state import ACCEPTED, EDITED, UNREVIEWED
 from cgs_engine.store._checks import SliceStoreError, check_class_names, check_colors
 from cgs_engine.volume import Geometry, Volume
 
@@ -60,15 +64,20 @@ except ImportError:  # pragma: no cover
 PROJECT_FORMAT = "napari-cgs-project"
 PROJECT_FORMAT_VERSION = 1
 CORRECTION_FORMAT = "napari-cgs-correction"
-CORRECTION_FORMAT_VERSION = 1
+# 2: review masks hold 0 / 1 ACCEPTED / 2 EDITED; version 1 files held 0 / 1 (read as EDITED).
+CORRECTION_FORMAT_VERSION = 2
 CORRECTION_NAME = re.compile(r"^[\w][\w .()+-]{0,199}$")
 FINGERPRINT_BYTES = 1 << 20
+AUTO_PRIOR = "auto"  # Project.create: the base model's own prior data, when it has some
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "retrain_after_n": None,  # opt-in: suggest a retrain after this many new corrected volumes
     "heldout_fraction": 0.25,  # share of corrected volumes set aside to compare models
     "activation_tolerance": 0.0,  # activate when new held-out Dice >= active - tolerance (0..1)
     "retrain_minutes": 10.0,  # default budget when neither minutes nor iterations are given
+    # with prior data: the share of labeled training slices drawn from corrections (at least
+    # their natural share), so a few corrected volumes are not drowned by the prior data
+    "correction_share": 0.5,
     "train": {},  # TrainConfig overrides for retraining (e.g. batch sizes, device)
 }
 
@@ -83,6 +92,8 @@ class CorrectionInfo:
     revision: str  # changes on every save; tells retraining which corrections are new
     reviewed_voxels: int
     geometry: Geometry
+    edited_voxels: int = 0  # drawn or corrected by the user (review mask EDITED)
+    format_version: int = CORRECTION_FORMAT_VERSION
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,7 @@ class Correction:
     info: CorrectionInfo
     image: Volume  # raw intensities as read, with their geometry
     labels: np.ndarray  # uint8 class ids
-    review: np.ndarray  # uint8, 1 = trusted; voxels with 0 are ignored in training and evaluation
+    review: np.ndarray  # uint8: 0 ignored, 1 ACCEPTED (model output a person checked), 2 EDITED
 
 
 @dataclass(frozen=True)
@@ -186,8 +197,13 @@ class Project:
         normalization: Normalization,
         colors: Sequence[Sequence[int]] | None = None,
         base_model: str | os.PathLike | None = None,
+        prior_data: str | os.PathLike | None = AUTO_PRIOR,
     ) -> Project:
-        """A new project; ``base_model`` becomes version v0001 ("imported") and is activated."""
+        """A new project; ``base_model`` becomes version v0001 ("imported") and is activated.
+
+        ``prior_data`` (a prior folder or a slice store) is copied into the project; by default
+        the base model's own (``find_model_prior``), ``None`` for none.
+        """
         folder = Path(folder)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ProjectError(f"{folder}: already exists and is not an empty folder")
@@ -208,6 +224,8 @@ class Project:
             colors = check_colors(colors, len(names))
         except SliceStoreError as error:
             raise ProjectError(f"{folder}: {error}") from None
+        if isinstance(prior_data, str) and prior_data == AUTO_PRIOR:
+            prior_data = None if base_model is None else find_model_prior(base_model)
         temp = temp_path_for(folder)
         temp.mkdir()
         try:
@@ -241,6 +259,8 @@ class Project:
                 )
                 active = version.id
             write_active(temp / "active.json", active, "created", [])
+            if prior_data is not None:
+                _import_prior_into(temp, Path(prior_data), names, normalization, colors)
             if folder.is_dir():
                 folder.rmdir()  # empty (checked above); rename needs the name free on every OS
             os.rename(temp, folder)
@@ -289,6 +309,25 @@ class Project:
         ]
         return problems
 
+    # ---------------------------------------------------------------------- prior data
+    @property
+    def prior_store(self) -> Path | None:
+        """The prior data slice store, or None when the project has none."""
+        path = self.folder / "prior" / "prior.h5"
+        return path if path.is_file() else None
+
+    def prior_summary(self) -> dict[str, Any] | None:
+        path = self.folder / "prior" / "prior.json"
+        return read_json(path, "prior data record") if self.prior_store and path.is_file() else None
+
+    def set_prior_data(self, source: str | os.PathLike) -> dict[str, Any]:
+        """Copy (or replace) the project's prior data from a prior folder or a slice store."""
+        with self.retrain_lock():
+            _import_prior_into(
+                self.folder, Path(source), self.class_names, self.normalization, self.class_colors
+            )
+        return self.prior_summary() or {}
+
     # ---------------------------------------------------------------------- settings
     def update_settings(self, **changes: Any) -> dict[str, Any]:
         unknown = sorted(set(changes) - set(DEFAULT_SETTINGS))
@@ -309,7 +348,12 @@ class Project:
         labels: np.ndarray,
         review_mask: np.ndarray | None = None,
     ) -> CorrectionInfo:
-        """Save (or atomically replace) the correction ``name``; ``review_mask=None`` trusts every voxel."""
+        """Save (or atomically replace) the correction ``name``.
+
+        ``review_mask``: 0 = not reviewed (ignored), 1 = ACCEPTED (the model's label, checked by a
+        person), 2 = EDITED (drawn or corrected by a person). ``None``: every voxel is EDITED, i.e.
+        the labels are the user's own.
+        """
         if not isinstance(name, str) or not CORRECTION_NAME.match(name):
             raise ProjectError(
                 f"correction name {name!r}: use letters, digits, spaces and ._-+() "
@@ -335,6 +379,7 @@ class Project:
             "revision": uuid.uuid4().hex,
             "geometry": json.dumps(image.geometry.to_dict()),
             "reviewed_voxels": int(np.count_nonzero(review)),
+            "edited_voxels": int(np.count_nonzero(review == EDITED)),
         }
         _write_h5_atomically(path, {"image": raw, "labels": labels, "review": review}, attrs)
         return _read_correction_info(path)
@@ -360,8 +405,23 @@ class Project:
                 image, labels, review = (file[key][()] for key in ("image", "labels", "review"))
         except (OSError, KeyError) as error:
             raise ProjectError(f"{path}: damaged correction file ({_first_line(error)})") from None
+        if info.format_version < 2:  # version 1 marked every reviewed voxel 1, whatever its origin
+            review = np.where(review > 0, np.uint8(EDITED), np.uint8(0))
         volume = Volume(image, info.geometry, "image", info.source or None)
         return Correction(info, volume, labels, review)
+
+    def read_review_mask(self, name: str) -> np.ndarray:
+        """Only the review mask of a correction (0 / ACCEPTED / EDITED), without its image."""
+        path = self.corrections_dir / f"{name}.h5"
+        info = _read_correction_info(path)
+        try:
+            with h5py.File(path, "r") as file:
+                review = file["review"][()]
+        except (OSError, KeyError) as error:
+            raise ProjectError(f"{path}: damaged correction file ({_first_line(error)})") from None
+        if info.format_version < 2:
+            review = np.where(review > 0, np.uint8(EDITED), np.uint8(0))
+        return review
 
     def _corrections_and_problems(self) -> tuple[list[CorrectionInfo], list[str]]:
         found, problems = [], []
@@ -576,16 +636,33 @@ def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def _import_prior_into(folder: Path, source: Path, names, normalization, colors) -> None:
+    """``folder/prior/prior.h5`` and ``prior.json`` from ``source``; the old ones stay until both exist."""
+    prior = folder / "prior"
+    prior.mkdir(exist_ok=True)
+    try:
+        summary = import_prior(source, prior / "prior.h5.new", list(names), normalization, colors)
+    except PriorDataError as error:
+        raise ProjectError(str(error)) from None
+    record = {**summary.to_dict(), "imported": now_iso()}
+    write_json_atomically(prior / "prior.json.new", record)
+    os.replace(prior / "prior.h5.new", prior / "prior.h5")
+    os.replace(prior / "prior.json.new", prior / "prior.json")
+    fsync_dir(prior)
+
+
 def _checked_review(name: str, review: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     if review is None:
-        return np.ones(shape, np.uint8)
+        return np.full(shape, EDITED, np.uint8)
     review = np.asarray(review)
     if review.shape != shape:
         raise ProjectError(
             f"correction {name!r}: review mask shape {review.shape} differs from image {shape}"
         )
-    if review.dtype.kind not in "iufb" or not np.isin(review, (0, 1)).all():
-        raise ProjectError(f"correction {name!r}: review mask must hold only 0 (unreviewed) and 1 (reviewed)")
+    if review.dtype.kind not in "iufb" or not np.isin(review, (UNREVIEWED, ACCEPTED, EDITED)).all():
+        raise ProjectError(
+            f"correction {name!r}: review mask must hold only 0 (unreviewed), 1 (accepted) and 2 (edited)"
+        )
     return review.astype(np.uint8)
 
 
@@ -612,6 +689,11 @@ def _read_correction_info(path: Path) -> CorrectionInfo:
             attrs = file.attrs
             if attrs.get("format") != CORRECTION_FORMAT:
                 raise ProjectError(f"{path}: not a napari-cgs correction file")
+            if int(attrs.get("format_version", 1)) > CORRECTION_FORMAT_VERSION:
+                raise ProjectError(
+                    f"{path}: correction format version {attrs.get('format_version')} is newer than this "
+                    f"napari-cgs reads ({CORRECTION_FORMAT_VERSION})"
+                )
             shape = tuple(int(n) for n in file["image"].shape)
             if file["labels"].shape != shape or file["review"].shape != shape or len(shape) != 3:
                 raise ProjectError(
@@ -626,6 +708,8 @@ def _read_correction_info(path: Path) -> CorrectionInfo:
                 revision=str(attrs["revision"]),
                 reviewed_voxels=int(attrs.get("reviewed_voxels", 0)),
                 geometry=Geometry.from_dict(json.loads(attrs["geometry"])),
+                edited_voxels=int(attrs.get("edited_voxels", attrs.get("reviewed_voxels", 0))),
+                format_version=int(attrs.get("format_version", 1)),
             )
     except ProjectError:
         raise

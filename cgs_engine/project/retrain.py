@@ -9,23 +9,38 @@ Training data
   ignored by the loss. Slices with no reviewed voxel are only used as unlabeled images, as are
   the unlabeled scans (normalised with the project's normalization). When there is no
   unlabeled image at all, the training corrections' images double as the unlabeled pool.
+  The project's prior data (the labeled volumes its base model was trained on, see
+  ``prior.py``) are labeled data too, so the model rehearses what it knew instead of
+  forgetting it; corrections are drawn more often (``correction_share`` of the labeled draws,
+  at least their natural share), so a few of them are not drowned by the prior data.
+
+Recipe
+  The active model's own objective settings (``INHERITED_SETTINGS``: foreground
+  oversampling, lambda, tau, gates...) are kept; ``RETRAIN_DEFAULTS`` make it a warm start:
+  a lower learning rate with a linear warm-up, an EMA teacher that starts as the active model
+  and follows slowly, BatchNorm statistics kept. Project settings["train"] override both.
 
 Held-out rule (held-out data go to split "val" and are never trained on, not even unlabeled)
   * 3 or more corrected volumes: whole volumes, ``heldout_fraction`` of them (default 1 in 4),
     at least 1 and never all. The volumes whose names hash lowest are chosen, so the held-out
     set is stable as corrections are added and no model is compared on data it trained on.
-  * 1 or 2 volumes: the last ``heldout_fraction`` of each volume's reviewed slices (a
-    contiguous block at the top, at least 1 slice, only from volumes with 2+ reviewed slices).
-  Dice on held-out data counts reviewed voxels only.
+  * 1 or 2 volumes: a contiguous block of ``heldout_fraction`` of each volume's reviewed
+    slices (at least 1, only from volumes with 2+ reviewed slices): the block holding the most
+    organ voxels the user drew or corrected, else the top block.
+  * the prior data's validation cases, when it has any.
+  A held-out correction judges with its EDITED voxels only (drawn or corrected by the user):
+  ACCEPTED voxels hold the active model's own output, on which it cannot be beaten, so they
+  train but do not judge. The training loop's validation scores the same voxels, so the
+  held-out Dice shown during training is the figure the rule compares.
 
 Activation rule
   The new model and the active model are both scored on the held-out data (mean foreground
-  Dice over classes). The new version is activated when new >= active - tolerance (project
-  setting ``activation_tolerance``, default 0); otherwise it is kept as "rejected" with the
-  reason. Without held-out data it is kept as "unverified" and not activated, except for the
-  first model of a project (there is nothing to regress from). The training loop picks its
-  best checkpoint on the same held-out slices (with unreviewed voxels counted), so the new
-  score is slightly optimistic; the comparison with the active model guards against regressions.
+  Dice over classes, per held-out part, then averaged). The new version is activated when new
+  >= active - tolerance (project setting ``activation_tolerance``, default 0); otherwise it is
+  kept as "rejected" with the reason. Without held-out data it is kept as "unverified" and not
+  activated, except for the first model of a project (there is nothing to regress from). The
+  kept model is the training loop's best on the same held-out data, so its score is slightly
+  optimistic; the comparison with the active model guards against regressions.
 
 Cancel (``should_stop``) stops training; the best checkpoint so far (or the current EMA
 teacher before the first validation) is evaluated and kept as a version under the same
@@ -55,6 +70,7 @@ from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer.slices import predict_label_volume
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
+from cgs_engine.review.state import EDITED
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.store import SliceStore
 from cgs_engine.train.config import TrainConfig
@@ -73,6 +89,21 @@ RETRAIN_DEFAULTS: dict[str, Any] = {
     "gate_tau": 0.95,  # trust only confident pseudo-labels (see TrainConfig.gate_tau)
     "val_every": 50,
 }
+# Taken from the active model's own training settings when it has them: fine-tuning keeps the
+# objective and sampling the model learnt with (the bundled model: foreground oversampling 0.5).
+INHERITED_SETTINGS = (
+    "foreground_fraction",
+    "lambda_max",
+    "ramp_fraction",
+    "tau",
+    "gate_tau",
+    "fused_rule",
+    "dice_masked",
+    "ce_normalise",
+    "teacher_mode",
+    "ema_decay",
+    "student_pass",
+)
 MIN_VOLUMES_FOR_VOLUME_HOLDOUT = 3
 NOTHING_TO_TRAIN = "no corrected volumes with reviewed voxels to train on"
 
@@ -413,10 +444,14 @@ def _interrupted_runs(project: Project) -> list[Path]:
 
 
 def _train_config(project: Project, active, minutes, iterations, settings) -> TrainConfig:
-    values = {**RETRAIN_DEFAULTS, **project.settings["train"], **(settings or {})}
+    values = dict(RETRAIN_DEFAULTS)
+    checkpoint = None if active is None else load_checkpoint(active.model_path)
+    if checkpoint is not None:  # keep the objective the model was trained with
+        recipe = checkpoint.train_config or {}
+        values.update({key: recipe[key] for key in INHERITED_SETTINGS if key in recipe})
+    values.update({**project.settings["train"], **(settings or {})})
     values.update(minutes=minutes, iterations=iterations)
-    if active is not None:  # the active model's architecture and input size win
-        checkpoint = load_checkpoint(active.model_path)
+    if checkpoint is not None:  # the active model's architecture and input size win
         values.update(
             init_checkpoint=str(active.model_path.resolve()),
             input_size=checkpoint.input_size,
@@ -436,12 +471,25 @@ def choose_heldout_volumes(names: list[str], fraction: float) -> list[str]:
     return sorted(ranked[:count])
 
 
-def heldout_slices(reviewed: np.ndarray, fraction: float) -> np.ndarray:
-    """The top block of reviewed slice indices to hold out (empty with fewer than 2)."""
+def heldout_slices(reviewed: np.ndarray, fraction: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """A contiguous block of the reviewed slice indices to hold out (empty with fewer than 2).
+
+    ``weights`` (one per reviewed slice: the voxels of organs the user drew or corrected) pick
+    the block that holds the most of them, so the held-out part can judge a model; without
+    weights, or where every block weighs 0, it is the top block.
+    """
     if len(reviewed) < 2:
         return reviewed[:0]
     count = min(len(reviewed) - 1, max(1, round(len(reviewed) * fraction)))
-    return reviewed[-count:]
+    start = len(reviewed) - count
+    if weights is not None and np.any(weights):
+        sums = np.convolve(np.asarray(weights, dtype=np.float64), np.ones(count), mode="valid")
+        start = int(len(sums) - 1 - np.argmax(sums[::-1]))  # the highest block wins ties
+    return reviewed[start : start + count]
+
+
+def _judging_weights(labels: np.ndarray, review: np.ndarray, slices: np.ndarray) -> np.ndarray:
+    return ((labels[slices] > 0) & (review[slices] == EDITED)).reshape(len(slices), -1).sum(axis=1)
 
 
 def _build_store(project: Project, store_path: Path, stop_requested, warn) -> dict[str, Any]:
@@ -464,6 +512,12 @@ def _build_store(project: Project, store_path: Path, stop_requested, warn) -> di
     with SliceStore.create(
         store_path, project.class_names, project.normalization, project.class_colors
     ) as store:
+        prior = _add_prior(project, store, heldout)
+        weight = correction_weight(
+            prior["slices"],
+            _correction_slices(project, usable, heldout_volumes, fraction),
+            float(project.settings["correction_share"]),
+        )
         for info in usable:
             if stop_requested():
                 raise _CancelledWhilePreparing
@@ -472,23 +526,30 @@ def _build_store(project: Project, store_path: Path, stop_requested, warn) -> di
             labels, review = correction.labels, correction.review
             source = info.source or info.name
             if info.name in heldout_volumes:
-                store.add_volume(info.name, image, labels, review, info.geometry, split="val", source=source)
-                heldout.append(info.name)
+                if _add_judging_volume(store, info.name, image, labels, review, info.geometry, source, warn):
+                    heldout.append(info.name)
                 continue
             reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
             unreviewed = np.setdiff1d(np.arange(len(review)), reviewed)
             if not heldout_volumes:
-                held = heldout_slices(reviewed, fraction)
+                held = heldout_slices(reviewed, fraction, _judging_weights(labels, review, reviewed))
                 if held.size:
                     name = f"{info.name}~heldout"
-                    store.add_volume(
-                        name, image[held], labels[held], review[held], split="val", source=source
-                    )
-                    heldout.append(name)
+                    if _add_judging_volume(
+                        store, name, image[held], labels[held], review[held], None, source, warn
+                    ):
+                        heldout.append(name)
                     reviewed = np.setdiff1d(reviewed, held)
-                    unreviewed = unreviewed[unreviewed < held[0]]  # nothing next to held-out slices
+                    # no unreviewed slice from within or next to the held-out block
+                    unreviewed = unreviewed[(unreviewed < held[0] - 1) | (unreviewed > held[-1] + 1)]
             store.add_volume(
-                info.name, image[reviewed], labels[reviewed], review[reviewed], split="labeled", source=source
+                info.name,
+                image[reviewed],
+                labels[reviewed],
+                review[reviewed] > 0,
+                split="labeled",
+                source=source,
+                sampling_weight=weight,
             )
             training_images.append((info.name, image[reviewed]))
             if unreviewed.size:
@@ -516,9 +577,66 @@ def _build_store(project: Project, store_path: Path, stop_requested, warn) -> di
         "heldout": heldout,
         "heldout_mode": "volumes" if heldout_volumes else ("slices" if heldout else "none"),
         "training": [name for name, _ in training_images],
+        "prior_training": prior["train"],
+        "correction_weight": weight,
         "corrections_used": {c.name: c.revision for c in usable},
         "unlabeled_used": unlabeled_used,
     }
+
+
+def correction_weight(prior_slices: int, correction_slices: int, share: float) -> float:
+    """Sampling weight of correction slices so they make up ``share`` of the labeled draws.
+
+    Never below 1: corrections are never drawn less often than a prior slice.
+    """
+    if prior_slices <= 0 or correction_slices <= 0 or share <= 0:
+        return 1.0
+    return max(1.0, share / (1.0 - share) * prior_slices / correction_slices)
+
+
+def _correction_slices(project: Project, usable, heldout_volumes: set[str], fraction: float) -> int:
+    """How many reviewed slices the corrections contribute to training (held-out ones excluded)."""
+    total = 0
+    for info in usable:
+        if info.name in heldout_volumes:
+            continue
+        review = project.read_review_mask(info.name)
+        reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
+        held = 0 if heldout_volumes else len(heldout_slices(reviewed, fraction))
+        total += len(reviewed) - held
+    return total
+
+
+def _add_prior(project: Project, store: SliceStore, heldout: list[str]) -> dict[str, Any]:
+    """The project's prior data: its training volumes as labeled data, its validation cases held out."""
+    added: dict[str, Any] = {"slices": 0, "train": []}
+    if project.prior_store is None:
+        return added
+    with SliceStore.open(project.prior_store) as prior:
+        for split in ("labeled", "val"):
+            for name in prior.volume_names(split):
+                stored = prior.read_volume(name)
+                review = None if stored.review is None else stored.review > 0
+                store.add_volume(
+                    f"prior~{name}", stored.image, stored.label, review, stored.geometry, split, "prior data"
+                )
+                if split == "val":
+                    heldout.append(f"prior~{name}")
+                else:
+                    added["slices"] += stored.image.shape[0]
+                    added["train"].append(name)
+    return added
+
+
+def _add_judging_volume(store, name, image, labels, review, geometry, source, warn) -> bool:
+    """A held-out correction, judged on the voxels the user drew or corrected only (EDITED):
+    accepted voxels hold the active model's own output, on which it cannot be beaten."""
+    judged = review == EDITED
+    if not judged.any():
+        warn(f"held-out {name!r} has no voxels you drew or corrected; it cannot judge the new model")
+        return False
+    store.add_volume(name, image, labels, judged, geometry, split="val", source=source)
+    return True
 
 
 def _read_unlabeled(scan, warn):

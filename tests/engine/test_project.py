@@ -17,6 +17,7 @@ from cgs_engine.io import write_volume
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError
+from cgs_engine.review.state import EDITED
 from cgs_engine.volume import Geometry, Volume
 
 IDENTITY = Normalization(mode="identity")
@@ -43,9 +44,9 @@ def tiny_base_model(path: Path, seed: int = 0) -> Path:
 
 
 def partly_reviewed(depth: int) -> np.ndarray:
-    """Review mask trusting the first two thirds of the slices (the rest stays unreviewed)."""
+    """Review mask: the first two thirds of the slices drawn or corrected by the user (EDITED)."""
     review = np.zeros((depth, 32, 32), np.uint8)
-    review[: 2 * depth // 3] = 1
+    review[: 2 * depth // 3] = EDITED
     return review
 
 
@@ -121,8 +122,9 @@ def test_corrections_round_trip_and_overwrite(tmp_path):
     assert np.array_equal(stored.labels, labels) and np.array_equal(stored.review, review.astype(np.uint8))
     assert first.reviewed_voxels == 32 * 32 and first.shape == (3, 32, 32)
 
-    second = project.add_correction("patient 7", Volume(raw), labels)  # no mask: everything trusted
+    second = project.add_correction("patient 7", Volume(raw), labels)  # no mask: all the user's own
     assert second.revision != first.revision and second.reviewed_voxels == raw.size
+    assert second.edited_voxels == raw.size and (project.read_correction("patient 7").review == 2).all()
     assert [c.name for c in project.corrections()] == ["patient 7"]
     project.remove_correction("patient 7")
     assert project.corrections() == []
@@ -136,7 +138,7 @@ def test_corrections_round_trip_and_overwrite(tmp_path):
         ("ok", np.zeros((3, 32, 31), np.uint8), None, "labels shape"),
         ("ok", np.full((3, 32, 32), 4, np.uint8), None, "label ids must lie in 0..3"),
         ("ok", np.full((3, 32, 32), 0.5, np.float32), None, "whole-number"),
-        ("ok", None, np.full((3, 32, 32), 2, np.uint8), "review mask must hold only 0"),
+        ("ok", None, np.full((3, 32, 32), 3, np.uint8), "review mask must hold only 0"),
         ("ok", None, np.ones((2, 32, 32), np.uint8), "review mask shape"),
     ],
 )

@@ -63,3 +63,26 @@ def test_committed_recipe_config_is_what_the_bundled_model_was_trained_with(chec
     TrainConfig.from_dict(recipe)  # `cgs train --config` accepts it
     trained = checkpoint.train_config
     assert {key: trained[key] for key in recipe} == recipe
+
+
+def test_bundled_model_ships_its_prior_data_its_six_training_patients(checkpoint):
+    from cgs_engine.normalize import Normalization
+    from cgs_engine.project.prior import find_model_prior
+
+    folder = find_model_prior(BUNDLED_MODEL)
+    assert folder == BUNDLED_MODEL.with_name("default.prior")
+    manifest = json.loads((folder / "prior.json").read_text())
+    assert manifest["class_names"] == checkpoint.class_names
+    assert "Babier" in manifest["citation"] and "MIT" in (folder / "NOTICE.md").read_text()
+    # the default-model recipe trains on OpenKBP's labeled_train split (scripts/train_default_model.py)
+    trained_on = ["pt_168", "pt_172", "pt_182", "pt_187", "pt_200", "pt_201"]
+    assert [c["name"] for c in manifest["cases"]] == trained_on
+    assert {c["split"] for c in manifest["cases"]} == {"train"}
+    normalization = Normalization.from_dict(checkpoint.normalization)
+    for case in manifest["cases"]:
+        image = read_volume(folder / case["image"])
+        labels = read_volume(folder / case["labels"], kind="labels")
+        assert image.shape == labels.shape == (128, 128, 128)
+        assert labels.geometry.is_close(image.geometry)
+        assert set(np.unique(labels.array)) == set(range(len(checkpoint.class_names)))
+        assert normalization.apply(image.array[60:62]).min() >= 0.0

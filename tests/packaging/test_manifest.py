@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,6 +73,14 @@ def test_wheel_carries_manifest_and_samples(wheel_site):
             assert f"napari_cgs/samples/openkbp_{patient}_{part}.nii.gz" in names
     assert "napari_cgs/samples/NOTICE.md" in names
     assert "napari_cgs/models/default.pt" in names
+    prior = json.loads((ROOT / "napari_cgs/models/default.prior/prior.json").read_text())
+    for case in prior["cases"]:
+        for key in ("image", "labels"):
+            assert f"napari_cgs/models/default.prior/{case[key]}" in names
+    assert {
+        "napari_cgs/models/default.prior/prior.json",
+        "napari_cgs/models/default.prior/NOTICE.md",
+    } <= names
 
 
 def test_npe2_validates_wheel_install(wheel_site):

@@ -1,0 +1,206 @@
+"""Prior data: a project rehearses what its base model learnt from, and judges on what the user drew."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from synthetic import CLASS_NAMES, make_store, synthetic_volume
+from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli, tiny_base_model
+
+from cgs_engine.io import write_volume
+from cgs_engine.project import Project, ProjectError, retrain
+from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior, sidecar_folder
+from cgs_engine.project.retrain import correction_weight, heldout_slices
+from cgs_engine.review.state import ACCEPTED, EDITED
+from cgs_engine.store import SliceStore
+from cgs_engine.volume import Volume
+
+
+def write_prior_folder(folder: Path, train: int = 2, val: int = 1, seed: int = 3) -> Path:
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    cases = []
+    for index in range(train + val):
+        image, label = synthetic_volume(rng)
+        name = f"case{index}"
+        write_volume(Volume(image), folder / "images" / f"{name}.nii.gz")
+        write_volume(Volume(label, kind="labels"), folder / "labels" / f"{name}.nii.gz")
+        split = "train" if index < train else "val"
+        cases.append(
+            {
+                "name": name,
+                "image": f"images/{name}.nii.gz",
+                "labels": f"labels/{name}.nii.gz",
+                "split": split,
+            }
+        )
+    manifest = {
+        "format": "napari-cgs-prior",
+        "format_version": 1,
+        "class_names": CLASS_NAMES,
+        "cases": cases,
+        "citation": "a test set",
+    }
+    (folder / "prior.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_models_sidecar_prior_is_copied_into_a_new_project(tmp_path):
+    base = tiny_base_model(tmp_path / "models" / "base.pt")
+    write_prior_folder(sidecar_folder(base))
+    assert find_model_prior(base) == tmp_path / "models" / "base.prior"
+    project = Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY, base_model=base)
+    summary = project.prior_summary()
+    assert (
+        summary["kind"] == "folder" and summary["train"] == ["case0", "case1"] and summary["val"] == ["case2"]
+    )
+    with SliceStore.open(project.prior_store) as store:
+        assert store.volume_names("labeled") == ["case0", "case1"] and store.volume_names("val") == ["case2"]
+    bare = Project.create(tmp_path / "bare", CLASS_NAMES, IDENTITY, base_model=base, prior_data=None)
+    assert bare.prior_store is None and bare.prior_summary() is None
+
+
+def test_a_training_runs_store_is_its_models_prior(tmp_path):
+    store = make_store(tmp_path / "train.h5", labeled=2, unlabeled=2, val=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"store": str(store)}))
+    model = tiny_base_model(run / "best.pt")
+    assert find_model_prior(model) == store
+    project = Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY, base_model=model)
+    summary = project.prior_summary()
+    assert summary["kind"] == "store" and summary["train"] == ["labeled_0", "labeled_1"]
+    with SliceStore.open(project.prior_store) as prior:
+        assert prior.volume_names("unlabeled") == []  # only labeled data is prior data
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda f: (f / "prior.json").unlink(), "prior.json: missing"),
+        (lambda f: (f / "prior.json").write_text("{"), "not readable JSON"),
+        (lambda f: _edit(f, class_names=["background", "x"]), "differ from the project's"),
+        (lambda f: _edit_case(f, image="../../outside.nii.gz"), "lies outside the folder"),
+        (lambda f: (f / "labels" / "case1.nii.gz").unlink(), "case1.nii.gz: missing prior labels"),
+        (lambda f: _edit_case(f, split="test"), "bad case"),
+    ],
+)
+def test_bad_prior_data_is_one_line_and_creates_no_project(tmp_path, breakage, message):
+    folder = write_prior_folder(tmp_path / "prior")
+    breakage(folder)
+    with pytest.raises(ProjectError, match=message) as caught:
+        Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY, prior_data=folder)
+    assert "\n" not in str(caught.value) and not (tmp_path / "p").exists()
+
+
+def _edit(folder: Path, **changes) -> None:
+    manifest = json.loads((folder / "prior.json").read_text())
+    (folder / "prior.json").write_text(json.dumps({**manifest, **changes}))
+
+
+def _edit_case(folder: Path, **changes) -> None:
+    manifest = json.loads((folder / "prior.json").read_text())
+    manifest["cases"][1].update(changes)
+    (folder / "prior.json").write_text(json.dumps(manifest))
+
+
+def test_a_store_with_other_normalisation_is_refused(tmp_path):
+    from cgs_engine.normalize import Normalization
+
+    store = make_store(tmp_path / "train.h5")
+    with pytest.raises(PriorDataError, match="normalised with"):
+        import_prior(store, tmp_path / "prior.h5", CLASS_NAMES, Normalization())
+    assert not (tmp_path / "prior.h5").exists()
+
+
+def test_retrain_rehearses_prior_data_weights_corrections_and_judges_on_edits(tmp_path):
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    project.set_prior_data(write_prior_folder(tmp_path / "prior", train=2, val=1))
+    result = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    plan = json.loads((result.run_dir / "plan.json").read_text())
+    assert plan["prior_training"] == ["case0", "case1"]
+    with SliceStore.open(result.run_dir / "store.h5") as store:
+        labeled = {n: store.volume_info(n) for n in store.volume_names("labeled")}
+        assert {"prior~case0", "prior~case1"} <= set(labeled)
+        assert all(labeled[n].sampling_weight == 1 for n in ("prior~case0", "prior~case1"))
+        corrections = [info for name, info in labeled.items() if not name.startswith("prior~")]
+        # 2 prior volumes x 6 slices vs 2 training corrections x 4 reviewed slices, share 0.5
+        assert [c.sampling_weight for c in corrections] == [pytest.approx(1.5)] * 2
+        assert plan["correction_weight"] == pytest.approx(1.5)
+        # judged on the held-out correction and the prior's validation case
+        assert sorted(store.volume_names("val")) == sorted(result.heldout)
+        assert "prior~case2" in result.heldout and len(result.heldout) == 2
+    assert result.new_score.volumes == 2
+
+
+def test_correction_weight():
+    assert correction_weight(0, 100, 0.5) == 1.0  # no prior data: nothing to balance
+    assert correction_weight(600, 100, 0.5) == 6.0
+    assert correction_weight(600, 100, 0.25) == 2.0
+    assert correction_weight(100, 600, 0.5) == 1.0  # never below a prior slice's weight
+
+
+def test_held_out_block_follows_the_users_edits():
+    reviewed = np.arange(12)
+    assert heldout_slices(reviewed, 0.25).tolist() == [9, 10, 11]
+    weights = np.zeros(12)
+    weights[[4, 5]] = 10
+    assert heldout_slices(reviewed, 0.25, weights).tolist() == [4, 5, 6]  # ties: the higher block
+    weights[3] = 1
+    assert heldout_slices(reviewed, 0.25, weights).tolist() == [3, 4, 5]
+    assert heldout_slices(reviewed, 0.25, np.zeros(12)).tolist() == [9, 10, 11]
+
+
+def test_accepted_voxels_train_but_do_not_judge(tmp_path):
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    rng = np.random.default_rng(5)
+    for name in ("case0", "case1", "case2"):  # only accepted model output, nothing drawn
+        image, label = synthetic_volume(rng)
+        project.add_correction(name, Volume(image), label, np.full(label.shape, ACCEPTED, np.uint8))
+    result = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    assert result.heldout == [] and not result.activated and result.new_score is None
+    assert any("no voxels you drew or corrected" in w for w in result.warnings)
+    with SliceStore.open(result.run_dir / "store.h5") as store:
+        assert len(store.volume_names("labeled")) == 2  # still trained on
+
+
+def test_version_1_corrections_read_as_the_users_own(tmp_path):
+    project = make_project(tmp_path, corrections=1, unlabeled=0)
+    path = project.corrections_dir / "case0.h5"
+    with h5py.File(path, "r+") as file:  # as napari-cgs 0.1 wrote it: 0/1 masks, version 1
+        file.attrs["format_version"] = 1
+        file["review"][...] = (file["review"][()] > 0).astype(np.uint8)
+        del file.attrs["edited_voxels"]
+    info = project.corrections()[0]
+    assert info.format_version == 1 and info.edited_voxels == info.reviewed_voxels
+    review = project.read_correction("case0").review
+    assert set(np.unique(review)) == {0, EDITED}
+    np.testing.assert_array_equal(project.read_review_mask("case0"), review)
+    with h5py.File(path, "r+") as file:
+        file.attrs["format_version"] = 9
+    assert (
+        project.corrections() == []
+        and "newer than this napari-cgs reads" in Project.open(project.folder).problems[0]
+    )
+
+
+def test_cli_create_with_and_without_prior_data(tmp_path, capsys):
+    base = tiny_base_model(tmp_path / "base.pt")
+    prior = write_prior_folder(tmp_path / "prior")
+    code, out, _ = run_cli(
+        capsys, "project", "create", tmp_path / "a", "--base-model", base, "--prior-data", prior
+    )
+    assert code == 0 and "prior data: 2 training + 1 validation volumes" in out
+    code, out, _ = run_cli(
+        capsys, "project", "create", tmp_path / "b", "--base-model", base, "--no-prior-data"
+    )
+    assert code == 0 and "prior data: none" in out
+    assert run_cli(capsys, "project", "set-prior-data", tmp_path / "b", prior)[0] == 0
+    assert Project.open(tmp_path / "b").prior_summary()["train"] == ["case0", "case1"]
+    code, _, err = run_cli(capsys, "project", "set-prior-data", tmp_path / "b", tmp_path / "nothing")
+    assert code == 2 and "no such prior data" in err and len(err.strip().splitlines()) == 1
