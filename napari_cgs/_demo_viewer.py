@@ -24,13 +24,11 @@ def open_demo_viewer(model: Path, show: bool = True) -> tuple[Any, Any, Any]:
     """A napari viewer with the sample CT and the CGS panel docked on ``model``: (viewer, panel, image)."""
     import napari
 
-    from napari_cgs._panel import CGSPanel
 
     viewer = napari.Viewer(title=TITLE, show=show)
     viewer.window.resize(*WINDOW_SIZE)
     (image,) = viewer.open_sample(*SAMPLE_KEY)
-    panel = CGSPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="CGS", area="right")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-cgs", "CGS")  # as Plugins > napari-cgs > CGS
     panel.load_checkpoint(model, label=f"Demo model ({model.name})")
     if panel.checkpoint is None:
         viewer.close()

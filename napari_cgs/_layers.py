@@ -41,6 +41,18 @@ LAYER_UNITS = ("mm", "mm", "mm")
 
 
 @functools.cache
+def same_layer(first: Any, second: Any) -> bool:
+    """Whether two references name one napari layer.
+
+    A dock widget opened from the Plugins menu receives the viewer through napari's
+    PublicOnlyProxy, which hands out a new proxy object at every access, so ``is`` fails between
+    two references to one layer: compare the layers' ids instead.
+    """
+    if first is None or second is None:
+        return False
+    return first.unique_id == second.unique_id
+
+
 def layers_support_units() -> bool:
     """Whether this napari accepts ``units=`` for layers (napari >= 0.6)."""
     from napari.layers import Image

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
+    QApplication,
     QButtonGroup,
     QComboBox,
     QFileDialog,
@@ -48,9 +49,10 @@ from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Predictor
 from cgs_engine.io.formats import extension_of
 from cgs_engine.review import ReviewState, slice_profile
+from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
 
-from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry
+from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
 from ._prediction_layers import (
     disagreement_layer_name,
     ensure_labels_layer,
@@ -74,6 +76,7 @@ from ._workers import PredictionJob, PredictionResult
 
 BUNDLED_MODEL = Path(__file__).parent / "models" / "default.pt"
 DERIVED_KINDS = ("map", "specialist", "disagreement", "labels")
+STROKE_SAVE_MS = 2_000  # the session is saved this long after the last paint stroke
 FILL_UNTOUCHED = "Fill only voxels I have not touched"
 REPLACE_ALL = "Replace everything"
 RERUN_TIPS = {
@@ -140,6 +143,7 @@ class CGSPanel(QWidget):
         self.predictor: Predictor | None = None
         self.job: PredictionJob | None = None
         self.labels_layer: Any | None = None
+        self.tracker: EditTracker | None = None  # the user's edits of labels_layer, undo-aware
         self.class_names: list[str] = []
         self._fingerprint = ""
         self._edit_flags = {"writing": False}
@@ -151,6 +155,11 @@ class CGSPanel(QWidget):
         self.autosave.saved.connect(self._show_saved)
         self.autosave.failed.connect(lambda reason: self._show_session(f"Autosave failed: {reason}", reason))
         self.review.changed.connect(self.autosave.mark_changed)
+        self.stroke_timer = QTimer(self)
+        self.stroke_timer.setSingleShot(True)
+        self.stroke_timer.setInterval(STROKE_SAVE_MS)
+        self.stroke_timer.timeout.connect(self.autosave.save_if_changed)
+        self._watched_window: QObject | None = None
         self.queue.accept_requested.connect(self.autosave.save_now)
         self.queue.skip_requested.connect(self.autosave.save_now)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -384,7 +393,7 @@ class CGSPanel(QWidget):
             return
         self.autosave.save_if_changed()  # the previous image's review, before it is let go
         self.review.clear()
-        self.labels_layer = None
+        self.labels_layer = self.tracker = None
         self.restore_button.setEnabled(False)
         if layer is None:
             return
@@ -441,11 +450,14 @@ class CGSPanel(QWidget):
         colours = self.checkpoint.class_colors if self.checkpoint else []
         self.class_names = list(prediction.class_names)
         keep = self._voxels_to_keep(image_layer)
+        # what the user reviewed so far stays reviewed; a re-run never marks anything new
+        reviewed = self.review_mask() if keep is not None and self.tracks_image(image_layer) else None
         labels = self._adopt_labels_layer(image_layer)
         with muted_edit_tracking(self._edit_flags):
             if labels is None:
                 labels = self._adopt_labels_layer(image_layer, create=True)
             written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
+        self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are kept in `reviewed`
         map_data = map_layer_data(
             image_layer, prediction.specialist_maps, prediction.disagreement, self.class_names, colours
         )
@@ -453,8 +465,7 @@ class CGSPanel(QWidget):
         focus_name = focus_layer_name(image_layer)
         focus = self.viewer.layers[focus_name] if focus_name in self.viewer.layers else None  # noqa: SIM401
         stack_in_reading_order(self.viewer, image_layer, maps, [labels, focus])
-        mask = None if keep is None else keep.astype(np.uint8)
-        state = ReviewState(result.regions, shape=image_layer.data.shape, review_mask=mask)
+        state = ReviewState(result.regions, shape=image_layer.data.shape, review_mask=reviewed)
         self.review.start(image_layer, state, result.component_map, result.profile, self.class_names)
         self.viewer.layers.selection.active = labels
         self.status_label.setText(
@@ -471,11 +482,29 @@ class CGSPanel(QWidget):
         existing = find_labels_layer(self.viewer, image_layer)
         if self.replace_button.isChecked() or existing is None:
             return None
-        tracked = self.review.state is not None and self.review.image_layer is image_layer
-        if tracked and existing is self.labels_layer:
-            touched = self.review.state.review_mask.astype(bool)
+        if self.tracks_image(image_layer) and same_layer(existing, self.labels_layer):
+            touched = self.review_mask() > 0
             return touched if touched.any() else None
         return untracked_touched(existing)
+
+    def tracks_image(self, image_layer: Any) -> bool:
+        """Whether the panel follows the review and edits of this image's labels layer."""
+        return (
+            self.review.state is not None
+            and self.tracker is not None
+            and self.labels_layer is not None
+            and same_layer(self.review.image_layer, image_layer)
+        )
+
+    def review_mask(self) -> np.ndarray | None:
+        """The review mask of the image under review: 2 = edited by you, 1 = accepted, 0 = not reviewed."""
+        state, labels = self.review.state, self.labels_layer
+        if state is None or labels is None or self.tracker is None:
+            return None
+        data = np.asarray(labels.data)
+        if data.shape != self.tracker.shape:
+            return None
+        return combined_review_mask(state.review_mask, self.tracker.edited(data))
 
     def _adopt_labels_layer(self, image_layer: Any, create: bool = False) -> Any | None:
         """The labels layer of this image (created when ``create``), with edit tracking connected."""
@@ -484,15 +513,24 @@ class CGSPanel(QWidget):
             return None
         colours = self.checkpoint.class_colors if self.checkpoint else []
         layer = ensure_labels_layer(self.viewer, image_layer, self.class_names, colours)
-        if layer is not self.labels_layer:
+        if not same_layer(layer, self.labels_layer):
+            if self.labels_layer is not None:
+                self.labels_layer.events.paint.disconnect(self._on_paint)
             layer.events.paint.connect(self._on_paint)
-            self.labels_layer = layer
+            self.labels_layer, self.tracker = layer, None
         return layer
 
     def _on_paint(self, event) -> None:
-        if self._edit_flags["writing"] or event.source is not self.labels_layer:
+        if (
+            self._edit_flags["writing"]
+            or self.tracker is None
+            or not same_layer(event.source, self.labels_layer)
+        ):
             return
-        self.review.mark_edited(list(painted_parts(event.value)))
+        for where, values in painted_parts(event.value):
+            self.tracker.touch(where, values)
+        self.autosave.mark_changed()
+        self.stroke_timer.start()  # saved shortly after the last stroke
 
     # ================================================================= export
     def export(self, path: str | Path | None = None) -> list[Path]:
@@ -533,11 +571,15 @@ class CGSPanel(QWidget):
     def _session_snapshot(self) -> dict[str, Any] | None:
         state, image = self.review.state, self.review.image_layer
         # A labels layer the user just closed is still saved: its data is what they last saw.
-        if state is None or self.labels_layer is None:
+        mask = self.review_mask()
+        if state is None or mask is None:
             return None
+        saved_state = ReviewState(
+            state.regions, review_mask=mask, status=state.status, position=state.position
+        )
         return {
-            "labels": np.asarray(self.labels_layer.data),
-            "review_state": state,
+            "labels": np.array(self.labels_layer.data, copy=True),
+            "review_state": saved_state,
             "image_fingerprint": self._fingerprint,
             "geometry": layer_geometry(image),
             "class_names": self.class_names,
@@ -569,6 +611,7 @@ class CGSPanel(QWidget):
         with muted_edit_tracking(self._edit_flags):
             labels = self._adopt_labels_layer(image_layer, create=True)
             write_labels_undoable(labels, session.labels)
+        self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are in the review state
         disagreement = disagreement_layer_name(image_layer)
         profile = (
             slice_profile(self.viewer.layers[disagreement].data)
@@ -592,7 +635,24 @@ class CGSPanel(QWidget):
         self.session_label.setToolTip(detail or "Where the review session of this image is saved.")
 
     # ================================================================= teardown
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        """Once docked, watch the main window: closing it must not lose unsaved paint."""
+        super().showEvent(event)
+        window = self.window()
+        if window is not self and window is not self._watched_window:
+            window.installEventFilter(self)
+            self._watched_window = window
+            app = QApplication.instance()
+            if app is not None:
+                app.aboutToQuit.connect(self.autosave.save_if_changed)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt override)
+        if watched is self._watched_window and event.type() == QEvent.Type.Close:
+            self.autosave.save_if_changed()
+        return False
+
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self.stroke_timer.stop()
         self.cancel()
         self.retrain_section.shutdown()
         self.autosave.save_if_changed()

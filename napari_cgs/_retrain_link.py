@@ -23,7 +23,7 @@ class PanelLink:
     viewer: Any
     image_layer: Callable[[], Any | None]
     labels_layer: Callable[[], Any | None]
-    review_mask: Callable[[], np.ndarray | None]  # 1 = edited or accepted, for the selected image
+    review_mask: Callable[[], np.ndarray | None]  # 2 = edited, 1 = accepted, for the selected image
     model_path: Callable[[], str | None]
     model_label: Callable[[], str]  # how the model selector names the current model
     use_model: Callable[[Path, str], None]  # select a checkpoint and swap it into the predictor
@@ -34,11 +34,10 @@ class PanelLink:
 
 def link_to_panel(panel: Any) -> PanelLink:
     def review_mask() -> np.ndarray | None:
-        review = panel.review
         image = panel.image_layer
-        if review.state is None or image is None or review.image_layer is not image:
+        if image is None or not panel.tracks_image(image):
             return None
-        return review.state.review_mask
+        return panel.review_mask()
 
     def labels_layer() -> Any | None:
         image = panel.image_layer

@@ -39,11 +39,18 @@ class RetrainProgress:
         elif kind == "step":
             self.step, self.share = int(message["step"]), float(message.get("progress", 0.0))
             self.loss = message.get("loss_total")
-        elif kind == "val" and message.get("dice_mean") is not None:
+        elif kind == "val" and message.get("dice_mean") is not None and self._is_best(message["dice_mean"]):
+            # the best so far is the model the retrain keeps, scored as the activation rule scores it
             self.dice, self.dice_step = float(message["dice_mean"]), int(message["step"])
 
+    def _is_best(self, dice: float) -> bool:
+        return self.dice is None or float(dice) > self.dice
+
     def text(self, ended: bool = False) -> str:
-        """``Iteration 40/200 · loss 0.532 · held-out Dice 71.2 (iteration 40)``, plus the stage."""
+        """``Iteration 40/200 · loss 0.532 · best held-out Dice 71.2 (iteration 40)``, plus the stage.
+
+        Once ended, the held-out Dice is left to the outcome line, which states it once.
+        """
         if not self.step:
             return "" if ended else f"Retraining: {self.stage}…"
         done = f"{self.step}/{self.total}" if self.total else f"{self.step}"
@@ -52,8 +59,8 @@ class RetrainProgress:
             parts.append(f"{100 * self.share:.0f}% of {self.minutes:g} min")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3f}")
-        if self.dice is not None:
-            parts.append(f"held-out Dice {dice_text(self.dice)} (iteration {self.dice_step})")
+        if self.dice is not None and not ended:
+            parts.append(f"best held-out Dice {dice_text(self.dice)} (iteration {self.dice_step})")
         if not ended and self.stage != "training":
             parts.append(f"{self.stage}…")
         return " · ".join(parts)

@@ -86,14 +86,20 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return checkpoint
 
 
+def dock_panel(viewer):
+    """The CGS panel docked the way a user opens it (Plugins > napari-cgs > CGS).
+
+    napari then hands the panel its viewer through a PublicOnlyProxy, as in real use.
+    """
+    _, panel = viewer.window.add_plugin_dock_widget("napari-cgs", "CGS")
+    return panel
+
+
 @pytest.fixture
 def viewer_and_panel(make_napari_viewer, tiny_checkpoint, home_sessions):
     """A viewer with the CGS panel docked and the tiny model selected (home sessions in tmp)."""
-    from napari_cgs._panel import CGSPanel
-
     viewer = make_napari_viewer()
-    panel = CGSPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="CGS", area="right")
+    panel = dock_panel(viewer)
     panel.load_checkpoint(tiny_checkpoint)
     yield viewer, panel
     panel.cancel()

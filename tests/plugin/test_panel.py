@@ -10,6 +10,7 @@ import pytest
 from qtpy.QtWidgets import QAbstractButton, QComboBox
 
 from cgs_engine.infer.predictor import Predictor
+from cgs_engine.review.state import EDITED
 from napari_cgs import _panel as panel_module
 from napari_cgs._panel import NO_MODEL_HINT, CGSPanel
 from napari_cgs._prediction_layers import (
@@ -46,7 +47,7 @@ def test_panel_is_a_registered_widget_with_tooltips_everywhere(make_napari_viewe
 
 def test_without_a_bundled_model_the_panel_says_what_to_do(make_napari_viewer, tmp_path, monkeypatch):
     monkeypatch.setattr(panel_module, "BUNDLED_MODEL", tmp_path / "absent.pt")
-    panel = CGSPanel(make_napari_viewer())
+    panel = fx.dock_panel(make_napari_viewer())
     assert panel.checkpoint is None and panel.model_info.text() == NO_MODEL_HINT
     assert not panel.run_button.isEnabled()
     panel.autosave.stop()
@@ -113,11 +114,19 @@ def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, s
     labels.brush_size = 1
     labels.paint(painted, new_label)  # the user's brush: a paint event with a history item
     assert labels.data[painted] == new_label
-    assert panel.review.state.review_mask[painted] == 1
+    assert panel.review_mask()[painted] == EDITED and np.count_nonzero(panel.review_mask()) == 1
+
+    labels.undo()  # an undone stroke is no edit any more
+    assert labels.data[painted] == first.prediction.labels.array[painted]
+    assert not panel.review_mask().any()
+    labels.redo()
+    assert panel.review_mask()[painted] == EDITED
 
     second = fx.presegment(qtbot, panel, image)
     assert labels.data[painted] == new_label  # the user's voxel survived
-    untouched = panel.review.state.review_mask == 0
+    mask = panel.review_mask()
+    assert np.count_nonzero(mask) == 1 and mask[painted] == EDITED  # a re-run marks nothing as reviewed
+    untouched = mask == 0
     np.testing.assert_array_equal(labels.data[untouched], second.prediction.labels.array[untouched])
 
     panel.replace_button.setChecked(True)

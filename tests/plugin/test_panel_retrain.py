@@ -24,7 +24,6 @@ from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, retrain
 from cgs_engine.volume import Volume
 from napari_cgs import _retrain
-from napari_cgs._panel import CGSPanel
 from napari_cgs._prediction_layers import SEPARATOR, labels_layer_name
 from napari_cgs._sample_data import SAMPLE_CLASS_NAMES, SAMPLE_CT, SAMPLE_LABELS
 
@@ -95,8 +94,7 @@ def project_with_correction(tmp_path, base_model) -> Project:
 @pytest.fixture
 def viewer_and_panel(make_napari_viewer, base_model, home_sessions):
     viewer = make_napari_viewer()
-    panel = CGSPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="CGS", area="right")
+    panel = fx.dock_panel(viewer)
     panel.load_checkpoint(base_model)
     yield viewer, panel
     process = panel.retrain_section.process
