@@ -41,8 +41,9 @@ def test_retrain_writes_a_version_with_metrics(tmp_path):
     assert sum(path.endswith(".nii.gz") for path in version.record["unlabeled_used"]) == 2
     config = version.record["train_config"]
     assert (
-        config["optimizer"] == "adamw" and config["lr"] == pytest.approx(1e-3) and config["method"] == "cgs"
+        config["optimizer"] == "adamw" and config["lr"] == pytest.approx(1e-4) and config["method"] == "cgs"
     )
+    assert config["warmup_fraction"] == 0.1 and not config["ema_warmup"] and config["freeze_batchnorm"]
     assert config["input_size"] == 32 and config["widths"] == [4, 8, 16]
     assert config["init_checkpoint"].endswith("models/v0001/model.pt")
 
