@@ -142,13 +142,11 @@ def _roi_mask(contours: list, series: DicomSeries, name: str, roi_name: str) -> 
     per_slice: dict[int, list[np.ndarray]] = defaultdict(list)
     for contour in contours:
         kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR"))
-        if kind == "POINT":
-            continue
         data = np.asarray([float(value) for value in contour.get("ContourData", [])], dtype=float)
-        if data.size < 9 or data.size % 3:
-            raise DicomError(
-                name, f"ROI {roi_name}: a contour has {data.size} coordinates (3 per point, >= 3 points)"
-            )
+        if data.size % 3:
+            raise DicomError(name, f"ROI {roi_name}: a contour has {data.size} coordinates, not 3 per point")
+        if kind != "CLOSED_PLANAR" or data.size < 9:
+            continue  # points, open curves and contours of 1-2 points enclose no area
         index = (
             data.reshape(-1, 3) - np.asarray(geometry.origin)
         ) @ world_to_index.T  # (x, y, z) voxel indices

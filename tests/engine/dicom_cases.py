@@ -28,6 +28,7 @@ SAMPLE_CT = SAMPLES / "openkbp_pt_222_ct.nii.gz"
 SAMPLE_LABELS = SAMPLES / "openkbp_pt_222_labels.nii.gz"
 # x (columns), y (rows), z (slices) ranges of the crop: every organ inside, 96 x 80 pixels, 100 slices
 CROP = ((16, 112), (24, 104), (8, 108))
+SQUARE_CROP = ((16, 112), (16, 112), (8, 108))  # for libraries that mix up rows and columns (bench)
 CASES = ("head_first", "feet_first", "oblique")
 POSITIONS = {"head_first": "HFS", "feet_first": "FFS", "oblique": "HFS"}
 
@@ -40,8 +41,8 @@ def _volume(image: sitk.Image, kind: str, source: str) -> Volume:
     return Volume(sitk.GetArrayFromImage(image), geometry_of(image, source), kind, source)
 
 
-def cropped_sample() -> tuple[sitk.Image, sitk.Image]:
-    (x0, x1), (y0, y1), (z0, z1) = CROP
+def cropped_sample(square: bool = False) -> tuple[sitk.Image, sitk.Image]:
+    (x0, x1), (y0, y1), (z0, z1) = SQUARE_CROP if square else CROP
     ct = _image(read_volume(SAMPLE_CT))
     labels = _image(read_volume(SAMPLE_LABELS, kind="labels"))
     return ct[x0:x1, y0:y1, z0:z1], labels[x0:x1, y0:y1, z0:z1]
@@ -54,14 +55,14 @@ def _rotation(degrees_about_z: float, degrees_about_x: float) -> np.ndarray:
     return about_x @ about_z
 
 
-def case_volumes(case: str) -> tuple[Volume, Volume]:
-    """(CT, labels) of one placement, both on the same grid."""
-    ct, labels = cropped_sample()
+def case_volumes(case: str, square: bool = False) -> tuple[Volume, Volume]:
+    """(CT, labels) of one placement, both on the same grid; ``square``: square slices, equal spacing."""
+    ct, labels = cropped_sample(square)
     if case == "feet_first":
         ct, labels = sitk.DICOMOrient(ct, "RPI"), sitk.DICOMOrient(labels, "RPI")
     elif case == "oblique":
-        grid = sitk.Image([100, 84, 90], sitk.sitkInt16)
-        grid.SetSpacing((4.2, 4.688, 3.0))
+        grid = sitk.Image([96, 96, 90] if square else [100, 84, 90], sitk.sitkInt16)
+        grid.SetSpacing((4.688, 4.688, 3.0) if square else (4.2, 4.688, 3.0))
         rotation = _rotation(20, 12)
         grid.SetDirection(tuple(rotation.ravel()))
         centre = np.array(ct.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in ct.GetSize()]))
@@ -75,9 +76,9 @@ def case_volumes(case: str) -> tuple[Volume, Volume]:
     return _volume(ct, "image", case), _volume(labels, "labels", f"{case}_labels.nii.gz")
 
 
-def make_series(case: str, folder: Path, **uids: str) -> tuple[DicomSeries, Volume]:
+def make_series(case: str, folder: Path, square: bool = False, **uids: str) -> tuple[DicomSeries, Volume]:
     """Write the case's CT as a DICOM series in ``folder``; return it and the case's labels."""
-    ct, labels = case_volumes(case)
+    ct, labels = case_volumes(case, square)
     write_ct_series(ct, folder, patient_id=f"pt_222_{case}", patient_position=POSITIONS[case], **uids)
     return read_series(folder), labels
 
