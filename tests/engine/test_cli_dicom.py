@@ -139,3 +139,30 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
         "--classes takes",
     )
     assert sorted(p.name for p in out.iterdir()) == ["RS.dcm", "labels.nii.gz"]
+
+
+def test_predict_then_export_uses_the_models_class_table(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[2] / "napari_cgs" / "models" / "default.pt"
+    series, _ = shared_series("head_first")
+    out = tmp_path / "pred"
+    assert main(["predict", str(model), str(series.folder), "-o", str(out)]) == 0
+    labels = out / f"{series.folder.name}_labels.nii.gz"
+    table = json.loads((out / f"{series.folder.name}_classes.json").read_text())["classes"]
+    assert table[3]["tg263"] == "Parotid_R" and table[3]["snomed"]["value"] == "45289007"
+    capsys.readouterr()
+    rs = tmp_path / "RS.dcm"
+    assert main(["rtstruct", "export", str(labels), "--dicom", str(series.folder), "-o", str(rs)]) == 0
+    assert f"classes: class table {out}" in capsys.readouterr().out
+    names = {roi.ROIName for roi in pydicom.dcmread(rs).StructureSetROISequence}
+    assert names and names <= {
+        "Brainstem",
+        "SpinalCord",
+        "Parotid_R",
+        "Parotid_L",
+        "Esophagus",
+        "Larynx",
+        "Bone_Mandible",
+    }
