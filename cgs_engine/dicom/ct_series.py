@@ -64,9 +64,15 @@ def write_ct_series(
         "0018|0050": f"{volume.geometry.spacing[2]:.6g}",
         "0020|000d": study_instance_uid or generate_uid(),
         "0020|000e": generate_uid(),
+        "0020|0010": "1",
         "0020|0011": "1",
         "0020|0052": frame_of_reference_uid or generate_uid(),
         "0020|0037": "\\".join(_ds(v) for v in (*direction[:, 0], *direction[:, 1])),
+        "0008|0070": "napari-cgs",
+        "0018|0060": "",
+        "0020|0012": "1",
+        "0020|0060": "",  # laterality unknown (dciodvfy wants it present)
+        "0020|1040": "",
         "0028|1052": "0",
         "0028|1053": "1",
     }

@@ -147,6 +147,9 @@ def _new_dataset(series: DicomSeries, label: str):
     dataset.SeriesInstanceUID = generate_uid()
     dataset.SeriesNumber = 1000
     dataset.SeriesDescription = f"{label} structures"
+    dataset.OperatorsName = ""
+    dataset.FrameOfReferenceUID = series.frame_of_reference_uid
+    dataset.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
     dataset.InstanceNumber = 1
     dataset.Manufacturer = MANUFACTURER
     dataset.SoftwareVersions = __version__

@@ -113,8 +113,9 @@ def _description(hd, number: int, entry: ClassEntry):
         ),
         display_color=hd.color.CIELabColor.from_rgb(*entry.color),
     )
-    if entry.laterality is not None:
-        description.SegmentedPropertyTypeModifierCodeSequence = [_coded(hd, entry.laterality)]
+    if entry.laterality is not None:  # nested in the type's item (Segment Description Macro)
+        kind_item = description.SegmentedPropertyTypeCodeSequence[0]
+        kind_item.SegmentedPropertyTypeModifierCodeSequence = [_coded(hd, entry.laterality)]
     return description
 
 
@@ -164,7 +165,9 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
     for number in segmentation.segment_numbers:
         description = segmentation.get_segment_description(number)
         kind = description.segmented_property_type
-        modifiers = description.get("SegmentedPropertyTypeModifierCodeSequence", [])
+        modifiers = description.SegmentedPropertyTypeCodeSequence[0].get(
+            "SegmentedPropertyTypeModifierCodeSequence", []
+        )
         laterality = _code_of(modifiers[0]) if modifiers else None
         entry = table.match(str(description.segment_label), _code_of(kind), laterality)
         if entry is None:

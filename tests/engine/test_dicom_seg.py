@@ -44,7 +44,9 @@ def test_segments_carry_tg263_labels_snomed_codes_and_laterality(tmp_path):
     assert list(segments) == [entry.structure_name for entry in TABLE.entries]
     parotid = segments["Parotid_R"]
     assert parotid.SegmentedPropertyTypeCodeSequence[0].CodeValue == "45289007"
-    assert parotid.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "24028007"
+    assert parotid.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[
+        0
+    ].CodeValue == ("24028007")
     assert segments["Brainstem"].SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
     assert segments["Bone_Mandible"].SegmentedPropertyTypeCodeSequence[0].CodeValue == "91609006"
 
