@@ -8,9 +8,12 @@ anonymiser nor a clinical archive writer.
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,21 +81,8 @@ def write_ct_series(
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        names = []
-        for index in range(image.GetDepth()):
-            plane = image[:, :, index]
-            for tag, value in shared.items():
-                plane.SetMetaData(tag, value)
-            position = image.TransformIndexToPhysicalPoint((0, 0, index))
-            plane.SetMetaData("0020|0032", "\\".join(_ds(v) for v in position))
-            plane.SetMetaData("0020|0013", str(index + 1))
-            plane.SetMetaData("0008|0018", generate_uid())
-            name = f"{index + 1:04d}.dcm"
-            writer.SetFileName(str(staging / name))
-            writer.Execute(plane)
-            names.append(name)
+        with process_locale_kept():
+            names = _write_slices(image, shared, staging, generate_uid)
         os.replace(staging, target)
     except RuntimeError as error:
         raise DicomError(target, f"could not be written ({str(error).strip().splitlines()[-1]})") from None
@@ -100,6 +90,36 @@ def write_ct_series(
         shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(target.parent)
     return [target / name for name in names]
+
+
+def _write_slices(image: sitk.Image, shared: dict[str, str], folder: Path, generate_uid) -> list[str]:
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    names = []
+    for index in range(image.GetDepth()):
+        plane = image[:, :, index]
+        for tag, value in shared.items():
+            plane.SetMetaData(tag, value)
+        position = image.TransformIndexToPhysicalPoint((0, 0, index))
+        plane.SetMetaData("0020|0032", "\\".join(_ds(v) for v in position))
+        plane.SetMetaData("0020|0013", str(index + 1))
+        plane.SetMetaData("0008|0018", generate_uid())
+        name = f"{index + 1:04d}.dcm"
+        writer.SetFileName(str(folder / name))
+        writer.Execute(plane)
+        names.append(name)
+    return names
+
+
+@contextlib.contextmanager
+def process_locale_kept() -> Iterator[None]:
+    """GDCM's DICOM writer switches the whole process to the "C" locale, after which Python
+    decodes text (subprocess output, files opened without an encoding) as ASCII; put it back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def _int16_image(volume: Volume, target: Path) -> sitk.Image:

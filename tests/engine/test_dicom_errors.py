@@ -164,3 +164,17 @@ def test_contours_off_the_slices_are_refused(head_first_rtstruct, tmp_path):
     with pytest.raises(DicomError) as error:
         import_rtstruct(moved, series, TABLE)
     assert "does not lie on a slice" in _one_line(error)
+
+
+def test_writing_a_series_keeps_the_process_locale(tmp_path):
+    """GDCM switches the process to the C locale; subprocess output would then decode as ASCII."""
+    import locale
+
+    from dicom_cases import case_volumes
+
+    from cgs_engine.dicom import write_ct_series
+
+    before = (locale.setlocale(locale.LC_ALL), locale.getpreferredencoding(False))
+    ct, _ = case_volumes("head_first")
+    write_ct_series(Volume(ct.array[:3], ct.geometry, "image"), tmp_path / "ct")
+    assert (locale.setlocale(locale.LC_ALL), locale.getpreferredencoding(False)) == before
