@@ -51,7 +51,6 @@ from cgs_engine.io.formats import extension_of
 from cgs_engine.review import ReviewState, slice_profile
 from cgs_engine.runtime import resolve_runtime
 
-from ._dicom_section import DicomSection
 from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry
 from ._prediction_layers import (
     disagreement_layer_name,
@@ -277,6 +276,8 @@ class CGSPanel(QWidget):
         save_layout.addWidget(self.session_label)
 
         self.retrain_section = RetrainSection.for_panel(self)
+        from ._dicom_section import DicomSection  # here, not at the top: keeps this edit in one place
+
         self.dicom_section = DicomSection.for_panel(self)
         for combo in (self.model_choice, self.device_choice, self.image_choice):
             # Long model or image names must not widen the dock: the combo box elides them instead.
