@@ -45,6 +45,9 @@ class ModelCheckpoint:
     input_size: int
     normalization: dict[str, Any]
     class_colors: list[list[int]] = field(default_factory=list)
+    # TG-263 name, SNOMED CT code and colour per class (cgs_engine.dicom.class_table); derived from
+    # the class names when a checkpoint has none, and written into every checkpoint saved.
+    class_table: list[dict[str, Any]] = field(default_factory=list)
     method: str = "cgs"
     train_config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -53,6 +56,9 @@ class ModelCheckpoint:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_payload(self, half: bool = False) -> dict[str, Any]:
+        from cgs_engine.dicom.class_table import derive_class_table
+
+        class_table = self.class_table or derive_class_table(self.class_names, self.class_colors).to_list()
         weights = {
             k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
             for k, v in self.state_dict.items()
@@ -64,6 +70,7 @@ class ModelCheckpoint:
             "state_dict": weights,
             "class_names": list(self.class_names),
             "class_colors": [list(c) for c in self.class_colors],
+            "class_table": class_table,
             "input_size": int(self.input_size),
             "normalization": dict(self.normalization),
             "method": self.method,
@@ -140,6 +147,7 @@ def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
         input_size=int(payload["input_size"]),
         normalization=dict(payload["normalization"]),
         class_colors=[list(c) for c in payload.get("class_colors", [])],
+        class_table=list(payload.get("class_table") or []),
         method=payload.get("method", "cgs"),
         train_config=payload.get("train_config", {}),
         metrics=payload.get("metrics", {}),

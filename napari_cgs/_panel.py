@@ -14,6 +14,7 @@ Public API (used by tests and ``scripts/screenshot.py``)::
     panel.restore_session()          # bring back the saved labels and queue of this image
     panel.review                     # ReviewController: next(), previous(), accept(), skip()
     panel.retrain_section            # RetrainSection: project, retrain, versions (see _retrain)
+    panel.dicom_section              # DicomSection: RTSTRUCT / SEG export, open RTSTRUCT (_dicom_section)
 
 Signals: ``prediction_finished(object)`` (PredictionResult, or None when cancelled),
 ``prediction_failed(str)``, ``exported(list)`` (paths written), ``session_restored(str)``.
@@ -284,13 +285,16 @@ class CGSPanel(QWidget):
         save_layout.addWidget(self.session_label)
 
         self.retrain_section = RetrainSection.for_panel(self)
+        from ._dicom_section import DicomSection  # here, not at the top: keeps this edit in one place
+
+        self.dicom_section = DicomSection.for_panel(self)
         for combo in (self.model_choice, self.device_choice, self.image_choice):
             # Long model or image names must not widen the dock: the combo box elides them instead.
             combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.native.setMinimumContentsLength(12)
         content = QWidget()
         layout = QVBoxLayout(content)
-        for box in (model_box, run_box, review_box, save_box, self.retrain_section):
+        for box in (model_box, run_box, review_box, save_box, self.retrain_section, self.dicom_section):
             layout.addWidget(box)
         layout.addStretch(1)
         scroll = QScrollArea()

@@ -16,6 +16,8 @@ from cgs_engine.cli import (
     verb_project,
     verb_retrain,
     verb_review,
+    verb_rtstruct,
+    verb_seg,
     verb_train,
 )
 from cgs_engine.errors import CGSError
@@ -30,6 +32,8 @@ VERBS = (
     verb_convert,
     verb_project,
     verb_retrain,
+    verb_rtstruct,
+    verb_seg,
 )
 
 

@@ -51,6 +51,7 @@ def _inputs(arguments: list[str]) -> list[Path]:
 
 
 def run(args) -> int:
+    from cgs_engine.dicom.class_table import checkpoint_class_table
     from cgs_engine.infer import Predictor, write_prediction
     from cgs_engine.io import read_volume
 
@@ -68,6 +69,7 @@ def run(args) -> int:
             maps=args.maps,
             overwrite=args.overwrite,
             class_colors=predictor.checkpoint.class_colors,
+            class_table=checkpoint_class_table(predictor.checkpoint, args.checkpoint).to_list(),
         )
         print(
             f"{path}: {prediction.seconds:.1f} s -> {written['labels']}"

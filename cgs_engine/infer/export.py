@@ -33,8 +33,12 @@ def write_prediction(
     maps: bool = True,
     overwrite: bool = False,
     class_colors: list[list[int]] | None = None,
+    class_table: list[dict] | None = None,
 ) -> dict[str, Path]:
     """Write labels (uint8 ids), specialist maps and disagreement (uint8, 255 = 1.0) and a class table.
+
+    ``class_table`` (a checkpoint's, see ``cgs_engine.dicom.class_table``) adds each class's TG-263
+    name and SNOMED CT code to the table, for ``cgs rtstruct export`` / ``cgs seg export``.
 
     Every target path is checked before anything is written, so a refusal writes nothing.
     """
@@ -56,8 +60,14 @@ def write_prediction(
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         list(pool.map(lambda job: write_volume(job[0], job[1], overwrite=overwrite), jobs))
     colors = class_colors or []
+    identities = {int(entry["id"]): entry for entry in class_table or []}
     table = [
-        {"id": i, "name": name, **({"color": colors[i]} if i < len(colors) else {})}
+        {
+            **identities.get(i, {}),
+            "id": i,
+            "name": name,
+            **({"color": colors[i]} if i < len(colors) else {}),
+        }
         for i, name in enumerate(prediction.class_names)
     ]
     paths["classes"].write_text(

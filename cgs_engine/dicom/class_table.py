@@ -1,0 +1,271 @@
+"""The class table: per organ its TG-263 structure name, SNOMED CT code and display colour.
+
+A model's classes are plain names ("RightParotid"); DICOM exports need the standard structure
+name (AAPM TG-263, "Parotid_R") and a coded identity (SNOMED CT, with a laterality modifier where
+one code covers both sides). Checkpoints carry the table (``ModelCheckpoint.class_table``); for
+older checkpoints, and for label maps with only names, it is derived from the class names through
+:data:`KNOWN_ORGANS`. An organ that is not known keeps its class name and gets no specific code.
+
+The codes are those of the DICOM standard's segmentation property tables (PS3.16 CID 7150
+"Segmentation Property Categories", CID 7151 "Segmentation Property Types", CID 244 "Laterality").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cgs_engine.errors import CGSError
+
+TABLE_FORMAT = "napari-cgs-class-table"
+
+
+class ClassTableError(CGSError):
+    """A class table that cannot be read or does not fit the labels; one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Code:
+    """One coded concept: (value, coding scheme designator, meaning), as DICOM writes it."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"value": self.value, "scheme": self.scheme, "meaning": self.meaning}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Code:
+        return cls(value=str(data["value"]), scheme=str(data["scheme"]), meaning=str(data["meaning"]))
+
+
+ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
+RIGHT = Code("24028007", "SCT", "Right")
+LEFT = Code("7771000", "SCT", "Left")
+
+
+@dataclass(frozen=True)
+class KnownOrgan:
+    tg263: str
+    code: Code
+    laterality: Code | None = None
+    aliases: tuple[str, ...] = ()
+
+
+KNOWN_ORGANS = (
+    KnownOrgan("Brainstem", Code("119238007", "SCT", "Brain Stem"), aliases=("brain stem",)),
+    KnownOrgan("SpinalCord", Code("2748008", "SCT", "Spinal cord"), aliases=("spinal cord", "cord")),
+    KnownOrgan(
+        "Parotid_R",
+        Code("45289007", "SCT", "Parotid gland"),
+        RIGHT,
+        aliases=("RightParotid", "Parotid_Rt", "Rt_Parotid", "R_Parotid", "Right Parotid", "Parotid R"),
+    ),
+    KnownOrgan(
+        "Parotid_L",
+        Code("45289007", "SCT", "Parotid gland"),
+        LEFT,
+        aliases=("LeftParotid", "Parotid_Lt", "Lt_Parotid", "L_Parotid", "Left Parotid", "Parotid L"),
+    ),
+    KnownOrgan("Esophagus", Code("32849002", "SCT", "Esophagus"), aliases=("oesophagus",)),
+    KnownOrgan("Larynx", Code("4596009", "SCT", "Larynx")),
+    KnownOrgan("Bone_Mandible", Code("91609006", "SCT", "Mandible"), aliases=("Mandible",)),
+    KnownOrgan("Heart", Code("80891009", "SCT", "Heart")),
+    KnownOrgan("Trachea", Code("44567001", "SCT", "Trachea")),
+    KnownOrgan("A_Aorta", Code("15825003", "SCT", "Aorta"), aliases=("Aorta",)),
+)
+
+
+def normalise_name(name: str) -> str:
+    """Lower case without separators, so "Parotid_R", "parotid r" and "PAROTID-R" compare equal."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_BY_NAME = {normalise_name(alias): organ for organ in KNOWN_ORGANS for alias in (organ.tg263, *organ.aliases)}
+
+
+def known_organ(name: str) -> KnownOrgan | None:
+    return _BY_NAME.get(normalise_name(name))
+
+
+@dataclass(frozen=True)
+class ClassEntry:
+    """One foreground class: its label id, the model's name and its DICOM identity."""
+
+    id: int
+    name: str
+    color: tuple[int, int, int]
+    tg263: str | None = None
+    code: Code | None = None
+    laterality: Code | None = None
+    category: Code = ANATOMICAL_STRUCTURE
+
+    @property
+    def structure_name(self) -> str:
+        """The ROI / segment name to write: the TG-263 name when the organ is known."""
+        return self.tg263 or self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "name": self.name, "color": list(self.color)}
+        data["tg263"] = self.tg263
+        data["snomed"] = None if self.code is None else self.code.to_dict()
+        data["laterality"] = None if self.laterality is None else self.laterality.to_dict()
+        data["category"] = self.category.to_dict()
+        return data
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """Foreground classes by label id (background, id 0, is not an entry)."""
+
+    entries: tuple[ClassEntry, ...]
+    derived: bool = field(default=False, compare=False)
+
+    def by_id(self, class_id: int) -> ClassEntry | None:
+        return next((entry for entry in self.entries if entry.id == class_id), None)
+
+    @property
+    def ids(self) -> list[int]:
+        return [entry.id for entry in self.entries]
+
+    def match(self, structure_name: str, code: Code | None = None, laterality: Code | None = None):
+        """The entry an imported ROI or segment stands for: by name (TG-263, class name or a
+        known alias), else by SNOMED code and laterality; None when nothing fits."""
+        wanted = normalise_name(structure_name)
+        organ = known_organ(structure_name)
+        for entry in self.entries:
+            names = {normalise_name(entry.name), normalise_name(entry.structure_name)}
+            if wanted in names or (organ is not None and entry.tg263 == organ.tg263):
+                return entry
+        if code is None:
+            return None
+        identity = (_key(code), _key(laterality))
+        return next(
+            (
+                entry
+                for entry in self.entries
+                if (_key(entry.code), _key(entry.laterality)) == identity and entry.code is not None
+            ),
+            None,
+        )
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [entry.to_dict() for entry in self.entries]
+
+    def to_json(self) -> str:
+        return json.dumps({"format": TABLE_FORMAT, "classes": self.to_list()}, indent=2)
+
+
+def derive_class_table(
+    class_names: Sequence[str], class_colors: Sequence[Sequence[int]] | None = None
+) -> ClassTable:
+    """The table for a model that has only names (id 0 is background and gets no entry)."""
+    from cgs_engine.store._checks import default_colors
+
+    colors = list(class_colors or [])
+    fallback = default_colors(len(class_names))
+    entries = []
+    for class_id, name in enumerate(class_names):
+        if class_id == 0:
+            continue
+        usable = class_id < len(colors) and len(colors[class_id]) >= 3
+        entries.append(derived_entry(class_id, str(name), colors[class_id] if usable else fallback[class_id]))
+    return ClassTable(tuple(entries), derived=True)
+
+
+def derived_entry(class_id: int, name: str, color: Sequence[int]) -> ClassEntry:
+    """The entry of one class from its name alone, through :data:`KNOWN_ORGANS`."""
+    organ = known_organ(name)
+    return ClassEntry(
+        id=class_id,
+        name=name,
+        color=_rgb(color),
+        tg263=None if organ is None else organ.tg263,
+        code=None if organ is None else organ.code,
+        laterality=None if organ is None else organ.laterality,
+    )
+
+
+def class_table_from_list(items: Sequence[dict[str, Any]], where: str = "class table") -> ClassTable:
+    """A table from its stored form. Entries with only ``id``, ``name`` and ``color`` (the
+    ``*_classes.json`` that ``cgs predict`` and the panel write) get their TG-263 name and code
+    from the name; the background entry (id 0) is dropped."""
+    entries: dict[int, ClassEntry] = {}
+    for item in items:
+        try:
+            entry = _entry_from_item(item)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ClassTableError(f"{where}: malformed class entry {item!r} ({error})") from None
+        if entry is None:
+            continue
+        if entry.id in entries:
+            raise ClassTableError(f"{where}: class id {entry.id} is listed twice")
+        entries[entry.id] = entry
+    if not entries:
+        raise ClassTableError(f"{where}: no foreground classes (ids from 1 on) in this table")
+    return ClassTable(tuple(entries[class_id] for class_id in sorted(entries)))
+
+
+def _entry_from_item(item: dict[str, Any]) -> ClassEntry | None:
+    from cgs_engine.store._checks import default_colors
+
+    class_id, name = int(item["id"]), str(item["name"])
+    if class_id < 0:
+        raise ValueError("ids are 0 or positive")
+    if class_id == 0:
+        return None
+    color = _rgb(item["color"]) if item.get("color") else _rgb(default_colors(class_id + 1)[class_id])
+    if "tg263" not in item:  # names only: derive the identity
+        return derived_entry(class_id, name, color)
+    optional = {key: Code.from_dict(item[key]) if item.get(key) else None for key in ("snomed", "laterality")}
+    return ClassEntry(
+        id=class_id,
+        name=name,
+        color=color,
+        tg263=item["tg263"] or None,
+        code=optional["snomed"],
+        laterality=optional["laterality"],
+        category=Code.from_dict(item["category"]) if item.get("category") else ANATOMICAL_STRUCTURE,
+    )
+
+
+def read_class_table(path: str | Path) -> ClassTable:
+    """A class table JSON: ours, or a ``*_classes.json`` sidecar of ``cgs predict`` / the panel."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClassTableError(f"{path}: no such class table file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ClassTableError(f"{path}: not a readable class table ({error})") from None
+    items = data.get("classes") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise ClassTableError(f"{path}: no 'classes' list in this file")
+    return class_table_from_list(items, str(path))
+
+
+def _key(code: Code | None) -> tuple[str, str] | None:
+    return None if code is None else (code.value, code.scheme)
+
+
+def _rgb(color: Sequence[Any]) -> tuple[int, int, int]:
+    values = tuple(int(channel) for channel in list(color)[:3])
+    if len(values) != 3 or not all(0 <= value <= 255 for value in values):
+        raise ValueError(f"colour {list(color)} is not three values 0..255")
+    return values  # type: ignore[return-value]
+
+
+def checkpoint_class_table(checkpoint: Any, where: str = "checkpoint") -> ClassTable:
+    """The class table a checkpoint carries, or (``derived=True``) the one its class names give."""
+    if not checkpoint.class_table:
+        return derive_class_table(checkpoint.class_names, checkpoint.class_colors)
+    table = class_table_from_list(checkpoint.class_table, where)
+    beyond = [class_id for class_id in table.ids if class_id >= len(checkpoint.class_names)]
+    if beyond:
+        raise ClassTableError(f"{where}: class table names ids {beyond} beyond the model's classes")
+    return table

@@ -1,0 +1,194 @@
+"""A label map as a DICOM Segmentation (highdicom), and a Segmentation back as a label map.
+
+One segment per class of the class table that has voxels, numbered by class id, with its TG-263
+label, SNOMED CT category, type and laterality, and its colour. ``BINARY`` (one bit-packed frame
+per segment and slice, empty frames left out) is what most viewers read today; ``LABELMAP`` (one
+8-bit frame per slice holding the segment numbers, DICOM 2024) is newer and, for a few small
+organs, larger (on the 128^3 sample CT 1.6 MB against 0.5 MB).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cgs_engine import __version__
+from cgs_engine.volume import Volume
+
+from .class_table import ClassEntry, ClassTable, Code
+from .errors import DicomError
+from .files import check_output, save_dataset
+from .rtstruct_export import MANUFACTURER, check_labels_fit
+from .series import DicomSeries
+
+SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+SEG_MODALITY = "SEG"
+# PS3.16 CID 7162 "Surgical/segmentation algorithm family"
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+
+
+@dataclass
+class SegExport:
+    path: Path
+    segments: list[ClassEntry] = field(default_factory=list)
+    empty: list[ClassEntry] = field(default_factory=list)
+
+
+@dataclass
+class SegImport:
+    labels: Volume
+    segments: list[tuple[str, ClassEntry]] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+
+def export_seg(
+    labels: Volume,
+    series: DicomSeries,
+    table: ClassTable,
+    out: str | os.PathLike,
+    segmentation_type: str = "BINARY",
+    overwrite: bool = False,
+) -> SegExport:
+    """Write ``labels`` (on ``series``' grid) as a DICOM SEG referencing every slice of ``series``."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    kind = segmentation_type.upper()
+    if kind not in SEGMENTATION_TYPES:
+        raise ValueError(f"segmentation_type must be one of {SEGMENTATION_TYPES}, got {segmentation_type!r}")
+    target = check_output(out, overwrite)
+    check_labels_fit(labels, series, table)
+    array = np.asarray(labels.array)
+    present = {int(value) for value in np.unique(array)} - {0}
+    segments = [entry for entry in table.entries if entry.id in present]
+    if not segments:
+        raise DicomError(
+            labels.source or "labels", "the label map is empty; a SEG needs at least one segment"
+        )
+    # Segment numbers must run 1..N: classes without voxels are left out and the rest renumbered.
+    numbers = np.zeros(max(table.ids) + 1, dtype=np.uint16)
+    for number, entry in enumerate(segments, start=1):
+        numbers[entry.id] = number
+    pixels = numbers[array].astype(np.uint8 if len(segments) < 256 else np.uint16)
+    descriptions = [_description(hd, number, entry) for number, entry in enumerate(segments, start=1)]
+    try:
+        segmentation = hd.seg.Segmentation(
+            source_images=series.headers(),
+            pixel_array=pixels,
+            segmentation_type=kind,
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(),
+            series_number=1001,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name="napari-cgs",
+            software_versions=__version__,
+            device_serial_number="none",
+            content_label="CGS",
+            content_description="napari-cgs label map",
+        )
+    except (ValueError, TypeError, AttributeError) as error:
+        raise DicomError(series.folder, f"a SEG cannot reference this series ({error})") from None
+    path = save_dataset(segmentation, target, overwrite)
+    return SegExport(path, segments, [entry for entry in table.entries if entry.id not in present])
+
+
+def _description(hd, number: int, entry: ClassEntry):
+    category = _coded(hd, entry.category)
+    # A class with no known organ is still an anatomical structure; its label says which.
+    kind = _coded(hd, entry.code) if entry.code is not None else category
+    description = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=entry.structure_name,
+        segmented_property_category=category,
+        segmented_property_type=kind,
+        # model output that a person may have corrected
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="napari-cgs", family=_coded(hd, ARTIFICIAL_INTELLIGENCE), version=__version__
+        ),
+        display_color=hd.color.CIELabColor.from_rgb(*entry.color),
+    )
+    if entry.laterality is not None:  # nested in the type's item (Segment Description Macro)
+        kind_item = description.SegmentedPropertyTypeCodeSequence[0]
+        kind_item.SegmentedPropertyTypeModifierCodeSequence = [_coded(hd, entry.laterality)]
+    return description
+
+
+def _coded(hd, code: Code):
+    return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
+
+
+def read_seg(path: str | os.PathLike):
+    """The highdicom Segmentation of a SEG file, or :class:`DicomError`."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    name = os.fspath(path)
+    if not Path(name).is_file():
+        raise DicomError(name, "no such file")
+    try:
+        dataset = pydicom.dcmread(name)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+        raise DicomError(name, f"not a readable DICOM file ({error})") from None
+    if dataset.get("Modality") != SEG_MODALITY:
+        raise DicomError(name, f"not a DICOM Segmentation (Modality {dataset.get('Modality', 'missing')})")
+    try:
+        return hd.seg.Segmentation.from_dataset(dataset)
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        raise DicomError(name, f"not a usable DICOM Segmentation ({error})") from None
+
+
+def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) -> SegImport:
+    """The label map of the SEG at ``path`` on ``series``' grid; segments matched to classes by
+    label or code, lower class id winning where segments overlap."""
+    name = os.fspath(path)
+    segmentation = read_seg(name)
+    if str(segmentation.get("FrameOfReferenceUID", "")) != series.frame_of_reference_uid:
+        raise DicomError(
+            name,
+            f"drawn in another frame of reference than the series in {series.folder} "
+            "(another scan or patient)",
+        )
+    referenced = {str(uid) for _, _, uid in segmentation.get_source_image_uids()}
+    unknown = referenced - set(series.sop_instance_uids)
+    if unknown:
+        raise DicomError(
+            name, f"references {len(unknown)} images that are not in {series.folder} (another series)"
+        )
+    matched, unmatched = [], []
+    for number in segmentation.segment_numbers:
+        description = segmentation.get_segment_description(number)
+        kind = description.segmented_property_type
+        modifiers = description.SegmentedPropertyTypeCodeSequence[0].get(
+            "SegmentedPropertyTypeModifierCodeSequence", []
+        )
+        laterality = _code_of(modifiers[0]) if modifiers else None
+        entry = table.match(str(description.segment_label), _code_of(kind), laterality)
+        if entry is None:
+            unmatched.append(str(description.segment_label))
+        else:
+            matched.append((number, str(description.segment_label), entry))
+    stack = segmentation.get_pixels_by_source_instance(
+        source_sop_instance_uids=series.sop_instance_uids,
+        segment_numbers=[number for number, _, _ in matched] or None,
+        assert_missing_frames_are_empty=True,
+    )  # (slices, rows, columns, segments) booleans, in the order of the segment numbers asked for
+    top = max((entry.id for _, _, entry in matched), default=0)
+    array = np.zeros(series.volume.shape, dtype=np.uint8 if top <= 255 else np.uint16)
+    order = sorted(range(len(matched)), key=lambda index: matched[index][2].id, reverse=True)
+    for index in order:  # lower ids painted last: they win on overlap
+        array[stack[..., index] > 0] = matched[index][2].id
+    segments = [(label, entry) for _, label, entry in matched]
+    return SegImport(series.volume.like(array, "labels"), segments, unmatched)
+
+
+def _code_of(item) -> Code | None:
+    if item is None or "CodeValue" not in item:
+        return None
+    return Code(str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.get("CodeMeaning", "")))

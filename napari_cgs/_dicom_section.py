@@ -1,0 +1,271 @@
+"""The panel's radiotherapy DICOM section: RTSTRUCT / SEG export of the labels of an image that
+came from a DICOM series, and an RTSTRUCT opened onto that series as a Labels layer.
+
+Every computation is an engine call (``cgs_engine.dicom``) in a napari thread worker; this
+module only gathers the image, its labels and the model's class table, and shows the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout
+
+from cgs_engine.dicom import ClassTable, checkpoint_class_table, derive_class_table
+from cgs_engine.errors import CGSError
+from cgs_engine.volume import Volume
+
+from ._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry
+from ._prediction_layers import SEPARATOR, find_labels_layer, style_labels_layer
+
+NOT_DICOM = "Open a DICOM series folder as the image to export RTSTRUCT / SEG or open an RTSTRUCT."
+NO_LABELS = "Pre-segment (or restore a session) first: there are no labels to export."
+
+
+# Module-level so that tests can replace the dialogs.
+def choose_save_path(parent: Any, title: str, suggestion: Path) -> str | None:
+    path, _ = QFileDialog.getSaveFileName(
+        parent, title, str(suggestion), "DICOM (*.dcm)", options=QFileDialog.Option.DontConfirmOverwrite
+    )
+    return path or None
+
+
+def choose_rtstruct_path(parent: Any, folder: Path) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(
+        parent, "Open an RTSTRUCT", str(folder), "DICOM (*.dcm);;All files (*)"
+    )
+    return path or None
+
+
+def confirm_replace(parent: Any, path: Path) -> bool:
+    answer = QMessageBox.question(
+        parent,
+        "Replace existing file?",
+        f"{path}\nalready exists. Replace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def dicom_folder(image_layer: Any | None) -> Path | None:
+    """The series folder an Image layer was read from, None for files and unsaved images."""
+    source = None if image_layer is None else (image_layer.metadata or {}).get(SOURCE_KEY)
+    return Path(source) if source and Path(source).is_dir() else None
+
+
+def rtstruct_layer_name(image_layer: Any) -> str:
+    return f"{image_layer.name}{SEPARATOR}RTSTRUCT"
+
+
+# ------------------------------------------------------------------ what the workers run (engine calls)
+def export_job(kind: str, labels: Volume, folder: Path, table: ClassTable, path: Path, overwrite: bool):
+    from cgs_engine.dicom import export_rtstruct, export_seg, read_series
+
+    series = read_series(folder)
+    if kind == "RTSTRUCT":
+        return export_rtstruct(labels, series, table, path, overwrite=overwrite)
+    return export_seg(labels, series, table, path, kind, overwrite=overwrite)
+
+
+def import_job(path: Path, folder: Path, table: ClassTable):
+    from cgs_engine.dicom import import_rtstruct, read_series
+
+    return import_rtstruct(path, read_series(folder), table)
+
+
+class DicomSection(QGroupBox):
+    """Signals: ``exported(str)`` (the file written), ``imported(object)`` (the new Labels layer),
+    ``failed(str)`` (the one-line reason)."""
+
+    exported = Signal(str)
+    imported = Signal(object)
+    failed = Signal(str)
+
+    def __init__(
+        self,
+        viewer: Any,
+        image_layer: Callable[[], Any | None],
+        class_table: Callable[[], ClassTable | None],
+        parent: Any | None = None,
+    ) -> None:
+        super().__init__("6 · Radiotherapy DICOM", parent)
+        self.viewer, self._image_layer, self._class_table = viewer, image_layer, class_table
+        self.worker: Any | None = None
+        self.rtstruct_button = self._button(
+            "Export RTSTRUCT…",
+            "Write the labels as a DICOM RT Structure Set on the image's series: one ROI per organ "
+            "with its TG-263 name, SNOMED CT code and colour.",
+            lambda: self.export("RTSTRUCT"),
+        )
+        self.seg_button = self._button(
+            "Export SEG…",
+            "Write the labels as a DICOM Segmentation (BINARY) referencing the image's series.",
+            lambda: self.export("BINARY"),
+        )
+        self.open_button = self._button(
+            "Open RTSTRUCT…",
+            "Show the contours of an RT Structure Set drawn on this series as a Labels layer "
+            "(ROIs matched to the model's organs by name or code).",
+            self.open_rtstruct,
+        )
+        self.status = QLabel(NOT_DICOM)
+        self.status.setWordWrap(True)
+        self.status.setToolTip("What the DICOM section did last.")
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(self.rtstruct_button)
+        row.addWidget(self.seg_button)
+        layout.addLayout(row)
+        layout.addWidget(self.open_button)
+        layout.addWidget(self.status)
+        self.refresh()
+
+    @classmethod
+    def for_panel(cls, panel: Any) -> DicomSection:
+        """The section of a CGSPanel: its selected image, labels and model's class table."""
+
+        def class_table() -> ClassTable | None:
+            names, checkpoint = list(panel.class_names), panel.checkpoint
+            if checkpoint is not None and (not names or names == list(checkpoint.class_names)):
+                return checkpoint_class_table(checkpoint)
+            colours = checkpoint.class_colors if checkpoint is not None else None
+            return derive_class_table(names, colours) if len(names) > 1 else None
+
+        section = cls(panel.viewer, lambda: panel.image_layer, class_table)
+        panel.image_choice.changed.connect(lambda *_: section.refresh())
+        panel.prediction_finished.connect(lambda *_: section.refresh())
+        panel.session_restored.connect(lambda *_: section.refresh())
+        return section
+
+    def _button(self, text: str, tooltip: str, slot: Callable[[], Any]) -> QPushButton:
+        button = QPushButton(text)
+        button.setToolTip(tooltip)
+        button.clicked.connect(lambda: slot())
+        return button
+
+    # ------------------------------------------------------------------ state
+    def refresh(self) -> None:
+        folder = dicom_folder(self._image_layer())
+        busy = self.worker is not None
+        for button in (self.rtstruct_button, self.seg_button, self.open_button):
+            button.setEnabled(folder is not None and not busy)
+        if folder is None:
+            self.status.setText(NOT_DICOM)
+        elif not busy and self.status.text() == NOT_DICOM:
+            self.status.setText(f"DICOM series: {folder.name}")
+            self.status.setToolTip(str(folder))
+
+    def _labels_layer(self, image_layer: Any) -> Any | None:
+        return find_labels_layer(self.viewer, image_layer)
+
+    # ------------------------------------------------------------------ export
+    def export(self, kind: str = "RTSTRUCT", path: str | Path | None = None) -> Any | None:
+        """Start an RTSTRUCT or SEG (``"BINARY"``/``"LABELMAP"``) export; the worker, or None."""
+        image = self._image_layer()
+        folder = dicom_folder(image)
+        if folder is None:
+            return self._report(NOT_DICOM)
+        labels_layer = self._labels_layer(image)
+        table = self._class_table()
+        if labels_layer is None or table is None:
+            return self._report(NO_LABELS)
+        what = "RTSTRUCT" if kind == "RTSTRUCT" else "SEG"
+        if path is None:
+            path = choose_save_path(self, f"Export {what}", folder.parent / f"{folder.name}_{what}.dcm")
+            if path is None:
+                return None
+        path = Path(path)
+        overwrite = path.exists()
+        if overwrite and not confirm_replace(self, path):
+            return self._report(f"Not exported: {path.name} exists and was kept.")
+        labels = Volume(
+            np.asarray(labels_layer.data), layer_geometry(labels_layer), "labels", labels_layer.name
+        )
+        return self._start(
+            export_job,
+            (kind, labels, folder, table, path, overwrite),
+            f"Writing {what} {path.name}…",
+            lambda result: self._exported(what, result),
+        )
+
+    def _exported(self, what: str, result: Any) -> None:
+        parts = getattr(result, "rois", None) or getattr(result, "segments", [])
+        empty = f"; no voxels: {', '.join(e.structure_name for e in result.empty)}" if result.empty else ""
+        self.status.setText(f"Wrote {what} {result.path.name}: {len(parts)} organs{empty}.")
+        self.status.setToolTip(str(result.path))
+        self.exported.emit(str(result.path))
+
+    # ------------------------------------------------------------------ import
+    def open_rtstruct(self, path: str | Path | None = None) -> Any | None:
+        """Start reading an RTSTRUCT onto the selected series; the worker, or None."""
+        image = self._image_layer()
+        folder = dicom_folder(image)
+        if folder is None:
+            return self._report(NOT_DICOM)
+        table = self._class_table()
+        if table is None:
+            return self._report("Choose a model first: its organs decide which ROIs are read.")
+        if path is None:
+            path = choose_rtstruct_path(self, folder)
+            if path is None:
+                return None
+        return self._start(
+            import_job,
+            (Path(path), folder, table),
+            f"Reading {Path(path).name}…",
+            lambda result: self._imported(image, table, result),
+        )
+
+    def _imported(self, image: Any, table: ClassTable, result: Any) -> None:
+        name = rtstruct_layer_name(image)
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        layer = self.viewer.add_labels(
+            result.labels.array, opacity=0.5, **labels_kwargs_like(image, name=name)
+        )
+        count = max(table.ids) + 1
+        names = ["background"] + [
+            table.by_id(i).name if table.by_id(i) else f"class {i}" for i in range(1, count)
+        ]
+        colours = [[0, 0, 0]] + [
+            list(table.by_id(i).color) if table.by_id(i) else [128] * 3 for i in range(1, count)
+        ]
+        style_labels_layer(layer, names, colours)
+        left_out = (
+            f"; left out (no organ of the model): {', '.join(result.unmatched)}" if result.unmatched else ""
+        )
+        self.status.setText(f"Opened {len(result.rois)} ROIs as layer “{name}”{left_out}.")
+        self.imported.emit(layer)
+
+    # ------------------------------------------------------------------ workers
+    def _start(self, function: Callable, arguments: tuple, message: str, on_done: Callable[[Any], None]):
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            return self._report("Busy with the previous DICOM file; wait for it to finish.")
+        # Handlers given to create_worker itself: an "errored" connected afterwards would not stop
+        # superqt from also re-raising the error in the Qt event loop.
+        connections = {"returned": on_done, "errored": self._errored, "finished": self._finished}
+        self.worker = create_worker(function, *arguments, _start_thread=False, _connect=connections)
+        self.status.setText(message)
+        self.refresh()
+        self.worker.start()
+        return self.worker
+
+    def _errored(self, error: Exception) -> None:
+        reason = str(error) if isinstance(error, CGSError) else f"{type(error).__name__}: {error}"
+        self.status.setText(f"Failed: {reason}")
+        self.failed.emit(reason)
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.refresh()
+
+    def _report(self, text: str) -> None:
+        self.status.setText(text)
+        return None

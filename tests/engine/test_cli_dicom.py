@@ -1,0 +1,168 @@
+"""`cgs rtstruct export|import` and `cgs seg export|import` on a series made from the sample CT."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pydicom
+from dicom_cases import dice, shared_series
+
+from cgs_engine.cli.main import main
+from cgs_engine.io import read_volume, write_volume
+
+
+def _labels_file(tmp_path, case="oblique"):
+    series, labels = shared_series(case)
+    return series, labels, write_volume(labels, tmp_path / f"{case}_labels.nii.gz")
+
+
+def test_rtstruct_export_and_import(tmp_path, capsys):
+    series, labels, labels_path = _labels_file(tmp_path)
+    rs = tmp_path / "RS.dcm"
+    assert main(["rtstruct", "export", str(labels_path), "--dicom", str(series.folder), "-o", str(rs)]) == 0
+    out = capsys.readouterr().out
+    assert "ROI Parotid_R (class 3 RightParotid)" in out and f"wrote {rs}" in out
+    assert pydicom.dcmread(rs).Modality == "RTSTRUCT"
+    back = tmp_path / "back.nii.gz"
+    assert main(["rtstruct", "import", str(rs), "--dicom", str(series.folder), "-o", str(back)]) == 0
+    assert "ROI Bone_Mandible -> class 7 Mandible" in capsys.readouterr().out
+    imported = read_volume(back, kind="labels")
+    assert imported.geometry.is_close(labels.geometry)
+    for class_id in range(1, 8):
+        assert dice(imported.array == class_id, labels.array == class_id) >= 0.95
+
+
+def test_seg_export_and_import(tmp_path, capsys):
+    series, labels, labels_path = _labels_file(tmp_path, "feet_first")
+    seg = tmp_path / "SEG.dcm"
+    command = [
+        "seg",
+        "export",
+        str(labels_path),
+        "--dicom",
+        str(series.folder),
+        "-o",
+        str(seg),
+        "--type",
+        "labelmap",
+    ]
+    assert main(command) == 0
+    assert (
+        "segment 4 Parotid_L (class 4 LeftParotid): SCT 45289007 Parotid gland, Left"
+        in capsys.readouterr().out
+    )
+    back = tmp_path / "back.nii.gz"
+    assert main(["seg", "import", str(seg), "--dicom", str(series.folder), "-o", str(back)]) == 0
+    assert np.array_equal(read_volume(back, kind="labels").array, labels.array)
+
+
+def _fails_with_one_line(capsys, argv, *fragments):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cgs {argv[0]}: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    series, _, labels_path = _labels_file(tmp_path, "head_first")
+    other, _ = shared_series("feet_first")
+    out = tmp_path / "out"
+    out.mkdir()
+    rs, seg = out / "RS.dcm", out / "SEG.dcm"
+    # labels on another grid
+    _fails_with_one_line(
+        capsys,
+        ["rtstruct", "export", str(labels_path), "--dicom", str(other.folder), "-o", str(rs)],
+        str(labels_path),
+        "not on the grid",
+    )
+    _fails_with_one_line(
+        capsys,
+        ["seg", "export", str(labels_path), "--dicom", str(other.folder), "-o", str(seg)],
+        "not on the grid",
+    )
+    # a series with a missing slice
+    gappy = tmp_path / "gappy"
+    shutil.copytree(series.folder, gappy)
+    (gappy / "0020.dcm").unlink()
+    _fails_with_one_line(
+        capsys,
+        ["rtstruct", "export", str(labels_path), "--dicom", str(gappy), "-o", str(rs)],
+        str(gappy),
+        "missing slices",
+    )
+    assert list(out.iterdir()) == []
+    # an RTSTRUCT for another series
+    assert main(["rtstruct", "export", str(labels_path), "--dicom", str(series.folder), "-o", str(rs)]) == 0
+    capsys.readouterr()
+    labels_out = out / "labels.nii.gz"
+    _fails_with_one_line(
+        capsys,
+        ["rtstruct", "import", str(rs), "--dicom", str(other.folder), "-o", str(labels_out)],
+        str(rs),
+        "frame of reference",
+    )
+    assert not labels_out.exists()
+    # existing outputs are kept
+    before = rs.read_bytes()
+    _fails_with_one_line(
+        capsys,
+        ["rtstruct", "export", str(labels_path), "--dicom", str(series.folder), "-o", str(rs)],
+        "already exists",
+        "--overwrite",
+    )
+    assert rs.read_bytes() == before
+    labels_out.write_bytes(b"kept")
+    _fails_with_one_line(
+        capsys,
+        ["rtstruct", "import", str(rs), "--dicom", str(series.folder), "-o", str(labels_out)],
+        "already exists",
+    )
+    assert labels_out.read_bytes() == b"kept"
+    _fails_with_one_line(
+        capsys,
+        [
+            "seg",
+            "export",
+            str(labels_path),
+            "--dicom",
+            str(series.folder),
+            "-o",
+            str(seg),
+            "--classes",
+            "model.ckpt",
+        ],
+        "--classes takes",
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["RS.dcm", "labels.nii.gz"]
+
+
+def test_predict_then_export_uses_the_models_class_table(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[2] / "napari_cgs" / "models" / "default.pt"
+    series, _ = shared_series("head_first")
+    out = tmp_path / "pred"
+    assert main(["predict", str(model), str(series.folder), "-o", str(out)]) == 0
+    labels = out / f"{series.folder.name}_labels.nii.gz"
+    table = json.loads((out / f"{series.folder.name}_classes.json").read_text())["classes"]
+    assert table[3]["tg263"] == "Parotid_R" and table[3]["snomed"]["value"] == "45289007"
+    capsys.readouterr()
+    rs = tmp_path / "RS.dcm"
+    assert main(["rtstruct", "export", str(labels), "--dicom", str(series.folder), "-o", str(rs)]) == 0
+    assert f"classes: class table {out}" in capsys.readouterr().out
+    names = {roi.ROIName for roi in pydicom.dcmread(rs).StructureSetROISequence}
+    assert names and names <= {
+        "Brainstem",
+        "SpinalCord",
+        "Parotid_R",
+        "Parotid_L",
+        "Esophagus",
+        "Larynx",
+        "Bone_Mandible",
+    }

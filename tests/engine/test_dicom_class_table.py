@@ -1,0 +1,128 @@
+"""The class table: TG-263 names and SNOMED CT codes per organ, stored in checkpoints and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint, load_payload, save_checkpoint
+from cgs_engine.dicom import ClassTableError, checkpoint_class_table, derive_class_table, read_class_table
+from cgs_engine.dicom.class_source import resolve_class_table, sidecar_candidates
+from cgs_engine.model import ModelConfig, build_model
+from cgs_engine.store.importers import openkbp_class_names
+
+BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "napari_cgs" / "models" / "default.pt"
+OPENKBP_TG263 = {
+    "Brainstem": ("Brainstem", "119238007", None),
+    "SpinalCord": ("SpinalCord", "2748008", None),
+    "RightParotid": ("Parotid_R", "45289007", "24028007"),
+    "LeftParotid": ("Parotid_L", "45289007", "7771000"),
+    "Esophagus": ("Esophagus", "32849002", None),
+    "Larynx": ("Larynx", "4596009", None),
+    "Mandible": ("Bone_Mandible", "91609006", None),
+}
+
+
+def test_openkbp_organs_get_their_tg263_names_and_snomed_codes():
+    table = derive_class_table(openkbp_class_names(), [[0, 0, 0]] + [[10 * i, 20, 30] for i in range(1, 8)])
+    assert table.ids == list(range(1, 8)) and table.derived
+    for entry in table.entries:
+        name, code, side = OPENKBP_TG263[entry.name]
+        assert (entry.structure_name, entry.code.value, entry.code.scheme) == (name, code, "SCT")
+        assert (entry.laterality.value if entry.laterality else None) == side
+        assert entry.category.value == "91723000"
+        assert entry.color == (10 * entry.id, 20, 30)
+
+
+def test_unknown_organs_keep_their_name_and_get_no_code():
+    entry = derive_class_table(["background", "tumour bed"]).by_id(1)
+    assert entry.structure_name == "tumour bed" and entry.code is None and entry.tg263 is None
+
+
+def test_matching_by_alias_name_or_code():
+    table = derive_class_table(openkbp_class_names())
+    assert table.match("Parotid_Lt").name == "LeftParotid"
+    assert table.match("BRAINSTEM").name == "Brainstem"
+    assert table.match("Bone_Mandible").name == "Mandible"
+    right = table.by_id(3)
+    assert table.match("Glandula parotis dextra", right.code, right.laterality).name == "RightParotid"
+    assert table.match("Glandula parotis", right.code, None) is None  # side unknown: no guess
+    assert table.match("PTV_70") is None
+
+
+def _checkpoint(**extra) -> ModelCheckpoint:
+    config = ModelConfig(num_classes=3, widths=(4, 8), dropouts=(0.0, 0.0))
+    return ModelCheckpoint(
+        model_config=config,
+        state_dict=build_model(config).state_dict(),
+        class_names=["background", "RightParotid", "liver"],
+        input_size=32,
+        normalization={"mode": "identity"},
+        **extra,
+    )
+
+
+def test_new_checkpoints_carry_the_table_and_old_ones_derive_it(tmp_path):
+    path = save_checkpoint(_checkpoint(), tmp_path / "new.pt")
+    stored = load_payload(path)["class_table"]
+    assert [item["tg263"] for item in stored] == ["Parotid_R", None]
+    table = checkpoint_class_table(load_checkpoint(path))
+    assert not table.derived and table.by_id(1).laterality.meaning == "Right"
+    payload = load_payload(path)
+    del payload["class_table"]  # a checkpoint saved before the table existed
+    torch.save(payload, tmp_path / "old.pt")
+    old = checkpoint_class_table(load_checkpoint(tmp_path / "old.pt"))
+    assert old.derived and old == table
+
+
+def test_a_custom_table_in_a_checkpoint_wins_over_the_names(tmp_path):
+    custom = derive_class_table(["background", "RightParotid", "liver"]).to_list()
+    custom[1].update(tg263="Liver", snomed={"value": "10200004", "scheme": "SCT", "meaning": "Liver"})
+    path = save_checkpoint(_checkpoint(class_table=custom), tmp_path / "custom.pt")
+    assert checkpoint_class_table(load_checkpoint(path)).by_id(2).structure_name == "Liver"
+
+
+def test_the_bundled_model_gets_the_openkbp_table():
+    checkpoint = load_checkpoint(BUNDLED_MODEL)
+    table = checkpoint_class_table(checkpoint)
+    assert table.derived == (not checkpoint.class_table)  # derived until default.pt is re-saved with one
+    assert [entry.structure_name for entry in table.entries] == [v[0] for v in OPENKBP_TG263.values()]
+    assert [list(entry.color) for entry in table.entries] == checkpoint.class_colors[1:]
+
+
+def test_class_table_files_and_the_predict_sidecar(tmp_path):
+    table = derive_class_table(openkbp_class_names())
+    ours = tmp_path / "table.json"
+    ours.write_text(table.to_json())
+    assert read_class_table(ours) == table
+    sidecar = tmp_path / "scan_classes.json"  # what cgs predict writes: id, name, colour
+    sidecar.write_text(
+        json.dumps({"classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "Mandible"}]})
+    )
+    assert sidecar in sidecar_candidates(tmp_path / "scan_labels.nii.gz")
+    found, origin = resolve_class_table(None, tmp_path / "scan_labels.nii.gz")
+    assert found.by_id(1).structure_name == "Bone_Mandible" and str(sidecar) in origin
+    fallback, origin = resolve_class_table(None, tmp_path / "other.nii.gz")
+    assert fallback == table and "OpenKBP" in origin
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("not json", "not a readable class table"),
+        ('{"classes": []}', "no 'classes' list"),
+        ('{"classes": [{"id": 1}]}', "malformed class entry"),
+        ('{"classes": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}', "listed twice"),
+        ('{"classes": [{"id": 1, "name": "a", "color": [300, 0, 0]}]}', "malformed class entry"),
+    ],
+)
+def test_bad_class_tables_are_one_line_errors(tmp_path, content, problem):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ClassTableError) as error:
+        read_class_table(path)
+    assert str(error.value).startswith(str(path)) and problem in str(error.value)
+    assert "\n" not in str(error.value)

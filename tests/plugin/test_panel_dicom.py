@@ -1,0 +1,156 @@
+"""The panel's DICOM section: RTSTRUCT / SEG export for an image read from a DICOM series, and an
+RTSTRUCT opened onto the series."""
+
+from __future__ import annotations
+
+import numpy as np
+import panel_fixtures as fx
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from cgs_engine.dicom import derive_class_table, export_rtstruct, read_series, write_ct_series
+from cgs_engine.io import read_volume
+from cgs_engine.store.importers import openkbp_class_names
+from cgs_engine.volume import Geometry, Volume
+from napari_cgs import _dicom_section
+from napari_cgs._dicom_section import rtstruct_layer_name
+from napari_cgs._prediction_layers import labels_layer_name
+from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS
+
+home_sessions = fx.home_sessions
+SLAB = slice(60, 80)  # parotids, mandible, spinal cord
+
+
+def _slab(path, kind) -> Volume:
+    """Slices SLAB of a bundled volume, with their own origin."""
+    volume = read_volume(path, kind=kind)
+    part = sitk.ReadImage(str(path))[:, :, SLAB]
+    geometry = Geometry(part.GetSpacing(), part.GetOrigin(), part.GetDirection())
+    return Volume(volume.array[SLAB], geometry, kind, str(path))
+
+
+@pytest.fixture
+def series_folder(tmp_path):
+    folder = tmp_path / "CT_pt222"
+    write_ct_series(_slab(SAMPLE_CT, "image"), folder)
+    return folder
+
+
+@pytest.fixture
+def viewer_and_bundled_panel(make_napari_viewer, home_sessions):
+    from napari_cgs._panel import CGSPanel
+
+    viewer = make_napari_viewer()
+    panel = CGSPanel(viewer)  # the bundled model
+    viewer.window.add_dock_widget(panel, name="CGS", area="right")
+    yield viewer, panel
+    panel.cancel()
+    if panel.job is not None:
+        fx.wait_until_finished(panel)
+    panel.autosave.stop()
+
+
+def _wait(qtbot, section):
+    qtbot.waitUntil(lambda: section.worker is None, timeout=fx.WAIT_MS)
+
+
+def test_export_rtstruct_and_seg_of_a_presegmented_dicom_series(
+    qtbot, viewer_and_bundled_panel, series_folder
+):
+    viewer, panel = viewer_and_bundled_panel
+    section = panel.dicom_section
+    nifti = viewer.add_image(np.zeros((4, 4, 4)), name="not dicom")
+    panel.select_image(nifti)
+    assert not section.rtstruct_button.isEnabled()
+    image = fx.open_image(viewer, series_folder)
+    panel.select_image(image)
+    assert section.open_button.isEnabled()
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    assert section.rtstruct_button.isEnabled() and section.seg_button.isEnabled()
+    rs = series_folder.parent / "RS.dcm"
+    with qtbot.waitSignal(section.exported, timeout=fx.WAIT_MS):
+        section.export("RTSTRUCT", rs)
+    _wait(qtbot, section)
+    dataset = pydicom.dcmread(rs)
+    assert dataset.Modality == "RTSTRUCT"
+    series = read_series(series_folder)
+    assert dataset.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == series.frame_of_reference_uid
+    present = {int(v) for v in np.unique(labels.data)} - {0}
+    table = derive_class_table(openkbp_class_names())
+    assert {roi.ROIName for roi in dataset.StructureSetROISequence} == {
+        table.by_id(i).structure_name for i in present
+    }
+    seg = series_folder.parent / "SEG.dcm"
+    with qtbot.waitSignal(section.exported, timeout=fx.WAIT_MS):
+        section.export("BINARY", seg)
+    _wait(qtbot, section)
+    assert pydicom.dcmread(seg).Modality == "SEG"
+    assert "Wrote SEG SEG.dcm" in section.status.text()
+
+
+def test_existing_files_are_kept_unless_confirmed(
+    qtbot, viewer_and_bundled_panel, series_folder, monkeypatch
+):
+    viewer, panel = viewer_and_bundled_panel
+    section = panel.dicom_section
+    image = fx.open_image(viewer, series_folder)
+    fx.presegment(qtbot, panel, image)
+    rs = series_folder.parent / "RS.dcm"
+    rs.write_bytes(b"old plan")
+    monkeypatch.setattr(_dicom_section, "confirm_replace", lambda parent, path: False)
+    assert section.export("RTSTRUCT", rs) is None
+    assert rs.read_bytes() == b"old plan" and "kept" in section.status.text()
+    monkeypatch.setattr(_dicom_section, "confirm_replace", lambda parent, path: True)
+    with qtbot.waitSignal(section.exported, timeout=fx.WAIT_MS):
+        section.export("RTSTRUCT", rs)
+    _wait(qtbot, section)
+    assert pydicom.dcmread(rs).Modality == "RTSTRUCT"
+
+
+def test_open_an_rtstruct_onto_the_series(
+    qtbot, viewer_and_bundled_panel, series_folder, tmp_path, monkeypatch
+):
+    viewer, panel = viewer_and_bundled_panel
+    section = panel.dicom_section
+    series = read_series(series_folder)
+    truth = _slab(SAMPLE_LABELS, "labels")
+    rs = export_rtstruct(
+        truth, series, derive_class_table(openkbp_class_names()), tmp_path / "RS_clinic.dcm"
+    ).path
+    image = fx.open_image(viewer, series_folder)
+    panel.select_image(image)
+    monkeypatch.setattr(_dicom_section, "choose_rtstruct_path", lambda parent, folder: str(rs))
+    with qtbot.waitSignal(section.imported, timeout=fx.WAIT_MS) as blocker:
+        section.open_button.click()
+    _wait(qtbot, section)
+    layer = blocker.args[0]
+    assert layer.name == rtstruct_layer_name(image) and layer in viewer.layers
+    np.testing.assert_array_equal(layer.data, truth.array)
+    fx.assert_same_transforms(layer, image)
+    organs = len(np.unique(truth.array)) - 1
+    assert organs >= 4 and f"Opened {organs} ROIs" in section.status.text()
+
+
+def test_an_rtstruct_of_another_series_fails_with_one_line(
+    qtbot, viewer_and_bundled_panel, series_folder, tmp_path
+):
+    viewer, panel = viewer_and_bundled_panel
+    section = panel.dicom_section
+    other_folder = tmp_path / "other"
+    write_ct_series(_slab(SAMPLE_CT, "image"), other_folder)  # same pixels, its own frame of reference
+    rs = export_rtstruct(
+        _slab(SAMPLE_LABELS, "labels"),
+        read_series(other_folder),
+        derive_class_table(openkbp_class_names()),
+        tmp_path / "RS_other.dcm",
+    ).path
+    image = fx.open_image(viewer, series_folder)
+    panel.select_image(image)
+    with qtbot.waitSignal(section.failed, timeout=fx.WAIT_MS) as blocker:
+        section.open_rtstruct(rs)
+    _wait(qtbot, section)
+    assert "frame of reference" in blocker.args[0] and "\n" not in blocker.args[0]
+    assert rtstruct_layer_name(image) not in viewer.layers
+    assert section.status.text().startswith("Failed: ")
