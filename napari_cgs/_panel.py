@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
-    QApplication,
     QButtonGroup,
     QComboBox,
     QFileDialog,
@@ -160,7 +159,6 @@ class CGSPanel(QWidget):
         self.stroke_timer.setSingleShot(True)
         self.stroke_timer.setInterval(STROKE_SAVE_MS)
         self.stroke_timer.timeout.connect(self.autosave.save_if_changed)
-        self._watched_window: QObject | None = None
         self.queue.accept_requested.connect(self.autosave.save_now)
         self.queue.skip_requested.connect(self.autosave.save_now)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -479,6 +477,7 @@ class CGSPanel(QWidget):
         )
         self.autosave.mark_changed()
         self.autosave.save_now()
+        self._watch_window()
         self.prediction_finished.emit(result)
 
     def _voxels_to_keep(self, image_layer: Any) -> np.ndarray | None:
@@ -627,6 +626,7 @@ class CGSPanel(QWidget):
             f"Restored the session saved {session.saved} ({session.path.name}).", str(session.path)
         )
         self.autosave.path = session.path
+        self._watch_window()
         self.session_restored.emit(str(session.path))
         return str(session.path)
 
@@ -640,18 +640,23 @@ class CGSPanel(QWidget):
 
     # ================================================================= teardown
     def showEvent(self, event) -> None:  # noqa: N802 (Qt override)
-        """Once docked, watch the main window: closing it must not lose unsaved paint."""
         super().showEvent(event)
+        self._watch_window()
+
+    def _watch_window(self) -> None:
+        """Watch the window the panel is docked in: closing it must not lose unsaved paint.
+
+        Called when shown and whenever there is something to save, because a viewer built
+        without showing its window never shows the panel either. Qt installs a filter once
+        however often it is asked; no reference to the window is kept (it would keep napari's
+        viewer alive after the window closed).
+        """
         window = self.window()
-        if window is not self and window is not self._watched_window:
-            window.installEventFilter(self)
-            self._watched_window = window
-            app = QApplication.instance()
-            if app is not None:
-                app.aboutToQuit.connect(self.autosave.save_if_changed)
+        if window is not self:
+            window.installEventFilter(self)  # napari's Quit closes this window too
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt override)
-        if watched is self._watched_window and event.type() == QEvent.Type.Close:
+        if event.type() == QEvent.Type.Close and watched is self.window():
             self.autosave.save_if_changed()
         return False
 
@@ -666,4 +671,5 @@ class CGSPanel(QWidget):
             emitter.disconnect(self._refresh_images)
         if self.labels_layer is not None:
             self.labels_layer.events.paint.disconnect(self._on_paint)
+        self.window().removeEventFilter(self)
         super().closeEvent(event)

@@ -98,7 +98,7 @@ def test_session_is_autosaved_beside_the_image_and_restored_when_it_is_opened_ag
     qtbot.waitUntil(lambda: not panel.autosave.dirty, timeout=5_000)
     assert panel.autosave.save_if_changed() is None
     expected_labels = np.array(labels.data)
-    expected_mask = panel.review.state.review_mask.copy()
+    expected_mask = panel.review_mask().copy()
     expected_position = panel.review.state.position
 
     viewer.layers.clear()
@@ -107,7 +107,7 @@ def test_session_is_autosaved_beside_the_image_and_restored_when_it_is_opened_ag
     assert panel.image_layer is reopened
     restored = viewer.layers[labels_layer_name(reopened)]
     np.testing.assert_array_equal(restored.data, expected_labels)
-    np.testing.assert_array_equal(panel.review.state.review_mask, expected_mask)
+    np.testing.assert_array_equal(panel.review_mask(), expected_mask)
     assert panel.review.state.position == expected_position
     assert panel.review.state.status[result.regions[0].id] == "accepted"
     assert panel.queue.list.count() == len(result.regions)

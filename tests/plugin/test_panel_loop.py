@@ -30,6 +30,17 @@ def open_panel(make_napari_viewer, model):
     return viewer, panel
 
 
+def close_like_the_user(viewer) -> None:
+    """Close the main window (its close button), then do napari's remaining bookkeeping.
+
+    Window.close() would tear the viewer down first; the fixture must not close it a second time.
+    """
+    window = viewer.window
+    window._qt_window.close()
+    window._teardown()
+    del window._qt_window
+
+
 def test_correct_close_reopen_add_retrain_activate(
     qtbot, make_napari_viewer, tiny_checkpoint, sample_slab_path, home_sessions, tmp_path
 ):
@@ -58,7 +69,7 @@ def test_correct_close_reopen_add_retrain_activate(
 
     # Close the main window as the user does (its close button), before the stroke autosave
     # fired. (viewer.close() would remove the layers first, which saves by another path.)
-    viewer.window._qt_window.close()
+    close_like_the_user(viewer)
 
     viewer, panel = open_panel(make_napari_viewer, tiny_checkpoint)
     image = fx.open_image(viewer, sample_slab_path)  # the saved session comes back by itself

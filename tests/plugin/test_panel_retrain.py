@@ -149,7 +149,7 @@ def test_add_as_corrected_and_unlabeled_folder(
     assert [c.name for c in project.corrections()] == [info.name] == ["ct_slab"]
     stored = project.read_correction(info.name)
     np.testing.assert_array_equal(stored.labels, labels.data)
-    np.testing.assert_array_equal(stored.review, panel.review.state.review_mask)
+    np.testing.assert_array_equal(stored.review, panel.review_mask())
     assert info.reviewed_voxels == REVIEWED_SLICES * 128 * 128
     assert stored.image.geometry.is_close(read_volume(sample_slab_path).geometry)
     assert "Saved “ct_slab” as a corrected volume" in section.status_label.text()
@@ -241,7 +241,7 @@ def test_repredict_reports_changes_on_untouched_voxels(
     labels = viewer.layers[labels_layer_name(image)]
     labels.selected_label, labels.brush_size = 7, 9
     labels.paint((3, 60, 60), 7)  # the user's brush
-    touched = panel.review.state.review_mask.astype(bool)
+    touched = panel.review_mask().astype(bool)
     assert touched.any() and (labels.data[touched] == 7).all()
 
     section.activate("v0002")
