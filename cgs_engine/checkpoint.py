@@ -6,8 +6,8 @@ Loaded with ``torch.load(weights_only=True)``: a checkpoint holds tensors and pl
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from cgs_engine import __version__
-from cgs_engine.durable import fsync_dir
+from cgs_engine.durable import write_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.model import ModelConfig
 
@@ -68,6 +68,7 @@ class ModelCheckpoint:
             "format_version": CHECKPOINT_VERSION,
             "model_config": self.model_config.to_dict(),
             "state_dict": weights,
+            "weights_sha256": weights_digest(weights),
             "class_names": list(self.class_names),
             "class_colors": [list(c) for c in self.class_colors],
             "class_table": class_table,
@@ -86,18 +87,7 @@ def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temp file in the target folder, fsync, then rename over the target."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+    return write_atomically(path, lambda temp: torch.save(payload, temp))
 
 
 def save_checkpoint(checkpoint: ModelCheckpoint, path: str | os.PathLike, half: bool = False) -> Path:
@@ -120,6 +110,16 @@ def load_payload(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
 
 
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, type, shape and bytes: a flipped bit changes it."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
     payload = load_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
@@ -140,6 +140,8 @@ def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
         raise CheckpointError(
             f"{path}: {len(payload['class_names'])} class names for a {config.num_classes}-class model"
         )
+    _check_input_size(payload["input_size"], path)
+    _check_weights(payload, path)
     return ModelCheckpoint(
         model_config=config,
         state_dict=payload["state_dict"],
@@ -155,6 +157,25 @@ def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
         engine_version=payload.get("engine_version", "unknown"),
         created=payload.get("created", ""),
     )
+
+
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 4096
+
+
+def _check_input_size(value: Any, path) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_INPUT_SIZE <= value <= MAX_INPUT_SIZE:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint (input size {value!r}, expected {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE})"
+        )
+
+
+def _check_weights(payload: dict[str, Any], path) -> None:
+    weights = payload["state_dict"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: damaged checkpoint (its weights are not a table of tensors)")
+    recorded = payload.get("weights_sha256")  # checkpoints before the checksum have none
+    if recorded is not None and recorded != weights_digest(weights):
+        raise CheckpointError(f"{path}: damaged checkpoint (its weights do not match their checksum)")
 
 
 def build_network(checkpoint: ModelCheckpoint, path: str | os.PathLike = "checkpoint") -> torch.nn.Module:

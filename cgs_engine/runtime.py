@@ -9,8 +9,14 @@ from functools import lru_cache
 
 import torch
 
+from cgs_engine.errors import CGSError
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class RuntimeUnavailable(CGSError, ValueError):
+    """The device or precision asked for does not exist on this machine (one line for the user)."""
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +72,7 @@ def resolve_runtime(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but no CUDA GPU is available")
+        raise RuntimeUnavailable("device 'cuda' asked for, but no CUDA GPU is available; use --device cpu")
     chosen = torch.device(
         "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
     )
@@ -76,6 +82,6 @@ def resolve_runtime(
     else:
         supported = torch.cuda.is_bf16_supported()
     if precision == "bf16" and not supported and chosen.type == "cuda":
-        raise ValueError("bf16 asked for, but this GPU does not support it")
+        raise RuntimeUnavailable("bf16 asked for, but this GPU does not support it; use fp32")
     bf16 = precision == "bf16" or (precision == "auto" and supported)
     return Runtime(device=chosen, bf16=bf16, channels_last=channels_last)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cgs_engine.errors import CGSError
@@ -28,3 +29,16 @@ def expand_images(arguments: list[str] | None, what: str) -> list[Path]:
         else:
             raise CGSError(f"{path}: no such file or folder ({what})")
     return found
+
+
+def check_json_target(path: Path, overwrite: bool) -> None:
+    """A --json output can be written: checked before any work, so a refusal comes first."""
+    if path.is_dir():
+        raise CGSError(f"{path}: is a folder; give a file name such as report.json")
+    if path.exists() and not overwrite:
+        raise CGSError(f"{path}: already exists (pass --overwrite to replace it)")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CGSError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CGSError(f"{path}: no permission to write in {folder}")

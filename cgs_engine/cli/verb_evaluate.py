@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from cgs_engine.cli.class_files import read_class_names
+from cgs_engine.cli.paths import check_json_target
+from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
 
 
@@ -26,11 +28,19 @@ def add_parser(verbs) -> None:
 def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
     if args.classes:
         names = [n.strip() for n in args.classes.split(",") if n.strip()]
-        return {i + 1: name for i, name in enumerate(names)}
-    for table in sorted(pred_dir.glob("*_classes.json")):
-        classes = json.loads(table.read_text()).get("classes", [])
-        return {int(c["id"]): c["name"] for c in classes if int(c["id"]) > 0}
-    return {i: f"class_{i}" for i in range(1, max_id + 1)}
+        classes, where = {i + 1: name for i, name in enumerate(names)}, "--classes"
+    else:
+        tables = sorted(pred_dir.glob("*_classes.json"))
+        if not tables:
+            return {i: f"class_{i}" for i in range(1, max_id + 1)}
+        classes, where = read_class_names(tables[0])[0], str(tables[0])
+    missing = [i for i in range(1, max_id + 1) if i not in classes]
+    if missing:
+        raise CGSError(
+            f"{where}: names {len(classes)} class(es), but the label maps hold ids up to {max_id} "
+            f"(no name for {', '.join(map(str, missing[:5]))}); name every class"
+        )
+    return classes
 
 
 def run(args) -> int:
@@ -38,8 +48,8 @@ def run(args) -> int:
     from cgs_engine.evaluate.pairing import pair_files
     from cgs_engine.io import check_same_grid, read_volume
 
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise CGSError(f"{args.json}: already exists (pass --overwrite to replace it)")
+    if args.json:
+        check_json_target(Path(args.json), args.overwrite)
     try:
         paired = pair_files(args.pred, args.gt)
     except ValueError as error:
@@ -64,6 +74,6 @@ def run(args) -> int:
     summary = summarise(per_volume, classes)
     print(format_table(summary))
     if args.json:
-        Path(args.json).write_text(json.dumps(to_json(summary, per_volume), indent=2))
+        write_json_atomically(args.json, to_json(summary, per_volume), overwrite=args.overwrite)
         print(f"wrote {args.json}")
     return 0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from cgs_engine.cli.paths import expand_images
 from cgs_engine.cli.progress import ProgressBar
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+from cgs_engine.errors import CGSError
 
 
 def add_parser(verbs) -> None:
@@ -29,14 +29,6 @@ def add_parser(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def stem_of(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _inputs(arguments: list[str]) -> list[Path]:
     from cgs_engine.io import is_supported_path
 
@@ -50,26 +42,52 @@ def _inputs(arguments: list[str]) -> list[Path]:
     return found
 
 
+def check_output_folder(folder: Path) -> None:
+    """The output folder exists or can be made, and is writable; checked before any inference."""
+    from cgs_engine.io.errors import require_utf8_path
+
+    require_utf8_path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CGSError(f"{folder}: is a file, not a folder (-o names the output folder)")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CGSError(f"{folder}: cannot be made, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CGSError(f"{folder}: no permission to write in {existing}")
+
+
 def run(args) -> int:
     from cgs_engine.dicom.class_table import checkpoint_class_table
     from cgs_engine.infer import Predictor, write_prediction
+    from cgs_engine.infer.export import check_targets, prediction_paths, unique_stems
     from cgs_engine.io import read_volume
 
     inputs = _inputs(args.inputs)
+    output = Path(args.output)
+    check_output_folder(output)
+    stems = unique_stems(inputs)
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
+    class_table = checkpoint_class_table(predictor.checkpoint, args.checkpoint).to_list()
+    for stem in stems:  # every file of every input, before the first inference
+        paths = prediction_paths(
+            output, stem, predictor.class_names, args.maps, disagreement=predictor.has_specialists
+        )
+        check_targets(paths, args.overwrite)
     print(f"model: {', '.join(predictor.class_names[1:])} on {predictor.runtime.describe()}", file=sys.stderr)
-    for path in inputs:
+    for path, stem in zip(inputs, stems, strict=True):
         volume = read_volume(path)
         with ProgressBar(f"predict {path.name}", unit="slice") as bar:
             prediction = predictor.predict(volume, maps=args.maps, progress=bar)
         written = write_prediction(
             prediction,
-            args.output,
-            stem_of(path),
+            output,
+            stem,
             maps=args.maps,
             overwrite=args.overwrite,
             class_colors=predictor.checkpoint.class_colors,
-            class_table=checkpoint_class_table(predictor.checkpoint, args.checkpoint).to_list(),
+            class_table=class_table,
         )
         print(
             f"{path}: {prediction.seconds:.1f} s -> {written['labels']}"

@@ -1,4 +1,5 @@
-"""`cgs project {create,set-prior-data,add-correction,add-unlabeled,versions,activate} DIR ...`."""
+"""`cgs project ACTION DIR ...`: create, set-prior-data, add-correction, add-unlabeled,
+remove-unlabeled, remove-correction, versions, activate."""
 
 from __future__ import annotations
 
@@ -50,6 +51,16 @@ def add_parser(verbs) -> None:
     unlabeled.add_argument("folder", help="project folder")
     unlabeled.add_argument("paths", nargs="+", help="image files, folders of images, or DICOM folders")
 
+    remove_unlabeled = actions.add_parser(
+        "remove-unlabeled", help="stop using unlabeled scans (the files themselves stay)"
+    )
+    remove_unlabeled.add_argument("folder", help="project folder")
+    remove_unlabeled.add_argument("paths", nargs="+", help="the scans' paths, as added or as listed")
+
+    remove_correction = actions.add_parser("remove-correction", help="delete a corrected volume")
+    remove_correction.add_argument("folder", help="project folder")
+    remove_correction.add_argument("name", help="the correction's name")
+
     versions = actions.add_parser("versions", help="list model versions and held-out Dice")
     versions.add_argument("folder", help="project folder")
 
@@ -57,7 +68,16 @@ def add_parser(verbs) -> None:
     activate.add_argument("folder", help="project folder")
     activate.add_argument("version", help="version id, e.g. v0002")
 
-    for sub in (create, set_prior, correction, unlabeled, versions, activate):
+    for sub in (
+        create,
+        set_prior,
+        correction,
+        unlabeled,
+        remove_unlabeled,
+        remove_correction,
+        versions,
+        activate,
+    ):
         sub.set_defaults(run=run)
 
 
@@ -67,6 +87,8 @@ def run(args) -> int:
         "set-prior-data": _set_prior_data,
         "add-correction": _add_correction,
         "add-unlabeled": _add_unlabeled,
+        "remove-unlabeled": _remove_unlabeled,
+        "remove-correction": _remove_correction,
         "versions": _versions,
         "activate": _activate,
     }[args.action](args)
@@ -154,6 +176,26 @@ def _add_unlabeled(args) -> int:
     project = Project.open(args.folder)
     added = project.add_unlabeled(_unlabeled_paths(args.paths))
     print(f"added {len(added)} unlabeled scan(s); the project references {len(project.unlabeled())}")
+    return 0
+
+
+def _remove_unlabeled(args) -> int:
+    from cgs_engine.project import Project
+
+    project = Project.open(args.folder)
+    removed = project.remove_unlabeled(args.paths)
+    if not removed:
+        raise CGSError(f"{args.paths[0]}: not among the project's unlabeled scans")
+    print(f"removed {removed} unlabeled scan(s); the project references {len(project.unlabeled())}")
+    return 0
+
+
+def _remove_correction(args) -> int:
+    from cgs_engine.project import Project
+
+    project = Project.open(args.folder)
+    project.remove_correction(args.name)
+    print(f"removed correction {args.name!r}; {len(project.corrections())} left")
     return 0
 
 

@@ -7,14 +7,17 @@ first, with the busiest slices of the disagreement profile.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from cgs_engine.cli.class_files import read_class_names
+from cgs_engine.cli.paths import check_json_target
+from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
+from cgs_engine.infer.export import file_safe
 
 DISAGREEMENT_SUFFIX = re.compile(r"_disagreement\.(nii\.gz|nii|mha|mhd|nrrd|nhdr)$", re.IGNORECASE)
 BUSIEST_SLICES = 5
@@ -55,8 +58,8 @@ def run(args) -> int:
         raise CGSError(f"--threshold must be in (0, 1], got {args.threshold:g}")
     if args.top < 1 or args.min_voxels < 1:
         raise CGSError("--top and --min-voxels must be at least 1")
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise CGSError(f"{args.json}: already exists (pass --overwrite to replace it)")
+    if args.json:
+        check_json_target(Path(args.json), args.overwrite)
     disagreement = read_volume(args.disagreement, kind="map")
     _check_map_type(disagreement.array, args.disagreement)
     labels = None
@@ -93,7 +96,7 @@ def run(args) -> int:
             "slice_profile": [float(v) for v in profile],
             "busiest_slices": busiest,
         }
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_json_atomically(args.json, report, overwrite=args.overwrite)
         print(f"wrote {args.json}")
     return 0
 
@@ -134,7 +137,7 @@ def _class_table(disagreement_path: Path, maps_dir: str | None) -> tuple[dict[in
     stem = disagreement_path.name[: match.start()] if match else None
     if maps_dir is None:
         beside = disagreement_path.with_name(f"{stem}_classes.json") if stem else None
-        return (_read_table(beside) if beside and beside.is_file() else {}), {}
+        return (read_class_names(beside)[0] if beside and beside.is_file() else {}), {}
     folder = Path(maps_dir)
     if not folder.is_dir():
         raise CGSError(f"{folder}: no such folder (--maps-dir)")
@@ -149,11 +152,12 @@ def _class_table(disagreement_path: Path, maps_dir: str | None) -> tuple[dict[in
             )
             raise CGSError(f"{folder}: cannot tell which *_classes.json class table to use ({found})")
         table = tables[0]
-    names = _read_table(table)
+    names, map_names = read_class_names(table)
     table_stem = table.name[: -len("_classes.json")]
     paths = {}
     for class_id, name in names.items():
-        path = folder / f"{table_stem}_map_{_file_safe(name)}.nii.gz"
+        recorded = map_names.get(class_id)  # the class table names the map file (newer predictions)
+        path = folder / (recorded or f"{table_stem}_map_{file_safe(name)}.nii.gz")
         if path.is_file():
             paths[class_id] = path
         else:
@@ -163,22 +167,16 @@ def _class_table(disagreement_path: Path, maps_dir: str | None) -> tuple[dict[in
     return names, paths
 
 
-def _read_table(path: Path) -> dict[int, str]:
-    try:
-        classes = json.loads(path.read_text())["classes"]
-        return {int(c["id"]): str(c["name"]) for c in classes if int(c["id"]) > 0}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise CGSError(f"{path}: not a readable class table ({' '.join(str(error).split())})") from None
-
-
-def _file_safe(name: str) -> str:
-    """The class-name part of a map file name, as `cgs predict` writes it (cgs_engine.infer.export)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def _check_map_type(array: np.ndarray, name: str) -> None:
     if array.dtype != np.uint8 and array.dtype.kind != "f":
         raise CGSError(f"{name}: expected a uint8 (255 = 1.0) or float map, got {array.dtype} voxels")
+    if array.dtype.kind == "f" and array.size:
+        low, high = float(array.min()), float(array.max())
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise CGSError(
+                f"{name}: values {low:g}..{high:g} lie outside 0..1, so this is not a probability or "
+                "disagreement map (an image?)"
+            )
 
 
 def _check_grid(volume, reference, name: str) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from cgs_engine.durable import fsync_dir
+from cgs_engine.io.errors import VolumeIOError, require_utf8_path
 from cgs_engine.volume import Volume
 
 from .errors import DicomError
@@ -45,6 +46,10 @@ def write_ct_series(
     from pydicom.uid import generate_uid
 
     target = Path(folder)
+    try:
+        require_utf8_path(target)
+    except VolumeIOError as error:
+        raise DicomError(target, error.problem) from None
     if target.exists():
         raise DicomError(target, "already exists; give a new folder for the series")
     if not target.parent.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from cgs_engine.errors import CGSError
+from cgs_engine.io.errors import display_path
 
 
 class DicomError(CGSError):
@@ -12,4 +13,4 @@ class DicomError(CGSError):
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
         self.path, self.problem = os.fspath(path), problem
-        super().__init__(" ".join(f"{self.path}: {problem}".split()))
+        super().__init__(" ".join(f"{display_path(self.path)}: {problem}".split()))

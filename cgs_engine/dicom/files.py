@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-from cgs_engine.durable import fsync_dir
+from cgs_engine.durable import write_atomically
 
 from .errors import DicomError
 
@@ -28,17 +27,9 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
 def save_dataset(dataset, path: str | os.PathLike, overwrite: bool) -> Path:
     """Write ``dataset`` as a DICOM file; the file appears complete or not at all."""
     target = check_output(path, overwrite)
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            dataset.save_as(stream, enforce_file_format=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        if target.exists() and not overwrite:  # appeared while we were writing
-            raise DicomError(target, f"already exists ({OVERWRITE_HINT})")
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
-    return target
+    return write_atomically(
+        target,
+        lambda temp: dataset.save_as(temp, enforce_file_format=True),
+        overwrite=overwrite,
+        exists_error=lambda existing: DicomError(existing, f"already exists ({OVERWRITE_HINT})"),
+    )

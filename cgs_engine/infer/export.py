@@ -1,29 +1,86 @@
-"""Writing a Prediction as NIfTI files on the input geometry, plus a class table sidecar."""
+"""Writing a Prediction as NIfTI files on the input geometry, plus a class table sidecar.
+
+The names of every file are planned from the inputs and the model's classes before anything is
+predicted (``plan_outputs``), so clashes and existing files are refused before work is done:
+inputs with one file name in different folders get their folder's name in front; classes
+whose names give one file name get their class id behind. The class table records each
+class's map file, which ``cgs review`` reads.
+"""
 
 from __future__ import annotations
 
-import json
 import re
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cgs_engine.durable import write_json_atomically
+from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Prediction
 from cgs_engine.runtime import usable_cores
 
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
-def _safe(name: str) -> str:
+
+def file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def prediction_paths(out_dir: Path, stem: str, prediction: Prediction, maps: bool) -> dict[str, Path]:
+def stem_of(path: Path) -> str:
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def unique_stems(inputs: Sequence[Path]) -> list[str]:
+    """One output stem per input: its file name, with its folder's name in front where two clash."""
+    stems = [stem_of(path) for path in inputs]
+    counts = Counter(stems)
+    stems = [
+        f"{file_safe(path.resolve().parent.name)}_{stem}" if counts[stem] > 1 else stem
+        for path, stem in zip(inputs, stems, strict=True)
+    ]
+    clashes = [stem for stem, count in Counter(stems).items() if count > 1]
+    if clashes:
+        same = [str(path) for path, stem in zip(inputs, stems, strict=True) if stem == clashes[0]]
+        raise CGSError(f"{same[0]}: gives the same output name as {same[1]}; rename one of them")
+    return stems
+
+
+def map_file_names(class_names: Sequence[str]) -> dict[str, str]:
+    """Class name -> the ``<part>`` of ``<stem>_map_<part>.nii.gz``, unique across the classes."""
+    safe = {name: file_safe(name) for name in class_names[1:]}
+    counts = Counter(part.lower() for part in safe.values())  # also unique on case-blind disks
+    return {
+        name: part if counts[part.lower()] == 1 else f"{part}_{class_id}"
+        for class_id, (name, part) in enumerate(safe.items(), start=1)
+    }
+
+
+def prediction_paths(
+    out_dir: Path, stem: str, class_names: Sequence[str], maps: bool, disagreement: bool = True
+) -> dict[str, Path]:
     paths = {"labels": out_dir / f"{stem}_labels.nii.gz"}
     if maps:
-        for name in prediction.specialist_maps:
-            paths[f"map:{name}"] = out_dir / f"{stem}_map_{_safe(name)}.nii.gz"
-        if prediction.disagreement is not None:
+        for name, part in map_file_names(class_names).items():
+            paths[f"map:{name}"] = out_dir / f"{stem}_map_{part}.nii.gz"
+        if disagreement:
             paths["disagreement"] = out_dir / f"{stem}_disagreement.nii.gz"
     paths["classes"] = out_dir / f"{stem}_classes.json"
     return paths
+
+
+def check_targets(paths: dict[str, Path], overwrite: bool) -> None:
+    from cgs_engine.io import VolumeIOError
+
+    for path in paths.values():
+        if path.is_dir():
+            raise VolumeIOError(path, "is a folder; cannot write an output file there")
+        if path.exists() and not overwrite:
+            raise VolumeIOError(path, "already exists (pass --overwrite to replace it)")
 
 
 def write_prediction(
@@ -42,15 +99,14 @@ def write_prediction(
 
     Every target path is checked before anything is written, so a refusal writes nothing.
     """
-    from cgs_engine.io import VolumeIOError, write_volume
+    from cgs_engine.io import write_volume
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = prediction_paths(out_dir, stem, prediction, maps)
-    if not overwrite:
-        for path in paths.values():
-            if path.exists():
-                raise VolumeIOError(f"{path}: already exists (pass --overwrite to replace it)")
+    paths = prediction_paths(
+        out_dir, stem, prediction.class_names, maps, disagreement=prediction.disagreement is not None
+    )
+    check_targets(paths, overwrite)
     jobs = [(prediction.labels, paths["labels"])]
     if maps:
         jobs += [(volume, paths[f"map:{name}"]) for name, volume in prediction.specialist_maps.items()]
@@ -67,10 +123,11 @@ def write_prediction(
             "id": i,
             "name": name,
             **({"color": colors[i]} if i < len(colors) else {}),
+            **({"map": paths[f"map:{name}"].name} if f"map:{name}" in paths else {}),
         }
         for i, name in enumerate(prediction.class_names)
     ]
-    paths["classes"].write_text(
-        json.dumps({"classes": table, "map_scale": "uint8, 255 = probability 1"}, indent=2)
+    write_json_atomically(
+        paths["classes"], {"classes": table, "map_scale": "uint8, 255 = probability 1"}
     )
     return paths

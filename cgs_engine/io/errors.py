@@ -28,8 +28,36 @@ class VolumeIOError(CGSError):
             message = self.problem
         else:
             self.path, self.problem = os.fspath(path), problem
-            message = f"{self.path}: {problem}"
+            message = f"{display_path(self.path)}: {problem}"
         super().__init__(one_line(message))
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 are shown as \\xNN escapes.
+
+    Python keeps such bytes of a file name as lone surrogates, which cannot be printed (and
+    which make ITK abort the process when it is handed them).
+    """
+    text = os.fspath(path)
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def require_utf8_path(path: str | os.PathLike, name: str | None = None) -> str:
+    """``path`` as a str that ITK can take; a one-line error for names with non-UTF-8 bytes."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VolumeIOError(
+            name if name is not None else text,
+            "the path holds bytes that are not UTF-8 text, which the image library cannot open; "
+            "rename the file or folder",
+        ) from None
+    return text
 
 
 def one_line(text: str) -> str:

@@ -6,10 +6,12 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from ..volume import Geometry, Volume
-from .errors import VolumeIOError, describe_read_failure, itk_reason
+from .claimed_size import check_claimed_size
+from .errors import VolumeIOError, describe_read_failure, itk_reason, require_utf8_path
 from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of
 from .integrity import check_nifti_complete
 from .validate import check_label_map
@@ -31,12 +33,32 @@ def read_volume(path: str | os.PathLike, kind: str = "image") -> Volume:
     location = Path(name)
     if not location.exists():
         raise VolumeIOError(name, "no such file or folder")
+    require_utf8_path(name)
     image = read_dicom_series(location, name) if location.is_dir() else read_image_file(location, name)
     image = as_single_3d(image, name)
     array = sitk.GetArrayFromImage(image)
     if kind == "labels":
         array = check_label_map(array, name)
+    else:
+        check_finite_voxels(array, name)
     return Volume(array=array, geometry=geometry_of(image, name), kind=kind, source=name)
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_finite_voxels(array: np.ndarray, name: str) -> None:
+    """Images and maps must hold finite values that fit float32 (the engine computes in float32)."""
+    if array.dtype.kind != "f":
+        return
+    finite = np.isfinite(array)
+    if not finite.all():
+        count = int(finite.size - np.count_nonzero(finite))
+        raise VolumeIOError(name, f"image holds {count} NaN or infinite voxel value(s); it is damaged")
+    if array.dtype.itemsize > 4 and array.size and float(np.abs(array).max()) > FLOAT32_MAX:
+        raise VolumeIOError(
+            name, f"image holds values beyond the float32 range (up to {float(np.abs(array).max()):.3g})"
+        )
 
 
 def read_image_file(location: Path, name: str) -> sitk.Image:
@@ -47,6 +69,7 @@ def read_image_file(location: Path, name: str) -> sitk.Image:
         raise VolumeIOError(name, "file is empty")
     if extension in NIFTI_EXTENSIONS:
         check_nifti_complete(location, name)
+    check_claimed_size(location, name)
     try:
         return sitk.ReadImage(str(location))
     except RuntimeError as error:

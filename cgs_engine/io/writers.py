@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..durable import FILE_MODE, fsync_dir, staging_folder
 from ..volume import Geometry, Volume
-from .errors import VolumeIOError, itk_reason
+from .errors import VolumeIOError, itk_reason, require_utf8_path
 from .formats import SUPPORTED_EXTENSIONS, extension_of
 from .validate import check_label_map, raise_if_grids_differ
 
@@ -32,7 +31,7 @@ def write_volume(
     leaves a partial file nor harms an existing one.
     """
     name = os.fspath(path)
-    target = Path(name)
+    target = Path(require_utf8_path(name))
     if extension_of(target) is None:
         raise VolumeIOError(name, f"unsupported output type (use one of {', '.join(SUPPORTED_EXTENSIONS)})")
     array = storable_array(volume, name)
@@ -97,20 +96,22 @@ def _write_atomically(image: sitk.Image, target: Path, name: str, overwrite: boo
     file's name, so the files must be written under their final names. The private folder
     is on the same file system, so each move is an atomic ``os.replace``.
     """
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
-        staged = staging / target.name
-        try:
-            sitk.WriteImage(image, str(staged), useCompression=True)
-        except RuntimeError as error:
-            raise VolumeIOError(name, f"could not be written ({itk_reason(error)})") from error
-        # The header last: until it moves, readers still see the old, consistent file(s).
-        produced = sorted(staging.iterdir(), key=lambda part: part.name == target.name)
-        _refuse_clashes(produced, target, name, overwrite)
-        for part in produced:
-            os.replace(part, target.parent / part.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staging_folder(target) as staging:
+            staged = staging / target.name
+            try:
+                sitk.WriteImage(image, str(staged), useCompression=True)
+            except RuntimeError as error:
+                raise VolumeIOError(name, f"could not be written ({itk_reason(error)})") from error
+            # The header last: until it moves, readers still see the old, consistent file(s).
+            produced = sorted(staging.iterdir(), key=lambda part: part.name == target.name)
+            _refuse_clashes(produced, target, name, overwrite)
+            for part in produced:
+                os.chmod(part, FILE_MODE)
+                os.replace(part, target.parent / part.name)
+    except OSError as error:
+        raise VolumeIOError(name, f"could not be written ({error.strerror or error})") from None
+    fsync_dir(target.parent)
 
 
 def _refuse_clashes(produced: list[Path], target: Path, name: str, overwrite: bool) -> None:

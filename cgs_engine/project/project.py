@@ -34,13 +34,15 @@ import h5py
 import numpy as np
 
 from cgs_engine.checkpoint import load_checkpoint
+from cgs_engine.durable import write_atomically
+from cgs_engine.errors import CGSError
+from cgs_engine.locks import Busy, exclusive
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior
 from cgs_engine.project.versions import (
     ProjectError,
     VersionInfo,
     fsync_dir,
-    fsync_file,
     list_versions,
     now_iso,
     read_active,
@@ -56,10 +58,7 @@ from cgs_engine.review.state import ACCEPTED, EDITED, UNREVIEWED
 from cgs_engine.store._checks import SliceStoreError, check_class_names, check_colors
 from cgs_engine.volume import Geometry, Volume
 
-try:  # the retrain lock; where flock is missing (Windows) concurrent retrains are not prevented
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
+STATE_LOCK_WAIT_S = 60.0
 
 PROJECT_FORMAT = "napari-cgs-project"
 PROJECT_FORMAT_VERSION = 1
@@ -227,7 +226,10 @@ class Project:
         if isinstance(prior_data, str) and prior_data == AUTO_PRIOR:
             prior_data = None if base_model is None else find_model_prior(base_model)
         temp = temp_path_for(folder)
-        temp.mkdir()
+        try:
+            temp.mkdir()
+        except OSError as error:
+            raise ProjectError(f"{folder}: cannot be created ({error.strerror or error})") from None
         try:
             for sub in ("corrections", "unlabeled", "models", "runs"):
                 (temp / sub).mkdir()
@@ -261,9 +263,7 @@ class Project:
             write_active(temp / "active.json", active, "created", [])
             if prior_data is not None:
                 _import_prior_into(temp, Path(prior_data), names, normalization, colors)
-            if folder.is_dir():
-                folder.rmdir()  # empty (checked above); rename needs the name free on every OS
-            os.rename(temp, folder)
+            _move_into_place(temp, folder)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
@@ -333,10 +333,12 @@ class Project:
         unknown = sorted(set(changes) - set(DEFAULT_SETTINGS))
         if unknown:
             raise ProjectError(f"{self.project_file}: unknown setting(s) {', '.join(unknown)}")
-        settings = _checked_settings({**self.settings, **changes})
-        data = read_json(self.project_file, "project file")
-        data["settings"] = settings
-        write_json_atomically(self.project_file, data)
+        with self.state_lock():
+            data = read_json(self.project_file, "project file")
+            current = {**DEFAULT_SETTINGS, **(data.get("settings") or {})}
+            settings = _checked_settings({**current, **changes})
+            data["settings"] = settings
+            write_json_atomically(self.project_file, data)
         self.settings = settings
         return settings
 
@@ -385,18 +387,24 @@ class Project:
         return _read_correction_info(path)
 
     def remove_correction(self, name: str) -> None:
-        path = self.corrections_dir / f"{name}.h5"
+        path = self._correction_path(name)
         if not path.is_file():
             raise ProjectError(f"{path}: no correction named {name!r}")
         path.unlink()
         fsync_dir(self.corrections_dir)
+
+    def _correction_path(self, name: str) -> Path:
+        """The file of correction ``name``; names that could point elsewhere are refused."""
+        if not isinstance(name, str) or not CORRECTION_NAME.match(name):
+            raise ProjectError(f"correction name {name!r}: not a valid correction name")
+        return self.corrections_dir / f"{name}.h5"
 
     def corrections(self) -> list[CorrectionInfo]:
         """Readable corrections in name order (damaged files are listed in ``problems``)."""
         return self._corrections_and_problems()[0]
 
     def read_correction(self, name: str) -> Correction:
-        path = self.corrections_dir / f"{name}.h5"
+        path = self._correction_path(name)
         if not path.is_file():
             raise ProjectError(f"{path}: no correction named {name!r}")
         info = _read_correction_info(path)
@@ -412,7 +420,7 @@ class Project:
 
     def read_review_mask(self, name: str) -> np.ndarray:
         """Only the review mask of a correction (0 / ACCEPTED / EDITED), without its image."""
-        path = self.corrections_dir / f"{name}.h5"
+        path = self._correction_path(name)
         info = _read_correction_info(path)
         try:
             with h5py.File(path, "r") as file:
@@ -458,30 +466,37 @@ class Project:
         """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped."""
         from cgs_engine.io import is_supported_path
 
-        scans = self.unlabeled()
-        known = {scan.path for scan in scans}
-        added = []
+        checked = []
         for given in paths:
             path = Path(given).expanduser().resolve()
             if not path.exists():
                 raise ProjectError(f"{given}: no such unlabeled scan")
             if not is_supported_path(path):
                 raise ProjectError(f"{given}: not a supported image file or DICOM folder")
-            if path in known:
-                continue
-            scan = UnlabeledScan(path, now_iso(), scan_fingerprint(path))
-            scans.append(scan)
-            added.append(scan)
-            known.add(path)
-        if added:
-            self._write_unlabeled(scans)
+            check_unlabeled_scan(path, self.normalization)  # read it now, not in a retrain later
+            checked.append(path)
+        with self.state_lock():
+            scans = self.unlabeled()
+            known = {scan.path for scan in scans}
+            added = []
+            for path in checked:
+                if path in known:
+                    continue
+                scan = UnlabeledScan(path, now_iso(), scan_fingerprint(path))
+                scans.append(scan)
+                added.append(scan)
+                known.add(path)
+            if added:
+                self._write_unlabeled(scans)
         return added
 
     def remove_unlabeled(self, paths: Sequence[str | os.PathLike]) -> int:
-        drop = {Path(p).expanduser().resolve() for p in paths}
-        scans = self.unlabeled()
-        kept = [scan for scan in scans if scan.path not in drop]
-        self._write_unlabeled(kept)
+        drop = {Path(p).expanduser().resolve() for p in paths} | {Path(p) for p in paths}
+        with self.state_lock():
+            scans = self.unlabeled()
+            kept = [scan for scan in scans if scan.path not in drop]
+            if len(kept) != len(scans):
+                self._write_unlabeled(kept)
         return len(scans) - len(kept)
 
     def unlabeled(self) -> list[UnlabeledScan]:
@@ -534,12 +549,14 @@ class Project:
         """Make ``version_id`` active (switch or roll back); its model must load."""
         version = self.version(version_id)
         load_checkpoint(version.model_path)
-        history = read_active(self.active_file).history if self.active_file.is_file() else []
-        write_active(self.active_file, version.id, why, history)
+        with self.state_lock():
+            history = read_active(self.active_file).history if self.active_file.is_file() else []
+            write_active(self.active_file, version.id, why, history)
         return version
 
     def add_version(self, model_source: Path, record: dict[str, Any]) -> VersionInfo:
-        return write_version(self.models_dir, model_source, record)
+        with self.state_lock():
+            return write_version(self.models_dir, model_source, record)
 
     # ---------------------------------------------------------------------- retraining
     def new_corrections_since_last_retrain(self) -> list[CorrectionInfo]:
@@ -562,37 +579,46 @@ class Project:
         return run
 
     def interrupted_run(self) -> Path | None:
-        """The newest run that saved a training state and never finished (crash, kill).
+        """The newest run that saved a training state and did not finish (crash, kill, failure).
 
         While a retrain is running (``is_retraining()``) this is that live run, not a crashed one.
         """
+        runs = self.resumable_runs()
+        return runs[0] if runs else None
+
+    def resumable_runs(self) -> list[Path]:
+        """Runs with a saved training state that ended without a version: killed ones (no
+        ``finished.json``) and failed ones (the error may be gone: a full disk, a vanished parent).
+        Newest first."""
         if not self.runs_dir.is_dir():
-            return None
-        for run in sorted(self.runs_dir.iterdir(), key=lambda p: p.name, reverse=True):
-            if (
-                run.is_dir()
-                and (run / "train" / "state.pt").is_file()
-                and not (run / "finished.json").exists()
-            ):
-                return run
-        return None
+            return []
+        return [
+            run
+            for run in sorted(self.runs_dir.iterdir(), key=lambda p: p.name, reverse=True)
+            if run.is_dir() and (run / "train" / "state.pt").is_file() and _ended_how(run) in (None, "failed")
+        ]
 
     @contextmanager
     def retrain_lock(self) -> Iterator[None]:
         """Held for a whole retrain; the OS drops it when the process dies, even by kill -9."""
-        with open(self.folder / ".retrain.lock", "a+") as handle:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise ProjectError(
-                        f"{self.folder}: a retrain is already running for this project"
-                    ) from None
-            try:
+        try:
+            with exclusive(self.folder / ".retrain.lock", "", reentrant=False):
                 yield
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+        except Busy:
+            raise ProjectError(f"{self.folder}: a retrain is already running for this project") from None
+
+    @contextmanager
+    def state_lock(self) -> Iterator[None]:
+        """Held for each read-modify-write of the project's records (settings, scans, versions,
+        the active pointer), so concurrent commands never lose one another's changes."""
+        try:
+            with exclusive(self.folder / ".state.lock", "", wait_s=STATE_LOCK_WAIT_S):
+                yield
+        except Busy:
+            raise ProjectError(
+                f"{self.folder}: another process kept the project busy for "
+                f"{STATE_LOCK_WAIT_S:.0f} s; try again"
+            ) from None
 
     def is_retraining(self) -> bool:
         try:
@@ -666,21 +692,52 @@ def _checked_review(name: str, review: np.ndarray | None, shape: tuple[int, ...]
     return review.astype(np.uint8)
 
 
-def _write_h5_atomically(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    temp = temp_path_for(path)
+def _ended_how(run: Path) -> str | None:
+    """The outcome in a run's finished.json; None while it has none (running or killed)."""
+    path = run / "finished.json"
+    if not path.exists():
+        return None
     try:
+        return str(json.loads(path.read_text(encoding="utf-8")).get("outcome", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+def check_unlabeled_scan(path: Path, normalization: Normalization) -> None:
+    """Read a scan once when it is added, so a damaged one is refused now, in one line."""
+    from cgs_engine.io import read_volume
+
+    try:
+        volume = read_volume(path)
+        normalization.apply(volume.array[:1])
+    except CGSError as error:
+        raise ProjectError(str(error)) from None
+    except ValueError as error:
+        raise ProjectError(f"{path}: cannot be normalised ({_first_line(error)})") from None
+
+
+def _move_into_place(temp: Path, folder: Path) -> None:
+    """Rename the assembled project onto ``folder``; another process's project there is kept."""
+    try:
+        if folder.is_dir():
+            folder.rmdir()  # empty (checked before); rename needs the name free on every OS
+        os.rename(temp, folder)
+    except OSError as error:
+        if folder.exists():
+            raise ProjectError(f"{folder}: was created by another process meanwhile; kept as it is") from None
+        raise ProjectError(f"{folder}: cannot be created ({error.strerror or error})") from None
+
+
+def _write_h5_atomically(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    def write(temp: Path) -> None:
         with h5py.File(temp, "w") as file:
             for key, value in attrs.items():
                 file.attrs[key] = value
             for key, array in arrays.items():
                 chunks = (1, *array.shape[1:]) if array.ndim == 3 else True
                 file.create_dataset(key, data=array, chunks=chunks, compression="gzip", compression_opts=1)
-        fsync_file(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+
+    write_atomically(path, write)
 
 
 def _read_correction_info(path: Path) -> CorrectionInfo:
@@ -699,8 +756,13 @@ def _read_correction_info(path: Path) -> CorrectionInfo:
                 raise ProjectError(
                     f"{path}: damaged correction file (image, labels and review differ in shape)"
                 )
+            name = str(attrs["name"])
+            if name != path.name[: -len(".h5")] or not CORRECTION_NAME.match(name):
+                raise ProjectError(
+                    f"{path}: damaged correction file (its recorded name {name!r} is not its file name)"
+                )
             return CorrectionInfo(
-                name=str(attrs["name"]),
+                name=name,
                 path=path,
                 shape=shape,  # type: ignore[arg-type]
                 saved=str(attrs["saved"]),

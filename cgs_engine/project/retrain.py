@@ -50,7 +50,7 @@ Under torchrun every rank runs ``cgs retrain``: rank 0 alone takes the project l
 store, decides activation and writes versions; it shares the run folder and the settings with the
 other ranks, which join the data-parallel training and then exit.
 
-Resume: a run killed mid-training (``train/state.pt``, no ``finished.json``) continues with
+Resume: a run killed or failed mid-training (``train/state.pt``, no version) continues with
 ``resume=True`` from its last saved state. A failure with a Python error marks the run failed.
 """
 
@@ -323,36 +323,39 @@ class _Retrain:
         tolerance = float(self.project.settings["activation_tolerance"])
         compared_with = None if active is None else active.id
         status, activate, reason = decide_activation(new_score, active_score, compared_with, tolerance)
-        current = self.project.active_version()
-        if activate and (None if current is None else current.id) != compared_with:
-            status, activate = "rejected", False
-            reason = (
-                f"not activated: the active version changed to {current and current.id} during evaluation"
-            )
-        record = {
-            "origin": "retrained",
-            "status": status,
-            "reason": reason,
-            "parent": plan.get("parent"),
-            "run": self.run.name,
-            "metrics": {
-                "new": None if new_score is None else new_score.to_dict(),
-                "active": None if active_score is None else active_score.to_dict(),
-                "compared_with": compared_with,
-                "heldout": plan["heldout"],
-                "heldout_mode": plan["heldout_mode"],
-                "tolerance": tolerance,
-            },
-            "corrections_used": plan["corrections_used"],
-            "unlabeled_used": plan["unlabeled_used"],
-            "steps": result.steps_done,
-            "total_steps": result.total_steps,
-            "cancelled": self.asked_to_stop,
-            "train_config": config.to_dict(),
-        }
-        version = self.project.add_version(candidate, record)
-        if activate:
-            self.project.activate(version.id, why=reason)
+        # One step for the check, the new version and the pointer: a `cgs project activate` from
+        # another process lands before (this version is then not activated) or after, never between.
+        with self.project.state_lock():
+            current = self.project.active_version()
+            if activate and (None if current is None else current.id) != compared_with:
+                status, activate = "rejected", False
+                reason = (
+                    f"not activated: the active version changed to {current and current.id} during evaluation"
+                )
+            record = {
+                "origin": "retrained",
+                "status": status,
+                "reason": reason,
+                "parent": plan.get("parent"),
+                "run": self.run.name,
+                "metrics": {
+                    "new": None if new_score is None else new_score.to_dict(),
+                    "active": None if active_score is None else active_score.to_dict(),
+                    "compared_with": compared_with,
+                    "heldout": plan["heldout"],
+                    "heldout_mode": plan["heldout_mode"],
+                    "tolerance": tolerance,
+                },
+                "corrections_used": plan["corrections_used"],
+                "unlabeled_used": plan["unlabeled_used"],
+                "steps": result.steps_done,
+                "total_steps": result.total_steps,
+                "cancelled": self.asked_to_stop,
+                "train_config": config.to_dict(),
+            }
+            version = self.project.add_version(candidate, record)
+            if activate:
+                self.project.activate(version.id, why=reason)
         return self._finish(
             version.id,
             activate,
@@ -440,14 +443,7 @@ class _Retrain:
 
 
 def _interrupted_runs(project: Project) -> list[Path]:
-    runs = project.runs_dir
-    if not runs.is_dir():
-        return []
-    return [
-        run
-        for run in runs.iterdir()
-        if run.is_dir() and (run / "train" / "state.pt").is_file() and not (run / "finished.json").exists()
-    ]
+    return project.resumable_runs()
 
 
 def _train_config(project: Project, active, minutes, iterations, settings) -> TrainConfig:
@@ -567,13 +563,10 @@ def _build_store(project: Project, store_path: Path, stop_requested, warn) -> di
         for index, scan in enumerate(project.unlabeled()):
             if stop_requested():
                 raise _CancelledWhilePreparing
-            volume = _read_unlabeled(scan, warn)
+            volume = _read_unlabeled(scan, warn, normalize)
             if volume is not None:
                 store.add_volume(
-                    f"scan-{index:04d}",
-                    normalize(volume.array),
-                    geometry=volume.geometry,
-                    source=str(scan.path),
+                    f"scan-{index:04d}", volume.array, geometry=volume.geometry, source=str(scan.path)
                 )
                 unlabeled_used.append(str(scan.path))
         if not unlabeled_used:
@@ -646,7 +639,8 @@ def _add_judging_volume(store, name, image, labels, review, geometry, source, wa
     return True
 
 
-def _read_unlabeled(scan, warn):
+def _read_unlabeled(scan, warn, normalize):
+    """The scan read and normalised, or None (with a warning) when it cannot be used any more."""
     from cgs_engine.errors import CGSError
     from cgs_engine.io import read_volume
 
@@ -657,7 +651,8 @@ def _read_unlabeled(scan, warn):
     if problem:
         warn(f"{scan.path}: unlabeled scan {problem}; used as it is now")
     try:
-        return read_volume(scan.path)
+        volume = read_volume(scan.path)
+        return volume.like(normalize(volume.array), "image")
     except (CGSError, ValueError) as error:
         warn(f"skipped unlabeled scan: {error}")
         return None

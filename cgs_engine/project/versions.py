@@ -15,13 +15,17 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cgs_engine.durable import fsync_dir, fsync_file  # noqa: F401 (re-exported for the project)
+from cgs_engine.durable import (  # noqa: F401 (re-exported for the project)
+    fsync_dir,
+    fsync_file,
+    temp_path_for,
+    write_json_atomically,
+)
 from cgs_engine.errors import CGSError
 
 VERSION_NAME = re.compile(r"^v(\d{4,})$")
@@ -37,27 +41,6 @@ class ProjectError(CGSError):
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ------------------------------------------------------------------------ durable writes
-def temp_path_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    """Temp file in the same folder, fsync, rename over ``path``, fsync the folder."""
-    temp = temp_path_for(path)
-    try:
-        with open(temp, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def read_json(path: Path, what: str) -> Any:

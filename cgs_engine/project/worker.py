@@ -209,6 +209,7 @@ def start_retrain_process(
             text=True,
             bufsize=1,
             env=env,
+            start_new_session=True,  # a Ctrl+C or hang-up meant for napari does not reach it
         )
     return RetrainProcess(popen, cancel_file, log_path)
 
@@ -231,10 +232,22 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     protocol = sys.stdout
     sys.stdout = sys.stderr  # stray prints must not corrupt the message stream
+    parent_gone = threading.Event()
 
     def send(message: dict[str, Any]) -> None:
-        protocol.write(json.dumps(message, default=str) + "\n")
-        protocol.flush()
+        """To the parent while it listens; once it is gone (napari killed), to the log only: the
+        retrain carries on and its version lands in the project all the same."""
+        line = json.dumps(message, default=str)
+        if not parent_gone.is_set():
+            try:
+                protocol.write(line + "\n")
+                protocol.flush()
+                return
+            except (BrokenPipeError, OSError):
+                parent_gone.set()
+                _silence(protocol)
+                print("the parent stopped listening; retraining goes on, messages go here", file=sys.stderr)
+        print(line, file=sys.stderr, flush=True)
 
     if args.nice > 0 and hasattr(os, "nice"):
         with contextlib.suppress(OSError):
@@ -275,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         send({"kind": "failed", "error": f"{type(error).__name__}: {error}".splitlines()[0]})
         return 1
     return 0
+
+
+def _silence(stream) -> None:
+    """Point a broken pipe at /dev/null, so flushing it at exit cannot fail the process."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

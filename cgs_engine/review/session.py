@@ -12,11 +12,9 @@ Layout: datasets ``labels`` (uint8/uint16), ``review_mask`` (uint8) and optional
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cgs_engine.durable import fsync_dir, fsync_file
+from cgs_engine.durable import write_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.io.formats import extension_of
 from cgs_engine.review.state import ReviewState
@@ -107,20 +105,15 @@ def save_session(
         )
     if not target.parent.is_dir():
         raise SessionError(f"{target}: cannot save session, folder {target.parent} does not exist")
-    temporary = None
     try:
-        temporary = _create_temporary(target)
-        _write(temporary, labels, review_state, image_fingerprint, geometry, class_names, component_map)
-        fsync_file(temporary)
-        os.replace(temporary, target)
-        temporary = None
-        fsync_dir(target.parent)
+        write_atomically(
+            target,
+            lambda temp: _write(
+                temp, labels, review_state, image_fingerprint, geometry, class_names, component_map
+            ),
+        )
     except OSError as error:
         raise SessionError(f"{target}: cannot save session ({_one_line(error)})") from error
-    finally:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
     return target
 
 
@@ -178,18 +171,6 @@ def _storable_labels(labels: np.ndarray, target: Path) -> np.ndarray:
     if low < 0 or high > np.iinfo(np.uint16).max:
         raise SessionError(f"{target}: label ids must be 0..65535, got {low}..{high}")
     return labels.astype(np.uint8 if high <= np.iinfo(np.uint8).max else np.uint16, copy=False)
-
-
-def _create_temporary(target: Path) -> Path:
-    """A new hidden file beside ``target``; unlike mkstemp's 0600 it gets the user's usual permissions."""
-    for _ in range(100):
-        candidate = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except FileExistsError:
-            continue
-        return candidate
-    raise FileExistsError(f"no free temporary file name beside {target}")
 
 
 def _write(

@@ -30,8 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
+from cgs_engine.durable import temp_path_for
 from cgs_engine.normalize import Normalization
 from cgs_engine.store._checks import (
     SliceStoreError,
@@ -149,7 +150,7 @@ class SliceStore:
             raise SliceStoreError(
                 f"{path}: normalization must be a Normalization, got {type(normalization).__name__}"
             )
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+        partial = temp_path_for(path)
         try:
             file = h5py.File(partial, "w-")
         except OSError as error:
@@ -346,25 +347,37 @@ class SliceStore:
     # ------------------------------------------------------------------------ reading
     def read_volume(self, name: str) -> StoredVolume:
         info = self._info(name)
-        image, label, review = self._handles(name)
-        return StoredVolume(
-            image=image[()],
-            label=None if label is None else label[()],
-            review=None if review is None else review[()],
-            geometry=info.geometry,
-            split=info.split,
-        )
+        with self._damage_reported(name):
+            image, label, review = self._handles(name)
+            return StoredVolume(
+                image=image[()],
+                label=None if label is None else label[()],
+                review=None if review is None else review[()],
+                geometry=info.geometry,
+                split=info.split,
+            )
+
+    @contextmanager
+    def _damage_reported(self, name: str) -> Iterator[None]:
+        """HDF5 read failures (a flipped bit fails a chunk's checksum or its gzip stream) in one line."""
+        try:
+            yield
+        except (OSError, KeyError) as error:
+            raise SliceStoreError(
+                f"{self.path}: volume {name!r} is damaged and cannot be read ({_first_line(error)})"
+            ) from None
 
     def read_slice(self, name: str, z: int) -> StoredSlice:
         info = self._info(name)
         if not 0 <= z < info.shape[0]:
             raise IndexError(f"slice {z} is outside volume {name!r} with {info.shape[0]} slices")
-        image, label, review = self._handles(name)
-        return StoredSlice(
-            image=image[z],
-            label=None if label is None else label[z],
-            review=None if review is None else review[z],
-        )
+        with self._damage_reported(name):
+            image, label, review = self._handles(name)
+            return StoredSlice(
+                image=image[z],
+                label=None if label is None else label[z],
+                review=None if review is None else review[z],
+            )
 
     def slice_index(self, split: str) -> np.ndarray:
         """int64 array of rows ``(volume_idx, z)``; volume_idx indexes ``volume_names(split)``."""
@@ -412,14 +425,15 @@ class SliceStore:
             if info.sampling_weight != 1:  # appended only when set, so older fingerprints stay valid
                 summary.append(info.sampling_weight)
             digest.update(json.dumps(summary, sort_keys=True).encode())
-            image, label, review = self._handles(name)
-            for dataset in (label, review):
-                if dataset is not None:
-                    for start in range(0, info.shape[0], _HASH_BLOCK_SLICES):
-                        digest.update(dataset[start : start + _HASH_BLOCK_SLICES].tobytes())
-            sample_count = min(info.shape[0], FINGERPRINT_IMAGE_SLICES)
-            for z in np.unique(np.linspace(0, info.shape[0] - 1, sample_count).round().astype(int)):
-                digest.update(image[int(z)].tobytes())
+            with self._damage_reported(name):
+                image, label, review = self._handles(name)
+                for dataset in (label, review):
+                    if dataset is not None:
+                        for start in range(0, info.shape[0], _HASH_BLOCK_SLICES):
+                            digest.update(dataset[start : start + _HASH_BLOCK_SLICES].tobytes())
+                sample_count = min(info.shape[0], FINGERPRINT_IMAGE_SLICES)
+                for z in np.unique(np.linspace(0, info.shape[0] - 1, sample_count).round().astype(int)):
+                    digest.update(image[int(z)].tobytes())
         return digest.hexdigest()
 
     def _read_root_metadata(self) -> None:
@@ -515,7 +529,13 @@ class SliceStore:
 
 
 def _slice_layout(chunks: tuple[int, ...]) -> dict:
-    return {"chunks": chunks, "compression": COMPRESSION, "compression_opts": COMPRESSION_LEVEL}
+    # fletcher32: each chunk carries a checksum, so damage is reported instead of read as data
+    return {
+        "chunks": chunks,
+        "compression": COMPRESSION,
+        "compression_opts": COMPRESSION_LEVEL,
+        "fletcher32": True,
+    }
 
 
 def _check_split(split: str, context: str = "") -> None:

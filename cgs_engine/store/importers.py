@@ -108,7 +108,10 @@ def acdc_labeled_patients(volumes: Sequence[AcdcTrainVolume], labeled_patients: 
     """The first N patients in order of first appearance (the SSL4MIS "N labeled cases")."""
     order = list(dict.fromkeys(volume.patient for volume in volumes))
     if not 1 <= labeled_patients <= len(order):
-        raise ValueError(f"labeled_patients must be in 1..{len(order)}, got {labeled_patients}")
+        raise DatasetImportError(
+            f"--labeled-patients must be in 1..{len(order)} (the patients in train_slices.list), "
+            f"got {labeled_patients}"
+        )
     return order[:labeled_patients]
 
 
@@ -207,7 +210,10 @@ def import_segthor_png(
     val = _segthor_patients(root / "val" / "img")
     order = sorted(train)
     if not 1 <= labeled_patients <= len(order):
-        raise ValueError(f"labeled_patients must be in 1..{len(order)}, got {labeled_patients}")
+        raise DatasetImportError(
+            f"{root / 'train' / 'img'}: --labeled-patients must be in 1..{len(order)} (its patients), "
+            f"got {labeled_patients}"
+        )
     labeled = set(order[:labeled_patients])
     plan = [(p, "labeled" if p in labeled else "unlabeled", train[p]) for p in order]
     plan += [(p, "val", val[p]) for p in sorted(val)]
@@ -217,10 +223,11 @@ def import_segthor_png(
         for done, (patient, split, pngs) in enumerate(plan, start=1):
             if patient not in spacings:
                 raise DatasetImportError(f"{spacing_path}: no spacing for {patient}")
-            image = np.stack([_read_png(path) for path in pngs]).astype(np.float32) / np.float32(255)
+            image = _stack_slices(pngs, _read_png).astype(np.float32) / np.float32(255)
             label = None
             if split != "unlabeled":
-                label = np.stack([_segthor_label(path.parent.parent / "gt" / path.name) for path in pngs])
+                gts = [path.parent.parent / "gt" / path.name for path in pngs]
+                label = _stack_slices(gts, _segthor_label)
             geometry = _segthor_geometry(spacings[patient], spacing_path)
             source = pngs[0].parent / f"{patient}_*.png"
             _add(store, source, patient, image, label, geometry, split, "uint8")
@@ -245,9 +252,28 @@ def _segthor_patients(folder: Path) -> dict[str, list[Path]]:
     return patients
 
 
+def _stack_slices(paths: list[Path], read) -> np.ndarray:
+    """One volume from 2D slices, which must all have the first slice's size."""
+    slices = []
+    for path in paths:
+        array = read(path)
+        if slices and array.shape != slices[0].shape:
+            raise DatasetImportError(
+                f"{path}: slice size {array.shape} differs from {slices[0].shape} of {paths[0].name}"
+            )
+        slices.append(array)
+    return np.stack(slices)
+
+
 def _read_png(path: Path) -> np.ndarray:
     import SimpleITK as sitk
 
+    from cgs_engine.io.errors import VolumeIOError, require_utf8_path
+
+    try:
+        require_utf8_path(path)
+    except VolumeIOError as error:
+        raise DatasetImportError(str(error)) from None
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:

@@ -126,8 +126,13 @@ def check_replicas_identical(step: int, context: DistContext, *modules: torch.nn
     return mine
 
 
-def shutdown(context: DistContext) -> None:
+def shutdown(context: DistContext, all_ranks_done: bool = False) -> None:
+    """Leave the process group. After a run every rank finished, wait for all of them first: a
+    rank that tears gloo down while a peer still talks to it can abort ("terminate called
+    without an active exception"). After a failure, leave at once (peers may never arrive)."""
     if context.enabled and dist.is_initialized():
+        if all_ranks_done:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -14,7 +14,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ from cgs_engine.checkpoint import (
     load_payload,
     save_checkpoint,
 )
+from cgs_engine.durable import remove_stale_temp_files, write_json_atomically, write_text_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer.slices import Cancelled, predict_label_volume
+from cgs_engine.locks import exclusive
 from cgs_engine.method.objective import lambda_schedule, poly_lr
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.runtime import Runtime, resolve_runtime, usable_cores
@@ -267,17 +270,61 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temp = path.with_suffix(".json.partial")
-    temp.write_text(json.dumps(data, indent=2))
-    temp.replace(path)
+    write_json_atomically(path, data)
+
+
+ABANDONED_START_FILES = ("config.json", "log.jsonl")  # what a run writes before its first saved state
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Check the run folder can be used (the caller holds its lock).
+
+    A folder holding only what a run writes before its first saved state (killed or failed in its
+    first steps: nothing to resume, nothing of value) is started afresh.
+    """
     if resume:
+        if not (run_dir / "state.pt").is_file():
+            raise RunError(f"{run_dir}: nothing to resume (no state.pt); start a new run without --resume")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    present = [p for p in run_dir.iterdir() if not p.name.startswith(".")] if run_dir.is_dir() else []
+    if present and all(p.name in ABANDONED_START_FILES for p in present):
+        for path in present:
+            path.unlink()
+        present = []
+    if present:
         raise RunError(f"{run_dir}: run directory exists and is not empty (use --resume or another -o)")
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def _run_dir_lock(run_dir: Path, is_main: bool) -> Iterator[None]:
+    """One training run at a time per folder (two `cgs train -o SAME` would mix their files)."""
+    if not is_main:
+        yield
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"{run_dir}: cannot create the run folder ({error.strerror or error})") from None
+    remove_stale_temp_files(run_dir)
+    busy = f"{run_dir}: another training run is writing to this folder; use another -o"
+    with exclusive(run_dir / ".run.lock", busy):
+        yield
+
+
+def _keep_log_until(run_dir: Path, step: int) -> None:
+    """On resume: drop log records of steps after the saved state, which are run (and logged) again."""
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the kill
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line)
+    write_text_atomically(path, "".join(f"{line}\n" for line in kept))
 
 
 def train(
@@ -294,13 +341,22 @@ def train(
     """
     store_path, run_dir = Path(store_path), Path(run_dir)
     context = init_distributed(config.device if config else "auto")
+    try:
+        with _run_dir_lock(run_dir, context.is_main):
+            result = _train_locked(store_path, run_dir, config, resume, on_event, should_stop, context)
+    except BaseException:
+        shutdown(context)  # at once: a failed rank's peers may never reach a last barrier
+        raise
+    shutdown(context, all_ranks_done=True)
+    return result
+
+
+def _train_locked(store_path, run_dir, config, resume, on_event, should_stop, context) -> TrainResult:
     if context.is_main:
         _prepare_run_dir(run_dir, resume)
     barrier(context)
     emit = (on_event or (lambda event: None)) if context.is_main else (lambda event: None)
     if resume:
-        if not (run_dir / "state.pt").is_file():
-            raise RunError(f"{run_dir}: nothing to resume (no state.pt); start a new run without --resume")
         recorded = json.loads((run_dir / "config.json").read_text())
         config = TrainConfig.from_dict(recorded["config"], source=str(run_dir / "config.json"))
         store_path = Path(recorded.get("store", store_path)) if not store_path.exists() else store_path
@@ -328,10 +384,7 @@ def train(
             "effective_lr": _base_lr(config, context),
         }
     )
-    try:
-        return _run(session, run_dir, total, resume, emit, should_stop)
-    finally:
-        shutdown(context)
+    return _run(session, run_dir, total, resume, emit, should_stop)
 
 
 def _run_record(config: TrainConfig, total: int, store_path: Path, session: _Session, context) -> dict:
@@ -372,6 +425,8 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
         step, best, history, elapsed = state["step"], state["best"], state["history"], state["elapsed"]
+        if context.is_main:
+            _keep_log_until(run_dir, step)
     trainee = wrap_for_data_parallel(student, context, runtime)
     base_lr = _base_lr(config, context)
     check_replicas = os.environ.get("CGS_CHECK_REPLICAS") == "1"

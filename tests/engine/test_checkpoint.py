@@ -12,6 +12,7 @@ from cgs_engine.checkpoint import (
     build_network,
     load_checkpoint,
     save_checkpoint,
+    weights_digest,
 )
 from cgs_engine.model import ModelConfig, build_model
 
@@ -107,6 +108,7 @@ def test_incompatible_checkpoints(tmp_path):
     payload["state_dict"] = build_model(
         ModelConfig(num_classes=3, widths=(8, 16), dropouts=(0, 0))
     ).state_dict()
+    payload["weights_sha256"] = weights_digest(payload["state_dict"])  # intact, but the wrong shape
     torch.save(payload, tmp_path / "shape.pt")
     with pytest.raises(CheckpointError, match="weights do not fit"):
         build_network(load_checkpoint(tmp_path / "shape.pt"), tmp_path / "shape.pt")

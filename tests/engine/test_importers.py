@@ -134,7 +134,7 @@ def test_acdc_refuses_existing_output_and_bad_patient_count(tmp_path):
     with pytest.raises(SliceStoreError, match="already exists"):
         import_acdc(root, out)
     assert out.read_bytes() == b"keep me"
-    with pytest.raises(ValueError, match="labeled_patients"):
+    with pytest.raises(DatasetImportError, match="--labeled-patients must be in 1..3"):
         import_acdc(root, tmp_path / "other.h5", labeled_patients=4)
 
 
