@@ -8,7 +8,7 @@ it again.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,9 +23,14 @@ class Busy(CGSError):
 
 @contextmanager
 def exclusive(
-    lock_file: str | os.PathLike, busy_message: str, wait_s: float = 0, reentrant: bool = True
+    lock_file: str | os.PathLike,
+    busy: str | Callable[[], Exception],
+    wait_s: float = 0,
+    reentrant: bool = True,
 ) -> Iterator[None]:
-    """Hold ``lock_file`` exclusively; ``Busy(busy_message)`` if not free within ``wait_s`` seconds.
+    """Hold ``lock_file`` exclusively. Not free within ``wait_s`` seconds: raises ``Busy(busy)``, or
+    ``busy()`` when it is a callable making the caller's own error (only then, never for errors
+    raised while the lock is held).
 
     ``reentrant=False``: this process too is refused while it holds the lock (one retrain at a
     time, even from one process).
@@ -34,7 +39,7 @@ def exclusive(
     try:
         lock.acquire(timeout=wait_s)
     except Timeout:
-        raise Busy(busy_message) from None
+        raise (busy() if callable(busy) else Busy(busy)) from None
     try:
         yield
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ from cgs_engine.cli import (
     verb_train,
 )
 from cgs_engine.errors import CGSError
+from cgs_engine.io.errors import display_path
 
 VERBS = (
     verb_import,
@@ -60,9 +62,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CGSError as error:
         print(f"cgs {args.verb}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the file system said no (permissions, a full disk, ...): one line too
+        print(f"cgs {args.verb}: error: {describe_os_error(error)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"cgs {args.verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def describe_os_error(error: OSError) -> str:
+    reason = error.strerror or str(error).splitlines()[0]
+    if error.filename is None:
+        return reason
+    return f"{display_path(os.fsdecode(error.filename))}: {reason}"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..durable import FILE_MODE, fsync_dir, staging_folder
+from ..durable import FILE_MODE, fsync_dir, remove_stale_temp_files, staging_folder
 from ..volume import Geometry, Volume
 from .errors import VolumeIOError, itk_reason, require_utf8_path
 from .formats import SUPPORTED_EXTENSIONS, extension_of
@@ -112,6 +112,7 @@ def _write_atomically(image: sitk.Image, target: Path, name: str, overwrite: boo
     except OSError as error:
         raise VolumeIOError(name, f"could not be written ({error.strerror or error})") from None
     fsync_dir(target.parent)
+    remove_stale_temp_files(target.parent, name=target.name)
 
 
 def _refuse_clashes(produced: list[Path], target: Path, name: str, overwrite: bool) -> None:

@@ -34,9 +34,9 @@ import h5py
 import numpy as np
 
 from cgs_engine.checkpoint import load_checkpoint
-from cgs_engine.durable import write_atomically
+from cgs_engine.durable import remove_stale_temp_files, write_atomically
 from cgs_engine.errors import CGSError
-from cgs_engine.locks import Busy, exclusive
+from cgs_engine.locks import exclusive
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior
 from cgs_engine.project.versions import (
@@ -296,6 +296,7 @@ class Project:
         except (KeyError, TypeError, ValueError) as error:
             raise ProjectError(f"{path}: damaged project file ({_first_line(error)})") from None
         project = cls(folder, names, colors, normalization, settings, str(data.get("created", "")), [])
+        remove_stale_temp_files(folder, recursive=True)  # what killed writers left (up to a store each)
         if check_active:
             project.active_version()
         project.problems = project._find_problems()
@@ -601,24 +602,17 @@ class Project:
     @contextmanager
     def retrain_lock(self) -> Iterator[None]:
         """Held for a whole retrain; the OS drops it when the process dies, even by kill -9."""
-        try:
-            with exclusive(self.folder / ".retrain.lock", "", reentrant=False):
-                yield
-        except Busy:
-            raise ProjectError(f"{self.folder}: a retrain is already running for this project") from None
+        message = f"{self.folder}: a retrain is already running for this project"
+        with exclusive(self.folder / ".retrain.lock", lambda: ProjectError(message), reentrant=False):
+            yield
 
     @contextmanager
     def state_lock(self) -> Iterator[None]:
         """Held for each read-modify-write of the project's records (settings, scans, versions,
         the active pointer), so concurrent commands never lose one another's changes."""
-        try:
-            with exclusive(self.folder / ".state.lock", "", wait_s=STATE_LOCK_WAIT_S):
-                yield
-        except Busy:
-            raise ProjectError(
-                f"{self.folder}: another process kept the project busy for "
-                f"{STATE_LOCK_WAIT_S:.0f} s; try again"
-            ) from None
+        message = f"{self.folder}: another process kept the project busy for {STATE_LOCK_WAIT_S:.0f} s"
+        with exclusive(self.folder / ".state.lock", lambda: ProjectError(message), wait_s=STATE_LOCK_WAIT_S):
+            yield
 
     def is_retraining(self) -> bool:
         try:

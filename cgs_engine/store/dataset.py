@@ -40,7 +40,7 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from cgs_engine.durable import temp_path_for
+from cgs_engine.durable import remove_stale_temp_files, temp_path_for
 from cgs_engine.normalize import Normalization
 from cgs_engine.store._checks import (
     SliceStoreError,
@@ -150,6 +150,7 @@ class SliceStore:
             raise SliceStoreError(
                 f"{path}: normalization must be a Normalization, got {type(normalization).__name__}"
             )
+        remove_stale_temp_files(path.parent, name=path.name)
         partial = temp_path_for(path)
         try:
             file = h5py.File(partial, "w-")

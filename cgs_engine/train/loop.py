@@ -306,8 +306,8 @@ def _run_dir_lock(run_dir: Path, is_main: bool) -> Iterator[None]:
     except OSError as error:
         raise RunError(f"{run_dir}: cannot create the run folder ({error.strerror or error})") from None
     remove_stale_temp_files(run_dir)
-    busy = f"{run_dir}: another training run is writing to this folder; use another -o"
-    with exclusive(run_dir / ".run.lock", busy):
+    message = f"{run_dir}: another training run is writing to this folder; use another -o"
+    with exclusive(run_dir / ".run.lock", lambda: RunError(message)):
         yield
 
 
