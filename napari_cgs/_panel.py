@@ -130,6 +130,16 @@ def describe_checkpoint(checkpoint: ModelCheckpoint) -> str:
     return f"{len(checkpoint.class_names) - 1} organs: {organs}\n{when}"
 
 
+MIN_IN_PLANE = 8  # voxels; a colour photo read as a "volume" has 3 or 4 along its last axis
+
+
+def is_volume_layer(layer: Any) -> bool:
+    """A single-channel 3D image, the only kind the engine segments (not colour photos, not 2D)."""
+    if getattr(layer, "rgb", False) or getattr(layer, "multiscale", False) or getattr(layer, "ndim", 0) != 3:
+        return False
+    return min(np.shape(layer.data)[1:]) >= MIN_IN_PLANE
+
+
 class CGSPanel(QWidget):
     prediction_finished = Signal(object)
     prediction_failed = Signal(str)
@@ -369,15 +379,24 @@ class CGSPanel(QWidget):
 
     # ================================================================= image choice
     def _image_choices(self, widget=None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._source_images() if is_volume_layer(layer)]
+
+    def _source_images(self) -> list[Any]:
         from napari.layers import Image
 
         return [
-            (layer.name, layer)
+            layer
             for layer in self.viewer.layers
             if isinstance(layer, Image) and (layer.metadata or {}).get(KIND_KEY) not in DERIVED_KINDS
         ]
 
     def _refresh_images(self, event=None) -> None:
+        added = getattr(event, "value", None)
+        if added is not None and added in self._source_images() and not is_volume_layer(added):
+            self.status_label.setText(
+                f"{added.name} is not offered for pre-segmentation: the models work on single-channel "
+                "3D volumes (CT or MR), and this image is 2D, colour or of more dimensions."
+            )
         self.image_choice.reset_choices()
         if self.image_choice.value is None and self.image_choice.choices:
             self.image_choice.value = self.image_choice.choices[-1]

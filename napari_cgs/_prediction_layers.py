@@ -289,6 +289,8 @@ def show_focus(viewer: Any, image_layer: Any, bbox: Sequence[slice] | None) -> A
 
 def image_volume(image_layer: Any) -> Volume:
     """The Volume the engine sees: the layer's 3D array on its geometry."""
+    if getattr(image_layer, "rgb", False):
+        raise ValueError(f"{image_layer.name}: pre-segmentation needs a single-channel image, not colour")
     array = np.asarray(image_layer.data)
     if array.ndim != 3:
         raise ValueError(f"{image_layer.name}: pre-segmentation needs a 3D image, this one is {array.ndim}D")

@@ -50,9 +50,11 @@ def zoom_to_box(viewer: Any, layer: Any, bbox: Sequence[slice]) -> None:
     canvas = getattr(getattr(viewer, "canvas", None), "size", None) or getattr(viewer, "_canvas_size", None)
     if not canvas or min(canvas) <= 0:
         return
+    shown = list(viewer.dims.displayed)
+    if len(shown) != 2:  # the 3D view: its camera frames the whole volume, the box is outlined
+        return
     low = np.asarray(layer.data_to_world([s.start for s in bbox]), dtype=float)
     high = np.asarray(layer.data_to_world([s.stop - 1 for s in bbox]), dtype=float)
-    shown = list(viewer.dims.displayed)
     extent = np.maximum(np.abs(high - low)[shown], MIN_VIEW_MM)
     camera_of(viewer).zoom = float(min(np.asarray(canvas[-2:], dtype=float) / extent)) * 0.66
 

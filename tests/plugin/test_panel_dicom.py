@@ -60,7 +60,7 @@ def test_export_rtstruct_and_seg_of_a_presegmented_dicom_series(
 ):
     viewer, panel = viewer_and_bundled_panel
     section = panel.dicom_section
-    nifti = viewer.add_image(np.zeros((4, 4, 4)), name="not dicom")
+    nifti = viewer.add_image(np.zeros((4, 16, 16)), name="not dicom")
     panel.select_image(nifti)
     assert not section.rtstruct_button.isEnabled()
     image = fx.open_image(viewer, series_folder)
