@@ -129,6 +129,12 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=3, help="OpenKBP training cases added as corrections")
     parser.add_argument("--unlabeled", type=int, default=4, help="OpenKBP unlabeled scans referenced")
     parser.add_argument("--no-scroll", action="store_true", help="leave the slider alone (no redraws)")
+    parser.add_argument(
+        "--paint",
+        action="store_true",
+        help="the panel flow: pre-segment the CT first, then paint a brush stroke every second "
+        "(each stroke is tracked and autosaved 2 s later, as for a user correcting labels)",
+    )
     args = parser.parse_args()
 
     display = None
@@ -166,6 +172,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     section = panel.retrain_section
     section.open_project(project.folder)
     depth = viewer.dims.nsteps[0]
+    painter = start_painting(viewer, panel) if args.paint else None
 
     def scroll() -> None:
         viewer.dims.set_current_step(0, (viewer.dims.current_step[0] + 1) % depth)
@@ -177,7 +184,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     scroller.timeout.connect(scroll)
     if not args.no_scroll:
         scroller.start()
-    activity = "idle" if args.no_scroll else "scrolling"
+    activity = ("idle" if args.no_scroll else "scrolling") + (", painting" if painter else "")
     probe = Probe()
     run_event_loop(2.0)  # first paint, layer loading
     idle = probe.run(args.idle_seconds)
@@ -213,8 +220,47 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         process.kill()
         print("outcome: the worker did not end within 10 minutes of the cancel; killed")
     scroller.stop()
+    if painter is not None:
+        painter.stop()
     viewer.close()
     return 0
+
+
+def start_painting(viewer, panel):
+    """Pre-segment the open CT with the panel, then paint a stroke on its labels every second."""
+    from qtpy.QtCore import QTimer
+
+    from napari_cgs._prediction_layers import labels_layer_name
+
+    image = panel.image_layer
+    done: list = []
+    panel.prediction_finished.connect(done.append)
+    panel.presegment()
+    run_event_loop(600, until=lambda quit_loop: panel.prediction_finished.connect(lambda r: quit_loop()))
+    if not done or done[0] is None:
+        raise SystemExit(f"pre-segmentation failed: {panel.status_label.text()}")
+    labels = viewer.layers[labels_layer_name(image)]
+    labels.brush_size = 9
+    rng = np.random.default_rng(0)
+    _, height, width = image.data.shape
+
+    def stroke() -> None:
+        z = int(viewer.dims.current_step[0])
+        labels.paint(
+            (
+                z,
+                int(rng.integers(height // 4, 3 * height // 4)),
+                int(rng.integers(width // 4, 3 * width // 4)),
+            ),
+            int(rng.integers(1, len(panel.class_names))),
+        )
+
+    timer = QTimer()
+    timer.setInterval(1000)
+    timer.timeout.connect(stroke)
+    timer.start()
+    print(f"painting: a stroke every second on {labels.name} ({image.data.shape}), autosave 2 s after each")
+    return timer
 
 
 if __name__ == "__main__":

@@ -676,14 +676,14 @@ class CGSPanel(QWidget):
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt override)
         if event.type() == QEvent.Type.Close and watched is self.window():
-            self.autosave.save_if_changed()
+            self.autosave.save_if_changed(wait=True)
         return False
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         self.stroke_timer.stop()
         self.cancel()
         self.retrain_section.shutdown()
-        self.autosave.save_if_changed()
+        self.autosave.save_if_changed(wait=True)
         self.autosave.stop()
         self.review.disconnect_viewer()
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):

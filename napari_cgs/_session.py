@@ -4,7 +4,8 @@ Where: next to the image file (``cgs_engine.review.session_path_for``) when the 
 from a writable folder; otherwise (no file, a read-only folder, or a sample bundled inside the
 plugin) under ``~/.napari-cgs/sessions/<fingerprint>.cgs-session.h5``.
 
-When: at every accept/skip and export, and every :data:`AUTOSAVE_MS` while something changed.
+When: at every accept/skip and export, shortly after each paint stroke, when the window closes,
+and every :data:`AUTOSAVE_MS` while something changed. Files are written off the GUI thread.
 
 Restore: the panel restores automatically when an image with a matching session (same
 fingerprint: same voxels and geometry) is selected and it has no labels layer yet, so nothing
@@ -14,6 +15,7 @@ the user sees is overwritten; otherwise the "Restore session" button does it on 
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,13 @@ def find_session(image_layer: Any) -> Session | None:
 
 
 class SessionAutosave(QObject):
-    """Saves the session of the image under review when asked, and on a timer when it changed."""
+    """Saves the session of the image under review when asked, and on a timer when it changed.
+
+    The snapshot (copies of the labels and masks) is taken on the GUI thread, so it is consistent;
+    the file is written on a background thread (h5py lets go of the GIL while it compresses), so a
+    save never stalls the viewer. Writes happen one at a time, in order. ``flush()`` waits for them
+    (the window is closing, a test reads the file).
+    """
 
     saved = Signal(str)  # path written
     failed = Signal(str)  # one-line reason
@@ -74,6 +82,8 @@ class SessionAutosave(QObject):
         self.snapshot = snapshot
         self.dirty = False
         self.path: Path | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cgs-session-save")
+        self._pending: Future | None = None
         self.timer = QTimer(self)
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self.save_if_changed)
@@ -88,22 +98,39 @@ class SessionAutosave(QObject):
     def mark_changed(self) -> None:
         self.dirty = True
 
-    def save_if_changed(self) -> Path | None:
-        return self.save_now() if self.dirty else None
+    def save_if_changed(self, wait: bool = False) -> Path | None:
+        return self.save_now(wait) if self.dirty else None
 
-    def save_now(self) -> Path | None:
+    def save_now(self, wait: bool = False) -> Path | None:
+        """Start writing the session; returns the path it goes to (None: nothing to save).
+
+        ``wait=True`` returns once written, with None if writing failed.
+        """
         contents = self.snapshot()
         if contents is None or self.path is None:
             return None
+        path = self.path
+        self.dirty = False
+        self._pending = self._writer.submit(self._write, path, contents)
+        return self._pending.result() if wait else path
+
+    def _write(self, path: Path, contents: dict[str, Any]) -> Path | None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            written = save_session(self.path, **contents)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written = save_session(path, **contents)
         except (SessionError, OSError) as error:
+            self.dirty = True  # try again at the next change or tick
             self.failed.emit(str(error))
             return None
-        self.dirty = False
         self.saved.emit(str(written))
         return written
 
+    def flush(self, timeout_s: float = 60) -> None:
+        """Wait until every write started so far has finished."""
+        pending = self._pending
+        if pending is not None:
+            pending.result(timeout=timeout_s)
+
     def stop(self) -> None:
         self.timer.stop()
+        self.flush()

@@ -85,7 +85,8 @@ def test_session_is_autosaved_beside_the_image_and_restored_when_it_is_opened_ag
     image = fx.open_image(viewer, sample_slab_path)
     result = fx.presegment(qtbot, panel, image)
     session_file = session_path_for(sample_slab_path)
-    panel.queue.accept_button.click()  # accept autosaves at once
+    with qtbot.waitSignal(panel.autosave.saved, timeout=10_000):  # accept autosaves at once,
+        panel.queue.accept_button.click()  # off the GUI thread
     saved = load_session(session_file)
     assert saved.review_state.status[result.regions[0].id] == "accepted"
     assert saved.review_state.position == panel.review.state.position
@@ -96,6 +97,7 @@ def test_session_is_autosaved_beside_the_image_and_restored_when_it_is_opened_ag
     assert panel.autosave.dirty
     panel.autosave.timer.setInterval(20)
     qtbot.waitUntil(lambda: not panel.autosave.dirty, timeout=5_000)
+    panel.autosave.flush()
     assert panel.autosave.save_if_changed() is None
     expected_labels = np.array(labels.data)
     expected_mask = panel.review_mask().copy()
@@ -121,3 +123,27 @@ def test_images_without_a_writable_source_keep_their_session_in_the_home_folder(
     (image,) = viewer.open_sample(*fx.SAMPLE_KEY)
     path = _session.session_file_for(image, _session.fingerprint_of(image))
     assert path.parent == home_sessions and path.name.endswith(".cgs-session.h5")
+
+
+def test_sessions_are_written_off_the_gui_thread_and_flushed_on_close(
+    qtbot, viewer_and_panel, sample_slab_path, monkeypatch
+):
+    import threading
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    panel.autosave.flush()
+    writers = []
+    real_save = _session.save_session
+
+    def recording_save(path, **contents):
+        writers.append(threading.current_thread().name)
+        return real_save(path, **contents)
+
+    monkeypatch.setattr(_session, "save_session", recording_save)
+    labels = viewer.layers[labels_layer_name(image)]
+    labels.paint((4, 40, 40), 3)
+    assert panel.autosave.save_if_changed(wait=True) == session_path_for(sample_slab_path)
+    assert writers and all(name.startswith("cgs-session-save") for name in writers)
+    assert load_session(session_path_for(sample_slab_path)).labels[4, 40, 40] == 3
