@@ -52,6 +52,9 @@ class ModelCheckpoint:
     train_config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
+    # What the model was trained on (cgs_engine.scope.TrainingScope.to_dict()); empty for
+    # checkpoints from before scopes were recorded, which get no scope check.
+    scope: dict[str, Any] = field(default_factory=dict)
     engine_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -78,6 +81,7 @@ class ModelCheckpoint:
             "train_config": self.train_config,
             "metrics": self.metrics,
             "data_fingerprint": self.data_fingerprint,
+            "scope": dict(self.scope),
             "engine_version": self.engine_version,
             "created": self.created,
         }
@@ -142,6 +146,9 @@ def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
         )
     _check_input_size(payload["input_size"], path)
     _check_weights(payload, path)
+    scope = payload.get("scope") or {}
+    if not isinstance(scope, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint (its training scope is not a table)")
     return ModelCheckpoint(
         model_config=config,
         state_dict=payload["state_dict"],
@@ -154,6 +161,7 @@ def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
         train_config=payload.get("train_config", {}),
         metrics=payload.get("metrics", {}),
         data_fingerprint=payload.get("data_fingerprint", ""),
+        scope=dict(scope),
         engine_version=payload.get("engine_version", "unknown"),
         created=payload.get("created", ""),
     )

@@ -38,6 +38,12 @@ def add_parser(verbs) -> None:
         default="auto",
         help="ct: soft-tissue window [-160, 240] HU; mr: 0.5-99.5 percentiles; auto: guess",
     )
+    nifti.add_argument(
+        "--body-region",
+        default="",
+        metavar="TEXT",
+        help="body region of the scans, e.g. 'head and neck'; the model records it with its training scope",
+    )
 
     for sub in (acdc, segthor, nifti):
         sub.add_argument("-o", "--output", required=True, help="store file to create (.h5)")
@@ -92,6 +98,7 @@ def run(args) -> int:
                 val_labels=expand_images(args.val_labels, "--val-labels"),
                 overwrite=args.overwrite,
                 progress=bar,
+                body_region=args.body_region,
             )
     with SliceStore.open(out) as store:
         counts = {split: len(store.volume_names(split)) for split in ("labeled", "unlabeled", "val")}

@@ -63,6 +63,7 @@ def run(args) -> int:
     from cgs_engine.infer import Predictor, write_prediction
     from cgs_engine.infer.export import check_targets, prediction_paths, unique_stems
     from cgs_engine.io import read_volume
+    from cgs_engine.scope import check_scope
 
     inputs = _inputs(args.inputs)
     output = Path(args.output)
@@ -78,6 +79,8 @@ def run(args) -> int:
     print(f"model: {', '.join(predictor.class_names[1:])} on {predictor.runtime.describe()}", file=sys.stderr)
     for path, stem in zip(inputs, stems, strict=True):
         volume = read_volume(path)
+        for warning in check_scope(volume, predictor.checkpoint.scope):  # a warning, not a refusal
+            print(f"warning: {path}: {warning}", file=sys.stderr)
         with ProgressBar(f"predict {path.name}", unit="slice") as bar:
             prediction = predictor.predict(volume, maps=args.maps, progress=bar)
         written = write_prediction(

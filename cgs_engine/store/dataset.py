@@ -4,7 +4,9 @@ Layout (format version 1)::
 
     /                       attrs: format, format_version, class_names (JSON list, index =
                                    class id, 0 = background), class_colors (JSON RGB lists),
-                                   normalization (JSON), created (ISO 8601 UTC)
+                                   normalization (JSON), created (ISO 8601 UTC),
+                                   training_scope (JSON, optional: what the raw images were
+                                   before normalisation, cgs_engine.scope.TrainingScope)
     /volumes/<name>/image   float32 [z, y, x], already normalised, one chunk per z slice
     /volumes/<name>/label   uint8 class ids, same shape and chunks (labeled and val only)
     /volumes/<name>/review  uint8, 1 where the label is trusted; absent = fully trusted
@@ -55,6 +57,7 @@ from cgs_engine.volume import Geometry
 
 FORMAT_NAME = "napari-cgs-slice-store"
 FORMAT_VERSION = 1
+SCOPE_ATTRIBUTE = "training_scope"
 SPLITS = ("labeled", "unlabeled", "val")
 
 # Slices are deflate-compressed (gzip level 1), the standard HDF5 filter that every HDF5 tool
@@ -247,6 +250,19 @@ class SliceStore:
     @property
     def normalization(self) -> Normalization:
         return self._normalization
+
+    @property
+    def scope(self) -> dict:
+        """The training scope recorded at import (``TrainingScope.to_dict()``); ``{}`` when none was."""
+        return json.loads(json.dumps(self._scope))
+
+    def set_scope(self, scope: dict) -> None:
+        """Record what the raw images were (measured by the importer before normalising them)."""
+        self._require_writable()
+        if not isinstance(scope, dict):
+            raise SliceStoreError(f"{self.path}: a training scope must be a dict, got {type(scope).__name__}")
+        self._file.attrs[SCOPE_ATTRIBUTE] = json.dumps(scope)
+        self._scope = json.loads(json.dumps(scope))
 
     @property
     def format_version(self) -> int:
@@ -455,6 +471,9 @@ class SliceStore:
             )
             self._normalization = Normalization.from_json(_as_str(attrs["normalization"]))
             self._created = _as_str(attrs.get("created", ""))
+            self._scope = json.loads(_as_str(attrs[SCOPE_ATTRIBUTE])) if SCOPE_ATTRIBUTE in attrs else {}
+            if not isinstance(self._scope, dict):
+                raise ValueError(f"{SCOPE_ATTRIBUTE} is not a JSON object")
             if "volumes" not in self._file:
                 raise KeyError("volumes")
         except (KeyError, ValueError, TypeError) as error:

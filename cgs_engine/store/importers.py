@@ -322,6 +322,7 @@ def import_nifti(
     val_labels: Sequence[str | os.PathLike] | None = None,
     overwrite: bool = False,
     progress: Progress = None,
+    body_region: str = "",
 ) -> Path:
     """Image/label volume files (NIfTI, MHA, NRRD; whatever ``cgs_engine.io`` reads) into a store.
 
@@ -330,8 +331,13 @@ def import_nifti(
     ``val_labels``. Each label must lie on its image's grid. ``normalization`` defaults to
     :func:`guess_normalization` of the first image. ``class_names`` default to background
     plus ``class_1..class_K`` for the largest label id K found.
+
+    The store records the training scope (:mod:`cgs_engine.scope`) of the labeled and unlabeled
+    images, measured on their raw intensities before normalisation, with ``body_region`` as
+    its free-text body region; training copies it into the model.
     """
     from cgs_engine.io import read_volume
+    from cgs_engine.scope import ScopeMeter
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -351,9 +357,12 @@ def import_nifti(
     first = read_volume(plan[0][0], kind="image")
     if normalization is None:
         normalization = guess_normalization(first.array)
+    meter = ScopeMeter()
     with SliceStore.create(out, class_names, normalization, overwrite=overwrite) as store:
         for done, (image_path, label_path, split) in enumerate(plan, start=1):
             volume = first if done == 1 else read_volume(image_path, kind="image")
+            if split != "val":
+                meter.add(volume)
             label = None
             if label_path is not None:
                 label = read_volume(label_path, kind="labels")
@@ -372,6 +381,8 @@ def import_nifti(
                 str(volume.array.dtype),
             )
             _report(progress, done, len(plan))
+        if len(meter):
+            store.set_scope(meter.scope(body_region).to_dict())
     return out
 
 

@@ -90,6 +90,7 @@ class _Session:
     val_volumes: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]  # name, image, label, trusted
     source: BatchSource
     context: DistContext
+    scope: dict[str, Any] = field(default_factory=dict)  # what the raw training images were
 
 
 def model_config_for(config: TrainConfig, num_classes: int) -> ModelConfig:
@@ -144,7 +145,20 @@ def _open_session(store_path: Path, config: TrainConfig, context: DistContext) -
             val,
             source,
             context,
+            store.scope or _fine_tuned_scope(config),
         )
+
+
+def _fine_tuned_scope(config: TrainConfig) -> dict[str, Any]:
+    """A store without a recorded scope fine-tuning a model: the model keeps the scope it had."""
+    if not config.init_checkpoint:
+        return {}
+    try:
+        payload = load_payload(config.init_checkpoint)
+    except CGSError:
+        return {}  # reported where the network is built
+    scope = payload.get("scope") if isinstance(payload, dict) else None
+    return dict(scope) if isinstance(scope, dict) else {}
 
 
 def validate(model: torch.nn.Module, session: _Session, should_stop=None) -> dict[str, Any] | None:
@@ -205,6 +219,7 @@ def _model_checkpoint(
         train_config=session.config.to_dict(),
         metrics=metrics,
         data_fingerprint=session.fingerprint,
+        scope=session.scope,
     )
 
 

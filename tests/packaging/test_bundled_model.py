@@ -34,6 +34,15 @@ def test_bundled_model_is_small_and_describes_its_classes(checkpoint):
     assert checkpoint.method == "cgs" and checkpoint.data_fingerprint
 
 
+def test_bundled_model_knows_its_scope_and_its_sample_lies_inside(checkpoint):
+    from cgs_engine.scope import check_scope
+
+    scope = checkpoint.scope  # scripts/record_default_scope.py, from its six training CTs
+    assert scope["modality"] == "CT" and scope["body_region"] == "head and neck" and scope["volumes"] == 6
+    assert scope["body_slices"] and checkpoint.to_payload()["weights_sha256"]
+    assert check_scope(read_volume(SAMPLE_CT), scope) == []
+
+
 def test_bundled_model_records_its_recipe_and_its_win_over_supervised(checkpoint):
     metrics = checkpoint.metrics
     recipe = metrics["recipe"]
