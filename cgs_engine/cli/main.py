@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from cgs_engine import __version__
 from cgs_engine.cli import (
     verb_convert,
+    verb_edit,
     verb_evaluate,
     verb_import,
     verb_info,
@@ -31,6 +32,7 @@ VERBS = (
     verb_train,
     verb_predict,
     verb_review,
+    verb_edit,
     verb_evaluate,
     verb_info,
     verb_convert,

@@ -1,0 +1,159 @@
+"""`cgs edit TOOL LABELS -o OUT`: the segment-editor tools from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cgs_engine.cli.main import main
+from cgs_engine.edit import fill_between_slices, grow
+from cgs_engine.io import read_volume
+
+pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__:DeprecationWarning")
+
+SPACING_XYZ = (0.8, 0.8, 2.5)
+ORIGIN = (-120.5, 33.25, 410.0)
+DIRECTION = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # rotated in-plane: a geometry worth keeping
+
+
+def write_labels(path, array):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(SPACING_XYZ)
+    image.SetOrigin(ORIGIN)
+    image.SetDirection(DIRECTION)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def organs() -> np.ndarray:
+    labels = np.zeros((12, 24, 24), np.uint8)
+    labels[3:9, 6:14, 6:14] = 1  # "Liver"
+    labels[3:9, 6:14, 16:20] = 2  # "Spleen", 2 voxels from the liver
+    return labels
+
+
+@pytest.fixture
+def scan(tmp_path):
+    path = write_labels(tmp_path / "scan.nii.gz", organs())
+    classes = [{"id": 0, "name": "background"}, {"id": 1, "name": "Liver"}, {"id": 2, "name": "Spleen"}]
+    (tmp_path / "scan_classes.json").write_text(json.dumps({"classes": classes}), encoding="utf-8")
+    return path
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cgs edit: error: "), captured.err
+    assert captured.out == ""
+    return lines[0]
+
+
+def test_grow_by_class_name_keeps_the_geometry_exactly(scan, tmp_path, capsys):
+    out = tmp_path / "grown.nii.gz"
+    assert main(["edit", "grow", str(scan), "-o", str(out), "--class", "liver", "--mm", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    source, written = read_volume(scan, kind="labels"), read_volume(out, kind="labels")
+    assert written.geometry == source.geometry and written.array.dtype == np.uint8
+    expected = grow(source.array, 1, 2.0, source.geometry.spacing[::-1])
+    assert np.array_equal(written.array, expected.labels)
+    assert (written.array == 2).sum() == (source.array == 2).sum()  # the spleen is untouched
+    voxel_ml = np.prod(SPACING_XYZ) / 1000
+    assert line.splitlines() == [line]
+    assert "grow Liver (1)" in line and f"{expected.changed_voxels} voxels changed" in line
+    assert f"({expected.changed_voxels * voxel_ml:.2f} mL)" in line and "grown.nii.gz" in line
+
+
+def test_fill_between_slices_with_a_box_and_a_class_id(tmp_path, capsys):
+    labels = organs()
+    labels[[4, 5, 7, 8]] = np.where(labels[[4, 5, 7, 8]] == 1, 0, labels[[4, 5, 7, 8]])  # liver on 3, 6
+    scan = write_labels(tmp_path / "ct_labels.mha", labels)
+    out = tmp_path / "filled.nrrd"
+    box = "0:5,:,:"  # only the gap between slices 3 and 6 that lies in z < 5
+    assert main(["edit", "fill-between-slices", str(scan), "-o", str(out), "--class", "1", "--box", box]) == 0
+    assert "fill-between-slices class 1:" in capsys.readouterr().out
+    written = read_volume(out, kind="labels").array
+    free = fill_between_slices(labels, 1).labels
+    assert (written[4] == 1).sum() == (free[4] == 1).sum() > 0
+    assert np.array_equal(written[5:], labels[5:])
+
+
+def test_class_table_beside_a_cgs_predict_labels_file(tmp_path, capsys):
+    """`cgs predict` writes scan_labels.nii.gz with scan_classes.json."""
+    labels = organs()
+    labels[10, 20, 20] = 2  # a stray spleen voxel
+    scan = write_labels(tmp_path / "scan_labels.nii.gz", labels)
+    classes = [{"id": 1, "name": "Liver"}, {"id": 2, "name": "Spleen"}]
+    (tmp_path / "scan_classes.json").write_text(json.dumps({"classes": classes}), encoding="utf-8")
+    out = tmp_path / "clean.nii.gz"
+    assert main(["edit", "keep-largest", str(scan), "-o", str(out), "--class", "Spleen"]) == 0
+    assert "keep-largest Spleen (2): 1 voxels changed" in capsys.readouterr().out
+    assert np.array_equal(read_volume(out, kind="labels").array, organs())
+
+
+def test_overwrite_replaces_and_the_only_organ_is_the_default(tmp_path, capsys):
+    labels = np.zeros((6, 10, 10), np.uint8)
+    labels[1:5, 2:8, 2:8] = 3
+    labels[2:4, 4:6, 4:6] = 0  # a cavity
+    scan = write_labels(tmp_path / "one.nii.gz", labels)
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"old")
+    args = ["edit", "fill-holes", str(scan), "-o", str(out), "--mode", "3d", "--overwrite"]
+    assert main(args) == 0
+    assert "fill-holes class 3: 8 voxels changed" in capsys.readouterr().out
+    assert (read_volume(out, kind="labels").array[1:5, 2:8, 2:8] == 3).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["erode", "{scan}"], "unknown tool 'erode'"),
+        (["grow", "{scan}", "--class", "Liver"], "grow needs --mm"),
+        (["remove-islands", "{scan}", "--class", "1"], "needs --ml"),
+        (["keep-largest", "{scan}", "--class", "1", "--mm", "2"], "--mm does not apply to keep-largest"),
+        (["fill-holes", "{scan}", "--class", "1", "--mode", "2d"], "--mode must be slice or 3d"),
+        (["fill-between-slices", "{scan}", "--class", "1", "--axis", "w"], "--axis must be z, y or x"),
+        (["grow", "{scan}", "--class", "Kidney", "--mm", "1"], "no such class"),
+        (["grow", "{scan}", "--class", "9", "--mm", "1"], "class 9 has no voxel"),
+        (["grow", "{scan}", "--class", "0", "--mm", "1"], "class id 0 is out of range"),
+        (["grow", "{scan}", "--mm", "1"], "give the organ with --class"),
+        (["grow", "{scan}", "--class", "1", "--mm", "-1"], "margin_mm must be a finite number >= 0"),
+        (["grow", "{scan}", "--class", "1", "--mm", "1", "--box", "1:2,3:4"], "--box"),
+        (["grow", "{scan}", "--class", "1", "--mm", "1", "--box", "20:30,:,:"], "z range holds no voxel"),
+        (["grow", "{missing}", "--class", "1", "--mm", "1"], "missing.nii.gz"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(scan, tmp_path, capsys, args, words):
+    out = tmp_path / "out.nii.gz"
+    missing = tmp_path / "missing.nii.gz"
+    argv = ["edit", *(a.format(scan=scan, missing=missing) for a in args), "-o", str(out)]
+    assert main(argv) == 2
+    assert words in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_a_name_without_a_class_table_asks_for_the_id(tmp_path, capsys):
+    scan = write_labels(tmp_path / "bare.nii.gz", organs())
+    out = tmp_path / "out.nii.gz"
+    assert main(["edit", "grow", str(scan), "-o", str(out), "--class", "Liver", "--mm", "1"]) == 2
+    assert "bare_classes.json" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("target", ["exists", "no folder", "bad type"])
+def test_the_output_is_checked_before_the_labels_are_read(tmp_path, capsys, target):
+    outputs = {
+        "exists": tmp_path / "taken.nii.gz",
+        "no folder": tmp_path / "nowhere" / "out.nii.gz",
+        "bad type": tmp_path / "out.png",
+    }
+    out = outputs[target]
+    (tmp_path / "taken.nii.gz").write_bytes(b"keep me")
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a volume")  # would fail if it were read first
+    assert main(["edit", "keep-largest", str(broken), "-o", str(out), "--class", "1"]) == 2
+    line = one_error_line(capsys)
+    assert str(out) in line and "broken" not in line
+    assert (tmp_path / "taken.nii.gz").read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii.gz", "taken.nii.gz"]
