@@ -93,7 +93,7 @@ class DicomSection(QGroupBox):
         class_table: Callable[[], ClassTable | None],
         parent: Any | None = None,
     ) -> None:
-        super().__init__("6 · Radiotherapy DICOM", parent)
+        super().__init__("7 · Radiotherapy DICOM", parent)
         self.viewer, self._image_layer, self._class_table = viewer, image_layer, class_table
         self.worker: Any | None = None
         self.rtstruct_button = self._button(

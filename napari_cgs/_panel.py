@@ -52,6 +52,7 @@ from cgs_engine.review import ReviewState, slice_profile
 from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
 
+from ._correct_section import CorrectSection
 from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
 from ._prediction_layers import (
     disagreement_layer_name,
@@ -154,6 +155,7 @@ class CGSPanel(QWidget):
         self.job: PredictionJob | None = None
         self.labels_layer: Any | None = None
         self.tracker: EditTracker | None = None  # the user's edits of labels_layer, undo-aware
+        self.prediction_labels: np.ndarray | None = None  # the generalist's labels, for "back to it"
         self.class_names: list[str] = []
         self._fingerprint = ""
         self._edit_flags = {"writing": False}
@@ -161,6 +163,7 @@ class CGSPanel(QWidget):
         self._build()
         self.review = ReviewController(self.viewer, self.queue)
         self.review.bind_keys()
+        self.correct_section.follow_review(self.review)
         self.autosave = SessionAutosave(self._session_snapshot, parent=self)
         self.autosave.saved.connect(self._show_saved)
         self.autosave.failed.connect(lambda reason: self._show_session(f"Autosave failed: {reason}", reason))
@@ -262,6 +265,15 @@ class CGSPanel(QWidget):
         row.addWidget(self.cancel_button, 1)
         run_layout.addLayout(row)
         run_layout.addWidget(self.status_label)
+        self.scope_label = QLabel()
+        self.scope_label.setWordWrap(True)
+        self.scope_label.setStyleSheet("color: #ffb347;")
+        self.scope_label.setToolTip(
+            "The scan differs from what the model was trained on (modality, body region): check every "
+            "organ before trusting the result."
+        )
+        self.scope_label.setVisible(False)
+        run_layout.addWidget(self.scope_label)
 
         self.queue = ReviewQueueWidget()
         review_box = QGroupBox("3 · Review uncertain regions")
@@ -284,7 +296,7 @@ class CGSPanel(QWidget):
         )
         self.session_label.setWordWrap(True)
         self.session_label.setToolTip("Where the review session of this image is saved.")
-        save_box = QGroupBox("4 · Save")
+        save_box = QGroupBox("5 · Save")
         save_layout = QVBoxLayout(save_box)
         row = QHBoxLayout()
         row.addWidget(self.export_button)
@@ -292,6 +304,7 @@ class CGSPanel(QWidget):
         save_layout.addLayout(row)
         save_layout.addWidget(self.session_label)
 
+        self.correct_section = CorrectSection(self)
         self.retrain_section = RetrainSection.for_panel(self)
         from ._dicom_section import DicomSection  # here, not at the top: keeps this edit in one place
 
@@ -302,7 +315,8 @@ class CGSPanel(QWidget):
             combo.native.setMinimumContentsLength(12)
         content = QWidget()
         layout = QVBoxLayout(content)
-        for box in (model_box, run_box, review_box, save_box, self.retrain_section, self.dicom_section):
+        sections = (model_box, run_box, review_box, self.correct_section, save_box)
+        for box in (*sections, self.retrain_section, self.dicom_section):
             layout.addWidget(box)
         layout.addStretch(1)
         scroll = QScrollArea()
@@ -414,8 +428,9 @@ class CGSPanel(QWidget):
             return
         self.autosave.save_if_changed()  # the previous image's review, before it is let go
         self.review.clear()
-        self.labels_layer = self.tracker = None
+        self.labels_layer = self.tracker = self.prediction_labels = None
         self.restore_button.setEnabled(False)
+        self._show_scope([])
         if layer is None:
             return
         self._fingerprint = self.autosave.follow(layer)
@@ -479,6 +494,7 @@ class CGSPanel(QWidget):
                 labels = self._adopt_labels_layer(image_layer, create=True)
             written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
         self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are kept in `reviewed`
+        self.prediction_labels = np.asarray(prediction.labels.array)
         map_data = map_layer_data(
             image_layer, prediction.specialist_maps, prediction.disagreement, self.class_names, colours
         )
@@ -494,10 +510,20 @@ class CGSPanel(QWidget):
             f"{'' if keep is None else ' (your edits kept)'}, {len(result.regions)} uncertain regions. "
             "Ctrl+Z in the labels layer undoes it."
         )
+        self._show_scope(result.scope_warnings)
         self.autosave.mark_changed()
         self.autosave.save_now()
         self._watch_window()
         self.prediction_finished.emit(result)
+
+    def _show_scope(self, warnings: list[str]) -> None:
+        """A scan far from what the model learnt from: say so before its results are trusted."""
+        self.scope_label.setVisible(bool(warnings))
+        self.scope_label.setText("⚠ " + "\n⚠ ".join(warnings))
+        if warnings:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"{self.image_layer.name if self.image_layer else 'This scan'}: {warnings[0]}")
 
     def _voxels_to_keep(self, image_layer: Any) -> np.ndarray | None:
         """The voxels a re-run must not change: reviewed/edited ones, in fill-untouched mode only."""
@@ -686,6 +712,7 @@ class CGSPanel(QWidget):
         self.autosave.save_if_changed(wait=True)
         self.autosave.stop()
         self.review.disconnect_viewer()
+        self.correct_section.unbind_keys()
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             emitter.disconnect(self._refresh_images)
         if self.labels_layer is not None:

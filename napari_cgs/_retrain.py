@@ -118,7 +118,7 @@ class RetrainSection(QGroupBox):
     failed = Signal(str)  # any one-line error shown in the section
 
     def __init__(self, link: PanelLink, parent: QWidget | None = None) -> None:
-        super().__init__("5 · Retrain from your corrections", parent)
+        super().__init__("6 · Retrain from your corrections", parent)
         self.link = link
         self.project: Project | None = None
         self.process: Any | None = None  # the running RetrainProcess

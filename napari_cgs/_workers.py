@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ class PredictionResult:
     regions: list[Any]
     component_map: np.ndarray | None
     profile: np.ndarray | None
+    scope_warnings: list[str] = field(default_factory=list)  # the scan is far from the training data
 
 
 def analyse_prediction(prediction: Prediction) -> tuple[list[Any], np.ndarray | None, np.ndarray | None]:
@@ -63,8 +64,11 @@ def run_prediction(
         prediction = predictor.predict(volume, maps=True, progress=report, cancel=cancel)
     except Cancelled:
         return None
+    from cgs_engine.scope import check_scope
+
     regions, component_map, profile = analyse_prediction(prediction)
-    return PredictionResult(prediction, regions, component_map, profile)
+    warnings = check_scope(volume, predictor.checkpoint.scope)
+    return PredictionResult(prediction, regions, component_map, profile, warnings)
 
 
 class PredictionJob:

@@ -1,0 +1,436 @@
+"""The panel's correction section: organ picker with colours, segment-editor tools, the specialists'
+version of a review region, window/level presets and the three standard views.
+
+Every edit is an engine call (``cgs_engine.edit``, ``cgs_engine.review.alternative``) made in a
+thread worker; its result is written to the labels layer as ONE undo step through the layer's own
+``data_setitem``, so the panel's edit tracking marks exactly the changed voxels as edited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+)
+
+from cgs_engine.errors import CGSError
+
+from ._layers import layer_geometry
+from ._prediction_layers import SEPARATOR, class_rgba, labels_kwargs_like, specialist_layer_name
+
+KEY_TAKE_SPECIALISTS = "Alt-T"
+KEY_BACK_TO_PREDICTION = "Alt-G"
+# window (low, high) in HU; "auto" is the image's own range as opened
+WINDOW_PRESETS = {
+    "Soft tissue (W 400, L 40)": (-160.0, 240.0),
+    "Bone (W 1800, L 400)": (-500.0, 1300.0),
+    "Lung (W 1500, L -600)": (-1350.0, 150.0),
+    "Brain (W 80, L 40)": (0.0, 80.0),
+}
+# dims.order and the 2D camera orientation: superior is up in the coronal and sagittal views
+VIEWS = {
+    "Axial": ((0, 1, 2), ("down", "right")),
+    "Coronal": ((1, 0, 2), ("up", "right")),
+    "Sagittal": ((2, 0, 1), ("up", "right")),
+}
+WHOLE_ORGAN, REVIEW_REGION = "whole organ", "current review region"
+
+
+def alternative_layer_name(image_layer: Any) -> str:
+    return f"{image_layer.name}{SEPARATOR}specialists' version"
+
+
+def colour_icon(rgba: np.ndarray) -> QIcon:
+    pixmap = QPixmap(14, 14)
+    pixmap.fill(QColor.fromRgbF(*[float(c) for c in rgba[:3]], 1.0))
+    return QIcon(pixmap)
+
+
+# ------------------------------------------------------------------ what the workers run (engine calls)
+def run_tool(tool: str, labels: np.ndarray, class_id: int, spacing_zyx, region, value: float):
+    from cgs_engine import edit
+
+    if tool == "fill-between-slices":
+        return edit.fill_between_slices(labels, class_id, region=region)
+    if tool == "keep-largest":
+        return edit.keep_largest_island(labels, class_id, region=region)
+    if tool == "remove-islands":
+        return edit.remove_small_islands(labels, class_id, value, spacing_zyx, region=region)
+    if tool == "fill-holes":
+        return edit.fill_holes(labels, class_id, region=region)
+    if tool == "smooth":
+        return edit.smooth(labels, class_id, value, spacing_zyx, region=region)
+    if tool == "grow":
+        return edit.grow(labels, class_id, value, spacing_zyx, region=region)
+    if tool == "shrink":
+        return edit.shrink(labels, class_id, value, spacing_zyx, region=region)
+    raise CGSError(f"unknown tool {tool!r}")
+
+
+class CorrectSection(QGroupBox):
+    """Signals: ``edited(str, int)`` (what was done, voxels changed), ``failed(str)``."""
+
+    edited = Signal(str, int)
+    failed = Signal(str)
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__("4 · Correct", panel)
+        self.panel = panel
+        self.viewer = panel.viewer
+        self.worker: Any | None = None
+        self._build()
+        panel.prediction_finished.connect(lambda *_: self.refresh())
+        panel.session_restored.connect(lambda *_: self.refresh())
+        panel.image_choice.changed.connect(lambda *_: self.refresh())
+        self.refresh()
+
+    def follow_review(self, review: Any) -> None:
+        """Show the specialists' version of each region the review queue moves to; bind the keys."""
+        review.region_shown.connect(self.show_alternative)
+        self.bind_keys()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.organ_choice = QComboBox()
+        self.organ_choice.setToolTip("The organ you paint with and that the tools below work on.")
+        self.organ_choice.currentIndexChanged.connect(self._organ_chosen)
+        self.legend = QLabel()
+        self.legend.setWordWrap(True)
+        self.legend.setToolTip("The organs of the model and their colours.")
+        self.whole_button = QRadioButton(WHOLE_ORGAN)
+        self.whole_button.setToolTip("The tools work on the whole organ.")
+        self.whole_button.setChecked(True)
+        self.region_button = QRadioButton(REVIEW_REGION)
+        self.region_button.setToolTip("The tools work only inside the box of the review region on screen.")
+        self.scope_group = QButtonGroup(self)
+        for button in (self.whole_button, self.region_button):
+            self.scope_group.addButton(button)
+        self.islands_ml = self._spin(0.5, 0.01, 1000.0, " mL", "Islands smaller than this are removed.")
+        self.smooth_mm = self._spin(1.0, 0.1, 20.0, " mm", "Gaussian smoothing strength (sigma).")
+        self.margin_mm = self._spin(2.0, 0.1, 50.0, " mm", "How far to grow or shrink the organ.")
+        self.tool_buttons = {
+            "fill-between-slices": self._button(
+                "Fill between slices",
+                "Draw the organ on every few slices, then fill the slices between by contour interpolation.",
+                lambda: self.apply_tool("fill-between-slices"),
+            ),
+            "keep-largest": self._button(
+                "Keep largest island",
+                "Remove every part of the organ not connected to its largest piece.",
+                lambda: self.apply_tool("keep-largest"),
+            ),
+            "remove-islands": self._button(
+                "Remove islands <",
+                "Remove the organ's pieces smaller than the volume on the right.",
+                lambda: self.apply_tool("remove-islands"),
+            ),
+            "fill-holes": self._button(
+                "Fill holes",
+                "Fill holes inside the organ on each axial slice.",
+                lambda: self.apply_tool("fill-holes"),
+            ),
+            "smooth": self._button(
+                "Smooth",
+                "Smooth the organ's surface (sigma on the right, in mm).",
+                lambda: self.apply_tool("smooth"),
+            ),
+            "grow": self._button(
+                "Grow",
+                "Add a margin around the organ (mm on the right), never over another organ.",
+                lambda: self.apply_tool("grow"),
+            ),
+            "shrink": self._button(
+                "Shrink", "Take a margin off the organ (mm on the right).", lambda: self.apply_tool("shrink")
+            ),
+        }
+        self.take_button = self._button(
+            f"Take specialists' version ({KEY_TAKE_SPECIALISTS})",
+            "In the review region on screen, use what the specialist heads draw (shown as an outline "
+            "layer) instead of the pre-segmentation.",
+            self.take_specialists,
+        )
+        self.back_button = self._button(
+            f"Back to pre-segmentation ({KEY_BACK_TO_PREDICTION})",
+            "In the review region on screen, put the generalist's pre-segmentation back.",
+            self.back_to_prediction,
+        )
+        self.window_choice = QComboBox()
+        self.window_choice.addItems(["Window: as opened", *WINDOW_PRESETS])
+        self.window_choice.setToolTip("Window/level presets for CT (Hounsfield units).")
+        self.window_choice.currentTextChanged.connect(self.set_window)
+        self.view_buttons = {
+            name: self._button(
+                name,
+                f"Show {name.lower()} slices" + ("" if name == "Axial" else ", superior up"),
+                lambda checked=False, n=name: self.set_view(n),
+            )
+            for name in VIEWS
+        }
+        self.status = QLabel("Pre-segment an image to correct it.")
+        self.status.setWordWrap(True)
+        self.status.setToolTip("What the last correction did.")
+
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Organ"))
+        row.addWidget(self.organ_choice, 1)
+        layout.addLayout(row)
+        layout.addWidget(self.legend)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Tools act on"))
+        row.addWidget(self.whole_button)
+        row.addWidget(self.region_button)
+        layout.addLayout(row)
+        grid = QGridLayout()
+        grid.addWidget(self.tool_buttons["fill-between-slices"], 0, 0)
+        grid.addWidget(self.tool_buttons["keep-largest"], 0, 1)
+        grid.addWidget(self.tool_buttons["fill-holes"], 1, 0)
+        grid.addWidget(self.tool_buttons["remove-islands"], 2, 0)
+        grid.addWidget(self.islands_ml, 2, 1)
+        grid.addWidget(self.tool_buttons["smooth"], 3, 0)
+        grid.addWidget(self.smooth_mm, 3, 1)
+        grid.addWidget(self.tool_buttons["grow"], 4, 0)
+        grid.addWidget(self.tool_buttons["shrink"], 4, 1)
+        grid.addWidget(self.margin_mm, 5, 1)
+        layout.addLayout(grid)
+        layout.addWidget(self.take_button)
+        layout.addWidget(self.back_button)
+        row = QHBoxLayout()
+        for button in self.view_buttons.values():
+            row.addWidget(button)
+        layout.addLayout(row)
+        layout.addWidget(self.window_choice)
+        layout.addWidget(self.status)
+
+    def _button(self, text: str, tooltip: str, slot: Callable[[], Any]) -> QPushButton:
+        button = QPushButton(text)
+        button.setToolTip(tooltip)
+        button.clicked.connect(lambda *_: slot())
+        return button
+
+    def _spin(self, value: float, low: float, high: float, suffix: str, tooltip: str) -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(low, high)
+        box.setDecimals(2)
+        box.setValue(value)
+        box.setSuffix(suffix)
+        box.setToolTip(tooltip)
+        return box
+
+    def bind_keys(self) -> None:
+        self.viewer.bind_key(KEY_TAKE_SPECIALISTS, lambda viewer: self.take_specialists(), overwrite=True)
+        self.viewer.bind_key(KEY_BACK_TO_PREDICTION, lambda viewer: self.back_to_prediction(), overwrite=True)
+
+    def unbind_keys(self) -> None:
+        for key in (KEY_TAKE_SPECIALISTS, KEY_BACK_TO_PREDICTION):
+            self.viewer.bind_key(key, None, overwrite=True)
+
+    # ------------------------------------------------------------------ state
+    def refresh(self) -> None:
+        names = list(self.panel.class_names)
+        colours = class_rgba(self.panel.checkpoint.class_colors if self.panel.checkpoint else [], len(names))
+        current = self.organ_choice.currentData()
+        self.organ_choice.blockSignals(True)
+        self.organ_choice.clear()
+        for class_id, name in enumerate(names):
+            if class_id:
+                self.organ_choice.addItem(colour_icon(colours[class_id]), name, class_id)
+        self.organ_choice.blockSignals(False)
+        index = self.organ_choice.findData(current) if current is not None else 0
+        self.organ_choice.setCurrentIndex(max(index, 0))
+        self.legend.setText(
+            " ".join(
+                f'<span style="color:{QColor.fromRgbF(*map(float, colours[i][:3])).name()}">■</span> {name}'
+                for i, name in enumerate(names)
+                if i
+            )
+        )
+        ready = self.panel.labels_layer is not None and bool(names)
+        busy = self.worker is not None
+        for button in self.tool_buttons.values():
+            button.setEnabled(ready and not busy)
+        has_maps = self._maps() is not None
+        self.take_button.setEnabled(ready and has_maps and not busy)
+        self.back_button.setEnabled(ready and self.panel.prediction_labels is not None and not busy)
+
+    def organ(self) -> int | None:
+        value = self.organ_choice.currentData()
+        return None if value is None else int(value)
+
+    def _organ_chosen(self, index: int) -> None:
+        layer, class_id = self.panel.labels_layer, self.organ()
+        if layer is not None and class_id is not None:
+            layer.selected_label = class_id
+
+    # ------------------------------------------------------------------ tools
+    def _region(self) -> tuple[slice, ...] | None:
+        if not self.region_button.isChecked():
+            return None
+        state = self.panel.review.state
+        region = None if state is None else state.current()
+        return None if region is None else tuple(region.bbox)
+
+    def apply_tool(self, tool: str) -> Any | None:
+        """Start ``tool`` on the chosen organ; the worker, or None (with the reason shown)."""
+        layer, class_id, image = self.panel.labels_layer, self.organ(), self.panel.image_layer
+        if layer is None or class_id is None or image is None:
+            return self._report("Pre-segment an image (or restore a session) before correcting it.")
+        if self.region_button.isChecked() and self._region() is None:
+            return self._report(
+                "No review region on screen: choose one in the queue, or act on the whole organ."
+            )
+        value = {"remove-islands": self.islands_ml, "smooth": self.smooth_mm}.get(
+            tool, self.margin_mm
+        ).value()
+        spacing_zyx = tuple(layer_geometry(image).spacing[::-1])
+        labels = np.array(layer.data, copy=True)
+        name = self.organ_choice.currentText()
+        return self._start(
+            run_tool,
+            (tool, labels, class_id, spacing_zyx, self._region(), value),
+            f"{self.tool_buttons[tool].text()} on {name}…",
+            # only the voxels the tool changed: paint made meanwhile stays
+            lambda result: self._write(
+                f"{self.tool_buttons[tool].text()} on {name}", result.labels, result.changed
+            ),
+        )
+
+    # ------------------------------------------------------------------ the specialists' version
+    def _maps(self) -> dict[int, np.ndarray] | None:
+        image = self.panel.image_layer
+        if image is None:
+            return None
+        maps = {}
+        for class_id, name in enumerate(self.panel.class_names):
+            layer_name = specialist_layer_name(image, name)
+            if class_id and layer_name in self.viewer.layers:
+                maps[class_id] = np.asarray(self.viewer.layers[layer_name].data)
+        return maps or None
+
+    def _current_region(self):
+        state = self.panel.review.state
+        region = None if state is None else state.current()
+        if region is None:
+            return None, None
+        component_map = self.panel.review.component_map
+        inside = None if component_map is None else component_map[tuple(region.bbox)] == region.id
+        return region, inside
+
+    def show_alternative(self, region: Any = None) -> None:
+        """Outline, in its own layer, what the specialist heads draw in the region on screen."""
+        from cgs_engine.review.alternative import specialists_drawing
+
+        image, maps = self.panel.image_layer, self._maps()
+        region, inside = self._current_region()
+        if image is None or maps is None or region is None:
+            return
+        box = tuple(region.bbox)
+        drawing = np.zeros(image.data.shape, np.uint8)
+        crop = specialists_drawing({k: v[box] for k, v in maps.items()}, drawing[box].shape)
+        drawing[box] = np.where(inside if inside is not None else True, crop, 0)
+        name = alternative_layer_name(image)
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = drawing
+        else:
+            layer = self.viewer.add_labels(drawing, opacity=0.9, **labels_kwargs_like(image, name=name))
+            layer.contour = 1
+            layer.editable = False
+            if self.panel.labels_layer is not None:
+                layer.colormap = self.panel.labels_layer.colormap
+            self.viewer.layers.selection.active = self.panel.labels_layer
+
+    def take_specialists(self) -> None:
+        from cgs_engine.review.alternative import region_alternative
+
+        layer, maps = self.panel.labels_layer, self._maps()
+        region, inside = self._current_region()
+        if layer is None or maps is None or region is None:
+            self._report("No review region with specialist maps on screen.")
+            return
+        labels, _ = region_alternative(np.asarray(layer.data), maps, region.bbox, inside)
+        self._write(f"Specialists' version taken in region {region.id}", labels)
+
+    def back_to_prediction(self) -> None:
+        from cgs_engine.review.alternative import take_in_region
+
+        layer, predicted = self.panel.labels_layer, self.panel.prediction_labels
+        region, inside = self._current_region()
+        if layer is None or predicted is None or region is None:
+            self._report("No review region of a pre-segmentation on screen.")
+            return
+        box = tuple(region.bbox)
+        labels, _ = take_in_region(np.asarray(layer.data), predicted[box], box, inside)
+        self._write(f"Pre-segmentation put back in region {region.id}", labels)
+
+    # ------------------------------------------------------------------ viewing
+    def set_window(self, text: str) -> None:
+        image = self.panel.image_layer
+        if image is None:
+            return
+        if text in WINDOW_PRESETS:
+            image.contrast_limits = WINDOW_PRESETS[text]
+        else:
+            from ._layers import image_contrast_limits
+
+            image.contrast_limits = image_contrast_limits(np.asarray(image.data))
+
+    def set_view(self, name: str) -> None:
+        order, orientation = VIEWS[name]
+        self.viewer.dims.ndisplay = 2
+        self.viewer.dims.order = order
+        from ._review import camera_of
+
+        camera_of(self.viewer).orientation2d = orientation
+
+    # ------------------------------------------------------------------ writing and workers
+    def _write(self, what: str, new_labels: np.ndarray, changed_only: np.ndarray | None = None) -> int:
+        """One undo step through the layer's own history; the panel's tracker marks the edits."""
+        from ._prediction_layers import write_labels_undoable
+
+        layer = self.panel.labels_layer
+        if layer is None:
+            return 0
+        keep = None if changed_only is None else ~changed_only
+        changed = write_labels_undoable(layer, new_labels, keep=keep)
+        self.status.setText(f"{what}: {changed:,} voxels changed (Ctrl+Z undoes it).")
+        self.edited.emit(what, changed)
+        return changed
+
+    def _start(self, function: Callable, arguments: tuple, message: str, on_done: Callable[[Any], None]):
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            return self._report("Busy with the previous correction; wait for it to finish.")
+        connections = {"returned": on_done, "errored": self._errored, "finished": self._finished}
+        self.worker = create_worker(function, *arguments, _start_thread=False, _connect=connections)
+        self.status.setText(message)
+        self.refresh()
+        self.worker.start()
+        return self.worker
+
+    def _errored(self, error: Exception) -> None:
+        reason = str(error) if isinstance(error, CGSError) else f"{type(error).__name__}: {error}"
+        self.status.setText(f"Failed: {reason}")
+        self.failed.emit(reason)
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.refresh()
+
+    def _report(self, text: str) -> None:
+        self.status.setText(text)
+        return None
