@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -31,6 +30,7 @@ from cgs_engine.errors import CGSError
 
 from ._layers import layer_geometry
 from ._prediction_layers import SEPARATOR, class_rgba, labels_kwargs_like, specialist_layer_name
+from ._section import WorkerSection
 
 KEY_TAKE_SPECIALISTS = "Alt-T"
 KEY_BACK_TO_PREDICTION = "Alt-G"
@@ -81,17 +81,16 @@ def run_tool(tool: str, labels: np.ndarray, class_id: int, spacing_zyx, region, 
     raise CGSError(f"unknown tool {tool!r}")
 
 
-class CorrectSection(QGroupBox):
+class CorrectSection(WorkerSection):
     """Signals: ``edited(str, int)`` (what was done, voxels changed), ``failed(str)``."""
 
     edited = Signal(str, int)
-    failed = Signal(str)
+    BUSY = "Busy with the previous correction; wait for it to finish."
 
     def __init__(self, panel: Any) -> None:
         super().__init__("4 · Correct", panel)
         self.panel = panel
         self.viewer = panel.viewer
-        self.worker: Any | None = None
         self._build()
         panel.prediction_finished.connect(lambda *_: self.refresh())
         panel.session_restored.connect(lambda *_: self.refresh())
@@ -409,28 +408,3 @@ class CorrectSection(QGroupBox):
         self.status.setText(f"{what}: {changed:,} voxels changed (Ctrl+Z undoes it).")
         self.edited.emit(what, changed)
         return changed
-
-    def _start(self, function: Callable, arguments: tuple, message: str, on_done: Callable[[Any], None]):
-        from napari.qt.threading import create_worker
-
-        if self.worker is not None:
-            return self._report("Busy with the previous correction; wait for it to finish.")
-        connections = {"returned": on_done, "errored": self._errored, "finished": self._finished}
-        self.worker = create_worker(function, *arguments, _start_thread=False, _connect=connections)
-        self.status.setText(message)
-        self.refresh()
-        self.worker.start()
-        return self.worker
-
-    def _errored(self, error: Exception) -> None:
-        reason = str(error) if isinstance(error, CGSError) else f"{type(error).__name__}: {error}"
-        self.status.setText(f"Failed: {reason}")
-        self.failed.emit(reason)
-
-    def _finished(self) -> None:
-        self.worker = None
-        self.refresh()
-
-    def _report(self, text: str) -> None:
-        self.status.setText(text)
-        return None

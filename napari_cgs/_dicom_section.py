@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout
 
 from cgs_engine.dicom import ClassTable, checkpoint_class_table, derive_class_table
-from cgs_engine.errors import CGSError
 from cgs_engine.volume import Volume
 
 from ._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry
 from ._prediction_layers import SEPARATOR, find_labels_layer, style_labels_layer
+from ._section import WorkerSection
 
 NOT_DICOM = "Open a DICOM series folder as the image to export RTSTRUCT / SEG or open an RTSTRUCT."
 NO_LABELS = "Pre-segment (or restore a session) first: there are no labels to export."
@@ -78,13 +78,13 @@ def import_job(path: Path, folder: Path, table: ClassTable):
     return import_rtstruct(path, read_series(folder), table)
 
 
-class DicomSection(QGroupBox):
+class DicomSection(WorkerSection):
     """Signals: ``exported(str)`` (the file written), ``imported(object)`` (the new Labels layer),
     ``failed(str)`` (the one-line reason)."""
 
     exported = Signal(str)
     imported = Signal(object)
-    failed = Signal(str)
+    BUSY = "Busy with the previous DICOM file; wait for it to finish."
 
     def __init__(
         self,
@@ -95,7 +95,6 @@ class DicomSection(QGroupBox):
     ) -> None:
         super().__init__("7 · Radiotherapy DICOM", parent)
         self.viewer, self._image_layer, self._class_table = viewer, image_layer, class_table
-        self.worker: Any | None = None
         self.rtstruct_button = self._button(
             "Export RTSTRUCT…",
             "Write the labels as a DICOM RT Structure Set on the image's series: one ROI per organ "
@@ -241,31 +240,3 @@ class DicomSection(QGroupBox):
         )
         self.status.setText(f"Opened {len(result.rois)} ROIs as layer “{name}”{left_out}.")
         self.imported.emit(layer)
-
-    # ------------------------------------------------------------------ workers
-    def _start(self, function: Callable, arguments: tuple, message: str, on_done: Callable[[Any], None]):
-        from napari.qt.threading import create_worker
-
-        if self.worker is not None:
-            return self._report("Busy with the previous DICOM file; wait for it to finish.")
-        # Handlers given to create_worker itself: an "errored" connected afterwards would not stop
-        # superqt from also re-raising the error in the Qt event loop.
-        connections = {"returned": on_done, "errored": self._errored, "finished": self._finished}
-        self.worker = create_worker(function, *arguments, _start_thread=False, _connect=connections)
-        self.status.setText(message)
-        self.refresh()
-        self.worker.start()
-        return self.worker
-
-    def _errored(self, error: Exception) -> None:
-        reason = str(error) if isinstance(error, CGSError) else f"{type(error).__name__}: {error}"
-        self.status.setText(f"Failed: {reason}")
-        self.failed.emit(reason)
-
-    def _finished(self) -> None:
-        self.worker = None
-        self.refresh()
-
-    def _report(self, text: str) -> None:
-        self.status.setText(text)
-        return None
