@@ -159,20 +159,14 @@ def with_tools(
 
 def patient_effort(predictor, image_path: Path, reference_path: Path, args) -> dict:
     from cgs_engine.io import read_volume
-    from cgs_engine.review import find_regions_with_map
+    from cgs_engine.review.prediction import analyse_prediction, specialist_maps_by_id
 
     image = read_volume(image_path)
     reference = read_volume(reference_path, kind="labels").array
     prediction = predictor.predict(image, maps=True)
     names = prediction.class_names
-    maps = {names.index(n): v.array for n, v in prediction.specialist_maps.items()}
-    regions, component_map = find_regions_with_map(
-        prediction.disagreement.array,
-        labels=prediction.labels.array,
-        specialist_maps=maps,
-        confidence=None if prediction.confidence is None else prediction.confidence.array,
-        spacing_zyx=tuple(image.geometry.spacing[::-1]),
-    )
+    maps = specialist_maps_by_id(prediction)
+    regions, component_map, _ = analyse_prediction(prediction)
     start = prediction.labels.array.copy()
     brush_labels, tool_labels = start.copy(), start.copy()
     result = {"organs": {}, "regions": len(regions)}

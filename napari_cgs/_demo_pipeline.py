@@ -1,8 +1,8 @@
 """The demo without a display: the panel's pipeline through the engine, every result written to disk.
 
 Pre-segmentation and review analysis are the very calls the panel's worker makes
-(``Predictor.predict`` with maps, then ``_workers.analyse_prediction``); no Qt is involved in the
-maths. Only the picture of the viewer (``_demo_render``) uses Qt or napari.
+(``Predictor.predict`` with maps, then ``cgs_engine.review.prediction.analyse_prediction``); no
+Qt is involved in the maths. Only the picture of the viewer (``_demo_render``) uses Qt or napari.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class DemoRun:
 def presegment(ct_path: Path, model: Path, device: str = "auto") -> DemoRun:
     """Read the CT, load the model, predict labels and maps, find the review regions."""
     from cgs_engine.io import read_volume
-    from napari_cgs._workers import analyse_prediction
+    from cgs_engine.review.prediction import analyse_prediction
 
     ct = read_volume(ct_path, kind="image")
     started = time.perf_counter()

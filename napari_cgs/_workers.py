@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cgs_engine.infer.predictor import Cancelled, Prediction, Predictor
+from cgs_engine.review.prediction import analyse_prediction
 from cgs_engine.volume import Volume
 
 
@@ -30,24 +31,6 @@ class PredictionResult:
     component_map: np.ndarray | None
     profile: np.ndarray | None
     scope_warnings: list[str] = field(default_factory=list)  # the scan is far from the training data
-
-
-def analyse_prediction(prediction: Prediction) -> tuple[list[Any], np.ndarray | None, np.ndarray | None]:
-    """Uncertain regions, their component map and the per-slice profile (empty without maps)."""
-    from cgs_engine.review import find_regions_with_map, slice_profile
-
-    if prediction.disagreement is None:
-        return [], None, None
-    names = prediction.class_names
-    by_class_id = {names.index(name): volume.array for name, volume in prediction.specialist_maps.items()}
-    regions, component_map = find_regions_with_map(
-        prediction.disagreement.array,
-        labels=prediction.labels.array,
-        specialist_maps=by_class_id,
-        confidence=None if prediction.confidence is None else prediction.confidence.array,
-        spacing_zyx=tuple(prediction.labels.geometry.spacing[::-1]),
-    )
-    return regions, component_map, slice_profile(prediction.disagreement.array)
 
 
 def run_prediction(
