@@ -12,13 +12,13 @@ one undo history item, so Ctrl+Z removes a whole prediction at once. Our own wri
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cgs_engine.durable import write_json_atomically
 from cgs_engine.io.formats import extension_of
 from cgs_engine.volume import Volume
 
@@ -329,5 +329,5 @@ def export_labels(
         for class_id, name in enumerate(class_names)
     ]
     sidecar = class_table_path(written)
-    sidecar.write_text(json.dumps({"classes": table, "labels": written.name}, indent=2))
+    write_json_atomically(sidecar, {"classes": table, "labels": written.name})
     return [written, sidecar]

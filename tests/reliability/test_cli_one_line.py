@@ -81,7 +81,19 @@ def test_unwritable_output_folders_are_one_line(open_folder, tiny_model):
 
     make_store(store, size=32)
     store.chmod(0o644)
+    for folder in ("pred", "gt"):
+        (open_folder / folder).mkdir()
+        write_image(open_folder / folder / "case.nii.gz", np.zeros((3, 8, 8), np.uint8)).chmod(0o644)
     cases = {
+        "evaluate --json": [
+            "evaluate",
+            "--pred",
+            open_folder / "pred",
+            "--gt",
+            open_folder / "gt",
+            "--json",
+            locked / "r.json",
+        ],
         "predict": ["predict", model, scan, "-o", locked / "out"],
         "convert": ["convert", scan, locked / "x.nii.gz"],
         "train": ["train", store, "-o", locked / "run", "--iterations", "1", "--size", "32"],
@@ -208,3 +220,29 @@ def test_written_files_get_the_usual_permissions(tmp_path, tiny_model):
 
 def test_checkpoint_type_is_not_lost(tiny_model):
     assert isinstance(load_checkpoint(tiny_model), ModelCheckpoint)
+
+
+def test_two_project_creates_at_once_leave_one_project_and_one_line(tmp_path, tiny_model):
+    import subprocess
+
+    target = tmp_path / "project"
+    command = [
+        sys.executable,
+        "-m",
+        "cgs_engine",
+        "project",
+        "create",
+        str(target),
+        "--base-model",
+        str(tiny_model),
+    ]
+    runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in results) == [0, 2, 2]  # one project; the others refused
+    for code, stderr in results:
+        if code:
+            assert code == 2 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    from cgs_engine.project import Project
+
+    assert Project.open(target).active_version().id == "v0001"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
