@@ -158,6 +158,9 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     from cgs_engine.project.worker import worker_threads
     from napari_cgs._panel import CGSPanel
 
+    from napari_cgs import _session
+
+    _session.SESSION_HOME = work / "sessions"  # the bench's painting must not land in the user's sessions
     started = time.perf_counter()
     model, model_text = base_model(work)
     project = make_project(work, model, args.cases, args.unlabeled)
