@@ -156,9 +156,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     import napari
 
     from cgs_engine.project.worker import worker_threads
-    from napari_cgs._panel import CGSPanel
-
     from napari_cgs import _session
+    from napari_cgs._panel import CGSPanel
 
     _session.SESSION_HOME = work / "sessions"  # the bench's painting must not land in the user's sessions
     started = time.perf_counter()
