@@ -91,6 +91,7 @@ class CorrectSection(WorkerSection):
         super().__init__("4 · Correct", panel)
         self.panel = panel
         self.viewer = panel.viewer
+        self._shown_box: tuple[slice, ...] | None = None  # the box drawn in the outline layer
         self._build()
         panel.prediction_finished.connect(lambda *_: self.refresh())
         panel.session_restored.connect(lambda *_: self.refresh())
@@ -330,7 +331,11 @@ class CorrectSection(WorkerSection):
         return region, inside
 
     def show_alternative(self, region: Any = None) -> None:
-        """Outline, in its own layer, what the specialist heads draw in the region on screen."""
+        """Outline, in its own layer, what the specialist heads draw in the region on screen.
+
+        Only the region's box is rewritten (and the previous one cleared): review navigation must
+        not copy the whole volume at every step.
+        """
         from cgs_engine.review.alternative import specialists_drawing
 
         image, maps = self.panel.image_layer, self._maps()
@@ -338,19 +343,28 @@ class CorrectSection(WorkerSection):
         if image is None or maps is None or region is None:
             return
         box = tuple(region.bbox)
-        drawing = np.zeros(image.data.shape, np.uint8)
-        crop = specialists_drawing({k: v[box] for k, v in maps.items()}, drawing[box].shape)
-        drawing[box] = np.where(inside if inside is not None else True, crop, 0)
         name = alternative_layer_name(image)
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = drawing
-        else:
-            layer = self.viewer.add_labels(drawing, opacity=0.9, **labels_kwargs_like(image, name=name))
-            layer.contour = 1
-            layer.editable = False
-            if self.panel.labels_layer is not None:
-                layer.colormap = self.panel.labels_layer.colormap
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+        if layer is None or layer.data.shape != image.data.shape:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            layer = self._add_alternative_layer(image, name)
+        elif self._shown_box is not None:
+            layer.data[self._shown_box] = 0
+        crop = specialists_drawing({k: v[box] for k, v in maps.items()}, layer.data[box].shape)
+        layer.data[box] = np.where(inside if inside is not None else True, crop, 0)
+        self._shown_box = box
+        layer.refresh()
+
+    def _add_alternative_layer(self, image: Any, name: str) -> Any:
+        data = np.zeros(image.data.shape, np.uint8)
+        layer = self.viewer.add_labels(data, opacity=0.9, **labels_kwargs_like(image, name=name))
+        layer.contour = 1
+        layer.editable = False
+        if self.panel.labels_layer is not None:
+            layer.colormap = self.panel.labels_layer.colormap
             self.viewer.layers.selection.active = self.panel.labels_layer
+        return layer
 
     def take_specialists(self) -> None:
         from cgs_engine.review.alternative import region_alternative

@@ -84,23 +84,21 @@ def _data_file_and_encoding(location: Path) -> tuple[Path | None, str | None]:
     if name.endswith((".nii", ".nii.gz")):
         with open(location, "rb") as stream:
             return location, "gzip" if stream.read(2) == b"\x1f\x8b" else "raw"
-    header = _header_text(location)
     if name.endswith((".nrrd", ".nhdr")):
-        return _nrrd(location, header)
+        return _nrrd(location, _header_text(location, b"\n\n"))
     if name.endswith((".mha", ".mhd")):
-        return _metaimage(location, header)
+        return _metaimage(location, _header_text(location, b"ElementDataFile"))
     return None, None
 
 
-def _header_text(location: Path) -> str:
+def _header_text(location: Path, ends_with: bytes) -> str:
+    """The text header: up to the blank line (NRRD) or the end of the ``ElementDataFile`` line (MHA)."""
     with open(location, "rb") as stream:
         head = stream.read(_HEADER_BYTES)
-    for separator in (b"\n\n", b"\r\n\r\n", b"ElementDataFile"):
-        cut = head.find(separator)
-        if cut >= 0:
-            end = head.find(b"\n", cut + len(separator)) if separator == b"ElementDataFile" else cut
-            head = head[: end if end >= 0 else len(head)]
-            break
+    cut = head.find(ends_with)
+    if cut >= 0:
+        end = head.find(b"\n", cut + len(ends_with))
+        head = head[: end if end >= 0 else len(head)]
     return head.decode("latin-1")
 
 

@@ -214,7 +214,7 @@ def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, 
             if run is None:
                 raise ProjectError(f"{project.runs_dir}: no interrupted retrain to resume")
             return _Retrain(project, run, emit, should_stop, True, announcer).execute(None)
-        for stale in _interrupted_runs(project):
+        for stale in project.resumable_runs():
             write_json_atomically(stale / "finished.json", {"outcome": "abandoned", "at": now_iso()})
         active = project.active_version()
         if minutes is None and iterations is None:
@@ -440,10 +440,6 @@ class _Retrain:
         return RetrainResult(
             self.run, None, False, reason, None, None, None, heldout, 0, 0, True, self.resumed, self.warnings
         )
-
-
-def _interrupted_runs(project: Project) -> list[Path]:
-    return project.resumable_runs()
 
 
 def _train_config(project: Project, active, minutes, iterations, settings) -> TrainConfig:

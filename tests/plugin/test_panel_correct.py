@@ -71,6 +71,13 @@ def test_taking_the_specialists_version_is_one_undoable_edit_of_the_region(prese
     head.data[tuple(region.bbox)] = 255
     section.show_alternative()
     assert (np.asarray(outline.data)[inside] == larynx).all()
+    panel.review.next()  # the outline follows the queue: the previous box is cleared
+    moved = panel.review.state.current()
+    elsewhere = np.ones(before.shape, bool)
+    elsewhere[tuple(moved.bbox)] = False
+    assert not np.asarray(outline.data)[elsewhere].any()
+    panel.review.previous()
+    section.show_alternative()
     section.take_specialists()
     changed = np.array(labels.data) != before
     assert changed.any() and (np.array(labels.data)[inside] == larynx).all()
