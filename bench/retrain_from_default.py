@@ -12,7 +12,8 @@ k = 1: 2 folds, k = 3: 2 folds (halves), k = 5: 6 folds (leave one out).
     python bench/retrain_from_default.py --k 5 --folds 0 --minutes 10 --set lr=3e-4   # one experiment
 
 --jobs N runs N retrains side by side, each on one thread (threads=1 in the project settings).
---set KEY=VALUE (JSON values) overrides retraining settings (the project's "train" settings).
+--set KEY=VALUE (JSON values) overrides a project setting (correction_share, heldout_fraction...) or
+a retraining setting (the project's "train" settings: lr, lambda_max...).
 """
 
 from __future__ import annotations
@@ -77,9 +78,14 @@ def run_fold(k: int, index: int, added: list[str], args, data: Path, split: dict
         project.add_unlabeled(
             [data / "unlabeled" / f"{i}.nii.gz" for i in split["unlabeled"][: args.unlabeled]]
         )
-        project.update_settings(train={"threads": args.threads, **args.settings})
+        from cgs_engine.project.project import DEFAULT_SETTINGS
+
+        project_level = {key: value for key, value in args.settings.items() if key in DEFAULT_SETTINGS}
+        train_level = {key: value for key, value in args.settings.items() if key not in DEFAULT_SETTINGS}
+        project.update_settings(train={"threads": args.threads, **train_level}, **project_level)
         started = time.perf_counter()
-        cgs_cli(["retrain", str(project_dir), "--minutes", str(args.minutes)], log)
+        budget = ["--iterations", str(args.iterations)] if args.iterations else ["--minutes", str(args.minutes)]
+        cgs_cli(["retrain", str(project_dir), *budget], log)
         project = Project.open(project_dir)
         new = project.versions()[-1]
         result = {
@@ -119,6 +125,7 @@ def mean_of(values) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=20)
+    parser.add_argument("--iterations", type=int, help="a fixed number of steps instead of --minutes")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 3, 5], choices=sorted(FOLDS))
     parser.add_argument("--folds", type=int, nargs="+", help="only these fold indices (experiments)")
     parser.add_argument("--jobs", type=int, default=2, help="retrains side by side (one thread each)")

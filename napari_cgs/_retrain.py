@@ -8,7 +8,7 @@
 * "Retrain now" starts ``cgs_engine.project.start_retrain_process``: a separate, low-priority
   Python process that leaves a core to the GUI (never a thread of napari). A QTimer polls its
   JSON-lines messages; iteration, loss and held-out Dice show here and in napari's activity
-  dock. "Cancel" asks the worker to stop; it keeps the best model so far and applies the
+  dock. "Cancel" asks the worker to stop; it keeps the model as it is then and applies the
   activation rule to it. The outcome says whether the new version was activated, and why.
 * Versions: "Activate" switches or rolls back and swaps the model into the panel's predictor;
   "Re-predict" re-runs the pre-segmentation (only voxels the user has not touched) and reports
@@ -194,7 +194,7 @@ class RetrainSection(QGroupBox):
         )
         self.cancel_button = self._button(
             "Cancel",
-            "Stop the retrain after the current iteration; the best model so far is kept as a version.",
+            "Stop the retrain after the current iteration; the model as it is then is kept as a version.",
             self.cancel_retrain,
         )
         self.auto_box = QSpinBox()
@@ -541,7 +541,7 @@ class RetrainSection(QGroupBox):
         if self.process is not None:
             self.process.cancel()
             self.cancel_button.setEnabled(False)
-            self._say("Cancelling: the worker stops after this iteration and keeps the best model so far…")
+            self._say("Cancelling: the worker stops after this iteration and keeps the model as it is then…")
 
     def _poll(self) -> None:
         if self.process is None:
@@ -684,6 +684,6 @@ class RetrainSection(QGroupBox):
 
     # ================================================================= teardown
     def shutdown(self) -> None:
-        """The panel is closing: ask a running retrain to stop (it keeps its best model)."""
+        """The panel is closing: ask a running retrain to stop (it keeps its model as it is then)."""
         self.cancel_retrain()
         self.timer.stop()

@@ -24,6 +24,7 @@ class RetrainProgress:
         self.dice: float | None = None
         self.dice_step: int | None = None
         self.heldout: list[str] = []
+        self.keep = "final"  # which model the retrain keeps: its held-out Dice is the one shown
         self.warnings: list[str] = []
 
     def update(self, message: dict[str, Any]) -> None:
@@ -36,18 +37,22 @@ class RetrainProgress:
             self.stage = "training"
             self.total, self.minutes = message.get("total"), message.get("minutes")
             self.heldout = list(message.get("heldout") or [])
+            self.keep = str(message.get("keep") or "final")
         elif kind == "step":
             self.step, self.share = int(message["step"]), float(message.get("progress", 0.0))
             self.loss = message.get("loss_total")
-        elif kind == "val" and message.get("dice_mean") is not None and self._is_best(message["dice_mean"]):
-            # the best so far is the model the retrain keeps, scored as the activation rule scores it
+        elif kind == "val" and message.get("dice_mean") is not None and self._is_shown(message["dice_mean"]):
+            # the model the retrain would keep now, scored as the activation rule scores it
             self.dice, self.dice_step = float(message["dice_mean"]), int(message["step"])
 
-    def _is_best(self, dice: float) -> bool:
-        return self.dice is None or float(dice) > self.dice
+    def _is_shown(self, dice: float) -> bool:
+        return self.keep != "best" or self.dice is None or float(dice) > self.dice
 
     def text(self, ended: bool = False) -> str:
-        """``Iteration 40/200 · loss 0.532 · best held-out Dice 71.2 (iteration 40)``, plus the stage.
+        """``Iteration 40/200 · loss 0.532 · held-out Dice 71.2 (iteration 40)``, plus the stage.
+
+        The Dice is the latest one (the retrain keeps its final model) or, with ``retrain_keep``
+        "best", the best so far.
 
         Once ended, the held-out Dice is left to the outcome line, which states it once.
         """
@@ -60,7 +65,8 @@ class RetrainProgress:
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3f}")
         if self.dice is not None and not ended:
-            parts.append(f"best held-out Dice {dice_text(self.dice)} (iteration {self.dice_step})")
+            label = "best held-out Dice" if self.keep == "best" else "held-out Dice"
+            parts.append(f"{label} {dice_text(self.dice)} (iteration {self.dice_step})")
         if not ended and self.stage != "training":
             parts.append(f"{self.stage}…")
         return " · ".join(parts)

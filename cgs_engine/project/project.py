@@ -69,6 +69,7 @@ CORRECTION_NAME = re.compile(r"^[\w][\w .()+-]{0,199}$")
 FINGERPRINT_BYTES = 1 << 20
 AUTO_PRIOR = "auto"  # Project.create: the base model's own prior data, when it has some
 
+RETRAIN_KEEP = ("final", "best")
 DEFAULT_SETTINGS: dict[str, Any] = {
     "retrain_after_n": None,  # opt-in: suggest a retrain after this many new corrected volumes
     "heldout_fraction": 0.25,  # share of corrected volumes set aside to compare models
@@ -77,6 +78,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # with prior data: the share of labeled training slices drawn from corrections (at least
     # their natural share), so a few corrected volumes are not drowned by the prior data
     "correction_share": 0.5,
+    # the model a retrain keeps: "final" (the EMA teacher at the end) or "best" (the training
+    # loop's best on the held-out data, which then also judges it: an optimistic comparison)
+    "retrain_keep": "final",
     "train": {},  # TrainConfig overrides for retraining (e.g. batch sizes, device)
 }
 
@@ -651,6 +655,8 @@ def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("activation_tolerance must be in [0, 1) (a Dice difference)")
     if not float(settings["retrain_minutes"]) > 0:
         raise ValueError("retrain_minutes must be positive")
+    if settings["retrain_keep"] not in RETRAIN_KEEP:
+        raise ValueError(f"retrain_keep must be one of {', '.join(RETRAIN_KEEP)}, got {settings['retrain_keep']!r}")
     if not isinstance(settings["train"], dict):
         raise ValueError("train must be an object of training settings")
     return settings

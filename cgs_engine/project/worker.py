@@ -125,7 +125,7 @@ class RetrainProcess:
             messages.append(message)
 
     def cancel(self) -> None:
-        """Ask the worker to stop after the current step; it keeps the best model so far."""
+        """Ask the worker to stop after the current step; it keeps the model as it is then."""
         if self.running:
             self.cancel_file.touch()
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from synthetic import CLASS_NAMES, synthetic_volume
 from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli
 
@@ -104,7 +105,7 @@ def test_few_volumes_hold_out_slices_and_missing_scans_are_reported(tmp_path):
     assert project.version(result.version).metrics["heldout_mode"] == "slices"
 
 
-def test_cancel_keeps_the_best_model_so_far(tmp_path):
+def test_cancel_keeps_the_model_so_far(tmp_path):
     project = make_project(tmp_path, corrections=3, unlabeled=1)
     calls = {"n": 0}
 
@@ -127,6 +128,37 @@ def test_cancel_keeps_the_best_model_so_far(tmp_path):
     nothing = retrain(project, iterations=5, settings=TINY_SETTINGS, should_stop=lambda: True)
     assert nothing.cancelled and nothing.version is None and nothing.steps_done == 0
     assert [v.id for v in project.versions()] == before and finished(nothing)["outcome"] == "cancelled"
+
+
+def _weights(path) -> dict:
+    return load_checkpoint(path).state_dict
+
+
+def _same_weights(a, b) -> bool:
+    first, second = _weights(a), _weights(b)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("keep", ["final", "best"])
+def test_the_kept_model_is_the_final_teacher_unless_best_is_asked(tmp_path, keep):
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    project.update_settings(retrain_keep=keep)
+    result = retrain(project, iterations=6, settings={**TINY_SETTINGS, "val_every": 2})
+    kept = project.version(result.version).model_path
+    train_dir = result.run_dir / "train"
+    assert _same_weights(kept, train_dir / f"{keep}.pt")
+    other = "best" if keep == "final" else "final"
+    assert not _same_weights(kept, train_dir / f"{other}.pt") or _best_is_last(kept)
+
+
+def _best_is_last(path) -> bool:
+    return load_checkpoint(path).metrics["best"]["step"] == 6
+
+
+def test_retrain_keep_setting_is_checked(tmp_path):
+    project = make_project(tmp_path, corrections=1, unlabeled=0)
+    with pytest.raises(ValueError, match="retrain_keep must be one of final, best"):
+        project.update_settings(retrain_keep="last")
 
 
 def test_wall_time_budget(tmp_path):
