@@ -18,7 +18,8 @@ Recipe
   The active model's own objective settings (``INHERITED_SETTINGS``: foreground
   oversampling, lambda, tau, gates...) are kept; ``RETRAIN_DEFAULTS`` make it a warm start:
   a lower learning rate with a linear warm-up, an EMA teacher that starts as the active model
-  and follows slowly, BatchNorm statistics kept. Project settings["train"] override both.
+  and follows slowly (decay 0.999, not the 0.99 of training from scratch), BatchNorm
+  statistics kept. Project settings["train"] override both.
 
 Held-out rule (held-out data go to split "val" and are never trained on, not even unlabeled)
   * 3 or more corrected volumes: whole volumes, ``heldout_fraction`` of them (default 1 in 4),
@@ -97,6 +98,10 @@ RETRAIN_DEFAULTS: dict[str, Any] = {
     "batch_labeled": 4,
     "batch_unlabeled": 4,
     "gate_tau": 0.95,  # trust only confident pseudo-labels (see TrainConfig.gate_tau)
+    # A teacher that follows within ~100 steps (0.99) drifts with the student: its pseudo-labels
+    # shrank the uncertain small organs step after step (k = 5, fold 0: held-out Larynx Dice
+    # 61 -> 28, mean 71.5 -> 65.9 in 1,400 steps); at 0.999 the same run stayed at 71.8-71.9.
+    "ema_decay": 0.999,
     "val_every": 50,
 }
 # Taken from the active model's own training settings when it has them: fine-tuning keeps the
@@ -111,7 +116,6 @@ INHERITED_SETTINGS = (
     "dice_masked",
     "ce_normalise",
     "teacher_mode",
-    "ema_decay",
     "student_pass",
 )
 MIN_VOLUMES_FOR_VOLUME_HOLDOUT = 3
