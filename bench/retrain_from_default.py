@@ -84,7 +84,9 @@ def run_fold(k: int, index: int, added: list[str], args, data: Path, split: dict
         train_level = {key: value for key, value in args.settings.items() if key not in DEFAULT_SETTINGS}
         project.update_settings(train={"threads": args.threads, **train_level}, **project_level)
         started = time.perf_counter()
-        budget = ["--iterations", str(args.iterations)] if args.iterations else ["--minutes", str(args.minutes)]
+        budget = ["--minutes", str(args.minutes)]
+        if args.iterations:
+            budget = ["--iterations", str(args.iterations)]
         cgs_cli(["retrain", str(project_dir), *budget], log)
         project = Project.open(project_dir)
         new = project.versions()[-1]
@@ -183,14 +185,27 @@ def main() -> None:
             a = mean_of(_organ_mean(after, [p], organ) for p, after in pairs)
             row[organ] = (b, a)
         activated = sum(1 for *_, on in entries if on)
-        report["summary"][k] = {"dice": row, "activated": f"{activated}/{len(entries)}"}
+        better = [_fold_gain(before, scored, after) > 0 for scored, after, _ in entries]
+        right = sum(1 for good, (*_, on) in zip(better, entries, strict=True) if good == on)
+        report["summary"][k] = {
+            "dice": row,
+            "activated": f"{activated}/{len(entries)}",
+            "better_on_new_patients": f"{sum(better)}/{len(entries)}",
+            "gate_right": f"{right}/{len(entries)}",
+        }
         organs_text = "  ".join(f"{o} {_fmt(b)}->{_fmt(a)}" for o, (b, a) in row.items() if o != "mean")
         b, a = row["mean"]
         print(
-            f"  k={k}: mean {_fmt(b)} -> {_fmt(a)} ({a - b:+.2f}); gate activated {activated}/{len(entries)}"
+            f"  k={k}: mean {_fmt(b)} -> {_fmt(a)} ({a - b:+.2f}); better on new patients in "
+            f"{sum(better)}/{len(entries)} folds; gate activated {activated}/{len(entries)}, "
+            f"right (activated exactly the better ones) in {right}/{len(entries)}"
         )
         print(f"        {organs_text}")
     print(f"results: {save_results('retrain_from_default', report)}")
+
+
+def _fold_gain(before: dict, scored: list[str], after: dict) -> float:
+    return _organ_mean(after, scored, "mean") - _organ_mean(before, scored, "mean")
 
 
 def _organ_mean(scores: dict, patients: list[str], organ: str) -> float | None:

@@ -656,7 +656,8 @@ def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if not float(settings["retrain_minutes"]) > 0:
         raise ValueError("retrain_minutes must be positive")
     if settings["retrain_keep"] not in RETRAIN_KEEP:
-        raise ValueError(f"retrain_keep must be one of {', '.join(RETRAIN_KEEP)}, got {settings['retrain_keep']!r}")
+        keep = settings["retrain_keep"]
+        raise ValueError(f"retrain_keep must be one of {', '.join(RETRAIN_KEEP)}, got {keep!r}")
     if not isinstance(settings["train"], dict):
         raise ValueError("train must be an object of training settings")
     return settings
