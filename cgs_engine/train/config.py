@@ -13,6 +13,7 @@ from cgs_engine.runtime import DEVICES, PRECISIONS
 
 REFERENCE_ITERATIONS = 30_000
 TEACHER_MODES = ("eval", "train")
+PSEUDO_LABELERS = ("ema", "initial")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -51,6 +52,10 @@ class TrainConfig:
     ce_normalise: str = "kept"  # "all" reproduces the reference (divide by all pixels)
     fused_rule: str = "implied"  # "reference": argmax over [mean bg, p_1(mine) .. p_K(mine)]
     teacher_mode: str = "eval"  # "train" reproduces the reference (dropout on, batch BN stats)
+    # Who makes the pseudo-labels: "ema" the EMA teacher (the method), or "initial" the model the
+    # run started from, frozen (fine-tuning only): distillation from the active model, which
+    # cannot drift with the student. The EMA teacher is still what is validated and kept.
+    pseudo_labeler: str = "ema"
     ema_decay: float = 0.99
     # ... an EMA teacher that starts as the initial model and moves at ``ema_decay`` from the first
     # step (False) instead of averaging over the steps so far, which makes it follow the early
@@ -102,6 +107,11 @@ class TrainConfig:
             (0 < self.ramp_fraction <= 1, "ramp_fraction must be in (0, 1]"),
             (0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
             (self.teacher_mode in TEACHER_MODES, f"teacher_mode must be one of {TEACHER_MODES}"),
+            (self.pseudo_labeler in PSEUDO_LABELERS, f"pseudo_labeler must be one of {PSEUDO_LABELERS}"),
+            (
+                self.pseudo_labeler == "ema" or bool(self.init_checkpoint),
+                "pseudo_labeler initial needs init_checkpoint (a model to fine-tune)",
+            ),
             (0 < self.ema_decay < 1, "ema_decay must be in (0, 1)"),
             (self.device in DEVICES, f"device must be one of {DEVICES}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),

@@ -262,6 +262,17 @@ def _new_models(session: _Session) -> tuple[torch.nn.Module, EMATeacher, torch.o
     return student, teacher, optimizer
 
 
+def _pseudo_labeler(session: _Session, teacher: EMATeacher) -> torch.nn.Module:
+    """The EMA teacher, or a frozen copy of the initial model (also after a resume)."""
+    if session.config.pseudo_labeler == "ema":
+        return teacher.module
+    frozen = _initial_network(session).to(session.runtime.device)
+    if session.runtime.channels_last:
+        frozen = frozen.to(memory_format=torch.channels_last)
+    frozen.requires_grad_(False)
+    return frozen.train(teacher.mode == "train")
+
+
 def scheduled_lr(base_lr: float, done: float, config: TrainConfig) -> float:
     """Linear warm-up over ``warmup_fraction`` of the run, then poly decay over the rest."""
     warmup = config.warmup_fraction
@@ -442,6 +453,7 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
         step, best, history, elapsed = state["step"], state["best"], state["history"], state["elapsed"]
         if context.is_main:
             _keep_log_until(run_dir, step)
+    labeler = _pseudo_labeler(session, teacher)
     trainee = wrap_for_data_parallel(student, context, runtime)
     base_lr = _base_lr(config, context)
     check_replicas = os.environ.get("CGS_CHECK_REPLICAS") == "1"
@@ -505,7 +517,7 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
             lam = lambda_schedule(done, config.ramp_fraction, config.lambda_max)
             terms = train_step(
                 trainee,
-                teacher.module,
+                labeler,
                 optimizer,
                 batch,
                 objective,

@@ -96,6 +96,8 @@ def test_minutes_budget_follows_wall_time(store, tmp_path):
         ({"tau": 1.5}, "tau"),
         ({"teacher_mode": "sleepy"}, "teacher_mode"),
         ({"method": "cgs", "batch_unlabeled": 0}, "needs batch_unlabeled"),
+        ({"pseudo_labeler": "oracle"}, "pseudo_labeler must be one of"),
+        ({"pseudo_labeler": "initial"}, "pseudo_labeler initial needs init_checkpoint"),
     ],
 )
 def test_bad_settings(settings, message):
@@ -132,3 +134,29 @@ def test_fine_tune_starts_from_a_checkpoint(store, tmp_path):
                 method="supervised", iterations=1, init_checkpoint=str(first.final_checkpoint), **TINY
             ),
         )
+
+
+@pytest.mark.parametrize("labeler", ["ema", "initial"])
+def test_pseudo_labels_come_from_the_ema_teacher_or_the_frozen_initial_model(
+    store, tmp_path, monkeypatch, labeler
+):
+    import cgs_engine.train.loop as loop
+
+    start = train(store, tmp_path / "start", TrainConfig(iterations=2, **TINY))
+    initial = load_checkpoint(start.final_checkpoint).state_dict
+    seen = []
+    real_step = loop.train_step
+
+    def spying_step(student, teacher, *args, **kwargs):
+        seen.append({k: v.detach().clone() for k, v in teacher.state_dict().items()})
+        return real_step(student, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", spying_step)
+    config = TrainConfig(
+        iterations=4, init_checkpoint=str(start.final_checkpoint), pseudo_labeler=labeler, **TINY
+    )
+    tuned = train(store, tmp_path / "tuned", config)
+    same_as_initial = [all(torch.equal(s[k].float(), initial[k].float()) for k in initial) for s in seen]
+    assert same_as_initial == ([True] * 4 if labeler == "initial" else [True, False, False, False])
+    kept = load_checkpoint(tuned.final_checkpoint).state_dict  # the EMA teacher is still what is kept
+    assert not all(torch.equal(kept[k].float(), initial[k].float()) for k in initial)
