@@ -10,6 +10,8 @@ k = 1: 2 folds, k = 3: 2 folds (halves), k = 5: 6 folds (leave one out).
 
     python bench/retrain_from_default.py --minutes 20 --jobs 2 --work /tmp/b-rfd
     python bench/retrain_from_default.py --k 5 --folds 0 --minutes 10 --set lr=3e-4   # one experiment
+    python bench/retrain_from_default.py --report-only --work /tmp/b-rfd   # folds finished so far
+                                     (give the same --minutes and --set as the run, for the record)
 
 --jobs N runs N retrains side by side, each on one thread (threads=1 in the project settings).
 --set KEY=VALUE (JSON values) overrides a project setting (correction_share, heldout_fraction...) or
@@ -134,6 +136,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads per retrain")
     parser.add_argument("--unlabeled", type=int, default=40, help="how many unlabeled scans to add")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--report-only", action="store_true", help="score and report the folds already finished in --work"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-bench-retrain-from-default"))
     args = parser.parse_args()
     args.settings = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.overrides)}
@@ -153,6 +158,8 @@ def main() -> None:
         for index, added in enumerate(folds_of(k, val))
         if args.folds is None or index in args.folds
     ]
+    if args.report_only:
+        jobs = [job for job in jobs if (args.work / f"k{job[0]}-fold{job[1]}" / "result.json").exists()]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda job: run_fold(*job, args, data, split), jobs))
 
