@@ -28,6 +28,9 @@ class TrainConfig:
     method: str = "cgs"
     iterations: int | None = None  # None: from `minutes`, or the reference's 30,000
     minutes: float | None = None  # wall-time budget; fixes `iterations` after a short calibration
+    # With `minutes`: also stop after this many iterations, whichever comes first (the schedule
+    # follows the nearer end). Fine-tuning a trained model on a few volumes wants few steps.
+    max_iterations: int | None = None
     input_size: int = 256
     batch_labeled: int = 12
     batch_unlabeled: int = 12
@@ -97,6 +100,7 @@ class TrainConfig:
             (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
             (self.iterations is None or self.iterations > 0, "iterations must be positive"),
             (self.minutes is None or self.minutes > 0, "minutes must be positive"),
+            (self.max_iterations is None or self.max_iterations > 0, "max_iterations must be positive"),
             (self.input_size >= 16, "input_size must be at least 16"),
             (self.batch_labeled > 0 and self.batch_unlabeled >= 0, "batch sizes must be positive"),
             (self.lr > 0, "lr must be positive"),

@@ -464,7 +464,10 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
         """Share of the run done, in [0, 1]: by steps, or by wall time (same on every rank)."""
         if total is not None:
             return step_index / total
-        return broadcast_float(min(1.0, (time.perf_counter() - started) / budget_s), context, runtime.device)
+        share = broadcast_float(min(1.0, (time.perf_counter() - started) / budget_s), context, runtime.device)
+        if config.max_iterations:
+            share = max(share, min(1.0, step_index / config.max_iterations))
+        return share
 
     stopped_early = False
 

@@ -160,3 +160,17 @@ def test_pseudo_labels_come_from_the_ema_teacher_or_the_frozen_initial_model(
     assert same_as_initial == ([True] * 4 if labeler == "initial" else [True, False, False, False])
     kept = load_checkpoint(tuned.final_checkpoint).state_dict  # the EMA teacher is still what is kept
     assert not all(torch.equal(kept[k].float(), initial[k].float()) for k in initial)
+
+
+def test_a_wall_time_run_stops_at_max_iterations_when_that_comes_first(store, tmp_path):
+    events = []
+    config = TrainConfig(minutes=30, max_iterations=20, **TINY)
+    result = train(store, tmp_path / "run", config, on_event=events.append)
+    assert result.steps_done == 20 and not result.stopped_early
+    steps = {e["step"]: e for e in events if e["kind"] == "step"}
+    assert sorted(steps) == [10, 20]
+    # the schedule followed the iterations, not the 30 minutes: half-way at 10, near 0 at the end
+    assert steps[10]["progress"] == pytest.approx(9 / 20) and steps[20]["lr"] < 0.2 * steps[10]["lr"]
+    assert [e for e in events if e["kind"] == "val"][-1]["step"] == 20  # the final teacher judged
+    with pytest.raises(ConfigError, match="max_iterations must be positive"):
+        TrainConfig(max_iterations=0)
