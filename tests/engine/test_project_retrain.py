@@ -46,7 +46,7 @@ def test_retrain_writes_a_version_with_metrics(tmp_path):
     )
     assert config["warmup_fraction"] == 0.1 and not config["ema_warmup"] and config["freeze_batchnorm"]
     assert config["ema_decay"] == 0.999  # not inherited from the base model's 0.99
-    assert config["pseudo_labeler"] == "initial"
+    assert config["pseudo_labeler"] == "initial" and config["max_iterations"] == 300
     assert config["input_size"] == 32 and config["widths"] == [4, 8, 16]
     assert config["init_checkpoint"].endswith("models/v0001/model.pt")
 
