@@ -11,7 +11,12 @@ def add_parser(verbs) -> None:
     )
     parser.add_argument("project", help="project folder from `cgs project create`")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="wall-time budget (default: the project's setting)")
+    budget.add_argument(
+        "--minutes",
+        type=float,
+        help="wall-time budget (default: the project's setting); the retrain also stops after "
+        "300 iterations (project train setting max_iterations)",
+    )
     budget.add_argument("--iterations", type=int, help="number of training iterations")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted retrain")
     parser.set_defaults(run=run)

@@ -103,7 +103,7 @@ RETRAIN_DEFAULTS: dict[str, Any] = {
     "gate_tau": 0.95,  # trust only confident pseudo-labels (see TrainConfig.gate_tau)
     # A teacher that follows within ~100 steps (0.99) drifts with the student: its pseudo-labels
     # shrank the uncertain small organs step after step (k = 5, fold 0: held-out Larynx Dice
-    # 61 -> 28, mean 71.5 -> 65.9 in 1,400 steps); at 0.999 the same run stayed at 71.8-71.9.
+    # 61 -> 28, mean 71.9 -> 65.9 from step 150 to 1,350); at 0.999 the run stayed within 71.4-71.9.
     "ema_decay": 0.999,
     # Few steps: on new patients a 20-minute retrain (~2,500 iterations) lost 1.4-2.6 points at
     # k = 1 and 3 (Larynx -7 to -15: the model moves to the corrected patients' conventions);
