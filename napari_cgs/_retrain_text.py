@@ -61,7 +61,8 @@ class RetrainProgress:
         done = f"{self.step}/{self.total}" if self.total else f"{self.step}"
         parts = [f"Iteration {done}"]
         if not self.total and self.minutes:
-            parts.append(f"{100 * self.share:.0f}% of {self.minutes:g} min")
+            # the run ends at its time budget or at max_iterations, whichever comes first
+            parts.append(f"{100 * self.share:.0f}% done (at most {self.minutes:g} min)")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3f}")
         if self.dice is not None and not ended:

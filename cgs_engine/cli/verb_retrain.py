@@ -31,7 +31,9 @@ def _printer(event: dict) -> None:
     elif kind == "start":
         held = ", ".join(event["heldout"]) or "none"
         verb = "resuming" if event["resumed"] else "training"
-        budget = f"{event['total']} iterations" if event["total"] else f"{event['minutes']:g} minutes"
+        budget = f"{event['total']} iterations" if event["total"] else f"up to {event['minutes']:g} minutes"
+        if not event["total"] and event.get("max_iterations"):
+            budget += f" or {event['max_iterations']} iterations, whichever comes first"
         print(f"{verb} {budget} from {event['parent'] or 'scratch'}", file=sys.stderr)
         print(f"  held out: {held}", file=sys.stderr)
     elif kind == "step" and (event["step"] % 50 == 0 or event["step"] == event["total"]):

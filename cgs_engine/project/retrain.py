@@ -300,6 +300,7 @@ class _Retrain:
                         "run": str(self.run),
                         "total": event["total"],  # None under a wall-time budget
                         "minutes": recorded.get("minutes"),
+                        "max_iterations": recorded.get("max_iterations"),
                         "resumed": self.resumed,
                         "parent": plan.get("parent"),
                         "heldout": plan["heldout"],
