@@ -99,9 +99,16 @@ def train_method(store: Path, run_dir: Path, method: str, minutes: float, settin
 
 def save_results(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M')}.json"
-    path.write_text(json.dumps(data, indent=2))
-    return path
+    stamp = time.strftime("%Y%m%d-%H%M")
+    path, n = RESULTS / f"{name}-{stamp}.json", 1
+    while True:  # two benchmarks finishing in the same minute must not overwrite each other
+        try:
+            with open(path, "x") as stream:
+                stream.write(json.dumps(data, indent=2))
+            return path
+        except FileExistsError:
+            n += 1
+            path = RESULTS / f"{name}-{stamp}-{n}.json"
 
 
 def mean_dice(evaluation: dict) -> float:
