@@ -62,8 +62,24 @@ def _percent(value: float) -> float | None:
     return None if not np.isfinite(value) else round(100 * float(value), 2)
 
 
-def run_fold(k: int, index: int, added: list[str], args, data: Path, split: dict) -> dict:
+def make_project(project_dir: Path, added: list[str], args, data: Path, split: dict, log: Path) -> None:
+    """The bundled model as v0001; the `added` val patients as fully corrected volumes; unlabeled scans."""
     from cgs_engine.io import read_volume
+    from cgs_engine.project import Project
+    from cgs_engine.project.project import DEFAULT_SETTINGS
+
+    cgs_cli(["project", "create", str(project_dir), "--base-model", str(MODEL)], log)
+    project = Project.open(project_dir)
+    for patient in added:
+        labels = read_volume(data / "labels" / f"{patient}.nii.gz", kind="labels").array
+        project.add_correction(patient, read_volume(data / "images" / f"{patient}.nii.gz"), labels)
+    project.add_unlabeled([data / "unlabeled" / f"{i}.nii.gz" for i in split["unlabeled"][: args.unlabeled]])
+    project_level = {key: value for key, value in args.settings.items() if key in DEFAULT_SETTINGS}
+    train_level = {key: value for key, value in args.settings.items() if key not in DEFAULT_SETTINGS}
+    project.update_settings(train={"threads": args.threads, **train_level}, **project_level)
+
+
+def run_fold(k: int, index: int, added: list[str], args, data: Path, split: dict) -> dict:
     from cgs_engine.project import Project
 
     folder = args.work / f"k{k}-fold{index}"
@@ -72,19 +88,7 @@ def run_fold(k: int, index: int, added: list[str], args, data: Path, split: dict
     if not (folder / "result.json").exists():
         shutil.rmtree(folder, ignore_errors=True)  # a fold that stopped half-way starts again
         folder.mkdir(parents=True)
-        cgs_cli(["project", "create", str(project_dir), "--base-model", str(MODEL)], log)
-        project = Project.open(project_dir)
-        for patient in added:
-            labels = read_volume(data / "labels" / f"{patient}.nii.gz", kind="labels").array
-            project.add_correction(patient, read_volume(data / "images" / f"{patient}.nii.gz"), labels)
-        project.add_unlabeled(
-            [data / "unlabeled" / f"{i}.nii.gz" for i in split["unlabeled"][: args.unlabeled]]
-        )
-        from cgs_engine.project.project import DEFAULT_SETTINGS
-
-        project_level = {key: value for key, value in args.settings.items() if key in DEFAULT_SETTINGS}
-        train_level = {key: value for key, value in args.settings.items() if key not in DEFAULT_SETTINGS}
-        project.update_settings(train={"threads": args.threads, **train_level}, **project_level)
+        make_project(project_dir, added, args, data, split, log)
         started = time.perf_counter()
         budget = ["--minutes", str(args.minutes)]
         if args.iterations:

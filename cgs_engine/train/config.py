@@ -73,6 +73,9 @@ class TrainConfig:
     seed: int = 0
     init_checkpoint: str | None = None  # fine-tune from this model (its architecture wins over widths)
     val_every: int = 200
+    # Every this many steps also keep the teacher and the student as snapshots/teacher-STEP.pt and
+    # snapshots/student-STEP.pt (0 = off): learning curves, e.g. how long a fine-tuning should run.
+    snapshot_every: int = 0
     val_max_volumes: int | None = None  # cap validation cost on large val sets
     device: str = "auto"
     precision: str = "auto"
@@ -120,6 +123,7 @@ class TrainConfig:
             (self.device in DEVICES, f"device must be one of {DEVICES}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.val_every > 0, "val_every must be positive"),
+            (self.snapshot_every >= 0, "snapshot_every must be 0 (off) or positive"),
             (self.student_pass in ("joint", "split"), "student_pass must be joint or split"),
             (len(self.widths) == len(self.dropouts), "widths and dropouts must have the same length"),
         ]

@@ -553,6 +553,8 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
                 }
                 _log(run_dir, record)
                 emit(record)
+            if config.snapshot_every and step % config.snapshot_every == 0 and context.is_main:
+                _save_snapshots(run_dir, step, session, teacher.module, student)
             if step % config.val_every == 0 or step == total:
                 evaluate_and_keep()
                 save_state()
@@ -582,6 +584,13 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
     )
     emit({"kind": "done", "step": step, "total": total, "best": best, "stopped_early": stopped_early})
     return result
+
+
+def _save_snapshots(run_dir: Path, step: int, session: _Session, teacher, student) -> None:
+    folder = run_dir / "snapshots"
+    folder.mkdir(exist_ok=True)
+    for role, module in (("teacher", teacher), ("student", student)):
+        save_checkpoint(_model_checkpoint(module, session, {"step": step}), folder / f"{role}-{step:06d}.pt")
 
 
 def _injected_fault(context: DistContext, step_index: int) -> None:

@@ -174,3 +174,25 @@ def test_a_wall_time_run_stops_at_max_iterations_when_that_comes_first(store, tm
     assert [e for e in events if e["kind"] == "val"][-1]["step"] == 20  # the final teacher judged
     with pytest.raises(ConfigError, match="max_iterations must be positive"):
         TrainConfig(max_iterations=0)
+
+
+def test_snapshots_keep_teacher_and_student_every_n_steps(store, tmp_path):
+    result = train(store, tmp_path / "run", TrainConfig(iterations=5, snapshot_every=2, **TINY))
+    folder = tmp_path / "run" / "snapshots"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "student-000002.pt",
+        "student-000004.pt",
+        "teacher-000002.pt",
+        "teacher-000004.pt",
+    ]
+    teacher, student = (load_checkpoint(folder / f"{role}-000004.pt") for role in ("teacher", "student"))
+    assert teacher.metrics["step"] == 4 and teacher.class_names == CLASS_NAMES
+    differs = [not torch.equal(student.state_dict[k], teacher.state_dict[k]) for k in teacher.state_dict]
+    assert any(differs)  # the student is not the EMA teacher
+    final = load_checkpoint(result.final_checkpoint)
+    assert set(final.state_dict) == set(student.state_dict)
+    assert not (tmp_path / "off").exists()
+    train(store, tmp_path / "off", TrainConfig(iterations=2, **TINY))
+    assert not (tmp_path / "off" / "snapshots").exists()
+    with pytest.raises(ConfigError, match="snapshot_every must be 0"):
+        TrainConfig(snapshot_every=-1)
