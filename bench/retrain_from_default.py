@@ -198,8 +198,13 @@ def main() -> None:
         activated = sum(1 for *_, on in entries if on)
         better = [_fold_gain(before, scored, after) > 0 for scored, after, _ in entries]
         right = sum(1 for good, (*_, on) in zip(better, entries, strict=True) if good == on)
+        # what the project ends with: the new version where the gate activated it, else the old one
+        with_gate = mean_of(
+            _organ_mean(after if on else before, [p], "mean") for scored, after, on in entries for p in scored
+        )
         report["summary"][k] = {
             "dice": row,
+            "mean_with_gate": with_gate,
             "activated": f"{activated}/{len(entries)}",
             "better_on_new_patients": f"{sum(better)}/{len(entries)}",
             "gate_right": f"{right}/{len(entries)}",
@@ -209,7 +214,8 @@ def main() -> None:
         print(
             f"  k={k}: mean {_fmt(b)} -> {_fmt(a)} ({a - b:+.2f}); better on new patients in "
             f"{sum(better)}/{len(entries)} folds; gate activated {activated}/{len(entries)}, "
-            f"right (activated exactly the better ones) in {right}/{len(entries)}"
+            f"right (activated exactly the better ones) in {right}/{len(entries)}; "
+            f"the active model after the gate: {_fmt(with_gate)} ({with_gate - b:+.2f})"
         )
         print(f"        {organs_text}")
     print(f"results: {save_results('retrain_from_default', report)}")
