@@ -24,6 +24,7 @@ system-deps:
 
 lint: install
 	$(BIN)/ruff check cgs_engine napari_cgs tests scripts bench
+	$(BIN)/ruff format --check cgs_engine napari_cgs tests scripts bench
 	$(BIN)/lint-imports
 
 test: install system-deps lint

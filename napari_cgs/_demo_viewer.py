@@ -24,7 +24,6 @@ def open_demo_viewer(model: Path, show: bool = True) -> tuple[Any, Any, Any]:
     """A napari viewer with the sample CT and the CGS panel docked on ``model``: (viewer, panel, image)."""
     import napari
 
-
     viewer = napari.Viewer(title=TITLE, show=show)
     viewer.window.resize(*WINDOW_SIZE)
     (image,) = viewer.open_sample(*SAMPLE_KEY)

@@ -129,7 +129,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=25, help="wall-time budget per method")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-default"))
     parser.add_argument(
-        "--methods", nargs="*", default=["cgs", "supervised"], choices=["cgs", "supervised"],
+        "--methods",
+        nargs="*",
+        default=["cgs", "supervised"],
+        choices=["cgs", "supervised"],
         help="train these (one process each can run side by side on a GPU); none: only summarise",
     )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a setting")

@@ -127,7 +127,5 @@ def write_prediction(
         }
         for i, name in enumerate(prediction.class_names)
     ]
-    write_json_atomically(
-        paths["classes"], {"classes": table, "map_scale": "uint8, 255 = probability 1"}
-    )
+    write_json_atomically(paths["classes"], {"classes": table, "map_scale": "uint8, 255 = probability 1"})
     return paths

@@ -142,10 +142,12 @@ def test_gate_drops_unsure_consistent_pixels_and_keeps_sure_ones():
     def head(*probs):  # three-class probabilities of one head for the three pixels
         return torch.tensor(probs, dtype=torch.float32).T.reshape(3, 1, 3)
 
-    spec = torch.stack([
-        head((0.5, 0.3, 0.2), (0.99, 0.005, 0.005), (0.005, 0.99, 0.005)),
-        head((0.5, 0.2, 0.3), (0.99, 0.005, 0.005), (0.005, 0.005, 0.99)),
-    ]).unsqueeze(0)  # [1, K=2, 3, 1, 3]
+    spec = torch.stack(
+        [
+            head((0.5, 0.3, 0.2), (0.99, 0.005, 0.005), (0.005, 0.99, 0.005)),
+            head((0.5, 0.2, 0.3), (0.99, 0.005, 0.005), (0.005, 0.005, 0.99)),
+        ]
+    ).unsqueeze(0)  # [1, K=2, 3, 1, 3]
     gen = torch.tensor([[0.5, 0.25, 0.25], [0.99, 0.005, 0.005], [0.3, 0.6, 0.1]]).T.reshape(1, 3, 1, 3)
     teacher = NetOutput(gen, spec)
     torch.manual_seed(4)
