@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import save_results, shared_data
-from retrain_from_default import MODEL, cgs_cli, folds_of, make_project, mean_of, score
+from retrain_from_default import MODEL, cgs_cli, folds_of, make_project, organ_mean, score
 
 
 def run_fold(k: int, index: int, added: list[str], args, data: Path, split: dict) -> Path:
@@ -29,8 +30,6 @@ def run_fold(k: int, index: int, added: list[str], args, data: Path, split: dict
     project_dir = folder / "project"
     if args.report_only or (folder / "done").exists():
         return project_dir
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     log = folder / "retrain.log"
@@ -91,24 +90,22 @@ def main() -> None:
             print(f"k={args.k} fold {index}: no snapshots in {project_dir}")
             continue
         heldout = heldout_curve(project_dir)
-        base = _mean(before, scored)
+        base = organ_mean(before, scored, "mean")
         print(f"\nk={args.k} fold {index}: scored {', '.join(scored)}; bundled model {base:.2f}")
         print(f"  {'snapshot':16s} {'held-out':>8s} {'mean':>6s} {'change':>7s}   per organ")
         fold = {"fold": index, "added": added, "heldout": heldout, "snapshots": {}}
         for path in snapshots:
             after = score(path, scored, data)
             step = int(path.stem.split("-")[1])
-            change = _mean(after, scored) - base
+            mean = organ_mean(after, scored, "mean")
+            change = mean - base
             gains.setdefault(path.stem, []).append(change)
-            organ_changes = {
-                o: mean_of(after[p][o] for p in scored) - mean_of(before[p][o] for p in scored)
-                for o in organs
-            }
+            organ_changes = {o: organ_mean(after, scored, o) - organ_mean(before, scored, o) for o in organs}
             fold["snapshots"][path.stem] = after
             shown = heldout.get(step)
             print(
                 f"  {path.stem:16s} {'-' if shown is None else f'{shown:.2f}':>8s} "
-                f"{_mean(after, scored):6.2f} {change:+7.2f}   "
+                f"{mean:6.2f} {change:+7.2f}   "
                 + " ".join(f"{o[:5]} {v:+.1f}" for o, v in organ_changes.items())
             )
         report["folds"].append(fold)
@@ -119,14 +116,6 @@ def main() -> None:
         )
     report["mean_change"] = {name: sum(v) / len(v) for name, v in gains.items()}
     print(f"results: {save_results('retrain_curve', report)}")
-
-
-def _organ(scores: dict, patients: list[str], organ: str) -> float:
-    return mean_of(scores[p][organ] for p in patients)
-
-
-def _mean(scores: dict, patients: list[str]) -> float:
-    return mean_of(mean_of(v for v in scores[p].values() if v is not None) for p in patients)
 
 
 if __name__ == "__main__":

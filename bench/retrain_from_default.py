@@ -182,7 +182,7 @@ def main() -> None:
         )
         print(f"  {'organ':14s} {'before':>7s} {'after':>7s}   (mean over {', '.join(scored)})")
         for organ in organs + ["mean"]:
-            b, a = (_organ_mean(source, scored, organ) for source in (before, after))
+            b, a = (organ_mean(source, scored, organ) for source in (before, after))
             print(f"  {organ:14s} {_fmt(b):>7s} {_fmt(a):>7s}")
         summary.setdefault(result["k"], []).append((scored, after, result["activated"]))
 
@@ -192,15 +192,15 @@ def main() -> None:
         pairs = [(p, after) for scored, after, _ in entries for p in scored]
         row = {}
         for organ in organs + ["mean"]:
-            b = mean_of(_organ_mean(before, [p], organ) for p, _ in pairs)
-            a = mean_of(_organ_mean(after, [p], organ) for p, after in pairs)
+            b = mean_of(organ_mean(before, [p], organ) for p, _ in pairs)
+            a = mean_of(organ_mean(after, [p], organ) for p, after in pairs)
             row[organ] = (b, a)
         activated = sum(1 for *_, on in entries if on)
         better = [_fold_gain(before, scored, after) > 0 for scored, after, _ in entries]
         right = sum(1 for good, (*_, on) in zip(better, entries, strict=True) if good == on)
         # what the project ends with: the new version where the gate activated it, else the old one
         with_gate = mean_of(
-            _organ_mean(after if on else before, [p], "mean") for scored, after, on in entries for p in scored
+            organ_mean(after if on else before, [p], "mean") for scored, after, on in entries for p in scored
         )
         report["summary"][k] = {
             "dice": row,
@@ -222,10 +222,10 @@ def main() -> None:
 
 
 def _fold_gain(before: dict, scored: list[str], after: dict) -> float:
-    return _organ_mean(after, scored, "mean") - _organ_mean(before, scored, "mean")
+    return organ_mean(after, scored, "mean") - organ_mean(before, scored, "mean")
 
 
-def _organ_mean(scores: dict, patients: list[str], organ: str) -> float | None:
+def organ_mean(scores: dict, patients: list[str], organ: str) -> float | None:
     if organ == "mean":
         return mean_of(mean_of(scores[p].values()) for p in patients)
     return mean_of(scores[p][organ] for p in patients)

@@ -243,13 +243,18 @@ def _initial_network(session: _Session) -> torch.nn.Module:
     return build_network(checkpoint, source).train()
 
 
+def _placed_initial_network(session: _Session) -> torch.nn.Module:
+    network = _initial_network(session).to(session.runtime.device)
+    if session.runtime.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    return network
+
+
 def _new_models(session: _Session) -> tuple[torch.nn.Module, EMATeacher, torch.optim.Optimizer]:
     config = session.config
     torch.manual_seed(config.seed)
-    student = _initial_network(session).to(session.runtime.device)
+    student = _placed_initial_network(session)
     student.save_memory(config.saves_memory)
-    if session.runtime.channels_last:
-        student = student.to(memory_format=torch.channels_last)
     teacher = EMATeacher(
         student, decay_max=config.ema_decay, mode=config.teacher_mode, warmup=config.ema_warmup
     )
@@ -266,9 +271,7 @@ def _pseudo_labeler(session: _Session, teacher: EMATeacher) -> torch.nn.Module:
     """The EMA teacher, or a frozen copy of the initial model (also after a resume)."""
     if session.config.pseudo_labeler == "ema":
         return teacher.module
-    frozen = _initial_network(session).to(session.runtime.device)
-    if session.runtime.channels_last:
-        frozen = frozen.to(memory_format=torch.channels_last)
+    frozen = _placed_initial_network(session)
     frozen.requires_grad_(False)
     return frozen.train(teacher.mode == "train")
 

@@ -72,3 +72,12 @@ def test_cli_method_choices_match_the_objective():
     from cgs_engine.method.objective import METHODS
 
     assert CLI_METHODS == METHODS
+
+
+def test_retrain_help_states_the_default_iteration_cap(capsys):
+    from cgs_engine.project.retrain import RETRAIN_DEFAULTS
+
+    with pytest.raises(SystemExit):
+        main(["retrain", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"stops after {RETRAIN_DEFAULTS['max_iterations']} iterations" in help_text
