@@ -18,6 +18,11 @@ Pixels rotated in from outside the image: images are zero-padded, labels get ``l
 (default 0, background). Background matches the zero-padded image; pass 255 to ignore them in
 the loss instead.
 
+Mirror images and left/right classes: every rot90 + flip is a mirror image. Where the classes
+include a left/right pair (left and right parotid), the label of a mirrored sample must swap the
+pair (``label_table``), or mirrors must not be drawn (``mirror=False``: the rot90 part then turns
+the slice without flipping it); see ``cgs_engine.classes.laterality``.
+
 Non-square images: a 90 or 270 degree turn would change the shape, so for H != W the rot90 part
 draws k from {0, 2} only (the flip is unchanged). The free rotation is rigid in pixel space for
 any aspect ratio.
@@ -52,6 +57,7 @@ class WeakAugmentParams:
     branch: Tensor  # long: IDENTITY, ROT90_FLIP or ROTATION
     rot90_k: Tensor  # long: quarter turns, used where branch == ROT90_FLIP
     flip_vertical: Tensor  # bool: flip along H (else along W), used where branch == ROT90_FLIP
+    mirrored: Tensor  # bool: the rot90 is followed by the flip (a mirror image); False = a plain turn
     angle_degrees: Tensor  # float: used where branch == ROTATION
     height: int
     width: int
@@ -74,12 +80,13 @@ def weak_augment_params(
     p_rot90_flip: float = 0.5,
     p_rotation: float = 0.5,
     max_angle_degrees: float = 20.0,
+    mirror: bool = True,
 ) -> WeakAugmentParams:
     """Draw the weak-view geometry for a batch.
 
     ``p_rotation`` is conditional: the probability of a free rotation for samples that did not
     get rot90 + flip. The same number of draws is made whatever the outcome, so a seed fixes the
-    whole sequence of batches.
+    whole sequence of batches. ``mirror=False`` keeps the rot90 but never flips (no mirror image).
     """
     first = _uniform((batch,), 0.0, 1.0, generator)
     second = _uniform((batch,), 0.0, 1.0, generator)
@@ -97,6 +104,7 @@ def weak_augment_params(
         branch=branch,
         rot90_k=quarter_turns.long(),
         flip_vertical=flip_vertical.bool(),
+        mirrored=torch.full((batch,), bool(mirror)),
         angle_degrees=angles,
         height=height,
         width=width,
@@ -134,8 +142,8 @@ def _apply_rot90_flip(x: Tensor, params: WeakAugmentParams) -> Tensor:
     selected = params.branch == ROT90_FLIP
     k = params.rot90_k
     transpose = k % 2 == 1
-    flip_h = ((k == 1) | (k == 2)) ^ params.flip_vertical
-    flip_w = ((k == 2) | (k == 3)) ^ ~params.flip_vertical
+    flip_h = ((k == 1) | (k == 2)) ^ (params.mirrored & params.flip_vertical)
+    flip_w = ((k == 2) | (k == 3)) ^ (params.mirrored & ~params.flip_vertical)
     group_keys = transpose.long() * 4 + flip_h.long() * 2 + flip_w.long()
 
     out = x.clone()
@@ -192,18 +200,46 @@ def apply_weak_geometry(x: Tensor, params: WeakAugmentParams, label_fill: int = 
     return out.reshape(original_shape)
 
 
+def mirrored_samples(params: WeakAugmentParams) -> Tensor:
+    """[B] bool: the samples whose weak view is a mirror image of the slice."""
+    return (params.branch == ROT90_FLIP) & params.mirrored
+
+
+def swap_mirrored_labels(labels: Tensor, params: WeakAugmentParams, label_table: Tensor) -> Tensor:
+    """Relabel the mirrored samples of ``labels`` [B, ...] through ``label_table`` (id -> id).
+
+    ``label_table`` covers every value labels can hold (the ignore value included, mapped to itself).
+    """
+    mirrored = mirrored_samples(params).to(labels.device)
+    if not bool(mirrored.any()):
+        return labels
+    swapped = label_table.to(labels.device)[labels.long()].to(labels.dtype)
+    shape = (-1,) + (1,) * (labels.dim() - 1)
+    return torch.where(mirrored.view(shape), swapped, labels)
+
+
 def weak_augment(
     images: Tensor,
     labels: Tensor | None,
     generator: torch.Generator,
     label_fill: int = 0,
     max_angle_degrees: float = 20.0,
+    mirror: bool = True,
+    label_table: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Weak view of images [B,C,H,W] and, with identical geometry, labels [B,H,W] (or None)."""
+    """Weak view of images [B,C,H,W] and, with identical geometry, labels [B,H,W] (or None).
+
+    ``label_table`` (id -> id, e.g. left and right parotid swapped) relabels mirrored samples;
+    ``mirror=False`` draws no mirror images at all.
+    """
     batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
-    params = weak_augment_params(batch, height, width, generator, max_angle_degrees=max_angle_degrees)
+    params = weak_augment_params(
+        batch, height, width, generator, max_angle_degrees=max_angle_degrees, mirror=mirror
+    )
     augmented_images = apply_weak_geometry(images, params)
     augmented_labels = None if labels is None else apply_weak_geometry(labels, params, label_fill)
+    if augmented_labels is not None and label_table is not None:
+        augmented_labels = swap_mirrored_labels(augmented_labels, params, label_table)
     return augmented_images, augmented_labels
 
 

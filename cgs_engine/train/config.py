@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from cgs_engine.classes import MIRROR_MODES, mirror_permutation, resolve_pairs
 from cgs_engine.errors import CGSError
 from cgs_engine.method.objective import METHODS, ObjectiveConfig
 from cgs_engine.runtime import DEVICES, PRECISIONS
@@ -68,6 +69,11 @@ class TrainConfig:
     # statistics stay those of the initial model instead of drifting to small-batch statistics;
     # their scale and shift still train.
     freeze_batchnorm: bool = False
+    # Mirror images in the weak view where classes form left/right pairs (cgs_engine.classes):
+    # "swap" relabels the pair on mirrored samples, "off" draws no mirror, "keep" leaves the labels
+    # (the reference, which teaches each parotid on both sides). Without pairs mirroring is as ever.
+    mirror: str = "swap"
+    lateral_pairs: Any = "auto"  # "auto" (from the class names) or [[right name, left name], ...]
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     dropouts: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
     seed: int = 0
@@ -125,6 +131,8 @@ class TrainConfig:
             (self.val_every > 0, "val_every must be positive"),
             (self.snapshot_every >= 0, "snapshot_every must be 0 (off) or positive"),
             (self.student_pass in ("joint", "split"), "student_pass must be joint or split"),
+            (self.mirror in MIRROR_MODES, f"mirror must be one of {', '.join(MIRROR_MODES)}"),
+            (_pairs_setting_ok(self.lateral_pairs), "lateral_pairs must be 'auto' or a list of [name, name]"),
             (len(self.widths) == len(self.dropouts), "widths and dropouts must have the same length"),
         ]
         for ok, message in checks:
@@ -142,6 +150,15 @@ class TrainConfig:
             self.objective()
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+    def mirror_policy(self, class_names: list[str]) -> tuple[bool, list[int] | None]:
+        """(draw mirror images?, label table id -> id for mirrored samples or None) for these classes."""
+        pairs = resolve_pairs(class_names, self.lateral_pairs)
+        if not pairs or self.mirror == "keep":
+            return True, None
+        if self.mirror == "off":
+            return False, None
+        return True, mirror_permutation(len(class_names), pairs)
 
     def objective(self) -> ObjectiveConfig:
         return ObjectiveConfig(
@@ -181,3 +198,12 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object of settings")
         return cls.from_dict({**data, **(overrides or {})}, source=str(path))
+
+
+def _pairs_setting_ok(value: Any) -> bool:
+    if value == "auto":
+        return True
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(n, str) for n in pair)
+        for pair in value
+    )

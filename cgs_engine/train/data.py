@@ -131,6 +131,8 @@ class BatchSource:
         rank: int = 0,
         world: int = 1,
         foreground_fraction: float = 0.0,
+        mirror: bool = True,
+        mirror_table: list[int] | None = None,
     ) -> None:
         if len(labeled) == 0:
             raise ValueError("no labeled slices to train on")
@@ -138,6 +140,14 @@ class BatchSource:
         self.batch_labeled, self.batch_unlabeled = batch_labeled, batch_unlabeled
         self.seed, self.rank, self.world = seed, rank, world
         self.foreground_fraction = foreground_fraction
+        # Mirrored labeled samples swap left/right pairs (cgs_engine.classes.laterality); the ignore
+        # value and every other id map to themselves.
+        self.mirror = mirror
+        self.label_table = None
+        if mirror_table is not None:
+            table = torch.arange(256, dtype=torch.long)
+            table[: len(mirror_table)] = torch.tensor(mirror_table, dtype=torch.long)
+            self.label_table = table
         self.labeled_pool = weighted_pool(labeled.slice_weights)
         has_foreground = ((labeled.labels > 0) & (labeled.labels != IGNORE_INDEX)).flatten(1).any(dim=1)
         self.foreground_slices = torch.nonzero(has_foreground).flatten()
@@ -156,14 +166,18 @@ class BatchSource:
             pick = pool[pick]
         pick = self._oversample_foreground(pick, generator)
         images, labels = weak_augment(
-            self.labeled.images[pick].float(), self.labeled.labels[pick].long(), generator
+            self.labeled.images[pick].float(),
+            self.labeled.labels[pick].long(),
+            generator,
+            mirror=self.mirror,
+            label_table=self.label_table,
         )
         batch = Batch(images, labels)
         if not self.uses_unlabeled:
             return batch
         count = self.batch_unlabeled
         pick = shard_indices(len(self.unlabeled), 2 * count, step, self.seed, 2, self.rank, self.world)
-        weak, _ = weak_augment(self.unlabeled.images[pick].float(), None, generator)
+        weak, _ = weak_augment(self.unlabeled.images[pick].float(), None, generator, mirror=self.mirror)
         size = weak.shape[-1]
         boxes = cutmix_boxes(count, size, size, generator)
         batch.unlabeled_weak, batch.partner_weak, batch.boxes = weak[:count], weak[count:], boxes

@@ -124,6 +124,10 @@ def _open_session(store_path: Path, config: TrainConfig, context: DistContext) -
             for s in [store.read_volume(n)]
             if s.label is not None
         ]
+        try:
+            mirror, mirror_table = config.mirror_policy(store.class_names)
+        except CGSError as error:
+            raise RunError(f"{store_path}: {error}") from None
         source = BatchSource(
             labeled,
             unlabeled,
@@ -133,6 +137,8 @@ def _open_session(store_path: Path, config: TrainConfig, context: DistContext) -
             context.rank,
             context.world,
             config.foreground_fraction,
+            mirror,
+            mirror_table,
         )
         return _Session(
             config,

@@ -1,0 +1,137 @@
+"""Left/right class pairs and mirror images: a mirrored sample must never keep a pair's labels."""
+
+import pytest
+import torch
+
+from cgs_engine.classes import LateralityError, lateral_pairs, mirror_permutation, resolve_pairs
+from cgs_engine.train.augment import (
+    ROT90_FLIP,
+    apply_weak_geometry,
+    mirrored_samples,
+    weak_augment,
+    weak_augment_params,
+)
+from cgs_engine.train.config import ConfigError, TrainConfig
+from cgs_engine.train.data import BatchSource, SliceBank
+
+OPENKBP = ["background", "Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx"]
+
+
+def test_pairs_found_from_the_usual_ways_of_naming_sides():
+    assert lateral_pairs(OPENKBP) == [(3, 4)]
+    assert lateral_pairs(["bg", "Parotid_L", "Parotid_R", "Kidney_R", "Kidney_L"]) == [(2, 1), (3, 4)]
+    assert lateral_pairs(["bg", "left kidney", "right kidney", "lung_left", "Lung_Right"]) == [(2, 1), (4, 3)]
+    assert lateral_pairs(["bg", "L_Femur", "R_Femur"]) == [(2, 1)]
+
+
+def test_names_that_only_look_like_sides_pair_nothing():
+    # RV / LV (ventricles) are not mirror images of each other; "Liver" and "Lr" carry no side word
+    assert lateral_pairs(["bg", "RV", "Myo", "LV"]) == []
+    assert lateral_pairs(["bg", "Liver", "Rectum", "Larynx"]) == []
+    assert lateral_pairs(["bg", "LeftParotid"]) == []  # no partner
+    assert lateral_pairs(["bg", "Left Parotid", "left parotid", "Right Parotid"]) == []  # ambiguous
+    assert lateral_pairs(["LeftX", "RightX"]) == []  # id 0 is background, never paired
+
+
+def test_explicit_pairs_are_checked_against_the_classes():
+    assert resolve_pairs(OPENKBP, [["RightParotid", "LeftParotid"]]) == [(3, 4)]
+    assert resolve_pairs(OPENKBP, []) == []
+    with pytest.raises(LateralityError, match="not a foreground class"):
+        resolve_pairs(OPENKBP, [["RightParotid", "Nope"]])
+    with pytest.raises(LateralityError, match="one pair only"):
+        resolve_pairs(OPENKBP, [["RightParotid", "LeftParotid"], ["LeftParotid", "Larynx"]])
+    with pytest.raises(ConfigError, match="lateral_pairs"):
+        TrainConfig(lateral_pairs="both")
+    with pytest.raises(ConfigError, match="mirror"):
+        TrainConfig(mirror="sometimes")
+
+
+def test_mirror_permutation_swaps_only_the_pairs():
+    assert mirror_permutation(5, [(3, 4)]) == [0, 1, 2, 4, 3]
+
+
+def _sided_slices(batch: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patient's right organ (id 3) on the image's left, the left one (id 4) on its right."""
+    labels = torch.zeros((batch, size, size), dtype=torch.long)
+    labels[:, 4:10, 2:5] = 3
+    labels[:, 4:10, 11:14] = 4
+    labels[:, 12:15, 6:10] = 1  # an unpaired organ towards the back (asymmetric top/bottom)
+    images = labels.float()[:, None]
+    return images, labels
+
+
+def test_mirrored_samples_swap_the_pair_and_nothing_else():
+    images, labels = _sided_slices(64)
+    table = torch.arange(256)
+    table[3], table[4] = 4, 3
+    generator = torch.Generator().manual_seed(7)
+    params = weak_augment_params(64, 16, 16, torch.Generator().manual_seed(7))
+    out_images, out_labels = weak_augment(images, labels, generator, label_table=table)
+    geometric = apply_weak_geometry(labels, params)
+    mirrored = mirrored_samples(params)
+    assert mirrored.any() and (~mirrored).any()
+    assert torch.equal(out_images, apply_weak_geometry(images, params))
+    assert torch.equal(out_labels[~mirrored], geometric[~mirrored])
+    assert torch.equal(out_labels[mirrored], table[geometric[mirrored]])
+
+
+def test_with_swapping_the_pair_is_told_apart_by_position_in_every_view():
+    # The image shows both organs alike (it cannot say which is which) and the unpaired organ 1 marks
+    # "down". Turn each weak view (no free rotation) back until organ 1 is at the bottom: with
+    # swapping, id 3 is then on the image's left in every view, mirrored or not, as at inference.
+    _, labels = _sided_slices(128)
+    images = ((labels > 0).float() + (labels == 1).float())[:, None]
+    table = torch.arange(256)
+    table[3], table[4] = 4, 3
+    out_images, out_labels = weak_augment(
+        images, labels, torch.Generator().manual_seed(3), max_angle_degrees=0.0, label_table=table
+    )
+    reference = images[0, 0]
+    checked = 0
+    for image, label in zip(out_images[:, 0], out_labels, strict=True):
+        turns = [
+            t for t in range(4) if image.rot90(t).equal(reference) or image.rot90(t).flip(-1).equal(reference)
+        ]
+        assert len(turns) == 1
+        upright = label.rot90(turns[0])
+        left = torch.nonzero(upright == 3, as_tuple=True)[1].float().mean()
+        right = torch.nonzero(upright == 4, as_tuple=True)[1].float().mean()
+        assert left < right
+        checked += 1
+    assert checked == 128
+
+
+def test_no_mirror_draws_turns_only():
+    params = weak_augment_params(128, 16, 16, torch.Generator().manual_seed(1), mirror=False)
+    assert not mirrored_samples(params).any()
+    assert (params.branch == ROT90_FLIP).any()
+    images, labels = _sided_slices(128)
+    out = apply_weak_geometry(labels, params)
+    for sample, branch, k in zip(out, params.branch, params.rot90_k, strict=True):
+        if branch == ROT90_FLIP:  # exactly a rotation of the original: the pair stays on its side
+            assert torch.equal(sample, labels[0].rot90(int(k), (-2, -1)))
+
+
+def test_training_config_decides_per_class_table():
+    assert TrainConfig().mirror_policy(["bg", "RV", "Myo", "LV"]) == (True, None)
+    assert TrainConfig().mirror_policy(OPENKBP) == (True, [0, 1, 2, 4, 3, 5, 6])
+    assert TrainConfig(mirror="off").mirror_policy(OPENKBP) == (False, None)
+    assert TrainConfig(mirror="keep").mirror_policy(OPENKBP) == (True, None)
+    assert TrainConfig(lateral_pairs=[]).mirror_policy(OPENKBP) == (True, None)
+
+
+def test_batch_source_swaps_pairs_on_mirrored_labeled_samples():
+    images, labels = _sided_slices(8)
+    bank = SliceBank(images.half(), labels.to(torch.uint8), ["v"])
+    swapping = BatchSource(bank, None, 8, 0, seed=0, mirror_table=[0, 1, 2, 4, 3])
+    keeping = BatchSource(bank, None, 8, 0, seed=0)
+    differs = 0
+    for step in range(6):
+        a, b = swapping.batch(step), keeping.batch(step)
+        assert torch.equal(a.labeled_images, b.labeled_images)
+        table = torch.tensor([0, 1, 2, 4, 3])
+        same = (a.labels == b.labels).flatten(1).all(1)
+        swapped = (a.labels == table[b.labels]).flatten(1).all(1)
+        assert bool((same | swapped).all())
+        differs += int((~same).sum())
+    assert differs > 0
