@@ -32,10 +32,14 @@ Held-out rule (held-out data go to split "val" and are never trained on, not eve
     slices (at least 1, only from volumes with 2+ reviewed slices): the block holding the most
     organ voxels the user drew or corrected, else the top block.
   * the prior data's validation cases, when it has any.
-  A held-out correction judges with its EDITED voxels only (drawn or corrected by the user):
-  ACCEPTED voxels hold the active model's own output, on which it cannot be beaten, so they
-  train but do not judge. The training loop's validation scores the same voxels, so the
-  held-out Dice shown during training is the figure the rule compares.
+  A held-out correction judges on all its reviewed voxels: those the user drew or corrected
+  (EDITED) and those the user accepted as the model drew them (ACCEPTED). Both are the user's
+  word on the truth, and both models can get them right. (Judging on EDITED voxels alone, as
+  before, scored the active model on exactly the voxels it had got wrong: after a few strokes
+  every version, good or bad, was rejected at "held-out Dice 0.0".) The held-out block is the one
+  holding most of the user's edits, so the part judges where the models can differ. The training
+  loop's validation scores the same voxels, so the held-out Dice shown during training is the
+  figure the rule compares.
 
 Activation rule
   The new model and the active model are both scored on the held-out data (mean foreground
@@ -652,11 +656,10 @@ def _add_prior(project: Project, store: SliceStore, heldout: list[str]) -> dict[
 
 
 def _add_judging_volume(store, name, image, labels, review, geometry, source, warn) -> bool:
-    """A held-out correction, judged on the voxels the user drew or corrected only (EDITED):
-    accepted voxels hold the active model's own output, on which it cannot be beaten."""
-    judged = review == EDITED
+    """A held-out correction, judged on every voxel the user reviewed (drew, corrected or accepted)."""
+    judged = review > 0
     if not judged.any():
-        warn(f"held-out {name!r} has no voxels you drew or corrected; it cannot judge the new model")
+        warn(f"held-out {name!r} has no reviewed voxels; it cannot judge the new model")
         return False
     store.add_volume(name, image, labels, judged, geometry, split="val", source=source)
     return True

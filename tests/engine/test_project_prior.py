@@ -156,17 +156,32 @@ def test_held_out_block_follows_the_users_edits():
     assert heldout_slices(reviewed, 0.25, np.zeros(12)).tolist() == [9, 10, 11]
 
 
-def test_accepted_voxels_train_but_do_not_judge(tmp_path):
+def test_accepted_voxels_train_and_judge(tmp_path):
+    # Accepted voxels are the user's word that the model drew them right: a held-out correction made
+    # only of them still judges (before, every such version went unjudged, or was rejected at 0.0).
     project = make_project(tmp_path, corrections=3, unlabeled=1)
     rng = np.random.default_rng(5)
     for name in ("case0", "case1", "case2"):  # only accepted model output, nothing drawn
         image, label = synthetic_volume(rng)
         project.add_correction(name, Volume(image), label, np.full(label.shape, ACCEPTED, np.uint8))
     result = retrain(project, iterations=2, settings=TINY_SETTINGS)
-    assert result.heldout == [] and not result.activated and result.new_score is None
-    assert any("no voxels you drew or corrected" in w for w in result.warnings)
+    assert len(result.heldout) == 1 and result.new_score is not None and result.active_score is not None
+    assert not any("cannot judge" in w for w in result.warnings)
     with SliceStore.open(result.run_dir / "store.h5") as store:
         assert len(store.volume_names("labeled")) == 2  # still trained on
+        (judging,) = store.volume_names("val")
+        assert store.read_volume(judging).review.all()  # every accepted voxel judges
+
+
+def test_one_volume_with_two_reviewed_slices_holds_one_out_to_judge(tmp_path):
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    rng = np.random.default_rng(6)
+    image, label = synthetic_volume(rng)
+    review = np.zeros(label.shape, np.uint8)
+    review[:2] = EDITED  # two reviewed slices: one trains, the other is held out
+    project.add_correction("case0", Volume(image), label, review)
+    result = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    assert result.heldout == ["case0~heldout"] and result.new_score is not None
 
 
 def test_version_1_corrections_read_as_the_users_own(tmp_path):
