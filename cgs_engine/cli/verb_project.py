@@ -43,7 +43,7 @@ def add_parser(verbs) -> None:
     correction.add_argument(
         "--review",
         help="review mask: 0 = not reviewed (ignored), 1 = the model's label accepted, 2 = drawn or "
-        "corrected by you (only 2 counts when a retrained model is judged); default: every voxel 2",
+        "corrected by you (held-out corrections judge a retrained model on both); default: every voxel 2",
     )
     correction.add_argument("--name", help="correction name (default: the image file name)")
 
