@@ -17,6 +17,14 @@ import torch.nn.functional as F
 from .labels import IGNORE_INDEX
 
 CE_NORMALISATIONS = ("kept", "all")
+# Classes with no target pixel in the batch: "skip" leaves them out of the Dice mean (their
+# pixels still count as background for the present classes, and cross-entropy still scores
+# them); "include" is the reference. An absent class's Dice is ~0 whatever the network does
+# (smoothing 1e-5), but its gradient, 2 p eps / (sum p^2 + eps)^2, grows as the class fades:
+# on a slice batch without the larynx it was 600 times the cross-entropy's and pushed the
+# larynx towards 0 on every pixel. Small organs are absent from most small batches, so a
+# fine-tuned network shrank them (bench/finetune_drift.py: false negatives up 3x in 300 steps).
+DICE_ABSENT = ("skip", "include")
 DICE_SMOOTH = 1e-5
 
 
@@ -36,8 +44,13 @@ def _dice(
     weights: torch.Tensor,
     reduce_dims: tuple[int, ...],
     ignore_index: int,
+    absent: str = "skip",
 ) -> torch.Tensor:
-    """1 - mean soft Dice; logits [B, S, ...], summed over ``reduce_dims`` (per class, per head)."""
+    """1 - mean soft Dice; logits [B, S, ...], summed over ``reduce_dims`` (per class, per head).
+
+    ``absent="skip"`` averages over the (class, head) pairs with at least one target pixel; with
+    none at all the loss is 0 (still attached to the graph).
+    """
     probs = logits.float().softmax(dim=1)
     safe_target = torch.where(target == ignore_index, 0, target)  # weight 0 there anyway
     onehot = torch.zeros_like(probs).scatter_(1, safe_target.unsqueeze(1), 1.0)
@@ -47,7 +60,12 @@ def _dice(
     # squared-probability denominator (V-Net style, as the reference); onehot**2 == onehot
     denominator = (probs * probs * weights).sum(reduce_dims) + onehot.sum(reduce_dims)
     dice = (2.0 * intersection + DICE_SMOOTH) / (denominator + DICE_SMOOTH)
-    return 1.0 - dice.mean()
+    if absent == "include":
+        return 1.0 - dice.mean()
+    if absent != "skip":
+        raise ValueError(f"absent must be one of {DICE_ABSENT}, got {absent!r}")
+    present = (onehot.sum(reduce_dims) > 0).float()
+    return ((1.0 - dice) * present).sum() / present.sum().clamp_min(1.0)
 
 
 def _cross_entropy(
@@ -76,14 +94,16 @@ def dice_loss(
     mask: torch.Tensor | None = None,
     masked: bool = True,
     ignore_index: int = IGNORE_INDEX,
+    absent: str = "skip",
 ) -> torch.Tensor:
-    """Soft multi-class Dice loss over all S classes (background included).
+    """Soft multi-class Dice loss over the S classes (background included).
 
-    Per class, sums run over the whole batch; the loss is 1 - mean over classes. With ``masked``
+    Per class, sums run over the whole batch; the loss is 1 - mean over the classes present in
+    the batch's target (``absent="include"``: over all classes, the reference). With ``masked``
     only pixels with mask true count; ``masked=False`` ignores the mask (the reference's behaviour).
     """
     weights = _weights(target, mask if masked else None, ignore_index)
-    return _dice(logits, target, weights, reduce_dims=(0, *range(2, logits.dim())), ignore_index=ignore_index)
+    return _dice(logits, target, weights, (0, *range(2, logits.dim())), ignore_index, absent)
 
 
 def cross_entropy(
@@ -110,10 +130,11 @@ def ce_dice(
     dice_masked: bool = True,
     normalise: str = "kept",
     ignore_index: int = IGNORE_INDEX,
+    dice_absent: str = "skip",
 ) -> torch.Tensor:
     """cross_entropy + dice_loss on the same target and mask."""
     return cross_entropy(logits, target, mask, normalise, ignore_index) + dice_loss(
-        logits, target, mask, dice_masked, ignore_index
+        logits, target, mask, dice_masked, ignore_index, dice_absent
     )
 
 
@@ -125,11 +146,15 @@ def specialist_ce_dice(
     dice_masked: bool = True,
     normalise: str = "kept",
     ignore_index: int = IGNORE_INDEX,
+    dice_absent: str = "skip",
 ) -> torch.Tensor:
-    """Mean over the K heads of ``ce_dice(spec_logits[:, k], spec_targets[:, k], mask)``."""
+    """Mean over the K heads of ``ce_dice(spec_logits[:, k], spec_targets[:, k], mask)``.
+
+    With ``dice_absent="skip"`` the Dice part averages over the (class, head) pairs present.
+    """
     logits = spec_logits.movedim(2, 1)  # [B, S, K, H, W]: classes on dim 1, heads on dim 2
     ce_weights = _weights(spec_targets, mask, ignore_index)
     ce = _cross_entropy(logits, spec_targets, ce_weights, normalise, ignore_index, head_dim=True)
     dice_weights = ce_weights if dice_masked else _weights(spec_targets, None, ignore_index)
-    dice = _dice(logits, spec_targets, dice_weights, (0, *range(3, logits.dim())), ignore_index)
+    dice = _dice(logits, spec_targets, dice_weights, (0, *range(3, logits.dim())), ignore_index, dice_absent)
     return ce + dice

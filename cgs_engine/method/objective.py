@@ -40,7 +40,7 @@ import torch
 from ..model.network import NetOutput
 from .ihed import FUSED_RULES, fused_specialist_label
 from .labels import argmax_along, specialist_targets
-from .losses import CE_NORMALISATIONS, ce_dice, specialist_ce_dice
+from .losses import CE_NORMALISATIONS, DICE_ABSENT, ce_dice, specialist_ce_dice
 
 METHODS = ("cgs", "supervised", "fixmatch", "binary-heads", "no-cross", "no-ihed")
 LOSS_TERMS = ("sup_gen", "sup_spec", "g2g", "s2g", "cons_g", "g2s", "s2s", "cons_s")
@@ -55,6 +55,9 @@ class ObjectiveConfig:
     ce_normalise: str = "kept"
     fused_rule: str = "implied"
     gate_tau: float = 0.0
+    dice_absent: str = (
+        "skip"  # classes absent from the batch: left out of the Dice mean ("include": reference)
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gate_tau < 1.0:
@@ -63,6 +66,8 @@ class ObjectiveConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.ce_normalise not in CE_NORMALISATIONS:
             raise ValueError(f"ce_normalise must be one of {CE_NORMALISATIONS}, got {self.ce_normalise!r}")
+        if self.dice_absent not in DICE_ABSENT:
+            raise ValueError(f"dice_absent must be one of {DICE_ABSENT}, got {self.dice_absent!r}")
         if self.fused_rule not in FUSED_RULES:
             raise ValueError(f"fused_rule must be one of {FUSED_RULES}, got {self.fused_rule!r}")
 
@@ -118,8 +123,15 @@ def _specialists_of(output: NetOutput | None, cfg: ObjectiveConfig, name: str) -
 def _unsupervised_terms(
     student: NetOutput, teacher: NetOutput, cfg: ObjectiveConfig
 ) -> dict[str, torch.Tensor]:
-    loss = partial(ce_dice, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise)
-    spec_loss = partial(specialist_ce_dice, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise)
+    loss = partial(
+        ce_dice, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise, dice_absent=cfg.dice_absent
+    )
+    spec_loss = partial(
+        specialist_ce_dice,
+        dice_masked=cfg.dice_masked,
+        normalise=cfg.ce_normalise,
+        dice_absent=cfg.dice_absent,
+    )
     teacher_gen = teacher.generalist.detach().float()
     num_classes = teacher_gen.shape[1]
     confidence, y_g = teacher_gen.max(dim=1)
@@ -162,14 +174,20 @@ def supervised_losses(
     student_labeled: NetOutput, labels: torch.Tensor, cfg: ObjectiveConfig
 ) -> dict[str, torch.Tensor]:
     """``sup_gen``, ``sup_spec`` (when the method has specialists) and their sum ``sup``."""
-    loss = partial(ce_dice, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise)
+    loss = partial(
+        ce_dice, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise, dice_absent=cfg.dice_absent
+    )
     num_classes = student_labeled.generalist.shape[1]
     terms = {"sup_gen": loss(student_labeled.generalist, labels)}
     if cfg.uses_specialists:
         spec = _specialists_of(student_labeled, cfg, "student_labeled")
         spec_targets = specialist_targets(labels, num_classes, binary=cfg.specialist_heads == "binary")
         terms["sup_spec"] = specialist_ce_dice(
-            spec, spec_targets, dice_masked=cfg.dice_masked, normalise=cfg.ce_normalise
+            spec,
+            spec_targets,
+            dice_masked=cfg.dice_masked,
+            normalise=cfg.ce_normalise,
+            dice_absent=cfg.dice_absent,
         )
     terms["sup"] = terms["sup_gen"] + terms["sup_spec"] if "sup_spec" in terms else terms["sup_gen"]
     return terms

@@ -53,6 +53,9 @@ class TrainConfig:
     # masks (0 = off, the reference). Stops untrained heads' "all background" from being trusted.
     gate_tau: float = 0.0
     dice_masked: bool = True  # False reproduces the reference defect (masks ignored by Dice)
+    # Classes absent from a batch: "skip" leaves them out of the Dice mean (see method.losses: their
+    # Dice gradient shrank small organs); "include" is the reference.
+    dice_absent: str = "skip"
     ce_normalise: str = "kept"  # "all" reproduces the reference (divide by all pixels)
     fused_rule: str = "implied"  # "reference": argmax over [mean bg, p_1(mine) .. p_K(mine)]
     teacher_mode: str = "eval"  # "train" reproduces the reference (dropout on, batch BN stats)
@@ -168,6 +171,7 @@ class TrainConfig:
             ce_normalise=self.ce_normalise,
             fused_rule=self.fused_rule,
             gate_tau=self.gate_tau,
+            dice_absent=self.dice_absent,
         )
 
     def to_dict(self) -> dict[str, Any]:

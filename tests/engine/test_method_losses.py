@@ -22,9 +22,57 @@ def test_masked_and_unmasked_dice_differ_exactly_as_expected():
     # denominator = sum p^2 + sum onehot, over counted pixels
     only_a = _dice_by_hand([(0.0, 0.04), (0.8, 0.64 + 1)])
     both = _dice_by_hand([(0.6, 0.04 + 0.36 + 1), (0.8, 0.64 + 0.16 + 1)])
-    assert dice_loss(logits, target, mask).item() == pytest.approx(only_a, rel=1e-5)
+    assert dice_loss(logits, target, mask, absent="include").item() == pytest.approx(only_a, rel=1e-5)
     assert dice_loss(logits, target, mask, masked=False).item() == pytest.approx(both, rel=1e-5)
     assert dice_loss(logits, target).item() == pytest.approx(both, rel=1e-5)
+    # class 0 has no counted target pixel under the mask: by default it leaves the Dice mean
+    class_1 = 1.0 - (2 * 0.8 + 1e-5) / (0.64 + 1 + 1e-5)
+    assert dice_loss(logits, target, mask).item() == pytest.approx(class_1, rel=1e-5)
+
+
+def test_a_class_absent_from_the_batch_gets_no_dice_push():
+    # The reference's Dice scores an absent class ~0 whatever the network does, and its gradient
+    # 2 p eps / (sum p^2 + eps)^2 pushes that class down on every pixel, the harder the fainter it
+    # already is: a force that never settles. Skipping absent classes removes it.
+    torch.manual_seed(1)
+    target = torch.zeros(2, 32, 32, dtype=torch.long)
+    target[:, 8:20, 8:20] = 1  # class 2 absent
+
+    def push(offset: float, absent: str) -> float:
+        logits = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+        logits[:, 2] += offset
+        logits.requires_grad_(True)
+        dice_loss(logits, target, absent=absent).backward()
+        return float(logits.grad[:, 2].abs().sum())
+
+    # Once the class is faint (sum p^2 near eps) its push grows: 300x from logit -6 to -10 here
+    assert push(-10.0, "include") > 100 * push(-6.0, "include")
+    assert push(-10.0, "skip") < push(-6.0, "skip")  # only the present classes' share remains
+    assert push(-10.0, "skip") < 0.001 * push(-10.0, "include")
+    with pytest.raises(ValueError, match="absent"):
+        dice_loss(torch.zeros(1, 3, 2, 2), target[:1, :2, :2], absent="never")
+
+
+def test_specialist_dice_skips_absent_class_head_pairs():
+    torch.manual_seed(2)
+    spec_logits = torch.randn(2, 2, 3, 6, 6)  # 2 heads, 3 classes each
+    targets = torch.zeros(2, 2, 6, 6, dtype=torch.long)
+    targets[:, 0, 1:3, 1:3] = 1  # head 0: "mine" present, "remaining" absent
+    targets[:, 1, 1:3, 1:3] = 2  # head 1: "remaining" present, "mine" absent
+    probs = spec_logits.softmax(dim=2)
+    dice = {}
+    for head in range(2):
+        for c in range(3):
+            p, t = probs[:, head, c], (targets[:, head] == c).float()
+            dice[head, c] = (2 * (p * t).sum() + 1e-5) / ((p * p).sum() + t.sum() + 1e-5)
+    present = [dice[0, 0], dice[0, 1], dice[1, 0], dice[1, 2]]
+    all_pairs = list(dice.values())
+    # same cross-entropy in both; the Dice part averages over present pairs only, or over all six
+    difference = specialist_ce_dice(spec_logits, targets, dice_absent="include") - specialist_ce_dice(
+        spec_logits, targets
+    )
+    expected = torch.stack(present).mean() - torch.stack(all_pairs).mean()
+    assert float(difference) == pytest.approx(float(expected), rel=1e-4)
 
 
 def test_cross_entropy_kept_versus_all_normalisation():
