@@ -18,6 +18,12 @@ def add_parser(verbs) -> None:
         "300 iterations (project train setting max_iterations)",
     )
     budget.add_argument("--iterations", type=int, help="number of training iterations")
+    parser.add_argument(
+        "--thorough",
+        action="store_true",
+        help="the long mode (overnight on a CPU, minutes on a GPU): trains until the corrections are "
+        "absorbed; default budget: the project's thorough_minutes",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the interrupted retrain")
     parser.set_defaults(run=run)
 
@@ -51,7 +57,12 @@ def run(args) -> int:
     from cgs_engine.project import retrain
 
     result = retrain(
-        args.project, minutes=args.minutes, iterations=args.iterations, on_event=_printer, resume=args.resume
+        args.project,
+        minutes=args.minutes,
+        iterations=args.iterations,
+        on_event=_printer,
+        resume=args.resume,
+        thorough=args.thorough,
     )
     if result is None:  # a torchrun rank other than 0: it trained, rank 0 reports
         return 0

@@ -75,6 +75,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "heldout_fraction": 0.25,  # share of corrected volumes set aside to compare models
     "activation_tolerance": 0.0,  # activate when new held-out Dice >= active - tolerance (0..1)
     "retrain_minutes": 10.0,  # default budget when neither minutes nor iterations are given
+    "thorough_minutes": 240.0,  # the same for the thorough mode (cgs retrain --thorough)
     # with prior data: the share of labeled training slices drawn from corrections (at least
     # their natural share), so a few corrected volumes are not drowned by the prior data
     "correction_share": 0.5,
@@ -653,8 +654,9 @@ def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("heldout_fraction must be in (0, 0.5]")
     if not 0 <= float(settings["activation_tolerance"]) < 1:
         raise ValueError("activation_tolerance must be in [0, 1) (a Dice difference)")
-    if not float(settings["retrain_minutes"]) > 0:
-        raise ValueError("retrain_minutes must be positive")
+    for key in ("retrain_minutes", "thorough_minutes"):
+        if not float(settings[key]) > 0:
+            raise ValueError(f"{key} must be positive")
     if settings["retrain_keep"] not in RETRAIN_KEEP:
         keep = settings["retrain_keep"]
         raise ValueError(f"retrain_keep must be one of {', '.join(RETRAIN_KEEP)}, got {keep!r}")

@@ -134,6 +134,8 @@ INHERITED_SETTINGS = (
     "teacher_mode",
     "student_pass",
 )
+# The thorough mode (``retrain(thorough=True)``, ``cgs retrain --thorough``): on top of the above.
+THOROUGH_DEFAULTS: dict[str, Any] = {}
 MIN_VOLUMES_FOR_VOLUME_HOLDOUT = 3
 NOTHING_TO_TRAIN = "no corrected volumes with reviewed voxels to train on"
 
@@ -177,9 +179,12 @@ def retrain(
     should_stop: Callable[[], bool] | None = None,
     settings: dict[str, Any] | None = None,
     resume: bool = False,
+    thorough: bool = False,
 ) -> RetrainResult:
     """Retrain the active model; ``settings`` are TrainConfig overrides. See the module docstring.
 
+    ``thorough``: the long mode (overnight on a CPU, minutes on a GPU) that trains until the
+    corrections are absorbed (``THOROUGH_DEFAULTS``); the default is the quick retrain.
     Under torchrun, ranks other than 0 train alongside rank 0 and return None.
     """
     context = init_distributed(str((settings or {}).get("device", "auto")))
@@ -188,7 +193,15 @@ def retrain(
     announcer = _Announcer(context)
     try:
         return _retrain_on_main(
-            project, minutes, iterations, emit_to(on_event), should_stop, settings, resume, announcer
+            project,
+            minutes,
+            iterations,
+            emit_to(on_event),
+            should_stop,
+            settings,
+            resume,
+            announcer,
+            thorough,
         )
     finally:
         announcer.close()
@@ -225,11 +238,11 @@ def _follow_main_rank(context: DistContext) -> None:
     return None
 
 
-def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, resume, announcer):
+def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, resume, announcer, thorough):
     project = project if isinstance(project, Project) else Project.open(project)
     if minutes is not None and iterations is not None:
         raise ProjectError("give minutes or iterations, not both")
-    if resume and (minutes is not None or iterations is not None or settings):
+    if resume and (minutes is not None or iterations is not None or settings or thorough):
         raise ProjectError("resume continues the interrupted run with its recorded settings; drop the budget")
     with project.retrain_lock():
         if resume:
@@ -241,8 +254,8 @@ def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, 
             write_json_atomically(stale / "finished.json", {"outcome": "abandoned", "at": now_iso()})
         active = project.active_version()
         if minutes is None and iterations is None:
-            minutes = float(project.settings["retrain_minutes"])
-        config = _train_config(project, active, minutes, iterations, settings)
+            minutes = float(project.settings["thorough_minutes" if thorough else "retrain_minutes"])
+        config = _train_config(project, active, minutes, iterations, settings, thorough)
         if not any(c.reviewed_voxels for c in project.corrections()):
             raise ProjectError(f"{project.corrections_dir}: {NOTHING_TO_TRAIN}")
         run = project.new_run_dir()
@@ -472,8 +485,8 @@ class _Retrain:
         )
 
 
-def _train_config(project: Project, active, minutes, iterations, settings) -> TrainConfig:
-    values = dict(RETRAIN_DEFAULTS)
+def _train_config(project: Project, active, minutes, iterations, settings, thorough=False) -> TrainConfig:
+    values = {**RETRAIN_DEFAULTS, **(THOROUGH_DEFAULTS if thorough else {})}
     checkpoint = None if active is None else load_checkpoint(active.model_path)
     if checkpoint is not None:  # keep the objective the model was trained with
         recipe = checkpoint.train_config or {}

@@ -159,6 +159,7 @@ def start_retrain_process(
     settings: dict[str, Any] | None = None,
     threads: int | None = None,
     nice: int = DEFAULT_NICE,
+    thorough: bool = False,
 ) -> RetrainProcess:
     """Start a worker retraining ``project_folder``; messages arrive via ``poll_messages``."""
     from cgs_engine.project.project import Project
@@ -191,6 +192,8 @@ def start_retrain_process(
         command += ["--iterations", str(iterations)]
     if resume:
         command.append("--resume")
+    if thorough:
+        command.append("--thorough")
     if settings:
         command += ["--settings", json.dumps(settings)]
     package_root = str(Path(__file__).resolve().parents[2])
@@ -219,6 +222,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cgs_engine.project.worker", description="retrain worker")
     parser.add_argument("project")
     parser.add_argument("--minutes", type=float)
+    parser.add_argument("--thorough", action="store_true")
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--cancel-file")
@@ -279,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             should_stop=should_stop,
             settings=settings,
             resume=args.resume,
+            thorough=args.thorough,
         )
     except CGSError as error:
         send({"kind": "failed", "error": str(error)})

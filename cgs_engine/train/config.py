@@ -85,6 +85,9 @@ class TrainConfig:
     # Every this many steps also keep the teacher and the student as snapshots/teacher-STEP.pt and
     # snapshots/student-STEP.pt (0 = off): learning curves, e.g. how long a fine-tuning should run.
     snapshot_every: int = 0
+    # ... or every this many minutes of the run (0 = off): learning curves against time
+    # (bench/curves.py); each snapshot records its step, wall seconds and process CPU seconds.
+    snapshot_minutes: float = 0.0
     val_max_volumes: int | None = None  # cap validation cost on large val sets
     device: str = "auto"
     precision: str = "auto"
@@ -133,6 +136,7 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.val_every > 0, "val_every must be positive"),
             (self.snapshot_every >= 0, "snapshot_every must be 0 (off) or positive"),
+            (self.snapshot_minutes >= 0, "snapshot_minutes must be 0 (off) or positive"),
             (self.student_pass in ("joint", "split"), "student_pass must be joint or split"),
             (self.mirror in MIRROR_MODES, f"mirror must be one of {', '.join(MIRROR_MODES)}"),
             (_pairs_setting_ok(self.lateral_pairs), "lateral_pairs must be 'auto' or a list of [name, name]"),

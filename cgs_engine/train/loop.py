@@ -479,6 +479,7 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
         return share
 
     stopped_early = False
+    snapshots_taken = 0  # of the time-based kind (snapshot_minutes)
 
     def save_state() -> None:
         if not context.is_main:
@@ -562,8 +563,13 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
                 }
                 _log(run_dir, record)
                 emit(record)
-            if config.snapshot_every and step % config.snapshot_every == 0 and context.is_main:
-                _save_snapshots(run_dir, step, session, teacher.module, student)
+            if context.is_main and _snapshot_due(
+                config, step, time.perf_counter() - started, snapshots_taken
+            ):
+                snapshots_taken += 1
+                _save_snapshots(
+                    run_dir, step, session, teacher.module, student, time.perf_counter() - started
+                )
             if step % config.val_every == 0 or step == total:
                 evaluate_and_keep()
                 save_state()
@@ -595,11 +601,19 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
     return result
 
 
-def _save_snapshots(run_dir: Path, step: int, session: _Session, teacher, student) -> None:
+def _snapshot_due(config: TrainConfig, step: int, elapsed_s: float, taken: int) -> bool:
+    """Every ``snapshot_every`` steps, or once each ``snapshot_minutes`` of the run has passed."""
+    if config.snapshot_every and step % config.snapshot_every == 0:
+        return True
+    return bool(config.snapshot_minutes) and elapsed_s >= (taken + 1) * 60 * config.snapshot_minutes
+
+
+def _save_snapshots(run_dir: Path, step: int, session: _Session, teacher, student, elapsed_s: float) -> None:
     folder = run_dir / "snapshots"
     folder.mkdir(exist_ok=True)
+    when = {"step": step, "elapsed_s": round(elapsed_s, 1), "cpu_s": round(time.process_time(), 1)}
     for role, module in (("teacher", teacher), ("student", student)):
-        save_checkpoint(_model_checkpoint(module, session, {"step": step}), folder / f"{role}-{step:06d}.pt")
+        save_checkpoint(_model_checkpoint(module, session, when), folder / f"{role}-{step:06d}.pt")
 
 
 def _injected_fault(context: DistContext, step_index: int) -> None:

@@ -196,3 +196,19 @@ def test_snapshots_keep_teacher_and_student_every_n_steps(store, tmp_path):
     assert not (tmp_path / "off" / "snapshots").exists()
     with pytest.raises(ConfigError, match="snapshot_every must be 0"):
         TrainConfig(snapshot_every=-1)
+
+
+def test_snapshots_by_minutes_record_their_time(store, tmp_path, monkeypatch):
+    import cgs_engine.train.loop as loop_module
+
+    clock = iter(range(0, 10_000, 20))  # every call of the run's clock moves it by 20 s
+    monkeypatch.setattr(loop_module.time, "perf_counter", lambda: float(next(clock)))
+    train(store, tmp_path / "run", TrainConfig(iterations=6, snapshot_minutes=1.0, **TINY))
+    teachers = sorted((tmp_path / "run" / "snapshots").glob("teacher-*.pt"))
+    assert teachers, "a 1-minute snapshot is due after a minute of the run"
+    metrics = [load_checkpoint(path).metrics for path in teachers]
+    elapsed = [m["elapsed_s"] for m in metrics]
+    assert elapsed == sorted(elapsed) and all(e >= 60 * (i + 1) for i, e in enumerate(elapsed))
+    assert all(m["cpu_s"] > 0 and m["step"] >= 1 for m in metrics)
+    with pytest.raises(ConfigError, match="snapshot_minutes must be 0"):
+        TrainConfig(snapshot_minutes=-1)
