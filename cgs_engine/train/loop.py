@@ -479,7 +479,7 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
         return share
 
     stopped_early = False
-    snapshots_taken = 0  # of the time-based kind (snapshot_minutes)
+    snapshots_taken, last_snapshot = 0, 0  # snapshot_minutes: how many so far, and the last one's step
 
     def save_state() -> None:
         if not context.is_main:
@@ -567,6 +567,7 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
                 config, step, time.perf_counter() - started, snapshots_taken
             ):
                 snapshots_taken += 1
+                last_snapshot = step
                 _save_snapshots(
                     run_dir, step, session, teacher.module, student, time.perf_counter() - started
                 )
@@ -580,6 +581,8 @@ def _run(session: _Session, run_dir: Path, total: int | None, resume: bool, emit
         stopped_early = True
     if stopped_early and step > 0:
         save_state()
+    if config.snapshot_minutes and context.is_main and step > last_snapshot:  # a time curve ends at the end
+        _save_snapshots(run_dir, step, session, teacher.module, student, time.perf_counter() - started)
     final = None
     if step > 0 and context.is_main:
         final = save_checkpoint(

@@ -1,0 +1,299 @@
+"""Dice against CPU-minutes: CGS, FixMatch and supervised side by side, on ACDC, SegTHOR and OpenKBP.
+
+For each data set the methods train at the same time, one process each with the same number of
+threads, on the same store and the same recipe (the project's CPU recipe, ``RECIPES``), for the
+same wall time; every --every minutes each run keeps its EMA teacher (``snapshot_minutes``). Each
+snapshot is then scored in 3D on the reported volumes, which nothing is chosen on (no checkpoint
+selection, no early stop): ACDC's 20 `val` volumes, SegTHOR's 3 `val` patients, OpenKBP's 6 `val`
+patients. The x axis is the CPU time the run's process had used (threads x wall time when it has
+the cores to itself), so methods that shared the machine are compared fairly.
+
+    python bench/curves.py --work /tmp/curves                          # all three data sets
+    python bench/curves.py --datasets acdc --minutes 60 --methods cgs  # one curve
+    python bench/curves.py --report-only --work /tmp/curves            # score and plot what is there
+
+Writes bench/results/curves-*.json and the plot docs/curves.png (--plot elsewhere). ACDC and
+SegTHOR are research-only: read from ../shared/data, never copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, save_results, shared_data
+
+METHODS = ("cgs", "fixmatch", "supervised")
+DEFAULT_MINUTES = {"acdc": 60.0, "segthor": 30.0, "openkbp": 60.0}
+COMMON = dict(input_size=128, batch_labeled=8, batch_unlabeled=8, optimizer="adamw", lr=2e-3, seed=0)
+# The project's CPU recipe per data set (README, "Training on a CPU"); OpenKBP's is the bundled
+# model's recipe (scripts/default_model_config.json).
+RECIPES = {
+    "acdc": {**COMMON, "ramp_fraction": 0.3},
+    "segthor": {**COMMON, "ramp_fraction": 1.0},
+    "openkbp": {**COMMON, "foreground_fraction": 0.5, "ramp_fraction": 0.3, "gate_tau": 0.95},
+}
+
+
+# ----------------------------------------------------------------------------- data
+def build_store(dataset: str, work: Path) -> Path:
+    """The training store of a data set (labeled + unlabeled; no validation split: nothing is selected)."""
+    store = work / f"{dataset}.h5"
+    if store.exists():
+        return store
+    data = shared_data()
+    if dataset == "acdc":
+        from acdc_data import acdc_split
+        from acdc_data import build_store as acdc_store
+
+        split = acdc_split(data / "acdc_ssl4mis_h5")
+        return acdc_store(split, store, split.labeled, split.pool + split.rest + split.dev, [])
+    if dataset == "segthor":
+        from cgs_engine.store.importers import import_segthor_png
+
+        return import_segthor_png(data / "segthor_2d_png", store, 3)
+    from cgs_engine.store.importers import import_nifti, openkbp_class_names
+
+    root = data / "openkbp"
+    split = json.loads((root / "split.json").read_text())
+    return import_nifti(
+        [root / "images" / f"{p}.nii.gz" for p in split["labeled_train"]],
+        [root / "labels" / f"{p}.nii.gz" for p in split["labeled_train"]],
+        [root / "unlabeled" / f"{p}.nii.gz" for p in split["unlabeled"]],
+        store,
+        class_names=openkbp_class_names(),
+        body_region="head and neck",
+    )
+
+
+def reported_volumes(dataset: str, store: Path):
+    """(name, normalised image [z, y, x], label) of the volumes the curves are scored on."""
+    data = shared_data()
+    if dataset == "acdc":
+        from acdc_data import acdc_split, read_volume_arrays
+
+        split = acdc_split(data / "acdc_ssl4mis_h5")
+        for volume_id in split.test:
+            image, label = read_volume_arrays(split, volume_id)
+            yield volume_id, image, label
+        return
+    from cgs_engine.io import read_volume
+    from cgs_engine.normalize import Normalization
+    from cgs_engine.store import SliceStore
+
+    with SliceStore.open(store) as opened:
+        normalization = Normalization.from_dict(opened.normalization.to_dict())
+        names = opened.volume_names("val")
+        if names:  # SegTHOR's importer keeps the 3 val patients as the store's val split
+            for name in names:
+                stored = opened.read_volume(name)
+                yield name, np.asarray(stored.image), np.asarray(stored.label)
+            return
+    root = data / "openkbp"
+    for patient in json.loads((root / "split.json").read_text())["val"]:
+        image = read_volume(root / "images" / f"{patient}.nii.gz").array
+        label = read_volume(root / "labels" / f"{patient}.nii.gz", kind="labels").array
+        yield patient, normalization.apply(image), label
+
+
+# ----------------------------------------------------------------------------- training
+def train_one(dataset: str, method: str, args) -> None:
+    """One run, in this process (called through a subprocess per method)."""
+    import torch
+
+    from cgs_engine.train.config import TrainConfig
+    from cgs_engine.train.loop import train
+
+    torch.set_num_threads(args.threads)
+    store = build_store(dataset, args.work)
+    run = args.work / f"{dataset}-{method}"
+    settings = {**RECIPES[dataset], **args.settings}
+    config = TrainConfig(
+        method=method,
+        minutes=args.minutes[dataset],
+        snapshot_minutes=args.every,
+        val_every=10**9,  # no validation inside the budget: nothing is selected
+        threads=args.threads,
+        **settings,
+    )
+    train(store, run, config)
+
+
+def train_side_by_side(dataset: str, methods: list[str], args) -> None:
+    build_store(dataset, args.work)
+    processes = []
+    for method in methods:
+        run = args.work / f"{dataset}-{method}"
+        if (run / "final.pt").exists():
+            continue
+        if run.exists():
+            import shutil
+
+            shutil.rmtree(run)
+        log = open(args.work / f"{dataset}-{method}.log", "w")  # noqa: SIM115 - closed below
+        command = [sys.executable, __file__, "--train-one", f"{dataset}:{method}", *sys.argv[1:]]
+        processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, method))
+    for process, log, method in processes:
+        if process.wait():
+            raise SystemExit(f"{dataset} {method} failed; see {log.name}")
+        log.close()
+
+
+# ----------------------------------------------------------------------------- scoring
+def score_snapshots(dataset: str, methods: list[str], args) -> dict:
+    import torch
+
+    from cgs_engine.checkpoint import build_network, load_checkpoint
+    from cgs_engine.evaluate.metrics import dice_per_class
+    from cgs_engine.infer.slices import predict_label_volume
+    from cgs_engine.runtime import resolve_runtime
+
+    torch.set_num_threads(2)
+    runtime = resolve_runtime("cpu", "auto", 2)
+    store = build_store(dataset, args.work)
+    volumes = list(reported_volumes(dataset, store))
+    cache = args.work / f"{dataset}-scores.json"
+    scores = json.loads(cache.read_text()) if cache.exists() else {}
+    curves = {}
+    for method in methods:
+        snapshots = sorted((args.work / f"{dataset}-{method}" / "snapshots").glob("teacher-*.pt"))
+        points = []
+        for path in snapshots:
+            if str(path) not in scores:
+                model = load_checkpoint(path)
+                network = build_network(model, path).eval()
+                per_volume = []
+                for _, image, label in volumes:
+                    predicted = predict_label_volume(network, image, model.input_size, runtime)
+                    per_volume.append(dice_per_class(predicted, label, len(model.class_names))[1:])
+                with np.errstate(all="ignore"):
+                    per_class = np.nanmean(np.stack(per_volume), axis=0)
+                scores[str(path)] = {
+                    "step": model.metrics["step"],
+                    "cpu_minutes": round(model.metrics["cpu_s"] / 60, 2),
+                    "wall_minutes": round(model.metrics["elapsed_s"] / 60, 2),
+                    "dice": {
+                        n: round(100 * float(d), 2)
+                        for n, d in zip(model.class_names[1:], per_class, strict=True)
+                    },
+                }
+                cache.write_text(json.dumps(scores, indent=1))
+            point = dict(scores[str(path)])
+            point["mean"] = round(float(np.mean(list(point["dice"].values()))), 2)
+            points.append(point)
+        curves[method] = points
+    return curves
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(report["datasets"])
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False)
+    colours = {"cgs": "#d62728", "fixmatch": "#1f77b4", "supervised": "#7f7f7f"}
+    for axis, dataset in zip(axes[0], datasets, strict=True):
+        for method, points in report["datasets"][dataset]["curves"].items():
+            if points:
+                axis.plot(
+                    [p["cpu_minutes"] for p in points],
+                    [p["mean"] for p in points],
+                    marker="o",
+                    markersize=3,
+                    color=colours.get(method),
+                    label=method,
+                )
+        axis.set_title(f"{dataset}: {report['datasets'][dataset]['reported']}")
+        axis.set_xlabel("CPU-minutes of training (process CPU time)")
+        axis.set_ylabel("mean 3D Dice %")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(report["machine"], fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+REPORTED = {
+    "acdc": "20 val volumes",
+    "segthor": "3 val patients",
+    "openkbp": "6 val patients",
+}
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    from cgs_engine.runtime import resolve_runtime
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return f"{cpu}, {torch.get_num_threads()} threads here; {resolve_runtime('cpu', 'auto', 1)}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_MINUTES), choices=list(DEFAULT_MINUTES))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--minutes", type=float, help="wall-time budget of every run (default per data set)")
+    parser.add_argument("--every", type=float, default=5.0, help="snapshot every N minutes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "curves.png")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-bench-curves"))
+    parser.add_argument("--train-one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.settings = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.overrides)}
+    args.minutes = {d: args.minutes or DEFAULT_MINUTES[d] for d in DEFAULT_MINUTES}
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.train_one:
+        dataset, method = args.train_one.split(":")
+        train_one(dataset, method, args)
+        return
+    report = {
+        "machine": machine(),
+        "threads_per_run": args.threads,
+        "settings": args.settings,
+        "datasets": {},
+    }
+    for dataset in args.datasets:
+        started = time.perf_counter()
+        if not args.report_only:
+            train_side_by_side(dataset, args.methods, args)
+        curves = score_snapshots(dataset, args.methods, args)
+        report["datasets"][dataset] = {
+            "minutes": args.minutes[dataset],
+            "recipe": {**RECIPES[dataset], **args.settings},
+            "reported": REPORTED[dataset],
+            "curves": curves,
+            "wall_minutes": round((time.perf_counter() - started) / 60, 1),
+        }
+        print(f"\n{dataset} ({REPORTED[dataset]}), mean 3D Dice % at CPU-minutes:")
+        for method, points in curves.items():
+            print(f"  {method:10s} " + "  ".join(f"{p['cpu_minutes']:.0f}:{p['mean']:.1f}" for p in points))
+            if points:
+                last = points[-1]
+                print(f"  {'':10s} last: " + ", ".join(f"{k} {v:.1f}" for k, v in last["dice"].items()))
+    print(f"results: {save_results('curves', report)}")
+    plot(report, args.plot)
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
