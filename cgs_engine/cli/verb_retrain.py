@@ -15,7 +15,8 @@ def add_parser(verbs) -> None:
         "--minutes",
         type=float,
         help="wall-time budget (default: the project's setting); the retrain also stops after "
-        "300 iterations (project train setting max_iterations)",
+        "600 iterations (project train setting max_iterations); --thorough as many as the model was "
+        "first trained with",
     )
     budget.add_argument("--iterations", type=int, help="number of training iterations")
     parser.add_argument(

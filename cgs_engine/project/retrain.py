@@ -498,8 +498,7 @@ def _train_config(project: Project, active, minutes, iterations, settings, thoro
         values.update(FINE_TUNING_DEFAULTS)
     if thorough:
         values.update(THOROUGH_DEFAULTS)
-        values["max_iterations"] = trained_steps(checkpoint) if checkpoint is not None else None
-        values["max_iterations"] = values["max_iterations"] or THOROUGH_STEPS_WITHOUT_RECORD
+        values["max_iterations"] = _first_training_steps(project) or THOROUGH_STEPS_WITHOUT_RECORD
     values.update({**project.settings["train"], **(settings or {})})
     values.update(minutes=minutes, iterations=iterations)
     if checkpoint is not None:  # the active model's architecture and input size win
@@ -510,6 +509,12 @@ def _train_config(project: Project, active, minutes, iterations, settings, thoro
             dropouts=list(checkpoint.model_config.dropouts),
         )
     return TrainConfig.from_dict(values, source="retrain settings")
+
+
+def _first_training_steps(project: Project) -> int | None:
+    """Steps of the first training behind the project's models: its imported (not retrained) version."""
+    imported = [v for v in project.versions() if v.origin != "retrained"]
+    return trained_steps(load_checkpoint(imported[0].model_path)) if imported else None
 
 
 def trained_steps(checkpoint) -> int | None:

@@ -42,11 +42,11 @@ def test_retrain_writes_a_version_with_metrics(tmp_path):
     assert sum(path.endswith(".nii.gz") for path in version.record["unlabeled_used"]) == 2
     config = version.record["train_config"]
     assert (
-        config["optimizer"] == "adamw" and config["lr"] == pytest.approx(1e-4) and config["method"] == "cgs"
+        config["optimizer"] == "adamw" and config["lr"] == pytest.approx(1e-3) and config["method"] == "cgs"
     )
     assert config["warmup_fraction"] == 0.1 and not config["ema_warmup"] and config["freeze_batchnorm"]
-    assert config["ema_decay"] == 0.999  # not inherited from the base model's 0.99
-    assert config["pseudo_labeler"] == "initial" and config["max_iterations"] == 300
+    assert config["ema_decay"] == 0.99 and config["dice_absent"] == "skip"
+    assert config["pseudo_labeler"] == "initial" and config["max_iterations"] == 600
     assert config["input_size"] == 32 and config["widths"] == [4, 8, 16]
     assert config["init_checkpoint"].endswith("models/v0001/model.pt")
 
@@ -205,3 +205,43 @@ def test_cli_retrain(tmp_path, capsys):
     assert "activated" in out.splitlines()[-1] and "training 2 iterations from v0001" in err
     code, out, _ = run_cli(capsys, "project", "versions", project.folder)
     assert code == 0 and "v0002" in out and "0 corrected volume(s) since the last retrain" in out
+
+
+def test_thorough_retrain_trains_as_long_as_the_first_training(tmp_path, capsys):
+    from dataclasses import replace
+
+    from cgs_engine.checkpoint import save_checkpoint
+    from cgs_engine.project.retrain import THOROUGH_STEPS_WITHOUT_RECORD, trained_steps
+
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    untrained = load_checkpoint(project.active_version().model_path)
+    assert trained_steps(untrained) is None and THOROUGH_STEPS_WITHOUT_RECORD >= 1000
+    # a base model whose first training ran 5 steps (best at 4, as `cgs train` records it)
+    recorded = replace(untrained, metrics={"best": {"step": 4}, "history": [{"kind": "val", "step": 5}]})
+    assert trained_steps(recorded) == 5
+    project = type(project).create(
+        tmp_path / "recorded",
+        project.class_names,
+        project.normalization,
+        base_model=save_checkpoint(recorded, tmp_path / "recorded.pt"),
+        prior_data=None,
+    )
+    for correction in make_project(tmp_path / "source", corrections=3, unlabeled=0).corrections():
+        source = Project.open(tmp_path / "source" / "project")
+        stored = source.read_correction(correction.name)
+        project.add_correction(correction.name, stored.image, stored.labels, stored.review)
+    project.update_settings(train=TINY_SETTINGS)
+    result = retrain(project, minutes=5, thorough=True)
+    config = project.version(result.version).record["train_config"]
+    assert config["max_iterations"] == 5 and result.steps_done == 5
+    assert config["pseudo_labeler"] == "ema"  # CGS's own teacher makes the pseudo-labels
+    quick_version = retrain(project, iterations=2).version
+    quick = project.version(quick_version).record["train_config"]
+    assert quick["pseudo_labeler"] == "initial" and quick["max_iterations"] == 600
+    project.activate(quick_version, why="test: the active model is a retrained one")
+    with pytest.raises(ProjectError, match="resume continues"):
+        retrain(project, resume=True, thorough=True)
+    # the length of the FIRST training, not of the quick retrain that made the active version
+    assert project.active_version().origin == "retrained"
+    code, _, err = run_cli(capsys, "retrain", project.folder, "--thorough", "--minutes", "5")
+    assert code == 0 and "or 5 iterations, whichever comes first" in err
