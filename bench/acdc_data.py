@@ -63,23 +63,35 @@ def read_volume_arrays(split: AcdcSplit, volume_id: str) -> tuple[np.ndarray, np
 
 
 def build_store(
-    split: AcdcSplit, out: Path, labeled: list[str], unlabeled: list[str], val_volumes: list[str]
+    split: AcdcSplit,
+    out: Path,
+    labeled: list[str],
+    unlabeled: list[str],
+    val_volumes: list[str],
+    normalization: str = "minmax",
 ) -> Path:
-    """A slice store: ``labeled`` and ``unlabeled`` patients, ``val_volumes`` as its val split."""
+    """A slice store: ``labeled`` and ``unlabeled`` patients, ``val_volumes`` as its val split.
+
+    ``normalization`` "minmax" keeps the files' per-volume min-max scale (what SSL4MIS did);
+    "mr-percentile" maps each volume's 0.5 and 99.5 percentiles to 0 and 1, which a bright
+    outlier voxel cannot squeeze (dev patient042 is stored at a mean of 0.035 of its range).
+    """
     from cgs_engine.normalize import Normalization
     from cgs_engine.store import SliceStore
     from cgs_engine.store.importers import ACDC_CLASS_NAMES
 
     if out.exists():
         return out
-    with SliceStore.create(out, ACDC_CLASS_NAMES, Normalization(mode="minmax")) as store:
+    normalize = Normalization(mode=normalization)
+    with SliceStore.create(out, ACDC_CLASS_NAMES, normalize) as store:
         for patients, kind in ((labeled, "labeled"), (unlabeled, "unlabeled")):
             for volume_id in split.volume_ids(patients):
                 image, label = read_volume_arrays(split, volume_id)
-                store.add_volume(volume_id, image, label if kind == "labeled" else None, split=kind)
+                label = label if kind == "labeled" else None
+                store.add_volume(volume_id, normalize.apply(image), label, split=kind)
         for volume_id in val_volumes:
             image, label = read_volume_arrays(split, volume_id)
-            store.add_volume(volume_id, image, label, split="val")
+            store.add_volume(volume_id, normalize.apply(image), label, split="val")
     return out
 
 
@@ -105,17 +117,19 @@ def score(checkpoint: Path, split: AcdcSplit, volume_ids: list[str] | None = Non
     from cgs_engine.checkpoint import build_network, load_checkpoint
     from cgs_engine.evaluate.metrics import dice_per_class
     from cgs_engine.infer.slices import predict_label_volume
+    from cgs_engine.normalize import Normalization
     from cgs_engine.runtime import resolve_runtime
 
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint)
     network = build_network(model, checkpoint).eval()
+    normalize = Normalization.from_dict(model.normalization)
     runtime = resolve_runtime("cpu", "auto", threads)
     names = model.class_names
     out = {}
     for volume_id in volume_ids or split.test:
         image, label = read_volume_arrays(split, volume_id)
-        predicted = predict_label_volume(network, image, model.input_size, runtime)
+        predicted = predict_label_volume(network, normalize.apply(image), model.input_size, runtime)
         dice = dice_per_class(predicted, label, len(names))
         out[volume_id] = {n: round(100 * float(d), 2) for n, d in zip(names[1:], dice[1:], strict=True)}
     return out

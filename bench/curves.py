@@ -41,6 +41,13 @@ RECIPES = {
 
 
 # ----------------------------------------------------------------------------- data
+# ACDC's and SegTHOR's files were min-max scaled per volume upstream, so one bright voxel can squeeze
+# a whole volume dark (ACDC dev patient042: mean 0.035 of its range; the 3-patient model found no
+# heart in it). The recipe normalises each volume by its 0.5 / 99.5 percentiles instead, which is
+# the same whether applied to the raw scan or to the files' rescaled copy.
+NORMALIZATION = {"acdc": "mr-percentile", "segthor": "mr-percentile", "openkbp": "ct-window"}
+
+
 def build_store(dataset: str, work: Path) -> Path:
     """The training store of a data set (labeled + unlabeled; no validation split: nothing is selected)."""
     store = work / f"{dataset}.h5"
@@ -52,11 +59,13 @@ def build_store(dataset: str, work: Path) -> Path:
         from acdc_data import build_store as acdc_store
 
         split = acdc_split(data / "acdc_ssl4mis_h5")
-        return acdc_store(split, store, split.labeled, split.pool + split.rest + split.dev, [])
+        others = split.pool + split.rest + split.dev
+        return acdc_store(split, store, split.labeled, others, [], NORMALIZATION["acdc"])
     if dataset == "segthor":
         from cgs_engine.store.importers import import_segthor_png
 
-        return import_segthor_png(data / "segthor_2d_png", store, 3)
+        raw = import_segthor_png(data / "segthor_2d_png", work / "segthor-files.h5", 3)
+        return renormalized(raw, store, NORMALIZATION["segthor"])
     from cgs_engine.store.importers import import_nifti, openkbp_class_names
 
     root = data / "openkbp"
@@ -71,8 +80,27 @@ def build_store(dataset: str, work: Path) -> Path:
     )
 
 
-def reported_volumes(dataset: str, store: Path):
-    """(name, normalised image [z, y, x], label) of the volumes the curves are scored on."""
+def renormalized(source: Path, out: Path, mode: str) -> Path:
+    """A copy of a store with every volume normalised by ``mode``, training splits only."""
+    from cgs_engine.normalize import Normalization
+    from cgs_engine.store import SliceStore
+
+    normalize = Normalization(mode=mode)
+    with (
+        SliceStore.open(source) as old,
+        SliceStore.create(out, old.class_names, normalize, old.class_colors) as new,
+    ):
+        for split in ("labeled", "unlabeled"):
+            for name in old.volume_names(split):
+                stored = old.read_volume(name)
+                new.add_volume(
+                    name, normalize.apply(stored.image), stored.label, split=split, geometry=stored.geometry
+                )
+    return out
+
+
+def reported_volumes(dataset: str, work: Path):
+    """(name, image as the files hold it [z, y, x], label) of the volumes the curves are scored on."""
     data = shared_data()
     if dataset == "acdc":
         from acdc_data import acdc_split, read_volume_arrays
@@ -82,23 +110,21 @@ def reported_volumes(dataset: str, store: Path):
             image, label = read_volume_arrays(split, volume_id)
             yield volume_id, image, label
         return
-    from cgs_engine.io import read_volume
-    from cgs_engine.normalize import Normalization
-    from cgs_engine.store import SliceStore
+    if dataset == "segthor":  # the importer keeps the 3 val patients, at the files' scale
+        from cgs_engine.store import SliceStore
 
-    with SliceStore.open(store) as opened:
-        normalization = Normalization.from_dict(opened.normalization.to_dict())
-        names = opened.volume_names("val")
-        if names:  # SegTHOR's importer keeps the 3 val patients as the store's val split
-            for name in names:
+        with SliceStore.open(work / "segthor-files.h5") as opened:
+            for name in opened.volume_names("val"):
                 stored = opened.read_volume(name)
                 yield name, np.asarray(stored.image), np.asarray(stored.label)
-            return
+        return
+    from cgs_engine.io import read_volume
+
     root = data / "openkbp"
     for patient in json.loads((root / "split.json").read_text())["val"]:
         image = read_volume(root / "images" / f"{patient}.nii.gz").array
         label = read_volume(root / "labels" / f"{patient}.nii.gz", kind="labels").array
-        yield patient, normalization.apply(image), label
+        yield patient, image, label
 
 
 # ----------------------------------------------------------------------------- training
@@ -151,12 +177,13 @@ def score_snapshots(dataset: str, methods: list[str], args) -> dict:
     from cgs_engine.checkpoint import build_network, load_checkpoint
     from cgs_engine.evaluate.metrics import dice_per_class
     from cgs_engine.infer.slices import predict_label_volume
+    from cgs_engine.normalize import Normalization
     from cgs_engine.runtime import resolve_runtime
 
     torch.set_num_threads(2)
     runtime = resolve_runtime("cpu", "auto", 2)
-    store = build_store(dataset, args.work)
-    volumes = list(reported_volumes(dataset, store))
+    build_store(dataset, args.work)
+    volumes = list(reported_volumes(dataset, args.work))
     cache = args.work / f"{dataset}-scores.json"
     scores = json.loads(cache.read_text()) if cache.exists() else {}
     curves = {}
@@ -167,9 +194,12 @@ def score_snapshots(dataset: str, methods: list[str], args) -> dict:
             if str(path) not in scores:
                 model = load_checkpoint(path)
                 network = build_network(model, path).eval()
+                normalize = Normalization.from_dict(model.normalization)
                 per_volume = []
                 for _, image, label in volumes:
-                    predicted = predict_label_volume(network, image, model.input_size, runtime)
+                    predicted = predict_label_volume(
+                        network, normalize.apply(image), model.input_size, runtime
+                    )
                     per_volume.append(dice_per_class(predicted, label, len(model.class_names))[1:])
                 with np.errstate(all="ignore"):
                     per_class = np.nanmean(np.stack(per_volume), axis=0)
