@@ -80,7 +80,7 @@ class WriteError(CGSError, OSError):
     def __init__(self, target: str | os.PathLike, problem: str) -> None:
         from cgs_engine.io.errors import display_path
 
-        self.target = os.fspath(target)
+        self.target, self.problem = os.fspath(target), problem
         super().__init__(
             f"{display_path(self.target)}: could not be written ({problem}); nothing was replaced"
         )
@@ -95,7 +95,7 @@ def describe_write_failure(error: BaseException, folder: Path) -> str:
     """What went wrong, in a few words: the system's reason, or "no space left" when the disk is
     full although the library's message does not say so (torch: "file write failed")."""
     if isinstance(error, WriteError):
-        return str(error)
+        return error.problem
     if isinstance(error, OSError) and error.errno is not None and error.strerror:
         return error.strerror
     if disk_nearly_full(folder):
@@ -187,6 +187,29 @@ def write_text_atomically(target: str | os.PathLike, text: str, **options: Any) 
 
 def write_json_atomically(target: str | os.PathLike, data: Any, **options: Any) -> Path:
     return write_text_atomically(target, json.dumps(data, indent=2) + "\n", **options)
+
+
+def append_line(target: str | os.PathLike, line: str) -> None:
+    """Append one line to a log, whole or not at all: a refused write (full disk) is cut back off,
+    so no half line is left for the next reader, and is a WriteError naming the file."""
+    target = Path(target)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    except OSError as error:
+        raise WriteError(target, describe_write_failure(error, target.parent)) from error
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise WriteError(target, describe_write_failure(error, target.parent)) from error
+    finally:
+        os.close(fd)
 
 
 def same_bytes(data: bytes) -> Verifier:

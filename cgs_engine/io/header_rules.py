@@ -120,7 +120,7 @@ def check_nifti_header(h: NiftiHeader, name: str) -> None:
     qform = _checked_qform(h, name) if h.qform_code > 0 else None
     sform = _checked_sform(h, name) if h.sform_code > 0 else None
     if qform is not None and sform is not None:
-        _require_same(qform, sform, "its qform and sform", name)
+        _require_same(qform, sform, "header qform and sform", name)
 
 
 def _check_voxel_size(value: float, field: str, name: str) -> None:
@@ -179,16 +179,16 @@ def _checked_sform(h: NiftiHeader, name: str) -> np.ndarray:
 
 def _require_same(first: np.ndarray, second: np.ndarray, what: str, name: str) -> None:
     sizes_a, sizes_b = np.linalg.norm(first[:3, :3], axis=0), np.linalg.norm(second[:3, :3], axis=0)
-    same = (
-        np.allclose(sizes_a, sizes_b, rtol=SPACING_RTOL, atol=0)
-        and np.allclose(first[:3, :3] / sizes_a, second[:3, :3] / sizes_b, atol=ORTHOGONAL_TOLERANCE)
-        and np.allclose(first[:3, 3], second[:3, 3], atol=ORIGIN_ATOL, rtol=SPACING_RTOL)
-    )
-    if not same:
+    differences = []
+    if not np.allclose(sizes_a, sizes_b, rtol=SPACING_RTOL, atol=0):
+        differences.append(f"voxel sizes {_triple(sizes_a)} vs {_triple(sizes_b)} mm")
+    if not np.allclose(first[:3, :3] / sizes_a, second[:3, :3] / sizes_b, atol=ORTHOGONAL_TOLERANCE):
+        differences.append("axis directions")
+    if not np.allclose(first[:3, 3], second[:3, 3], atol=ORIGIN_ATOL, rtol=SPACING_RTOL):
+        differences.append(f"origin {_triple(first[:3, 3])} vs {_triple(second[:3, 3])} mm")
+    if differences:
         raise VolumeIOError(
-            name,
-            f"{what} disagree (origin {_triple(first[:3, 3])} vs {_triple(second[:3, 3])} mm); "
-            "which geometry is meant is ambiguous",
+            name, f"{what} disagree ({'; '.join(differences)}); which geometry is meant is ambiguous"
         )
 
 

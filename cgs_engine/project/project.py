@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from cgs_engine.checkpoint import load_checkpoint
-from cgs_engine.durable import remove_stale_temp_files
+from cgs_engine.durable import WriteError, describe_write_failure, remove_stale_temp_files
 from cgs_engine.errors import CGSError
 from cgs_engine.h5_durable import foreign_link, write_h5_atomically
 from cgs_engine.locks import exclusive
@@ -269,6 +269,10 @@ class Project:
             if prior_data is not None:
                 _import_prior_into(temp, Path(prior_data), names, normalization, colors)
             _move_into_place(temp, folder)
+        except (OSError, WriteError) as error:  # the disk refused (full?): name the project, not a temp file
+            shutil.rmtree(temp, ignore_errors=True)
+            reason = describe_write_failure(error, folder.parent)
+            raise ProjectError(f"{folder}: cannot be created ({reason}); nothing was left behind") from None
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise

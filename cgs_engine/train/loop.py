@@ -32,7 +32,12 @@ from cgs_engine.checkpoint import (
     load_payload,
     save_checkpoint,
 )
-from cgs_engine.durable import remove_stale_temp_files, write_json_atomically, write_text_atomically
+from cgs_engine.durable import (
+    append_line,
+    remove_stale_temp_files,
+    write_json_atomically,
+    write_text_atomically,
+)
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer.slices import Cancelled, predict_label_volume
@@ -629,5 +634,4 @@ def _injected_fault(context: DistContext, step_index: int) -> None:
 
 
 def _log(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / "log.jsonl", "a") as stream:
-        stream.write(json.dumps(record) + "\n")
+    append_line(run_dir / "log.jsonl", json.dumps(record))
