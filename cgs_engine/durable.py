@@ -189,6 +189,19 @@ def write_json_atomically(target: str | os.PathLike, data: Any, **options: Any) 
     return write_text_atomically(target, json.dumps(data, indent=2) + "\n", **options)
 
 
+def copy_file_checked(source: Path, destination: Path, shown_as: Path | None = None) -> None:
+    """Copy ``source`` to ``destination`` (a temp name; ``shown_as`` is the name users know) and
+    check that every byte arrived; a refused or short copy is a WriteError."""
+    shown = shown_as or destination
+    try:
+        shutil.copyfile(source, destination)
+        copied, expected = destination.stat().st_size, source.stat().st_size
+    except OSError as error:
+        raise WriteError(shown, describe_write_failure(error, destination.parent)) from error
+    if copied != expected:
+        raise WriteError(shown, f"copied {copied:,} of {expected:,} bytes")
+
+
 def append_line(target: str | os.PathLike, line: str) -> None:
     """Append one line to a log, whole or not at all: a refused write (full disk) is cut back off,
     so no half line is left for the next reader, and is a WriteError naming the file."""
