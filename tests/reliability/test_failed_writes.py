@@ -26,7 +26,7 @@ import torch
 from conftest import assert_one_line_error, ct_array, write_image
 
 from cgs_engine.checkpoint import atomic_torch_save
-from cgs_engine.durable import WriteError, write_json_atomically
+from cgs_engine.durable import WriteError, append_line, write_json_atomically, write_text_atomically
 from cgs_engine.h5_durable import write_h5_atomically
 from cgs_engine.io import VolumeIOError, read_volume, write_volume
 from cgs_engine.normalize import Normalization
@@ -267,3 +267,28 @@ def test_train_onto_a_full_disk(full_disk, tmp_path):
     )
     assert_one_line_error(result, str(full_disk / "run"), "could not be written", "No space left on device")
     assert not list((full_disk / "run").glob(".*partial"))
+
+
+def test_an_empty_text_file_is_a_valid_write(tmp_path):
+    """A log rewritten with no records left is empty on purpose; the read-back knows it."""
+    target = tmp_path / "log.jsonl"
+    target.write_text("old\n")
+    write_text_atomically(target, "")
+    assert target.read_text() == ""
+
+
+def test_a_log_line_refused_halfway_is_cut_back_off(tmp_path, monkeypatch):
+    log = tmp_path / "log.jsonl"
+    append_line(log, '{"step": 1}')
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        if len(data) > 4:
+            real_write(fd, data[:4])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr("cgs_engine.durable.os.write", half_then_full)
+    with pytest.raises(WriteError, match="log.jsonl: could not be written .No space left on device"):
+        append_line(log, '{"step": 2, "loss": 0.5}')
+    assert log.read_text() == '{"step": 1}\n'
