@@ -4,6 +4,10 @@ a traceback, or a crash of the process; and whether any file that existed before
 
     python bench/hostile_inputs.py [--work /tmp/cgs-hostile]
 
+Then the cases of ``hostile_files`` (issue 22: full disks, detached headers, reinterpreted
+headers, checkpoints, class tables, stores, outputs that could replace inputs) in their own
+folder; the results of both go to ``bench/results/hostile_inputs-*.json``.
+
 Verbs run in this process through ``cgs_engine.cli.main.main`` (a traceback is an exception that
 escapes it); cases that could abort the process (non-UTF-8 paths) run in a child process.
 """
@@ -26,6 +30,10 @@ import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hostile_files  # noqa: E402
+from common import save_results  # noqa: E402
 
 
 def image(path: Path, array: np.ndarray) -> Path:
@@ -291,6 +299,8 @@ def main() -> None:
             print(f"  {kind}: {case}: {row['message']}")
     (args.work / "report.json").write_text(json.dumps({"rows": rows, "lost": lost}, indent=2))
     print(f"report: {args.work / 'report.json'}")
+    file_rows = hostile_files.run_all(args.work / "issue22", model, store)  # full disks, headers, ...
+    save_results("hostile_inputs", {"inputs": {"rows": rows, "lost": lost}, "files": file_rows})
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Loaded with ``torch.load(weights_only=True)``: a checkpoint holds tensors and pl
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from cgs_engine import __version__
-from cgs_engine.durable import write_atomically
+from cgs_engine.durable import write_atomically, zip_archive_problem
 from cgs_engine.errors import CGSError
 from cgs_engine.model import ModelConfig
 
@@ -88,10 +89,11 @@ class ModelCheckpoint:
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temp file in the target folder, fsync, then rename over the target."""
+    """torch.save to a temp file in the target folder, read back (every member's CRC), fsync, then
+    rename over the target; a full disk is a one-line WriteError and the old file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomically(path, lambda temp: torch.save(payload, temp))
+    return write_atomically(path, lambda temp: torch.save(payload, temp), verify=zip_archive_problem)
 
 
 def save_checkpoint(checkpoint: ModelCheckpoint, path: str | os.PathLike, half: bool = False) -> Path:
@@ -125,49 +127,137 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
+    """A checkpoint whose weights and metadata are checked, so that a damaged or hand-edited file is
+    refused here in one line instead of failing (or predicting nonsense) later."""
     payload = load_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a napari-cgs model checkpoint")
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    if payload["format_version"] > CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {payload['format_version']} is newer than this engine reads "
-            f"({CHECKPOINT_VERSION}); update napari-cgs"
-        )
+    _check_format_version(payload["format_version"], path)
     try:
         config = ModelConfig.from_dict(payload["model_config"])
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{path}: incompatible model settings ({error})") from None
-    if len(payload["class_names"]) != config.num_classes:
-        raise CheckpointError(
-            f"{path}: {len(payload['class_names'])} class names for a {config.num_classes}-class model"
-        )
+    class_names = _check_class_names(payload["class_names"], config.num_classes, path)
     _check_input_size(payload["input_size"], path)
+    normalization = _check_normalization(payload["normalization"], path)
+    colors = _check_colors(payload.get("class_colors"), len(class_names), path)
     _check_weights(payload, path)
     scope = payload.get("scope") or {}
-    if not isinstance(scope, dict):
-        raise CheckpointError(f"{path}: damaged checkpoint (its training scope is not a table)")
-    return ModelCheckpoint(
+    _check_scope(scope, path)
+    tables = {key: payload.get(key) or {} for key in ("train_config", "metrics")}
+    for key, value in tables.items():
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: damaged checkpoint (its {key} is not a table)")
+    checkpoint = ModelCheckpoint(
         model_config=config,
         state_dict=payload["state_dict"],
-        class_names=list(payload["class_names"]),
+        class_names=class_names,
         input_size=int(payload["input_size"]),
-        normalization=dict(payload["normalization"]),
-        class_colors=[list(c) for c in payload.get("class_colors", [])],
-        class_table=list(payload.get("class_table") or []),
-        method=payload.get("method", "cgs"),
-        train_config=payload.get("train_config", {}),
-        metrics=payload.get("metrics", {}),
-        data_fingerprint=payload.get("data_fingerprint", ""),
+        normalization=normalization,
+        class_colors=colors,
+        class_table=_check_class_table(payload.get("class_table") or [], path),
+        method=str(payload.get("method", "cgs")),
+        train_config=tables["train_config"],
+        metrics=tables["metrics"],
+        data_fingerprint=str(payload.get("data_fingerprint", "")),
         scope=dict(scope),
-        engine_version=payload.get("engine_version", "unknown"),
-        created=payload.get("created", ""),
+        engine_version=str(payload.get("engine_version", "unknown")),
+        created=str(payload.get("created", "")),
     )
+    return checkpoint
 
 
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 4096
+
+
+def _check_format_version(value: Any, path) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint (format version {value!r} is not a whole number >= 1)"
+        )
+    if value > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {value} is newer than this engine reads ({CHECKPOINT_VERSION}); "
+            "update napari-cgs"
+        )
+
+
+def _check_class_names(names: Any, num_classes: int, path) -> list[str]:
+    from cgs_engine.store._checks import MAX_CLASSES  # what a training store (uint8 labels) holds
+
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise CheckpointError(f"{path}: damaged checkpoint (class names must be a list of non-empty texts)")
+    if len(names) != num_classes:
+        raise CheckpointError(f"{path}: {len(names)} class names for a {num_classes}-class model")
+    if num_classes > MAX_CLASSES:
+        raise CheckpointError(f"{path}: {num_classes} classes; at most {MAX_CLASSES} are supported")
+    return list(names)
+
+
+def _check_normalization(value: Any, path) -> dict[str, Any]:
+    from cgs_engine.normalize import Normalization
+
+    try:
+        return Normalization.from_dict(value).to_dict()
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: damaged checkpoint (normalisation: {error})") from None
+
+
+def _check_colors(value: Any, count: int, path) -> list[list[int]]:
+    if not value:
+        return []
+    if not isinstance(value, (list, tuple)) or len(value) != count:
+        raise CheckpointError(f"{path}: damaged checkpoint (it needs one colour per class, {count})")
+    for color in value:
+        valid = isinstance(color, (list, tuple)) and len(color) in (3, 4)
+        if not valid or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color
+        ):
+            raise CheckpointError(
+                f"{path}: damaged checkpoint (class colour {color!r} is not 3 whole numbers from 0 to 255)"
+            )
+    return [list(color) for color in value]
+
+
+def _check_class_table(value: Any, path) -> list[dict[str, Any]]:
+    from cgs_engine.dicom.class_table import ClassTableError, class_table_from_list
+
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise CheckpointError(f"{path}: damaged checkpoint (its class table is not a list)")
+    try:
+        class_table_from_list(value, str(path))
+    except ClassTableError as error:
+        raise CheckpointError(f"damaged checkpoint: {error}") from None
+    return list(value)
+
+
+def _check_scope(scope: Any, path) -> None:
+    """A table of numbers (three texts aside): ``check_scope`` computes with every one of them."""
+    if not isinstance(scope, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint (its training scope is not a table)")
+    texts = {"modality", "body_region", "intensity.unit"}
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, (list, tuple)):
+            for inner in value:
+                walk(inner, where)
+        elif where in texts:
+            if not isinstance(value, str):
+                raise CheckpointError(f"{path}: damaged checkpoint (training scope {where} is not text)")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CheckpointError(
+                f"{path}: damaged checkpoint (training scope {where} = {value!r} is not a number)"
+            )
+
+    walk(scope, "")
 
 
 def _check_input_size(value: Any, path) -> None:
@@ -184,6 +274,11 @@ def _check_weights(payload: dict[str, Any], path) -> None:
     recorded = payload.get("weights_sha256")  # checkpoints before the checksum have none
     if recorded is not None and recorded != weights_digest(weights):
         raise CheckpointError(f"{path}: damaged checkpoint (its weights do not match their checksum)")
+    # A checksum recomputed after the damage still matches: NaN or infinite weights are refused on
+    # their own (such a model answers "background" everywhere without any error).
+    for key, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: damaged checkpoint (weights {key} hold NaN or infinite values)")
 
 
 def build_network(checkpoint: ModelCheckpoint, path: str | os.PathLike = "checkpoint") -> torch.nn.Module:

@@ -8,12 +8,14 @@ Qt is involved in the maths. Only the picture of the viewer (``_demo_render``) u
 from __future__ import annotations
 
 import csv
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cgs_engine.checkpoint import ModelCheckpoint
+from cgs_engine.durable import write_text_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.infer import Prediction, Predictor, write_prediction
 from cgs_engine.volume import Volume
@@ -62,17 +64,17 @@ def write_regions_csv(regions: list[Any], class_names: list[str], path: Path) ->
     columns = ["rank", "region_id", "likely_organs", "volume_ml", "voxels", "mass", "mean_disagreement"]
     columns += ["centroid_z", "centroid_y", "centroid_x", "z_start", "z_stop", "y_start", "y_stop"]
     columns += ["x_start", "x_stop", "source"]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for rank, region in enumerate(regions, start=1):
-            box = [bound for part in region.bbox for bound in (part.start, part.stop)]
-            centroid = [f"{c:.1f}" for c in region.centroid]
-            writer.writerow(
-                [rank, region.id, organ_names(region, class_names), f"{region.volume_ml:.3f}", region.voxels]
-                + [f"{region.mass:.1f}", f"{region.mean_disagreement:.3f}", *centroid, *box, region.source]
-            )
-    return path
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(columns)
+    for rank, region in enumerate(regions, start=1):
+        box = [bound for part in region.bbox for bound in (part.start, part.stop)]
+        centroid = [f"{c:.1f}" for c in region.centroid]
+        writer.writerow(
+            [rank, region.id, organ_names(region, class_names), f"{region.volume_ml:.3f}", region.voxels]
+            + [f"{region.mass:.1f}", f"{region.mean_disagreement:.3f}", *centroid, *box, region.source]
+        )
+    return write_text_atomically(path, table.getvalue())  # read back before it replaces anything
 
 
 def write_results(run: DemoRun, output: Path, stem: str) -> dict[str, Path]:
@@ -84,7 +86,7 @@ def write_results(run: DemoRun, output: Path, stem: str) -> dict[str, Path]:
     )
     rows = organ_volumes(run.prediction.labels, run.prediction.class_names)
     files["volumes"] = output / f"{stem}_volumes.csv"
-    files["volumes"].write_text(volume_table_csv(rows))
+    write_text_atomically(files["volumes"], volume_table_csv(rows))
     files["regions"] = write_regions_csv(
         run.regions, run.prediction.class_names, output / f"{stem}_review_regions.csv"
     )

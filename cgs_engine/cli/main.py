@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -56,11 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; ``argv`` None means the process's own command line (the `cgs` command)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_help()
         return 0
+    try:
+        code = run_verb(args)
+    finally:
+        if argv is None:
+            # The command is over and its files are complete: Ctrl+C while the interpreter shuts
+            # down (unloading torch takes a moment) would otherwise end the process by SIGINT,
+            # exit -2 with no word, after it had printed what it wrote.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
+def run_verb(args) -> int:
     try:
         return int(args.run(args) or 0)
     except CGSError as error:
@@ -70,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cgs {args.verb}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"cgs {args.verb}: interrupted", file=sys.stderr)
+        print(
+            f"cgs {args.verb}: interrupted; every file is complete or untouched, none half-written",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from cgs_engine.errors import CGSError
@@ -31,8 +32,12 @@ def expand_images(arguments: list[str] | None, what: str) -> list[Path]:
     return found
 
 
-def check_json_target(path: Path, overwrite: bool) -> None:
-    """A --json output can be written: checked before any work, so a refusal comes first."""
+def check_json_target(path: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
+    """A --json output can be written: checked before any work, so a refusal comes first. It may
+    not be one of the command's ``inputs``, even with ``--overwrite``."""
+    for source in inputs:
+        if _same_file(path, Path(source)):
+            raise CGSError(f"{path}: is one of this command's inputs; --json must name another file")
     if path.is_dir():
         raise CGSError(f"{path}: is a folder; give a file name such as report.json")
     if path.exists() and not overwrite:
@@ -42,3 +47,10 @@ def check_json_target(path: Path, overwrite: bool) -> None:
         raise CGSError(f"{path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CGSError(f"{path}: no permission to write in {folder}")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except OSError:
+        return False

@@ -52,6 +52,7 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
+    from cgs_engine.edit.checks import EditError
     from cgs_engine.io import read_volume, write_volume
 
     options = _tool_options(args)
@@ -62,7 +63,10 @@ def run(args) -> int:
     if box is not None:
         _check_box(box, args.box, volume.shape)
     spacing_zyx = volume.geometry.spacing[::-1]
-    result = _apply(args.tool, volume.array, class_id, spacing_zyx, box, options)
+    try:
+        result = _apply(args.tool, volume.array, class_id, spacing_zyx, box, options)
+    except EditError as error:  # a setting that does not fit this volume: say which volume
+        raise CGSError(f"{args.labels}: {error}") from None
     written = write_volume(volume.like(result.labels, "labels"), args.output, overwrite=args.overwrite)
     print(
         f"{args.tool} {name}: {result.changed_voxels} voxels changed "

@@ -48,12 +48,13 @@ def run(args) -> int:
     from cgs_engine.evaluate.pairing import pair_files
     from cgs_engine.io import check_same_grid, read_volume
 
-    if args.json:
-        check_json_target(Path(args.json), args.overwrite)
     try:
         paired = pair_files(args.pred, args.gt)
     except ValueError as error:
         raise CGSError(str(error)) from None
+    if args.json:
+        inputs = [path for folder in (args.pred, args.gt) for path in Path(folder).iterdir()]
+        check_json_target(Path(args.json), args.overwrite, inputs)
     for name in paired.missing_pred:
         print(f"warning: {name}: reference without prediction, skipped", file=sys.stderr)
     for name in paired.missing_gt:

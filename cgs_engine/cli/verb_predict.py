@@ -30,6 +30,9 @@ def add_parser(verbs) -> None:
 
 
 def _inputs(arguments: list[str]) -> list[Path]:
+    """The scans to segment; in a folder, the files an earlier `cgs predict` wrote there (named by
+    its ``*_classes.json``) are its outputs, not scans, and are left out."""
+    from cgs_engine.infer.export import prediction_outputs_in
     from cgs_engine.io import is_supported_path
 
     found: list[Path] = []
@@ -37,6 +40,16 @@ def _inputs(arguments: list[str]) -> list[Path]:
         path = Path(argument)
         if path.is_dir() and is_supported_path(path):  # a DICOM series folder
             found.append(path)
+        elif path.is_dir():
+            outputs = prediction_outputs_in(path)
+            images = expand_images([argument], "INPUT")
+            scans = [image for image in images if image.resolve() not in outputs]
+            skipped = len(images) - len(scans)
+            if skipped:
+                print(f"{path}: left out {skipped} output file(s) of an earlier prediction", file=sys.stderr)
+            if not scans:
+                raise CGSError(f"{path}: no scans in this folder (only outputs of an earlier prediction)")
+            found.extend(scans)
         else:
             found.extend(expand_images([argument], "INPUT"))
     return found
@@ -62,7 +75,7 @@ def run(args) -> int:
     from cgs_engine.dicom.class_table import checkpoint_class_table
     from cgs_engine.infer import Predictor, write_prediction
     from cgs_engine.infer.export import check_targets, prediction_paths, unique_stems
-    from cgs_engine.io import read_volume
+    from cgs_engine.io import check_volume_file, read_volume
     from cgs_engine.scope import check_scope
 
     inputs = _inputs(args.inputs)
@@ -71,11 +84,17 @@ def run(args) -> int:
     stems = unique_stems(inputs)
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
     class_table = checkpoint_class_table(predictor.checkpoint, args.checkpoint).to_list()
+    resolved_inputs = {path.resolve() for path in inputs}
     for stem in stems:  # every file of every input, before the first inference
         paths = prediction_paths(
             output, stem, predictor.class_names, args.maps, disagreement=predictor.has_specialists
         )
         check_targets(paths, args.overwrite)
+        for target in paths.values():
+            if target.resolve() in resolved_inputs:
+                raise CGSError(f"{target}: is one of the inputs; predicting would replace it (choose -o)")
+    for path in inputs:  # a damaged scan is refused before anything is written for the others
+        check_volume_file(path)
     print(f"model: {', '.join(predictor.class_names[1:])} on {predictor.runtime.describe()}", file=sys.stderr)
     for path, stem in zip(inputs, stems, strict=True):
         volume = read_volume(path)

@@ -59,7 +59,12 @@ def run(args) -> int:
     if args.top < 1 or args.min_voxels < 1:
         raise CGSError("--top and --min-voxels must be at least 1")
     if args.json:
-        check_json_target(Path(args.json), args.overwrite)
+        inputs = [Path(args.disagreement), *([Path(args.labels)] if args.labels else [])]
+        if args.maps_dir and Path(args.maps_dir).is_dir():
+            inputs += list(Path(args.maps_dir).iterdir())
+        else:
+            inputs += list(Path(args.disagreement).parent.glob("*_classes.json"))
+        check_json_target(Path(args.json), args.overwrite, inputs)
     disagreement = read_volume(args.disagreement, kind="map")
     _check_map_type(disagreement.array, args.disagreement)
     labels = None

@@ -98,7 +98,9 @@ def run(args) -> int:
     config = None
     if not args.resume:
         config = (
-            TrainConfig.from_file(args.config, overrides) if args.config else TrainConfig.from_dict(overrides)
+            TrainConfig.from_file(args.config, overrides)
+            if args.config
+            else TrainConfig.from_dict(overrides, source="the command-line settings")
         )
     result = train(args.store, args.output, config, resume=args.resume, on_event=_printer)
     best = "n/a (no val volumes)" if result.best_dice is None else f"{100 * result.best_dice:.2f}"

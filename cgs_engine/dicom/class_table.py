@@ -191,16 +191,24 @@ def derived_entry(class_id: int, name: str, color: Sequence[int]) -> ClassEntry:
     )
 
 
+MAX_ENTRIES = 1000  # more classes than any segmentation model here; bounds the work per export
+MAX_LABEL_ID = 65535  # label maps are uint8 or uint16
+
+
 def class_table_from_list(items: Sequence[dict[str, Any]], where: str = "class table") -> ClassTable:
     """A table from its stored form. Entries with only ``id``, ``name`` and ``color`` (the
     ``*_classes.json`` that ``cgs predict`` and the panel write) get their TG-263 name and code
-    from the name; the background entry (id 0) is dropped."""
+    from the name; the background entry (id 0) is dropped. Every field is checked for its type,
+    so a hand-edited table is refused here in one line."""
+    if len(items) > MAX_ENTRIES + 1:
+        raise ClassTableError(f"{where}: {len(items):,} classes; a class table holds at most {MAX_ENTRIES:,}")
     entries: dict[int, ClassEntry] = {}
     for item in items:
         try:
             entry = _entry_from_item(item)
         except (KeyError, TypeError, ValueError) as error:
-            raise ClassTableError(f"{where}: malformed class entry {item!r} ({error})") from None
+            shown = repr(item) if len(repr(item)) <= 120 else repr(item)[:117] + "..."
+            raise ClassTableError(f"{where}: malformed class entry {shown} ({error})") from None
         if entry is None:
             continue
         if entry.id in entries:
@@ -214,24 +222,41 @@ def class_table_from_list(items: Sequence[dict[str, Any]], where: str = "class t
 def _entry_from_item(item: dict[str, Any]) -> ClassEntry | None:
     from cgs_engine.store._checks import default_colors
 
-    class_id, name = int(item["id"]), str(item["name"])
-    if class_id < 0:
-        raise ValueError("ids are 0 or positive")
+    if not isinstance(item, dict):
+        raise TypeError("an entry must be a table with id and name")
+    class_id, name = item["id"], item["name"]
+    if isinstance(class_id, bool) or not isinstance(class_id, int) or not 0 <= class_id <= MAX_LABEL_ID:
+        raise ValueError(f"id {class_id!r} is not a whole number from 0 to {MAX_LABEL_ID}")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name {name!r} is not a non-empty text")
     if class_id == 0:
         return None
     color = _rgb(item["color"]) if item.get("color") else _rgb(default_colors(class_id + 1)[class_id])
     if "tg263" not in item:  # names only: derive the identity
         return derived_entry(class_id, name, color)
-    optional = {key: Code.from_dict(item[key]) if item.get(key) else None for key in ("snomed", "laterality")}
+    tg263 = item["tg263"]
+    if tg263 is not None and not isinstance(tg263, str):
+        raise ValueError(f"tg263 {tg263!r} is not a text")
+    codes = {key: _code(item.get(key), key) for key in ("snomed", "laterality", "category")}
     return ClassEntry(
         id=class_id,
         name=name,
         color=color,
-        tg263=item["tg263"] or None,
-        code=optional["snomed"],
-        laterality=optional["laterality"],
-        category=Code.from_dict(item["category"]) if item.get("category") else ANATOMICAL_STRUCTURE,
+        tg263=tg263 or None,
+        code=codes["snomed"],
+        laterality=codes["laterality"],
+        category=codes["category"] or ANATOMICAL_STRUCTURE,
     )
+
+
+def _code(value: Any, key: str) -> Code | None:
+    if not value:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(value.get(k), str) for k in ("value", "scheme", "meaning")
+    ):
+        raise ValueError(f"{key} {value!r} is not a code with value, scheme and meaning texts")
+    return Code.from_dict(value)
 
 
 def read_class_table(path: str | Path) -> ClassTable:

@@ -54,6 +54,17 @@ def check_spacing(spacing_zyx) -> tuple[float, float, float]:
     return spacing  # type: ignore[return-value]
 
 
+def check_within_volume(name: str, amounts_mm, shape, spacing_zyx) -> None:
+    """A distance (margin, sigma) no longer than the volume's diagonal: anything beyond changes
+    nothing more, and a blur that wide would allocate a kernel of that many voxels (1e9 mm: 30 GB)."""
+    diagonal = math.sqrt(sum((n * d) ** 2 for n, d in zip(shape, spacing_zyx, strict=True)))
+    largest = max(np.ravel(amounts_mm))
+    if largest > diagonal:
+        raise EditError(
+            f"{name} {largest:g} mm is larger than the whole volume (its diagonal is {diagonal:.1f} mm)"
+        )
+
+
 def check_sigma(sigma_mm) -> tuple[float, float, float]:
     """One sigma for every axis, or one per axis (z, y, x)."""
     if np.ndim(sigma_mm) > 0:

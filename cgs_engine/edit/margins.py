@@ -5,7 +5,7 @@ from __future__ import annotations
 from scipy import ndimage
 
 from cgs_engine.edit.boxes import expand, intersect, reach_in_voxels
-from cgs_engine.edit.checks import check_amount, check_spacing
+from cgs_engine.edit.checks import check_amount, check_spacing, check_within_volume
 from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.target import edit_target
 
@@ -28,6 +28,7 @@ def _margin(labels, class_id, margin_mm, spacing_zyx, region, outward: bool) -> 
     target = edit_target(labels, class_id, region)
     margin = check_amount("margin_mm", margin_mm)
     spacing = check_spacing(spacing_zyx)
+    check_within_volume("margin_mm", margin, target.shape, spacing)
     if target.nothing_to_do or margin == 0:
         return target.unchanged()
     reach = reach_in_voxels(margin, spacing)

@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from cgs_engine.edit.boxes import expand, intersect
-from cgs_engine.edit.checks import check_sigma, check_spacing
+from cgs_engine.edit.checks import check_sigma, check_spacing, check_within_volume
 from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.target import edit_target
 
@@ -21,6 +21,7 @@ def smooth(labels, class_id: int, sigma_mm, spacing_zyx, region=None) -> EditRes
     target = edit_target(labels, class_id, region)
     sigmas_mm = check_sigma(sigma_mm)
     spacing = check_spacing(spacing_zyx)
+    check_within_volume("sigma_mm", sigmas_mm, target.shape, spacing)
     if target.nothing_to_do or max(sigmas_mm) == 0:
         return target.unchanged()
     sigmas = tuple(s / d for s, d in zip(sigmas_mm, spacing, strict=True))

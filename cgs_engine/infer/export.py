@@ -9,6 +9,7 @@ class's map file, which ``cgs review`` reads.
 
 from __future__ import annotations
 
+import glob
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -71,6 +72,20 @@ def prediction_paths(
             paths["disagreement"] = out_dir / f"{stem}_disagreement.nii.gz"
     paths["classes"] = out_dir / f"{stem}_classes.json"
     return paths
+
+
+def prediction_outputs_in(folder: Path) -> set[Path]:
+    """The files an earlier prediction wrote in ``folder`` (resolved): for each ``<stem>_classes.json``
+    its labels, disagreement map and specialist maps (those it records, and ``<stem>_map_*``)."""
+    outputs: set[Path] = set()
+    for table in folder.glob("*_classes.json"):
+        stem = table.name[: -len("_classes.json")]
+        outputs.add(table.resolve())
+        for suffix in IMAGE_SUFFIXES:
+            for name in (f"{stem}_labels{suffix}", f"{stem}_disagreement{suffix}"):
+                outputs.add((folder / name).resolve())
+            outputs.update(path.resolve() for path in folder.glob(f"{glob.escape(stem)}_map_*{suffix}"))
+    return outputs
 
 
 def check_targets(paths: dict[str, Path], overwrite: bool) -> None:

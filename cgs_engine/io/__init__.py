@@ -5,13 +5,14 @@ Every failure is a :class:`VolumeIOError` whose message is one line naming the f
 
 from .errors import VolumeIOError
 from .formats import SUPPORTED_EXTENSIONS, is_supported_path
-from .readers import read_volume
+from .readers import check_volume_file, read_volume
 from .validate import check_label_map, check_same_grid
 from .writers import write_volume
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "VolumeIOError",
+    "check_volume_file",
     "check_label_map",
     "check_same_grid",
     "is_supported_path",

@@ -11,7 +11,6 @@ them is damaged (or not a scan), so they are counted in the raw bytes and refuse
 from __future__ import annotations
 
 import gzip
-import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VolumeIOError
+from .nifti_header import GZIP_MAGIC, NiftiHeader, read_nifti_header
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_NIFTI1_HEADER_SIZE = 348
-_NIFTI2_HEADER_SIZE = 540
 _CHUNK = 1 << 20
-_FLOAT_TYPES = {16: "f4", 64: "f8"}  # NIfTI datatype code -> numpy float type
 
 
 @dataclass(frozen=True)
@@ -38,13 +34,14 @@ def check_nifti_complete(path: Path, name: str) -> None:
     """Raise :class:`VolumeIOError` if a single-file NIfTI has less data than it declares, or float
     voxels that are NaN or infinite.
 
-    Files that are not recognisably NIfTI-1/2 pass: SimpleITK gives the better error for those.
+    Files that are not recognisably NIfTI-1/2 pass: ``header_rules`` refuses those first.
     """
     with open(path, "rb") as raw:
-        compressed = raw.read(2) == _GZIP_MAGIC
+        compressed = raw.read(2) == GZIP_MAGIC
     opener = gzip.open if compressed else open
     try:
-        layout = nifti_layout(_read_header(path, opener))
+        header = read_nifti_header(path)
+        layout = None if header is None else nifti_layout(header)
         if layout is None:
             return
         length, nonfinite = _scan(path, opener, layout)
@@ -57,11 +54,6 @@ def check_nifti_complete(path: Path, name: str) -> None:
         raise VolumeIOError(name, problem)
     if nonfinite:
         raise VolumeIOError(name, f"image holds {nonfinite} NaN or infinite voxel value(s); it is damaged")
-
-
-def _read_header(path: Path, opener) -> bytes:
-    with opener(path, "rb") as stream:
-        return stream.read(_NIFTI2_HEADER_SIZE)
 
 
 def _scan(path: Path, opener, layout: NiftiLayout) -> tuple[int, int]:
@@ -85,53 +77,13 @@ def _scan(path: Path, opener, layout: NiftiLayout) -> tuple[int, int]:
     return total, nonfinite
 
 
-def expected_nifti_length(header: bytes) -> int | None:
-    """Bytes a single-file NIfTI-1/2 needs (header, extensions, voxels), or None if not NIfTI."""
-    layout = nifti_layout(header)
-    return None if layout is None else layout.data_end
-
-
-def nifti_layout(header: bytes) -> NiftiLayout | None:
-    for endian in "<>":
-        if len(header) < 4:
-            return None
-        declared = struct.unpack(endian + "i", header[:4])[0]
-        if declared == _NIFTI1_HEADER_SIZE:
-            return _nifti1_layout(header, endian)
-        if declared == _NIFTI2_HEADER_SIZE:
-            return _nifti2_layout(header, endian)
-    return None
-
-
-def _nifti1_layout(header: bytes, endian: str) -> NiftiLayout | None:
-    if len(header) < _NIFTI1_HEADER_SIZE:
-        return NiftiLayout(_NIFTI1_HEADER_SIZE, _NIFTI1_HEADER_SIZE, None)
-    if header[344:348] != b"n+1\x00":  # "ni1": header and voxels in separate files
+def nifti_layout(header: NiftiHeader) -> NiftiLayout | None:
+    """Where a single-file NIfTI's voxels lie (by the header's own bit count), or None for a header
+    too broken to tell (``header_rules`` refuses those)."""
+    if not header.single_file or not 1 <= header.ndim <= 7 or header.bitpix <= 0 or min(header.sizes) < 1:
         return None
-    dims = struct.unpack(endian + "8h", header[40:56])
-    datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
-    vox_offset = struct.unpack(endian + "f", header[108:112])[0]
-    return _layout(dims, datatype, bitpix, vox_offset, endian)
-
-
-def _nifti2_layout(header: bytes, endian: str) -> NiftiLayout | None:
-    if len(header) < _NIFTI2_HEADER_SIZE:
-        return NiftiLayout(_NIFTI2_HEADER_SIZE, _NIFTI2_HEADER_SIZE, None)
-    if header[4:8] != b"n+2\x00":
+    if not np.isfinite(header.vox_offset):
         return None
-    datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
-    dims = struct.unpack(endian + "8q", header[16:80])
-    vox_offset = struct.unpack(endian + "q", header[168:176])[0]
-    return _layout(dims, datatype, bitpix, vox_offset, endian)
-
-
-def _layout(dims, datatype: int, bitpix: int, vox_offset: float, endian: str) -> NiftiLayout | None:
-    ndim = dims[0]
-    sizes = dims[1 : ndim + 1]
-    if not 1 <= ndim <= 7 or bitpix <= 0 or min(sizes) < 1 or not np.isfinite(vox_offset):
-        return None
-    voxels = int(np.prod(sizes, dtype=np.int64))
-    start = int(vox_offset)
-    float_code = _FLOAT_TYPES.get(datatype)
-    float_type = np.dtype(endian + float_code) if float_code else None
-    return NiftiLayout(start, start + (voxels * bitpix + 7) // 8, float_type)
+    start = int(header.vox_offset)
+    float_type = header.numpy_type if header.datatype in (16, 64) else None
+    return NiftiLayout(start, start + header.data_bytes(), float_type)

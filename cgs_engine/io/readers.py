@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..native_output import captured_native_stderr
 from ..volume import Geometry, Volume
 from .claimed_size import check_claimed_size
-from .errors import VolumeIOError, describe_read_failure, itk_reason, require_utf8_path
+from .errors import VolumeIOError, describe_read_failure, display_path, itk_reason, require_utf8_path
 from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of
+from .header_rules import ORTHOGONAL_TOLERANCE, check_image_header, require_regular_file
 from .integrity import check_nifti_complete
 from .validate import check_label_map
+from .written import stored_data_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -61,19 +65,61 @@ def check_finite_voxels(array: np.ndarray, name: str) -> None:
         )
 
 
-def read_image_file(location: Path, name: str) -> sitk.Image:
+def check_volume_file(path: str | os.PathLike) -> None:
+    """Every check of :func:`read_volume` short of decoding the voxels, including that all voxel
+    data is there: for commands that take several inputs and must refuse a damaged one before
+    writing anything for the others. DICOM folders are checked when read."""
+    name = os.fspath(path)
+    location = Path(name)
+    if not location.exists():
+        raise VolumeIOError(name, "no such file or folder")
+    require_utf8_path(name)
+    if location.is_dir():
+        return
+    _checked_before_reading(location, name)
+
+
+def _checked_before_reading(location: Path, name: str) -> None:
+    """The file, its header and the length of its voxel data, checked before ITK reads it."""
+    require_regular_file(location, name)  # a pipe would block ITK forever, a device feed it noise
     extension = extension_of(location)
     if extension is None:
         raise VolumeIOError(name, f"unsupported file type (supported: {describe_supported()})")
     if location.stat().st_size == 0:
         raise VolumeIOError(name, "file is empty")
+    layout = check_image_header(location, name)
     if extension in NIFTI_EXTENSIONS:
         check_nifti_complete(location, name)
-    check_claimed_size(location, name)
-    try:
-        return sitk.ReadImage(str(location))
-    except RuntimeError as error:
-        raise VolumeIOError(name, describe_read_failure(error)) from error
+    claimed = check_claimed_size(location, name, layout)
+    if layout.encoding == "gzip":
+        # NRRD's reader fills a gzip stream that ends early with zeros without a word
+        try:
+            present = stored_data_bytes(layout, claimed)
+        except (OSError, EOFError, zlib.error):
+            present = -1
+        if present < claimed:
+            raise VolumeIOError(
+                name, "file is truncated or corrupt (its compressed voxel data does not inflate to its size)"
+            )
+
+
+def read_image_file(location: Path, name: str) -> sitk.Image:
+    _checked_before_reading(location, name)
+    with captured_native_stderr() as chatter:
+        try:
+            image = sitk.ReadImage(str(location))
+        except RuntimeError as error:
+            failure = error
+        else:
+            failure = None
+    if failure is not None:
+        problem = describe_read_failure(failure)
+        if chatter.summary():
+            problem += f"; the image library said: {chatter.summary()}"
+        raise VolumeIOError(name, problem) from failure
+    if chatter.summary():
+        logger.warning("%s: the image library said: %s", display_path(name), chatter.summary())
+    return image
 
 
 def read_dicom_series(folder: Path, name: str) -> sitk.Image:
@@ -122,6 +168,14 @@ def _drop_fourth_axis(image: sitk.Image, name: str) -> sitk.Image:
 
 def geometry_of(image: sitk.Image, name: str) -> Geometry:
     try:
-        return Geometry(spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection())
+        geometry = Geometry(
+            spacing=image.GetSpacing(), origin=image.GetOrigin(), direction=image.GetDirection()
+        )
     except ValueError as error:
         raise VolumeIOError(name, f"image has an invalid geometry ({error})") from error
+    matrix = geometry.direction_matrix
+    if np.abs(matrix.T @ matrix - np.eye(3)).max() > ORTHOGONAL_TOLERANCE:
+        raise VolumeIOError(
+            name, "image direction is not a rotation (its axes are not perpendicular unit vectors)"
+        )
+    return geometry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,11 +10,21 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..durable import FILE_MODE, fsync_dir, remove_stale_temp_files, staging_folder
+from ..durable import (
+    FILE_MODE,
+    describe_write_failure,
+    disk_nearly_full,
+    fsync_dir,
+    fsync_file,
+    remove_stale_temp_files,
+    staging_folder,
+)
+from ..native_output import captured_native_stderr
 from ..volume import Geometry, Volume
 from .errors import VolumeIOError, itk_reason, require_utf8_path
 from .formats import SUPPORTED_EXTENSIONS, extension_of
 from .validate import check_label_map, raise_if_grids_differ
+from .written import written_volume_problem
 
 Reference = Volume | Geometry | tuple[Geometry, Sequence[int]]
 
@@ -90,29 +101,48 @@ def to_sitk_image(array: np.ndarray, geometry: Geometry, name: str) -> sitk.Imag
 
 
 def _write_atomically(image: sitk.Image, target: Path, name: str, overwrite: bool) -> None:
-    """Write into a private folder next to ``target``, then move the files into place.
+    """Write into a private folder next to ``target``, check it, then move the files into place.
 
     A folder rather than a temporary file name: .mhd and .nhdr headers record their data
     file's name, so the files must be written under their final names. The private folder
-    is on the same file system, so each move is an atomic ``os.replace``.
+    is on the same file system, so each move is an atomic ``os.replace``. ITK does not report
+    short writes, so the staged file is read back (``written_volume_problem``) before it
+    replaces anything.
     """
     try:
         with staging_folder(target) as staging:
             staged = staging / target.name
-            try:
-                sitk.WriteImage(image, str(staged), useCompression=True)
-            except RuntimeError as error:
-                raise VolumeIOError(name, f"could not be written ({itk_reason(error)})") from error
+            with captured_native_stderr() as chatter:
+                try:
+                    sitk.WriteImage(image, str(staged), useCompression=True)
+                    failure = None
+                except RuntimeError as error:
+                    failure = itk_reason(error)
+            if failure is None:
+                failure = written_volume_problem(staged, image)
+            if failure is not None:
+                raise VolumeIOError(name, _write_failure(failure, chatter.summary(), target.parent))
             # The header last: until it moves, readers still see the old, consistent file(s).
             produced = sorted(staging.iterdir(), key=lambda part: part.name == target.name)
             _refuse_clashes(produced, target, name, overwrite)
             for part in produced:
                 os.chmod(part, FILE_MODE)
+                fsync_file(part)
+            for part in produced:
                 os.replace(part, target.parent / part.name)
     except OSError as error:
-        raise VolumeIOError(name, f"could not be written ({error.strerror or error})") from None
+        reason = describe_write_failure(error, target.parent)
+        raise VolumeIOError(name, f"could not be written ({reason}); nothing was replaced") from None
     fsync_dir(target.parent)
     remove_stale_temp_files(target.parent, name=target.name)
+
+
+def _write_failure(problem: str, chatter: str, folder: Path) -> str:
+    if disk_nearly_full(folder):  # the cause; what the library made of it adds nothing
+        reason = os.strerror(errno.ENOSPC)
+    else:
+        reason = problem + (f"; the image library said: {chatter}" if chatter else "")
+    return f"could not be written ({reason}); nothing was replaced"
 
 
 def _refuse_clashes(produced: list[Path], target: Path, name: str, overwrite: bool) -> None:

@@ -34,6 +34,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
         self.dropouts = tuple(float(p) for p in self.dropouts)
+        if not self.widths or any(w < 1 for w in self.widths) or self.in_channels < 1:
+            raise ValueError(f"widths and in_channels must be whole numbers >= 1, got {self.widths}")
+        if not all(0.0 <= p < 1.0 for p in self.dropouts):
+            raise ValueError(f"dropouts must lie in [0, 1), got {self.dropouts}")
         if self.num_classes < 2:
             raise ValueError(
                 f"num_classes must be >= 2 (background + at least one target), got {self.num_classes}"

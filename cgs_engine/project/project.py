@@ -34,8 +34,9 @@ import h5py
 import numpy as np
 
 from cgs_engine.checkpoint import load_checkpoint
-from cgs_engine.durable import remove_stale_temp_files, write_atomically
+from cgs_engine.durable import WriteError, describe_write_failure, remove_stale_temp_files
 from cgs_engine.errors import CGSError
+from cgs_engine.h5_durable import foreign_link, write_h5_atomically
 from cgs_engine.locks import exclusive
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior
@@ -269,6 +270,10 @@ class Project:
             if prior_data is not None:
                 _import_prior_into(temp, Path(prior_data), names, normalization, colors)
             _move_into_place(temp, folder)
+        except (OSError, WriteError) as error:  # the disk refused (full?): name the project, not a temp file
+            shutil.rmtree(temp, ignore_errors=True)
+            reason = describe_write_failure(error, folder.parent)
+            raise ProjectError(f"{folder}: cannot be created ({reason}); nothing was left behind") from None
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
@@ -732,15 +737,14 @@ def _move_into_place(temp: Path, folder: Path) -> None:
 
 
 def _write_h5_atomically(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    def write(temp: Path) -> None:
-        with h5py.File(temp, "w") as file:
-            for key, value in attrs.items():
-                file.attrs[key] = value
-            for key, array in arrays.items():
-                chunks = (1, *array.shape[1:]) if array.ndim == 3 else True
-                file.create_dataset(key, data=array, chunks=chunks, compression="gzip", compression_opts=1)
+    def fill(file: h5py.File) -> None:
+        for key, value in attrs.items():
+            file.attrs[key] = value
+        for key, array in arrays.items():
+            chunks = (1, *array.shape[1:]) if array.ndim == 3 else True
+            file.create_dataset(key, data=array, chunks=chunks, compression="gzip", compression_opts=1)
 
-    write_atomically(path, write)
+    write_h5_atomically(path, fill)
 
 
 def _read_correction_info(path: Path) -> CorrectionInfo:
@@ -749,6 +753,9 @@ def _read_correction_info(path: Path) -> CorrectionInfo:
             attrs = file.attrs
             if attrs.get("format") != CORRECTION_FORMAT:
                 raise ProjectError(f"{path}: not a napari-cgs correction file")
+            linked = foreign_link(file)
+            if linked:
+                raise ProjectError(f"{path}: {linked}; a correction file holds its own data")
             if int(attrs.get("format_version", 1)) > CORRECTION_FORMAT_VERSION:
                 raise ProjectError(
                     f"{path}: correction format version {attrs.get('format_version')} is newer than this "

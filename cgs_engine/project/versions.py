@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cgs_engine.durable import (  # noqa: F401 (re-exported for the project)
+    copy_file_checked,
     fsync_dir,
     fsync_file,
     temp_path_for,
@@ -149,7 +150,7 @@ def write_version(models_dir: Path, model_source: Path, record: dict[str, Any]) 
     temp = temp_path_for(final)
     temp.mkdir()
     try:
-        shutil.copyfile(model_source, temp / "model.pt")
+        copy_file_checked(model_source, temp / "model.pt", shown_as=final / "model.pt")
         fsync_file(temp / "model.pt")
         write_json_atomically(temp / "version.json", {"id": version_id, "created": now_iso(), **record})
         # rename() of a folder onto an existing non-empty folder fails, so a concurrent writer

@@ -22,8 +22,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cgs_engine.durable import write_atomically
 from cgs_engine.errors import CGSError
+from cgs_engine.h5_durable import foreign_link, write_h5_atomically
 from cgs_engine.io.formats import extension_of
 from cgs_engine.review.state import ReviewState
 from cgs_engine.volume import Geometry
@@ -106,10 +106,10 @@ def save_session(
     if not target.parent.is_dir():
         raise SessionError(f"{target}: cannot save session, folder {target.parent} does not exist")
     try:
-        write_atomically(
+        write_h5_atomically(
             target,
-            lambda temp: _write(
-                temp, labels, review_state, image_fingerprint, geometry, class_names, component_map
+            lambda file: _fill(
+                file, labels, review_state, image_fingerprint, geometry, class_names, component_map
             ),
         )
     except OSError as error:
@@ -127,6 +127,9 @@ def load_session(path: str | os.PathLike, expected_fingerprint: str | None = Non
     try:
         with h5py.File(source, "r") as file:
             _check_format(file, source)
+            linked = foreign_link(file)
+            if linked:
+                raise SessionError(f"{source}: {linked}; a session file holds its own data")
             fingerprint = _text(file.attrs["fingerprint"])
             if expected_fingerprint is not None and fingerprint != expected_fingerprint:
                 raise SessionError(f"{source}: session belongs to a different image (fingerprint mismatch)")
@@ -173,8 +176,8 @@ def _storable_labels(labels: np.ndarray, target: Path) -> np.ndarray:
     return labels.astype(np.uint8 if high <= np.iinfo(np.uint8).max else np.uint16, copy=False)
 
 
-def _write(
-    path: Path,
+def _fill(
+    file: h5py.File,
     labels: np.ndarray,
     state: ReviewState,
     fingerprint: str,
@@ -182,20 +185,17 @@ def _write(
     class_names: list[str],
     component_map: np.ndarray | None,
 ) -> None:
-    with h5py.File(path, "w") as file:
-        file.attrs["format"] = FORMAT_NAME
-        file.attrs["format_version"] = FORMAT_VERSION
-        file.attrs["fingerprint"] = fingerprint
-        file.attrs["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        file.attrs["geometry"] = json.dumps(geometry.to_dict())
-        file.attrs["class_names"] = json.dumps(list(class_names))
-        file.attrs["review_state"] = json.dumps(state.to_dict())
-        _dataset(file, "labels", labels)
-        _dataset(file, "review_mask", state.review_mask.astype(np.uint8, copy=False))
-        if component_map is not None:
-            _dataset(
-                file, "component_map", component_map.astype(_smallest_unsigned(component_map), copy=False)
-            )
+    file.attrs["format"] = FORMAT_NAME
+    file.attrs["format_version"] = FORMAT_VERSION
+    file.attrs["fingerprint"] = fingerprint
+    file.attrs["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    file.attrs["geometry"] = json.dumps(geometry.to_dict())
+    file.attrs["class_names"] = json.dumps(list(class_names))
+    file.attrs["review_state"] = json.dumps(state.to_dict())
+    _dataset(file, "labels", labels)
+    _dataset(file, "review_mask", state.review_mask.astype(np.uint8, copy=False))
+    if component_map is not None:
+        _dataset(file, "component_map", component_map.astype(_smallest_unsigned(component_map), copy=False))
 
 
 def _dataset(file: h5py.File, name: str, array: np.ndarray) -> None:

@@ -42,7 +42,8 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from cgs_engine.durable import remove_stale_temp_files, temp_path_for
+from cgs_engine.durable import GuardedFile, check_written, remove_stale_temp_files, temp_path_for
+from cgs_engine.h5_durable import foreign_link, hdf5_problem
 from cgs_engine.normalize import Normalization
 from cgs_engine.store._checks import (
     SliceStoreError,
@@ -118,8 +119,16 @@ class StoredSlice(NamedTuple):
 class SliceStore:
     """A slice store file; make one with :meth:`create` or :meth:`open`, not the constructor."""
 
-    def __init__(self, file: h5py.File, path: Path, partial_path: Path | None, overwrite: bool) -> None:
+    def __init__(
+        self,
+        file: h5py.File,
+        path: Path,
+        partial_path: Path | None,
+        overwrite: bool,
+        guard: GuardedFile | None = None,
+    ) -> None:
         self._file = file
+        self._guard = guard  # the disk under a new store's file (see cgs_engine.h5_durable)
         self.path = path
         self._partial_path = partial_path
         self._overwrite = overwrite
@@ -156,8 +165,14 @@ class SliceStore:
         remove_stale_temp_files(path.parent, name=path.name)
         partial = temp_path_for(path)
         try:
-            file = h5py.File(partial, "w-")
+            guard = GuardedFile(partial)
         except OSError as error:
+            raise SliceStoreError(f"{path}: cannot write ({_first_line(error)})") from None
+        try:
+            file = h5py.File(guard, "w")
+        except OSError as error:
+            guard.close()
+            partial.unlink(missing_ok=True)
             raise SliceStoreError(f"{path}: cannot write ({_first_line(error)})") from None
         try:
             file.attrs["format"] = FORMAT_NAME
@@ -167,9 +182,10 @@ class SliceStore:
             file.attrs["normalization"] = normalization.to_json()
             file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             file.create_group("volumes")
-            return cls(file, path, partial, overwrite)
+            return cls(file, path, partial, overwrite, guard)
         except BaseException:
             file.close()
+            guard.close()
             partial.unlink(missing_ok=True)
             raise
 
@@ -191,6 +207,9 @@ class SliceStore:
             raise SliceStoreError(f"{path}: cannot open ({_first_line(error)})") from None
         try:
             return cls(file, path, None, False)
+        except OSError as error:  # HDF5 could not read its own metadata: a damaged file
+            file.close()
+            raise SliceStoreError(f"{path}: damaged slice store ({_first_line(error)})") from None
         except Exception:
             file.close()
             raise
@@ -203,6 +222,7 @@ class SliceStore:
         self._datasets.clear()
         self._file.close()
         if self._partial_path is not None:
+            self._check_partial()
             self._commit_partial()
 
     def abort(self) -> None:
@@ -212,6 +232,8 @@ class SliceStore:
         self._closed = True
         self._datasets.clear()
         self._file.close()
+        if self._guard is not None:
+            self._guard.close()
         if self._partial_path is not None:
             self._partial_path.unlink(missing_ok=True)
 
@@ -480,6 +502,9 @@ class SliceStore:
             raise SliceStoreError(
                 f"{self.path}: damaged slice store metadata ({_first_line(error)})"
             ) from None
+        linked = foreign_link(self._file)
+        if linked:
+            raise SliceStoreError(f"{self.path}: {linked}; a slice store holds its own data and no links")
 
     def _read_volume_info(self, name: str, group: h5py.Group) -> VolumeInfo:
         try:
@@ -524,6 +549,18 @@ class SliceStore:
             raise SliceStoreError(
                 f"{self.path}: slice store is open read-only; open it with mode='a' to add volumes"
             )
+
+    def _check_partial(self) -> None:
+        """The new store reached the disk whole (no refused write, and it reads back), or WriteError."""
+        partial = self._partial_path
+        assert partial is not None and self._guard is not None
+        self._guard.close()
+        try:
+            self._guard.raise_if_failed(self.path)
+            check_written(partial, self.path, hdf5_problem)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
     def _commit_partial(self) -> None:
         partial = self._partial_path

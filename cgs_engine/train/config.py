@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -109,9 +111,15 @@ class TrainConfig:
     threads: int = 0  # 0: every usable core
 
     def __post_init__(self) -> None:
+        _check_types(self)
         self.widths = tuple(int(w) for w in self.widths)
         self.dropouts = tuple(float(d) for d in self.dropouts)
         checks = [
+            (
+                self.batch_labeled <= MAX_BATCH and self.batch_unlabeled <= MAX_BATCH,
+                f"batch sizes must be at most {MAX_BATCH}",
+            ),
+            (self.input_size <= MAX_INPUT_SIZE, f"input_size must be at most {MAX_INPUT_SIZE}"),
             (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
             (self.iterations is None or self.iterations > 0, "iterations must be positive"),
             (self.minutes is None or self.minutes > 0, "minutes must be positive"),
@@ -190,8 +198,10 @@ class TrainConfig:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
         try:
             return cls(**data)
-        except TypeError as error:
+        except ConfigError as error:  # name the file (or the flags) the bad setting came from
             raise ConfigError(f"{source}: {error}") from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{source}: a setting has the wrong type ({error})") from None
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -206,6 +216,34 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object of settings")
         return cls.from_dict({**data, **(overrides or {})}, source=str(path))
+
+
+MAX_BATCH = 4096
+MAX_INPUT_SIZE = 4096
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Each setting has its declared type (a JSON file can hold anything): ``batch_labeled: 1e9``
+    would otherwise reach the data loader as a float, and ``lr: "fast"`` the optimiser."""
+    for item in fields(config):
+        value, declared = getattr(config, item.name), str(item.type)
+        if value is None and "None" in declared:
+            continue
+        base = declared.split("|")[0].strip()
+        if base == "int":
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            wanted = "a whole number"
+        elif base == "float":
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            wanted = "a finite number"
+        elif base == "bool":
+            ok, wanted = isinstance(value, bool), "true or false"
+        elif base == "str":
+            ok, wanted = isinstance(value, str), "a text"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{item.name} must be {wanted}, got {value!r}")
 
 
 def _pairs_setting_ok(value: Any) -> bool:

@@ -32,7 +32,12 @@ from cgs_engine.checkpoint import (
     load_payload,
     save_checkpoint,
 )
-from cgs_engine.durable import remove_stale_temp_files, write_json_atomically, write_text_atomically
+from cgs_engine.durable import (
+    append_line,
+    remove_stale_temp_files,
+    write_json_atomically,
+    write_text_atomically,
+)
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer.slices import Cancelled, predict_label_volume
@@ -392,13 +397,13 @@ def _train_locked(store_path, run_dir, config, resume, on_event, should_stop, co
     barrier(context)
     emit = (on_event or (lambda event: None)) if context.is_main else (lambda event: None)
     if resume:
-        recorded = json.loads((run_dir / "config.json").read_text())
+        recorded = _read_run_record(run_dir / "config.json")
         config = TrainConfig.from_dict(recorded["config"], source=str(run_dir / "config.json"))
         store_path = Path(recorded.get("store", store_path)) if not store_path.exists() else store_path
     config = config or TrainConfig()
     session = _open_session(store_path, config, context)
     if resume:
-        total = recorded["total_iterations"]
+        total = recorded.get("total_iterations")
         if recorded.get("fingerprint") and recorded["fingerprint"] != session.fingerprint:
             raise RunError(
                 f"{store_path}: data changed since the run started (fingerprint differs); start a new run"
@@ -420,6 +425,25 @@ def _train_locked(store_path, run_dir, config, resume, on_event, should_stop, co
         }
     )
     return _run(session, run_dir, total, resume, emit, should_stop)
+
+
+def _read_run_record(path: Path) -> dict:
+    """The ``config.json`` a run wrote at its start, checked: a damaged one is one line, not a KeyError."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing; this run cannot be resumed") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunError(f"{path}: not readable ({' '.join(str(error).split())}); cannot resume") from None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("config"), dict):
+        raise RunError(f"{path}: holds no run record (no 'config' table); this run cannot be resumed")
+    total = recorded.get("total_iterations")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
+        raise RunError(f"{path}: total_iterations {total!r} is not a positive whole number; cannot resume")
+    store = recorded.get("store")
+    if store is not None and not isinstance(store, str):
+        raise RunError(f"{path}: store {store!r} is not a path; cannot resume")
+    return recorded
 
 
 def _run_record(config: TrainConfig, total: int, store_path: Path, session: _Session, context) -> dict:
@@ -627,5 +651,4 @@ def _injected_fault(context: DistContext, step_index: int) -> None:
 
 
 def _log(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / "log.jsonl", "a") as stream:
-        stream.write(json.dumps(record) + "\n")
+    append_line(run_dir / "log.jsonl", json.dumps(record))

@@ -14,6 +14,7 @@ from cgs_engine.checkpoint import (
     save_checkpoint,
     weights_digest,
 )
+from cgs_engine.durable import WriteError
 from cgs_engine.model import ModelConfig, build_model
 
 
@@ -57,7 +58,7 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
         def __reduce__(self):
             raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(WriteError, match="model.pt: could not be written .disk full"):
         atomic_torch_save({"x": Unpicklable()}, target)
     assert target.read_bytes() == before
     assert not list(tmp_path.glob("*.partial"))

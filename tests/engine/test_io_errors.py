@@ -138,7 +138,7 @@ def test_detached_header_without_its_data_file(tmp_path, extension):
     for data_file in tmp_path.iterdir():
         if data_file != path:
             data_file.unlink()
-    read_error(path, "truncated or corrupt")
+    read_error(path, "its data file", "does not exist beside the header")
 
 
 @pytest.mark.parametrize("extension", [".nii.gz", ".mha", ".nrrd"])
