@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cgs_engine.cli.paths import add_series_option
+
 CLASSES_HELP = (
     "class table: a checkpoint (.pt), a class table (.json) or 'openkbp' "
     "(default: LABELS' *_classes.json if there is one, else the OpenKBP organs)"
@@ -26,6 +28,7 @@ def add_parser(verbs) -> None:
         help="ROI generation algorithm written per ROI (default semiautomatic: model output, reviewed)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(export)
     export.set_defaults(run=run_export)
     imported = actions.add_parser("import", help="an RTSTRUCT's contours as a label map on the series' grid")
     imported.add_argument("rtstruct", help="RTSTRUCT file (RS*.dcm)")
@@ -35,6 +38,7 @@ def add_parser(verbs) -> None:
         "--classes", help=CLASSES_HELP.replace("LABELS' *_classes.json if there is one, else ", "")
     )
     imported.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(imported)
     imported.set_defaults(run=run_import)
 
 
@@ -47,7 +51,7 @@ def run_export(args) -> int:
     check_output(args.output, args.overwrite)
     labels = read_volume(args.labels, kind="labels")
     table, origin = resolve_class_table(args.classes, args.labels)
-    series = read_series(args.dicom)
+    series = read_series(args.dicom, args.series)
     result = export_rtstruct(
         labels,
         series,
@@ -76,7 +80,7 @@ def run_import(args) -> int:
 
     precheck_volume_output(args.output, args.overwrite)
     table, origin = resolve_class_table(args.classes)
-    series = read_series(args.dicom)
+    series = read_series(args.dicom, args.series)
     result = import_rtstruct(args.rtstruct, series, table)
     written = write_volume(result.labels, args.output, overwrite=args.overwrite, reference=series.volume)
     print(f"classes: {origin}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cgs_engine.cli.paths import add_series_option
 from cgs_engine.cli.verb_rtstruct import CLASSES_HELP, precheck_volume_output
 
 
@@ -22,6 +23,7 @@ def add_parser(verbs) -> None:
         help="BINARY (one bit plane per organ, read by most viewers; default) or LABELMAP (DICOM 2024)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(export)
     export.set_defaults(run=run_export)
     imported = actions.add_parser("import", help="a DICOM SEG as a label map on the series' grid")
     imported.add_argument("seg", help="DICOM SEG file")
@@ -31,6 +33,7 @@ def add_parser(verbs) -> None:
         "--classes", help=CLASSES_HELP.replace("LABELS' *_classes.json if there is one, else ", "")
     )
     imported.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(imported)
     imported.set_defaults(run=run_import)
 
 
@@ -43,7 +46,7 @@ def run_export(args) -> int:
     check_output(args.output, args.overwrite)
     labels = read_volume(args.labels, kind="labels")
     table, origin = resolve_class_table(args.classes, args.labels)
-    series = read_series(args.dicom)
+    series = read_series(args.dicom, args.series)
     result = export_seg(labels, series, table, args.output, args.type.upper(), overwrite=args.overwrite)
     print(f"classes: {origin}")
     for number, entry in enumerate(result.segments, start=1):
@@ -65,7 +68,7 @@ def run_import(args) -> int:
 
     precheck_volume_output(args.output, args.overwrite)
     table, origin = resolve_class_table(args.classes)
-    series = read_series(args.dicom)
+    series = read_series(args.dicom, args.series)
     result = import_seg(args.seg, series, table)
     written = write_volume(result.labels, args.output, overwrite=args.overwrite, reference=series.volume)
     print(f"classes: {origin}")
