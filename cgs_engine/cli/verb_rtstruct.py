@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from cgs_engine.cli.paths import add_series_option
 
 CLASSES_HELP = (
@@ -76,6 +78,7 @@ def run_export(args) -> int:
 def run_import(args) -> int:
     from cgs_engine.dicom import import_rtstruct, read_series
     from cgs_engine.dicom.class_source import resolve_class_table
+    from cgs_engine.dicom.rtstruct_import import shown_name
     from cgs_engine.io import write_volume
 
     precheck_volume_output(args.output, args.overwrite)
@@ -86,13 +89,15 @@ def run_import(args) -> int:
     print(f"classes: {origin}")
     for roi in result.rois:
         print(
-            f"  ROI {roi.roi_name} -> class {roi.entry.id} {roi.entry.name}: {roi.contours} contours, "
-            f"{roi.voxels} voxels"
+            f"  ROI {shown_name(roi.roi_name)} -> class {roi.entry.id} {roi.entry.name}: "
+            f"{roi.contours} contours, {roi.voxels} voxels"
         )
     if result.unmatched:
-        print(f"  left out (no class of the table): {', '.join(result.unmatched)}")
-    if result.empty:
-        print(f"  no contours: {', '.join(result.empty)}")
+        counts = result.dropped.counts.get("no class", {})
+        listed = [f"{shown_name(roi)} ({counts.get(roi, 0)} contours)" for roi in result.unmatched]
+        print(f"  left out (no class of the table): {', '.join(listed)}")
+    for warning in result.warnings:
+        print(f"warning: {args.rtstruct}: {warning}", file=sys.stderr)
     print(f"wrote {written} ({series.volume.geometry.describe()})")
     return 0
 

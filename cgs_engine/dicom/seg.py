@@ -16,15 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from cgs_engine import __version__
+from cgs_engine.io.errors import one_line
 from cgs_engine.volume import Volume
 
 from .class_table import ClassEntry, ClassTable, Code
 from .errors import DicomError
 from .files import check_output, save_dataset
+from .object_file import read_dicom_object
 from .rtstruct_export import MANUFACTURER, check_labels_fit
 from .series import DicomSeries
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+# What highdicom raises on a Segmentation it cannot make sense of (missing or inconsistent frames).
+SEG_LIBRARY_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError)
 SEG_MODALITY = "SEG"
 # PS3.16 CID 7162 "Surgical/segmentation algorithm family"
 ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
@@ -126,22 +130,18 @@ def _coded(hd, code: Code):
 def read_seg(path: str | os.PathLike):
     """The highdicom Segmentation of a SEG file, or :class:`DicomError`."""
     import highdicom as hd
-    import pydicom
-    from pydicom.errors import InvalidDicomError
 
     name = os.fspath(path)
-    if not Path(name).is_file():
-        raise DicomError(name, "no such file")
-    try:
-        dataset = pydicom.dcmread(name)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
-        raise DicomError(name, f"not a readable DICOM file ({error})") from None
+    dataset = read_dicom_object(name)
     if dataset.get("Modality") != SEG_MODALITY:
         raise DicomError(name, f"not a DICOM Segmentation (Modality {dataset.get('Modality', 'missing')})")
+    for keyword in ("PerFrameFunctionalGroupsSequence", "SegmentSequence"):  # Type 1 (the shared: Type 2)
+        if not dataset.get(keyword):
+            raise DicomError(name, f"not a usable DICOM Segmentation (no {keyword})")
     try:
         return hd.seg.Segmentation.from_dataset(dataset)
-    except (ValueError, TypeError, AttributeError, KeyError) as error:
-        raise DicomError(name, f"not a usable DICOM Segmentation ({error})") from None
+    except SEG_LIBRARY_ERRORS as error:
+        raise DicomError(name, f"not a usable DICOM Segmentation ({one_line(str(error))[:160]})") from None
 
 
 def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) -> SegImport:
@@ -174,11 +174,16 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
             unmatched.append(str(description.segment_label))
         else:
             matched.append((number, str(description.segment_label), entry))
-    stack = segmentation.get_pixels_by_source_instance(
-        source_sop_instance_uids=series.sop_instance_uids,
-        segment_numbers=[number for number, _, _ in matched] or None,
-        assert_missing_frames_are_empty=True,
-    )  # (slices, rows, columns, segments) booleans, in the order of the segment numbers asked for
+    try:
+        stack = segmentation.get_pixels_by_source_instance(
+            source_sop_instance_uids=series.sop_instance_uids,
+            segment_numbers=[number for number, _, _ in matched] or None,
+            assert_missing_frames_are_empty=True,
+        )  # (slices, rows, columns, segments) booleans, in the order of the segment numbers asked for
+    except SEG_LIBRARY_ERRORS as error:
+        raise DicomError(
+            name, f"its frames cannot be placed on the series ({one_line(str(error))[:160]})"
+        ) from None
     top = max((entry.id for _, _, entry in matched), default=0)
     array = np.zeros(series.volume.shape, dtype=np.uint8 if top <= 255 else np.uint16)
     order = sorted(range(len(matched)), key=lambda index: matched[index][2].id, reverse=True)
