@@ -48,6 +48,7 @@ def run_export(args) -> int:
     from cgs_engine.dicom import export_rtstruct, read_series
     from cgs_engine.dicom.class_source import resolve_class_table
     from cgs_engine.dicom.files import check_output
+    from cgs_engine.dicom.names import shown_name
     from cgs_engine.io import read_volume
 
     check_output(args.output, args.overwrite)
@@ -66,11 +67,13 @@ def run_export(args) -> int:
     print(f"classes: {origin}")
     for roi in result.rois:
         print(
-            f"  ROI {roi.entry.structure_name} (class {roi.entry.id} {roi.entry.name}): "
+            f"  ROI {roi.name} (class {roi.entry.id} {shown_name(roi.entry.name)}): "
             f"{roi.contours} contours on {roi.slices} slices"
         )
     if result.empty:
-        print(f"  no voxels, no ROI: {', '.join(entry.structure_name for entry in result.empty)}")
+        print(f"  no voxels, no ROI: {', '.join(shown_name(entry.structure_name) for entry in result.empty)}")
+    for change in result.renamed:
+        print(f"warning: {args.output}: {change}", file=sys.stderr)
     print(f"wrote {result.path} ({len(result.rois)} ROIs on {series.describe()})")
     return 0
 
@@ -78,7 +81,7 @@ def run_export(args) -> int:
 def run_import(args) -> int:
     from cgs_engine.dicom import import_rtstruct, read_series
     from cgs_engine.dicom.class_source import resolve_class_table
-    from cgs_engine.dicom.rtstruct_import import shown_name
+    from cgs_engine.dicom.names import shown_name
     from cgs_engine.io import write_volume
 
     precheck_volume_output(args.output, args.overwrite)
@@ -89,7 +92,7 @@ def run_import(args) -> int:
     print(f"classes: {origin}")
     for roi in result.rois:
         print(
-            f"  ROI {shown_name(roi.roi_name)} -> class {roi.entry.id} {roi.entry.name}: "
+            f"  ROI {shown_name(roi.roi_name)} -> class {roi.entry.id} {shown_name(roi.entry.name)}: "
             f"{roi.contours} contours, {roi.voxels} voxels"
         )
     if result.unmatched:

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cgs_engine.io.errors import one_line
 from cgs_engine.volume import Volume
 
 from .class_table import ClassEntry, ClassTable, Code
 from .contours import fill_contours
 from .errors import DicomError
+from .names import shown_name, structure_names
 from .object_file import read_dicom_object
 from .rtstruct_frames import roi_frames
 from .series import DicomSeries
@@ -124,6 +124,7 @@ def import_rtstruct(path: str | os.PathLike, series: DicomSeries, table: ClassTa
     result = RTStructImport(labels=series.volume)
     names = {number: _roi_name(dataset, number) for number in frames}
     codes = _identification_codes(dataset)
+    written = structure_names(table.entries)
     contours_by_roi = _contours_by_roi(dataset, name)
     for number in sorted(set(contours_by_roi) - set(frames)):
         result.dropped.add("unnamed ROI", f"ROI number {number}", len(contours_by_roi[number]))
@@ -133,7 +134,7 @@ def import_rtstruct(path: str | os.PathLike, series: DicomSeries, table: ClassTa
         if frames[number] != series.frame_of_reference_uid:
             result.dropped.add("other frame", roi_name, len(contours))
             continue
-        entry = table.match(roi_name, *codes.get(number, (None, None)))
+        entry = written.entry(roi_name, table) or table.match(roi_name, *codes.get(number, (None, None)))
         if entry is None:
             result.unmatched.append(roi_name)
             result.dropped.add("no class", roi_name, len(contours))
@@ -293,8 +294,3 @@ def _contours(count: int) -> str:
 
 def _listed(per_roi: dict[str, int]) -> str:
     return ", ".join(f"{shown_name(roi)} {count}" for roi, count in per_roi.items())
-
-
-def shown_name(roi_name: str) -> str:
-    """An ROI name as one short line of text (names may hold line breaks or be very long)."""
-    return one_line(roi_name)[:64] or "(no name)"
