@@ -48,6 +48,10 @@ REQUIRED_TAGS = (
     "Rows",
     "Columns",
     "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
 )
 BITS_ALLOCATED = (8, 16, 32)
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -303,21 +307,33 @@ def _check_positions(name: str, slices: list[_Slice], along: np.ndarray) -> floa
 
 
 def _check_stacked_straight(name: str, slices: list[_Slice], normal: np.ndarray, along: np.ndarray) -> None:
-    """Refuse slices shifted sideways from one another (a tilted gantry): a box would shear them."""
+    """Refuse slices shifted sideways from one another: a box would shear (tilt) or misplace them."""
     offsets = np.array([item.position for item in slices]) - slices[0].position
     sideways = offsets - np.outer(offsets @ normal, normal)
-    distance = np.linalg.norm(sideways, axis=1)
-    if distance.max() <= SLICE_TOLERANCE * min(slices[0].pixel_spacing):
+    tolerance = SLICE_TOLERANCE * min(slices[0].pixel_spacing)
+    if np.linalg.norm(sideways, axis=1).max() <= tolerance:
         return
-    span = float(along[-1] - along[0])
-    angle = math.degrees(math.atan2(float(distance[-1]), span))
+    # A tilted gantry shifts each slice by the same step: sideways = slope * distance along the normal.
+    distance = along - along[0]
+    slope = sideways.T @ distance / float(distance @ distance)
+    astray = np.linalg.norm(sideways - np.outer(distance, slope), axis=1)
+    if astray.max() > tolerance:
+        off = np.linalg.norm(sideways - np.median(sideways, axis=0), axis=1)
+        worst = int(np.argmax(off))
+        raise VolumeIOError(
+            name,
+            f"slice {slices[worst].name} lies {off[worst]:.3g} mm sideways of the others "
+            "(the slices are not stacked along their normal)",
+        )
+    angle = math.degrees(math.atan(float(np.linalg.norm(slope))))
     stated = slices[0].image.header.get("GantryDetectorTilt")
     said = f"; GantryDetectorTilt says {stated}" if stated not in (None, "") else ""
     raise VolumeIOError(
         name,
-        f"slices are not stacked straight: shifted sideways by up to {distance.max():.3g} mm, a gantry "
-        f"tilt of {angle:.3g} deg{said}; read as a box the volume would be sheared (resample the series "
-        "to a regular grid first)",
+        f"slices are not stacked straight: a gantry tilt of {angle:.3g} deg (each slice shifted "
+        f"{np.linalg.norm(slope) * (along[1] - along[0]):.3g} mm sideways{said}); read as a box the "
+        "volume would be sheared by up to "
+        f"{np.linalg.norm(sideways, axis=1).max():.3g} mm (resample the series to a regular grid first)",
     )
 
 

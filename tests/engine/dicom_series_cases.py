@@ -45,7 +45,9 @@ def edit(folder: Path, number: int, change: Callable[[pydicom.Dataset], None], n
 
 
 def shift(dataset: pydicom.Dataset, offset) -> None:
-    dataset.ImagePositionPatient = [f"{float(v) + d:.6g}" for v, d in zip(dataset.ImagePositionPatient, offset)]
+    dataset.ImagePositionPatient = [
+        f"{float(v) + d:.6g}" for v, d in zip(dataset.ImagePositionPatient, offset, strict=True)
+    ]
 
 
 def _missing(folder: Path) -> None:
@@ -194,7 +196,7 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "slice-size-differs": (_other_size, "rows"),
     "single-slice": (_single_slice, "single slice"),
     "no-image-position": (_no_position, "ImagePositionPatient"),
-    "two-frames-of-reference": (_other_frame, "frame of reference"),
+    "two-frames-of-reference": (_other_frame, "frames of reference"),
 }
 VALID: dict[str, Callable[[Path], None]] = {
     "rescale-per-slice": _slope_per_slice,
