@@ -88,9 +88,13 @@ def _is_volume_slice(header: Any, path: Path) -> bool:
         return False
     if "PixelData" in header:
         return True
-    # The file meta at the start names the kind of object even when the rest was cut off.
+    # The file meta at the start names the kind of object even when the rest was cut off; a file
+    # that does not even say that much may have been a slice.
     sop_class = getattr(getattr(header, "file_meta", None), "MediaStorageSOPClassUID", None)
-    if sop_class is not None and "Image Storage" in str(getattr(sop_class, "name", "")):
+    sop_class = sop_class or header.get("SOPClassUID")
+    if not sop_class or len(header) == 0:
+        raise VolumeIOError(path, "DICOM file that ends within its header: truncated or damaged")
+    if "Image Storage" in str(getattr(sop_class, "name", "")):
         raise VolumeIOError(path, f"{sop_class.name} file without pixel data (truncated?)")
     return False
 

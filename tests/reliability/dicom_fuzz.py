@@ -243,7 +243,12 @@ def _delete(dataset: pydicom.Dataset, keyword: str) -> None:
 def _file_change(kind: str, path: Path, folder: Path, rng) -> str:
     if kind == "truncate":
         data = path.read_bytes()
-        cut = max(0, int(rng.choice([rng.integers(len(data) + 1), len(data) - rng.integers(1, 600)])))
+        anywhere, in_header, near_end = (
+            rng.integers(len(data) + 1),
+            rng.integers(120, 600),
+            len(data) - rng.integers(1, 600),
+        )
+        cut = max(0, int(rng.choice([anywhere, in_header, near_end])))
         path.write_bytes(data[:cut])
         return f"truncate {path.name} to {cut} bytes"
     if kind == "remove":
