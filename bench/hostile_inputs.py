@@ -27,6 +27,8 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
+import hostile_dicom  # noqa: E402 - DICOM series folders and RT files (issue 22)
+
 
 def image(path: Path, array: np.ndarray) -> Path:
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
@@ -89,6 +91,7 @@ def damaged_files(folder: Path) -> dict[str, Path]:
     add("missing-file", folder / "missing.nii.gz")
     (folder / "empty-dir").mkdir(exist_ok=True)
     add("empty-folder", folder / "empty-dir")
+    files.update(hostile_dicom.damaged_series(folder))
     return files
 
 
@@ -176,7 +179,7 @@ def cases(folder: Path, model: Path, store: Path, files: dict[str, Path]) -> lis
         ("import acdc missing", ["import", "acdc", str(folder / "nope"), "-o", str(out / "a.h5")]),
         ("import segthor missing", ["import", "segthor-png", str(folder / "nope"), "-o", str(out / "t.h5")]),
     ]
-    return found
+    return found + hostile_dicom.rt_cases(folder)
 
 
 def _labels_named_like(path: Path, folder: Path) -> Path:
