@@ -12,7 +12,8 @@ unless
 * the slice positions (Image Position (Patient) along the slice normal) lie on one regular grid,
   each within SLICE_TOLERANCE of a voxel of its place, no two at one position;
 * the slices are stacked along their normal: a sideways shift from slice to slice (gantry tilt)
-  would shear the volume, so such a series is refused with its tilt angle.
+  would shear the volume, so such a series is refused with its tilt angle, unless the caller
+  resamples it on purpose (:mod:`.dicom_tilt`).
 
 The volume then gets the headers' geometry, not ITK's estimate of it; slices with their own
 rescale slope or intercept are read as float32, so that each keeps its own values.
@@ -65,8 +66,9 @@ class CheckedSeries:
     series_uid: str
     files: tuple[Path, ...]
     headers: tuple[Any, ...]  # pydicom Datasets, pixel data not read
-    geometry: Geometry
+    geometry: Geometry  # of the slices' own grid; for a tilt, of the regular grid it is resampled on
     rescale_per_slice: bool
+    tilt: Tilt | None = None  # only where the caller allowed one
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,13 @@ class _Slice:
         return self.image.path.name
 
 
-def check_dicom_series(folder: Path, name: str, series_uid: str | None = None) -> CheckedSeries:
-    """The one image series of ``folder`` (or ``series_uid``), checked; :class:`VolumeIOError` if not."""
+def check_dicom_series(
+    folder: Path, name: str, series_uid: str | None = None, allow_tilt: bool = False
+) -> CheckedSeries:
+    """The one image series of ``folder`` (or ``series_uid``), checked; :class:`VolumeIOError` if not.
+
+    ``allow_tilt``: a gantry tilt is returned (``CheckedSeries.tilt``) for resampling, not refused.
+    """
     with quiet_pydicom():
         images = pick_series(image_series_in(folder), name, series_uid)
         if len(images) < 2:
@@ -97,7 +104,14 @@ def check_dicom_series(folder: Path, name: str, series_uid: str | None = None) -
     order = np.argsort(along, kind="stable")
     slices, along = [slices[i] for i in order], along[order]
     spacing = _check_positions(name, slices, along)
-    _check_stacked_straight(name, slices, normal, along)
+    tilt = _tilt(name, slices, normal, along)
+    if tilt is not None and not allow_tilt:
+        raise VolumeIOError(
+            name,
+            f"slices are not stacked straight: {tilt.describe()}; read as a box the volume would be "
+            f"sheared by up to {tilt.largest_shift:.3g} mm (cgs convert --resample-tilt makes a "
+            "regular volume of it)",
+        )
     for item in slices:
         _check_pixel_data(item)
     rows_apart, columns_apart = slices[0].pixel_spacing
@@ -113,6 +127,7 @@ def check_dicom_series(folder: Path, name: str, series_uid: str | None = None) -
         headers=tuple(item.image.header for item in slices),
         geometry=geometry,
         rescale_per_slice=len({item.rescale for item in slices}) > 1,
+        tilt=tilt,
     )
 
 
@@ -306,13 +321,31 @@ def _check_positions(name: str, slices: list[_Slice], along: np.ndarray) -> floa
     return spacing
 
 
-def _check_stacked_straight(name: str, slices: list[_Slice], normal: np.ndarray, along: np.ndarray) -> None:
-    """Refuse slices shifted sideways from one another: a box would shear (tilt) or misplace them."""
+@dataclass(frozen=True)
+class Tilt:
+    """A series whose slices are shifted sideways by one step each: a tilted gantry."""
+
+    step: tuple[float, float, float]  # the sideways shift from one slice to the next (LPS mm)
+    degrees: float
+    largest_shift: float  # mm, of the last slice against the first
+    stated: str  # GantryDetectorTilt as the header gives it ("" if absent)
+
+    def describe(self) -> str:
+        said = f"; GantryDetectorTilt says {self.stated}" if self.stated else ""
+        return (
+            f"a gantry tilt of {self.degrees:.3g} deg (each slice shifted {np.linalg.norm(self.step):.3g} mm "
+            f"sideways{said})"
+        )
+
+
+def _tilt(name: str, slices: list[_Slice], normal: np.ndarray, along: np.ndarray) -> Tilt | None:
+    """None for slices stacked along their normal, the tilt for slices shifted by one step each;
+    :class:`VolumeIOError` for other sideways shifts, which no box and no shear would place."""
     offsets = np.array([item.position for item in slices]) - slices[0].position
     sideways = offsets - np.outer(offsets @ normal, normal)
     tolerance = SLICE_TOLERANCE * min(slices[0].pixel_spacing)
     if np.linalg.norm(sideways, axis=1).max() <= tolerance:
-        return
+        return None
     # A tilted gantry shifts each slice by the same step: sideways = slope * distance along the normal.
     distance = along - along[0]
     slope = sideways.T @ distance / float(distance @ distance)
@@ -325,15 +358,12 @@ def _check_stacked_straight(name: str, slices: list[_Slice], normal: np.ndarray,
             f"slice {slices[worst].name} lies {off[worst]:.3g} mm sideways of the others "
             "(the slices are not stacked along their normal)",
         )
-    angle = math.degrees(math.atan(float(np.linalg.norm(slope))))
     stated = slices[0].image.header.get("GantryDetectorTilt")
-    said = f"; GantryDetectorTilt says {stated}" if stated not in (None, "") else ""
-    raise VolumeIOError(
-        name,
-        f"slices are not stacked straight: a gantry tilt of {angle:.3g} deg (each slice shifted "
-        f"{np.linalg.norm(slope) * (along[1] - along[0]):.3g} mm sideways{said}); read as a box the "
-        "volume would be sheared by up to "
-        f"{np.linalg.norm(sideways, axis=1).max():.3g} mm (resample the series to a regular grid first)",
+    return Tilt(
+        step=tuple(float(v) for v in slope * distance[-1] / (len(slices) - 1)),
+        degrees=math.degrees(math.atan(float(np.linalg.norm(slope)))),
+        largest_shift=float(np.linalg.norm(sideways, axis=1).max()),
+        stated="" if stated in (None, "") else str(stated),
     )
 
 

@@ -114,3 +114,24 @@ def test_series_folders_are_written_with_the_users_permissions(tmp_path):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o750
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in folder.iterdir())
     assert [p.name for p in tmp_path.iterdir()] == ["series"]  # no staging folder left
+
+
+def test_a_tilt_is_resampled_only_when_asked_and_every_voxel_lands_where_it_was_scanned(good, tmp_path):
+    from cgs_engine.io.dicom_tilt import read_series_resampling_tilt
+
+    tilted = damaged_copy(good, tmp_path / "tilt", BROKEN["gantry-tilt"][0])
+    volume, tilt = read_series_resampling_tilt(tilted)
+    assert tilt is not None and tilt.degrees == pytest.approx(20, abs=0.01)
+    assert volume.geometry.is_close(GEOMETRY)  # the first slice, the pixel grid, the slice planes
+    # Slice k was scanned k * 0.91 mm further along y (rows); the values rise by 3 per row, so the
+    # value now at (k, r, c) is the scanned one of row r - k * 0.91 / 0.9, all the way up the slices.
+    shift = 2.5 * np.tan(np.radians(20)) / GEOMETRY.spacing[1]
+    k, r = np.indices(SHAPE)[:2]
+    scanned = (r - k * shift) >= 0
+    expected = good_values() - 3 * k * shift
+    np.testing.assert_allclose(volume.array[scanned], expected[scanned], atol=1e-3)
+    assert (volume.array[~scanned] == good_values().min()).all()  # beyond the scanned field: air
+    straight, none = read_series_resampling_tilt(good)
+    assert none is None and np.array_equal(straight.array, good_values())
+    with pytest.raises(VolumeIOError, match="not evenly spaced"):  # only a tilt is resampled
+        read_series_resampling_tilt(damaged_copy(good, tmp_path / "missing", BROKEN["missing-slice"][0]))
