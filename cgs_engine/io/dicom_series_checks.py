@@ -32,30 +32,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..volume import Geometry
-from .dicom_folder import ImageFile, image_series_in, pick_series, quiet_pydicom
-from .errors import VolumeIOError, itk_reason, one_line, require_utf8_path
+from .dicom_folder import image_series_in, pick_series, quiet_pydicom
+from .dicom_slice_header import SliceHeader, check_pixel_data, parsed_slice
+from .errors import VolumeIOError, itk_reason, require_utf8_path
 
 SLICE_TOLERANCE = 0.05  # a slice may lie this fraction of a voxel off its place on the grid
 ORIENTATION_TOLERANCE = 1e-4  # between slices, per direction cosine
 UNIT_TOLERANCE = 1e-3  # row and column directions: unit length and perpendicular
 PIXEL_SPACING_RTOL = 1e-4
-REQUIRED_TAGS = (
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "FrameOfReferenceUID",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "PixelSpacing",
-    "Rows",
-    "Columns",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-)
-BITS_ALLOCATED = (8, 16, 32)
-UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -71,21 +55,6 @@ class CheckedSeries:
     tilt: Tilt | None = None  # only where the caller allowed one
 
 
-@dataclass(frozen=True)
-class _Slice:
-    image: ImageFile
-    position: np.ndarray
-    orientation: np.ndarray
-    pixel_spacing: tuple[float, float]
-    size: tuple[int, int]  # rows, columns
-    pixel_format: tuple[Any, ...]
-    rescale: tuple[float, float]
-
-    @property
-    def name(self) -> str:
-        return self.image.path.name
-
-
 def check_dicom_series(
     folder: Path, name: str, series_uid: str | None = None, allow_tilt: bool = False
 ) -> CheckedSeries:
@@ -97,7 +66,7 @@ def check_dicom_series(
         images = pick_series(image_series_in(folder), name, series_uid)
         if len(images) < 2:
             raise VolumeIOError(name, "the series has a single slice; a 3D volume needs at least 2")
-        slices = [_parsed(image) for image in images]
+        slices = [parsed_slice(image) for image in images]
     _check_alike(name, slices)
     row, column, normal = _directions(slices[0])
     along = np.array([float(item.position @ normal) for item in slices])
@@ -113,7 +82,7 @@ def check_dicom_series(
             "regular volume of it)",
         )
     for item in slices:
-        _check_pixel_data(item)
+        check_pixel_data(item)
     rows_apart, columns_apart = slices[0].pixel_spacing
     geometry = Geometry(
         spacing=(columns_apart, rows_apart, spacing),
@@ -164,89 +133,10 @@ def itk_warnings_off() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
-# --- one slice's header ------------------------------------------------------------------------
-
-
-def _parsed(image: ImageFile) -> _Slice:
-    header = image.header
-    missing = [tag for tag in REQUIRED_TAGS if tag not in header]
-    if missing:
-        problem = f"image lacks {', '.join(missing)}, so it cannot be placed in 3D or referenced"
-        raise VolumeIOError(image.path, problem)
-    pixel_spacing = _numbers(image, "PixelSpacing", 2)
-    if min(pixel_spacing) <= 0:
-        raise VolumeIOError(image.path, f"PixelSpacing {pixel_spacing} is not positive")
-    size = (_integer(image, "Rows"), _integer(image, "Columns"))
-    if min(size) < 1:
-        raise VolumeIOError(image.path, f"image has {size[0]} rows and {size[1]} columns")
-    bits = _integer(image, "BitsAllocated")
-    if bits not in BITS_ALLOCATED:
-        raise VolumeIOError(image.path, f"BitsAllocated {bits} is not one of {BITS_ALLOCATED}")
-    slope, intercept = _number(image, "RescaleSlope", 1.0), _number(image, "RescaleIntercept", 0.0)
-    if slope == 0:
-        raise VolumeIOError(image.path, "RescaleSlope is 0, which makes every voxel the same value")
-    pixel_format = (
-        bits,
-        _integer(image, "BitsStored", bits),
-        _integer(image, "PixelRepresentation", 0),
-        _integer(image, "SamplesPerPixel", 1),
-        str(header.get("PhotometricInterpretation", "")),
-    )
-    if _integer(image, "NumberOfFrames", 1) != 1:
-        problem = "multi-frame (enhanced) DICOM images are not supported; export single-frame slices"
-        raise VolumeIOError(image.path, problem)
-    return _Slice(
-        image=image,
-        position=np.array(_numbers(image, "ImagePositionPatient", 3)),
-        orientation=np.array(_numbers(image, "ImageOrientationPatient", 6)),
-        pixel_spacing=(pixel_spacing[0], pixel_spacing[1]),
-        size=size,
-        pixel_format=pixel_format,
-        rescale=(slope, intercept),
-    )
-
-
-def _value(image: ImageFile, keyword: str) -> Any:
-    try:
-        return image.header.get(keyword)
-    except Exception as error:  # noqa: BLE001 - pydicom converts values on access; any failure is damage
-        raise VolumeIOError(image.path, f"{keyword} cannot be read ({one_line(str(error))[:120]})") from None
-
-
-def _numbers(image: ImageFile, keyword: str, count: int) -> list[float]:
-    value = _value(image, keyword)
-    items = [value] if isinstance(value, str | bytes) or not hasattr(value, "__len__") else list(value)
-    try:
-        numbers = [float(item) for item in items]
-    except (TypeError, ValueError):
-        numbers = []
-    if len(numbers) != count or not all(math.isfinite(number) for number in numbers):
-        shown = one_line(str(value))[:80]
-        raise VolumeIOError(image.path, f"{keyword} is not {count} finite numbers ({shown})")
-    return numbers
-
-
-def _number(image: ImageFile, keyword: str, default: float) -> float:
-    if keyword not in image.header or _value(image, keyword) in (None, ""):
-        return default
-    return _numbers(image, keyword, 1)[0]
-
-
-def _integer(image: ImageFile, keyword: str, default: int | None = None) -> int:
-    value = _value(image, keyword) if keyword in image.header else None
-    if value in (None, "") and default is not None:
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        shown = one_line(str(value))[:40]
-        raise VolumeIOError(image.path, f"{keyword} is not a whole number ({shown})") from None
-
-
 # --- the series ----------------------------------------------------------------------------------
 
 
-def _check_alike(name: str, slices: list[_Slice]) -> None:
+def _check_alike(name: str, slices: list[SliceHeader]) -> None:
     first = slices[0]
     row, column = first.orientation[:3], first.orientation[3:]
     lengths_off = max(abs(np.linalg.norm(row) - 1), abs(np.linalg.norm(column) - 1))
@@ -285,7 +175,7 @@ def _check_alike(name: str, slices: list[_Slice]) -> None:
             )
 
 
-def _directions(first: _Slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _directions(first: SliceHeader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row and column directions made exactly orthonormal, and the slice normal (right-handed)."""
     row = first.orientation[:3] / np.linalg.norm(first.orientation[:3])
     column = first.orientation[3:] - (first.orientation[3:] @ row) * row
@@ -293,7 +183,7 @@ def _directions(first: _Slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return row, column, np.cross(row, column)
 
 
-def _check_positions(name: str, slices: list[_Slice], along: np.ndarray) -> float:
+def _check_positions(name: str, slices: list[SliceHeader], along: np.ndarray) -> float:
     """The slice spacing, if every slice lies on one regular grid along the normal."""
     span = float(along[-1] - along[0])
     if span < 1e-3:
@@ -338,7 +228,7 @@ class Tilt:
         )
 
 
-def _tilt(name: str, slices: list[_Slice], normal: np.ndarray, along: np.ndarray) -> Tilt | None:
+def _tilt(name: str, slices: list[SliceHeader], normal: np.ndarray, along: np.ndarray) -> Tilt | None:
     """None for slices stacked along their normal, the tilt for slices shifted by one step each;
     :class:`VolumeIOError` for other sideways shifts, which no box and no shear would place."""
     offsets = np.array([item.position for item in slices]) - slices[0].position
@@ -365,36 +255,3 @@ def _tilt(name: str, slices: list[_Slice], normal: np.ndarray, along: np.ndarray
         largest_shift=float(np.linalg.norm(sideways, axis=1).max()),
         stated="" if stated in (None, "") else str(stated),
     )
-
-
-def _check_pixel_data(item: _Slice) -> None:
-    """Every slice's pixel data present and as long as its size says (uncompressed files)."""
-    header, path = item.image.header, item.image.path
-    element = header.get_item("PixelData", keep_deferred=True)
-    syntax = getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", None)
-    declared, present = _pixel_data_length(element, path)
-    if declared == UNDEFINED_LENGTH or (syntax is not None and syntax.is_encapsulated):
-        return  # compressed fragments: the decoder refuses what is cut short
-    if present < declared:
-        raise VolumeIOError(path, f"file is truncated: its pixel data ends {declared - present} bytes early")
-    rows, columns = item.size
-    bits, samples = item.pixel_format[0], item.pixel_format[3]
-    needed = rows * columns * samples * bits // 8
-    if not needed <= declared <= needed + 1:
-        raise VolumeIOError(
-            path,
-            f"pixel data holds {declared} bytes, but {rows} rows x {columns} columns x {bits} bits "
-            f"need {needed} (Rows, Columns or BitsAllocated are wrong)",
-        )
-
-
-def _pixel_data_length(element: Any, path: Path) -> tuple[int, int]:
-    """(bytes the header declares, bytes the file holds) of the pixel data element."""
-    value = getattr(element, "value", None)
-    declared = getattr(element, "length", None)  # only a raw (not yet converted) element has one
-    if declared is None:
-        size = len(value) if isinstance(value, bytes | bytearray) else 0
-        return size, size
-    if value is not None:  # read, possibly cut short by the end of the file
-        return int(declared), len(value)
-    return int(declared), max(0, path.stat().st_size - int(element.value_tell))
