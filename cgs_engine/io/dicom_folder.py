@@ -108,6 +108,7 @@ def pick_series(found: dict[str, list[ImageFile]], name: str, wanted: str | None
     if "" in found:
         raise VolumeIOError(found[""][0].path, "DICOM image has no SeriesInstanceUID")
     if wanted is not None:
+        wanted = wanted.strip()
         if wanted not in found:
             raise VolumeIOError(name, f"holds no image series {wanted}; it holds {describe_series(found)}")
         return found[wanted]
@@ -123,7 +124,7 @@ def describe_series(found: dict[str, list[ImageFile]]) -> str:
         header = files[0].header
         modality = str(header.get("Modality", "") or "").strip()
         description = one_line(str(header.get("SeriesDescription", "") or ""))[:40]
-        words = f"{len(files)} {modality} images".replace("  ", " ")
+        words = f"{len(files)} {modality} images" if modality else f"{len(files)} images"
         parts.append(f"{uid} ({words}{', ' + repr(description) if description else ''})")
     if len(ordered) > LISTED_SERIES:
         parts.append(f"and {len(ordered) - LISTED_SERIES} more")
