@@ -25,6 +25,7 @@ from cgs_engine.dicom import (
     write_ct_series,
 )
 from cgs_engine.io import read_volume
+from cgs_engine.io.dicom_series_checks import check_dicom_series, read_checked_series
 from cgs_engine.io.readers import geometry_of
 from cgs_engine.io.writers import to_sitk_image
 from cgs_engine.store.importers import openkbp_class_names
@@ -47,6 +48,13 @@ def upsampled(path: Path, kind: str) -> Volume:
     return Volume(sitk.GetArrayFromImage(result), geometry_of(result, str(path)), kind, str(path))
 
 
+def itk_alone(folder: Path) -> sitk.Image:
+    """What reading a series was before the series check: GDCM lists the files, ITK stacks them."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
 def timed(label: str, function, *args, **kwargs):
     start = time.perf_counter()
     result = function(*args, **kwargs)
@@ -65,6 +73,9 @@ def main() -> None:
         root = Path(folder)
         timed("write CT series (SimpleITK)", write_ct_series, ct, root / "CT")
         series = timed("read_series (ITK pixels + headers)", read_series, root / "CT")
+        checked = timed("  of which the series check", check_dicom_series, root / "CT", "CT")
+        timed("  and the pixels", read_checked_series, checked, "CT")
+        timed("ITK alone (its own file list)", itk_alone, root / "CT")
         rs = timed("export_rtstruct", export_rtstruct, labels, series, table, root / "RS.dcm")
         back = timed("import_rtstruct", import_rtstruct, rs.path, series, table)
         contours = sum(roi.contours for roi in rs.rois)

@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile_files  # noqa: E402
 from common import save_results  # noqa: E402
 
+import hostile_dicom  # noqa: E402 - DICOM series folders and RT files (issue 22)
+
 
 def image(path: Path, array: np.ndarray) -> Path:
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
@@ -97,6 +99,7 @@ def damaged_files(folder: Path) -> dict[str, Path]:
     add("missing-file", folder / "missing.nii.gz")
     (folder / "empty-dir").mkdir(exist_ok=True)
     add("empty-folder", folder / "empty-dir")
+    files.update(hostile_dicom.damaged_series(folder))
     return files
 
 
@@ -184,7 +187,7 @@ def cases(folder: Path, model: Path, store: Path, files: dict[str, Path]) -> lis
         ("import acdc missing", ["import", "acdc", str(folder / "nope"), "-o", str(out / "a.h5")]),
         ("import segthor missing", ["import", "segthor-png", str(folder / "nope"), "-o", str(out / "t.h5")]),
     ]
-    return found
+    return found + hostile_dicom.rt_cases(folder)
 
 
 def _labels_named_like(path: Path, folder: Path) -> Path:

@@ -195,7 +195,8 @@ class DicomSection(WorkerSection):
     def _exported(self, what: str, result: Any) -> None:
         parts = getattr(result, "rois", None) or getattr(result, "segments", [])
         empty = f"; no voxels: {', '.join(e.structure_name for e in result.empty)}" if result.empty else ""
-        self.status.setText(f"Wrote {what} {result.path.name}: {len(parts)} organs{empty}.")
+        renamed = f" Renamed for DICOM: {' '.join(result.renamed)}" if result.renamed else ""
+        self.status.setText(f"Wrote {what} {result.path.name}: {len(parts)} organs{empty}.{renamed}")
         self.status.setToolTip(str(result.path))
         self.exported.emit(str(result.path))
 
@@ -238,5 +239,6 @@ class DicomSection(WorkerSection):
         left_out = (
             f"; left out (no organ of the model): {', '.join(result.unmatched)}" if result.unmatched else ""
         )
-        self.status.setText(f"Opened {len(result.rois)} ROIs as layer “{name}”{left_out}.")
+        warnings = "".join(f" Warning: {line}." for line in result.warnings)
+        self.status.setText(f"Opened {len(result.rois)} ROIs as layer “{name}”{left_out}.{warnings}")
         self.imported.emit(layer)

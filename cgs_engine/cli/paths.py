@@ -9,6 +9,12 @@ from pathlib import Path
 from cgs_engine.errors import CGSError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+SERIES_HELP = "the DICOM series to read (its SeriesInstanceUID) where a folder holds several"
+
+
+def add_series_option(parser) -> None:
+    """``--series UID``: which image series of a DICOM folder to read (the error lists them)."""
+    parser.add_argument("--series", metavar="UID", help=SERIES_HELP)
 
 
 def is_image_file(path: Path) -> bool:

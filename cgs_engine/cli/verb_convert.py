@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
+from cgs_engine.cli.paths import add_series_option
+from cgs_engine.errors import CGSError
+
 
 def add_parser(verbs) -> None:
     parser = verbs.add_parser(
@@ -11,6 +16,12 @@ def add_parser(verbs) -> None:
     parser.add_argument("output", help="output file; the extension picks the format")
     parser.add_argument("--labels", action="store_true", help="treat as a label map (uint8/uint16 ids)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(parser)
+    parser.add_argument(
+        "--resample-tilt",
+        action="store_true",
+        help="a DICOM series from a tilted gantry (refused otherwise): resample it onto a regular grid",
+    )
     parser.set_defaults(run=run)
 
 
@@ -18,7 +29,16 @@ def run(args) -> int:
     from cgs_engine.io import read_volume, write_volume
 
     kind = "labels" if args.labels else "image"
-    volume = read_volume(args.input, kind=kind)
+    if args.resample_tilt:
+        from cgs_engine.io.dicom_tilt import read_series_resampling_tilt
+
+        if args.labels:
+            raise CGSError(f"{args.input}: --resample-tilt reads images, not label maps")
+        volume, tilt = read_series_resampling_tilt(args.input, args.series)
+        if tilt is not None:
+            print(f"note: {args.input}: resampled {tilt.describe()} onto a regular grid", file=sys.stderr)
+    else:
+        volume = read_volume(args.input, kind=kind, series_uid=args.series)
     written = write_volume(volume, args.output, overwrite=args.overwrite)
     print(f"wrote {written} ({volume.geometry.describe()})")
     return 0

@@ -6,19 +6,22 @@ import json
 
 import numpy as np
 
+from cgs_engine.cli.paths import add_series_option
+
 
 def add_parser(verbs) -> None:
     parser = verbs.add_parser("info", help="show shape, spacing, origin and direction of volumes")
     parser.add_argument("paths", nargs="+", metavar="VOLUME", help="NIfTI/MHA/NRRD file or DICOM folder")
     parser.add_argument("--labels", action="store_true", help="read as label maps (validates integer ids)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per volume")
+    add_series_option(parser)
     parser.set_defaults(run=run)
 
 
-def describe(path: str, labels: bool) -> dict:
+def describe(path: str, labels: bool, series_uid: str | None = None) -> dict:
     from cgs_engine.io import read_volume
 
-    volume = read_volume(path, kind="labels" if labels else "image")
+    volume = read_volume(path, kind="labels" if labels else "image", series_uid=series_uid)
     array = volume.array
     info = {
         "path": path,
@@ -36,7 +39,7 @@ def describe(path: str, labels: bool) -> dict:
 
 def run(args) -> int:
     for path in args.paths:
-        info = describe(path, args.labels)
+        info = describe(path, args.labels, args.series)
         if args.json:
             print(json.dumps(info))
             continue

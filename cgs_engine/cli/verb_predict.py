@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from cgs_engine.cli.paths import expand_images
+from cgs_engine.cli.paths import add_series_option, expand_images
 from cgs_engine.cli.progress import ProgressBar
 from cgs_engine.errors import CGSError
 
@@ -26,6 +26,7 @@ def add_parser(verbs) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_series_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -97,7 +98,7 @@ def run(args) -> int:
         check_volume_file(path)
     print(f"model: {', '.join(predictor.class_names[1:])} on {predictor.runtime.describe()}", file=sys.stderr)
     for path, stem in zip(inputs, stems, strict=True):
-        volume = read_volume(path)
+        volume = read_volume(path, series_uid=args.series)
         for warning in check_scope(volume, predictor.checkpoint.scope):  # a warning, not a refusal
             print(f"warning: {path}: {warning}", file=sys.stderr)
         with ProgressBar(f"predict {path.name}", unit="slice") as bar:

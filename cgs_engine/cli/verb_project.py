@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cgs_engine.cli.paths import IMAGE_SUFFIXES, is_image_file
+from cgs_engine.cli.paths import IMAGE_SUFFIXES, add_series_option, is_image_file
 from cgs_engine.cli.verb_import import NORMALIZATION_CHOICES
 from cgs_engine.errors import CGSError
 
@@ -46,6 +46,7 @@ def add_parser(verbs) -> None:
         "corrected by you (held-out corrections judge a retrained model on both); default: every voxel 2",
     )
     correction.add_argument("--name", help="correction name (default: the image file name)")
+    add_series_option(correction)
 
     unlabeled = actions.add_parser("add-unlabeled", help="reference unlabeled scans for retraining")
     unlabeled.add_argument("folder", help="project folder")
@@ -147,7 +148,7 @@ def _add_correction(args) -> int:
     from cgs_engine.project import Project
 
     project = Project.open(args.folder)
-    image = read_volume(args.image)
+    image = read_volume(args.image, series_uid=args.series)
     labels = read_volume(args.labels, kind="labels")
     check_same_grid(labels, image, args.labels)
     review = None

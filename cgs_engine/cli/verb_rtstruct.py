@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
+from cgs_engine.cli.paths import add_series_option
+
 CLASSES_HELP = (
     "class table: a checkpoint (.pt), a class table (.json) or 'openkbp' "
     "(default: LABELS' *_classes.json if there is one, else the OpenKBP organs)"
@@ -26,6 +30,7 @@ def add_parser(verbs) -> None:
         help="ROI generation algorithm written per ROI (default semiautomatic: model output, reviewed)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(export)
     export.set_defaults(run=run_export)
     imported = actions.add_parser("import", help="an RTSTRUCT's contours as a label map on the series' grid")
     imported.add_argument("rtstruct", help="RTSTRUCT file (RS*.dcm)")
@@ -35,6 +40,7 @@ def add_parser(verbs) -> None:
         "--classes", help=CLASSES_HELP.replace("LABELS' *_classes.json if there is one, else ", "")
     )
     imported.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(imported)
     imported.set_defaults(run=run_import)
 
 
@@ -42,12 +48,13 @@ def run_export(args) -> int:
     from cgs_engine.dicom import export_rtstruct, read_series
     from cgs_engine.dicom.class_source import resolve_class_table
     from cgs_engine.dicom.files import check_output
+    from cgs_engine.dicom.names import shown_name
     from cgs_engine.io import read_volume
 
     check_output(args.output, args.overwrite)
     labels = read_volume(args.labels, kind="labels")
     table, origin = resolve_class_table(args.classes, args.labels)
-    series = read_series(args.dicom)
+    series = read_series(args.dicom, args.series)
     result = export_rtstruct(
         labels,
         series,
@@ -60,11 +67,13 @@ def run_export(args) -> int:
     print(f"classes: {origin}")
     for roi in result.rois:
         print(
-            f"  ROI {roi.entry.structure_name} (class {roi.entry.id} {roi.entry.name}): "
+            f"  ROI {roi.name} (class {roi.entry.id} {shown_name(roi.entry.name)}): "
             f"{roi.contours} contours on {roi.slices} slices"
         )
     if result.empty:
-        print(f"  no voxels, no ROI: {', '.join(entry.structure_name for entry in result.empty)}")
+        print(f"  no voxels, no ROI: {', '.join(shown_name(entry.structure_name) for entry in result.empty)}")
+    for change in result.renamed:
+        print(f"warning: {args.output}: {change}", file=sys.stderr)
     print(f"wrote {result.path} ({len(result.rois)} ROIs on {series.describe()})")
     return 0
 
@@ -72,23 +81,26 @@ def run_export(args) -> int:
 def run_import(args) -> int:
     from cgs_engine.dicom import import_rtstruct, read_series
     from cgs_engine.dicom.class_source import resolve_class_table
+    from cgs_engine.dicom.names import shown_name
     from cgs_engine.io import write_volume
 
     precheck_volume_output(args.output, args.overwrite)
     table, origin = resolve_class_table(args.classes)
-    series = read_series(args.dicom)
+    series = read_series(args.dicom, args.series)
     result = import_rtstruct(args.rtstruct, series, table)
     written = write_volume(result.labels, args.output, overwrite=args.overwrite, reference=series.volume)
     print(f"classes: {origin}")
     for roi in result.rois:
         print(
-            f"  ROI {roi.roi_name} -> class {roi.entry.id} {roi.entry.name}: {roi.contours} contours, "
-            f"{roi.voxels} voxels"
+            f"  ROI {shown_name(roi.roi_name)} -> class {roi.entry.id} {shown_name(roi.entry.name)}: "
+            f"{roi.contours} contours, {roi.voxels} voxels"
         )
     if result.unmatched:
-        print(f"  left out (no class of the table): {', '.join(result.unmatched)}")
-    if result.empty:
-        print(f"  no contours: {', '.join(result.empty)}")
+        counts = result.dropped.counts.get("no class", {})
+        listed = [f"{shown_name(roi)} ({counts.get(roi, 0)} contours)" for roi in result.unmatched]
+        print(f"  left out (no class of the table): {', '.join(listed)}")
+    for warning in result.warnings:
+        print(f"warning: {args.rtstruct}: {warning}", file=sys.stderr)
     print(f"wrote {written} ({series.volume.geometry.describe()})")
     return 0
 

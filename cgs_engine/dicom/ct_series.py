@@ -12,14 +12,13 @@ import contextlib
 import locale
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from cgs_engine.durable import fsync_dir
+from cgs_engine.durable import fsync_dir, temp_path_for
 from cgs_engine.io.errors import VolumeIOError, require_utf8_path
 from cgs_engine.volume import Volume
 
@@ -84,7 +83,10 @@ def write_ct_series(
         "0028|1052": "0",
         "0028|1053": "1",
     }
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    # A hidden folder named for this process (removed as stale if it dies), made with the user's
+    # usual permissions: mkdtemp's 0700 would make the series unreadable to everyone else.
+    staging = temp_path_for(target)
+    os.mkdir(staging)
     try:
         with process_locale_kept():
             names = _write_slices(image, shared, staging, generate_uid)

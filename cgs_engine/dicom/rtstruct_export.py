@@ -21,6 +21,7 @@ from .class_table import ClassEntry, ClassTable, Code
 from .contours import trace_contours
 from .errors import DicomError
 from .files import check_output, save_dataset
+from .names import CHARACTER_SET, LONG_STRING, SHORT_STRING, checked_code, conformant, structure_names
 from .series import DicomSeries
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -35,6 +36,7 @@ class ExportedROI:
     entry: ClassEntry
     contours: int
     slices: int
+    name: str = ""  # the ROIName written (the structure name, made DICOM-conformant)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class RTStructExport:
     path: Path
     rois: list[ExportedROI] = field(default_factory=list)
     empty: list[ClassEntry] = field(default_factory=list)  # classes without a voxel: no ROI written
+    renamed: list[str] = field(default_factory=list)  # names made DICOM-conformant, one line each
 
 
 def export_rtstruct(
@@ -86,13 +89,14 @@ def build_rtstruct(labels: Volume, series: DicomSeries, table: ClassTable, label
     from pydicom.dataset import Dataset
 
     dataset = _new_dataset(series, label)
+    names = structure_names(table.entries)
     dataset.ReferencedFrameOfReferenceSequence = [_referenced_frame(series)]
     dataset.StructureSetROISequence, dataset.ROIContourSequence, dataset.RTROIObservationsSequence = (
         [],
         [],
         [],
     )
-    result = RTStructExport(path=Path())
+    result = RTStructExport(path=Path(), renamed=names.changes)
     array = np.asarray(labels.array)
     for entry in table.entries:
         mask = array == entry.id
@@ -104,8 +108,8 @@ def build_rtstruct(labels: Volume, series: DicomSeries, table: ClassTable, label
         roi = Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = series.frame_of_reference_uid
-        roi.ROIName = entry.structure_name
-        roi.ROIDescription = entry.name
+        roi.ROIName = names[entry.id]
+        roi.ROIDescription = conformant(entry.name, LONG_STRING)
         roi.ROIGenerationAlgorithm = generation
         roi.ROIGenerationDescription = f"napari-cgs {__version__}"
         dataset.StructureSetROISequence.append(roi)
@@ -116,7 +120,7 @@ def build_rtstruct(labels: Volume, series: DicomSeries, table: ClassTable, label
         dataset.ROIContourSequence.append(roi_contour)
         dataset.RTROIObservationsSequence.append(_observation(number, entry))
         slices = len({item.ContourImageSequence[0].ReferencedSOPInstanceUID for item in contours})
-        result.rois.append(ExportedROI(entry, len(contours), slices))
+        result.rois.append(ExportedROI(entry, len(contours), slices, names[entry.id]))
     return dataset, result
 
 
@@ -130,7 +134,7 @@ def _new_dataset(series: DicomSeries, label: str):
     dataset.file_meta = FileMetaDataset()
     dataset.file_meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SpecificCharacterSet = "ISO_IR 192"
+    dataset.SpecificCharacterSet = CHARACTER_SET
     dataset.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     dataset.SOPInstanceUID = generate_uid()
     dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
@@ -146,15 +150,15 @@ def _new_dataset(series: DicomSeries, label: str):
     dataset.Modality = "RTSTRUCT"
     dataset.SeriesInstanceUID = generate_uid()
     dataset.SeriesNumber = 1000
-    dataset.SeriesDescription = f"{label} structures"
+    dataset.SeriesDescription = conformant(f"{label} structures", LONG_STRING)
     dataset.OperatorsName = ""
     dataset.FrameOfReferenceUID = series.frame_of_reference_uid
     dataset.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
     dataset.InstanceNumber = 1
     dataset.Manufacturer = MANUFACTURER
     dataset.SoftwareVersions = __version__
-    dataset.StructureSetLabel = label[:16]
-    dataset.StructureSetName = label[:64]
+    dataset.StructureSetLabel = conformant(label, SHORT_STRING) or "CGS"
+    dataset.StructureSetName = conformant(label, LONG_STRING) or "CGS"
     dataset.StructureSetDate, dataset.StructureSetTime = (
         dataset.InstanceCreationDate,
         dataset.InstanceCreationTime,
@@ -221,11 +225,12 @@ def _observation(number: int, entry: ClassEntry):
     observation.ReferencedROINumber = number
     observation.RTROIInterpretedType = "ORGAN"
     observation.ROIInterpreter = ""
-    observation.SegmentedPropertyCategoryCodeSequence = [_code_item(entry.category)]
+    observation.SegmentedPropertyCategoryCodeSequence = [_code_item(checked_code(entry.category, entry))]
     if entry.code is not None:
-        identification = _code_item(entry.code)
+        identification = _code_item(checked_code(entry.code, entry))
         if entry.laterality is not None:
-            identification.SegmentedPropertyTypeModifierCodeSequence = [_code_item(entry.laterality)]
+            laterality = checked_code(entry.laterality, entry)
+            identification.SegmentedPropertyTypeModifierCodeSequence = [_code_item(laterality)]
         observation.RTROIIdentificationCodeSequence = [identification]
     return observation
 

@@ -4,14 +4,18 @@ ROIs become classes of a class table by name (TG-263, the class name or a known 
 their SNOMED CT code; ROIs that match no class are reported and left out. Where ROIs overlap,
 the lower class id wins (as in the OpenKBP label maps). The structure set must belong to the
 series: same frame of reference, the same series if it names one, and contours on its slices.
+Every contour that does not reach the label map is counted by reason (:class:`DroppedContours`)
+and reported, never lost silently: open curves and points, contours of fewer than 3 points,
+contours wholly off the image (and, separately, those cut at its edge), ROIs of another frame of
+reference, contours of ROIs the set does not name.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -20,10 +24,22 @@ from cgs_engine.volume import Volume
 from .class_table import ClassEntry, ClassTable, Code
 from .contours import fill_contours
 from .errors import DicomError
+from .names import shown_name, structure_names
+from .object_file import read_dicom_object
+from .rtstruct_frames import roi_frames
 from .series import DicomSeries
 
 # A contour may lie this fraction of the slice spacing off its slice's plane.
 PLANE_TOLERANCE = 0.1
+CLOSED = "CLOSED_PLANAR"
+DROP_REASONS = {
+    "not closed": "not closed (OPEN_PLANAR, OPEN_NONPLANAR or POINT), so enclosing no area",
+    "too few points": "with fewer than 3 points",
+    "off the image": "wholly outside the image",
+    "other frame": "of ROIs drawn in another frame of reference",
+    "unnamed ROI": "of ROI numbers the structure set does not name",
+    "no class": "of ROIs that no class of the table stands for",
+}
 
 
 @dataclass
@@ -35,25 +51,66 @@ class ImportedROI:
 
 
 @dataclass
+class DroppedContours:
+    """Contours left out of the label map: reason -> ROI name -> count (and those cut at the edge)."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    clipped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str, roi_name: str, count: int = 1) -> None:
+        if count:
+            per_roi = self.counts[reason]
+            per_roi[roi_name] = per_roi.get(roi_name, 0) + count
+
+    @property
+    def total(self) -> int:
+        return sum(sum(per_roi.values()) for per_roi in self.counts.values())
+
+    def lines(self) -> list[str]:
+        """One warning line per reason, naming the ROIs and their counts."""
+        found = []
+        for reason, per_roi in self.counts.items():
+            if reason == "no class":  # not a loss: the user sees these ROIs listed as left out
+                continue
+            found.append(
+                f"{_contours(sum(per_roi.values()))} left out, {DROP_REASONS[reason]}: {_listed(per_roi)}"
+            )
+        if self.clipped:
+            found.append(
+                f"{_contours(sum(self.clipped.values()))} reaching beyond the image, cut at its edge: "
+                f"{_listed(self.clipped)}"
+            )
+        return found
+
+
+@dataclass
 class RTStructImport:
     labels: Volume
     rois: list[ImportedROI] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # ROI names no class stands for
     empty: list[str] = field(default_factory=list)  # matched ROIs without contours
+    dropped: DroppedContours = field(default_factory=DroppedContours)
+    overlap_voxels: int = 0  # voxels claimed by more than one class (the lower id kept them)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the label map does not hold of the structure set, one line each."""
+        found = self.dropped.lines()
+        if not self.rois:
+            found.append("the structure set holds no contour of a class of the table: the label map is empty")
+        if self.empty:
+            found.append(f"ROIs without contours: {', '.join(map(shown_name, self.empty))}")
+        if self.overlap_voxels:
+            found.append(
+                f"{self.overlap_voxels} voxels lie in more than one ROI; the lower class id got them"
+            )
+        return found
 
 
 def read_rtstruct(path: str | os.PathLike):
     """The pydicom Dataset of an RTSTRUCT file, or :class:`DicomError`."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     name = os.fspath(path)
-    if not Path(name).is_file():
-        raise DicomError(name, "no such file")
-    try:
-        dataset = pydicom.dcmread(name)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
-        raise DicomError(name, f"not a readable DICOM file ({error})") from None
+    dataset = read_dicom_object(name)
     if dataset.get("Modality") != "RTSTRUCT" or "StructureSetROISequence" not in dataset:
         raise DicomError(name, f"not an RT Structure Set (Modality {dataset.get('Modality', 'missing')})")
     return dataset
@@ -63,58 +120,65 @@ def import_rtstruct(path: str | os.PathLike, series: DicomSeries, table: ClassTa
     """The label map (uint8/uint16, on ``series.volume``'s geometry) of the RTSTRUCT at ``path``."""
     name = os.fspath(path)
     dataset = read_rtstruct(name)
-    check_references(dataset, series, name)
-    names = {int(roi.ROINumber): str(roi.get("ROIName", "")) for roi in dataset.StructureSetROISequence}
+    frames = roi_frames(dataset, series, name)
+    result = RTStructImport(labels=series.volume)
+    names = {number: _roi_name(dataset, number) for number in frames}
     codes = _identification_codes(dataset)
-    rois, unmatched, empty = [], [], []
-    contours_by_roi = {int(item.ReferencedROINumber): item for item in dataset.get("ROIContourSequence", [])}
+    written = structure_names(table.entries)
+    contours_by_roi = _contours_by_roi(dataset, name)
+    for number in sorted(set(contours_by_roi) - set(frames)):
+        result.dropped.add("unnamed ROI", f"ROI number {number}", len(contours_by_roi[number]))
     masks: dict[int, np.ndarray] = {}
     for number, roi_name in names.items():
-        entry = table.match(roi_name, *codes.get(number, (None, None)))
+        contours = contours_by_roi.get(number, [])
+        if frames[number] != series.frame_of_reference_uid:
+            result.dropped.add("other frame", roi_name, len(contours))
+            continue
+        entry = written.entry(roi_name, table) or table.match(roi_name, *codes.get(number, (None, None)))
         if entry is None:
-            unmatched.append(roi_name)
+            result.unmatched.append(roi_name)
+            result.dropped.add("no class", roi_name, len(contours))
             continue
-        contours = list(contours_by_roi.get(number, {}).get("ContourSequence", []))
         if not contours:
-            empty.append(roi_name)
+            result.empty.append(roi_name)
             continue
-        mask = _roi_mask(contours, series, name, roi_name)
+        mask = _roi_mask(contours, series, name, roi_name, result.dropped)
         masks[entry.id] = masks[entry.id] | mask if entry.id in masks else mask
-        rois.append(ImportedROI(roi_name, entry, len(contours), int(mask.sum())))
+        result.rois.append(ImportedROI(roi_name, entry, len(contours), int(mask.sum())))
+    result.labels, result.overlap_voxels = _label_map(masks, series)
+    return result
+
+
+def _label_map(masks: dict[int, np.ndarray], series: DicomSeries) -> tuple[Volume, int]:
     top = max(masks, default=0)
     array = np.zeros(series.volume.shape, dtype=np.uint8 if top <= 255 else np.uint16)
+    claimed = np.zeros(series.volume.shape, dtype=np.uint8)
     for class_id in sorted(masks, reverse=True):  # lower ids painted last: they win on overlap
         array[masks[class_id]] = class_id
-    return RTStructImport(series.volume.like(array, "labels"), rois, unmatched, empty)
+        claimed += masks[class_id]
+    return series.volume.like(array, "labels"), int(np.count_nonzero(claimed > 1))
 
 
-def check_references(dataset, series: DicomSeries, name: str) -> None:
-    """:class:`DicomError` unless the structure set was drawn on ``series``."""
-    frames = [frame for frame in dataset.get("ReferencedFrameOfReferenceSequence", [])]
-    frame_uids = {str(frame.get("FrameOfReferenceUID", "")) for frame in frames}
-    roi_frames = {
-        str(roi.get("ReferencedFrameOfReferenceUID", "")) for roi in dataset.StructureSetROISequence
-    }
-    uids = (frame_uids | roi_frames) - {""}
-    if uids and series.frame_of_reference_uid not in uids:
-        raise DicomError(
-            name,
-            f"drawn in frame of reference {sorted(uids)[0]}, but the series in {series.folder} is in "
-            f"{series.frame_of_reference_uid} (another scan or patient)",
-        )
-    referenced = {
-        str(item.SeriesInstanceUID)
-        for frame in frames
-        for study in frame.get("RTReferencedStudySequence", [])
-        for item in study.get("RTReferencedSeriesSequence", [])
-        if "SeriesInstanceUID" in item
-    }
-    if referenced and series.series_instance_uid not in referenced:
-        raise DicomError(
-            name,
-            f"made for series {sorted(referenced)[0]}, not for the series in {series.folder} "
-            f"({series.series_instance_uid})",
-        )
+def _roi_name(dataset, number: int) -> str:
+    roi = next(item for item in dataset.StructureSetROISequence if _whole_number(item.ROINumber) == number)
+    return str(roi.get("ROIName", "") or "") or f"ROI {number}"
+
+
+def _contours_by_roi(dataset, name: str) -> dict[int, list]:
+    found: dict[int, list] = {}
+    for item in dataset.get("ROIContourSequence", []):
+        number = _whole_number(item.get("ReferencedROINumber"))
+        if number is None:
+            raise DicomError(name, "an ROIContourSequence item has no usable ReferencedROINumber")
+        found.setdefault(number, []).extend(item.get("ContourSequence", []))
+    return found
+
+
+def _whole_number(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _identification_codes(dataset) -> dict[int, tuple[Code | None, Code | None]]:
@@ -123,8 +187,11 @@ def _identification_codes(dataset) -> dict[int, tuple[Code | None, Code | None]]
         items = observation.get("RTROIIdentificationCodeSequence", [])
         if "ReferencedROINumber" not in observation or not items:
             continue
+        number = _whole_number(observation.ReferencedROINumber)
+        if number is None:
+            continue
         code, modifiers = _code(items[0]), items[0].get("SegmentedPropertyTypeModifierCodeSequence", [])
-        codes[int(observation.ReferencedROINumber)] = (code, _code(modifiers[0]) if modifiers else None)
+        codes[number] = (code, _code(modifiers[0]) if modifiers else None)
     return codes
 
 
@@ -134,47 +201,96 @@ def _code(item) -> Code | None:
     return Code(str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.get("CodeMeaning", "")))
 
 
-def _roi_mask(contours: list, series: DicomSeries, name: str, roi_name: str) -> np.ndarray:
+def _roi_mask(
+    contours: list, series: DicomSeries, name: str, roi_name: str, dropped: DroppedContours
+) -> np.ndarray:
     geometry = series.volume.geometry
     depth, rows, columns = series.volume.shape
     world_to_index = np.linalg.inv(geometry.direction_matrix @ np.diag(geometry.spacing))
     slice_of_uid = {item.sop_instance_uid: index for index, item in enumerate(series.slices)}
     per_slice: dict[int, list[np.ndarray]] = defaultdict(list)
-    for contour in contours:
-        kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR"))
-        data = np.asarray([float(value) for value in contour.get("ContourData", [])], dtype=float)
-        if data.size % 3:
-            raise DicomError(name, f"ROI {roi_name}: a contour has {data.size} coordinates, not 3 per point")
-        if kind != "CLOSED_PLANAR" or data.size < 9:
-            continue  # points, open curves and contours of 1-2 points enclose no area
-        index = (
-            data.reshape(-1, 3) - np.asarray(geometry.origin)
-        ) @ world_to_index.T  # (x, y, z) voxel indices
+    label = repr(roi_name)
+    for number, contour in enumerate(contours, start=1):
+        kind = str(contour.get("ContourGeometricType", CLOSED) or CLOSED).strip().upper()
+        points = _points(contour, name, f"ROI {label}, contour {number}")
+        if kind != CLOSED:
+            dropped.add("not closed", roi_name)
+            continue
+        if len(points) < 3:
+            dropped.add("too few points", roi_name)
+            continue
+        index = (points - np.asarray(geometry.origin)) @ world_to_index.T  # (x, y, z) voxel indices
         plane = int(round(float(np.median(index[:, 2]))))
         if np.abs(index[:, 2] - plane).max() > PLANE_TOLERANCE or not 0 <= plane < depth:
             raise DicomError(
                 name,
-                f"ROI {roi_name}: a contour does not lie on a slice of the series in {series.folder} "
+                f"ROI {label}: a contour does not lie on a slice of the series in {series.folder} "
                 f"(slice index {float(np.median(index[:, 2])):.2f} of 0..{depth - 1})",
             )
-        _check_image_reference(contour, slice_of_uid, plane, series, name, roi_name)
-        per_slice[plane].append(index[:, [1, 0]])  # (row, column)
+        _check_image_reference(contour, slice_of_uid, plane, series, name, label)
+        polygon = index[:, [1, 0]]  # (row, column)
+        if not _reaches_a_pixel(polygon, rows, columns):
+            dropped.add("off the image", roi_name)
+            continue
+        if _beyond_edge(polygon, rows, columns):
+            dropped.clipped[roi_name] = dropped.clipped.get(roi_name, 0) + 1
+        per_slice[plane].append(polygon)
     mask = np.zeros((depth, rows, columns), dtype=bool)
     for plane, polygons in per_slice.items():
         mask[plane] = fill_contours(polygons, (rows, columns))
     return mask
 
 
-def _check_image_reference(contour, slice_of_uid, plane, series, name, roi_name) -> None:
+def _points(contour, name: str, where: str) -> np.ndarray:
+    """The contour's (N, 3) finite LPS coordinates, or :class:`DicomError`."""
+    values = contour.get("ContourData", None)
+    values = [] if values is None else [values] if not hasattr(values, "__len__") else list(values)
+    try:
+        data = np.array([float(value) for value in values], dtype=float)
+    except (TypeError, ValueError):
+        raise DicomError(name, f"{where}: ContourData holds values that are not numbers") from None
+    if not all(math.isfinite(value) for value in data):
+        raise DicomError(name, f"{where}: ContourData holds NaN or infinite coordinates")
+    if data.size % 3:
+        raise DicomError(name, f"{where}: ContourData has {data.size} coordinates, not 3 per point")
+    return data.reshape(-1, 3)
+
+
+def _reaches_a_pixel(polygon: np.ndarray, rows: int, columns: int) -> bool:
+    """Whether the polygon's bounding box overlaps the pixel centres of the image at all."""
+    low, high = polygon.min(axis=0), polygon.max(axis=0)
+    return bool(high[0] >= 0 and high[1] >= 0 and low[0] <= rows - 1 and low[1] <= columns - 1)
+
+
+def _beyond_edge(polygon: np.ndarray, rows: int, columns: int) -> bool:
+    # Our own contours run along the voxel boundary, half a pixel outside the outermost centres.
+    low, high = polygon.min(axis=0), polygon.max(axis=0)
+    return bool(
+        low[0] < -0.5 - 1e-6
+        or low[1] < -0.5 - 1e-6
+        or high[0] > rows - 0.5 + 1e-6
+        or high[1] > columns - 0.5 + 1e-6
+    )
+
+
+def _check_image_reference(contour, slice_of_uid, plane, series, name, label) -> None:
     references = contour.get("ContourImageSequence", [])
     if not references or "ReferencedSOPInstanceUID" not in references[0]:
         return
     uid = str(references[0].ReferencedSOPInstanceUID)
     if uid not in slice_of_uid:
         raise DicomError(
-            name, f"ROI {roi_name}: a contour references image {uid}, which is not in {series.folder}"
+            name, f"ROI {label}: a contour references image {uid}, which is not in {series.folder}"
         )
     if slice_of_uid[uid] != plane:
         raise DicomError(
-            name, f"ROI {roi_name}: a contour lies on slice {plane} but references slice {slice_of_uid[uid]}"
+            name, f"ROI {label}: a contour lies on slice {plane} but references slice {slice_of_uid[uid]}"
         )
+
+
+def _contours(count: int) -> str:
+    return f"{count} contour" + ("" if count == 1 else "s")
+
+
+def _listed(per_roi: dict[str, int]) -> str:
+    return ", ".join(f"{shown_name(roi)} {count}" for roi, count in per_roi.items())

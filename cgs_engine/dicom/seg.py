@@ -16,15 +16,20 @@ from pathlib import Path
 import numpy as np
 
 from cgs_engine import __version__
+from cgs_engine.io.errors import one_line
 from cgs_engine.volume import Volume
 
 from .class_table import ClassEntry, ClassTable, Code
 from .errors import DicomError
 from .files import check_output, save_dataset
+from .names import CHARACTER_SET, checked_code, structure_names
+from .object_file import read_dicom_object
 from .rtstruct_export import MANUFACTURER, check_labels_fit
 from .series import DicomSeries
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+# What highdicom raises on a Segmentation it cannot make sense of (missing or inconsistent frames).
+SEG_LIBRARY_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError)
 SEG_MODALITY = "SEG"
 # PS3.16 CID 7162 "Surgical/segmentation algorithm family"
 ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
@@ -35,6 +40,8 @@ class SegExport:
     path: Path
     segments: list[ClassEntry] = field(default_factory=list)
     empty: list[ClassEntry] = field(default_factory=list)
+    renamed: list[str] = field(default_factory=list)  # names made DICOM-conformant, one line each
+    labels: dict[int, str] = field(default_factory=dict)  # class id -> the SegmentLabel written
 
 
 @dataclass
@@ -73,7 +80,10 @@ def export_seg(
     for number, entry in enumerate(segments, start=1):
         numbers[entry.id] = number
     pixels = numbers[array].astype(np.uint8 if len(segments) < 256 else np.uint16)
-    descriptions = [_description(hd, number, entry) for number, entry in enumerate(segments, start=1)]
+    names = structure_names(segments)
+    descriptions = [
+        _description(hd, number, entry, names[entry.id]) for number, entry in enumerate(segments, start=1)
+    ]
     try:
         segmentation = hd.seg.Segmentation(
             source_images=series.headers(),
@@ -90,20 +100,22 @@ def export_seg(
             device_serial_number="none",
             content_label="CGS",
             content_description="napari-cgs label map",
+            specific_character_set=CHARACTER_SET,  # names in any script, not "?"
         )
     except (ValueError, TypeError, AttributeError) as error:
         raise DicomError(series.folder, f"a SEG cannot reference this series ({error})") from None
     path = save_dataset(segmentation, target, overwrite)
-    return SegExport(path, segments, [entry for entry in table.entries if entry.id not in present])
+    empty = [entry for entry in table.entries if entry.id not in present]
+    return SegExport(path, segments, empty, names.changes, names.by_id)
 
 
-def _description(hd, number: int, entry: ClassEntry):
-    category = _coded(hd, entry.category)
+def _description(hd, number: int, entry: ClassEntry, label: str):
+    category = _coded(hd, checked_code(entry.category, entry))
     # A class with no known organ is still an anatomical structure; its label says which.
-    kind = _coded(hd, entry.code) if entry.code is not None else category
+    kind = _coded(hd, checked_code(entry.code, entry)) if entry.code is not None else category
     description = hd.seg.SegmentDescription(
         segment_number=number,
-        segment_label=entry.structure_name,
+        segment_label=label,
         segmented_property_category=category,
         segmented_property_type=kind,
         # model output that a person may have corrected
@@ -115,7 +127,9 @@ def _description(hd, number: int, entry: ClassEntry):
     )
     if entry.laterality is not None:  # nested in the type's item (Segment Description Macro)
         kind_item = description.SegmentedPropertyTypeCodeSequence[0]
-        kind_item.SegmentedPropertyTypeModifierCodeSequence = [_coded(hd, entry.laterality)]
+        kind_item.SegmentedPropertyTypeModifierCodeSequence = [
+            _coded(hd, checked_code(entry.laterality, entry))
+        ]
     return description
 
 
@@ -126,22 +140,18 @@ def _coded(hd, code: Code):
 def read_seg(path: str | os.PathLike):
     """The highdicom Segmentation of a SEG file, or :class:`DicomError`."""
     import highdicom as hd
-    import pydicom
-    from pydicom.errors import InvalidDicomError
 
     name = os.fspath(path)
-    if not Path(name).is_file():
-        raise DicomError(name, "no such file")
-    try:
-        dataset = pydicom.dcmread(name)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
-        raise DicomError(name, f"not a readable DICOM file ({error})") from None
+    dataset = read_dicom_object(name)
     if dataset.get("Modality") != SEG_MODALITY:
         raise DicomError(name, f"not a DICOM Segmentation (Modality {dataset.get('Modality', 'missing')})")
+    for keyword in ("PerFrameFunctionalGroupsSequence", "SegmentSequence"):  # Type 1 (the shared: Type 2)
+        if not dataset.get(keyword):
+            raise DicomError(name, f"not a usable DICOM Segmentation (no {keyword})")
     try:
         return hd.seg.Segmentation.from_dataset(dataset)
-    except (ValueError, TypeError, AttributeError, KeyError) as error:
-        raise DicomError(name, f"not a usable DICOM Segmentation ({error})") from None
+    except SEG_LIBRARY_ERRORS as error:
+        raise DicomError(name, f"not a usable DICOM Segmentation ({one_line(str(error))[:160]})") from None
 
 
 def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) -> SegImport:
@@ -162,6 +172,7 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
             name, f"references {len(unknown)} images that are not in {series.folder} (another series)"
         )
     matched, unmatched = [], []
+    written = structure_names(table.entries)
     for number in segmentation.segment_numbers:
         description = segmentation.get_segment_description(number)
         kind = description.segmented_property_type
@@ -169,16 +180,22 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
             "SegmentedPropertyTypeModifierCodeSequence", []
         )
         laterality = _code_of(modifiers[0]) if modifiers else None
-        entry = table.match(str(description.segment_label), _code_of(kind), laterality)
+        label = str(description.segment_label)
+        entry = written.entry(label, table) or table.match(label, _code_of(kind), laterality)
         if entry is None:
             unmatched.append(str(description.segment_label))
         else:
             matched.append((number, str(description.segment_label), entry))
-    stack = segmentation.get_pixels_by_source_instance(
-        source_sop_instance_uids=series.sop_instance_uids,
-        segment_numbers=[number for number, _, _ in matched] or None,
-        assert_missing_frames_are_empty=True,
-    )  # (slices, rows, columns, segments) booleans, in the order of the segment numbers asked for
+    try:
+        stack = segmentation.get_pixels_by_source_instance(
+            source_sop_instance_uids=series.sop_instance_uids,
+            segment_numbers=[number for number, _, _ in matched] or None,
+            assert_missing_frames_are_empty=True,
+        )  # (slices, rows, columns, segments) booleans, in the order of the segment numbers asked for
+    except SEG_LIBRARY_ERRORS as error:
+        raise DicomError(
+            name, f"its frames cannot be placed on the series ({one_line(str(error))[:160]})"
+        ) from None
     top = max((entry.id for _, _, entry in matched), default=0)
     array = np.zeros(series.volume.shape, dtype=np.uint8 if top <= 255 else np.uint16)
     order = sorted(range(len(matched)), key=lambda index: matched[index][2].id, reverse=True)

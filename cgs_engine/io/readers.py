@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from ..native_output import captured_native_stderr
 from ..volume import Geometry, Volume
 from .claimed_size import check_claimed_size
+from .dicom_series_checks import check_dicom_series, read_checked_series
 from .errors import VolumeIOError, describe_read_failure, display_path, itk_reason, require_utf8_path
 from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of
 from .header_rules import ORTHOGONAL_TOLERANCE, check_image_header, require_regular_file
@@ -25,10 +26,11 @@ logger = logging.getLogger(__name__)
 VOLUME_KINDS = ("image", "labels", "map")
 
 
-def read_volume(path: str | os.PathLike, kind: str = "image") -> Volume:
+def read_volume(path: str | os.PathLike, kind: str = "image", series_uid: str | None = None) -> Volume:
     """Read one 3D volume; the array is indexed [z, y, x] and the geometry is SimpleITK's.
 
     ``kind="labels"`` also checks the voxels are label ids and stores them as uint8/uint16.
+    ``series_uid`` picks the DICOM series of a folder that holds several (files ignore it).
     Every failure is a :class:`VolumeIOError` whose message names ``path`` as given.
     """
     if kind not in VOLUME_KINDS:
@@ -38,7 +40,15 @@ def read_volume(path: str | os.PathLike, kind: str = "image") -> Volume:
     if not location.exists():
         raise VolumeIOError(name, "no such file or folder")
     require_utf8_path(name)
-    image = read_dicom_series(location, name) if location.is_dir() else read_image_file(location, name)
+    if location.is_dir():
+        image = read_dicom_series(location, name, series_uid)
+    else:
+        image = read_image_file(location, name)
+    return volume_of(image, name, kind)
+
+
+def volume_of(image: sitk.Image, name: str, kind: str) -> Volume:
+    """The checked Volume of a SimpleITK image read from ``name``."""
     image = as_single_3d(image, name)
     array = sitk.GetArrayFromImage(image)
     if kind == "labels":
@@ -122,25 +132,9 @@ def read_image_file(location: Path, name: str) -> sitk.Image:
     return image
 
 
-def read_dicom_series(folder: Path, name: str) -> sitk.Image:
-    """The series with the most files in ``folder`` (not its subfolders), as one 3D image."""
-    files = largest_dicom_series(folder)
-    if not files:
-        raise VolumeIOError(name, "no DICOM series found in this folder")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        return reader.Execute()
-    except RuntimeError as error:
-        raise VolumeIOError(name, f"DICOM series could not be read ({itk_reason(error)})") from error
-
-
-def largest_dicom_series(folder: Path) -> list[str]:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    series = [sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids]
-    if len(series) > 1:
-        logger.info("%s holds %d DICOM series; reading the one with most files", folder, len(series))
-    return list(max(series, key=len)) if series else []
+def read_dicom_series(folder: Path, name: str, series_uid: str | None = None) -> sitk.Image:
+    """The one image series in ``folder`` (not its subfolders), checked to be a regular grid."""
+    return read_checked_series(check_dicom_series(folder, name, series_uid), name)
 
 
 def as_single_3d(image: sitk.Image, name: str) -> sitk.Image:

@@ -49,7 +49,7 @@ def test_a_series_with_a_missing_slice_is_refused(tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(series.folder, broken)
     (broken / "0050.dcm").unlink()
-    with pytest.raises(DicomError) as error:
+    with pytest.raises(CGSError) as error:
         read_series(broken)
     message = _one_line(error)
     assert message.startswith(str(broken)) and "missing slices" in message and "6 mm" in message
@@ -62,14 +62,14 @@ def test_duplicate_slices_and_non_series_folders_are_refused(tmp_path):
     copy = pydicom.dcmread(doubled / "0010.dcm")
     copy.SOPInstanceUID = pydicom.uid.generate_uid()
     copy.save_as(doubled / "0010b.dcm")
-    with pytest.raises(DicomError) as error:
+    with pytest.raises(CGSError) as error:
         read_series(doubled)
     assert "share one position" in _one_line(error)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DicomError) as error:
+    with pytest.raises(CGSError) as error:
         read_series(empty)
-    assert "no DICOM image series" in _one_line(error)
+    assert "no DICOM series found" in _one_line(error)
     with pytest.raises(DicomError) as error:
         read_series(tmp_path / "missing")
     assert "not a folder" in _one_line(error)

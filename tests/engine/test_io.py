@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cgs_engine.io import SUPPORTED_EXTENSIONS, is_supported_path, read_volume, write_volume
+from cgs_engine.io import SUPPORTED_EXTENSIONS, VolumeIOError, is_supported_path, read_volume, write_volume
 from cgs_engine.volume import Geometry, Volume
 
 SHAPE_ZYX = (6, 9, 11)  # all different, so a swapped axis cannot go unnoticed
@@ -204,6 +204,7 @@ def write_dicom_series(image: sitk.Image, folder, series_uid: str, first_file: i
             "0008|0016": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
             "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
             "0020|000e": series_uid,
+            "0020|0052": f"{series_uid}.0",  # frame of reference
             "0008|0018": f"{series_uid}.{k + 1}",
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{p:.10f}" for p in position),
@@ -232,15 +233,18 @@ def test_dicom_series_folder_reads_array_and_geometry(tmp_path, case):
     assert volume.geometry.is_close(geometry), f"{volume.geometry} != {geometry}"
 
 
-def test_dicom_folder_with_two_series_reads_the_larger(tmp_path):
+def test_dicom_folder_with_two_series_is_read_only_with_one_picked(tmp_path):
     folder = tmp_path / "mixed"
-    small = ct_like(7)[:3]
-    write_dicom_series(sitk_image(small, GEOMETRIES["lps"]), folder, "1.2.826.0.1.3680043.2.1125.3", 50)
-    write_dicom_series(sitk_image(ct_like(), GEOMETRIES["lps"]), folder, "1.2.826.0.1.3680043.2.1125.4", 1)
+    small, large = "1.2.826.0.1.3680043.2.1125.3", "1.2.826.0.1.3680043.2.1125.4"
+    write_dicom_series(sitk_image(ct_like(7)[:3], GEOMETRIES["lps"]), folder, small, 50)
+    write_dicom_series(sitk_image(ct_like(), GEOMETRIES["lps"]), folder, large, 1)
 
-    volume = read_volume(folder)
-
-    np.testing.assert_array_equal(volume.array, ct_like())
+    with pytest.raises(VolumeIOError, match=f"holds 2 image series: {large} .6 CT images.*--series UID"):
+        read_volume(folder)
+    np.testing.assert_array_equal(read_volume(folder, series_uid=large).array, ct_like())
+    np.testing.assert_array_equal(read_volume(folder, series_uid=small).array, ct_like(7)[:3])
+    with pytest.raises(VolumeIOError, match="holds no image series 1.2.3; it holds"):
+        read_volume(folder, series_uid="1.2.3")
 
 
 def test_is_supported_path(tmp_path):

@@ -98,6 +98,7 @@ def _write_dicom_series(image: sitk.Image, folder) -> None:
             "0008|0060": "CT",
             "0020|000d": study,
             "0020|000e": series,
+            "0020|0052": f"{series}.0",  # frame of reference
             "0008|0018": f"{series}.{k + 1}",
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{p:.6f}" for p in position),

@@ -1,0 +1,77 @@
+"""Reading a whole DICOM object (an RTSTRUCT or a SEG) that is complete and parses, or a one-line error.
+
+pydicom reads a truncated file without complaint: the last element simply holds fewer bytes than
+its header declares (a structure set cut short loses its last contours), and values are parsed
+only when first used, so a damaged sequence or number fails somewhere deep in the import. Here
+the declared lengths are compared with what was read, every value is parsed once, and any
+failure names the file and the element.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from cgs_engine.io.errors import one_line
+
+from .errors import DicomError
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+# pydicom warns (rather than fails) when a sequence of undefined length meets the end of the file.
+TRUNCATION_WARNINGS = ("End of file reached", "Expected delimiter", "EOF")
+
+
+def read_dicom_object(path: str | os.PathLike) -> Any:
+    """The pydicom Dataset of the file at ``path``, every value parsed; :class:`DicomError` if the
+    file is missing, not DICOM, truncated or damaged."""
+    import pydicom
+
+    name = os.fspath(path)
+    if not Path(name).is_file():
+        raise DicomError(name, "no such file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dataset = pydicom.dcmread(name)
+        except Exception as error:  # noqa: BLE001 - whatever pydicom trips over in a damaged file
+            raise DicomError(name, f"not a readable DICOM file ({_short(error)})") from None
+        _check_complete(dataset, name, caught)
+        _parse_every_value(dataset, name)
+    return dataset
+
+
+def _check_complete(dataset: Any, name: str, caught: list) -> None:
+    from pydicom.dataelem import RawDataElement
+
+    for tag, element in dataset._dict.items():  # raw (unparsed) top-level elements keep their lengths
+        if not isinstance(element, RawDataElement) or element.value is None:
+            continue
+        if element.length != UNDEFINED_LENGTH and len(element.value) < element.length:
+            missing = element.length - len(element.value)
+            raise DicomError(name, f"file is truncated ({_keyword(tag)} ends {missing} bytes early)")
+    if any(word in str(warning.message) for warning in caught for word in TRUNCATION_WARNINGS):
+        raise DicomError(name, "file is truncated (a sequence ends before its delimiter)")
+
+
+def _parse_every_value(dataset: Any, name: str, where: str = "") -> None:
+    for tag in list(dataset.keys()):
+        label = f"{where}{_keyword(tag)}"
+        try:
+            element = dataset[tag]
+        except Exception as error:  # noqa: BLE001 - a value pydicom cannot parse: the file is damaged
+            raise DicomError(name, f"damaged DICOM file: {label} cannot be read ({_short(error)})") from None
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value):
+                _parse_every_value(item, name, f"{label}[{index}].")
+
+
+def _keyword(tag: Any) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or str(tag)
+
+
+def _short(error: Exception) -> str:
+    return one_line(str(error))[:160] or type(error).__name__

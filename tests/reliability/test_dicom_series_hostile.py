@@ -1,0 +1,107 @@
+"""Issue 22, DICOM: a damaged series folder gets the same one-line refusal from every command that
+reads one, so a scan is never predicted and then refused for export; valid ones go all the way."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, cgs
+from dicom_series_cases import BROKEN, SHAPE, VALID, damaged_copy, good_series
+
+from cgs_engine.cli.main import main
+from cgs_engine.io import read_volume, write_volume
+
+VERBS = ("info", "convert", "predict", "add-correction", "rtstruct export", "seg export")
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("hostile-dicom")
+    good = good_series(root / "good")
+    labels = read_volume(good).like(np.zeros(SHAPE, np.uint8), "labels")
+    labels.array[2:5, 4:9, 6:12] = 1
+    labels_path = write_volume(labels, root / "labels.nii.gz")
+    assert main(["project", "create", str(root / "project"), "--base-model", str(tiny_model)]) == 0
+    return root, good, labels_path, tiny_model
+
+
+def arguments(verb: str, folder, setting) -> list[str]:
+    root, _, labels, model = setting
+    out = root / "out" / folder.name
+    return {
+        "info": ["info", folder],
+        "convert": ["convert", folder, out / "scan.nii.gz"],
+        "predict": ["predict", model, folder, "-o", out],
+        "add-correction": [
+            "project",
+            "add-correction",
+            root / "project",
+            "--image",
+            folder,
+            "--labels",
+            labels,
+        ],
+        "rtstruct export": ["rtstruct", "export", labels, "--dicom", folder, "-o", out / "RS.dcm"],
+        "seg export": ["seg", "export", labels, "--dicom", folder, "-o", out / "SEG.dcm"],
+    }[verb]
+
+
+def run(argv) -> tuple[int, list[str]]:
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        code = main([str(a) for a in argv])
+    return code, [line for line in stderr.getvalue().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_every_command_refuses_a_damaged_series_with_the_same_line(setting, case):
+    root, good, _, _ = setting
+    folder = damaged_copy(good, root / case, BROKEN[case][0])
+    (root / "out" / case).mkdir(parents=True)
+    problems = set()
+    for verb in VERBS:
+        code, lines = run(arguments(verb, folder, setting))
+        errors = [line for line in lines if ": error: " in line]
+        assert code == 2 and len(errors) == 1 and lines[-1] == errors[0], (verb, lines)
+        assert BROKEN[case][1] in errors[0], (verb, errors)
+        problems.add(errors[0].split(": error: ", 1)[1])
+    assert len(problems) == 1, problems  # one check, one message
+    assert [p.name for p in (root / "out" / case).iterdir()] == []  # nothing written
+    assert not (root / "project" / "corrections").exists() or not any(
+        (root / "project" / "corrections").iterdir()
+    )
+
+
+@pytest.mark.parametrize("case", sorted(VALID))
+def test_a_valid_series_is_predicted_and_exported(setting, case, tmp_path):
+    root, good, _, model = setting
+    folder = damaged_copy(good, tmp_path / case, VALID[case])
+    out = tmp_path / "out"
+    code, lines = run(["predict", model, folder, "-o", out])
+    assert code == 0, lines
+    predicted = out / f"{case}_labels.nii.gz"
+    for verb in ("rtstruct", "seg"):
+        code, lines = run([verb, "export", predicted, "--dicom", folder, "-o", tmp_path / f"{verb}.dcm"])
+        # an untrained model may predict nothing: a SEG of no segment is refused, and said so
+        assert code == 0 or (verb == "seg" and "the label map is empty" in lines[-1]), (verb, lines)
+
+
+def test_series_uid_picks_one_of_two_in_every_command(setting, tmp_path):
+    root, good, labels, model = setting
+    folder = damaged_copy(good, tmp_path / "two", BROKEN["two-series"][0])
+    line = assert_one_line_error(cgs("info", folder), str(folder), "holds 2 image series", "--series UID")
+    uid = line.split("image series: ", 1)[1].split(" ", 1)[0]
+    assert cgs("info", folder, "--series", uid).returncode == 0
+    assert run(["convert", folder, tmp_path / "a.nii.gz", "--series", uid])[0] == 0
+    assert run(["predict", model, folder, "-o", tmp_path / "p", "--series", uid])[0] == 0
+    assert (
+        run(["rtstruct", "export", labels, "--dicom", folder, "-o", tmp_path / "RS.dcm", "--series", uid])[0]
+        == 0
+    )
+    code, lines = run(
+        ["seg", "export", labels, "--dicom", folder, "-o", tmp_path / "S.dcm", "--series", "1.2.3"]
+    )
+    assert code == 2 and "holds no image series 1.2.3" in lines[-1]
