@@ -98,11 +98,10 @@ def adapt_to_scan(
     """Fine-tune a copy of ``checkpoint`` on ``labels`` where ``trusted`` and re-predict the scan.
 
     ``image``: raw intensities [z, y, x]; ``keep``: voxels the re-prediction must not change
-    (default: ``trusted``). ``seconds`` bounds training and prediction together; ``threads``: CPU
-    threads (0: every usable core); ``progress``
-    gets (stage, done, total); ``cancel()`` true raises ``Cancelled`` (nothing is changed).
+    (default: ``trusted``). ``seconds`` bounds training and prediction together (after setup);
+    ``threads``: CPU threads (0: every usable core); ``progress`` gets (stage, done, total);
+    ``cancel()`` true raises ``Cancelled`` (nothing is changed).
     """
-    started = time.perf_counter()
     labels = check_labels(labels)
     image = np.asarray(image)
     trusted = np.asarray(trusted).astype(bool, copy=False)
@@ -135,9 +134,12 @@ def adapt_to_scan(
     method = model_checkpoint.method if model_checkpoint.method in METHODS else "cgs"
     objective = ObjectiveConfig(method=method)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
+    # the budget starts here: the first optimiser of a process imports much of torch (seconds)
+    started = time.perf_counter()
     training_budget = seconds * (1.0 - PREDICT_SHARE)
     steps, loss = 0, None
-    while steps < max_steps and time.perf_counter() - started < training_budget:
+    # at least one step, however slow the machine: an adaptation that never trained changes nothing
+    while steps < max_steps and (steps == 0 or time.perf_counter() - started < training_budget):
         if cancel is not None and cancel():
             raise Cancelled("adaptation cancelled")
         drawn = source.batch(steps)

@@ -136,6 +136,28 @@ def box_prompt(labels, class_id: int, box, probability, locked=None) -> EditResu
     return target.apply(proposed, region)
 
 
+def box_from_drawing(corners, shape, spacing_zyx, slice_axis: int, depth_mm: float = 0.0) -> Box:
+    """The 3D box of a rectangle drawn on one slice: ``corners`` (N x 3 voxel coordinates, as a
+    viewer reports them) span the two drawn axes; along ``slice_axis`` the box reaches
+    ``depth_mm`` either side of the drawn slice, or every slice with ``depth_mm`` 0."""
+    array = np.asarray(corners, dtype=np.float64)
+    spacing = check_spacing(spacing_zyx)
+    depth = check_amount("depth_mm", depth_mm)
+    if array.ndim != 2 or array.shape[1] != 3 or len(array) < 2 or not np.isfinite(array).all():
+        raise EditError(f"a drawn box needs at least 2 corners of 3 coordinates, got shape {array.shape}")
+    parts = []
+    for axis, size in enumerate(shape):
+        if axis == slice_axis:
+            centre = int(np.clip(np.rint(array[:, axis].mean()), 0, size - 1))
+            reach = size if depth == 0 else int(np.floor(depth / spacing[axis] + 1e-9))
+            parts.append(slice(max(centre - reach, 0), min(centre + reach + 1, size)))
+        else:  # a voxel belongs to the box when its centre lies inside the drawn rectangle
+            low = int(np.clip(np.ceil(array[:, axis].min() - 1e-9), 0, size))
+            high = int(np.clip(np.floor(array[:, axis].max() + 1e-9) + 1, 0, size))
+            parts.append(slice(low, max(high, low + 1) if low < size else size))
+    return _check_box(parts, shape)
+
+
 # ----------------------------------------------------------------------------- the click's pieces
 def _click_box(points: np.ndarray, reach_mm: float, spacing: np.ndarray, shape) -> Box:
     around = tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(points.min(0), points.max(0), strict=True))

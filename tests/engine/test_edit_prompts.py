@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cgs_engine.edit import EditError, box_prompt, click
+from cgs_engine.edit import EditError, box_from_drawing, box_prompt, click
 
 SHAPE = (24, 40, 40)
 SPACING = (2.0, 1.0, 1.0)
@@ -119,3 +119,12 @@ def test_maps_of_another_grid_and_empty_boxes_are_refused():
         box_prompt(labels, 1, (slice(0, 5), slice(9, 9), slice(0, 5)), probability)
     with pytest.raises(EditError, match="reach_mm"):
         click(labels, 1, (1, 1, 1), True, probability, SPACING, reach_mm=0)
+
+
+def test_a_rectangle_drawn_on_a_slice_becomes_a_box_of_whole_voxels():
+    corners = [(12, 4.6, 10.4), (12, 4.6, 20.5), (12, 15.2, 20.5), (12, 15.2, 10.4)]
+    box = box_from_drawing(corners, SHAPE, SPACING, slice_axis=0, depth_mm=4.0)
+    assert box == (slice(10, 15), slice(5, 16), slice(11, 21))
+    assert box_from_drawing(corners, SHAPE, SPACING, slice_axis=0)[0] == slice(0, 24)
+    coronal = box_from_drawing([(3.2, 7, 1.0), (9.7, 7, 6.0)], SHAPE, SPACING, slice_axis=1, depth_mm=1.0)
+    assert coronal == (slice(4, 10), slice(6, 9), slice(1, 7))
