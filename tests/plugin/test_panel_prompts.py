@@ -51,9 +51,8 @@ def test_a_click_through_the_viewer_is_one_undoable_edit_marked_as_yours(qtbot, 
     gesture = tools._on_mouse(viewer, event)
     next(gesture)
     event.type = "mouse_release"
-    with qtbot.waitSignal(panel.correct_section.edited, timeout=60_000):
-        with pytest.raises(StopIteration):
-            next(gesture)
+    with qtbot.waitSignal(panel.correct_section.edited, timeout=60_000), pytest.raises(StopIteration):
+        next(gesture)
     after = np.array(labels.data)
     changed = after != before
     assert changed[target] and changed.sum() > 1
