@@ -17,7 +17,7 @@ Voxels in ``locked`` (what the user drew or accepted, earlier prompts included) 
 except the clicked voxel itself, so a second click cannot undo the first.
 
 **Box.** A box says "the organ lies in here". Inside it the organ becomes the largest 3D piece of
-``P >= t`` whose extent fills the box best (``t`` from 0.04 to 0.96; the smallest change from
+``P >= t`` whose extent fills the box best (``t`` in 12 steps from 0.04 to 0.96; the smallest change from
 0.5 wins a tie); voxels of the organ outside the box become background.
 
 Like every edit tool, a prompt moves voxels only between its organ and background (another
@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from cgs_engine.edit.boxes import Box, bounding_box, expand
-from cgs_engine.edit.checks import EditError, check_amount, check_spacing
+from cgs_engine.edit.checks import EditError, check_amount, check_class_id, check_labels, check_spacing
 from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.target import edit_target
 
@@ -45,7 +45,7 @@ LEVEL_MARGIN = 0.3  # logits past the clicked voxel's own level, so that voxel a
 REACH_SIGMAS = 3.0  # the click's bounding region: the Gaussian is < 0.012 beyond it
 MIN_WEIGHT = 0.05  # where the Gaussian falls under this, nothing changes
 INTENSITY_QUANTILES = (0.02, 0.98)
-BOX_LEVELS = np.linspace(0.04, 0.96, 24)
+BOX_LEVELS = np.linspace(0.04, 0.96, 12)
 BOX_TIE_PENALTY = 0.002  # box fit score lost per unit of |t - 0.5|: prefer the model's own level
 
 
@@ -68,26 +68,27 @@ def click(
     has no image support). ``locked``: bool mask of voxels that must not change. ``reach_mm``:
     the Gaussian's sigma, how far along the organ the click is felt.
     """
-    target = edit_target(labels, class_id)
+    labels = check_labels(labels)
+    class_id = check_class_id(class_id, labels)
     spacing = np.asarray(check_spacing(spacing_zyx), dtype=np.float64)
     reach = check_amount("reach_mm", reach_mm)
     margin = check_amount("intensity_margin", intensity_margin)
     if reach == 0:
         raise EditError("reach_mm must be more than 0")
-    shape = target.shape
+    shape = labels.shape
     points = _check_points(points, shape)
     probability = _check_volume("probability", probability, shape)
     image = None if image is None else _check_volume("image", image, shape)
     locked = None if locked is None else _check_volume("locked", locked, shape).astype(bool, copy=False)
-    clicked = target.labels[tuple(points.T)]
+    clicked = labels[tuple(points.T)]
     wanted = 0 if positive else class_id  # what a clicked voxel must be for the click to act
     points = points[clicked == wanted]
     if len(points) == 0:
-        return target.unchanged()
+        return EditResult(labels.copy(), np.zeros(shape, dtype=bool))
 
     box = _click_box(points, reach * REACH_SIGMAS, spacing, shape)
     local = points - np.array([part.start for part in box])
-    current = target.labels[box]
+    current = labels[box]
     organ = current == class_id
     evidence = _logits(probability[box])
     weight = _click_weight(local, current.shape, spacing, reach)
@@ -112,8 +113,11 @@ def click(
     candidates[tuple(local.T)] = True  # the clicked voxels themselves always change
     pieces, _ = ndimage.label(candidates, structure=CONNECTIVITY)
     reached = np.isin(pieces, np.unique(pieces[tuple(local.T)]))
-    proposed = organ | reached if positive else organ & ~reached
-    return target.apply(proposed, box)
+    # only the box is looked at: the whole-volume work is one copy of the labels and of the mask
+    new, changed = labels.copy(), np.zeros(shape, dtype=bool)
+    new[box][reached] = class_id if positive else 0
+    changed[box] = reached
+    return EditResult(new, changed)
 
 
 def box_prompt(labels, class_id: int, box, probability, locked=None) -> EditResult:
