@@ -294,6 +294,48 @@ def summarise_prompts(patients: dict, brush_slices: int) -> dict:
     return summary
 
 
+def adapt_only(predictor, data: Path, patients, args) -> None:
+    from cgs_engine.io import read_volume
+
+    report = {"adapt_every": args.adapt_every, "adapt_seconds": args.adapt_seconds, "patients": {}}
+    rows = []
+    for patient in patients:
+        image = read_volume(data / "images" / f"{patient}.nii.gz")
+        reference = read_volume(data / "labels" / f"{patient}.nii.gz", kind="labels").array
+        prediction = predictor.predict(image, maps=False)
+        spacing_zyx = tuple(image.geometry.spacing[::-1])
+        summary, _ = adapt_experiment(
+            MODEL,
+            image.array,
+            prediction.labels.array,
+            reference,
+            spacing_zyx,
+            args.adapt_every,
+            args.adapt_seconds,
+            prediction.class_names,
+        )
+        report["patients"][patient] = summary
+        means = [
+            float(np.mean([o[k] for o in summary["organs"].values()]))
+            for k in ("unadapted", "adapted", "interpolated")
+        ]
+        rows.append(means)
+        print(
+            f"{patient}: {summary['steps']} steps, {summary['seconds']:.0f} s; Dice on slices not corrected "
+            f"unadapted {means[0]:.3f}, adapted {means[1]:.3f}, interpolated {means[2]:.3f}",
+            flush=True,
+        )
+    organs = list(next(iter(report["patients"].values()))["organs"])
+    for organ in organs:
+        values = [
+            [r["organs"][organ][k] for k in ("unadapted", "adapted", "interpolated")]
+            for r in report["patients"].values()
+        ]
+        print(f"{organ:12s} " + " ".join(f"{v:.3f}" for v in np.mean(values, axis=0)))
+    print("mean         " + " ".join(f"{v:.3f}" for v in np.mean(rows, axis=0)))
+    print(f"results: {save_results('annotation_effort_adapt', report)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--target", type=float, default=0.90, help="Dice each organ must reach")
@@ -306,6 +348,7 @@ def main() -> None:
     )
     parser.add_argument("--patients", nargs="*", help="default: the 6 OpenKBP val patients")
     parser.add_argument("--no-prompts", action="store_true", help="only the brush and tools users")
+    parser.add_argument("--adapt-only", action="store_true", help="only the adapt experiment")
     parser.add_argument("--adapt-every", type=int, default=8, help="adapt: every Nth slice corrected")
     parser.add_argument("--adapt-seconds", type=float, default=60.0, help="adapt: time budget (s)")
     args = parser.parse_args()
@@ -314,6 +357,8 @@ def main() -> None:
     data = shared_data() / "openkbp"
     patients = args.patients or json.loads((data / "split.json").read_text())["val"]
     predictor = Predictor(MODEL, device="cpu")
+    if args.adapt_only:
+        return adapt_only(predictor, data, patients, args)
     report = {"target": args.target, "key_every": args.key_every, "patients": {}}
     totals = {"brush": Effort(), "tools": Effort()}
     started = time.perf_counter()
