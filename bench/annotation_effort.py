@@ -14,11 +14,16 @@ every slice of it was edited). Two annotators:
                 still wrong), whichever needs fewer edited slices. Grow, shrink and smooth by one
                 in-plane voxel are one-click candidates too.
 
+Two more use the prompts (bench/prompt_users.py): "prompts" (a box, clicks while they help,
+then the brush) and "prompts + adapt" (every 8th slice of each organ redrawn, the model adapted to
+the scan, then as "prompts"); with them the click-only user's NoC@85 / NoC@90 per organ and the
+adapt experiment (Dice on the slices not corrected: unadapted, adapted, contour interpolation).
+
 Both annotators see the reference (a real annotator sees the anatomy), so both are optimistic
 alike. Counts: slices edited by hand (one organ on one slice), voxels painted by hand, and apart
 from them the tool clicks and the voxels the tools changed.
 
-    python bench/annotation_effort.py [--target 0.90] [--key-every 2 3 4 5 6 8]
+    python bench/annotation_effort.py [--target 0.90] [--key-every 2 3 4 5 6 8] [--adapt-seconds 60]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from common import ROOT, save_results, shared_data
+from prompt_users import adapt_experiment, click_sequence, noc, prompts_user
 
 MODEL = ROOT / "napari_cgs" / "models" / "default.pt"
 MAX_EDITS_PER_ORGAN = 400
@@ -206,7 +212,128 @@ def patient_effort(predictor, image_path: Path, reference_path: Path, args) -> d
         }
     result["brush"] = brush_total.__dict__
     result["tools"] = tool_total.__dict__
+    if not args.no_prompts:
+        result.update(prompt_efforts(image, reference, start, maps, names, args))
     return result
+
+
+def prompt_efforts(image, reference, start, maps, names, args) -> dict:
+    """The click-only user (NoC), the prompts user, the adapt experiment and prompts + adapt."""
+    spacing_zyx = tuple(image.geometry.spacing[::-1])
+    scan = image.array
+    adapt, adapted = adapt_experiment(
+        MODEL, scan, start, reference, spacing_zyx, args.adapt_every, args.adapt_seconds, names
+    )
+    prompts_labels, adapted_labels = start.copy(), adapted.copy()
+    out = {"noc": {}, "prompts": {}, "prompts_adapt": {}, "adapt": adapt, "prompt_seconds": []}
+    for organ in range(1, len(names)):
+        probability = maps[organ]
+        dices, seconds = click_sequence(
+            start.copy(), reference, organ, probability, scan, spacing_zyx, np.zeros(start.shape, bool)
+        )
+        out["prompt_seconds"] += seconds
+        out["noc"][names[organ]] = {"noc85": noc(dices, 0.85), "noc90": noc(dices, 0.90), "dice": dices}
+        user = prompts_user(
+            prompts_labels, reference, organ, probability, scan, spacing_zyx, args.target, brush_until
+        )
+        out["prompt_seconds"] += user.pop("seconds")
+        out["prompts"][names[organ]] = user
+        user = prompts_user(
+            adapted_labels, reference, organ, probability, scan, spacing_zyx, args.target, brush_until
+        )
+        user.pop("seconds")
+        key_slices = np.flatnonzero((reference == organ).reshape(len(reference), -1).any(axis=1))
+        user["slices"] += len(key_slices[:: args.adapt_every])
+        out["prompts_adapt"][names[organ]] = user
+    return out
+
+
+def summarise_prompts(patients: dict, brush_slices: int) -> dict:
+    """Print and return NoC per organ, slices per user, seconds per prompt and the adapt table."""
+    results = list(patients.values())
+    organs = list(results[0]["noc"])
+    summary = {"noc": {}, "adapt": {}}
+    print(f"{'organ':12s} NoC@85 NoC@90   adapt: unadapted adapted interpolated (Dice, slices not corrected)")
+    for organ in organs:
+        noc85 = float(np.mean([r["noc"][organ]["noc85"] for r in results]))
+        noc90 = float(np.mean([r["noc"][organ]["noc90"] for r in results]))
+        adapt = {
+            k: float(np.mean([r["adapt"]["organs"][organ][k] for r in results]))
+            for k in ("unadapted", "adapted", "interpolated")
+        }
+        summary["noc"][organ] = {"noc85": noc85, "noc90": noc90}
+        summary["adapt"][organ] = adapt
+        print(
+            f"{organ:12s} {noc85:6.1f} {noc90:6.1f}   {adapt['unadapted']:.3f} {adapt['adapted']:.3f} "
+            f"{adapt['interpolated']:.3f}"
+        )
+    for user in ("prompts", "prompts_adapt"):
+        slices = sum(v["slices"] for r in results for v in r[user].values())
+        brushed = sum(v["brushed_slices"] for r in results for v in r[user].values())
+        prompts = sum(v["prompts"] for r in results for v in r[user].values())
+        summary[user] = {
+            "slices": slices,
+            "brushed_slices": brushed,
+            "prompts": prompts,
+            "ratio_to_brush": brush_slices / max(slices, 1),
+            "brushed_ratio_to_brush": brush_slices / max(brushed, 1),
+        }
+        print(
+            f"edited slices, {user}: {slices} = {brushed} brushed + {prompts} prompts "
+            f"({brush_slices / max(slices, 1):.2f}x fewer than the brush; brushed alone "
+            f"{brush_slices / max(brushed, 1):.2f}x)"
+        )
+    seconds = [s for r in results for s in r["prompt_seconds"]]
+    adapt_seconds = [r["adapt"]["seconds"] for r in results]
+    summary["prompt_seconds"] = {"mean": float(np.mean(seconds)), "max": float(np.max(seconds))}
+    summary["adapt_seconds"] = {"mean": float(np.mean(adapt_seconds)), "max": float(np.max(adapt_seconds))}
+    print(
+        f"seconds per prompt: mean {np.mean(seconds):.3f}, max {np.max(seconds):.3f}; "
+        f"adapt: mean {np.mean(adapt_seconds):.0f} s, max {np.max(adapt_seconds):.0f} s"
+    )
+    return summary
+
+
+def adapt_only(predictor, data: Path, patients, args) -> None:
+    from cgs_engine.io import read_volume
+
+    report = {"adapt_every": args.adapt_every, "adapt_seconds": args.adapt_seconds, "patients": {}}
+    rows = []
+    for patient in patients:
+        image = read_volume(data / "images" / f"{patient}.nii.gz")
+        reference = read_volume(data / "labels" / f"{patient}.nii.gz", kind="labels").array
+        prediction = predictor.predict(image, maps=False)
+        spacing_zyx = tuple(image.geometry.spacing[::-1])
+        summary, _ = adapt_experiment(
+            MODEL,
+            image.array,
+            prediction.labels.array,
+            reference,
+            spacing_zyx,
+            args.adapt_every,
+            args.adapt_seconds,
+            prediction.class_names,
+        )
+        report["patients"][patient] = summary
+        means = [
+            float(np.mean([o[k] for o in summary["organs"].values()]))
+            for k in ("unadapted", "adapted", "interpolated")
+        ]
+        rows.append(means)
+        print(
+            f"{patient}: {summary['steps']} steps, {summary['seconds']:.0f} s; Dice on slices not corrected "
+            f"unadapted {means[0]:.3f}, adapted {means[1]:.3f}, interpolated {means[2]:.3f}",
+            flush=True,
+        )
+    organs = list(next(iter(report["patients"].values()))["organs"])
+    for organ in organs:
+        values = [
+            [r["organs"][organ][k] for k in ("unadapted", "adapted", "interpolated")]
+            for r in report["patients"].values()
+        ]
+        print(f"{organ:12s} " + " ".join(f"{v:.3f}" for v in np.mean(values, axis=0)))
+    print("mean         " + " ".join(f"{v:.3f}" for v in np.mean(rows, axis=0)))
+    print(f"results: {save_results('annotation_effort_adapt', report)}")
 
 
 def main() -> None:
@@ -220,12 +347,18 @@ def main() -> None:
         help="key-slice spacings the annotator may choose from when redrawing an organ to interpolate",
     )
     parser.add_argument("--patients", nargs="*", help="default: the 6 OpenKBP val patients")
+    parser.add_argument("--no-prompts", action="store_true", help="only the brush and tools users")
+    parser.add_argument("--adapt-only", action="store_true", help="only the adapt experiment")
+    parser.add_argument("--adapt-every", type=int, default=8, help="adapt: every Nth slice corrected")
+    parser.add_argument("--adapt-seconds", type=float, default=60.0, help="adapt: time budget (s)")
     args = parser.parse_args()
     from cgs_engine.infer import Predictor
 
     data = shared_data() / "openkbp"
     patients = args.patients or json.loads((data / "split.json").read_text())["val"]
     predictor = Predictor(MODEL, device="cpu")
+    if args.adapt_only:
+        return adapt_only(predictor, data, patients, args)
     report = {"target": args.target, "key_every": args.key_every, "patients": {}}
     totals = {"brush": Effort(), "tools": Effort()}
     started = time.perf_counter()
@@ -251,6 +384,8 @@ def main() -> None:
     print(f"({time.perf_counter() - started:.0f} s)")
     report["totals"] = {arm: effort.__dict__ for arm, effort in totals.items()}
     report["slice_ratio"] = ratio
+    if not args.no_prompts:
+        report["prompt_summary"] = summarise_prompts(report["patients"], b.slices)
     print(f"results: {save_results('annotation_effort', report)}")
 
 

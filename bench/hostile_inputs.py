@@ -32,10 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import hostile_dicom  # noqa: E402 - DICOM series folders and RT files (issue 22)
 import hostile_files  # noqa: E402
 from common import save_results  # noqa: E402
-
-import hostile_dicom  # noqa: E402 - DICOM series folders and RT files (issue 22)
 
 
 def image(path: Path, array: np.ndarray) -> Path:

@@ -93,6 +93,10 @@ class CorrectSection(WorkerSection):
         self.viewer = panel.viewer
         self._shown_box: tuple[slice, ...] | None = None  # the box drawn in the outline layer
         self._build()
+        from ._prompt_tools import PromptTools  # correct by pointing: click, box, adapt
+
+        self.prompt_tools = PromptTools(self)
+        self.layout().insertWidget(self.layout().indexOf(self.take_button), self.prompt_tools)
         panel.prediction_finished.connect(lambda *_: self.refresh())
         panel.session_restored.connect(lambda *_: self.refresh())
         panel.image_choice.changed.connect(lambda *_: self.refresh())
@@ -263,6 +267,8 @@ class CorrectSection(WorkerSection):
         busy = self.worker is not None
         for button in self.tool_buttons.values():
             button.setEnabled(ready and not busy)
+        if hasattr(self, "prompt_tools"):
+            self.prompt_tools.set_enabled(ready, busy)
         has_maps = self._maps() is not None
         self.take_button.setEnabled(ready and has_maps and not busy)
         self.back_button.setEnabled(ready and self.panel.prediction_labels is not None and not busy)

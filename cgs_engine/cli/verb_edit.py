@@ -11,9 +11,19 @@ from pathlib import Path
 import numpy as np
 
 from cgs_engine.cli.class_files import read_class_names
+from cgs_engine.cli.edit_prompts import PROMPTS, add_prompt_options, prompt_options, run_prompt
 from cgs_engine.errors import CGSError
 
-TOOLS = ("fill-between-slices", "keep-largest", "remove-islands", "fill-holes", "smooth", "grow", "shrink")
+TOOLS = (
+    "fill-between-slices",
+    "keep-largest",
+    "remove-islands",
+    "fill-holes",
+    "smooth",
+    "grow",
+    "shrink",
+    *PROMPTS,
+)
 MM_TOOLS = ("smooth", "grow", "shrink")  # --mm: the sigma of smooth, the margin of grow and shrink
 ML_TOOLS = ("remove-islands",)
 AXES = {"z": 0, "y": 1, "x": 2}
@@ -24,7 +34,8 @@ LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 def add_parser(verbs) -> None:
     parser = verbs.add_parser(
         "edit",
-        help="correct one organ of a label map: fill between slices, islands, holes, smooth, grow, shrink",
+        help="correct one organ of a label map: fill between slices, islands, holes, smooth, grow, shrink, "
+        "click, box, or adapt the model to the scan",
     )
     parser.add_argument("tool", metavar="TOOL", help=f"one of {', '.join(TOOLS)}")
     parser.add_argument("labels", metavar="LABELS", help="label map file (NIfTI/MHA/NRRD)")
@@ -48,6 +59,7 @@ def add_parser(verbs) -> None:
         "--box", metavar="z0:z1,y0:y1,x0:x1", help="change voxels only in this index box (end excluded)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_prompt_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -59,14 +71,23 @@ def run(args) -> int:
     box = _parse_box(args.box) if args.box else None
     _check_output(Path(args.output), args.overwrite)
     volume = read_volume(args.labels, kind="labels")
-    class_id, name = _organ(args.organ, volume.array, Path(args.labels))
+    if args.tool == "adapt":
+        class_id, name = 0, "every organ"
+    else:
+        class_id, name = _organ(args.organ, volume.array, Path(args.labels), args.tool == "click")
     if box is not None:
         _check_box(box, args.box, volume.shape)
     spacing_zyx = volume.geometry.spacing[::-1]
-    try:
-        result = _apply(args.tool, volume.array, class_id, spacing_zyx, box, options)
-    except EditError as error:  # a setting that does not fit this volume: say which volume
-        raise CGSError(f"{args.labels}: {error}") from None
+    if args.tool in PROMPTS:
+        table = _class_table(Path(args.labels))
+        maps = read_class_names(table)[1] if table is not None else {}
+        map_path = None if class_id not in maps else table.with_name(maps[class_id])
+        result = run_prompt(args, volume, class_id, name, box, map_path)
+    else:
+        try:
+            result = _apply(args.tool, volume.array, class_id, spacing_zyx, box, options)
+        except EditError as error:  # a setting that does not fit this volume: say which volume
+            raise CGSError(f"{args.labels}: {error}") from None
     written = write_volume(volume.like(result.labels, "labels"), args.output, overwrite=args.overwrite)
     print(
         f"{args.tool} {name}: {result.changed_voxels} voxels changed "
@@ -98,6 +119,7 @@ def _tool_options(args) -> dict:
         raise CGSError(f"--axis must be z, y or x, got {args.axis!r}")
     if args.mode is not None and args.mode not in MODES:
         raise CGSError(f"--mode must be slice or 3d, got {args.mode!r}")
+    prompt_options(args)
     return {"mm": args.mm, "ml": args.ml, "axis": AXES[args.axis or "z"], "mode": args.mode or "slice"}
 
 
@@ -155,8 +177,12 @@ def _check_box(box: tuple[slice, slice, slice], text: str, shape: tuple[int, int
             )
 
 
-def _organ(spec: str | None, labels: np.ndarray, labels_path: Path) -> tuple[int, str]:
-    """(class id, a name to print) from --class, or the only organ in the label map."""
+def _organ(
+    spec: str | None, labels: np.ndarray, labels_path: Path, may_be_absent: bool = False
+) -> tuple[int, str]:
+    """(class id, a name to print) from --class, or the only organ in the label map.
+
+    ``may_be_absent``: the organ may have no voxel yet (a positive click can start it)."""
     if spec is None:
         present = [int(v) for v in np.unique(labels) if v != 0]
         if len(present) != 1:
@@ -166,7 +192,7 @@ def _organ(spec: str | None, labels: np.ndarray, labels_path: Path) -> tuple[int
             )
         return present[0], f"class {present[0]}"
     class_id, name = _named_class(spec, labels_path)
-    if not np.any(labels == class_id):
+    if not may_be_absent and not np.any(labels == class_id):
         present = ", ".join(str(int(v)) for v in np.unique(labels) if v != 0) or "none"
         raise CGSError(
             f"{labels_path}: {name} has no voxel here, nothing to edit (class ids present: {present})"

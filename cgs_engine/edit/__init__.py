@@ -12,12 +12,16 @@ from cgs_engine.edit.holes import fill_holes
 from cgs_engine.edit.interpolate import fill_between_slices
 from cgs_engine.edit.islands import keep_largest_island, remove_small_islands
 from cgs_engine.edit.margins import grow, shrink
+from cgs_engine.edit.prompts import box_from_drawing, box_prompt, click
 from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.smoothing import smooth
 
 __all__ = [
     "EditError",
     "EditResult",
+    "box_from_drawing",
+    "box_prompt",
+    "click",
     "fill_between_slices",
     "fill_holes",
     "grow",

@@ -1,0 +1,200 @@
+"""Adapt to this scan: fine-tune a copy of the model on the slices the user corrected, then
+re-predict only the voxels the user has not touched.
+
+The model is copied into memory (the checkpoint file and a project's versions are never written).
+Training uses the public pieces of ``cgs_engine.train``: the network built from the checkpoint,
+its weak augmentation through ``BatchSource`` (mirrored slices swap left/right organs, as in
+training), and the method's supervised loss (generalist and specialist heads, Dice + CE) on the
+trusted voxels only; every other voxel is ``IGNORE_INDEX``. BatchNorm statistics stay the
+model's (a few slices of one scan are no estimate of them). It runs for a bounded time (or
+steps), can be cancelled between steps, and the re-prediction changes no voxel in ``keep``.
+
+Which voxels are trusted (:func:`trusted_voxels`): the user corrects an organ on a slice by
+looking at its outline there, so on each axial slice where they edited or accepted voxels, the
+organs they worked on are trusted on that slice together with the background within ``band_mm``
+of them, and so are the reviewed voxels themselves. Elsewhere nothing is trusted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
+from cgs_engine.edit.checks import EditError, check_labels, check_spacing
+from cgs_engine.edit.result import EditResult
+from cgs_engine.infer.slices import Cancelled, iterate_slice_probs, resize_images, resize_labels
+from cgs_engine.method import IGNORE_INDEX
+from cgs_engine.method.objective import METHODS, ObjectiveConfig, supervised_losses
+from cgs_engine.model.fold import fold_batch_norm
+from cgs_engine.normalize import Normalization
+from cgs_engine.runtime import resolve_runtime
+from cgs_engine.train.config import TrainConfig
+from cgs_engine.train.data import BatchSource, SliceBank
+from cgs_engine.train.loop import train_mode
+
+# Chosen on the 6 OpenKBP val patients (bench/annotation_effort.py --adapt): see README.
+ADAPT_DEFAULTS = {"seconds": 60.0, "max_steps": 300, "lr": 3e-4, "batch": 8, "band_mm": 10.0}
+PREDICT_SHARE = 0.15  # of the time budget kept for the re-prediction (measured: ~4 s of 60 on 128^3)
+
+
+@dataclass(frozen=True, eq=False)
+class AdaptResult(EditResult):
+    """The new labels and changed voxels, plus what the adaptation did."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    trained_slices: int = 0
+    final_loss: float | None = None
+
+
+def trusted_voxels(labels, reviewed, spacing_zyx, band_mm: float = ADAPT_DEFAULTS["band_mm"]) -> np.ndarray:
+    """Bool mask of the voxels whose label the user vouched for (see the module docstring)."""
+    labels = check_labels(labels)
+    reviewed = np.asarray(reviewed)
+    if reviewed.shape != labels.shape:
+        raise EditError(f"review mask has shape {reviewed.shape}, the labels {labels.shape}")
+    reviewed = reviewed != 0
+    spacing = check_spacing(spacing_zyx)
+    trusted = reviewed.copy()
+    for z in np.flatnonzero(reviewed.reshape(len(reviewed), -1).any(axis=1)):
+        plane, marks = labels[z], reviewed[z]
+        organs = set(np.unique(plane[marks]).tolist()) - {0}
+        erased = marks & (plane == 0)
+        if erased.any():  # background the user made: the organs beside it were being corrected
+            near = ndimage.binary_dilation(erased, iterations=2)
+            organs |= set(np.unique(plane[near]).tolist()) - {0}
+        if not organs:
+            continue
+        worked_on = np.isin(plane, sorted(organs))
+        distance = ndimage.distance_transform_edt(~worked_on, sampling=spacing[1:])
+        trusted[z] |= worked_on | ((plane == 0) & (distance <= band_mm))
+    return trusted
+
+
+def adapt_to_scan(
+    checkpoint: str | Path | ModelCheckpoint,
+    image,
+    labels,
+    trusted,
+    keep=None,
+    seconds: float = ADAPT_DEFAULTS["seconds"],
+    max_steps: int = ADAPT_DEFAULTS["max_steps"],
+    lr: float = ADAPT_DEFAULTS["lr"],
+    batch: int = ADAPT_DEFAULTS["batch"],
+    device: str = "cpu",
+    threads: int = 0,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> AdaptResult:
+    """Fine-tune a copy of ``checkpoint`` on ``labels`` where ``trusted`` and re-predict the scan.
+
+    ``image``: raw intensities [z, y, x]; ``keep``: voxels the re-prediction must not change
+    (default: ``trusted``). ``seconds`` bounds training and prediction together (after setup);
+    ``threads``: CPU threads (0: every usable core); ``progress`` gets (stage, done, total);
+    ``cancel()`` true raises ``Cancelled`` (nothing is changed).
+    """
+    labels = check_labels(labels)
+    image = np.asarray(image)
+    trusted = np.asarray(trusted).astype(bool, copy=False)
+    keep = trusted if keep is None else np.asarray(keep).astype(bool, copy=False)
+    for name, array in (("image", image), ("trusted mask", trusted), ("keep mask", keep)):
+        if array.shape != labels.shape:
+            raise EditError(f"{name} has shape {array.shape}, the labels {labels.shape}")
+    if not (seconds > 0 and max_steps > 0 and lr > 0 and batch > 0):
+        raise EditError("seconds, max_steps, lr and batch must be positive")
+    model_checkpoint = checkpoint if isinstance(checkpoint, ModelCheckpoint) else load_checkpoint(checkpoint)
+    known = len(model_checkpoint.class_names)
+    if labels.max(initial=0) >= known:
+        raise EditError(f"labels hold class {int(labels.max())}, the model knows {known} classes")
+    slices = np.flatnonzero(trusted.reshape(len(trusted), -1).any(axis=1))
+    if slices.size == 0:
+        raise EditError("no corrected slice to adapt to: correct or accept some voxels first")
+
+    runtime = resolve_runtime(device, "auto", threads)
+    normalize = Normalization.from_dict(model_checkpoint.normalization).slab_normalizer(image)
+    size = model_checkpoint.input_size
+    network = build_network(model_checkpoint).to(runtime.device)
+    bank = _slice_bank(image, labels, trusted, slices, normalize, size)
+    mirror, table = TrainConfig().mirror_policy(model_checkpoint.class_names)
+    source = BatchSource(
+        bank, None, batch, 0, seed, foreground_fraction=0.5, mirror=mirror, mirror_table=table
+    )
+    if runtime.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    train_mode(network, TrainConfig(freeze_batchnorm=True))
+    method = model_checkpoint.method if model_checkpoint.method in METHODS else "cgs"
+    objective = ObjectiveConfig(method=method)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
+    # the budget starts here: the first optimiser of a process imports much of torch (seconds)
+    started = time.perf_counter()
+    training_budget = seconds * (1.0 - PREDICT_SHARE)
+    steps, loss = 0, None
+    # at least one step, however slow the machine: an adaptation that never trained changes nothing
+    while steps < max_steps and (steps == 0 or time.perf_counter() - started < training_budget):
+        if cancel is not None and cancel():
+            raise Cancelled("adaptation cancelled")
+        drawn = source.batch(steps)
+        optimizer.zero_grad(set_to_none=True)
+        with runtime.autocast():
+            output = network(runtime.prepare(drawn.labeled_images), specialists=objective.uses_specialists)
+        terms = supervised_losses(output, drawn.labels.to(runtime.device), objective)
+        terms["sup"].backward()
+        optimizer.step()
+        steps, loss = steps + 1, float(terms["sup"].detach())
+        if progress is not None:
+            progress("training", steps, max_steps)
+    predicted = _predict(network.eval(), image, size, runtime, normalize, progress, cancel)
+    new = np.where(keep, labels, predicted.astype(labels.dtype))
+    return AdaptResult(
+        labels=new,
+        changed=new != labels,
+        steps=steps,
+        seconds=time.perf_counter() - started,
+        trained_slices=int(slices.size),
+        final_loss=loss,
+    )
+
+
+def _slice_bank(image, labels, trusted, slices, normalize, size: int) -> SliceBank:
+    """The trained slices at the model's input size, whole.
+
+    Cropping them to where their trusted voxels are made steps several times cheaper but the
+    adapted model worse on the other slices (bench/annotation_effort.py: mean Dice 0.69 -> 0.56
+    on the 6 OpenKBP val patients; whole slices 0.69 -> 0.69 on two of them), so it is not done.
+    """
+    images = resize_images(torch.from_numpy(normalize(image[slices])), size)
+    targets = np.where(trusted[slices], labels[slices], IGNORE_INDEX).astype(np.uint8)
+    return SliceBank(images.half(), resize_labels(torch.from_numpy(targets), size), ["this scan"])
+
+
+def _predict(network, image, size, runtime, normalize, progress, cancel) -> np.ndarray:
+    model = fold_batch_norm(network)
+    if runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    predicted = np.zeros(image.shape, dtype=np.uint8)
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress("predicting", done, total)
+
+    for batch in iterate_slice_probs(
+        model,
+        image,
+        size,
+        runtime,
+        16,
+        specialists=False,
+        progress=report,
+        cancel=cancel,
+        normalize=normalize,
+    ):
+        predicted[batch.start : batch.stop] = batch.labels.numpy()
+    return predicted

@@ -1,0 +1,143 @@
+"""`cgs edit click|box|adapt`: prompts and adapting the model from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cgs_engine.checkpoint import ModelCheckpoint, save_checkpoint
+from cgs_engine.cli.main import main
+from cgs_engine.edit import box_prompt, click
+from cgs_engine.io import read_volume
+from cgs_engine.model import ModelConfig, build_model
+
+SPACING_XYZ = (1.0, 1.0, 2.0)
+ORIGIN = (-20.0, 5.0, 100.0)
+
+
+def write(path, array):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(SPACING_XYZ)
+    image.SetOrigin(ORIGIN)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture
+def predicted(tmp_path):
+    """What `cgs predict --maps` leaves: labels, the organ's map named in the class table, and the CT."""
+    organ = np.zeros((10, 24, 24), bool)
+    organ[2:8, 6:18, 6:18] = True
+    labels = np.where(organ, 1, 0).astype(np.uint8)
+    labels[:, :, 14:] = 0  # the labels miss the organ's right side
+    probability = np.where(organ, 200, 5).astype(np.uint8)
+    probability[:, :, 14:18] = np.where(organ[:, :, 14:18], 90, 5)
+    image = np.where(organ, 40, -100).astype(np.int16)
+    write(tmp_path / "ct.nii.gz", image)
+    write(tmp_path / "ct_labels.nii.gz", labels)
+    write(tmp_path / "ct_map_Parotid.nii.gz", probability)
+    classes = [{"id": 0, "name": "background"}, {"id": 1, "name": "Parotid", "map": "ct_map_Parotid.nii.gz"}]
+    (tmp_path / "ct_classes.json").write_text(json.dumps({"classes": classes}), encoding="utf-8")
+    return tmp_path, labels, probability, image
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cgs edit: error: "), captured.err
+    return lines[0]
+
+
+def test_click_finds_the_map_in_the_class_table_and_matches_the_function(predicted, capsys):
+    folder, labels, probability, image = predicted
+    out = folder / "clicked.nii.gz"
+    argv = ["edit", "click", str(folder / "ct_labels.nii.gz"), "-o", str(out), "--class", "Parotid"]
+    assert main([*argv, "--point", "5,12,15", "--image", str(folder / "ct.nii.gz")]) == 0
+    expected = click(labels, 1, (5, 12, 15), True, probability, (2.0, 1.0, 1.0), image=image)
+    written = read_volume(out, kind="labels")
+    assert expected.changed_voxels > 20 and np.array_equal(written.array, expected.labels)
+    assert written.geometry == read_volume(folder / "ct_labels.nii.gz", kind="labels").geometry
+    assert f"click Parotid (1): {expected.changed_voxels} voxels changed" in capsys.readouterr().out
+
+
+def test_negative_scribble_and_box(predicted, capsys):
+    folder, labels, probability, _ = predicted
+    source = str(folder / "ct_labels.nii.gz")
+    out = folder / "removed.nii.gz"
+    argv = ["edit", "click", source, "-o", str(out), "--class", "1", "--negative"]
+    assert main([*argv, "--point", "5,12,8", "--point", "6,12,8"]) == 0
+    expected = click(labels, 1, [(5, 12, 8), (6, 12, 8)], False, probability, (2.0, 1.0, 1.0))
+    assert np.array_equal(read_volume(out, kind="labels").array, expected.labels)
+    boxed = folder / "boxed.nii.gz"
+    assert main(["edit", "box", source, "-o", str(boxed), "--class", "1", "--box", "2:8,4:20,4:20"]) == 0
+    expected = box_prompt(labels, 1, (slice(2, 8), slice(4, 20), slice(4, 20)), probability)
+    assert np.array_equal(read_volume(boxed, kind="labels").array, expected.labels)
+
+
+def test_adapt_writes_new_labels_and_keeps_the_reviewed_voxels(predicted, capsys):
+    folder, labels, _, _ = predicted
+    config = ModelConfig(num_classes=2, widths=(4, 8), dropouts=(0.0, 0.0))
+    model = ModelCheckpoint(
+        model_config=config,
+        state_dict=build_model(config).state_dict(),
+        class_names=["background", "Parotid"],
+        input_size=24,
+        normalization={"mode": "ct-window", "lower": -160.0, "upper": 240.0},
+    )
+    save_checkpoint(model, folder / "model.pt")
+    reviewed = np.zeros(labels.shape, np.uint8)
+    reviewed[4] = 2
+    write(folder / "review.nii.gz", reviewed)
+    out = folder / "adapted.nii.gz"
+    argv = [
+        "edit",
+        "adapt",
+        str(folder / "ct_labels.nii.gz"),
+        "-o",
+        str(out),
+        "--model",
+        str(folder / "model.pt"),
+    ]
+    argv += [
+        "--image",
+        str(folder / "ct.nii.gz"),
+        "--reviewed",
+        str(folder / "review.nii.gz"),
+        "--seconds",
+        "5",
+    ]
+    assert main(argv) == 0
+    assert "corrected slices" in capsys.readouterr().out
+    np.testing.assert_array_equal(read_volume(out, kind="labels").array[4], labels[4])
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["click", "--class", "1"], "click needs --point"),
+        (["click", "--class", "1", "--point", "1,2"], "expected z,y,x"),
+        (
+            ["click", "--class", "1", "--point", "1,2,3", "--seconds", "3"],
+            "--seconds does not apply to click",
+        ),
+        (["box", "--class", "1"], "box needs --box"),
+        (["box", "--class", "1", "--box", "0:2,0:2,0:2", "--negative"], "--negative does not apply to box"),
+        (["adapt", "--image", "{folder}/ct.nii.gz"], "adapt needs --model"),
+        (
+            ["click", "--class", "1", "--point", "1,2,3", "--map", "{folder}/small.nii.gz"],
+            "not on the labels' grid",
+        ),
+        (["grow", "--class", "1", "--mm", "1", "--point", "1,2,3"], "--point does not apply to grow"),
+    ],
+)
+def test_bad_prompts_are_one_line_exit_2(predicted, capsys, args, words):
+    folder, *_ = predicted
+    write(folder / "small.nii.gz", np.zeros((2, 3, 4), np.uint8))
+    out = folder / "out.nii.gz"
+    tool, rest = args[0], [a.format(folder=folder) for a in args[1:]]
+    assert main(["edit", tool, str(folder / "ct_labels.nii.gz"), "-o", str(out), *rest]) == 2
+    assert words in one_error_line(capsys)
+    assert not out.exists()

@@ -1,0 +1,138 @@
+"""Correct by pointing in the panel: click, box, their undo, and "Adapt to this scan"."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import panel_fixtures as fx
+import pytest
+
+from cgs_engine.review.state import EDITED
+from napari_cgs._prediction_layers import labels_layer_name, specialist_layer_name
+from napari_cgs._prompt_tools import BOX_LAYER_SUFFIX
+
+pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
+
+tiny_checkpoint = fx.tiny_checkpoint
+viewer_and_panel = fx.viewer_and_panel
+sample_slab_path = fx.sample_slab_path
+home_sessions = fx.home_sessions
+
+
+@pytest.fixture
+def presegmented(qtbot, viewer_and_panel, sample_slab_path):
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    section = panel.correct_section
+    organ = panel.class_names.index("Mandible")
+    section.organ_choice.setCurrentIndex(section.organ_choice.findData(organ))
+    return viewer, panel, image, viewer.layers[labels_layer_name(image)], organ
+
+
+def wait_idle(qtbot, section) -> None:
+    qtbot.waitUntil(lambda: section.worker is None, timeout=120_000)
+
+
+def test_a_click_through_the_viewer_is_one_undoable_edit_marked_as_yours(qtbot, presegmented):
+    viewer, panel, image, labels, organ = presegmented
+    tools = panel.correct_section.prompt_tools
+    before = np.array(labels.data, copy=True)
+    head = viewer.layers[specialist_layer_name(image, "Mandible")]
+    target = tuple(int(i) for i in np.argwhere(before == 0)[len(np.argwhere(before == 0)) // 2])
+    box = tuple(slice(max(i - 3, 0), i + 4) for i in target)
+    head.data[box] = np.maximum(head.data[box], 200)  # the head is sure around the click
+    tools.click_button.setChecked(True)
+    assert tools._on_mouse in viewer.mouse_drag_callbacks and labels.mode == "pan_zoom"
+    event = SimpleNamespace(
+        type="mouse_press", button=1, position=labels.data_to_world(target), modifiers=set()
+    )
+    gesture = tools._on_mouse(viewer, event)
+    next(gesture)
+    event.type = "mouse_release"
+    with qtbot.waitSignal(panel.correct_section.edited, timeout=60_000), pytest.raises(StopIteration):
+        next(gesture)
+    after = np.array(labels.data)
+    changed = after != before
+    assert changed[target] and changed.sum() > 1
+    assert (after[changed] == organ).all() and (before[changed] == 0).all()
+    np.testing.assert_array_equal(panel.review_mask() == EDITED, changed)
+    labels.undo()
+    np.testing.assert_array_equal(np.array(labels.data), before)
+    assert not (panel.review_mask() == EDITED).any()
+    tools.click_button.setChecked(False)
+    assert tools._on_mouse not in viewer.mouse_drag_callbacks
+
+
+def test_a_negative_click_removes_and_keeps_what_you_painted(qtbot, presegmented):
+    viewer, panel, image, labels, organ = presegmented
+    tools = panel.correct_section.prompt_tools
+    labels.brush_size = 5
+    labels.paint((6, 64, 64), organ)
+    painted = panel.review_mask() == EDITED
+    with qtbot.waitSignal(panel.correct_section.edited, timeout=60_000):
+        tools.click_at((6, 64, 64), positive=False)
+    after = np.array(labels.data)
+    assert after[6, 64, 64] == 0  # the clicked voxel itself goes, even though you painted it
+    assert (after[painted] == organ).sum() == painted.sum() - 1
+
+
+def test_a_box_drawn_in_its_shapes_layer_resegments_the_organ_inside(qtbot, presegmented):
+    viewer, panel, image, labels, organ = presegmented
+    tools = panel.correct_section.prompt_tools
+    tools.box_button.setChecked(True)
+    layer = viewer.layers[f"{image.name}{BOX_LAYER_SUFFIX}"]
+    assert layer.mode == "add_rectangle" and viewer.layers.selection.active is layer
+    head = viewer.layers[specialist_layer_name(image, "Mandible")]
+    head.data[4:8, 40:60, 50:70] = 230  # what the head is sure of inside the box
+    before = np.array(labels.data, copy=True)
+    tools.depth_mm.setValue(6.0)  # 2 slices of 3 mm either side of slice 6
+    with qtbot.waitSignal(panel.correct_section.edited, timeout=60_000):
+        layer.add_rectangles(np.array([[6, 38, 48], [6, 38, 72], [6, 62, 72], [6, 62, 48]]))
+    after = np.array(labels.data)
+    changed = after != before
+    assert (after[4:8, 40:60, 50:70][before[4:8, 40:60, 50:70] == 0] == organ).all()
+    assert set(np.unique(after[changed])) <= {0, organ} and set(np.unique(before[changed])) <= {0, organ}
+    np.testing.assert_array_equal(panel.review_mask() == EDITED, changed)
+    labels.undo()
+    np.testing.assert_array_equal(np.array(labels.data), before)
+
+
+def test_adapting_keeps_your_voxels_is_one_undo_and_is_not_marked_as_yours(qtbot, presegmented):
+    viewer, panel, image, labels, organ = presegmented
+    tools = panel.correct_section.prompt_tools
+    assert tools.adapt() is None and "Correct (or accept)" in panel.correct_section.status.text()
+    labels.brush_size = 9
+    for z in (2, 8):
+        labels.paint((z, 70, 64), organ)
+    reviewed = panel.review_mask() > 0
+    before = np.array(labels.data, copy=True)
+    tools.seconds.setValue(10)
+    with qtbot.waitSignal(panel.correct_section.edited, timeout=120_000) as blocker:
+        assert tools.adapt() is not None
+        assert tools.cancel_button.isEnabled()
+    wait_idle(qtbot, panel.correct_section)
+    after = np.array(labels.data)
+    changed = int((after != before).sum())
+    np.testing.assert_array_equal(after[reviewed], before[reviewed])
+    assert blocker.args == ["Adapted to this scan", changed]
+    assert f"{changed:,} voxels re-predicted" in panel.correct_section.status.text()
+    np.testing.assert_array_equal(panel.review_mask() > 0, reviewed)  # the model's output is not yours
+    if changed:  # the tiny test model may well still answer background everywhere
+        labels.undo()
+        np.testing.assert_array_equal(np.array(labels.data), before)
+
+
+def test_cancel_stops_adapting_and_changes_nothing(qtbot, presegmented):
+    viewer, panel, image, labels, organ = presegmented
+    tools = panel.correct_section.prompt_tools
+    labels.brush_size = 9
+    labels.paint((4, 70, 64), organ)
+    before = np.array(labels.data, copy=True)
+    tools.seconds.setValue(300)
+    assert tools.adapt() is not None
+    tools.cancel_button.click()
+    wait_idle(qtbot, panel.correct_section)
+    np.testing.assert_array_equal(np.array(labels.data), before)
+    assert "cancelled" in panel.correct_section.status.text()
