@@ -126,7 +126,10 @@ def describe_checkpoint(checkpoint: ModelCheckpoint) -> str:
     created = checkpoint.created[:10] if checkpoint.created else "unknown date"
     best = (checkpoint.metrics or {}).get("best")
     dice = best.get("dice_mean") if isinstance(best, dict) else None
-    quality = f"best validation Dice {dice:.3f}" if isinstance(dice, (int, float)) else "no validation Dice"
+    # On the 0-100 scale of the retrain's held-out Dice, so the two figures read alike.
+    quality = (
+        f"best validation Dice {100 * dice:.1f}" if isinstance(dice, (int, float)) else "no validation Dice"
+    )
     when = f"Trained {created} · method {checkpoint.method} · {quality}"
     return f"{len(checkpoint.class_names) - 1} organs: {organs}\n{when}"
 

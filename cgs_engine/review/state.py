@@ -22,8 +22,8 @@ import numpy as np
 from cgs_engine.review.regions import Region
 
 STATUSES = ("pending", "accepted", "skipped")
-# Values of a review mask. Training trusts both marks; judging a retrained model against the
-# active one counts only EDITED voxels, because ACCEPTED ones hold the active model's own output.
+# Values of a review mask. Training trusts both marks, and so does the retrain's gate: judged on
+# EDITED voxels alone, the active model would be scored only where it was wrong.
 UNREVIEWED, ACCEPTED, EDITED = 0, 1, 2
 
 

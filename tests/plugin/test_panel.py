@@ -40,7 +40,7 @@ def test_panel_is_a_registered_widget_with_tooltips_everywhere(make_napari_viewe
     # It starts on the bundled default model, ready to run.
     assert panel.checkpoint.class_names == list(SAMPLE_CLASS_NAMES)
     assert panel.model_info.text().startswith("7 organs: Brainstem, SpinalCord")
-    assert "method cgs · best validation Dice 0.69" in panel.model_info.text()
+    assert "method cgs · best validation Dice 69." in panel.model_info.text()
     assert panel.run_button.isEnabled()
     panel.autosave.stop()
 

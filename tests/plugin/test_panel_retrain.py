@@ -7,6 +7,7 @@ real worker process, so the fewer seconds per step the better.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from cgs_engine.io import read_volume
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, retrain
+from cgs_engine.review.state import ACCEPTED, EDITED
 from cgs_engine.volume import Volume
 from napari_cgs import _retrain
 from napari_cgs._prediction_layers import SEPARATOR, labels_layer_name
@@ -258,6 +260,45 @@ def test_repredict_reports_changes_on_untouched_voxels(
     assert changes.changed > 0, "the retrained model should differ somewhere from the base model"
     assert section.status_label.text().startswith(f"Re-predicted {image.name} with retrained · v0002: ")
     assert f"{changes.changed:,} voxels changed" in section.status_label.text()
+
+
+def test_a_few_strokes_and_accepted_regions_end_in_a_judged_version(
+    qtbot, viewer_and_panel, sample_slab_path, tmp_path, monkeypatch
+):
+    """Issue 21: a few brush strokes plus accepted regions must be judged on data both models could
+    get right. Judged on the stroked voxels alone, the active model scored 0.0 by construction and
+    every version was rejected ("held-out Dice 0.0 < active 2.6" or the reverse)."""
+    viewer, panel = viewer_and_panel
+    section = panel.retrain_section
+    monkeypatch.setattr(_retrain, "choose_new_project_folder", lambda parent: str(tmp_path / "few"))
+    project = section.create_project()
+    project.update_settings(train=TINY_TRAIN)
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+
+    for _ in range(5):  # accept the queue's first regions as the model drew them
+        panel.review.accept()
+    accepted = (panel.review_mask() == ACCEPTED) & (labels.data > 0)
+    assert accepted.any(), "the accepted regions should hold some organ voxels"
+    stroke_slices = np.flatnonzero(accepted.any(axis=(1, 2)))[:6]
+    labels.brush_size = 3
+    for z in stroke_slices:  # a small stroke of an organ the model did not draw there
+        y, x = (int(v) for v in np.argwhere(accepted[z])[0])
+        label = 1 + int(labels.data[z, y, x]) % (len(SAMPLE_CLASS_NAMES) - 1)
+        labels.selected_label = label
+        labels.paint((int(z), y, x), label)
+    edited = panel.review_mask() == EDITED
+    assert 0 < np.count_nonzero(edited) < 200  # a few strokes, not a painted organ
+
+    add_correction(qtbot, section)
+    section.start_retrain(iterations=3)
+    ended = wait_for_end(qtbot, section)
+    assert ended["kind"] == "finished" and ended["version"] == "v0002", ended
+    judged = re.search(r"held-out Dice (\d+\.\d) (>=|<) active (\d+\.\d)", ended["reason"])
+    assert judged is not None, ended["reason"]
+    assert float(judged.group(3)) > 0, f"the active model judged only where it was wrong: {ended['reason']}"
+    assert ended["reason"] in section.status_label.text()
 
 
 def test_automatic_retrain_after_n_new_corrections(
