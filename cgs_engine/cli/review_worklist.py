@@ -93,6 +93,9 @@ def print_worklist(ranked) -> None:
         if score.problem:
             print(f"{rank:>4} {'-':>6} {'-':>16}  {'not scored: ' + score.problem}  {score.path}")
             continue
+        if score.found_no_organ:
+            print(f"{rank:>4} {'-':>6} {'-':>16}  {'no organ found':<28} {score.path}")
+            continue
         worst = score.worst_organ()
         organ = "-" if worst is None else f"{worst} ({score.organs[worst]['estimated_dice']:.2f})"
         volume = f"{score.likely_wrong_ml:.1f}" if score.calibrated else "(uncalibrated)"

@@ -34,6 +34,11 @@ class ScanScore:
     def name(self) -> str:
         return Path(self.path).name
 
+    @property
+    def found_no_organ(self) -> bool:
+        """Read and predicted, but no organ was predicted: nothing to estimate a Dice from."""
+        return self.problem is None and math.isnan(self.score)
+
     def worst_organ(self) -> str | None:
         """The organ with the most likely wrong volume."""
         if not self.organs:
@@ -44,6 +49,8 @@ class ScanScore:
         """One line: score, the likely wrong volume and the worst organ, or the problem."""
         if self.problem:
             return f"{self.name}: not scored ({self.problem})"
+        if self.found_no_organ:
+            return f"{self.name}: no organ found (the model may not know this anatomy)"
         worst = self.worst_organ()
         organ = (
             "" if worst is None else f"; worst {worst} (est. Dice {self.organs[worst]['estimated_dice']:.2f})"
@@ -122,8 +129,9 @@ def score_scans(
 
 
 def ordered(scores: Iterable[ScanScore]) -> list[ScanScore]:
-    """Worst scan first; scans that could not be scored last, in their order."""
-    scored, unscored = [], []
+    """Worst scan first; then the scans where no organ was found, then those that could not be
+    scored (both in their order): an unreadable file must not hide a scan that was predicted."""
+    scored, no_organ, unscored = [], [], []
     for score in scores:
-        (unscored if score.problem or math.isnan(score.score) else scored).append(score)
-    return sorted(scored, key=lambda s: -s.score) + unscored
+        (unscored if score.problem else no_organ if score.found_no_organ else scored).append(score)
+    return sorted(scored, key=lambda s: -s.score) + no_organ + unscored

@@ -102,12 +102,14 @@ def test_worklist_bad_arguments_are_one_line(tmp_path, model, capsys):
 
 
 def test_ordering_puts_unscored_scans_last():
-    good, bad, worse = (
+    good, bad, worse, empty = (
         ScanScore("a", 0.2),
         ScanScore("b", float("nan"), problem="unreadable"),
         ScanScore("c", 0.5),
+        ScanScore("d", float("nan")),  # predicted, but no organ found
     )
-    assert [s.path for s in ordered([good, bad, worse])] == ["c", "a", "b"]
+    assert empty.found_no_organ and not bad.found_no_organ and "no organ found" in empty.describe()
+    assert [s.path for s in ordered([good, bad, worse, empty])] == ["c", "a", "d", "b"]
     again = ScanScore.from_dict(json.loads(json.dumps(bad.to_dict())))
     assert math.isnan(again.score) and again.problem == "unreadable"
 
