@@ -74,7 +74,7 @@ def test_likely_wrong_regions_rank_by_expected_wrong_volume():
     likely = np.zeros(shape, np.uint8)
     likely[5:7, 2:6, 2:6] = 255  # 32 voxels surely wrong: 32 expected
     likely[5:7, 10:18, 10:18] = 102  # 128 voxels at 0.4: 51 expected, ranks first
-    likely[0, 15:19, 25:29] = 50  # below the threshold: no region
+    likely[0, 15:19, 25:29] = 20  # below the threshold (0.1): no region
     regions, component_map = find_regions_with_map(disagreement, likely_wrong=likely, spacing_zyx=(2, 1, 1))
     assert [r.voxels for r in regions] == [128, 32]
     assert regions[0].mass == pytest.approx(128 * 102 / 255)
