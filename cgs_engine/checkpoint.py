@@ -58,6 +58,9 @@ class ModelCheckpoint:
     scope: dict[str, Any] = field(default_factory=dict)
     engine_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    # The file it was read from ("" when built in memory); not saved. Files beside a checkpoint
+    # belong to it (its error model, model.review.json; its prior data, model.prior/).
+    source: str = field(default="", compare=False)
 
     def to_payload(self, half: bool = False) -> dict[str, Any]:
         from cgs_engine.dicom.class_table import derive_class_table
@@ -166,6 +169,7 @@ def load_checkpoint(path: str | os.PathLike) -> ModelCheckpoint:
         scope=dict(scope),
         engine_version=str(payload.get("engine_version", "unknown")),
         created=str(payload.get("created", "")),
+        source=str(path),
     )
     return checkpoint
 

@@ -15,6 +15,7 @@ Public API (used by tests and ``scripts/screenshot.py``)::
     panel.review                     # ReviewController: next(), previous(), accept(), skip()
     panel.retrain_section            # RetrainSection: project, retrain, versions (see _retrain)
     panel.dicom_section              # DicomSection: RTSTRUCT / SEG export, open RTSTRUCT (_dicom_section)
+    panel.worklist_section           # WorklistSection: rank scans, open the next one (_worklist)
 
 Signals: ``prediction_finished(object)`` (PredictionResult, or None when cancelled),
 ``prediction_failed(str)``, ``exported(list)`` (paths written), ``session_restored(str)``.
@@ -54,6 +55,7 @@ from cgs_engine.runtime import resolve_runtime
 
 from ._correct_section import CorrectSection
 from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
+from ._likely_wrong import LikelyWrongSummary
 from ._prediction_layers import (
     disagreement_layer_name,
     ensure_labels_layer,
@@ -74,6 +76,7 @@ from ._retrain import RetrainSection
 from ._review import ReviewController, ReviewQueueWidget
 from ._session import SessionAutosave, find_session
 from ._workers import PredictionJob, PredictionResult
+from ._worklist import WorklistSection
 
 BUNDLED_MODEL = Path(__file__).parent / "models" / "default.pt"
 DERIVED_KINDS = ("map", "specialist", "disagreement", "labels")
@@ -280,7 +283,10 @@ class CGSPanel(QWidget):
 
         self.queue = ReviewQueueWidget()
         review_box = QGroupBox("3 · Review uncertain regions")
-        QVBoxLayout(review_box).addWidget(self.queue)
+        review_layout = QVBoxLayout(review_box)
+        review_layout.addWidget(self.queue)
+        self.likely_wrong = LikelyWrongSummary()  # per organ "likely wrong: N mL" (_likely_wrong)
+        review_layout.addWidget(self.likely_wrong)
 
         self.export_button = QPushButton("Export labels…")
         self.export_button.setToolTip(
@@ -312,6 +318,7 @@ class CGSPanel(QWidget):
         from ._dicom_section import DicomSection  # here, not at the top: keeps this edit in one place
 
         self.dicom_section = DicomSection.for_panel(self)
+        self.worklist_section = WorklistSection.for_panel(self)  # which scan next (_worklist)
         for combo in (self.model_choice, self.device_choice, self.image_choice):
             # Long model or image names must not widen the dock: the combo box elides them instead.
             combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -319,7 +326,7 @@ class CGSPanel(QWidget):
         content = QWidget()
         layout = QVBoxLayout(content)
         sections = (model_box, run_box, review_box, self.correct_section, save_box)
-        for box in (*sections, self.retrain_section, self.dicom_section):
+        for box in (*sections, self.retrain_section, self.dicom_section, self.worklist_section):
             layout.addWidget(box)
         layout.addStretch(1)
         scroll = QScrollArea()
@@ -431,6 +438,7 @@ class CGSPanel(QWidget):
             return
         self.autosave.save_if_changed()  # the previous image's review, before it is let go
         self.review.clear()
+        self.likely_wrong.show_estimate(None, [])
         self.labels_layer = self.tracker = self.prediction_labels = None
         self.restore_button.setEnabled(False)
         self._show_scope([])
@@ -507,6 +515,7 @@ class CGSPanel(QWidget):
         stack_in_reading_order(self.viewer, image_layer, maps, [labels, focus])
         state = ReviewState(result.regions, shape=image_layer.data.shape, review_mask=reviewed)
         self.review.start(image_layer, state, result.component_map, result.profile, self.class_names)
+        self.likely_wrong.show_estimate(prediction.errors, self.class_names)
         self.viewer.layers.selection.active = labels
         self.status_label.setText(
             f"Pre-segmented {image_layer.name} in {prediction.seconds:.1f} s: {written} voxels changed"
@@ -712,6 +721,7 @@ class CGSPanel(QWidget):
         self.stroke_timer.stop()
         self.cancel()
         self.retrain_section.shutdown()
+        self.worklist_section.shutdown()
         self.autosave.save_if_changed(wait=True)
         self.autosave.stop()
         self.review.disconnect_viewer()

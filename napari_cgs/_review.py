@@ -63,7 +63,11 @@ def region_text(rank: int, region: Any, class_names: Sequence[str], status: str)
     names = [class_names[c] for c in region.likely_classes if 0 <= c < len(class_names)]
     classes = ", ".join(names) if names else "unknown organ"
     size = f"{region.volume_ml:.2f}" if region.volume_ml < 10 else f"{region.volume_ml:.0f}"
-    return f"{rank}. {classes}\n    {size} mL · disagreement mass {region.mass:.0f}{STATUS_MARKS[status]}"
+    if region.source == "likely-wrong":  # ranked by the calibrated error model
+        rank_by = f"likely wrong {region.likely_wrong_ml:.1f} mL"
+    else:
+        rank_by = f"disagreement mass {region.mass:.0f}"
+    return f"{rank}. {classes}\n    {size} mL · {rank_by}{STATUS_MARKS[status]}"
 
 
 class ProfilePlot(QWidget):

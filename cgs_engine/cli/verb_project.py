@@ -1,5 +1,5 @@
 """`cgs project ACTION DIR ...`: create, set-prior-data, add-correction, add-unlabeled,
-remove-unlabeled, remove-correction, versions, activate."""
+remove-unlabeled, remove-correction, versions, activate, worklist."""
 
 from __future__ import annotations
 
@@ -69,6 +69,15 @@ def add_parser(verbs) -> None:
     activate.add_argument("folder", help="project folder")
     activate.add_argument("version", help="version id, e.g. v0002")
 
+    worklist = actions.add_parser(
+        "worklist",
+        help="the unlabeled scans, the one the active model likely got most wrong first (correct it next)",
+    )
+    worklist.add_argument("folder", help="project folder")
+    worklist.add_argument("--rescore", action="store_true", help="score every scan again (default: reuse)")
+    worklist.add_argument("--json", metavar="FILE", help="also write the ordered list to this JSON file")
+    worklist.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
     for sub in (
         create,
         set_prior,
@@ -78,6 +87,7 @@ def add_parser(verbs) -> None:
         remove_correction,
         versions,
         activate,
+        worklist,
     ):
         sub.set_defaults(run=run)
 
@@ -92,6 +102,7 @@ def run(args) -> int:
         "remove-correction": _remove_correction,
         "versions": _versions,
         "activate": _activate,
+        "worklist": _worklist,
     }[args.action](args)
 
 
@@ -233,4 +244,33 @@ def _activate(args) -> int:
     project = Project.open(args.folder, check_active=False)
     version = project.activate(args.version)
     print(f"active model: {version.id} ({version.status})")
+    return 0
+
+
+def _worklist(args) -> int:
+    from cgs_engine.cli.paths import check_json_target
+    from cgs_engine.cli.review_worklist import print_worklist
+    from cgs_engine.durable import write_json_atomically
+    from cgs_engine.project import Project
+    from cgs_engine.project.worklist import iterate_project_worklist
+    from cgs_engine.review.worklist import ordered
+
+    if args.json:
+        check_json_target(Path(args.json), args.overwrite)
+    project = Project.open(args.folder)
+    total = len(project.unlabeled())
+    if total == 0:
+        print("the project has no unlabeled scans (cgs project add-unlabeled DIR SCANS...)")
+        return 0
+    scores = []
+    for index, score in enumerate(iterate_project_worklist(project, rescore=args.rescore), start=1):
+        print(f"  [{index}/{total}] {score.describe()}", file=sys.stderr)
+        scores.append(score)
+    ranked = ordered(scores)
+    print_worklist(ranked)
+    if args.json:
+        write_json_atomically(
+            args.json, {"project": str(project.folder), "scans": [s.to_dict() for s in ranked]}
+        )
+        print(f"wrote {args.json}")
     return 0

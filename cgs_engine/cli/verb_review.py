@@ -2,7 +2,13 @@
 
 Reads the maps `cgs predict --maps` writes (``<stem>_disagreement.nii.gz``, ``<stem>_map_<class>.nii.gz``
 and ``<stem>_classes.json``, uint8 with 255 = 1.0) and prints the regions a person should look at
-first, with the busiest slices of the disagreement profile.
+first, with the busiest slices of the disagreement profile. Where `cgs predict` also wrote a
+calibrated ``<stem>_likely_wrong.nii.gz`` (and its ``.json``), the regions are where the labels are
+likely wrong, ranked by the expected wrong volume, and each organ's likely wrong volume is printed.
+
+Two more modes (``review_worklist``): ``cgs review --worklist DIR --model PT`` scores every scan of
+a folder (which to correct first) and ``cgs review --fit-error-model PT`` calibrates a model's
+error model on the labeled data it was trained on.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cgs_engine.cli import review_worklist
 from cgs_engine.cli.class_files import read_class_names
 from cgs_engine.cli.paths import check_json_target
 from cgs_engine.durable import write_json_atomically
@@ -28,7 +35,8 @@ def add_parser(verbs) -> None:
     parser.add_argument(
         "disagreement",
         metavar="DISAGREEMENT_FILE",
-        help="<stem>_disagreement.nii.gz from `cgs predict --maps`",
+        nargs="?",
+        help="<stem>_disagreement.nii.gz from `cgs predict --maps` (or use --worklist / --fit-error-model)",
     )
     parser.add_argument(
         "--labels",
@@ -47,10 +55,18 @@ def add_parser(verbs) -> None:
         "--json", metavar="FILE", help="also write the queue and the slice profile to this JSON file"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    review_worklist.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
+    mode = review_worklist.chosen_mode(args)
+    if mode is not None:
+        return mode(args)
+    return _queue(args)
+
+
+def _queue(args) -> int:
     from cgs_engine.io import read_volume
     from cgs_engine.review import busiest_slices, find_regions, slice_profile
 
@@ -78,6 +94,7 @@ def run(args) -> int:
         _check_map_type(volume.array, str(path))
         _check_grid(volume, disagreement, str(path))
         specialist_maps[class_id] = volume.array
+    likely_wrong, estimate = _likely_wrong(Path(args.disagreement), disagreement)
     regions = find_regions(
         disagreement.array,
         labels=None if labels is None else labels.array,
@@ -86,11 +103,14 @@ def run(args) -> int:
         threshold=args.threshold,
         min_voxels=args.min_voxels,
         max_regions=args.top,
+        likely_wrong=likely_wrong,
     )
     profile = slice_profile(disagreement.array)
     busiest = busiest_slices(profile, BUSIEST_SLICES)
     rows = [_row(region, disagreement.geometry, class_names) for region in regions]
     _print_queue(args.disagreement, rows, profile, busiest)
+    if estimate is not None:
+        _print_organs(estimate)
     if args.json:
         report = {
             "disagreement": args.disagreement,
@@ -100,10 +120,50 @@ def run(args) -> int:
             "regions": rows,
             "slice_profile": [float(v) for v in profile],
             "busiest_slices": busiest,
+            "ranked_by": "likely wrong volume" if likely_wrong is not None else "disagreement mass",
+            "organs": None if estimate is None else estimate["organs"],
         }
         write_json_atomically(args.json, report, overwrite=args.overwrite)
         print(f"wrote {args.json}")
     return 0
+
+
+def _likely_wrong(disagreement_path: Path, disagreement) -> tuple[np.ndarray | None, dict | None]:
+    """The calibrated likely-wrong map and its per-organ figures `cgs predict` wrote beside the
+    disagreement map (``<stem>_likely_wrong.*``), or (None, None): then the queue is the disagreement's."""
+    import json
+
+    from cgs_engine.infer.export import LIKELY_WRONG_SUFFIX
+    from cgs_engine.io import read_volume
+
+    match = DISAGREEMENT_SUFFIX.search(disagreement_path.name)
+    if match is None:
+        return None, None
+    stem = disagreement_path.name[: match.start()]
+    table = disagreement_path.with_name(f"{stem}{LIKELY_WRONG_SUFFIX}.json")
+    volume_path = disagreement_path.with_name(f"{stem}{LIKELY_WRONG_SUFFIX}.{match.group(1)}")
+    if not (table.is_file() and volume_path.is_file()):
+        return None, None
+    try:
+        estimate = json.loads(table.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CGSError(f"{table}: not readable JSON ({type(error).__name__})") from None
+    if not isinstance(estimate, dict) or not estimate.get("calibrated"):
+        return None, None  # the fallback score ranks voxels, but its "mL" would mean nothing
+    volume = read_volume(volume_path, kind="map")
+    _check_map_type(volume.array, str(volume_path))
+    _check_grid(volume, disagreement, str(volume_path))
+    return volume.array, estimate
+
+
+def _print_organs(estimate: dict) -> None:
+    organs = estimate.get("organs") or {}
+    print("likely wrong per organ (expected volume of wrong labels; estimated Dice):")
+    for name, row in sorted(organs.items(), key=lambda item: -(item[1].get("likely_wrong_ml") or 0)):
+        dice = row.get("estimated_dice")
+        shown = "-" if dice is None else f"{dice:.2f}"
+        wrong, predicted = row.get("likely_wrong_ml", 0), row.get("predicted_ml", 0)
+        print(f"  {name:<20} {wrong:7.1f} mL of {predicted:7.1f} mL; {shown}")
 
 
 def _row(region, geometry, class_names: dict[int, str]) -> dict:

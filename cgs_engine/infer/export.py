@@ -22,6 +22,7 @@ from cgs_engine.infer.predictor import Prediction
 from cgs_engine.runtime import usable_cores
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+LIKELY_WRONG_SUFFIX = "_likely_wrong"  # <stem>_likely_wrong.nii.gz (the map) and .json (per organ)
 
 
 def file_safe(name: str) -> str:
@@ -68,8 +69,10 @@ def prediction_paths(
     if maps:
         for name, part in map_file_names(class_names).items():
             paths[f"map:{name}"] = out_dir / f"{stem}_map_{part}.nii.gz"
-        if disagreement:
+        if disagreement:  # models with specialist heads: their disagreement and the error estimate
             paths["disagreement"] = out_dir / f"{stem}_disagreement.nii.gz"
+            paths["likely_wrong"] = out_dir / f"{stem}{LIKELY_WRONG_SUFFIX}.nii.gz"
+            paths["likely_wrong_json"] = out_dir / f"{stem}{LIKELY_WRONG_SUFFIX}.json"
     paths["classes"] = out_dir / f"{stem}_classes.json"
     return paths
 
@@ -109,6 +112,10 @@ def write_prediction(
 ) -> dict[str, Path]:
     """Write labels (uint8 ids), specialist maps and disagreement (uint8, 255 = 1.0) and a class table.
 
+    With the maps also the likely-wrong map (uint8: P(wrong), or the fallback score when the model
+    has no calibrated error model; see ``cgs_engine.review.likely_wrong``) and its per-organ
+    figures, ``<stem>_likely_wrong.json``.
+
     ``class_table`` (a checkpoint's, see ``cgs_engine.dicom.class_table``) adds each class's TG-263
     name and SNOMED CT code to the table, for ``cgs rtstruct export`` / ``cgs seg export``.
 
@@ -127,6 +134,8 @@ def write_prediction(
         jobs += [(volume, paths[f"map:{name}"]) for name, volume in prediction.specialist_maps.items()]
         if prediction.disagreement is not None:
             jobs.append((prediction.disagreement, paths["disagreement"]))
+        if prediction.errors is not None:
+            jobs.append((prediction.labels.like(prediction.errors.map, "map"), paths["likely_wrong"]))
     # gzip dominates writing and ITK releases the GIL: one file per core at a time
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         list(pool.map(lambda job: write_volume(job[0], job[1], overwrite=overwrite), jobs))
@@ -143,4 +152,7 @@ def write_prediction(
         for i, name in enumerate(prediction.class_names)
     ]
     write_json_atomically(paths["classes"], {"classes": table, "map_scale": "uint8, 255 = probability 1"})
+    if maps and prediction.errors is not None:
+        summary = prediction.errors.summary(list(prediction.class_names))
+        write_json_atomically(paths["likely_wrong_json"], summary)
     return paths

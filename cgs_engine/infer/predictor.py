@@ -11,9 +11,12 @@ import numpy as np
 import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
-from cgs_engine.infer.slices import Cancelled, iterate_slice_probs, to_uint8
+from cgs_engine.infer.slices import EVIDENCE, Cancelled, iterate_slice_probs, to_uint8
 from cgs_engine.model.fold import fold_batch_norm
 from cgs_engine.normalize import Normalization
+from cgs_engine.review.error_model import error_model_for
+from cgs_engine.review.likely_wrong import ErrorEstimate, estimate_errors
+from cgs_engine.review.prediction import network_maps
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
 
@@ -31,6 +34,10 @@ class Prediction:
     disagreement: Volume | None = None  # uint8 0..255 = soft inter-head disagreement
     confidence: Volume | None = None  # uint8 0..255 = max generalist probability (with maps only)
     seconds: float = 0.0
+    # uint8 maps the review's error model reads (slices.EVIDENCE: background, margin, ...), with maps
+    evidence: dict[str, Volume] = field(default_factory=dict)
+    # where the labels are likely wrong, and per organ how much (cgs_engine.review.likely_wrong)
+    errors: ErrorEstimate | None = None
 
 
 class Predictor:
@@ -55,6 +62,8 @@ class Predictor:
             model = model.to(memory_format=torch.channels_last)
         self.checkpoint, self.model = loaded, model
         self.normalization = Normalization.from_dict(loaded.normalization)
+        # the calibrated error model beside the checkpoint file (model.review.json), else the fallback
+        self.error_model = error_model_for(loaded.source or None, loaded.class_names)
 
     @property
     def class_names(self) -> list[str]:
@@ -91,6 +100,7 @@ class Predictor:
         heads = self.class_names[1:]
         spec_maps = {name: np.zeros(image.shape, dtype=np.uint8) for name in heads} if want_maps else {}
         disagreement = np.zeros(image.shape, dtype=np.uint8) if want_maps else None
+        evidence = {name: np.zeros(image.shape, dtype=np.uint8) for name in EVIDENCE} if want_maps else {}
         confidence = np.zeros(image.shape, dtype=np.uint8) if maps else None
         for batch in iterate_slice_probs(
             self.model,
@@ -112,11 +122,18 @@ class Predictor:
             for k, name in enumerate(heads):
                 spec_maps[name][window] = batch.foreground[:, k].numpy()
             disagreement[window] = batch.disagreement.numpy()
-        return Prediction(
+            for index, name in enumerate(EVIDENCE):
+                evidence[name][window] = batch.evidence[:, index].numpy()
+        prediction = Prediction(
             labels=volume.like(labels, "labels"),
             class_names=list(self.class_names),
             specialist_maps={name: volume.like(array, "map") for name, array in spec_maps.items()},
             disagreement=None if disagreement is None else volume.like(disagreement, "map"),
             confidence=None if confidence is None else volume.like(confidence, "map"),
-            seconds=time.perf_counter() - started,
+            evidence={name: volume.like(array, "map") for name, array in evidence.items()},
         )
+        if want_maps:
+            read = network_maps(prediction, image, normalize)
+            prediction.errors = estimate_errors(read, volume.geometry.spacing[::-1], self.error_model)
+        prediction.seconds = time.perf_counter() - started
+        return prediction

@@ -4,7 +4,8 @@ Slices are resized to the square input size (bilinear), run through the network,
 generalist's softmax probabilities are resized back to the slice's own size (bilinear) before
 the argmax, so that the label map lies exactly on the input grid (``upsampled_argmax`` does that
 without resizing every class channel). Of the specialists only what
-is shown is resized: each head's own-class probability and the IHED disagreement, computed at the
+is shown is resized: each head's own-class probability and the IHED disagreement, plus the three
+generalist maps the review's error model reads (``EVIDENCE``), computed at the
 network's resolution (resizing all K x 3 head channels cost about twice as much). These shown maps
 are quantised to uint8 (255 = 1.0, the stored map format) at the network's resolution and resized
 as uint8: at most 1/255 from resizing the floats first, and about half the time, because turning
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from cgs_engine.infer.upsample import upsampled_argmax
 from cgs_engine.method.ihed import disagreement_map
-from cgs_engine.method.labels import MINE
+from cgs_engine.method.labels import BACKGROUND, MINE
 from cgs_engine.runtime import Runtime
 
 
@@ -38,6 +39,24 @@ class SliceBatchProbs:
     confidence: torch.Tensor  # [b, H, W] float32 generalist top probability on the slice grid
     foreground: torch.Tensor | None = None  # [b, K, H, W] uint8 p_k(own class) of each head, 255 = 1
     disagreement: torch.Tensor | None = None  # [b, H, W] uint8 soft IHED disagreement, 255 = 1
+    # [b, len(EVIDENCE), H, W] uint8: what the error model reads besides the maps above (see EVIDENCE)
+    evidence: torch.Tensor | None = None
+
+
+# Generalist maps the review's error model needs (cgs_engine.review.error_features), with the heads.
+EVIDENCE = ("background", "margin", "generalist_vs_specialists")
+
+
+def evidence_maps(generalist: torch.Tensor, spec_probs: torch.Tensor) -> torch.Tensor:
+    """[b, 3, h, w] float: P(background), top minus second probability, and generalist-vs-heads distance.
+
+    The last is half the L1 distance between the generalist's distribution and the heads' own
+    view of the classes ([mean background of the heads, p_1(mine), ..., p_K(mine)], clipped to 1).
+    """
+    top = generalist.topk(2, dim=1).values
+    heads = torch.cat([spec_probs[:, :, BACKGROUND].mean(dim=1, keepdim=True), spec_probs[:, :, MINE]], dim=1)
+    apart = ((generalist - heads).abs().sum(dim=1) / 2).clamp(0.0, 1.0)
+    return torch.stack([generalist[:, 0], top[:, 0] - top[:, 1], apart], dim=1)
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -107,12 +126,19 @@ def iterate_slice_probs(
         inputs = runtime.prepare(resize_images(slab, input_size))
         with runtime.autocast():
             output = model(inputs, specialists=want_specialists)
-        labels, confidence = upsampled_argmax(torch.softmax(output.generalist.float(), dim=1), height, width)
-        foreground = disagreement = None
+        generalist = torch.softmax(output.generalist.float(), dim=1)
+        labels, confidence = upsampled_argmax(generalist, height, width)
+        foreground = disagreement = evidence = None
         if output.specialists is not None:
             spec_probs = torch.softmax(output.specialists.float(), dim=2)
+            heads = spec_probs.shape[1]
             shown = torch.cat(
-                [spec_probs[:, :, MINE], disagreement_map(spec_probs, soft=True)[:, None]], dim=1
+                [
+                    spec_probs[:, :, MINE],
+                    disagreement_map(spec_probs, soft=True)[:, None],
+                    evidence_maps(generalist, spec_probs),
+                ],
+                dim=1,
             )
             # CUDA has no uint8 bilinear kernel; there the float resize is cheap anyway
             shown = (
@@ -120,8 +146,8 @@ def iterate_slice_probs(
                 if shown.is_cuda
                 else _to_grid(to_uint8(shown), height, width)
             )
-            foreground, disagreement = shown[:, :-1], shown[:, -1]
-        yield SliceBatchProbs(start, stop, labels.cpu(), confidence.cpu(), foreground, disagreement)
+            foreground, disagreement, evidence = shown[:, :heads], shown[:, heads], shown[:, heads + 1 :]
+        yield SliceBatchProbs(start, stop, labels.cpu(), confidence.cpu(), foreground, disagreement, evidence)
         if progress is not None:
             progress(stop, depth)
 

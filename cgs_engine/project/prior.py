@@ -88,6 +88,16 @@ def import_prior(
     colors: list[list[int]] | None = None,
 ) -> PriorSummary:
     """Copy prior data into the slice store ``destination`` (normalised), checked first."""
+    summary, volumes = read_prior(source, class_names, normalization)
+    with SliceStore.create(destination, class_names, normalization, colors) as target:
+        for name, split, image, label, review, geometry in volumes:
+            target.add_volume(name, image, label, review, geometry, split=split, source=summary.source)
+    return summary
+
+
+def read_prior(source: str | os.PathLike, class_names: list[str], normalization: Normalization):
+    """(summary, volumes) of prior data, checked; ``volumes`` yields (name, split, normalised image,
+    labels, review or None, geometry) one volume at a time, split "labeled" (train) or "val"."""
     source = Path(source)
     if not source.exists():
         raise PriorDataError(f"{source}: no such prior data (a prior folder or a slice store file)")
@@ -103,10 +113,7 @@ def import_prior(
         volumes = _store_volumes(source)
     if not summary.train:
         raise PriorDataError(f"{source}: prior data without any training case")
-    with SliceStore.create(destination, class_names, normalization, colors) as target:
-        for name, split, image, label, review, geometry in volumes:
-            target.add_volume(name, image, label, review, geometry, split=split, source=summary.source)
-    return summary
+    return summary, volumes
 
 
 def _read_manifest(folder: Path, class_names: list[str]) -> tuple[list[dict[str, str]], str]:

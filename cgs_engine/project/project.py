@@ -55,6 +55,7 @@ from cgs_engine.project.versions import (
     write_json_atomically,
     write_version,
 )
+from cgs_engine.review.error_model import sidecar_path
 from cgs_engine.review.state import ACCEPTED, EDITED, UNREVIEWED
 from cgs_engine.store._checks import SliceStoreError, check_class_names, check_colors
 from cgs_engine.volume import Geometry, Volume
@@ -253,6 +254,7 @@ class Project:
             active = None
             if base_model is not None:
                 source = Path(base_model).resolve()
+                calibration = sidecar_path(source)
                 version = write_version(
                     temp / "models",
                     source,
@@ -263,7 +265,9 @@ class Project:
                         "parent": None,
                         "source": str(source),
                         "metrics": {},
+                        "error_model": "the base model's" if calibration.is_file() else None,
                     },
+                    error_model=calibration if calibration.is_file() else None,
                 )
                 active = version.id
             write_active(temp / "active.json", active, "created", [])
@@ -565,9 +569,11 @@ class Project:
             write_active(self.active_file, version.id, why, history)
         return version
 
-    def add_version(self, model_source: Path, record: dict[str, Any]) -> VersionInfo:
+    def add_version(
+        self, model_source: Path, record: dict[str, Any], error_model: Path | None = None
+    ) -> VersionInfo:
         with self.state_lock():
-            return write_version(self.models_dir, model_source, record)
+            return write_version(self.models_dir, model_source, record, error_model)
 
     # ---------------------------------------------------------------------- retraining
     def new_corrections_since_last_retrain(self) -> list[CorrectionInfo]:

@@ -83,6 +83,7 @@ from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer.slices import predict_label_volume
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
+from cgs_engine.review.error_model import sidecar_path
 from cgs_engine.review.state import EDITED
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.store import SliceStore
@@ -397,7 +398,12 @@ class _Retrain:
                 "cancelled": self.asked_to_stop,
                 "train_config": config.to_dict(),
             }
-            version = self.project.add_version(candidate, record)
+            # The parent's calibrated error model, until one is fitted for this version: a few
+            # hundred fine-tuning steps move the weights little, and uncalibrated is worse.
+            inherited = None if active is None else sidecar_path(active.model_path)
+            inherited = inherited if inherited is not None and inherited.is_file() else None
+            record["error_model"] = None if inherited is None else f"inherited from {active.id}"
+            version = self.project.add_version(candidate, record, error_model=inherited)
             if activate:
                 self.project.activate(version.id, why=reason)
         return self._finish(

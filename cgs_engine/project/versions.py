@@ -34,6 +34,7 @@ VERSION_NAME = re.compile(r"^v(\d{4,})$")
 # activated or not; unverified: no held-out data to compare on, so not activated automatically.
 VERSION_STATUSES = ("imported", "accepted", "rejected", "unverified")
 ACTIVE_HISTORY_KEPT = 200
+ERROR_MODEL_FILE = "model.review.json"  # the version's calibrated error model, beside model.pt
 
 
 class ProjectError(CGSError):
@@ -140,8 +141,14 @@ def next_version_id(models_dir: Path) -> str:
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
-def write_version(models_dir: Path, model_source: Path, record: dict[str, Any]) -> VersionInfo:
-    """Copy ``model_source`` into a new version folder with ``record`` as its version.json."""
+def write_version(
+    models_dir: Path, model_source: Path, record: dict[str, Any], error_model: Path | None = None
+) -> VersionInfo:
+    """Copy ``model_source`` into a new version folder with ``record`` as its version.json.
+
+    ``error_model`` (a ``*.review.json``, see ``cgs_engine.review.error_model``) is copied beside
+    it as ``model.review.json``, so predictions with the version find their calibration.
+    """
     if record.get("status") not in VERSION_STATUSES:
         raise ValueError(f"version status must be one of {VERSION_STATUSES}, got {record.get('status')!r}")
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +159,9 @@ def write_version(models_dir: Path, model_source: Path, record: dict[str, Any]) 
     try:
         copy_file_checked(model_source, temp / "model.pt", shown_as=final / "model.pt")
         fsync_file(temp / "model.pt")
+        if error_model is not None:
+            shutil.copyfile(error_model, temp / ERROR_MODEL_FILE)
+            fsync_file(temp / ERROR_MODEL_FILE)
         write_json_atomically(temp / "version.json", {"id": version_id, "created": now_iso(), **record})
         # rename() of a folder onto an existing non-empty folder fails, so a concurrent writer
         # of the same id cannot be overwritten.

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from cgs_engine.review.error_features import NetworkMaps
 from cgs_engine.review.regions import find_regions_with_map, slice_profile
 
 
@@ -15,15 +16,41 @@ def specialist_maps_by_id(prediction: Any) -> dict[int, np.ndarray]:
     return {names.index(name): volume.array for name, volume in prediction.specialist_maps.items()}
 
 
+def network_maps(prediction: Any, image: np.ndarray, normalize=None) -> NetworkMaps:
+    """What the error model reads from a prediction made with maps (``Predictor.predict(maps=True)``).
+
+    ``image`` is the scan predicted (raw, with the predictor's ``normalize``; or already normalised).
+    """
+    evidence = prediction.evidence
+    return NetworkMaps(
+        labels=prediction.labels.array,
+        confidence=prediction.confidence.array,
+        background=evidence["background"].array,
+        margin=evidence["margin"].array,
+        disagreement=prediction.disagreement.array,
+        generalist_vs_specialists=evidence["generalist_vs_specialists"].array,
+        specialist_maps=specialist_maps_by_id(prediction),
+        image=image,
+        normalize=normalize,
+    )
+
+
 def analyse_prediction(prediction: Any) -> tuple[list[Any], np.ndarray | None, np.ndarray | None]:
-    """Uncertain regions, their component map and the per-slice profile (empty without maps)."""
+    """Uncertain regions, their component map and the per-slice profile (empty without maps).
+
+    With a calibrated error estimate the regions are where the labels are likely wrong, ranked by
+    the expected wrong volume; without one, where the heads disagree or the generalist is unsure.
+    """
     if prediction.disagreement is None:
         return [], None, None
+    errors = getattr(prediction, "errors", None)
+    likely_wrong = errors.map if errors is not None and errors.calibrated else None
     regions, component_map = find_regions_with_map(
         prediction.disagreement.array,
         labels=prediction.labels.array,
         specialist_maps=specialist_maps_by_id(prediction),
         confidence=None if prediction.confidence is None else prediction.confidence.array,
         spacing_zyx=tuple(prediction.labels.geometry.spacing[::-1]),
+        likely_wrong=likely_wrong,
     )
     return regions, component_map, slice_profile(prediction.disagreement.array)

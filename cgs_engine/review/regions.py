@@ -22,6 +22,13 @@ then larger first) and numbered 1..n in that order.
 through low confidence (``source == "low-confidence"``) it is the sum of ``1 - confidence``
 instead, so such regions still rank by how uncertain they are.
 
+With a *likely-wrong* map (``likely_wrong``: the calibrated probability that a voxel's label is
+wrong, from ``cgs_engine.review.likely_wrong``) the uncertain voxels are those where it is >=
+``wrong_threshold`` instead, a region's ``mass`` is its expected number of wrong voxels and
+``likely_wrong_ml`` their volume, and the queue ranks by that: the disagreement map only sees
+where the heads contradict each other, whereas most of a model's errors are organ voxels it
+missed with every head agreeing on background (see ``error_features``).
+
 All per-region statistics come from the voxels of the mask only (gathered once, then summed with
 ``np.bincount``), so the cost is one pass over each full array plus work proportional to the
 number of uncertain voxels.
@@ -38,7 +45,13 @@ from scipy import ndimage
 
 MAX_LIKELY_CLASSES = 3
 UINT8_ONE = 255.0
-SOURCES = ("disagreement", "low-confidence", "both")
+SOURCES = ("disagreement", "low-confidence", "both", "likely-wrong")
+# Calibrated P(wrong) above which a voxel joins a region; chosen on the bundled model's training
+# patients (`bench/review_recall.py --split labeled_train --in-sample --wrong-threshold 0.05 0.1
+# 0.2 0.3`): 0.1 is the one whose top 10 regions beat the disagreement queue on both the share of
+# errors (0.82 vs 0.74) and precision (0.32 vs 0.28); 0.3 held 0.38. The error model is fitted
+# where the model errs least (its training patients), so on new patients its P(wrong) runs low.
+WRONG_THRESHOLD = 0.1
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -52,7 +65,8 @@ class Region:
     mass: float
     mean_disagreement: float
     likely_classes: tuple[int, ...]  # class ids, most likely first
-    source: str  # "disagreement" | "low-confidence" | "both"
+    source: str  # "disagreement" | "low-confidence" | "both" | "likely-wrong"
+    likely_wrong_ml: float = 0.0  # expected volume of wrong labels in the region (likely-wrong map only)
 
     def __hash__(self) -> int:  # slices are unhashable before Python 3.12
         return hash((self.id, tuple((s.start, s.stop) for s in self.bbox), self.voxels, self.mass))
@@ -68,6 +82,7 @@ class Region:
             "mean_disagreement": self.mean_disagreement,
             "likely_classes": list(self.likely_classes),
             "source": self.source,
+            "likely_wrong_ml": self.likely_wrong_ml,
         }
 
     @classmethod
@@ -88,6 +103,7 @@ class Region:
             mean_disagreement=float(data["mean_disagreement"]),
             likely_classes=tuple(int(c) for c in data["likely_classes"]),
             source=source,
+            likely_wrong_ml=float(data.get("likely_wrong_ml", 0.0)),
         )
 
 
@@ -139,6 +155,9 @@ def find_regions(
     min_voxels: int = 5,
     max_regions: int = 200,
     split_by_organ: bool = True,
+    *,
+    likely_wrong: np.ndarray | None = None,
+    wrong_threshold: float = WRONG_THRESHOLD,
 ) -> list[Region]:
     """Ranked uncertain regions, most uncertain first; see the module docstring for the rules."""
     regions, _ = find_regions_with_map(
@@ -152,6 +171,8 @@ def find_regions(
         min_voxels,
         max_regions,
         split_by_organ,
+        likely_wrong=likely_wrong,
+        wrong_threshold=wrong_threshold,
     )
     return regions
 
@@ -167,13 +188,20 @@ def find_regions_with_map(
     min_voxels: int = 5,
     max_regions: int = 200,
     split_by_organ: bool = True,
+    *,
+    likely_wrong: np.ndarray | None = None,
+    wrong_threshold: float = WRONG_THRESHOLD,
 ) -> tuple[list[Region], np.ndarray]:
     """:func:`find_regions` plus an int32 map holding each kept region's id on its voxels (0 elsewhere)."""
-    _check_inputs(disagreement, labels, specialist_maps, confidence, spacing_zyx)
+    _check_inputs(disagreement, labels, specialist_maps, confidence, spacing_zyx, likely_wrong)
     _check_settings(threshold, confidence_threshold, min_voxels, max_regions)
+    if not 0 < wrong_threshold <= 1:
+        raise ValueError(f"wrong_threshold must be in (0, 1], got {wrong_threshold}")
     high = disagreement >= _cutoff(disagreement, threshold)
     mask = high
-    if confidence is not None:
+    if likely_wrong is not None:
+        mask = likely_wrong >= _cutoff(likely_wrong, wrong_threshold)
+    elif confidence is not None:
         low_confidence = confidence < _cutoff(confidence, confidence_threshold)
         near_organ = disagreement > 0 if labels is None else (labels != 0) | (disagreement > 0)
         mask = high | (low_confidence & near_organ)
@@ -200,6 +228,8 @@ def find_regions_with_map(
         doubt_mass = np.zeros(count + 1)
     low_only_count = sizes - high_count
     mass = np.where(high_count > 0, dis_mass, doubt_mass)
+    if likely_wrong is not None:
+        mass = np.bincount(ids, weights=_unit_values(likely_wrong, positions), minlength=count + 1)
 
     candidates = np.flatnonzero(sizes >= min_voxels)
     candidates = candidates[candidates > 0]
@@ -223,7 +253,11 @@ def find_regions_with_map(
     regions = []
     for index, old in enumerate(kept):
         region_id = index + 1
-        source = _source(int(high_count[old]), int(low_only_count[old]))
+        source = (
+            "likely-wrong"
+            if likely_wrong is not None
+            else _source(int(high_count[old]), int(low_only_count[old]))
+        )
         regions.append(
             Region(
                 id=region_id,
@@ -235,6 +269,7 @@ def find_regions_with_map(
                 mean_disagreement=float(dis_mass[old] / sizes[old]),
                 likely_classes=likely[region_id],
                 source=source,
+                likely_wrong_ml=float(mass[old]) * voxel_ml if likely_wrong is not None else 0.0,
             )
         )
     return regions, component_map
@@ -281,10 +316,10 @@ def _source(high_voxels: int, low_confidence_only_voxels: int) -> str:
     return "disagreement" if high_voxels else "low-confidence"
 
 
-def _check_inputs(disagreement, labels, specialist_maps, confidence, spacing_zyx) -> None:
+def _check_inputs(disagreement, labels, specialist_maps, confidence, spacing_zyx, likely_wrong=None) -> None:
     if disagreement.ndim != 3:
         raise ValueError(f"disagreement must be a 3D [z, y, x] array, got shape {disagreement.shape}")
-    maps = {"disagreement": disagreement, "confidence": confidence}
+    maps = {"disagreement": disagreement, "confidence": confidence, "likely_wrong": likely_wrong}
     maps.update({f"specialist map {k}": v for k, v in (specialist_maps or {}).items()})
     for name, array in [*maps.items(), ("labels", labels)]:
         if array is None:

@@ -73,6 +73,7 @@ def test_wheel_carries_manifest_and_samples(wheel_site):
             assert f"napari_cgs/samples/openkbp_{patient}_{part}.nii.gz" in names
     assert "napari_cgs/samples/NOTICE.md" in names
     assert "napari_cgs/models/default.pt" in names
+    assert "napari_cgs/models/default.review.json" in names  # its error model (issue 25)
     prior = json.loads((ROOT / "napari_cgs/models/default.prior/prior.json").read_text())
     for case in prior["cases"]:
         for key in ("image", "labels"):

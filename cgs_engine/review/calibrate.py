@@ -1,0 +1,151 @@
+"""Fit a checkpoint's error model on the labeled data it was trained on, and store it beside it.
+
+The training patients are the data a model may be calibrated on without grading itself on its
+own exam: the patients it is judged on (validation, new scans) take no part. Its prior data
+(``cgs_engine.project.prior``: the ``<model>.prior/`` folder beside the checkpoint, or its run's
+slice store) hold exactly those, split "train". Each is predicted once with the maps, the
+evidence (``error_features``) of the voxels within ``BAND`` voxels of a predicted or reference
+organ becomes the rows, and "wrong" is the prediction differing from the reference label there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cgs_engine.errors import CGSError
+from cgs_engine.evaluate.ranking import error_band
+from cgs_engine.review.error_features import ErrorEvidence, collect_evidence, size_column
+from cgs_engine.review.error_model import ErrorModel, fit_error_model
+
+BAND = 3.0  # voxels: the rows are the voxels a contour reviewer looks at (as the benchmark scores)
+# L2 penalties tried by "auto": each scored by leave-one-case-out average precision on the cases
+L2_CHOICES = (1e-4, 1e-3, 1e-2)
+
+
+@dataclass
+class CalibrationCase:
+    name: str
+    evidence: ErrorEvidence  # the candidates within the band only
+    wrong: np.ndarray  # bool per row
+    reference_ml: dict[int, float]  # volume of each organ in the reference labels
+
+
+def typical_volumes(cases: list[CalibrationCase]) -> dict[int, float]:
+    """Median volume (mL) of each organ over the cases' reference labels (organs present only)."""
+    ids = sorted({k for case in cases for k in case.reference_ml})
+    typical = {}
+    for class_id in ids:
+        present = [case.reference_ml[class_id] for case in cases if case.reference_ml.get(class_id, 0) > 0]
+        if present:
+            typical[class_id] = float(np.median(present))
+    return typical
+
+
+def calibration_case(
+    predictor, name: str, volume, reference: np.ndarray, normalized: bool
+) -> CalibrationCase:
+    """Predict one labeled volume with its maps and keep the evidence rows within the band."""
+    from cgs_engine.review.prediction import network_maps
+
+    prediction = predictor.predict(volume, maps=True, normalized=normalized)
+    if prediction.disagreement is None:
+        raise CGSError("the model has no specialist heads: it has no disagreement to calibrate")
+    labels = prediction.labels.array
+    normalize = None if normalized else predictor.normalization.slab_normalizer(volume.array)
+    spacing = tuple(volume.geometry.spacing[::-1])
+    evidence = collect_evidence(network_maps(prediction, volume.array, normalize), spacing)
+    in_band = evidence.take(error_band(labels, reference, BAND))
+    wrong = evidence.take(labels != reference)[in_band]
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    counts = np.bincount(reference.ravel().astype(np.int64), minlength=len(predictor.class_names))
+    reference_ml = {k: float(counts[k]) * voxel_ml for k in range(1, len(predictor.class_names))}
+    return CalibrationCase(name, evidence.subset(in_band), wrong, reference_ml)
+
+
+def choose_l2(
+    cases: list[CalibrationCase], class_names, typical, report=None
+) -> tuple[float, dict[str, float]]:
+    """The L2 penalty with the best leave-one-case-out average precision (pooled), and every score."""
+    from cgs_engine.evaluate.ranking import average_precision
+
+    scores = {}
+    for l2 in L2_CHOICES:
+        held_out, wrong = [], []
+        for index, case in enumerate(cases):
+            rest = [c for i, c in enumerate(cases) if i != index]
+            model = fit_error_model(
+                [c.evidence for c in rest], [c.wrong for c in rest], class_names, typical, l2
+            )
+            held_out.append(model.probabilities(case.evidence))
+            wrong.append(case.wrong)
+        scores[f"{l2:g}"] = average_precision(np.concatenate(held_out), np.concatenate(wrong))
+        if report is not None:
+            report(f"L2 {l2:g}: leave-one-case-out average precision {scores[f'{l2:g}']:.3f}")
+    best = max(L2_CHOICES, key=lambda l2: scores[f"{l2:g}"])
+    return best, scores
+
+
+def fit_from_prior(
+    checkpoint_path: str | os.PathLike,
+    prior: str | os.PathLike | None = None,
+    l2: float | str = "auto",
+    device: str = "auto",
+    report: Callable[[str], None] | None = None,
+) -> ErrorModel:
+    """Fit the error model of a checkpoint on the "train" cases of its prior data (found beside it)."""
+    from cgs_engine.infer import Predictor
+    from cgs_engine.project.prior import find_model_prior, read_prior
+    from cgs_engine.volume import Volume
+
+    predictor = Predictor(checkpoint_path, device=device)
+    source = prior if prior is not None else find_model_prior(checkpoint_path)
+    if source is None:
+        raise CGSError(
+            f"{checkpoint_path}: no prior data found (a {Path(checkpoint_path).stem}.prior folder beside "
+            "it or its training run's store); give the labeled data it was trained on"
+        )
+    summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
+    cases = []
+    for name, split, image, label, _review, geometry in volumes:
+        if split != "labeled":  # the prior's validation cases stay out: models are picked on them
+            continue
+        cases.append(calibration_case(predictor, name, Volume(image, geometry), np.asarray(label), True))
+        if report is not None:
+            report(
+                f"{name}: {cases[-1].wrong.size} voxels near the organs, {int(cases[-1].wrong.sum())} wrong"
+            )
+    typical = typical_volumes(cases)
+    for case in cases:  # the size term needs the typical volumes, known once every case is read
+        case.evidence.columns["size"] = size_column(case.evidence.near, case.evidence.organ_ml, typical)
+    if len(cases) < 2:
+        raise CGSError(f"{source}: {len(cases)} training case(s); calibrating needs at least 2")
+    record = {
+        "checkpoint": Path(checkpoint_path).name,
+        "weights_sha256": _weights_digest(predictor.checkpoint),
+        "prior_data": Path(summary.source).name,
+        "cases": [case.name for case in cases],
+        "band_voxels": BAND,
+    }
+    if l2 == "auto":
+        l2, record["l2_leave_one_out_ap"] = choose_l2(cases, predictor.class_names, typical, report)
+    elif isinstance(l2, str):
+        l2 = float(l2)
+    return fit_error_model(
+        [case.evidence for case in cases],
+        [case.wrong for case in cases],
+        predictor.class_names,
+        typical,
+        l2=l2,
+        fitted_on=record,
+    )
+
+
+def _weights_digest(checkpoint) -> str:
+    from cgs_engine.checkpoint import weights_digest
+
+    return weights_digest(checkpoint.state_dict)

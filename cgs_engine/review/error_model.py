@@ -1,0 +1,248 @@
+"""The calibrated "likely wrong" probability of every voxel: a logistic regression on the error evidence.
+
+Fitted on the labeled data the model was trained on (never on the patients it is judged on),
+and stored as a small JSON file beside the checkpoint: ``default.pt`` -> ``default.review.json``.
+The predictor's callers find it with :func:`error_model_for`. A model without one gets
+:data:`UNCALIBRATED`: a fixed, parameter-free score (how far the voxel's label goes against
+the smoothed shape of its nearest organ, raised where the heads disagree), good for ranking
+but not a probability, so no "likely wrong: N mL" is claimed from it.
+
+Design of the regression: every evidence column is taken once per zone (see
+``error_features.ZONES``), plus an intercept per zone and per (organ, zone); columns are
+standardised with the training mean and spread, and the weights carry an L2 penalty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cgs_engine.durable import write_json_atomically
+from cgs_engine.errors import CGSError
+from cgs_engine.review.error_features import ZONED, ZONES, ErrorEvidence
+
+FORMAT = "napari-cgs-error-model"
+FORMAT_VERSION = 1
+SIDECAR_SUFFIX = ".review.json"
+DEFAULT_L2 = 1e-3
+
+
+class ErrorModelError(CGSError):
+    """An error model file that cannot be read or does not fit the checkpoint; one line."""
+
+
+def design_names(num_classes: int) -> list[str]:
+    """The regression's column names, in order."""
+    names = [f"{feature}@{zone}" for zone in ZONES for feature in ZONED]
+    names += [f"zone@{zone}" for zone in ZONES]
+    names += [f"organ{k}@{zone}" for k in range(1, num_classes) for zone in ZONES]
+    return names
+
+
+def _design_column(evidence: ErrorEvidence, name: str) -> np.ndarray:
+    what, zone = name.split("@")
+    in_zone = evidence.zone == ZONES.index(zone)
+    if what == "zone":
+        return in_zone.astype(np.float32)
+    if what.startswith("organ") and what[5:].isdigit():
+        return (in_zone & (evidence.near == int(what[5:]))).astype(np.float32)
+    return np.where(in_zone, evidence.columns[what], np.float32(0.0)).astype(np.float32)
+
+
+def design_matrix(evidence: ErrorEvidence, names: Sequence[str]) -> np.ndarray:
+    """[candidates, columns] float32 (for fitting; applying never builds it)."""
+    return np.stack([_design_column(evidence, name) for name in names], axis=1)
+
+
+@dataclass
+class ErrorModel:
+    class_names: list[str]
+    columns: list[str]
+    mean: list[float]
+    scale: list[float]
+    weights: list[float]
+    bias: float
+    typical_ml: dict[int, float]  # class id -> the organ's median volume in the training labels
+    fitted_on: dict[str, Any] = field(default_factory=dict)  # patients, checkpoint digest, date, scores
+
+    calibrated = True
+
+    def probabilities(self, evidence: ErrorEvidence) -> np.ndarray:
+        """P(the label is wrong) per candidate, float32; a column at a time, no full matrix."""
+        logit = np.full(evidence.count, self.bias, dtype=np.float64)
+        for name, mean, scale, weight in zip(self.columns, self.mean, self.scale, self.weights, strict=True):
+            if weight:
+                logit += (weight / scale) * (_design_column(evidence, name) - mean)
+        return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "class_names": list(self.class_names),
+            "columns": list(self.columns),
+            "mean": [float(v) for v in self.mean],
+            "scale": [float(v) for v in self.scale],
+            "weights": [float(v) for v in self.weights],
+            "bias": float(self.bias),
+            "typical_ml": {str(k): float(v) for k, v in self.typical_ml.items()},
+            "fitted_on": self.fitted_on,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "error model") -> ErrorModel:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ErrorModelError(f"{source}: not a napari-cgs error model")
+        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+            raise ErrorModelError(
+                f"{source}: format {data['format_version']} is newer than this engine reads"
+            )
+        try:
+            model = cls(
+                class_names=[str(n) for n in data["class_names"]],
+                columns=[str(c) for c in data["columns"]],
+                mean=[float(v) for v in data["mean"]],
+                scale=[float(v) for v in data["scale"]],
+                weights=[float(v) for v in data["weights"]],
+                bias=float(data["bias"]),
+                typical_ml={int(k): float(v) for k, v in data["typical_ml"].items()},
+                fitted_on=dict(data.get("fitted_on") or {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ErrorModelError(
+                f"{source}: damaged error model ({type(error).__name__}: {error})"
+            ) from None
+        expected = design_names(len(model.class_names))
+        lengths = {len(model.mean), len(model.scale), len(model.weights)}
+        if model.columns != expected or lengths != {len(expected)}:
+            raise ErrorModelError(f"{source}: its columns do not match this engine's evidence; fit it again")
+        if (
+            not all(np.isfinite(model.weights + model.mean + model.scale + [model.bias]))
+            or min(model.scale) <= 0
+        ):
+            raise ErrorModelError(f"{source}: holds non-finite weights or non-positive scales")
+        return model
+
+
+class UncalibratedScore:
+    """The fallback without a fitted model: a fixed ranking score in [0, 1], not a probability.
+
+    Organ voxels score how far the smoothed organ falls below them (a spike), background voxels
+    how far it reaches over them (a dent); the inter-head disagreement raises either.
+    """
+
+    calibrated = False
+    class_names: list[str] = []
+    typical_ml: dict[int, float] = {}
+
+    def probabilities(self, evidence: ErrorEvidence) -> np.ndarray:
+        inside = (evidence.zone == ZONES.index("interior")) | (evidence.zone == ZONES.index("edge_in"))
+        smooth = evidence.columns["shape_1"]
+        against_shape = np.where(inside, 1.0 - smooth, smooth)
+        disagreement = evidence.columns["disagreement"]
+        return (1.0 - (1.0 - against_shape) * (1.0 - disagreement)).astype(np.float32)
+
+
+UNCALIBRATED = UncalibratedScore()
+
+
+def sidecar_path(checkpoint_path: str | os.PathLike) -> Path:
+    """``model.pt`` -> ``model.review.json`` in the same folder."""
+    path = Path(checkpoint_path)
+    return path.with_name(path.stem + SIDECAR_SUFFIX)
+
+
+def load_error_model(path: str | os.PathLike) -> ErrorModel:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ErrorModelError(f"{path}: no such error model file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ErrorModelError(f"{path}: not a readable error model ({type(error).__name__})") from None
+    return ErrorModel.from_dict(data, str(path))
+
+
+def save_error_model(model: ErrorModel, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    write_json_atomically(path, model.to_dict(), overwrite=overwrite)
+    return Path(path)
+
+
+def error_model_for(
+    checkpoint_path: str | os.PathLike | None, class_names: Sequence[str]
+) -> ErrorModel | UncalibratedScore:
+    """The fitted model beside a checkpoint when it exists and fits its classes, else UNCALIBRATED.
+
+    A damaged or mismatched file is not an error here (the review still works, uncalibrated);
+    ``cgs review --fit-error-model`` writes a new one.
+    """
+    if checkpoint_path is None:
+        return UNCALIBRATED
+    path = sidecar_path(checkpoint_path)
+    if not path.is_file():
+        return UNCALIBRATED
+    try:
+        model = load_error_model(path)
+    except ErrorModelError:
+        return UNCALIBRATED
+    return model if list(model.class_names) == list(class_names) else UNCALIBRATED
+
+
+def fit_error_model(
+    evidences: Sequence[ErrorEvidence],
+    wrong: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    typical_ml: dict[int, float],
+    l2: float = DEFAULT_L2,
+    fitted_on: dict[str, Any] | None = None,
+) -> ErrorModel:
+    """Fit on the candidates of several predictions; ``wrong[i]`` is a bool per candidate of ``evidences[i]``.
+
+    Rows may be a subset of the candidates (e.g. those within the error band): pass the evidence
+    already restricted (see ``ErrorEvidence.subset``).
+    """
+    import torch
+
+    names = design_names(len(class_names))
+    matrix = np.concatenate([design_matrix(e, names) for e in evidences], axis=0)
+    target = np.concatenate([np.asarray(w, dtype=np.float32) for w in wrong])
+    if len(matrix) != len(target):
+        raise ValueError(f"{len(matrix)} rows of evidence but {len(target)} labels")
+    if target.min(initial=1.0) == target.max(initial=0.0):
+        raise ErrorModelError("the training data hold no errors (or only errors): nothing to learn from")
+    mean = matrix.mean(axis=0)
+    scale = matrix.std(axis=0)
+    scale[scale < 1e-6] = 1.0  # a column constant in the training data gets no weight to speak of
+    x = torch.from_numpy((matrix - mean) / scale)
+    y = torch.from_numpy(target)
+    weights = torch.zeros(x.shape[1], dtype=torch.float32, requires_grad=True)
+    bias = torch.zeros(1, dtype=torch.float32, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss_value():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ weights + bias, y)
+        loss = loss + l2 * (weights**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(loss_value)
+    record = {"rows": int(len(target)), "error_rate": float(target.mean()), "l2": l2}
+    record["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return ErrorModel(
+        class_names=list(class_names),
+        columns=names,
+        mean=mean.astype(float).tolist(),
+        scale=scale.astype(float).tolist(),
+        weights=weights.detach().numpy().astype(float).tolist(),
+        bias=float(bias.detach()[0]),
+        typical_ml={int(k): float(v) for k, v in typical_ml.items()},
+        fitted_on={**record, **(fitted_on or {})},
+    )

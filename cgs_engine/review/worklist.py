@@ -1,0 +1,137 @@
+"""Which scan to correct next: one score per scan and per organ, from one forward pass per scan.
+
+A scan's score is 1 - the mean estimated Dice of its organs (``likely_wrong.ErrorEstimate``):
+the worse the model likely did, the higher, and the more a correction of it would teach the
+model. Per organ the worklist keeps the likely wrong volume (mL) and the estimated Dice, so a
+reviewer opening the scan knows which organ to start with. Scans that cannot be read keep
+their one-line reason and go to the end of the list.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cgs_engine.errors import CGSError
+
+
+@dataclass
+class ScanScore:
+    path: str
+    score: float  # 1 - mean estimated Dice; NaN when the scan could not be scored
+    calibrated: bool = False  # the organ volumes are expected wrong mL (else only an order)
+    likely_wrong_ml: float = 0.0
+    organs: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> figures, see OrganErrors
+    seconds: float = 0.0
+    problem: str | None = None  # why it could not be scored
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    @property
+    def found_no_organ(self) -> bool:
+        """Read and predicted, but no organ was predicted: nothing to estimate a Dice from."""
+        return self.problem is None and math.isnan(self.score)
+
+    def worst_organ(self) -> str | None:
+        """The organ with the most likely wrong volume."""
+        if not self.organs:
+            return None
+        return max(self.organs, key=lambda organ: self.organs[organ]["likely_wrong_ml"])
+
+    def describe(self) -> str:
+        """One line: score, the likely wrong volume and the worst organ, or the problem."""
+        if self.problem:
+            return f"{self.name}: not scored ({self.problem})"
+        if self.found_no_organ:
+            return f"{self.name}: no organ found (the model may not know this anatomy)"
+        worst = self.worst_organ()
+        organ = (
+            "" if worst is None else f"; worst {worst} (est. Dice {self.organs[worst]['estimated_dice']:.2f})"
+        )
+        volume = f", likely wrong {self.likely_wrong_ml:.1f} mL" if self.calibrated else " (uncalibrated)"
+        return f"{self.name}: score {self.score:.3f}{volume}{organ}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["score"] = None if math.isnan(self.score) else self.score
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScanScore:
+        score = data.get("score")
+        return cls(
+            path=str(data["path"]),
+            score=float("nan") if score is None else float(score),
+            calibrated=bool(data.get("calibrated", False)),
+            likely_wrong_ml=float(data.get("likely_wrong_ml", 0.0)),
+            organs={
+                str(k): {str(n): float(v) for n, v in f.items()}
+                for k, f in (data.get("organs") or {}).items()
+            },
+            seconds=float(data.get("seconds", 0.0)),
+            problem=data.get("problem"),
+        )
+
+
+def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
+    """The scans of a folder: its image files and its sub-folders holding a DICOM series, sorted."""
+    from cgs_engine.io.formats import describe_supported, is_supported_path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CGSError(f"{folder}: no such folder")
+    scans = [path for path in sorted(folder.iterdir()) if is_supported_path(path)]
+    if not scans:
+        raise CGSError(f"{folder}: no scans in this folder ({describe_supported()})")
+    return scans
+
+
+def score_scan(predictor: Any, path: str | os.PathLike) -> ScanScore:
+    """Read and predict one scan (one forward pass, with the maps) and score it; never raises CGSError."""
+    from cgs_engine.io import read_volume
+
+    started = time.perf_counter()
+    try:
+        volume = read_volume(path)
+        prediction = predictor.predict(volume, maps=True)
+    except CGSError as error:
+        return ScanScore(str(path), float("nan"), problem=str(error))
+    errors = prediction.errors
+    if errors is None:
+        return ScanScore(str(path), float("nan"), problem="the model has no specialist heads to score with")
+    return ScanScore(
+        path=str(path),
+        score=errors.scan_score(),
+        calibrated=errors.calibrated,
+        likely_wrong_ml=errors.likely_wrong_ml(),
+        organs=errors.organ_table(list(prediction.class_names)),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def score_scans(
+    predictor: Any,
+    paths: Iterable[str | os.PathLike],
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[ScanScore]:
+    """Score scans one at a time (a generator, so a worker can show each as it comes and stop between)."""
+    for path in paths:
+        if cancel is not None and cancel():
+            return
+        yield score_scan(predictor, path)
+
+
+def ordered(scores: Iterable[ScanScore]) -> list[ScanScore]:
+    """Worst scan first; then the scans where no organ was found, then those that could not be
+    scored (both in their order): an unreadable file must not hide a scan that was predicted."""
+    scored, no_organ, unscored = [], [], []
+    for score in scores:
+        (unscored if score.problem else no_organ if score.found_no_organ else scored).append(score)
+    return sorted(scored, key=lambda s: -s.score) + no_organ + unscored

@@ -1,0 +1,164 @@
+"""The worklist (`cgs review --worklist`, `cgs project worklist`) and `cgs review --fit-error-model`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from review_model import GEOMETRY, NAMES, checkpoint, image
+
+from cgs_engine.checkpoint import save_checkpoint
+from cgs_engine.cli.main import main
+from cgs_engine.io import write_volume
+from cgs_engine.project import Project
+from cgs_engine.project.worklist import WORKLIST_FILE, project_worklist
+from cgs_engine.review import worklist
+from cgs_engine.review.error_model import load_error_model, sidecar_path
+from cgs_engine.review.worklist import ScanScore, ordered
+from cgs_engine.volume import Volume
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    path = tmp_path / "model.pt"
+    save_checkpoint(checkpoint(), path)
+    return path
+
+
+def _scans(folder: Path, count: int = 3) -> list[Path]:
+    folder.mkdir()
+    paths = []
+    for index in range(count):
+        scan = image()
+        scan[:, :, : 4 * index] = 0.0  # each scan a little different
+        path = folder / f"scan{index}.nii.gz"
+        write_volume(Volume(scan, GEOMETRY), path)
+        paths.append(path)
+    return paths
+
+
+def _prior(folder: Path, cases: int = 2) -> Path:
+    """A prior folder (prior.json + images + labels) in the model's classes."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    entries = []
+    for index in range(cases):
+        labels = np.zeros((8, 32, 32), np.uint8)
+        labels[2:6, 8 + index : 20, 8:20] = 1
+        labels[3:5, 22:26, 10:14] = 2
+        labels[3:5, 4:7, 24:28] = 3
+        write_volume(Volume(image(), GEOMETRY), folder / "images" / f"c{index}.nii.gz")
+        write_volume(Volume(labels, GEOMETRY, "labels"), folder / "labels" / f"c{index}.nii.gz")
+        entries.append(
+            {
+                "name": f"c{index}",
+                "image": f"images/c{index}.nii.gz",
+                "labels": f"labels/c{index}.nii.gz",
+                "split": "train",
+            }
+        )
+    manifest = {"format": "napari-cgs-prior", "format_version": 1, "class_names": NAMES, "cases": entries}
+    (folder / "prior.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_worklist_of_a_folder_orders_scans_worst_first(tmp_path, model, capsys):
+    _scans(tmp_path / "scans")
+    (tmp_path / "scans" / "notes.txt").write_text("not a scan")
+    (tmp_path / "scans" / "broken.nii.gz").write_bytes(b"not a volume")
+    report = tmp_path / "worklist.json"
+    assert (
+        main(["review", "--worklist", str(tmp_path / "scans"), "--model", str(model), "--json", str(report)])
+        == 0
+    )
+    printed = capsys.readouterr()
+    assert "no calibrated error model" in printed.err and "scan0.nii.gz" in printed.out
+    rows = json.loads(report.read_text())["scans"]
+    assert len(rows) == 4 and rows[-1]["path"].endswith("broken.nii.gz") and rows[-1]["problem"]
+    scores = [row["score"] for row in rows[:3]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert set(rows[0]["organs"]) == {"a", "b", "c"}
+    assert {"predicted_ml", "likely_wrong_ml", "likely_missed_ml", "estimated_dice"} <= set(
+        rows[0]["organs"]["a"]
+    )
+
+
+def test_worklist_bad_arguments_are_one_line(tmp_path, model, capsys):
+    (tmp_path / "empty").mkdir()
+    for arguments, message in (
+        (["review", "--worklist", str(tmp_path / "empty"), "--model", str(model)], "no scans"),
+        (["review", "--worklist", str(tmp_path / "missing"), "--model", str(model)], "no such folder"),
+        (["review", "--worklist", str(tmp_path / "empty")], "needs --model"),
+        (["review"], "give one of"),
+        (["review", "x_disagreement.nii.gz", "--worklist", str(tmp_path)], "give one of"),
+        (["review", "--fit-error-model", str(model), "--l2", "-1"], "--l2"),
+    ):
+        assert main(arguments) == 2
+        error = capsys.readouterr().err.strip()
+        assert message in error and len(error.splitlines()) == 1, error
+
+
+def test_ordering_puts_unscored_scans_last():
+    good, bad, worse, empty = (
+        ScanScore("a", 0.2),
+        ScanScore("b", float("nan"), problem="unreadable"),
+        ScanScore("c", 0.5),
+        ScanScore("d", float("nan")),  # predicted, but no organ found
+    )
+    assert empty.found_no_organ and not bad.found_no_organ and "no organ found" in empty.describe()
+    assert [s.path for s in ordered([good, bad, worse, empty])] == ["c", "a", "d", "b"]
+    again = ScanScore.from_dict(json.loads(json.dumps(bad.to_dict())))
+    assert math.isnan(again.score) and again.problem == "unreadable"
+
+
+def test_project_worklist_scores_each_scan_once(tmp_path, model, monkeypatch, capsys):
+    scans = _scans(tmp_path / "scans")
+    project = Project.create(tmp_path / "proj", NAMES, _normalization(), base_model=model, prior_data=None)
+    project.add_unlabeled(scans)
+    calls = []
+    real = worklist.score_scan
+
+    def counted(predictor, path):
+        calls.append(Path(path).name)
+        return real(predictor, path)
+
+    monkeypatch.setattr("cgs_engine.project.worklist.score_scan", counted)
+    first = project_worklist(project)
+    assert len(calls) == 3 and (project.folder / WORKLIST_FILE).is_file()
+    assert [s.score for s in first] == sorted((s.score for s in first), reverse=True)
+    second = project_worklist(project)
+    assert len(calls) == 3 and [s.path for s in second] == [s.path for s in first]  # from the cache
+    scans[1].write_bytes(scans[0].read_bytes())  # a scan changed on disk: listed with its reason
+    third = project_worklist(project)
+    assert third[-1].path == str(scans[1]) and "changed" in third[-1].problem
+    capsys.readouterr()
+    assert main(["project", "worklist", str(project.folder), "--rescore"]) == 0
+    assert len(calls) == 5 and "scan" in capsys.readouterr().out
+
+
+def _normalization():
+    from cgs_engine.normalize import Normalization
+
+    return Normalization(mode="identity")
+
+
+def test_fit_error_model_writes_the_sidecar_from_the_prior_data(tmp_path, model, capsys):
+    prior = _prior(tmp_path / "model.prior")
+    assert main(["review", "--fit-error-model", str(model), "--l2", "0.001"]) == 0
+    fitted = load_error_model(sidecar_path(model))
+    assert fitted.fitted_on["cases"] == ["c0", "c1"] and fitted.fitted_on["prior_data"] == prior.name
+    assert fitted.class_names == NAMES and set(fitted.typical_ml) == {1, 2, 3}
+    before = sidecar_path(model).read_bytes()
+    assert main(["review", "--fit-error-model", str(model)]) == 2  # exists: refused, kept
+    assert "already exists" in capsys.readouterr().err and sidecar_path(model).read_bytes() == before
+    # a project made from the model keeps its calibration beside version v0001
+    project = Project.create(tmp_path / "proj", NAMES, _normalization(), base_model=model, prior_data=None)
+    assert sidecar_path(project.active_model_path()).read_bytes() == before
+
+
+def test_fit_without_prior_data_is_one_line(tmp_path, model, capsys):
+    assert main(["review", "--fit-error-model", str(model)]) == 2
+    assert "no prior data found" in capsys.readouterr().err
