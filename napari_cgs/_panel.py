@@ -53,6 +53,7 @@ from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
 
 from ._correct_section import CorrectSection
+from ._fit import breakable, fit_to_dock
 from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
 from ._prediction_layers import (
     disagreement_layer_name,
@@ -319,9 +320,10 @@ class CGSPanel(QWidget):
         for box in (*sections, self.retrain_section, self.dicom_section):
             layout.addWidget(box)
         layout.addStretch(1)
+        fit_to_dock(content)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        # Content follows the dock's width; long texts wrap (paths are elided) instead of scrolling.
+        # Content follows the dock's width; long texts wrap (see _fit.breakable) instead of scrolling.
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(content)
         outer = QVBoxLayout(self)
@@ -679,8 +681,8 @@ class CGSPanel(QWidget):
         self._show_session(f"Session autosaved at {time.strftime('%H:%M:%S')} (hover for the file).", path)
 
     def _show_session(self, text: str, detail: str = "") -> None:
-        """Short text in the panel (paths do not wrap), the full path in its tooltip."""
-        self.session_label.setText(text)
+        """Short text in the panel (long file names wrap anywhere), the full path in its tooltip."""
+        self.session_label.setText(breakable(text))
         self.session_label.setToolTip(detail or "Where the review session of this image is saved.")
 
     # ================================================================= teardown
