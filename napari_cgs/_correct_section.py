@@ -242,7 +242,7 @@ class CorrectSection(WorkerSection):
     # ------------------------------------------------------------------ state
     def refresh(self) -> None:
         names = list(self.panel.class_names)
-        colours = class_rgba(self.panel.checkpoint.class_colors if self.panel.checkpoint else [], len(names))
+        colours = class_rgba(self.panel.class_colors, len(names))
         current = self.organ_choice.currentData()
         self.organ_choice.blockSignals(True)
         self.organ_choice.clear()

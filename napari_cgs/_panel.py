@@ -23,6 +23,8 @@ Signals: ``prediction_finished(object)`` (PredictionResult, or None when cancell
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +53,12 @@ from cgs_engine.io.formats import extension_of
 from cgs_engine.review import ReviewState, slice_profile
 from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
+from cgs_engine.volume import Volume
 
 from ._correct_section import CorrectSection
 from ._fit import breakable, fit_to_dock
 from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
 from ._prediction_layers import (
-    disagreement_layer_name,
     ensure_labels_layer,
     export_labels,
     export_targets,
@@ -73,7 +75,7 @@ from ._prediction_layers import (
 )
 from ._retrain import RetrainSection
 from ._review import ReviewController, ReviewQueueWidget
-from ._session import SessionAutosave, find_session
+from ._session import SessionAutosave, find_session, saved_prediction_of
 from ._workers import PredictionJob, PredictionResult
 
 BUNDLED_MODEL = Path(__file__).parent / "models" / "default.pt"
@@ -122,6 +124,14 @@ def choose_checkpoint_path(parent: QWidget | None) -> str | None:
     return path or None
 
 
+def local_time(saved: str) -> str:
+    """A session's UTC ISO time as the clock on the wall shows it (``2026-12-04 14:32``)."""
+    try:
+        return datetime.fromisoformat(saved).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return saved or "an unknown time"
+
+
 def describe_checkpoint(checkpoint: ModelCheckpoint) -> str:
     organs = ", ".join(checkpoint.class_names[1:])
     created = checkpoint.created[:10] if checkpoint.created else "unknown date"
@@ -158,6 +168,8 @@ class CGSPanel(QWidget):
         self.tracker: EditTracker | None = None  # the user's edits of labels_layer, undo-aware
         self.prediction_labels: np.ndarray | None = None  # the generalist's labels, for "back to it"
         self.class_names: list[str] = []
+        self.class_colors: list[list[int]] = []  # RGB per class id of the labels on screen
+        self.prediction_id = ""  # the saved prediction (maps) the labels on screen came from
         self._fingerprint = ""
         self._edit_flags = {"writing": False}
         self._models: list[tuple[str, str]] = []
@@ -177,11 +189,13 @@ class CGSPanel(QWidget):
         self.queue.skip_requested.connect(self.autosave.save_now)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_images)
-        self._refresh_images()
+        # The model first: an image already open may restore its session at once (its colours then
+        # come from the session, and older sessions without them from this model).
         if BUNDLED_MODEL.is_file():
             self.load_checkpoint(BUNDLED_MODEL, label="Bundled model")
         else:
             self._show_model(None)
+        self._refresh_images()
 
     # ================================================================= layout
     def _build(self) -> None:
@@ -485,8 +499,9 @@ class CGSPanel(QWidget):
             self.prediction_finished.emit(None)
             return
         prediction = result.prediction
-        colours = self.checkpoint.class_colors if self.checkpoint else []
-        self.class_names = list(prediction.class_names)
+        colours = [list(c) for c in (self.checkpoint.class_colors if self.checkpoint else [])]
+        self.class_names, self.class_colors = list(prediction.class_names), colours
+        self.prediction_id = uuid.uuid4().hex
         keep = self._voxels_to_keep(image_layer)
         # what the user reviewed so far stays reviewed; a re-run never marks anything new
         reviewed = self.review_mask() if keep is not None and self.tracks_image(image_layer) else None
@@ -507,6 +522,17 @@ class CGSPanel(QWidget):
         state = ReviewState(result.regions, shape=image_layer.data.shape, review_mask=reviewed)
         self.review.start(image_layer, state, result.component_map, result.profile, self.class_names)
         self.viewer.layers.selection.active = labels
+        self.autosave.save_prediction(
+            {
+                "prediction_id": self.prediction_id,
+                "image_fingerprint": self._fingerprint,
+                "labels": self.prediction_labels,
+                "specialist_maps": {name: v.array for name, v in prediction.specialist_maps.items()},
+                "disagreement": None if prediction.disagreement is None else prediction.disagreement.array,
+                "class_names": self.class_names,
+                "class_colors": self.class_colors,
+            }
+        )
         self.status_label.setText(
             f"Pre-segmented {image_layer.name} in {prediction.seconds:.1f} s: {written} voxels changed"
             f"{'' if keep is None else ' (your edits kept)'}, {len(result.regions)} uncertain regions. "
@@ -561,8 +587,7 @@ class CGSPanel(QWidget):
         layer = find_labels_layer(self.viewer, image_layer)
         if layer is None and not create:
             return None
-        colours = self.checkpoint.class_colors if self.checkpoint else []
-        layer = ensure_labels_layer(self.viewer, image_layer, self.class_names, colours)
+        layer = ensure_labels_layer(self.viewer, image_layer, self.class_names, self.class_colors)
         if not same_layer(layer, self.labels_layer):
             if self.labels_layer is not None:
                 self.labels_layer.events.paint.disconnect(self._on_paint)
@@ -598,9 +623,10 @@ class CGSPanel(QWidget):
         if existing and not confirm_overwrite(self, existing[0]):
             self.status_label.setText(f"Not exported: {existing[0].name} exists and was kept.")
             return []
-        colours = self.checkpoint.class_colors if self.checkpoint else []
         try:
-            written = export_labels(layer, path, self.class_names, colours, overwrite=bool(existing))
+            written = export_labels(
+                layer, path, self.class_names, self.class_colors, overwrite=bool(existing)
+            )
         except CGSError as error:
             self.status_label.setText(f"Export failed: {error}")
             return []
@@ -634,6 +660,8 @@ class CGSPanel(QWidget):
             "geometry": layer_geometry(image),
             "class_names": self.class_names,
             "component_map": self.review.component_map,
+            "class_colors": self.class_colors,
+            "prediction_id": self.prediction_id,
         }
 
     def _offer_session(self, image_layer: Any) -> None:
@@ -651,31 +679,77 @@ class CGSPanel(QWidget):
             )
 
     def restore_session(self) -> str | None:
-        """Load this image's saved labels and queue; returns the session path, None if there is none."""
+        """Load this image's saved labels, maps and queue; returns the session path, None if there is none.
+
+        Gives back what the user left: the labels in the colours they were drawn in, the specialist
+        and disagreement maps with the slice profile, the queue's decisions and position, and the
+        labels layer as the active layer (the brush paints at once).
+        """
         image_layer = self.image_layer
         session = None if image_layer is None else find_session(image_layer)
         if session is None:
             self._show_session("No saved session for this image.")
             return None
         self.class_names = list(session.class_names)
+        self.class_colors = self._colours_of(session)
+        saved, no_maps = saved_prediction_of(session)
+        self.prediction_id = session.prediction_id if saved is not None else ""
         with muted_edit_tracking(self._edit_flags):
             labels = self._adopt_labels_layer(image_layer, create=True)
             write_labels_undoable(labels, session.labels)
         self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are in the review state
-        disagreement = disagreement_layer_name(image_layer)
-        profile = (
-            slice_profile(self.viewer.layers[disagreement].data)
-            if disagreement in self.viewer.layers
-            else None
-        )
+        self.prediction_labels = None if saved is None else saved.labels
+        profile = self._show_saved_maps(image_layer, labels, saved)
         self.review.start(image_layer, session.review_state, session.component_map, profile, self.class_names)
-        self._show_session(
-            f"Restored the session saved {session.saved} ({session.path.name}).", str(session.path)
+        self._activate_labels(labels)
+        when = local_time(session.saved)
+        counts = session.review_state.counts()
+        self.status_label.setText(
+            breakable(
+                f"Restored your review of {image_layer.name} from {when}: {counts['accepted']} accepted, "
+                f"{counts['skipped']} skipped, {counts['pending']} to review"
+                + (f" (no maps: {no_maps}; pre-segment again to see them)." if saved is None else ".")
+            )
         )
+        self._show_session(f"Restored the session saved {when} ({session.path.name}).", str(session.path))
         self.autosave.path = session.path
         self._watch_window()
         self.session_restored.emit(str(session.path))
         return str(session.path)
+
+    def _activate_labels(self, labels: Any) -> None:
+        """Make ``labels`` the active layer, now and once more after the event being handled: a restore
+        runs while napari inserts the image, and napari then makes the inserted image active."""
+        self.viewer.layers.selection.active = labels
+
+        def again() -> None:
+            if labels in self.viewer.layers:
+                self.viewer.layers.selection.active = labels
+
+        QTimer.singleShot(0, again)
+
+    def _colours_of(self, session: Any) -> list[list[int]]:
+        """The session's own colours; for sessions saved without them, the model's when its classes match."""
+        if session.class_colors:
+            return [list(c) for c in session.class_colors]
+        checkpoint = self.checkpoint
+        if checkpoint is not None and list(checkpoint.class_names) == list(session.class_names):
+            return [list(c) for c in checkpoint.class_colors]
+        return []
+
+    def _show_saved_maps(self, image_layer: Any, labels: Any, saved: Any) -> np.ndarray | None:
+        """The saved prediction's map layers, stacked as after a pre-segmentation; the slice profile."""
+        if saved is None:
+            return None
+        geometry = layer_geometry(image_layer)
+        specialist = {name: Volume(array, geometry, "map") for name, array in saved.specialist_maps.items()}
+        disagreement = None if saved.disagreement is None else Volume(saved.disagreement, geometry, "map")
+        map_data = map_layer_data(image_layer, specialist, disagreement, self.class_names, self.class_colors)
+        maps = show_map_layers(self.viewer, map_data)
+        focus_name = focus_layer_name(image_layer)
+        focus = self.viewer.layers[focus_name] if focus_name in self.viewer.layers else None  # noqa: SIM401
+        stack_in_reading_order(self.viewer, image_layer, maps, [labels, focus])
+        return None if saved.disagreement is None else slice_profile(saved.disagreement)
 
     def _show_saved(self, path: str) -> None:
         self._show_session(f"Session autosaved at {time.strftime('%H:%M:%S')} (hover for the file).", path)
