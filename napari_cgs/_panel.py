@@ -51,6 +51,7 @@ from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Predictor
 from cgs_engine.io.formats import extension_of
 from cgs_engine.review import ReviewState, slice_profile
+from cgs_engine.review.carry import carry_over
 from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
@@ -505,6 +506,9 @@ class CGSPanel(QWidget):
         keep = self._voxels_to_keep(image_layer)
         # what the user reviewed so far stays reviewed; a re-run never marks anything new
         reviewed = self.review_mask() if keep is not None and self.tracks_image(image_layer) else None
+        # so do the queue's accepts, skips and position, unless the user asked to replace everything
+        continuing = not self.replace_button.isChecked() and self.tracks_image(image_layer)
+        previous = (self.review.state, self.review.component_map) if continuing else None
         labels = self._adopt_labels_layer(image_layer)
         with muted_edit_tracking(self._edit_flags):
             if labels is None:
@@ -520,6 +524,8 @@ class CGSPanel(QWidget):
         focus = self.viewer.layers[focus_name] if focus_name in self.viewer.layers else None  # noqa: SIM401
         stack_in_reading_order(self.viewer, image_layer, maps, [labels, focus])
         state = ReviewState(result.regions, shape=image_layer.data.shape, review_mask=reviewed)
+        if previous is not None:
+            state = carry_over(*previous, result.regions, result.component_map, state.review_mask)
         self.review.start(image_layer, state, result.component_map, result.profile, self.class_names)
         self.viewer.layers.selection.active = labels
         self.autosave.save_prediction(
