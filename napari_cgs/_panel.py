@@ -22,6 +22,7 @@ Signals: ``prediction_finished(object)`` (PredictionResult, or None when cancell
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import datetime
@@ -57,6 +58,7 @@ from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
 
 from ._correct_section import CorrectSection
+from ._display import DisplayControls, name_slice_axes
 from ._fit import breakable, fit_to_dock
 from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
 from ._prediction_layers import (
@@ -125,6 +127,11 @@ def choose_checkpoint_path(parent: QWidget | None) -> str | None:
     return path or None
 
 
+def writable_folder(folder: Path) -> bool:
+    """Whether new files can be made in ``folder`` (it exists, is a folder and we may write there)."""
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
 def local_time(saved: str) -> str:
     """A session's UTC ISO time as the clock on the wall shows it (``2026-12-04 14:32``)."""
     try:
@@ -172,12 +179,15 @@ class CGSPanel(QWidget):
         self.class_colors: list[list[int]] = []  # RGB per class id of the labels on screen
         self.prediction_id = ""  # the saved prediction (maps) the labels on screen came from
         self._fingerprint = ""
+        self._export_folder: Path | None = None  # where the last export went
         self._edit_flags = {"writing": False}
         self._models: list[tuple[str, str]] = []
         self._build()
         self.review = ReviewController(self.viewer, self.queue)
         self.review.bind_keys()
         self.correct_section.follow_review(self.review)
+        self.review.region_shown.connect(self.display.style_alternative)
+        self.display.bind_keys()
         self.autosave = SessionAutosave(self._session_snapshot, parent=self)
         self.autosave.saved.connect(self._show_saved)
         self.autosave.failed.connect(lambda reason: self._show_session(f"Autosave failed: {reason}", reason))
@@ -292,8 +302,11 @@ class CGSPanel(QWidget):
         run_layout.addWidget(self.scope_label)
 
         self.queue = ReviewQueueWidget()
+        self.display = DisplayControls(self)
         review_box = QGroupBox("3 · Review uncertain regions")
-        QVBoxLayout(review_box).addWidget(self.queue)
+        review_layout = QVBoxLayout(review_box)
+        review_layout.addWidget(self.queue)
+        review_layout.addWidget(self.display)
 
         self.export_button = QPushButton("Export labels…")
         self.export_button.setToolTip(
@@ -318,6 +331,11 @@ class CGSPanel(QWidget):
         row.addWidget(self.export_button)
         row.addWidget(self.restore_button)
         save_layout.addLayout(row)
+        self.export_status = QLabel()
+        self.export_status.setWordWrap(True)
+        self.export_status.setToolTip("What the last export did.")
+        self.export_status.setVisible(False)
+        save_layout.addWidget(self.export_status)
         save_layout.addWidget(self.session_label)
 
         self.correct_section = CorrectSection(self)
@@ -451,7 +469,14 @@ class CGSPanel(QWidget):
         if layer is None:
             return
         self._fingerprint = self.autosave.follow(layer)
+        name_slice_axes(self.viewer)
         self._offer_session(layer)
+        if self.review.state is None:  # not restored: the whole slice (napari frames the field of view)
+            QTimer.singleShot(0, self.display.whole_slice)
+            if self.checkpoint is not None:
+                self.status_label.setText(
+                    breakable(f"Ready: click Pre-segment to segment every organ in {layer.name}.")
+                )
 
     # ================================================================= pre-segmentation
     def presegment(self) -> PredictionJob | None:
@@ -528,6 +553,7 @@ class CGSPanel(QWidget):
             state = carry_over(*previous, result.regions, result.component_map, state.review_mask)
         self.review.start(image_layer, state, result.component_map, result.profile, self.class_names)
         self.viewer.layers.selection.active = labels
+        self.display.apply()
         self.autosave.save_prediction(
             {
                 "prediction_id": self.prediction_id,
@@ -615,10 +641,14 @@ class CGSPanel(QWidget):
 
     # ================================================================= export
     def export(self, path: str | Path | None = None) -> list[Path]:
-        """Write the labels layer and its class table; [] when cancelled or refused."""
+        """Write the labels layer and its class table; [] when cancelled or refused.
+
+        What happened is said in the Save section, where the user clicked, and the folder is
+        remembered for the next export's dialog.
+        """
         layer = self.labels_layer if self.labels_layer in self.viewer.layers else None
         if layer is None:
-            self.status_label.setText("Nothing to export yet: pre-segment (or restore a session) first.")
+            self._show_export("Nothing to export yet: pre-segment (or restore a session) first.")
             return []
         if path is None:
             path = choose_export_path(self, self._export_suggestion())
@@ -627,26 +657,41 @@ class CGSPanel(QWidget):
         targets = export_targets(path)
         existing = [target for target in targets if target.exists()]
         if existing and not confirm_overwrite(self, existing[0]):
-            self.status_label.setText(f"Not exported: {existing[0].name} exists and was kept.")
+            self._show_export(f"Not exported: {existing[0].name} exists and was kept.")
             return []
         try:
             written = export_labels(
                 layer, path, self.class_names, self.class_colors, overwrite=bool(existing)
             )
         except CGSError as error:
-            self.status_label.setText(f"Export failed: {error}")
+            self._show_export(f"Export failed: {error}")
             return []
-        self.status_label.setText(f"Exported {written[0]} and its class table {written[1].name}.")
+        self._export_folder = written[0].parent
+        self._show_export(
+            f"Exported {written[0].name} and its class table {written[1].name} to {written[0].parent}.",
+            str(written[0]),
+        )
         self.autosave.save_now()
         self.exported.emit(written)
         return written
 
+    def _show_export(self, text: str, detail: str = "") -> None:
+        self.export_status.setText(breakable(text))
+        self.export_status.setToolTip(detail or "What the last export did.")
+        self.export_status.setVisible(True)
+
     def _export_suggestion(self) -> Path:
-        """Beside the source image, in its own file format (NIfTI for DICOM folders and unsaved images)."""
+        """Beside the source image, in its own file format (NIfTI for DICOM folders and unsaved images).
+
+        A folder the user cannot write to (a read-only archive, a CD) is never proposed: then the
+        folder of the last export, else the home folder.
+        """
         source = (self.image_layer.metadata or {}).get(SOURCE_KEY) if self.image_layer is not None else None
         extension = (extension_of(source) if source else None) or ".nii.gz"
         name = f"{self.labels_layer.name.replace(' ', '_')}{extension}"
-        folder = Path(source).parent if source and Path(source).parent.is_dir() else Path.home()
+        candidates = [Path(source).parent] if source else []
+        candidates += [folder for folder in (self._export_folder,) if folder is not None]
+        folder = next((c for c in candidates if writable_folder(c)), Path.home())
         return folder / name
 
     # ================================================================= session
@@ -707,7 +752,9 @@ class CGSPanel(QWidget):
         self.prediction_labels = None if saved is None else saved.labels
         profile = self._show_saved_maps(image_layer, labels, saved)
         self.review.start(image_layer, session.review_state, session.component_map, profile, self.class_names)
+        self.display.apply()
         self._activate_labels(labels)
+        QTimer.singleShot(0, self.review.show_current)  # once the dock has its size: the panel may be new
         when = local_time(session.saved)
         counts = session.review_state.counts()
         self.status_label.setText(
@@ -795,6 +842,7 @@ class CGSPanel(QWidget):
         self.autosave.stop()
         self.review.disconnect_viewer()
         self.correct_section.unbind_keys()
+        self.display.unbind_keys()
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             emitter.disconnect(self._refresh_images)
         if self.labels_layer is not None:

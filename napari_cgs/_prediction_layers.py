@@ -36,6 +36,10 @@ MAP_RANGE = (0.0, 255.0)  # uint8 maps: 255 = probability 1, shown on that absol
 # Bright magenta: none of the OpenKBP organ colours (the Mandible is cyan) and brighter than any
 # purple in inferno, so the outline stands out over labels, maps and bone alike.
 FOCUS_COLOR = "#ff3cff"
+# The outline runs one voxel outside the region's box, a third of a voxel wide: it marks the
+# region without covering its edge voxels (napari draws shape edges in data units, voxels here).
+FOCUS_GAP = 1.0
+FOCUS_EDGE_WIDTH = 0.35
 FEATURE_CLASS = "class"
 SEPARATOR = " · "
 
@@ -253,8 +257,9 @@ def stack_in_reading_order(
 def focus_rectangles(bbox: Sequence[slice]) -> list[np.ndarray]:
     """One rectangle per slice of a region's (z, y, x) bounding box, in data (index) coordinates."""
     z_range, y_range, x_range = bbox
-    y0, y1 = y_range.start - 0.5, y_range.stop - 0.5  # voxel edges, so the outline encloses the voxels
-    x0, x1 = x_range.start - 0.5, x_range.stop - 0.5
+    # voxel edges, then a gap: the outline encloses the region's voxels without covering any
+    y0, y1 = y_range.start - 0.5 - FOCUS_GAP, y_range.stop - 0.5 + FOCUS_GAP
+    x0, x1 = x_range.start - 0.5 - FOCUS_GAP, x_range.stop - 0.5 + FOCUS_GAP
     return [
         np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], dtype=float)
         for z in range(z_range.start, z_range.stop)
@@ -269,7 +274,9 @@ def show_focus(viewer: Any, image_layer: Any, bbox: Sequence[slice] | None) -> A
         layer = viewer.layers[name]
         layer.data = []
         if rectangles:
-            layer.add_rectangles(rectangles, edge_color=FOCUS_COLOR, face_color="transparent", edge_width=1)
+            layer.add_rectangles(
+                rectangles, edge_color=FOCUS_COLOR, face_color="transparent", edge_width=FOCUS_EDGE_WIDTH
+            )
         return layer
     kwargs = labels_kwargs_like(image_layer, name=name)
     kwargs.pop("metadata")
@@ -279,7 +286,7 @@ def show_focus(viewer: Any, image_layer: Any, bbox: Sequence[slice] | None) -> A
         shape_type="rectangle",
         edge_color=FOCUS_COLOR,
         face_color="transparent",
-        edge_width=1,
+        edge_width=FOCUS_EDGE_WIDTH,
         metadata={KIND_KEY: "focus"},
         **kwargs,
     )
