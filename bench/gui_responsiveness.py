@@ -7,8 +7,13 @@ one core to the GUI) and, while training runs, records how late each tick of a 1
 fires. A second timer scrolls through the CT's slices every 50 ms, as a user would, so the
 canvas keeps redrawing (``--no-scroll`` leaves the viewer alone). A stall is a tick's lateness:
 the gap to the previous tick minus 10 ms. The same probe first runs without a retrain.
+``--load`` runs a second CPU-heavy process (a busy loop at napari's own priority) for the whole
+measurement, as on a machine where something else is working too; ``--paint`` pre-segments the
+CT and paints a stroke every second, as a user correcting labels. The figures are printed and
+saved to ``bench/results/gui_responsiveness-*.json``.
 
     xvfb-run -a python bench/gui_responsiveness.py [--seconds 60] [--idle-seconds 10] [--no-scroll]
+        [--paint] [--load [N]]
 
 Without a display it starts its own Xvfb (pyvirtualdisplay, as pytest-xvfb does). The base
 model is napari_cgs/models/default.pt when it exists, else an untrained CGS network of the
@@ -21,6 +26,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from common import save_results  # noqa: E402
+
 PROBE_MS = 10
 SCROLL_MS = 50
 
@@ -115,6 +125,25 @@ def run_event_loop(seconds: float, until=None) -> None:
     loop.exec()
 
 
+BUSY_LOOP = "while True:\n    pass"  # one core, all the time, at the priority it was started with
+
+
+def start_load(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(count)]
+
+
+def figures(stalls: np.ndarray) -> dict:
+    if stalls.size == 0:
+        return {"ticks": 0}
+    p50, p99 = np.percentile(stalls, [50, 99])
+    return {
+        "ticks": int(stalls.size),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "max_ms": float(stalls.max()),
+    }
+
+
 def describe(stalls: np.ndarray) -> str:
     if stalls.size == 0:
         return "no ticks"
@@ -135,6 +164,14 @@ def main() -> int:
         help="the panel flow: pre-segment the CT first, then paint a brush stroke every second "
         "(each stroke is tracked and autosaved 2 s later, as for a user correcting labels)",
     )
+    parser.add_argument(
+        "--load",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        help="run N (default 1) CPU-heavy processes at napari's priority during the whole measurement",
+    )
     args = parser.parse_args()
 
     display = None
@@ -144,9 +181,13 @@ def main() -> int:
         display = Display(backend="xvfb", size=(1400, 900), color_depth=24)
         display.start()
     work = Path(tempfile.mkdtemp(prefix="cgs-gui-bench-"))
+    load = start_load(args.load)
     try:
         return bench(args, work)
     finally:
+        for process in load:
+            process.kill()
+            process.wait()
         shutil.rmtree(work, ignore_errors=True)
         if display is not None:
             display.stop()
@@ -187,6 +228,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     if not args.no_scroll:
         scroller.start()
     activity = ("idle" if args.no_scroll else "scrolling") + (", painting" if painter else "")
+    activity += f", {args.load} busy process(es) beside" if args.load else ""
     probe = Probe()
     run_event_loop(2.0)  # first paint, layer loading
     idle = probe.run(args.idle_seconds)
@@ -211,6 +253,19 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     steps = max([m["step"] for m in seen if m["kind"] == "step"], default=0)
     print(f"retraining, {activity} ({args.seconds:.0f} s): {describe(busy)}")
     print(f"retrain steps done while probing: {steps} (logged every 10 steps)")
+    saved = save_results(
+        "gui_responsiveness",
+        {
+            "command": " ".join(sys.argv),
+            "activity": activity,
+            "cpus": os.cpu_count(),
+            "load_average_at_end": list(os.getloadavg()),
+            "no_retrain": figures(idle),
+            "retraining": figures(busy),
+            "retrain_steps_while_probing": steps,
+        },
+    )
+    print(f"saved {saved}")
 
     section.cancel_retrain()
     ended: list[dict] = []
