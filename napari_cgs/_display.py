@@ -29,6 +29,7 @@ OUTLINE, HEAT_MAP, OFF = "Outline", "Heat map", "Off"
 # Lime: not one of the 7 organs' colours nor the review box's magenta, and unlike white it stays
 # visible on bone in a soft-tissue window; an outline of disagreement must not pass for an organ's.
 OUTLINE_COLOUR = "#b4ff1e"
+OUTLINE_OPACITY = 0.7  # a little quieter than the organs' outlines: it is a hint, not a structure
 REVIEW_LEVEL = 128  # uint8 disagreement: 0.5, the review threshold
 KEY_WHOLE_SLICE = "Alt-W"
 SLICE_AXES = ("axial", "coronal", "sagittal")  # what moving each slider of a [z, y, x] volume steps through
@@ -146,7 +147,7 @@ class DisplayControls(QWidget):
         kwargs = labels_kwargs_like(image, name=name)
         kwargs["metadata"][KIND_KEY] = "disagreement"
         active = self.viewer.layers.selection.active
-        layer = self.viewer.add_labels(data, opacity=1.0, **kwargs)
+        layer = self.viewer.add_labels(data, opacity=OUTLINE_OPACITY, **kwargs)
         layer.colormap = DirectLabelColormap(
             color_dict={None: "transparent", 0: "transparent", 1: OUTLINE_COLOUR}
         )

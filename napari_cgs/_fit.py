@@ -96,6 +96,11 @@ def _cut_text(widget: QWidget) -> list[str]:
         needed = widget.minimumSizeHint().width()  # text, icon and margins (a radio's indicator too)
         if needed > widget.width():
             return [f"needs {needed} px, has {widget.width()}"]
+    if isinstance(widget, QAbstractSpinBox) and widget.text():
+        room = widget.lineEdit().width()
+        needed = metrics.horizontalAdvance(widget.text()) + 4  # the line edit's own margins
+        if needed > room:
+            return [f"value {widget.text()!r} needs {needed} px, has {room}"]
     if isinstance(widget, QListWidget) and widget.wordWrap():
         room = widget.viewport().width()
         for row in range(widget.count()):

@@ -180,6 +180,7 @@ class CGSPanel(QWidget):
         self.prediction_id = ""  # the saved prediction (maps) the labels on screen came from
         self._fingerprint = ""
         self._export_folder: Path | None = None  # where the last export went
+        self._frame_when_shown = False  # a session restored before the panel was on screen
         self._edit_flags = {"writing": False}
         self._models: list[tuple[str, str]] = []
         self._build()
@@ -754,7 +755,10 @@ class CGSPanel(QWidget):
         self.review.start(image_layer, session.review_state, session.component_map, profile, self.class_names)
         self.display.apply()
         self._activate_labels(labels)
-        QTimer.singleShot(0, self.review.show_current)  # once the dock has its size: the panel may be new
+        if self.isVisible():
+            QTimer.singleShot(0, self.review.show_current)  # the canvas may have changed size
+        else:  # restored while the panel is being docked: frame the region once the canvas has its size
+            self._frame_when_shown = True
         when = local_time(session.saved)
         counts = session.review_state.counts()
         self.status_label.setText(
@@ -816,6 +820,9 @@ class CGSPanel(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 (Qt override)
         super().showEvent(event)
         self._watch_window()
+        if self._frame_when_shown:
+            self._frame_when_shown = False
+            QTimer.singleShot(0, self.review.show_current)
 
     def _watch_window(self) -> None:
         """Watch the window the panel is docked in: closing it must not lose unsaved paint.

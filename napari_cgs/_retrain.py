@@ -236,9 +236,8 @@ class RetrainSection(QGroupBox):
         layout.addWidget(self.counts_label)
         layout.addLayout(self._row(self.add_button, self.unlabeled_button))
         self.budget_label = self._label("Budget", self.minutes_box.toolTip())
-        layout.addLayout(
-            self._row(self.budget_label, self.minutes_box, self.retrain_button, self.cancel_button)
-        )
+        layout.addLayout(self._row(self.budget_label, self.minutes_box))
+        layout.addLayout(self._row(self.retrain_button, self.cancel_button))
         self.cap_label = self._label("", "A retrain also stops at this many iterations (project setting).")
         self.cap_label.setStyleSheet("color: #9a9a9a;")
         layout.addWidget(self.cap_label)

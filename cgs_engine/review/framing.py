@@ -23,6 +23,7 @@ MIN_FIELD_MM = 120.0  # never closer than a 12 cm field of view ...
 MIN_FIELD_VOXELS = 40  # ... nor than 40 voxels across (4.7 mm voxels: 19 cm, a head at the neck)
 BODY_SLICES = 12  # slices looked at to find the body
 OPENING_VOXELS = 2  # removes couch rails and tubes a few voxels thin
+EDGE_VOXELS = 3  # a view kept on the body may show this much beyond its edge (the skin, the review box)
 
 
 def review_field(
@@ -45,8 +46,8 @@ def review_field(
     largest = np.array([max(part.stop - part.start, 1) for part in bounds], dtype=float) * spacing
     field = np.minimum(field, np.maximum(largest, extent_mm))
     centre = (start + stop - 1) / 2
-    low = np.array([part.start for part in bounds], dtype=float) - 0.5
-    high = np.array([part.stop for part in bounds], dtype=float) - 0.5
+    low = np.array([part.start for part in bounds], dtype=float) - 0.5 - EDGE_VOXELS
+    high = np.array([part.stop for part in bounds], dtype=float) - 0.5 + EDGE_VOXELS
     half = field / spacing / 2
     inside = high - low >= 2 * half  # room to keep the whole field on the body along this axis
     centre[inside] = np.clip(centre, low + half, high - half)[inside]

@@ -67,6 +67,7 @@ def test_a_restored_session_with_a_long_file_name_keeps_the_panel_in_its_dock(
     image = viewer.add_image(array, name="unsaved scan")  # no source file: the session goes home
     fx.presegment(qtbot, panel, image)
     panel.autosave.flush()
+    settle()  # the "autosaved" notice of that save, before the session is restored
     assert len(next(home_sessions.iterdir()).name.split(".")[0]) == 64
     viewer.layers.clear()
     viewer.add_image(np.array(array), name="unsaved scan")  # the same voxels: restored by itself
@@ -77,4 +78,78 @@ def test_a_restored_session_with_a_long_file_name_keeps_the_panel_in_its_dock(
     panel.queue.skip_button.setFocus()  # focus on a control at the right edge: nothing slides
     settle()
     assert scroll.horizontalScrollBar().value() == 0
+    panel.autosave.stop()
+
+
+class RecordedRetrain:
+    """Stands in for the worker process: hands the section the messages a real retrain sends."""
+
+    def __init__(self, folder, messages):
+        self.log_path = folder / "worker.log"
+        self.pid = 0
+        self._messages = list(messages)
+
+    def poll_messages(self):
+        messages, self._messages = self._messages[:1], self._messages[1:]
+        return messages
+
+    def cancel(self):
+        pass
+
+
+RUNNING = [
+    {"kind": "stage", "stage": "preparing data"},
+    {"kind": "start", "total": None, "minutes": 10.0, "max_iterations": 300, "heldout": ["ct_slab~heldout"]},
+    {"kind": "step", "step": 48, "progress": 0.16, "loss_total": 0.5123},
+    {"kind": "val", "step": 48, "dice_mean": 0.6123},
+]
+ENDED = {
+    "kind": "cancelled",
+    "version": "v0002",
+    "activated": False,
+    "reason": "held-out Dice 61.2 is below the active model's 63.0 (tolerance 0.0): kept as rejected",
+    "steps": 48,
+}
+
+
+def test_every_state_fits_at_1280_by_800(
+    qtbot, make_napari_viewer, tiny_checkpoint, home_sessions, sample_slab_path, tmp_path, monkeypatch
+):
+    """Pre-segmented, reviewing (outlines, a region decided), retraining and its outcome."""
+    import cgs_engine.project as project_module
+
+    viewer, panel = shown_panel(make_napari_viewer)
+    panel.load_checkpoint(tiny_checkpoint)
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    settle()
+    assert layout_problems(panel) == []
+    panel.review.accept()
+    panel.display.labels_style.setCurrentText("Outlines")
+    settle()
+    assert layout_problems(panel) == []
+
+    section = panel.retrain_section
+    assert section.create_project(tmp_path / "a project with a rather long folder name") is not None
+    assert section.add_correction()
+    qtbot.waitUntil(lambda: not section._busy, timeout=60_000)
+    recorded = RecordedRetrain(tmp_path, RUNNING)
+    monkeypatch.setattr(project_module, "start_retrain_process", lambda *args, **kwargs: recorded)
+    section.timer.setInterval(10)
+    seen, ended = [], []
+    section.retrain_message.connect(seen.append)
+    section.retrain_ended.connect(ended.append)
+    assert section.start_retrain() is recorded
+    qtbot.waitUntil(lambda: len(seen) == len(RUNNING), timeout=10_000)
+    settle()
+    assert "ends at 10 min or 300 iterations" in plain(section.progress_label.text())
+    assert "after 300 iterations" in plain(section.cap_label.text())
+    assert layout_problems(panel) == []
+    recorded._messages.append(ENDED)  # the user pressed Cancel; the worker kept a version
+    qtbot.waitUntil(lambda: bool(ended), timeout=10_000)
+    settle()
+    assert plain(section.status_label.text()).startswith(
+        "Retrain cancelled after 48 iterations: v0002 kept inactive"
+    )
+    assert layout_problems(panel) == []
     panel.autosave.stop()
