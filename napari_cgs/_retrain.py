@@ -62,7 +62,14 @@ from ._changes_layer import show_changes_layer
 from ._fit import breakable
 from ._prediction_layers import image_volume
 from ._retrain_link import PanelLink, link_to_panel
-from ._retrain_text import RetrainProgress, outcome_headline, outcome_text, version_text, version_tooltip
+from ._retrain_text import (
+    RetrainProgress,
+    budget_text,
+    outcome_headline,
+    outcome_text,
+    version_text,
+    version_tooltip,
+)
 
 POLL_MS = 250
 NOT_ALLOWED_IN_NAMES = re.compile(r"[^\w .()+-]")
@@ -342,12 +349,16 @@ class RetrainSection(QGroupBox):
             self._use_version_in_panel(active)
         self.project_opened.emit(str(project.folder))
 
-    def _show_cap(self) -> None:
-        """The budget states both limits: the minutes above and the iteration cap of the recipe."""
+    def _iteration_cap(self) -> int | None:
+        """The recipe's max_iterations (the project's own setting first): a timed retrain stops there too."""
         from cgs_engine.project.retrain import RETRAIN_DEFAULTS
 
         train = (self.project.settings.get("train") or {}) if self.project is not None else {}
-        cap = train.get("max_iterations", RETRAIN_DEFAULTS["max_iterations"])
+        return train.get("max_iterations", RETRAIN_DEFAULTS["max_iterations"])
+
+    def _show_cap(self) -> None:
+        """The budget states both limits: the minutes above and the iteration cap of the recipe."""
+        cap = self._iteration_cap()
         self.cap_label.setText(
             f"Stops at the budget or after {cap} iterations, whichever comes first." if cap else ""
         )
@@ -543,7 +554,7 @@ class RetrainSection(QGroupBox):
         self._automatic = automatic
         self.progress = RetrainProgress()
         self._progress_bar = progress(total=iterations or 100, desc=f"Retraining {project.folder.name}")
-        budget = f"{iterations} iterations" if iterations else f"{minutes:g} min"
+        budget = f"{iterations} iterations" if iterations else budget_text(minutes, self._iteration_cap())
         how = "Automatic retrain" if automatic else "Retrain"
         self._say(
             f"{how} started ({budget}) in a separate process; napari stays usable.",
