@@ -25,7 +25,7 @@ def test_the_helper_fills_like_the_filter_in_process_and_survives_being_killed()
         assert through_helper.changed[1:6].any()
 
         helper._process.kill()  # the helper dies (out of memory, killed by the user) ...
-        helper._process.join()
+        helper._process.wait()
         again = fill_between_slices(labels, 3, interpolate=helper)  # ... and the next call starts a new one
         np.testing.assert_array_equal(again.labels, in_process.labels)
     finally:
