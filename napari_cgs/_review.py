@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._prediction_layers import FOCUS_COLOR, show_focus
+from ._prediction_layers import FOCUS_COLOR, follow_focus, show_focus
 
 BODY_MARGIN = 1.08  # the whole-slice view leaves a little room around the body
 
@@ -295,6 +295,7 @@ class ReviewController(QObject):
         widget.region_clicked.connect(self.go_to)
         widget.slice_requested.connect(self.go_to_slice)
         viewer.dims.events.point.connect(self._follow_slice)
+        viewer.dims.events.ndisplay.connect(self._follow_slice)  # the outline is 2D-view only
 
     # ----------------------------------------------------------------- setup
     def start(
@@ -328,6 +329,7 @@ class ReviewController(QObject):
         for key in self._key_actions():
             self.viewer.bind_key(key, None, overwrite=True)
         self.viewer.dims.events.point.disconnect(self._follow_slice)
+        self.viewer.dims.events.ndisplay.disconnect(self._follow_slice)
 
     def _key_actions(self) -> dict[str, Any]:
         return {
@@ -420,3 +422,4 @@ class ReviewController(QObject):
             return
         z_index = self.image_layer.world_to_data(self.viewer.dims.point)[0]
         self.widget.profile.set_current(int(round(z_index)))
+        follow_focus(self.viewer, self.image_layer)

@@ -77,10 +77,10 @@ def test_the_review_box_leaves_the_regions_edge_voxels_uncovered(qtbot, viewer_a
     fx.presegment(qtbot, panel, image)
     region = panel.review.state.current()
     focus = viewer.layers[focus_layer_name(image)]
-    rectangle = np.asarray(focus.data[0])
+    rectangle = np.asarray(focus.data[0])[:, -2:]  # (y, x) voxel coordinates of its corners
     half_edge = np.max(focus.edge_width) / 2
     _, y_range, x_range = region.bbox
-    assert rectangle[:, 1].min() + half_edge < y_range.start - 0.5  # the line stays outside the voxels
-    assert rectangle[:, 1].max() - half_edge > y_range.stop - 0.5
-    assert rectangle[:, 2].min() + half_edge < x_range.start - 0.5
-    assert rectangle[:, 2].max() - half_edge > x_range.stop - 0.5
+    assert rectangle[:, 0].min() + half_edge < y_range.start - 0.5  # the line stays outside the voxels
+    assert rectangle[:, 0].max() - half_edge > y_range.stop - 0.5
+    assert rectangle[:, 1].min() + half_edge < x_range.start - 0.5
+    assert rectangle[:, 1].max() - half_edge > x_range.stop - 0.5
