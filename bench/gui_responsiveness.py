@@ -7,8 +7,13 @@ one core to the GUI) and, while training runs, records how late each tick of a 1
 fires. A second timer scrolls through the CT's slices every 50 ms, as a user would, so the
 canvas keeps redrawing (``--no-scroll`` leaves the viewer alone). A stall is a tick's lateness:
 the gap to the previous tick minus 10 ms. The same probe first runs without a retrain.
+``--load`` runs a second CPU-heavy process (a busy loop at napari's own priority) for the whole
+measurement, as on a machine where something else is working too; ``--paint`` pre-segments the
+CT and paints a stroke every second, as a user correcting labels. The figures are printed and
+saved to ``bench/results/gui_responsiveness-*.json``.
 
     xvfb-run -a python bench/gui_responsiveness.py [--seconds 60] [--idle-seconds 10] [--no-scroll]
+        [--paint] [--load [N]]
 
 Without a display it starts its own Xvfb (pyvirtualdisplay, as pytest-xvfb does). The base
 model is napari_cgs/models/default.pt when it exists, else an untrained CGS network of the
@@ -21,6 +26,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from common import save_results  # noqa: E402
+
 PROBE_MS = 10
 SCROLL_MS = 50
 
@@ -90,16 +100,22 @@ class Probe:
         from qtpy.QtCore import Qt, QTimer
 
         self.ticks: list[float] = []
+        self.cpu_share = 0.0
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(PROBE_MS)
         self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
 
     def run(self, seconds: float) -> np.ndarray:
+        """Stalls in ms; ``self.cpu_share``: the GUI thread's own CPU time per second meanwhile."""
         self.ticks = []
+        cpu, wall = time.thread_time(), time.perf_counter()
         self.timer.start()
         run_event_loop(seconds)
         self.timer.stop()
+        # CPU the GUI thread itself used (redraws, slicing, the panel): what a busy machine must find
+        # for it, whatever else runs; unlike stalls, it hardly depends on the load
+        self.cpu_share = (time.thread_time() - cpu) / (time.perf_counter() - wall)
         gaps_ms = np.diff(np.asarray(self.ticks)) * 1000
         return np.clip(gaps_ms - PROBE_MS, 0, None)
 
@@ -113,6 +129,25 @@ def run_event_loop(seconds: float, until=None) -> None:
     if until is not None:
         until(loop.quit)
     loop.exec()
+
+
+BUSY_LOOP = "while True:\n    pass"  # one core, all the time, at the priority it was started with
+
+
+def start_load(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(count)]
+
+
+def figures(stalls: np.ndarray) -> dict:
+    if stalls.size == 0:
+        return {"ticks": 0}
+    p50, p99 = np.percentile(stalls, [50, 99])
+    return {
+        "ticks": int(stalls.size),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "max_ms": float(stalls.max()),
+    }
 
 
 def describe(stalls: np.ndarray) -> str:
@@ -135,6 +170,14 @@ def main() -> int:
         help="the panel flow: pre-segment the CT first, then paint a brush stroke every second "
         "(each stroke is tracked and autosaved 2 s later, as for a user correcting labels)",
     )
+    parser.add_argument(
+        "--load",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        help="run N (default 1) CPU-heavy processes at napari's priority during the whole measurement",
+    )
     args = parser.parse_args()
 
     display = None
@@ -144,9 +187,13 @@ def main() -> int:
         display = Display(backend="xvfb", size=(1400, 900), color_depth=24)
         display.start()
     work = Path(tempfile.mkdtemp(prefix="cgs-gui-bench-"))
+    load = start_load(args.load)
     try:
         return bench(args, work)
     finally:
+        for process in load:
+            process.kill()
+            process.wait()
         shutil.rmtree(work, ignore_errors=True)
         if display is not None:
             display.stop()
@@ -187,10 +234,14 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     if not args.no_scroll:
         scroller.start()
     activity = ("idle" if args.no_scroll else "scrolling") + (", painting" if painter else "")
+    activity += f", {args.load} busy process(es) beside" if args.load else ""
     probe = Probe()
     run_event_loop(2.0)  # first paint, layer loading
     idle = probe.run(args.idle_seconds)
-    print(f"no retrain, {activity} ({args.idle_seconds:.0f} s): {describe(idle)}")
+    idle_cpu = probe.cpu_share
+    print(
+        f"no retrain, {activity} ({args.idle_seconds:.0f} s): {describe(idle)}; GUI thread CPU {idle_cpu:.0%}"
+    )
 
     seen: list[dict] = []
     section.retrain_message.connect(seen.append)
@@ -209,8 +260,22 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     print(f"worker: pid {process.pid}, {worker_threads()} thread(s), nice 10; {seen[-1].get('runtime')}")
     busy = probe.run(args.seconds)
     steps = max([m["step"] for m in seen if m["kind"] == "step"], default=0)
-    print(f"retraining, {activity} ({args.seconds:.0f} s): {describe(busy)}")
+    busy_cpu = probe.cpu_share
+    print(f"retraining, {activity} ({args.seconds:.0f} s): {describe(busy)}; GUI thread CPU {busy_cpu:.0%}")
     print(f"retrain steps done while probing: {steps} (logged every 10 steps)")
+    saved = save_results(
+        "gui_responsiveness",
+        {
+            "command": " ".join(sys.argv),
+            "activity": activity,
+            "cpus": os.cpu_count(),
+            "load_average_at_end": list(os.getloadavg()),
+            "no_retrain": {**figures(idle), "gui_thread_cpu_share": idle_cpu},
+            "retraining": {**figures(busy), "gui_thread_cpu_share": busy_cpu},
+            "retrain_steps_while_probing": steps,
+        },
+    )
+    print(f"saved {saved}")
 
     section.cancel_retrain()
     ended: list[dict] = []

@@ -26,11 +26,14 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from cgs_engine.edit.interpolate_process import shared_interpolation
 from cgs_engine.errors import CGSError
+from cgs_engine.review.state import EDITED
 
 from ._layers import layer_geometry
 from ._prediction_layers import SEPARATOR, class_rgba, labels_kwargs_like, specialist_layer_name
 from ._section import WorkerSection
+from ._tool_preview import ToolPreview, nothing_changed_text, run_and_summarise
 
 KEY_TAKE_SPECIALISTS = "Alt-T"
 KEY_BACK_TO_PREDICTION = "Alt-G"
@@ -48,6 +51,8 @@ VIEWS = {
     "Sagittal": ((2, 0, 1), ("up", "right")),
 }
 WHOLE_ORGAN, REVIEW_REGION = "whole organ", "current review region"
+# Tool defaults (mm); on a coarser image they start at one in-plane voxel instead (see _fit_to_voxels)
+SMOOTH_MM, MARGIN_MM = 1.0, 2.0
 
 
 def alternative_layer_name(image_layer: Any) -> str:
@@ -61,11 +66,13 @@ def colour_icon(rgba: np.ndarray) -> QIcon:
 
 
 # ------------------------------------------------------------------ what the workers run (engine calls)
-def run_tool(tool: str, labels: np.ndarray, class_id: int, spacing_zyx, region, value: float):
+def run_tool(
+    tool: str, labels: np.ndarray, class_id: int, spacing_zyx, region, value: float, interpolate=None
+):
     from cgs_engine import edit
 
     if tool == "fill-between-slices":
-        return edit.fill_between_slices(labels, class_id, region=region)
+        return edit.fill_between_slices(labels, class_id, region=region, interpolate=interpolate)
     if tool == "keep-largest":
         return edit.keep_largest_island(labels, class_id, region=region)
     if tool == "remove-islands":
@@ -124,8 +131,14 @@ class CorrectSection(WorkerSection):
         for button in (self.whole_button, self.region_button):
             self.scope_group.addButton(button)
         self.islands_ml = self._spin(0.5, 0.01, 1000.0, " mL", "Islands smaller than this are removed.")
-        self.smooth_mm = self._spin(1.0, 0.1, 20.0, " mm", "Gaussian smoothing strength (sigma).")
-        self.margin_mm = self._spin(2.0, 0.1, 50.0, " mm", "How far to grow or shrink the organ.")
+        self.smooth_mm = self._spin(SMOOTH_MM, 0.1, 20.0, " mm", "Gaussian smoothing strength (sigma).")
+        self.margin_mm = self._spin(MARGIN_MM, 0.1, 50.0, " mm", "How far to grow or shrink the organ.")
+        self._voxel_defaults = {self.smooth_mm: SMOOTH_MM, self.margin_mm: MARGIN_MM}  # as last set by us
+        self.voxel_note = QLabel()
+        self.voxel_note.setWordWrap(True)
+        self.voxel_note.setStyleSheet("color: #9a9a9a;")
+        self.voxel_note.setToolTip("Grow, Shrink and Smooth by less than one voxel change nothing.")
+        self.preview = ToolPreview(self.viewer, on_closed=self.refresh)
         self.tool_buttons = {
             "fill-between-slices": self._button(
                 "Fill between slices",
@@ -134,12 +147,14 @@ class CorrectSection(WorkerSection):
             ),
             "keep-largest": self._button(
                 "Keep largest island",
-                "Remove every part of the organ not connected to its largest piece.",
+                "Remove every part of the organ not connected to its largest piece (shown first: "
+                "Apply or Discard).",
                 lambda: self.apply_tool("keep-largest"),
             ),
             "remove-islands": self._button(
                 "Remove islands <",
-                "Remove the organ's pieces smaller than the volume on the right.",
+                "Remove the organ's pieces smaller than the volume on the right (shown first: Apply or "
+                "Discard).",
                 lambda: self.apply_tool("remove-islands"),
             ),
             "fill-holes": self._button(
@@ -194,8 +209,8 @@ class CorrectSection(WorkerSection):
         row.addWidget(self.organ_choice, 1)
         layout.addLayout(row)
         layout.addWidget(self.legend)
+        layout.addWidget(QLabel("Tools act on"))
         row = QHBoxLayout()
-        row.addWidget(QLabel("Tools act on"))
         row.addWidget(self.whole_button)
         row.addWidget(self.region_button)
         layout.addLayout(row)
@@ -211,6 +226,8 @@ class CorrectSection(WorkerSection):
         grid.addWidget(self.tool_buttons["shrink"], 4, 1)
         grid.addWidget(self.margin_mm, 5, 1)
         layout.addLayout(grid)
+        layout.addWidget(self.voxel_note)
+        layout.addWidget(self.preview)
         layout.addWidget(self.take_button)
         layout.addWidget(self.back_button)
         row = QHBoxLayout()
@@ -246,7 +263,7 @@ class CorrectSection(WorkerSection):
     # ------------------------------------------------------------------ state
     def refresh(self) -> None:
         names = list(self.panel.class_names)
-        colours = class_rgba(self.panel.checkpoint.class_colors if self.panel.checkpoint else [], len(names))
+        colours = class_rgba(self.panel.class_colors, len(names))
         current = self.organ_choice.currentData()
         self.organ_choice.blockSignals(True)
         self.organ_choice.clear()
@@ -264,14 +281,37 @@ class CorrectSection(WorkerSection):
             )
         )
         ready = self.panel.labels_layer is not None and bool(names)
-        busy = self.worker is not None
+        busy = self.worker is not None or self.preview.pending
         for button in self.tool_buttons.values():
             button.setEnabled(ready and not busy)
         if hasattr(self, "prompt_tools"):
             self.prompt_tools.set_enabled(ready, busy)
+        if ready:
+            self._fit_to_voxels()
+            shared_interpolation().start()  # load ITK in its helper process before the first fill
+        elif self.preview.pending:
+            self.preview.discard()
         has_maps = self._maps() is not None
         self.take_button.setEnabled(ready and has_maps and not busy)
         self.back_button.setEnabled(ready and self.panel.prediction_labels is not None and not busy)
+
+    def _fit_to_voxels(self) -> None:
+        """Grow, Shrink and Smooth start at one voxel of this image; say so."""
+        image = self.panel.image_layer
+        if image is None:
+            return
+        spacing_zyx = tuple(layer_geometry(image).spacing[::-1])
+        one_voxel = float(np.ceil(max(spacing_zyx[1:]) * 10) / 10)  # in-plane, 0.1 mm up
+        for box, default in ((self.smooth_mm, SMOOTH_MM), (self.margin_mm, MARGIN_MM)):
+            if abs(box.value() - self._voxel_defaults[box]) < 1e-9:  # not changed by the user
+                self._voxel_defaults[box] = max(default, one_voxel)
+                box.setValue(self._voxel_defaults[box])
+        z, y, x = spacing_zyx
+        coarse = one_voxel > min(SMOOTH_MM, MARGIN_MM)
+        self.voxel_note.setText(
+            f"Voxels {x:.1f} × {y:.1f} × {z:.1f} mm: Grow, Shrink or Smooth by less than {one_voxel:g} mm "
+            f"change nothing in-plane{', so they start at one voxel' if coarse else ''}."
+        )
 
     def organ(self) -> int | None:
         value = self.organ_choice.currentData()
@@ -305,15 +345,38 @@ class CorrectSection(WorkerSection):
         spacing_zyx = tuple(layer_geometry(image).spacing[::-1])
         labels = np.array(layer.data, copy=True)
         name = self.organ_choice.currentText()
+        what = f"{self.tool_buttons[tool].text()} on {name}"
+        helper = shared_interpolation()
+        waiting = ""
+        if tool == "fill-between-slices" and not helper.ready:
+            waiting = " (ITK's contour interpolation is still loading in its helper process: about 10 s)"
+        amount = value if tool in ("smooth", "grow", "shrink") else None
         return self._start(
-            run_tool,
-            (tool, labels, class_id, spacing_zyx, self._region(), value),
-            f"{self.tool_buttons[tool].text()} on {name}…",
-            # only the voxels the tool changed: paint made meanwhile stays
-            lambda result: self._write(
-                f"{self.tool_buttons[tool].text()} on {name}", result.labels, result.changed
-            ),
+            run_and_summarise,
+            (run_tool, tool, labels, class_id, spacing_zyx, self._region(), value, helper),
+            f"{what}…{waiting}",
+            lambda outcome: self._tool_done(what, tool, name, amount, spacing_zyx, labels, outcome),
         )
+
+    def _tool_done(self, what, tool, organ, amount, spacing_zyx, before, outcome) -> None:
+        result, summary, removed = outcome
+        if not summary.added and not summary.removed:
+            self.status.setText(nothing_changed_text(what, amount, spacing_zyx))
+            self.edited.emit(what, 0)
+            return
+        if removed is None:
+            self._write(what, result.labels, result.changed)  # only the voxels the tool changed
+            return
+        image = self.panel.image_layer
+        self.preview.offer(
+            image,
+            f"{what} would remove {summary.removal_text(organ)}, drawn in white. Apply writes it "
+            "(Ctrl+Z undoes it), Discard leaves the labels as they are.",
+            removed,
+            lambda: self._write(what, result.labels, result.changed, unchanged_since=before),
+        )
+        self.status.setText(f"{what}: waiting for Apply or Discard.")
+        self.refresh()
 
     # ------------------------------------------------------------------ the specialists' version
     def _maps(self) -> dict[int, np.ndarray] | None:
@@ -380,8 +443,13 @@ class CorrectSection(WorkerSection):
         if layer is None or maps is None or region is None:
             self._report("No review region with specialist maps on screen.")
             return
-        labels, _ = region_alternative(np.asarray(layer.data), maps, region.bbox, inside)
-        self._write(f"Specialists' version taken in region {region.id}", labels)
+        current = np.asarray(layer.data)
+        labels, changed = region_alternative(current, maps, region.bbox, inside)
+        mask = self.panel.review_mask()
+        yours = changed & (mask == EDITED) if mask is not None else np.zeros_like(changed)
+        kept = int(np.count_nonzero(yours))
+        note = f" Kept {kept:,} voxels you edited (the brush or Alt+G changes them)." if kept else ""
+        self._write(f"Specialists' version taken in region {region.id}", labels, changed & ~yours, note)
 
     def back_to_prediction(self) -> None:
         from cgs_engine.review.alternative import take_in_region
@@ -416,15 +484,32 @@ class CorrectSection(WorkerSection):
         camera_of(self.viewer).orientation2d = orientation
 
     # ------------------------------------------------------------------ writing and workers
-    def _write(self, what: str, new_labels: np.ndarray, changed_only: np.ndarray | None = None) -> int:
-        """One undo step through the layer's own history; the panel's tracker marks the edits."""
+    def _write(
+        self,
+        what: str,
+        new_labels: np.ndarray,
+        changed_only: np.ndarray | None = None,
+        note: str = "",
+        unchanged_since: np.ndarray | None = None,
+    ) -> int:
+        """One undo step through the layer's own history; the panel's tracker marks the edits.
+
+        ``changed_only``: write only these voxels; ``unchanged_since``: and only where the labels still
+        hold these values (a preview applied after the user painted keeps the paint).
+        """
         from ._prediction_layers import write_labels_undoable
 
         layer = self.panel.labels_layer
         if layer is None:
             return 0
         keep = None if changed_only is None else ~changed_only
+        if unchanged_since is not None:
+            moved_on = np.asarray(layer.data) != unchanged_since
+            keep = moved_on if keep is None else keep | moved_on
         changed = write_labels_undoable(layer, new_labels, keep=keep)
-        self.status.setText(f"{what}: {changed:,} voxels changed (Ctrl+Z undoes it).")
+        if changed:
+            self.status.setText(f"{what}: {changed:,} voxels changed (Ctrl+Z undoes it).{note}")
+        else:
+            self.status.setText(f"{what} changed nothing. Nothing to undo.{note}")
         self.edited.emit(what, changed)
         return changed

@@ -23,7 +23,10 @@ Signals: ``prediction_finished(object)`` (PredictionResult, or None when cancell
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +53,17 @@ from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Predictor
 from cgs_engine.io.formats import extension_of
 from cgs_engine.review import ReviewState, slice_profile
+from cgs_engine.review.carry import carry_over
 from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
+from cgs_engine.volume import Volume
 
 from ._correct_section import CorrectSection
+from ._display import DisplayControls, name_slice_axes
+from ._fit import breakable, fit_to_dock
 from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
 from ._likely_wrong import LikelyWrongSummary
 from ._prediction_layers import (
-    disagreement_layer_name,
     ensure_labels_layer,
     export_labels,
     export_targets,
@@ -74,7 +80,7 @@ from ._prediction_layers import (
 )
 from ._retrain import RetrainSection
 from ._review import ReviewController, ReviewQueueWidget
-from ._session import SessionAutosave, find_session
+from ._session import SessionAutosave, find_session, saved_prediction_of
 from ._workers import PredictionJob, PredictionResult
 from ._worklist import WorklistSection
 
@@ -124,6 +130,19 @@ def choose_checkpoint_path(parent: QWidget | None) -> str | None:
     return path or None
 
 
+def writable_folder(folder: Path) -> bool:
+    """Whether new files can be made in ``folder`` (it exists, is a folder and we may write there)."""
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def local_time(saved: str) -> str:
+    """A session's UTC ISO time as the clock on the wall shows it (``2026-12-04 14:32``)."""
+    try:
+        return datetime.fromisoformat(saved).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return saved or "an unknown time"
+
+
 def describe_checkpoint(checkpoint: ModelCheckpoint) -> str:
     organs = ", ".join(checkpoint.class_names[1:])
     created = checkpoint.created[:10] if checkpoint.created else "unknown date"
@@ -163,13 +182,19 @@ class CGSPanel(QWidget):
         self.tracker: EditTracker | None = None  # the user's edits of labels_layer, undo-aware
         self.prediction_labels: np.ndarray | None = None  # the generalist's labels, for "back to it"
         self.class_names: list[str] = []
+        self.class_colors: list[list[int]] = []  # RGB per class id of the labels on screen
+        self.prediction_id = ""  # the saved prediction (maps) the labels on screen came from
         self._fingerprint = ""
+        self._export_folder: Path | None = None  # where the last export went
+        self._frame_when_shown = False  # a session restored before the panel was on screen
         self._edit_flags = {"writing": False}
         self._models: list[tuple[str, str]] = []
         self._build()
         self.review = ReviewController(self.viewer, self.queue)
         self.review.bind_keys()
         self.correct_section.follow_review(self.review)
+        self.review.region_shown.connect(self.display.style_alternative)
+        self.display.bind_keys()
         self.autosave = SessionAutosave(self._session_snapshot, parent=self)
         self.autosave.saved.connect(self._show_saved)
         self.autosave.failed.connect(lambda reason: self._show_session(f"Autosave failed: {reason}", reason))
@@ -182,11 +207,13 @@ class CGSPanel(QWidget):
         self.queue.skip_requested.connect(self.autosave.save_now)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_images)
-        self._refresh_images()
+        # The model first: an image already open may restore its session at once (its colours then
+        # come from the session, and older sessions without them from this model).
         if BUNDLED_MODEL.is_file():
             self.load_checkpoint(BUNDLED_MODEL, label="Bundled model")
         else:
             self._show_model(None)
+        self._refresh_images()
 
     # ================================================================= layout
     def _build(self) -> None:
@@ -282,11 +309,13 @@ class CGSPanel(QWidget):
         run_layout.addWidget(self.scope_label)
 
         self.queue = ReviewQueueWidget()
+        self.display = DisplayControls(self)
         review_box = QGroupBox("3 · Review uncertain regions")
         review_layout = QVBoxLayout(review_box)
         review_layout.addWidget(self.queue)
         self.likely_wrong = LikelyWrongSummary()  # per organ "likely wrong: N mL" (_likely_wrong)
         review_layout.addWidget(self.likely_wrong)
+        review_layout.addWidget(self.display)
 
         self.export_button = QPushButton("Export labels…")
         self.export_button.setToolTip(
@@ -311,6 +340,11 @@ class CGSPanel(QWidget):
         row.addWidget(self.export_button)
         row.addWidget(self.restore_button)
         save_layout.addLayout(row)
+        self.export_status = QLabel()
+        self.export_status.setWordWrap(True)
+        self.export_status.setToolTip("What the last export did.")
+        self.export_status.setVisible(False)
+        save_layout.addWidget(self.export_status)
         save_layout.addWidget(self.session_label)
 
         self.correct_section = CorrectSection(self)
@@ -329,9 +363,10 @@ class CGSPanel(QWidget):
         for box in (*sections, self.retrain_section, self.dicom_section, self.worklist_section):
             layout.addWidget(box)
         layout.addStretch(1)
+        fit_to_dock(content)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        # Content follows the dock's width; long texts wrap (paths are elided) instead of scrolling.
+        # Content follows the dock's width; long texts wrap (see _fit.breakable) instead of scrolling.
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(content)
         outer = QVBoxLayout(self)
@@ -445,7 +480,14 @@ class CGSPanel(QWidget):
         if layer is None:
             return
         self._fingerprint = self.autosave.follow(layer)
+        name_slice_axes(self.viewer)
         self._offer_session(layer)
+        if self.review.state is None:  # not restored: the whole slice (napari frames the field of view)
+            QTimer.singleShot(0, self.display.whole_slice)
+            if self.checkpoint is not None:
+                self.status_label.setText(
+                    breakable(f"Ready: click Pre-segment to segment every organ in {layer.name}.")
+                )
 
     # ================================================================= pre-segmentation
     def presegment(self) -> PredictionJob | None:
@@ -494,11 +536,15 @@ class CGSPanel(QWidget):
             self.prediction_finished.emit(None)
             return
         prediction = result.prediction
-        colours = self.checkpoint.class_colors if self.checkpoint else []
-        self.class_names = list(prediction.class_names)
+        colours = [list(c) for c in (self.checkpoint.class_colors if self.checkpoint else [])]
+        self.class_names, self.class_colors = list(prediction.class_names), colours
+        self.prediction_id = uuid.uuid4().hex
         keep = self._voxels_to_keep(image_layer)
         # what the user reviewed so far stays reviewed; a re-run never marks anything new
         reviewed = self.review_mask() if keep is not None and self.tracks_image(image_layer) else None
+        # so do the queue's accepts, skips and position, unless the user asked to replace everything
+        continuing = not self.replace_button.isChecked() and self.tracks_image(image_layer)
+        previous = (self.review.state, self.review.component_map) if continuing else None
         labels = self._adopt_labels_layer(image_layer)
         with muted_edit_tracking(self._edit_flags):
             if labels is None:
@@ -514,9 +560,23 @@ class CGSPanel(QWidget):
         focus = self.viewer.layers[focus_name] if focus_name in self.viewer.layers else None  # noqa: SIM401
         stack_in_reading_order(self.viewer, image_layer, maps, [labels, focus])
         state = ReviewState(result.regions, shape=image_layer.data.shape, review_mask=reviewed)
+        if previous is not None:
+            state = carry_over(*previous, result.regions, result.component_map, state.review_mask)
         self.review.start(image_layer, state, result.component_map, result.profile, self.class_names)
         self.likely_wrong.show_estimate(prediction.errors, self.class_names)
         self.viewer.layers.selection.active = labels
+        self.display.apply()
+        self.autosave.save_prediction(
+            {
+                "prediction_id": self.prediction_id,
+                "image_fingerprint": self._fingerprint,
+                "labels": self.prediction_labels,
+                "specialist_maps": {name: v.array for name, v in prediction.specialist_maps.items()},
+                "disagreement": None if prediction.disagreement is None else prediction.disagreement.array,
+                "class_names": self.class_names,
+                "class_colors": self.class_colors,
+            }
+        )
         self.status_label.setText(
             f"Pre-segmented {image_layer.name} in {prediction.seconds:.1f} s: {written} voxels changed"
             f"{'' if keep is None else ' (your edits kept)'}, {len(result.regions)} uncertain regions. "
@@ -571,8 +631,7 @@ class CGSPanel(QWidget):
         layer = find_labels_layer(self.viewer, image_layer)
         if layer is None and not create:
             return None
-        colours = self.checkpoint.class_colors if self.checkpoint else []
-        layer = ensure_labels_layer(self.viewer, image_layer, self.class_names, colours)
+        layer = ensure_labels_layer(self.viewer, image_layer, self.class_names, self.class_colors)
         if not same_layer(layer, self.labels_layer):
             if self.labels_layer is not None:
                 self.labels_layer.events.paint.disconnect(self._on_paint)
@@ -594,10 +653,14 @@ class CGSPanel(QWidget):
 
     # ================================================================= export
     def export(self, path: str | Path | None = None) -> list[Path]:
-        """Write the labels layer and its class table; [] when cancelled or refused."""
+        """Write the labels layer and its class table; [] when cancelled or refused.
+
+        What happened is said in the Save section, where the user clicked, and the folder is
+        remembered for the next export's dialog.
+        """
         layer = self.labels_layer if self.labels_layer in self.viewer.layers else None
         if layer is None:
-            self.status_label.setText("Nothing to export yet: pre-segment (or restore a session) first.")
+            self._show_export("Nothing to export yet: pre-segment (or restore a session) first.")
             return []
         if path is None:
             path = choose_export_path(self, self._export_suggestion())
@@ -606,25 +669,41 @@ class CGSPanel(QWidget):
         targets = export_targets(path)
         existing = [target for target in targets if target.exists()]
         if existing and not confirm_overwrite(self, existing[0]):
-            self.status_label.setText(f"Not exported: {existing[0].name} exists and was kept.")
+            self._show_export(f"Not exported: {existing[0].name} exists and was kept.")
             return []
-        colours = self.checkpoint.class_colors if self.checkpoint else []
         try:
-            written = export_labels(layer, path, self.class_names, colours, overwrite=bool(existing))
+            written = export_labels(
+                layer, path, self.class_names, self.class_colors, overwrite=bool(existing)
+            )
         except CGSError as error:
-            self.status_label.setText(f"Export failed: {error}")
+            self._show_export(f"Export failed: {error}")
             return []
-        self.status_label.setText(f"Exported {written[0]} and its class table {written[1].name}.")
+        self._export_folder = written[0].parent
+        self._show_export(
+            f"Exported {written[0].name} and its class table {written[1].name} to {written[0].parent}.",
+            str(written[0]),
+        )
         self.autosave.save_now()
         self.exported.emit(written)
         return written
 
+    def _show_export(self, text: str, detail: str = "") -> None:
+        self.export_status.setText(breakable(text))
+        self.export_status.setToolTip(detail or "What the last export did.")
+        self.export_status.setVisible(True)
+
     def _export_suggestion(self) -> Path:
-        """Beside the source image, in its own file format (NIfTI for DICOM folders and unsaved images)."""
+        """Beside the source image, in its own file format (NIfTI for DICOM folders and unsaved images).
+
+        A folder the user cannot write to (a read-only archive, a CD) is never proposed: then the
+        folder of the last export, else the home folder.
+        """
         source = (self.image_layer.metadata or {}).get(SOURCE_KEY) if self.image_layer is not None else None
         extension = (extension_of(source) if source else None) or ".nii.gz"
         name = f"{self.labels_layer.name.replace(' ', '_')}{extension}"
-        folder = Path(source).parent if source and Path(source).parent.is_dir() else Path.home()
+        candidates = [Path(source).parent] if source else []
+        candidates += [folder for folder in (self._export_folder,) if folder is not None]
+        folder = next((c for c in candidates if writable_folder(c)), Path.home())
         return folder / name
 
     # ================================================================= session
@@ -644,6 +723,8 @@ class CGSPanel(QWidget):
             "geometry": layer_geometry(image),
             "class_names": self.class_names,
             "component_map": self.review.component_map,
+            "class_colors": self.class_colors,
+            "prediction_id": self.prediction_id,
         }
 
     def _offer_session(self, image_layer: Any) -> None:
@@ -661,44 +742,98 @@ class CGSPanel(QWidget):
             )
 
     def restore_session(self) -> str | None:
-        """Load this image's saved labels and queue; returns the session path, None if there is none."""
+        """Load this image's saved labels, maps and queue; returns the session path, None if there is none.
+
+        Gives back what the user left: the labels in the colours they were drawn in, the specialist
+        and disagreement maps with the slice profile, the queue's decisions and position, and the
+        labels layer as the active layer (the brush paints at once).
+        """
         image_layer = self.image_layer
         session = None if image_layer is None else find_session(image_layer)
         if session is None:
             self._show_session("No saved session for this image.")
             return None
         self.class_names = list(session.class_names)
+        self.class_colors = self._colours_of(session)
+        saved, no_maps = saved_prediction_of(session)
+        self.prediction_id = session.prediction_id if saved is not None else ""
         with muted_edit_tracking(self._edit_flags):
             labels = self._adopt_labels_layer(image_layer, create=True)
             write_labels_undoable(labels, session.labels)
         self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are in the review state
-        disagreement = disagreement_layer_name(image_layer)
-        profile = (
-            slice_profile(self.viewer.layers[disagreement].data)
-            if disagreement in self.viewer.layers
-            else None
-        )
+        self.prediction_labels = None if saved is None else saved.labels
+        profile = self._show_saved_maps(image_layer, labels, saved)
         self.review.start(image_layer, session.review_state, session.component_map, profile, self.class_names)
-        self._show_session(
-            f"Restored the session saved {session.saved} ({session.path.name}).", str(session.path)
+        self.display.apply()
+        self._activate_labels(labels)
+        if self.isVisible():
+            QTimer.singleShot(0, self.review.show_current)  # the canvas may have changed size
+        else:  # restored while the panel is being docked: frame the region once the canvas has its size
+            self._frame_when_shown = True
+        when = local_time(session.saved)
+        counts = session.review_state.counts()
+        self.status_label.setText(
+            breakable(
+                f"Restored your review of {image_layer.name} from {when}: {counts['accepted']} accepted, "
+                f"{counts['skipped']} skipped, {counts['pending']} to review"
+                + (f" (no maps: {no_maps}; pre-segment again to see them)." if saved is None else ".")
+            )
         )
+        self._show_session(f"Restored the session saved {when} ({session.path.name}).", str(session.path))
         self.autosave.path = session.path
         self._watch_window()
         self.session_restored.emit(str(session.path))
         return str(session.path)
 
+    def _activate_labels(self, labels: Any) -> None:
+        """Make ``labels`` the active layer, now and once more after the event being handled: a restore
+        runs while napari inserts the image, and napari then makes the inserted image active."""
+        self.viewer.layers.selection.active = labels
+
+        def again() -> None:
+            if labels in self.viewer.layers:
+                self.viewer.layers.selection.active = labels
+
+        QTimer.singleShot(0, again)
+
+    def _colours_of(self, session: Any) -> list[list[int]]:
+        """The session's own colours; for sessions saved without them, the model's when its classes match."""
+        if session.class_colors:
+            return [list(c) for c in session.class_colors]
+        checkpoint = self.checkpoint
+        if checkpoint is not None and list(checkpoint.class_names) == list(session.class_names):
+            return [list(c) for c in checkpoint.class_colors]
+        return []
+
+    def _show_saved_maps(self, image_layer: Any, labels: Any, saved: Any) -> np.ndarray | None:
+        """The saved prediction's map layers, stacked as after a pre-segmentation; the slice profile."""
+        if saved is None:
+            return None
+        geometry = layer_geometry(image_layer)
+        specialist = {name: Volume(array, geometry, "map") for name, array in saved.specialist_maps.items()}
+        disagreement = None if saved.disagreement is None else Volume(saved.disagreement, geometry, "map")
+        map_data = map_layer_data(image_layer, specialist, disagreement, self.class_names, self.class_colors)
+        maps = show_map_layers(self.viewer, map_data)
+        focus_name = focus_layer_name(image_layer)
+        focus = self.viewer.layers[focus_name] if focus_name in self.viewer.layers else None  # noqa: SIM401
+        stack_in_reading_order(self.viewer, image_layer, maps, [labels, focus])
+        return None if saved.disagreement is None else slice_profile(saved.disagreement)
+
     def _show_saved(self, path: str) -> None:
         self._show_session(f"Session autosaved at {time.strftime('%H:%M:%S')} (hover for the file).", path)
 
     def _show_session(self, text: str, detail: str = "") -> None:
-        """Short text in the panel (paths do not wrap), the full path in its tooltip."""
-        self.session_label.setText(text)
+        """Short text in the panel (long file names wrap anywhere), the full path in its tooltip."""
+        self.session_label.setText(breakable(text))
         self.session_label.setToolTip(detail or "Where the review session of this image is saved.")
 
     # ================================================================= teardown
     def showEvent(self, event) -> None:  # noqa: N802 (Qt override)
         super().showEvent(event)
         self._watch_window()
+        if self._frame_when_shown:
+            self._frame_when_shown = False
+            QTimer.singleShot(0, self.review.show_current)
 
     def _watch_window(self) -> None:
         """Watch the window the panel is docked in: closing it must not lose unsaved paint.
@@ -726,6 +861,7 @@ class CGSPanel(QWidget):
         self.autosave.stop()
         self.review.disconnect_viewer()
         self.correct_section.unbind_keys()
+        self.display.unbind_keys()
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             emitter.disconnect(self._refresh_images)
         if self.labels_layer is not None:

@@ -36,6 +36,13 @@ MAP_RANGE = (0.0, 255.0)  # uint8 maps: 255 = probability 1, shown on that absol
 # Bright magenta: none of the OpenKBP organ colours (the Mandible is cyan) and brighter than any
 # purple in inferno, so the outline stands out over labels, maps and bone alike.
 FOCUS_COLOR = "#ff3cff"
+# The outline runs one voxel outside the region's box, a third of a voxel wide: it marks the
+# region without covering its edge voxels (napari draws shape edges in data units, voxels here).
+FOCUS_GAP = 1.0
+FOCUS_EDGE_WIDTH = 0.35
+FOCUS_SLICES_KEY = "cgs_focus_slices"  # (start, stop) slice indices of the outlined region
+FOCUS_BOX_KEY = "cgs_focus_box"  # its rectangle(s), drawn when the 2D view is on
+FOCUS_DRAWN_KEY = "cgs_focus_drawn"  # whether the layer's shapes are those rectangles yet
 FEATURE_CLASS = "class"
 SEPARATOR = " · "
 
@@ -253,38 +260,120 @@ def stack_in_reading_order(
 def focus_rectangles(bbox: Sequence[slice]) -> list[np.ndarray]:
     """One rectangle per slice of a region's (z, y, x) bounding box, in data (index) coordinates."""
     z_range, y_range, x_range = bbox
-    y0, y1 = y_range.start - 0.5, y_range.stop - 0.5  # voxel edges, so the outline encloses the voxels
-    x0, x1 = x_range.start - 0.5, x_range.stop - 0.5
+    # voxel edges, then a gap: the outline encloses the region's voxels without covering any
+    y0, y1 = y_range.start - 0.5 - FOCUS_GAP, y_range.stop - 0.5 + FOCUS_GAP
+    x0, x1 = x_range.start - 0.5 - FOCUS_GAP, x_range.stop - 0.5 + FOCUS_GAP
     return [
         np.array([[z, y0, x0], [z, y0, x1], [z, y1, x1], [z, y1, x0]], dtype=float)
         for z in range(z_range.start, z_range.stop)
     ]
 
 
+def slice_plane_affine(image_layer: Any) -> np.ndarray | None:
+    """The image's (y, x) data-to-world affine (3 x 3) when its slices are not tilted, else None.
+
+    Not tilted: world z depends on the slice index alone and world y, x on the in-plane indices
+    alone, as for every axial CT; then a 2D layer with this affine lies exactly on each slice.
+    """
+    origin = np.asarray(image_layer.data_to_world((0.0, 0.0, 0.0)), dtype=float)
+    columns = [
+        np.asarray(image_layer.data_to_world(tuple(np.eye(3)[i])), dtype=float) - origin for i in range(3)
+    ]
+    linear = np.stack(columns, axis=1)
+    if not (np.allclose(linear[0, 1:], 0, atol=1e-9) and np.allclose(linear[1:, 0], 0, atol=1e-9)):
+        return None
+    affine = np.eye(3)
+    affine[:2, :2], affine[:2, 2] = linear[1:, 1:], origin[1:]
+    return affine
+
+
 def show_focus(viewer: Any, image_layer: Any, bbox: Sequence[slice] | None) -> Any:
-    """Outline ``bbox`` in a Shapes layer on the image's grid; ``None`` clears the outline."""
+    """Outline ``bbox`` in a Shapes layer on the image's grid; ``None`` clears the outline.
+
+    One 2D rectangle, shown on the slices of the region only (:func:`follow_focus`), whenever the
+    image's slices are not tilted: a 3D Shapes layer re-links two shader programs at every slice
+    step (measured: 22-36 ms of the GUI thread per step of a 128-slice CT, the image alone 16 ms);
+    a 2D one costs 3 ms. Tilted (oblique) images keep one rectangle per slice in 3D.
+    """
     name = focus_layer_name(image_layer)
-    rectangles = [] if bbox is None else focus_rectangles(bbox)
-    if name in viewer.layers:
-        layer = viewer.layers[name]
-        layer.data = []
-        if rectangles:
-            layer.add_rectangles(rectangles, edge_color=FOCUS_COLOR, face_color="transparent", edge_width=1)
-        return layer
-    kwargs = labels_kwargs_like(image_layer, name=name)
-    kwargs.pop("metadata")
+    plane = slice_plane_affine(image_layer)
+    if bbox is None:
+        rectangles = []
+    elif plane is not None:
+        rectangles = [focus_rectangles(bbox)[0][:, 1:]]
+    else:
+        rectangles = focus_rectangles(bbox)
+    z_range = None if bbox is None else (int(bbox[0].start), int(bbox[0].stop))
+    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401
+    if layer is not None and layer.ndim != (2 if plane is not None else 3):
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        layer = _add_focus_layer(viewer, image_layer, name, plane)
+    layer.metadata[FOCUS_SLICES_KEY] = z_range
+    layer.metadata[FOCUS_BOX_KEY] = rectangles
+    layer.metadata[FOCUS_DRAWN_KEY] = False
+    # A 2D layer's shapes are changed in the 2D view only: shapes set while the 3D view is on get
+    # 3D vertices, and adding 2D rectangles to them later fails
+    if layer.ndim == 3 or viewer.dims.ndisplay == 2:
+        _draw_focus(layer)
+    follow_focus(viewer, image_layer)
+    return layer
+
+
+def _draw_focus(layer: Any) -> None:
+    if layer.metadata.get(FOCUS_DRAWN_KEY):
+        return
+    # marked first: the shapes changing the layer's extent moves the slider, which calls back here
+    layer.metadata[FOCUS_DRAWN_KEY] = True
+    layer.data = []
+    rectangles = layer.metadata.get(FOCUS_BOX_KEY) or []
+    if rectangles:
+        layer.add_rectangles(
+            rectangles, edge_color=FOCUS_COLOR, face_color="transparent", edge_width=FOCUS_EDGE_WIDTH
+        )
+
+
+def _add_focus_layer(viewer: Any, image_layer: Any, name: str, plane: np.ndarray | None) -> Any:
+    if plane is not None:
+        kwargs: dict[str, Any] = {"name": name, "ndim": 2, "affine": plane}
+        if "units" in labels_kwargs_like(image_layer):
+            kwargs["units"] = tuple(image_layer.units)[1:]
+    else:
+        kwargs = labels_kwargs_like(image_layer, name=name)
+        kwargs.pop("metadata")
+        kwargs["ndim"] = 3
+    active = viewer.layers.selection.active
     layer = viewer.add_shapes(
-        rectangles or None,
-        ndim=3,
+        None,
         shape_type="rectangle",
         edge_color=FOCUS_COLOR,
         face_color="transparent",
-        edge_width=1,
+        edge_width=FOCUS_EDGE_WIDTH,
         metadata={KIND_KEY: "focus"},
         **kwargs,
     )
     layer.editable = False
+    if active is not None:
+        viewer.layers.selection.active = active
     return layer
+
+
+def follow_focus(viewer: Any, image_layer: Any) -> None:
+    """Show the 2D review outline only on the slices of its region (the slider moved, say)."""
+    name = focus_layer_name(image_layer)
+    if name not in viewer.layers:
+        return
+    layer = viewer.layers[name]
+    if layer.ndim != 2:
+        return
+    z_range = layer.metadata.get(FOCUS_SLICES_KEY)
+    z_index = int(round(image_layer.world_to_data(viewer.dims.point)[0]))
+    shown = z_range is not None and 0 in viewer.dims.not_displayed and z_range[0] <= z_index < z_range[1]
+    if shown:
+        _draw_focus(layer)  # a box chosen while the 3D view was on is drawn now
+    if layer.visible != shown:
+        layer.visible = shown
 
 
 def image_volume(image_layer: Any) -> Volume:

@@ -59,9 +59,17 @@ from cgs_engine.project.worker import TERMINAL_KINDS
 from cgs_engine.review.changes import change_map, count_label_changes
 
 from ._changes_layer import show_changes_layer
+from ._fit import breakable
 from ._prediction_layers import image_volume
 from ._retrain_link import PanelLink, link_to_panel
-from ._retrain_text import RetrainProgress, outcome_text, version_text, version_tooltip
+from ._retrain_text import (
+    RetrainProgress,
+    budget_text,
+    outcome_headline,
+    outcome_text,
+    version_text,
+    version_tooltip,
+)
 
 POLL_MS = 250
 NOT_ALLOWED_IN_NAMES = re.compile(r"[^\w .()+-]")
@@ -234,8 +242,12 @@ class RetrainSection(QGroupBox):
         layout.addWidget(self.project_label)
         layout.addWidget(self.counts_label)
         layout.addLayout(self._row(self.add_button, self.unlabeled_button))
-        budget = self._label("Budget", self.minutes_box.toolTip())
-        layout.addLayout(self._row(budget, self.minutes_box, self.retrain_button, self.cancel_button))
+        self.budget_label = self._label("Budget", self.minutes_box.toolTip())
+        layout.addLayout(self._row(self.budget_label, self.minutes_box))
+        layout.addLayout(self._row(self.retrain_button, self.cancel_button))
+        self.cap_label = self._label("", "A retrain also stops at this many iterations (project setting).")
+        self.cap_label.setStyleSheet("color: #9a9a9a;")
+        layout.addWidget(self.cap_label)
         auto = self._label("Retrain after N new corrected volumes", self.auto_box.toolTip())
         layout.addLayout(self._row(auto, self.auto_box))
         layout.addWidget(self.progress_label)
@@ -267,7 +279,7 @@ class RetrainSection(QGroupBox):
         self.activate_button.setEnabled(has_project and self.selected_version() is not None)
 
     def _say(self, text: str, detail: str = "") -> None:
-        self.status_label.setText(text)
+        self.status_label.setText(breakable(text))
         self.status_label.setToolTip(detail or text)
 
     def _fail(self, what: str, error: BaseException | str) -> None:
@@ -330,11 +342,27 @@ class RetrainSection(QGroupBox):
             box.blockSignals(True)
             box.setValue(value)
             box.blockSignals(False)
+        self._show_cap()
         self.refresh()
         active = self._active_version()
         if active is not None:
             self._use_version_in_panel(active)
         self.project_opened.emit(str(project.folder))
+
+    def _iteration_cap(self) -> int | None:
+        """The recipe's max_iterations (the project's own setting first): a timed retrain stops there too."""
+        from cgs_engine.project.retrain import RETRAIN_DEFAULTS
+
+        train = (self.project.settings.get("train") or {}) if self.project is not None else {}
+        return train.get("max_iterations", RETRAIN_DEFAULTS["max_iterations"])
+
+    def _show_cap(self) -> None:
+        """The budget states both limits: the minutes above and the iteration cap of the recipe."""
+        cap = self._iteration_cap()
+        self.cap_label.setText(
+            f"Stops at the budget or after {cap} iterations, whichever comes first." if cap else ""
+        )
+        self.cap_label.setVisible(bool(cap))
 
     def refresh(self) -> None:
         """Re-read the project folder: counts, active version and the versions list."""
@@ -526,7 +554,7 @@ class RetrainSection(QGroupBox):
         self._automatic = automatic
         self.progress = RetrainProgress()
         self._progress_bar = progress(total=iterations or 100, desc=f"Retraining {project.folder.name}")
-        budget = f"{iterations} iterations" if iterations else f"{minutes:g} min"
+        budget = f"{iterations} iterations" if iterations else budget_text(minutes, self._iteration_cap())
         how = "Automatic retrain" if automatic else "Retrain"
         self._say(
             f"{how} started ({budget}) in a separate process; napari stays usable.",
@@ -578,7 +606,10 @@ class RetrainSection(QGroupBox):
         text = outcome_text(message)
         self.progress_label.setText(self.progress.text(ended=True))
         self._say(text, "\n".join([text, *self.progress.warnings]))
-        (show_warning if message.get("kind") == "failed" else show_info)(text)
+        # napari shows a notification's first line until it is expanded: the outcome first, then why
+        (show_warning if message.get("kind") == "failed" else show_info)(
+            f"{outcome_headline(message)}\n{text}"
+        )
         kept = message.get("version")
         if self._automatic:
             self._auto_held_at = None if kept else self._auto_trigger_count

@@ -19,6 +19,7 @@ class RetrainProgress:
         self.step = 0
         self.total: int | None = None
         self.minutes: float | None = None
+        self.max_iterations: int | None = None  # the cap that ends a timed run early
         self.share = 0.0
         self.loss: float | None = None
         self.dice: float | None = None
@@ -36,6 +37,7 @@ class RetrainProgress:
         elif kind == "start":
             self.stage = "training"
             self.total, self.minutes = message.get("total"), message.get("minutes")
+            self.max_iterations = message.get("max_iterations")
             self.heldout = list(message.get("heldout") or [])
             self.keep = str(message.get("keep") or "final")
         elif kind == "step":
@@ -62,7 +64,8 @@ class RetrainProgress:
         parts = [f"Iteration {done}"]
         if not self.total and self.minutes:
             # the run ends at its time budget or at max_iterations, whichever comes first
-            parts.append(f"{100 * self.share:.0f}% done (at most {self.minutes:g} min)")
+            ends = budget_text(self.minutes, self.max_iterations)
+            parts.append(f"{100 * self.share:.0f}% done (ends at {ends})")
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3f}")
         if self.dice is not None and not ended:
@@ -71,6 +74,25 @@ class RetrainProgress:
         if not ended and self.stage != "training":
             parts.append(f"{self.stage}…")
         return " · ".join(parts)
+
+
+def budget_text(minutes: float, max_iterations: int | None) -> str:
+    """``10 min or 300 iterations, whichever comes first``, or ``10 min`` without a cap."""
+    if not max_iterations:
+        return f"{minutes:g} min"
+    return f"{minutes:g} min or {max_iterations} iterations, whichever comes first"
+
+
+def outcome_headline(message: dict[str, Any]) -> str:
+    """The first line of the outcome notification (napari shows one line until it is expanded)."""
+    kind = message.get("kind")
+    if kind == "failed":
+        return "Retrain failed"
+    ended = "Retrain cancelled" if kind == "cancelled" else "Retrain finished"
+    version = message.get("version")
+    if version is None:
+        return f"{ended}: no version kept"
+    return f"{ended}: {version} {'activated' if message.get('activated') else 'kept inactive'}"
 
 
 def outcome_text(message: dict[str, Any]) -> str:

@@ -24,7 +24,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._prediction_layers import FOCUS_COLOR, show_focus
+from ._prediction_layers import FOCUS_COLOR, follow_focus, show_focus
+
+BODY_MARGIN = 1.08  # the whole-slice view leaves a little room around the body
 
 # Viewer key bindings (napari uses plain letters, Alt+Up/Down and Ctrl combos; these are free).
 KEY_NEXT = "Alt-N"
@@ -41,22 +43,71 @@ def camera_of(viewer: Any) -> Any:
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
-MIN_VIEW_MM = 60.0  # never zoom closer than a 6 cm field of view: small regions keep their context
-
-
-def zoom_to_box(viewer: Any, layer: Any, bbox: Sequence[slice]) -> None:
-    """Zoom so the region's box (with a margin) fills about two thirds of the canvas."""
-    # napari 0.9 keeps the canvas size (height, width) on viewer.canvas; older ones on _canvas_size
+def canvas_size(viewer: Any) -> tuple[float, float] | None:
+    """(height, width) of the canvas in pixels (napari 0.9: viewer.canvas.size; older: _canvas_size)."""
     canvas = getattr(getattr(viewer, "canvas", None), "size", None) or getattr(viewer, "_canvas_size", None)
     if not canvas or min(canvas) <= 0:
-        return
+        return None
+    return float(canvas[-2]), float(canvas[-1])
+
+
+def frame(viewer: Any, layer: Any, centre_index: Sequence[float], field_mm: Sequence[float]) -> None:
+    """Centre the 2D camera on a voxel position and zoom so ``field_mm`` (per data axis) fills the canvas."""
+    canvas = canvas_size(viewer)
     shown = list(viewer.dims.displayed)
-    if len(shown) != 2:  # the 3D view: its camera frames the whole volume, the box is outlined
+    if canvas is None or len(shown) != 2:  # the 3D view: its camera frames the whole volume
         return
-    low = np.asarray(layer.data_to_world([s.start for s in bbox]), dtype=float)
-    high = np.asarray(layer.data_to_world([s.stop - 1 for s in bbox]), dtype=float)
-    extent = np.maximum(np.abs(high - low)[shown], MIN_VIEW_MM)
-    camera_of(viewer).zoom = float(min(np.asarray(canvas[-2:], dtype=float) / extent)) * 0.66
+    world = np.asarray(layer.data_to_world(tuple(centre_index)), dtype=float)
+    camera = camera_of(viewer)
+    camera.center = tuple(world[shown])
+    field = np.maximum(np.asarray(field_mm, dtype=float)[shown], 1e-6)
+    camera.zoom = float(min(np.asarray(canvas) / field))
+
+
+def zoom_to_box(viewer: Any, layer: Any, bbox: Sequence[slice], body: Sequence[slice] | None = None) -> None:
+    """Frame a region with its anatomy around it, on the body (``cgs_engine.review.framing.review_field``)."""
+    from cgs_engine.review.framing import review_field
+
+    spacing = np.abs(np.asarray(layer.scale, dtype=float))
+    centre, field = review_field(bbox, spacing, layer.data.shape, limit=body)
+    shown = list(viewer.dims.displayed)
+    centre = np.asarray(centre, dtype=float)
+    point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+    for axis in range(len(centre)):  # keep the slice the viewer is on; centre only the shown axes
+        if axis not in shown:
+            centre[axis] = point[axis]
+    frame(viewer, layer, centre, field)
+
+
+_bodies: dict[Any, tuple[slice, ...] | None] = {}
+
+
+def body_of(image_layer: Any) -> tuple[slice, ...] | None:
+    """The body's box in an image layer (``cgs_engine.review.framing.body_box``), found once per layer."""
+    from cgs_engine.review.framing import body_box
+
+    key = image_layer.unique_id
+    if key not in _bodies:
+        _bodies[key] = body_box(np.asarray(image_layer.data))
+    return _bodies[key]
+
+
+def frame_body(viewer: Any, layer: Any) -> None:
+    """The whole slice on screen, its body filling the canvas (not the scanner's field of view)."""
+    from cgs_engine.review.framing import body_box
+
+    point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+    shown = list(viewer.dims.displayed)
+    across = [axis for axis in range(3) if axis not in shown]
+    body = None
+    if across == [0]:  # the axial view: this slice's body (the shoulders are wider than the neck)
+        body = body_box(np.asarray(layer.data), slices=[int(round(point[0]))])
+    body = body or body_of(layer) or tuple(slice(0, n) for n in layer.data.shape)
+    spacing = np.abs(np.asarray(layer.scale, dtype=float))
+    centre = np.array([(part.start + part.stop - 1) / 2 for part in body], dtype=float)
+    centre[across] = point[across]
+    field = np.array([part.stop - part.start for part in body], dtype=float) * spacing * BODY_MARGIN
+    frame(viewer, layer, centre, field)
 
 
 def region_text(rank: int, region: Any, class_names: Sequence[str], status: str) -> str:
@@ -239,6 +290,7 @@ class ReviewController(QObject):
         self.state: Any | None = None
         self.component_map: np.ndarray | None = None
         self.image_layer: Any | None = None
+        self.body: tuple[slice, ...] | None = None  # the body's box in the image under review
         self.class_names: list[str] = []
         widget.next_requested.connect(self.next)
         widget.previous_requested.connect(self.previous)
@@ -247,6 +299,7 @@ class ReviewController(QObject):
         widget.region_clicked.connect(self.go_to)
         widget.slice_requested.connect(self.go_to_slice)
         viewer.dims.events.point.connect(self._follow_slice)
+        viewer.dims.events.ndisplay.connect(self._follow_slice)  # the outline is 2D-view only
 
     # ----------------------------------------------------------------- setup
     def start(
@@ -257,6 +310,7 @@ class ReviewController(QObject):
         profile: np.ndarray | None,
         class_names: Sequence[str],
     ) -> None:
+        self.body = body_of(image_layer)  # a review view never shows more than the body
         self.image_layer, self.state, self.component_map = image_layer, state, component_map
         self.class_names = list(class_names)
         if profile is not None:
@@ -279,6 +333,7 @@ class ReviewController(QObject):
         for key in self._key_actions():
             self.viewer.bind_key(key, None, overwrite=True)
         self.viewer.dims.events.point.disconnect(self._follow_slice)
+        self.viewer.dims.events.ndisplay.disconnect(self._follow_slice)
 
     def _key_actions(self) -> dict[str, Any]:
         return {
@@ -336,10 +391,21 @@ class ReviewController(QObject):
         """Move the slider to the region's centroid slice, centre the camera there and outline it."""
         world = np.asarray(self.image_layer.data_to_world(region.centroid), dtype=float)
         self.viewer.dims.set_point(range(3), world)
-        camera_of(self.viewer).center = tuple(world[list(self.viewer.dims.displayed)])
-        zoom_to_box(self.viewer, self.image_layer, region.bbox)
+        zoom_to_box(self.viewer, self.image_layer, region.bbox, self._body_around(region))
         show_focus(self.viewer, self.image_layer, region.bbox)
         self.region_shown.emit(region)
+
+    def show_current(self) -> None:
+        """Frame the current region again (the canvas changed size: a dock was added, say)."""
+        if self.state is not None and self.state.current() is not None and self.image_layer is not None:
+            self.show(self.state.current())
+
+    def _body_around(self, region: Any) -> tuple[slice, ...] | None:
+        """The body on the region's middle slice (the neck is narrower than the shoulders below it)."""
+        from cgs_engine.review.framing import body_box
+
+        middle = int(round(region.centroid[0]))
+        return body_box(np.asarray(self.image_layer.data), slices=[middle]) or self.body
 
     def _moved(self) -> None:
         self.show(self.state.current())
@@ -360,3 +426,4 @@ class ReviewController(QObject):
             return
         z_index = self.image_layer.world_to_data(self.viewer.dims.point)[0]
         self.widget.profile.set_current(int(round(z_index)))
+        follow_focus(self.viewer, self.image_layer)

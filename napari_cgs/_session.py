@@ -6,6 +6,8 @@ plugin) under ``~/.napari-cgs/sessions/<fingerprint>.cgs-session.h5``.
 
 When: at every accept/skip and export, shortly after each paint stroke, when the window closes,
 and every :data:`AUTOSAVE_MS` while something changed. Files are written off the GUI thread.
+The pre-segmentation's maps and generalist labels go once per run to a second file beside the
+session (``cgs_engine.review.prediction_file``), so a restore shows them again.
 
 Restore: the panel restores automatically when an image with a matching session (same
 fingerprint: same voxels and geometry) is selected and it has no labels layer yet, so nothing
@@ -28,6 +30,12 @@ from cgs_engine.review import (
     load_session,
     save_session,
     session_path_for,
+)
+from cgs_engine.review.prediction_file import (
+    SavedPrediction,
+    load_prediction,
+    prediction_path_for,
+    save_prediction,
 )
 
 from ._layers import SOURCE_KEY, layer_geometry
@@ -62,6 +70,18 @@ def find_session(image_layer: Any) -> Session | None:
         return load_session(path, expected_fingerprint=fingerprint)
     except SessionError:
         return None
+
+
+def saved_prediction_of(session: Session) -> tuple[SavedPrediction | None, str]:
+    """The maps and generalist labels saved with this session's labels, or None and why not."""
+    if not session.prediction_id:
+        return None, "the session was saved without its maps"
+    try:
+        return load_prediction(
+            prediction_path_for(session.path), session.fingerprint, session.prediction_id
+        ), ""
+    except SessionError as error:
+        return None, str(error)
 
 
 class SessionAutosave(QObject):
@@ -114,6 +134,15 @@ class SessionAutosave(QObject):
         self._pending = self._writer.submit(self._write, path, contents)
         return self._pending.result() if wait else path
 
+    def save_prediction(self, contents: dict[str, Any]) -> Path | None:
+        """Start writing a pre-segmentation's maps (``save_prediction`` keywords without path) beside
+        the session; queued before the session writes that follow, so they refer to a finished file."""
+        if self.path is None:
+            return None
+        path = prediction_path_for(self.path)
+        self._pending = self._writer.submit(self._write_prediction, path, contents)
+        return path
+
     def _write(self, path: Path, contents: dict[str, Any]) -> Path | None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +153,14 @@ class SessionAutosave(QObject):
             return None
         self.saved.emit(str(written))
         return written
+
+    def _write_prediction(self, path: Path, contents: dict[str, Any]) -> Path | None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return save_prediction(path, **contents)
+        except (SessionError, OSError) as error:
+            self.failed.emit(f"the maps were not saved: {error}")
+            return None
 
     def flush(self, timeout_s: float = 60) -> None:
         """Wait until every write started so far has finished."""

@@ -11,7 +11,9 @@ Run under a (virtual) display, e.g.::
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
+    from napari_cgs import _session
     from napari_cgs._panel import CGSPanel
 
+    # A picture starts from nothing: no session of the user's (in ~/.napari-cgs) is restored or written.
+    _session.SESSION_HOME = Path(tempfile.mkdtemp(prefix="cgs-screenshot-sessions-"))
     viewer = napari.Viewer(title="napari-cgs: pre-segment and review", show=True)
     viewer.window.resize(*WINDOW_SIZE)
     app = QApplication.instance()
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"screenshot: wrote {args.out} ({panel.status_label.text()})")
     panel.autosave.stop()
     viewer.close()
+    shutil.rmtree(_session.SESSION_HOME, ignore_errors=True)
     return 0
 
 

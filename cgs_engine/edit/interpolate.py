@@ -16,10 +16,13 @@ from cgs_engine.edit.target import edit_target
 PACKAGE = "itk-morphologicalcontourinterpolation"
 
 
-def fill_between_slices(labels, class_id: int, axis: int = 0, region=None) -> EditResult:
+def fill_between_slices(labels, class_id: int, axis: int = 0, region=None, interpolate=None) -> EditResult:
     """The organ is drawn on some slices across ``axis`` (0 = z, axial); fill the slices between
     them. Only background voxels of slices with no voxel of the organ are filled: drawn slices stay
-    exactly as drawn, and nothing is added before the first or after the last drawn slice."""
+    exactly as drawn, and nothing is added before the first or after the last drawn slice.
+
+    ``interpolate(mask, axis, drawn_slices)`` runs ITK's filter (default: in this process); a GUI
+    passes ``InterpolationProcess`` (``interpolate_process``), which keeps ITK out of its process."""
     target = edit_target(labels, class_id, region)
     axis = check_axis(axis)
     if target.nothing_to_do:
@@ -30,13 +33,14 @@ def fill_between_slices(labels, class_id: int, axis: int = 0, region=None) -> Ed
     empty_slices = ~drawn.any(axis=in_plane)
     if not empty_slices.any():
         return target.unchanged()
-    filled = _interpolate(drawn, axis, np.flatnonzero(~empty_slices))
+    filled = (interpolate or interpolate_in_process)(drawn, axis, np.flatnonzero(~empty_slices))
     shape = [1, 1, 1]
     shape[axis] = -1
     return target.apply(drawn | (filled & empty_slices.reshape(shape)), box)
 
 
-def _interpolate(mask: np.ndarray, axis: int, drawn_slices: np.ndarray) -> np.ndarray:
+def interpolate_in_process(mask: np.ndarray, axis: int, drawn_slices: np.ndarray) -> np.ndarray:
+    """ITK's morphological contour interpolation of a bool ``mask`` from its ``drawn_slices``."""
     try:
         import itk
     except ImportError:

@@ -7,7 +7,8 @@ so a crash or a full disk leaves either the previous session or the new one, nev
 Layout: datasets ``labels`` (uint8/uint16), ``review_mask`` (uint8) and optionally
 ``component_map`` (smallest unsigned type), gzip level 1, one chunk per z slice; attributes
 ``format``, ``format_version``, ``fingerprint``, ``saved`` (UTC ISO time) and JSON strings
-``geometry``, ``class_names`` and ``review_state``.
+``geometry``, ``class_names`` and ``review_state``; optionally ``class_colors`` (JSON) and
+``prediction_id`` (which saved prediction's maps belong to these labels, see ``prediction_file``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Session:
     fingerprint: str
     saved: str  # UTC ISO 8601
     component_map: np.ndarray | None = None  # int32 region ids, when one was saved
+    class_colors: list[list[int]] | None = None  # RGB 0-255 per class id, when saved
+    prediction_id: str = ""  # the saved prediction (maps) these labels came from, when saved
 
 
 def session_path_for(image_path: str | os.PathLike) -> Path:
@@ -91,6 +94,8 @@ def save_session(
     geometry: Geometry,
     class_names: list[str],
     component_map: np.ndarray | None = None,
+    class_colors: list[list[int]] | None = None,
+    prediction_id: str = "",
 ) -> Path:
     """Write the session atomically and return its path; the previous file survives any failure."""
     target = Path(path)
@@ -109,7 +114,15 @@ def save_session(
         write_h5_atomically(
             target,
             lambda file: _fill(
-                file, labels, review_state, image_fingerprint, geometry, class_names, component_map
+                file,
+                labels,
+                review_state,
+                image_fingerprint,
+                geometry,
+                class_names,
+                component_map,
+                class_colors,
+                prediction_id,
             ),
         )
     except OSError as error:
@@ -148,6 +161,8 @@ def load_session(path: str | os.PathLike, expected_fingerprint: str | None = Non
                 fingerprint=fingerprint,
                 saved=_text(file.attrs.get("saved", "")),
                 component_map=component_map,
+                class_colors=_colours(file.attrs.get("class_colors")),
+                prediction_id=_text(file.attrs.get("prediction_id", "")),
             )
     except SessionError:
         raise
@@ -184,6 +199,8 @@ def _fill(
     geometry: Geometry,
     class_names: list[str],
     component_map: np.ndarray | None,
+    class_colors: list[list[int]] | None,
+    prediction_id: str,
 ) -> None:
     file.attrs["format"] = FORMAT_NAME
     file.attrs["format_version"] = FORMAT_VERSION
@@ -192,10 +209,18 @@ def _fill(
     file.attrs["geometry"] = json.dumps(geometry.to_dict())
     file.attrs["class_names"] = json.dumps(list(class_names))
     file.attrs["review_state"] = json.dumps(state.to_dict())
+    if class_colors is not None:  # optional attributes: readers without them ignore them
+        file.attrs["class_colors"] = json.dumps([[int(c) for c in colour] for colour in class_colors])
+    if prediction_id:
+        file.attrs["prediction_id"] = prediction_id
     _dataset(file, "labels", labels)
     _dataset(file, "review_mask", state.review_mask.astype(np.uint8, copy=False))
     if component_map is not None:
         _dataset(file, "component_map", component_map.astype(_smallest_unsigned(component_map), copy=False))
+
+
+def _colours(value) -> list[list[int]] | None:
+    return None if value is None else [[int(c) for c in colour] for colour in json.loads(_text(value))]
 
 
 def _dataset(file: h5py.File, name: str, array: np.ndarray) -> None:

@@ -7,7 +7,7 @@ import panel_fixtures as fx
 import pytest
 
 from cgs_engine.review import component_mask
-from napari_cgs._prediction_layers import focus_layer_name
+from napari_cgs._prediction_layers import focus_layer_name, show_focus
 from napari_cgs._review import KEY_ACCEPT, KEY_NEXT, KEY_PREVIOUS, KEY_SKIP, camera_of, region_text
 
 tiny_checkpoint = fx.tiny_checkpoint
@@ -42,6 +42,16 @@ def test_queue_lists_ranked_regions_with_volumes_and_class_names(reviewing):
     assert f"{len(result.regions)} uncertain regions" in panel.queue.summary.text()
 
 
+def assert_on_screen(viewer, image, bbox):
+    """The region's whole box is inside the canvas's field of view."""
+    camera = camera_of(viewer)
+    half_view = np.asarray(viewer.canvas.size, dtype=float) / camera.zoom / 2
+    centre = np.asarray(camera.center[-2:], dtype=float)
+    for corner in ([s.start for s in bbox], [s.stop - 1 for s in bbox]):
+        world = np.asarray(image.data_to_world(corner))[1:]
+        assert (np.abs(world - centre) <= half_view + 1e-6).all(), (world, centre, half_view)
+
+
 def test_navigation_moves_to_the_centroid_slice_and_outlines_the_region(reviewing):
     viewer, panel, image, result = reviewing
     first, second = result.regions[0], result.regions[1]
@@ -49,12 +59,24 @@ def test_navigation_moves_to_the_centroid_slice_and_outlines_the_region(reviewin
     panel.review.next()
     assert panel.review.state.current() is second
     assert shown_slice(viewer, image) == round(second.centroid[0])
-    centre = np.asarray(image.data_to_world(second.centroid))
-    np.testing.assert_allclose(camera_of(viewer).center[-2:], centre[1:], atol=1e-6)
+    assert_on_screen(viewer, image, second.bbox)
     focus = viewer.layers[focus_layer_name(image)]
-    z_start, z_stop = second.bbox[0].start, second.bbox[0].stop
-    assert len(focus.data) == z_stop - z_start  # one outline per slice of the region
-    fx.assert_same_transforms(focus, image)
+    z_start = second.bbox[0].start
+    # one 2D outline on the image's grid, shown on the region's slices only
+    (rectangle,) = focus.data
+    _, y_range, x_range = second.bbox
+    corners = np.array([focus.data_to_world(corner) for corner in rectangle])
+    y0, y1, x0, x1 = y_range.start - 1.5, y_range.stop + 0.5, x_range.start - 1.5, x_range.stop + 0.5
+    expected = np.array([image.data_to_world((z_start, y, x))[1:] for y in (y0, y1) for x in (x0, x1)])
+    np.testing.assert_allclose(corners.min(axis=0), expected.min(axis=0), atol=1e-6)
+    np.testing.assert_allclose(corners.max(axis=0), expected.max(axis=0), atol=1e-6)
+    assert focus.visible
+    # a region on slice 1 of the slab: the box hides on slice 0 and shows again on slice 1
+    show_focus(viewer, image, (slice(1, 2), y_range, x_range))
+    viewer.dims.set_point(0, image.data_to_world((0, 0, 0))[0])
+    assert shown_slice(viewer, image) == 0 and not focus.visible
+    viewer.dims.set_point(0, image.data_to_world((1, 0, 0))[0])
+    assert focus.visible and len(focus.data) == 1
     panel.review.previous()
     assert shown_slice(viewer, image) == round(first.centroid[0])
     assert panel.queue.list.currentRow() == 0

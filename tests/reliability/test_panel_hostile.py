@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from napari_cgs._prediction_layers import focus_layer_name
+
 PLUGIN_TESTS = Path(__file__).resolve().parents[1] / "plugin"
 if str(PLUGIN_TESTS) not in sys.path:
     sys.path.insert(0, str(PLUGIN_TESTS))
@@ -61,4 +63,9 @@ def test_review_navigation_in_the_3d_view(qtbot, viewer_and_panel, sample_slab_p
     panel.review.accept()
     assert panel.review.state.status[result.regions[0].id] == "accepted"
     viewer.dims.ndisplay = 2
+    # the review box, a 2D layer not drawn in the 3D view, is drawn on the region's slices again
+    region = panel.review.state.current()
+    viewer.dims.set_point(0, image.data_to_world(region.centroid)[0])
+    focus = viewer.layers[focus_layer_name(image)]
+    assert focus.visible and len(focus.data) == 1
     panel.review.next()
