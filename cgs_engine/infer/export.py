@@ -23,6 +23,9 @@ from cgs_engine.runtime import usable_cores
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 LIKELY_WRONG_SUFFIX = "_likely_wrong"  # <stem>_likely_wrong.nii.gz (the map) and .json (per organ)
+# Every volume a prediction writes under a fixed name (the maps are <stem>_map_<class>): predict on a
+# folder leaves them out as inputs, so a new output here must be named here too.
+FIXED_OUTPUT_PARTS = ("_labels", "_disagreement", LIKELY_WRONG_SUFFIX)
 
 
 def file_safe(name: str) -> str:
@@ -65,13 +68,14 @@ def map_file_names(class_names: Sequence[str]) -> dict[str, str]:
 def prediction_paths(
     out_dir: Path, stem: str, class_names: Sequence[str], maps: bool, disagreement: bool = True
 ) -> dict[str, Path]:
-    paths = {"labels": out_dir / f"{stem}_labels.nii.gz"}
+    labels_part, disagreement_part, likely_wrong_part = FIXED_OUTPUT_PARTS
+    paths = {"labels": out_dir / f"{stem}{labels_part}.nii.gz"}
     if maps:
         for name, part in map_file_names(class_names).items():
             paths[f"map:{name}"] = out_dir / f"{stem}_map_{part}.nii.gz"
         if disagreement:  # models with specialist heads: their disagreement and the error estimate
-            paths["disagreement"] = out_dir / f"{stem}_disagreement.nii.gz"
-            paths["likely_wrong"] = out_dir / f"{stem}{LIKELY_WRONG_SUFFIX}.nii.gz"
+            paths["disagreement"] = out_dir / f"{stem}{disagreement_part}.nii.gz"
+            paths["likely_wrong"] = out_dir / f"{stem}{likely_wrong_part}.nii.gz"
             paths["likely_wrong_json"] = out_dir / f"{stem}{LIKELY_WRONG_SUFFIX}.json"
     paths["classes"] = out_dir / f"{stem}_classes.json"
     return paths
@@ -79,14 +83,16 @@ def prediction_paths(
 
 def prediction_outputs_in(folder: Path) -> set[Path]:
     """The files an earlier prediction wrote in ``folder`` (resolved): for each ``<stem>_classes.json``
-    its labels, disagreement map and specialist maps (those it records, and ``<stem>_map_*``)."""
+    every volume :func:`prediction_paths` names (labels, disagreement, likely-wrong map, in any image
+    format) and its specialist maps (``<stem>_map_*``)."""
     outputs: set[Path] = set()
     for table in folder.glob("*_classes.json"):
         stem = table.name[: -len("_classes.json")]
         outputs.add(table.resolve())
+        outputs.add((folder / f"{stem}{LIKELY_WRONG_SUFFIX}.json").resolve())
         for suffix in IMAGE_SUFFIXES:
-            for name in (f"{stem}_labels{suffix}", f"{stem}_disagreement{suffix}"):
-                outputs.add((folder / name).resolve())
+            for part in FIXED_OUTPUT_PARTS:
+                outputs.add((folder / f"{stem}{part}{suffix}").resolve())
             outputs.update(path.resolve() for path in folder.glob(f"{glob.escape(stem)}_map_*{suffix}"))
     return outputs
 

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QAbstractButton, QComboBox
 from cgs_engine.infer.predictor import Predictor
 from cgs_engine.review.state import EDITED
 from napari_cgs import _panel as panel_module
+from napari_cgs._display import OUTLINE, disagreement_outline_name
 from napari_cgs._panel import NO_MODEL_HINT, CGSPanel
 from napari_cgs._prediction_layers import (
     disagreement_layer_name,
@@ -88,11 +89,14 @@ def test_presegment_sample_layers_colours_names_and_one_step_undo(qtbot, viewer_
     status = labels.get_status(image.data_to_world(voxel), world=True)
     assert f"class: {names[labels.data[voxel]]}" in str(status)
 
-    # Maps: specialists hidden, additive; disagreement shown with a perceptual map; labels on top.
+    # Maps: specialists hidden, additive; disagreement kept with a perceptual map but shown by default
+    # as an outline (the display's first choice: the CT stays readable); labels on top.
     specialist = viewer.layers[specialist_layer_name(image, "Mandible")]
     assert not specialist.visible and specialist.blending == "additive"
     disagreement = viewer.layers[disagreement_layer_name(image)]
-    assert disagreement.visible and disagreement.colormap.name == "inferno"
+    assert panel.display.disagreement_style.currentText() == OUTLINE
+    assert not disagreement.visible and disagreement.colormap.name == "inferno"
+    assert viewer.layers[disagreement_outline_name(image)].visible
     order = [layer.name for layer in viewer.layers]
     assert order.index(image.name) < order.index(disagreement.name) < order.index(labels.name)
 

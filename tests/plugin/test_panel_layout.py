@@ -12,6 +12,7 @@ import panel_fixtures as fx
 import pytest
 from qtpy.QtWidgets import QApplication, QScrollArea
 
+from cgs_engine.project.retrain import RETRAIN_DEFAULTS
 from napari_cgs._fit import ZERO_WIDTH_SPACE, breakable, layout_problems, plain
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
@@ -143,7 +144,8 @@ def test_every_state_fits_at_1280_by_800(
     qtbot.waitUntil(lambda: len(seen) == len(RUNNING), timeout=10_000)
     settle()
     assert "ends at 10 min or 300 iterations" in plain(section.progress_label.text())
-    assert "after 300 iterations" in plain(section.cap_label.text())
+    cap = RETRAIN_DEFAULTS["max_iterations"]
+    assert f"after {cap} iterations" in plain(section.cap_label.text())
     assert layout_problems(panel) == []
     recorded._messages.append(ENDED)  # the user pressed Cancel; the worker kept a version
     qtbot.waitUntil(lambda: bool(ended), timeout=10_000)
