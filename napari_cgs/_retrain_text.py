@@ -77,7 +77,7 @@ class RetrainProgress:
 
 
 def budget_text(minutes: float, max_iterations: int | None) -> str:
-    """``10 min or 300 iterations, whichever comes first``, or ``10 min`` without a cap."""
+    """``10 min or 600 iterations, whichever comes first``, or ``10 min`` without a cap."""
     if not max_iterations:
         return f"{minutes:g} min"
     return f"{minutes:g} min or {max_iterations} iterations, whichever comes first"
