@@ -51,6 +51,10 @@ def review_field(
     half = field / spacing / 2
     inside = high - low >= 2 * half  # room to keep the whole field on the body along this axis
     centre[inside] = np.clip(centre, low + half, high - half)[inside]
+    # ... but never so far that the region leaves the view: one lying off the body (a false organ in
+    # the air or on the couch) is shown at the field's edge rather than framed out of sight.
+    region_low, region_high = stop - 0.5 - half, start - 0.5 + half
+    centre = np.where(region_low <= region_high, np.clip(centre, region_low, region_high), centre)
     return centre, field
 
 

@@ -48,3 +48,17 @@ def test_near_the_body_edge_the_view_moves_onto_the_body():
         centre[2] + half_x <= 119.5 + EDGE_VOXELS + 1e-9
     )  # the view ends a few voxels past the body's edge ...
     assert centre[2] - half_x <= 112 - 0.5 and centre[2] + half_x >= 117.5  # ... and holds the region
+
+
+def test_a_region_off_the_body_stays_in_view():
+    """A false organ in the air beside the body (a strip at the image's left edge, the body in the
+    middle): keeping the view on the body must not frame the region out of sight."""
+    spacing = (3.0, 4.688, 4.688)
+    body = (slice(0, 12), slice(48, 78), slice(47, 84))
+    region = (slice(0, 12), slice(0, 124), slice(0, 6))
+    centre, field = review_field(region, spacing, (12, 128, 128), body)
+    half = field / np.asarray(spacing) / 2
+    for axis in (1, 2):
+        assert centre[axis] - half[axis] <= region[axis].start - 0.5 + 1e-9
+        assert centre[axis] + half[axis] >= region[axis].stop - 0.5 - 1e-9
+    assert centre[2] > 2.5  # still moved towards the body as far as the region allows
