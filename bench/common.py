@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -147,3 +148,15 @@ def compare_methods(
         )
     print(f"results: {save_results(name, results)}")
     return results
+
+
+def cgs_cli(arguments: list[str], log: Path) -> None:
+    """Run one `cgs` command in a child process, its output appended to ``log``; stop on failure."""
+    with open(log, "a") as stream:
+        stream.write(f"$ cgs {' '.join(arguments)}\n")
+        stream.flush()
+        completed = subprocess.run(
+            [sys.executable, "-m", "cgs_engine", *arguments], stdout=stream, stderr=subprocess.STDOUT
+        )
+    if completed.returncode:
+        raise SystemExit(f"cgs {arguments[0]} failed (exit {completed.returncode}); see {log}")

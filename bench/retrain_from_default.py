@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, save_results, shared_data
+from common import ROOT, cgs_cli, save_results, shared_data
 
 MODEL = ROOT / "napari_cgs" / "models" / "default.pt"
 FOLDS = {1: [[0], [1]], 3: [[0, 1, 2], [3, 4, 5]], 5: [[j for j in range(6) if j != i] for i in range(6)]}
@@ -112,17 +110,6 @@ def run_fold(k: int, index: int, added: list[str], args, data: Path, split: dict
         }
         (folder / "result.json").write_text(json.dumps(result, indent=2))
     return json.loads((folder / "result.json").read_text())
-
-
-def cgs_cli(arguments: list[str], log: Path) -> None:
-    with open(log, "a") as stream:
-        stream.write(f"$ cgs {' '.join(arguments)}\n")
-        stream.flush()
-        completed = subprocess.run(
-            [sys.executable, "-m", "cgs_engine", *arguments], stdout=stream, stderr=subprocess.STDOUT
-        )
-    if completed.returncode:
-        raise SystemExit(f"cgs {arguments[0]} failed (exit {completed.returncode}); see {log}")
 
 
 def mean_of(values) -> float | None:

@@ -21,43 +21,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from acdc import SETTINGS as BASE_SETTINGS  # the project's CPU recipe for ACDC-sized data
 from acdc_data import acdc_split, build_store, score, summary, write_volume_files
-from common import save_results, shared_data
+from common import cgs_cli, save_results, shared_data
 
-# The project's CPU recipe for ACDC-sized data (see README "Training on a CPU").
-BASE_SETTINGS = dict(
-    input_size=128,
-    batch_labeled=8,
-    batch_unlabeled=8,
-    optimizer="adamw",
-    lr=2e-3,
-    ramp_fraction=0.3,
-    val_every=250,
-    seed=0,
-)
 FOLDS = {
     1: [[0], [1], [2]],
     3: [[0, 1, 2], [3, 4, 5], [6, 7, 8]],
     5: [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [0, 2, 4, 6, 8]],
 }
-
-
-def cgs_cli(arguments: list[str], log: Path) -> None:
-    with open(log, "a") as stream:
-        stream.write(f"$ cgs {' '.join(arguments)}\n")
-        stream.flush()
-        completed = subprocess.run(
-            [sys.executable, "-m", "cgs_engine", *arguments], stdout=stream, stderr=subprocess.STDOUT
-        )
-    if completed.returncode:
-        raise SystemExit(f"cgs {arguments[0]} failed (exit {completed.returncode}); see {log}")
 
 
 def train_run(store: Path, run: Path, iterations: int, settings: dict, log: Path) -> Path:
