@@ -25,7 +25,6 @@ for helpers in (ROOT / "tests" / "engine", ROOT / "tests" / "reliability", ROOT 
     if str(helpers) not in sys.path:
         sys.path.insert(0, str(helpers))
 
-SERIES_VERBS = ("info", "convert", "predict", "add-correction", "rtstruct export", "seg export")
 AWKWARD_NAMES = ["Parótida_D 腮腺", "two\nlines", "back\\slash", "L" * 70, "", "two lines"]
 
 
@@ -94,26 +93,6 @@ def _awkward_labels(series: Path, path: Path, classes: int = len(AWKWARD_NAMES))
     return write_volume(read_volume(series).like(array, "labels"), path)
 
 
-def series_arguments(verb: str, folder: Path, work: Path, model: Path, labels: Path) -> list[str]:
-    out = work / "out" / folder.name
-    return {
-        "info": ["info", folder],
-        "convert": ["convert", folder, out / "scan.nii.gz"],
-        "predict": ["predict", model, folder, "-o", out],
-        "add-correction": [
-            "project",
-            "add-correction",
-            work / "project",
-            "--image",
-            folder,
-            "--labels",
-            labels,
-        ],
-        "rtstruct export": ["rtstruct", "export", labels, "--dicom", folder, "-o", out / "RS.dcm"],
-        "seg export": ["seg", "export", labels, "--dicom", folder, "-o", out / "SEG.dcm"],
-    }[verb]
-
-
 def run_fuzz(cases: int, seed: int, work: Path) -> dict:
     results = work / "fuzz.jsonl"
     started = time.perf_counter()
@@ -152,8 +131,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     from common import save_results
-    from dicom_series_cases import BROKEN
-    from hostile_inputs import run_in_process, snapshot
+    from dicom_series_cases import BROKEN, SERIES_VERBS, series_command
+    from hostile_runs import run_in_process, snapshot
     from test_project import tiny_base_model
 
     from cgs_engine.cli.main import main as cgs
@@ -165,7 +144,7 @@ def main() -> None:
     folders = damaged_series(args.work / "series")
     labels = _awkward_labels(folders["dicom-good"], args.work / "labels.nii.gz", classes=1)
     cases = [
-        (f"{verb} {name}", [str(a) for a in series_arguments(verb, folder, args.work, model, labels)])
+        (f"{verb} {name}", series_command(verb, folder, args.work, model, labels))
         for name, folder in folders.items()
         for verb in SERIES_VERBS
     ]

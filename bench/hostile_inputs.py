@@ -15,9 +15,7 @@ escapes it); cases that could abort the process (non-UTF-8 paths) run in a child
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
-import io
 import json
 import os
 import shutil
@@ -35,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile_dicom  # noqa: E402 - DICOM series folders and RT files (issue 22)
 import hostile_files  # noqa: E402
 from common import save_results  # noqa: E402
+from hostile_runs import run_child, run_in_process, snapshot  # noqa: E402
 
 
 def image(path: Path, array: np.ndarray) -> Path:
@@ -198,42 +197,6 @@ def _labels_named_like(path: Path, folder: Path) -> Path:
     except RuntimeError:  # a name ITK cannot write (.png of the wrong size, a folder): any file will do
         target.write_bytes(b"")
     return target
-
-
-def run_in_process(arguments: list[str]) -> tuple[str, int | None, str]:
-    from cgs_engine.cli.main import main
-
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            code = main(arguments)
-    except SystemExit as exit_:  # argparse refusals: usage line, exit 2
-        code = exit_.code if isinstance(exit_.code, int) else 2
-    except BaseException as error:  # noqa: BLE001 - this is what the benchmark counts
-        return "traceback", None, f"{type(error).__name__}: {error}".splitlines()[0]
-    lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
-    if code == 2 and lines and ": error: " in lines[-1]:
-        return "clean error", code, lines[-1]
-    if code == 0:
-        return "handled", code, lines[-1] if lines else ""
-    return "unclear", code, lines[-1] if lines else ""
-
-
-def run_child(arguments: list[bytes]) -> tuple[str, int | None, str]:
-    result = subprocess.run([sys.executable.encode(), b"-m", b"cgs_engine", *arguments], capture_output=True)
-    text = result.stderr.decode("utf-8", "replace")
-    lines = [line for line in text.splitlines() if line.strip()]
-    if result.returncode < 0:
-        return "crash", result.returncode, f"signal {-result.returncode}"
-    if "Traceback" in text:
-        return "traceback", result.returncode, lines[-1] if lines else ""
-    if result.returncode == 2 and lines and ": error: " in lines[-1]:
-        return "clean error", 2, lines[-1]
-    return ("handled" if result.returncode == 0 else "unclear"), result.returncode, lines[-1] if lines else ""
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ from cgs_engine.dicom import write_ct_series
 from cgs_engine.volume import Geometry, Volume
 
 SHAPE = (8, 24, 32)  # slices, rows, columns
+# Every command that reads a series folder: each must refuse a damaged one with the same line.
+SERIES_VERBS = ("info", "convert", "predict", "add-correction", "rtstruct export", "seg export")
 GEOMETRY = Geometry(spacing=(0.8, 0.9, 2.5), origin=(-10.0, -20.0, 30.0))
 
 
@@ -209,3 +211,19 @@ def damaged_copy(good: Path, folder: Path, damage: Callable[[Path], None]) -> Pa
     shutil.copytree(good, folder)
     damage(folder)
     return folder
+
+
+def series_command(verb: str, folder: Path, work: Path, model: Path, labels: Path) -> list[str]:
+    """The ``cgs`` arguments with which ``verb`` reads the series ``folder``: outputs go to
+    ``work/out/<folder name>``, corrections to the project ``work/project``."""
+    out = work / "out" / folder.name
+    arguments = {
+        "info": ["info", folder],
+        "convert": ["convert", folder, out / "scan.nii.gz"],
+        "predict": ["predict", model, folder, "-o", out],
+        "add-correction": ["project", "add-correction", work / "project"]
+        + ["--image", folder, "--labels", labels],
+        "rtstruct export": ["rtstruct", "export", labels, "--dicom", folder, "-o", out / "RS.dcm"],
+        "seg export": ["seg", "export", labels, "--dicom", folder, "-o", out / "SEG.dcm"],
+    }[verb]
+    return [str(a) for a in arguments]

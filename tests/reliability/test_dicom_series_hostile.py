@@ -9,12 +9,10 @@ import io
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, cgs
-from dicom_series_cases import BROKEN, SHAPE, VALID, damaged_copy, good_series
+from dicom_series_cases import BROKEN, SERIES_VERBS, SHAPE, VALID, damaged_copy, good_series, series_command
 
 from cgs_engine.cli.main import main
 from cgs_engine.io import read_volume, write_volume
-
-VERBS = ("info", "convert", "predict", "add-correction", "rtstruct export", "seg export")
 
 
 @pytest.fixture(scope="module")
@@ -30,23 +28,7 @@ def setting(tmp_path_factory, tiny_model):
 
 def arguments(verb: str, folder, setting) -> list[str]:
     root, _, labels, model = setting
-    out = root / "out" / folder.name
-    return {
-        "info": ["info", folder],
-        "convert": ["convert", folder, out / "scan.nii.gz"],
-        "predict": ["predict", model, folder, "-o", out],
-        "add-correction": [
-            "project",
-            "add-correction",
-            root / "project",
-            "--image",
-            folder,
-            "--labels",
-            labels,
-        ],
-        "rtstruct export": ["rtstruct", "export", labels, "--dicom", folder, "-o", out / "RS.dcm"],
-        "seg export": ["seg", "export", labels, "--dicom", folder, "-o", out / "SEG.dcm"],
-    }[verb]
+    return series_command(verb, folder, root, model, labels)
 
 
 def run(argv) -> tuple[int, list[str]]:
@@ -62,7 +44,7 @@ def test_every_command_refuses_a_damaged_series_with_the_same_line(setting, case
     folder = damaged_copy(good, root / case, BROKEN[case][0])
     (root / "out" / case).mkdir(parents=True)
     problems = set()
-    for verb in VERBS:
+    for verb in SERIES_VERBS:
         code, lines = run(arguments(verb, folder, setting))
         errors = [line for line in lines if ": error: " in line]
         assert code == 2 and len(errors) == 1 and lines[-1] == errors[0], (verb, lines)
