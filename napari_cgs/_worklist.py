@@ -47,16 +47,7 @@ def choose_scan_folder(parent: Any) -> str | None:
 
 
 def scan_text(rank: int, score: ScanScore, opened: bool) -> str:
-    if score.problem:
-        return f"{rank}. {score.name}\n    not scored: {score.problem}"
-    if score.found_no_organ:
-        return f"{rank}. {score.name}{'  – opened' if opened else ''}\n    no organ found"
-    worst = score.worst_organ()
-    organ = (
-        "" if worst is None else f" · worst {worst} (est. Dice {score.organs[worst]['estimated_dice']:.2f})"
-    )
-    volume = f" · likely wrong {score.likely_wrong_ml:.1f} mL" if score.calibrated else ""
-    return f"{rank}. {score.name}{'  – opened' if opened else ''}\n    score {score.score:.2f}{volume}{organ}"
+    return f"{rank}. {score.name}{'  – opened' if opened else ''}\n    {' · '.join(score.findings())}"
 
 
 def scan_tooltip(score: ScanScore) -> str:

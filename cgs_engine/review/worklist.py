@@ -45,18 +45,22 @@ class ScanScore:
             return None
         return max(self.organs, key=lambda organ: self.organs[organ]["likely_wrong_ml"])
 
+    def findings(self) -> list[str]:
+        """What the score says, in pieces: the CLI's line and the panel's list item join them."""
+        if self.problem:
+            return [f"not scored: {self.problem}"]
+        if self.found_no_organ:
+            return ["no organ found (the model may not know this anatomy)"]
+        parts = [f"score {self.score:.3f}"]
+        parts.append(f"likely wrong {self.likely_wrong_ml:.1f} mL" if self.calibrated else "uncalibrated")
+        worst = self.worst_organ()
+        if worst is not None:
+            parts.append(f"worst {worst} (est. Dice {self.organs[worst]['estimated_dice']:.2f})")
+        return parts
+
     def describe(self) -> str:
         """One line: score, the likely wrong volume and the worst organ, or the problem."""
-        if self.problem:
-            return f"{self.name}: not scored ({self.problem})"
-        if self.found_no_organ:
-            return f"{self.name}: no organ found (the model may not know this anatomy)"
-        worst = self.worst_organ()
-        organ = (
-            "" if worst is None else f"; worst {worst} (est. Dice {self.organs[worst]['estimated_dice']:.2f})"
-        )
-        volume = f", likely wrong {self.likely_wrong_ml:.1f} mL" if self.calibrated else " (uncalibrated)"
-        return f"{self.name}: score {self.score:.3f}{volume}{organ}"
+        return f"{self.name}: {'; '.join(self.findings())}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
