@@ -164,7 +164,7 @@ def main() -> None:
 
     predictor = Predictor(args.checkpoint)
     if args.fit:
-        from cgs_engine.review.calibrate import fit_from_prior
+        from cgs_engine.project.calibration import fit_from_prior
 
         predictor.error_model = fit_from_prior(args.checkpoint, l2=args.l2, report=print)
     elif not predictor.error_model.calibrated:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cgs_engine.errors import CGSError
+from cgs_engine.errors import CGSError, display_path
 
 TEMP_SUFFIX = ".partial"
 # ".<name>.<pid>-<hex>.partial" (this module); older writers used ".<name>.<random>.partial" or ".tmp"
@@ -78,8 +78,6 @@ class WriteError(CGSError, OSError):
     """
 
     def __init__(self, target: str | os.PathLike, problem: str) -> None:
-        from cgs_engine.io.errors import display_path
-
         self.target, self.problem = os.fspath(target), problem
         super().__init__(
             f"{display_path(self.target)}: could not be written ({problem}); nothing was replaced"

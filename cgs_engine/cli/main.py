@@ -25,8 +25,7 @@ from cgs_engine.cli import (
     verb_seg,
     verb_train,
 )
-from cgs_engine.errors import CGSError
-from cgs_engine.io.errors import display_path
+from cgs_engine.errors import CGSError, display_path
 
 VERBS = (
     verb_import,

@@ -103,7 +103,7 @@ def print_worklist(ranked) -> None:
 
 
 def run_fit(args) -> int:
-    from cgs_engine.review.calibrate import fit_from_prior
+    from cgs_engine.project.calibration import fit_from_prior
     from cgs_engine.review.error_model import save_error_model, sidecar_path
 
     checkpoint = Path(args.fit_error_model)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cgs_engine.errors import CGSError
-from cgs_engine.io.errors import display_path
+from cgs_engine.errors import CGSError, display_path
 
 
 class DicomError(CGSError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from ..errors import CGSError
+from ..errors import CGSError, display_path
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 # "Exception thrown in SimpleITK ImageFileReader_Execute: /path/sitkImageReaderBase.cxx:99:"
@@ -30,20 +30,6 @@ class VolumeIOError(CGSError):
             self.path, self.problem = os.fspath(path), problem
             message = f"{display_path(self.path)}: {problem}"
         super().__init__(one_line(message))
-
-
-def display_path(path: str | os.PathLike) -> str:
-    """``path`` as printable text: bytes that are not UTF-8 are shown as \\xNN escapes.
-
-    Python keeps such bytes of a file name as lone surrogates, which cannot be printed (and
-    which make ITK abort the process when it is handed them).
-    """
-    text = os.fspath(path)
-    try:
-        raw = os.fsencode(text)
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def require_utf8_path(path: str | os.PathLike, name: str | None = None) -> str:

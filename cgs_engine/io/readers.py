@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import display_path
 from ..native_output import captured_native_stderr
 from ..volume import Geometry, Volume
 from .claimed_size import check_claimed_size
 from .dicom_series_checks import check_dicom_series, read_checked_series
-from .errors import VolumeIOError, describe_read_failure, display_path, itk_reason, require_utf8_path
+from .errors import VolumeIOError, describe_read_failure, itk_reason, require_utf8_path
 from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of
 from .header_rules import ORTHOGONAL_TOLERANCE, check_image_header, require_regular_file
 from .integrity import check_nifti_complete

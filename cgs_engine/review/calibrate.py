@@ -1,4 +1,4 @@
-"""Fit a checkpoint's error model on the labeled data it was trained on, and store it beside it.
+"""The pieces of fitting a checkpoint's error model on the labeled data it was trained on.
 
 The training patients are the data a model may be calibrated on without grading itself on its
 own exam: the patients it is judged on (validation, new scans) take no part. Its prior data
@@ -6,21 +6,19 @@ own exam: the patients it is judged on (validation, new scans) take no part. Its
 slice store) hold exactly those, split "train". Each is predicted once with the maps, the
 evidence (``error_features``) of the voxels within ``BAND`` voxels of a predicted or reference
 organ becomes the rows, and "wrong" is the prediction differing from the reference label there.
+``cgs_engine.project.calibration.fit_from_prior`` runs them on a checkpoint's prior data.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.ranking import error_band
-from cgs_engine.review.error_features import ErrorEvidence, collect_evidence, size_column
-from cgs_engine.review.error_model import ErrorModel, fit_error_model
+from cgs_engine.review.error_features import ErrorEvidence, collect_evidence
+from cgs_engine.review.error_model import fit_error_model
 
 BAND = 3.0  # voxels: the rows are the voxels a contour reviewer looks at (as the benchmark scores)
 # L2 penalties tried by "auto": each scored by leave-one-case-out average precision on the cases
@@ -88,64 +86,3 @@ def choose_l2(
             report(f"L2 {l2:g}: leave-one-case-out average precision {scores[f'{l2:g}']:.3f}")
     best = max(L2_CHOICES, key=lambda l2: scores[f"{l2:g}"])
     return best, scores
-
-
-def fit_from_prior(
-    checkpoint_path: str | os.PathLike,
-    prior: str | os.PathLike | None = None,
-    l2: float | str = "auto",
-    device: str = "auto",
-    report: Callable[[str], None] | None = None,
-) -> ErrorModel:
-    """Fit the error model of a checkpoint on the "train" cases of its prior data (found beside it)."""
-    from cgs_engine.infer import Predictor
-    from cgs_engine.project.prior import find_model_prior, read_prior
-    from cgs_engine.volume import Volume
-
-    predictor = Predictor(checkpoint_path, device=device)
-    source = prior if prior is not None else find_model_prior(checkpoint_path)
-    if source is None:
-        raise CGSError(
-            f"{checkpoint_path}: no prior data found (a {Path(checkpoint_path).stem}.prior folder beside "
-            "it or its training run's store); give the labeled data it was trained on"
-        )
-    summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
-    cases = []
-    for name, split, image, label, _review, geometry in volumes:
-        if split != "labeled":  # the prior's validation cases stay out: models are picked on them
-            continue
-        cases.append(calibration_case(predictor, name, Volume(image, geometry), np.asarray(label), True))
-        if report is not None:
-            report(
-                f"{name}: {cases[-1].wrong.size} voxels near the organs, {int(cases[-1].wrong.sum())} wrong"
-            )
-    typical = typical_volumes(cases)
-    for case in cases:  # the size term needs the typical volumes, known once every case is read
-        case.evidence.columns["size"] = size_column(case.evidence.near, case.evidence.organ_ml, typical)
-    if len(cases) < 2:
-        raise CGSError(f"{source}: {len(cases)} training case(s); calibrating needs at least 2")
-    record = {
-        "checkpoint": Path(checkpoint_path).name,
-        "weights_sha256": _weights_digest(predictor.checkpoint),
-        "prior_data": Path(summary.source).name,
-        "cases": [case.name for case in cases],
-        "band_voxels": BAND,
-    }
-    if l2 == "auto":
-        l2, record["l2_leave_one_out_ap"] = choose_l2(cases, predictor.class_names, typical, report)
-    elif isinstance(l2, str):
-        l2 = float(l2)
-    return fit_error_model(
-        [case.evidence for case in cases],
-        [case.wrong for case in cases],
-        predictor.class_names,
-        typical,
-        l2=l2,
-        fitted_on=record,
-    )
-
-
-def _weights_digest(checkpoint) -> str:
-    from cgs_engine.checkpoint import weights_digest
-
-    return weights_digest(checkpoint.state_dict)
