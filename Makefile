@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint install system-deps clean
+.PHONY: test demo lint wheel-check install system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ lint: install
 	$(BIN)/ruff format --check cgs_engine napari_cgs tests scripts bench
 	$(BIN)/lint-imports
 
-test: install system-deps lint
+# The wheel installed in a fresh venv (scripts/wheel_check.sh): packaging mistakes (a file left out
+# of the wheel, a broken entry point) fail here in about a minute, before the long test suite.
+wheel-check: install system-deps
+	BUILD_PYTHON=$(BIN)/python PYTHON="$(PYTHON)" TORCH="$(TORCH)" bash scripts/wheel_check.sh
+
+test: install system-deps lint wheel-check
 	$(BIN)/python -m pytest -q
 
 demo: install system-deps

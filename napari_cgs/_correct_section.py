@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from cgs_engine.edit.interpolate_process import shared_interpolation
+from cgs_engine.edit.tools import EDIT_TOOLS, MARGIN, SIGMA, SMALLEST_ISLAND
 from cgs_engine.errors import CGSError
 from cgs_engine.review.state import EDITED
 
@@ -53,6 +54,25 @@ VIEWS = {
 WHOLE_ORGAN, REVIEW_REGION = "whole organ", "current review region"
 # Tool defaults (mm); on a coarser image they start at one in-plane voxel instead (see _fit_to_voxels)
 SMOOTH_MM, MARGIN_MM = 1.0, 2.0
+# The Correct buttons of the tools in cgs_engine.edit.tools: (text, tooltip)
+TOOL_BUTTONS = {
+    "fill-between-slices": (
+        "Fill between slices",
+        "Draw the organ on every few slices, then fill the slices between by contour interpolation.",
+    ),
+    "keep-largest": (
+        "Keep largest island",
+        "Remove every part of the organ not connected to its largest piece (shown first: Apply or Discard).",
+    ),
+    "remove-islands": (
+        "Remove islands <",
+        "Remove the organ's pieces smaller than the volume on the right (shown first: Apply or Discard).",
+    ),
+    "fill-holes": ("Fill holes", "Fill holes inside the organ on each axial slice."),
+    "smooth": ("Smooth", "Smooth the organ's surface (sigma on the right, in mm)."),
+    "grow": ("Grow", "Add a margin around the organ (mm on the right), never over another organ."),
+    "shrink": ("Shrink", "Take a margin off the organ (mm on the right)."),
+}
 
 
 def alternative_layer_name(image_layer: Any) -> str:
@@ -69,23 +89,9 @@ def colour_icon(rgba: np.ndarray) -> QIcon:
 def run_tool(
     tool: str, labels: np.ndarray, class_id: int, spacing_zyx, region, value: float, interpolate=None
 ):
-    from cgs_engine import edit
-
-    if tool == "fill-between-slices":
-        return edit.fill_between_slices(labels, class_id, region=region, interpolate=interpolate)
-    if tool == "keep-largest":
-        return edit.keep_largest_island(labels, class_id, region=region)
-    if tool == "remove-islands":
-        return edit.remove_small_islands(labels, class_id, value, spacing_zyx, region=region)
-    if tool == "fill-holes":
-        return edit.fill_holes(labels, class_id, region=region)
-    if tool == "smooth":
-        return edit.smooth(labels, class_id, value, spacing_zyx, region=region)
-    if tool == "grow":
-        return edit.grow(labels, class_id, value, spacing_zyx, region=region)
-    if tool == "shrink":
-        return edit.shrink(labels, class_id, value, spacing_zyx, region=region)
-    raise CGSError(f"unknown tool {tool!r}")
+    if tool not in EDIT_TOOLS:
+        raise CGSError(f"unknown tool {tool!r}")
+    return EDIT_TOOLS[tool].run(labels, class_id, spacing_zyx, region, value, interpolate=interpolate)
 
 
 class CorrectSection(WorkerSection):
@@ -116,6 +122,16 @@ class CorrectSection(WorkerSection):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        self._build_scope()
+        self._build_amounts()
+        self.tool_buttons = {
+            tool: self._button(*TOOL_BUTTONS[tool], lambda t=tool: self.apply_tool(t)) for tool in EDIT_TOOLS
+        }
+        self._build_region_and_view()
+        self._lay_out()
+
+    def _build_scope(self) -> None:
+        """The organ the tools act on, and whether on all of it or in the review region."""
         self.organ_choice = QComboBox()
         self.organ_choice.setToolTip("The organ you paint with and that the tools below work on.")
         self.organ_choice.currentIndexChanged.connect(self._organ_chosen)
@@ -130,52 +146,22 @@ class CorrectSection(WorkerSection):
         self.scope_group = QButtonGroup(self)
         for button in (self.whole_button, self.region_button):
             self.scope_group.addButton(button)
+
+    def _build_amounts(self) -> None:
+        """The tools' amounts (mL, mm), the note on voxel size and the preview of a removal."""
         self.islands_ml = self._spin(0.5, 0.01, 1000.0, " mL", "Islands smaller than this are removed.")
         self.smooth_mm = self._spin(SMOOTH_MM, 0.1, 20.0, " mm", "Gaussian smoothing strength (sigma).")
         self.margin_mm = self._spin(MARGIN_MM, 0.1, 50.0, " mm", "How far to grow or shrink the organ.")
         self._voxel_defaults = {self.smooth_mm: SMOOTH_MM, self.margin_mm: MARGIN_MM}  # as last set by us
+        self._amount_boxes = {SMALLEST_ISLAND: self.islands_ml, SIGMA: self.smooth_mm, MARGIN: self.margin_mm}
         self.voxel_note = QLabel()
         self.voxel_note.setWordWrap(True)
         self.voxel_note.setStyleSheet("color: #9a9a9a;")
         self.voxel_note.setToolTip("Grow, Shrink and Smooth by less than one voxel change nothing.")
         self.preview = ToolPreview(self.viewer, on_closed=self.refresh)
-        self.tool_buttons = {
-            "fill-between-slices": self._button(
-                "Fill between slices",
-                "Draw the organ on every few slices, then fill the slices between by contour interpolation.",
-                lambda: self.apply_tool("fill-between-slices"),
-            ),
-            "keep-largest": self._button(
-                "Keep largest island",
-                "Remove every part of the organ not connected to its largest piece (shown first: "
-                "Apply or Discard).",
-                lambda: self.apply_tool("keep-largest"),
-            ),
-            "remove-islands": self._button(
-                "Remove islands <",
-                "Remove the organ's pieces smaller than the volume on the right (shown first: Apply or "
-                "Discard).",
-                lambda: self.apply_tool("remove-islands"),
-            ),
-            "fill-holes": self._button(
-                "Fill holes",
-                "Fill holes inside the organ on each axial slice.",
-                lambda: self.apply_tool("fill-holes"),
-            ),
-            "smooth": self._button(
-                "Smooth",
-                "Smooth the organ's surface (sigma on the right, in mm).",
-                lambda: self.apply_tool("smooth"),
-            ),
-            "grow": self._button(
-                "Grow",
-                "Add a margin around the organ (mm on the right), never over another organ.",
-                lambda: self.apply_tool("grow"),
-            ),
-            "shrink": self._button(
-                "Shrink", "Take a margin off the organ (mm on the right).", lambda: self.apply_tool("shrink")
-            ),
-        }
+
+    def _build_region_and_view(self) -> None:
+        """The specialists' version of a review region, window presets, standard views, status."""
         self.take_button = self._button(
             f"Take specialists' version ({KEY_TAKE_SPECIALISTS})",
             "In the review region on screen, use what the specialist heads draw (shown as an outline "
@@ -203,6 +189,7 @@ class CorrectSection(WorkerSection):
         self.status.setWordWrap(True)
         self.status.setToolTip("What the last correction did.")
 
+    def _lay_out(self) -> None:
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("Organ"))
@@ -339,9 +326,8 @@ class CorrectSection(WorkerSection):
             return self._report(
                 "No review region on screen: choose one in the queue, or act on the whole organ."
             )
-        value = {"remove-islands": self.islands_ml, "smooth": self.smooth_mm}.get(
-            tool, self.margin_mm
-        ).value()
+        needs = EDIT_TOOLS[tool].amount
+        value = self._amount_boxes.get(needs, self.margin_mm).value()
         spacing_zyx = tuple(layer_geometry(image).spacing[::-1])
         labels = np.array(layer.data, copy=True)
         name = self.organ_choice.currentText()
@@ -350,7 +336,7 @@ class CorrectSection(WorkerSection):
         waiting = ""
         if tool == "fill-between-slices" and not helper.ready:
             waiting = " (ITK's contour interpolation is still loading in its helper process: about 10 s)"
-        amount = value if tool in ("smooth", "grow", "shrink") else None
+        amount = value if needs is not None and needs.unit == "mm" else None
         return self._start(
             run_and_summarise,
             (run_tool, tool, labels, class_id, spacing_zyx, self._region(), value, helper),

@@ -217,6 +217,12 @@ class CGSPanel(QWidget):
 
     # ================================================================= layout
     def _build(self) -> None:
+        boxes = (self._build_model_box(), self._build_run_box(), self._build_review_box())
+        save_box = self._build_save_box()
+        self._build_sections()
+        self._build_scroll(*boxes, save_box)
+
+    def _build_model_box(self) -> QGroupBox:
         self.model_choice = ComboBox(
             choices=[], nullable=True, tooltip="The segmentation model (checkpoint) used to pre-segment."
         )
@@ -251,7 +257,9 @@ class CGSPanel(QWidget):
         row.addWidget(self.device_choice.native, 1)
         model_layout.addLayout(row)
         model_layout.addWidget(self.runtime_label)
+        return model_box
 
+    def _build_run_box(self) -> QGroupBox:
         self.image_choice = ComboBox(
             choices=self._image_choices, nullable=True, tooltip="The CT/MR Image layer to pre-segment."
         )
@@ -307,7 +315,9 @@ class CGSPanel(QWidget):
         )
         self.scope_label.setVisible(False)
         run_layout.addWidget(self.scope_label)
+        return run_box
 
+    def _build_review_box(self) -> QGroupBox:
         self.queue = ReviewQueueWidget()
         self.display = DisplayControls(self)
         review_box = QGroupBox("3 · Review uncertain regions")
@@ -316,7 +326,9 @@ class CGSPanel(QWidget):
         self.likely_wrong = LikelyWrongSummary()  # per organ "likely wrong: N mL" (_likely_wrong)
         review_layout.addWidget(self.likely_wrong)
         review_layout.addWidget(self.display)
+        return review_box
 
+    def _build_save_box(self) -> QGroupBox:
         self.export_button = QPushButton("Export labels…")
         self.export_button.setToolTip(
             "Save the labels on the image's exact grid (NIfTI, MetaImage or NRRD) plus a class table "
@@ -346,13 +358,19 @@ class CGSPanel(QWidget):
         self.export_status.setVisible(False)
         save_layout.addWidget(self.export_status)
         save_layout.addWidget(self.session_label)
+        return save_box
 
+    def _build_sections(self) -> None:
+        """The sections with their own module: correct, retrain, DICOM, worklist."""
         self.correct_section = CorrectSection(self)
         self.retrain_section = RetrainSection.for_panel(self)
         from ._dicom_section import DicomSection  # here, not at the top: keeps this edit in one place
 
         self.dicom_section = DicomSection.for_panel(self)
         self.worklist_section = WorklistSection.for_panel(self)  # which scan next (_worklist)
+
+    def _build_scroll(self, model_box, run_box, review_box, save_box) -> None:
+        """Every section in one scrolled column that follows the dock's width."""
         for combo in (self.model_choice, self.device_choice, self.image_choice):
             # Long model or image names must not widen the dock: the combo box elides them instead.
             combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)

@@ -5,6 +5,7 @@ The output keeps the input's geometry exactly; only voxels of the chosen organ a
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -12,22 +13,10 @@ import numpy as np
 
 from cgs_engine.cli.class_files import read_class_names
 from cgs_engine.cli.edit_prompts import PROMPTS, add_prompt_options, prompt_options, run_prompt
+from cgs_engine.edit.tools import AXIS, EDIT_TOOLS, MODE
 from cgs_engine.errors import CGSError
 
-TOOLS = (
-    "fill-between-slices",
-    "keep-largest",
-    "remove-islands",
-    "fill-holes",
-    "smooth",
-    "grow",
-    "shrink",
-    *PROMPTS,
-)
-MM_TOOLS = ("smooth", "grow", "shrink")  # --mm: the sigma of smooth, the margin of grow and shrink
-ML_TOOLS = ("remove-islands",)
-AXES = {"z": 0, "y": 1, "x": 2}
-MODES = ("slice", "3d")
+TOOLS = (*EDIT_TOOLS, *PROMPTS)
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
@@ -36,6 +25,10 @@ def add_parser(verbs) -> None:
         "edit",
         help="correct one organ of a label map: fill between slices, islands, holes, smooth, grow, shrink, "
         "click, box, or adapt the model to the scan",
+        epilog="tools:\n"
+        + "\n".join(f"  {tool.name:<20} {tool.description}" for tool in EDIT_TOOLS.values())
+        + "\n  click, box, adapt    correct by pointing, or adapt the model (see their options)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("tool", metavar="TOOL", help=f"one of {', '.join(TOOLS)}")
     parser.add_argument("labels", metavar="LABELS", help="label map file (NIfTI/MHA/NRRD)")
@@ -85,7 +78,7 @@ def run(args) -> int:
         result = run_prompt(args, volume, class_id, name, box, map_path)
     else:
         try:
-            result = _apply(args.tool, volume.array, class_id, spacing_zyx, box, options)
+            result = EDIT_TOOLS[args.tool].run(volume.array, class_id, spacing_zyx, box, **options)
         except EditError as error:  # a setting that does not fit this volume: say which volume
             raise CGSError(f"{args.labels}: {error}") from None
     written = write_volume(volume.like(result.labels, "labels"), args.output, overwrite=args.overwrite)
@@ -101,41 +94,30 @@ def _tool_options(args) -> dict:
     tool = args.tool
     if tool not in TOOLS:
         raise CGSError(f"unknown tool {tool!r} (one of {', '.join(TOOLS)})")
-    if tool in MM_TOOLS and args.mm is None:
-        raise CGSError(
-            f"{tool} needs --mm ({'the sigma' if tool == 'smooth' else 'the margin'} in millimetres)"
-        )
-    if tool in ML_TOOLS and args.ml is None:
-        raise CGSError(f"{tool} needs --ml (the smallest island to keep, in millilitres)")
-    for option, value, tools in (
-        ("--mm", args.mm, MM_TOOLS),
-        ("--ml", args.ml, ML_TOOLS),
-        ("--axis", args.axis, ("fill-between-slices",)),
-        ("--mode", args.mode, ("fill-holes",)),
-    ):
-        if value is not None and tool not in tools:
-            raise CGSError(f"{option} does not apply to {tool} (only to {', '.join(tools)})")
-    if args.axis is not None and args.axis not in AXES:
-        raise CGSError(f"--axis must be z, y or x, got {args.axis!r}")
-    if args.mode is not None and args.mode not in MODES:
-        raise CGSError(f"--mode must be slice or 3d, got {args.mode!r}")
+    amount = EDIT_TOOLS[tool].amount if tool in EDIT_TOOLS else None
+    if amount is not None and getattr(args, amount.unit) is None:
+        raise CGSError(f"{tool} needs --{amount.unit} ({amount.meaning})")
+    for option in ("mm", "ml", "axis", "mode"):
+        takers = [t.name for t in EDIT_TOOLS.values() if option in _options_of(t)]
+        if getattr(args, option) is not None and tool not in takers:
+            raise CGSError(f"--{option} does not apply to {tool} (only to {', '.join(takers)})")
+    for choice in (AXIS, MODE):
+        value = getattr(args, choice.name)
+        if value is not None and value not in choice.values:
+            raise CGSError(f"--{choice.name} must be {choice.spoken()}, got {value!r}")
     prompt_options(args)
-    return {"mm": args.mm, "ml": args.ml, "axis": AXES[args.axis or "z"], "mode": args.mode or "slice"}
+    return {
+        "amount": None if amount is None else getattr(args, amount.unit),
+        **{
+            choice.name: choice.values[getattr(args, choice.name) or choice.default]
+            for choice in (AXIS, MODE)
+        },
+    }
 
 
-def _apply(tool: str, labels: np.ndarray, class_id: int, spacing_zyx, region, options: dict):
-    from cgs_engine import edit
-
-    if tool == "fill-between-slices":
-        return edit.fill_between_slices(labels, class_id, axis=options["axis"], region=region)
-    if tool == "keep-largest":
-        return edit.keep_largest_island(labels, class_id, region=region)
-    if tool == "remove-islands":
-        return edit.remove_small_islands(labels, class_id, options["ml"], spacing_zyx, region=region)
-    if tool == "fill-holes":
-        return edit.fill_holes(labels, class_id, region=region, mode=options["mode"])
-    tools = {"smooth": edit.smooth, "grow": edit.grow, "shrink": edit.shrink}
-    return tools[tool](labels, class_id, options["mm"], spacing_zyx, region=region)
+def _options_of(tool) -> tuple[str, ...]:
+    """The options of `cgs edit` that ``tool`` takes: --mm or --ml for its amount, and its choices."""
+    return (*(() if tool.amount is None else (tool.amount.unit,)), *(choice.name for choice in tool.choices))
 
 
 def _check_output(path: Path, overwrite: bool) -> None:

@@ -101,13 +101,7 @@ def adapt_to_scan(
     ``threads``: CPU threads (0: every usable core); ``progress`` gets (stage, done, total);
     ``cancel()`` true raises ``Cancelled`` (nothing is changed).
     """
-    labels = check_labels(labels)
-    image = np.asarray(image)
-    trusted = np.asarray(trusted).astype(bool, copy=False)
-    keep = trusted if keep is None else np.asarray(keep).astype(bool, copy=False)
-    for name, array in (("image", image), ("trusted mask", trusted), ("keep mask", keep)):
-        if array.shape != labels.shape:
-            raise EditError(f"{name} has shape {array.shape}, the labels {labels.shape}")
+    labels, image, trusted, keep = _checked_arrays(labels, image, trusted, keep)
     if not (seconds > 0 and max_steps > 0 and lr > 0 and batch > 0):
         raise EditError("seconds, max_steps, lr and batch must be positive")
     model_checkpoint = checkpoint if isinstance(checkpoint, ModelCheckpoint) else load_checkpoint(checkpoint)
@@ -135,10 +129,39 @@ def adapt_to_scan(
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
     # the budget starts here: the first optimiser of a process imports much of torch (seconds)
     started = time.perf_counter()
-    training_budget = seconds * (1.0 - PREDICT_SHARE)
+    deadline = started + seconds * (1.0 - PREDICT_SHARE)
+    steps, loss = _train(
+        network, source, optimizer, objective, runtime, max_steps, deadline, progress, cancel
+    )
+    predicted = _predict(network.eval(), image, size, runtime, normalize, progress, cancel)
+    new = np.where(keep, labels, predicted.astype(labels.dtype))
+    return AdaptResult(
+        labels=new,
+        changed=new != labels,
+        steps=steps,
+        seconds=time.perf_counter() - started,
+        trained_slices=int(slices.size),
+        final_loss=loss,
+    )
+
+
+def _checked_arrays(labels, image, trusted, keep):
+    """``labels``, ``image``, ``trusted`` and ``keep`` (default: ``trusted``) as arrays of one shape."""
+    labels = check_labels(labels)
+    image = np.asarray(image)
+    trusted = np.asarray(trusted).astype(bool, copy=False)
+    keep = trusted if keep is None else np.asarray(keep).astype(bool, copy=False)
+    for name, array in (("image", image), ("trusted mask", trusted), ("keep mask", keep)):
+        if array.shape != labels.shape:
+            raise EditError(f"{name} has shape {array.shape}, the labels {labels.shape}")
+    return labels, image, trusted, keep
+
+
+def _train(network, source, optimizer, objective, runtime, max_steps, deadline, progress, cancel):
+    """Train until ``deadline`` (``time.perf_counter()``) or ``max_steps``: (steps, last loss)."""
     steps, loss = 0, None
     # at least one step, however slow the machine: an adaptation that never trained changes nothing
-    while steps < max_steps and (steps == 0 or time.perf_counter() - started < training_budget):
+    while steps < max_steps and (steps == 0 or time.perf_counter() < deadline):
         if cancel is not None and cancel():
             raise Cancelled("adaptation cancelled")
         drawn = source.batch(steps)
@@ -151,16 +174,7 @@ def adapt_to_scan(
         steps, loss = steps + 1, float(terms["sup"].detach())
         if progress is not None:
             progress("training", steps, max_steps)
-    predicted = _predict(network.eval(), image, size, runtime, normalize, progress, cancel)
-    new = np.where(keep, labels, predicted.astype(labels.dtype))
-    return AdaptResult(
-        labels=new,
-        changed=new != labels,
-        steps=steps,
-        seconds=time.perf_counter() - started,
-        trained_slices=int(slices.size),
-        final_loss=loss,
-    )
+    return steps, loss
 
 
 def _slice_bank(image, labels, trusted, slices, normalize, size: int) -> SliceBank:

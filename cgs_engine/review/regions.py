@@ -198,13 +198,9 @@ def find_regions_with_map(
     if not 0 < wrong_threshold <= 1:
         raise ValueError(f"wrong_threshold must be in (0, 1], got {wrong_threshold}")
     high = disagreement >= _cutoff(disagreement, threshold)
-    mask = high
-    if likely_wrong is not None:
-        mask = likely_wrong >= _cutoff(likely_wrong, wrong_threshold)
-    elif confidence is not None:
-        low_confidence = confidence < _cutoff(confidence, confidence_threshold)
-        near_organ = disagreement > 0 if labels is None else (labels != 0) | (disagreement > 0)
-        mask = high | (low_confidence & near_organ)
+    mask = _uncertain(
+        high, disagreement, labels, confidence, confidence_threshold, likely_wrong, wrong_threshold
+    )
     if split_by_organ and specialist_maps:
         component_map, count = _components_per_organ(mask, specialist_maps)
     else:
@@ -215,64 +211,100 @@ def find_regions_with_map(
 
     # Work on the uncertain voxels only: their flat positions and component ids.
     positions = np.flatnonzero(mask)
-    ids = component_map.ravel()[positions]
     del mask
+    stats = _component_stats(positions, component_map, count, high, disagreement, confidence, likely_wrong)
+    kept = _ranked(stats, min_voxels, max_regions)
+
+    new_id = np.zeros(count + 1, dtype=np.int32)
+    new_id[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    renumbered = new_id[stats.ids]
+    component_map.ravel()[positions] = renumbered  # dropped components become 0
+    if len(kept) == 0:
+        return [], component_map
+    in_kept = renumbered > 0
+    positions, renumbered = positions[in_kept], renumbered[in_kept]
+    likely = _likely_classes(positions, renumbered, len(kept), specialist_maps, labels)
+    centroids = _centroids(positions, renumbered, component_map.shape, len(kept))
+    regions = _regions(kept, stats, component_map, centroids, likely, spacing_zyx, likely_wrong is not None)
+    return regions, component_map
+
+
+def _uncertain(high, disagreement, labels, confidence, confidence_threshold, likely_wrong, wrong_threshold):
+    """The uncertain voxels (see the module docstring): ``high`` disagreement, or low confidence near an
+    organ, or, given a likely-wrong map, its voxels above ``wrong_threshold`` instead."""
+    if likely_wrong is not None:
+        return likely_wrong >= _cutoff(likely_wrong, wrong_threshold)
+    if confidence is not None:
+        low_confidence = confidence < _cutoff(confidence, confidence_threshold)
+        near_organ = disagreement > 0 if labels is None else (labels != 0) | (disagreement > 0)
+        return high | (low_confidence & near_organ)
+    return high
+
+
+@dataclass(frozen=True)
+class _Stats:
+    """Per component id (index 0 unused): voxel counts and masses, summed over the uncertain voxels."""
+
+    ids: np.ndarray  # the component id of each uncertain voxel
+    sizes: np.ndarray
+    dis_mass: np.ndarray
+    high_count: np.ndarray
+    low_only_count: np.ndarray
+    mass: np.ndarray
+
+
+def _component_stats(positions, component_map, count, high, disagreement, confidence, likely_wrong) -> _Stats:
+    ids = component_map.ravel()[positions]
     sizes = np.bincount(ids, minlength=count + 1)
-    dis_values = _unit_values(disagreement, positions)
-    dis_mass = np.bincount(ids, weights=dis_values, minlength=count + 1)
+    dis_mass = np.bincount(ids, weights=_unit_values(disagreement, positions), minlength=count + 1)
     high_count = np.bincount(ids[high.ravel()[positions]], minlength=count + 1)
     if confidence is not None:
         doubt = 1.0 - _unit_values(confidence, positions)
         doubt_mass = np.bincount(ids, weights=doubt, minlength=count + 1)
     else:
         doubt_mass = np.zeros(count + 1)
-    low_only_count = sizes - high_count
     mass = np.where(high_count > 0, dis_mass, doubt_mass)
     if likely_wrong is not None:
         mass = np.bincount(ids, weights=_unit_values(likely_wrong, positions), minlength=count + 1)
+    return _Stats(ids, sizes, dis_mass, high_count, sizes - high_count, mass)
 
+
+def _ranked(stats: _Stats, min_voxels: int, max_regions: int) -> np.ndarray:
+    """The ids of the components kept, best first."""
+    sizes, mass = stats.sizes, stats.mass
     candidates = np.flatnonzero(sizes >= min_voxels)
     candidates = candidates[candidates > 0]
     # Rank: mass descending, then size descending, then scan order (component id) for determinism.
     order = np.lexsort((candidates, -sizes[candidates], -mass[candidates]))
-    kept = candidates[order][:max_regions]
+    return candidates[order][:max_regions]
 
-    new_id = np.zeros(count + 1, dtype=np.int32)
-    new_id[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
-    renumbered = new_id[ids]
-    component_map.ravel()[positions] = renumbered  # dropped components become 0
-    if len(kept) == 0:
-        return [], component_map
-    in_kept = renumbered > 0
-    positions, renumbered = positions[in_kept], renumbered[in_kept]
 
+def _regions(kept, stats: _Stats, component_map, centroids, likely, spacing_zyx, wrong: bool) -> list[Region]:
+    """One :class:`Region` per kept component, numbered 1..n in ``kept``'s order."""
     boxes = ndimage.find_objects(component_map, max_label=len(kept))
-    centroids = _centroids(positions, renumbered, component_map.shape, len(kept))
-    likely = _likely_classes(positions, renumbered, len(kept), specialist_maps, labels)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     regions = []
     for index, old in enumerate(kept):
         region_id = index + 1
+        size, mass = int(stats.sizes[old]), float(stats.mass[old])
         source = (
-            "likely-wrong"
-            if likely_wrong is not None
-            else _source(int(high_count[old]), int(low_only_count[old]))
+            "likely-wrong" if wrong else _source(int(stats.high_count[old]), int(stats.low_only_count[old]))
         )
         regions.append(
             Region(
                 id=region_id,
                 bbox=tuple(slice(int(s.start), int(s.stop)) for s in boxes[index]),  # type: ignore[arg-type]
                 centroid=tuple(float(c) for c in centroids[region_id]),  # type: ignore[arg-type]
-                voxels=int(sizes[old]),
-                volume_ml=int(sizes[old]) * voxel_ml,
-                mass=float(mass[old]),
-                mean_disagreement=float(dis_mass[old] / sizes[old]),
+                voxels=size,
+                volume_ml=size * voxel_ml,
+                mass=mass,
+                mean_disagreement=float(stats.dis_mass[old] / stats.sizes[old]),
                 likely_classes=likely[region_id],
                 source=source,
-                likely_wrong_ml=float(mass[old]) * voxel_ml if likely_wrong is not None else 0.0,
+                likely_wrong_ml=mass * voxel_ml if wrong else 0.0,
             )
         )
-    return regions, component_map
+    return regions
 
 
 def _components_per_organ(mask: np.ndarray, specialist_maps: dict[int, np.ndarray]) -> tuple[np.ndarray, int]:
