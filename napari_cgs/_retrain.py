@@ -5,7 +5,7 @@
 * "Add as corrected" saves the selected image, its labels layer and the review mask (the voxels
   edited or accepted) as one correction; "Add unlabeled folder…" references a folder of scans.
   Both run on a worker thread; the engine writes atomically.
-* "Retrain now" starts ``cgs_engine.project.start_retrain_process``: a separate, low-priority
+* "Retrain now" starts ``cgs_engine.retrain.worker.start_retrain_process``: a separate, low-priority
   Python process that leaves a core to the GUI (never a thread of napari). A QTimer polls its
   JSON-lines messages; iteration, loss and held-out Dice show here and in napari's activity
   dock. "Cancel" asks the worker to stop; it keeps the model as it is then and applies the
@@ -55,7 +55,7 @@ from cgs_engine.errors import CGSError
 from cgs_engine.io import is_supported_path
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError, VersionInfo
-from cgs_engine.project.worker import TERMINAL_KINDS
+from cgs_engine.retrain.worker import TERMINAL_KINDS
 from cgs_engine.review.changes import change_map, count_label_changes
 
 from ._changes_layer import show_changes_layer
@@ -351,7 +351,7 @@ class RetrainSection(QGroupBox):
 
     def _iteration_cap(self) -> int | None:
         """The recipe's max_iterations (the project's own setting first): a timed retrain stops there too."""
-        from cgs_engine.project.retrain import RETRAIN_DEFAULTS
+        from cgs_engine.retrain.recipe import RETRAIN_DEFAULTS
 
         train = (self.project.settings.get("train") or {}) if self.project is not None else {}
         return train.get("max_iterations", RETRAIN_DEFAULTS["max_iterations"])
@@ -534,7 +534,7 @@ class RetrainSection(QGroupBox):
         """Start the worker process; returns its RetrainProcess (None when it cannot start)."""
         from napari.utils import progress
 
-        from cgs_engine.project import start_retrain_process
+        from cgs_engine.retrain.worker import start_retrain_process
 
         project = self._need_project()
         if project is None:

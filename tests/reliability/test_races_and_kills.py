@@ -168,7 +168,7 @@ def test_the_retrain_worker_outlives_its_parent(tmp_path):
         [
             sys.executable,
             "-m",
-            "cgs_engine.project.worker",
+            "cgs_engine.retrain.worker",
             str(project.folder),
             "--iterations",
             "6",

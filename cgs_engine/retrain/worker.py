@@ -1,8 +1,8 @@
 """Retraining in a separate, fresh Python process, and the parent's handle on it.
 
-The GUI starts ``python -m cgs_engine.project.worker PROJECT ...`` (never a thread, never a fork
+The GUI starts ``python -m cgs_engine.retrain.worker PROJECT ...`` (never a thread, never a fork
 of a Qt process) at a raised nice level, with one core fewer than the machine has (at least 1)
-so the GUI stays responsive. The worker runs :func:`cgs_engine.project.retrain.retrain` and
+so the GUI stays responsive. The worker runs :func:`cgs_engine.retrain.retrain` and
 writes one JSON object per line on stdout; everything else it prints goes to a log file.
 
 Message protocol (``kind`` first; other keys as listed, more may be added):
@@ -177,7 +177,7 @@ def start_retrain_process(
     command = [
         sys.executable,
         "-m",
-        "cgs_engine.project.worker",
+        "cgs_engine.retrain.worker",
         str(project.folder.resolve()),
         "--cancel-file",
         str(cancel_file.resolve()),
@@ -219,7 +219,7 @@ def start_retrain_process(
 
 # ------------------------------------------------------------------------- worker side
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cgs_engine.project.worker", description="retrain worker")
+    parser = argparse.ArgumentParser(prog="cgs_engine.retrain.worker", description="retrain worker")
     parser.add_argument("project")
     parser.add_argument("--minutes", type=float)
     parser.add_argument("--thorough", action="store_true")
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from cgs_engine.project.retrain import retrain
+        from cgs_engine.retrain import retrain
 
         torch.set_num_threads(threads)
         settings = None
