@@ -3,7 +3,9 @@
 ``Project`` is the folder (see ``project.py``); retraining it is ``cgs_engine.retrain``.
 """
 
-from cgs_engine.project.project import Correction, CorrectionInfo, Project, UnlabeledScan
+from cgs_engine.project.corrections import Correction, CorrectionInfo
+from cgs_engine.project.project import Project
+from cgs_engine.project.unlabeled import UnlabeledScan
 from cgs_engine.project.versions import ProjectError, VersionInfo
 
 __all__ = [
