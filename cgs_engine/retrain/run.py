@@ -18,9 +18,18 @@ from cgs_engine.retrain.scoring import HeldoutScore
 from cgs_engine.retrain.training_store import NOTHING_TO_TRAIN, CancelledWhilePreparing, build_store
 from cgs_engine.train.config import TrainConfig
 from cgs_engine.train.distributed import DistContext, init_distributed, share_from_main, shutdown
+from cgs_engine.train.events import (
+    Event,
+    RetrainCancelled,
+    RetrainFinished,
+    RetrainStarted,
+    RetrainWarning,
+    Stage,
+    TrainDone,
+    TrainStarted,
+    VersionKept,
+)
 from cgs_engine.train.loop import train
-
-Event = dict[str, Any]
 
 
 @dataclass
@@ -146,7 +155,7 @@ class _Retrain:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        self.emit({"kind": "warning", "message": message})
+        self.emit(RetrainWarning(message))
 
     def execute(self, config: TrainConfig | None) -> RetrainResult:
         try:
@@ -167,13 +176,13 @@ class _Retrain:
             kept = [v for v in self.project.versions() if v.run == self.run.name]
             if kept:  # killed after writing the version: only the activation may be missing
                 return self._complete_existing(kept[0])
-            self.emit({"kind": "stage", "stage": "resuming", "run": str(self.run)})
+            self.emit(Stage("resuming", str(self.run)))
         else:
             plan = self._plan(store_path)
         result = self._train(store_path, config, plan)
         if result.steps_done == 0:
             return self._finish_without_version("cancelled before the first training step")
-        self.emit({"kind": "stage", "stage": "evaluating"})
+        self.emit(Stage("evaluating"))
         kept = keep_version(
             self.project,
             self.run,
@@ -195,7 +204,7 @@ class _Retrain:
         )
 
     def _plan(self, store_path: Path) -> dict[str, Any]:
-        self.emit({"kind": "stage", "stage": "preparing data", "run": str(self.run)})
+        self.emit(Stage("preparing data", str(self.run)))
         plan = build_store(self.project, store_path, self.stop_requested, self.warn)
         active = self.project.active_version()
         plan.update(parent=None if active is None else active.id, created=now_iso(), warnings=self.warnings)
@@ -204,9 +213,9 @@ class _Retrain:
 
     def _train(self, store_path: Path, config: TrainConfig | None, plan: dict[str, Any]):
         def forward(event: Event) -> None:
-            if event["kind"] == "start":
+            if isinstance(event, TrainStarted):
                 self.emit(self._started(event, plan))
-            elif event["kind"] != "done":
+            elif not isinstance(event, TrainDone):
                 self.emit(event)
 
         self.announcer.send(
@@ -226,20 +235,19 @@ class _Retrain:
             should_stop=self.stop_requested,
         )
 
-    def _started(self, event: Event, plan: dict[str, Any]) -> Event:
+    def _started(self, event: TrainStarted, plan: dict[str, Any]) -> RetrainStarted:
         recorded = read_json(self.run / "train" / "config.json", "training record")["config"]
-        return {
-            "kind": "start",
-            "run": str(self.run),
-            "total": event["total"],  # None under a wall-time budget
-            "minutes": recorded.get("minutes"),
-            "max_iterations": recorded.get("max_iterations"),
-            "resumed": self.resumed,
-            "parent": plan.get("parent"),
-            "heldout": plan["heldout"],
-            "keep": self.project.settings["retrain_keep"],
-            "runtime": event.get("runtime"),
-        }
+        return RetrainStarted(
+            run=str(self.run),
+            total=event.total,  # None under a wall-time budget
+            minutes=recorded.get("minutes"),
+            max_iterations=recorded.get("max_iterations"),
+            resumed=self.resumed,
+            parent=plan.get("parent"),
+            heldout=plan["heldout"],
+            keep=self.project.settings["retrain_keep"],
+            runtime=event.runtime,
+        )
 
     def _kept_checkpoint(self, result) -> Path:
         if self.project.settings["retrain_keep"] == "best" and result.best_checkpoint is not None:
@@ -290,8 +298,9 @@ class _Retrain:
             "active_per_class": None if active_score is None else active_score.dice_per_class,
             "compared_with": record["metrics"].get("compared_with"),
         }
-        self.emit({"kind": "version", **summary})
-        self.emit({"kind": outcome, **summary, "steps": steps, "total": total})
+        self.emit(VersionKept(**summary))
+        ending = RetrainCancelled if outcome == "cancelled" else RetrainFinished
+        self.emit(ending(**summary, steps=steps, total=total))
         return RetrainResult(
             run_dir=self.run,
             version=version_id,
@@ -313,7 +322,7 @@ class _Retrain:
             self.run / "finished.json",
             {"outcome": "cancelled", "version": None, "reason": reason, "at": now_iso()},
         )
-        self.emit({"kind": "cancelled", "version": None, "activated": False, "reason": reason, "steps": 0})
+        self.emit(RetrainCancelled(version=None, activated=False, reason=reason, steps=0))
         plan_file = self.run / "plan.json"
         heldout = read_json(plan_file, "retrain plan").get("heldout", []) if plan_file.is_file() else []
         return RetrainResult(

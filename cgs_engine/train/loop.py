@@ -34,6 +34,7 @@ from cgs_engine.train.distributed import (
     shutdown,
     wrap_for_data_parallel,
 )
+from cgs_engine.train.events import Event, TrainDone, TrainingStep, TrainStarted, Validated
 from cgs_engine.train.hooks import StepDone, run_step_hooks
 from cgs_engine.train.run_dir import (
     RunError,
@@ -53,7 +54,6 @@ from cgs_engine.train.session import (
 )
 from cgs_engine.train.step import train_step
 
-Event = dict[str, Any]
 LOG_EVERY = 10
 OPEN_ENDED = 2**62  # step bound of a wall-time-budget run, which stops on time
 
@@ -141,15 +141,14 @@ def _train_locked(store_path, run_dir, config, resume, on_event, should_stop, co
                 run_dir / "config.json", _run_record(config, total, store_path, session, context)
             )
     emit(
-        {
-            "kind": "start",
-            "total": total,
-            "runtime": session.runtime.describe(),
-            "world": context.world,
-            "distributed": context.describe(),
-            "batch_meaning": _batch_meaning(config, context),
-            "effective_lr": _base_lr(config, context),
-        }
+        TrainStarted(
+            total=total,
+            runtime=session.runtime.describe(),
+            world=context.world,
+            distributed=context.describe(),
+            batch_meaning=_batch_meaning(config, context),
+            effective_lr=_base_lr(config, context),
+        )
     )
     return _run(_Run(session, run_dir, total, emit, should_stop), resume)
 
@@ -292,18 +291,17 @@ class _Run:
         state.step = step = step_index + 1
         extra = run_step_hooks(StepDone(step, self.context, self.student, self.teacher.module))
         if self.is_main and (step % LOG_EVERY == 0 or step == self.total or extra):
-            record = {
-                "kind": "step",
-                "step": step,
-                "total": self.total,
-                "lr": lr,
-                "progress": round(done, 4),
-                "lambda": lam,
-                "elapsed_s": round(state.elapsed(), 1),
-                **extra,
-                **{k if k.startswith("frac_") else f"loss_{k}": round(v, 5) for k, v in terms.items()},
-            }
-            log(self.run_dir, record)
+            record = TrainingStep(
+                step=step,
+                total=self.total,
+                lr=lr,
+                progress=round(done, 4),
+                lam=lam,
+                elapsed_s=round(state.elapsed(), 1),
+                extra=extra,
+                losses={k if k.startswith("frac_") else f"loss_{k}": round(v, 5) for k, v in terms.items()},
+            )
+            log(self.run_dir, record.to_dict())
             self.emit(record)
         if self.is_main and _snapshot_due(config, step, state.elapsed(), state.snapshots_taken):
             state.snapshots_taken += 1
@@ -319,17 +317,15 @@ class _Run:
             return
         state, teacher = self.state, self.teacher.module
         metrics = validate(teacher, self.session, self.should_stop)
-        record = {"kind": "val", "step": state.step, "elapsed_s": round(state.elapsed(), 1)}
-        if metrics is not None:
-            record.update(metrics)
-            if state.best is None or metrics["dice_mean"] > state.best["dice_mean"]:
-                state.best = {"step": state.step, **metrics}
-                save_checkpoint(
-                    model_checkpoint(teacher, self.session, {"best": state.best, "history": state.history}),
-                    self.run_dir / "best.pt",
-                )
-        state.history.append(record)
-        log(self.run_dir, record)
+        record = Validated(step=state.step, elapsed_s=round(state.elapsed(), 1), **(metrics or {}))
+        if metrics is not None and (state.best is None or metrics["dice_mean"] > state.best["dice_mean"]):
+            state.best = {"step": state.step, **metrics}
+            save_checkpoint(
+                model_checkpoint(teacher, self.session, {"best": state.best, "history": state.history}),
+                self.run_dir / "best.pt",
+            )
+        state.history.append(record.to_dict())  # plain dicts: saved in state.pt and the checkpoints
+        log(self.run_dir, record.to_dict())
         self.emit(record)
 
     def save_state(self) -> None:
@@ -382,9 +378,7 @@ class _Run:
             state.stopped_early,
             state.history,
         )
-        self.emit(
-            {"kind": "done", "step": step, "total": total, "best": best, "stopped_early": state.stopped_early}
-        )
+        self.emit(TrainDone(step=step, total=total, best=best, stopped_early=state.stopped_early))
         return result
 
 
