@@ -1,6 +1,6 @@
 """Why does fine-tuning the shipped model lose on new patients? Ablations on its OWN training data.
 
-The retrain recipe (``cgs_engine.project.retrain``: AdamW lr 1e-4, warm-up, frozen BatchNorm,
+The retrain recipe (``cgs_engine.retrain``: AdamW lr 1e-4, warm-up, frozen BatchNorm,
 pseudo-labels from the frozen start model, teacher at 0.999...) fine-tunes the bundled model on
 nothing but what it was trained on: the 6 OpenKBP ``labeled_train`` patients (its prior data) plus
 unlabeled scans. No new patient, no other institution's convention goes in, so a sound recipe
@@ -72,7 +72,7 @@ def build_store(work: Path, data: Path, split: dict, unlabeled: int) -> Path:
 
 def recipe(overrides: dict, iterations: int, every: int, threads: int):
     from cgs_engine.checkpoint import load_checkpoint
-    from cgs_engine.project.retrain import FINE_TUNING_DEFAULTS, INHERITED_SETTINGS, RETRAIN_DEFAULTS
+    from cgs_engine.retrain.recipe import FINE_TUNING_DEFAULTS, INHERITED_SETTINGS, RETRAIN_DEFAULTS
     from cgs_engine.train.config import TrainConfig
 
     checkpoint = load_checkpoint(MODEL)

@@ -202,7 +202,7 @@ def main() -> int:
 def bench(args: argparse.Namespace, work: Path) -> int:
     import napari
 
-    from cgs_engine.project.worker import worker_threads
+    from cgs_engine.retrain.worker import worker_threads
     from napari_cgs import _session
     from napari_cgs._panel import CGSPanel
 

@@ -64,7 +64,7 @@ def make_project(project_dir: Path, added: list[str], args, data: Path, split: d
     """The bundled model as v0001; the `added` val patients as fully corrected volumes; unlabeled scans."""
     from cgs_engine.io import read_volume
     from cgs_engine.project import Project
-    from cgs_engine.project.project import DEFAULT_SETTINGS
+    from cgs_engine.project.settings import DEFAULT_SETTINGS
 
     cgs_cli(["project", "create", str(project_dir), "--base-model", str(MODEL)], log)
     project = Project.open(project_dir)

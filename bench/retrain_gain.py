@@ -88,7 +88,7 @@ def main() -> None:
             train_method(store, args.work / "run-base", "cgs", args.base_minutes, SETTINGS)["checkpoint"]
         )
     before = evaluate_on_val(base, store, spacing_known=True)
-    from cgs_engine.project import retrain
+    from cgs_engine.retrain import retrain
 
     project = make_project(data, split, base, args.work / "project")
     result = retrain(project, minutes=args.minutes, on_event=_show, settings=COLD_START)

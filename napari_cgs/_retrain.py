@@ -5,7 +5,7 @@
 * "Add as corrected" saves the selected image, its labels layer and the review mask (the voxels
   edited or accepted) as one correction; "Add unlabeled folder…" references a folder of scans.
   Both run on a worker thread; the engine writes atomically.
-* "Retrain now" starts ``cgs_engine.project.start_retrain_process``: a separate, low-priority
+* "Retrain now" starts ``cgs_engine.retrain.worker.start_retrain_process``: a separate, low-priority
   Python process that leaves a core to the GUI (never a thread of napari). A QTimer polls its
   JSON-lines messages; iteration, loss and held-out Dice show here and in napari's activity
   dock. "Cancel" asks the worker to stop; it keeps the model as it is then and applies the
@@ -55,8 +55,8 @@ from cgs_engine.errors import CGSError
 from cgs_engine.io import is_supported_path
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError, VersionInfo
-from cgs_engine.project.worker import TERMINAL_KINDS
 from cgs_engine.review.changes import change_map, count_label_changes
+from cgs_engine.train.events import RETRAIN_ENDINGS, Event, RetrainFailed, retrain_event_from_dict
 
 from ._changes_layer import show_changes_layer
 from ._fit import breakable
@@ -119,8 +119,8 @@ class RetrainSection(QGroupBox):
     project_opened = Signal(str)  # project folder
     correction_added = Signal(object)  # CorrectionInfo
     unlabeled_added = Signal(int)  # scans added
-    retrain_message = Signal(dict)  # every message of the worker, in order
-    retrain_ended = Signal(dict)  # the finished / cancelled / failed message
+    retrain_message = Signal(object)  # every event of the worker, in order (cgs_engine.train.events)
+    retrain_ended = Signal(object)  # the RetrainFinished / RetrainCancelled / RetrainFailed event
     model_activated = Signal(str)  # version id
     changes_shown = Signal(object)  # LabelChanges after a re-predict
     failed = Signal(str)  # any one-line error shown in the section
@@ -165,6 +165,12 @@ class RetrainSection(QGroupBox):
         return label
 
     def _build(self) -> None:
+        self._build_project_controls()
+        self._build_retrain_controls()
+        self._build_version_controls()
+        self._lay_out()
+
+    def _build_project_controls(self) -> None:
         self.new_button = self._button(
             "New project…",
             "Create a retraining project folder; it starts from the model selected above (version v0001).",
@@ -187,6 +193,8 @@ class RetrainSection(QGroupBox):
             "from them too. They are not copied.",
             self.add_unlabeled_folder,
         )
+
+    def _build_retrain_controls(self) -> None:
         self.minutes_box = QDoubleSpinBox()
         self.minutes_box.setRange(0.5, 600.0)
         self.minutes_box.setDecimals(1)
@@ -216,6 +224,8 @@ class RetrainSection(QGroupBox):
         self.progress_label = self._label(
             "", "Iteration, training loss and held-out Dice of the running retrain."
         )
+
+    def _build_version_controls(self) -> None:
         self.versions = QListWidget()
         self.versions.setMinimumHeight(90)
         self.versions.setToolTip(
@@ -237,6 +247,7 @@ class RetrainSection(QGroupBox):
         )
         self.status_label = self._label("", "What the retrain section did last.")
 
+    def _lay_out(self) -> None:
         layout = QVBoxLayout(self)
         layout.addLayout(self._row(self.new_button, self.open_button))
         layout.addWidget(self.project_label)
@@ -351,7 +362,7 @@ class RetrainSection(QGroupBox):
 
     def _iteration_cap(self) -> int | None:
         """The recipe's max_iterations (the project's own setting first): a timed retrain stops there too."""
-        from cgs_engine.project.retrain import RETRAIN_DEFAULTS
+        from cgs_engine.retrain.recipe import RETRAIN_DEFAULTS
 
         train = (self.project.settings.get("train") or {}) if self.project is not None else {}
         return train.get("max_iterations", RETRAIN_DEFAULTS["max_iterations"])
@@ -534,7 +545,7 @@ class RetrainSection(QGroupBox):
         """Start the worker process; returns its RetrainProcess (None when it cannot start)."""
         from napari.utils import progress
 
-        from cgs_engine.project import start_retrain_process
+        from cgs_engine.retrain.worker import start_retrain_process
 
         project = self._need_project()
         if project is None:
@@ -576,10 +587,10 @@ class RetrainSection(QGroupBox):
             self.timer.stop()
             return
         messages = self.process.poll_messages()
-        for message in messages:
+        for message in map(retrain_event_from_dict, messages):
             self.progress.update(message)
             self.retrain_message.emit(message)
-            if message.get("kind") in TERMINAL_KINDS:
+            if isinstance(message, RETRAIN_ENDINGS):
                 self._retrain_ended(message)
                 return
         if messages:  # most polls bring nothing: leave the widgets (and their layout) alone
@@ -595,7 +606,7 @@ class RetrainSection(QGroupBox):
             bar.update(done - bar.n)
         bar.set_description(f"Retraining · {self.progress.text()}")
 
-    def _retrain_ended(self, message: dict[str, Any]) -> None:
+    def _retrain_ended(self, message: Event) -> None:
         from napari.utils.notifications import show_info, show_warning
 
         self.timer.stop()
@@ -607,14 +618,14 @@ class RetrainSection(QGroupBox):
         self.progress_label.setText(self.progress.text(ended=True))
         self._say(text, "\n".join([text, *self.progress.warnings]))
         # napari shows a notification's first line until it is expanded: the outcome first, then why
-        (show_warning if message.get("kind") == "failed" else show_info)(
+        (show_warning if isinstance(message, RetrainFailed) else show_info)(
             f"{outcome_headline(message)}\n{text}"
         )
-        kept = message.get("version")
+        kept = None if isinstance(message, RetrainFailed) else message.version
         if self._automatic:
             self._auto_held_at = None if kept else self._auto_trigger_count
         self.refresh()
-        if kept and message.get("activated"):
+        if kept and message.activated:
             active = self._active_version()
             if active is not None:
                 self._use_version_in_panel(active)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cgs_engine.project import VersionInfo
+from cgs_engine.train.events import (
+    RetrainCancelled,
+    RetrainFailed,
+    RetrainStarted,
+    RetrainWarning,
+    Stage,
+    TrainingStep,
+    Validated,
+    retrain_event_from_dict,
+)
 
 
 def dice_text(value: float | None) -> str:
@@ -28,24 +39,25 @@ class RetrainProgress:
         self.keep = "final"  # which model the retrain keeps: its held-out Dice is the one shown
         self.warnings: list[str] = []
 
-    def update(self, message: dict[str, Any]) -> None:
-        kind = message.get("kind")
-        if kind == "stage":
-            self.stage = str(message.get("stage", ""))
-        elif kind == "warning":
-            self.warnings.append(str(message.get("message", "")))
-        elif kind == "start":
+    def update(self, message: Mapping[str, Any]) -> None:
+        """Take in a retrain event (or its dict)."""
+        event = retrain_event_from_dict(message)
+        if isinstance(event, Stage):
+            self.stage = event.stage
+        elif isinstance(event, RetrainWarning):
+            self.warnings.append(event.message)
+        elif isinstance(event, RetrainStarted):
             self.stage = "training"
-            self.total, self.minutes = message.get("total"), message.get("minutes")
-            self.max_iterations = message.get("max_iterations")
-            self.heldout = list(message.get("heldout") or [])
-            self.keep = str(message.get("keep") or "final")
-        elif kind == "step":
-            self.step, self.share = int(message["step"]), float(message.get("progress", 0.0))
-            self.loss = message.get("loss_total")
-        elif kind == "val" and message.get("dice_mean") is not None and self._is_shown(message["dice_mean"]):
+            self.total, self.minutes = event.total, event.minutes
+            self.max_iterations = event.max_iterations
+            self.heldout = list(event.heldout or [])
+            self.keep = str(event.keep or "final")
+        elif isinstance(event, TrainingStep):
+            self.step, self.share = int(event.step), float(event.progress)
+            self.loss = event.losses.get("loss_total")
+        elif isinstance(event, Validated) and event.dice_mean is not None and self._is_shown(event.dice_mean):
             # the model the retrain would keep now, scored as the activation rule scores it
-            self.dice, self.dice_step = float(message["dice_mean"]), int(message["step"])
+            self.dice, self.dice_step = float(event.dice_mean), int(event.step)
 
     def _is_shown(self, dice: float) -> bool:
         return self.keep != "best" or self.dice is None or float(dice) > self.dice
@@ -83,29 +95,27 @@ def budget_text(minutes: float, max_iterations: int | None) -> str:
     return f"{minutes:g} min or {max_iterations} iterations, whichever comes first"
 
 
-def outcome_headline(message: dict[str, Any]) -> str:
+def outcome_headline(message: Mapping[str, Any]) -> str:
     """The first line of the outcome notification (napari shows one line until it is expanded)."""
-    kind = message.get("kind")
-    if kind == "failed":
+    event = retrain_event_from_dict(message)
+    if isinstance(event, RetrainFailed):
         return "Retrain failed"
-    ended = "Retrain cancelled" if kind == "cancelled" else "Retrain finished"
-    version = message.get("version")
-    if version is None:
+    ended = "Retrain cancelled" if isinstance(event, RetrainCancelled) else "Retrain finished"
+    if event.version is None:
         return f"{ended}: no version kept"
-    return f"{ended}: {version} {'activated' if message.get('activated') else 'kept inactive'}"
+    return f"{ended}: {event.version} {'activated' if event.activated else 'kept inactive'}"
 
 
-def outcome_text(message: dict[str, Any]) -> str:
+def outcome_text(message: Mapping[str, Any]) -> str:
     """One line: how the retrain ended and whether the new version was activated (with the reason)."""
-    kind = message.get("kind")
-    if kind == "failed":
-        return f"Retrain failed: {message.get('error', 'unknown error')}"
-    version, reason = message.get("version"), str(message.get("reason", ""))
-    steps = message.get("steps", 0)
-    ended = "Retrain cancelled" if kind == "cancelled" else "Retrain finished"
+    event = retrain_event_from_dict(message)
+    if isinstance(event, RetrainFailed):
+        return f"Retrain failed: {event.error or 'unknown error'}"
+    version, reason, steps = event.version, str(event.reason), event.steps
+    ended = "Retrain cancelled" if isinstance(event, RetrainCancelled) else "Retrain finished"
     if version is None:
         return f"{ended} after {steps} iterations; no version kept ({reason})."
-    verdict = "activated" if message.get("activated") else "kept inactive"
+    verdict = "activated" if event.activated else "kept inactive"
     return f"{ended} after {steps} iterations: {version} {verdict} ({reason})."
 
 

@@ -55,7 +55,7 @@ def _dice(value) -> str:
 
 
 def run(args) -> int:
-    from cgs_engine.project import retrain
+    from cgs_engine.retrain import retrain
 
     result = retrain(
         args.project,

@@ -75,7 +75,7 @@ def test_cli_method_choices_match_the_objective():
 
 
 def test_retrain_help_states_the_default_iteration_cap(capsys):
-    from cgs_engine.project.retrain import RETRAIN_DEFAULTS
+    from cgs_engine.retrain.recipe import RETRAIN_DEFAULTS
 
     with pytest.raises(SystemExit):
         main(["retrain", "--help"])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hooked_cgs import HOOKED_CGS
 from synthetic import make_store
 
 from cgs_engine.checkpoint import load_payload
@@ -27,7 +28,7 @@ TINY = {
 }
 
 
-def _torchrun(store: Path, run_dir: Path, config: Path, *extra: str, env: dict | None = None):
+def _torchrun(store: Path, run_dir: Path, config: Path, *extra: str, fail_at: str | None = None):
     command = [
         str(TORCHRUN),
         "--standalone",
@@ -35,8 +36,9 @@ def _torchrun(store: Path, run_dir: Path, config: Path, *extra: str, env: dict |
         "1",
         "--nproc-per-node",
         "2",
-        "-m",
-        "cgs_engine",
+        str(HOOKED_CGS),
+        "--check-replicas",
+        *(["--fail-at", fail_at] if fail_at else []),
         "train",
         str(store),
         "-o",
@@ -45,7 +47,7 @@ def _torchrun(store: Path, run_dir: Path, config: Path, *extra: str, env: dict |
     ]
     if "--resume" not in extra:
         command += ["--config", str(config)]
-    environment = {**os.environ, "CGS_CHECK_REPLICAS": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
 
 
@@ -90,7 +92,7 @@ def test_two_ranks_train_identically_and_only_rank_zero_writes(setup, tmp_path):
 def test_a_failing_rank_stops_the_run_and_resume_continues(setup, tmp_path):
     store, config = setup
     run = tmp_path / "run"
-    failed = _torchrun(store, run, config, "--iterations", "8", env={"CGS_FAULT_INJECT": "1:4"})
+    failed = _torchrun(store, run, config, "--iterations", "8", fail_at="1:4")
     assert failed.returncode != 0
     assert "injected fault on rank 1 at step 4" in failed.stdout + failed.stderr
     state = load_payload(run / "state.pt")  # the last good state, written at step 3, is intact
@@ -111,8 +113,16 @@ def test_retrain_under_torchrun_trains_on_both_ranks_and_rank_zero_keeps_one_ver
 
     project = make_project(tmp_path, corrections=3, unlabeled=1)
     project.update_settings(train={**TINY_SETTINGS, "threads": 1})
-    command = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "cgs_engine", "retrain"]
-    environment = {**os.environ, "CGS_CHECK_REPLICAS": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        str(TORCHRUN),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(HOOKED_CGS),
+        "--check-replicas",
+        "retrain",
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [*command, str(project.folder), "--iterations", "4"],
         capture_output=True,

@@ -12,9 +12,11 @@ import pytest
 from test_project import TINY_SETTINGS, make_project
 
 from cgs_engine.checkpoint import load_checkpoint, load_payload
-from cgs_engine.project import HeldoutScore, Project, retrain, start_retrain_process
+from cgs_engine.project import Project
+from cgs_engine.retrain import HeldoutScore, retrain
+from cgs_engine.retrain.worker import start_retrain_process
 
-retrain_module = importlib.import_module("cgs_engine.project.retrain")
+retrain_module = importlib.import_module("cgs_engine.retrain.keep")
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses POSIX signals")
 LONG_RUN = 5000  # iterations: far more than a test waits for, so the worker is surely mid-run

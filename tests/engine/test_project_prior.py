@@ -12,9 +12,11 @@ from synthetic import CLASS_NAMES, make_store, synthetic_volume
 from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli, tiny_base_model
 
 from cgs_engine.io import write_volume
-from cgs_engine.project import Project, ProjectError, retrain
+from cgs_engine.project import Project, ProjectError
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior, sidecar_folder
-from cgs_engine.project.retrain import correction_weight, heldout_slices
+from cgs_engine.retrain import retrain
+from cgs_engine.retrain.heldout import heldout_slices
+from cgs_engine.retrain.training_store import correction_weight
 from cgs_engine.review.state import ACCEPTED, EDITED
 from cgs_engine.store import SliceStore
 from cgs_engine.volume import Volume

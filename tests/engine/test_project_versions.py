@@ -11,9 +11,10 @@ from test_project import make_project, partial_files
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.errors import CGSError
-from cgs_engine.project import HeldoutScore, Project, ProjectError
-from cgs_engine.project.retrain import choose_heldout_volumes, decide_activation, heldout_slices
+from cgs_engine.project import Project, ProjectError
 from cgs_engine.project.versions import next_version_id, read_active
+from cgs_engine.retrain.heldout import choose_heldout_volumes, heldout_slices
+from cgs_engine.retrain.scoring import HeldoutScore, decide_activation
 
 
 def retrained_record(status: str, reason: str) -> dict:

@@ -33,7 +33,8 @@ from cgs_engine.scope import (
 from cgs_engine.store import SliceStore
 from cgs_engine.store.importers import import_nifti
 from cgs_engine.train.config import TrainConfig
-from cgs_engine.train.loop import model_config_for, train
+from cgs_engine.train.loop import train
+from cgs_engine.train.session import model_config_for
 from cgs_engine.volume import Geometry, Volume
 
 ROOT = Path(__file__).resolve().parents[2]

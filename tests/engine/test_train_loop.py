@@ -10,7 +10,8 @@ from synthetic import CLASS_NAMES, make_store
 
 from cgs_engine.checkpoint import load_checkpoint, load_payload
 from cgs_engine.train.config import ConfigError, TrainConfig
-from cgs_engine.train.loop import RunError, train
+from cgs_engine.train.loop import train
+from cgs_engine.train.run_dir import RunError
 
 TINY = dict(
     input_size=32,

@@ -12,7 +12,7 @@ import panel_fixtures as fx
 import pytest
 from qtpy.QtWidgets import QApplication, QScrollArea
 
-from cgs_engine.project.retrain import RETRAIN_DEFAULTS
+from cgs_engine.retrain.recipe import RETRAIN_DEFAULTS
 from napari_cgs._fit import ZERO_WIDTH_SPACE, breakable, layout_problems, plain
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
@@ -117,7 +117,7 @@ def test_every_state_fits_at_1280_by_800(
     qtbot, make_napari_viewer, tiny_checkpoint, home_sessions, sample_slab_path, tmp_path, monkeypatch
 ):
     """Pre-segmented, reviewing (outlines, a region decided), retraining and its outcome."""
-    import cgs_engine.project as project_module
+    import cgs_engine.retrain.worker as project_module
 
     viewer, panel = shown_panel(make_napari_viewer)
     panel.load_checkpoint(tiny_checkpoint)

@@ -22,7 +22,8 @@ from cgs_engine.infer.predictor import Predictor
 from cgs_engine.io import read_volume
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.normalize import Normalization
-from cgs_engine.project import Project, retrain
+from cgs_engine.project import Project
+from cgs_engine.retrain import retrain
 from cgs_engine.review.state import ACCEPTED, EDITED
 from cgs_engine.volume import Volume
 from napari_cgs import _retrain

@@ -13,14 +13,17 @@ import h5py
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, cgs, ct_array, write_image
+from hooked_cgs import HOOKED_CGS, fail_at
 from synthetic import make_store
 from test_project import TINY_SETTINGS, make_project
 
 from cgs_engine.durable import remove_stale_temp_files
 from cgs_engine.locks import exclusive
 from cgs_engine.project import Project, ProjectError
+from cgs_engine.train import hooks
 from cgs_engine.train.config import TrainConfig
-from cgs_engine.train.loop import RunError, train
+from cgs_engine.train.loop import train
+from cgs_engine.train.run_dir import RunError
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX locks and signals")
 
@@ -106,10 +109,11 @@ def test_a_run_killed_before_its_first_state_can_be_started_again(tmp_path):
 def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):
     store = make_store(tmp_path / "store.h5", size=32)
     run = tmp_path / "run"
-    monkeypatch.setenv("CGS_FAULT_INJECT", "0:24")  # dies at step 25: state saved at 15, log at 20
+    # dies at step 25: state saved at 15, log at 20
+    monkeypatch.setattr(hooks, "STEP_HOOKS", [fail_at(0, 24)])
     with pytest.raises(RuntimeError, match="injected fault"):
         train(store, run, tiny_config(iterations=30, val_every=15))
-    monkeypatch.delenv("CGS_FAULT_INJECT")
+    monkeypatch.setattr(hooks, "STEP_HOOKS", [])
     train(store, run, resume=True)
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r["kind"] == "step"]
@@ -168,7 +172,7 @@ def test_the_retrain_worker_outlives_its_parent(tmp_path):
         [
             sys.executable,
             "-m",
-            "cgs_engine.project.worker",
+            "cgs_engine.retrain.worker",
             str(project.folder),
             "--iterations",
             "6",
@@ -192,7 +196,21 @@ def test_the_retrain_worker_outlives_its_parent(tmp_path):
 def test_a_failed_retrain_with_a_saved_state_resumes(tmp_path):
     project = make_project(tmp_path, corrections=3, unlabeled=1)
     project.update_settings(train={**TINY_SETTINGS, "threads": 1})
-    failed = cgs("retrain", project.folder, "--iterations", "8", env={"CGS_FAULT_INJECT": "0:4"})
+    failed = subprocess.run(
+        [
+            sys.executable,
+            str(HOOKED_CGS),
+            "--fail-at",
+            "0:4",
+            "retrain",
+            str(project.folder),
+            "--iterations",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert failed.returncode != 0
     (run,) = [p for p in project.runs_dir.iterdir() if p.is_dir()]
     assert json.loads((run / "finished.json").read_text())["outcome"] == "failed"

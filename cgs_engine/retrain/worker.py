@@ -1,25 +1,15 @@
 """Retraining in a separate, fresh Python process, and the parent's handle on it.
 
-The GUI starts ``python -m cgs_engine.project.worker PROJECT ...`` (never a thread, never a fork
+The GUI starts ``python -m cgs_engine.retrain.worker PROJECT ...`` (never a thread, never a fork
 of a Qt process) at a raised nice level, with one core fewer than the machine has (at least 1)
-so the GUI stays responsive. The worker runs :func:`cgs_engine.project.retrain.retrain` and
+so the GUI stays responsive. The worker runs :func:`cgs_engine.retrain.retrain` and
 writes one JSON object per line on stdout; everything else it prints goes to a log file.
 
-Message protocol (``kind`` first; other keys as listed, more may be added):
-  start      run, total (null under a --minutes budget), minutes, resumed, parent, heldout, runtime
-  stage      stage ("preparing data" | "resuming" | "evaluating"), run?
-  warning    message (a skipped or changed scan, an unused correction, ...)
-  step       step, total, progress (0..1, by steps or by wall time), lr, lambda, elapsed_s,
-             loss_total, loss_* ...                                      (every 10 steps)
-  val        step, elapsed_s, dice_mean, dice_per_class   (held-out slices, unreviewed voxels counted)
-  version    version, activated, reason, status, new_dice, active_dice, new_per_class,
-             active_per_class, compared_with
-  finished   the version keys plus steps, total                         (exit code 0)
-  cancelled  the version keys (version None when nothing was kept) plus steps, total   (exit code 0)
-  failed     error (one line)                                           (exit code 1)
-Exactly one of finished / cancelled / failed ends a run. If the process dies without one
-(kill -9, out of memory), :meth:`RetrainProcess.poll_messages` reports a ``failed`` message
-with ``"exit_code"`` itself. Cancel: the parent creates the cancel file that the worker's
+Messages: the retrain's events (``cgs_engine.train.events``), each ``to_dict()`` as one JSON
+line; :meth:`RetrainProcess.poll_messages` returns them as events again. Exactly one of
+finished / cancelled / failed ends a run (exit code 0, 0, 1). If the process dies without one
+(kill -9, out of memory), :meth:`RetrainProcess.poll_messages` reports a ``RetrainFailed`` with
+``exit_code`` itself. Cancel: the parent creates the cancel file that the worker's
 ``should_stop`` polls every step; SIGTERM does the same.
 """
 
@@ -40,7 +30,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-TERMINAL_KINDS = ("finished", "cancelled", "failed")
+from cgs_engine.train.events import (
+    RETRAIN_ENDINGS,
+    Event,
+    RetrainFailed,
+    WorkerLog,
+    retrain_event_from_dict,
+)
+
 DEFAULT_NICE = 10
 
 
@@ -60,7 +57,7 @@ class RetrainProcess:
         self._popen = popen
         self.cancel_file = cancel_file
         self.log_path = log_path
-        self._messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._messages: queue.Queue[Event] = queue.Queue()
         self._ended = False
         self._exit_reported = False
         self._reader = threading.Thread(target=self._read_stdout, name="retrain-worker-stdout", daemon=True)
@@ -77,7 +74,9 @@ class RetrainProcess:
                     message = json.loads(text)
                 except json.JSONDecodeError:
                     message = None
-                self._messages.put(message if isinstance(message, dict) else {"kind": "log", "text": text})
+                self._messages.put(
+                    retrain_event_from_dict(message) if isinstance(message, dict) else WorkerLog(text)
+                )
 
     @property
     def pid(self) -> int:
@@ -91,8 +90,8 @@ class RetrainProcess:
     def running(self) -> bool:
         return self._popen.poll() is None
 
-    def poll_messages(self) -> list[dict[str, Any]]:
-        """Messages that arrived since the last call, in order (non-blocking)."""
+    def poll_messages(self) -> list[Event]:
+        """Events that arrived since the last call, in order (non-blocking)."""
         messages = self._drain()
         if self._ended or self._exit_reported or self._popen.poll() is None or self._reader.is_alive():
             return messages
@@ -103,23 +102,18 @@ class RetrainProcess:
             code = self._popen.returncode
             how = f"was killed (signal {-code})" if code < 0 else f"exited with code {code}"
             last = self._last_log_line()
-            messages.append(
-                {
-                    "kind": "failed",
-                    "error": f"retrain worker {how} without a result" + (f": {last}" if last else ""),
-                    "exit_code": code,
-                }
-            )
+            error = f"retrain worker {how} without a result" + (f": {last}" if last else "")
+            messages.append(RetrainFailed(error, exit_code=code))
         return messages
 
-    def _drain(self) -> list[dict[str, Any]]:
+    def _drain(self) -> list[Event]:
         messages = []
         while True:
             try:
                 message = self._messages.get_nowait()
             except queue.Empty:
                 return messages
-            if message.get("kind") in TERMINAL_KINDS:
+            if isinstance(message, RETRAIN_ENDINGS):
                 self._ended = True
                 self._remove_cancel_file()
             messages.append(message)
@@ -177,7 +171,7 @@ def start_retrain_process(
     command = [
         sys.executable,
         "-m",
-        "cgs_engine.project.worker",
+        "cgs_engine.retrain.worker",
         str(project.folder.resolve()),
         "--cancel-file",
         str(cancel_file.resolve()),
@@ -219,7 +213,7 @@ def start_retrain_process(
 
 # ------------------------------------------------------------------------- worker side
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cgs_engine.project.worker", description="retrain worker")
+    parser = argparse.ArgumentParser(prog="cgs_engine.retrain.worker", description="retrain worker")
     parser.add_argument("project")
     parser.add_argument("--minutes", type=float)
     parser.add_argument("--thorough", action="store_true")
@@ -238,10 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = sys.stderr  # stray prints must not corrupt the message stream
     parent_gone = threading.Event()
 
-    def send(message: dict[str, Any]) -> None:
+    def send(message: Event) -> None:
         """To the parent while it listens; once it is gone (napari killed), to the log only: the
         retrain carries on and its version lands in the project all the same."""
-        line = json.dumps(message, default=str)
+        line = json.dumps(message.to_dict(), default=str)
         if not parent_gone.is_set():
             try:
                 protocol.write(line + "\n")
@@ -269,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from cgs_engine.project.retrain import retrain
+        from cgs_engine.retrain import retrain
 
         torch.set_num_threads(threads)
         settings = None
@@ -286,11 +280,11 @@ def main(argv: list[str] | None = None) -> int:
             thorough=args.thorough,
         )
     except CGSError as error:
-        send({"kind": "failed", "error": str(error)})
+        send(RetrainFailed(str(error)))
         return 1
     except Exception as error:  # report anything, one line; the traceback goes to the log
         traceback.print_exc()
-        send({"kind": "failed", "error": f"{type(error).__name__}: {error}".splitlines()[0]})
+        send(RetrainFailed(f"{type(error).__name__}: {error}".splitlines()[0]))
         return 1
     return 0
 

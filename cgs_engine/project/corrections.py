@@ -1,0 +1,242 @@
+"""The corrections of a project: ``corrections/<name>.h5``, one corrected volume each.
+
+A file holds the raw image as read, the labels, the review mask and the geometry; it is replaced
+atomically on every save, and a new ``revision`` tells retraining which corrections are new.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from cgs_engine.h5_durable import foreign_link, write_h5_atomically
+from cgs_engine.project.versions import ProjectError, first_line, fsync_dir, now_iso
+from cgs_engine.review.state import ACCEPTED, EDITED, UNREVIEWED
+from cgs_engine.volume import Geometry, Volume
+
+CORRECTION_FORMAT = "napari-cgs-correction"
+# 2: review masks hold 0 / 1 ACCEPTED / 2 EDITED; version 1 files held 0 / 1 (read as EDITED).
+CORRECTION_FORMAT_VERSION = 2
+CORRECTION_NAME = re.compile(r"^[\w][\w .()+-]{0,199}$")
+
+
+@dataclass(frozen=True)
+class CorrectionInfo:
+    name: str
+    path: Path
+    shape: tuple[int, int, int]
+    saved: str
+    source: str
+    revision: str  # changes on every save; tells retraining which corrections are new
+    reviewed_voxels: int
+    geometry: Geometry
+    edited_voxels: int = 0  # drawn or corrected by the user (review mask EDITED)
+    format_version: int = CORRECTION_FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class Correction:
+    info: CorrectionInfo
+    image: Volume  # raw intensities as read, with their geometry
+    labels: np.ndarray  # uint8 class ids
+    review: np.ndarray  # uint8: 0 ignored, 1 ACCEPTED (model output a person checked), 2 EDITED
+
+
+class CorrectionRecords:
+    """The correction methods of :class:`~cgs_engine.project.project.Project`."""
+
+    corrections_dir: Path
+    class_names: list[str]
+
+    def add_correction(
+        self,
+        name: str,
+        image: Volume,
+        labels: np.ndarray,
+        review_mask: np.ndarray | None = None,
+    ) -> CorrectionInfo:
+        """Save (or atomically replace) the correction ``name``.
+
+        ``review_mask``: 0 = not reviewed (ignored), 1 = ACCEPTED (the model's label, checked by a
+        person), 2 = EDITED (drawn or corrected by a person). ``None``: every voxel is EDITED, i.e.
+        the labels are the user's own.
+        """
+        if not isinstance(name, str) or not CORRECTION_NAME.match(name):
+            raise ProjectError(
+                f"correction name {name!r}: use letters, digits, spaces and ._-+() "
+                "(at most 200, not starting with a dot or space)"
+            )
+        if not isinstance(image, Volume):
+            image = Volume(np.asarray(image))
+        raw = np.asarray(image.array)
+        if raw.dtype.kind not in "iufb" or raw.size == 0:
+            raise ProjectError(f"correction {name!r}: image must be a non-empty numeric array")
+        if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+            raise ProjectError(f"correction {name!r}: image has NaN or infinite values")
+        labels = self._checked_labels(name, labels, raw.shape)
+        review = _checked_review(name, review_mask, raw.shape)
+        self.corrections_dir.mkdir(exist_ok=True)
+        path = self.corrections_dir / f"{name}.h5"
+        attrs = {
+            "format": CORRECTION_FORMAT,
+            "format_version": CORRECTION_FORMAT_VERSION,
+            "name": name,
+            "source": image.source or "",
+            "saved": now_iso(),
+            "revision": uuid.uuid4().hex,
+            "geometry": json.dumps(image.geometry.to_dict()),
+            "reviewed_voxels": int(np.count_nonzero(review)),
+            "edited_voxels": int(np.count_nonzero(review == EDITED)),
+        }
+        _write_h5_atomically(path, {"image": raw, "labels": labels, "review": review}, attrs)
+        return _read_correction_info(path)
+
+    def remove_correction(self, name: str) -> None:
+        path = self._correction_path(name)
+        if not path.is_file():
+            raise ProjectError(f"{path}: no correction named {name!r}")
+        path.unlink()
+        fsync_dir(self.corrections_dir)
+
+    def _correction_path(self, name: str) -> Path:
+        """The file of correction ``name``; names that could point elsewhere are refused."""
+        if not isinstance(name, str) or not CORRECTION_NAME.match(name):
+            raise ProjectError(f"correction name {name!r}: not a valid correction name")
+        return self.corrections_dir / f"{name}.h5"
+
+    def corrections(self) -> list[CorrectionInfo]:
+        """Readable corrections in name order (damaged files are listed in ``problems``)."""
+        return self._corrections_and_problems()[0]
+
+    def read_correction(self, name: str) -> Correction:
+        path = self._correction_path(name)
+        if not path.is_file():
+            raise ProjectError(f"{path}: no correction named {name!r}")
+        info = _read_correction_info(path)
+        try:
+            with h5py.File(path, "r") as file:
+                image, labels, review = (file[key][()] for key in ("image", "labels", "review"))
+        except (OSError, KeyError) as error:
+            raise ProjectError(f"{path}: damaged correction file ({first_line(error)})") from None
+        if info.format_version < 2:  # version 1 marked every reviewed voxel 1, whatever its origin
+            review = np.where(review > 0, np.uint8(EDITED), np.uint8(0))
+        volume = Volume(image, info.geometry, "image", info.source or None)
+        return Correction(info, volume, labels, review)
+
+    def read_review_mask(self, name: str) -> np.ndarray:
+        """Only the review mask of a correction (0 / ACCEPTED / EDITED), without its image."""
+        path = self._correction_path(name)
+        info = _read_correction_info(path)
+        try:
+            with h5py.File(path, "r") as file:
+                review = file["review"][()]
+        except (OSError, KeyError) as error:
+            raise ProjectError(f"{path}: damaged correction file ({first_line(error)})") from None
+        if info.format_version < 2:
+            review = np.where(review > 0, np.uint8(EDITED), np.uint8(0))
+        return review
+
+    def _corrections_and_problems(self) -> tuple[list[CorrectionInfo], list[str]]:
+        found, problems = [], []
+        if not self.corrections_dir.is_dir():
+            return found, problems
+        for path in sorted(self.corrections_dir.glob("*.h5")):
+            if path.name.startswith("."):
+                continue
+            try:
+                found.append(_read_correction_info(path))
+            except ProjectError as error:
+                problems.append(str(error))
+        return found, problems
+
+    def _checked_labels(self, name: str, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.shape != shape:
+            raise ProjectError(f"correction {name!r}: labels shape {labels.shape} differs from image {shape}")
+        if labels.dtype.kind == "f":
+            if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+                raise ProjectError(f"correction {name!r}: labels must be whole-number class ids")
+        elif labels.dtype.kind not in "iub":
+            raise ProjectError(f"correction {name!r}: labels must be integer class ids, got {labels.dtype}")
+        low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
+        if low < 0 or high >= len(self.class_names):
+            raise ProjectError(
+                f"correction {name!r}: label ids must lie in 0..{len(self.class_names) - 1} "
+                f"({', '.join(self.class_names)}), got {low:g}..{high:g}"
+            )
+        return labels.astype(np.uint8)
+
+
+def _checked_review(name: str, review: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if review is None:
+        return np.full(shape, EDITED, np.uint8)
+    review = np.asarray(review)
+    if review.shape != shape:
+        raise ProjectError(
+            f"correction {name!r}: review mask shape {review.shape} differs from image {shape}"
+        )
+    if review.dtype.kind not in "iufb" or not np.isin(review, (UNREVIEWED, ACCEPTED, EDITED)).all():
+        raise ProjectError(
+            f"correction {name!r}: review mask must hold only 0 (unreviewed), 1 (accepted) and 2 (edited)"
+        )
+    return review.astype(np.uint8)
+
+
+def _write_h5_atomically(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    def fill(file: h5py.File) -> None:
+        for key, value in attrs.items():
+            file.attrs[key] = value
+        for key, array in arrays.items():
+            chunks = (1, *array.shape[1:]) if array.ndim == 3 else True
+            file.create_dataset(key, data=array, chunks=chunks, compression="gzip", compression_opts=1)
+
+    write_h5_atomically(path, fill)
+
+
+def _read_correction_info(path: Path) -> CorrectionInfo:
+    try:
+        with h5py.File(path, "r") as file:
+            attrs = file.attrs
+            if attrs.get("format") != CORRECTION_FORMAT:
+                raise ProjectError(f"{path}: not a napari-cgs correction file")
+            linked = foreign_link(file)
+            if linked:
+                raise ProjectError(f"{path}: {linked}; a correction file holds its own data")
+            if int(attrs.get("format_version", 1)) > CORRECTION_FORMAT_VERSION:
+                raise ProjectError(
+                    f"{path}: correction format version {attrs.get('format_version')} is newer than this "
+                    f"napari-cgs reads ({CORRECTION_FORMAT_VERSION})"
+                )
+            shape = tuple(int(n) for n in file["image"].shape)
+            if file["labels"].shape != shape or file["review"].shape != shape or len(shape) != 3:
+                raise ProjectError(
+                    f"{path}: damaged correction file (image, labels and review differ in shape)"
+                )
+            name = str(attrs["name"])
+            if name != path.name[: -len(".h5")] or not CORRECTION_NAME.match(name):
+                raise ProjectError(
+                    f"{path}: damaged correction file (its recorded name {name!r} is not its file name)"
+                )
+            return CorrectionInfo(
+                name=name,
+                path=path,
+                shape=shape,  # type: ignore[arg-type]
+                saved=str(attrs["saved"]),
+                source=str(attrs.get("source", "")),
+                revision=str(attrs["revision"]),
+                reviewed_voxels=int(attrs.get("reviewed_voxels", 0)),
+                geometry=Geometry.from_dict(json.loads(attrs["geometry"])),
+                edited_voxels=int(attrs.get("edited_voxels", attrs.get("reviewed_voxels", 0))),
+                format_version=int(attrs.get("format_version", 1)),
+            )
+    except ProjectError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise ProjectError(f"{path}: damaged correction file ({first_line(error)})") from None

@@ -1,0 +1,131 @@
+"""The unlabeled scans of a project: referenced in ``unlabeled/scans.json``, not copied.
+
+They can be large, and they are only read when a retrain builds its training store; a cheap
+fingerprint tells whether a scan changed since it was added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cgs_engine.errors import CGSError
+from cgs_engine.normalize import Normalization
+from cgs_engine.project.versions import ProjectError, first_line, now_iso, read_json, write_json_atomically
+
+FINGERPRINT_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class UnlabeledScan:
+    path: Path
+    added: str
+    fingerprint: dict[str, Any]
+
+    def problem(self) -> str | None:
+        """None when the scan is usable as added; else what is wrong, in a few words."""
+        if not self.path.exists():
+            return "missing"
+        try:
+            if scan_fingerprint(self.path) != self.fingerprint:
+                return "changed since it was added"
+        except OSError as error:
+            return f"unreadable ({error.strerror or error})"
+        return None
+
+
+def scan_fingerprint(path: Path) -> dict[str, Any]:
+    """Size plus a hash of the first and last MiB (a file) or of the file list (a DICOM folder)."""
+    digest = hashlib.sha256()
+    if path.is_dir():
+        files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
+        digest.update(json.dumps(files).encode())
+        return {"kind": "folder", "files": len(files), "sha256": digest.hexdigest()}
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        digest.update(stream.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            stream.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(stream.read(FINGERPRINT_BYTES))
+    return {"kind": "file", "size": size, "sha256": digest.hexdigest()}
+
+
+class UnlabeledRecords:
+    """The unlabeled-scan methods of :class:`~cgs_engine.project.project.Project`."""
+
+    unlabeled_file: Path
+    normalization: Normalization
+
+    def add_unlabeled(self, paths: Sequence[str | os.PathLike]) -> list[UnlabeledScan]:
+        """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped."""
+        from cgs_engine.io import is_supported_path
+
+        checked = []
+        for given in paths:
+            path = Path(given).expanduser().resolve()
+            if not path.exists():
+                raise ProjectError(f"{given}: no such unlabeled scan")
+            if not is_supported_path(path):
+                raise ProjectError(f"{given}: not a supported image file or DICOM folder")
+            check_unlabeled_scan(path, self.normalization)  # read it now, not in a retrain later
+            checked.append(path)
+        with self.state_lock():
+            scans = self.unlabeled()
+            known = {scan.path for scan in scans}
+            added = []
+            for path in checked:
+                if path in known:
+                    continue
+                scan = UnlabeledScan(path, now_iso(), scan_fingerprint(path))
+                scans.append(scan)
+                added.append(scan)
+                known.add(path)
+            if added:
+                self._write_unlabeled(scans)
+        return added
+
+    def remove_unlabeled(self, paths: Sequence[str | os.PathLike]) -> int:
+        drop = {Path(p).expanduser().resolve() for p in paths} | {Path(p) for p in paths}
+        with self.state_lock():
+            scans = self.unlabeled()
+            kept = [scan for scan in scans if scan.path not in drop]
+            if len(kept) != len(scans):
+                self._write_unlabeled(kept)
+        return len(scans) - len(kept)
+
+    def unlabeled(self) -> list[UnlabeledScan]:
+        if not self.unlabeled_file.is_file():
+            return []
+        data = read_json(self.unlabeled_file, "unlabeled scan list")
+        try:
+            return [
+                UnlabeledScan(Path(entry["path"]), str(entry.get("added", "")), dict(entry["fingerprint"]))
+                for entry in data["scans"]
+            ]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProjectError(
+                f"{self.unlabeled_file}: damaged unlabeled scan list ({first_line(error)})"
+            ) from None
+
+    def _write_unlabeled(self, scans: list[UnlabeledScan]) -> None:
+        self.unlabeled_file.parent.mkdir(exist_ok=True)
+        entries = [{"path": str(s.path), "added": s.added, "fingerprint": s.fingerprint} for s in scans]
+        write_json_atomically(self.unlabeled_file, {"scans": entries})
+
+
+def check_unlabeled_scan(path: Path, normalization: Normalization) -> None:
+    """Read a scan once when it is added, so a damaged one is refused now, in one line."""
+    from cgs_engine.io import read_volume
+
+    try:
+        volume = read_volume(path)
+        normalization.apply(volume.array[:1])
+    except CGSError as error:
+        raise ProjectError(str(error)) from None
+    except ValueError as error:
+        raise ProjectError(f"{path}: cannot be normalised ({first_line(error)})") from None

@@ -1,0 +1,41 @@
+"""The held-out rule: which corrected volumes, or which block of slices, judge the new model."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from cgs_engine.review.state import EDITED
+
+MIN_VOLUMES_FOR_VOLUME_HOLDOUT = 3
+
+
+def choose_heldout_volumes(names: list[str], fraction: float) -> list[str]:
+    """Whole held-out volumes (empty below 3 volumes): the lowest name hashes, stable over time."""
+    if len(names) < MIN_VOLUMES_FOR_VOLUME_HOLDOUT:
+        return []
+    count = min(len(names) - 1, max(1, int(len(names) * fraction)))
+    ranked = sorted(names, key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+    return sorted(ranked[:count])
+
+
+def heldout_slices(reviewed: np.ndarray, fraction: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """A contiguous block of the reviewed slice indices to hold out (empty with fewer than 2).
+
+    ``weights`` (one per reviewed slice: the voxels of organs the user drew or corrected) pick
+    the block that holds the most of them, so the held-out part can judge a model; without
+    weights, or where every block weighs 0, it is the top block.
+    """
+    if len(reviewed) < 2:
+        return reviewed[:0]
+    count = min(len(reviewed) - 1, max(1, round(len(reviewed) * fraction)))
+    start = len(reviewed) - count
+    if weights is not None and np.any(weights):
+        sums = np.convolve(np.asarray(weights, dtype=np.float64), np.ones(count), mode="valid")
+        start = int(len(sums) - 1 - np.argmax(sums[::-1]))  # the highest block wins ties
+    return reviewed[start : start + count]
+
+
+def judging_weights(labels: np.ndarray, review: np.ndarray, slices: np.ndarray) -> np.ndarray:
+    return ((labels[slices] > 0) & (review[slices] == EDITED)).reshape(len(slices), -1).sum(axis=1)

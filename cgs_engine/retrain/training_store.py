@@ -1,0 +1,207 @@
+"""The training store of a retrain: corrections, prior data and unlabeled scans, held-out parts set aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cgs_engine.project.project import Project
+from cgs_engine.project.versions import ProjectError
+from cgs_engine.retrain.heldout import choose_heldout_volumes, heldout_slices, judging_weights
+from cgs_engine.store import SliceStore
+
+NOTHING_TO_TRAIN = "no corrected volumes with reviewed voxels to train on"
+
+
+class CancelledWhilePreparing(Exception):
+    pass
+
+
+def build_store(project: Project, store_path: Path, stop_requested, warn) -> dict[str, Any]:
+    """Write the run's training store; returns the plan (what went in, what is held out)."""
+    usable = _usable_corrections(project, warn)
+    fraction = float(project.settings["heldout_fraction"])
+    heldout_volumes = set(choose_heldout_volumes([c.name for c in usable], fraction))
+    with SliceStore.create(
+        store_path, project.class_names, project.normalization, project.class_colors
+    ) as store:
+        builder = _StoreBuilder(project, store, heldout_volumes, fraction, stop_requested, warn)
+        prior = _add_prior(project, store, builder.heldout)
+        weight = correction_weight(
+            prior["slices"],
+            _correction_slices(project, usable, heldout_volumes, fraction),
+            float(project.settings["correction_share"]),
+        )
+        for info in usable:
+            builder.add_correction(info, weight)
+        builder.add_unlabeled_scans()
+        builder.fill_empty_unlabeled_pool()
+    heldout = builder.heldout
+    return {
+        "heldout": heldout,
+        "heldout_mode": "volumes" if heldout_volumes else ("slices" if heldout else "none"),
+        "training": [name for name, _ in builder.training_images],
+        "prior_training": prior["train"],
+        "correction_weight": weight,
+        "corrections_used": {c.name: c.revision for c in usable},
+        "unlabeled_used": builder.unlabeled_used,
+    }
+
+
+def _usable_corrections(project: Project, warn) -> list:
+    corrections = project.corrections()
+    for problem in project.problems:
+        if problem.startswith(str(project.corrections_dir)):
+            warn(f"skipped damaged correction: {problem}")
+    usable = [c for c in corrections if c.reviewed_voxels > 0]
+    for c in corrections:
+        if c.reviewed_voxels == 0:
+            warn(f"correction {c.name!r} has no reviewed voxels; not used")
+    if not usable:
+        raise ProjectError(f"{project.corrections_dir}: {NOTHING_TO_TRAIN}")
+    return usable
+
+
+class _StoreBuilder:
+    """Adds the corrections and unlabeled scans to the store, recording what went where."""
+
+    def __init__(self, project, store, heldout_volumes: set[str], fraction: float, stop_requested, warn):
+        self.project, self.store, self.warn = project, store, warn
+        self.heldout_volumes, self.fraction = heldout_volumes, fraction
+        self.stop_requested = stop_requested
+        self.normalize = project.normalization.apply
+        self.heldout: list[str] = []
+        self.training_images: list[tuple[str, np.ndarray]] = []
+        self.unlabeled_used: list[str] = []
+
+    def add_correction(self, info, weight: float) -> None:
+        if self.stop_requested():
+            raise CancelledWhilePreparing
+        store, warn = self.store, self.warn
+        correction = self.project.read_correction(info.name)
+        image = self.normalize(correction.image.array)
+        labels, review = correction.labels, correction.review
+        source = info.source or info.name
+        if info.name in self.heldout_volumes:
+            if _add_judging_volume(store, info.name, image, labels, review, info.geometry, source, warn):
+                self.heldout.append(info.name)
+            return
+        reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
+        unreviewed = np.setdiff1d(np.arange(len(review)), reviewed)
+        if not self.heldout_volumes:
+            held = heldout_slices(reviewed, self.fraction, judging_weights(labels, review, reviewed))
+            if held.size:
+                name = f"{info.name}~heldout"
+                if _add_judging_volume(
+                    store, name, image[held], labels[held], review[held], None, source, warn
+                ):
+                    self.heldout.append(name)
+                reviewed = np.setdiff1d(reviewed, held)
+                # no unreviewed slice from within or next to the held-out block
+                unreviewed = unreviewed[(unreviewed < held[0] - 1) | (unreviewed > held[-1] + 1)]
+        store.add_volume(
+            info.name,
+            image[reviewed],
+            labels[reviewed],
+            review[reviewed] > 0,
+            split="labeled",
+            source=source,
+            sampling_weight=weight,
+        )
+        self.training_images.append((info.name, image[reviewed]))
+        if unreviewed.size:
+            store.add_volume(f"{info.name}~unreviewed", image[unreviewed], split="unlabeled", source=source)
+            self.unlabeled_used.append(f"{source} (unreviewed slices)")
+
+    def add_unlabeled_scans(self) -> None:
+        for index, scan in enumerate(self.project.unlabeled()):
+            if self.stop_requested():
+                raise CancelledWhilePreparing
+            volume = _read_unlabeled(scan, self.warn, self.normalize)
+            if volume is not None:
+                self.store.add_volume(
+                    f"scan-{index:04d}", volume.array, geometry=volume.geometry, source=str(scan.path)
+                )
+                self.unlabeled_used.append(str(scan.path))
+
+    def fill_empty_unlabeled_pool(self) -> None:
+        if self.unlabeled_used:
+            return
+        self.warn("no unlabeled images; the training corrections' images serve as the unlabeled pool")
+        for name, image in self.training_images:
+            self.store.add_volume(f"{name}~images", image, split="unlabeled", source=name)
+
+
+def correction_weight(prior_slices: int, correction_slices: int, share: float) -> float:
+    """Sampling weight of correction slices so they make up ``share`` of the labeled draws.
+
+    Never below 1: corrections are never drawn less often than a prior slice.
+    """
+    if prior_slices <= 0 or correction_slices <= 0 or share <= 0:
+        return 1.0
+    return max(1.0, share / (1.0 - share) * prior_slices / correction_slices)
+
+
+def _correction_slices(project: Project, usable, heldout_volumes: set[str], fraction: float) -> int:
+    """How many reviewed slices the corrections contribute to training (held-out ones excluded)."""
+    total = 0
+    for info in usable:
+        if info.name in heldout_volumes:
+            continue
+        review = project.read_review_mask(info.name)
+        reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
+        held = 0 if heldout_volumes else len(heldout_slices(reviewed, fraction))
+        total += len(reviewed) - held
+    return total
+
+
+def _add_prior(project: Project, store: SliceStore, heldout: list[str]) -> dict[str, Any]:
+    """The project's prior data: its training volumes as labeled data, its validation cases held out."""
+    added: dict[str, Any] = {"slices": 0, "train": []}
+    if project.prior_store is None:
+        return added
+    with SliceStore.open(project.prior_store) as prior:
+        for split in ("labeled", "val"):
+            for name in prior.volume_names(split):
+                stored = prior.read_volume(name)
+                review = None if stored.review is None else stored.review > 0
+                store.add_volume(
+                    f"prior~{name}", stored.image, stored.label, review, stored.geometry, split, "prior data"
+                )
+                if split == "val":
+                    heldout.append(f"prior~{name}")
+                else:
+                    added["slices"] += stored.image.shape[0]
+                    added["train"].append(name)
+    return added
+
+
+def _add_judging_volume(store, name, image, labels, review, geometry, source, warn) -> bool:
+    """A held-out correction, judged on every voxel the user reviewed (drew, corrected or accepted)."""
+    judged = review > 0
+    if not judged.any():
+        warn(f"held-out {name!r} has no reviewed voxels; it cannot judge the new model")
+        return False
+    store.add_volume(name, image, labels, judged, geometry, split="val", source=source)
+    return True
+
+
+def _read_unlabeled(scan, warn, normalize):
+    """The scan read and normalised, or None (with a warning) when it cannot be used any more."""
+    from cgs_engine.errors import CGSError
+    from cgs_engine.io import read_volume
+
+    problem = scan.problem()
+    if problem == "missing" or (problem and problem.startswith("unreadable")):
+        warn(f"{scan.path}: unlabeled scan {problem}; skipped")
+        return None
+    if problem:
+        warn(f"{scan.path}: unlabeled scan {problem}; used as it is now")
+    try:
+        volume = read_volume(scan.path)
+        return volume.like(normalize(volume.array), "image")
+    except (CGSError, ValueError) as error:
+        warn(f"skipped unlabeled scan: {error}")
+        return None
