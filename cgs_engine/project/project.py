@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from cgs_engine.checkpoint import load_checkpoint
+from cgs_engine.classes.checks import ClassTableError, check_class_names, check_colors
 from cgs_engine.durable import WriteError, describe_write_failure, remove_stale_temp_files
 from cgs_engine.errors import CGSError
 from cgs_engine.h5_durable import foreign_link, write_h5_atomically
@@ -57,7 +58,6 @@ from cgs_engine.project.versions import (
 )
 from cgs_engine.review.error_model import sidecar_path
 from cgs_engine.review.state import ACCEPTED, EDITED, UNREVIEWED
-from cgs_engine.store._checks import SliceStoreError, check_class_names, check_colors
 from cgs_engine.volume import Geometry, Volume
 
 STATE_LOCK_WAIT_S = 60.0
@@ -219,7 +219,7 @@ class Project:
             raise ProjectError(f"{folder}: normalization must be a Normalization")
         try:
             names = check_class_names(class_names)
-        except SliceStoreError as error:
+        except ClassTableError as error:
             raise ProjectError(f"{folder}: {error}") from None
         base = None
         if base_model is not None:
@@ -228,7 +228,7 @@ class Project:
                 colors = base.class_colors
         try:
             colors = check_colors(colors, len(names))
-        except SliceStoreError as error:
+        except ClassTableError as error:
             raise ProjectError(f"{folder}: {error}") from None
         if isinstance(prior_data, str) and prior_data == AUTO_PRIOR:
             prior_data = None if base_model is None else find_model_prior(base_model)

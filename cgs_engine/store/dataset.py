@@ -42,13 +42,12 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
+from cgs_engine.classes.checks import ClassTableError, check_class_names, check_colors
 from cgs_engine.durable import GuardedFile, check_written, remove_stale_temp_files, temp_path_for
 from cgs_engine.h5_durable import foreign_link, hdf5_problem
 from cgs_engine.normalize import Normalization
 from cgs_engine.store._checks import (
     SliceStoreError,
-    check_class_names,
-    check_colors,
     check_image,
     check_label,
     check_review,
@@ -156,8 +155,11 @@ class SliceStore:
             raise SliceStoreError(f"{path}: already exists; not replacing it without overwrite")
         if not path.parent.is_dir():
             raise SliceStoreError(f"{path}: folder {path.parent} does not exist")
-        names = check_class_names(class_names)
-        colors = check_colors(colors, len(names))
+        try:
+            names = check_class_names(class_names)
+            colors = check_colors(colors, len(names))
+        except ClassTableError as error:
+            raise SliceStoreError(str(error)) from None
         if not isinstance(normalization, Normalization):
             raise SliceStoreError(
                 f"{path}: normalization must be a Normalization, got {type(normalization).__name__}"
