@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import (
-    derive_class_table,
     export_rtstruct,
     export_seg,
     import_rtstruct,

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from cgs_engine import __version__
+from cgs_engine.classes.checks import MAX_CLASSES, ClassTableError
+from cgs_engine.classes.table import class_table_from_list, derive_class_table
 from cgs_engine.durable import write_atomically, zip_archive_problem
 from cgs_engine.errors import CGSError
 from cgs_engine.model import ModelConfig
@@ -46,7 +48,7 @@ class ModelCheckpoint:
     input_size: int
     normalization: dict[str, Any]
     class_colors: list[list[int]] = field(default_factory=list)
-    # TG-263 name, SNOMED CT code and colour per class (cgs_engine.dicom.class_table); derived from
+    # TG-263 name, SNOMED CT code and colour per class (cgs_engine.classes.table); derived from
     # the class names when a checkpoint has none, and written into every checkpoint saved.
     class_table: list[dict[str, Any]] = field(default_factory=list)
     method: str = "cgs"
@@ -63,8 +65,6 @@ class ModelCheckpoint:
     source: str = field(default="", compare=False)
 
     def to_payload(self, half: bool = False) -> dict[str, Any]:
-        from cgs_engine.dicom.class_table import derive_class_table
-
         class_table = self.class_table or derive_class_table(self.class_names, self.class_colors).to_list()
         weights = {
             k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
@@ -190,13 +190,11 @@ def _check_format_version(value: Any, path) -> None:
 
 
 def _check_class_names(names: Any, num_classes: int, path) -> list[str]:
-    from cgs_engine.store._checks import MAX_CLASSES  # what a training store (uint8 labels) holds
-
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in names):
         raise CheckpointError(f"{path}: damaged checkpoint (class names must be a list of non-empty texts)")
     if len(names) != num_classes:
         raise CheckpointError(f"{path}: {len(names)} class names for a {num_classes}-class model")
-    if num_classes > MAX_CLASSES:
+    if num_classes > MAX_CLASSES:  # what a training store (uint8 labels) holds
         raise CheckpointError(f"{path}: {num_classes} classes; at most {MAX_CLASSES} are supported")
     return list(names)
 
@@ -227,8 +225,6 @@ def _check_colors(value: Any, count: int, path) -> list[list[int]]:
 
 
 def _check_class_table(value: Any, path) -> list[dict[str, Any]]:
-    from cgs_engine.dicom.class_table import ClassTableError, class_table_from_list
-
     if not value:
         return []
     if not isinstance(value, list):

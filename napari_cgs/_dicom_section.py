@@ -15,7 +15,7 @@ import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout
 
-from cgs_engine.dicom import ClassTable, checkpoint_class_table, derive_class_table
+from cgs_engine.classes.table import ClassTable, checkpoint_class_table, derive_class_table
 from cgs_engine.volume import Volume
 
 from ._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cgs_engine.durable import write_json_atomically
-from cgs_engine.io.formats import extension_of
+from cgs_engine.classes.files import class_file_entries, class_file_for, write_class_file
 from cgs_engine.volume import Volume
 
 from ._layers import KIND_KEY, SOURCE_KEY, labels_kwargs_like, layer_geometry, volume_to_layer_data
@@ -388,16 +387,8 @@ def image_volume(image_layer: Any) -> Volume:
 
 
 # ------------------------------------------------------------------------------ export
-def class_table_path(labels_path: str | Path) -> Path:
-    """``<name>_classes.json`` beside the labels file, as ``cgs predict`` names its class table."""
-    path = Path(labels_path)
-    extension = extension_of(path) or path.suffix
-    stem = path.name[: -len(extension)] if extension else path.name
-    return path.with_name(f"{stem}_classes.json")
-
-
 def export_targets(labels_path: str | Path) -> list[Path]:
-    return [Path(labels_path), class_table_path(labels_path)]
+    return [Path(labels_path), class_file_for(labels_path)]
 
 
 def export_labels(
@@ -413,10 +404,6 @@ def export_labels(
     volume = Volume(array=np.asarray(labels_layer.data), geometry=layer_geometry(labels_layer), kind="labels")
     written = write_volume(volume, path, overwrite=overwrite)
     colours = class_rgba(class_colors, len(class_names))
-    table = [
-        {"id": class_id, "name": name, "color": [round(float(c) * 255) for c in colours[class_id][:3]]}
-        for class_id, name in enumerate(class_names)
-    ]
-    sidecar = class_table_path(written)
-    write_json_atomically(sidecar, {"classes": table, "labels": written.name})
-    return [written, sidecar]
+    rgb = [[round(float(c) * 255) for c in colour[:3]] for colour in colours]
+    table = write_class_file(class_file_for(written), class_file_entries(class_names, rgb), written)
+    return [written, table]

@@ -50,9 +50,9 @@ from qtpy.QtWidgets import (
 )
 
 from cgs_engine.checkpoint import load_checkpoint
-from cgs_engine.cli.paths import is_image_file
 from cgs_engine.errors import CGSError
 from cgs_engine.io import is_supported_path
+from cgs_engine.io.formats import is_image_file
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError, VersionInfo
 from cgs_engine.review.changes import change_map, count_label_changes

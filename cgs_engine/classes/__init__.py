@@ -1,4 +1,6 @@
-"""What the classes of a model are: names, and which of them are left/right pairs."""
+"""What the classes of a model are: names and colours (``checks``), their DICOM identity
+(``organs``, ``table``), the class file beside a label map (``files``), and which of them are
+left/right pairs (``laterality``)."""
 
 from cgs_engine.classes.laterality import (
     MIRROR_MODES,

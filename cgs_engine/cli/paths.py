@@ -7,18 +7,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cgs_engine.errors import CGSError
+from cgs_engine.io.formats import is_image_file
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 SERIES_HELP = "the DICOM series to read (its SeriesInstanceUID) where a folder holds several"
 
 
 def add_series_option(parser) -> None:
     """``--series UID``: which image series of a DICOM folder to read (the error lists them)."""
     parser.add_argument("--series", metavar="UID", help=SERIES_HELP)
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def expand_images(arguments: list[str] | None, what: str) -> list[Path]:

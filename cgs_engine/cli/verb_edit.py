@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cgs_engine.cli.class_files import read_class_names
+from cgs_engine.classes.files import class_file_for, find_class_file, read_class_file
 from cgs_engine.cli.edit_prompts import PROMPTS, add_prompt_options, prompt_options, run_prompt
 from cgs_engine.edit.tools import AXIS, EDIT_TOOLS, MODE
 from cgs_engine.errors import CGSError
 
 TOOLS = (*EDIT_TOOLS, *PROMPTS)
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
 def add_parser(verbs) -> None:
@@ -72,8 +71,8 @@ def run(args) -> int:
         _check_box(box, args.box, volume.shape)
     spacing_zyx = volume.geometry.spacing[::-1]
     if args.tool in PROMPTS:
-        table = _class_table(Path(args.labels))
-        maps = read_class_names(table)[1] if table is not None else {}
+        table = find_class_file(args.labels)
+        maps = read_class_file(table).map_files() if table is not None else {}
         map_path = None if class_id not in maps else table.with_name(maps[class_id])
         result = run_prompt(args, volume, class_id, name, box, map_path)
     else:
@@ -122,10 +121,10 @@ def _options_of(tool) -> tuple[str, ...]:
 
 def _check_output(path: Path, overwrite: bool) -> None:
     """Refuse an output that cannot be written before reading or computing anything."""
-    from cgs_engine.io.formats import extension_of
+    from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, extension_of
 
     if extension_of(path) is None:
-        raise CGSError(f"{path}: unsupported output type (use one of {', '.join(LABEL_SUFFIXES)})")
+        raise CGSError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_EXTENSIONS)})")
     if path.is_dir():
         raise CGSError(f"{path}: is a folder; give a file name such as labels.nii.gz")
     if path.exists() and not overwrite:
@@ -186,34 +185,15 @@ def _named_class(spec: str, labels_path: Path) -> tuple[int, str]:
     text = spec.strip()
     if text.isdigit():
         return int(text), f"class {int(text)}"
-    table = _class_table(labels_path)
+    table = find_class_file(labels_path)
     if table is None:
         raise CGSError(
-            f"--class {spec!r}: no {_stem(labels_path)}_classes.json beside {labels_path} to look the name "
+            f"--class {spec!r}: no {class_file_for(labels_path).name} beside {labels_path} to look the name "
             "up in; give the class id"
         )
-    names, _ = read_class_names(table)
+    names = read_class_file(table).names
     for class_id, name in names.items():
         if name.lower() == text.lower():
             return class_id, f"{name} ({class_id})"
     known = ", ".join(f"{name} ({class_id})" for class_id, name in sorted(names.items()))
     raise CGSError(f"--class {spec!r}: no such class in {table} (it has {known or 'none'})")
-
-
-def _class_table(labels_path: Path) -> Path | None:
-    """``scan_classes.json`` beside ``scan.nii.gz``, or beside ``scan_labels.nii.gz`` (cgs predict)."""
-    stem = _stem(labels_path)
-    names = [f"{stem}_classes.json"]
-    if stem.endswith("_labels"):
-        names.append(f"{stem[: -len('_labels')]}_classes.json")
-    for name in names:
-        if labels_path.with_name(name).is_file():
-            return labels_path.with_name(name)
-    return None
-
-
-def _stem(path: Path) -> str:
-    for suffix in LABEL_SUFFIXES:
-        if path.name.lower().endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem

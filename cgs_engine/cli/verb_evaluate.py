@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cgs_engine.cli.class_files import read_class_names
+from cgs_engine.classes.files import CLASS_FILE_SUFFIX, read_class_file
 from cgs_engine.cli.paths import check_json_target
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
@@ -30,10 +30,10 @@ def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
         names = [n.strip() for n in args.classes.split(",") if n.strip()]
         classes, where = {i + 1: name for i, name in enumerate(names)}, "--classes"
     else:
-        tables = sorted(pred_dir.glob("*_classes.json"))
+        tables = sorted(pred_dir.glob(f"*{CLASS_FILE_SUFFIX}"))
         if not tables:
             return {i: f"class_{i}" for i in range(1, max_id + 1)}
-        classes, where = read_class_names(tables[0])[0], str(tables[0])
+        classes, where = read_class_file(tables[0]).names, str(tables[0])
     missing = [i for i in range(1, max_id + 1) if i not in classes]
     if missing:
         raise CGSError(

@@ -73,7 +73,7 @@ def check_output_folder(folder: Path) -> None:
 
 
 def run(args) -> int:
-    from cgs_engine.dicom.class_table import checkpoint_class_table
+    from cgs_engine.classes.table import checkpoint_class_table
     from cgs_engine.infer import Predictor, write_prediction
     from cgs_engine.infer.export import check_targets, prediction_paths, unique_stems
     from cgs_engine.io import check_volume_file, read_volume
@@ -84,7 +84,7 @@ def run(args) -> int:
     check_output_folder(output)
     stems = unique_stems(inputs)
     predictor = Predictor(args.checkpoint, device=args.device, precision=args.precision)
-    class_table = checkpoint_class_table(predictor.checkpoint, args.checkpoint).to_list()
+    class_table = checkpoint_class_table(predictor.checkpoint, args.checkpoint)
     resolved_inputs = {path.resolve() for path in inputs}
     for stem in stems:  # every file of every input, before the first inference
         paths = prediction_paths(

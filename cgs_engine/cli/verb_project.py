@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cgs_engine.cli.paths import IMAGE_SUFFIXES, add_series_option, is_image_file
+from cgs_engine.cli.paths import add_series_option
 from cgs_engine.cli.verb_import import NORMALIZATION_CHOICES
 from cgs_engine.errors import CGSError
+from cgs_engine.io.formats import is_image_file, strip_image_suffix
 
 
 def add_parser(verbs) -> None:
@@ -147,11 +148,7 @@ def _set_prior_data(args) -> int:
 
 
 def _correction_name(image: str) -> str:
-    name = Path(image.rstrip("/\\")).name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return strip_image_suffix(Path(image.rstrip("/\\")).name)
 
 
 def _add_correction(args) -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cgs_engine.classes.files import CLASS_FILE_SUFFIX, class_file_stem, read_class_file
 from cgs_engine.cli import review_worklist
-from cgs_engine.cli.class_files import read_class_names
 from cgs_engine.cli.paths import check_json_target
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
@@ -79,7 +79,7 @@ def _queue(args) -> int:
         if args.maps_dir and Path(args.maps_dir).is_dir():
             inputs += list(Path(args.maps_dir).iterdir())
         else:
-            inputs += list(Path(args.disagreement).parent.glob("*_classes.json"))
+            inputs += list(Path(args.disagreement).parent.glob(f"*{CLASS_FILE_SUFFIX}"))
         check_json_target(Path(args.json), args.overwrite, inputs)
     disagreement = read_volume(args.disagreement, kind="map")
     _check_map_type(disagreement.array, args.disagreement)
@@ -201,14 +201,14 @@ def _class_table(disagreement_path: Path, maps_dir: str | None) -> tuple[dict[in
     match = DISAGREEMENT_SUFFIX.search(disagreement_path.name)
     stem = disagreement_path.name[: match.start()] if match else None
     if maps_dir is None:
-        beside = disagreement_path.with_name(f"{stem}_classes.json") if stem else None
-        return (read_class_names(beside)[0] if beside and beside.is_file() else {}), {}
+        beside = disagreement_path.with_name(f"{stem}{CLASS_FILE_SUFFIX}") if stem else None
+        return (read_class_file(beside).names if beside and beside.is_file() else {}), {}
     folder = Path(maps_dir)
     if not folder.is_dir():
         raise CGSError(f"{folder}: no such folder (--maps-dir)")
-    table = folder / f"{stem}_classes.json" if stem else None
+    table = folder / f"{stem}{CLASS_FILE_SUFFIX}" if stem else None
     if table is None or not table.is_file():
-        tables = sorted(folder.glob("*_classes.json"))
+        tables = sorted(folder.glob(f"*{CLASS_FILE_SUFFIX}"))
         if len(tables) != 1:
             found = (
                 "none"
@@ -217,8 +217,9 @@ def _class_table(disagreement_path: Path, maps_dir: str | None) -> tuple[dict[in
             )
             raise CGSError(f"{folder}: cannot tell which *_classes.json class table to use ({found})")
         table = tables[0]
-    names, map_names = read_class_names(table)
-    table_stem = table.name[: -len("_classes.json")]
+    class_file = read_class_file(table)
+    names, map_names = class_file.names, class_file.map_files()
+    table_stem = class_file_stem(table)
     paths = {}
     for class_id, name in names.items():
         recorded = map_names.get(class_id)  # the class table names the map file (newer predictions)

@@ -40,8 +40,8 @@ def add_parser(verbs) -> None:
 
 
 def run_export(args) -> int:
+    from cgs_engine.cli.class_source import resolve_class_table
     from cgs_engine.dicom import export_seg, read_series
-    from cgs_engine.dicom.class_source import resolve_class_table
     from cgs_engine.dicom.files import check_output
     from cgs_engine.dicom.names import shown_name
     from cgs_engine.io import read_volume
@@ -69,8 +69,8 @@ def run_export(args) -> int:
 
 
 def run_import(args) -> int:
+    from cgs_engine.cli.class_source import resolve_class_table
     from cgs_engine.dicom import import_seg, read_series
-    from cgs_engine.dicom.class_source import resolve_class_table
     from cgs_engine.dicom.names import shown_name
     from cgs_engine.io import write_volume
 

@@ -14,7 +14,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .class_table import ClassEntry, ClassTable, ClassTableError, Code
+from cgs_engine.classes.checks import ClassTableError
+from cgs_engine.classes.organs import Code
+from cgs_engine.classes.table import ClassEntry, ClassTable
 
 CHARACTER_SET = "ISO_IR 192"  # UTF-8
 LONG_STRING = 64  # LO

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from cgs_engine import __version__
+from cgs_engine.classes.organs import Code
+from cgs_engine.classes.table import ClassEntry, ClassTable
 from cgs_engine.io.validate import grid_differences
 from cgs_engine.volume import Volume
 
-from .class_table import ClassEntry, ClassTable, Code
 from .contours import trace_contours
 from .errors import DicomError
 from .files import check_output, save_dataset

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cgs_engine.classes.organs import Code
+from cgs_engine.classes.table import ClassEntry, ClassTable
 from cgs_engine.volume import Volume
 
-from .class_table import ClassEntry, ClassTable, Code
 from .contours import fill_contours
 from .errors import DicomError
 from .names import shown_name, structure_names

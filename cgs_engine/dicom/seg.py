@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from cgs_engine import __version__
+from cgs_engine.classes.organs import Code
+from cgs_engine.classes.table import ClassEntry, ClassTable
 from cgs_engine.io.errors import one_line
 from cgs_engine.volume import Volume
 
-from .class_table import ClassEntry, ClassTable, Code
 from .errors import DicomError
 from .files import check_output, save_dataset
 from .names import CHARACTER_SET, checked_code, structure_names

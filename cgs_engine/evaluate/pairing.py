@@ -1,7 +1,7 @@
 """Pair prediction files with ground-truth files by case name.
 
-A file's case name is its file name without the image extension (``.nii.gz``, ``.nii``,
-``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``; case-insensitive).  Other files (``.raw`` data of
+A file's case name is its file name without the image extension (any of
+``cgs_engine.io.formats.SUPPORTED_EXTENSIONS``, case-insensitive).  Other files (``.raw`` data of
 ``.mhd`` headers, JSON, hidden files) and sub-directories are ignored.
 
 A ground-truth case ``NAME`` is matched by the prediction named ``NAME`` or, failing that,
@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, image_suffix
+
 PREDICTION_SUFFIXES = ("", "_labels", "_seg")  # in order of preference
 LABELS_SUFFIX = "_labels"
 
@@ -34,11 +35,10 @@ class PairResult:
 
 def case_name(path: Path) -> str | None:
     """File name without its image extension, or None for a non-image file."""
-    lower = path.name.lower()
-    for extension in IMAGE_EXTENSIONS:
-        if lower.endswith(extension) and len(lower) > len(extension):
-            return path.name[: -len(extension)]
-    return None
+    extension = image_suffix(path.name)
+    if extension is None or len(path.name) == len(extension):
+        return None
+    return path.name[: -len(extension)]
 
 
 def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> PairResult:
@@ -46,7 +46,7 @@ def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> PairResult:
     predictions = _images_by_case(Path(pred_dir))
     ground_truths = _images_by_case(Path(gt_dir))
     if not ground_truths:
-        raise ValueError(f"no ground-truth image files ({', '.join(IMAGE_EXTENSIONS)}) in {gt_dir}")
+        raise ValueError(f"no ground-truth image files ({', '.join(SUPPORTED_EXTENSIONS)}) in {gt_dir}")
 
     matched: dict[str, Path] = {}
     unused_predictions = dict(predictions)

@@ -16,33 +16,33 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cgs_engine.classes.files import (
+    CLASS_FILE_SUFFIX,
+    LABELS_PART,
+    class_file_entries,
+    class_file_stem,
+    write_class_file,
+)
+from cgs_engine.classes.table import ClassTable
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Prediction
+from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, strip_image_suffix
 from cgs_engine.runtime import usable_cores
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 LIKELY_WRONG_SUFFIX = "_likely_wrong"  # <stem>_likely_wrong.nii.gz (the map) and .json (per organ)
 # Every volume a prediction writes under a fixed name (the maps are <stem>_map_<class>): predict on a
 # folder leaves them out as inputs, so a new output here must be named here too.
-FIXED_OUTPUT_PARTS = ("_labels", "_disagreement", LIKELY_WRONG_SUFFIX)
+FIXED_OUTPUT_PARTS = (LABELS_PART, "_disagreement", LIKELY_WRONG_SUFFIX)
 
 
 def file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def stem_of(path: Path) -> str:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def unique_stems(inputs: Sequence[Path]) -> list[str]:
     """One output stem per input: its file name, with its folder's name in front where two clash."""
-    stems = [stem_of(path) for path in inputs]
+    stems = [strip_image_suffix(path.name) for path in inputs]
     counts = Counter(stems)
     stems = [
         f"{file_safe(path.resolve().parent.name)}_{stem}" if counts[stem] > 1 else stem
@@ -77,7 +77,7 @@ def prediction_paths(
             paths["disagreement"] = out_dir / f"{stem}{disagreement_part}.nii.gz"
             paths["likely_wrong"] = out_dir / f"{stem}{likely_wrong_part}.nii.gz"
             paths["likely_wrong_json"] = out_dir / f"{stem}{LIKELY_WRONG_SUFFIX}.json"
-    paths["classes"] = out_dir / f"{stem}_classes.json"
+    paths["classes"] = out_dir / f"{stem}{CLASS_FILE_SUFFIX}"
     return paths
 
 
@@ -86,11 +86,11 @@ def prediction_outputs_in(folder: Path) -> set[Path]:
     every volume :func:`prediction_paths` names (labels, disagreement, likely-wrong map, in any image
     format) and its specialist maps (``<stem>_map_*``)."""
     outputs: set[Path] = set()
-    for table in folder.glob("*_classes.json"):
-        stem = table.name[: -len("_classes.json")]
+    for table in folder.glob(f"*{CLASS_FILE_SUFFIX}"):
+        stem = class_file_stem(table)
         outputs.add(table.resolve())
         outputs.add((folder / f"{stem}{LIKELY_WRONG_SUFFIX}.json").resolve())
-        for suffix in IMAGE_SUFFIXES:
+        for suffix in SUPPORTED_EXTENSIONS:
             for part in FIXED_OUTPUT_PARTS:
                 outputs.add((folder / f"{stem}{part}{suffix}").resolve())
             outputs.update(path.resolve() for path in folder.glob(f"{glob.escape(stem)}_map_*{suffix}"))
@@ -114,7 +114,7 @@ def write_prediction(
     maps: bool = True,
     overwrite: bool = False,
     class_colors: list[list[int]] | None = None,
-    class_table: list[dict] | None = None,
+    class_table: ClassTable | None = None,
 ) -> dict[str, Path]:
     """Write labels (uint8 ids), specialist maps and disagreement (uint8, 255 = 1.0) and a class table.
 
@@ -122,8 +122,9 @@ def write_prediction(
     has no calibrated error model; see ``cgs_engine.review.likely_wrong``) and its per-organ
     figures, ``<stem>_likely_wrong.json``.
 
-    ``class_table`` (a checkpoint's, see ``cgs_engine.dicom.class_table``) adds each class's TG-263
-    name and SNOMED CT code to the table, for ``cgs rtstruct export`` / ``cgs seg export``.
+    ``class_table`` (a checkpoint's, see ``cgs_engine.classes.table``) gives each class's TG-263
+    name and SNOMED CT code in the class file, for ``cgs rtstruct export`` / ``cgs seg export``;
+    without it they are derived from the class names.
 
     Every target path is checked before anything is written, so a refusal writes nothing.
     """
@@ -145,19 +146,13 @@ def write_prediction(
     # gzip dominates writing and ITK releases the GIL: one file per core at a time
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         list(pool.map(lambda job: write_volume(job[0], job[1], overwrite=overwrite), jobs))
-    colors = class_colors or []
-    identities = {int(entry["id"]): entry for entry in class_table or []}
-    table = [
-        {
-            **identities.get(i, {}),
-            "id": i,
-            "name": name,
-            **({"color": colors[i]} if i < len(colors) else {}),
-            **({"map": paths[f"map:{name}"].name} if f"map:{name}" in paths else {}),
-        }
-        for i, name in enumerate(prediction.class_names)
-    ]
-    write_json_atomically(paths["classes"], {"classes": table, "map_scale": "uint8, 255 = probability 1"})
+    map_names = {
+        class_id: paths[f"map:{name}"].name
+        for class_id, name in enumerate(prediction.class_names)
+        if f"map:{name}" in paths
+    }
+    entries = class_file_entries(prediction.class_names, class_colors, class_table, map_names)
+    write_class_file(paths["classes"], entries, paths["labels"])
     if maps and prediction.errors is not None:
         summary = prediction.errors.summary(list(prediction.class_names))
         write_json_atomically(paths["likely_wrong_json"], summary)

@@ -27,6 +27,24 @@ def extension_of(path: str | os.PathLike) -> str | None:
     return None
 
 
+def image_suffix(name: str) -> str | None:
+    """The image extension ``name`` ends with in any case, or None: for naming and listing files
+    (``SCAN.NII.GZ`` is an image's name too; reading it is refused later, see :func:`extension_of`)."""
+    lower = name.lower()
+    return next((extension for extension in SUPPORTED_EXTENSIONS if lower.endswith(extension)), None)
+
+
+def strip_image_suffix(name: str) -> str:
+    """``name`` without its image extension (any case); unchanged when it has none."""
+    suffix = image_suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+def is_image_file(path: Path) -> bool:
+    """A file (not a folder) whose name ends with an image extension, in any case."""
+    return path.is_file() and image_suffix(path.name) is not None
+
+
 def describe_supported() -> str:
     return ", ".join(SUPPORTED_EXTENSIONS) + " or a DICOM series folder"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cgs_engine.checkpoint import load_checkpoint
+from cgs_engine.classes.checks import ClassTableError, check_class_names, check_colors
 from cgs_engine.durable import WriteError, describe_write_failure
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior
@@ -27,7 +28,6 @@ from cgs_engine.project.versions import (
     write_version,
 )
 from cgs_engine.review.error_model import sidecar_path
-from cgs_engine.store._checks import SliceStoreError, check_class_names, check_colors
 
 PROJECT_FORMAT = "napari-cgs-project"
 PROJECT_FORMAT_VERSION = 1
@@ -76,7 +76,7 @@ def _checked_new_project(folder: Path, class_names, normalization, colors, base_
         raise ProjectError(f"{folder}: normalization must be a Normalization")
     try:
         names = check_class_names(class_names)
-    except SliceStoreError as error:
+    except ClassTableError as error:
         raise ProjectError(f"{folder}: {error}") from None
     if base_model is not None:
         base = _checked_base_model(Path(base_model), names, normalization)
@@ -84,7 +84,7 @@ def _checked_new_project(folder: Path, class_names, normalization, colors, base_
             colors = base.class_colors
     try:
         return names, check_colors(colors, len(names))
-    except SliceStoreError as error:
+    except ClassTableError as error:
         raise ProjectError(f"{folder}: {error}") from None
 
 

@@ -1,19 +1,6 @@
 """One HDF5 file holding the normalised volumes of a training data set.
 
-Layout (format version 1)::
-
-    /                       attrs: format, format_version, class_names (JSON list, index =
-                                   class id, 0 = background), class_colors (JSON RGB lists),
-                                   normalization (JSON), created (ISO 8601 UTC),
-                                   training_scope (JSON, optional: what the raw images were
-                                   before normalisation, cgs_engine.scope.TrainingScope)
-    /volumes/<name>/image   float32 [z, y, x], already normalised, one chunk per z slice
-    /volumes/<name>/label   uint8 class ids, same shape and chunks (labeled and val only)
-    /volumes/<name>/review  uint8, 1 where the label is trusted; absent = fully trusted
-                            attrs of <name>: split, geometry (JSON), spacing_known,
-                                             original_dtype, source, sampling_weight
-                                             (optional, default 1: how often training
-                                             draws this volume's slices relative to others)
+The file layout and its metadata are in :mod:`cgs_engine.store.layout`.
 
 Volumes keep their own shape, so 2D slice data sets whose slices differ in size per patient
 fit as they are; the training loop resizes slices to its input size.
@@ -29,91 +16,42 @@ store, and it never damages the previous one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NamedTuple
 
 import h5py
 import numpy as np
 
-from cgs_engine.durable import GuardedFile, check_written, remove_stale_temp_files, temp_path_for
-from cgs_engine.h5_durable import foreign_link, hdf5_problem
+from cgs_engine.classes.checks import ClassTableError, check_class_names, check_colors
+from cgs_engine.durable import GuardedFile
 from cgs_engine.normalize import Normalization
 from cgs_engine.store._checks import (
     SliceStoreError,
-    check_class_names,
-    check_colors,
     check_image,
     check_label,
     check_review,
     check_volume_name,
 )
+from cgs_engine.store.commit import check_partial, commit_partial, open_partial
+from cgs_engine.store.fingerprint import Fingerprint
+from cgs_engine.store.layout import (
+    SCOPE_ATTRIBUTE,
+    StoredSlice,
+    StoredVolume,
+    VolumeInfo,
+    check_split,
+    first_line,
+    read_root_metadata,
+    read_volume_info,
+    slice_layout,
+    write_root_metadata,
+    write_volume_attributes,
+)
 from cgs_engine.volume import Geometry
-
-FORMAT_NAME = "napari-cgs-slice-store"
-FORMAT_VERSION = 1
-SCOPE_ATTRIBUTE = "training_scope"
-SPLITS = ("labeled", "unlabeled", "val")
-
-# Slices are deflate-compressed (gzip level 1), the standard HDF5 filter that every HDF5 tool
-# reads (lzf is h5py-only). Measured per slice chunk, CPU time, on SegTHOR (256x256), ACDC
-# (native 154-512 px) and windowed OpenKBP CT (128x128):
-#   none   read 65 / 80 / 38 us,      size 100 %
-#   lzf    read 941 / 903 / 166 us,   size 18 / 46 / 8 %
-#   gzip1  read 554 / 955 / 132 us,   size 13 / 31 / 6 %
-# The training loop reads each volume once into RAM, so decoding costs about 1-3 s per run
-# (ACDC 331 MB, SegTHOR 820 MB of float32) and the files are 3-16x smaller than raw.
-COMPRESSION = "gzip"
-COMPRESSION_LEVEL = 1
-FINGERPRINT_IMAGE_SLICES = 4
-_HASH_BLOCK_SLICES = 64
-
-__all__ = [
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "SPLITS",
-    "SliceStore",
-    "SliceStoreError",
-    "StoredSlice",
-    "StoredVolume",
-    "VolumeInfo",
-]
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    """Metadata of one stored volume (read without touching the voxel data)."""
-
-    name: str
-    shape: tuple[int, int, int]
-    split: str
-    geometry: Geometry
-    spacing_known: bool
-    original_dtype: str
-    source: str
-    has_label: bool
-    has_review: bool
-    sampling_weight: float = 1.0
-
-
-class StoredVolume(NamedTuple):
-    image: np.ndarray
-    label: np.ndarray | None
-    review: np.ndarray | None
-    geometry: Geometry
-    split: str
-
-
-class StoredSlice(NamedTuple):
-    image: np.ndarray
-    label: np.ndarray | None
-    review: np.ndarray | None
 
 
 class SliceStore:
@@ -135,8 +73,14 @@ class SliceStore:
         self._closed = False
         self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset | None, h5py.Dataset | None]] = {}
         self._fingerprint: str | None = None
-        self._read_root_metadata()
-        self._volumes = {name: self._read_volume_info(name, group) for name, group in file["volumes"].items()}
+        metadata = read_root_metadata(file, path)
+        self._format_version = metadata.format_version
+        self._class_names = metadata.class_names
+        self._class_colors = metadata.class_colors
+        self._normalization = metadata.normalization
+        self._created = metadata.created
+        self._scope = metadata.scope
+        self._volumes = {name: read_volume_info(path, name, group) for name, group in file["volumes"].items()}
 
     # ----------------------------------------------------------------- create / open / close
     @classmethod
@@ -156,32 +100,19 @@ class SliceStore:
             raise SliceStoreError(f"{path}: already exists; not replacing it without overwrite")
         if not path.parent.is_dir():
             raise SliceStoreError(f"{path}: folder {path.parent} does not exist")
-        names = check_class_names(class_names)
-        colors = check_colors(colors, len(names))
+        try:
+            names = check_class_names(class_names)
+            colors = check_colors(colors, len(names))
+        except ClassTableError as error:
+            raise SliceStoreError(str(error)) from None
         if not isinstance(normalization, Normalization):
             raise SliceStoreError(
                 f"{path}: normalization must be a Normalization, got {type(normalization).__name__}"
             )
-        remove_stale_temp_files(path.parent, name=path.name)
-        partial = temp_path_for(path)
+        file, guard, partial = open_partial(path)
         try:
-            guard = GuardedFile(partial)
-        except OSError as error:
-            raise SliceStoreError(f"{path}: cannot write ({_first_line(error)})") from None
-        try:
-            file = h5py.File(guard, "w")
-        except OSError as error:
-            guard.close()
-            partial.unlink(missing_ok=True)
-            raise SliceStoreError(f"{path}: cannot write ({_first_line(error)})") from None
-        try:
-            file.attrs["format"] = FORMAT_NAME
-            file.attrs["format_version"] = FORMAT_VERSION
-            file.attrs["class_names"] = json.dumps(names)
-            file.attrs["class_colors"] = json.dumps(colors)
-            file.attrs["normalization"] = normalization.to_json()
-            file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            file.create_group("volumes")
+            created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            write_root_metadata(file, names, colors, normalization, created)
             return cls(file, path, partial, overwrite, guard)
         except BaseException:
             file.close()
@@ -204,12 +135,12 @@ class SliceStore:
         try:
             file = h5py.File(path, "r" if mode == "r" else "r+")
         except OSError as error:
-            raise SliceStoreError(f"{path}: cannot open ({_first_line(error)})") from None
+            raise SliceStoreError(f"{path}: cannot open ({first_line(error)})") from None
         try:
             return cls(file, path, None, False)
         except OSError as error:  # HDF5 could not read its own metadata: a damaged file
             file.close()
-            raise SliceStoreError(f"{path}: damaged slice store ({_first_line(error)})") from None
+            raise SliceStoreError(f"{path}: damaged slice store ({first_line(error)})") from None
         except Exception:
             file.close()
             raise
@@ -222,8 +153,9 @@ class SliceStore:
         self._datasets.clear()
         self._file.close()
         if self._partial_path is not None:
-            self._check_partial()
-            self._commit_partial()
+            assert self._guard is not None
+            check_partial(self._guard, self._partial_path, self.path)
+            commit_partial(self._partial_path, self.path, self._overwrite)
 
     def abort(self) -> None:
         """Close without keeping a newly created store (an opened store is just closed)."""
@@ -306,7 +238,7 @@ class SliceStore:
 
     def volume_names(self, split: str | None = None) -> list[str]:
         if split is not None:
-            _check_split(split)
+            check_split(split)
         return sorted(name for name, info in self._volumes.items() if split is None or info.split == split)
 
     def volume_info(self, name: str) -> VolumeInfo:
@@ -334,7 +266,7 @@ class SliceStore:
         """
         self._require_writable()
         check_volume_name(name)
-        _check_split(split, context=f"volume {name!r}: ")
+        check_split(split, context=f"volume {name!r}: ")
         if name in self._volumes:
             raise SliceStoreError(f"volume {name!r} already exists in {self.path}")
         image = check_image(name, image)
@@ -363,22 +295,16 @@ class SliceStore:
         group = self._file["volumes"].create_group(name)
         try:
             chunks = (1, *image.shape[1:])
-            group.create_dataset("image", data=image, **_slice_layout(chunks))
+            group.create_dataset("image", data=image, **slice_layout(chunks))
             if label is not None:
-                group.create_dataset("label", data=label, **_slice_layout(chunks))
+                group.create_dataset("label", data=label, **slice_layout(chunks))
             if review is not None:
-                group.create_dataset("review", data=review, **_slice_layout(chunks))
-            group.attrs["split"] = split
-            group.attrs["geometry"] = json.dumps(geometry.to_dict())
-            group.attrs["spacing_known"] = spacing_known
-            group.attrs["original_dtype"] = str(original)
-            group.attrs["source"] = "" if source is None else str(source)
-            if sampling_weight != 1:
-                group.attrs["sampling_weight"] = float(sampling_weight)
+                group.create_dataset("review", data=review, **slice_layout(chunks))
+            write_volume_attributes(group, split, geometry, spacing_known, original, source, sampling_weight)
         except BaseException:
             del self._file["volumes"][name]
             raise
-        info = self._read_volume_info(name, group)
+        info = read_volume_info(self.path, name, group)
         self._volumes[name] = info
         self._fingerprint = None
         return info
@@ -403,7 +329,7 @@ class SliceStore:
             yield
         except (OSError, KeyError) as error:
             raise SliceStoreError(
-                f"{self.path}: volume {name!r} is damaged and cannot be read ({_first_line(error)})"
+                f"{self.path}: volume {name!r} is damaged and cannot be read ({first_line(error)})"
             ) from None
 
     def read_slice(self, name: str, z: int) -> StoredSlice:
@@ -432,98 +358,17 @@ class SliceStore:
         return [self.read_volume(name) for name in self.volume_names(split)]
 
     def fingerprint(self) -> str:
-        """sha256 identifying the training content; stable across reopening.
-
-        Covers class names, normalization, and per volume: name, split, shape, geometry, all
-        label and review bytes, and the bytes of up to 4 evenly spaced image slices. It is
-        cheap, so it samples the image instead of hashing all of it.
-        """
+        """sha256 identifying the training content; stable across reopening (see
+        :mod:`cgs_engine.store.fingerprint`)."""
         if self._fingerprint is None:
-            self._fingerprint = self._compute_fingerprint()
+            fingerprint = Fingerprint(self._format_version, self._class_names, self._normalization.to_dict())
+            for name in self.volume_names():
+                with self._damage_reported(name):
+                    fingerprint.add_volume(self._volumes[name], *self._handles(name))
+            self._fingerprint = fingerprint.hexdigest()
         return self._fingerprint
 
     # ----------------------------------------------------------------------- internals
-    def _compute_fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        header = {
-            "format_version": self._format_version,
-            "class_names": self._class_names,
-            "normalization": self._normalization.to_dict(),
-        }
-        digest.update(json.dumps(header, sort_keys=True).encode())
-        for name in self.volume_names():
-            info = self._volumes[name]
-            summary = [
-                name,
-                info.split,
-                list(info.shape),
-                info.geometry.to_dict(),
-                info.has_label,
-                info.has_review,
-            ]
-            if info.sampling_weight != 1:  # appended only when set, so older fingerprints stay valid
-                summary.append(info.sampling_weight)
-            digest.update(json.dumps(summary, sort_keys=True).encode())
-            with self._damage_reported(name):
-                image, label, review = self._handles(name)
-                for dataset in (label, review):
-                    if dataset is not None:
-                        for start in range(0, info.shape[0], _HASH_BLOCK_SLICES):
-                            digest.update(dataset[start : start + _HASH_BLOCK_SLICES].tobytes())
-                sample_count = min(info.shape[0], FINGERPRINT_IMAGE_SLICES)
-                for z in np.unique(np.linspace(0, info.shape[0] - 1, sample_count).round().astype(int)):
-                    digest.update(image[int(z)].tobytes())
-        return digest.hexdigest()
-
-    def _read_root_metadata(self) -> None:
-        attrs = self._file.attrs
-        if _as_str(attrs.get("format")) != FORMAT_NAME:
-            raise SliceStoreError(f"{self.path}: HDF5 file is not a napari-cgs slice store")
-        version = attrs.get("format_version")
-        if not _is_int_equal(version, FORMAT_VERSION):
-            raise SliceStoreError(
-                f"{self.path}: slice store format version {version} is not supported "
-                f"(this napari-cgs reads version {FORMAT_VERSION})"
-            )
-        try:
-            self._format_version = int(version)
-            self._class_names = check_class_names(json.loads(_as_str(attrs["class_names"])))
-            self._class_colors = check_colors(
-                json.loads(_as_str(attrs["class_colors"])), len(self._class_names)
-            )
-            self._normalization = Normalization.from_json(_as_str(attrs["normalization"]))
-            self._created = _as_str(attrs.get("created", ""))
-            self._scope = json.loads(_as_str(attrs[SCOPE_ATTRIBUTE])) if SCOPE_ATTRIBUTE in attrs else {}
-            if not isinstance(self._scope, dict):
-                raise ValueError(f"{SCOPE_ATTRIBUTE} is not a JSON object")
-            if "volumes" not in self._file:
-                raise KeyError("volumes")
-        except (KeyError, ValueError, TypeError) as error:
-            raise SliceStoreError(
-                f"{self.path}: damaged slice store metadata ({_first_line(error)})"
-            ) from None
-        linked = foreign_link(self._file)
-        if linked:
-            raise SliceStoreError(f"{self.path}: {linked}; a slice store holds its own data and no links")
-
-    def _read_volume_info(self, name: str, group: h5py.Group) -> VolumeInfo:
-        try:
-            attrs = group.attrs
-            return VolumeInfo(
-                name=name,
-                shape=tuple(int(n) for n in group["image"].shape),  # type: ignore[arg-type]
-                split=_as_str(attrs["split"]),
-                geometry=Geometry.from_dict(json.loads(_as_str(attrs["geometry"]))),
-                spacing_known=bool(attrs.get("spacing_known", True)),
-                original_dtype=_as_str(attrs.get("original_dtype", "")),
-                source=_as_str(attrs.get("source", "")),
-                has_label="label" in group,
-                has_review="review" in group,
-                sampling_weight=float(attrs.get("sampling_weight", 1.0)),
-            )
-        except (KeyError, ValueError, TypeError) as error:
-            raise SliceStoreError(f"{self.path}: damaged volume {name!r} ({_first_line(error)})") from None
-
     def _info(self, name: str) -> VolumeInfo:
         self._require_open()
         try:
@@ -549,68 +394,3 @@ class SliceStore:
             raise SliceStoreError(
                 f"{self.path}: slice store is open read-only; open it with mode='a' to add volumes"
             )
-
-    def _check_partial(self) -> None:
-        """The new store reached the disk whole (no refused write, and it reads back), or WriteError."""
-        partial = self._partial_path
-        assert partial is not None and self._guard is not None
-        self._guard.close()
-        try:
-            self._guard.raise_if_failed(self.path)
-            check_written(partial, self.path, hdf5_problem)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-
-    def _commit_partial(self) -> None:
-        partial = self._partial_path
-        assert partial is not None
-        if self._overwrite:
-            os.replace(partial, self.path)
-            return
-        try:
-            # A hard link fails if the target exists, so a file created meanwhile is never clobbered.
-            os.link(partial, self.path)
-        except FileExistsError:
-            raise SliceStoreError(
-                f"{self.path}: appeared while this store was written; the new store is kept at {partial}"
-            ) from None
-        except OSError:
-            if self.path.exists():
-                raise SliceStoreError(
-                    f"{self.path}: appeared while this store was written; the new store is kept at {partial}"
-                ) from None
-            os.replace(partial, self.path)
-            return
-        partial.unlink()
-
-
-def _slice_layout(chunks: tuple[int, ...]) -> dict:
-    # fletcher32: each chunk carries a checksum, so damage is reported instead of read as data
-    return {
-        "chunks": chunks,
-        "compression": COMPRESSION,
-        "compression_opts": COMPRESSION_LEVEL,
-        "fletcher32": True,
-    }
-
-
-def _check_split(split: str, context: str = "") -> None:
-    if split not in SPLITS:
-        raise SliceStoreError(f"{context}unknown split {split!r}; use one of {SPLITS}")
-
-
-def _is_int_equal(value: object, expected: int) -> bool:
-    try:
-        return int(value) == expected  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return False
-
-
-def _as_str(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

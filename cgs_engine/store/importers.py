@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from cgs_engine.errors import CGSError
+from cgs_engine.io.formats import strip_image_suffix
 from cgs_engine.normalize import Normalization, guess_normalization
 from cgs_engine.store.dataset import SliceStore, SliceStoreError
 from cgs_engine.volume import Geometry
@@ -50,7 +51,6 @@ OPENKBP_CLASS_NAMES = [
 SEGTHOR_GT_STEP = 63  # gt PNG grey value = class id * 63
 _ACDC_SLICE_ID = re.compile(r"^(?P<volume>(?P<patient>patient\d+)_frame\d+)_slice_(?P<index>\d+)$")
 _SEGTHOR_PNG = re.compile(r"^(?P<patient>Patient_\d+)_(?P<z>\d+)\.png$")
-_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 _NNUNET_CHANNEL = re.compile(r"_0000$")
 
 
@@ -442,11 +442,7 @@ def _check_same_grid(image_path: Path, image, label_path: Path, label) -> None:
 
 
 def _volume_name(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in _VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return strip_image_suffix(Path(path).name)
 
 
 # ------------------------------------------------------------------------------ shared

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint, load_payload, save_checkpoint
-from cgs_engine.dicom import ClassTableError, checkpoint_class_table, derive_class_table, read_class_table
-from cgs_engine.dicom.class_source import resolve_class_table, sidecar_candidates
+from cgs_engine.classes.checks import ClassTableError
+from cgs_engine.classes.files import class_file_candidates as sidecar_candidates
+from cgs_engine.classes.files import read_class_table
+from cgs_engine.classes.table import checkpoint_class_table, derive_class_table
+from cgs_engine.cli.class_source import resolve_class_table
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.store.importers import openkbp_class_names
 

@@ -9,9 +9,9 @@ import pydicom
 import pytest
 from dicom_cases import make_series, shared_series
 
+from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import (
     DicomError,
-    derive_class_table,
     export_rtstruct,
     export_seg,
     import_rtstruct,

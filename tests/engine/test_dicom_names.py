@@ -8,11 +8,10 @@ import pydicom
 import pytest
 from dicom_series_cases import SHAPE, good_series
 
+from cgs_engine.classes.checks import ClassTableError
+from cgs_engine.classes.organs import Code
+from cgs_engine.classes.table import ClassEntry, ClassTable
 from cgs_engine.dicom import (
-    ClassEntry,
-    ClassTable,
-    ClassTableError,
-    Code,
     export_rtstruct,
     export_seg,
     import_rtstruct,

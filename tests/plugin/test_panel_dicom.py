@@ -9,7 +9,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from cgs_engine.dicom import derive_class_table, export_rtstruct, read_series, write_ct_series
+from cgs_engine.classes.table import derive_class_table
+from cgs_engine.dicom import export_rtstruct, read_series, write_ct_series
 from cgs_engine.io import read_volume
 from cgs_engine.store.importers import openkbp_class_names
 from cgs_engine.volume import Geometry, Volume

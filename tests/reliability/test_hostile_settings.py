@@ -14,8 +14,9 @@ import torch
 from conftest import assert_one_line_error, cgs, ct_array, write_image
 
 from cgs_engine.checkpoint import CheckpointError, load_checkpoint, weights_digest
+from cgs_engine.classes.checks import ClassTableError
+from cgs_engine.classes.table import class_table_from_list
 from cgs_engine.cli.main import main
-from cgs_engine.dicom.class_table import ClassTableError, class_table_from_list
 from cgs_engine.store.dataset import SliceStore, SliceStoreError
 from cgs_engine.train.config import ConfigError, TrainConfig
 

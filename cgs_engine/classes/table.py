@@ -1,96 +1,21 @@
-"""The class table: per organ its TG-263 structure name, SNOMED CT code and display colour.
+"""The class table: per class its label id, name, display colour and DICOM identity.
 
-A model's classes are plain names ("RightParotid"); DICOM exports need the standard structure
-name (AAPM TG-263, "Parotid_R") and a coded identity (SNOMED CT, with a laterality modifier where
-one code covers both sides). Checkpoints carry the table (``ModelCheckpoint.class_table``); for
-older checkpoints, and for label maps with only names, it is derived from the class names through
-:data:`KNOWN_ORGANS`. An organ that is not known keeps its class name and gets no specific code.
-
-The codes are those of the DICOM standard's segmentation property tables (PS3.16 CID 7150
-"Segmentation Property Categories", CID 7151 "Segmentation Property Types", CID 244 "Laterality").
+Checkpoints carry the table (``ModelCheckpoint.class_table``); for older checkpoints, and for label
+maps with only names, it is derived from the class names through the known organs
+(:mod:`cgs_engine.classes.organs`). Its file beside a label map is :mod:`cgs_engine.classes.files`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from cgs_engine.errors import CGSError
+from cgs_engine.classes.checks import ClassTableError, default_colors
+from cgs_engine.classes.organs import Code, anatomical_structure, known_organ, normalise_name
 
 TABLE_FORMAT = "napari-cgs-class-table"
-
-
-class ClassTableError(CGSError):
-    """A class table that cannot be read or does not fit the labels; one line naming the file."""
-
-
-@dataclass(frozen=True)
-class Code:
-    """One coded concept: (value, coding scheme designator, meaning), as DICOM writes it."""
-
-    value: str
-    scheme: str
-    meaning: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"value": self.value, "scheme": self.scheme, "meaning": self.meaning}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Code:
-        return cls(value=str(data["value"]), scheme=str(data["scheme"]), meaning=str(data["meaning"]))
-
-
-ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
-RIGHT = Code("24028007", "SCT", "Right")
-LEFT = Code("7771000", "SCT", "Left")
-
-
-@dataclass(frozen=True)
-class KnownOrgan:
-    tg263: str
-    code: Code
-    laterality: Code | None = None
-    aliases: tuple[str, ...] = ()
-
-
-KNOWN_ORGANS = (
-    KnownOrgan("Brainstem", Code("119238007", "SCT", "Brain Stem"), aliases=("brain stem",)),
-    KnownOrgan("SpinalCord", Code("2748008", "SCT", "Spinal cord"), aliases=("spinal cord", "cord")),
-    KnownOrgan(
-        "Parotid_R",
-        Code("45289007", "SCT", "Parotid gland"),
-        RIGHT,
-        aliases=("RightParotid", "Parotid_Rt", "Rt_Parotid", "R_Parotid", "Right Parotid", "Parotid R"),
-    ),
-    KnownOrgan(
-        "Parotid_L",
-        Code("45289007", "SCT", "Parotid gland"),
-        LEFT,
-        aliases=("LeftParotid", "Parotid_Lt", "Lt_Parotid", "L_Parotid", "Left Parotid", "Parotid L"),
-    ),
-    KnownOrgan("Esophagus", Code("32849002", "SCT", "Esophagus"), aliases=("oesophagus",)),
-    KnownOrgan("Larynx", Code("4596009", "SCT", "Larynx")),
-    KnownOrgan("Bone_Mandible", Code("91609006", "SCT", "Mandible"), aliases=("Mandible",)),
-    KnownOrgan("Heart", Code("80891009", "SCT", "Heart")),
-    KnownOrgan("Trachea", Code("44567001", "SCT", "Trachea")),
-    KnownOrgan("A_Aorta", Code("15825003", "SCT", "Aorta"), aliases=("Aorta",)),
-)
-
-
-def normalise_name(name: str) -> str:
-    """Lower case without separators, so "Parotid_R", "parotid r" and "PAROTID-R" compare equal."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-_BY_NAME = {normalise_name(alias): organ for organ in KNOWN_ORGANS for alias in (organ.tg263, *organ.aliases)}
-
-
-def known_organ(name: str) -> KnownOrgan | None:
-    return _BY_NAME.get(normalise_name(name))
 
 
 @dataclass(frozen=True)
@@ -103,7 +28,7 @@ class ClassEntry:
     tg263: str | None = None
     code: Code | None = None
     laterality: Code | None = None
-    category: Code = ANATOMICAL_STRUCTURE
+    category: Code = field(default_factory=anatomical_structure)
 
     @property
     def structure_name(self) -> str:
@@ -165,8 +90,6 @@ def derive_class_table(
     class_names: Sequence[str], class_colors: Sequence[Sequence[int]] | None = None
 ) -> ClassTable:
     """The table for a model that has only names (id 0 is background and gets no entry)."""
-    from cgs_engine.store._checks import default_colors
-
     colors = list(class_colors or [])
     fallback = default_colors(len(class_names))
     entries = []
@@ -179,7 +102,7 @@ def derive_class_table(
 
 
 def derived_entry(class_id: int, name: str, color: Sequence[int]) -> ClassEntry:
-    """The entry of one class from its name alone, through :data:`KNOWN_ORGANS`."""
+    """The entry of one class from its name alone, through :func:`~cgs_engine.classes.organs.known_organs`."""
     organ = known_organ(name)
     return ClassEntry(
         id=class_id,
@@ -196,8 +119,8 @@ MAX_LABEL_ID = 65535  # label maps are uint8 or uint16
 
 
 def class_table_from_list(items: Sequence[dict[str, Any]], where: str = "class table") -> ClassTable:
-    """A table from its stored form. Entries with only ``id``, ``name`` and ``color`` (the
-    ``*_classes.json`` that ``cgs predict`` and the panel write) get their TG-263 name and code
+    """A table from its stored form. Entries with only ``id``, ``name`` and ``color`` (as in
+    ``*_classes.json`` files written before they held the identity) get their TG-263 name and code
     from the name; the background entry (id 0) is dropped. Every field is checked for its type,
     so a hand-edited table is refused here in one line."""
     if len(items) > MAX_ENTRIES + 1:
@@ -220,8 +143,6 @@ def class_table_from_list(items: Sequence[dict[str, Any]], where: str = "class t
 
 
 def _entry_from_item(item: dict[str, Any]) -> ClassEntry | None:
-    from cgs_engine.store._checks import default_colors
-
     if not isinstance(item, dict):
         raise TypeError("an entry must be a table with id and name")
     class_id, name = item["id"], item["name"]
@@ -245,7 +166,7 @@ def _entry_from_item(item: dict[str, Any]) -> ClassEntry | None:
         tg263=tg263 or None,
         code=codes["snomed"],
         laterality=codes["laterality"],
-        category=codes["category"] or ANATOMICAL_STRUCTURE,
+        category=codes["category"] or anatomical_structure(),
     )
 
 
@@ -257,21 +178,6 @@ def _code(value: Any, key: str) -> Code | None:
     ):
         raise ValueError(f"{key} {value!r} is not a code with value, scheme and meaning texts")
     return Code.from_dict(value)
-
-
-def read_class_table(path: str | Path) -> ClassTable:
-    """A class table JSON: ours, or a ``*_classes.json`` sidecar of ``cgs predict`` / the panel."""
-    path = Path(path)
-    if not path.is_file():
-        raise ClassTableError(f"{path}: no such class table file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ClassTableError(f"{path}: not a readable class table ({error})") from None
-    items = data.get("classes") if isinstance(data, dict) else data
-    if not isinstance(items, list) or not items:
-        raise ClassTableError(f"{path}: no 'classes' list in this file")
-    return class_table_from_list(items, str(path))
 
 
 def _key(code: Code | None) -> tuple[str, str] | None:

@@ -1,0 +1,141 @@
+"""The class file beside a label map: ``<stem>_classes.json``, written by ``cgs predict`` and the
+panel's export, read by the commands that take a label map (edit, evaluate, review, DICOM export).
+
+One format::
+
+    {"format": "napari-cgs-class-table",
+     "classes": [{"id": 0, "name": "background", "color": [0, 0, 0]},
+                 {"id": 3, "name": "RightParotid", "color": [...], "tg263": "Parotid_R",
+                  "snomed": {...}, "laterality": {...}, "category": {...},
+                  "map": "scan_map_RightParotid.nii.gz"}, ...],
+     "labels": "scan_labels.nii.gz",
+     "map_scale": "uint8, 255 = probability 1"}
+
+``map`` and ``map_scale`` only where specialist maps were written. Older files (no ``format``, no
+``labels``, entries with only ``id``, ``name`` and ``color``, or a bare list of entries) read the
+same: a missing identity is derived from the class name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cgs_engine.classes.checks import ClassTableError
+from cgs_engine.classes.table import TABLE_FORMAT, ClassTable, class_table_from_list, derive_class_table
+from cgs_engine.durable import write_json_atomically
+from cgs_engine.io.formats import strip_image_suffix
+
+CLASS_FILE_SUFFIX = "_classes.json"
+LABELS_PART = "_labels"  # cgs predict writes <stem>_labels.nii.gz beside <stem>_classes.json
+MAP_SCALE = "uint8, 255 = probability 1"
+
+
+def class_file_stem(path: str | os.PathLike) -> str:
+    """``scan`` for ``scan_classes.json``."""
+    name = Path(path).name
+    return name[: -len(CLASS_FILE_SUFFIX)] if name.endswith(CLASS_FILE_SUFFIX) else name
+
+
+def class_file_candidates(labels_path: str | os.PathLike) -> list[Path]:
+    """Class files that may sit beside a label map: ``x_classes.json`` beside ``x.nii.gz`` (the
+    panel), then ``scan_classes.json`` beside ``scan_labels.nii.gz`` (cgs predict)."""
+    path = Path(labels_path)
+    stem = strip_image_suffix(path.name)
+    names = [f"{stem}{CLASS_FILE_SUFFIX}"]
+    if stem.endswith(LABELS_PART):
+        names.append(f"{stem[: -len(LABELS_PART)]}{CLASS_FILE_SUFFIX}")
+    return [path.with_name(name) for name in names]
+
+
+def class_file_for(labels_path: str | os.PathLike) -> Path:
+    """Where a label map's own class file goes: ``x_classes.json`` beside ``x.nii.gz``."""
+    return class_file_candidates(labels_path)[0]
+
+
+def find_class_file(labels_path: str | os.PathLike) -> Path | None:
+    """The class file beside a label map, or None."""
+    return next((path for path in class_file_candidates(labels_path) if path.is_file()), None)
+
+
+@dataclass(frozen=True)
+class ClassFile:
+    """A class file as read: its table (foreground classes) and its entries as stored."""
+
+    path: Path
+    table: ClassTable
+    items: tuple[dict[str, Any], ...]
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Class id -> name, for ids from 1 on."""
+        return {entry.id: entry.name for entry in self.table.entries}
+
+    def map_files(self) -> dict[int, str]:
+        """Class id -> the file name of its specialist map, for the classes that name one."""
+        maps = {item["id"]: item["map"] for item in self.items if item.get("map") and item["id"] > 0}
+        if not all(isinstance(name, str) for name in maps.values()):
+            raise ClassTableError(f"{self.path}: not a readable class table (a map file name is not a text)")
+        if any("/" in name or "\\" in name or name.startswith(".") for name in maps.values()):
+            raise ClassTableError(
+                f"{self.path}: a map file name in this class table is not a plain file name"
+            )
+        return maps
+
+
+def read_class_file(path: str | os.PathLike) -> ClassFile:
+    """A class file (or a table saved by :meth:`ClassTable.to_json`); every entry is checked as
+    :func:`class_table_from_list` checks them, so a hand-edited file is refused here in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClassTableError(f"{path}: no such class table file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ClassTableError(
+            f"{path}: not a readable class table ({' '.join(str(error).split())})"
+        ) from None
+    items = data.get("classes") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise ClassTableError(f"{path}: no 'classes' list in this file")
+    return ClassFile(path, class_table_from_list(items, str(path)), tuple(items))
+
+
+def read_class_table(path: str | os.PathLike) -> ClassTable:
+    """The table of a class file (see :func:`read_class_file`)."""
+    return read_class_file(path).table
+
+
+def class_file_entries(
+    class_names: Sequence[str],
+    colors: Sequence[Sequence[int]] | None = None,
+    table: ClassTable | None = None,
+    maps: Mapping[int, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The entries of a class file: every class from background on, with its colour, its identity
+    (from ``table``, else derived from its name) and the file name of its map where ``maps`` has one."""
+    colors = list(colors or [])
+    identities = table if table is not None else derive_class_table(class_names, colors)
+    entries = []
+    for class_id, name in enumerate(class_names):
+        known = identities.by_id(class_id)
+        entry = {**(known.to_dict() if known is not None else {}), "id": class_id, "name": str(name)}
+        if class_id < len(colors):
+            entry["color"] = [int(channel) for channel in colors[class_id]]
+        if maps and class_id in maps:
+            entry["map"] = maps[class_id]
+        entries.append(entry)
+    return entries
+
+
+def write_class_file(path: str | os.PathLike, entries: Sequence[Mapping[str, Any]], labels: Path) -> Path:
+    """Write the class file of the label map ``labels`` (read back before it replaces anything)."""
+    data: dict[str, Any] = {"format": TABLE_FORMAT, "classes": [dict(entry) for entry in entries]}
+    data["labels"] = labels.name
+    if any("map" in entry for entry in entries):
+        data["map_scale"] = MAP_SCALE
+    return write_json_atomically(path, data)

@@ -1,0 +1,57 @@
+"""The fingerprint of a slice store: a sha256 of what training sees, stable across reopening.
+
+It covers class names, normalisation, and per volume: name, split, shape, geometry, all label and
+review bytes, and the bytes of up to 4 evenly spaced image slices. It is cheap, so it samples the
+image instead of hashing all of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import h5py
+import numpy as np
+
+from cgs_engine.store.layout import VolumeInfo
+
+FINGERPRINT_IMAGE_SLICES = 4
+_HASH_BLOCK_SLICES = 64
+
+
+class Fingerprint:
+    """A sha256 fed with the store's header, then with each volume in ``volume_names()`` order."""
+
+    def __init__(self, format_version: int, class_names: list[str], normalization: dict) -> None:
+        self._digest = hashlib.sha256()
+        header = {
+            "format_version": format_version,
+            "class_names": class_names,
+            "normalization": normalization,
+        }
+        self._digest.update(json.dumps(header, sort_keys=True).encode())
+
+    def add_volume(
+        self, info: VolumeInfo, image: h5py.Dataset, label: h5py.Dataset | None, review: h5py.Dataset | None
+    ) -> None:
+        summary = [
+            info.name,
+            info.split,
+            list(info.shape),
+            info.geometry.to_dict(),
+            info.has_label,
+            info.has_review,
+        ]
+        if info.sampling_weight != 1:  # appended only when set, so older fingerprints stay valid
+            summary.append(info.sampling_weight)
+        self._digest.update(json.dumps(summary, sort_keys=True).encode())
+        for dataset in (label, review):
+            if dataset is not None:
+                for start in range(0, info.shape[0], _HASH_BLOCK_SLICES):
+                    self._digest.update(dataset[start : start + _HASH_BLOCK_SLICES].tobytes())
+        sample_count = min(info.shape[0], FINGERPRINT_IMAGE_SLICES)
+        for z in np.unique(np.linspace(0, info.shape[0] - 1, sample_count).round().astype(int)):
+            self._digest.update(image[int(z)].tobytes())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
