@@ -48,7 +48,7 @@ def shared_openkbp() -> Path | None:
 
 
 def base_model(work: Path) -> tuple[Path, str]:
-    from napari_cgs._panel import BUNDLED_MODEL
+    from napari_cgs._sample_data import BUNDLED_MODEL
 
     if BUNDLED_MODEL.is_file():
         return BUNDLED_MODEL, f"bundled {BUNDLED_MODEL.name}"
@@ -202,9 +202,9 @@ def main() -> int:
 def bench(args: argparse.Namespace, work: Path) -> int:
     import napari
 
+    import napari_cgs.panel.session as _session
     from cgs_engine.retrain.worker import worker_threads
-    from napari_cgs import _session
-    from napari_cgs._panel import CGSPanel
+    from napari_cgs.panel.dock import CGSPanel
 
     _session.SESSION_HOME = work / "sessions"  # the bench's painting must not land in the user's sessions
     started = time.perf_counter()
@@ -297,7 +297,7 @@ def start_painting(viewer, panel):
     """Pre-segment the open CT with the panel, then paint a stroke on its labels every second."""
     from qtpy.QtCore import QTimer
 
-    from napari_cgs._prediction_layers import labels_layer_name
+    from napari_cgs.panel.prediction_layers import labels_layer_name
 
     image = panel.image_layer
     done: list = []

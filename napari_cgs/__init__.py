@@ -9,15 +9,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-from ._layers import (
+from napari_cgs._layers import (
     GEOMETRY_KEY,
     image_contrast_limits,
     labels_kwargs_like,
     layer_geometry,
     volume_to_layer_data,
 )
-from ._reader import get_reader
-from ._writer import write_labels
+from napari_cgs._reader import get_reader
+from napari_cgs._writer import write_labels
 
 __all__ = [
     "GEOMETRY_KEY",

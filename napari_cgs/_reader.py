@@ -10,8 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cgs_engine.io import is_supported_path, read_volume
-
-from ._layers import volume_to_layer_data
+from napari_cgs._layers import volume_to_layer_data
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | Sequence[str]

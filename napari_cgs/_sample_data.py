@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 SAMPLES = Path(__file__).parent / "samples"
+# CGS trained on OpenKBP (README, "The default model"; scripts/train_default_model.py)
+BUNDLED_MODEL = Path(__file__).parent / "models" / "default.pt"
 SAMPLE_CT = SAMPLES / "openkbp_pt_222_ct.nii.gz"
 SAMPLE_LABELS = SAMPLES / "openkbp_pt_222_labels.nii.gz"
 SECOND_SAMPLE_CT = SAMPLES / "openkbp_pt_225_ct.nii.gz"

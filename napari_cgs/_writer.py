@@ -18,8 +18,7 @@ import numpy as np
 
 from cgs_engine.io import VolumeIOError, write_volume
 from cgs_engine.volume import Volume
-
-from ._layers import layer_geometry
+from napari_cgs._layers import layer_geometry
 
 DEFAULT_EXTENSION = ".nii.gz"
 

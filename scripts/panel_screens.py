@@ -6,7 +6,7 @@ decided), ``restored`` (napari reopened on the same CT: the session comes back),
 (a retrain of the bundled model running in its worker process) and ``outcome`` (after Cancel:
 the version kept or not, and why). Each picture is the whole napari window; the panel is
 scrolled to the section that state is about. For every state the layout is checked
-(``napari_cgs._fit.layout_problems``: nothing cut off at the dock's right edge) and the script
+(``napari_cgs.panel.fit.layout_problems``: nothing cut off at the dock's right edge) and the script
 exits with 1 if anything is.
 
     .venv/bin/python scripts/panel_screens.py [--out docs/screens] [--sizes 1280x800 1920x1080]
@@ -91,7 +91,7 @@ class Shooter:
         process_events(0.3)
 
     def shoot(self, state: str) -> Path:
-        from napari_cgs._fit import layout_problems
+        from napari_cgs.panel.fit import layout_problems
 
         process_events(0.8)
         width, height = self.size
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         display.start()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cgs-panel-screens-"))
-    from napari_cgs import _session
+    import napari_cgs.panel.session as _session
 
     _session.SESSION_HOME = work / "sessions"
     problems = []

@@ -22,7 +22,7 @@ TIMEOUT_S = 600
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from napari_cgs._panel import BUNDLED_MODEL
+    from napari_cgs._sample_data import BUNDLED_MODEL
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, help=f"model checkpoint (default: {BUNDLED_MODEL})")
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_cgs import _session
-    from napari_cgs._panel import CGSPanel
+    import napari_cgs.panel.session as _session
+    from napari_cgs.panel.dock import CGSPanel
 
     # A picture starts from nothing: no session of the user's (in ~/.napari-cgs) is restored or written.
     _session.SESSION_HOME = Path(tempfile.mkdtemp(prefix="cgs-screenshot-sessions-"))

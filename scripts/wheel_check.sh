@@ -75,7 +75,7 @@ step "npe2 validate napari-cgs"
 npe2 validate napari-cgs
 
 step "cgs predict: the bundled sample CT with the bundled model"
-paths="$(python -c 'from napari_cgs._panel import BUNDLED_MODEL as m
+paths="$(python -c 'from napari_cgs.panel.dock import BUNDLED_MODEL as m
 from napari_cgs._sample_data import SAMPLE_CT as c
 print(m, c)')"
 read -r model ct <<<"$paths"

@@ -12,8 +12,7 @@ from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.infer import Predictor
 from cgs_engine.io import read_volume
 from cgs_engine.train.config import TrainConfig
-from napari_cgs._panel import BUNDLED_MODEL
-from napari_cgs._sample_data import SAMPLE_CLASS_NAMES, SAMPLE_CT, SAMPLE_LABELS
+from napari_cgs._sample_data import BUNDLED_MODEL, SAMPLE_CLASS_NAMES, SAMPLE_CT, SAMPLE_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALLEST = ("Esophagus", "RightParotid", "LeftParotid")

@@ -127,7 +127,7 @@ def sample_slab_path(tmp_path) -> Path:
 @pytest.fixture
 def home_sessions(tmp_path, monkeypatch) -> Path:
     """Sessions of images without a writable source folder go here instead of the real home."""
-    from napari_cgs import _session
+    import napari_cgs.panel.session as _session
 
     folder = tmp_path / "home_sessions"
     monkeypatch.setattr(_session, "SESSION_HOME", folder)

@@ -9,10 +9,11 @@ import numpy as np
 import panel_fixtures as fx
 import pytest
 
+import napari_cgs.demo.launch as demo
+import napari_cgs.demo.pipeline as _demo_pipeline
+import napari_cgs.demo.render as _demo_render
 from cgs_engine.io import read_volume
-from napari_cgs import _demo_pipeline, _demo_render, demo
-from napari_cgs._panel import BUNDLED_MODEL
-from napari_cgs._sample_data import SAMPLE_CLASS_NAMES, SAMPLE_CT
+from napari_cgs._sample_data import BUNDLED_MODEL, SAMPLE_CLASS_NAMES, SAMPLE_CT
 
 tiny_checkpoint = fx.tiny_checkpoint  # a real CGS checkpoint trained in seconds (see panel_fixtures)
 ORGANS = SAMPLE_CLASS_NAMES[1:]

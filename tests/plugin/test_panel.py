@@ -9,17 +9,17 @@ import panel_fixtures as fx
 import pytest
 from qtpy.QtWidgets import QAbstractButton, QComboBox
 
+import napari_cgs.panel.dock as panel_module
 from cgs_engine.infer.predictor import Predictor
 from cgs_engine.review.state import EDITED
-from napari_cgs import _panel as panel_module
-from napari_cgs._display import OUTLINE, disagreement_outline_name
-from napari_cgs._panel import NO_MODEL_HINT, CGSPanel
-from napari_cgs._prediction_layers import (
+from napari_cgs._sample_data import SAMPLE_CLASS_NAMES
+from napari_cgs.panel.display import OUTLINE, disagreement_outline_name
+from napari_cgs.panel.dock import NO_MODEL_HINT, CGSPanel
+from napari_cgs.panel.prediction_layers import (
     disagreement_layer_name,
     labels_layer_name,
     specialist_layer_name,
 )
-from napari_cgs._sample_data import SAMPLE_CLASS_NAMES
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 
@@ -177,7 +177,7 @@ def test_cancel_really_stops_a_running_presegmentation(qtbot, viewer_and_panel, 
 def test_closing_the_panel_unbinds_its_keys(viewer_and_panel):
     from napari.utils.key_bindings import coerce_keybinding
 
-    from napari_cgs._review import KEY_NEXT
+    from napari_cgs.panel.review_queue import KEY_NEXT
 
     viewer, panel = viewer_and_panel
     bound = lambda: str(coerce_keybinding(KEY_NEXT)) in {str(key) for key in viewer.keymap}  # noqa: E731

@@ -7,8 +7,8 @@ import panel_fixtures as fx
 import pytest
 
 from cgs_engine.review.state import EDITED
-from napari_cgs._correct_section import WINDOW_PRESETS, alternative_layer_name
-from napari_cgs._prediction_layers import labels_layer_name, specialist_layer_name
+from napari_cgs.panel.correct_section import WINDOW_PRESETS, alternative_layer_name
+from napari_cgs.panel.prediction_layers import labels_layer_name, specialist_layer_name
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

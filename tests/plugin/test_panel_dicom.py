@@ -9,15 +9,16 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+import napari_cgs.panel.dialogs as dialogs
+import napari_cgs.panel.dicom_section as _dicom_section
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import export_rtstruct, read_series, write_ct_series
 from cgs_engine.io import read_volume
 from cgs_engine.store.importers import openkbp_class_names
 from cgs_engine.volume import Geometry, Volume
-from napari_cgs import _dicom_section
-from napari_cgs._dicom_section import rtstruct_layer_name
-from napari_cgs._prediction_layers import labels_layer_name
 from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS
+from napari_cgs.panel.dicom_section import rtstruct_layer_name
+from napari_cgs.panel.prediction_layers import labels_layer_name
 
 home_sessions = fx.home_sessions
 SLAB = slice(60, 80)  # parotids, mandible, spinal cord
@@ -40,7 +41,7 @@ def series_folder(tmp_path):
 
 @pytest.fixture
 def viewer_and_bundled_panel(make_napari_viewer, home_sessions):
-    from napari_cgs._panel import CGSPanel
+    from napari_cgs.panel.dock import CGSPanel
 
     viewer = make_napari_viewer()
     panel = CGSPanel(viewer)  # the bundled model
@@ -100,10 +101,10 @@ def test_existing_files_are_kept_unless_confirmed(
     fx.presegment(qtbot, panel, image)
     rs = series_folder.parent / "RS.dcm"
     rs.write_bytes(b"old plan")
-    monkeypatch.setattr(_dicom_section, "confirm_replace", lambda parent, path: False)
+    monkeypatch.setattr(dialogs, "confirm_replace", lambda parent, path: False)
     assert section.export("RTSTRUCT", rs) is None
     assert rs.read_bytes() == b"old plan" and "kept" in section.status.text()
-    monkeypatch.setattr(_dicom_section, "confirm_replace", lambda parent, path: True)
+    monkeypatch.setattr(dialogs, "confirm_replace", lambda parent, path: True)
     with qtbot.waitSignal(section.exported, timeout=fx.WAIT_MS):
         section.export("RTSTRUCT", rs)
     _wait(qtbot, section)

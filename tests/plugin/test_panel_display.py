@@ -6,13 +6,13 @@ import numpy as np
 import panel_fixtures as fx
 import pytest
 
-from napari_cgs._display import HEAT_MAP, OFF, OUTLINES, disagreement_outline_name
-from napari_cgs._prediction_layers import (
+from napari_cgs.panel.display import HEAT_MAP, OFF, OUTLINES, disagreement_outline_name
+from napari_cgs.panel.prediction_layers import (
     disagreement_layer_name,
     focus_layer_name,
     labels_layer_name,
 )
-from napari_cgs._review import camera_of
+from napari_cgs.panel.review_queue import camera_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

@@ -9,9 +9,10 @@ import panel_fixtures as fx
 import pytest
 import SimpleITK as sitk
 
+import napari_cgs.panel.dialogs as dialogs
+import napari_cgs.panel.session as _session
 from cgs_engine.review import load_session, session_path_for
-from napari_cgs import _panel, _session
-from napari_cgs._prediction_layers import labels_layer_name
+from napari_cgs.panel.prediction_layers import labels_layer_name
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 
@@ -68,12 +69,12 @@ def test_export_never_overwrites_without_confirmation(qtbot, viewer_and_panel, s
     target = sample_slab_path.parent / "labels.nii.gz"
     target.write_bytes(b"precious")
     asked = []
-    monkeypatch.setattr(_panel, "confirm_overwrite", lambda parent, path: asked.append(path) or False)
+    monkeypatch.setattr(dialogs, "confirm_replace", lambda parent, path: asked.append(path) or False)
     assert panel.export(target) == []
     assert asked == [target] and target.read_bytes() == b"precious"
     assert not (sample_slab_path.parent / "labels_classes.json").exists()
 
-    monkeypatch.setattr(_panel, "confirm_overwrite", lambda parent, path: True)
+    monkeypatch.setattr(dialogs, "confirm_replace", lambda parent, path: True)
     assert panel.export(target)[0] == target
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(target))).shape == image.data.shape
 

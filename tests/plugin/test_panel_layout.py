@@ -13,7 +13,7 @@ import pytest
 from qtpy.QtWidgets import QApplication, QScrollArea
 
 from cgs_engine.retrain.recipe import RETRAIN_DEFAULTS
-from napari_cgs._fit import ZERO_WIDTH_SPACE, breakable, layout_problems, plain
+from napari_cgs.panel.fit import ZERO_WIDTH_SPACE, breakable, layout_problems, plain
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

@@ -14,7 +14,7 @@ from test_panel_retrain import TINY_TRAIN, add_correction, wait_for_end
 
 from cgs_engine.project import Project
 from cgs_engine.review.state import ACCEPTED, EDITED
-from napari_cgs._prediction_layers import labels_layer_name
+from napari_cgs.panel.prediction_layers import labels_layer_name
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

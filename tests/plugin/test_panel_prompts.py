@@ -9,8 +9,8 @@ import panel_fixtures as fx
 import pytest
 
 from cgs_engine.review.state import EDITED
-from napari_cgs._prediction_layers import labels_layer_name, specialist_layer_name
-from napari_cgs._prompt_tools import BOX_LAYER_SUFFIX
+from napari_cgs.panel.prediction_layers import labels_layer_name, specialist_layer_name
+from napari_cgs.panel.prompt_tools import BOX_LAYER_SUFFIX
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

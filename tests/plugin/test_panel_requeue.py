@@ -8,7 +8,7 @@ from __future__ import annotations
 import panel_fixtures as fx
 import pytest
 
-from napari_cgs._review import STATUS_MARKS
+from napari_cgs.panel.review_queue import STATUS_MARKS
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

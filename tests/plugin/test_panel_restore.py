@@ -12,8 +12,12 @@ import pytest
 from qtpy.QtWidgets import QApplication
 
 from cgs_engine.checkpoint import load_checkpoint
-from napari_cgs._fit import plain
-from napari_cgs._prediction_layers import disagreement_layer_name, labels_layer_name, specialist_layer_name
+from napari_cgs.panel.fit import plain
+from napari_cgs.panel.prediction_layers import (
+    disagreement_layer_name,
+    labels_layer_name,
+    specialist_layer_name,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox
 
+import napari_cgs.panel.retrain_section as _retrain
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint, save_checkpoint
 from cgs_engine.infer.predictor import Predictor
 from cgs_engine.io import read_volume
@@ -26,9 +27,8 @@ from cgs_engine.project import Project
 from cgs_engine.retrain import retrain
 from cgs_engine.review.state import ACCEPTED, EDITED
 from cgs_engine.volume import Volume
-from napari_cgs import _retrain
-from napari_cgs._prediction_layers import SEPARATOR, labels_layer_name
 from napari_cgs._sample_data import SAMPLE_CLASS_NAMES, SAMPLE_CT, SAMPLE_LABELS
+from napari_cgs.panel.prediction_layers import SEPARATOR, labels_layer_name
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

@@ -7,8 +7,8 @@ import panel_fixtures as fx
 import pytest
 
 from cgs_engine.review import component_mask
-from napari_cgs._prediction_layers import focus_layer_name, show_focus
-from napari_cgs._review import KEY_ACCEPT, KEY_NEXT, KEY_PREVIOUS, KEY_SKIP, camera_of, region_text
+from napari_cgs.panel.prediction_layers import focus_layer_name, show_focus
+from napari_cgs.panel.review_queue import KEY_ACCEPT, KEY_NEXT, KEY_PREVIOUS, KEY_SKIP, camera_of, region_text
 
 tiny_checkpoint = fx.tiny_checkpoint
 viewer_and_panel = fx.viewer_and_panel

@@ -5,8 +5,8 @@ from __future__ import annotations
 import panel_fixtures as fx
 import pytest
 
-from napari_cgs import _panel
-from napari_cgs._fit import plain
+import napari_cgs.panel.dock as _panel
+from napari_cgs.panel.fit import plain
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

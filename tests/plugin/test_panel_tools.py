@@ -10,9 +10,9 @@ import pytest
 from cgs_engine.edit import fill_between_slices, keep_largest_island
 from cgs_engine.edit.interpolate_process import shared_interpolation
 from cgs_engine.review.state import EDITED
-from napari_cgs._fit import plain
-from napari_cgs._prediction_layers import labels_layer_name, specialist_layer_name
-from napari_cgs._tool_preview import preview_layer_name
+from napari_cgs.panel.fit import plain
+from napari_cgs.panel.prediction_layers import labels_layer_name, specialist_layer_name
+from napari_cgs.panel.tool_preview import preview_layer_name
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
 

@@ -9,8 +9,8 @@ import panel_fixtures as fx
 import pytest
 import SimpleITK as sitk
 
-from napari_cgs._panel import BUNDLED_MODEL
-from napari_cgs._worklist import scan_text
+from napari_cgs._sample_data import BUNDLED_MODEL
+from napari_cgs.panel.worklist_section import scan_text
 
 tiny_checkpoint = fx.tiny_checkpoint
 viewer_and_panel = fx.viewer_and_panel

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_cgs._retrain_text import RetrainProgress, outcome_headline
+from napari_cgs.panel.retrain_text import RetrainProgress, outcome_headline
 
 
 def _progress(keep: str, max_iterations: int | None = 300) -> RetrainProgress:

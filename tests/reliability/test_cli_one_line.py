@@ -207,7 +207,7 @@ def test_bit_flipped_and_malformed_checkpoints_are_refused(tmp_path, tiny_model,
 
 
 def test_the_bundled_model_carries_a_weight_checksum():
-    from napari_cgs._panel import BUNDLED_MODEL
+    from napari_cgs._sample_data import BUNDLED_MODEL
 
     assert torch.load(BUNDLED_MODEL, weights_only=True)["weights_sha256"]
     load_checkpoint(BUNDLED_MODEL)

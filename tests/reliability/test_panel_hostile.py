@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_cgs._prediction_layers import focus_layer_name
+from napari_cgs.panel.prediction_layers import focus_layer_name
 
 PLUGIN_TESTS = Path(__file__).resolve().parents[1] / "plugin"
 if str(PLUGIN_TESTS) not in sys.path:

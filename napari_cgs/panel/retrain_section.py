@@ -57,12 +57,11 @@ from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError, VersionInfo
 from cgs_engine.review.changes import change_map, count_label_changes
 from cgs_engine.train.events import RETRAIN_ENDINGS, Event, RetrainFailed, retrain_event_from_dict
-
-from ._changes_layer import show_changes_layer
-from ._fit import breakable
-from ._prediction_layers import image_volume
-from ._retrain_link import PanelLink, link_to_panel
-from ._retrain_text import (
+from napari_cgs.panel.changes_layer import show_changes_layer
+from napari_cgs.panel.fit import breakable
+from napari_cgs.panel.prediction_layers import image_volume
+from napari_cgs.panel.retrain_link import PanelLink, link_to_panel
+from napari_cgs.panel.retrain_text import (
     RetrainProgress,
     budget_text,
     outcome_headline,

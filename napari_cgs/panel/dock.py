@@ -40,7 +40,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QPushButton,
     QRadioButton,
     QScrollArea,
@@ -57,13 +56,14 @@ from cgs_engine.review.carry import carry_over
 from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
-
-from ._correct_section import CorrectSection
-from ._display import DisplayControls, name_slice_axes
-from ._fit import breakable, fit_to_dock
-from ._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
-from ._likely_wrong import LikelyWrongSummary
-from ._prediction_layers import (
+from napari_cgs._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
+from napari_cgs._sample_data import BUNDLED_MODEL
+from napari_cgs.panel import dialogs
+from napari_cgs.panel.correct_section import CorrectSection
+from napari_cgs.panel.display import DisplayControls, name_slice_axes
+from napari_cgs.panel.fit import breakable, fit_to_dock
+from napari_cgs.panel.likely_wrong import LikelyWrongSummary
+from napari_cgs.panel.prediction_layers import (
     ensure_labels_layer,
     export_labels,
     export_targets,
@@ -78,13 +78,12 @@ from ._prediction_layers import (
     untracked_touched,
     write_labels_undoable,
 )
-from ._retrain import RetrainSection
-from ._review import ReviewController, ReviewQueueWidget
-from ._session import SessionAutosave, find_session, saved_prediction_of
-from ._workers import PredictionJob, PredictionResult
-from ._worklist import WorklistSection
+from napari_cgs.panel.retrain_section import RetrainSection
+from napari_cgs.panel.review_queue import ReviewController, ReviewQueueWidget
+from napari_cgs.panel.session import SessionAutosave, find_session, saved_prediction_of
+from napari_cgs.panel.workers import PredictionJob, PredictionResult
+from napari_cgs.panel.worklist_section import WorklistSection
 
-BUNDLED_MODEL = Path(__file__).parent / "models" / "default.pt"
 DERIVED_KINDS = ("map", "specialist", "disagreement", "labels")
 STROKE_SAVE_MS = 2_000  # the session is saved this long after the last paint stroke
 FILL_UNTOUCHED = "Fill only voxels I have not touched"
@@ -101,17 +100,6 @@ NO_MODEL_HINT = (
 
 
 # Small module-level functions so that tests can replace the dialogs.
-def confirm_overwrite(parent: QWidget | None, path: Path) -> bool:
-    answer = QMessageBox.question(
-        parent,
-        "Replace existing file?",
-        f"{path}\nalready exists. Replace it?",
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
-
-
 def choose_export_path(parent: QWidget | None, suggestion: Path) -> str | None:
     path, _ = QFileDialog.getSaveFileName(
         parent,
@@ -364,7 +352,9 @@ class CGSPanel(QWidget):
         """The sections with their own module: correct, retrain, DICOM, worklist."""
         self.correct_section = CorrectSection(self)
         self.retrain_section = RetrainSection.for_panel(self)
-        from ._dicom_section import DicomSection  # here, not at the top: keeps this edit in one place
+        from napari_cgs.panel.dicom_section import (
+            DicomSection,  # here, not at the top: keeps this edit in one place
+        )
 
         self.dicom_section = DicomSection.for_panel(self)
         self.worklist_section = WorklistSection.for_panel(self)  # which scan next (_worklist)
@@ -686,7 +676,7 @@ class CGSPanel(QWidget):
                 return []
         targets = export_targets(path)
         existing = [target for target in targets if target.exists()]
-        if existing and not confirm_overwrite(self, existing[0]):
+        if existing and not dialogs.confirm_replace(self, existing[0]):
             self._show_export(f"Not exported: {existing[0].name} exists and was kept.")
             return []
         try:

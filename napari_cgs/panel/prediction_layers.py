@@ -20,8 +20,7 @@ import numpy as np
 
 from cgs_engine.classes.files import class_file_entries, class_file_for, write_class_file
 from cgs_engine.volume import Volume
-
-from ._layers import KIND_KEY, SOURCE_KEY, labels_kwargs_like, layer_geometry, volume_to_layer_data
+from napari_cgs._layers import KIND_KEY, SOURCE_KEY, labels_kwargs_like, layer_geometry, volume_to_layer_data
 
 TRANSFORM_KEYS = ("scale", "translate", "rotate", "shear", "affine", "units")
 LABELS_OPACITY = 0.55

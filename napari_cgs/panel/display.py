@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton, QWidget
 
-from ._layers import KIND_KEY, labels_kwargs_like
-from ._prediction_layers import (
+from napari_cgs._layers import KIND_KEY, labels_kwargs_like
+from napari_cgs.panel.prediction_layers import (
     LABELS_OPACITY,
     SEPARATOR,
     disagreement_layer_name,
@@ -89,7 +89,7 @@ class DisplayControls(QWidget):
         self.viewer.bind_key(KEY_WHOLE_SLICE, None, overwrite=True)
 
     def whole_slice(self) -> None:
-        from ._review import frame_body
+        from napari_cgs.panel.review_queue import frame_body
 
         image = self.panel.image_layer
         if image is not None:
@@ -110,7 +110,7 @@ class DisplayControls(QWidget):
 
     def style_alternative(self, *_: Any) -> None:
         """The specialists' version, drawn the other way from the labels (it follows the review queue)."""
-        from ._correct_section import alternative_layer_name
+        from napari_cgs.panel.correct_section import alternative_layer_name
 
         image = self.panel.image_layer
         name = None if image is None else alternative_layer_name(image)

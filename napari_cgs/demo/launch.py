@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from napari_cgs._sample_data import BUNDLED_MODEL
+
 OUTPUT = Path("demo-output")
 MODEL_ENV = "CGS_DEMO_MODEL"
 EXIT_NO_MODEL = 2
@@ -28,7 +30,7 @@ EXIT_NO_MODEL = 2
 def default_model_path() -> Path:
     """``napari_cgs/models/default.pt``, or the checkpoint named by ``CGS_DEMO_MODEL``."""
     override = os.environ.get(MODEL_ENV)
-    return Path(override) if override else Path(__file__).parent / "models" / "default.pt"
+    return Path(override) if override else BUNDLED_MODEL
 
 
 def has_display() -> bool:
@@ -58,7 +60,7 @@ def main(argv: Sequence[str] = ()) -> int:
         print(missing_model_message(model), file=sys.stderr)
         return EXIT_NO_MODEL
     if args.headless or not has_display():
-        from napari_cgs._demo_pipeline import DemoError, run_headless
+        from napari_cgs.demo.pipeline import DemoError, run_headless
 
         if not args.headless:
             print("demo: no display (DISPLAY is unset): running the whole loop headless instead.")
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] = ()) -> int:
             print(f"demo: {error}", file=sys.stderr)
             return EXIT_NO_MODEL
         return 0
-    from napari_cgs._demo_viewer import run_viewer_demo
+    from napari_cgs.demo.viewer import run_viewer_demo
 
     return run_viewer_demo(model)
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ._fit import breakable
-from ._layers import KIND_KEY, labels_kwargs_like
-from ._prediction_layers import SEPARATOR
+from napari_cgs._layers import KIND_KEY, labels_kwargs_like
+from napari_cgs.panel.fit import breakable
+from napari_cgs.panel.prediction_layers import SEPARATOR
 
 PREVIEWED_TOOLS = ("keep-largest", "remove-islands")
 REMOVED_COLOUR = "#ffffff"

@@ -20,7 +20,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QPushButton, QWidget
 
-from ._layers import layer_geometry
+from napari_cgs._layers import layer_geometry
 
 BOX_LAYER_SUFFIX = " · prompt box"
 POLL_MS = 200
@@ -320,7 +320,7 @@ class PromptTools(QWidget):
         self.progress_label.setText("")
 
     def _adapted(self, result) -> None:
-        from ._prediction_layers import muted_edit_tracking, write_labels_undoable
+        from napari_cgs.panel.prediction_layers import muted_edit_tracking, write_labels_undoable
 
         layer = self.panel.labels_layer
         if result is None or layer is None:

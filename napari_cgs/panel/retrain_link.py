@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._prediction_layers import find_labels_layer
+from napari_cgs.panel.prediction_layers import find_labels_layer
 
 
 @dataclass

@@ -37,12 +37,11 @@ from cgs_engine.review.prediction_file import (
     prediction_path_for,
     save_prediction,
 )
-
-from ._layers import SOURCE_KEY, layer_geometry
+from napari_cgs._layers import SOURCE_KEY, layer_geometry
 
 AUTOSAVE_MS = 60_000
 SESSION_HOME = Path.home() / ".napari-cgs" / "sessions"
-PLUGIN_FOLDER = Path(__file__).resolve().parent
+PLUGIN_FOLDER = Path(__file__).resolve().parents[1]  # napari_cgs/: its bundled samples are read-only
 
 
 def fingerprint_of(image_layer: Any) -> str:

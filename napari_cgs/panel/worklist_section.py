@@ -35,8 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from cgs_engine.review.worklist import ScanScore, ordered
-
-from ._section import WorkerSection
+from napari_cgs.panel.section import WorkerSection
 
 OPENED_COLOUR = QColor("#9a9a9a")
 

@@ -142,7 +142,7 @@ def run_headless(model: Path, output: Path, render: bool = True) -> dict[str, Pa
     if not same_geometry:
         raise DemoError(f"{files['labels']} does not have the CT's geometry")
     if render:
-        from napari_cgs._demo_render import render_picture
+        from napari_cgs.demo.render import render_picture
 
         picture = output / f"{stem}_viewer.png"
         how = render_picture(run, model, picture)

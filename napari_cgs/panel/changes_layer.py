@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 
 from cgs_engine.review.changes import ADDED, CHANGE_NAMES, RELABELLED, REMOVED
-
-from ._layers import KIND_KEY, labels_kwargs_like
-from ._prediction_layers import SEPARATOR
+from napari_cgs._layers import KIND_KEY, labels_kwargs_like
+from napari_cgs.panel.prediction_layers import SEPARATOR
 
 CHANGE_COLOURS = {ADDED: "#4ec95b", REMOVED: "#e8473f", RELABELLED: "#f2c230"}
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 SCREEN = "1600x1000x24"
-CHILD_MODULE = "napari_cgs._demo_screenshot"
+CHILD_MODULE = "napari_cgs.demo.screenshot"
 CHILD_TIMEOUT_S = 300
 PANEL_PIXELS = 512  # the longer side of each composed panel
 CAPTION_PIXELS = 28

@@ -48,8 +48,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from qtpy.QtWidgets import QApplication
 
-    from napari_cgs import _session
-    from napari_cgs._demo_viewer import open_demo_viewer
+    import napari_cgs.panel.session as _session
+    from napari_cgs.demo.viewer import open_demo_viewer
 
     _session.SESSION_HOME = args.replay.parent / "sessions"
     with args.replay.open("rb") as handle:

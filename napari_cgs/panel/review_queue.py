@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._prediction_layers import FOCUS_COLOR, follow_focus, show_focus
+from napari_cgs.panel.prediction_layers import FOCUS_COLOR, follow_focus, show_focus
 
 BODY_MARGIN = 1.08  # the whole-slice view leaves a little room around the body
 

@@ -30,11 +30,15 @@ from cgs_engine.edit.interpolate_process import shared_interpolation
 from cgs_engine.edit.tools import EDIT_TOOLS, MARGIN, SIGMA, SMALLEST_ISLAND
 from cgs_engine.errors import CGSError
 from cgs_engine.review.state import EDITED
-
-from ._layers import layer_geometry
-from ._prediction_layers import SEPARATOR, class_rgba, labels_kwargs_like, specialist_layer_name
-from ._section import WorkerSection
-from ._tool_preview import ToolPreview, nothing_changed_text, run_and_summarise
+from napari_cgs._layers import layer_geometry
+from napari_cgs.panel.prediction_layers import (
+    SEPARATOR,
+    class_rgba,
+    labels_kwargs_like,
+    specialist_layer_name,
+)
+from napari_cgs.panel.section import WorkerSection
+from napari_cgs.panel.tool_preview import ToolPreview, nothing_changed_text, run_and_summarise
 
 KEY_TAKE_SPECIALISTS = "Alt-T"
 KEY_BACK_TO_PREDICTION = "Alt-G"
@@ -106,7 +110,7 @@ class CorrectSection(WorkerSection):
         self.viewer = panel.viewer
         self._shown_box: tuple[slice, ...] | None = None  # the box drawn in the outline layer
         self._build()
-        from ._prompt_tools import PromptTools  # correct by pointing: click, box, adapt
+        from napari_cgs.panel.prompt_tools import PromptTools  # correct by pointing: click, box, adapt
 
         self.prompt_tools = PromptTools(self)
         self.layout().insertWidget(self.layout().indexOf(self.take_button), self.prompt_tools)
@@ -457,7 +461,7 @@ class CorrectSection(WorkerSection):
         if text in WINDOW_PRESETS:
             image.contrast_limits = WINDOW_PRESETS[text]
         else:
-            from ._layers import image_contrast_limits
+            from napari_cgs._layers import image_contrast_limits
 
             image.contrast_limits = image_contrast_limits(np.asarray(image.data))
 
@@ -465,7 +469,7 @@ class CorrectSection(WorkerSection):
         order, orientation = VIEWS[name]
         self.viewer.dims.ndisplay = 2
         self.viewer.dims.order = order
-        from ._review import camera_of
+        from napari_cgs.panel.review_queue import camera_of
 
         camera_of(self.viewer).orientation2d = orientation
 
@@ -483,7 +487,7 @@ class CorrectSection(WorkerSection):
         ``changed_only``: write only these voxels; ``unchanged_since``: and only where the labels still
         hold these values (a preview applied after the user painted keeps the paint).
         """
-        from ._prediction_layers import write_labels_undoable
+        from napari_cgs.panel.prediction_layers import write_labels_undoable
 
         layer = self.panel.labels_layer
         if layer is None:

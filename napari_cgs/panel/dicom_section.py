@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from cgs_engine.classes.table import ClassTable, checkpoint_class_table, derive_class_table
 from cgs_engine.volume import Volume
-
-from ._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry
-from ._prediction_layers import SEPARATOR, find_labels_layer, style_labels_layer
-from ._section import WorkerSection
+from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry
+from napari_cgs.panel import dialogs
+from napari_cgs.panel.prediction_layers import SEPARATOR, find_labels_layer, style_labels_layer
+from napari_cgs.panel.section import WorkerSection
 
 NOT_DICOM = "Open a DICOM series folder as the image to export RTSTRUCT / SEG or open an RTSTRUCT."
 NO_LABELS = "Pre-segment (or restore a session) first: there are no labels to export."
@@ -39,17 +39,6 @@ def choose_rtstruct_path(parent: Any, folder: Path) -> str | None:
         parent, "Open an RTSTRUCT", str(folder), "DICOM (*.dcm);;All files (*)"
     )
     return path or None
-
-
-def confirm_replace(parent: Any, path: Path) -> bool:
-    answer = QMessageBox.question(
-        parent,
-        "Replace existing file?",
-        f"{path}\nalready exists. Replace it?",
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
 
 
 def dicom_folder(image_layer: Any | None) -> Path | None:
@@ -180,7 +169,7 @@ class DicomSection(WorkerSection):
                 return None
         path = Path(path)
         overwrite = path.exists()
-        if overwrite and not confirm_replace(self, path):
+        if overwrite and not dialogs.confirm_replace(self, path):
             return self._report(f"Not exported: {path.name} exists and was kept.")
         labels = Volume(
             np.asarray(labels_layer.data), layer_geometry(labels_layer), "labels", labels_layer.name
