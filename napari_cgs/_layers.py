@@ -55,7 +55,7 @@ def same_layer(first: Any, second: Any) -> bool:
 
 def layers_support_units() -> bool:
     """Whether this napari accepts ``units=`` for layers (napari >= 0.6)."""
-    from napari.layers import Image
+    from napari.layers import Image  # lazy: 1.2 s; `import napari_cgs` and the headless demo need no napari
 
     return "units" in inspect.signature(Image.__init__).parameters
 
@@ -176,7 +176,7 @@ def _as_attributes(layer_or_attributes: Any) -> Mapping[str, Any]:
 
 def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
     """Fold napari's scale/translate/rotate/shear/affine into spacing, origin and direction."""
-    from napari.utils.transforms import Affine
+    from napari.utils.transforms import Affine  # lazy, as above: only layers from napari need it
 
     if attributes.get("scale") is None:
         return None

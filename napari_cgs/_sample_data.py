@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cgs_engine.io import read_volume
+from napari_cgs._layers import volume_to_layer_data
+
 SAMPLES = Path(__file__).parent / "samples"
 # CGS trained on OpenKBP (README, "The default model"; scripts/train_default_model.py)
 BUNDLED_MODEL = Path(__file__).parent / "models" / "default.pt"
@@ -24,8 +27,6 @@ SAMPLE_CLASS_NAMES = (
 
 
 def _layer(path: Path, kind: str, name: str):
-    from cgs_engine.io import read_volume
-    from napari_cgs._layers import volume_to_layer_data
 
     return volume_to_layer_data(read_volume(path, kind=kind), name=name)
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from napari_cgs._sample_data import BUNDLED_MODEL
+from napari_cgs.demo.pipeline import DemoError, run_headless
 
 OUTPUT = Path("demo-output")
 MODEL_ENV = "CGS_DEMO_MODEL"
@@ -60,8 +61,6 @@ def main(argv: Sequence[str] = ()) -> int:
         print(missing_model_message(model), file=sys.stderr)
         return EXIT_NO_MODEL
     if args.headless or not has_display():
-        from napari_cgs.demo.pipeline import DemoError, run_headless
-
         if not args.headless:
             print("demo: no display (DISPLAY is unset): running the whole loop headless instead.")
         try:
@@ -70,7 +69,7 @@ def main(argv: Sequence[str] = ()) -> int:
             print(f"demo: {error}", file=sys.stderr)
             return EXIT_NO_MODEL
         return 0
-    from napari_cgs.demo.viewer import run_viewer_demo
+    from napari_cgs.demo.viewer import run_viewer_demo  # napari and Qt load only to show a display
 
     return run_viewer_demo(model)
 

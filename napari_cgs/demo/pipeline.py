@@ -17,8 +17,13 @@ from typing import Any
 from cgs_engine.checkpoint import ModelCheckpoint
 from cgs_engine.durable import write_text_atomically
 from cgs_engine.errors import CGSError
+from cgs_engine.evaluate.volumes import format_volume_table, organ_volumes, volume_table_csv
 from cgs_engine.infer import Prediction, Predictor, write_prediction
+from cgs_engine.io import read_volume
+from cgs_engine.review.prediction import analyse_prediction
 from cgs_engine.volume import Volume
+from napari_cgs._sample_data import SAMPLE_CT
+from napari_cgs.demo.render import render_picture
 
 TOP_REGIONS = 5
 
@@ -40,8 +45,6 @@ class DemoRun:
 
 def presegment(ct_path: Path, model: Path, device: str = "auto") -> DemoRun:
     """Read the CT, load the model, predict labels and maps, find the review regions."""
-    from cgs_engine.io import read_volume
-    from cgs_engine.review.prediction import analyse_prediction
 
     ct = read_volume(ct_path, kind="image")
     started = time.perf_counter()
@@ -79,7 +82,6 @@ def write_regions_csv(regions: list[Any], class_names: list[str], path: Path) ->
 
 def write_results(run: DemoRun, output: Path, stem: str) -> dict[str, Path]:
     """NIfTI label/specialist/disagreement maps, class table, organ volumes and review regions."""
-    from cgs_engine.evaluate.volumes import organ_volumes, volume_table_csv
 
     files = write_prediction(
         run.prediction, output, stem, maps=True, overwrite=True, class_colors=run.checkpoint.class_colors
@@ -94,7 +96,6 @@ def write_results(run: DemoRun, output: Path, stem: str) -> dict[str, Path]:
 
 
 def print_summary(run: DemoRun) -> None:
-    from cgs_engine.evaluate.volumes import format_volume_table, organ_volumes
 
     prediction, names = run.prediction, run.prediction.class_names
     depth, height, width = run.ct.shape
@@ -128,8 +129,6 @@ def print_files(files: dict[str, Path], same_geometry: bool) -> None:
 
 def run_headless(model: Path, output: Path, render: bool = True) -> dict[str, Path]:
     """The whole headless demo; returns every file written (keys as ``write_prediction`` plus ours)."""
-    from cgs_engine.io import read_volume
-    from napari_cgs._sample_data import SAMPLE_CT
 
     started = time.perf_counter()
     print(f"demo: pre-segmenting the bundled OpenKBP CT {SAMPLE_CT.name} with {model}")
@@ -142,8 +141,6 @@ def run_headless(model: Path, output: Path, render: bool = True) -> dict[str, Pa
     if not same_geometry:
         raise DemoError(f"{files['labels']} does not have the CT's geometry")
     if render:
-        from napari_cgs.demo.render import render_picture
-
         picture = output / f"{stem}_viewer.png"
         how = render_picture(run, model, picture)
         files["picture"] = picture

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QGuiApplication, QImage, QPainter
+
+from napari_cgs._layers import CT_SOFT_TISSUE_WINDOW
 
 SCREEN = "1600x1000x24"
 CHILD_MODULE = "napari_cgs.demo.screenshot"
@@ -117,7 +121,6 @@ def resample_in_plane(image: np.ndarray, spacing_yx: tuple[float, float]) -> np.
 
 def compose_rgb(run: Any) -> tuple[np.ndarray, int]:
     """The two panels side by side (uint8 RGB) and the slice index they show."""
-    from napari_cgs._layers import CT_SOFT_TISSUE_WINDOW
 
     prediction = run.prediction
     z = run.ct.shape[0] // 2
@@ -138,7 +141,6 @@ _APPLICATION: list[Any] = []  # the QGuiApplication this module made, kept alive
 
 def gui_application() -> Any:
     """Qt's application object (text drawing needs one), on the offscreen platform if we make it."""
-    from qtpy.QtGui import QGuiApplication
 
     if QGuiApplication.instance() is None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -148,8 +150,6 @@ def gui_application() -> Any:
 
 def compose_picture(run: Any, out: Path) -> Path:
     """Write the composed PNG through Qt's QImage and QPainter (no display needed)."""
-    from qtpy.QtCore import Qt
-    from qtpy.QtGui import QColor, QImage, QPainter
 
     gui_application()
     rgb, z = compose_rgb(run)

@@ -15,6 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qtpy.QtWidgets import QApplication
+
+import napari_cgs.panel.session as _session
+from napari_cgs.demo.viewer import open_demo_viewer
+
 WAIT_S = 240
 
 
@@ -46,10 +51,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", type=Path, required=True, help="the checkpoint the prediction came from")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    from qtpy.QtWidgets import QApplication
-
-    import napari_cgs.panel.session as _session
-    from napari_cgs.demo.viewer import open_demo_viewer
 
     _session.SESSION_HOME = args.replay.parent / "sessions"
     with args.replay.open("rb") as handle:

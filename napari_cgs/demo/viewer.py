@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import napari
+
 SAMPLE_KEY = ("napari-cgs", "openkbp-ct")
 TITLE = "napari-cgs demo: pre-segment, review, export"
 WINDOW_SIZE = (1600, 1000)
@@ -22,7 +24,6 @@ class DemoModelError(Exception):
 
 def open_demo_viewer(model: Path, show: bool = True) -> tuple[Any, Any, Any]:
     """A napari viewer with the sample CT and the CGS panel docked on ``model``: (viewer, panel, image)."""
-    import napari
 
     viewer = napari.Viewer(title=TITLE, show=show)
     viewer.window.resize(*WINDOW_SIZE)
@@ -49,7 +50,6 @@ def report(result: Any, panel: Any) -> None:
 
 def run_viewer_demo(model: Path) -> int:
     """Open the viewer, start the pre-segmentation and hand over to napari's event loop."""
-    import napari
 
     try:
         viewer, panel, _ = open_demo_viewer(model)

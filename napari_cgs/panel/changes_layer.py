@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
 
 from cgs_engine.review.changes import ADDED, CHANGE_NAMES, RELABELLED, REMOVED
 from napari_cgs._layers import KIND_KEY, labels_kwargs_like
@@ -23,7 +24,6 @@ def changes_layer_name(image_layer: Any) -> str:
 
 def show_changes_layer(viewer: Any, image_layer: Any, codes: np.ndarray) -> Any:
     """Add (or refresh) the hidden changes layer of ``image_layer`` with the change codes."""
-    from napari.utils.colormaps import DirectLabelColormap
 
     name = changes_layer_name(image_layer)
     if name in viewer.layers and viewer.layers[name].data.shape == codes.shape:

@@ -29,14 +29,18 @@ from qtpy.QtWidgets import (
 from cgs_engine.edit.interpolate_process import shared_interpolation
 from cgs_engine.edit.tools import EDIT_TOOLS, MARGIN, SIGMA, SMALLEST_ISLAND
 from cgs_engine.errors import CGSError
+from cgs_engine.review.alternative import region_alternative, specialists_drawing, take_in_region
 from cgs_engine.review.state import EDITED
-from napari_cgs._layers import layer_geometry
+from napari_cgs._layers import image_contrast_limits, layer_geometry
 from napari_cgs.panel.prediction_layers import (
     SEPARATOR,
     class_rgba,
     labels_kwargs_like,
     specialist_layer_name,
+    write_labels_undoable,
 )
+from napari_cgs.panel.prompt_tools import PromptTools
+from napari_cgs.panel.review_queue import camera_of
 from napari_cgs.panel.section import WorkerSection
 from napari_cgs.panel.tool_preview import ToolPreview, nothing_changed_text, run_and_summarise
 
@@ -110,7 +114,6 @@ class CorrectSection(WorkerSection):
         self.viewer = panel.viewer
         self._shown_box: tuple[slice, ...] | None = None  # the box drawn in the outline layer
         self._build()
-        from napari_cgs.panel.prompt_tools import PromptTools  # correct by pointing: click, box, adapt
 
         self.prompt_tools = PromptTools(self)
         self.layout().insertWidget(self.layout().indexOf(self.take_button), self.prompt_tools)
@@ -395,7 +398,6 @@ class CorrectSection(WorkerSection):
         Only the region's box is rewritten (and the previous one cleared): review navigation must
         not copy the whole volume at every step.
         """
-        from cgs_engine.review.alternative import specialists_drawing
 
         image, maps = self.panel.image_layer, self._maps()
         region, inside = self._current_region()
@@ -426,7 +428,6 @@ class CorrectSection(WorkerSection):
         return layer
 
     def take_specialists(self) -> None:
-        from cgs_engine.review.alternative import region_alternative
 
         layer, maps = self.panel.labels_layer, self._maps()
         region, inside = self._current_region()
@@ -442,7 +443,6 @@ class CorrectSection(WorkerSection):
         self._write(f"Specialists' version taken in region {region.id}", labels, changed & ~yours, note)
 
     def back_to_prediction(self) -> None:
-        from cgs_engine.review.alternative import take_in_region
 
         layer, predicted = self.panel.labels_layer, self.panel.prediction_labels
         region, inside = self._current_region()
@@ -461,15 +461,12 @@ class CorrectSection(WorkerSection):
         if text in WINDOW_PRESETS:
             image.contrast_limits = WINDOW_PRESETS[text]
         else:
-            from napari_cgs._layers import image_contrast_limits
-
             image.contrast_limits = image_contrast_limits(np.asarray(image.data))
 
     def set_view(self, name: str) -> None:
         order, orientation = VIEWS[name]
         self.viewer.dims.ndisplay = 2
         self.viewer.dims.order = order
-        from napari_cgs.panel.review_queue import camera_of
 
         camera_of(self.viewer).orientation2d = orientation
 
@@ -487,7 +484,6 @@ class CorrectSection(WorkerSection):
         ``changed_only``: write only these voxels; ``unchanged_since``: and only where the labels still
         hold these values (a preview applied after the user painted keeps the paint).
         """
-        from napari_cgs.panel.prediction_layers import write_labels_undoable
 
         layer = self.panel.labels_layer
         if layer is None:

@@ -16,6 +16,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from cgs_engine.classes.table import ClassTable, checkpoint_class_table, derive_class_table
+from cgs_engine.dicom import export_rtstruct, export_seg, import_rtstruct, read_series
 from cgs_engine.volume import Volume
 from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry
 from napari_cgs.panel import dialogs
@@ -53,7 +54,6 @@ def rtstruct_layer_name(image_layer: Any) -> str:
 
 # ------------------------------------------------------------------ what the workers run (engine calls)
 def export_job(kind: str, labels: Volume, folder: Path, table: ClassTable, path: Path, overwrite: bool):
-    from cgs_engine.dicom import export_rtstruct, export_seg, read_series
 
     series = read_series(folder)
     if kind == "RTSTRUCT":
@@ -62,7 +62,6 @@ def export_job(kind: str, labels: Volume, folder: Path, table: ClassTable, path:
 
 
 def import_job(path: Path, folder: Path, table: ClassTable):
-    from cgs_engine.dicom import import_rtstruct, read_series
 
     return import_rtstruct(path, read_series(folder), table)
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton, QWidget
 
 from napari_cgs._layers import KIND_KEY, labels_kwargs_like
+from napari_cgs.panel.correct_section import alternative_layer_name
 from napari_cgs.panel.prediction_layers import (
     LABELS_OPACITY,
     SEPARATOR,
@@ -23,6 +25,7 @@ from napari_cgs.panel.prediction_layers import (
     find_labels_layer,
     focus_layer_name,
 )
+from napari_cgs.panel.review_queue import frame_body
 
 FILLED, OUTLINES = "Filled", "Outlines"
 OUTLINE, HEAT_MAP, OFF = "Outline", "Heat map", "Off"
@@ -89,7 +92,6 @@ class DisplayControls(QWidget):
         self.viewer.bind_key(KEY_WHOLE_SLICE, None, overwrite=True)
 
     def whole_slice(self) -> None:
-        from napari_cgs.panel.review_queue import frame_body
 
         image = self.panel.image_layer
         if image is not None:
@@ -110,7 +112,6 @@ class DisplayControls(QWidget):
 
     def style_alternative(self, *_: Any) -> None:
         """The specialists' version, drawn the other way from the labels (it follows the review queue)."""
-        from napari_cgs.panel.correct_section import alternative_layer_name
 
         image = self.panel.image_layer
         name = None if image is None else alternative_layer_name(image)
@@ -140,7 +141,6 @@ class DisplayControls(QWidget):
         self._stack_below_labels(image, outline)
 
     def _add_outline(self, image: Any, name: str, data: np.ndarray) -> Any:
-        from napari.utils.colormaps import DirectLabelColormap
 
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox
+from napari.layers import Image
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QButtonGroup,
@@ -60,6 +62,9 @@ from napari_cgs._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
 from napari_cgs._sample_data import BUNDLED_MODEL
 from napari_cgs.panel import dialogs
 from napari_cgs.panel.correct_section import CorrectSection
+from napari_cgs.panel.dicom_section import (
+    DicomSection,  # here, not at the top: keeps this edit in one place
+)
 from napari_cgs.panel.display import DisplayControls, name_slice_axes
 from napari_cgs.panel.fit import breakable, fit_to_dock
 from napari_cgs.panel.likely_wrong import LikelyWrongSummary
@@ -352,9 +357,6 @@ class CGSPanel(QWidget):
         """The sections with their own module: correct, retrain, DICOM, worklist."""
         self.correct_section = CorrectSection(self)
         self.retrain_section = RetrainSection.for_panel(self)
-        from napari_cgs.panel.dicom_section import (
-            DicomSection,  # here, not at the top: keeps this edit in one place
-        )
 
         self.dicom_section = DicomSection.for_panel(self)
         self.worklist_section = WorklistSection.for_panel(self)  # which scan next (_worklist)
@@ -449,7 +451,6 @@ class CGSPanel(QWidget):
         return [(layer.name, layer) for layer in self._source_images() if is_volume_layer(layer)]
 
     def _source_images(self) -> list[Any]:
-        from napari.layers import Image
 
         return [
             layer
@@ -601,8 +602,6 @@ class CGSPanel(QWidget):
         self.scope_label.setVisible(bool(warnings))
         self.scope_label.setText("⚠ " + "\n⚠ ".join(warnings))
         if warnings:
-            from napari.utils.notifications import show_warning
-
             show_warning(f"{self.image_layer.name if self.image_layer else 'This scan'}: {warnings[0]}")
 
     def _voxels_to_keep(self, image_layer: Any) -> np.ndarray | None:

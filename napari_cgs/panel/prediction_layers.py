@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.layers import Labels
+from napari.utils.colormaps import Colormap, DirectLabelColormap, label_colormap
 
 from cgs_engine.classes.files import class_file_entries, class_file_for, write_class_file
+from cgs_engine.io import write_volume
 from cgs_engine.volume import Volume
 from napari_cgs._layers import KIND_KEY, SOURCE_KEY, labels_kwargs_like, layer_geometry, volume_to_layer_data
 
@@ -64,7 +67,6 @@ def focus_layer_name(image_layer: Any) -> str:
 # ------------------------------------------------------------------------------ colours
 def class_rgba(class_colors: Sequence[Sequence[int]], count: int) -> list[np.ndarray]:
     """RGBA floats per class id; ids without a checkpoint colour get napari's label palette."""
-    from napari.utils.colormaps import label_colormap
 
     fallback = label_colormap(max(count, 2))
     colours = []
@@ -79,7 +81,6 @@ def class_rgba(class_colors: Sequence[Sequence[int]], count: int) -> list[np.nda
 
 def labels_colormap(class_colors: Sequence[Sequence[int]], count: int):
     """A fixed class-id -> colour mapping; background and unknown ids are transparent."""
-    from napari.utils.colormaps import DirectLabelColormap
 
     colours: dict[int | None, Any] = {None: np.zeros(4), 0: np.zeros(4)}
     for class_id, rgba in enumerate(class_rgba(class_colors, count)):
@@ -95,7 +96,6 @@ def class_features(class_names: Sequence[str]) -> dict[str, list]:
 
 def map_colormap(class_name: str, rgba: np.ndarray):
     """Black -> class colour, so additive blending adds only the class colour where P(class) > 0."""
-    from napari.utils.colormaps import Colormap
 
     return Colormap(
         colors=np.array([[0.0, 0.0, 0.0, 1.0], [*rgba[:3], 1.0]]),
@@ -113,7 +113,6 @@ def style_labels_layer(layer: Any, class_names: Sequence[str], class_colors: Seq
 
 def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
     """The panel's labels layer for ``image_layer``, if it is still there and on the same grid."""
-    from napari.layers import Labels
 
     name = labels_layer_name(image_layer)
     for layer in viewer.layers:
@@ -398,7 +397,6 @@ def export_labels(
     overwrite: bool = False,
 ) -> list[Path]:
     """Write the labels on the source image's exact geometry plus a class table; return both paths."""
-    from cgs_engine.io import write_volume
 
     volume = Volume(array=np.asarray(labels_layer.data), geometry=layer_geometry(labels_layer), kind="labels")
     written = write_volume(volume, path, overwrite=overwrite)

@@ -20,7 +20,11 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QPushButton, QWidget
 
+from cgs_engine.edit import box_from_drawing, box_prompt, click
+from cgs_engine.edit.adapt import adapt_to_scan, trusted_voxels
+from cgs_engine.infer import Cancelled
 from napari_cgs._layers import layer_geometry
+from napari_cgs.panel.prediction_layers import muted_edit_tracking, write_labels_undoable
 
 BOX_LAYER_SUFFIX = " · prompt box"
 POLL_MS = 200
@@ -28,7 +32,6 @@ POLL_MS = 200
 
 # ------------------------------------------------------------------ what the workers run (engine calls)
 def run_click(labels, class_id, point, positive, probability, spacing_zyx, image, locked, reach_mm):
-    from cgs_engine.edit import click
 
     return click(
         labels,
@@ -44,15 +47,12 @@ def run_click(labels, class_id, point, positive, probability, spacing_zyx, image
 
 
 def run_box(labels, class_id, corners, spacing_zyx, slice_axis, depth_mm, probability, locked):
-    from cgs_engine.edit import box_from_drawing, box_prompt
 
     box = box_from_drawing(corners, labels.shape, spacing_zyx, slice_axis, depth_mm)
     return box_prompt(labels, class_id, box, probability, locked=locked)
 
 
 def run_adapt(checkpoint, image, labels, reviewed, keep, spacing_zyx, seconds, progress, cancel):
-    from cgs_engine.edit.adapt import adapt_to_scan, trusted_voxels
-    from cgs_engine.infer import Cancelled
 
     trusted = trusted_voxels(labels, reviewed, spacing_zyx)
     try:
@@ -320,7 +320,6 @@ class PromptTools(QWidget):
         self.progress_label.setText("")
 
     def _adapted(self, result) -> None:
-        from napari_cgs.panel.prediction_layers import muted_edit_tracking, write_labels_undoable
 
         layer = self.panel.labels_layer
         if result is None or layer is None:

@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
@@ -55,6 +58,8 @@ from cgs_engine.io import is_supported_path
 from cgs_engine.io.formats import is_image_file
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError, VersionInfo
+from cgs_engine.retrain.recipe import RETRAIN_DEFAULTS
+from cgs_engine.retrain.worker import start_retrain_process
 from cgs_engine.review.changes import change_map, count_label_changes
 from cgs_engine.train.events import RETRAIN_ENDINGS, Event, RetrainFailed, retrain_event_from_dict
 from napari_cgs.panel.changes_layer import show_changes_layer
@@ -361,7 +366,6 @@ class RetrainSection(QGroupBox):
 
     def _iteration_cap(self) -> int | None:
         """The recipe's max_iterations (the project's own setting first): a timed retrain stops there too."""
-        from cgs_engine.retrain.recipe import RETRAIN_DEFAULTS
 
         train = (self.project.settings.get("train") or {}) if self.project is not None else {}
         return train.get("max_iterations", RETRAIN_DEFAULTS["max_iterations"])
@@ -441,7 +445,6 @@ class RetrainSection(QGroupBox):
     # ================================================================= corrections and scans
     def _in_background(self, what: str, function: Callable[[], Any], done: Callable[[Any], None]) -> None:
         """Run ``function`` on a napari worker thread; ``done(result)`` on the main thread."""
-        from napari.qt.threading import create_worker
 
         def guarded() -> Any:
             try:
@@ -542,9 +545,6 @@ class RetrainSection(QGroupBox):
         self, minutes: float | None = None, iterations: int | None = None, automatic: bool = False
     ) -> Any | None:
         """Start the worker process; returns its RetrainProcess (None when it cannot start)."""
-        from napari.utils import progress
-
-        from cgs_engine.retrain.worker import start_retrain_process
 
         project = self._need_project()
         if project is None:
@@ -606,7 +606,6 @@ class RetrainSection(QGroupBox):
         bar.set_description(f"Retraining · {self.progress.text()}")
 
     def _retrain_ended(self, message: Event) -> None:
-        from napari.utils.notifications import show_info, show_warning
 
         self.timer.stop()
         if self._progress_bar is not None:

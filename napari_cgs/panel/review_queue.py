@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from cgs_engine.review.framing import body_box, review_field
 from napari_cgs.panel.prediction_layers import FOCUS_COLOR, follow_focus, show_focus
 
 BODY_MARGIN = 1.08  # the whole-slice view leaves a little room around the body
@@ -66,7 +67,6 @@ def frame(viewer: Any, layer: Any, centre_index: Sequence[float], field_mm: Sequ
 
 def zoom_to_box(viewer: Any, layer: Any, bbox: Sequence[slice], body: Sequence[slice] | None = None) -> None:
     """Frame a region with its anatomy around it, on the body (``cgs_engine.review.framing.review_field``)."""
-    from cgs_engine.review.framing import review_field
 
     spacing = np.abs(np.asarray(layer.scale, dtype=float))
     centre, field = review_field(bbox, spacing, layer.data.shape, limit=body)
@@ -84,7 +84,6 @@ _bodies: dict[Any, tuple[slice, ...] | None] = {}
 
 def body_of(image_layer: Any) -> tuple[slice, ...] | None:
     """The body's box in an image layer (``cgs_engine.review.framing.body_box``), found once per layer."""
-    from cgs_engine.review.framing import body_box
 
     key = image_layer.unique_id
     if key not in _bodies:
@@ -94,7 +93,6 @@ def body_of(image_layer: Any) -> tuple[slice, ...] | None:
 
 def frame_body(viewer: Any, layer: Any) -> None:
     """The whole slice on screen, its body filling the canvas (not the scanner's field of view)."""
-    from cgs_engine.review.framing import body_box
 
     point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
     shown = list(viewer.dims.displayed)
@@ -402,7 +400,6 @@ class ReviewController(QObject):
 
     def _body_around(self, region: Any) -> tuple[slice, ...] | None:
         """The body on the region's middle slice (the neck is narrower than the shoulders below it)."""
-        from cgs_engine.review.framing import body_box
 
         middle = int(round(region.centroid[0]))
         return body_box(np.asarray(self.image_layer.data), slices=[middle]) or self.body

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from napari.qt.threading import create_worker
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox
 
@@ -29,7 +30,6 @@ class WorkerSection(QGroupBox):
         raise NotImplementedError
 
     def _start(self, function: Callable, arguments: tuple, message: str, on_done: Callable[[Any], None]):
-        from napari.qt.threading import create_worker
 
         if self.worker is not None:
             return self._report(self.BUSY)

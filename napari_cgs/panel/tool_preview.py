@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from cgs_engine.edit.summary import less_than_a_voxel, removed_voxels, summarise_edit
 from napari_cgs._layers import KIND_KEY, labels_kwargs_like
 from napari_cgs.panel.fit import breakable
 from napari_cgs.panel.prediction_layers import SEPARATOR
@@ -97,7 +99,6 @@ class ToolPreview(QWidget):
             self._on_closed()
 
     def _show_layer(self, image_layer: Any, data: np.ndarray) -> Any:
-        from napari.utils.colormaps import DirectLabelColormap
 
         kwargs = labels_kwargs_like(image_layer, name=self._layer_name)
         kwargs["metadata"][KIND_KEY] = "preview"
@@ -115,7 +116,6 @@ class ToolPreview(QWidget):
 # ------------------------------------------------------------------ what the worker runs and what it says
 def run_and_summarise(run_tool: Callable, tool: str, labels: np.ndarray, class_id: int, spacing_zyx, *args):
     """``run_tool`` on the worker thread, with the summary a person checks (and the preview's mask)."""
-    from cgs_engine.edit.summary import removed_voxels, summarise_edit
 
     result = run_tool(tool, labels, class_id, spacing_zyx, *args)
     summary = summarise_edit(labels, result, class_id, spacing_zyx)
@@ -127,7 +127,6 @@ def run_and_summarise(run_tool: Callable, tool: str, labels: np.ndarray, class_i
 
 def nothing_changed_text(what: str, amount_mm: float | None, spacing_zyx) -> str:
     """Why a tool changed nothing, and that Ctrl+Z would undo something else."""
-    from cgs_engine.edit.summary import less_than_a_voxel
 
     reason = ""
     if amount_mm is not None and less_than_a_voxel(amount_mm, spacing_zyx):

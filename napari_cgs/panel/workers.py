@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from superqt.utils import ensure_main_thread
 
 from cgs_engine.infer.predictor import Cancelled, Prediction, Predictor
 from cgs_engine.review.prediction import analyse_prediction
+from cgs_engine.scope import check_scope
 from cgs_engine.volume import Volume
 
 
@@ -47,7 +51,6 @@ def run_prediction(
         prediction = predictor.predict(volume, maps=True, progress=report, cancel=cancel)
     except Cancelled:
         return None
-    from cgs_engine.scope import check_scope
 
     regions, component_map, profile = analyse_prediction(prediction)
     warnings = check_scope(volume, predictor.checkpoint.scope)
@@ -65,9 +68,6 @@ class PredictionJob:
         on_done: Callable[[PredictionResult | None], None],
         on_error: Callable[[Exception], None],
     ) -> None:
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-        from superqt.utils import ensure_main_thread
 
         self.cancel_requested = threading.Event()
         self.finished = False

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -34,7 +35,9 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from cgs_engine.review.worklist import ScanScore, ordered
+from cgs_engine.infer import Predictor
+from cgs_engine.project.worklist import iterate_project_worklist
+from cgs_engine.review.worklist import ScanScore, ordered, scans_in_folder, score_scans
 from napari_cgs.panel.section import WorkerSection
 
 OPENED_COLOUR = QColor("#9a9a9a")
@@ -64,8 +67,6 @@ def scan_tooltip(score: ScanScore) -> str:
 # ------------------------------------------------------------------ what the workers run (engine calls)
 def score_folder_job(checkpoint: Any, device: str, folder: Path, cancel: Callable[[], bool]):
     """Yield each scan's score; a generator, so the section shows them as they come."""
-    from cgs_engine.infer import Predictor
-    from cgs_engine.review.worklist import scans_in_folder, score_scans
 
     scans = scans_in_folder(folder)
     predictor = Predictor(checkpoint, device=device)
@@ -74,8 +75,6 @@ def score_folder_job(checkpoint: Any, device: str, folder: Path, cancel: Callabl
 
 
 def score_project_job(project: Any, device: str, cancel: Callable[[], bool]):
-    from cgs_engine.infer import Predictor
-    from cgs_engine.project.worklist import iterate_project_worklist
 
     yield len(project.unlabeled())
     active = project.active_version()
@@ -193,7 +192,6 @@ class WorklistSection(WorkerSection):
         )
 
     def _start_scoring(self, job: Callable, arguments: tuple, what: str):
-        from napari.qt.threading import create_worker
 
         if self.worker is not None:
             return self._report(self.BUSY)
