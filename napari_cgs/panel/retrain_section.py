@@ -58,8 +58,8 @@ from cgs_engine.io import is_supported_path
 from cgs_engine.io.formats import is_image_file
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError, VersionInfo
+from cgs_engine.retrain import worker as retrain_worker
 from cgs_engine.retrain.recipe import RETRAIN_DEFAULTS
-from cgs_engine.retrain.worker import start_retrain_process
 from cgs_engine.review.changes import change_map, count_label_changes
 from cgs_engine.train.events import RETRAIN_ENDINGS, Event, RetrainFailed, retrain_event_from_dict
 from napari_cgs.panel.changes_layer import show_changes_layer
@@ -556,7 +556,9 @@ class RetrainSection(QGroupBox):
         try:
             if not any(c.reviewed_voxels for c in project.corrections()):
                 raise ProjectError("add a corrected volume with reviewed voxels first")
-            self.process = start_retrain_process(project.folder, minutes=minutes, iterations=iterations)
+            self.process = retrain_worker.start_retrain_process(
+                project.folder, minutes=minutes, iterations=iterations
+            )
         except (CGSError, OSError) as error:
             self._fail("Cannot retrain", error)
             return None
