@@ -21,7 +21,8 @@ from cgs_engine.classes.checks import MAX_CLASSES, ClassTableError
 from cgs_engine.classes.table import class_table_from_list, derive_class_table
 from cgs_engine.durable import write_atomically, zip_archive_problem
 from cgs_engine.errors import CGSError
-from cgs_engine.model import ModelConfig
+from cgs_engine.model import ModelConfig, build_model
+from cgs_engine.normalize import Normalization
 
 CHECKPOINT_FORMAT = "napari-cgs-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -200,8 +201,6 @@ def _check_class_names(names: Any, num_classes: int, path) -> list[str]:
 
 
 def _check_normalization(value: Any, path) -> dict[str, Any]:
-    from cgs_engine.normalize import Normalization
-
     try:
         return Normalization.from_dict(value).to_dict()
     except (TypeError, ValueError) as error:
@@ -283,8 +282,6 @@ def _check_weights(payload: dict[str, Any], path) -> None:
 
 def build_network(checkpoint: ModelCheckpoint, path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
     """The network of a checkpoint with its weights loaded (fp32, eval mode)."""
-    from cgs_engine.model import build_model
-
     model = build_model(checkpoint.model_config)
     weights = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
     try:

@@ -43,7 +43,7 @@ class KnownOrgan:
 
 def snomed(name: str) -> Code:
     """The SNOMED CT concept pydicom knows as ``codes.SCT.<name>``."""
-    # pydicom takes a third of a second to import; only tables built from names need it
+    # lazy: pydicom costs 0.3 s and only snomed() needs it (classes is on the CLI parser path)
     from pydicom.sr.codedict import codes
 
     concept = getattr(codes.SCT, name)

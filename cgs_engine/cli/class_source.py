@@ -12,6 +12,8 @@ from cgs_engine.classes.files import find_class_file, read_class_table
 from cgs_engine.classes.table import ClassTable, checkpoint_class_table, derive_class_table
 from cgs_engine.store.importers import openkbp_class_names
 
+# This module loads torch (checkpoint): the verbs import it inside their run functions, never at the top.
+
 
 def resolve_class_table(
     spec: str | None, labels_path: str | os.PathLike | None = None

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cgs_engine.cli.progress import ProgressBar
 from cgs_engine.errors import CGSError
+
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
 
 PROMPTS = ("click", "box", "adapt")
 OPTIONS = {  # option -> the prompts that take it
@@ -96,7 +100,6 @@ def run_prompt(args, volume, class_id: int, name: str, box, map_path: Path | Non
 
 
 def _adapt(args, volume):
-    from cgs_engine.cli.progress import ProgressBar
     from cgs_engine.edit.adapt import ADAPT_DEFAULTS, adapt_to_scan, trusted_voxels
 
     image = _read_on_grid(args.image, volume, "image", "the image")

@@ -27,6 +27,9 @@ from cgs_engine.cli import (
 )
 from cgs_engine.errors import CGSError, display_path
 
+# Each verb module imports its engine stages inside its run function, so building the parser loads no
+# torch: tests/engine/test_cli_startup.py checks it.
+
 VERBS = (
     verb_import,
     verb_train,

@@ -16,6 +16,9 @@ from cgs_engine.cli.paths import check_json_target
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
 
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
+
 
 def add_arguments(parser) -> None:
     parser.add_argument(

@@ -13,8 +13,13 @@ import numpy as np
 
 from cgs_engine.classes.files import class_file_for, find_class_file, read_class_file
 from cgs_engine.cli.edit_prompts import PROMPTS, add_prompt_options, prompt_options, run_prompt
+from cgs_engine.edit.checks import EditError
 from cgs_engine.edit.tools import AXIS, EDIT_TOOLS, MODE
 from cgs_engine.errors import CGSError
+from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, extension_of
+
+# Reading and writing volumes is imported inside run(): building the parser must not load more than
+# the tool table (`cgs --help` in a fraction of a second instead of seconds).
 
 TOOLS = (*EDIT_TOOLS, *PROMPTS)
 
@@ -56,7 +61,6 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
-    from cgs_engine.edit.checks import EditError
     from cgs_engine.io import read_volume, write_volume
 
     options = _tool_options(args)
@@ -121,8 +125,6 @@ def _options_of(tool) -> tuple[str, ...]:
 
 def _check_output(path: Path, overwrite: bool) -> None:
     """Refuse an output that cannot be written before reading or computing anything."""
-    from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, extension_of
-
     if extension_of(path) is None:
         raise CGSError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_EXTENSIONS)})")
     if path.is_dir():

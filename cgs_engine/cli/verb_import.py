@@ -7,6 +7,10 @@ from pathlib import Path
 from cgs_engine.cli.paths import expand_images
 from cgs_engine.cli.progress import ProgressBar
 from cgs_engine.errors import CGSError
+from cgs_engine.normalize import Normalization
+
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
 
 NORMALIZATION_CHOICES = ("auto", "ct", "mr", "minmax", "identity")
 
@@ -65,8 +69,6 @@ def _class_names(spec: str | None) -> list[str] | None:
 
 
 def _normalization(choice: str):
-    from cgs_engine.normalize import Normalization
-
     return {
         "auto": None,
         "ct": Normalization(mode="ct-window"),

@@ -8,6 +8,9 @@ import numpy as np
 
 from cgs_engine.cli.paths import add_series_option
 
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
+
 
 def add_parser(verbs) -> None:
     parser = verbs.add_parser("info", help="show shape, spacing, origin and direction of volumes")

@@ -6,9 +6,15 @@ import os
 import sys
 from pathlib import Path
 
+from cgs_engine.classes.table import checkpoint_class_table
 from cgs_engine.cli.paths import add_series_option, expand_images
 from cgs_engine.cli.progress import ProgressBar
 from cgs_engine.errors import CGSError
+from cgs_engine.io.errors import require_utf8_path
+from cgs_engine.io.formats import is_supported_path
+
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
 
 
 def add_parser(verbs) -> None:
@@ -34,7 +40,6 @@ def _inputs(arguments: list[str]) -> list[Path]:
     """The scans to segment; in a folder, the files an earlier `cgs predict` wrote there (named by
     its ``*_classes.json``) are its outputs, not scans, and are left out."""
     from cgs_engine.infer.export import prediction_outputs_in
-    from cgs_engine.io import is_supported_path
 
     found: list[Path] = []
     for argument in arguments:
@@ -58,8 +63,6 @@ def _inputs(arguments: list[str]) -> list[Path]:
 
 def check_output_folder(folder: Path) -> None:
     """The output folder exists or can be made, and is writable; checked before any inference."""
-    from cgs_engine.io.errors import require_utf8_path
-
     require_utf8_path(folder)
     if folder.exists() and not folder.is_dir():
         raise CGSError(f"{folder}: is a file, not a folder (-o names the output folder)")
@@ -73,7 +76,6 @@ def check_output_folder(folder: Path) -> None:
 
 
 def run(args) -> int:
-    from cgs_engine.classes.table import checkpoint_class_table
     from cgs_engine.infer import Predictor, write_prediction
     from cgs_engine.infer.export import check_targets, prediction_paths, unique_stems
     from cgs_engine.io import check_volume_file, read_volume

@@ -6,10 +6,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cgs_engine.cli.paths import add_series_option
-from cgs_engine.cli.verb_import import NORMALIZATION_CHOICES
+from cgs_engine.cli.paths import add_series_option, check_json_target
+from cgs_engine.cli.review_worklist import print_worklist
+from cgs_engine.cli.verb_import import NORMALIZATION_CHOICES, _class_names, _normalization
+from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.io.formats import is_image_file, strip_image_suffix
+from cgs_engine.normalize import Normalization
+
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
 
 
 def add_parser(verbs) -> None:
@@ -109,8 +115,6 @@ def run(args) -> int:
 
 def _create(args) -> int:
     from cgs_engine.checkpoint import load_checkpoint
-    from cgs_engine.cli.verb_import import _class_names, _normalization
-    from cgs_engine.normalize import Normalization
     from cgs_engine.project import Project
 
     names = _class_names(args.classes)
@@ -245,9 +249,6 @@ def _activate(args) -> int:
 
 
 def _worklist(args) -> int:
-    from cgs_engine.cli.paths import check_json_target
-    from cgs_engine.cli.review_worklist import print_worklist
-    from cgs_engine.durable import write_json_atomically
     from cgs_engine.project import Project
     from cgs_engine.project.worklist import iterate_project_worklist
     from cgs_engine.review.worklist import ordered

@@ -13,6 +13,7 @@ error model on the labeled data it was trained on.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -24,7 +25,9 @@ from cgs_engine.cli import review_worklist
 from cgs_engine.cli.paths import check_json_target
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
-from cgs_engine.infer.export import file_safe
+
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
 
 DISAGREEMENT_SUFFIX = re.compile(r"_disagreement\.(nii\.gz|nii|mha|mhd|nrrd|nhdr)$", re.IGNORECASE)
 BUSIEST_SLICES = 5
@@ -131,8 +134,6 @@ def _queue(args) -> int:
 def _likely_wrong(disagreement_path: Path, disagreement) -> tuple[np.ndarray | None, dict | None]:
     """The calibrated likely-wrong map and its per-organ figures `cgs predict` wrote beside the
     disagreement map (``<stem>_likely_wrong.*``), or (None, None): then the queue is the disagreement's."""
-    import json
-
     from cgs_engine.infer.export import LIKELY_WRONG_SUFFIX
     from cgs_engine.io import read_volume
 
@@ -198,6 +199,8 @@ def _print_queue(name: str, rows: list[dict], profile: np.ndarray, busiest: list
 
 def _class_table(disagreement_path: Path, maps_dir: str | None) -> tuple[dict[int, str], dict[int, Path]]:
     """Class names (id > 0) and the specialist map file of each class found in ``maps_dir``."""
+    from cgs_engine.infer.export import file_safe
+
     match = DISAGREEMENT_SUFFIX.search(disagreement_path.name)
     stem = disagreement_path.name[: match.start()] if match else None
     if maps_dir is None:

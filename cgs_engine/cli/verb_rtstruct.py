@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from cgs_engine.cli.paths import add_series_option
+from cgs_engine.io.errors import VolumeIOError
+from cgs_engine.io.formats import extension_of
+
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
 
 CLASSES_HELP = (
     "class table: a checkpoint (.pt), a class table (.json) or 'openkbp' "
@@ -107,10 +113,6 @@ def run_import(args) -> int:
 
 def precheck_volume_output(path: str, overwrite: bool) -> None:
     """Refuse an existing output before any reading or rasterising (write_volume checks again)."""
-    from pathlib import Path
-
-    from cgs_engine.io import VolumeIOError
-    from cgs_engine.io.formats import extension_of
     from cgs_engine.io.writers import OVERWRITE_HINT
 
     target = Path(path)

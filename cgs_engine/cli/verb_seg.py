@@ -7,6 +7,9 @@ import sys
 from cgs_engine.cli.paths import add_series_option
 from cgs_engine.cli.verb_rtstruct import CLASSES_HELP, precheck_volume_output
 
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
+
 
 def add_parser(verbs) -> None:
     parser = verbs.add_parser("seg", help="DICOM Segmentation (SEG) export and import")

@@ -6,6 +6,9 @@ import sys
 
 from cgs_engine.errors import CGSError
 
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
+
 # Spelled out so `cgs --help` needs no torch import; a test keeps it equal to the objective's list.
 METHODS = ("cgs", "supervised", "fixmatch", "binary-heads", "no-cross", "no-ihed")
 

@@ -2,7 +2,8 @@
 
 Every function takes the image series as a :class:`DicomSeries` (:func:`read_series`), so the
 label map, the contours and the segments all live on the grid that ``cgs predict`` uses.
-pydicom, highdicom and scikit-image are imported only when a function needs them.
+pydicom, which every function needs, is imported with the package; highdicom (SEG only) and
+scikit-image (RT contours only) are imported only when a function needs them.
 """
 
 from .ct_series import write_ct_series

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from pydicom.uid import generate_uid
 
 from cgs_engine.durable import fsync_dir, temp_path_for
 from cgs_engine.io.errors import VolumeIOError, require_utf8_path
@@ -42,8 +43,6 @@ def write_ct_series(
 
     The folder appears only once complete. Returns the files written.
     """
-    from pydicom.uid import generate_uid
-
     target = Path(folder)
     try:
         require_utf8_path(target)

@@ -14,6 +14,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pydicom
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
+
 from cgs_engine.io.errors import one_line
 
 from .errors import DicomError
@@ -26,8 +30,6 @@ TRUNCATION_WARNINGS = ("End of file reached", "Expected delimiter", "EOF")
 def read_dicom_object(path: str | os.PathLike) -> Any:
     """The pydicom Dataset of the file at ``path``, every value parsed; :class:`DicomError` if the
     file is missing, not DICOM, truncated or damaged."""
-    import pydicom
-
     name = os.fspath(path)
     if not Path(name).is_file():
         raise DicomError(name, "no such file")
@@ -43,8 +45,6 @@ def read_dicom_object(path: str | os.PathLike) -> Any:
 
 
 def _check_complete(dataset: Any, name: str, caught: list) -> None:
-    from pydicom.dataelem import RawDataElement
-
     for tag, element in dataset._dict.items():  # raw (unparsed) top-level elements keep their lengths
         if not isinstance(element, RawDataElement) or element.value is None:
             continue
@@ -68,8 +68,6 @@ def _parse_every_value(dataset: Any, name: str, where: str = "") -> None:
 
 
 def _keyword(tag: Any) -> str:
-    from pydicom.datadict import keyword_for_tag
-
     return keyword_for_tag(tag) or str(tag)
 
 

@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cgs_engine import __version__
 from cgs_engine.classes.organs import Code
@@ -87,8 +89,6 @@ def check_labels_fit(labels: Volume, series: DicomSeries, table: ClassTable) -> 
 
 
 def build_rtstruct(labels: Volume, series: DicomSeries, table: ClassTable, label: str, generation: str):
-    from pydicom.dataset import Dataset
-
     dataset = _new_dataset(series, label)
     names = structure_names(table.entries)
     dataset.ReferencedFrameOfReferenceSequence = [_referenced_frame(series)]
@@ -126,9 +126,6 @@ def build_rtstruct(labels: Volume, series: DicomSeries, table: ClassTable, label
 
 
 def _new_dataset(series: DicomSeries, label: str):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     now = datetime.now()
     source = series.header
     dataset = Dataset()
@@ -168,8 +165,6 @@ def _new_dataset(series: DicomSeries, label: str):
 
 
 def _referenced_frame(series: DicomSeries):
-    from pydicom.dataset import Dataset
-
     referenced_series = Dataset()
     referenced_series.SeriesInstanceUID = series.series_instance_uid
     referenced_series.ContourImageSequence = [_image_reference(item) for item in series.slices]
@@ -184,8 +179,6 @@ def _referenced_frame(series: DicomSeries):
 
 
 def _image_reference(item):
-    from pydicom.dataset import Dataset
-
     reference = Dataset()
     reference.ReferencedSOPClassUID = item.sop_class_uid
     reference.ReferencedSOPInstanceUID = item.sop_instance_uid
@@ -193,8 +186,6 @@ def _image_reference(item):
 
 
 def _roi_contours(mask: np.ndarray, series: DicomSeries, labels: Volume) -> list:
-    from pydicom.dataset import Dataset
-
     geometry = labels.geometry
     # (row, column) pixel -> LPS offset from the slice's own Image Position (Patient)
     in_plane = np.stack(
@@ -219,8 +210,6 @@ def _roi_contours(mask: np.ndarray, series: DicomSeries, labels: Volume) -> list
 
 
 def _observation(number: int, entry: ClassEntry):
-    from pydicom.dataset import Dataset
-
     observation = Dataset()
     observation.ObservationNumber = number
     observation.ReferencedROINumber = number
@@ -237,8 +226,6 @@ def _observation(number: int, entry: ClassEntry):
 
 
 def _code_item(code: Code):
-    from pydicom.dataset import Dataset
-
     item = Dataset()
     item.CodeValue = code.value
     item.CodingSchemeDesignator = code.scheme

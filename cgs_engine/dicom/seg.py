@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.uid import generate_uid
 
 from cgs_engine import __version__
 from cgs_engine.classes.organs import Code
@@ -61,8 +62,7 @@ def export_seg(
     overwrite: bool = False,
 ) -> SegExport:
     """Write ``labels`` (on ``series``' grid) as a DICOM SEG referencing every slice of ``series``."""
-    import highdicom as hd
-    from pydicom.uid import generate_uid
+    import highdicom as hd  # lazy: highdicom costs 0.5 s; `cgs rtstruct` loads this module too
 
     kind = segmentation_type.upper()
     if kind not in SEGMENTATION_TYPES:
@@ -140,7 +140,7 @@ def _coded(hd, code: Code):
 
 def read_seg(path: str | os.PathLike):
     """The highdicom Segmentation of a SEG file, or :class:`DicomError`."""
-    import highdicom as hd
+    import highdicom as hd  # lazy: highdicom costs 0.5 s; `cgs rtstruct` loads this module too
 
     name = os.fspath(path)
     dataset = read_dicom_object(name)

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
+
 from cgs_engine.io.dicom_series_checks import check_dicom_series, read_checked_series
 from cgs_engine.io.errors import require_utf8_path
 from cgs_engine.io.readers import volume_of
@@ -47,8 +49,6 @@ class DicomSeries:
 
     def headers(self) -> list:
         """Every slice's pydicom Dataset without pixel data, in slice order."""
-        import pydicom
-
         return [pydicom.dcmread(item.path, stop_before_pixels=True) for item in self.slices]
 
     def describe(self) -> str:

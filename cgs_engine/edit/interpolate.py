@@ -42,7 +42,7 @@ def fill_between_slices(labels, class_id: int, axis: int = 0, region=None, inter
 def interpolate_in_process(mask: np.ndarray, axis: int, drawn_slices: np.ndarray) -> np.ndarray:
     """ITK's morphological contour interpolation of a bool ``mask`` from its ``drawn_slices``."""
     try:
-        import itk
+        import itk  # lazy: ITK's wrapping costs seconds; the panel and `cgs edit --help` load this module
     except ImportError:
         raise EditError(f"filling between slices needs {PACKAGE} (pip install {PACKAGE})") from None
     itk_axis = 2 - axis  # ITK counts axes x, y, z

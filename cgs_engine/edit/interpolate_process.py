@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from cgs_engine.edit.checks import EditError
+from cgs_engine.edit.interpolate import interpolate_in_process
 
 HELPER_NICE = 10
 READY = "ready"
@@ -36,12 +37,10 @@ READY = "ready"
 
 def serve(requests: Any, answers: Any) -> None:
     """The helper's loop: load ITK, say so, then interpolate each request until stdin closes."""
-    from cgs_engine.edit.interpolate import interpolate_in_process
-
     with contextlib.suppress(OSError, AttributeError):
         os.nice(HELPER_NICE)
     with contextlib.suppress(ImportError, AttributeError):  # a missing package is reported per call
-        import itk
+        import itk  # lazy: loaded here after os.nice, so the helper pays it at low priority
 
         itk.MorphologicalContourInterpolator  # noqa: B018 (the lazy wrapping loads on first access)
     _send(answers, READY)

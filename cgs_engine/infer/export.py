@@ -27,6 +27,7 @@ from cgs_engine.classes.table import ClassTable
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Prediction
+from cgs_engine.io import VolumeIOError, write_volume
 from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, strip_image_suffix
 from cgs_engine.runtime import usable_cores
 
@@ -98,8 +99,6 @@ def prediction_outputs_in(folder: Path) -> set[Path]:
 
 
 def check_targets(paths: dict[str, Path], overwrite: bool) -> None:
-    from cgs_engine.io import VolumeIOError
-
     for path in paths.values():
         if path.is_dir():
             raise VolumeIOError(path, "is a folder; cannot write an output file there")
@@ -128,8 +127,6 @@ def write_prediction(
 
     Every target path is checked before anything is written, so a refusal writes nothing.
     """
-    from cgs_engine.io import write_volume
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = prediction_paths(

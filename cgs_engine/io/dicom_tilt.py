@@ -41,7 +41,7 @@ def read_series_resampling_tilt(
 
 def unsheared(image: sitk.Image, tilt: Tilt) -> sitk.Image:
     """``image`` (the headers' slices on the regular grid's geometry) with slice k moved back by k steps."""
-    from scipy.ndimage import shift
+    from scipy.ndimage import shift  # lazy: scipy costs 0.4 s and only tilted series need it (reader path)
 
     direction = np.reshape(image.GetDirection(), (3, 3))
     spacing = image.GetSpacing()

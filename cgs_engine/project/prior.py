@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cgs_engine.errors import CGSError
+from cgs_engine.io import check_label_map, check_same_grid, read_volume
 from cgs_engine.normalize import Normalization
 from cgs_engine.store import SliceStore
 
@@ -159,8 +160,6 @@ def _case_names(cases: list[dict[str, str]]) -> tuple[list[str], list[str]]:
 
 
 def _folder_volumes(folder: Path, cases: list[dict[str, str]], normalization: Normalization):
-    from cgs_engine.io import check_label_map, check_same_grid, read_volume
-
     for case in cases:
         image_path, labels_path = folder / case["image"], folder / case["labels"]
         image = read_volume(image_path)

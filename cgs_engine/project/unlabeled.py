@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cgs_engine.errors import CGSError
+from cgs_engine.io import is_supported_path, read_volume
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.versions import ProjectError, first_line, now_iso, read_json, write_json_atomically
 
@@ -63,8 +64,6 @@ class UnlabeledRecords:
 
     def add_unlabeled(self, paths: Sequence[str | os.PathLike]) -> list[UnlabeledScan]:
         """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped."""
-        from cgs_engine.io import is_supported_path
-
         checked = []
         for given in paths:
             path = Path(given).expanduser().resolve()
@@ -120,8 +119,6 @@ class UnlabeledRecords:
 
 def check_unlabeled_scan(path: Path, normalization: Normalization) -> None:
     """Read a scan once when it is added, so a damaged one is refused now, in one line."""
-    from cgs_engine.io import read_volume
-
     try:
         volume = read_volume(path)
         normalization.apply(volume.array[:1])

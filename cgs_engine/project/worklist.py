@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cgs_engine.infer import Predictor
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError, read_json, write_json_atomically
 from cgs_engine.review.worklist import ScanScore, ordered, score_scan
@@ -51,8 +52,6 @@ def iterate_project_worklist(
             f"{project.folder}: no model version yet; the worklist needs a model to score with"
         )
     if predictor is None:
-        from cgs_engine.infer import Predictor
-
         predictor = Predictor(active.model_path)
     key = _model_key(active.id, predictor)
     for scan in project.unlabeled():

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from cgs_engine.errors import CGSError
+from cgs_engine.io import read_volume
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError
 from cgs_engine.retrain.heldout import choose_heldout_volumes, heldout_slices, judging_weights
@@ -190,9 +192,6 @@ def _add_judging_volume(store, name, image, labels, review, geometry, source, wa
 
 def _read_unlabeled(scan, warn, normalize):
     """The scan read and normalised, or None (with a warning) when it cannot be used any more."""
-    from cgs_engine.errors import CGSError
-    from cgs_engine.io import read_volume
-
     problem = scan.problem()
     if problem == "missing" or (problem and problem.startswith("unreadable")):
         warn(f"{scan.path}: unlabeled scan {problem}; skipped")

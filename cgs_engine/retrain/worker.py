@@ -30,6 +30,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from cgs_engine.errors import CGSError
+from cgs_engine.project.project import Project
+from cgs_engine.project.versions import ProjectError
+from cgs_engine.retrain import retrain
 from cgs_engine.train.events import (
     RETRAIN_ENDINGS,
     Event,
@@ -156,9 +162,6 @@ def start_retrain_process(
     thorough: bool = False,
 ) -> RetrainProcess:
     """Start a worker retraining ``project_folder``; messages arrive via ``poll_messages``."""
-    from cgs_engine.project.project import Project
-    from cgs_engine.project.versions import ProjectError
-
     project = Project.open(project_folder)  # fail here, in one line, rather than in the worker
     if minutes is not None and iterations is not None:
         raise ProjectError("give minutes or iterations, not both")
@@ -258,13 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     def should_stop() -> bool:
         return stop_signalled.is_set() or (cancel_file is not None and cancel_file.exists())
 
-    from cgs_engine.errors import CGSError
-
     try:
-        import torch
-
-        from cgs_engine.retrain import retrain
-
         torch.set_num_threads(threads)
         settings = None
         if not args.resume:  # a resumed run keeps its recorded settings

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cgs_engine.errors import CGSError
-from cgs_engine.evaluate.ranking import error_band
+from cgs_engine.evaluate.ranking import average_precision, error_band
 from cgs_engine.review.error_features import ErrorEvidence, collect_evidence
 from cgs_engine.review.error_model import fit_error_model
+from cgs_engine.review.prediction import network_maps
 
 BAND = 3.0  # voxels: the rows are the voxels a contour reviewer looks at (as the benchmark scores)
 # L2 penalties tried by "auto": each scored by leave-one-case-out average precision on the cases
@@ -48,8 +49,6 @@ def calibration_case(
     predictor, name: str, volume, reference: np.ndarray, normalized: bool
 ) -> CalibrationCase:
     """Predict one labeled volume with its maps and keep the evidence rows within the band."""
-    from cgs_engine.review.prediction import network_maps
-
     prediction = predictor.predict(volume, maps=True, normalized=normalized)
     if prediction.disagreement is None:
         raise CGSError("the model has no specialist heads: it has no disagreement to calibrate")
@@ -69,8 +68,6 @@ def choose_l2(
     cases: list[CalibrationCase], class_names, typical, report=None
 ) -> tuple[float, dict[str, float]]:
     """The L2 penalty with the best leave-one-case-out average precision (pooled), and every score."""
-    from cgs_engine.evaluate.ranking import average_precision
-
     scores = {}
     for l2 in L2_CHOICES:
         held_out, wrong = [], []

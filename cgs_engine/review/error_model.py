@@ -208,7 +208,7 @@ def fit_error_model(
     Rows may be a subset of the candidates (e.g. those within the error band): pass the evidence
     already restricted (see ``ErrorEvidence.subset``).
     """
-    import torch
+    import torch  # lazy: torch costs 1.4 s; the panel loads this module to apply a fitted model (numpy)
 
     names = design_names(len(class_names))
     matrix = np.concatenate([design_matrix(e, names) for e in evidences], axis=0)

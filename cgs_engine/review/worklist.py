@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cgs_engine.errors import CGSError
+from cgs_engine.io import read_volume
+from cgs_engine.io.formats import describe_supported, is_supported_path
 
 
 @dataclass
@@ -86,8 +88,6 @@ class ScanScore:
 
 def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
     """The scans of a folder: its image files and its sub-folders holding a DICOM series, sorted."""
-    from cgs_engine.io.formats import describe_supported, is_supported_path
-
     folder = Path(folder)
     if not folder.is_dir():
         raise CGSError(f"{folder}: no such folder")
@@ -99,8 +99,6 @@ def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
 
 def score_scan(predictor: Any, path: str | os.PathLike) -> ScanScore:
     """Read and predict one scan (one forward pass, with the maps) and score it; never raises CGSError."""
-    from cgs_engine.io import read_volume
-
     started = time.perf_counter()
     try:
         volume = read_volume(path)

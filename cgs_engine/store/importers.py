@@ -27,10 +27,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import SimpleITK as sitk
 
 from cgs_engine.errors import CGSError
+from cgs_engine.io import read_volume
+from cgs_engine.io.errors import VolumeIOError, require_utf8_path
 from cgs_engine.io.formats import strip_image_suffix
 from cgs_engine.normalize import Normalization, guess_normalization
+from cgs_engine.scope import ScopeMeter
 from cgs_engine.store.dataset import SliceStore, SliceStoreError
 from cgs_engine.volume import Geometry
 
@@ -266,10 +270,6 @@ def _stack_slices(paths: list[Path], read) -> np.ndarray:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    import SimpleITK as sitk
-
-    from cgs_engine.io.errors import VolumeIOError, require_utf8_path
-
     try:
         require_utf8_path(path)
     except VolumeIOError as error:
@@ -336,9 +336,6 @@ def import_nifti(
     images, measured on their raw intensities before normalisation, with ``body_region`` as
     its free-text body region; training copies it into the model.
     """
-    from cgs_engine.io import read_volume
-    from cgs_engine.scope import ScopeMeter
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise SliceStoreError(f"{out}: already exists; not replacing it without overwrite")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,6 @@ def wrap_for_data_parallel(student: torch.nn.Module, context: DistContext, runti
     """DDP around the student when running distributed (BN buffers are averaged after each step)."""
     if not context.enabled:
         return student
-    from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [context.local_rank] if runtime.device.type == "cuda" else None
     return DistributedDataParallel(student, device_ids=device_ids, broadcast_buffers=False)

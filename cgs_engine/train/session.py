@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,6 @@ def validate(model: torch.nn.Module, session: Session, should_stop=None) -> dict
 
 class _quiet_nan:
     def __enter__(self):
-        import warnings
-
         self._catch = warnings.catch_warnings()
         self._catch.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
