@@ -1,0 +1,85 @@
+"""What `cgs rtstruct` and `cgs seg` share: the export and import arguments, and reading the
+labels, class table and series both verbs start from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cgs_engine.cli.paths import add_series_option
+from cgs_engine.io.errors import VolumeIOError
+from cgs_engine.io.formats import extension_of
+
+# Engine stages are imported inside the functions that run them: building the parser must not load
+# torch (`cgs --help` in a fraction of a second instead of seconds).
+
+CLASSES_HELP = (
+    "class table: a checkpoint (.pt), a class table (.json) or 'openkbp' "
+    "(default: LABELS' *_classes.json if there is one, else the OpenKBP organs)"
+)
+
+
+def add_export_parser(actions, help: str, output_help: str):
+    """``export LABELS --dicom DIR -o FILE [--classes] [--overwrite] [--series]``; the caller adds
+    its own options and ``run``."""
+    export = actions.add_parser("export", help=help)
+    export.add_argument("labels", help="label map on the series' grid (NIfTI/MHA/NRRD)")
+    export.add_argument(
+        "--dicom", required=True, help="folder of the DICOM image series the labels belong to"
+    )
+    export.add_argument("-o", "--output", required=True, help=output_help)
+    export.add_argument("--classes", help=CLASSES_HELP)
+    export.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(export)
+    return export
+
+
+def add_import_parser(actions, help: str, source: str, source_help: str, run) -> None:
+    """``import SOURCE --dicom DIR -o LABELS [--classes] [--overwrite] [--series]``."""
+    imported = actions.add_parser("import", help=help)
+    imported.add_argument(source, help=source_help)
+    imported.add_argument("--dicom", required=True, help="folder of the DICOM image series it was made on")
+    imported.add_argument("-o", "--output", required=True, help="label map to write (NIfTI/MHA/NRRD)")
+    imported.add_argument(
+        "--classes", help=CLASSES_HELP.replace("LABELS' *_classes.json if there is one, else ", "")
+    )
+    imported.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    add_series_option(imported)
+    imported.set_defaults(run=run)
+
+
+def export_inputs(args):
+    """The labels, the class table (and where it came from) and the series of an export, after
+    refusing an output that exists without --overwrite."""
+    from cgs_engine.cli.class_source import resolve_class_table
+    from cgs_engine.dicom import read_series
+    from cgs_engine.dicom.files import check_output
+    from cgs_engine.io import read_volume
+
+    check_output(args.output, args.overwrite)
+    labels = read_volume(args.labels, kind="labels")
+    table, origin = resolve_class_table(args.classes, args.labels)
+    return labels, table, origin, read_series(args.dicom, args.series)
+
+
+def import_inputs(args):
+    """The class table (and where it came from) and the series of an import, after refusing an
+    output that cannot be written."""
+    from cgs_engine.cli.class_source import resolve_class_table
+    from cgs_engine.dicom import read_series
+
+    precheck_volume_output(args.output, args.overwrite)
+    table, origin = resolve_class_table(args.classes)
+    return table, origin, read_series(args.dicom, args.series)
+
+
+def precheck_volume_output(path: str, overwrite: bool) -> None:
+    """Refuse an existing output before any reading or rasterising (write_volume checks again)."""
+    from cgs_engine.io.writers import OVERWRITE_HINT
+
+    target = Path(path)
+    if extension_of(target) is None:
+        raise VolumeIOError(path, "unsupported output type (use .nii.gz, .nii, .mha, .mhd, .nrrd or .nhdr)")
+    if target.exists() and not overwrite:
+        raise VolumeIOError(path, f"already exists ({OVERWRITE_HINT})")
+    if not target.parent.is_dir():
+        raise VolumeIOError(path, f"output folder {target.parent} does not exist")
