@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cgs_engine.io import read_volume
+from cgs_engine.store.importers import OPENKBP_CLASS_NAMES
 from napari_cgs._layers import volume_to_layer_data
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -14,20 +15,10 @@ SAMPLE_CT = SAMPLES / "openkbp_pt_222_ct.nii.gz"
 SAMPLE_LABELS = SAMPLES / "openkbp_pt_222_labels.nii.gz"
 SECOND_SAMPLE_CT = SAMPLES / "openkbp_pt_225_ct.nii.gz"
 SECOND_SAMPLE_LABELS = SAMPLES / "openkbp_pt_225_labels.nii.gz"
-SAMPLE_CLASS_NAMES = (
-    "background",
-    "Brainstem",
-    "SpinalCord",
-    "RightParotid",
-    "LeftParotid",
-    "Esophagus",
-    "Larynx",
-    "Mandible",
-)
+SAMPLE_CLASS_NAMES = tuple(OPENKBP_CLASS_NAMES)  # the organs of the OpenKBP contours
 
 
 def _layer(path: Path, kind: str, name: str):
-
     return volume_to_layer_data(read_volume(path, kind=kind), name=name)
 
 

@@ -96,7 +96,6 @@ def write_results(run: DemoRun, output: Path, stem: str) -> dict[str, Path]:
 
 
 def print_summary(run: DemoRun) -> None:
-
     prediction, names = run.prediction, run.prediction.class_names
     depth, height, width = run.ct.shape
     print(

@@ -428,7 +428,6 @@ class CorrectSection(WorkerSection):
         return layer
 
     def take_specialists(self) -> None:
-
         layer, maps = self.panel.labels_layer, self._maps()
         region, inside = self._current_region()
         if layer is None or maps is None or region is None:
@@ -443,7 +442,6 @@ class CorrectSection(WorkerSection):
         self._write(f"Specialists' version taken in region {region.id}", labels, changed & ~yours, note)
 
     def back_to_prediction(self) -> None:
-
         layer, predicted = self.panel.labels_layer, self.panel.prediction_labels
         region, inside = self._current_region()
         if layer is None or predicted is None or region is None:

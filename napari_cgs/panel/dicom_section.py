@@ -54,7 +54,6 @@ def rtstruct_layer_name(image_layer: Any) -> str:
 
 # ------------------------------------------------------------------ what the workers run (engine calls)
 def export_job(kind: str, labels: Volume, folder: Path, table: ClassTable, path: Path, overwrite: bool):
-
     series = read_series(folder)
     if kind == "RTSTRUCT":
         return export_rtstruct(labels, series, table, path, overwrite=overwrite)
@@ -62,7 +61,6 @@ def export_job(kind: str, labels: Volume, folder: Path, table: ClassTable, path:
 
 
 def import_job(path: Path, folder: Path, table: ClassTable):
-
     return import_rtstruct(path, read_series(folder), table)
 
 

@@ -92,7 +92,6 @@ class DisplayControls(QWidget):
         self.viewer.bind_key(KEY_WHOLE_SLICE, None, overwrite=True)
 
     def whole_slice(self) -> None:
-
         image = self.panel.image_layer
         if image is not None:
             frame_body(self.viewer, image)
@@ -141,7 +140,6 @@ class DisplayControls(QWidget):
         self._stack_below_labels(image, outline)
 
     def _add_outline(self, image: Any, name: str, data: np.ndarray) -> Any:
-
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         kwargs = labels_kwargs_like(image, name=name)

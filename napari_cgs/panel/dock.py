@@ -451,7 +451,6 @@ class CGSPanel(QWidget):
         return [(layer.name, layer) for layer in self._source_images() if is_volume_layer(layer)]
 
     def _source_images(self) -> list[Any]:
-
         return [
             layer
             for layer in self.viewer.layers

@@ -32,7 +32,6 @@ POLL_MS = 200
 
 # ------------------------------------------------------------------ what the workers run (engine calls)
 def run_click(labels, class_id, point, positive, probability, spacing_zyx, image, locked, reach_mm):
-
     return click(
         labels,
         class_id,
@@ -47,13 +46,11 @@ def run_click(labels, class_id, point, positive, probability, spacing_zyx, image
 
 
 def run_box(labels, class_id, corners, spacing_zyx, slice_axis, depth_mm, probability, locked):
-
     box = box_from_drawing(corners, labels.shape, spacing_zyx, slice_axis, depth_mm)
     return box_prompt(labels, class_id, box, probability, locked=locked)
 
 
 def run_adapt(checkpoint, image, labels, reviewed, keep, spacing_zyx, seconds, progress, cancel):
-
     trusted = trusted_voxels(labels, reviewed, spacing_zyx)
     try:
         return adapt_to_scan(
@@ -320,7 +317,6 @@ class PromptTools(QWidget):
         self.progress_label.setText("")
 
     def _adapted(self, result) -> None:
-
         layer = self.panel.labels_layer
         if result is None or layer is None:
             self.section.status.setText("Adapting cancelled: nothing changed.")

@@ -608,7 +608,6 @@ class RetrainSection(QGroupBox):
         bar.set_description(f"Retraining · {self.progress.text()}")
 
     def _retrain_ended(self, message: Event) -> None:
-
         self.timer.stop()
         if self._progress_bar is not None:
             self._progress_bar.close()

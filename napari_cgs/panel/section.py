@@ -30,7 +30,6 @@ class WorkerSection(QGroupBox):
         raise NotImplementedError
 
     def _start(self, function: Callable, arguments: tuple, message: str, on_done: Callable[[Any], None]):
-
         if self.worker is not None:
             return self._report(self.BUSY)
         # Handlers given to create_worker itself: an "errored" connected afterwards would not stop

@@ -99,7 +99,6 @@ class ToolPreview(QWidget):
             self._on_closed()
 
     def _show_layer(self, image_layer: Any, data: np.ndarray) -> Any:
-
         kwargs = labels_kwargs_like(image_layer, name=self._layer_name)
         kwargs["metadata"][KIND_KEY] = "preview"
         active = self.viewer.layers.selection.active  # the labels layer: the brush stays on it

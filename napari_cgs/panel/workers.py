@@ -68,7 +68,6 @@ class PredictionJob:
         on_done: Callable[[PredictionResult | None], None],
         on_error: Callable[[Exception], None],
     ) -> None:
-
         self.cancel_requested = threading.Event()
         self.finished = False
         self.progress_bar = progress(total=volume.shape[0], desc=description)

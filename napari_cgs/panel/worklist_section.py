@@ -75,7 +75,6 @@ def score_folder_job(checkpoint: Any, device: str, folder: Path, cancel: Callabl
 
 
 def score_project_job(project: Any, device: str, cancel: Callable[[], bool]):
-
     yield len(project.unlabeled())
     active = project.active_version()
     predictor = None if active is None else Predictor(active.model_path, device=device)
@@ -192,7 +191,6 @@ class WorklistSection(WorkerSection):
         )
 
     def _start_scoring(self, job: Callable, arguments: tuple, what: str):
-
         if self.worker is not None:
             return self._report(self.BUSY)
         self.scores, self._total, self._cancelled = [], 0, False
