@@ -52,11 +52,17 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_trusted_voxels_are_the_corrected_organ_and_the_background_around_it_on_its_slices():
+def test_trusted_voxels_are_the_corrected_organ_and_its_slices_background():
     _, labels, reviewed, _ = scan()
     trusted = trusted_voxels(labels, reviewed, (3.0, 1.0, 1.0), band_mm=3)
-    assert trusted[0, 10:20, 6:14].all() and trusted[0, 8, 10] and not trusted[0, 30, 30]
+    assert trusted[0, 10:20, 6:14].all() and trusted[0, 8, 10] and trusted[0, 30, 30]
     assert not trusted[1].any() and not trusted[7].any()
+    # an organ the user did not work on: its own voxels and the background beside it stay untrusted
+    other = labels.copy()
+    other[0, 24:28, 24:28] = 2
+    trusted = trusted_voxels(other, reviewed, (3.0, 1.0, 1.0), band_mm=3)
+    assert not trusted[0, 24:28, 24:28].any() and not trusted[0, 26, 30] and not trusted[0, 22, 26]
+    assert trusted[0, 10:20, 6:14].all() and trusted[0, 2, 30] and trusted[0, 8, 10]
     erased = labels.copy()
     erased[2, 0:4, 0:4] = 1  # an organ piece beside background the user erased
     marks = np.zeros(labels.shape, bool)
