@@ -331,7 +331,12 @@ def adapt_only(predictor, data: Path, patients, args) -> None:
             [r["organs"][organ][k] for k in ("unadapted", "adapted", "interpolated")]
             for r in report["patients"].values()
         ]
-        print(f"{organ:12s} " + " ".join(f"{v:.3f}" for v in np.mean(values, axis=0)))
+        voxels = {
+            k: sum(r["organs"][organ]["voxels"][k] for r in report["patients"].values())
+            for k in ("unadapted", "adapted", "reference")
+        }
+        grown = ", ".join(f"{k} {n}" for k, n in voxels.items())
+        print(f"{organ:12s} " + " ".join(f"{v:.3f}" for v in np.mean(values, axis=0)) + f"   voxels {grown}")
     print("mean         " + " ".join(f"{v:.3f}" for v in np.mean(rows, axis=0)))
     print(f"results: {save_results('annotation_effort_adapt', report)}")
 

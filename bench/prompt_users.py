@@ -160,13 +160,14 @@ def adapt_experiment(checkpoint, image, start, reference, spacing, every, second
         drawn = np.zeros(reference.shape, np.uint8)
         drawn[slices] = np.where(reference[slices] == organ, organ, 0)
         interpolated = fill_between_slices(drawn, organ).labels if drawn.any() else drawn
+        versions = (("unadapted", start), ("adapted", result.labels), ("interpolated", interpolated))
         organs[names[organ]] = {
-            name: round(dice(volume[other], reference[other], organ), 4)
-            for name, volume in (
-                ("unadapted", start),
-                ("adapted", result.labels),
-                ("interpolated", interpolated),
-            )
+            name: round(dice(volume[other], reference[other], organ), 4) for name, volume in versions
+        }
+        # voxels of the organ on those slices: an adaptation that grows (or shrinks) organs shows here
+        organs[names[organ]]["voxels"] = {
+            name: int((volume[other] == organ).sum())
+            for name, volume in (*versions[:2], ("reference", reference))
         }
     summary = {
         "steps": result.steps,
