@@ -18,7 +18,7 @@ hide there; next to a worked-on organ the background is trusted). Other slices: 
 Why the background of the whole slice: trusting only the organs and a band around them left the
 loss with about half organ voxels where a slice has a few percent, and the adapted model grew every
 organ on the slices it had not seen (OpenKBP, two training patients, 60 s: organ volumes up 17-51 %,
-mean Dice -0.07 to -0.10; with the slice's background -0.01 to -0.03; bench/annotation_effort.py).
+mean Dice -0.07 to -0.10; with the slice's background -0.02 to -0.04; bench/annotation_effort.py).
 """
 
 from __future__ import annotations
