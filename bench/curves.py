@@ -66,7 +66,8 @@ def build_store(dataset: str, work: Path) -> Path:
 
         raw = import_segthor_png(data / "segthor_2d_png", work / "segthor-files.h5", 3)
         return renormalized(raw, store, NORMALIZATION["segthor"])
-    from cgs_engine.store.importers import import_nifti, openkbp_class_names
+    from cgs_engine.classes.organs import openkbp_class_names
+    from cgs_engine.store.importers import import_nifti
 
     root = data / "openkbp"
     split = json.loads((root / "split.json").read_text())

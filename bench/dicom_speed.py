@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import (
     export_rtstruct,
@@ -28,7 +29,6 @@ from cgs_engine.io import read_volume
 from cgs_engine.io.dicom_series_checks import check_dicom_series, read_checked_series
 from cgs_engine.io.readers import geometry_of
 from cgs_engine.io.writers import to_sitk_image
-from cgs_engine.store.importers import openkbp_class_names
 from cgs_engine.volume import Volume
 
 SAMPLES = Path(__file__).resolve().parents[1] / "napari_cgs" / "samples"

@@ -50,8 +50,9 @@ VARIANTS = {
 
 def build_store(work: Path, data: Path, split: dict, unlabeled: int) -> Path:
     from cgs_engine.checkpoint import load_checkpoint
+    from cgs_engine.classes.organs import openkbp_class_names
     from cgs_engine.normalize import Normalization
-    from cgs_engine.store.importers import import_nifti, openkbp_class_names
+    from cgs_engine.store.importers import import_nifti
 
     store = work / "store.h5"
     if store.exists():

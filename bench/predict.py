@@ -44,9 +44,9 @@ def make_large_ct(source: Path, target: Path) -> None:
 
 def untrained_checkpoint(path: Path, input_size: int) -> None:
     from cgs_engine.checkpoint import ModelCheckpoint, save_checkpoint
+    from cgs_engine.classes.organs import openkbp_class_names
     from cgs_engine.model import ModelConfig, build_model
     from cgs_engine.normalize import Normalization
-    from cgs_engine.store.importers import openkbp_class_names
 
     names = openkbp_class_names()
     config = ModelConfig(num_classes=len(names))

@@ -26,7 +26,8 @@ COLD_START = {"lr": 1e-3, "warmup_fraction": 0.0, "ema_warmup": True, "freeze_ba
 
 
 def build_base_store(data: Path, split: dict, store: Path) -> None:
-    from cgs_engine.store.importers import import_nifti, openkbp_class_names
+    from cgs_engine.classes.organs import openkbp_class_names
+    from cgs_engine.store.importers import import_nifti
 
     def paths(folder: str, ids) -> list[Path]:
         return [data / folder / f"{i}.nii.gz" for i in ids]

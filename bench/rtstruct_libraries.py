@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "tests" / "engine"))  # the test series: same anat
 
 from dicom_cases import CASES, dice, make_series  # noqa: E402
 
+from cgs_engine.classes.organs import openkbp_class_names  # noqa: E402
 from cgs_engine.classes.table import derive_class_table  # noqa: E402
 from cgs_engine.dicom import export_rtstruct, import_rtstruct  # noqa: E402
-from cgs_engine.store.importers import openkbp_class_names  # noqa: E402
 from cgs_engine.volume import Volume  # noqa: E402
 
 TABLE = derive_class_table(openkbp_class_names())

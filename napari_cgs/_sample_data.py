@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cgs_engine.classes.organs import OPENKBP_CLASS_NAMES
 from cgs_engine.io import read_volume
-from cgs_engine.store.importers import OPENKBP_CLASS_NAMES
 from napari_cgs._layers import volume_to_layer_data
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -42,7 +42,8 @@ EXTRA_SETTINGS = ("device", "precision", "widths", "lambda_max", "tau", "gate_ta
 
 
 def import_openkbp(data: Path, store: Path) -> None:
-    from cgs_engine.store.importers import import_nifti, openkbp_class_names
+    from cgs_engine.classes.organs import openkbp_class_names
+    from cgs_engine.store.importers import import_nifti
 
     split = json.loads((data / "split.json").read_text())
 

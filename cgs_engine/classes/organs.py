@@ -16,6 +16,23 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+# The organs of OpenKBP's contours: the default class table (`--classes openkbp`) and the bundled samples'.
+OPENKBP_CLASS_NAMES = [
+    "background",
+    "Brainstem",
+    "SpinalCord",
+    "RightParotid",
+    "LeftParotid",
+    "Esophagus",
+    "Larynx",
+    "Mandible",
+]
+
+
+def openkbp_class_names() -> list[str]:
+    """Background plus the 7 OpenKBP organs at risk, index = label id in the OpenKBP NIfTI."""
+    return list(OPENKBP_CLASS_NAMES)
+
 
 @dataclass(frozen=True)
 class Code:

@@ -9,8 +9,8 @@ from pathlib import Path
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.files import find_class_file, read_class_table
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import ClassTable, checkpoint_class_table, derive_class_table
-from cgs_engine.store.importers import openkbp_class_names
 
 # This module loads torch (checkpoint): the verbs import it inside their run functions, never at the top.
 

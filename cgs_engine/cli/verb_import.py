@@ -56,7 +56,7 @@ def add_parser(verbs) -> None:
 
 
 def _class_names(spec: str | None) -> list[str] | None:
-    from cgs_engine.store.importers import openkbp_class_names
+    from cgs_engine.classes.organs import openkbp_class_names
 
     if spec is None:
         return None

@@ -55,7 +55,7 @@ def fit_from_prior(
         raise CGSError(f"{source}: {len(cases)} training case(s); calibrating needs at least 2")
     record = {
         "checkpoint": Path(checkpoint_path).name,
-        "weights_sha256": _weights_digest(predictor.checkpoint),
+        "weights_sha256": weights_digest(predictor.checkpoint.state_dict),
         "prior_data": Path(summary.source).name,
         "cases": [case.name for case in cases],
         "band_voxels": BAND,
@@ -72,7 +72,3 @@ def fit_from_prior(
         l2=l2,
         fitted_on=record,
     )
-
-
-def _weights_digest(checkpoint) -> str:
-    return weights_digest(checkpoint.state_dict)

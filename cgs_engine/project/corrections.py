@@ -16,8 +16,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from cgs_engine.errors import first_line
 from cgs_engine.h5_durable import foreign_link, write_h5_atomically
-from cgs_engine.project.versions import ProjectError, first_line, fsync_dir, now_iso
+from cgs_engine.project.versions import ProjectError, fsync_dir, now_iso
 from cgs_engine.review.state import ACCEPTED, EDITED, UNREVIEWED
 from cgs_engine.volume import Geometry, Volume
 

@@ -13,12 +13,12 @@ from typing import Any
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.classes.checks import ClassTableError, check_class_names, check_colors
 from cgs_engine.durable import WriteError, describe_write_failure
+from cgs_engine.errors import first_line
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior
 from cgs_engine.project.settings import DEFAULT_SETTINGS, checked_settings
 from cgs_engine.project.versions import (
     ProjectError,
-    first_line,
     fsync_dir,
     now_iso,
     read_json,

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cgs_engine.errors import CGSError
+from cgs_engine.errors import CGSError, first_line
 from cgs_engine.io import is_supported_path, read_volume
 from cgs_engine.normalize import Normalization
-from cgs_engine.project.versions import ProjectError, first_line, now_iso, read_json, write_json_atomically
+from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
 
 FINGERPRINT_BYTES = 1 << 20
 

@@ -59,11 +59,6 @@ def read_json(path: Path, what: str) -> Any:
         raise ProjectError(f"{path}: damaged {what} (not valid JSON: {error})") from None
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 # ------------------------------------------------------------------------------ versions
 @dataclass(frozen=True)
 class VersionInfo:

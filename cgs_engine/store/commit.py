@@ -10,9 +10,9 @@ from pathlib import Path
 import h5py
 
 from cgs_engine.durable import GuardedFile, check_written, remove_stale_temp_files, temp_path_for
+from cgs_engine.errors import first_line
 from cgs_engine.h5_durable import hdf5_problem
 from cgs_engine.store._checks import SliceStoreError
-from cgs_engine.store.layout import first_line
 
 
 def open_partial(path: Path) -> tuple[h5py.File, GuardedFile, Path]:

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import SimpleITK as sitk
 
-from cgs_engine.errors import CGSError
+from cgs_engine.errors import CGSError, first_line
 from cgs_engine.io import read_volume
 from cgs_engine.io.errors import VolumeIOError, require_utf8_path
 from cgs_engine.io.formats import strip_image_suffix
@@ -42,16 +42,6 @@ Progress = Callable[[int, int], None] | None
 
 ACDC_CLASS_NAMES = ["background", "RV", "Myo", "LV"]
 SEGTHOR_CLASS_NAMES = ["background", "esophagus", "heart", "trachea", "aorta"]
-OPENKBP_CLASS_NAMES = [
-    "background",
-    "Brainstem",
-    "SpinalCord",
-    "RightParotid",
-    "LeftParotid",
-    "Esophagus",
-    "Larynx",
-    "Mandible",
-]
 SEGTHOR_GT_STEP = 63  # gt PNG grey value = class id * 63
 _ACDC_SLICE_ID = re.compile(r"^(?P<volume>(?P<patient>patient\d+)_frame\d+)_slice_(?P<index>\d+)$")
 _SEGTHOR_PNG = re.compile(r"^(?P<patient>Patient_\d+)_(?P<z>\d+)\.png$")
@@ -60,11 +50,6 @@ _NNUNET_CHANNEL = re.compile(r"_0000$")
 
 class DatasetImportError(CGSError, ValueError):
     """An import failed; the one-line message names the file that caused it."""
-
-
-def openkbp_class_names() -> list[str]:
-    """Background plus the 7 OpenKBP organs at risk, index = label id in the OpenKBP NIfTI."""
-    return list(OPENKBP_CLASS_NAMES)
 
 
 # --------------------------------------------------------------------------------- ACDC
@@ -179,7 +164,7 @@ def _read_h5_pair(path: Path, ndim: int, with_label: bool) -> tuple[np.ndarray, 
             image = np.asarray(file["image"][()], dtype=np.float32)
             label = np.asarray(file["label"][()]) if with_label else None
     except (OSError, KeyError) as error:
-        raise DatasetImportError(f"{path}: cannot read image/label ({_first_line(error)})") from None
+        raise DatasetImportError(f"{path}: cannot read image/label ({first_line(error)})") from None
     if image.ndim != ndim or (label is not None and label.shape != image.shape):
         found = f"image {image.shape}" + ("" if label is None else f", label {label.shape}")
         raise DatasetImportError(f"{path}: expected {ndim}D image and label of the same shape, got {found}")
@@ -277,7 +262,7 @@ def _read_png(path: Path) -> np.ndarray:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise DatasetImportError(f"{path}: cannot read PNG ({_first_line(error)})") from None
+        raise DatasetImportError(f"{path}: cannot read PNG ({first_line(error)})") from None
     array = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() != 1 or array.ndim != 2 or array.dtype != np.uint8:
         raise DatasetImportError(f"{path}: expected an 8-bit grey PNG, got {array.dtype} {array.shape}")
@@ -306,7 +291,7 @@ def _segthor_geometry(spacing_xyz: Sequence[float], spacing_path: Path) -> Geome
         return Geometry(spacing=(2 * dy, 2 * dx, dz), direction=(0, 1, 0, 1, 0, 0, 0, 0, 1))
     except (TypeError, ValueError) as error:
         raise DatasetImportError(
-            f"{spacing_path}: bad spacing {spacing_xyz!r} ({_first_line(error)})"
+            f"{spacing_path}: bad spacing {spacing_xyz!r} ({first_line(error)})"
         ) from None
 
 
@@ -471,7 +456,7 @@ def _list_entries(path: Path) -> list[tuple[int, str]]:
     try:
         lines = path.read_text().splitlines()
     except OSError as error:
-        raise DatasetImportError(f"{path}: cannot read list ({_first_line(error)})") from None
+        raise DatasetImportError(f"{path}: cannot read list ({first_line(error)})") from None
     return [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
 
 
@@ -479,14 +464,9 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise DatasetImportError(f"{path}: cannot read JSON ({_first_line(error)})") from None
+        raise DatasetImportError(f"{path}: cannot read JSON ({first_line(error)})") from None
 
 
 def _report(progress: Progress, done: int, total: int) -> None:
     if progress is not None:
         progress(done, total)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from cgs_engine.classes.checks import check_class_names, check_colors
+from cgs_engine.errors import first_line
 from cgs_engine.h5_durable import foreign_link
 from cgs_engine.normalize import Normalization
 from cgs_engine.store._checks import SliceStoreError
@@ -200,8 +201,3 @@ def _is_int_equal(value: object, expected: int) -> bool:
 
 def as_str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

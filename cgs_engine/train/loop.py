@@ -24,6 +24,7 @@ from cgs_engine.checkpoint import atomic_torch_save, load_payload, save_checkpoi
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.infer.slices import Cancelled
 from cgs_engine.method.objective import lambda_schedule, poly_lr
+from cgs_engine.train import hooks
 from cgs_engine.train.config import REFERENCE_ITERATIONS, TrainConfig
 from cgs_engine.train.distributed import (
     any_rank,
@@ -289,7 +290,12 @@ class _Run:
         average_floating_buffers(self.student, self.context)
         self.teacher.update(self.student, step_index)
         state.step = step = step_index + 1
-        extra = run_step_hooks(StepDone(step, self.context, self.student, self.teacher.module))
+        # production installs no hook: nothing is built per step then
+        extra = (
+            run_step_hooks(StepDone(step, self.context, self.student, self.teacher.module))
+            if hooks.STEP_HOOKS
+            else {}
+        )
         if self.is_main and (step % LOG_EVERY == 0 or step == self.total or extra):
             record = TrainingStep(
                 step=step,
@@ -324,8 +330,9 @@ class _Run:
                 model_checkpoint(teacher, self.session, {"best": state.best, "history": state.history}),
                 self.run_dir / "best.pt",
             )
-        state.history.append(record.to_dict())  # plain dicts: saved in state.pt and the checkpoints
-        log(self.run_dir, record.to_dict())
+        kept = record.to_dict()  # plain dicts: saved in state.pt and the checkpoints
+        state.history.append(kept)
+        log(self.run_dir, kept)
         self.emit(record)
 
     def save_state(self) -> None:

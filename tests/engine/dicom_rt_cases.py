@@ -17,10 +17,10 @@ import pydicom
 from dicom_series_cases import SHAPE
 from pydicom.dataelem import RawDataElement
 
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import export_rtstruct, export_seg, read_series
 from cgs_engine.io import write_volume
-from cgs_engine.store.importers import openkbp_class_names
 from cgs_engine.volume import Volume
 
 TABLE = derive_class_table(openkbp_class_names())

@@ -10,12 +10,11 @@ import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint, load_payload, save_checkpoint
 from cgs_engine.classes.checks import ClassTableError
-from cgs_engine.classes.files import class_file_candidates as sidecar_candidates
-from cgs_engine.classes.files import read_class_table
+from cgs_engine.classes.files import class_file_candidates, read_class_table
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import checkpoint_class_table, derive_class_table
 from cgs_engine.cli.class_source import resolve_class_table
 from cgs_engine.model import ModelConfig, build_model
-from cgs_engine.store.importers import openkbp_class_names
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "napari_cgs" / "models" / "default.pt"
 OPENKBP_TG263 = {
@@ -105,7 +104,7 @@ def test_class_table_files_and_the_predict_sidecar(tmp_path):
     sidecar.write_text(
         json.dumps({"classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "Mandible"}]})
     )
-    assert sidecar in sidecar_candidates(tmp_path / "scan_labels.nii.gz")
+    assert sidecar in class_file_candidates(tmp_path / "scan_labels.nii.gz")
     found, origin = resolve_class_table(None, tmp_path / "scan_labels.nii.gz")
     assert found.by_id(1).structure_name == "Bone_Mandible" and str(sidecar) in origin
     fallback, origin = resolve_class_table(None, tmp_path / "other.nii.gz")

@@ -12,9 +12,9 @@ import subprocess
 import pytest
 from dicom_cases import shared_series
 
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import export_rtstruct, export_seg
-from cgs_engine.store.importers import openkbp_class_names
 
 pytestmark = pytest.mark.skipif(
     shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed"

@@ -9,6 +9,7 @@ import pydicom
 import pytest
 from dicom_cases import make_series, shared_series
 
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import (
     DicomError,
@@ -19,7 +20,6 @@ from cgs_engine.dicom import (
     read_series,
 )
 from cgs_engine.errors import CGSError
-from cgs_engine.store.importers import openkbp_class_names
 from cgs_engine.volume import Volume
 
 TABLE = derive_class_table(openkbp_class_names())

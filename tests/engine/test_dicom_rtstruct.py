@@ -8,10 +8,10 @@ import pytest
 import SimpleITK as sitk
 from dicom_cases import CASES, dice, shared_series
 
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import export_rtstruct, import_rtstruct
 from cgs_engine.dicom.rtstruct_export import RT_STRUCTURE_SET_STORAGE
-from cgs_engine.store.importers import openkbp_class_names
 from cgs_engine.volume import Volume
 
 TABLE = derive_class_table(openkbp_class_names())

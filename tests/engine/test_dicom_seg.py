@@ -7,9 +7,9 @@ import pydicom
 import pytest
 from dicom_cases import CASES, dice, shared_series
 
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import export_seg, import_seg
-from cgs_engine.store.importers import openkbp_class_names
 from cgs_engine.volume import Volume
 
 TABLE = derive_class_table(openkbp_class_names())

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.normalize import Normalization
 from cgs_engine.store import SliceStore, SliceStoreError
 from cgs_engine.store.importers import (
@@ -21,7 +22,6 @@ from cgs_engine.store.importers import (
     import_acdc,
     import_nifti,
     import_segthor_png,
-    openkbp_class_names,
     read_acdc_train_volumes,
 )
 

@@ -53,7 +53,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     Without ``../shared/data`` (a bare CI clone) it trains on the bundled OpenKBP samples instead,
     so the panel tests never depend on data outside the package.
     """
-    from cgs_engine.store.importers import import_nifti, openkbp_class_names
+    from cgs_engine.classes.organs import openkbp_class_names
+    from cgs_engine.store.importers import import_nifti
     from cgs_engine.train.loop import train
     from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS, SECOND_SAMPLE_CT
 

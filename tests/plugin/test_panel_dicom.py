@@ -11,10 +11,10 @@ import SimpleITK as sitk
 
 import napari_cgs.panel.dialogs as dialogs
 import napari_cgs.panel.dicom_section as _dicom_section
+from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.dicom import export_rtstruct, read_series, write_ct_series
 from cgs_engine.io import read_volume
-from cgs_engine.store.importers import openkbp_class_names
 from cgs_engine.volume import Geometry, Volume
 from napari_cgs._sample_data import SAMPLE_CT, SAMPLE_LABELS
 from napari_cgs.panel.dicom_section import rtstruct_layer_name
