@@ -7,9 +7,15 @@ Conventions:
 * ``mask`` (bool or float, [B, H, W], or [B, K, H, W] for specialists) selects the pixels that count;
   pixels whose target is ``ignore_index`` never count.
 * Everything is computed in float32, whatever the logits' dtype (bf16 under autocast).
+* Every loss accepts the logits or their :class:`ClassScores` (log-softmax and softmax over the
+  class axis). CGS scores the same student logits against up to four targets (sup or g2g, s2g,
+  cons_g; s2s, g2s, cons_s): computing the softmax once and sharing it gives the same losses and
+  gradients as computing it per term, with one softmax and one softmax backward instead of six.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +34,36 @@ DICE_ABSENT = ("skip", "include")
 DICE_SMOOTH = 1e-5
 
 
+@dataclass(frozen=True)
+class ClassScores:
+    """Log-probabilities and probabilities of one logits tensor over its class axis (dim 1), float32."""
+
+    log_probs: torch.Tensor
+    probs: torch.Tensor
+
+    def dim(self) -> int:
+        return self.log_probs.dim()
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.log_probs.shape
+
+
+def class_scores(logits: torch.Tensor | ClassScores) -> ClassScores:
+    """Softmax over dim 1, computed once for every loss term on the same logits."""
+    if isinstance(logits, ClassScores):
+        return logits
+    log_probs = logits.float().log_softmax(dim=1)
+    return ClassScores(log_probs, log_probs.exp())
+
+
+def specialist_scores(spec_logits: torch.Tensor | ClassScores) -> ClassScores:
+    """:func:`class_scores` of specialist logits [B, K, S, H, W], classes moved to dim 1: [B, S, K, H, W]."""
+    if isinstance(spec_logits, ClassScores):
+        return spec_logits
+    return class_scores(spec_logits.movedim(2, 1))
+
+
 def _weights(target: torch.Tensor, mask: torch.Tensor | None, ignore_index: int) -> torch.Tensor:
     """Float per-pixel weights: mask (if any) times [target != ignore_index]."""
     valid = (target != ignore_index).float()
@@ -39,7 +75,7 @@ def _weights(target: torch.Tensor, mask: torch.Tensor | None, ignore_index: int)
 
 
 def _dice(
-    logits: torch.Tensor,
+    scores: ClassScores,
     target: torch.Tensor,
     weights: torch.Tensor,
     reduce_dims: tuple[int, ...],
@@ -51,7 +87,7 @@ def _dice(
     ``absent="skip"`` averages over the (class, head) pairs with at least one target pixel; with
     none at all the loss is 0 (still attached to the graph).
     """
-    probs = logits.float().softmax(dim=1)
+    probs = scores.probs
     safe_target = torch.where(target == ignore_index, 0, target)  # weight 0 there anyway
     onehot = torch.zeros_like(probs).scatter_(1, safe_target.unsqueeze(1), 1.0)
     weights = weights.unsqueeze(1)
@@ -69,7 +105,7 @@ def _dice(
 
 
 def _cross_entropy(
-    logits: torch.Tensor,
+    scores: ClassScores,
     target: torch.Tensor,
     weights: torch.Tensor,
     normalise: str,
@@ -78,7 +114,7 @@ def _cross_entropy(
 ) -> torch.Tensor:
     if normalise not in CE_NORMALISATIONS:
         raise ValueError(f"normalise must be one of {CE_NORMALISATIONS}, got {normalise!r}")
-    per_pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    per_pixel = F.nll_loss(scores.log_probs, target, ignore_index=ignore_index, reduction="none")
     reduce_dims = tuple(d for d in range(per_pixel.dim()) if not (head_dim and d == 1))
     total = (per_pixel * weights).sum(reduce_dims)
     if normalise == "kept":
@@ -89,7 +125,7 @@ def _cross_entropy(
 
 
 def dice_loss(
-    logits: torch.Tensor,
+    logits: torch.Tensor | ClassScores,
     target: torch.Tensor,
     mask: torch.Tensor | None = None,
     masked: bool = True,
@@ -103,11 +139,12 @@ def dice_loss(
     only pixels with mask true count; ``masked=False`` ignores the mask (the reference's behaviour).
     """
     weights = _weights(target, mask if masked else None, ignore_index)
-    return _dice(logits, target, weights, (0, *range(2, logits.dim())), ignore_index, absent)
+    scores = class_scores(logits)
+    return _dice(scores, target, weights, (0, *range(2, scores.dim())), ignore_index, absent)
 
 
 def cross_entropy(
-    logits: torch.Tensor,
+    logits: torch.Tensor | ClassScores,
     target: torch.Tensor,
     mask: torch.Tensor | None = None,
     normalise: str = "kept",
@@ -119,11 +156,11 @@ def cross_entropy(
     ``"all"`` divides by every pixel of the batch, kept or not (the reference's behaviour).
     """
     weights = _weights(target, mask, ignore_index)
-    return _cross_entropy(logits, target, weights, normalise, ignore_index, head_dim=False)
+    return _cross_entropy(class_scores(logits), target, weights, normalise, ignore_index, head_dim=False)
 
 
 def ce_dice(
-    logits: torch.Tensor,
+    logits: torch.Tensor | ClassScores,
     target: torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
@@ -132,14 +169,15 @@ def ce_dice(
     ignore_index: int = IGNORE_INDEX,
     dice_absent: str = "skip",
 ) -> torch.Tensor:
-    """cross_entropy + dice_loss on the same target and mask."""
-    return cross_entropy(logits, target, mask, normalise, ignore_index) + dice_loss(
-        logits, target, mask, dice_masked, ignore_index, dice_absent
+    """cross_entropy + dice_loss on the same target and mask (one softmax for both)."""
+    scores = class_scores(logits)
+    return cross_entropy(scores, target, mask, normalise, ignore_index) + dice_loss(
+        scores, target, mask, dice_masked, ignore_index, dice_absent
     )
 
 
 def specialist_ce_dice(
-    spec_logits: torch.Tensor,
+    spec_logits: torch.Tensor | ClassScores,
     spec_targets: torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
@@ -151,10 +189,11 @@ def specialist_ce_dice(
     """Mean over the K heads of ``ce_dice(spec_logits[:, k], spec_targets[:, k], mask)``.
 
     With ``dice_absent="skip"`` the Dice part averages over the (class, head) pairs present.
+    ``spec_logits`` may be :func:`specialist_scores` (classes on dim 1, heads on dim 2).
     """
-    logits = spec_logits.movedim(2, 1)  # [B, S, K, H, W]: classes on dim 1, heads on dim 2
+    scores = specialist_scores(spec_logits)  # [B, S, K, H, W]: classes on dim 1, heads on dim 2
     ce_weights = _weights(spec_targets, mask, ignore_index)
-    ce = _cross_entropy(logits, spec_targets, ce_weights, normalise, ignore_index, head_dim=True)
+    ce = _cross_entropy(scores, spec_targets, ce_weights, normalise, ignore_index, head_dim=True)
     dice_weights = ce_weights if dice_masked else _weights(spec_targets, None, ignore_index)
-    dice = _dice(logits, spec_targets, dice_weights, (0, *range(3, logits.dim())), ignore_index, dice_absent)
+    dice = _dice(scores, spec_targets, dice_weights, (0, *range(3, scores.dim())), ignore_index, dice_absent)
     return ce + dice

@@ -40,7 +40,14 @@ import torch
 from ..model.network import NetOutput
 from .ihed import FUSED_RULES, fused_specialist_label
 from .labels import argmax_along, specialist_targets
-from .losses import CE_NORMALISATIONS, DICE_ABSENT, ce_dice, specialist_ce_dice
+from .losses import (
+    CE_NORMALISATIONS,
+    DICE_ABSENT,
+    ce_dice,
+    class_scores,
+    specialist_ce_dice,
+    specialist_scores,
+)
 
 METHODS = ("cgs", "supervised", "fixmatch", "binary-heads", "no-cross", "no-ihed")
 LOSS_TERMS = ("sup_gen", "sup_spec", "g2g", "s2g", "cons_g", "g2s", "s2s", "cons_s")
@@ -136,13 +143,13 @@ def _unsupervised_terms(
     num_classes = teacher_gen.shape[1]
     confidence, y_g = teacher_gen.max(dim=1)
     m_g = confidence > cfg.tau
-    gen = student.generalist
+    gen = class_scores(student.generalist)  # one softmax shared by g2g, s2g and cons_g
     terms = {"g2g": loss(gen, y_g, m_g), "frac_conf": m_g.float().mean()}
     if not cfg.uses_specialists:
         return terms
 
     binary = cfg.specialist_heads == "binary"
-    spec = _specialists_of(student, cfg, "student_strong")
+    spec = specialist_scores(_specialists_of(student, cfg, "student_strong"))  # shared by s2s, g2s, cons_s
     teacher_spec = _specialists_of(teacher, cfg, "teacher_weak_mixed").detach().float()
     a_k = argmax_along(teacher_spec, 2)
     y_s, m_i = fused_specialist_label(teacher_spec, cfg.fused_rule, binary)

@@ -155,3 +155,37 @@ def test_losses_are_float32_for_bf16_logits():
     torch.testing.assert_close(loss, ce_dice(logits.float(), target, mask))
     loss.backward()
     assert logits.grad.dtype == torch.bfloat16
+
+
+def test_shared_softmax_gives_the_losses_and_gradients_of_separate_terms():
+    """CGS scores one logits tensor against several targets with one softmax (ClassScores):
+    the sum of the terms and its gradient must be those of computing each term from the logits."""
+    from cgs_engine.method.losses import class_scores, specialist_scores
+
+    torch.manual_seed(0)
+    gen = torch.randn(2, 4, 6, 6, requires_grad=True)
+    spec = torch.randn(2, 3, 3, 6, 6, requires_grad=True)
+    targets = [torch.randint(0, 4, (2, 6, 6)) for _ in range(3)]
+    targets[0][0, :2] = IGNORE_INDEX
+    masks = [None, torch.rand(2, 6, 6) > 0.5, torch.zeros(2, 6, 6, dtype=torch.bool)]
+
+    def total(shared: bool):
+        g = class_scores(gen) if shared else gen
+        s = specialist_scores(spec) if shared else spec
+        loss = sum(ce_dice(g, t, m) for t, m in zip(targets, masks, strict=True))
+        heads = [
+            torch.where(t == IGNORE_INDEX, t, t.clamp(max=2)).unsqueeze(1).expand(-1, 3, -1, -1)
+            for t in targets
+        ]
+        return loss + sum(specialist_ce_dice(s, h, m) for h, m in zip(heads, masks, strict=True))
+
+    separate = total(False)
+    separate_grads = torch.autograd.grad(separate, (gen, spec))
+    shared = total(True)
+    shared_grads = torch.autograd.grad(shared, (gen, spec))
+    torch.testing.assert_close(shared, separate)
+    for a, b in zip(shared_grads, separate_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    # cross-entropy from the shared log-probabilities is torch's, ignore index included
+    expected = F.cross_entropy(gen, targets[0], ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(cross_entropy(class_scores(gen), targets[0]), expected)
