@@ -22,6 +22,7 @@ import argparse
 import json
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -246,7 +247,8 @@ def plot(report: dict, path: Path) -> None:
         axis.set_ylabel("mean 3D Dice %")
         axis.grid(alpha=0.3)
         axis.legend()
-    figure.suptitle(report["machine"], fontsize=9)
+    # the machine line is long (CPU, threads, runtime): wrapped to the figure's width, not cut off
+    figure.suptitle(textwrap.fill(report["machine"], width=int(11 * figure.get_figwidth())), fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
