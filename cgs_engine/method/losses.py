@@ -44,10 +44,6 @@ class ClassScores:
     def dim(self) -> int:
         return self.log_probs.dim()
 
-    @property
-    def shape(self) -> torch.Size:
-        return self.log_probs.shape
-
 
 def class_scores(logits: torch.Tensor | ClassScores) -> ClassScores:
     """Softmax over dim 1, computed once for every loss term on the same logits."""
