@@ -8,9 +8,10 @@ Conventions:
   pixels whose target is ``ignore_index`` never count.
 * Everything is computed in float32, whatever the logits' dtype (bf16 under autocast).
 * Every loss accepts the logits or their :class:`ClassScores` (log-softmax and softmax over the
-  class axis). CGS scores the same student logits against up to four targets (sup or g2g, s2g,
-  cons_g; s2s, g2s, cons_s): computing the softmax once and sharing it gives the same losses and
-  gradients as computing it per term, with one softmax and one softmax backward instead of six.
+  class axis). CGS scores the same student logits against three targets (g2g, s2g, cons_g on the
+  generalist; s2s, g2s, cons_s on the specialists), each with cross-entropy and Dice: sharing one
+  log-softmax per logits tensor gives the same losses and gradients as one softmax per loss, with
+  a sixth of the softmax work (and its backward) on the unlabeled views.
 """
 
 from __future__ import annotations
