@@ -50,6 +50,12 @@ class TrainConfig:
     warmup_fraction: float = 0.0
     lambda_max: float = 0.1  # reference; the paper summary says 2.0
     ramp_fraction: float = 1.0  # lambda ramps over this fraction of the run (reference: whole run)
+    # Not in the reference: the unlabeled terms are computed only once lambda(t) has reached this
+    # share of lambda_max (0 = from the first step, the reference). Before that the steps are
+    # supervised only: a term weighted at a few percent costs a whole teacher pass and half the
+    # student pass, and teaches almost nothing (SegTHOR's ramp over the whole run spends the
+    # first 23 % of it under 5 % of lambda_max, at 4x the cost of a supervised step).
+    unlabeled_start: float = 0.0
     tau: float = 0.95  # reference; the paper summary says 0.9
     # Not in the reference: also require teacher confidence > gate_tau on the IHED and consensus
     # masks (0 = off, the reference). Stops untrained heads' "all background" from being trusted.
@@ -132,6 +138,7 @@ class TrainConfig:
             (self.lr_scaling in ("none", "linear"), "lr_scaling must be none or linear"),
             (0 <= self.tau < 1, "tau must be in [0, 1)"),
             (0 < self.ramp_fraction <= 1, "ramp_fraction must be in (0, 1]"),
+            (0 <= self.unlabeled_start < 1, "unlabeled_start must be in [0, 1)"),
             (0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
             (self.teacher_mode in TEACHER_MODES, f"teacher_mode must be one of {TEACHER_MODES}"),
             (self.pseudo_labeler in PSEUDO_LABELERS, f"pseudo_labeler must be one of {PSEUDO_LABELERS}"),

@@ -282,6 +282,7 @@ class _Run:
             lam,
             self.session.runtime,
             config.student_pass == "split",
+            unlabeled=lam >= config.unlabeled_start * config.lambda_max,
         )
         if not math.isfinite(terms["total"]):
             raise RunError(

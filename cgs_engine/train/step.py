@@ -47,10 +47,16 @@ def train_step(
     lam: float,
     runtime: Runtime,
     split: bool = False,
+    unlabeled: bool = True,
 ) -> dict[str, float]:
-    """Forward, losses, backward and optimiser step; returns the loss terms as floats."""
+    """Forward, losses, backward and optimiser step; returns the loss terms as floats.
+
+    ``unlabeled=False`` makes a step of a semi-supervised method supervised only (no teacher pass,
+    no strong views): its unlabeled terms count as 0 (``TrainConfig.unlabeled_start``).
+    """
     optimizer.zero_grad(set_to_none=True)
-    teacher_out = teacher_targets(teacher, batch, objective, runtime) if objective.uses_unlabeled else None
+    uses_unlabeled = objective.uses_unlabeled and unlabeled
+    teacher_out = teacher_targets(teacher, batch, objective, runtime) if uses_unlabeled else None
     labels = batch.labels.to(runtime.device)
     if teacher_out is None:
         with runtime.autocast():
