@@ -99,6 +99,8 @@ def test_minutes_budget_follows_wall_time(store, tmp_path):
         ({"method": "cgs", "batch_unlabeled": 0}, "needs batch_unlabeled"),
         ({"pseudo_labeler": "oracle"}, "pseudo_labeler must be one of"),
         ({"pseudo_labeler": "initial"}, "pseudo_labeler initial needs init_checkpoint"),
+        ({"unlabeled_start": 1.0}, "unlabeled_start must be in"),
+        ({"unlabeled_start": -0.1}, "unlabeled_start must be in"),
     ],
 )
 def test_bad_settings(settings, message):
@@ -135,6 +137,33 @@ def test_fine_tune_starts_from_a_checkpoint(store, tmp_path):
                 method="supervised", iterations=1, init_checkpoint=str(first.final_checkpoint), **TINY
             ),
         )
+
+
+@pytest.mark.parametrize("start", [0.0, 0.5])
+def test_unlabeled_terms_start_once_the_ramp_reaches_their_share(store, tmp_path, monkeypatch, start):
+    import cgs_engine.train.loop as loop
+    from cgs_engine.method.objective import lambda_schedule
+
+    calls = []
+    real_step = loop.train_step
+
+    def spying_step(*args, **kwargs):
+        terms = real_step(*args, **kwargs)
+        calls.append((args[5], kwargs["unlabeled"], terms["unsup"]))
+        return terms
+
+    monkeypatch.setattr(loop, "train_step", spying_step)
+    config = TrainConfig(iterations=10, lambda_max=0.1, ramp_fraction=1.0, unlabeled_start=start, **TINY)
+    train(store, tmp_path / "run", config)
+    lams = [lambda_schedule(i / 10, 1.0, 0.1) for i in range(10)]
+    assert [lam for lam, _, _ in calls] == pytest.approx(lams)
+    expected = [lam >= start * 0.1 for lam in lams]
+    assert [used for _, used, _ in calls] == expected
+    # the 0.5 share starts at step 7 (t = 0.7: exp(-5 * 0.09) = 0.64), the reference from the first
+    assert expected == ([True] * 10 if start == 0 else [False] * 7 + [True] * 3)
+    # skipped steps weigh nothing unlabeled; computed ones do (unless the teacher trusts no pixel)
+    assert all(unsup == 0 for _, used, unsup in calls if not used)
+    assert any(unsup != 0 for _, used, unsup in calls if used)
 
 
 @pytest.mark.parametrize("labeler", ["ema", "initial"])

@@ -68,3 +68,24 @@ def test_student_pass_setting_is_checked():
         assert "student_pass" in str(error)
     else:
         raise AssertionError("an unknown student_pass was accepted")
+
+
+def test_a_step_without_its_unlabeled_terms_is_a_supervised_step_and_skips_the_teacher():
+    student, _, batch = _setup()
+
+    class NoTeacher(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the teacher ran on a supervised-only step")
+
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.0)
+    runtime, objective = resolve_runtime("cpu", "fp32"), ObjectiveConfig()
+    terms = train_step(student, NoTeacher(), optimizer, batch, objective, 0.5, runtime, unlabeled=False)
+    assert terms["unsup"] == 0.0 and terms["total"] == terms["sup"]
+    got = [p.grad.clone() for p in student.parameters()]
+    student.zero_grad()
+    expected = torch.autograd.grad(
+        supervised_losses(student(batch.labeled_images), batch.labels, objective)["sup"],
+        list(student.parameters()),
+    )
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
