@@ -11,6 +11,8 @@ the cores to itself), so methods that shared the machine are compared fairly.
     python bench/curves.py --work /tmp/curves                          # all three data sets
     python bench/curves.py --datasets acdc --minutes 60 --methods cgs  # one curve
     python bench/curves.py --report-only --work /tmp/curves            # score and plot what is there
+    python bench/curves.py --plot-from bench/results/curves-A.json bench/results/curves-B.json
+                                                   # one plot from saved results (later files win)
 
 Writes bench/results/curves-*.json and the plot docs/curves.png (--plot elsewhere). ACDC and
 SegTHOR are research-only: read from ../shared/data, never copied.
@@ -32,9 +34,15 @@ from common import ROOT, save_results, shared_data
 METHODS = ("cgs", "fixmatch", "supervised")
 DEFAULT_MINUTES = {"acdc": 60.0, "segthor": 30.0, "openkbp": 60.0}
 # unlabeled_start 0.05 (chosen before measuring, on cost alone; TrainConfig.unlabeled_start): on
-# SegTHOR CGS 55.5 at 6.2 CPU-minutes with it against 15.4-33.4 without (curves-20261205-2311 vs -2018).
+# SegTHOR CGS 55.5 at 6.2 CPU-minutes with it, 7.3 at 5.4 without (curves-20261205-2311 vs -2018).
 COMMON = dict(
-    input_size=128, batch_labeled=8, batch_unlabeled=8, optimizer="adamw", lr=2e-3, seed=0, unlabeled_start=0.05
+    input_size=128,
+    batch_labeled=8,
+    batch_unlabeled=8,
+    optimizer="adamw",
+    lr=2e-3,
+    seed=0,
+    unlabeled_start=0.05,
 )
 # The project's CPU recipe per data set (README, "Training on a CPU"); OpenKBP's is the bundled
 # model's recipe (scripts/default_model_config.json).
@@ -258,6 +266,23 @@ def plot(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def merged_results(paths: list[Path]) -> dict:
+    """The data sets of several results files in one report (a later file's data set wins)."""
+    report = {"machine": "", "datasets": {}}
+    machines = []
+    for path in paths:
+        try:
+            saved = json.loads(path.read_text())
+            datasets = saved["datasets"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SystemExit(f"{path}: not a curves results file ({error})") from None
+        report["datasets"].update(datasets)
+        if saved.get("machine") and saved["machine"] not in machines:
+            machines.append(saved["machine"])
+    report["machine"] = " | ".join(machines)
+    return report
+
+
 REPORTED = {
     "acdc": "20 val volumes",
     "segthor": "3 val patients",
@@ -294,8 +319,13 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "curves.png")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-bench-curves"))
+    parser.add_argument("--plot-from", nargs="+", type=Path, metavar="RESULTS", help="plot saved results")
     parser.add_argument("--train-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plot_from:
+        plot(merged_results(args.plot_from), args.plot)
+        print(f"plot: {args.plot}")
+        return
     args.settings = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.overrides)}
     args.minutes = {d: args.minutes or DEFAULT_MINUTES[d] for d in DEFAULT_MINUTES}
     args.work.mkdir(parents=True, exist_ok=True)
