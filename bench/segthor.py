@@ -17,17 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import compare_methods, shared_data
+from common import CPU_RECIPE, compare_methods, shared_data
 
-SETTINGS = dict(
-    input_size=128,
-    batch_labeled=8,
-    batch_unlabeled=8,
-    optimizer="adamw",
-    lr=2e-3,
-    val_every=250,
-    seed=0,
-)
+SETTINGS = dict(**CPU_RECIPE, val_every=250)
 
 
 def main() -> None:
