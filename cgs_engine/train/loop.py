@@ -273,6 +273,7 @@ class _Run:
         lr = scheduled_lr(self.base_lr, done, config)
         _set_lr(self.optimizer, lr)
         lam = lambda_schedule(done, config.ramp_fraction, config.lambda_max)
+        unlabeled = lam >= config.unlabeled_start * config.lambda_max
         terms = train_step(
             self.trainee,
             self.labeler,
@@ -282,7 +283,7 @@ class _Run:
             lam,
             self.session.runtime,
             config.student_pass == "split",
-            unlabeled=lam >= config.unlabeled_start * config.lambda_max,
+            unlabeled=unlabeled,
         )
         if not math.isfinite(terms["total"]):
             raise RunError(
@@ -303,7 +304,7 @@ class _Run:
                 total=self.total,
                 lr=lr,
                 progress=round(done, 4),
-                lam=lam,
+                lam=lam if unlabeled else 0.0,  # the weight the unlabeled terms had: none while skipped
                 elapsed_s=round(state.elapsed(), 1),
                 extra=extra,
                 losses={k if k.startswith("frac_") else f"loss_{k}": round(v, 5) for k, v in terms.items()},
