@@ -13,6 +13,12 @@ the cores to itself), so methods that shared the machine are compared fairly.
     python bench/curves.py --report-only --work /tmp/curves            # score and plot what is there
     python bench/curves.py --plot-from bench/results/curves-A.json bench/results/curves-B.json
                                                    # one plot from saved results (later files win)
+    python bench/curves.py --datasets segthor --variant cgs-late-heads:cgs:specialist_backbone_start=0.05 \
+        --score-on dev                             # a recipe change beside the methods, for choosing
+
+``--score-on dev`` scores on selection data instead (ACDC's `dev` volumes; SegTHOR's unlabeled
+training patients, whose labels the runs never see): recipe choices are made there, and the
+reported volumes are scored afterwards for what is kept (the cached scores are kept per split).
 
 Writes bench/results/curves-*.json and the plot docs/curves.png (--plot elsewhere). ACDC and
 SegTHOR are research-only: read from ../shared/data, never copied.
@@ -105,9 +111,12 @@ def renormalized(source: Path, out: Path, mode: str) -> Path:
     return out
 
 
-def reported_volumes(dataset: str, work: Path):
+def reported_volumes(dataset: str, work: Path, score_on: str = "reported"):
     """(name, image as the files hold it [z, y, x], label) of the volumes the curves are scored on."""
     data = shared_data()
+    if score_on == "dev":
+        yield from dev_volumes(dataset, data, work)
+        return
     if dataset == "acdc":
         from acdc_data import acdc_split, read_volume_arrays
 
@@ -133,8 +142,45 @@ def reported_volumes(dataset: str, work: Path):
         yield patient, image, label
 
 
+def dev_volumes(dataset: str, data: Path, work: Path):
+    """Selection volumes: never reported, their labels never trained on."""
+    if dataset == "acdc":
+        from acdc_data import acdc_split, read_volume_arrays
+
+        split = acdc_split(data / "acdc_ssl4mis_h5")
+        for volume_id in split.dev:
+            image, label = read_volume_arrays(split, volume_id)
+            yield volume_id, image, label
+        return
+    if dataset == "segthor":  # the store's unlabeled training patients, labels from their PNGs
+        from cgs_engine.store import SliceStore
+        from cgs_engine.store.importers import read_segthor_label
+
+        root = data / "segthor_2d_png" / "train"
+        with SliceStore.open(work / "segthor-files.h5") as opened:
+            for name in opened.volume_names("unlabeled"):
+                yield name, np.asarray(opened.read_volume(name).image), read_segthor_label(root, name)
+        return
+    raise SystemExit(f"--score-on dev: {dataset} has no selection split with labels")
+
+
 # ----------------------------------------------------------------------------- training
-def train_one(dataset: str, method: str, args) -> None:
+def runs_of(args) -> dict[str, tuple[str, dict]]:
+    """Run label -> (method, settings on top of the recipe): the methods, then any --variant."""
+    runs = {method: (method, {}) for method in args.methods}
+    for item in args.variants:
+        try:
+            label, method, *pairs = item.split(":")
+            settings = {key: json.loads(value) for key, value in (pair.split("=", 1) for pair in pairs)}
+        except ValueError:
+            raise SystemExit(f"--variant {item!r}: expected LABEL:METHOD:KEY=VALUE[:KEY=VALUE...]") from None
+        if method not in METHODS or label in runs:
+            raise SystemExit(f"--variant {item!r}: unknown method or a label already used")
+        runs[label] = (method, settings)
+    return runs
+
+
+def train_one(dataset: str, label: str, args) -> None:
     """One run, in this process (called through a subprocess per method)."""
     import torch
 
@@ -143,8 +189,9 @@ def train_one(dataset: str, method: str, args) -> None:
 
     torch.set_num_threads(args.threads)
     store = build_store(dataset, args.work)
-    run = args.work / f"{dataset}-{method}"
-    settings = {**RECIPES[dataset], **args.settings}
+    run = args.work / f"{dataset}-{label}"
+    method, variant = runs_of(args)[label]
+    settings = {**RECIPES[dataset], **args.settings, **variant}
     config = TrainConfig(
         method=method,
         minutes=args.minutes[dataset],
@@ -156,10 +203,10 @@ def train_one(dataset: str, method: str, args) -> None:
     train(store, run, config)
 
 
-def train_side_by_side(dataset: str, methods: list[str], args) -> None:
+def train_side_by_side(dataset: str, labels: list[str], args) -> None:
     build_store(dataset, args.work)
     processes = []
-    for method in methods:
+    for method in labels:
         run = args.work / f"{dataset}-{method}"
         if (run / "final.pt").exists():
             continue
@@ -178,6 +225,7 @@ def train_side_by_side(dataset: str, methods: list[str], args) -> None:
 
 # ----------------------------------------------------------------------------- scoring
 def score_snapshots(dataset: str, methods: list[str], args) -> dict:
+    """Run label -> its snapshots' scores on the --score-on volumes."""
     import torch
 
     from cgs_engine.checkpoint import build_network, load_checkpoint
@@ -189,8 +237,9 @@ def score_snapshots(dataset: str, methods: list[str], args) -> dict:
     torch.set_num_threads(2)
     runtime = resolve_runtime("cpu", "auto", 2)
     build_store(dataset, args.work)
-    volumes = list(reported_volumes(dataset, args.work))
-    cache = args.work / f"{dataset}-scores.json"
+    volumes = list(reported_volumes(dataset, args.work, args.score_on))
+    suffix = "" if args.score_on == "reported" else f"-{args.score_on}"
+    cache = args.work / f"{dataset}-scores{suffix}.json"
     scores = json.loads(cache.read_text()) if cache.exists() else {}
     curves = {}
     for method in methods:
@@ -280,6 +329,7 @@ REPORTED = {
     "segthor": "3 val patients",
     "openkbp": "6 val patients",
 }
+DEV = {"acdc": "20 dev volumes (selection)", "segthor": "10 unlabeled train patients (selection)"}
 
 
 def machine() -> str:
@@ -308,6 +358,11 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=5.0, help="snapshot every N minutes")
     parser.add_argument("--threads", type=int, default=1, help="threads per run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--variant", dest="variants", action="append", default=[], metavar="LABEL:METHOD:KEY=VALUE",
+        help="one more run: METHOD with these settings on top of the recipe, named LABEL",
+    )  # fmt: skip
+    parser.add_argument("--score-on", choices=("reported", "dev"), default="reported")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "curves.png")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-bench-curves"))
@@ -322,28 +377,31 @@ def main() -> None:
     args.minutes = {d: args.minutes or DEFAULT_MINUTES[d] for d in DEFAULT_MINUTES}
     args.work.mkdir(parents=True, exist_ok=True)
     if args.train_one:
-        dataset, method = args.train_one.split(":")
-        train_one(dataset, method, args)
+        dataset, label = args.train_one.split(":", 1)
+        train_one(dataset, label, args)
         return
+    labels = list(runs_of(args))
     report = {
         "machine": machine(),
         "threads_per_run": args.threads,
         "settings": args.settings,
+        "variants": {label: setting for label, (_, setting) in runs_of(args).items() if setting},
+        "scored_on": args.score_on,
         "datasets": {},
     }
     for dataset in args.datasets:
         started = time.perf_counter()
         if not args.report_only:
-            train_side_by_side(dataset, args.methods, args)
-        curves = score_snapshots(dataset, args.methods, args)
+            train_side_by_side(dataset, labels, args)
+        curves = score_snapshots(dataset, labels, args)
         report["datasets"][dataset] = {
             "minutes": args.minutes[dataset],
             "recipe": {**RECIPES[dataset], **args.settings},
-            "reported": REPORTED[dataset],
+            "reported": REPORTED[dataset] if args.score_on == "reported" else DEV[dataset],
             "curves": curves,
             "wall_minutes": round((time.perf_counter() - started) / 60, 1),
         }
-        print(f"\n{dataset} ({REPORTED[dataset]}), mean 3D Dice % at CPU-minutes:")
+        print(f"\n{dataset} ({report['datasets'][dataset]['reported']}), mean 3D Dice % at CPU-minutes:")
         for method, points in curves.items():
             print(f"  {method:10s} " + "  ".join(f"{p['cpu_minutes']:.0f}:{p['mean']:.1f}" for p in points))
             if points:

@@ -215,13 +215,26 @@ def import_segthor_png(
             image = _stack_slices(pngs, _read_png).astype(np.float32) / np.float32(255)
             label = None
             if split != "unlabeled":
-                gts = [path.parent.parent / "gt" / path.name for path in pngs]
-                label = _stack_slices(gts, _segthor_label)
+                label = _stack_segthor_labels(pngs)
             geometry = _segthor_geometry(spacings[patient], spacing_path)
             source = pngs[0].parent / f"{patient}_*.png"
             _add(store, source, patient, image, label, geometry, split, "uint8")
             _report(progress, done, len(plan))
     return Path(out)
+
+
+def read_segthor_label(split_root: str | os.PathLike, patient: str) -> np.ndarray:
+    """One patient's SegTHOR label volume [z, row, col] from ``split_root/gt`` (as the importer
+    stacks it): the labels of patients imported as unlabeled, for scoring on them."""
+    slices = _segthor_patients(Path(split_root) / "img")
+    if patient not in slices:
+        raise DatasetImportError(f"{Path(split_root) / 'img'}: no slices of {patient}")
+    return _stack_segthor_labels(slices[patient])
+
+
+def _stack_segthor_labels(image_pngs: list[Path]) -> np.ndarray:
+    """The ground truth of these image slices (same names under ../gt), stacked."""
+    return _stack_slices([path.parent.parent / "gt" / path.name for path in image_pngs], _segthor_label)
 
 
 def _segthor_patients(folder: Path) -> dict[str, list[Path]]:
