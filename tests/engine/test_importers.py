@@ -23,6 +23,7 @@ from cgs_engine.store.importers import (
     import_nifti,
     import_segthor_png,
     read_acdc_train_volumes,
+    read_segthor_label,
 )
 
 SHARED_DATA = Path(
@@ -194,6 +195,19 @@ def test_segthor_miniature_import(tmp_path):
         np.testing.assert_allclose(geometry.spacing, (1.4, 1.6, 2.5))
         np.testing.assert_array_equal(geometry.direction_matrix, [[0, 1, 0], [1, 0, 0], [0, 0, 1]])
         assert store.volume_info("Patient_04").original_dtype == "uint8"
+
+
+def test_segthor_labels_of_an_unlabeled_patient_read_as_the_importer_stacks_them(tmp_path):
+    root = tmp_path / "segthor"
+    write_segthor_miniature(root)
+    label = read_segthor_label(root / "train", "Patient_12")  # imported as unlabeled above
+    assert label.shape == (3, 16, 12) and label.dtype == np.uint8
+    assert label[2, 2].tolist() == [3] * 12 and label[0, 1].tolist() == [0] * 12
+    out = import_segthor_png(root, tmp_path / "segthor.h5", labeled_patients=3)  # now labeled
+    with SliceStore.open(out) as store:
+        np.testing.assert_array_equal(store.read_volume("Patient_12").label, label)
+    with pytest.raises(DatasetImportError, match="no slices of Patient_99"):
+        read_segthor_label(root / "train", "Patient_99")
 
 
 def test_segthor_rejects_unexpected_label_values(tmp_path):
