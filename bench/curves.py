@@ -13,8 +13,8 @@ the cores to itself), so methods that shared the machine are compared fairly.
     python bench/curves.py --report-only --work /tmp/curves            # score and plot what is there
     python bench/curves.py --plot-from bench/results/curves-A.json bench/results/curves-B.json
                                                    # one plot from saved results (later files win)
-    python bench/curves.py --datasets segthor --variant cgs-late-heads:cgs:specialist_backbone_start=0.05 \
-        --score-on dev                             # a recipe change beside the methods, for choosing
+    python bench/curves.py --datasets segthor --variant cgs-gated:cgs:gate_tau=0.95 --score-on dev
+                                                   # a recipe change beside the methods, for choosing
 
 ``--score-on dev`` scores on selection data instead (ACDC's `dev` volumes; SegTHOR's unlabeled
 training patients, whose labels the runs never see): recipe choices are made there, and the
@@ -285,15 +285,18 @@ def plot(report: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False)
     colours = {"cgs": "#d62728", "fixmatch": "#1f77b4", "supervised": "#7f7f7f"}
     for axis, dataset in zip(axes[0], datasets, strict=True):
-        for method, points in report["datasets"][dataset]["curves"].items():
+        # --variant runs: dashed, each in a colour of its own (not the default cycle's blue again)
+        variant_colours = iter(["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"] * 4)
+        for label, points in report["datasets"][dataset]["curves"].items():
             if points:
                 axis.plot(
                     [p["cpu_minutes"] for p in points],
                     [p["mean"] for p in points],
                     marker="o",
                     markersize=3,
-                    color=colours.get(method),
-                    label=method,
+                    color=colours.get(label) or next(variant_colours),
+                    linestyle="-" if label in colours else "--",
+                    label=label,
                 )
         axis.set_title(f"{dataset}: {report['datasets'][dataset]['reported']}")
         axis.set_xlabel("CPU-minutes of training (process CPU time)")

@@ -128,17 +128,11 @@ class CGSNet(nn.Module):
             self.backbone.checkpoint_full_resolution = enabled
         return self
 
-    def forward(
-        self, x: torch.Tensor, specialists: bool = True, detach_specialists: bool = False
-    ) -> NetOutput:
-        """``detach_specialists``: the heads see the features without a path back into the backbone
-        (their losses then train the heads only; ``TrainConfig.specialist_backbone_start``)."""
+    def forward(self, x: torch.Tensor, specialists: bool = True) -> NetOutput:
         features = self.backbone(x)
         spec = None
         if specialists and self.specialists is not None:
-            head_input = features.detach() if detach_specialists else features
-            saving = getattr(self, "memory_saving", False)
-            spec = run_checkpointed(self.specialists, head_input, enabled=saving)
+            spec = run_checkpointed(self.specialists, features, enabled=getattr(self, "memory_saving", False))
         return NetOutput(self.generalist(features), spec)
 
 

@@ -56,12 +56,6 @@ class TrainConfig:
     # student pass, and teaches almost nothing (a ramp over the whole run spends its first 23 %
     # under 5 % of lambda_max; on SegTHOR a full CGS step costs 2.5 supervised-only ones).
     unlabeled_start: float = 0.0
-    # Not in the reference: the specialist heads' losses reach the shared network only once lambda(t)
-    # has reached this share of lambda_max (0 = from the first step, the reference); before that
-    # they train the heads alone, on detached features. Early in a short run the specialists'
-    # supervised terms slowed the shared network: at step 200 on SegTHOR the generalist's
-    # supervised loss was 0.69 under CGS against 0.54 under FixMatch, on the same batches.
-    specialist_backbone_start: float = 0.0
     tau: float = 0.95  # reference; the paper summary says 0.9
     # Not in the reference: also require teacher confidence > gate_tau on the IHED and consensus
     # masks (0 = off, the reference). Stops untrained heads' "all background" from being trusted.
@@ -145,7 +139,6 @@ class TrainConfig:
             (0 <= self.tau < 1, "tau must be in [0, 1)"),
             (0 < self.ramp_fraction <= 1, "ramp_fraction must be in (0, 1]"),
             (0 <= self.unlabeled_start < 1, "unlabeled_start must be in [0, 1)"),
-            (0 <= self.specialist_backbone_start < 1, "specialist_backbone_start must be in [0, 1)"),
             (0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
             (self.teacher_mode in TEACHER_MODES, f"teacher_mode must be one of {TEACHER_MODES}"),
             (self.pseudo_labeler in PSEUDO_LABELERS, f"pseudo_labeler must be one of {PSEUDO_LABELERS}"),

@@ -274,7 +274,6 @@ class _Run:
         _set_lr(self.optimizer, lr)
         lam = lambda_schedule(done, config.ramp_fraction, config.lambda_max)
         unlabeled = lam >= config.unlabeled_start * config.lambda_max
-        detach_specialists = lam < config.specialist_backbone_start * config.lambda_max
         terms = train_step(
             self.trainee,
             self.labeler,
@@ -285,7 +284,6 @@ class _Run:
             self.session.runtime,
             config.student_pass == "split",
             unlabeled=unlabeled,
-            detach_specialists=detach_specialists,
         )
         if not math.isfinite(terms["total"]):
             raise RunError(

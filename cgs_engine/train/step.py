@@ -48,33 +48,29 @@ def train_step(
     runtime: Runtime,
     split: bool = False,
     unlabeled: bool = True,
-    detach_specialists: bool = False,
 ) -> dict[str, float]:
     """Forward, losses, backward and optimiser step; returns the loss terms as floats.
 
     ``unlabeled=False`` makes a step of a semi-supervised method supervised only (no teacher pass,
     no strong views): its unlabeled terms count as 0 (``TrainConfig.unlabeled_start``).
-    ``detach_specialists=True`` lets the specialist losses train the heads but not the shared
-    network (``TrainConfig.specialist_backbone_start``).
     """
     optimizer.zero_grad(set_to_none=True)
-    heads = {"specialists": objective.uses_specialists, "detach_specialists": detach_specialists}
     uses_unlabeled = objective.uses_unlabeled and unlabeled
     teacher_out = teacher_targets(teacher, batch, objective, runtime) if uses_unlabeled else None
     labels = batch.labels.to(runtime.device)
     if teacher_out is None:
         with runtime.autocast():
-            labeled = student(runtime.prepare(batch.labeled_images), **heads)
+            labeled = student(runtime.prepare(batch.labeled_images), specialists=objective.uses_specialists)
         terms = supervised_losses(labeled, labels, objective)
         terms["sup"].backward()
         terms["unsup"] = torch.zeros(())
     elif split:
-        terms = _split_passes(student, batch, labels, teacher_out, objective, lam, runtime, heads)
+        terms = _split_passes(student, batch, labels, teacher_out, objective, lam, runtime)
     else:
         count = batch.labeled_images.shape[0]
         inputs = runtime.prepare(torch.cat([batch.labeled_images, batch.strong]))
         with runtime.autocast():
-            output = student(inputs, **heads)
+            output = student(inputs, specialists=objective.uses_specialists)
         terms = supervised_losses(_rows(output, slice(0, count)), labels, objective)
         terms.update(unsupervised_losses(_rows(output, slice(count, None)), teacher_out, objective))
         (terms["sup"] + lam * terms["unsup"]).backward()
@@ -89,7 +85,7 @@ def _rows(output: NetOutput, rows: slice) -> NetOutput:
     )
 
 
-def _split_passes(student, batch, labels, teacher_out, objective, lam, runtime, heads) -> dict:
+def _split_passes(student, batch, labels, teacher_out, objective, lam, runtime) -> dict:
     """Labeled and strong views one after the other, each with its own backward.
 
     The supervised loss depends only on the first pass and the unsupervised one only on the
@@ -100,12 +96,12 @@ def _split_passes(student, batch, labels, teacher_out, objective, lam, runtime, 
     local_only = student.no_sync if hasattr(student, "no_sync") else nullcontext
     with local_only():
         with runtime.autocast():
-            labeled = student(runtime.prepare(batch.labeled_images), **heads)
+            labeled = student(runtime.prepare(batch.labeled_images), specialists=objective.uses_specialists)
         terms = supervised_losses(labeled, labels, objective)
         terms["sup"].backward()
     del labeled
     with runtime.autocast():
-        strong = student(runtime.prepare(batch.strong), **heads)
+        strong = student(runtime.prepare(batch.strong), specialists=objective.uses_specialists)
     terms.update(unsupervised_losses(strong, teacher_out, objective))
     (lam * terms["unsup"]).backward()  # also at lam = 0: DDP reduces gradients in this backward
     return terms

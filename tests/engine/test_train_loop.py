@@ -101,8 +101,6 @@ def test_minutes_budget_follows_wall_time(store, tmp_path):
         ({"pseudo_labeler": "initial"}, "pseudo_labeler initial needs init_checkpoint"),
         ({"unlabeled_start": 1.0}, "unlabeled_start must be in"),
         ({"unlabeled_start": -0.1}, "unlabeled_start must be in"),
-        ({"specialist_backbone_start": 1.0}, "specialist_backbone_start must be in"),
-        ({"specialist_backbone_start": -0.5}, "specialist_backbone_start must be in"),
     ],
 )
 def test_bad_settings(settings, message):
@@ -166,30 +164,6 @@ def test_unlabeled_terms_start_once_the_ramp_reaches_their_share(store, tmp_path
     # skipped steps weigh nothing unlabeled; computed ones do (unless the teacher trusts no pixel)
     assert all(unsup == 0 for _, used, unsup in calls if not used)
     assert any(unsup != 0 for _, used, unsup in calls if used)
-
-
-@pytest.mark.parametrize("start", [0.0, 0.5])
-def test_specialists_reach_the_backbone_once_the_ramp_reaches_their_share(
-    store, tmp_path, monkeypatch, start
-):
-    import cgs_engine.train.loop as loop
-    from cgs_engine.method.objective import lambda_schedule
-
-    detached = []
-    real_step = loop.train_step
-
-    def spying_step(*args, **kwargs):
-        detached.append(kwargs["detach_specialists"])
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", spying_step)
-    config = TrainConfig(
-        iterations=10, lambda_max=0.1, ramp_fraction=1.0, specialist_backbone_start=start, **TINY
-    )
-    train(store, tmp_path / "run", config)
-    lams = [lambda_schedule(i / 10, 1.0, 0.1) for i in range(10)]
-    assert detached == [lam < start * 0.1 for lam in lams]
-    assert detached == ([False] * 10 if start == 0 else [True] * 7 + [False] * 3)
 
 
 @pytest.mark.parametrize("labeler", ["ema", "initial"])

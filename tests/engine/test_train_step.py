@@ -89,33 +89,3 @@ def test_a_step_without_its_unlabeled_terms_is_a_supervised_step_and_skips_the_t
     )
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
-def _backbone_and_head_gradients(detach: bool, unlabeled: bool) -> tuple[list, list]:
-    student, teacher, batch = _setup()
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.0)
-    runtime, objective = resolve_runtime("cpu", "fp32"), ObjectiveConfig()
-    train_step(
-        student, teacher, optimizer, batch, objective, 0.5, runtime,
-        unlabeled=unlabeled, detach_specialists=detach,
-    )  # fmt: skip
-    backbone = [p.grad.clone() for p in student.backbone.parameters()]
-    heads = [p.grad.clone() for p in student.specialists.parameters()]
-    return backbone, heads
-
-
-def test_detached_specialists_train_their_heads_but_leave_the_backbone_to_the_generalist():
-    for unlabeled in (False, True):
-        backbone, heads = _backbone_and_head_gradients(detach=True, unlabeled=unlabeled)
-        full_backbone, full_heads = _backbone_and_head_gradients(detach=False, unlabeled=unlabeled)
-        for a, b in zip(heads, full_heads, strict=True):  # the heads learn exactly as before
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-        assert any(not torch.allclose(a, b, atol=1e-7) for a, b in zip(backbone, full_backbone, strict=True))
-    # supervised-only and detached: the backbone gets the generalist's supervised gradient alone
-    student, _, batch = _setup()
-    objective = ObjectiveConfig()
-    generalist_only = supervised_losses(student(batch.labeled_images), batch.labels, objective)["sup_gen"]
-    expected = torch.autograd.grad(generalist_only, list(student.backbone.parameters()))
-    backbone, _ = _backbone_and_head_gradients(detach=True, unlabeled=False)
-    for got, want in zip(backbone, expected, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
