@@ -206,25 +206,25 @@ def train_one(dataset: str, label: str, args) -> None:
 def train_side_by_side(dataset: str, labels: list[str], args) -> None:
     build_store(dataset, args.work)
     processes = []
-    for method in labels:
-        run = args.work / f"{dataset}-{method}"
+    for label in labels:
+        run = args.work / f"{dataset}-{label}"
         if (run / "final.pt").exists():
             continue
         if run.exists():
             import shutil
 
             shutil.rmtree(run)
-        log = open(args.work / f"{dataset}-{method}.log", "w")  # noqa: SIM115 - closed below
-        command = [sys.executable, __file__, "--train-one", f"{dataset}:{method}", *sys.argv[1:]]
-        processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, method))
-    for process, log, method in processes:
+        log = open(args.work / f"{dataset}-{label}.log", "w")  # noqa: SIM115 - closed below
+        command = [sys.executable, __file__, "--train-one", f"{dataset}:{label}", *sys.argv[1:]]
+        processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, label))
+    for process, log, label in processes:
         if process.wait():
-            raise SystemExit(f"{dataset} {method} failed; see {log.name}")
+            raise SystemExit(f"{dataset} {label} failed; see {log.name}")
         log.close()
 
 
 # ----------------------------------------------------------------------------- scoring
-def score_snapshots(dataset: str, methods: list[str], args) -> dict:
+def score_snapshots(dataset: str, labels: list[str], args) -> dict:
     """Run label -> its snapshots' scores on the --score-on volumes."""
     import torch
 
@@ -242,8 +242,8 @@ def score_snapshots(dataset: str, methods: list[str], args) -> dict:
     cache = args.work / f"{dataset}-scores{suffix}.json"
     scores = json.loads(cache.read_text()) if cache.exists() else {}
     curves = {}
-    for method in methods:
-        snapshots = sorted((args.work / f"{dataset}-{method}" / "snapshots").glob("teacher-*.pt"))
+    for label in labels:
+        snapshots = sorted((args.work / f"{dataset}-{label}" / "snapshots").glob("teacher-*.pt"))
         points = []
         for path in snapshots:
             if str(path) not in scores:
@@ -271,7 +271,7 @@ def score_snapshots(dataset: str, methods: list[str], args) -> dict:
             point = dict(scores[str(path)])
             point["mean"] = round(float(np.mean(list(point["dice"].values()))), 2)
             points.append(point)
-        curves[method] = points
+        curves[label] = points
     return curves
 
 
@@ -405,8 +405,8 @@ def main() -> None:
             "wall_minutes": round((time.perf_counter() - started) / 60, 1),
         }
         print(f"\n{dataset} ({report['datasets'][dataset]['reported']}), mean 3D Dice % at CPU-minutes:")
-        for method, points in curves.items():
-            print(f"  {method:10s} " + "  ".join(f"{p['cpu_minutes']:.0f}:{p['mean']:.1f}" for p in points))
+        for label, points in curves.items():
+            print(f"  {label:10s} " + "  ".join(f"{p['cpu_minutes']:.0f}:{p['mean']:.1f}" for p in points))
             if points:
                 last = points[-1]
                 print(f"  {'':10s} last: " + ", ".join(f"{k} {v:.1f}" for k, v in last["dice"].items()))
