@@ -118,12 +118,7 @@ def reported_volumes(dataset: str, work: Path, score_on: str = "reported"):
         yield from dev_volumes(dataset, data, work)
         return
     if dataset == "acdc":
-        from acdc_data import acdc_split, read_volume_arrays
-
-        split = acdc_split(data / "acdc_ssl4mis_h5")
-        for volume_id in split.test:
-            image, label = read_volume_arrays(split, volume_id)
-            yield volume_id, image, label
+        yield from acdc_volumes(data, "test")
         return
     if dataset == "segthor":  # the importer keeps the 3 val patients, at the files' scale
         from cgs_engine.store import SliceStore
@@ -142,15 +137,22 @@ def reported_volumes(dataset: str, work: Path, score_on: str = "reported"):
         yield patient, image, label
 
 
+def acdc_volumes(data: Path, part: str):
+    """ACDC's volumes of one part of the benchmark split ("test": reported; "dev": selection)."""
+    from acdc_data import acdc_split, read_volume_arrays
+
+    split = acdc_split(data / "acdc_ssl4mis_h5")
+    # test lists volume ids (val.list); dev lists patients, each with its ED and ES volumes
+    volume_ids = split.test if part == "test" else split.volume_ids(split.dev)
+    for volume_id in volume_ids:
+        image, label = read_volume_arrays(split, volume_id)
+        yield volume_id, image, label
+
+
 def dev_volumes(dataset: str, data: Path, work: Path):
     """Selection volumes: never reported, their labels never trained on."""
     if dataset == "acdc":
-        from acdc_data import acdc_split, read_volume_arrays
-
-        split = acdc_split(data / "acdc_ssl4mis_h5")
-        for volume_id in split.dev:
-            image, label = read_volume_arrays(split, volume_id)
-            yield volume_id, image, label
+        yield from acdc_volumes(data, "dev")
         return
     if dataset == "segthor":  # the store's unlabeled training patients, labels from their PNGs
         from cgs_engine.store import SliceStore
