@@ -119,7 +119,7 @@ def scratch_run(k: int, index: int, split, iterations: int, args) -> dict:
     store = build_store(
         split, folder / "store.h5", split.labeled + added, others, split.volume_ids(split.dev)
     )
-    best = train_run(store, folder / "run", iterations, {}, folder / "log.txt")
+    best = train_run(store, folder / "run", iterations, {"threads": args.threads}, folder / "log.txt")
     result = {"k": k, "fold": index, "iterations": iterations, "scores": score(best, split)}
     result_file.write_text(json.dumps(result, indent=2))
     return result
@@ -130,9 +130,20 @@ def main() -> None:
     parser.add_argument("--base-iterations", type=int, default=3000)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 3, 5], choices=sorted(FOLDS))
     parser.add_argument("--folds", type=int, nargs="+", help="only these fold indices")
-    parser.add_argument("--modes", nargs="+", default=["quick", "thorough"], choices=["quick", "thorough"])
+    parser.add_argument(
+        "--modes",
+        nargs="*",
+        default=["quick", "thorough"],
+        choices=["quick", "thorough"],
+        help="retrain modes to run (none: only the base and, with --scratch, the yardstick)",
+    )
     parser.add_argument("--scratch", action="store_true", help="also the from-scratch 3 + k yardstick")
     parser.add_argument("--scratch-all", action="store_true", help="the yardstick for every fold")
+    parser.add_argument(
+        "--scratch-iterations",
+        type=int,
+        help="the yardstick's iterations (default: base + the quick retrains' mean steps of this run)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="retrains side by side")
     parser.add_argument("--threads", type=int, default=1, help="threads per retrain")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -202,8 +213,11 @@ def main() -> None:
         report["scratch"] = []
         for k in args.k:
             steps = [r["steps"] for r in results if r and r["k"] == k and r["mode"] == "quick"]
-            iterations = args.base_iterations + (int(np.mean(steps)) if steps else 0)
-            for i in range(len(FOLDS[k])) if args.scratch_all else [0]:
+            iterations = args.scratch_iterations or args.base_iterations + (
+                int(np.mean(steps)) if steps else 0
+            )
+            indices = range(len(FOLDS[k])) if args.scratch_all else args.folds or [0]
+            for i in indices:
                 yard = scratch_run(k, i, split, iterations, args)
                 if yard:
                     report["scratch"].append({**yard, "summary": summary(yard["scores"])})
