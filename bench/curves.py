@@ -111,8 +111,9 @@ def renormalized(source: Path, out: Path, mode: str) -> Path:
     return out
 
 
-def reported_volumes(dataset: str, work: Path, score_on: str = "reported"):
-    """(name, image as the files hold it [z, y, x], label) of the volumes the curves are scored on."""
+def scored_volumes(dataset: str, work: Path, score_on: str = "reported"):
+    """(name, image as the files hold it [z, y, x], label) of the volumes the curves are scored on:
+    the reported split, or with ``score_on="dev"`` the selection split."""
     data = shared_data()
     if score_on == "dev":
         yield from dev_volumes(dataset, data, work)
@@ -239,7 +240,7 @@ def score_snapshots(dataset: str, labels: list[str], args) -> dict:
     torch.set_num_threads(2)
     runtime = resolve_runtime("cpu", "auto", 2)
     build_store(dataset, args.work)
-    volumes = list(reported_volumes(dataset, args.work, args.score_on))
+    volumes = list(scored_volumes(dataset, args.work, args.score_on))
     suffix = "" if args.score_on == "reported" else f"-{args.score_on}"
     cache = args.work / f"{dataset}-scores{suffix}.json"
     scores = json.loads(cache.read_text()) if cache.exists() else {}
@@ -300,7 +301,7 @@ def plot(report: dict, path: Path) -> None:
                     linestyle="-" if label in colours else "--",
                     label=label,
                 )
-        axis.set_title(f"{dataset}: {report['datasets'][dataset]['reported']}")
+        axis.set_title(f"{dataset}: {_scored_on(report['datasets'][dataset])}")
         axis.set_xlabel("CPU-minutes of training (process CPU time)")
         axis.set_ylabel("mean 3D Dice %")
         axis.grid(alpha=0.3)
@@ -402,11 +403,11 @@ def main() -> None:
         report["datasets"][dataset] = {
             "minutes": args.minutes[dataset],
             "recipe": {**RECIPES[dataset], **args.settings},
-            "reported": REPORTED[dataset] if args.score_on == "reported" else DEV[dataset],
+            "scored": REPORTED[dataset] if args.score_on == "reported" else DEV[dataset],
             "curves": curves,
             "wall_minutes": round((time.perf_counter() - started) / 60, 1),
         }
-        print(f"\n{dataset} ({report['datasets'][dataset]['reported']}), mean 3D Dice % at CPU-minutes:")
+        print(f"\n{dataset} ({report['datasets'][dataset]['scored']}), mean 3D Dice % at CPU-minutes:")
         for label, points in curves.items():
             print(f"  {label:10s} " + "  ".join(f"{p['cpu_minutes']:.0f}:{p['mean']:.1f}" for p in points))
             if points:
@@ -415,6 +416,11 @@ def main() -> None:
     print(f"results: {save_results('curves', report)}")
     plot(report, args.plot)
     print(f"plot: {args.plot}")
+
+
+def _scored_on(entry: dict) -> str:
+    """What a dataset's curves were scored on (results files before the key was renamed say "reported")."""
+    return entry.get("scored") or entry.get("reported", "")
 
 
 if __name__ == "__main__":
