@@ -45,6 +45,13 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--l2", default="auto", help="with --fit-error-model: L2 penalty, or 'auto' (leave-one-case-out)"
     )
+    parser.add_argument(
+        "--calibrate-on",
+        choices=("all", "train"),
+        default="all",
+        help="with --fit-error-model: the prior data's training and validation cases (default), or "
+        "its training cases only",
+    )
 
 
 def chosen_mode(args):
@@ -120,7 +127,12 @@ def run_fit(args) -> int:
         except ValueError:
             raise CGSError(f"--l2 must be 'auto' or a positive number, got {args.l2!r}") from None
     model = fit_from_prior(
-        checkpoint, args.prior_data, l2=args.l2, device=args.device, report=lambda line: print(f"  {line}")
+        checkpoint,
+        args.prior_data,
+        l2=args.l2,
+        device=args.device,
+        report=lambda line: print(f"  {line}"),
+        cases_from=args.calibrate_on,
     )
     save_error_model(model, target, overwrite=args.overwrite)
     print(f"wrote {target} (fitted on {', '.join(model.fitted_on['cases'])}; L2 {model.fitted_on['l2']:g})")

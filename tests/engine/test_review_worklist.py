@@ -40,8 +40,9 @@ def _scans(folder: Path, count: int = 3) -> list[Path]:
     return paths
 
 
-def _prior(folder: Path, cases: int = 2) -> Path:
-    """A prior folder (prior.json + images + labels) in the model's classes."""
+def _prior(folder: Path, cases: int = 2, validation: int = 0) -> Path:
+    """A prior folder (prior.json + images + labels) in the model's classes; the last
+    ``validation`` of the ``cases`` are validation cases."""
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
     entries = []
@@ -57,7 +58,7 @@ def _prior(folder: Path, cases: int = 2) -> Path:
                 "name": f"c{index}",
                 "image": f"images/c{index}.nii.gz",
                 "labels": f"labels/c{index}.nii.gz",
-                "split": "train",
+                "split": "val" if index >= cases - validation else "train",
             }
         )
     manifest = {"format": "napari-cgs-prior", "format_version": 1, "class_names": NAMES, "cases": entries}
@@ -157,6 +158,26 @@ def test_fit_error_model_writes_the_sidecar_from_the_prior_data(tmp_path, model,
     # a project made from the model keeps its calibration beside version v0001
     project = Project.create(tmp_path / "proj", NAMES, _normalization(), base_model=model, prior_data=None)
     assert sidecar_path(project.active_model_path()).read_bytes() == before
+
+
+def test_fit_uses_the_validation_cases_unless_told_train_only(tmp_path, model, capsys):
+    _prior(tmp_path / "model.prior", cases=3, validation=1)
+    assert main(["review", "--fit-error-model", str(model), "--l2", "0.001"]) == 0
+    assert "c2 (validation):" in capsys.readouterr().out
+    fitted = load_error_model(sidecar_path(model))
+    assert fitted.fitted_on["cases"] == ["c0", "c1", "c2"] and fitted.fitted_on["validation_cases"] == ["c2"]
+    args = ["review", "--fit-error-model", str(model), "--l2", "0.001", "--calibrate-on", "train"]
+    assert main([*args, "--overwrite"]) == 0
+    fitted = load_error_model(sidecar_path(model))
+    assert fitted.fitted_on["cases"] == ["c0", "c1"] and fitted.fitted_on["validation_cases"] == []
+
+
+def test_fit_on_one_training_case_only_is_one_line(tmp_path, model, capsys):
+    _prior(tmp_path / "model.prior", cases=2, validation=1)
+    assert main(["review", "--fit-error-model", str(model), "--calibrate-on", "train"]) == 2
+    err = capsys.readouterr().err
+    assert "1 labeled case(s); calibrating needs at least 2" in err and len(err.strip().splitlines()) == 1
+    assert not sidecar_path(model).exists()
 
 
 def test_fit_without_prior_data_is_one_line(tmp_path, model, capsys):
