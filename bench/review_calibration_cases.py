@@ -30,26 +30,10 @@ from scipy import stats
 from cgs_engine.evaluate.ranking import average_precision, error_band, recall_at
 from cgs_engine.infer import Predictor
 from cgs_engine.io import read_volume
-from cgs_engine.review.calibrate import BAND, calibration_case, choose_l2, typical_volumes
-from cgs_engine.review.error_features import size_column
-from cgs_engine.review.error_model import UNCALIBRATED, fit_error_model
+from cgs_engine.review.calibrate import BAND, calibration_case, fit_on_cases
+from cgs_engine.review.error_model import UNCALIBRATED
 
 VARIANTS = {"train": ["train"], "devA": ["devA"], "train+devA": ["train", "devA"]}
-
-
-def fit(predictor: Predictor, cases: list):
-    typical = typical_volumes(cases)
-    for case in cases:  # the size term needs the typical volumes of the cases fitted on
-        case.evidence.columns["size"] = size_column(case.evidence.near, case.evidence.organ_ml, typical)
-    l2, _ = choose_l2(cases, predictor.class_names, typical)
-    return fit_error_model(
-        [c.evidence for c in cases],
-        [c.wrong for c in cases],
-        predictor.class_names,
-        typical,
-        l2=l2,
-        fitted_on={"cases": [c.name for c in cases]},
-    )
 
 
 def grade(predictor: Predictor, volumes: list, model) -> dict:
@@ -109,7 +93,11 @@ def main() -> None:
     graded = [(volume, reference) for _, volume, reference in read["devB"]]
     report = {"checkpoint": str(args.checkpoint), "graded_on": parts["devB"], "variants": {}}
     for name, used in [*VARIANTS.items(), ("fallback", None)]:
-        model = None if used is None else fit(predictor, [c for part in used for c in cases[part]])
+        model = (
+            None
+            if used is None
+            else fit_on_cases([c for part in used for c in cases[part]], predictor.class_names)
+        )
         report["variants"][name] = grade(predictor, graded, model)
         figures = report["variants"][name]
         spearman = figures["worklist_spearman"]

@@ -17,9 +17,8 @@ from cgs_engine.checkpoint import weights_digest
 from cgs_engine.errors import CGSError
 from cgs_engine.infer import Predictor
 from cgs_engine.project.prior import find_model_prior, read_prior
-from cgs_engine.review.calibrate import BAND, calibration_case, choose_l2, typical_volumes
-from cgs_engine.review.error_features import size_column
-from cgs_engine.review.error_model import ErrorModel, fit_error_model
+from cgs_engine.review.calibrate import BAND, calibration_case, fit_on_cases
+from cgs_engine.review.error_model import ErrorModel
 from cgs_engine.volume import Volume
 
 CASES_FROM = ("all", "train")  # which labeled cases of the prior data calibrate the error model
@@ -63,9 +62,6 @@ def fit_from_prior(
                 f"{name}{role}: {cases[-1].wrong.size} voxels near the organs, "
                 f"{int(cases[-1].wrong.sum())} wrong"
             )
-    typical = typical_volumes(cases)
-    for case in cases:  # the size term needs the typical volumes, known once every case is read
-        case.evidence.columns["size"] = size_column(case.evidence.near, case.evidence.organ_ml, typical)
     if len(cases) < 2:
         raise CGSError(f"{source}: {len(cases)} labeled case(s); calibrating needs at least 2")
     record = {
@@ -76,15 +72,4 @@ def fit_from_prior(
         "validation_cases": [name for name in summary.val if cases_from == "all"],
         "band_voxels": BAND,
     }
-    if l2 == "auto":
-        l2, record["l2_leave_one_out_ap"] = choose_l2(cases, predictor.class_names, typical, report)
-    elif isinstance(l2, str):
-        l2 = float(l2)
-    return fit_error_model(
-        [case.evidence for case in cases],
-        [case.wrong for case in cases],
-        predictor.class_names,
-        typical,
-        l2=l2,
-        fitted_on=record,
-    )
+    return fit_on_cases(cases, predictor.class_names, l2, record, report)

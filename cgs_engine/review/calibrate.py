@@ -1,9 +1,9 @@
-"""The pieces of fitting a checkpoint's error model on the labeled data it was trained on.
+"""The pieces of fitting a checkpoint's error model on labeled data it was not graded on.
 
-The training patients are the data a model may be calibrated on without grading itself on its
-own exam: the patients it is judged on (validation, new scans) take no part. Its prior data
-(``cgs_engine.project.prior``: the ``<model>.prior/`` folder beside the checkpoint, or its run's
-slice store) hold exactly those, split "train". Each is predicted once with the maps, the
+A model may be calibrated on its prior data (``cgs_engine.project.prior``: the ``<model>.prior/``
+folder beside the checkpoint, or its run's slice store): the patients it was trained on and the
+validation patients it was at most picked on; the patients it is judged on (new scans, a
+benchmark's reported split) take no part. Each case is predicted once with the maps, the
 evidence (``error_features``) of the voxels within ``BAND`` voxels of a predicted or reference
 organ becomes the rows, and "wrong" is the prediction differing from the reference label there.
 ``cgs_engine.project.calibration.fit_from_prior`` runs them on a checkpoint's prior data.
@@ -17,8 +17,8 @@ import numpy as np
 
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.ranking import average_precision, error_band
-from cgs_engine.review.error_features import ErrorEvidence, collect_evidence
-from cgs_engine.review.error_model import fit_error_model
+from cgs_engine.review.error_features import ErrorEvidence, collect_evidence, size_column
+from cgs_engine.review.error_model import ErrorModel, fit_error_model
 from cgs_engine.review.prediction import network_maps
 
 BAND = 3.0  # voxels: the rows are the voxels a contour reviewer looks at (as the benchmark scores)
@@ -83,3 +83,26 @@ def choose_l2(
             report(f"L2 {l2:g}: leave-one-case-out average precision {scores[f'{l2:g}']:.3f}")
     best = max(L2_CHOICES, key=lambda l2: scores[f"{l2:g}"])
     return best, scores
+
+
+def fit_on_cases(
+    cases: list[CalibrationCase], class_names, l2: float | str = "auto", fitted_on=None, report=None
+) -> ErrorModel:
+    """The error model of these cases: typical organ volumes and the size column from them, the L2
+    penalty by leave-one-case-out average precision when ``l2`` is "auto" (recorded in ``fitted_on``)."""
+    typical = typical_volumes(cases)
+    for case in cases:  # the size term needs the typical volumes, known once every case is read
+        case.evidence.columns["size"] = size_column(case.evidence.near, case.evidence.organ_ml, typical)
+    record = dict(fitted_on or {})
+    if l2 == "auto":
+        l2, record["l2_leave_one_out_ap"] = choose_l2(cases, class_names, typical, report)
+    elif isinstance(l2, str):
+        l2 = float(l2)
+    return fit_error_model(
+        [case.evidence for case in cases],
+        [case.wrong for case in cases],
+        class_names,
+        typical,
+        l2=l2,
+        fitted_on=record,
+    )
