@@ -27,6 +27,7 @@ from acdc_data import acdc_split, write_volume_files
 from common import save_results, shared_data
 from scipy import stats
 
+from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.evaluate.ranking import average_precision, error_band, recall_at
 from cgs_engine.infer import Predictor
 from cgs_engine.io import read_volume
@@ -40,18 +41,15 @@ def grade(predictor: Predictor, volumes: list, model) -> dict:
     """Average precision, top-10 % recall and worklist Spearman of ``model`` (None: the fallback)."""
     predictor.error_model = UNCALIBRATED if model is None else model
     scores, wrong, scan_scores, true_dice = [], [], [], []
-    organs = range(1, len(predictor.class_names))
     for volume, reference in volumes:
         prediction = predictor.predict(volume, maps=True)
         labels = prediction.labels.array
         band = error_band(labels, reference, BAND)
         scores.append(prediction.errors.map.astype(np.float32)[band] / 255.0)
         wrong.append((labels != reference)[band])
-        dice = []
-        for k in organs:
-            total = int((labels == k).sum() + (reference == k).sum())
-            dice.append(1.0 if total == 0 else 2.0 * float(((labels == k) & (reference == k)).sum()) / total)
-        true_dice.append(float(np.mean(dice)))
+        # a class in neither map counts as agreement (1.0), as in bench/review_recall.py
+        dice = np.nan_to_num(dice_per_class(labels, reference, len(predictor.class_names))[1:], nan=1.0)
+        true_dice.append(float(dice.mean()))
         scan_scores.append(prediction.errors.scan_score())
     values, positive = np.concatenate(scores), np.concatenate(wrong)
     return {

@@ -51,9 +51,10 @@ def fit_from_prior(
             "it or its training run's store); give the labeled data it was trained on"
         )
     summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
+    wanted = ("labeled", "val") if cases_from == "all" else ("labeled",)  # the store's split names
     cases = []
     for name, split, image, label, _review, geometry in volumes:
-        if split != "labeled" and (split != "val" or cases_from == "train"):
+        if split not in wanted:
             continue
         cases.append(calibration_case(predictor, name, Volume(image, geometry), np.asarray(label), True))
         if report is not None:
@@ -69,7 +70,7 @@ def fit_from_prior(
         "weights_sha256": weights_digest(predictor.checkpoint.state_dict),
         "prior_data": Path(summary.source).name,
         "cases": [case.name for case in cases],
-        "validation_cases": [name for name in summary.val if cases_from == "all"],
+        "validation_cases": list(summary.val) if cases_from == "all" else [],
         "band_voxels": BAND,
     }
     return fit_on_cases(cases, predictor.class_names, l2, record, report)
