@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
         "<stem>.prior folder beside the checkpoint, or its training run's store)",
     )
     parser.add_argument(
-        "--l2", default="auto", help="with --fit-error-model: L2 penalty, or 'auto' (leave-one-case-out)"
+        "--l2", default="auto", help="with --fit-error-model: L2 penalty, or 'auto' (held-out cases)"
     )
     parser.add_argument(
         "--calibrate-on",
@@ -113,8 +113,8 @@ def print_worklist(ranked) -> None:
 
 
 def run_fit(args) -> int:
-    from cgs_engine.project.calibration import fit_from_prior
-    from cgs_engine.review.error_model import save_error_model, sidecar_path
+    from cgs_engine.project.calibration import write_error_model
+    from cgs_engine.review.error_model import sidecar_path
 
     checkpoint = Path(args.fit_error_model)
     target = sidecar_path(checkpoint)
@@ -126,14 +126,14 @@ def run_fit(args) -> int:
                 raise ValueError
         except ValueError:
             raise CGSError(f"--l2 must be 'auto' or a positive number, got {args.l2!r}") from None
-    model = fit_from_prior(
+    model, target = write_error_model(
         checkpoint,
-        args.prior_data,
+        overwrite=args.overwrite,
+        prior=args.prior_data,
         l2=args.l2,
         device=args.device,
         report=lambda line: print(f"  {line}"),
         cases_from=args.calibrate_on,
     )
-    save_error_model(model, target, overwrite=args.overwrite)
     print(f"wrote {target} (fitted on {', '.join(model.fitted_on['cases'])}; L2 {model.fitted_on['l2']:g})")
     return 0

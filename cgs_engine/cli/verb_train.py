@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from cgs_engine.errors import CGSError
@@ -39,6 +40,13 @@ def add_parser(verbs) -> None:
     parser.add_argument("--val-every", type=int, help="validate every N iterations (default 200)")
     parser.add_argument("--config", help="JSON file of settings (see README); flags override it")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in RUN_DIR")
+    parser.add_argument(
+        "--no-error-model",
+        dest="error_model",
+        action="store_false",
+        help="do not fit the likely-wrong map's error model on the store's labeled and val volumes "
+        "at the end (fit it later with `cgs review --fit-error-model`)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -109,4 +117,30 @@ def run(args) -> int:
     best = "n/a (no val volumes)" if result.best_dice is None else f"{100 * result.best_dice:.2f}"
     print(f"done: {result.steps_done}/{result.total_steps} iterations, best val mean Dice {best}")
     print(f"  model: {result.best_checkpoint}")
+    # rank 0 only under torchrun; not after an interrupted run, which the user wants to end now
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if args.error_model and result.best_checkpoint is not None and main_rank and not result.stopped_early:
+        _fit_error_model(result.best_checkpoint)
     return 0
+
+
+def _fit_error_model(checkpoint) -> None:
+    """Calibrate the run's model for the likely-wrong map and the worklist, on the labeled and val
+    volumes of its store. Best effort: the training itself has succeeded whatever happens here."""
+    from cgs_engine.project.calibration import write_error_model
+
+    print(
+        "fitting the likely-wrong map's error model on the store's labeled and val volumes ...",
+        file=sys.stderr,
+    )
+    try:
+        # overwrite: the file belongs to this run, and a resumed run may have a new best model
+        model, target = write_error_model(checkpoint, overwrite=True)
+    except Exception as error:  # noqa: BLE001 - the run is saved; whatever fails here must not undo its success
+        reason = str(error) if isinstance(error, (CGSError, OSError)) else f"{type(error).__name__}: {error}"
+        print(
+            f"  error model: not fitted ({reason}); the likely-wrong map stays uncalibrated "
+            f"(`cgs review --fit-error-model {checkpoint}` fits it later)"
+        )
+        return
+    print(f"  error model: {target} (fitted on {len(model.fitted_on['cases'])} volumes)")

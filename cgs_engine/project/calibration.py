@@ -18,7 +18,7 @@ from cgs_engine.errors import CGSError
 from cgs_engine.infer import Predictor
 from cgs_engine.project.prior import find_model_prior, read_prior
 from cgs_engine.review.calibrate import BAND, calibration_case, fit_on_cases
-from cgs_engine.review.error_model import ErrorModel
+from cgs_engine.review.error_model import ErrorModel, save_error_model, sidecar_path
 from cgs_engine.volume import Volume
 
 CASES_FROM = ("all", "train")  # which labeled cases of the prior data calibrate the error model
@@ -52,11 +52,20 @@ def fit_from_prior(
         )
     summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
     wanted = ("labeled", "val") if cases_from == "all" else ("labeled",)  # the store's split names
-    cases = []
-    for name, split, image, label, _review, geometry in volumes:
+    cases, validation = [], []
+    for name, split, image, label, review, geometry in volumes:
         if split not in wanted:
             continue
+        if review is not None and not np.all(np.asarray(review) > 0):
+            # A partly reviewed volume (a project's corrections) holds unreviewed voxels labeled
+            # background: as a reference they would teach "the model is wrong" wherever it found
+            # an organ nobody looked at, and understate every organ's volume.
+            if report is not None:
+                report(f"{name}: skipped (only partly reviewed: its labels are not a full reference)")
+            continue
         cases.append(calibration_case(predictor, name, Volume(image, geometry), np.asarray(label), True))
+        if split != "labeled":
+            validation.append(name)
         if report is not None:
             role = "" if split == "labeled" else " (validation)"
             report(
@@ -70,7 +79,16 @@ def fit_from_prior(
         "weights_sha256": weights_digest(predictor.checkpoint.state_dict),
         "prior_data": Path(summary.source).name,
         "cases": [case.name for case in cases],
-        "validation_cases": list(summary.val) if cases_from == "all" else [],
+        "validation_cases": validation,
         "band_voxels": BAND,
     }
     return fit_on_cases(cases, predictor.class_names, l2, record, report)
+
+
+def write_error_model(
+    checkpoint_path: str | os.PathLike, overwrite: bool = False, **fit_options
+) -> tuple[ErrorModel, Path]:
+    """Fit a checkpoint's error model on its prior data (``fit_from_prior``) and write it beside
+    the checkpoint (``model.pt`` -> ``model.review.json``), where every prediction with it finds it."""
+    model = fit_from_prior(checkpoint_path, **fit_options)
+    return model, save_error_model(model, sidecar_path(checkpoint_path), overwrite=overwrite)

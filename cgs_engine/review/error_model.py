@@ -58,6 +58,8 @@ def _design_column(evidence: ErrorEvidence, name: str) -> np.ndarray:
 
 def design_matrix(evidence: ErrorEvidence, names: Sequence[str]) -> np.ndarray:
     """[candidates, columns] float32 (for fitting; applying never builds it)."""
+    if evidence.count == 0:  # no organ predicted: no candidates, and no feature columns either
+        return np.zeros((0, len(names)), np.float32)
     return np.stack([_design_column(evidence, name) for name in names], axis=1)
 
 
@@ -76,6 +78,8 @@ class ErrorModel:
 
     def probabilities(self, evidence: ErrorEvidence) -> np.ndarray:
         """P(the label is wrong) per candidate, float32; a column at a time, no full matrix."""
+        if evidence.count == 0:  # no organ predicted: no candidates (and no feature columns)
+            return np.zeros(0, np.float32)
         logit = np.full(evidence.count, self.bias, dtype=np.float64)
         for name, mean, scale, weight in zip(self.columns, self.mean, self.scale, self.weights, strict=True):
             if weight:
@@ -143,6 +147,8 @@ class UncalibratedScore:
     typical_ml: dict[int, float] = {}
 
     def probabilities(self, evidence: ErrorEvidence) -> np.ndarray:
+        if evidence.count == 0:
+            return np.zeros(0, np.float32)
         inside = (evidence.zone == ZONES.index("interior")) | (evidence.zone == ZONES.index("edge_in"))
         smooth = evidence.columns["shape_1"]
         against_shape = np.where(inside, 1.0 - smooth, smooth)
@@ -215,6 +221,8 @@ def fit_error_model(
     target = np.concatenate([np.asarray(w, dtype=np.float32) for w in wrong])
     if len(matrix) != len(target):
         raise ValueError(f"{len(matrix)} rows of evidence but {len(target)} labels")
+    if len(target) == 0:
+        raise ErrorModelError("the model predicted no organ on any case: no voxels to learn its errors from")
     if target.min(initial=1.0) == target.max(initial=0.0):
         raise ErrorModelError("the training data hold no errors (or only errors): nothing to learn from")
     mean = matrix.mean(axis=0)

@@ -137,6 +137,16 @@ def test_training_data_without_errors_is_refused():
         fit_error_model([evidence], [np.zeros_like(wrong)], NAMES, {})
 
 
+def test_a_case_where_no_organ_was_predicted_adds_no_rows():
+    """An untrained model (the end of a tiny `cgs train`) predicts nothing on some cases."""
+    nothing = collect_evidence(_maps(np.zeros((4, 8, 8), np.uint8), np.random.default_rng(2)), (1, 1, 1))
+    evidence, wrong, _ = _training_set(0)
+    model = fit_error_model([evidence, nothing], [wrong, np.zeros(0, bool)], NAMES, {})
+    assert model.probabilities(nothing).shape == (0,) and UNCALIBRATED.probabilities(nothing).shape == (0,)
+    with pytest.raises(ErrorModelError, match="predicted no organ"):
+        fit_error_model([nothing, nothing], [np.zeros(0, bool)] * 2, NAMES, {})
+
+
 def test_damaged_error_model_files(tmp_path):
     evidence, wrong, _ = _training_set(0)
     model = fit_error_model([evidence], [wrong], NAMES, {})
@@ -188,3 +198,14 @@ def test_the_fallback_is_a_score_not_a_volume():
     estimate = estimate_errors(maps, (1.0, 1.0, 1.0), UNCALIBRATED)
     assert not estimate.calibrated and organ_lines(estimate, NAMES) == []
     assert estimate.map.max() > 0 and not np.isnan(estimate.scan_score())
+
+
+def test_l2_choice_holds_out_each_case_or_blocks_of_neighbours():
+    from cgs_engine.review.calibrate import MAX_L2_FOLDS, held_out_groups
+
+    assert [list(g) for g in held_out_groups(4)] == [[0], [1], [2], [3]]  # few cases: one by one
+    blocks = held_out_groups(26)
+    assert len(blocks) == MAX_L2_FOLDS
+    assert sorted(i for block in blocks for i in block) == list(range(26))  # each case held out once
+    assert all(list(b) == list(range(b.start, b.stop)) and len(b) in (4, 5) for b in blocks)
+    assert held_out_groups(2 * MAX_L2_FOLDS)[0] == range(0, 2)  # a patient's two frames stay together

@@ -1,0 +1,80 @@
+"""`cgs train` ends by calibrating its model's likely-wrong map on the store's labeled and val volumes,
+and calibration leaves out volumes whose labels are only partly reviewed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from review_model import GEOMETRY, NAMES, checkpoint, image
+from synthetic import make_store
+
+from cgs_engine.checkpoint import save_checkpoint
+from cgs_engine.cli.main import main
+from cgs_engine.normalize import Normalization
+from cgs_engine.review.error_model import error_model_for, load_error_model, sidecar_path
+from cgs_engine.store import SliceStore
+
+TINY = {
+    "input_size": 32,
+    "batch_labeled": 2,
+    "batch_unlabeled": 2,
+    "widths": [4, 8, 16],
+    "dropouts": [0.0, 0.1, 0.2],
+    "precision": "fp32",
+    "val_every": 2,
+    "iterations": 2,
+    "seed": 1,
+}
+
+
+def _train(tmp_path, store, *extra) -> int:
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    return main(["train", str(store), "-o", str(tmp_path / "run"), "--config", str(config), *extra])
+
+
+def test_train_writes_the_error_model_of_its_model(tmp_path, capsys):
+    store = make_store(tmp_path / "store.h5", labeled=2, unlabeled=1, val=1)
+    assert _train(tmp_path, store) == 0
+    out = capsys.readouterr().out
+    best = tmp_path / "run" / "best.pt"
+    assert f"error model: {sidecar_path(best)}" in out
+    fitted = load_error_model(sidecar_path(best))
+    assert fitted.fitted_on["cases"] == ["labeled_0", "labeled_1", "val_0"]
+    assert fitted.fitted_on["validation_cases"] == ["val_0"]
+    assert error_model_for(best, fitted.class_names).calibrated  # what every prediction with it reads
+
+
+def test_train_without_the_error_model_when_told(tmp_path, capsys):
+    store = make_store(tmp_path / "store.h5", labeled=2, unlabeled=1, val=1)
+    assert _train(tmp_path, store, "--no-error-model") == 0
+    assert "error model" not in capsys.readouterr().out
+    assert not list((tmp_path / "run").glob("*.review.json"))
+
+
+def test_train_succeeds_when_its_store_cannot_calibrate(tmp_path, capsys):
+    store = make_store(tmp_path / "store.h5", labeled=1, unlabeled=1, val=0)
+    assert _train(tmp_path, store) == 0  # the training succeeded: calibration is best effort
+    out = capsys.readouterr().out
+    assert "error model: not fitted" in out and "calibrating needs at least 2" in out
+    assert "cgs review --fit-error-model" in out
+    assert not list((tmp_path / "run").glob("*.review.json"))
+
+
+def test_partly_reviewed_volumes_do_not_calibrate(tmp_path, capsys):
+    model = tmp_path / "model.pt"
+    save_checkpoint(checkpoint(), model)
+    prior = tmp_path / "prior.h5"
+    labels = np.zeros((8, 32, 32), np.uint8)
+    labels[2:6, 8:20, 8:20] = 1
+    labels[3:5, 22:26, 10:14] = 2
+    labels[3:5, 4:7, 24:28] = 3
+    partly = np.zeros(labels.shape, bool)
+    partly[3] = True  # one corrected slice; the rest was never looked at
+    with SliceStore.create(prior, NAMES, Normalization(mode="identity")) as target:
+        for name, review in (("full0", None), ("full1", np.ones(labels.shape, bool)), ("some", partly)):
+            target.add_volume(name, image(), labels, review, GEOMETRY, split="labeled")
+    assert main(["review", "--fit-error-model", str(model), "--prior-data", str(prior), "--l2", "0.001"]) == 0
+    assert "some: skipped (only partly reviewed" in capsys.readouterr().out
+    assert load_error_model(sidecar_path(model)).fitted_on["cases"] == ["full0", "full1"]
