@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 RETRAIN_KEEP = ("final", "best")
+RETRAIN_ERROR_MODEL = ("refit", "inherit")
 DEFAULT_SETTINGS: dict[str, Any] = {
     "retrain_after_n": None,  # opt-in: suggest a retrain after this many new corrected volumes
     "heldout_fraction": 0.25,  # share of corrected volumes set aside to compare models
@@ -17,6 +18,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # the model a retrain keeps: "final" (the EMA teacher at the end) or "best" (the training
     # loop's best on the held-out data, which then also judges it: an optimistic comparison)
     "retrain_keep": "final",
+    # a version about to be activated gets its own likely-wrong calibration, fitted on the run's
+    # labeled volumes ("refit"), or keeps its parent's ("inherit": faster, the parent's errors)
+    "retrain_error_model": "refit",
     "train": {},  # TrainConfig overrides for retraining (e.g. batch sizes, device)
 }
 
@@ -35,6 +39,11 @@ def checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if settings["retrain_keep"] not in RETRAIN_KEEP:
         keep = settings["retrain_keep"]
         raise ValueError(f"retrain_keep must be one of {', '.join(RETRAIN_KEEP)}, got {keep!r}")
+    if settings["retrain_error_model"] not in RETRAIN_ERROR_MODEL:
+        given = settings["retrain_error_model"]
+        raise ValueError(
+            f"retrain_error_model must be one of {', '.join(RETRAIN_ERROR_MODEL)}, got {given!r}"
+        )
     if not isinstance(settings["train"], dict):
         raise ValueError("train must be an object of training settings")
     return settings

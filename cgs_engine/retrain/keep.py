@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cgs_engine.project.calibration import write_error_model
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import read_json
 from cgs_engine.retrain.scoring import HeldoutScore, decide_activation, evaluate_heldout
-from cgs_engine.review.error_model import sidecar_path
+from cgs_engine.review.error_model import ErrorModelError, load_error_model, sidecar_path
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.train.config import TrainConfig
 
@@ -32,8 +34,10 @@ def keep_version(
     plan: dict[str, Any],
     result,
     cancelled: bool,
+    on_stage: Callable[[str], None] | None = None,
 ) -> KeptVersion:
-    """Score ``candidate`` and the active model on the held-out data; keep it under the activation rule."""
+    """Score ``candidate`` and the active model on the held-out data; keep it under the activation
+    rule; a version to be activated gets its own error model, fitted on the run's labeled data."""
     recorded = read_json(run / "train" / "config.json", "training record")["config"]
     config = TrainConfig.from_dict(recorded, source=str(run / "train" / "config.json"))
     runtime = resolve_runtime(config.device, config.precision, config.threads)
@@ -47,6 +51,14 @@ def keep_version(
     tolerance = float(project.settings["activation_tolerance"])
     compared_with = None if active is None else active.id
     status, activate, reason = decide_activation(new_score, active_score, compared_with, tolerance)
+    # Fitted outside the lock below (it predicts every labeled volume: a minute or two), and only
+    # for a version that will be used; one kept inactive inherits its parent's, as before.
+    fitted, fitted_note = None, None
+    if activate and project.settings["retrain_error_model"] == "refit" and not cancelled:
+        if on_stage is not None:
+            on_stage("calibrating the likely-wrong map")
+        parent = None if active is None else sidecar_path(active.model_path)
+        fitted, fitted_note = _refit_error_model(candidate, store_path, config.device, parent)
     # One step for the check, the new version and the pointer: a `cgs project activate` from
     # another process lands before (this version is then not activated) or after, never between.
     with project.state_lock():
@@ -77,12 +89,43 @@ def keep_version(
             "cancelled": cancelled,
             "train_config": config.to_dict(),
         }
-        # The parent's calibrated error model, until one is fitted for this version: a few
-        # hundred fine-tuning steps move the weights little, and uncalibrated is worse.
+        # Without its own, the parent's calibrated error model: a few hundred fine-tuning steps
+        # move the weights little, and uncalibrated is worse.
         inherited = None if active is None else sidecar_path(active.model_path)
         inherited = inherited if inherited is not None and inherited.is_file() else None
-        record["error_model"] = None if inherited is None else f"inherited from {active.id}"
-        version = project.add_version(candidate, record, error_model=inherited)
+        if fitted is not None:
+            record["error_model"] = fitted_note
+        else:
+            record["error_model"] = None if inherited is None else f"inherited from {active.id}"
+            if fitted_note is not None:
+                record["error_model_not_fitted"] = fitted_note
+        version = project.add_version(candidate, record, error_model=fitted or inherited)
         if activate:
             project.activate(version.id, why=reason)
     return KeptVersion(version.id, activate, reason, new_score, active_score, record)
+
+
+def _refit_error_model(
+    candidate: Path, store_path: Path, device: str, parent: Path | None
+) -> tuple[Path | None, str]:
+    """The candidate's error model fitted on the run's store (prior data, corrections, held-out
+    volumes; partly reviewed ones are left out), written beside it; (None, why) when it cannot be.
+    The L2 penalty is the parent's choice when it has one: choosing it again costs 18 extra fits
+    (ACDC, 36 volumes, 2-core CPU beside two training runs: 195 s with the choice, 36 s without),
+    and the choice has not moved between a model and its retrained versions (1e-4 for the bundled
+    model and the ACDC models alike).
+
+    After a retrain the parent's error model describes another model's errors: on ACDC (k = 5,
+    thorough retrain) the parent's gave average precision 0.456 on new patients, the version's own
+    0.484, and its per-organ Dice estimates followed the truth more closely (see README)."""
+    l2: float | str = "auto"
+    if parent is not None and parent.is_file():
+        try:
+            l2 = float(load_error_model(parent).fitted_on.get("l2", "auto"))
+        except (ErrorModelError, TypeError, ValueError):
+            l2 = "auto"
+    try:
+        model, path = write_error_model(candidate, overwrite=True, prior=store_path, l2=l2, device=device)
+    except Exception as error:  # noqa: BLE001 - the version is kept whatever happens here
+        return None, f"{type(error).__name__}: {error}"
+    return path, f"fitted on {len(model.fitted_on['cases'])} volumes of the run"

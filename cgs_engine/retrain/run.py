@@ -191,6 +191,7 @@ class _Retrain:
             plan,
             result,
             self.asked_to_stop,
+            on_stage=lambda stage: self.emit(Stage(stage)),
         )
         return self._finish(
             kept.version_id,

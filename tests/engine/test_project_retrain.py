@@ -12,6 +12,7 @@ from synthetic import CLASS_NAMES, synthetic_volume
 from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli
 
 from cgs_engine.checkpoint import load_checkpoint
+from cgs_engine.errors import CGSError
 from cgs_engine.project import Project, ProjectError
 from cgs_engine.retrain import HeldoutScore, retrain
 from cgs_engine.store import SliceStore
@@ -246,3 +247,63 @@ def test_thorough_retrain_trains_as_long_as_the_first_training(tmp_path, capsys)
     assert project.active_version().origin == "retrained"
     code, _, err = run_cli(capsys, "retrain", project.folder, "--thorough", "--minutes", "5")
     assert code == 0 and "or 5 iterations, whichever comes first" in err
+
+
+def _rigged_better(model_path, store_path, class_names, runtime):
+    mean = 0.8 if "runs" in str(model_path) else 0.7  # the candidate lives in the run folder
+    return HeldoutScore(mean, dict.fromkeys(class_names[1:], mean), 1)
+
+
+def test_an_activated_version_gets_its_own_error_model(tmp_path, monkeypatch):
+    from cgs_engine.review.error_model import load_error_model, sidecar_path
+
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    rng = np.random.default_rng(3)
+    for index in range(4):  # fully reviewed corrections: references to calibrate on
+        image, label = synthetic_volume(rng)
+        project.add_correction(f"full{index}", Volume(image), label)
+    monkeypatch.setattr(retrain_module, "evaluate_heldout", _rigged_better)
+    events = []
+    first = retrain(project, iterations=3, settings=TINY_SETTINGS, on_event=events.append)
+    assert first.activated
+    assert {"kind": "stage", "stage": "calibrating the likely-wrong map"} in [
+        {k: e.get(k) for k in ("kind", "stage")} for e in events
+    ]
+    version = project.version(first.version)
+    fitted = load_error_model(sidecar_path(version.model_path))
+    with SliceStore.open(first.run_dir / "store.h5") as store:
+        calibrated_on = store.volume_names("labeled") + store.volume_names("val")
+    assert fitted.fitted_on["cases"] == calibrated_on  # the run's own labeled and held-out volumes
+    assert version.record["error_model"] == f"fitted on {len(calibrated_on)} volumes of the run"
+
+    # the next version reuses the L2 penalty its parent's fit chose instead of choosing again
+    again = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    refitted = load_error_model(sidecar_path(project.version(again.version).model_path))
+    assert (
+        refitted.fitted_on["l2"] == fitted.fitted_on["l2"] and "l2_leave_one_out_ap" not in refitted.fitted_on
+    )
+    assert "l2_leave_one_out_ap" in fitted.fitted_on  # the first had no parent calibration: chosen
+    version = project.version(again.version)
+
+    # a fit that fails keeps the version and gives it its parent's calibration, saying why
+    def failing(*args, **kwargs):
+        raise CGSError("no labeled case to calibrate on")
+
+    monkeypatch.setattr(retrain_module, "write_error_model", failing)
+    second = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    record = project.version(second.version).record
+    assert second.activated and record["error_model"] == f"inherited from {again.version}"
+    assert "no labeled case" in record["error_model_not_fitted"]
+    assert sidecar_path(project.version(second.version).model_path).read_bytes() == (
+        sidecar_path(version.model_path).read_bytes()
+    )
+
+    # "inherit": no fitting at all
+    project.update_settings(retrain_error_model="inherit")
+    third = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    record = project.version(third.version).record
+    assert (
+        record["error_model"] == f"inherited from {second.version}" and "error_model_not_fitted" not in record
+    )
+    with pytest.raises(ValueError, match="retrain_error_model must be one of refit, inherit"):
+        project.update_settings(retrain_error_model="always")
