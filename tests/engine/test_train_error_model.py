@@ -8,6 +8,7 @@ import json
 import numpy as np
 from review_model import GEOMETRY, NAMES, checkpoint, image
 from synthetic import make_store
+from test_train_loop import TINY
 
 from cgs_engine.checkpoint import save_checkpoint
 from cgs_engine.cli.main import main
@@ -15,22 +16,10 @@ from cgs_engine.normalize import Normalization
 from cgs_engine.review.error_model import error_model_for, load_error_model, sidecar_path
 from cgs_engine.store import SliceStore
 
-TINY = {
-    "input_size": 32,
-    "batch_labeled": 2,
-    "batch_unlabeled": 2,
-    "widths": [4, 8, 16],
-    "dropouts": [0.0, 0.1, 0.2],
-    "precision": "fp32",
-    "val_every": 2,
-    "iterations": 2,
-    "seed": 1,
-}
-
 
 def _train(tmp_path, store, *extra) -> int:
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY))
+    config.write_text(json.dumps({**TINY, "val_every": 2, "iterations": 2}))
     return main(["train", str(store), "-o", str(tmp_path / "run"), "--config", str(config), *extra])
 
 
