@@ -34,7 +34,8 @@ class LikelyWrongSummary(QLabel):
         self.setText("Likely wrong, worst first:\n" + "\n".join(f"  {line}" for line in shown))
         self.setToolTip(
             "Expected volume of wrong labels at each organ (organ voxels that should not be, and missed "
-            "voxels next to it), from the model's error model calibrated on its training patients; the "
+            "voxels next to it), from the model's error model, calibrated on the labeled patients it was "
+            "trained and validated on; the "
             "estimated Dice is what the organ would likely score against a careful correction.\n\n"
             + "\n".join(lines)
         )
