@@ -11,6 +11,8 @@ Protocol (issue 21; splits in bench/acdc_data.py, none of them chosen on the rep
            project ends with after the gate.
   yardstick  CGS from scratch on the same 3 + k labeled patients for base + retrain iterations
            (--scratch; one fold per k unless --scratch-all).
+  control  --length-control: the base trained on with a thorough retrain's recipe and steps on its
+           own data, no patient added: how much of the thorough gain is length alone.
 
     python bench/retrain_loop_acdc.py --work /tmp/acdc-loop                 # everything
     python bench/retrain_loop_acdc.py --k 1 --folds 0 --modes quick          # one experiment
@@ -125,6 +127,36 @@ def scratch_run(k: int, index: int, split, iterations: int, args) -> dict:
     return result
 
 
+def length_control(base: Path, base_store: Path, split, args) -> dict:
+    """The base trained on with a finished thorough retrain's exact recipe and length, on the base's
+    own data (the added patients stay unlabeled scans): what the thorough gain owes to length alone."""
+    folder = args.work / "length-control"
+    result_file = folder / "result.json"
+    if result_file.exists() or args.report_only:
+        return json.loads(result_file.read_text()) if result_file.exists() else {}
+    runs = sorted(args.work.glob("thorough-k*-fold*/project/runs/*/train/config.json"))
+    if not runs:
+        raise SystemExit("--length-control needs a finished thorough retrain in the work folder")
+    recorded = json.loads(runs[0].read_text())["config"]
+    steps = int(recorded["max_iterations"] or recorded["iterations"])
+    folder.mkdir(parents=True, exist_ok=True)
+    run = folder / "run"
+    if not (run / "final.pt").exists():
+        config = folder / "config.json"
+        recipe = {**recorded, "init_checkpoint": str(base), "minutes": None, "max_iterations": None}
+        config.write_text(json.dumps({**recipe, "iterations": steps, "threads": args.threads}))
+        train = ["train", str(base_store), "-o", str(run), "--config", str(config), "--no-error-model"]
+        cgs_cli(train, folder / "log.txt")
+    result = {
+        "recipe_from": str(runs[0]),
+        "steps": steps,
+        "scores": score(run / "final.pt", split),
+        "dev": summary(score(run / "final.pt", split, split.volume_ids(split.dev))),
+    }
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base-iterations", type=int, default=3000)
@@ -147,6 +179,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="retrains side by side")
     parser.add_argument("--threads", type=int, default=1, help="threads per retrain")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--length-control",
+        action="store_true",
+        help="also train the base on for a thorough retrain's steps with its recipe, without corrections",
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cgs-bench-acdc-loop"))
     args = parser.parse_args()
@@ -222,6 +259,14 @@ def main() -> None:
                 if yard:
                     report["scratch"].append({**yard, "summary": summary(yard["scores"])})
                     print(f"scratch  k={k} fold {i}: {summary(yard['scores'])} ({iterations} iterations)")
+    if args.length_control:
+        control = length_control(base, base_store, split, args)
+        if control:
+            report["length_control"] = {**control, "summary": summary(control["scores"])}
+            print(
+                f"length control ({control['steps']} more steps on the base's data, no corrections): "
+                f"{summary(control['scores'])}; dev {control['dev']}"
+            )
     for mode in args.modes:
         for k in args.k:
             rows = [f for f in report["folds"] if f["mode"] == mode and f["k"] == k]
