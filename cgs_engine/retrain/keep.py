@@ -51,14 +51,17 @@ def keep_version(
     tolerance = float(project.settings["activation_tolerance"])
     compared_with = None if active is None else active.id
     status, activate, reason = decide_activation(new_score, active_score, compared_with, tolerance)
+    # The parent's calibrated error model, if it has one: inherited by a version without its own
+    # (a few hundred fine-tuning steps move the weights little, and uncalibrated is worse).
+    inherited = None if active is None else sidecar_path(active.model_path)
+    inherited = inherited if inherited is not None and inherited.is_file() else None
     # Fitted outside the lock below (it predicts every labeled volume: a minute or two), and only
     # for a version that will be used; one kept inactive inherits its parent's, as before.
     fitted, fitted_note = None, None
     if activate and project.settings["retrain_error_model"] == "refit" and not cancelled:
         if on_stage is not None:
             on_stage("calibrating the likely-wrong map")
-        parent = None if active is None else sidecar_path(active.model_path)
-        fitted, fitted_note = _refit_error_model(candidate, store_path, config.device, parent)
+        fitted, fitted_note = _refit_error_model(candidate, store_path, config.device, inherited)
     # One step for the check, the new version and the pointer: a `cgs project activate` from
     # another process lands before (this version is then not activated) or after, never between.
     with project.state_lock():
@@ -89,10 +92,6 @@ def keep_version(
             "cancelled": cancelled,
             "train_config": config.to_dict(),
         }
-        # Without its own, the parent's calibrated error model: a few hundred fine-tuning steps
-        # move the weights little, and uncalibrated is worse.
-        inherited = None if active is None else sidecar_path(active.model_path)
-        inherited = inherited if inherited is not None and inherited.is_file() else None
         if fitted is not None:
             record["error_model"] = fitted_note
         else:
@@ -107,7 +106,7 @@ def keep_version(
 
 def _refit_error_model(
     candidate: Path, store_path: Path, device: str, parent: Path | None
-) -> tuple[Path | None, str]:
+) -> tuple[Path | None, str]:  # parent: the parent version's error model file, if it has one
     """The candidate's error model fitted on the run's store (prior data, corrections, held-out
     volumes; partly reviewed ones are left out), written beside it; (None, why) when it cannot be.
     The L2 penalty is the parent's choice when it has one: choosing it again costs 18 extra fits
@@ -119,7 +118,7 @@ def _refit_error_model(
     thorough retrain) the parent's gave average precision 0.456 on new patients, the version's own
     0.484, and its per-organ Dice estimates followed the truth more closely (see README)."""
     l2: float | str = "auto"
-    if parent is not None and parent.is_file():
+    if parent is not None:
         try:
             l2 = float(load_error_model(parent).fitted_on.get("l2", "auto"))
         except (ErrorModelError, TypeError, ValueError):
