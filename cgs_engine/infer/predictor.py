@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
+from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint, weights_digest
 from cgs_engine.infer.slices import EVIDENCE, Cancelled, iterate_slice_probs, to_uint8
 from cgs_engine.model.fold import fold_batch_norm
 from cgs_engine.normalize import Normalization
@@ -63,7 +63,9 @@ class Predictor:
         self.checkpoint, self.model = loaded, model
         self.normalization = Normalization.from_dict(loaded.normalization)
         # the calibrated error model beside the checkpoint file (model.review.json), else the fallback
-        self.error_model = error_model_for(loaded.source or None, loaded.class_names)
+        self.error_model = error_model_for(
+            loaded.source or None, loaded.class_names, weights_digest(loaded.state_dict)
+        )
 
     @property
     def class_names(self) -> list[str]:

@@ -7,11 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cgs_engine.checkpoint import load_checkpoint, weights_digest
 from cgs_engine.project.calibration import write_error_model
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import read_json
 from cgs_engine.retrain.scoring import HeldoutScore, decide_activation, evaluate_heldout
-from cgs_engine.review.error_model import ErrorModelError, load_error_model, sidecar_path
+from cgs_engine.review.error_model import (
+    ErrorModelError,
+    assign_to,
+    load_error_model,
+    save_error_model,
+    sidecar_path,
+)
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.train.config import TrainConfig
 
@@ -92,16 +99,35 @@ def keep_version(
             "cancelled": cancelled,
             "train_config": config.to_dict(),
         }
+        handed_down = None
         if fitted is not None:
             record["error_model"] = fitted_note
         else:
-            record["error_model"] = None if inherited is None else f"inherited from {active.id}"
+            handed_down = _inherit_error_model(inherited, candidate, run, active and active.id)
+            record["error_model"] = None if handed_down is None else f"inherited from {active.id}"
             if fitted_note is not None:
                 record["error_model_not_fitted"] = fitted_note
-        version = project.add_version(candidate, record, error_model=fitted or inherited)
+        version = project.add_version(candidate, record, error_model=fitted or handed_down)
         if activate:
             project.activate(version.id, why=reason)
     return KeptVersion(version.id, activate, reason, new_score, active_score, record)
+
+
+def _inherit_error_model(
+    parent: Path | None, candidate: Path, run: Path, parent_id: str | None
+) -> Path | None:
+    """The parent's error model, assigned to the candidate's weights (predictions refuse an error
+    model fitted on other weights unless it was handed down on purpose), written in the run folder;
+    None without a readable parent file."""
+    if parent is None:
+        return None
+    try:
+        model = load_error_model(parent)
+    except ErrorModelError:
+        return None  # a damaged parent file is not passed on; the version runs uncalibrated
+    digest = weights_digest(load_checkpoint(candidate).state_dict)
+    handed_down = assign_to(model, digest, f"inherited from {parent_id}")
+    return save_error_model(handed_down, run / "inherited.review.json", overwrite=True)
 
 
 def _refit_error_model(

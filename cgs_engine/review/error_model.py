@@ -15,6 +15,7 @@ standardised with the training mean and spread, and the weights carry an L2 pena
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ FORMAT = "napari-cgs-error-model"
 FORMAT_VERSION = 1
 SIDECAR_SUFFIX = ".review.json"
 DEFAULT_L2 = 1e-3
+
+logger = logging.getLogger(__name__)
 
 
 class ErrorModelError(CGSError):
@@ -75,6 +78,14 @@ class ErrorModel:
     fitted_on: dict[str, Any] = field(default_factory=dict)  # patients, checkpoint digest, date, scores
 
     calibrated = True
+
+    def describes(self, weights_sha256: str) -> bool:
+        """Whether this error model belongs to the checkpoint with these weights: the one it was
+        fitted on, or one it was handed to on purpose (a retrained version inheriting its parent's,
+        see :func:`assign_to`). A file from before digests were recorded cannot tell: accepted."""
+        fitted = self.fitted_on.get("weights_sha256")
+        assigned = self.fitted_on.get("assigned_to_weights_sha256")
+        return fitted is None or weights_sha256 in (fitted, assigned)
 
     def probabilities(self, evidence: ErrorEvidence) -> np.ndarray:
         """P(the label is wrong) per candidate, float32; a column at a time, no full matrix."""
@@ -181,13 +192,26 @@ def save_error_model(model: ErrorModel, path: str | os.PathLike, overwrite: bool
     return Path(path)
 
 
-def error_model_for(
-    checkpoint_path: str | os.PathLike | None, class_names: Sequence[str]
-) -> ErrorModel | UncalibratedScore:
-    """The fitted model beside a checkpoint when it exists and fits its classes, else UNCALIBRATED.
+def assign_to(model: ErrorModel, weights_sha256: str, why: str) -> ErrorModel:
+    """A copy of ``model`` that :func:`error_model_for` accepts for the checkpoint with these
+    weights although it was fitted on others (a retrained version inheriting its parent's)."""
+    fitted_on = {**model.fitted_on, "assigned_to_weights_sha256": weights_sha256, "assigned_because": why}
+    return ErrorModel.from_dict({**model.to_dict(), "fitted_on": fitted_on}, "assigned error model")
 
-    A damaged or mismatched file is not an error here (the review still works, uncalibrated);
-    ``cgs review --fit-error-model`` writes a new one.
+
+def error_model_for(
+    checkpoint_path: str | os.PathLike | None,
+    class_names: Sequence[str],
+    weights_sha256: str | None = None,
+) -> ErrorModel | UncalibratedScore:
+    """The fitted model beside a checkpoint when it exists and belongs to it, else UNCALIBRATED.
+
+    It belongs when its classes are the checkpoint's and, given the checkpoint's
+    ``weights_sha256``, it was fitted on (or assigned to) those weights: a ``model.pt``
+    overwritten by another training (a resumed ``cgs train``, a copy over an old model) keeps the
+    old ``model.review.json`` beside it, whose "likely wrong: N mL" would describe another
+    model's errors. A damaged, mismatched or stale file is not an error here (the review still
+    works, uncalibrated) but is logged in one line; ``cgs review --fit-error-model`` writes a new one.
     """
     if checkpoint_path is None:
         return UNCALIBRATED
@@ -196,9 +220,22 @@ def error_model_for(
         return UNCALIBRATED
     try:
         model = load_error_model(path)
-    except ErrorModelError:
+    except ErrorModelError as error:
+        logger.warning("%s; the review runs uncalibrated", error)
         return UNCALIBRATED
-    return model if list(model.class_names) == list(class_names) else UNCALIBRATED
+    if list(model.class_names) != list(class_names):
+        problem = "its classes are not the model's"
+    elif weights_sha256 is not None and not model.describes(weights_sha256):
+        problem = f"it was fitted on other weights than {Path(checkpoint_path).name} (stale)"
+    else:
+        return model
+    logger.warning(
+        "%s: %s; the review runs uncalibrated (`cgs review --fit-error-model %s --overwrite` fits it again)",
+        path,
+        problem,
+        checkpoint_path,
+    )
+    return UNCALIBRATED
 
 
 def fit_error_model(

@@ -13,6 +13,7 @@ from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.errors import CGSError
+from cgs_engine.infer import Predictor
 from cgs_engine.project import Project, ProjectError
 from cgs_engine.retrain import HeldoutScore, retrain
 from cgs_engine.store import SliceStore
@@ -294,9 +295,14 @@ def test_an_activated_version_gets_its_own_error_model(tmp_path, monkeypatch):
     record = project.version(second.version).record
     assert second.activated and record["error_model"] == f"inherited from {again.version}"
     assert "no labeled case" in record["error_model_not_fitted"]
-    assert sidecar_path(project.version(second.version).model_path).read_bytes() == (
-        sidecar_path(version.model_path).read_bytes()
-    )
+    # the parent's fit, handed down to the new weights on purpose: predictions with the version
+    # accept it (one fitted on other weights and merely copied would be refused as stale)
+    handed_down = load_error_model(sidecar_path(project.version(second.version).model_path))
+    parent_model = load_error_model(sidecar_path(version.model_path))
+    assert handed_down.weights == parent_model.weights and handed_down.bias == parent_model.bias
+    assert handed_down.fitted_on["weights_sha256"] == parent_model.fitted_on["weights_sha256"]
+    assert handed_down.fitted_on["assigned_because"] == f"inherited from {again.version}"
+    assert Predictor(project.version(second.version).model_path).error_model.calibrated
 
     # "inherit": no fitting at all
     project.update_settings(retrain_error_model="inherit")
@@ -305,5 +311,6 @@ def test_an_activated_version_gets_its_own_error_model(tmp_path, monkeypatch):
     assert (
         record["error_model"] == f"inherited from {second.version}" and "error_model_not_fitted" not in record
     )
+    assert Predictor(project.version(third.version).model_path).error_model.calibrated
     with pytest.raises(ValueError, match="retrain_error_model must be one of refit, inherit"):
         project.update_settings(retrain_error_model="always")

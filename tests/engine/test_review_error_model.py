@@ -12,6 +12,7 @@ from cgs_engine.review.error_features import REACH, ZONES, NetworkMaps, collect_
 from cgs_engine.review.error_model import (
     UNCALIBRATED,
     ErrorModelError,
+    assign_to,
     error_model_for,
     fit_error_model,
     load_error_model,
@@ -129,6 +130,53 @@ def test_a_fitted_model_finds_errors_the_evidence_explains(tmp_path):
     assert error_model_for(checkpoint, ["background", "other", "bar"]) is UNCALIBRATED
     assert error_model_for(tmp_path / "elsewhere.pt", NAMES) is UNCALIBRATED
     assert error_model_for(None, NAMES) is UNCALIBRATED
+
+
+def test_an_error_model_of_other_weights_is_refused_as_stale(tmp_path, caplog):
+    """A model.pt overwritten by another training keeps the old model.review.json beside it."""
+    evidences, wrongs = zip(*[_training_set(seed)[:2] for seed in (0, 1)], strict=True)
+    fitted_on = {"cases": ["a", "b"], "weights_sha256": "aaaa"}
+    model = fit_error_model(evidences, wrongs, NAMES, {1: 0.5, 2: 0.3}, fitted_on=fitted_on)
+    checkpoint = tmp_path / "model.pt"
+    save_error_model(model, sidecar_path(checkpoint))
+    assert error_model_for(checkpoint, NAMES, "aaaa").calibrated  # the weights it was fitted on
+    with caplog.at_level("WARNING"):
+        assert error_model_for(checkpoint, NAMES, "bbbb") is UNCALIBRATED
+    assert "model.review.json: it was fitted on other weights than model.pt (stale)" in caplog.text
+    assert "--fit-error-model" in caplog.text and len(caplog.records) == 1
+    # handed down on purpose (a retrained version inheriting its parent's): accepted for those
+    # weights only, and the record of what it was fitted on is kept
+    handed = assign_to(model, "bbbb", "inherited from v0001")
+    save_error_model(handed, sidecar_path(checkpoint), overwrite=True)
+    found = error_model_for(checkpoint, NAMES, "bbbb")
+    assert found.calibrated and found.fitted_on["weights_sha256"] == "aaaa"
+    assert error_model_for(checkpoint, NAMES, "cccc") is UNCALIBRATED
+    # a file from before digests were recorded cannot tell, and is used
+    save_error_model(fit_error_model(evidences, wrongs, NAMES, {}), sidecar_path(checkpoint), overwrite=True)
+    assert error_model_for(checkpoint, NAMES, "cccc").calibrated
+
+
+def test_a_predictor_checks_the_error_model_against_its_weights(tmp_path, caplog):
+    from review_model import checkpoint as tiny_checkpoint
+
+    from cgs_engine.checkpoint import save_checkpoint, weights_digest
+    from cgs_engine.infer import Predictor
+
+    model_file, tiny = tmp_path / "best.pt", tiny_checkpoint()
+    save_checkpoint(tiny, model_file)
+    evidences, wrongs = zip(*[_training_set(seed)[:2] for seed in (0, 1)], strict=True)
+    fitted_on = {"weights_sha256": weights_digest(tiny.state_dict)}
+    save_error_model(
+        fit_error_model(evidences, wrongs, tiny.class_names, {}, fitted_on=fitted_on),
+        sidecar_path(model_file),
+    )
+    assert Predictor(model_file).error_model.calibrated
+    # the same file name, other weights (a resumed training wrote a new best.pt)
+    tiny.state_dict = {k: v * 1.01 if v.is_floating_point() else v for k, v in tiny.state_dict.items()}
+    save_checkpoint(tiny, model_file)
+    with caplog.at_level("WARNING"):
+        assert Predictor(model_file).error_model is UNCALIBRATED
+    assert "best.review.json: it was fitted on other weights than best.pt (stale)" in caplog.text
 
 
 def test_training_data_without_errors_is_refused():
