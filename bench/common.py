@@ -111,6 +111,25 @@ def save_results(name: str, data: dict) -> Path:
             path = RESULTS / f"{name}-{stamp}-{n}.json"
 
 
+def machine() -> str:
+    """The CPU model and the precision the engine picks on it, for every reported figure."""
+    import platform
+
+    import torch
+
+    from cgs_engine.runtime import resolve_runtime
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return f"{cpu}, {torch.get_num_threads()} threads here; {resolve_runtime('cpu', 'auto', 1)}"
+
+
 def mean_dice(evaluation: dict) -> float:
     return 100 * evaluation["json"]["mean"]["dice"]["mean"]
 

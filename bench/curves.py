@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import CPU_RECIPE, ROOT, save_results, shared_data
+from common import CPU_RECIPE, ROOT, machine, save_results, shared_data
 
 METHODS = ("cgs", "fixmatch", "supervised")
 DEFAULT_MINUTES = {"acdc": 60.0, "segthor": 30.0, "openkbp": 60.0}
@@ -336,24 +336,6 @@ REPORTED = {
     "openkbp": "6 val patients",
 }
 DEV = {"acdc": "20 dev volumes (selection)", "segthor": "10 unlabeled train patients (selection)"}
-
-
-def machine() -> str:
-    import platform
-
-    import torch
-
-    from cgs_engine.runtime import resolve_runtime
-
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    return f"{cpu}, {torch.get_num_threads()} threads here; {resolve_runtime('cpu', 'auto', 1)}"
 
 
 def main() -> None:

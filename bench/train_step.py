@@ -11,7 +11,11 @@ and, as the trainer does from 192 px on, the full-resolution layers recomputed i
 Each variant runs in its own process so peak RSS (the whole process: model, data, loader
 thread) is measured separately. Usage:
 
-    python bench/train_step.py [--steps 6] [--size 256] [--batch 12 12]
+    python bench/train_step.py [--steps 6] [--size 256] [--batch 12 12] [--precision auto fp32]
+
+``--precision fp32`` times our step on the fp32 path, as it runs on a CPU without bf16 (the
+reference is fp32 either way); give both (``auto fp32``) to compare them in one run. Results are
+also saved as JSON under bench/results/.
 """
 
 from __future__ import annotations
@@ -49,14 +53,22 @@ def _models(classes: int, heads: str = "three-class"):
     return student, teacher
 
 
-def run_ours(steps: int, size: int, batch_l: int, batch_u: int, classes: int, split: bool = False) -> dict:
+def run_ours(
+    steps: int,
+    size: int,
+    batch_l: int,
+    batch_u: int,
+    classes: int,
+    split: bool = False,
+    precision: str = "auto",
+) -> dict:
     from cgs_engine.method.objective import ObjectiveConfig
     from cgs_engine.runtime import resolve_runtime
     from cgs_engine.train.data import BatchSource
     from cgs_engine.train.ema import EMATeacher
     from cgs_engine.train.step import train_step
 
-    runtime = resolve_runtime("auto", "auto")
+    runtime = resolve_runtime("auto", precision)
     generator = torch.Generator().manual_seed(0)
     source = BatchSource(
         _bank(400, size, classes, generator), _bank(400, size, classes, generator), batch_l, batch_u, seed=0
@@ -141,7 +153,7 @@ def child(args) -> None:
     if args.variant == "reference":
         result = run_reference(*sizes)
     else:
-        result = run_ours(*sizes, split=args.variant == "ours-split")
+        result = run_ours(*sizes, split=args.variant == "ours-split", precision=args.precision[0])
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -152,13 +164,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, nargs=2, default=[12, 12])
     parser.add_argument("--classes", type=int, default=4, help="C = K + 1 (ACDC: 4)")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=("auto", "fp32", "bf16"),
+        default=["auto"],
+        help="our step's precision(s); fp32 = the path of a CPU without bf16",
+    )
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         child(args)
         return
+    runs = [("reference", "auto")] + [(v, p) for p in args.precision for v in VARIANTS[1:]]
     results = {}
-    for variant in VARIANTS:
+    for variant, precision in runs:
         command = [
             sys.executable,
             __file__,
@@ -172,18 +192,27 @@ def main() -> None:
             *map(str, args.batch),
             "--classes",
             str(args.classes),
+            "--precision",
+            precision,
         ]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        results[variant] = json.loads(output.strip().splitlines()[-1])
+        name = variant if variant == "reference" else f"{variant} ({precision})"
+        results[name] = json.loads(output.strip().splitlines()[-1])
     print(f"batch {args.batch[0]}+{args.batch[1]} at {args.size}x{args.size}, {args.steps} timed steps each")
-    for variant, r in results.items():
+    for name, r in results.items():
         print(
-            f"  {variant:10s} {1 / r['seconds_per_step']:.3f} it/s ({r['seconds_per_step']:.2f} s/step)  "
+            f"  {name:18s} {1 / r['seconds_per_step']:.3f} it/s ({r['seconds_per_step']:.2f} s/step)  "
             f"peak RSS {r['peak_rss_mib']:.0f} MiB  [{r['runtime']}]"
         )
-    for variant in VARIANTS[1:]:
-        speedup = results["reference"]["seconds_per_step"] / results[variant]["seconds_per_step"]
-        print(f"  speed-up of {variant}: {speedup:.2f}x")
+    for name, r in results.items():
+        if name != "reference":
+            speedup = results["reference"]["seconds_per_step"] / r["seconds_per_step"]
+            print(f"  speed-up of {name}: {speedup:.2f}x")
+    from common import machine, save_results
+
+    settings = {"steps": args.steps, "size": args.size, "batch": args.batch, "classes": args.classes}
+    record = {"settings": settings, "machine": machine(), "results": results}
+    print(f"results: {save_results('train_step', record)}")
 
 
 if __name__ == "__main__":
