@@ -115,6 +115,7 @@ def _adapt(args, volume):
             keep=reviewed,
             seconds=seconds,
             progress=lambda stage, done, total: bar(done, total),
+            geometry=volume.geometry,
         )
     print(
         f"adapted for {result.steps} steps on {result.trained_slices} corrected slices "

@@ -40,10 +40,12 @@ from cgs_engine.method import IGNORE_INDEX
 from cgs_engine.method.objective import METHODS, ObjectiveConfig, supervised_losses
 from cgs_engine.model.fold import fold_batch_norm
 from cgs_engine.normalize import Normalization
+from cgs_engine.orientation import Reorientation
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.train.config import TrainConfig
 from cgs_engine.train.data import BatchSource, SliceBank
 from cgs_engine.train.loop import train_mode
+from cgs_engine.volume import Geometry
 
 # Chosen on the 6 OpenKBP val patients (bench/annotation_effort.py --adapt): see README.
 ADAPT_DEFAULTS = {"seconds": 60.0, "max_steps": 300, "lr": 3e-4, "batch": 8, "band_mm": 10.0}
@@ -105,15 +107,21 @@ def adapt_to_scan(
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    geometry: Geometry | None = None,
 ) -> AdaptResult:
     """Fine-tune a copy of ``checkpoint`` on ``labels`` where ``trusted`` and re-predict the scan.
 
     ``image``: raw intensities [z, y, x]; ``keep``: voxels the re-prediction must not change
     (default: ``trusted``). ``seconds`` bounds training and prediction together (after setup);
     ``threads``: CPU threads (0: every usable core); ``progress`` gets (stage, done, total);
-    ``cancel()`` true raises ``Cancelled`` (nothing is changed).
+    ``cancel()`` true raises ``Cancelled`` (nothing is changed). ``geometry``: the scan's, so that
+    the network learns and predicts in the orientation it was trained in (``cgs_engine.orientation``;
+    without it the arrays are taken as stored in that orientation).
     """
     labels, image, trusted, keep = _checked_arrays(labels, image, trusted, keep)
+    stored_labels = labels
+    turn = Reorientation() if geometry is None else Reorientation.of(geometry)
+    image, labels, trusted = turn.canonical_copies(image, labels, trusted)
     if not (seconds > 0 and max_steps > 0 and lr > 0 and batch > 0):
         raise EditError("seconds, max_steps, lr and batch must be positive")
     model_checkpoint = checkpoint if isinstance(checkpoint, ModelCheckpoint) else load_checkpoint(checkpoint)
@@ -146,6 +154,8 @@ def adapt_to_scan(
         network, source, optimizer, objective, runtime, max_steps, deadline, progress, cancel
     )
     predicted = _predict(network.eval(), image, size, runtime, normalize, progress, cancel)
+    predicted = turn.from_canonical(predicted)
+    labels = stored_labels
     new = np.where(keep, labels, predicted.astype(labels.dtype))
     return AdaptResult(
         labels=new,

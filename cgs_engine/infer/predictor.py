@@ -14,6 +14,7 @@ from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoin
 from cgs_engine.infer.slices import EVIDENCE, Cancelled, iterate_slice_probs, to_uint8
 from cgs_engine.model.fold import fold_batch_norm
 from cgs_engine.normalize import Normalization
+from cgs_engine.orientation import Reorientation
 from cgs_engine.review.error_model import error_model_for
 from cgs_engine.review.likely_wrong import ErrorEstimate, estimate_errors
 from cgs_engine.review.prediction import network_maps
@@ -96,7 +97,6 @@ class Predictor:
         started = time.perf_counter()
         image = volume.array
         normalize = None if normalized else self.normalization.slab_normalizer(image)
-        depth, height, width = image.shape
         want_maps = maps and self.has_specialists
         labels = np.zeros(image.shape, dtype=np.uint8)
         heads = self.class_names[1:]
@@ -104,28 +104,33 @@ class Predictor:
         disagreement = np.zeros(image.shape, dtype=np.uint8) if want_maps else None
         evidence = {name: np.zeros(image.shape, dtype=np.uint8) for name in EVIDENCE} if want_maps else {}
         confidence = np.zeros(image.shape, dtype=np.uint8) if maps else None
+        # The network reads axial slices in the orientation it was trained in (cgs_engine.orientation);
+        # the outputs are written through canonical views of arrays on the input's own grid.
+        turn = Reorientation.of(volume.geometry)
+        canonical = turn.to_canonical
+        seen = image if turn.is_identity else np.ascontiguousarray(canonical(np.asarray(image)))
         for batch in iterate_slice_probs(
             self.model,
-            image,
+            seen,
             self.checkpoint.input_size,
             self.runtime,
-            self._batch_size(height, width),
+            self._batch_size(*seen.shape[1:]),
             specialists=want_maps,
             progress=progress,
             cancel=cancel,
             normalize=normalize,
         ):
             window = slice(batch.start, batch.stop)
-            labels[window] = batch.labels.numpy()
+            canonical(labels)[window] = batch.labels.numpy()
             if confidence is not None:
-                confidence[window] = to_uint8(batch.confidence).numpy()
+                canonical(confidence)[window] = to_uint8(batch.confidence).numpy()
             if batch.foreground is None:
                 continue
             for k, name in enumerate(heads):
-                spec_maps[name][window] = batch.foreground[:, k].numpy()
-            disagreement[window] = batch.disagreement.numpy()
+                canonical(spec_maps[name])[window] = batch.foreground[:, k].numpy()
+            canonical(disagreement)[window] = batch.disagreement.numpy()
             for index, name in enumerate(EVIDENCE):
-                evidence[name][window] = batch.evidence[:, index].numpy()
+                canonical(evidence[name])[window] = batch.evidence[:, index].numpy()
         prediction = Prediction(
             labels=volume.like(labels, "labels"),
             class_names=list(self.class_names),

@@ -9,6 +9,7 @@ import numpy as np
 
 from cgs_engine.errors import CGSError
 from cgs_engine.io import read_volume
+from cgs_engine.orientation import Reorientation, canonical_volume
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError
 from cgs_engine.retrain.heldout import choose_heldout_volumes, heldout_slices, judging_weights
@@ -83,11 +84,15 @@ class _StoreBuilder:
             raise CancelledWhilePreparing
         store, warn = self.store, self.warn
         correction = self.project.read_correction(info.name)
-        image = self.normalize(correction.image.array)
-        labels, review = correction.labels, correction.review
+        # slices are cut along the canonical axial axis, as the network reads them (cgs_engine.orientation)
+        turn = Reorientation.of(info.geometry)
+        geometry = turn.canonical_geometry(info.geometry, correction.labels.shape)
+        image, labels, review = turn.canonical_copies(
+            self.normalize(correction.image.array), correction.labels, correction.review
+        )
         source = info.source or info.name
         if info.name in self.heldout_volumes:
-            if _add_judging_volume(store, info.name, image, labels, review, info.geometry, source, warn):
+            if _add_judging_volume(store, info.name, image, labels, review, geometry, source, warn):
                 self.heldout.append(info.name)
             return
         reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
@@ -152,7 +157,7 @@ def _correction_slices(project: Project, usable, heldout_volumes: set[str], frac
     for info in usable:
         if info.name in heldout_volumes:
             continue
-        review = project.read_review_mask(info.name)
+        (review,) = Reorientation.of(info.geometry).canonical_copies(project.read_review_mask(info.name))
         reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
         held = 0 if heldout_volumes else len(heldout_slices(reviewed, fraction))
         total += len(reviewed) - held
@@ -199,7 +204,7 @@ def _read_unlabeled(scan, warn, normalize):
     if problem:
         warn(f"{scan.path}: unlabeled scan {problem}; used as it is now")
     try:
-        volume = read_volume(scan.path)
+        volume, _ = canonical_volume(read_volume(scan.path))
         return volume.like(normalize(volume.array), "image")
     except (CGSError, ValueError) as error:
         warn(f"skipped unlabeled scan: {error}")

@@ -34,6 +34,7 @@ from cgs_engine.io import read_volume
 from cgs_engine.io.errors import VolumeIOError, require_utf8_path
 from cgs_engine.io.formats import strip_image_suffix
 from cgs_engine.normalize import Normalization, guess_normalization
+from cgs_engine.orientation import Reorientation
 from cgs_engine.scope import ScopeMeter
 from cgs_engine.store.dataset import SliceStore, SliceStoreError
 from cgs_engine.volume import Geometry
@@ -224,12 +225,15 @@ def import_segthor_png(
 
 
 def read_segthor_label(split_root: str | os.PathLike, patient: str) -> np.ndarray:
-    """One patient's SegTHOR label volume [z, row, col] from ``split_root/gt`` (as the importer
-    stacks it): the labels of patients imported as unlabeled, for scoring on them."""
+    """One patient's SegTHOR label volume from ``split_root/gt``, in the canonical layout the
+    importer stores its image in: the labels of patients imported as unlabeled, for scoring on them."""
     slices = _segthor_patients(Path(split_root) / "img")
     if patient not in slices:
         raise DatasetImportError(f"{Path(split_root) / 'img'}: no slices of {patient}")
-    return _stack_segthor_labels(slices[patient])
+    (label,) = Reorientation.of(Geometry(direction=SEGTHOR_DIRECTION)).canonical_copies(
+        _stack_segthor_labels(slices[patient])
+    )
+    return label
 
 
 def _stack_segthor_labels(image_pngs: list[Path]) -> np.ndarray:
@@ -297,11 +301,15 @@ def _segthor_label(path: Path) -> np.ndarray:
     return (gt // SEGTHOR_GT_STEP).astype(np.uint8)
 
 
+# Array axes fastest first: PNG column = original y, PNG row = original x, then z.
+SEGTHOR_DIRECTION = (0, 1, 0, 1, 0, 0, 0, 0, 1)
+
+
 def _segthor_geometry(spacing_xyz: Sequence[float], spacing_path: Path) -> Geometry:
     try:
         dx, dy, dz = (float(value) for value in spacing_xyz)
         # Array axes fastest first: PNG column = original y, PNG row = original x, then z.
-        return Geometry(spacing=(2 * dy, 2 * dx, dz), direction=(0, 1, 0, 1, 0, 0, 0, 0, 1))
+        return Geometry(spacing=(2 * dy, 2 * dx, dz), direction=SEGTHOR_DIRECTION)
     except (TypeError, ValueError) as error:
         raise DatasetImportError(
             f"{spacing_path}: bad spacing {spacing_xyz!r} ({first_line(error)})"
@@ -451,6 +459,10 @@ def _add(
     split: str,
     original_dtype: str,
 ) -> None:
+    if geometry is not None:  # stores hold what the network learns from: canonical arrays
+        turn = Reorientation.of(geometry)
+        geometry = turn.canonical_geometry(geometry, image.shape)
+        image, label = turn.canonical_copies(image, label)
     try:
         store.add_volume(
             name,

@@ -50,11 +50,19 @@ def run_box(labels, class_id, corners, spacing_zyx, slice_axis, depth_mm, probab
     return box_prompt(labels, class_id, box, probability, locked=locked)
 
 
-def run_adapt(checkpoint, image, labels, reviewed, keep, spacing_zyx, seconds, progress, cancel):
-    trusted = trusted_voxels(labels, reviewed, spacing_zyx)
+def run_adapt(checkpoint, image, labels, reviewed, keep, geometry, seconds, progress, cancel):
+    trusted = trusted_voxels(labels, reviewed, geometry.spacing[::-1])
     try:
         return adapt_to_scan(
-            checkpoint, image, labels, trusted, keep=keep, seconds=seconds, progress=progress, cancel=cancel
+            checkpoint,
+            image,
+            labels,
+            trusted,
+            keep=keep,
+            seconds=seconds,
+            progress=progress,
+            cancel=cancel,
+            geometry=geometry,
         )
     except Cancelled:
         return None
@@ -287,7 +295,7 @@ class PromptTools(QWidget):
                 np.array(layer.data, copy=True),
                 review,
                 keep,
-                tuple(layer_geometry(image).spacing[::-1]),
+                layer_geometry(image),
                 self.seconds.value(),
                 self._note_progress,
                 self._cancel.is_set,

@@ -114,3 +114,27 @@ def test_nothing_corrected_or_another_grid_is_a_one_line_error(checkpoint):
         adapt_to_scan(checkpoint, image[:-1], labels, reviewed)
     with pytest.raises(EditError, match="the model knows 3 classes"):
         adapt_to_scan(checkpoint, image, np.where(labels == 1, 5, 0).astype(np.uint8), reviewed)
+
+
+def test_a_scan_stored_mirrored_is_learnt_and_predicted_in_the_canonical_orientation(checkpoint, monkeypatch):
+    """The copy learns the corrected slices as the network was trained (cgs_engine.orientation), and
+    the re-prediction lands on the scan's own grid; the user's voxels stay."""
+    from cgs_engine.edit import adapt as adapt_module
+    from cgs_engine.volume import Geometry
+
+    image, labels, reviewed, _ = scan()
+    mirrored = Geometry(spacing=(1.0, 1.0, 3.0), direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))  # x to the right
+    seen = {}
+    real_bank = adapt_module._slice_bank
+
+    def spy(image_seen, labels_seen, *rest):
+        seen["image"], seen["labels"] = image_seen.copy(), labels_seen.copy()
+        return real_bank(image_seen, labels_seen, *rest)
+
+    monkeypatch.setattr(adapt_module, "_slice_bank", spy)
+    trusted = trusted_voxels(labels, reviewed, (3.0, 1.0, 1.0))
+    result = adapt_to_scan(checkpoint, image, labels, trusted, keep=reviewed, max_steps=2, geometry=mirrored)
+    np.testing.assert_array_equal(seen["image"], image[:, :, ::-1])  # learnt with x to the left
+    np.testing.assert_array_equal(seen["labels"], labels[:, :, ::-1])
+    assert result.labels.shape == labels.shape
+    assert np.array_equal(result.labels[reviewed], labels[reviewed])  # the user's voxels stay

@@ -185,24 +185,50 @@ def test_segthor_miniature_import(tmp_path):
         assert store.volume_names("unlabeled") == ["Patient_12"]
         assert store.volume_names("val") == ["Patient_01"]
         stored = store.read_volume("Patient_07")
-        assert stored.image.shape == (4, 16, 12) and stored.image.dtype == np.float32
+        # a PNG is [row, col] with col = original y (2*dy) and row = original x (2*dx): the store
+        # holds the canonical layout (cgs_engine.orientation), rows and columns swapped
+        assert stored.image.shape == (4, 12, 16) and stored.image.dtype == np.float32
         np.testing.assert_allclose(stored.image[2, 5, 5], (20 + 7) / 255, rtol=1e-6)
         assert stored.image.max() == 1.0
-        assert stored.label[2, 2].tolist() == [3] * 12 and stored.label[1, 1].tolist() == [2] * 12
+        assert stored.label[2, :, 2].tolist() == [3] * 12 and stored.label[1, :, 1].tolist() == [2] * 12
         assert store.read_volume("Patient_12").label is None
         geometry = store.volume_info("Patient_04").geometry
-        # array [z, row, col]: col = original y (2*dy), row = original x (2*dx), then dz
-        np.testing.assert_allclose(geometry.spacing, (1.4, 1.6, 2.5))
-        np.testing.assert_array_equal(geometry.direction_matrix, [[0, 1, 0], [1, 0, 0], [0, 0, 1]])
+        np.testing.assert_allclose(geometry.spacing, (1.6, 1.4, 2.5))
+        np.testing.assert_array_equal(geometry.direction_matrix, np.eye(3))
         assert store.volume_info("Patient_04").original_dtype == "uint8"
+
+
+def test_volumes_enter_a_store_in_the_canonical_orientation(tmp_path):
+    """The same patient stored as NIfTI tools write it (x to the right, y to the front) and as
+    identity-direction files gives the same store arrays: the network learns one anatomy."""
+    image, label = mr_like(0), np.zeros((3, 6, 5), np.uint8)
+    label[1, 2, 1] = 1  # off-centre, so a flip would show
+    lps = (write_nifti(tmp_path / "a" / "p.nii.gz", image), write_nifti(tmp_path / "al" / "p.nii.gz", label))
+    flipped = ((-1, 0, 0, 0, -1, 0, 0, 0, 1), (4.0, 5.0, 0.0))  # world of voxel 0: the far corner
+    ras = []
+    for folder, array in (("b", image), ("bl", label)):
+        itk = sitk.GetImageFromArray(np.ascontiguousarray(array[:, ::-1, ::-1]))
+        itk.SetSpacing((1.0, 1.0, 2.0)), itk.SetDirection(flipped[0]), itk.SetOrigin(flipped[1])
+        (tmp_path / folder).mkdir()
+        sitk.WriteImage(itk, str(tmp_path / folder / "p.nii.gz"))
+        ras.append(tmp_path / folder / "p.nii.gz")
+    stores = [
+        import_nifti([i], [lab], [], tmp_path / f"{n}.h5", class_names=["background", "x"])
+        for n, (i, lab) in (("lps", lps), ("ras", ras))
+    ]
+    with SliceStore.open(stores[0]) as a, SliceStore.open(stores[1]) as b:
+        first, second = a.read_volume("p"), b.read_volume("p")
+        np.testing.assert_array_equal(first.label, second.label)
+        np.testing.assert_allclose(first.image, second.image)
+        assert b.volume_info("p").geometry.is_close(a.volume_info("p").geometry)
 
 
 def test_segthor_labels_of_an_unlabeled_patient_read_as_the_importer_stacks_them(tmp_path):
     root = tmp_path / "segthor"
     write_segthor_miniature(root)
     label = read_segthor_label(root / "train", "Patient_12")  # imported as unlabeled above
-    assert label.shape == (3, 16, 12) and label.dtype == np.uint8
-    assert label[2, 2].tolist() == [3] * 12 and label[0, 1].tolist() == [0] * 12
+    assert label.shape == (3, 12, 16) and label.dtype == np.uint8  # canonical, as the store's image
+    assert label[2, :, 2].tolist() == [3] * 12 and label[0, :, 1].tolist() == [0] * 12
     out = import_segthor_png(root, tmp_path / "segthor.h5", labeled_patients=3)  # now labeled
     with SliceStore.open(out) as store:
         np.testing.assert_array_equal(store.read_volume("Patient_12").label, label)

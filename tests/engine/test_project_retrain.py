@@ -314,3 +314,23 @@ def test_an_activated_version_gets_its_own_error_model(tmp_path, monkeypatch):
     assert Predictor(project.version(third.version).model_path).error_model.calibrated
     with pytest.raises(ValueError, match="retrain_error_model must be one of refit, inherit"):
         project.update_settings(retrain_error_model="always")
+
+
+def test_a_correction_stored_mirrored_trains_in_the_canonical_orientation(tmp_path):
+    """The same patient saved from a NIfTI with x to the right must teach the same anatomy: the
+    run's store holds its slices in the canonical layout (cgs_engine.orientation)."""
+    from cgs_engine.retrain.training_store import build_store
+    from cgs_engine.volume import Geometry
+
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    image, label = synthetic_volume(np.random.default_rng(5))
+    mirrored = Geometry(spacing=(1.0, 1.0, 2.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    for name in ("a", "b", "c"):  # three corrections, so whole volumes are held out (none sliced)
+        project.add_correction(name, Volume(image, mirrored), label)
+    plan = build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
+    with SliceStore.open(tmp_path / "store.h5") as store:
+        trained = [n for n in ("a", "b", "c") if n in store.volume_names("labeled")]
+        stored = store.read_volume(trained[0])
+        np.testing.assert_array_equal(stored.label, label[:, ::-1, ::-1])
+        assert np.allclose(store.volume_info(trained[0]).geometry.direction_matrix, np.eye(3))
+    assert plan["heldout_mode"] == "volumes"
