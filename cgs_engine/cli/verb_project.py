@@ -52,7 +52,12 @@ def add_parser(verbs) -> None:
         help="review mask: 0 = not reviewed (ignored), 1 = the model's label accepted, 2 = drawn or "
         "corrected by you (held-out corrections judge a retrained model on both); default: every voxel 2",
     )
-    correction.add_argument("--name", help="correction name (default: the image file name)")
+    correction.add_argument(
+        "--name", help="correction name (default: the image file name without its extension)"
+    )
+    correction.add_argument(
+        "--overwrite", action="store_true", help="replace an existing correction of that name"
+    )
     add_series_option(correction)
 
     unlabeled = actions.add_parser("add-unlabeled", help="reference unlabeled scans for retraining")
@@ -158,6 +163,7 @@ def _correction_name(image: str) -> str:
 def _add_correction(args) -> int:
     from cgs_engine.io import check_same_grid, read_volume
     from cgs_engine.project import Project
+    from cgs_engine.project.corrections import CorrectionExistsError
 
     project = Project.open(args.folder)
     image = read_volume(args.image, series_uid=args.series)
@@ -168,19 +174,43 @@ def _add_correction(args) -> int:
         review_volume = read_volume(args.review, kind="labels")
         check_same_grid(review_volume, image, args.review)
         review = review_volume.array
-    info = project.add_correction(args.name or _correction_name(args.image), image, labels.array, review)
+        if not review.any():
+            raise CGSError(f"{args.review}: review mask is all 0 (no voxel reviewed): nothing to learn from")
+    name = args.name or _correction_name(args.image)
+    try:
+        info = project.add_correction(
+            name, image, labels.array, review, replace="yes" if args.overwrite else "no"
+        )
+    except CorrectionExistsError as error:
+        raise CGSError(
+            f"{args.folder}: correction {name!r} already exists (from {error.source}); "
+            "pass --name NAME for another name, or --overwrite to replace it"
+        ) from None
     share = info.reviewed_voxels / max(1, int(image.array.size))
     print(f"saved correction {info.name!r}: {info.shape[0]} slices, {100 * share:.1f}% of voxels reviewed")
     return 0
 
 
 def _unlabeled_paths(arguments: list[str]) -> list[Path]:
+    """The scans the arguments name; what an earlier `cgs predict` wrote (label maps, specialist and
+    likely-wrong maps, named by its ``*_classes.json``) is left out, and said so."""
+    from cgs_engine.project.unlabeled import prediction_outputs_among
+
     paths = []
     for argument in arguments:
         path = Path(argument)
         images = sorted(p for p in path.iterdir() if is_image_file(p)) if path.is_dir() else []
         paths.extend(images or [path])  # a folder without image files may be a DICOM series
-    return paths
+    outputs = prediction_outputs_among(paths)
+    scans = [path for path in paths if path.expanduser().resolve() not in outputs]
+    if not scans:
+        raise CGSError(f"{arguments[0]}: no scans to add, only outputs of an earlier prediction")
+    if outputs:
+        folders = ", ".join(sorted({str(path.parent) for path in outputs}))
+        print(
+            f"left out {len(outputs)} output file(s) of an earlier prediction in {folders}", file=sys.stderr
+        )
+    return scans
 
 
 def _add_unlabeled(args) -> int:

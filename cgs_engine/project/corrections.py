@@ -7,6 +7,7 @@ atomically on every save, and a new ``revision`` tells retraining which correcti
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -26,6 +27,18 @@ CORRECTION_FORMAT = "napari-cgs-correction"
 # 2: review masks hold 0 / 1 ACCEPTED / 2 EDITED; version 1 files held 0 / 1 (read as EDITED).
 CORRECTION_FORMAT_VERSION = 2
 CORRECTION_NAME = re.compile(r"^[\w][\w .()+-]{0,199}$")
+REPLACE_CHOICES = ("no", "same-source", "yes")  # add_correction(replace=...)
+
+
+class CorrectionExistsError(ProjectError):
+    """Saving would replace an existing correction that the caller did not ask to replace."""
+
+    def __init__(self, path: Path, name: str, source: str) -> None:
+        self.path, self.name, self.source = path, name, source
+        super().__init__(
+            f"{path}: correction {name!r} already exists (from {source}); "
+            "save it under another name, or remove that correction first"
+        )
 
 
 @dataclass(frozen=True)
@@ -62,13 +75,20 @@ class CorrectionRecords:
         image: Volume,
         labels: np.ndarray,
         review_mask: np.ndarray | None = None,
+        replace: str = "same-source",
     ) -> CorrectionInfo:
-        """Save (or atomically replace) the correction ``name``.
+        """Save the correction ``name``; an existing one is replaced atomically only as ``replace`` allows.
 
         ``review_mask``: 0 = not reviewed (ignored), 1 = ACCEPTED (the model's label, checked by a
         person), 2 = EDITED (drawn or corrected by a person). ``None``: every voxel is EDITED, i.e.
         the labels are the user's own.
+
+        ``replace``: ``"no"`` refuses an existing correction of that name, ``"same-source"`` replaces
+        it only when it was saved from the same image source (saving a scan's correction again),
+        ``"yes"`` always replaces it. A refusal raises :class:`CorrectionExistsError`.
         """
+        if replace not in REPLACE_CHOICES:
+            raise ValueError(f"replace must be one of {', '.join(REPLACE_CHOICES)}, not {replace!r}")
         if not isinstance(name, str) or not CORRECTION_NAME.match(name):
             raise ProjectError(
                 f"correction name {name!r}: use letters, digits, spaces and ._-+() "
@@ -96,7 +116,9 @@ class CorrectionRecords:
             "reviewed_voxels": int(np.count_nonzero(review)),
             "edited_voxels": int(np.count_nonzero(review == EDITED)),
         }
-        _write_h5_atomically(path, {"image": raw, "labels": labels, "review": review}, attrs)
+        with self.state_lock():  # two processes saving one name: the second sees the first's file
+            _refuse_replacing(path, name, attrs["source"], replace)
+            _write_h5_atomically(path, {"image": raw, "labels": labels, "review": review}, attrs)
         return _read_correction_info(path)
 
     def remove_correction(self, name: str) -> None:
@@ -188,6 +210,18 @@ def _checked_review(name: str, review: np.ndarray | None, shape: tuple[int, ...]
             f"correction {name!r}: review mask must hold only 0 (unreviewed), 1 (accepted) and 2 (edited)"
         )
     return review.astype(np.uint8)
+
+
+def _refuse_replacing(path: Path, name: str, source: str, replace: str) -> None:
+    if replace == "yes" or not os.path.lexists(path):
+        return
+    try:
+        existing = _read_correction_info(path).source
+    except ProjectError:
+        raise CorrectionExistsError(path, name, "a damaged file that cannot be read") from None
+    if replace == "same-source" and existing == source:
+        return
+    raise CorrectionExistsError(path, name, existing or "an image without a recorded source")
 
 
 def _write_h5_atomically(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:

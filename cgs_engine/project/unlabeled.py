@@ -65,12 +65,18 @@ class UnlabeledRecords:
     def add_unlabeled(self, paths: Sequence[str | os.PathLike]) -> list[UnlabeledScan]:
         """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped."""
         checked = []
+        outputs = prediction_outputs_among(paths)
         for given in paths:
             path = Path(given).expanduser().resolve()
             if not path.exists():
                 raise ProjectError(f"{given}: no such unlabeled scan")
             if not is_supported_path(path):
                 raise ProjectError(f"{given}: not a supported image file or DICOM folder")
+            if path in outputs:
+                raise ProjectError(
+                    f"{given}: an output of an earlier prediction (named by a *_classes.json beside it), "
+                    "not a scan"
+                )
             check_unlabeled_scan(path, self.normalization)  # read it now, not in a retrain later
             checked.append(path)
         with self.state_lock():
@@ -115,6 +121,18 @@ class UnlabeledRecords:
         self.unlabeled_file.parent.mkdir(exist_ok=True)
         entries = [{"path": str(s.path), "added": s.added, "fingerprint": s.fingerprint} for s in scans]
         write_json_atomically(self.unlabeled_file, {"scans": entries})
+
+
+def prediction_outputs_among(paths: Sequence[str | os.PathLike]) -> set[Path]:
+    """Those of ``paths`` (resolved) that an earlier `cgs predict` wrote beside a ``*_classes.json``
+    naming them: label maps, specialist, disagreement and likely-wrong maps are not scans."""
+    from cgs_engine.infer.export import prediction_outputs_in
+
+    resolved = {Path(path).expanduser().resolve() for path in paths}
+    outputs: set[Path] = set()
+    for folder in {path.parent for path in resolved}:
+        outputs |= prediction_outputs_in(folder)
+    return resolved & outputs
 
 
 def check_unlabeled_scan(path: Path, normalization: Normalization) -> None:

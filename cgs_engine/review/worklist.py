@@ -87,11 +87,15 @@ class ScanScore:
 
 
 def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
-    """The scans of a folder: its image files and its sub-folders holding a DICOM series, sorted."""
+    """The scans of a folder: its image files and its sub-folders holding a DICOM series, sorted;
+    not what an earlier `cgs predict` wrote there (label and probability maps are no scans)."""
+    from cgs_engine.infer.export import prediction_outputs_in
+
     folder = Path(folder)
     if not folder.is_dir():
         raise CGSError(f"{folder}: no such folder")
-    scans = [path for path in sorted(folder.iterdir()) if is_supported_path(path)]
+    outputs = prediction_outputs_in(folder)
+    scans = [p for p in sorted(folder.iterdir()) if is_supported_path(p) and p.resolve() not in outputs]
     if not scans:
         raise CGSError(f"{folder}: no scans in this folder ({describe_supported()})")
     return scans

@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.errors import CGSError
+from cgs_engine.infer.export import prediction_outputs_in
 from cgs_engine.io import is_supported_path
 from cgs_engine.io.formats import is_image_file
 from cgs_engine.normalize import Normalization
@@ -104,8 +105,14 @@ def correction_name(layer_name: str) -> str:
 
 
 def scans_in_folder(folder: Path) -> list[Path]:
-    """Image files and DICOM series folders inside ``folder``, else the folder itself (one series)."""
-    found = sorted(p for p in folder.iterdir() if is_image_file(p) or (p.is_dir() and is_supported_path(p)))
+    """Image files and DICOM series folders inside ``folder``, else the folder itself (one series);
+    not the outputs of an earlier prediction there."""
+    outputs = prediction_outputs_in(folder)
+    found = sorted(
+        p
+        for p in folder.iterdir()
+        if (is_image_file(p) or (p.is_dir() and is_supported_path(p))) and p.resolve() not in outputs
+    )
     if not found and is_supported_path(folder):
         found = [folder]
     if not found:

@@ -122,7 +122,8 @@ def test_corrections_round_trip_and_overwrite(tmp_path):
     assert np.array_equal(stored.labels, labels) and np.array_equal(stored.review, review.astype(np.uint8))
     assert first.reviewed_voxels == 32 * 32 and first.shape == (3, 32, 32)
 
-    second = project.add_correction("patient 7", Volume(raw), labels)  # no mask: all the user's own
+    # no mask: all the user's own; another source, so replacing it must be asked for
+    second = project.add_correction("patient 7", Volume(raw), labels, replace="yes")
     assert second.revision != first.revision and second.reviewed_voxels == raw.size
     assert second.edited_voxels == raw.size and (project.read_correction("patient 7").review == 2).all()
     assert [c.name for c in project.corrections()] == ["patient 7"]

@@ -183,3 +183,16 @@ def test_fit_on_one_training_case_only_is_one_line(tmp_path, model, capsys):
 def test_fit_without_prior_data_is_one_line(tmp_path, model, capsys):
     assert main(["review", "--fit-error-model", str(model)]) == 2
     assert "no prior data found" in capsys.readouterr().err
+
+
+def test_a_folder_worklist_leaves_out_the_outputs_of_an_earlier_prediction(tmp_path):
+    """Label and probability maps `cgs predict` wrote beside the scans are no scans to rank."""
+    from cgs_engine.io import write_volume
+    from cgs_engine.review.worklist import scans_in_folder
+
+    scan = Volume(image(), GEOMETRY)
+    write_volume(scan, tmp_path / "ct.nii.gz")
+    write_volume(scan.like(np.zeros(scan.shape, np.uint8), "labels"), tmp_path / "ct_labels.nii.gz")
+    write_volume(scan.like(np.zeros(scan.shape, np.uint8), "map"), tmp_path / "ct_map_a.nii.gz")
+    (tmp_path / "ct_classes.json").write_text("{}")
+    assert scans_in_folder(tmp_path) == [tmp_path / "ct.nii.gz"]

@@ -1,0 +1,122 @@
+"""What `cgs project add-correction` / `add-unlabeled` accept: nothing saved is replaced unasked,
+an empty review mask is refused, and the outputs of an earlier prediction are not scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import CLASS_NAMES, synthetic_volume
+from test_project import IDENTITY, run_cli, tiny_base_model
+
+from cgs_engine.io import write_volume
+from cgs_engine.project import Project, ProjectError
+from cgs_engine.project.corrections import CorrectionExistsError
+from cgs_engine.volume import Volume
+
+
+def write_case(folder: Path, seed: int) -> tuple[Path, Path, np.ndarray]:
+    """``folder/ct.nii.gz`` and ``folder/labels.nii.gz``: one synthetic patient."""
+    image, labels = synthetic_volume(np.random.default_rng(seed))
+    folder.mkdir(parents=True)
+    write_volume(Volume(image), folder / "ct.nii.gz")
+    write_volume(Volume(labels, kind="labels"), folder / "labels.nii.gz")
+    return folder / "ct.nii.gz", folder / "labels.nii.gz", labels
+
+
+def add_correction(capsys, project: Path, image: Path, labels: Path, *extra) -> tuple[int, str, str]:
+    return run_cli(capsys, "project", "add-correction", project, "--image", image, "--labels", labels, *extra)
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+# ------------------------------------------------------------------------ add-correction
+def test_a_second_scan_of_the_same_name_does_not_replace_the_first(tmp_path, capsys):
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    image_a, labels_a, array_a = write_case(tmp_path / "clinic" / "pA", seed=1)
+    image_b, labels_b, array_b = write_case(tmp_path / "clinic" / "pB", seed=2)
+    assert add_correction(capsys, folder, image_a, labels_a)[0] == 0
+    first = Project.open(folder).read_correction("ct").info
+
+    code, _, err = add_correction(capsys, folder, image_b, labels_b)
+    assert_one_line_error(
+        code, err, "correction 'ct' already exists (from ", "pA", "--name NAME", "--overwrite"
+    )
+    code, _, err = add_correction(capsys, folder, image_a, labels_b)  # same scan, other labels
+    assert_one_line_error(code, err, "correction 'ct' already exists")
+    kept = Project.open(folder).read_correction("ct")
+    assert kept.info.revision == first.revision and np.array_equal(kept.labels, array_a)
+
+    code, out, _ = add_correction(capsys, folder, image_b, labels_b, "--name", "ct B")
+    assert code == 0 and "saved correction 'ct B'" in out
+    code, out, _ = add_correction(capsys, folder, image_a, labels_b, "--overwrite")
+    assert code == 0 and "saved correction 'ct'" in out
+    project = Project.open(folder)
+    assert sorted(c.name for c in project.corrections()) == ["ct", "ct B"]
+    assert np.array_equal(project.read_correction("ct").labels, array_b)
+    assert np.array_equal(project.read_correction("ct B").labels, array_b)
+
+
+def test_the_engine_replaces_a_correction_only_as_asked(tmp_path):
+    project = Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY)
+    image, labels = synthetic_volume(np.random.default_rng(0))
+    first = project.add_correction("ct", Volume(image, source="/a/ct.nii.gz"), labels)
+    # the panel saves the same scan's correction again after more edits: the default allows that
+    again = project.add_correction("ct", Volume(image, source="/a/ct.nii.gz"), np.zeros_like(labels))
+    assert again.revision != first.revision
+    with pytest.raises(CorrectionExistsError, match=r"'ct' already exists \(from /a/ct.nii.gz\)"):
+        project.add_correction("ct", Volume(image, source="/b/ct.nii.gz"), labels)
+    with pytest.raises(CorrectionExistsError):
+        project.add_correction("ct", Volume(image, source="/a/ct.nii.gz"), labels, replace="no")
+    stored = project.read_correction("ct")
+    assert stored.info.revision == again.revision and not stored.labels.any()
+    replaced = project.add_correction("ct", Volume(image, source="/b/ct.nii.gz"), labels, replace="yes")
+    assert replaced.source == "/b/ct.nii.gz" and [c.name for c in project.corrections()] == ["ct"]
+    with pytest.raises(ValueError, match="replace must be one of"):
+        project.add_correction("other", Volume(image), labels, replace="maybe")
+
+
+def test_an_all_zero_review_mask_is_refused(tmp_path, capsys):
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    image, labels, array = write_case(tmp_path / "case", seed=3)
+    mask = tmp_path / "case" / "review.nii.gz"
+    write_volume(Volume(np.zeros_like(array), kind="labels"), mask)
+    code, _, err = add_correction(capsys, folder, image, labels, "--review", mask)
+    assert_one_line_error(code, err, f"{mask}: review mask is all 0", "nothing to learn from")
+    assert Project.open(folder).corrections() == []
+
+
+# ------------------------------------------------------------------------- add-unlabeled
+def test_add_unlabeled_leaves_out_the_outputs_of_an_earlier_prediction(tmp_path, capsys):
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("a", "b"):
+        write_volume(Volume(synthetic_volume(rng)[0]), scans / f"{name}.nii.gz")
+    model = tiny_base_model(tmp_path / "model.pt")
+    code, _, err = run_cli(capsys, "predict", model, scans, "-o", scans, "--maps")
+    assert code == 0, err
+    outputs = sorted(p.name for p in scans.iterdir() if p.name not in ("a.nii.gz", "b.nii.gz"))
+    assert len(outputs) > 4 and any("_map_" in name for name in outputs)
+
+    code, out, err = run_cli(capsys, "project", "add-unlabeled", folder, scans)
+    assert code == 0 and "added 2 unlabeled scan(s)" in out, (out, err)
+    left_out = sum(name.endswith(".nii.gz") for name in outputs)
+    assert err.count("\n") == 1 and f"left out {left_out} output file(s) of an earlier prediction" in err
+    assert sorted(s.path.name for s in Project.open(folder).unlabeled()) == ["a.nii.gz", "b.nii.gz"]
+
+    # named one by one (a shell glob), they are left out too; through the Python API, refused
+    code, out, err = run_cli(capsys, "project", "add-unlabeled", folder, scans / "a_labels.nii.gz")
+    assert_one_line_error(code, err, "no scans to add, only outputs of an earlier prediction")
+    with pytest.raises(ProjectError, match="an output of an earlier prediction"):
+        Project.open(folder).add_unlabeled([scans / "b_likely_wrong.nii.gz"])
+    assert len(Project.open(folder).unlabeled()) == 2
