@@ -27,7 +27,10 @@ def add_export_parser(actions, help: str, output_help: str):
         "--dicom", required=True, help="folder of the DICOM image series the labels belong to"
     )
     export.add_argument("-o", "--output", required=True, help=output_help)
-    export.add_argument("--classes", help=CLASSES_HELP)
+    export.add_argument(
+        "--classes",
+        help=CLASSES_HELP.replace("if there is one, else the OpenKBP organs", "; required without one"),
+    )
     export.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     add_series_option(export)
     return export
@@ -49,13 +52,22 @@ def add_import_parser(actions, help: str, source: str, source_help: str, run) ->
 
 def export_inputs(args):
     """The labels, the class table (and where it came from) and the series of an export, after
-    refusing an output that exists without --overwrite."""
+    refusing an output that exists without --overwrite or that would replace an input."""
+    from cgs_engine.classes.files import class_file_for, find_class_file
     from cgs_engine.cli.class_source import resolve_class_table
     from cgs_engine.dicom import read_series
     from cgs_engine.dicom.files import check_output
+    from cgs_engine.errors import CGSError
     from cgs_engine.io import read_volume
 
-    check_output(args.output, args.overwrite)
+    inputs = [args.labels, args.classes if args.classes and Path(args.classes).is_file() else None]
+    check_output(args.output, args.overwrite, inputs, series_folder=args.dicom)
+    if args.classes is None and find_class_file(args.labels) is None:
+        # the ROI names and codes a planning system reads come from this table: never a guess
+        raise CGSError(
+            f"{args.labels}: no class table beside it ({class_file_for(args.labels).name}); pass --classes "
+            "MODEL.pt, TABLE.json or openkbp to say which organ each label value is"
+        )
     labels = read_volume(args.labels, kind="labels")
     table, origin = resolve_class_table(args.classes, args.labels)
     return labels, table, origin, read_series(args.dicom, args.series)

@@ -60,6 +60,8 @@ def run_import(args) -> int:
     result = import_seg(args.seg, series, table)
     written = write_volume(result.labels, args.output, overwrite=args.overwrite, reference=series.volume)
     print(f"classes: {origin}")
+    if result.rule.startswith("FRACTIONAL"):  # probabilities, not masks: say where the line was drawn
+        print(f"  {result.rule}")
     for label, entry in result.segments:
         print(f"  segment {shown_name(label)} -> class {entry.id} {shown_name(entry.name)}")
     if result.unmatched:

@@ -60,8 +60,12 @@ def export_rtstruct(
     generation: str = "SEMIAUTOMATIC",
 ) -> RTStructExport:
     """Write ``labels`` (on ``series``' grid) as an RTSTRUCT at ``out``; returns what was written."""
-    target = check_output(out, overwrite)
+    target = check_output(out, overwrite, inputs=[labels.source], series_folder=series.folder)
     check_labels_fit(labels, series, table)
+    if not np.any(labels.array):
+        raise DicomError(
+            labels.source or "labels", "the label map is empty; an RTSTRUCT needs at least one ROI"
+        )
     if generation not in GENERATION_ALGORITHMS:
         raise ValueError(f"generation must be one of {GENERATION_ALGORITHMS}, got {generation!r}")
     dataset, result = build_rtstruct(labels, series, table, label, generation)

@@ -4,7 +4,8 @@ Contour coordinates mean something only in their frame of reference (the scanner
 of one patient position). Each ROI names its frame (ReferencedFrameOfReferenceUID, Type 1); a
 set that names none cannot be matched to any series and is refused rather than trusted. ROIs in
 another frame than the series' are left out (and counted by the import); if no ROI is in the
-series' frame, the set belongs to another scan and is refused.
+series' frame, the set belongs to another scan and is refused. So is a set that gives one ROI
+number to two ROIs: the contours of the one would be read as the other's.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ def roi_frames(dataset, series: DicomSeries, name: str) -> dict[int, str]:
     ]
     listed = [uid for uid in listed if uid]
     only = listed[0] if len(set(listed)) == 1 else ""
+    rois = list(dataset.get("StructureSetROISequence", []))
+    check_unique_numbers([_number(roi, name) for roi in rois], "StructureSetROISequence", "ROINumber", name)
     frames = {}
-    for roi in dataset.get("StructureSetROISequence", []):
+    for roi in rois:
         uid = str(roi.get("ReferencedFrameOfReferenceUID", "") or "") or only
         if not uid:
             raise DicomError(
@@ -60,6 +63,17 @@ def check_series_reference(dataset, series: DicomSeries, name: str) -> None:
             name,
             f"made for series {sorted(referenced)[0]}, not for the series in {series.folder} "
             f"({series.series_instance_uid})",
+        )
+
+
+def check_unique_numbers(numbers: list[int], sequence: str, keyword: str, name: str) -> None:
+    """:class:`DicomError` if a number occurs twice: contours could not be told apart by ROI."""
+    repeated = sorted({number for number in numbers if numbers.count(number) > 1})
+    if repeated:
+        raise DicomError(
+            name,
+            f"{sequence} gives {keyword} {', '.join(map(str, repeated))} to more than one item, "
+            "so whose contours are whose is ambiguous",
         )
 
 

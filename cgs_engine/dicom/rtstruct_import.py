@@ -27,7 +27,7 @@ from .contours import fill_contours
 from .errors import DicomError
 from .names import shown_name, structure_names
 from .object_file import read_dicom_object
-from .rtstruct_frames import roi_frames
+from .rtstruct_frames import check_unique_numbers, roi_frames
 from .series import DicomSeries
 
 # A contour may lie this fraction of the slice spacing off its slice's plane.
@@ -166,13 +166,14 @@ def _roi_name(dataset, number: int) -> str:
 
 
 def _contours_by_roi(dataset, name: str) -> dict[int, list]:
-    found: dict[int, list] = {}
-    for item in dataset.get("ROIContourSequence", []):
-        number = _whole_number(item.get("ReferencedROINumber"))
-        if number is None:
-            raise DicomError(name, "an ROIContourSequence item has no usable ReferencedROINumber")
-        found.setdefault(number, []).extend(item.get("ContourSequence", []))
-    return found
+    items = list(dataset.get("ROIContourSequence", []))
+    numbers = [_whole_number(item.get("ReferencedROINumber")) for item in items]
+    if None in numbers:
+        raise DicomError(name, "an ROIContourSequence item has no usable ReferencedROINumber")
+    check_unique_numbers(numbers, "ROIContourSequence", "ReferencedROINumber", name)
+    return {
+        number: list(item.get("ContourSequence", [])) for number, item in zip(numbers, items, strict=True)
+    }
 
 
 def _whole_number(value) -> int | None:

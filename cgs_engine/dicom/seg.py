@@ -51,6 +51,7 @@ class SegImport:
     labels: Volume
     segments: list[tuple[str, ClassEntry]] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
+    rule: str = "a voxel belongs to each segment that marks it"  # how segment frames became voxels
 
 
 def export_seg(
@@ -67,7 +68,7 @@ def export_seg(
     kind = segmentation_type.upper()
     if kind not in SEGMENTATION_TYPES:
         raise ValueError(f"segmentation_type must be one of {SEGMENTATION_TYPES}, got {segmentation_type!r}")
-    target = check_output(out, overwrite)
+    target = check_output(out, overwrite, inputs=[labels.source], series_folder=series.folder)
     check_labels_fit(labels, series, table)
     array = np.asarray(labels.array)
     present = {int(value) for value in np.unique(array)} - {0}
@@ -157,9 +158,17 @@ def read_seg(path: str | os.PathLike):
 
 def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) -> SegImport:
     """The label map of the SEG at ``path`` on ``series``' grid; segments matched to classes by
-    label or code, lower class id winning where segments overlap."""
+    label or code, lower class id winning where segments overlap.
+
+    In a FRACTIONAL SEG (probability or occupancy, 0..MaximumFractionalValue) a voxel belongs to a
+    segment when value / MaximumFractionalValue >= 0.5; ``SegImport.rule`` says so in words.
+    """
     name = os.fspath(path)
     segmentation = read_seg(name)
+    fractional = str(segmentation.get("SegmentationType", "")) == "FRACTIONAL"
+    maximum = _whole_number(segmentation.get("MaximumFractionalValue")) if fractional else None
+    if fractional and (maximum is None or maximum <= 0):
+        raise DicomError(name, "a FRACTIONAL SEG without a usable MaximumFractionalValue")
     if str(segmentation.get("FrameOfReferenceUID", "")) != series.frame_of_reference_uid:
         raise DicomError(
             name,
@@ -192,7 +201,8 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
             source_sop_instance_uids=series.sop_instance_uids,
             segment_numbers=[number for number, _, _ in matched] or None,
             assert_missing_frames_are_empty=True,
-        )  # (slices, rows, columns, segments) booleans, in the order of the segment numbers asked for
+            rescale_fractional=False,  # integers: the 0.5 threshold below is exact
+        )  # (slices, rows, columns, segments), in the order of the segment numbers asked for
     except SEG_LIBRARY_ERRORS as error:
         raise DicomError(
             name, f"its frames cannot be placed on the series ({one_line(str(error))[:160]})"
@@ -200,10 +210,22 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
     top = max((entry.id for _, _, entry in matched), default=0)
     array = np.zeros(series.volume.shape, dtype=np.uint8 if top <= 255 else np.uint16)
     order = sorted(range(len(matched)), key=lambda index: matched[index][2].id, reverse=True)
+    # value / maximum >= 0.5 for the integer values, without a float copy of the stack
+    lowest = (maximum + 1) // 2 if fractional else 1
     for index in order:  # lower ids painted last: they win on overlap
-        array[stack[..., index] > 0] = matched[index][2].id
+        array[stack[..., index] >= lowest] = matched[index][2].id
     segments = [(label, entry) for _, label, entry in matched]
-    return SegImport(series.volume.like(array, "labels"), segments, unmatched)
+    result = SegImport(series.volume.like(array, "labels"), segments, unmatched)
+    if fractional:
+        result.rule = f"FRACTIONAL: a voxel belongs to a segment at value >= 0.5 x {maximum} (its maximum)"
+    return result
+
+
+def _whole_number(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _code_of(item) -> Code | None:

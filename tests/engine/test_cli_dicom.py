@@ -8,13 +8,18 @@ import numpy as np
 import pydicom
 from dicom_cases import dice, shared_series
 
+from cgs_engine.classes.files import class_file_for
+from cgs_engine.cli.class_source import openkbp_table
 from cgs_engine.cli.main import main
 from cgs_engine.io import read_volume, write_volume
 
 
 def _labels_file(tmp_path, case="oblique"):
+    """The labels as `cgs predict` leaves them: with the class table that names each value."""
     series, labels = shared_series(case)
-    return series, labels, write_volume(labels, tmp_path / f"{case}_labels.nii.gz")
+    path = write_volume(labels, tmp_path / f"{case}_labels.nii.gz")
+    class_file_for(path).write_text(openkbp_table().to_json())
+    return series, labels, path
 
 
 def test_rtstruct_export_and_import(tmp_path, capsys):
@@ -55,6 +60,18 @@ def test_seg_export_and_import(tmp_path, capsys):
     back = tmp_path / "back.nii.gz"
     assert main(["seg", "import", str(seg), "--dicom", str(series.folder), "-o", str(back)]) == 0
     assert np.array_equal(read_volume(back, kind="labels").array, labels.array)
+
+
+def test_an_export_without_a_class_table_is_refused_not_guessed(tmp_path, capsys):
+    """The ROI names a planning system reads must not be guessed from the OpenKBP organs."""
+    series, _, labels_path = _labels_file(tmp_path)
+    class_file_for(labels_path).unlink()
+    for verb, output in (("rtstruct", tmp_path / "RS.dcm"), ("seg", tmp_path / "SEG.dcm")):
+        argv = [verb, "export", str(labels_path), "--dicom", str(series.folder), "-o", str(output)]
+        _fails_with_one_line(capsys, argv, str(labels_path), "no class table", "--classes")
+        assert not output.exists()
+        assert main([*argv, "--classes", "openkbp"]) == 0  # said so: the OpenKBP organs
+        assert "classes: the OpenKBP organs" in capsys.readouterr().out
 
 
 def _fails_with_one_line(capsys, argv, *fragments):
