@@ -93,6 +93,33 @@ def test_class_table_beside_a_cgs_predict_labels_file(tmp_path, capsys):
     assert np.array_equal(read_volume(out, kind="labels").array, organs())
 
 
+def test_the_edited_map_carries_its_class_table_along(scan, tmp_path, capsys):
+    """Without it, the next edit by name fails and an RT export would name the organs from the
+    OpenKBP table: "Liver" exported as "Brainstem"."""
+    out_dir = tmp_path / "edited"
+    out_dir.mkdir()
+    table = json.loads((tmp_path / "scan_classes.json").read_text())
+    table["classes"][1]["map"] = "scan_map_Liver.nii.gz"  # a map file named relative to the table
+    (tmp_path / "scan_classes.json").write_text(json.dumps(table))
+    first = out_dir / "grown.nii.gz"
+    assert main(["edit", "grow", str(scan), "-o", str(first), "--class", "Liver", "--mm", "2"]) == 0
+    assert "and grown_classes.json" in capsys.readouterr().out
+    carried = json.loads((out_dir / "grown_classes.json").read_text())
+    assert [c["name"] for c in carried["classes"]] == ["background", "Liver", "Spleen"]
+    assert carried["labels"] == "grown.nii.gz" and all("map" not in c for c in carried["classes"])
+    second = out_dir / "clean.nii.gz"  # the next edit finds the organ by name
+    assert main(["edit", "keep-largest", str(first), "-o", str(second), "--class", "Spleen"]) == 0
+    capsys.readouterr()
+    # a class table already beside the output is not replaced without --overwrite, before any work
+    (out_dir / "other_classes.json").write_text("{}")
+    assert (
+        main(["edit", "grow", str(scan), "-o", str(out_dir / "other.nii.gz"), "--class", "1", "--mm", "2"])
+        == 2
+    )
+    assert "other_classes.json: already exists" in one_error_line(capsys)
+    assert not (out_dir / "other.nii.gz").exists() and (out_dir / "other_classes.json").read_text() == "{}"
+
+
 def test_overwrite_replaces_and_the_only_organ_is_the_default(tmp_path, capsys):
     labels = np.zeros((6, 10, 10), np.uint8)
     labels[1:5, 2:8, 2:8] = 3
