@@ -18,6 +18,7 @@ same: a missing identity is derived from the class name.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -28,10 +29,14 @@ from typing import Any
 from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.table import TABLE_FORMAT, ClassTable, class_table_from_list, derive_class_table
 from cgs_engine.durable import write_json_atomically
-from cgs_engine.io.formats import strip_image_suffix
+from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, strip_image_suffix
 
 CLASS_FILE_SUFFIX = "_classes.json"
 LABELS_PART = "_labels"  # cgs predict writes <stem>_labels.nii.gz beside <stem>_classes.json
+LIKELY_WRONG_SUFFIX = "_likely_wrong"  # <stem>_likely_wrong.nii.gz (the map) and .json (per organ)
+# Every volume a prediction writes under a fixed name (the maps are <stem>_map_<class>): predict on a
+# folder leaves them out as inputs, so a new output there must be named here too.
+FIXED_OUTPUT_PARTS = (LABELS_PART, "_disagreement", LIKELY_WRONG_SUFFIX)
 MAP_SCALE = "uint8, 255 = probability 1"
 
 
@@ -139,3 +144,24 @@ def write_class_file(path: str | os.PathLike, entries: Sequence[Mapping[str, Any
     if any("map" in entry for entry in entries):
         data["map_scale"] = MAP_SCALE
     return write_json_atomically(path, data)
+
+
+def prediction_outputs_in(folder: Path) -> set[Path]:
+    """The files an earlier prediction wrote in ``folder`` (resolved): for each ``<stem>_classes.json``
+    every volume :func:`prediction_paths` names (labels, disagreement, likely-wrong map, in any image
+    format) and its specialist maps (``<stem>_map_*``)."""
+    outputs: set[Path] = set()
+    for table in folder.glob(f"*{CLASS_FILE_SUFFIX}"):
+        outputs |= outputs_of_prediction(folder, class_file_stem(table))
+    return outputs
+
+
+def outputs_of_prediction(folder: Path, stem: str) -> set[Path]:
+    """Every file name a prediction of ``stem`` may have written in ``folder`` (resolved)."""
+    outputs = {(folder / f"{stem}{CLASS_FILE_SUFFIX}").resolve()}
+    outputs.add((folder / f"{stem}{LIKELY_WRONG_SUFFIX}.json").resolve())
+    for suffix in SUPPORTED_EXTENSIONS:
+        for part in FIXED_OUTPUT_PARTS:
+            outputs.add((folder / f"{stem}{part}{suffix}").resolve())
+        outputs.update(path.resolve() for path in folder.glob(f"{glob.escape(stem)}_map_*{suffix}"))
+    return outputs

@@ -39,7 +39,7 @@ def add_parser(verbs) -> None:
 def _inputs(arguments: list[str]) -> list[Path]:
     """The scans to segment; in a folder, the files an earlier `cgs predict` wrote there (named by
     its ``*_classes.json``) are its outputs, not scans, and are left out."""
-    from cgs_engine.infer.export import prediction_outputs_in
+    from cgs_engine.classes.files import prediction_outputs_in
 
     found: list[Path] = []
     for argument in arguments:

@@ -134,7 +134,7 @@ def _queue(args) -> int:
 def _likely_wrong(disagreement_path: Path, disagreement) -> tuple[np.ndarray | None, dict | None]:
     """The calibrated likely-wrong map and its per-organ figures `cgs predict` wrote beside the
     disagreement map (``<stem>_likely_wrong.*``), or (None, None): then the queue is the disagreement's."""
-    from cgs_engine.infer.export import LIKELY_WRONG_SUFFIX
+    from cgs_engine.classes.files import LIKELY_WRONG_SUFFIX
     from cgs_engine.io import read_volume
 
     match = DISAGREEMENT_SUFFIX.search(disagreement_path.name)

@@ -9,7 +9,6 @@ class's map file, which ``cgs review`` reads.
 
 from __future__ import annotations
 
-import glob
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -18,9 +17,10 @@ from pathlib import Path
 
 from cgs_engine.classes.files import (
     CLASS_FILE_SUFFIX,
-    LABELS_PART,
+    FIXED_OUTPUT_PARTS,
+    LIKELY_WRONG_SUFFIX,
     class_file_entries,
-    class_file_stem,
+    outputs_of_prediction,
     write_class_file,
 )
 from cgs_engine.classes.table import ClassTable
@@ -28,13 +28,8 @@ from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Prediction
 from cgs_engine.io import VolumeIOError, write_volume
-from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, strip_image_suffix
+from cgs_engine.io.formats import strip_image_suffix
 from cgs_engine.runtime import usable_cores
-
-LIKELY_WRONG_SUFFIX = "_likely_wrong"  # <stem>_likely_wrong.nii.gz (the map) and .json (per organ)
-# Every volume a prediction writes under a fixed name (the maps are <stem>_map_<class>): predict on a
-# folder leaves them out as inputs, so a new output here must be named here too.
-FIXED_OUTPUT_PARTS = (LABELS_PART, "_disagreement", LIKELY_WRONG_SUFFIX)
 
 
 def file_safe(name: str) -> str:
@@ -80,22 +75,6 @@ def prediction_paths(
             paths["likely_wrong_json"] = out_dir / f"{stem}{LIKELY_WRONG_SUFFIX}.json"
     paths["classes"] = out_dir / f"{stem}{CLASS_FILE_SUFFIX}"
     return paths
-
-
-def prediction_outputs_in(folder: Path) -> set[Path]:
-    """The files an earlier prediction wrote in ``folder`` (resolved): for each ``<stem>_classes.json``
-    every volume :func:`prediction_paths` names (labels, disagreement, likely-wrong map, in any image
-    format) and its specialist maps (``<stem>_map_*``)."""
-    outputs: set[Path] = set()
-    for table in folder.glob(f"*{CLASS_FILE_SUFFIX}"):
-        stem = class_file_stem(table)
-        outputs.add(table.resolve())
-        outputs.add((folder / f"{stem}{LIKELY_WRONG_SUFFIX}.json").resolve())
-        for suffix in SUPPORTED_EXTENSIONS:
-            for part in FIXED_OUTPUT_PARTS:
-                outputs.add((folder / f"{stem}{part}{suffix}").resolve())
-            outputs.update(path.resolve() for path in folder.glob(f"{glob.escape(stem)}_map_*{suffix}"))
-    return outputs
 
 
 def check_targets(paths: dict[str, Path], overwrite: bool) -> None:
@@ -153,4 +132,12 @@ def write_prediction(
     if maps and prediction.errors is not None:
         summary = prediction.errors.summary(list(prediction.class_names))
         write_json_atomically(paths["likely_wrong_json"], summary)
+    if overwrite:
+        # What an earlier prediction of this scan wrote and this one did not (its maps, when this
+        # one ran without --maps; another model's classes) would be read beside the new labels by
+        # `cgs review` and the panel as if they were this model's: removed once all is written.
+        written = {path.resolve() for path in paths.values()}
+        for stale in sorted(outputs_of_prediction(out_dir, stem) - written):
+            if stale.is_file():
+                stale.unlink()
     return paths

@@ -126,7 +126,7 @@ class UnlabeledRecords:
 def prediction_outputs_among(paths: Sequence[str | os.PathLike]) -> set[Path]:
     """Those of ``paths`` (resolved) that an earlier `cgs predict` wrote beside a ``*_classes.json``
     naming them: label maps, specialist, disagreement and likely-wrong maps are not scans."""
-    from cgs_engine.infer.export import prediction_outputs_in
+    from cgs_engine.classes.files import prediction_outputs_in
 
     resolved = {Path(path).expanduser().resolve() for path in paths}
     outputs: set[Path] = set()

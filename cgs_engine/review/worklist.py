@@ -89,7 +89,7 @@ class ScanScore:
 def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
     """The scans of a folder: its image files and its sub-folders holding a DICOM series, sorted;
     not what an earlier `cgs predict` wrote there (label and probability maps are no scans)."""
-    from cgs_engine.infer.export import prediction_outputs_in
+    from cgs_engine.classes.files import prediction_outputs_in
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -53,8 +53,8 @@ from qtpy.QtWidgets import (
 )
 
 from cgs_engine.checkpoint import load_checkpoint
+from cgs_engine.classes.files import prediction_outputs_in
 from cgs_engine.errors import CGSError
-from cgs_engine.infer.export import prediction_outputs_in
 from cgs_engine.io import is_supported_path
 from cgs_engine.io.formats import is_image_file
 from cgs_engine.normalize import Normalization

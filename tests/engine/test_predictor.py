@@ -10,6 +10,7 @@ from cgs_engine.checkpoint import ModelCheckpoint
 from cgs_engine.infer import Cancelled, Predictor, write_prediction
 from cgs_engine.io import VolumeIOError
 from cgs_engine.model import ModelConfig, build_model
+from cgs_engine.orientation import Reorientation
 from cgs_engine.volume import Geometry, Volume
 
 OBLIQUE = Geometry(
@@ -89,6 +90,23 @@ def test_export_keeps_geometry_and_refuses_overwrite(volume, tmp_path):
     assert paths["labels"].read_bytes() == before
 
 
+def test_overwriting_a_prediction_leaves_no_maps_of_the_earlier_one(volume, tmp_path):
+    """`cgs predict --overwrite` without --maps over a --maps prediction: the old maps would be read
+    beside the new labels (`cgs review`, the panel) as if they were the new model's."""
+    predictor = Predictor(_checkpoint(), precision="fp32")
+    with_maps = write_prediction(predictor.predict(volume), tmp_path, "case", maps=True)
+    neighbour = write_prediction(predictor.predict(volume), tmp_path, "case_b", maps=True)
+    again = write_prediction(
+        predictor.predict(volume, maps=False), tmp_path, "case", maps=False, overwrite=True
+    )
+    assert set(again) == {"labels", "classes"} and all(path.is_file() for path in again.values())
+    assert not with_maps["map:a"].exists() and not with_maps["disagreement"].exists()
+    assert not with_maps["likely_wrong_json"].exists()
+    assert all(
+        path.is_file() for path in neighbour.values() if path.suffix != ".json" or "classes" in path.name
+    )
+
+
 def test_already_normalised_volumes_are_not_normalised_twice(volume):
     """A store keeps normalised images; predicting them must skip the model's normalisation."""
     predictor = Predictor(_checkpoint(), precision="fp32")
@@ -108,14 +126,17 @@ def test_maps_match_resizing_the_float_probabilities_within_one_step(volume):
 
     predictor = Predictor(_checkpoint(), precision="fp32")
     prediction = predictor.predict(volume, maps=True)
-    image = torch.as_tensor(predictor.normalization.apply(volume.array))[:, None]
+    turn = Reorientation.of(volume.geometry)  # the network reads the canonical layout
+    seen = np.ascontiguousarray(turn.to_canonical(predictor.normalization.apply(volume.array)))
+    image = torch.as_tensor(seen)[:, None]
     with torch.inference_mode():
         output = predictor.model(F.interpolate(image, size=(32, 32), mode="bilinear"))
         probs = torch.softmax(output.specialists, dim=2)
         shown = torch.cat([probs[:, :, 1], disagreement_map(probs)[:, None]], dim=1)
-        expected = F.interpolate(shown, size=volume.shape[1:], mode="bilinear")
+        expected = F.interpolate(shown, size=seen.shape[1:], mode="bilinear")
     expected = (expected.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy().astype(int)
     for k, name in enumerate(["a", "b", "c"]):
-        assert np.abs(prediction.specialist_maps[name].array.astype(int) - expected[:, k]).max() <= 1
-    assert np.abs(prediction.disagreement.array.astype(int) - expected[:, 3]).max() <= 1
+        shown_map = turn.to_canonical(prediction.specialist_maps[name].array).astype(int)
+        assert np.abs(shown_map - expected[:, k]).max() <= 1
+    assert np.abs(turn.to_canonical(prediction.disagreement.array).astype(int) - expected[:, 3]).max() <= 1
     assert prediction.disagreement.array.max() > 0  # an untrained model's heads disagree somewhere
