@@ -68,6 +68,15 @@ def decide_activation(
             "not activated: no held-out corrected data to compare on (activate it by hand if it looks right)",
         )
     old = 0.0 if active is None or active.dice_mean is None else active.dice_mean
+    if new.dice_mean <= 0.0:
+        # finds none of what was reviewed there: 0 >= 0 would activate a model on no evidence
+        # (held-out data the models cannot read, e.g. an MR scan given to a CT model)
+        return (
+            "unverified",
+            False,
+            "not activated: held-out Dice 0.0, it finds none of the held-out organs (activate it by hand "
+            "if it looks right)",
+        )
     margin = f" - tolerance {100 * tolerance:.1f}" if tolerance else ""
     if new.dice_mean >= old - tolerance:
         return (

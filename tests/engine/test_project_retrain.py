@@ -54,7 +54,8 @@ def test_retrain_writes_a_version_with_metrics(tmp_path):
     assert config["init_checkpoint"].endswith("models/v0001/model.pt")
 
     # the rule decides activation, and the reason says why
-    improved = result.new_score.dice_mean >= result.active_score.dice_mean
+    new, active = result.new_score.dice_mean, result.active_score.dice_mean
+    improved = new > 0 and new >= active  # a version finding nothing held out is never activated
     assert result.activated == improved and (project.active_version().id == "v0002") == improved
     assert version.reason == result.reason and result.reason.startswith("activated" if improved else "not")
     assert load_checkpoint(version.model_path).class_names == CLASS_NAMES

@@ -130,6 +130,8 @@ def score(mean):
         (score(0.72), score(0.735), "v0001", 0.02,
          ("accepted", True, "activated: held-out Dice 72.0 >= active 73.5 - tolerance 2.0")),
         (None, None, "v0001", 0.0, ("unverified", False, "not activated: no held-out corrected data")),
+        (score(0.0), score(0.0), "v0001", 0.0, ("unverified", False, "not activated: held-out Dice 0.0")),
+        (score(0.0), score(0.3), "v0001", 0.5, ("unverified", False, "not activated: held-out Dice 0.0")),
         (None, None, None, 0.0, ("unverified", True, "activated: first model of the project")),
         (score(0.1), None, None, 0.0, ("accepted", True, "activated: first model of the project")),
     ],
