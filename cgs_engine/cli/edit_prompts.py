@@ -125,13 +125,24 @@ def _adapt(args, volume):
 
 
 def _read_on_grid(path, volume, kind: str, what: str) -> np.ndarray:
+    from cgs_engine.edit.checks import EditError
+    from cgs_engine.edit.prompts import check_probability_map
     from cgs_engine.io import read_volume
+    from cgs_engine.io.validate import grid_differences
 
     if path is None:
-        raise CGSError(f"no {what}: pass --map (or run cgs predict --maps, which names it in *_classes.json)")
+        raise CGSError(
+            f"no file for {what}: pass --map (or run cgs predict --maps, which names it in *_classes.json)"
+        )
     other = read_volume(path, kind=kind)
-    if other.shape != volume.shape or not other.geometry.is_close(volume.geometry):
-        raise CGSError(f"{path}: {what} is not on the labels' grid ({other.shape} vs {volume.shape})")
+    differences = grid_differences(other.shape, other.geometry, volume.shape, volume.geometry)
+    if differences:
+        raise CGSError(f"{path}: {what} is not on the labels' grid ({'; '.join(differences)})")
+    if kind == "map":
+        try:
+            check_probability_map(other.array)
+        except EditError as error:
+            raise CGSError(f"{path}: {error}") from None
     return other.array
 
 

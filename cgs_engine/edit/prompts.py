@@ -78,6 +78,7 @@ def click(
     shape = labels.shape
     points = _check_points(points, shape)
     probability = _check_volume("probability", probability, shape)
+    check_probability_map(probability)
     image = None if image is None else _check_volume("image", image, shape)
     locked = None if locked is None else _check_volume("locked", locked, shape).astype(bool, copy=False)
     clicked = labels[tuple(points.T)]
@@ -126,8 +127,14 @@ def box_prompt(labels, class_id: int, box, probability, locked=None) -> EditResu
     shape = target.shape
     box = _check_box(box, shape)
     probability = _check_volume("probability", probability, shape)
+    check_probability_map(probability)
     locked = None if locked is None else _check_volume("locked", locked, shape).astype(bool, copy=False)
     inside = _fit_inside(_probabilities(probability[box]), target.labels[box], class_id)
+    if not inside.any():  # it would only clear the organ everywhere: surely not what was meant
+        raise EditError(
+            f"the box holds nothing of class {class_id} (its map finds none of it there): nothing changed; "
+            "draw the box around the organ"
+        )
     organ_box = target.organ_box
     region = box if organ_box is None else _union(box, organ_box)
     proposed = np.zeros(tuple(part.stop - part.start for part in region), dtype=bool)
@@ -242,6 +249,18 @@ def _check_points(points, shape) -> np.ndarray:
         bad = tuple(int(v) for v in rounded[outside.any(axis=1)][0])
         raise EditError(f"point {bad} lies outside the volume of shape {tuple(shape)}")
     return rounded
+
+
+def check_probability_map(values: np.ndarray) -> None:
+    """A specialist map as `cgs predict` writes it (uint8, 255 = 1.0) or floats in 0..1; an image
+    given in its place (HU, MR intensities) would be read as probabilities and move whole organs."""
+    values = np.asarray(values)
+    if values.dtype != np.uint8 and values.dtype.kind != "f":
+        raise EditError(f"{values.dtype} voxels: expected a probability map (uint8, 255 = 1.0, or 0..1)")
+    if values.dtype.kind == "f" and values.size:
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        if not (np.isfinite(values).all() and low >= -1e-6 and high <= 1 + 1e-6):
+            raise EditError(f"values {low:g}..{high:g} are no probabilities (0..1): an image, not a map?")
 
 
 def _check_volume(name: str, values, shape) -> np.ndarray:

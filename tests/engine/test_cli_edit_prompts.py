@@ -131,6 +131,11 @@ def test_adapt_writes_new_labels_and_keeps_the_reviewed_voxels(predicted, capsys
             "not on the labels' grid",
         ),
         (["grow", "--class", "1", "--mm", "1", "--point", "1,2,3"], "--point does not apply to grow"),
+        (  # the CT given as the map: HU read as probabilities moved whole organs
+            ["box", "--class", "1", "--box", "0:9,0:20,0:20", "--map", "{folder}/ct.nii.gz"],
+            "ct.nii.gz: int16 voxels: expected a probability map",
+        ),
+        (["box", "--class", "1", "--box", "0:1,0:1,0:1"], "the box holds nothing of class 1"),
     ],
 )
 def test_bad_prompts_are_one_line_exit_2(predicted, capsys, args, words):

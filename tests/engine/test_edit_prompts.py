@@ -111,6 +111,14 @@ def test_bad_points_are_one_line_errors(points, message):
         click(labels, 1, points, True, probability, SPACING)
 
 
+def test_a_box_that_holds_nothing_of_the_organ_changes_nothing():
+    """It would clear the whole organ outside the box and find none inside: refused, one line."""
+    labels, probability, *_ = scene()
+    with pytest.raises(EditError, match="the box holds nothing of class 1") as error:
+        box_prompt(labels, 1, (slice(0, 2), slice(0, 2), slice(0, 2)), probability)
+    assert "\n" not in str(error.value)
+
+
 def test_maps_of_another_grid_and_empty_boxes_are_refused():
     labels, probability, *_ = scene()
     with pytest.raises(EditError, match="probability has shape"):
