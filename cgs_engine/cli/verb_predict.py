@@ -97,7 +97,7 @@ def run(args) -> int:
             if target.resolve() in resolved_inputs:
                 raise CGSError(f"{target}: is one of the inputs; predicting would replace it (choose -o)")
     for path in inputs:  # a damaged scan is refused before anything is written for the others
-        check_volume_file(path)
+        check_volume_file(path, args.series if path.is_dir() else None)
     print(f"model: {', '.join(predictor.class_names[1:])} on {predictor.runtime.describe()}", file=sys.stderr)
     for path, stem in zip(inputs, stems, strict=True):
         volume = read_volume(path, series_uid=args.series)

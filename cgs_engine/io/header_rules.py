@@ -123,6 +123,14 @@ def check_nifti_header(h: NiftiHeader, name: str) -> None:
     for which, code in (("qform_code", h.qform_code), ("sform_code", h.sform_code)):
         if code not in XFORM_CODES:
             raise VolumeIOError(name, f"header {which} = {code} is not a NIfTI transform code (0 to 5)")
+    if h.qform_code == 0 and h.sform_code == 0:
+        # NIfTI "method 1" (ANALYZE style): voxel sizes only. Read as LPS with identity direction it
+        # may be the patient's mirror image; which side is left cannot be told (as NRRD scanner-xyz)
+        raise VolumeIOError(
+            name,
+            "header states no patient orientation (qform_code and sform_code are both 0), so which side "
+            "is the patient's left cannot be told; convert it again from the scanner's DICOM",
+        )
     qform = _checked_qform(h, name) if h.qform_code > 0 else None
     sform = _checked_sform(h, name) if h.sform_code > 0 else None
     if qform is not None and sform is not None:
@@ -306,8 +314,17 @@ def _check_nrrd(header: TextHeader, files: tuple[Path, ...], name: str) -> DataL
     space = header.get("space")
     if space is not None and space.lower() not in _NRRD_SPACES:
         raise VolumeIOError(name, f"header space = {space!r} is not a 3D space this reader places correctly")
+    if space is None:  # voxel sizes at most (or a bare "space dimension"): orientation unknown
+        raise VolumeIOError(
+            name,
+            "header names no space (such as left-posterior-superior), so which side is the patient's "
+            "left cannot be told (as with space = scanner-xyz)",
+        )
     directions = header.get("spacedirections")
     spacings = header.get("spacings")
+    if directions is None and spacings is None:
+        # ITK then takes 1 mm, even where 'axis mins/maxs' imply another size: volumes in mL go wrong
+        raise VolumeIOError(name, "header gives no voxel size ('space directions' or 'spacings')")
     if directions is not None and spacings is not None:
         raise VolumeIOError(name, "header gives both 'space directions' and 'spacings'; they may disagree")
     if directions is not None:

@@ -76,16 +76,17 @@ def check_finite_voxels(array: np.ndarray, name: str) -> None:
         )
 
 
-def check_volume_file(path: str | os.PathLike) -> None:
+def check_volume_file(path: str | os.PathLike, series_uid: str | None = None) -> None:
     """Every check of :func:`read_volume` short of decoding the voxels, including that all voxel
     data is there: for commands that take several inputs and must refuse a damaged one before
-    writing anything for the others. DICOM folders are checked when read."""
+    writing anything for the others. A DICOM folder gets the whole series check (headers only)."""
     name = os.fspath(path)
     location = Path(name)
     if not location.exists():
         raise VolumeIOError(name, "no such file or folder")
     require_utf8_path(name)
     if location.is_dir():
+        check_dicom_series(location, name, series_uid)
         return
     _checked_before_reading(location, name)
 

@@ -90,3 +90,17 @@ def test_series_uid_picks_one_of_two_in_every_command(setting, tmp_path):
         ["seg", "export", labels, "--dicom", folder, "-o", tmp_path / "S.dcm", "--series", "1.2.3"]
     )
     assert code == 2 and "holds no image series 1.2.3" in lines[-1]
+
+
+def test_predict_overwrite_replaces_nothing_when_a_series_among_the_inputs_is_damaged(setting, tmp_path):
+    """With several inputs and --overwrite, a damaged series folder is refused before the earlier
+    outputs of the good inputs are replaced (it was found only when its turn came)."""
+    root, good, _, model = setting
+    scan = write_volume(read_volume(good), tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert run(["predict", model, scan, "-o", out])[0] == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    damaged = damaged_copy(good, tmp_path / "missing", BROKEN["missing-slice"][0])
+    code, lines = run(["predict", model, scan, damaged, "-o", out, "--overwrite"])
+    assert code == 2 and "not evenly spaced" in lines[-1]
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before

@@ -219,10 +219,8 @@ def _nifti_geometry(fields: dict):
     if s is not None and not np.allclose(np.linalg.norm(s[:3, :3], axis=0), pixdim[1:4], rtol=1e-4):
         return None  # which voxel size is meant, the sform's or pixdim's?
     affine = s if s is not None else q
-    if affine is None:  # no transform: voxel sizes only, axes as they come (ITK's convention)
-        if not all(math.isfinite(p) and p > 0 for p in pixdim[1:4]):
-            return None
-        return tuple(pixdim[1:4]), (0.0, 0.0, 0.0), np.eye(3)
+    if affine is None:  # no transform states the patient's orientation: refused
+        return None
     linear, origin = LPS @ affine[:3, :3], LPS @ affine[:3, 3]
     spacing = np.linalg.norm(linear, axis=0)
     return tuple(spacing), tuple(origin), linear / spacing

@@ -144,6 +144,8 @@ REFUSED = {
     "scl_slope 0 with scl_inter": ("slope0.nii", dict(scl_slope=0.0, scl_inter=5.0), "ambiguous"),
     "bitpix against datatype": ("bitpix.nii", dict(bitpix=16), "bitpix"),
     "magic of two files": ("ni1.nii", dict(magic=b"ni1\x00"), "magic"),
+    # read as LPS identity it may be the patient's mirror image: left and right organs swapped
+    "no orientation at all": ("noxform.nii", dict(qform_code=0, sform_code=0), "no patient orientation"),
 }
 
 
@@ -184,6 +186,10 @@ def test_metaimage_headers_the_reader_would_reinterpret_are_refused(tmp_path, fi
         ({"space origin": "(nan,0,0)"}, "space origin"),
         ({"spacings": "2 2 2"}, "both"),
         ({"space": "scanner-xyz"}, "space"),
+        # no patient orientation at all: read as LPS it may be the patient's mirror image
+        ({"space": None}, "names no space"),
+        ({"space": None, "space dimension": "3"}, "names no space"),
+        ({"space": None, "space directions": None, "spacings": "2 2 2"}, "names no space"),
     ],
 )
 def test_nrrd_headers_the_reader_would_reinterpret_are_refused(tmp_path, fields, words):
