@@ -164,6 +164,7 @@ def _add_correction(args) -> int:
     from cgs_engine.io import check_same_grid, read_volume
     from cgs_engine.project import Project
     from cgs_engine.project.corrections import CorrectionExistsError
+    from cgs_engine.scope import check_scope
 
     project = Project.open(args.folder)
     image = read_volume(args.image, series_uid=args.series)
@@ -176,6 +177,8 @@ def _add_correction(args) -> int:
         review = review_volume.array
         if not review.any():
             raise CGSError(f"{args.review}: review mask is all 0 (no voxel reviewed): nothing to learn from")
+    for warning in check_scope(image, _active_scope(project)):  # saved, but said so
+        _print_warning(f"{args.image}: {warning}")
     name = args.name or _correction_name(args.image)
     try:
         info = project.add_correction(
@@ -217,9 +220,23 @@ def _add_unlabeled(args) -> int:
     from cgs_engine.project import Project
 
     project = Project.open(args.folder)
-    added = project.add_unlabeled(_unlabeled_paths(args.paths))
+    added = project.add_unlabeled(
+        _unlabeled_paths(args.paths), scope=_active_scope(project), warn=_print_warning
+    )
     print(f"added {len(added)} unlabeled scan(s); the project references {len(project.unlabeled())}")
     return 0
+
+
+def _active_scope(project) -> dict:
+    """What the active model was trained on (empty without one, or for a model without a record)."""
+    from cgs_engine.checkpoint import load_checkpoint
+
+    active = project.active_version()
+    return {} if active is None else dict(load_checkpoint(active.model_path).scope)
+
+
+def _print_warning(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
 
 
 def _remove_unlabeled(args) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from cgs_engine.errors import CGSError, first_line
 from cgs_engine.io import is_supported_path, read_volume
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
+from cgs_engine.scope import check_scope
+from cgs_engine.volume import Volume
 
 FINGERPRINT_BYTES = 1 << 20
 
@@ -62,8 +64,18 @@ class UnlabeledRecords:
     unlabeled_file: Path
     normalization: Normalization
 
-    def add_unlabeled(self, paths: Sequence[str | os.PathLike]) -> list[UnlabeledScan]:
-        """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped."""
+    def add_unlabeled(
+        self,
+        paths: Sequence[str | os.PathLike],
+        scope: Mapping[str, Any] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> list[UnlabeledScan]:
+        """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped.
+
+        ``scope`` (the active model's training scope, ``ModelCheckpoint.scope``) and ``warn``: each
+        scan unlike the model's training data (an MR for a CT model, another body region) is added
+        but said so, one line each; such a scan teaches the model nothing and tops the worklist.
+        """
         checked = []
         outputs = prediction_outputs_among(paths)
         for given in paths:
@@ -77,7 +89,10 @@ class UnlabeledRecords:
                     f"{given}: an output of an earlier prediction (named by a *_classes.json beside it), "
                     "not a scan"
                 )
-            check_unlabeled_scan(path, self.normalization)  # read it now, not in a retrain later
+            volume = check_unlabeled_scan(path, self.normalization)  # read now, not in a retrain later
+            if scope and warn is not None:
+                for warning in check_scope(volume, scope):
+                    warn(f"{given}: {warning}")
             checked.append(path)
         with self.state_lock():
             scans = self.unlabeled()
@@ -135,11 +150,12 @@ def prediction_outputs_among(paths: Sequence[str | os.PathLike]) -> set[Path]:
     return resolved & outputs
 
 
-def check_unlabeled_scan(path: Path, normalization: Normalization) -> None:
+def check_unlabeled_scan(path: Path, normalization: Normalization) -> Volume:
     """Read a scan once when it is added, so a damaged one is refused now, in one line."""
     try:
         volume = read_volume(path)
         normalization.apply(volume.array[:1])
+        return volume
     except CGSError as error:
         raise ProjectError(str(error)) from None
     except ValueError as error:

@@ -20,6 +20,7 @@ from typing import Any
 from cgs_engine.errors import CGSError
 from cgs_engine.io import read_volume
 from cgs_engine.io.formats import describe_supported, is_supported_path
+from cgs_engine.scope import check_scope
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ScanScore:
     organs: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> figures, see OrganErrors
     seconds: float = 0.0
     problem: str | None = None  # why it could not be scored
+    # where the scan lies outside what the model was trained on (cgs_engine.scope), one line each
+    outside: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -58,7 +61,7 @@ class ScanScore:
         worst = self.worst_organ()
         if worst is not None:
             parts.append(f"worst {worst} (est. Dice {self.organs[worst]['estimated_dice']:.2f})")
-        return parts
+        return parts + [f"ranked last: {line}" for line in self.outside]
 
     def describe(self) -> str:
         """One line: score, the likely wrong volume and the worst organ, or the problem."""
@@ -83,6 +86,7 @@ class ScanScore:
             },
             seconds=float(data.get("seconds", 0.0)),
             problem=data.get("problem"),
+            outside=[str(line) for line in data.get("outside") or []],
         )
 
 
@@ -119,6 +123,7 @@ def score_scan(predictor: Any, path: str | os.PathLike) -> ScanScore:
         likely_wrong_ml=errors.likely_wrong_ml(),
         organs=errors.organ_table(list(prediction.class_names)),
         seconds=time.perf_counter() - started,
+        outside=check_scope(volume, predictor.checkpoint.scope),
     )
 
 
@@ -135,9 +140,16 @@ def score_scans(
 
 
 def ordered(scores: Iterable[ScanScore]) -> list[ScanScore]:
-    """Worst scan first; then the scans where no organ was found, then those that could not be
-    scored (both in their order): an unreadable file must not hide a scan that was predicted."""
-    scored, no_organ, unscored = [], [], []
+    """Worst scan first; then the scans unlike the model's training data (an MR for a CT model:
+    "wrong everywhere" there teaches the model nothing), then those where no organ was found, then
+    those that could not be scored: an unreadable file must not hide a scan that was predicted."""
+    scored, outside, no_organ, unscored = [], [], [], []
     for score in scores:
-        (unscored if score.problem else no_organ if score.found_no_organ else scored).append(score)
-    return sorted(scored, key=lambda s: -s.score) + no_organ + unscored
+        if score.problem:
+            unscored.append(score)
+        elif score.found_no_organ:
+            no_organ.append(score)
+        else:
+            (outside if score.outside else scored).append(score)
+    worst_first = sorted(scored, key=lambda s: -s.score) + sorted(outside, key=lambda s: -s.score)
+    return worst_first + no_organ + unscored

@@ -120,3 +120,23 @@ def test_add_unlabeled_leaves_out_the_outputs_of_an_earlier_prediction(tmp_path,
     with pytest.raises(ProjectError, match="an output of an earlier prediction"):
         Project.open(folder).add_unlabeled([scans / "b_likely_wrong.nii.gz"])
     assert len(Project.open(folder).unlabeled()) == 2
+
+
+def test_scans_unlike_the_models_training_data_are_added_but_said_so(tmp_path, capsys):
+    """An MR given to a CT model's project teaches nothing and would top the worklist: a warning."""
+    from test_scope import body_volume
+
+    from cgs_engine.checkpoint import load_checkpoint, save_checkpoint
+    from cgs_engine.scope import measure_scope
+
+    base = tiny_base_model(tmp_path / "base.pt")
+    checkpoint = load_checkpoint(base)
+    checkpoint.scope = measure_scope([body_volume(r, r * 1.2) for r in (80, 95, 110)]).to_dict()
+    save_checkpoint(checkpoint, base)
+    project = Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY, base_model=base)
+    ct = write_volume(body_volume(100, 115), tmp_path / "ct.nii.gz")
+    mr = write_volume(body_volume(100, 115, modality="MR"), tmp_path / "mr.nii.gz")
+    code, out, err = run_cli(capsys, "project", "add-unlabeled", project.folder, ct, mr)
+    assert code == 0 and "added 2 unlabeled scan(s)" in out
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "mr.nii.gz" in warnings[0] and "looks like MR" in warnings[0]

@@ -196,3 +196,16 @@ def test_a_folder_worklist_leaves_out_the_outputs_of_an_earlier_prediction(tmp_p
     write_volume(scan.like(np.zeros(scan.shape, np.uint8), "map"), tmp_path / "ct_map_a.nii.gz")
     (tmp_path / "ct_classes.json").write_text("{}")
     assert scans_in_folder(tmp_path) == [tmp_path / "ct.nii.gz"]
+
+
+def test_a_scan_unlike_the_training_data_is_ranked_after_those_like_it():
+    """Wrong everywhere on an MR given to a CT model teaches the model nothing: it must not top
+    the list of what to correct next; it comes after the scans in scope, and says why."""
+    from cgs_engine.review.worklist import ScanScore, ordered
+
+    inside = ScanScore("ct.nii.gz", 0.2)
+    outside = ScanScore("mr.nii.gz", 0.9, outside=["this scan looks like MR; the model was trained on CT"])
+    unreadable = ScanScore("bad.nii.gz", float("nan"), problem="unreadable")
+    assert ordered([outside, unreadable, inside]) == [inside, outside, unreadable]
+    assert "ranked last: this scan looks like MR" in outside.describe()
+    assert ScanScore.from_dict(outside.to_dict()) == outside
