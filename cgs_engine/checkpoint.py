@@ -21,6 +21,7 @@ from cgs_engine.classes.checks import MAX_CLASSES, ClassTableError
 from cgs_engine.classes.table import class_table_from_list, derive_class_table
 from cgs_engine.durable import write_atomically, zip_archive_problem
 from cgs_engine.errors import CGSError
+from cgs_engine.io.formats import extension_of
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.normalize import Normalization
 
@@ -111,6 +112,8 @@ def load_payload(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty")
+    if extension_of(path) is not None:  # a scan where the model belongs (arguments swapped)
+        raise CheckpointError(f"{path}: is an image, not a checkpoint (.pt); the model comes first")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for damaged archives

@@ -79,6 +79,14 @@ def test_bad_files_give_one_line_errors(tmp_path, content, message):
     assert message in str(error.value) and "bad.pt" in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_scan_given_as_the_model_is_named_as_such(tmp_path):
+    """`cgs predict scan.nii.gz model.pt`: not a "corrupt checkpoint" with torch's advice."""
+    path = tmp_path / "scan.nii.gz"
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(CheckpointError, match="scan.nii.gz: is an image, not a checkpoint"):
+        load_checkpoint(path)
+
+
 def test_truncated_checkpoint(tmp_path):
     path = save_checkpoint(_checkpoint(), tmp_path / "model.pt")
     path.write_bytes(path.read_bytes()[:2000])
