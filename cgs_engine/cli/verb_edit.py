@@ -216,9 +216,16 @@ def _organ(
 
 def _named_class(spec: str, labels_path: Path) -> tuple[int, str]:
     text = spec.strip()
-    if text.isdigit():
-        return int(text), f"class {int(text)}"
     table = find_class_file(labels_path)
+    if text.isdigit():
+        class_id = int(text)
+        names = read_class_file(table).names if table is not None else None
+        if names is not None and class_id not in names and class_id != 0:  # 0: the tools say why
+            known = "" if names is None else ", ".join(f"{i} {n}" for i, n in sorted(names.items()))
+            known = f" (classes of {table.name}: {known})" if known else ""
+            raise CGSError(f"--class {class_id}: not an organ of this label map{known}")
+        named = None if names is None else names.get(class_id)
+        return class_id, f"class {class_id}" if named is None else f"{named} ({class_id})"
     if table is None:
         raise CGSError(
             f"--class {spec!r}: no {class_file_for(labels_path).name} beside {labels_path} to look the name "

@@ -143,7 +143,7 @@ def test_overwrite_replaces_and_the_only_organ_is_the_default(tmp_path, capsys):
         (["fill-holes", "{scan}", "--class", "1", "--mode", "2d"], "--mode must be slice or 3d"),
         (["fill-between-slices", "{scan}", "--class", "1", "--axis", "w"], "--axis must be z, y or x"),
         (["grow", "{scan}", "--class", "Kidney", "--mm", "1"], "no such class"),
-        (["grow", "{scan}", "--class", "9", "--mm", "1"], "class 9 has no voxel"),
+        (["grow", "{scan}", "--class", "9", "--mm", "1"], "--class 9: not an organ of this label map"),
         (["grow", "{scan}", "--class", "0", "--mm", "1"], "class id 0 is out of range"),
         (["grow", "{scan}", "--mm", "1"], "give the organ with --class"),
         (["grow", "{scan}", "--class", "1", "--mm", "-1"], "margin_mm must be a finite number >= 0"),

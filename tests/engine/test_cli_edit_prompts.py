@@ -136,6 +136,7 @@ def test_adapt_writes_new_labels_and_keeps_the_reviewed_voxels(predicted, capsys
             "ct.nii.gz: int16 voxels: expected a probability map",
         ),
         (["box", "--class", "1", "--box", "0:1,0:1,0:1"], "the box holds nothing of class 1"),
+        (["click", "--class", "9", "--point", "1,2,3"], "--class 9: not an organ of this label map"),
     ],
 )
 def test_bad_prompts_are_one_line_exit_2(predicted, capsys, args, words):
