@@ -36,21 +36,11 @@ def _refusal(error: pytest.ExceptionInfo, path) -> str:
 def _fractional_seg(series, probabilities: dict[str, np.ndarray], path):
     import highdicom as hd
 
-    category = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
+    from cgs_engine.dicom.seg import _description  # the segment descriptions our export writes
+
+    entries = {entry.name: entry for entry in TABLE.entries}
     descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=category,
-            segmented_property_type=category,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=hd.AlgorithmIdentificationSequence(
-                name="test",
-                family=hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence"),
-                version="1",
-            ),
-        )
-        for number, label in enumerate(probabilities, start=1)
+        _description(hd, number, entries[label], label) for number, label in enumerate(probabilities, start=1)
     ]
     hd.seg.Segmentation(
         source_images=series.headers(),
