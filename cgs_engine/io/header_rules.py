@@ -314,7 +314,9 @@ def _check_nrrd(header: TextHeader, files: tuple[Path, ...], name: str) -> DataL
     space = header.get("space")
     if space is not None and space.lower() not in _NRRD_SPACES:
         raise VolumeIOError(name, f"header space = {space!r} is not a 3D space this reader places correctly")
-    if space is None:  # voxel sizes at most (or a bare "space dimension"): orientation unknown
+    # Voxel sizes at most ('spacings', 'axis mins/maxs'): orientation unknown. A 'space dimension'
+    # without a name is what ITK writes for 4D and more, in its own (LPS) world: read as ITK does.
+    if space is None and header.get("spacedimension") is None:
         raise VolumeIOError(
             name,
             "header names no space (such as left-posterior-superior), so which side is the patient's "

@@ -125,7 +125,7 @@ def test_cancel_keeps_the_model_so_far(tmp_path):
     )
     assert result.cancelled and 0 < result.steps_done < result.total_steps == 200
     version = project.version(result.version)
-    assert version.record["cancelled"] is True and version.status in ("accepted", "rejected")
+    assert version.record["cancelled"] is True and version.status in ("accepted", "rejected", "unverified")
     assert load_checkpoint(version.model_path).metrics["best"]["step"] <= result.steps_done
     assert finished(result)["outcome"] == "cancelled" and events[-1]["kind"] == "cancelled"
     assert project.interrupted_run() is None  # a cancelled run is finished, not resumable

@@ -62,8 +62,15 @@ def test_cli_verbs_name_the_damaged_scan(tmp_path, tiny_model, verb):
     assert not (tmp_path / "out.nii.gz").exists() and not (tmp_path / "s.h5").exists()
 
 
+# where the patient is: a NRRD without a named space is refused before its size is looked at
+PLACED = "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\n"
+
+
 def nrrd_claiming(sizes: str, encoding: str = "raw", payload: bytes = b"\0" * 1000) -> bytes:
-    header = f"NRRD0004\ntype: float\ndimension: 3\nsizes: {sizes}\nencoding: {encoding}\nendian: little\n\n"
+    header = (
+        f"NRRD0004\ntype: float\ndimension: 3\nsizes: {sizes}\nencoding: {encoding}\nendian: little\n"
+        f"{PLACED}\n"
+    )
     return header.encode() + payload
 
 
@@ -88,7 +95,7 @@ def test_a_detached_header_is_checked_against_its_data_file(tmp_path):
     (tmp_path / "scan.raw").write_bytes(b"\0" * 400)
     header = (
         "NRRD0004\ntype: float\ndimension: 3\nsizes: 100 100 10\nencoding: raw\nendian: little\n"
-        "data file: scan.raw\n\n"
+        f"{PLACED}data file: scan.raw\n\n"
     )
     (tmp_path / "scan.nhdr").write_text(header)
     with pytest.raises(VolumeIOError, match="data holds only 400 bytes"):

@@ -188,7 +188,6 @@ def test_metaimage_headers_the_reader_would_reinterpret_are_refused(tmp_path, fi
         ({"space": "scanner-xyz"}, "space"),
         # no patient orientation at all: read as LPS it may be the patient's mirror image
         ({"space": None}, "names no space"),
-        ({"space": None, "space dimension": "3"}, "names no space"),
         ({"space": None, "space directions": None, "spacings": "2 2 2"}, "names no space"),
     ],
 )
