@@ -67,7 +67,7 @@ class Reorientation:
             return array
         flips = tuple(axis for axis in range(3) if self.flipped[axis])
         view = np.flip(array, flips) if flips else array
-        inverse = tuple(int(np.argsort(self.source_axes)[axis]) for axis in range(3))
+        inverse = tuple(int(axis) for axis in np.argsort(self.source_axes))
         return np.transpose(view, (*inverse, *range(3, array.ndim)))
 
     def canonical_copies(self, *arrays: np.ndarray | None) -> list[np.ndarray | None]:

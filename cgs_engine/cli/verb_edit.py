@@ -221,9 +221,10 @@ def _named_class(spec: str, labels_path: Path) -> tuple[int, str]:
         class_id = int(text)
         names = read_class_file(table).names if table is not None else None
         if names is not None and class_id not in names and class_id != 0:  # 0: the tools say why
-            known = "" if names is None else ", ".join(f"{i} {n}" for i, n in sorted(names.items()))
-            known = f" (classes of {table.name}: {known})" if known else ""
-            raise CGSError(f"--class {class_id}: not an organ of this label map{known}")
+            known = ", ".join(f"{i} {n}" for i, n in sorted(names.items()))
+            raise CGSError(
+                f"--class {class_id}: not an organ of this label map (classes of {table.name}: {known})"
+            )
         named = None if names is None else names.get(class_id)
         return class_id, f"class {class_id}" if named is None else f"{named} ({class_id})"
     if table is None:

@@ -237,15 +237,11 @@ def _class_table(disagreement_path: Path, maps_dir: str | None) -> tuple[dict[in
 
 
 def _check_map_type(array: np.ndarray, name: str) -> None:
-    if array.dtype != np.uint8 and array.dtype.kind != "f":
-        raise CGSError(f"{name}: expected a uint8 (255 = 1.0) or float map, got {array.dtype} voxels")
-    if array.dtype.kind == "f" and array.size:
-        low, high = float(array.min()), float(array.max())
-        if low < -1e-6 or high > 1 + 1e-6:
-            raise CGSError(
-                f"{name}: values {low:g}..{high:g} lie outside 0..1, so this is not a probability or "
-                "disagreement map (an image?)"
-            )
+    from cgs_engine.io.validate import probability_map_problem
+
+    problem = probability_map_problem(array)
+    if problem is not None:
+        raise CGSError(f"{name}: {problem}")
 
 
 def _check_grid(volume, reference, name: str) -> None:

@@ -37,6 +37,7 @@ from cgs_engine.edit.boxes import Box, bounding_box, expand
 from cgs_engine.edit.checks import EditError, check_amount, check_class_id, check_labels, check_spacing
 from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.target import edit_target
+from cgs_engine.io.validate import probability_map_problem
 
 # 26-connected, as the islands tool: thick slices meet their neighbours at edges and corners
 CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
@@ -252,15 +253,10 @@ def _check_points(points, shape) -> np.ndarray:
 
 
 def check_probability_map(values: np.ndarray) -> None:
-    """A specialist map as `cgs predict` writes it (uint8, 255 = 1.0) or floats in 0..1; an image
-    given in its place (HU, MR intensities) would be read as probabilities and move whole organs."""
-    values = np.asarray(values)
-    if values.dtype != np.uint8 and values.dtype.kind != "f":
-        raise EditError(f"{values.dtype} voxels: expected a probability map (uint8, 255 = 1.0, or 0..1)")
-    if values.dtype.kind == "f" and values.size:
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        if not (np.isfinite(values).all() and low >= -1e-6 and high <= 1 + 1e-6):
-            raise EditError(f"values {low:g}..{high:g} are no probabilities (0..1): an image, not a map?")
+    """:class:`EditError` unless ``values`` is a probability map (see ``probability_map_problem``)."""
+    problem = probability_map_problem(values)
+    if problem is not None:
+        raise EditError(problem)
 
 
 def _check_volume(name: str, values, shape) -> np.ndarray:

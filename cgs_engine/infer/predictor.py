@@ -108,7 +108,7 @@ class Predictor:
         # the outputs are written through canonical views of arrays on the input's own grid.
         turn = Reorientation.of(volume.geometry)
         canonical = turn.to_canonical
-        seen = image if turn.is_identity else np.ascontiguousarray(canonical(np.asarray(image)))
+        (seen,) = turn.canonical_copies(image)
         for batch in iterate_slice_probs(
             self.model,
             seen,

@@ -1,4 +1,4 @@
-"""Checks shared by readers and writers: label maps, and two volumes on the same grid."""
+"""Checks shared by readers and writers: label maps, probability maps, and two volumes on one grid."""
 
 from __future__ import annotations
 
@@ -41,6 +41,23 @@ def _check_whole_numbers(values: np.ndarray, name: str) -> None:
         example = values[fractional].flat[0]
         problem = f"label map has non-integer values (e.g. {example:g}); ids must be whole numbers"
         raise VolumeIOError(name, problem)
+
+
+def probability_map_problem(array: np.ndarray) -> str | None:
+    """What keeps ``array`` from being a map as `cgs predict` writes them (uint8, 255 = 1.0, or
+    floats in 0..1), or None. An image given in its place (HU, MR units) would be read as
+    probabilities: a review queue of nonsense, a prompt that moves whole organs."""
+    values = np.asarray(array)
+    if values.dtype != np.uint8 and values.dtype.kind != "f":
+        return f"{values.dtype} voxels: expected a probability map (uint8, 255 = 1.0, or floats in 0..1)"
+    if values.dtype.kind == "f" and values.size:
+        low, high = float(values.min()), float(values.max())  # NaN anywhere makes both NaN
+        if not (low >= -1e-6 and high <= 1 + 1e-6):
+            return (
+                f"values {low:g}..{high:g} lie outside 0..1, so this is not a probability or "
+                "disagreement map (an image?)"
+            )
+    return None
 
 
 def check_same_grid(labels: Volume, image: Volume, name: str) -> None:

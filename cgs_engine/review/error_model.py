@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -196,7 +196,7 @@ def assign_to(model: ErrorModel, weights_sha256: str, why: str) -> ErrorModel:
     """A copy of ``model`` that :func:`error_model_for` accepts for the checkpoint with these
     weights although it was fitted on others (a retrained version inheriting its parent's)."""
     fitted_on = {**model.fitted_on, "assigned_to_weights_sha256": weights_sha256, "assigned_because": why}
-    return ErrorModel.from_dict({**model.to_dict(), "fitted_on": fitted_on}, "assigned error model")
+    return replace(model, fitted_on=fitted_on)
 
 
 def error_model_for(
