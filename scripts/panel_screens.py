@@ -2,7 +2,9 @@
 
 States: ``fresh`` (the bundled CT open, nothing run), ``presegmented`` (the whole slice with
 labels and the disagreement outline), ``reviewing`` (a region of the queue in focus, two
-decided), ``restored`` (napari reopened on the same CT: the session comes back), ``retraining``
+decided), ``restored`` (napari reopened on the same CT: the session comes back), ``worklist``
+(a folder of two scans ranked: the CT and an MR-like copy the model was not trained on, ranked
+last with the reason), ``retraining``
 (a retrain of the bundled model running in its worker process) and ``outcome`` (after Cancel:
 the version kept or not, and why). Each picture is the whole napari window; the panel is
 scrolled to the section that state is about. For every state the layout is checked
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STATES = ("fresh", "presegmented", "reviewing", "restored", "retraining", "outcome")
+STATES = ("fresh", "presegmented", "reviewing", "restored", "worklist", "retraining", "outcome")
 WAIT_S = 900
 
 
@@ -140,10 +142,35 @@ def render(size: tuple[int, int], states: list[str], args: argparse.Namespace, w
     panel = shooter.panel
     if "restored" in states:
         shooter.shoot("restored")
+    if "worklist" in states:
+        worklist_state(shooter, ct, work)
     if "retraining" in states or "outcome" in states:
         retrain_states(shooter, states, args, work)
     shooter.close()
     return shooter.problems
+
+
+def worklist_state(shooter: Shooter, ct: Path, work: Path) -> None:
+    """The worklist of a folder holding the CT and an MR-like copy of it (no air below 0, so the
+    modality guess says MR): the copy is ranked last, and its item says why."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    folder = work / "worklist"
+    if not folder.exists():
+        folder.mkdir()
+        shutil.copy(ct, folder / ct.name)
+        image = sitk.ReadImage(str(ct))
+        mr_like = sitk.GetImageFromArray(np.clip(sitk.GetArrayFromImage(image) + 1024, 0, None))
+        mr_like.CopyInformation(image)
+        sitk.WriteImage(mr_like, str(folder / "mr_like.nii.gz"))
+    section = shooter.panel.worklist_section
+    done = []
+    section.finished.connect(done.append)
+    if section.score_folder(folder) is None or not process_events(WAIT_S, until=lambda: bool(done)):
+        raise SystemExit(f"panel_screens: the worklist did not finish: {section.status.text()}")
+    shooter.scroll_to(section)
+    shooter.shoot("worklist")
 
 
 def retrain_states(shooter: Shooter, states: list[str], args: argparse.Namespace, work: Path) -> None:
