@@ -1,7 +1,8 @@
 """An RT Structure Set's contours as a label map on its image series' grid.
 
 ROIs become classes of a class table by name (TG-263, the class name or a known alias) or by
-their SNOMED CT code; ROIs that match no class are reported and left out. Where ROIs overlap,
+their SNOMED CT code, one ROI per class (:mod:`cgs_engine.dicom.matching`); ROIs that match no
+class, or a class another ROI gives, are reported and left out. Where ROIs overlap,
 the lower class id wins (as in the OpenKBP label maps). The structure set must belong to the
 series: same frame of reference, the same series if it names one, and contours on its slices.
 Every contour that does not reach the label map is counted by reason (:class:`DroppedContours`)
@@ -25,6 +26,7 @@ from cgs_engine.volume import Volume
 
 from .contours import fill_contours
 from .errors import DicomError
+from .matching import match_structure, one_per_class
 from .names import shown_name, structure_names
 from .object_file import read_dicom_object
 from .rtstruct_frames import check_unique_numbers, roi_frames
@@ -40,6 +42,7 @@ DROP_REASONS = {
     "other frame": "of ROIs drawn in another frame of reference",
     "unnamed ROI": "of ROI numbers the structure set does not name",
     "no class": "of ROIs that no class of the table stands for",
+    "class taken": "of ROIs standing for a class that another ROI gives",
 }
 
 
@@ -71,7 +74,7 @@ class DroppedContours:
         """One warning line per reason, naming the ROIs and their counts."""
         found = []
         for reason, per_roi in self.counts.items():
-            if reason == "no class":  # not a loss: the user sees these ROIs listed as left out
+            if reason in ("no class", "class taken"):  # listed as left out, one line per ROI
                 continue
             found.append(
                 f"{_contours(sum(per_roi.values()))} left out, {DROP_REASONS[reason]}: {_listed(per_roi)}"
@@ -92,11 +95,12 @@ class RTStructImport:
     empty: list[str] = field(default_factory=list)  # matched ROIs without contours
     dropped: DroppedContours = field(default_factory=DroppedContours)
     overlap_voxels: int = 0  # voxels claimed by more than one class (the lower id kept them)
+    duplicates: list[str] = field(default_factory=list)  # ROIs left out: their class has an ROI
 
     @property
     def warnings(self) -> list[str]:
         """What the label map does not hold of the structure set, one line each."""
-        found = self.dropped.lines()
+        found = self.dropped.lines() + self.duplicates
         if not self.rois:
             found.append("the structure set holds no contour of a class of the table: the label map is empty")
         if self.empty:
@@ -129,23 +133,29 @@ def import_rtstruct(path: str | os.PathLike, series: DicomSeries, table: ClassTa
     contours_by_roi = _contours_by_roi(dataset, name)
     for number in sorted(set(contours_by_roi) - set(frames)):
         result.dropped.add("unnamed ROI", f"ROI number {number}", len(contours_by_roi[number]))
-    masks: dict[int, np.ndarray] = {}
+    matches = []
     for number, roi_name in names.items():
         contours = contours_by_roi.get(number, [])
         if frames[number] != series.frame_of_reference_uid:
             result.dropped.add("other frame", roi_name, len(contours))
             continue
-        entry = written.entry(roi_name, table) or table.match(roi_name, *codes.get(number, (None, None)))
-        if entry is None:
+        match = match_structure(number, roi_name, table, written, *codes.get(number, (None, None)))
+        if match is None:
             result.unmatched.append(roi_name)
             result.dropped.add("no class", roi_name, len(contours))
-            continue
-        if not contours:
+        elif not contours:
             result.empty.append(roi_name)
-            continue
-        mask = _roi_mask(contours, series, name, roi_name, result.dropped)
-        masks[entry.id] = masks[entry.id] | mask if entry.id in masks else mask
-        result.rois.append(ImportedROI(roi_name, entry, len(contours), int(mask.sum())))
+        else:
+            matches.append(match)
+    kept, result.duplicates = one_per_class(matches, "ROI")
+    for match in matches:
+        if match not in kept:
+            result.dropped.add("class taken", match.name, len(contours_by_roi[match.key]))
+    masks: dict[int, np.ndarray] = {}
+    for match in kept:
+        contours = contours_by_roi[match.key]
+        mask = masks[match.entry.id] = _roi_mask(contours, series, name, match.name, result.dropped)
+        result.rois.append(ImportedROI(match.name, match.entry, len(contours), int(mask.sum())))
     result.labels, result.overlap_voxels = _label_map(masks, series)
     return result
 

@@ -24,6 +24,7 @@ from cgs_engine.volume import Volume
 
 from .errors import DicomError
 from .files import check_output, save_dataset
+from .matching import match_structure, one_per_class
 from .names import CHARACTER_SET, checked_code, structure_names
 from .object_file import read_dicom_object
 from .rtstruct_export import MANUFACTURER, check_labels_fit
@@ -51,6 +52,7 @@ class SegImport:
     labels: Volume
     segments: list[tuple[str, ClassEntry]] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # segments left out: their class has one
     rule: str = "a voxel belongs to each segment that marks it"  # how segment frames became voxels
 
 
@@ -158,7 +160,8 @@ def read_seg(path: str | os.PathLike):
 
 def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) -> SegImport:
     """The label map of the SEG at ``path`` on ``series``' grid; segments matched to classes by
-    label or code, lower class id winning where segments overlap.
+    label or code, one segment per class (:mod:`cgs_engine.dicom.matching`), lower class id
+    winning where segments overlap.
 
     In a FRACTIONAL SEG (probability or occupancy, 0..MaximumFractionalValue) a voxel belongs to a
     segment when value / MaximumFractionalValue >= 0.5; ``SegImport.rule`` says so in words.
@@ -181,7 +184,7 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
         raise DicomError(
             name, f"references {len(unknown)} images that are not in {series.folder} (another series)"
         )
-    matched, unmatched = [], []
+    candidates, unmatched = [], []
     written = structure_names(table.entries)
     for number in segmentation.segment_numbers:
         description = segmentation.get_segment_description(number)
@@ -191,11 +194,13 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
         )
         laterality = _code_of(modifiers[0]) if modifiers else None
         label = str(description.segment_label)
-        entry = written.entry(label, table) or table.match(label, _code_of(kind), laterality)
-        if entry is None:
-            unmatched.append(str(description.segment_label))
+        match = match_structure(number, label, table, written, _code_of(kind), laterality)
+        if match is None:
+            unmatched.append(label)
         else:
-            matched.append((number, str(description.segment_label), entry))
+            candidates.append(match)
+    kept, duplicates = one_per_class(candidates, "segment")
+    matched = [(match.key, match.name, match.entry) for match in kept]
     try:
         stack = segmentation.get_pixels_by_source_instance(
             source_sop_instance_uids=series.sop_instance_uids,
@@ -215,7 +220,7 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
     for index in order:  # lower ids painted last: they win on overlap
         array[stack[..., index] >= lowest] = matched[index][2].id
     segments = [(label, entry) for _, label, entry in matched]
-    result = SegImport(series.volume.like(array, "labels"), segments, unmatched)
+    result = SegImport(series.volume.like(array, "labels"), segments, unmatched, duplicates)
     if fractional:
         result.rule = f"FRACTIONAL: a voxel belongs to a segment at value >= 0.5 x {maximum} (its maximum)"
     return result

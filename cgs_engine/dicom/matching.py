@@ -1,0 +1,66 @@
+"""Which class each imported ROI or segment stands for, one source per class.
+
+A structure is matched by name first (as we write class names, the class name, its TG-263 name
+or a known alias), else by its SNOMED code and laterality. Two structures may match one class:
+a planning system often gives a PRV ("Parotid_L_PRV05") the organ's own code, and a structure
+set may hold both "Mandible" and "Bone_Mandible". Their union would be a larger organ than any
+of them, written without a word; so each class takes one structure (a name match before a code
+match, then the first in the file) and the others are left out with a line naming both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cgs_engine.classes.organs import Code
+from cgs_engine.classes.table import ClassEntry, ClassTable
+
+from .names import StructureNames, shown_name
+
+
+@dataclass(frozen=True)
+class Match:
+    key: int  # the ROI number or segment number
+    name: str
+    entry: ClassEntry
+    by_name: bool
+
+
+def match_structure(
+    key: int,
+    name: str,
+    table: ClassTable,
+    written: StructureNames,
+    code: Code | None = None,
+    laterality: Code | None = None,
+) -> Match | None:
+    """The class ``name`` (with ``code`` and ``laterality``) stands for, and how it was found."""
+    entry = written.entry(name, table) or table.match(name)
+    if entry is not None:
+        return Match(key, name, entry, by_name=True)
+    entry = table.match(name, code, laterality)
+    return None if entry is None else Match(key, name, entry, by_name=False)
+
+
+def one_per_class(matches: list[Match], kind: str) -> tuple[list[Match], list[str]]:
+    """The matches kept (in their order) and one warning line per structure left out.
+
+    ``kind`` names the structures in the lines ("ROI", "segment")."""
+    chosen: dict[int, Match] = {}
+    for match in matches:  # file order: the first of equals wins
+        held = chosen.get(match.entry.id)
+        if held is None or (match.by_name and not held.by_name):
+            chosen[match.entry.id] = match
+    kept = [match for match in matches if chosen[match.entry.id] is match]
+    warnings = [
+        f"{kind} '{shown_name(match.name)}' left out: it stands for class {match.entry.id} "
+        f"{shown_name(match.entry.name)} ({_how(match)}), which {kind} "
+        f"'{shown_name(chosen[match.entry.id].name)}' gives ({_how(chosen[match.entry.id])})"
+        for match in matches
+        if chosen[match.entry.id] is not match
+    ]
+    return kept, warnings
+
+
+def _how(match: Match) -> str:
+    return "by name" if match.by_name else "by code"
