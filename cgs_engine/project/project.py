@@ -217,10 +217,13 @@ class Project(CorrectionRecords, UnlabeledRecords):
 
     # ---------------------------------------------------------------------- retraining
     def new_corrections_since_last_retrain(self) -> list[CorrectionInfo]:
-        """Corrections added or re-saved after the newest retrained version was trained."""
+        """Corrections added or re-saved after the newest retrained version was trained, that a
+        retrain can learn from: one without a reviewed voxel (saved from the panel before any
+        region was accepted or edited) teaches nothing and does not count towards
+        ``retrain_after_n``."""
         retrained = [v for v in self.versions() if v.origin == "retrained"]
         used = retrained[-1].record.get("corrections_used", {}) if retrained else {}
-        return [c for c in self.corrections() if used.get(c.name) != c.revision]
+        return [c for c in self.corrections() if used.get(c.name) != c.revision and c.reviewed_voxels > 0]
 
     def should_retrain(self) -> bool:
         """Opt-in rule: True once ``retrain_after_n`` new corrected volumes exist; never otherwise."""

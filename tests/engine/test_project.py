@@ -209,6 +209,20 @@ def test_retrain_suggestion_is_opt_in(tmp_path):
     assert not project.should_retrain()
 
 
+def test_a_correction_without_a_reviewed_voxel_is_no_new_correction(tmp_path):
+    """Saved from the panel before anything was accepted or edited: a retrain ignores it, so it
+    must not count towards retrain_after_n (nor "N corrected volumes since the last retrain")."""
+    project = make_project(tmp_path, corrections=1, unlabeled=0)
+    project.update_settings(retrain_after_n=2)
+    image, label = synthetic_volume(np.random.default_rng(5))
+    project.add_correction("unreviewed", Volume(image), label, np.zeros(label.shape, np.uint8))
+    assert [c.name for c in project.new_corrections_since_last_retrain()] == ["case0"]
+    assert not project.should_retrain()
+    project.add_correction("unreviewed", Volume(image), label, partly_reviewed(len(image)), replace="yes")
+    assert [c.name for c in project.new_corrections_since_last_retrain()] == ["case0", "unreviewed"]
+    assert project.should_retrain()
+
+
 # ----------------------------------------------------------------------- damaged project files
 def test_damaged_project_files_give_one_line_errors(tmp_path):
     project = make_project(tmp_path, corrections=0, unlabeled=0)
