@@ -5,6 +5,12 @@ The file layout and its metadata are in :mod:`cgs_engine.store.layout`.
 Volumes keep their own shape, so 2D slice data sets whose slices differ in size per patient
 fit as they are; the training loop resizes slices to its input size.
 
+Volumes are stored in the canonical layout the network reads (:mod:`cgs_engine.orientation`:
+axes permuted and flipped, never resampled, so the direction is closest to identity):
+``add_volume`` turns what it is given, and ``read_volume`` / ``read_slice`` turn a volume that a
+store written before this rule holds in its file's own layout (a SegTHOR import of then), so
+training never learns from a layout that predictions do not use.
+
 Volumes are listed in sorted name order everywhere. ``slice_index(split)`` and
 ``load_split_to_memory(split)`` index into ``volume_names(split)``.
 
@@ -29,6 +35,7 @@ import numpy as np
 from cgs_engine.classes.checks import ClassTableError, check_class_names, check_colors
 from cgs_engine.durable import GuardedFile
 from cgs_engine.normalize import Normalization
+from cgs_engine.orientation import Reorientation
 from cgs_engine.store._checks import (
     SliceStoreError,
     check_image,
@@ -257,7 +264,8 @@ class SliceStore:
         original_dtype: str | None = None,
         sampling_weight: float = 1.0,
     ) -> VolumeInfo:
-        """Add one normalised volume [z, y, x].
+        """Add one normalised volume [z, y, x], turned into the canonical layout with its label,
+        review mask and geometry (a no-op for volumes already in it).
 
         ``labeled`` and ``val`` volumes need a label; ``unlabeled`` ones must not carry one, so
         that no label can leak into the unsupervised part of training. ``geometry=None``
@@ -291,6 +299,10 @@ class SliceStore:
             raise SliceStoreError(
                 f"volume {name!r}: geometry must be a Geometry, got {type(geometry).__name__}"
             )
+        turn = Reorientation.of(geometry)
+        if not turn.is_identity:
+            geometry = turn.canonical_geometry(geometry, image.shape)
+            image, label, review = turn.canonical_copies(image, label, review)
         original = original_dtype if original_dtype is not None else str(image.dtype)
         group = self._file["volumes"].create_group(name)
         try:
@@ -311,16 +323,14 @@ class SliceStore:
 
     # ------------------------------------------------------------------------ reading
     def read_volume(self, name: str) -> StoredVolume:
+        """The volume in the canonical layout (see the module docstring), whatever wrote it."""
         info = self._info(name)
         with self._damage_reported(name):
             image, label, review = self._handles(name)
-            return StoredVolume(
-                image=image[()],
-                label=None if label is None else label[()],
-                review=None if review is None else review[()],
-                geometry=info.geometry,
-                split=info.split,
-            )
+            arrays = [image[()], None if label is None else label[()], None if review is None else review[()]]
+        if info.stored_turn is not None:  # written before stores held canonical volumes
+            arrays = info.stored_turn.canonical_copies(*arrays)
+        return StoredVolume(*arrays, geometry=info.geometry, split=info.split)
 
     @contextmanager
     def _damage_reported(self, name: str) -> Iterator[None]:
@@ -336,6 +346,9 @@ class SliceStore:
         info = self._info(name)
         if not 0 <= z < info.shape[0]:
             raise IndexError(f"slice {z} is outside volume {name!r} with {info.shape[0]} slices")
+        if info.stored_turn is not None:  # an older store's layout: turn the whole volume
+            whole = self.read_volume(name)
+            return StoredSlice(*[None if array is None else array[z] for array in whole[:3]])
         with self._damage_reported(name):
             image, label, review = self._handles(name)
             return StoredSlice(

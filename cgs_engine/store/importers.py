@@ -459,11 +459,7 @@ def _add(
     split: str,
     original_dtype: str,
 ) -> None:
-    if geometry is not None:  # stores hold what the network learns from: canonical arrays
-        turn = Reorientation.of(geometry)
-        geometry = turn.canonical_geometry(geometry, image.shape)
-        image, label = turn.canonical_copies(image, label)
-    try:
+    try:  # add_volume stores the canonical layout the network reads (cgs_engine.orientation)
         store.add_volume(
             name,
             image,

@@ -30,6 +30,7 @@ from cgs_engine.classes.checks import check_class_names, check_colors
 from cgs_engine.errors import first_line
 from cgs_engine.h5_durable import foreign_link
 from cgs_engine.normalize import Normalization
+from cgs_engine.orientation import Reorientation
 from cgs_engine.store._checks import SliceStoreError
 from cgs_engine.volume import Geometry
 
@@ -52,7 +53,8 @@ COMPRESSION_LEVEL = 1
 
 @dataclass(frozen=True)
 class VolumeInfo:
-    """Metadata of one stored volume (read without touching the voxel data)."""
+    """Metadata of one stored volume (read without touching the voxel data), as it is read: in the
+    canonical layout (``shape`` and ``geometry`` too)."""
 
     name: str
     shape: tuple[int, int, int]
@@ -64,6 +66,9 @@ class VolumeInfo:
     has_label: bool
     has_review: bool
     sampling_weight: float = 1.0
+    # Set for a volume that a store written before stores held canonical volumes keeps in its
+    # file's own layout: what turns its arrays on reading.
+    stored_turn: Reorientation | None = None
 
 
 class StoredVolume(NamedTuple):
@@ -161,17 +166,24 @@ def write_volume_attributes(
 def read_volume_info(path: Path, name: str, group: h5py.Group) -> VolumeInfo:
     try:
         attrs = group.attrs
+        shape = tuple(int(n) for n in group["image"].shape)
+        geometry = Geometry.from_dict(json.loads(as_str(attrs["geometry"])))
+        turn = Reorientation.of(geometry)
+        if not turn.is_identity:
+            geometry = turn.canonical_geometry(geometry, shape)  # type: ignore[arg-type]
+            shape = tuple(shape[axis] for axis in turn.source_axes)
         return VolumeInfo(
             name=name,
-            shape=tuple(int(n) for n in group["image"].shape),  # type: ignore[arg-type]
+            shape=shape,  # type: ignore[arg-type]
             split=as_str(attrs["split"]),
-            geometry=Geometry.from_dict(json.loads(as_str(attrs["geometry"]))),
+            geometry=geometry,
             spacing_known=bool(attrs.get("spacing_known", True)),
             original_dtype=as_str(attrs.get("original_dtype", "")),
             source=as_str(attrs.get("source", "")),
             has_label="label" in group,
             has_review="review" in group,
             sampling_weight=float(attrs.get("sampling_weight", 1.0)),
+            stored_turn=None if turn.is_identity else turn,
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SliceStoreError(f"{path}: damaged volume {name!r} ({first_line(error)})") from None

@@ -179,3 +179,59 @@ def test_fingerprint_updates_after_append(tmp_path):
         before = store.fingerprint()
         store.add_volume("c", image(seed=5), split="unlabeled")
         assert store.fingerprint() != before
+
+
+# A sagittal volume stored with x reversed: array axes (z, y, x) run along world (x, z, y).
+TURNED = Geometry(spacing=(0.8, 0.7, 3.0), origin=(-10.0, 5.0, 100.0), direction=(0, 0, -1, 1, 0, 0, 0, 1, 0))
+
+
+def test_volumes_are_stored_in_the_canonical_layout_the_network_reads(tmp_path):
+    """add_volume turns a volume given in another layout; image, label, review and geometry alike."""
+    from cgs_engine.orientation import canonical_volume
+    from cgs_engine.volume import Volume
+
+    path = tmp_path / "store.h5"
+    given = dict(image=image(), label=label(), review=label(seed=3) > 0, geometry=TURNED, split="labeled")
+    build(path, {"s": given})
+    expected, turn = canonical_volume(Volume(given["image"], TURNED))
+    assert not turn.is_identity
+    with SliceStore.open(path) as store:
+        stored = store.read_volume("s")
+        np.testing.assert_array_equal(stored.image, expected.array)
+        np.testing.assert_array_equal(stored.label, turn.to_canonical(given["label"]))
+        np.testing.assert_array_equal(stored.review, turn.to_canonical(given["review"].astype(np.uint8)))
+        assert stored.geometry.is_close(expected.geometry)
+        assert store.volume_info("s").shape == expected.array.shape
+        assert store.volume_info("s").stored_turn is None
+    with h5py.File(path) as raw:  # on disk too: the canonical arrays, not the given ones
+        np.testing.assert_array_equal(raw["volumes/s/image"][()], expected.array)
+
+
+def test_a_volume_an_older_store_kept_in_its_files_layout_is_read_canonical(tmp_path):
+    """Stores written before the rule hold such volumes (SegTHOR imports): training must not
+    learn them in a layout predictions never use."""
+    from cgs_engine.orientation import canonical_volume
+    from cgs_engine.store.layout import write_volume_attributes
+    from cgs_engine.volume import Volume
+
+    path = tmp_path / "store.h5"
+    build(path)
+    given_image, given_label = image(), label()
+    with h5py.File(path, "a") as raw:  # what the old add_volume wrote: the arrays as given
+        group = raw["volumes"].create_group("old")
+        group.create_dataset("image", data=given_image)
+        group.create_dataset("label", data=given_label)
+        write_volume_attributes(group, "labeled", TURNED, True, "float32", "/data/old.nii.gz", 1.0)
+    expected, turn = canonical_volume(Volume(given_image, TURNED))
+    with SliceStore.open(path) as store:
+        info = store.volume_info("old")
+        assert info.shape == expected.array.shape and info.geometry.is_close(expected.geometry)
+        stored = store.read_volume("old")
+        np.testing.assert_array_equal(stored.image, expected.array)
+        np.testing.assert_array_equal(stored.label, turn.to_canonical(given_label))
+        one = store.read_slice("old", 2)
+        np.testing.assert_array_equal(one.image, expected.array[2])
+        np.testing.assert_array_equal(one.label, turn.to_canonical(given_label)[2])
+        with pytest.raises(IndexError):
+            store.read_slice("old", expected.array.shape[0])
+        assert len(store.slice_index("labeled")) == 4 + expected.array.shape[0]
