@@ -77,6 +77,7 @@ from napari_cgs.panel.prediction_layers import (
     image_volume,
     map_layer_data,
     muted_edit_tracking,
+    open_source_clash,
     painted_parts,
     show_map_layers,
     stack_in_reading_order,
@@ -673,6 +674,10 @@ class CGSPanel(QWidget):
             if path is None:
                 return []
         targets = export_targets(path)
+        clash = open_source_clash(targets, list(self.viewer.layers))
+        if clash is not None:
+            self._show_export(f"Not exported: {clash}.")
+            return []
         existing = [target for target in targets if target.exists()]
         if existing and not dialogs.confirm_replace(self, existing[0]):
             self._show_export(f"Not exported: {existing[0].name} exists and was kept.")

@@ -389,6 +389,26 @@ def export_targets(labels_path: str | Path) -> list[Path]:
     return [Path(labels_path), class_file_for(labels_path)]
 
 
+def open_source_clash(targets: Sequence[Path], layers: Sequence[Any]) -> str | None:
+    """Why writing ``targets`` would replace a file an open layer was read from (an image file, or
+    a file inside a DICOM series folder), else None. Such a file is never replaced, even after
+    the user confirmed a "replace?" question about its name: the CT itself would become a
+    label map."""
+    sources: dict[Path, str] = {}
+    derived_last = sorted(layers, key=lambda layer: KIND_KEY in (getattr(layer, "metadata", None) or {}))
+    for layer in derived_last:  # a map layer carries its image's source: name the image
+        source = (getattr(layer, "metadata", None) or {}).get(SOURCE_KEY)
+        if source:
+            sources.setdefault(Path(source).resolve(), layer.name)
+    for target in targets:
+        resolved = Path(target).resolve()
+        for source, name in sources.items():
+            if resolved == source or source in resolved.parents:
+                where = "is" if resolved == source else "lies in"
+                return f"{target} {where} the file layer “{name}” was read from; choose another name"
+    return None
+
+
 def export_labels(
     labels_layer: Any,
     path: str | Path,

@@ -148,3 +148,19 @@ def test_sessions_are_written_off_the_gui_thread_and_flushed_on_close(
     assert panel.autosave.save_if_changed(wait=True) == session_path_for(sample_slab_path)
     assert writers and all(name.startswith("cgs-session-save") for name in writers)
     assert load_session(session_path_for(sample_slab_path)).labels[4, 40, 40] == 3
+
+
+def test_export_never_replaces_the_file_an_open_layer_was_read_from(
+    qtbot, viewer_and_panel, sample_slab_path, monkeypatch
+):
+    """Even after "Replace?" was answered yes: the CT became a uint8 label map before."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    original = sample_slab_path.read_bytes()
+    monkeypatch.setattr(dialogs, "confirm_replace", lambda parent, path: True)
+    assert panel.export(sample_slab_path) == []
+    assert sample_slab_path.read_bytes() == original
+    said = panel.export_status.text().replace("\u200b", "")
+    assert f"{sample_slab_path.name} is the file layer “{image.name}” was read from" in said, said
+    assert not sample_slab_path.with_name(sample_slab_path.name.replace(".nii.gz", "_classes.json")).exists()
