@@ -62,6 +62,39 @@ def session_path_for(image_path: str | os.PathLike) -> Path:
     return path.with_name(stem + SESSION_SUFFIX)
 
 
+def session_path_of_image(image_path: str | os.PathLike, fingerprint: str) -> tuple[Path, str]:
+    """Where this image's session goes, and a one-line note when its usual name is taken.
+
+    The usual name (:func:`session_path_for`) unless a session of other voxels holds it: another
+    scan with the same name in the folder (``ct.nii.gz`` beside ``ct.nrrd``), the image changed
+    on disk since, or a damaged file. That file is never overwritten (it is someone's review);
+    this image's session goes to ``<stem>.<fingerprint 12>.cgs-session.h5`` instead, and the note
+    says so."""
+    usual = session_path_for(image_path)
+    if not usual.exists():
+        return usual, ""
+    owner = session_fingerprint(usual)
+    if owner == fingerprint:
+        return usual, ""
+    stem = usual.name[: -len(SESSION_SUFFIX)]
+    own = usual.with_name(f"{stem}.{fingerprint[:12]}{SESSION_SUFFIX}")
+    why = (
+        "cannot be read"
+        if owner is None
+        else "belongs to other voxels (the image changed, or another scan has its name)"
+    )
+    return own, f"{usual.name} {why}; it is kept as it is, and this image's review is saved in {own.name}"
+
+
+def session_fingerprint(path: str | os.PathLike) -> str | None:
+    """The image fingerprint a session file was saved for; None when it cannot be read."""
+    try:
+        with h5py.File(path, "r") as file:
+            return _text(file.attrs["fingerprint"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def image_fingerprint(array: np.ndarray, geometry: Geometry) -> str:
     """sha256 over shape, value type, geometry and a strided sample of the voxels (not every byte).
 

@@ -179,6 +179,7 @@ class CGSPanel(QWidget):
         self.class_colors: list[list[int]] = []  # RGB per class id of the labels on screen
         self.prediction_id = ""  # the saved prediction (maps) the labels on screen came from
         self._fingerprint = ""
+        self._followed: Any | None = None  # the image whose session the panel saves (see presegment)
         self._export_folder: Path | None = None  # where the last export went
         self._frame_when_shown = False  # a session restored before the panel was on screen
         self._edit_flags = {"writing": False}
@@ -489,7 +490,10 @@ class CGSPanel(QWidget):
         if layer is None:
             return
         self._fingerprint = self.autosave.follow(layer)
+        self._followed = layer
         name_slice_axes(self.viewer)
+        if self.autosave.note:  # the usual session file is another image's: kept, and said
+            self._show_session(f"Note: {self.autosave.note}.", str(self.autosave.path))
         self._offer_session(layer)
         if self.review.state is None:  # not restored: the whole slice (napari frames the field of view)
             QTimer.singleShot(0, self.display.whole_slice)
@@ -506,6 +510,8 @@ class CGSPanel(QWidget):
             return None
         if self.job is not None and not self.job.finished:
             return self.job
+        if layer is not self._followed:  # chosen while an earlier run was busy: switch to it now,
+            self._on_image_chosen(layer)  # or its review would be saved in the other image's session
         try:
             volume = image_volume(layer)
         except ValueError as error:
@@ -544,6 +550,9 @@ class CGSPanel(QWidget):
             self.status_label.setText("Cancelled: nothing was written.")
             self.prediction_finished.emit(None)
             return
+        if self.image_choice.value is not image_layer:  # the user chose another image meanwhile:
+            with self.image_choice.changed.blocked():  # the panel shows, and saves, this one's review
+                self.image_choice.value = image_layer
         prediction = result.prediction
         colours = [list(c) for c in (self.checkpoint.class_colors if self.checkpoint else [])]
         self.class_names, self.class_colors = list(prediction.class_names), colours

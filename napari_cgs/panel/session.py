@@ -9,6 +9,10 @@ and every :data:`AUTOSAVE_MS` while something changed. Files are written off the
 The pre-segmentation's maps and generalist labels go once per run to a second file beside the
 session (``cgs_engine.review.prediction_file``), so a restore shows them again.
 
+A session file of other voxels under the usual name (another scan with the same name in the
+folder, the image changed on disk since, a damaged file) is never overwritten: the image's
+session goes to ``<stem>.<fingerprint>.cgs-session.h5`` beside it and the panel says so.
+
 Restore: the panel restores automatically when an image with a matching session (same
 fingerprint: same voxels and geometry) is selected and it has no labels layer yet, so nothing
 the user sees is overwritten; otherwise the "Restore session" button does it on demand.
@@ -29,7 +33,6 @@ from cgs_engine.review import (
     image_fingerprint,
     load_session,
     save_session,
-    session_path_for,
 )
 from cgs_engine.review.prediction_file import (
     SavedPrediction,
@@ -37,6 +40,7 @@ from cgs_engine.review.prediction_file import (
     prediction_path_for,
     save_prediction,
 )
+from cgs_engine.review.session import session_path_of_image
 from napari_cgs._layers import SOURCE_KEY, layer_geometry
 
 AUTOSAVE_MS = 60_000
@@ -49,14 +53,20 @@ def fingerprint_of(image_layer: Any) -> str:
 
 
 def session_file_for(image_layer: Any, fingerprint: str) -> Path:
-    """Beside the image's source file when that folder is ours to write, else in the home folder."""
+    """Beside the image's source file when that folder is ours to write, else in the home folder;
+    never a session file of other voxels (see ``session_path_of_image``)."""
+    return session_place(image_layer, fingerprint)[0]
+
+
+def session_place(image_layer: Any, fingerprint: str) -> tuple[Path, str]:
+    """The session file of this image, and a one-line note when its usual name was taken."""
     source = (image_layer.metadata or {}).get(SOURCE_KEY)
     if source:
         path = Path(source).resolve()
         folder = path.parent
         if path.exists() and PLUGIN_FOLDER not in path.parents and os.access(folder, os.W_OK):
-            return session_path_for(path)
-    return SESSION_HOME / f"{fingerprint}.cgs-session.h5"
+            return session_path_of_image(path, fingerprint)
+    return SESSION_HOME / f"{fingerprint}.cgs-session.h5", ""
 
 
 def find_session(image_layer: Any) -> Session | None:
@@ -101,6 +111,7 @@ class SessionAutosave(QObject):
         self.snapshot = snapshot
         self.dirty = False
         self.path: Path | None = None
+        self.note = ""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cgs-session-save")
         self._pending: Future | None = None
         self.timer = QTimer(self)
@@ -109,9 +120,10 @@ class SessionAutosave(QObject):
         self.timer.start()
 
     def follow(self, image_layer: Any) -> str:
-        """Save to this image's session file from now on; returns the image fingerprint."""
+        """Save to this image's session file from now on; returns the image fingerprint.
+        ``note`` says when the usual file name belongs to other voxels (kept, not overwritten)."""
         fingerprint = fingerprint_of(image_layer)
-        self.path = session_file_for(image_layer, fingerprint)
+        self.path, self.note = session_place(image_layer, fingerprint)
         return fingerprint
 
     def mark_changed(self) -> None:

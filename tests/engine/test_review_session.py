@@ -188,3 +188,27 @@ def test_image_fingerprint_is_fast_on_a_ct_sized_volume():
     started = time.perf_counter()
     image_fingerprint(image, GEOMETRY)
     assert time.perf_counter() - started < 0.5  # about 0.03 s; loose for busy machines
+
+
+def test_a_session_of_other_voxels_is_never_overwritten_by_another_images_review(tmp_path, reviewed):
+    """ct.nii.gz and ct.nrrd in one folder, or the image rewritten on disk: the usual file name is
+    another image's review; this image's goes beside it, and the note says so."""
+    from cgs_engine.review.session import session_fingerprint, session_path_of_image
+
+    labels, state, _ = reviewed
+    image = tmp_path / "ct.nii.gz"
+    usual = session_path_for(image)
+    assert session_path_of_image(image, "fp-a") == (usual, "")  # nothing there yet
+    _save(usual, labels, state, fingerprint="fp-a")
+    assert session_path_of_image(image, "fp-a") == (usual, "")  # its own
+    assert session_fingerprint(usual) == "fp-a"
+    other, note = session_path_of_image(tmp_path / "ct.nrrd", "fp-b" * 8)
+    assert other == tmp_path / f"ct.{('fp-b' * 8)[:12]}.cgs-session.h5" and other != usual
+    assert note == (
+        f"ct.cgs-session.h5 belongs to other voxels (the image changed, or another scan has its name); "
+        f"it is kept as it is, and this image's review is saved in {other.name}"
+    )
+    usual.write_bytes(usual.read_bytes()[:100])  # damaged: still nobody's to overwrite
+    assert session_fingerprint(usual) is None
+    damaged, note = session_path_of_image(image, "fp-a")
+    assert damaged != usual and note.startswith("ct.cgs-session.h5 cannot be read;")

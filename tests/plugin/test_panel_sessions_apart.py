@@ -1,0 +1,105 @@
+"""Each image's review goes to its own session file: never into another image's.
+
+Found by an audit: choosing scan B while scan A was pre-segmented, then pre-segmenting B, wrote
+B's labels into A's session (and reopening A showed B's labels); ct.nii.gz and ct.nrrd in one
+folder shared one session file; a session of an image rewritten since was overwritten silently."""
+
+from __future__ import annotations
+
+import numpy as np
+import panel_fixtures as fx
+import pytest
+import SimpleITK as sitk
+
+from cgs_engine.review import load_session, session_path_for
+from napari_cgs.panel.fit import plain
+
+tiny_checkpoint = fx.tiny_checkpoint
+viewer_and_panel = fx.viewer_and_panel
+sample_slab_path = fx.sample_slab_path
+home_sessions = fx.home_sessions
+
+
+def other_scan(source, target):
+    """The slab with other voxels, on the same grid, written as ``target``."""
+    image = sitk.ReadImage(str(source))
+    changed = sitk.GetImageFromArray(np.flip(sitk.GetArrayFromImage(image), axis=2).copy())
+    changed.CopyInformation(image)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(changed, str(target))
+    return target
+
+
+def test_an_image_chosen_during_a_presegmentation_gets_its_own_session(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    viewer, panel = viewer_and_panel
+    image_a = fx.open_image(viewer, sample_slab_path)
+    image_b = fx.open_image(
+        viewer, other_scan(sample_slab_path, sample_slab_path.parent / "b" / "ct_b.nii.gz")
+    )
+    panel.select_image(image_a)
+    with qtbot.waitSignal(panel.prediction_finished, timeout=fx.WAIT_MS):
+        panel.presegment()
+        panel.image_choice.value = image_b  # the user looks at the next scan meanwhile
+    fx.wait_until_finished(panel)
+    # the result is A's: the panel shows A's review and says so in the Image box
+    assert panel.review.image_layer is image_a and panel.image_choice.value is image_a
+    panel.autosave.flush()
+    a_session = session_path_for(sample_slab_path)
+    a_labels = load_session(a_session).labels.copy()
+
+    panel.image_choice.value = image_b
+    fx.presegment(qtbot, panel)
+    panel.autosave.flush()
+    assert panel.review.image_layer is image_b
+    b_session = load_session(session_path_for(image_b.metadata["cgs_source"]))
+    np.testing.assert_array_equal(b_session.labels, np.asarray(viewer.layers[f"{image_b.name} labels"].data))
+    np.testing.assert_array_equal(load_session(a_session).labels, a_labels)  # A's is A's
+
+
+def test_an_image_switched_to_after_a_cancelled_run_saves_into_its_own_session(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    viewer, panel = viewer_and_panel
+    image_a = fx.open_image(viewer, sample_slab_path)
+    image_b = fx.open_image(
+        viewer, other_scan(sample_slab_path, sample_slab_path.parent / "b" / "ct_b.nii.gz")
+    )
+    panel.select_image(image_a)
+    panel.presegment()
+    panel.image_choice.value = image_b
+    panel.cancel()
+    fx.wait_until_finished(panel)
+    fx.presegment(qtbot, panel)  # the Image box says B
+    panel.autosave.flush()
+    assert panel.review.image_layer is image_b
+    assert session_path_for(image_b.metadata["cgs_source"]).is_file()
+    assert not session_path_for(sample_slab_path).exists()
+
+
+@pytest.mark.parametrize("other_name", ["ct_slab.nrrd", "rewritten"])
+def test_a_session_file_of_other_voxels_is_kept_and_the_panel_says_so(
+    qtbot, viewer_and_panel, sample_slab_path, other_name
+):
+    """Two scans of one name in a folder, or the image rewritten on disk since its review."""
+    viewer, panel = viewer_and_panel
+    first = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, first)
+    panel.autosave.flush()
+    usual = session_path_for(sample_slab_path)
+    kept = usual.read_bytes()
+    if other_name == "rewritten":
+        viewer.layers.remove(first)
+        path = other_scan(sample_slab_path, sample_slab_path)
+    else:
+        path = other_scan(sample_slab_path, sample_slab_path.parent / other_name)
+    second = fx.open_image(viewer, path)
+    panel.select_image(second)
+    assert "belongs to other voxels" in plain(panel.session_label.text())
+    fx.presegment(qtbot, panel, second)
+    panel.autosave.flush()
+    assert usual.read_bytes() == kept  # the first review is still there, as it was
+    assert (
+        panel.autosave.path != usual and load_session(panel.autosave.path).labels.shape == second.data.shape
+    )
