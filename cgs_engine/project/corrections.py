@@ -20,6 +20,7 @@ import numpy as np
 from cgs_engine.errors import first_line
 from cgs_engine.h5_durable import foreign_link, write_h5_atomically
 from cgs_engine.project.versions import ProjectError, fsync_dir, now_iso
+from cgs_engine.review.session import image_fingerprint
 from cgs_engine.review.state import ACCEPTED, EDITED, UNREVIEWED
 from cgs_engine.volume import Geometry, Volume
 
@@ -110,6 +111,9 @@ class CorrectionRecords:
             "format_version": CORRECTION_FORMAT_VERSION,
             "name": name,
             "source": image.source or "",
+            # which image this is when it has no source file (opened by another reader, made in
+            # napari): re-saving the same voxels replaces it, another image of that name does not
+            "image_fingerprint": image_fingerprint(raw, image.geometry),
             "saved": now_iso(),
             "revision": uuid.uuid4().hex,
             "geometry": json.dumps(image.geometry.to_dict()),
@@ -117,7 +121,7 @@ class CorrectionRecords:
             "edited_voxels": int(np.count_nonzero(review == EDITED)),
         }
         with self.state_lock():  # two processes saving one name: the second sees the first's file
-            _refuse_replacing(path, name, attrs["source"], replace)
+            _refuse_replacing(path, name, attrs["source"], attrs["image_fingerprint"], replace)
             _write_h5_atomically(path, {"image": raw, "labels": labels, "review": review}, attrs)
         return _read_correction_info(path)
 
@@ -212,16 +216,21 @@ def _checked_review(name: str, review: np.ndarray | None, shape: tuple[int, ...]
     return review.astype(np.uint8)
 
 
-def _refuse_replacing(path: Path, name: str, source: str, replace: str) -> None:
+def _refuse_replacing(path: Path, name: str, source: str, fingerprint: str, replace: str) -> None:
+    """ "same-source": the same source file, or for images without one, the same voxels and grid
+    (two scans without a source file were the same "" source, and one replaced the other)."""
     if replace == "yes" or not os.path.lexists(path):
         return
     try:
         existing = _read_correction_info(path).source
-    except ProjectError:
+        with h5py.File(path, "r") as file:
+            existing_fingerprint = str(file.attrs.get("image_fingerprint", ""))
+    except (ProjectError, OSError):
         raise CorrectionExistsError(path, name, "a damaged file that cannot be read") from None
-    if replace == "same-source" and existing == source:
+    same = existing == source if source else existing_fingerprint == fingerprint and not existing
+    if replace == "same-source" and same:
         return
-    raise CorrectionExistsError(path, name, existing or "an image without a recorded source")
+    raise CorrectionExistsError(path, name, existing or "another image without a recorded source file")
 
 
 def _write_h5_atomically(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:

@@ -165,7 +165,7 @@ def test_failed_correction_write_keeps_the_previous_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(h5py.Group, "create_dataset", fail_on_review)
     with pytest.raises(OSError, match="disk full"):
-        project.add_correction("case", Volume(image + 1), np.zeros_like(labels))
+        project.add_correction("case", Volume(image + 1), np.zeros_like(labels), replace="yes")
     monkeypatch.undo()
     kept = project.read_correction("case")
     assert kept.info.revision == before.revision and np.array_equal(kept.labels, labels)

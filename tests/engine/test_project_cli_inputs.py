@@ -82,6 +82,21 @@ def test_the_engine_replaces_a_correction_only_as_asked(tmp_path):
         project.add_correction("other", Volume(image), labels, replace="maybe")
 
 
+def test_images_without_a_source_file_are_told_apart_by_their_voxels(tmp_path):
+    """Two scans opened by another reader, both layers named "Patient 1": the second replaced the
+    first ("" == ""); re-saving the same scan still replaces its own correction."""
+    project = Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY)
+    rng = np.random.default_rng(1)
+    (image_1, labels_1), (image_2, labels_2) = synthetic_volume(rng), synthetic_volume(rng)
+    first = project.add_correction("Patient 1", Volume(image_1), labels_1)
+    again = project.add_correction("Patient 1", Volume(image_1), np.zeros_like(labels_1))
+    assert again.revision != first.revision
+    with pytest.raises(CorrectionExistsError, match="another image without a recorded source file"):
+        project.add_correction("Patient 1", Volume(image_2), labels_2)
+    stored = project.read_correction("Patient 1")
+    assert stored.info.revision == again.revision and np.array_equal(stored.image.array, image_1)
+
+
 def test_an_all_zero_review_mask_is_refused(tmp_path, capsys):
     folder = tmp_path / "proj"
     Project.create(folder, CLASS_NAMES, IDENTITY)
