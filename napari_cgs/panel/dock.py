@@ -652,8 +652,24 @@ class CGSPanel(QWidget):
             if self.labels_layer is not None:
                 self.labels_layer.events.paint.disconnect(self._on_paint)
             layer.events.paint.connect(self._on_paint)
+            self._watch_history(layer)
             self.labels_layer, self.tracker = layer, None
         return layer
+
+    def _watch_history(self, layer: Any) -> None:
+        """napari's undo and redo rewrite the labels without a paint event: without this the
+        session kept an undone stroke, and a restore brought it back."""
+        target = getattr(layer, "__wrapped__", layer)  # the layer behind napari's plugin proxy
+        for name in ("undo", "redo"):
+            replay = getattr(type(target), name)
+
+            def replayed(replay=replay, target=target) -> None:
+                replay(target)
+                if same_layer(target, self.labels_layer):
+                    self.autosave.mark_changed()
+                    self.stroke_timer.start()
+
+            setattr(target, name, replayed)
 
     def _on_paint(self, event) -> None:
         if (

@@ -2,7 +2,8 @@
 
 Found by an audit: choosing scan B while scan A was pre-segmented, then pre-segmenting B, wrote
 B's labels into A's session (and reopening A showed B's labels); ct.nii.gz and ct.nrrd in one
-folder shared one session file; a session of an image rewritten since was overwritten silently."""
+folder shared one session file; a session of an image rewritten since was overwritten silently;
+an undone stroke stayed in the session."""
 
 from __future__ import annotations
 
@@ -103,3 +104,20 @@ def test_a_session_file_of_other_voxels_is_kept_and_the_panel_says_so(
     assert (
         panel.autosave.path != usual and load_session(panel.autosave.path).labels.shape == second.data.shape
     )
+
+
+def test_an_undone_stroke_is_not_brought_back_by_the_session(qtbot, viewer_and_panel, sample_slab_path):
+    """napari's Ctrl+Z rewrites the labels without a paint event: the session kept the stroke."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[f"{image.name} labels"]
+    before = np.array(labels.data)
+    labels.paint((3, 30, 30), 6)
+    panel.autosave.save_now(wait=True)
+    labels.undo()
+    assert panel.autosave.dirty
+    panel.autosave.save_now(wait=True)
+    np.testing.assert_array_equal(load_session(session_path_for(sample_slab_path)).labels, before)
+    labels.redo()
+    assert panel.autosave.dirty
