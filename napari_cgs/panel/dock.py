@@ -466,9 +466,19 @@ class CGSPanel(QWidget):
                 f"{added.name} is not offered for pre-segmentation: the models work on single-channel "
                 "3D volumes (CT or MR), and this image is 2D, colour or of more dimensions."
             )
-        self.image_choice.reset_choices()
-        if self.image_choice.value is None and self.image_choice.choices:
+        # Rebuilding the choices drops the value when its name changed (a renamed image), which
+        # cleared the review of the image still under review: keep the chosen image while offered.
+        followed, chosen = self._followed, self.image_choice.value
+        with self.image_choice.changed.blocked():
+            self.image_choice.reset_choices()
+            still = [layer for layer in self.image_choice.choices if same_layer(layer, chosen)]
+            if still:
+                self.image_choice.value = still[0]
+        value = self.image_choice.value
+        if value is None and self.image_choice.choices:
             self.image_choice.value = self.image_choice.choices[-1]
+        elif (value is not None or followed is not None) and not same_layer(value, followed):
+            self._on_image_chosen(value)  # what the blocked rebuild chose (the image was removed)
 
     @property
     def image_layer(self) -> Any | None:
@@ -481,6 +491,8 @@ class CGSPanel(QWidget):
     def _on_image_chosen(self, layer: Any) -> None:
         if self.job is not None and not self.job.finished:
             return
+        if layer is not None and same_layer(layer, self._followed):
+            return  # the same image again (renamed: the choices were rebuilt): keep its review
         self.autosave.save_if_changed()  # the previous image's review, before it is let go
         self.review.clear()
         self.likely_wrong.show_estimate(None, [])

@@ -111,14 +111,25 @@ def style_labels_layer(layer: Any, class_names: Sequence[str], class_colors: Seq
     layer.metadata["cgs_class_names"] = list(class_names)
 
 
-def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
-    """The panel's labels layer for ``image_layer``, if it is still there and on the same grid."""
+IMAGE_ID_KEY = "cgs_image_layer_id"  # the labels layer's image, by napari's layer id
 
-    name = labels_layer_name(image_layer)
-    for layer in viewer.layers:
-        if isinstance(layer, Labels) and layer.name == name and layer.data.shape == image_layer.data.shape:
+
+def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
+    """The panel's labels layer for ``image_layer``, if it is still there and on the same grid.
+
+    Found by the image's layer id it records, so renaming either layer keeps them together (a
+    re-run found no labels layer by name, made a new one, and the user's edits were lost to it);
+    by name only for a labels layer that does not record one."""
+    shape = image_layer.data.shape
+    candidates = [layer for layer in viewer.layers if isinstance(layer, Labels) and layer.data.shape == shape]
+    for layer in candidates:
+        if (layer.metadata or {}).get(IMAGE_ID_KEY) == image_layer.unique_id:
             return layer
-    return None
+    name = labels_layer_name(image_layer)
+    return next(
+        (layer for layer in candidates if layer.name == name and IMAGE_ID_KEY not in (layer.metadata or {})),
+        None,
+    )
 
 
 def ensure_labels_layer(
@@ -128,6 +139,7 @@ def ensure_labels_layer(
     layer = find_labels_layer(viewer, image_layer)
     if layer is None:
         kwargs = labels_kwargs_like(image_layer, name=labels_layer_name(image_layer))
+        kwargs["metadata"][IMAGE_ID_KEY] = image_layer.unique_id
         data = np.zeros(image_layer.data.shape, dtype=np.uint8)
         layer = viewer.add_labels(data, opacity=LABELS_OPACITY, **kwargs)
     style_labels_layer(layer, class_names, class_colors)

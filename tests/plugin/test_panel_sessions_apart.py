@@ -121,3 +121,25 @@ def test_an_undone_stroke_is_not_brought_back_by_the_session(qtbot, viewer_and_p
     np.testing.assert_array_equal(load_session(session_path_for(sample_slab_path)).labels, before)
     labels.redo()
     assert panel.autosave.dirty
+
+
+@pytest.mark.parametrize("renamed", ["image", "labels"])
+def test_renaming_a_layer_keeps_the_review_through_a_rerun(
+    qtbot, viewer_and_panel, sample_slab_path, renamed
+):
+    """A renamed image cleared its review (the Image box was rebuilt without it for a moment) and a
+    renamed labels layer was not found by name: a re-run then lost the user's edits."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    result = fx.presegment(qtbot, panel, image)
+    labels = panel.labels_layer
+    labels.paint((3, 30, 30), 6)
+    panel.review.accept()
+    edited = np.asarray(labels.data) == 6
+    (image if renamed == "image" else labels).name = "Patient 0042 CT"
+    assert panel.review.state is not None and panel.tracks_image(image)
+    fx.presegment(qtbot, panel, image)  # "fill only voxels I have not touched", the default
+    assert panel.labels_layer is labels
+    assert (np.asarray(labels.data)[edited] == 6).all()
+    assert (panel.review_mask()[edited] == 2).all()
+    assert panel.review.state.status[result.regions[0].id] == "accepted"
