@@ -154,7 +154,14 @@ def write_labels_undoable(layer: Any, new_labels: np.ndarray, keep: np.ndarray |
         target = np.where(keep, current, target)
     changed = np.nonzero(current != target)
     if changed[0].size:
-        layer.data_setitem(changed, target[changed])
+        try:
+            layer.data_setitem(changed, target[changed])
+        except IndexError:
+            # napari (0.9) writes the data and its undo step, then fails updating the shown slice
+            # of a layer sliced at an angle (an oblique scan): the write itself stands; redraw
+            if not np.array_equal(np.asarray(layer.data)[changed], target[changed]):
+                raise
+            layer.refresh()
     return int(changed[0].size)
 
 

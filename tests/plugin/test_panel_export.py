@@ -164,3 +164,25 @@ def test_export_never_replaces_the_file_an_open_layer_was_read_from(
     said = panel.export_status.text().replace("\u200b", "")
     assert f"{sample_slab_path.name} is the file layer “{image.name}” was read from" in said, said
     assert not sample_slab_path.with_name(sample_slab_path.name.replace(".nii.gz", "_classes.json")).exists()
+
+
+def test_labels_are_written_onto_a_layer_sliced_at_an_angle(make_napari_viewer, tmp_path):
+    """napari 0.9 raises IndexError after writing when the layer is oblique: the pre-segmentation
+    of an oblique CT stopped half-way (no review, no autosave)."""
+    from napari_cgs._layers import labels_kwargs_like
+    from napari_cgs.panel.prediction_layers import write_labels_undoable
+
+    c, s = np.cos(np.radians(25)), np.sin(np.radians(25))
+    tilt = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    ct = sitk.GetImageFromArray(np.zeros((6, 40, 48), np.int16))
+    ct.SetSpacing((0.7, 0.7, 5.0)), ct.SetOrigin((-17.25, 33.5, 102.0)), ct.SetDirection(tuple(tilt.ravel()))
+    sitk.WriteImage(ct, str(tmp_path / "oblique.nii.gz"))
+    viewer = make_napari_viewer()
+    image = fx.open_image(viewer, tmp_path / "oblique.nii.gz")
+    layer = viewer.add_labels(np.zeros((6, 40, 48), np.uint8), **labels_kwargs_like(image))
+    target = np.zeros((6, 40, 48), np.uint8)
+    target[:, 10:20, 12:24] = 3
+    assert write_labels_undoable(layer, target) == 6 * 10 * 12
+    np.testing.assert_array_equal(layer.data, target)
+    layer.undo()  # still one undo step
+    assert not np.asarray(layer.data).any()
