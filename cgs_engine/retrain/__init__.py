@@ -22,9 +22,10 @@ Recipe
   pseudo-labels for the unlabeled terms made by the active model itself, frozen
   (``pseudo_labeler`` "initial"), and at most 600 iterations whatever the time budget
   (``max_iterations``). The thorough mode trains as many steps as the model's first training,
-  with pseudo-labels from the teacher. Project settings["train"] override both. (Why these
-  values, and why a small learning rate is no longer needed: README, "Why fine-tuning lost
-  organs": the Dice loss over classes absent from a batch, now left out.)
+  with pseudo-labels from the teacher and BatchNorm statistics that follow the new data.
+  Project settings["train"] override both. (Why these values, and why a small learning rate is
+  no longer needed: README, "Why fine-tuning lost organs": the Dice loss over classes absent
+  from a batch, now left out.)
 
 Held-out rule (held-out data go to split "val" and are never trained on, not even unlabeled)
   * 3 or more corrected volumes: whole volumes, ``heldout_fraction`` of them (default 1 in 4),

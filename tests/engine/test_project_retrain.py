@@ -239,9 +239,11 @@ def test_thorough_retrain_trains_as_long_as_the_first_training(tmp_path, capsys)
     config = project.version(result.version).record["train_config"]
     assert config["max_iterations"] == 5 and result.steps_done == 5
     assert config["pseudo_labeler"] == "ema"  # CGS's own teacher makes the pseudo-labels
+    assert not config["freeze_batchnorm"]  # statistics follow the new data over a long run
     quick_version = retrain(project, iterations=2).version
     quick = project.version(quick_version).record["train_config"]
     assert quick["pseudo_labeler"] == "initial" and quick["max_iterations"] == 600
+    assert quick["freeze_batchnorm"]
     project.activate(quick_version, why="test: the active model is a retrained one")
     with pytest.raises(ProjectError, match="resume continues"):
         retrain(project, resume=True, thorough=True)
