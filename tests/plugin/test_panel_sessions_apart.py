@@ -31,15 +31,19 @@ def other_scan(source, target):
     return target
 
 
+def two_scans(viewer, panel, slab_path):
+    """The slab (A, chosen) and another scan (B) in a folder of its own, both open."""
+    image_a = fx.open_image(viewer, slab_path)
+    image_b = fx.open_image(viewer, other_scan(slab_path, slab_path.parent / "b" / "ct_b.nii.gz"))
+    panel.select_image(image_a)
+    return image_a, image_b
+
+
 def test_an_image_chosen_during_a_presegmentation_gets_its_own_session(
     qtbot, viewer_and_panel, sample_slab_path
 ):
     viewer, panel = viewer_and_panel
-    image_a = fx.open_image(viewer, sample_slab_path)
-    image_b = fx.open_image(
-        viewer, other_scan(sample_slab_path, sample_slab_path.parent / "b" / "ct_b.nii.gz")
-    )
-    panel.select_image(image_a)
+    image_a, image_b = two_scans(viewer, panel, sample_slab_path)
     with qtbot.waitSignal(panel.prediction_finished, timeout=fx.WAIT_MS):
         panel.presegment()
         panel.image_choice.value = image_b  # the user looks at the next scan meanwhile
@@ -63,11 +67,7 @@ def test_an_image_switched_to_after_a_cancelled_run_saves_into_its_own_session(
     qtbot, viewer_and_panel, sample_slab_path
 ):
     viewer, panel = viewer_and_panel
-    image_a = fx.open_image(viewer, sample_slab_path)
-    image_b = fx.open_image(
-        viewer, other_scan(sample_slab_path, sample_slab_path.parent / "b" / "ct_b.nii.gz")
-    )
-    panel.select_image(image_a)
+    image_a, image_b = two_scans(viewer, panel, sample_slab_path)
     panel.presegment()
     panel.image_choice.value = image_b
     panel.cancel()
