@@ -784,7 +784,7 @@ class CGSPanel(QWidget):
             self.restore_session()
         else:
             self._show_session(
-                f"A saved session from {session.saved} exists for this image: "
+                f"A saved session from {local_time(session.saved)} exists for this image: "
                 "click Restore session to load it.",
                 str(session.path),
             )
