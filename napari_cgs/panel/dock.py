@@ -475,8 +475,9 @@ class CGSPanel(QWidget):
             if still:
                 self.image_choice.value = still[0]
         value = self.image_choice.value
-        if value is None and self.image_choice.choices:
-            self.image_choice.value = self.image_choice.choices[-1]
+        offered = [layer for layer in self.image_choice.choices if layer is not None]  # nullable box
+        if value is None and offered:
+            self.image_choice.value = offered[-1]
         elif (value is not None or followed is not None) and not same_layer(value, followed):
             self._on_image_chosen(value)  # what the blocked rebuild chose (the image was removed)
 

@@ -165,7 +165,9 @@ def test_accepted_voxels_train_and_judge(tmp_path):
     rng = np.random.default_rng(5)
     for name in ("case0", "case1", "case2"):  # only accepted model output, nothing drawn
         image, label = synthetic_volume(rng)
-        project.add_correction(name, Volume(image), label, np.full(label.shape, ACCEPTED, np.uint8))
+        project.add_correction(
+            name, Volume(image), label, np.full(label.shape, ACCEPTED, np.uint8), replace="yes"
+        )
     result = retrain(project, iterations=2, settings=TINY_SETTINGS)
     assert len(result.heldout) == 1 and result.new_score is not None and result.active_score is not None
     assert not any("cannot judge" in w for w in result.warnings)

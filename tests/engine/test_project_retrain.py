@@ -73,7 +73,7 @@ def test_retrain_writes_a_version_with_metrics(tmp_path):
     assert finished(result)["outcome"] == "finished"
     assert project.new_corrections_since_last_retrain() == []
     image, label = synthetic_volume(np.random.default_rng(9))
-    project.add_correction("case1", Volume(image), label)
+    project.add_correction("case1", Volume(image), label, replace="yes")
     assert [c.name for c in project.new_corrections_since_last_retrain()] == ["case1"]
 
 
