@@ -501,6 +501,7 @@ class CGSPanel(QWidget):
         self.restore_button.setEnabled(False)
         self._show_scope([])
         if layer is None:
+            self._followed = None  # the image is gone: a layer added back is followed afresh
             return
         self._fingerprint = self.autosave.follow(layer)
         self._followed = layer
@@ -523,7 +524,7 @@ class CGSPanel(QWidget):
             return None
         if self.job is not None and not self.job.finished:
             return self.job
-        if layer is not self._followed:  # chosen while an earlier run was busy: switch to it now,
+        if not same_layer(layer, self._followed):  # chosen while an earlier run was busy: switch now,
             self._on_image_chosen(layer)  # or its review would be saved in the other image's session
         try:
             volume = image_volume(layer)
@@ -563,7 +564,7 @@ class CGSPanel(QWidget):
             self.status_label.setText("Cancelled: nothing was written.")
             self.prediction_finished.emit(None)
             return
-        if self.image_choice.value is not image_layer:  # the user chose another image meanwhile:
+        if not same_layer(self.image_choice.value, image_layer):  # another image chosen meanwhile:
             with self.image_choice.changed.blocked():  # the panel shows, and saves, this one's review
                 self.image_choice.value = image_layer
         prediction = result.prediction
