@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cgs_engine.cli.paths import add_series_option
 from cgs_engine.io.errors import VolumeIOError
-from cgs_engine.io.formats import extension_of
+from cgs_engine.io.formats import output_name_problem
 
 # Engine stages are imported inside the functions that run them: building the parser must not load
 # torch (`cgs --help` in a fraction of a second instead of seconds).
@@ -89,8 +89,9 @@ def precheck_volume_output(path: str, overwrite: bool) -> None:
     from cgs_engine.io.writers import OVERWRITE_HINT
 
     target = Path(path)
-    if extension_of(target) is None:
-        raise VolumeIOError(path, "unsupported output type (use .nii.gz, .nii, .mha, .mhd, .nrrd or .nhdr)")
+    problem = output_name_problem(target)
+    if problem:
+        raise VolumeIOError(path, problem)
     if target.exists() and not overwrite:
         raise VolumeIOError(path, f"already exists ({OVERWRITE_HINT})")
     if not target.parent.is_dir():

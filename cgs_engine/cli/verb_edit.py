@@ -16,7 +16,7 @@ from cgs_engine.cli.edit_prompts import PROMPTS, add_prompt_options, prompt_opti
 from cgs_engine.edit.checks import EditError
 from cgs_engine.edit.tools import AXIS, EDIT_TOOLS, MODE
 from cgs_engine.errors import CGSError
-from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, extension_of
+from cgs_engine.io.formats import output_name_problem
 
 # Reading and writing volumes is imported inside run(): building the parser must not load more than
 # the tool table (`cgs --help` in a fraction of a second instead of seconds).
@@ -156,8 +156,9 @@ def _options_of(tool) -> tuple[str, ...]:
 
 def _check_output(path: Path, overwrite: bool) -> None:
     """Refuse an output that cannot be written before reading or computing anything."""
-    if extension_of(path) is None:
-        raise CGSError(f"{path}: unsupported output type (use one of {', '.join(SUPPORTED_EXTENSIONS)})")
+    problem = output_name_problem(path)
+    if problem:
+        raise CGSError(f"{path}: {problem}")
     if path.is_dir():
         raise CGSError(f"{path}: is a folder; give a file name such as labels.nii.gz")
     if path.exists() and not overwrite:

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from ..native_output import captured_native_stderr
 from .errors import VolumeIOError, describe_read_failure
+from .formats import itk_image_io
 from .header_rules import DataLayout
 
 GZIP_MAX_RATIO = 1100  # deflate's limit is 1032:1; a little slack for headers
@@ -30,6 +31,7 @@ def check_claimed_size(location: Path, name: str, layout: DataLayout) -> int:
     """The voxel bytes the header claims (ITK's output type), once they are plausible."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(location))
+    reader.SetImageIO(itk_image_io(location))
     try:
         with captured_native_stderr():
             reader.ReadImageInformation()

@@ -15,23 +15,57 @@ _FILES_TO_PROBE = 64
 
 
 def extension_of(path: str | os.PathLike) -> str | None:
-    """The supported extension ``path`` ends with, or None.
+    """The supported extension ``path`` ends with, in lower case whatever the name's case, or None.
 
-    Lower case only: ITK's NIfTI reader rejects ``.NII.GZ`` and its MetaImage writer renames
-    ``.MHA``, so accepting upper case here would only move the failure further down.
+    ``SCAN.NII.GZ`` is read like ``scan.nii.gz``: the reader names ITK's reader for the extension
+    (:func:`itk_image_io`), since ITK's own guess fails for upper-case MetaImage names. Writing
+    needs the lower-case name (:func:`output_name_problem`).
     """
     name = Path(path).name
+    lower = name.lower()
     for extension in SUPPORTED_EXTENSIONS:
-        if name.endswith(extension) and len(name) > len(extension):
+        if lower.endswith(extension) and len(name) > len(extension):
             return extension
     return None
 
 
+# ITK's reader for each extension, named rather than guessed: its guess goes by the lower-case
+# extension, so an upper-case ".MHA" found no reader at all.
+_ITK_IMAGE_IO = {
+    ".nii.gz": "NiftiImageIO",
+    ".nii": "NiftiImageIO",
+    ".mha": "MetaImageIO",
+    ".mhd": "MetaImageIO",
+    ".nrrd": "NrrdImageIO",
+    ".nhdr": "NrrdImageIO",
+}
+
+
+def itk_image_io(path: str | os.PathLike) -> str:
+    """The ITK ImageIO that reads ``path`` ("" for a name without a supported extension: ITK guesses)."""
+    extension = extension_of(path)
+    return _ITK_IMAGE_IO[extension] if extension else ""
+
+
+def output_name_problem(path: str | os.PathLike) -> str | None:
+    """Why a volume cannot be written under this name, or None.
+
+    ITK writes only lower-case extensions: its NIfTI writer refuses ``OUT.NII.GZ`` ("Bad Nifti file
+    name") and its MetaImage writer does not recognise ``OUT.MHA``.
+    """
+    extension = extension_of(path)
+    if extension is None:
+        return f"unsupported output type (use one of {', '.join(SUPPORTED_EXTENSIONS)})"
+    name = Path(path).name
+    if not name.endswith(extension):
+        stem = name[: -len(extension)]
+        return f"the image library writes only lower-case extensions; name it {stem}{extension}"
+    return None
+
+
 def image_suffix(name: str) -> str | None:
-    """The image extension ``name`` ends with in any case, or None: for naming and listing files
-    (``SCAN.NII.GZ`` is an image's name too; reading it is refused later, see :func:`extension_of`)."""
-    lower = name.lower()
-    return next((extension for extension in SUPPORTED_EXTENSIONS if lower.endswith(extension)), None)
+    """The image extension ``name`` ends with in any case, or None: for naming and listing files."""
+    return extension_of(name)
 
 
 def strip_image_suffix(name: str) -> str:

@@ -16,7 +16,7 @@ from ..volume import Geometry, Volume
 from .claimed_size import check_claimed_size
 from .dicom_series_checks import check_dicom_series, read_checked_series
 from .errors import VolumeIOError, describe_read_failure, itk_reason, require_utf8_path
-from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of
+from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of, itk_image_io
 from .header_rules import ORTHOGONAL_TOLERANCE, check_image_header, require_regular_file
 from .integrity import check_nifti_complete
 from .validate import check_label_map
@@ -119,7 +119,7 @@ def read_image_file(location: Path, name: str) -> sitk.Image:
     _checked_before_reading(location, name)
     with captured_native_stderr() as chatter:
         try:
-            image = sitk.ReadImage(str(location))
+            image = sitk.ReadImage(str(location), imageIO=itk_image_io(location))
         except RuntimeError as error:
             failure = error
         else:

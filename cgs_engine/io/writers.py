@@ -22,7 +22,7 @@ from ..durable import (
 from ..native_output import captured_native_stderr
 from ..volume import Geometry, Volume
 from .errors import VolumeIOError, itk_reason, require_utf8_path
-from .formats import SUPPORTED_EXTENSIONS, extension_of
+from .formats import output_name_problem
 from .validate import check_label_map, raise_if_grids_differ
 from .written import written_volume_problem
 
@@ -43,8 +43,9 @@ def write_volume(
     """
     name = os.fspath(path)
     target = Path(require_utf8_path(name))
-    if extension_of(target) is None:
-        raise VolumeIOError(name, f"unsupported output type (use one of {', '.join(SUPPORTED_EXTENSIONS)})")
+    problem = output_name_problem(target)
+    if problem:
+        raise VolumeIOError(name, problem)
     array = storable_array(volume, name)
     if reference is not None:
         _check_reference(volume, reference, name)

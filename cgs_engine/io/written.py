@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from ..native_output import captured_native_stderr
 from .errors import VolumeIOError, itk_reason
+from .formats import itk_image_io
 from .header_rules import DataLayout, check_image_header
 
 _CHUNK = 1 << 20
@@ -30,6 +31,7 @@ def written_volume_problem(path: Path, image: sitk.Image) -> str | None:
         with captured_native_stderr():
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
+            reader.SetImageIO(itk_image_io(path))
             reader.ReadImageInformation()
     except RuntimeError as error:
         return f"it does not read back: {itk_reason(error)}"

@@ -268,5 +268,20 @@ def test_is_supported_path(tmp_path):
     for extension in SUPPORTED_EXTENSIONS:
         assert is_supported_path(tmp_path / f"scan{extension}")
         assert is_supported_path(str(tmp_path / f"scan{extension}"))
-    for name in ("scan.png", "scan.nii.zip", "archive.tar.gz", "SCAN.NII.GZ", ".nii"):
+    for name in ("scan.png", "scan.nii.zip", "archive.tar.gz", ".nii"):
         assert not is_supported_path(tmp_path / name)
+    assert is_supported_path(tmp_path / "SCAN.NII.GZ") and is_supported_path(tmp_path / "Scan.Mha")
+
+
+@pytest.mark.parametrize("extension", SUPPORTED_EXTENSIONS)
+def test_upper_case_names_read_like_lower_case_ones(tmp_path, extension):
+    """A folder listing offers SCAN.NII.GZ as a scan, so it must read (ITK's own guess of the
+    reader finds none for an upper-case .MHA / .MHD)."""
+    volume = Volume(array=ct_like(), geometry=GEOMETRIES[sorted(GEOMETRIES)[-1]])
+    written = write_volume(volume, tmp_path / f"scan{extension}")
+    upper = written.rename(tmp_path / f"SCAN{extension.upper()}")  # a detached header keeps its data file's name
+
+    back = read_volume(upper)
+
+    np.testing.assert_array_equal(back.array, volume.array)
+    assert_geometry_equal(back.geometry, volume.geometry, extension)

@@ -274,6 +274,13 @@ def test_unsupported_output_extension(tmp_path):
     write_error(image_volume(), tmp_path / "scan.png", "unsupported output type")
 
 
+@pytest.mark.parametrize("name, lower", [("SCAN.NII.GZ", "SCAN.nii.gz"), ("out.Mha", "out.mha")])
+def test_upper_case_output_extension_is_refused_with_the_name_that_works(tmp_path, name, lower):
+    # ITK's NIfTI writer refuses such a name, its MetaImage writer does not recognise it
+    message = write_error(image_volume(), tmp_path / name, "lower-case", f"name it {lower}")
+    assert "Traceback" not in message
+
+
 def test_missing_output_folder(tmp_path):
     write_error(image_volume(), tmp_path / "missing" / "scan.nii.gz", "output folder", "does not exist")
 
