@@ -24,6 +24,7 @@ Signals: ``prediction_finished(object)`` (PredictionResult, or None when cancell
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from datetime import datetime
@@ -52,7 +53,7 @@ from qtpy.QtWidgets import (
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint
 from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Predictor
-from cgs_engine.io.formats import extension_of
+from cgs_engine.io.formats import extension_of, output_name_problem
 from cgs_engine.review import ReviewState, slice_profile
 from cgs_engine.review.carry import carry_over
 from cgs_engine.review.edits import EditTracker, combined_review_mask
@@ -107,14 +108,23 @@ NO_MODEL_HINT = (
 
 # Small module-level functions so that tests can replace the dialogs.
 def choose_export_path(parent: QWidget | None, suggestion: Path) -> str | None:
-    path, _ = QFileDialog.getSaveFileName(
+    path, chosen_filter = QFileDialog.getSaveFileName(
         parent,
         "Export labels",
         str(suggestion),
         "NIfTI (*.nii.gz *.nii);;MetaImage (*.mha *.mhd);;NRRD (*.nrrd *.nhdr)",
         options=QFileDialog.Option.DontConfirmOverwrite,  # the panel asks itself, for the sidecar too
     )
-    return path or None
+    return with_format_extension(path, chosen_filter) if path else None
+
+
+def with_format_extension(path: str, chosen_filter: str) -> str:
+    """A name typed without an image extension ("pt1_labels") gets the chosen format's first one,
+    as save dialogs do; a name with a supported extension (any case) is left as typed."""
+    if extension_of(path) is not None:
+        return path
+    match = re.search(r"\*(\.[\w.]+)", chosen_filter or "")
+    return path + (match.group(1) if match else ".nii.gz")
 
 
 def choose_checkpoint_path(parent: QWidget | None) -> str | None:
@@ -712,6 +722,10 @@ class CGSPanel(QWidget):
             path = choose_export_path(self, self._export_suggestion())
             if path is None:
                 return []
+        problem = output_name_problem(path)
+        if problem:  # before any question about replacing files: it could not be written anyway
+            self._show_export(f"Not exported: {Path(path).name}: {problem}.")
+            return []
         targets = export_targets(path)
         clash = open_source_clash(targets, list(self.viewer.layers))
         if clash is not None:

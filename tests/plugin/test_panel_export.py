@@ -186,3 +186,55 @@ def test_labels_are_written_onto_a_layer_sliced_at_an_angle(make_napari_viewer, 
     np.testing.assert_array_equal(layer.data, target)
     layer.undo()  # still one undo step
     assert not np.asarray(layer.data).any()
+
+
+@pytest.mark.parametrize(
+    "typed, chosen_filter, expected",
+    [
+        ("/d/pt1_labels", "NIfTI (*.nii.gz *.nii)", "/d/pt1_labels.nii.gz"),
+        ("/d/pt1_labels", "NRRD (*.nrrd *.nhdr)", "/d/pt1_labels.nrrd"),
+        ("/d/pt1.labels", "MetaImage (*.mha *.mhd)", "/d/pt1.labels.mha"),
+        ("/d/pt1_labels.nrrd", "NIfTI (*.nii.gz *.nii)", "/d/pt1_labels.nrrd"),
+        ("/d/PT1.NII.GZ", "NIfTI (*.nii.gz *.nii)", "/d/PT1.NII.GZ"),  # refused later, by name
+        ("/d/pt1_labels", "", "/d/pt1_labels.nii.gz"),
+    ],
+)
+def test_a_name_typed_without_extension_gets_the_chosen_formats(typed, chosen_filter, expected):
+    from napari_cgs.panel.dock import with_format_extension
+
+    assert with_format_extension(typed, chosen_filter) == expected
+
+
+@pytest.mark.parametrize("name", ["pt1_labels", "PT1_LABELS.NII.GZ"])
+def test_an_unwritable_export_name_is_refused_before_any_replace_question(
+    qtbot, viewer_and_panel, sample_slab_path, monkeypatch, name
+):
+    """It asked to replace the class table beside the name, then failed on the name itself."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    target = sample_slab_path.parent / name
+    sidecar = sample_slab_path.parent / f"{name.split('.')[0]}_classes.json"
+    sidecar.write_text("kept")
+    asked = []
+    monkeypatch.setattr(dialogs, "confirm_replace", lambda parent, path: asked.append(path) or True)
+    assert panel.export(target) == []
+    assert asked == [] and sidecar.read_text() == "kept" and not target.exists()
+    said = panel.export_status.text().replace("\u200b", "")
+    assert said.startswith(f"Not exported: {name}:") and "\n" not in said, said
+
+
+def test_the_export_dialog_completes_a_name_typed_without_extension(
+    qtbot, viewer_and_panel, sample_slab_path, monkeypatch
+):
+    import napari_cgs.panel.dock as dock
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    typed = sample_slab_path.parent / "pt1_labels"
+    monkeypatch.setattr(
+        dock.QFileDialog, "getSaveFileName", lambda *a, **k: (str(typed), "NIfTI (*.nii.gz *.nii)")
+    )
+    written = panel.export()
+    assert written[0] == typed.with_name("pt1_labels.nii.gz") and written[0].is_file()
