@@ -9,11 +9,13 @@ One format::
                   "snomed": {...}, "laterality": {...}, "category": {...},
                   "map": "scan_map_RightParotid.nii.gz"}, ...],
      "labels": "scan_labels.nii.gz",
-     "map_scale": "uint8, 255 = probability 1"}
+     "map_scale": "uint8, 255 = probability 1",
+     "made_on": {"dicom_series": "1.2.826...", "patient_id": "HN-017"}}
 
-``map`` and ``map_scale`` only where specialist maps were written. Older files (no ``format``, no
-``labels``, entries with only ``id``, ``name`` and ``color``, or a bare list of entries) read the
-same: a missing identity is derived from the class name.
+``map`` and ``map_scale`` only where specialist maps were written; ``made_on`` only where the
+labels were made on an image read from a DICOM series (the DICOM exports refuse another series).
+Older files (no ``format``, no ``labels``, entries with only ``id``, ``name`` and ``color``, or a
+bare list of entries) read the same: a missing identity is derived from the class name.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class ClassFile:
     path: Path
     table: ClassTable
     items: tuple[dict[str, Any], ...]
+    made_on: dict[str, str] | None = None  # the DICOM series (and patient) the labels were made on
 
     @property
     def names(self) -> dict[int, str]:
@@ -107,7 +110,12 @@ def read_class_file(path: str | os.PathLike) -> ClassFile:
     items = data.get("classes") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise ClassTableError(f"{path}: no 'classes' list in this file")
-    return ClassFile(path, class_table_from_list(items, str(path)), tuple(items))
+    made_on = data.get("made_on") if isinstance(data, dict) else None
+    if made_on is not None and not (
+        isinstance(made_on, dict) and all(isinstance(value, str) for value in made_on.values())
+    ):
+        raise ClassTableError(f"{path}: not a readable class table ('made_on' is not a set of texts)")
+    return ClassFile(path, class_table_from_list(items, str(path)), tuple(items), made_on)
 
 
 def read_class_table(path: str | os.PathLike) -> ClassTable:
@@ -137,12 +145,20 @@ def class_file_entries(
     return entries
 
 
-def write_class_file(path: str | os.PathLike, entries: Sequence[Mapping[str, Any]], labels: Path) -> Path:
-    """Write the class file of the label map ``labels`` (read back before it replaces anything)."""
+def write_class_file(
+    path: str | os.PathLike,
+    entries: Sequence[Mapping[str, Any]],
+    labels: Path,
+    made_on: Mapping[str, str] | None = None,
+) -> Path:
+    """Write the class file of the label map ``labels`` (read back before it replaces anything);
+    ``made_on``: the DICOM series the labels were made on (:func:`cgs_engine.io.series_identity`)."""
     data: dict[str, Any] = {"format": TABLE_FORMAT, "classes": [dict(entry) for entry in entries]}
     data["labels"] = labels.name
     if any("map" in entry for entry in entries):
         data["map_scale"] = MAP_SCALE
+    if made_on:
+        data["made_on"] = dict(made_on)
     return write_json_atomically(path, data)
 
 

@@ -53,7 +53,7 @@ def add_import_parser(actions, help: str, source: str, source_help: str, run) ->
 def export_inputs(args):
     """The labels, the class table (and where it came from) and the series of an export, after
     refusing an output that exists without --overwrite or that would replace an input."""
-    from cgs_engine.classes.files import class_file_for, find_class_file
+    from cgs_engine.classes.files import class_file_for, find_class_file, read_class_file
     from cgs_engine.cli.class_source import resolve_class_table
     from cgs_engine.dicom import read_series
     from cgs_engine.dicom.files import check_output
@@ -70,7 +70,11 @@ def export_inputs(args):
         )
     labels = read_volume(args.labels, kind="labels")
     table, origin = resolve_class_table(args.classes, args.labels)
-    return labels, table, origin, read_series(args.dicom, args.series)
+    series = read_series(args.dicom, args.series)
+    record = find_class_file(args.labels)  # says which series the labels were made on, if one did
+    if record is not None:
+        series.check_made_on(read_class_file(record).made_on, args.labels, record)
+    return labels, table, origin, series
 
 
 def import_inputs(args):

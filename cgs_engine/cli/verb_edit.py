@@ -116,11 +116,12 @@ def _carry_class_file(source: Path | None, written: Path) -> Path | None:
     target = class_file_for(written)
     if target.resolve() == source.resolve():
         return None
-    items = [dict(item) for item in read_class_file(source).items]
+    carried = read_class_file(source)
+    items = [dict(item) for item in carried.items]
     if source.parent.resolve() != written.parent.resolve():  # map files are named relative to it
         for item in items:
             item.pop("map", None)
-    return write_class_file(target, items, written)
+    return write_class_file(target, items, written, carried.made_on)
 
 
 def _tool_options(args) -> dict:

@@ -78,7 +78,7 @@ def check_output_folder(folder: Path) -> None:
 def run(args) -> int:
     from cgs_engine.infer import Predictor, write_prediction
     from cgs_engine.infer.export import check_targets, prediction_paths, unique_stems
-    from cgs_engine.io import check_volume_file, read_volume
+    from cgs_engine.io import check_volume_file, read_volume, series_identity
     from cgs_engine.scope import check_scope
 
     inputs = _inputs(args.inputs)
@@ -113,6 +113,7 @@ def run(args) -> int:
             overwrite=args.overwrite,
             class_colors=predictor.checkpoint.class_colors,
             class_table=class_table,
+            made_on=series_identity(path, args.series) if path.is_dir() else None,
         )
         print(
             f"{path}: {prediction.seconds:.1f} s -> {written['labels']}"

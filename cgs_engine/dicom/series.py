@@ -54,6 +54,26 @@ class DicomSeries:
     def describe(self) -> str:
         return f"{len(self.slices)} {self.modality} slices, series {self.series_instance_uid}"
 
+    def check_made_on(self, made_on: dict[str, str] | None, labels: str | os.PathLike, record: str) -> None:
+        """Refuse labels whose class file (``record``) says they were made on another series: on a
+        grid of the same size, spacing and origin nothing else would tell one patient's contours
+        written onto another's images."""
+        recorded = (made_on or {}).get("dicom_series")
+        if not recorded or recorded == self.series_instance_uid:
+            return
+        theirs = _whose(made_on.get("patient_id", ""))
+        ours = _whose(str(self.header.get("PatientID", "") or ""))
+        raise DicomError(
+            labels,
+            f"was made on DICOM series {recorded}{theirs}, not on the series in {self.folder} "
+            f"({self.series_instance_uid}{ours}); give the series it was made on (if these labels "
+            f"truly belong to this one, remove 'made_on' from {Path(record).name})",
+        )
+
+
+def _whose(patient_id: str) -> str:
+    return f", patient {patient_id}" if patient_id.strip() else ""
+
 
 def read_series(folder: str | os.PathLike, series_uid: str | None = None) -> DicomSeries:
     """The image series in ``folder`` (``series_uid`` picks one of several); :class:`DicomError` or

@@ -93,6 +93,7 @@ def write_prediction(
     overwrite: bool = False,
     class_colors: list[list[int]] | None = None,
     class_table: ClassTable | None = None,
+    made_on: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write labels (uint8 ids), specialist maps and disagreement (uint8, 255 = 1.0) and a class table.
 
@@ -102,7 +103,8 @@ def write_prediction(
 
     ``class_table`` (a checkpoint's, see ``cgs_engine.classes.table``) gives each class's TG-263
     name and SNOMED CT code in the class file, for ``cgs rtstruct export`` / ``cgs seg export``;
-    without it they are derived from the class names.
+    without it they are derived from the class names. ``made_on`` (the DICOM series the image was
+    read from, :func:`cgs_engine.io.series_identity`) is recorded in the class file.
 
     Every target path is checked before anything is written, so a refusal writes nothing.
     """
@@ -128,7 +130,7 @@ def write_prediction(
         if f"map:{name}" in paths
     }
     entries = class_file_entries(prediction.class_names, class_colors, class_table, map_names)
-    write_class_file(paths["classes"], entries, paths["labels"])
+    write_class_file(paths["classes"], entries, paths["labels"], made_on)
     if maps and prediction.errors is not None:
         summary = prediction.errors.summary(list(prediction.class_names))
         write_json_atomically(paths["likely_wrong_json"], summary)

@@ -3,6 +3,7 @@
 Every failure is a :class:`VolumeIOError` whose message is one line naming the file.
 """
 
+from .dicom_folder import series_identity
 from .errors import VolumeIOError
 from .formats import SUPPORTED_EXTENSIONS, is_supported_path
 from .readers import check_volume_file, read_volume
@@ -17,5 +18,6 @@ __all__ = [
     "check_same_grid",
     "is_supported_path",
     "read_volume",
+    "series_identity",
     "write_volume",
 ]

@@ -61,6 +61,18 @@ def image_series_in(folder: Path) -> dict[str, list[ImageFile]]:
     return found
 
 
+def series_identity(folder: str | os.PathLike, series_uid: str | None = None) -> dict[str, str]:
+    """Which DICOM series, and whose, an image read from ``folder`` is (``series_uid`` as given to the
+    reader). Recorded beside labels made on it, so that they are never exported onto another series
+    that happens to share its grid."""
+    files = pick_series(image_series_in(Path(folder)), os.fspath(folder), series_uid)
+    header = files[0].header
+    return {
+        "dicom_series": str(header.get("SeriesInstanceUID", "") or ""),
+        "patient_id": one_line(str(header.get("PatientID", "") or "")),
+    }
+
+
 def read_header(path: Path) -> Any | None:
     """The header of a DICOM file (pixel data located, not read); None for a file that is not DICOM."""
     import pydicom  # lazy: pydicom costs 0.3 s and cgs_engine.io (the napari reader) reads files without it

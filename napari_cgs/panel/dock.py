@@ -80,6 +80,7 @@ from napari_cgs.panel.prediction_layers import (
     muted_edit_tracking,
     open_source_clash,
     painted_parts,
+    series_made_on,
     show_map_layers,
     stack_in_reading_order,
     untracked_touched,
@@ -737,7 +738,12 @@ class CGSPanel(QWidget):
             return []
         try:
             written = export_labels(
-                layer, path, self.class_names, self.class_colors, overwrite=bool(existing)
+                layer,
+                path,
+                self.class_names,
+                self.class_colors,
+                overwrite=bool(existing),
+                made_on=series_made_on(self.image_layer),
             )
         except CGSError as error:
             self._show_export(f"Export failed: {error}")

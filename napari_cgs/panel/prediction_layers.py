@@ -21,7 +21,8 @@ from napari.layers import Labels
 from napari.utils.colormaps import Colormap, DirectLabelColormap, label_colormap
 
 from cgs_engine.classes.files import class_file_entries, class_file_for, write_class_file
-from cgs_engine.io import write_volume
+from cgs_engine.errors import CGSError
+from cgs_engine.io import series_identity, write_volume
 from cgs_engine.volume import Volume
 from napari_cgs._layers import KIND_KEY, SOURCE_KEY, labels_kwargs_like, layer_geometry, volume_to_layer_data
 
@@ -428,18 +429,32 @@ def open_source_clash(targets: Sequence[Path], layers: Sequence[Any]) -> str | N
     return None
 
 
+def series_made_on(image_layer: Any) -> dict[str, str] | None:
+    """The DICOM series an image layer was read from (see ``cgs_engine.io.series_identity``), or
+    None for a file, an unsaved image, or a folder that no longer reads as one series."""
+    source = (getattr(image_layer, "metadata", None) or {}).get(SOURCE_KEY)
+    if not source or not Path(source).is_dir():
+        return None
+    try:
+        return series_identity(source)
+    except CGSError:
+        return None
+
+
 def export_labels(
     labels_layer: Any,
     path: str | Path,
     class_names: Sequence[str],
     class_colors: Sequence[Sequence[int]],
     overwrite: bool = False,
+    made_on: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Write the labels on the source image's exact geometry plus a class table; return both paths."""
+    """Write the labels on the source image's exact geometry plus a class table; return both paths.
+    ``made_on``: the DICOM series the image was read from, recorded in the class table."""
 
     volume = Volume(array=np.asarray(labels_layer.data), geometry=layer_geometry(labels_layer), kind="labels")
     written = write_volume(volume, path, overwrite=overwrite)
     colours = class_rgba(class_colors, len(class_names))
     rgb = [[round(float(c) * 255) for c in colour[:3]] for colour in colours]
-    table = write_class_file(class_file_for(written), class_file_entries(class_names, rgb), written)
+    table = write_class_file(class_file_for(written), class_file_entries(class_names, rgb), written, made_on)
     return [written, table]

@@ -183,3 +183,58 @@ def test_predict_then_export_uses_the_models_class_table(tmp_path, capsys):
         "Larynx",
         "Bone_Mandible",
     }
+
+
+def test_labels_are_never_exported_onto_another_patients_series_of_the_same_grid(tmp_path, capsys):
+    """Two patients scanned with one protocol can share size, spacing and origin: then only the
+    series the labels were predicted on tells their contours apart from the other patient's."""
+    import json
+    from pathlib import Path
+
+    from dicom_cases import case_volumes
+
+    from cgs_engine.dicom import write_ct_series
+
+    ct, _ = case_volumes("head_first")
+    mine, theirs = tmp_path / "patient_A", tmp_path / "patient_B"
+    write_ct_series(ct, mine, patient_id="PAT-A")
+    write_ct_series(ct, theirs, patient_id="PAT-B")
+    model = Path(__file__).resolve().parents[2] / "napari_cgs" / "models" / "default.pt"
+    out = tmp_path / "pred"
+    assert main(["predict", str(model), str(mine), "-o", str(out)]) == 0
+    labels = out / "patient_A_labels.nii.gz"
+    made_on = json.loads((out / "patient_A_classes.json").read_text())["made_on"]
+    assert made_on["patient_id"] == "PAT-A" and made_on["dicom_series"].startswith("1.")
+    # an edit keeps the record with its output
+    edited = tmp_path / "edited.nii.gz"
+    assert main(["edit", "keep-largest", str(labels), "-o", str(edited), "--class", "Mandible"]) == 0
+    assert json.loads(class_file_for(edited).read_text())["made_on"] == made_on
+    capsys.readouterr()
+
+    for verb, output in (("rtstruct", tmp_path / "RS.dcm"), ("seg", tmp_path / "SEG.dcm")):
+        for source in (labels, edited):
+            argv = [verb, "export", str(source), "--dicom", str(theirs), "-o", str(output)]
+            _fails_with_one_line(
+                capsys, argv, str(source), made_on["dicom_series"], "patient PAT-A", "patient PAT-B"
+            )
+            assert not output.exists()
+        assert main([verb, "export", str(edited), "--dicom", str(mine), "-o", str(output)]) == 0
+        assert pydicom.dcmread(output).PatientID == "PAT-A"
+
+
+def test_a_damaged_made_on_record_is_refused_in_one_line(tmp_path, capsys):
+    import json
+
+    series, _, labels_path = _labels_file(tmp_path, "head_first")
+    table = json.loads(class_file_for(labels_path).read_text())
+    class_file_for(labels_path).write_text(json.dumps({**table, "made_on": ["1.2.3"]}))
+    argv = [
+        "rtstruct",
+        "export",
+        str(labels_path),
+        "--dicom",
+        str(series.folder),
+        "-o",
+        str(tmp_path / "RS.dcm"),
+    ]
+    _fails_with_one_line(capsys, argv, "made_on")

@@ -279,7 +279,9 @@ def test_upper_case_names_read_like_lower_case_ones(tmp_path, extension):
     reader finds none for an upper-case .MHA / .MHD)."""
     volume = Volume(array=ct_like(), geometry=GEOMETRIES[sorted(GEOMETRIES)[-1]])
     written = write_volume(volume, tmp_path / f"scan{extension}")
-    upper = written.rename(tmp_path / f"SCAN{extension.upper()}")  # a detached header keeps its data file's name
+    upper = written.rename(
+        tmp_path / f"SCAN{extension.upper()}"
+    )  # a detached header keeps its data file's name
 
     back = read_volume(upper)
 

@@ -156,3 +156,33 @@ def test_an_rtstruct_of_another_series_fails_with_one_line(
     assert "frame of reference" in blocker.args[0] and "\n" not in blocker.args[0]
     assert rtstruct_layer_name(image) not in viewer.layers
     assert section.status.text().startswith("Failed: ")
+
+
+def test_labels_exported_from_a_dicom_series_record_it_and_no_other_series_takes_them(
+    qtbot, viewer_and_bundled_panel, series_folder, capsys
+):
+    """*Export labels…* of an image read from a DICOM folder says which series (and patient) the
+    labels belong to, so `cgs rtstruct export` refuses them for another patient's series of the
+    same grid."""
+    import json
+
+    from cgs_engine.cli.main import main
+
+    viewer, panel = viewer_and_bundled_panel
+    image = fx.open_image(viewer, series_folder)
+    fx.presegment(qtbot, panel, image)
+    target = series_folder.parent / "pt222_labels.nii.gz"
+    written = panel.export(target)
+    made_on = json.loads(written[1].read_text())["made_on"]
+    assert made_on == {
+        "dicom_series": read_series(series_folder).series_instance_uid,
+        "patient_id": "CGS-TEST",
+    }
+
+    other = series_folder.parent / "CT_other"
+    write_ct_series(_slab(SAMPLE_CT, "image"), other, patient_id="SOMEONE-ELSE")
+    capsys.readouterr()
+    rs = series_folder.parent / "RS.dcm"
+    assert main(["rtstruct", "export", str(target), "--dicom", str(other), "-o", str(rs)]) == 2
+    assert "patient SOMEONE-ELSE" in capsys.readouterr().err and not rs.exists()
+    assert main(["rtstruct", "export", str(target), "--dicom", str(series_folder), "-o", str(rs)]) == 0
