@@ -2,7 +2,8 @@
 
 States: ``fresh`` (the bundled CT open, nothing run), ``presegmented`` (the whole slice with
 labels and the disagreement outline), ``reviewing`` (a region of the queue in focus, two
-decided), ``restored`` (napari reopened on the same CT: the session comes back), ``worklist``
+decided), ``export`` (the Save section after an export name it cannot write was refused),
+``restored`` (napari reopened on the same CT: the session comes back), ``worklist``
 (a folder of two scans ranked: the CT and an MR-like copy the model was not trained on, ranked
 last with the reason), ``retraining``
 (a retrain of the bundled model running in its worker process) and ``outcome`` (after Cancel:
@@ -27,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STATES = ("fresh", "presegmented", "reviewing", "restored", "worklist", "retraining", "outcome")
+STATES = ("fresh", "presegmented", "reviewing", "export", "restored", "worklist", "retraining", "outcome")
 WAIT_S = 900
 
 
@@ -137,6 +138,10 @@ def render(size: tuple[int, int], states: list[str], args: argparse.Namespace, w
     if "reviewing" in states:
         shooter.scroll_to(panel.queue)
         shooter.shoot("reviewing")
+    if "export" in states:
+        panel.export(work / "PT222_LABELS.NII.GZ")  # refused by name, before any question
+        shooter.scroll_to(panel.export_status)
+        shooter.shoot("export")
     shooter.close()
     shooter.open(ct, dock_first=False)  # napari reopened: the CT first, then the panel
     panel = shooter.panel
