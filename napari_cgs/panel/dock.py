@@ -548,6 +548,7 @@ class CGSPanel(QWidget):
             f"Pre-segmenting {layer.name}",
             on_done=lambda result, image=layer: self._on_prediction(image, result),
             on_error=self._on_prediction_error,
+            owner=self,
         )
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -575,6 +576,13 @@ class CGSPanel(QWidget):
             self.status_label.setText("Cancelled: nothing was written.")
             self.prediction_finished.emit(None)
             return
+        if not self._in_viewer(image_layer):
+            # removed while it ran: nothing to show it on (and the image box no longer offers it)
+            closed = f"{image_layer.name} was closed during its pre-segmentation: nothing shown."
+            self.status_label.setText(closed)
+            self.prediction_finished.emit(None)
+            QTimer.singleShot(0, self._follow_chosen_image)  # let go of it; an image added back is followed
+            return
         if not same_layer(self.image_choice.value, image_layer):  # another image chosen meanwhile:
             with self.image_choice.changed.blocked():  # the panel shows, and saves, this one's review
                 self.image_choice.value = image_layer
@@ -588,10 +596,15 @@ class CGSPanel(QWidget):
         # so do the queue's accepts, skips and position, unless the user asked to replace everything
         continuing = not self.replace_button.isChecked() and self.tracks_image(image_layer)
         previous = (self.review.state, self.review.component_map) if continuing else None
+        # a labels layer removed from the viewer still holds the work the re-run must keep
+        removed = reviewed is not None and not self._in_viewer(self.labels_layer)
+        carried = np.array(self.labels_layer.data) if removed else None
         labels = self._adopt_labels_layer(image_layer)
         with muted_edit_tracking(self._edit_flags):
             if labels is None:
                 labels = self._adopt_labels_layer(image_layer, create=True)
+                if carried is not None and carried.shape == labels.data.shape:
+                    labels.data = carried
             written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
         self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are kept in `reviewed`
         self.prediction_labels = np.asarray(prediction.labels.array)
@@ -631,6 +644,16 @@ class CGSPanel(QWidget):
         self._watch_window()
         self.prediction_finished.emit(result)
 
+    def _follow_chosen_image(self) -> None:
+        """Follow the image in the box once the run has ended (the choice waited for it)."""
+        if self.job is not None and not self.job.finished:
+            QTimer.singleShot(50, self._follow_chosen_image)
+            return
+        self._on_image_chosen(self.image_choice.value)
+
+    def _in_viewer(self, layer: Any) -> bool:
+        return any(same_layer(layer, shown) for shown in self.viewer.layers)
+
     def _show_scope(self, warnings: list[str]) -> None:
         """A scan far from what the model learnt from: say so before its results are trusted."""
         self.scope_label.setVisible(bool(warnings))
@@ -639,14 +662,18 @@ class CGSPanel(QWidget):
             show_warning(f"{self.image_layer.name if self.image_layer else 'This scan'}: {warnings[0]}")
 
     def _voxels_to_keep(self, image_layer: Any) -> np.ndarray | None:
-        """The voxels a re-run must not change: reviewed/edited ones, in fill-untouched mode only."""
-        existing = find_labels_layer(self.viewer, image_layer)
-        if self.replace_button.isChecked() or existing is None:
+        """The voxels a re-run must not change: reviewed/edited ones, in fill-untouched mode only.
+
+        Also when the image's labels layer was removed from the viewer while the panel follows its
+        review: the panel still holds that layer and its review mask, and a re-run wiped the user's
+        strokes and accepts without a word."""
+        if self.replace_button.isChecked():
             return None
-        if self.tracks_image(image_layer) and same_layer(existing, self.labels_layer):
-            touched = self.review_mask() > 0
-            return touched if touched.any() else None
-        return untracked_touched(existing)
+        existing = find_labels_layer(self.viewer, image_layer)
+        if self.tracks_image(image_layer) and (existing is None or same_layer(existing, self.labels_layer)):
+            touched = self.review_mask()
+            return touched > 0 if touched is not None and touched.any() else None
+        return None if existing is None else untracked_touched(existing)
 
     def tracks_image(self, image_layer: Any) -> bool:
         """Whether the panel follows the review and edits of this image's labels layer."""

@@ -203,6 +203,7 @@ def _on_image_grid(volume: Volume, image_layer: Any, name: str) -> tuple[np.ndar
     data, kwargs, layer_type = volume_to_layer_data(volume, name=name)
     like = labels_kwargs_like(image_layer, name=name)
     kwargs.update({key: like[key] for key in TRANSFORM_KEYS if key in like})
+    kwargs["metadata"][IMAGE_ID_KEY] = image_layer.unique_id  # whose map it is, whatever the names
     return data, kwargs, layer_type
 
 
@@ -250,12 +251,17 @@ def show_map_layers(viewer: Any, layer_data: list[tuple[np.ndarray, dict[str, An
     shown = []
     for data, kwargs, _ in layer_data:
         name = kwargs["name"]
-        if name in viewer.layers and viewer.layers[name].data.shape == data.shape:
-            layer = viewer.layers[name]
+        existing = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401
+        # A layer of that name made for another image (two images' names swapped) stays its own:
+        # refreshing it by name showed one scan's maps on the other.
+        owner = (existing.metadata or {}).get(IMAGE_ID_KEY) if existing is not None else None
+        ours = existing is not None and owner in (None, kwargs["metadata"].get(IMAGE_ID_KEY))
+        if ours and existing.data.shape == data.shape:
+            layer = existing
             layer.data = data
         else:
-            if name in viewer.layers:
-                viewer.layers.remove(name)
+            if ours:
+                viewer.layers.remove(existing)
             layer = viewer.add_image(data, **kwargs)
         shown.append(layer)
     return shown

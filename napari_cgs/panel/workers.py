@@ -5,7 +5,9 @@ hands each report to the Qt main thread, where the napari progress bar lives. Ca
 event that the engine's cancel callback reads between slice batches (the engine then raises
 ``Cancelled``); napari's own task-status "cancel" (``worker.quit``) is honoured as well.
 A cancelled run *returns* ``None`` instead of raising, so napari shows no error for it, and
-``on_done(None)`` is called exactly once (superqt emits no ``returned`` after ``quit()``).
+``on_done(None)`` is called exactly once (superqt emits no ``returned`` after ``quit()``), and
+never once the ``owner`` widget is gone: a viewer closed during a run deletes the panel's widgets,
+and a result shown then raised "wrapped C/C++ object … has been deleted".
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ class PredictionJob:
         description: str,
         on_done: Callable[[PredictionResult | None], None],
         on_error: Callable[[Exception], None],
+        owner: Any = None,
     ) -> None:
+        self.owner = owner
         self.cancel_requested = threading.Event()
         self.finished = False
         self.progress_bar = progress(total=volume.shape[0], desc=description)
@@ -106,11 +110,16 @@ class PredictionJob:
 
     def _returned(self, result: PredictionResult | None) -> None:
         self._answered = True
-        self.on_done(result)
+        if not self._owner_gone():
+            self.on_done(result)
 
     def _errored(self, error: Exception) -> None:
         self._answered = True
-        self.on_error(error)
+        if not self._owner_gone():
+            self.on_error(error)
+
+    def _owner_gone(self) -> bool:
+        return self.owner is not None and qt_object_deleted(self.owner)
 
     def _finished(self) -> None:
         # A worker that was asked to quit does not emit `returned`: report the cancel here.
@@ -118,4 +127,14 @@ class PredictionJob:
         self.finished = True
         if not self._answered:
             self._answered = True
-            self.on_done(None)
+            if not self._owner_gone():
+                self.on_done(None)
+
+
+def qt_object_deleted(widget: Any) -> bool:
+    """Whether the C++ side of a Qt object is gone (its window was closed), in any Qt binding."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return True
+    return False

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QAbstractButton, QComboBox
 import napari_cgs.panel.dock as panel_module
 from cgs_engine.infer.predictor import Predictor
 from cgs_engine.review.state import EDITED
+from napari_cgs._layers import same_layer
 from napari_cgs._sample_data import SAMPLE_CLASS_NAMES
 from napari_cgs.panel.display import OUTLINE, disagreement_outline_name
 from napari_cgs.panel.dock import NO_MODEL_HINT, CGSPanel
@@ -138,6 +139,102 @@ def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, s
     np.testing.assert_array_equal(labels.data, third.prediction.labels.array)
 
 
+def test_rerun_after_the_labels_layer_was_removed_keeps_the_users_work(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    """Removing the labels layer and pre-segmenting again wiped every stroke and accept, without a
+    question, and the session then saved the emptied state."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    first = fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    painted = (5, 40, 60)
+    new_label = 7 if first.prediction.labels.array[painted] != 7 else 6
+    labels.selected_label, labels.brush_size = new_label, 1
+    labels.paint(painted, new_label)
+    panel.review.accept()
+    accepted = int((panel.review_mask() == 1).sum())
+    assert accepted > 0
+    viewer.layers.remove(labels)
+
+    second = fx.presegment(qtbot, panel, image)
+    again = viewer.layers[labels_layer_name(image)]
+    assert again.data[painted] == new_label
+    mask = panel.review_mask()
+    assert mask[painted] == EDITED and int((mask == 1).sum()) == accepted
+    untouched = mask == 0
+    np.testing.assert_array_equal(again.data[untouched], second.prediction.labels.array[untouched])
+    assert "your edits kept" in panel.status_label.text()
+
+    panel.replace_button.setChecked(True)  # asked for: everything replaced
+    viewer.layers.remove(again)
+    third = fx.presegment(qtbot, panel, image)
+    np.testing.assert_array_equal(viewer.layers[labels_layer_name(image)].data, third.prediction.labels.array)
+
+
+def test_an_image_removed_while_it_is_presegmented_ends_the_run_quietly(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    """Its result raised 'is not a valid choice' and the status stayed at 'Pre-segmenting…'."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    panel.select_image(image)
+    with qtbot.waitSignal(panel.prediction_finished, timeout=fx.WAIT_MS) as blocker:
+        assert panel.presegment() is not None
+        viewer.layers.remove(image)
+    fx.wait_until_finished(panel)
+    assert blocker.args == [None]
+    assert "was closed during its pre-segmentation" in panel.status_label.text()
+    assert labels_layer_name(image) not in viewer.layers and panel.run_button.isEnabled()
+
+    # the same file removed and added back during a re-run: afterwards its session comes back
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    panel.review.accept()
+    panel.autosave.flush()
+    with qtbot.waitSignal(panel.prediction_finished, timeout=fx.WAIT_MS):
+        assert panel.presegment() is not None
+        viewer.layers.remove(image)
+        back = fx.open_image(viewer, sample_slab_path)
+    fx.wait_until_finished(panel)
+    qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, back))
+    assert panel.review.state.counts()["accepted"] == 1
+
+
+def test_a_result_that_arrives_after_the_panel_was_deleted_is_dropped(
+    qapp, tiny_checkpoint, sample_slab_path
+):
+    """Closing the viewer during a run deletes the panel's widgets; showing the result then raised
+    'wrapped C/C++ object of type QPushButton has been deleted'."""
+    from qtpy.QtWidgets import QPushButton
+
+    from cgs_engine.io import read_volume
+    from napari_cgs.panel.workers import PredictionJob, qt_object_deleted
+
+    owner = QPushButton()
+    answers = []
+    job = PredictionJob(
+        lambda: Predictor(tiny_checkpoint, device="cpu"),
+        read_volume(sample_slab_path),
+        "test",
+        on_done=answers.append,
+        on_error=answers.append,
+        owner=owner,
+    )
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    owner.deleteLater()
+    QApplication.sendPostedEvents(owner, QEvent.Type.DeferredDelete.value)  # deleted here
+    assert qt_object_deleted(owner)
+    job.start()
+    deadline = time.monotonic() + 60
+    while not job.finished and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    assert job.finished and answers == []
+
+
 class SlowPredictor(Predictor):
     """The real predictor, one slice per batch and a pause after each, so a test can cancel mid-run."""
 
@@ -185,3 +282,29 @@ def test_closing_the_panel_unbinds_its_keys(viewer_and_panel):
     panel.close()
     assert not bound()
     assert not panel.autosave.timer.isActive()
+
+
+def test_one_images_maps_never_overwrite_anothers_after_their_names_were_swapped(
+    qtbot, viewer_and_panel, sample_slab_path, tmp_path
+):
+    """Map layers were refreshed by name: with two scans' names swapped, the second scan's
+    pre-segmentation wrote its maps into the first scan's map layers."""
+    import shutil
+
+    from napari_cgs.panel.prediction_layers import disagreement_layer_name
+
+    viewer, panel = viewer_and_panel
+    first = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, first)
+    first_heat = viewer.layers[disagreement_layer_name(first)]
+    before = np.array(first_heat.data)
+    other_path = tmp_path / "other.nii.gz"
+    shutil.copy(sample_slab_path, other_path)
+    second = fx.open_image(viewer, other_path)
+    second.data = np.ascontiguousarray(np.asarray(second.data)[:, ::-1])  # another scan, same grid
+    first_name, second_name = first.name, second.name
+    first.name, second.name = "swap", first_name
+    first.name = second_name
+    fx.presegment(qtbot, panel, second)
+    assert first_heat in viewer.layers
+    np.testing.assert_array_equal(first_heat.data, before)
