@@ -75,8 +75,10 @@ from napari_cgs.panel.prediction_layers import (
     export_targets,
     find_labels_layer,
     focus_layer_name,
+    image_of_labels,
     image_volume,
     map_layer_data,
+    moved_off_image,
     muted_edit_tracking,
     open_source_clash,
     painted_parts,
@@ -763,6 +765,8 @@ class CGSPanel(QWidget):
         if existing and not dialogs.confirm_replace(self, existing[0]):
             self._show_export(f"Not exported: {existing[0].name} exists and was kept.")
             return []
+        image = image_of_labels(self.viewer, layer)
+        image = self.image_layer if image is None else image
         try:
             written = export_labels(
                 layer,
@@ -770,14 +774,19 @@ class CGSPanel(QWidget):
                 self.class_names,
                 self.class_colors,
                 overwrite=bool(existing),
-                made_on=series_made_on(self.image_layer),
+                made_on=series_made_on(image),
+                image_layer=image,
             )
         except CGSError as error:
             self._show_export(f"Export failed: {error}")
             return []
         self._export_folder = written[0].parent
+        moved = moved_off_image(layer, image)
+        note = ""
+        if moved:
+            note = f" The labels layer had been {moved} in the viewer: written on {image.name}'s grid."
         self._show_export(
-            f"Exported {written[0].name} and its class table {written[1].name} to {written[0].parent}.",
+            f"Exported {written[0].name} and its class table {written[1].name} to {written[0].parent}.{note}",
             str(written[0]),
         )
         self.autosave.save_now()

@@ -133,6 +133,14 @@ def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
     )
 
 
+def image_of_labels(viewer: Any, labels_layer: Any) -> Any | None:
+    """The image layer a panel labels layer belongs to (by the layer id it records), if still open."""
+    image_id = (getattr(labels_layer, "metadata", None) or {}).get(IMAGE_ID_KEY)
+    if image_id is None:
+        return None
+    return next((layer for layer in viewer.layers if layer.unique_id == image_id), None)
+
+
 def ensure_labels_layer(
     viewer: Any, image_layer: Any, class_names: Sequence[str], class_colors: Sequence[Sequence[int]]
 ) -> Any:
@@ -447,6 +455,19 @@ def series_made_on(image_layer: Any) -> dict[str, str] | None:
         return None
 
 
+def moved_off_image(labels_layer: Any, image_layer: Any | None) -> str | None:
+    """How far the labels layer was moved (or rescaled, turned) away from its image in the viewer,
+    in a few words, or None while it lies on the image's grid (or has another shape)."""
+    if image_layer is None or np.shape(labels_layer.data) != np.shape(image_layer.data):
+        return None
+    shown, grid = layer_geometry(labels_layer), layer_geometry(image_layer)
+    if shown.is_close(grid):
+        return None
+    if np.allclose(shown.spacing, grid.spacing) and np.allclose(shown.direction, grid.direction, atol=1e-5):
+        return f"moved by {float(np.linalg.norm(np.subtract(shown.origin, grid.origin))):.1f} mm"
+    return "rescaled or turned"
+
+
 def export_labels(
     labels_layer: Any,
     path: str | Path,
@@ -454,11 +475,18 @@ def export_labels(
     class_colors: Sequence[Sequence[int]],
     overwrite: bool = False,
     made_on: dict[str, str] | None = None,
+    image_layer: Any | None = None,
 ) -> list[Path]:
     """Write the labels on the source image's exact geometry plus a class table; return both paths.
-    ``made_on``: the DICOM series the image was read from, recorded in the class table."""
 
-    volume = Volume(array=np.asarray(labels_layer.data), geometry=layer_geometry(labels_layer), kind="labels")
+    With ``image_layer`` (the image the labels belong to, same shape) its grid is written even if
+    the labels layer was moved in the viewer (napari's transform mode moves it by a drag): a label
+    map off its CT's grid is refused by the DICOM exports and misread by tools that pair files by
+    voxel index. ``made_on``: the DICOM series the image was read from, recorded in the class table."""
+
+    on_image = image_layer is not None and np.shape(labels_layer.data) == np.shape(image_layer.data)
+    geometry = layer_geometry(image_layer if on_image else labels_layer)
+    volume = Volume(array=np.asarray(labels_layer.data), geometry=geometry, kind="labels")
     written = write_volume(volume, path, overwrite=overwrite)
     colours = class_rgba(class_colors, len(class_names))
     rgb = [[round(float(c) * 255) for c in colour[:3]] for colour in colours]

@@ -238,3 +238,25 @@ def test_the_export_dialog_completes_a_name_typed_without_extension(
     )
     written = panel.export()
     assert written[0] == typed.with_name("pt1_labels.nii.gz") and written[0].is_file()
+
+
+def test_labels_moved_in_the_viewer_are_exported_on_their_images_grid(
+    qtbot, viewer_and_panel, sample_slab_path, synth
+):
+    """napari's transform mode moves a layer by a drag; the export then wrote the labels off the
+    CT's grid (refused by the DICOM exports, misread by tools that pair files voxel by voxel)."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    labels.translate = np.asarray(labels.translate) + np.array([0.0, 12.0, 0.0])
+    target = sample_slab_path.parent / "moved_labels.nii.gz"
+    written = panel.export(target)
+    assert written[0] == target
+    synth.assert_same_geometry(sitk.ReadImage(str(target)), sitk.ReadImage(str(sample_slab_path)))
+    said = panel.export_status.text().replace("\u200b", "")
+    assert "moved by 12.0 mm" in said and f"written on {image.name}'s grid" in said, said
+
+    labels.translate = np.asarray(labels.translate) - np.array([0.0, 12.0, 0.0])  # back where it was
+    panel.export(target.with_name("back_labels.nii.gz"))
+    assert "had been" not in panel.export_status.text()
