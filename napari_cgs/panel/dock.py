@@ -82,6 +82,7 @@ from napari_cgs.panel.prediction_layers import (
     muted_edit_tracking,
     open_source_clash,
     painted_parts,
+    rename_derived_layers,
     series_made_on,
     show_map_layers,
     stack_in_reading_order,
@@ -215,6 +216,8 @@ class CGSPanel(QWidget):
         self.queue.skip_requested.connect(self.autosave.save_now)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_images)
+        self._image_names: dict[Any, str] = {}  # source image layer id -> its name, to see renames
+        self.viewer.layers.events.renamed.connect(self._on_layer_renamed)
         # The model first: an image already open may restore its session at once (its colours then
         # come from the session, and older sessions without them from this model).
         if BUNDLED_MODEL.is_file():
@@ -473,6 +476,7 @@ class CGSPanel(QWidget):
         ]
 
     def _refresh_images(self, event=None) -> None:
+        self._image_names = {layer.unique_id: layer.name for layer in self._source_images()}
         added = getattr(event, "value", None)
         if added is not None and added in self._source_images() and not is_volume_layer(added):
             self.status_label.setText(
@@ -494,6 +498,14 @@ class CGSPanel(QWidget):
         elif (value is not None or followed is not None) and not same_layer(value, followed):
             self._on_image_chosen(value)  # what the blocked rebuild chose (the image was removed)
 
+    def _on_layer_renamed(self, event=None) -> None:
+        """A renamed image takes the layers the panel made for it along (see rename_derived_layers)."""
+        for layer in self._source_images():
+            old = self._image_names.get(layer.unique_id)
+            if old is not None and old != layer.name:
+                rename_derived_layers(self.viewer, layer, old)
+        self._image_names = {layer.unique_id: layer.name for layer in self._source_images()}
+
     @property
     def image_layer(self) -> Any | None:
         return self.image_choice.value
@@ -507,7 +519,10 @@ class CGSPanel(QWidget):
             return
         if layer is not None and same_layer(layer, self._followed):
             return  # the same image again (renamed: the choices were rebuilt): keep its review
-        self.autosave.save_if_changed()  # the previous image's review, before it is let go
+        # The previous image's review, written before it is let go and before the next image's session
+        # is looked up: the same file opened again read the session as it was before this write.
+        self.autosave.save_if_changed()
+        self.autosave.flush()
         self.review.clear()
         self.likely_wrong.show_estimate(None, [])
         self.labels_layer = self.tracker = self.prediction_labels = None
@@ -970,6 +985,7 @@ class CGSPanel(QWidget):
         self.display.unbind_keys()
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             emitter.disconnect(self._refresh_images)
+        self.viewer.layers.events.renamed.disconnect(self._on_layer_renamed)
         if self.labels_layer is not None:
             self.labels_layer.events.paint.disconnect(self._on_paint)
         self.window().removeEventFilter(self)

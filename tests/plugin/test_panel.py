@@ -191,6 +191,7 @@ def test_an_image_removed_while_it_is_presegmented_ends_the_run_quietly(
     image = fx.open_image(viewer, sample_slab_path)
     fx.presegment(qtbot, panel, image)
     panel.review.accept()
+    assert panel.review.state.counts()["accepted"] == 1
     panel.autosave.flush()
     with qtbot.waitSignal(panel.prediction_finished, timeout=fx.WAIT_MS):
         assert panel.presegment() is not None
@@ -308,3 +309,26 @@ def test_one_images_maps_never_overwrite_anothers_after_their_names_were_swapped
     fx.presegment(qtbot, panel, second)
     assert first_heat in viewer.layers
     np.testing.assert_array_equal(first_heat.data, before)
+
+
+def test_a_renamed_image_takes_the_layers_made_for_it_along(qtbot, viewer_and_panel, sample_slab_path):
+    """Under the old name they stayed beside those a re-run made: 24 layers instead of 13, and two
+    magenta review outlines on screen."""
+    from napari_cgs.panel.prediction_layers import focus_layer_name
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    panel.review.show_current()
+    before = [layer.name for layer in viewer.layers]
+    old = image.name
+    image.name = "patient 7 CT"
+    after = [layer.name for layer in viewer.layers]
+    assert len(after) == len(before)
+    new = "patient 7 CT"
+    assert after == [new + name[len(old) :] if name.startswith(old) else name for name in before]
+    assert focus_layer_name(image) in viewer.layers and labels_layer_name(image) in viewer.layers
+
+    fx.presegment(qtbot, panel, image)
+    assert len(viewer.layers) == len(before)
+    assert not [layer.name for layer in viewer.layers if layer.name.startswith(old)]
