@@ -7,6 +7,7 @@ it again.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ def exclusive(
     ``reentrant=False``: this process too is refused while it holds the lock (one retrain at a
     time, even from one process).
     """
+    folder = Path(lock_file).parent
+    if not folder.is_dir():  # FileLock would make it (and its parents): a deleted folder came back
+        raise FileNotFoundError(errno.ENOENT, "no such folder (deleted or moved?)", str(folder))
     lock = FileLock(Path(lock_file), is_singleton=reentrant, preserve_lock_file=True)
     try:
         lock.acquire(timeout=wait_s)

@@ -104,7 +104,6 @@ class CorrectionRecords:
             raise ProjectError(f"correction {name!r}: image has NaN or infinite values")
         labels = self._checked_labels(name, labels, raw.shape)
         review = _checked_review(name, review_mask, raw.shape)
-        self.corrections_dir.mkdir(exist_ok=True)
         path = self.corrections_dir / f"{name}.h5"
         attrs = {
             "format": CORRECTION_FORMAT,
@@ -121,9 +120,35 @@ class CorrectionRecords:
             "edited_voxels": int(np.count_nonzero(review == EDITED)),
         }
         with self.state_lock():  # two processes saving one name: the second sees the first's file
+            self.corrections_dir.mkdir(exist_ok=True)
             _refuse_replacing(path, name, attrs["source"], attrs["image_fingerprint"], replace)
             _write_h5_atomically(path, {"image": raw, "labels": labels, "review": review}, attrs)
         return _read_correction_info(path)
+
+    def correction_name_for(self, image: Volume, preferred: str) -> str:
+        """The name to save ``image``'s correction under, so that saving a scan again replaces its
+        own correction and never another scan's.
+
+        The name of the correction saved earlier from the same source file, whatever the name
+        offered now (napari names a second ``ct.nii.gz`` "ct [1]", and the scan then went in twice,
+        its older labels still training); else ``preferred`` when free; else ``preferred`` with
+        the source's folder in front ("pt7_ct"), else with a number.
+        """
+        source = image.source or ""
+        infos = self.corrections()
+        if source:
+            earlier = next((info.name for info in infos if info.source == source), None)
+            if earlier is not None:
+                return earlier
+        taken = {info.name for info in infos}
+        if self.corrections_dir.is_dir():  # damaged files hold their names too
+            taken |= {path.stem for path in self.corrections_dir.glob("*.h5")}
+        if preferred not in taken:
+            return preferred
+        folder = Path(source).parent.name if source else ""
+        candidates = [f"{folder}_{preferred}"] if folder else []
+        candidates += [f"{preferred} ({number})" for number in range(2, 10_000)]
+        return next(name for name in candidates if name not in taken and CORRECTION_NAME.match(name))
 
     def remove_correction(self, name: str) -> None:
         path = self._correction_path(name)

@@ -261,6 +261,7 @@ class Project(CorrectionRecords, UnlabeledRecords):
     @contextmanager
     def retrain_lock(self) -> Iterator[None]:
         """Held for a whole retrain; the OS drops it when the process dies, even by kill -9."""
+        self.require_present()
         message = f"{self.folder}: a retrain is already running for this project"
         with exclusive(self.folder / ".retrain.lock", lambda: ProjectError(message), reentrant=False):
             yield
@@ -269,11 +270,23 @@ class Project(CorrectionRecords, UnlabeledRecords):
     def state_lock(self) -> Iterator[None]:
         """Held for each read-modify-write of the project's records (settings, scans, versions,
         the active pointer), so concurrent commands never lose one another's changes."""
+        self.require_present()
         message = f"{self.folder}: another process kept the project busy for {STATE_LOCK_WAIT_S:.0f} s"
         with exclusive(self.folder / ".state.lock", lambda: ProjectError(message), wait_s=STATE_LOCK_WAIT_S):
             yield
 
+    def require_present(self) -> None:
+        """Refuse to write into a project whose folder was deleted or moved while it was open: the
+        lock file alone recreated the folder at the old place, and scans lists followed it there."""
+        if not self.project_file.is_file():
+            raise ProjectError(
+                f"{self.folder}: the project is no longer there (its folder was deleted or moved); "
+                "open it where it is now"
+            )
+
     def is_retraining(self) -> bool:
+        if not self.project_file.is_file():
+            return False  # gone: nothing runs here (require_present says so to whoever writes)
         try:
             with self.retrain_lock():
                 return False

@@ -453,28 +453,34 @@ class RetrainSection(QGroupBox):
     def _in_background(self, what: str, function: Callable[[], Any], done: Callable[[Any], None]) -> None:
         """Run ``function`` on a napari worker thread; ``done(result)`` on the main thread."""
 
-        def guarded() -> Any:
+        def guarded() -> tuple[bool, Any]:
+            # A refusal comes back as a value, wrapped: superqt raises an exception *returned* by
+            # the function again, and the bare error returned here became a traceback (or, without
+            # napari's hooks, aborted the process) for an ordinary "that name is taken".
             try:
-                return function()
+                return True, function()
             except (CGSError, OSError, ValueError) as error:
-                return error
+                return False, error
 
-        def finish(result: Any) -> None:
+        def finish(outcome: tuple[bool, Any]) -> None:
             self._busy = False
             self._update_controls()
-            if isinstance(result, BaseException):
-                self._fail(what, result)
-            else:
+            succeeded, result = outcome
+            if succeeded:
                 done(result)
+            else:
+                self._fail(what, result)
 
         def crashed(error: BaseException) -> None:
             self._busy = False
             self._update_controls()
             self._fail(what, error)
 
-        worker = create_worker(guarded, _start_thread=False)
-        worker.returned.connect(finish)
-        worker.errored.connect(crashed)
+        # handlers given to create_worker itself: an "errored" connected later would not stop
+        # superqt from re-raising the error in the Qt event loop as well
+        worker = create_worker(
+            guarded, _start_thread=False, _connect={"returned": finish, "errored": crashed}
+        )
         self._busy = True
         self._update_controls()
         self._say(f"{what}…")
@@ -503,7 +509,9 @@ class RetrainSection(QGroupBox):
         label_copy, mask_copy = np.array(labels.data, copy=True), np.array(mask, copy=True)
 
         def save() -> Any:
-            return project.add_correction(name, volume, label_copy, mask_copy)
+            # the same scan saved again replaces its own correction, whatever its layer is called now
+            saved_as = project.correction_name_for(volume, name)
+            return project.add_correction(saved_as, volume, label_copy, mask_copy)
 
         self._in_background(f"Saving {name} as a corrected volume", save, self._correction_saved)
         return True

@@ -321,3 +321,25 @@ def test_cli_bad_inputs_fail_in_one_line(tmp_path, capsys, argv, message):
     code, _, err = run_cli(capsys, *[a.format(**names) for a in argv])
     assert code == 2 and message in err
     assert len(err.strip().splitlines()) == 1 and err.startswith("cgs ")
+
+
+def test_a_scan_saved_again_keeps_its_correction_name_and_another_scan_gets_its_own(tmp_path):
+    """The panel names a correction after the layer; napari calls a second ``ct.nii.gz`` "ct [1]",
+    and the same scan then went in twice, its older labels still training."""
+    rng = np.random.default_rng(0)
+    project = Project.create(tmp_path / "project", CLASS_NAMES, IDENTITY)
+    image, labels = synthetic_volume(rng)
+    mine = Volume(image, Geometry(), "image", str(tmp_path / "a" / "ct.nii.gz"))
+    theirs = Volume(image + 1, Geometry(), "image", str(tmp_path / "b" / "ct.nii.gz"))
+
+    assert project.correction_name_for(mine, "ct") == "ct"
+    project.add_correction("ct", mine, labels)
+    assert project.correction_name_for(mine, "ct _1_") == "ct"  # the same scan under another layer name
+    assert project.correction_name_for(theirs, "ct") == "b_ct"  # another scan: its folder in front
+    project.add_correction("b_ct", theirs, labels)
+    assert project.correction_name_for(theirs, "ct") == "b_ct"
+    stranger = Volume(image, Geometry(), "image", str(tmp_path / "b" / "x" / "ct.nii.gz"))
+    (project.corrections_dir / "b_ct (2).h5").write_bytes(b"damaged")  # a damaged file holds its name
+    assert project.correction_name_for(stranger, "b_ct") == "x_b_ct"
+    assert project.correction_name_for(Volume(image), "ct") == "ct (2)"  # no source, name taken
+    assert [info.name for info in project.corrections()] == ["b_ct", "ct"]

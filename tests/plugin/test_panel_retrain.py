@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -350,3 +351,38 @@ def test_bad_project_folder_gives_a_one_line_error(viewer_and_panel, tmp_path, m
     assert section.create_project(plain) is None
     assert "already exists and is not an empty folder" in section.status_label.text()
     assert len(errors) == 4 and all("\n" not in error for error in errors)
+
+
+def test_the_same_scan_saved_again_replaces_its_correction_and_a_refusal_is_one_line(
+    qtbot, viewer_and_panel, sample_slab_path, tmp_path, monkeypatch
+):
+    """napari names a second ``ct_slab`` "ct_slab [1]": the same scan saved under it went in twice
+    (its older labels kept training). And a refused save (the project folder gone) raised a
+    traceback through superqt, which aborts Python where napari's hooks are not installed."""
+    viewer, panel = viewer_and_panel
+    section = panel.retrain_section
+    project = section.create_project(tmp_path / "project")
+    other = tmp_path / "b" / sample_slab_path.name
+    other.parent.mkdir()
+    shutil.copy(sample_slab_path, other)
+    fx.open_image(viewer, other)  # opened first: the next one is called "ct_slab [1]"
+    image = presegment_and_review(qtbot, viewer, panel, sample_slab_path)
+    assert image.name.endswith("[1]")
+    first = add_correction(qtbot, section)
+    assert first.name == "ct_slab _1_"
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    image = presegment_and_review(qtbot, viewer, panel, sample_slab_path)  # alone now: "ct_slab"
+    again = add_correction(qtbot, section)
+    assert again.name == first.name and again.revision != first.revision
+    assert [c.name for c in project.corrections()] == [first.name]
+
+    raised = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: raised.append(exc))
+    shutil.rmtree(project.folder)
+    errors = []
+    section.failed.connect(errors.append)
+    assert section.add_correction()
+    qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
+    qtbot.wait(200)
+    assert raised == [] and "\n" not in errors[0]
