@@ -140,6 +140,7 @@ class RetrainSection(QGroupBox):
         super().__init__("6 · Retrain from your corrections", parent)
         self.link = link
         self.project: Project | None = None
+        self._seen_active: str | None = None  # the active version this panel last loaded
         self.process: Any | None = None  # the running RetrainProcess
         self.last_process: Any | None = None
         self.progress = RetrainProgress()
@@ -355,6 +356,7 @@ class RetrainSection(QGroupBox):
     def _set_project(self, project: Project) -> None:
         self.project = project
         self._auto_held_at = None
+        self._seen_active = None  # the active version this panel last loaded, to see activations elsewhere
         self.project_label.setText(f"Project: {project.folder.name}")
         self.project_label.setToolTip(str(project.folder))
         for box, value in (
@@ -403,6 +405,11 @@ class RetrainSection(QGroupBox):
             return
         active = self._active_version()
         active_id = None if active is None else active.id
+        if active is not None and self._seen_active not in (None, active_id):
+            # activated elsewhere (`cgs project activate`, another napari): the list said so while
+            # the panel went on pre-segmenting with the version it had loaded
+            self._use_version_in_panel(active)
+            self._say(f"{active_id} was activated outside this panel; the panel now pre-segments with it.")
         auto = self.auto_box.value()
         self.counts_label.setText(
             f"{len(corrections)} corrected volume(s), {new} new since the last retrain"
@@ -638,11 +645,11 @@ class RetrainSection(QGroupBox):
         kept = None if isinstance(message, RetrainFailed) else message.version
         if self._automatic:
             self._auto_held_at = None if kept else self._auto_trigger_count
-        self.refresh()
-        if kept and message.activated:
+        if kept and message.activated:  # this panel's own retrain activated it: used here, not "outside"
             active = self._active_version()
             if active is not None:
                 self._use_version_in_panel(active)
+        self.refresh()
         self._update_controls()
         self.retrain_ended.emit(message)
 
@@ -692,6 +699,7 @@ class RetrainSection(QGroupBox):
         return version
 
     def _use_version_in_panel(self, version: VersionInfo) -> None:
+        self._seen_active = version.id
         self.link.use_model(version.model_path, f"{self.project.folder.name} · {version.id}")
 
     # ================================================================= re-predict

@@ -386,3 +386,25 @@ def test_the_same_scan_saved_again_replaces_its_correction_and_a_refusal_is_one_
     qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
     qtbot.wait(200)
     assert raised == [] and "\n" not in errors[0]
+
+
+def test_a_version_activated_outside_the_panel_is_the_one_it_predicts_with(
+    viewer_and_panel, retrained_project
+):
+    """`cgs project activate` beside an open panel: the list showed the new active version while
+    the panel went on pre-segmenting with the one it had loaded."""
+    from cgs_engine.cli.main import main
+
+    _, panel = viewer_and_panel
+    section = panel.retrain_section
+    section.open_project(retrained_project.folder)
+    old, new = (retrained_project.version(v).model_path for v in ("v0001", "v0002"))
+    assert panel.model_choice.value == str(old)
+    assert main(["project", "activate", str(retrained_project.folder), "v0002"]) == 0
+    section.refresh()
+    assert panel.model_choice.value == str(new)
+    assert "v0002 was activated outside this panel" in section.status_label.text()
+    section.refresh()  # said once
+    panel.load_checkpoint(old)  # the user's own choice of model afterwards is left alone
+    section.refresh()
+    assert panel.model_choice.value == str(old)
