@@ -108,7 +108,11 @@ class RetrainProcess:
             code = self._popen.returncode
             how = f"was killed (signal {-code})" if code < 0 else f"exited with code {code}"
             last = self._last_log_line()
-            error = f"retrain worker {how} without a result" + (f": {last}" if last else "")
+            error = (
+                f"retrain worker {how} without a result; the active model is unchanged, and "
+                "`cgs retrain PROJECT --resume` continues from its last saved state (a new retrain "
+                "sets it aside)" + (f"; last log line: {last}" if last else "")
+            )
             messages.append(RetrainFailed(error, exit_code=code))
         return messages
 

@@ -345,7 +345,14 @@ class RetrainSection(QGroupBox):
             return None
         self._set_project(project)
         problems = f" {len(project.problems)} problem(s): hover here." if project.problems else ""
-        self._say(f"Opened project {project.folder.name}.{problems}", "\n".join(project.problems))
+        interrupted = project.interrupted_run() if not project.is_retraining() else None
+        resumable = (
+            f" A retrain ({interrupted.name}) was interrupted: `cgs retrain {project.folder} --resume` "
+            "continues it; Retrain now starts afresh and sets it aside."
+            if interrupted is not None
+            else ""
+        )
+        self._say(f"Opened project {project.folder.name}.{problems}{resumable}", "\n".join(project.problems))
         return project
 
     def _refuse_while_retraining(self, what: str) -> bool:

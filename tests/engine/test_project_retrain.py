@@ -337,3 +337,24 @@ def test_a_correction_stored_mirrored_trains_in_the_canonical_orientation(tmp_pa
         np.testing.assert_array_equal(stored.label, label[:, ::-1, ::-1])
         assert np.allclose(store.volume_info(trained[0]).geometry.direction_matrix, np.eye(3))
     assert plan["heldout_mode"] == "volumes"
+
+
+def test_a_killed_retrain_worker_says_the_model_is_unchanged_and_how_to_resume(tmp_path):
+    import os
+    import signal
+    import time
+
+    from cgs_engine.retrain.worker import start_retrain_process
+    from cgs_engine.train.events import RetrainFailed
+
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    process = start_retrain_process(project.folder, iterations=500)
+    os.kill(process.pid, signal.SIGKILL)
+    deadline, messages = time.monotonic() + 60, []
+    while not any(isinstance(m, RetrainFailed) for m in messages) and time.monotonic() < deadline:
+        messages += process.poll_messages()
+        time.sleep(0.05)
+    (failed,) = [m for m in messages if isinstance(m, RetrainFailed)]
+    assert "killed (signal 9)" in failed.error and "active model is unchanged" in failed.error
+    assert "--resume" in failed.error and "\n" not in failed.error
+    assert Project.open(project.folder).active_version().id == "v0001"

@@ -408,3 +408,16 @@ def test_a_version_activated_outside_the_panel_is_the_one_it_predicts_with(
     panel.load_checkpoint(old)  # the user's own choice of model afterwards is left alone
     section.refresh()
     assert panel.model_choice.value == str(old)
+
+
+def test_opening_a_project_with_an_interrupted_retrain_says_how_to_resume(
+    viewer_and_panel, project_with_correction
+):
+    _, panel = viewer_and_panel
+    run = project_with_correction.runs_dir / "20261206-101500-killed" / "train"
+    run.mkdir(parents=True)
+    (run / "state.pt").write_bytes(b"a saved training state")  # no finished.json: killed
+    section = panel.retrain_section
+    section.open_project(project_with_correction.folder)
+    text = section.status_label.text().replace("\u200b", "")
+    assert "20261206-101500-killed" in text and "--resume" in text and "starts afresh" in text
