@@ -108,16 +108,21 @@ def test_presegment_sample_layers_colours_names_and_one_step_undo(qtbot, viewer_
     np.testing.assert_array_equal(labels.data, result.prediction.labels.array)
 
 
-def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, sample_slab_path):
-    viewer, panel = viewer_and_panel
-    image = fx.open_image(viewer, sample_slab_path)
+def presegment_and_paint(qtbot, viewer, panel, path, painted=(5, 40, 60)):
+    """Pre-segment the image at ``path`` and paint one voxel with a label the model did not give it."""
+    image = fx.open_image(viewer, path)
     first = fx.presegment(qtbot, panel, image)
     labels = viewer.layers[labels_layer_name(image)]
-    painted = (5, 40, 60)
     new_label = 7 if first.prediction.labels.array[painted] != 7 else 6
-    labels.selected_label = new_label
-    labels.brush_size = 1
+    labels.selected_label, labels.brush_size = new_label, 1
     labels.paint(painted, new_label)  # the user's brush: a paint event with a history item
+    return image, first, labels, new_label
+
+
+def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, sample_slab_path):
+    viewer, panel = viewer_and_panel
+    painted = (5, 40, 60)
+    image, first, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
     assert labels.data[painted] == new_label
     assert panel.review_mask()[painted] == EDITED and np.count_nonzero(panel.review_mask()) == 1
 
@@ -145,13 +150,8 @@ def test_rerun_after_the_labels_layer_was_removed_keeps_the_users_work(
     """Removing the labels layer and pre-segmenting again wiped every stroke and accept, without a
     question, and the session then saved the emptied state."""
     viewer, panel = viewer_and_panel
-    image = fx.open_image(viewer, sample_slab_path)
-    first = fx.presegment(qtbot, panel, image)
-    labels = viewer.layers[labels_layer_name(image)]
     painted = (5, 40, 60)
-    new_label = 7 if first.prediction.labels.array[painted] != 7 else 6
-    labels.selected_label, labels.brush_size = new_label, 1
-    labels.paint(painted, new_label)
+    image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
     panel.review.accept()
     accepted = int((panel.review_mask() == 1).sum())
     assert accepted > 0
