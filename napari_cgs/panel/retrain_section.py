@@ -744,6 +744,11 @@ class RetrainSection(QGroupBox):
             return
         names = self.project.class_names if self.project is not None else list(result.prediction.class_names)
         after = np.asarray(labels.data)
+        review = self.link.review_mask()
+        if review is not None and review.shape == after.shape:
+            # voxels the user drew or accepted are never re-predicted: a stroke painted while the
+            # run went on is theirs, not the new model's change
+            after = np.where(review > 0, before, after)
         changes = count_label_changes(before, after, names)
         layer = show_changes_layer(self.link.viewer, image, change_map(before, after))
         self._say(

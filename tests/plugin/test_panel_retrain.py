@@ -251,9 +251,13 @@ def test_repredict_reports_changes_on_untouched_voxels(
     section.activate("v0002")
     with qtbot.waitSignal(section.changes_shown, timeout=fx.WAIT_MS) as blocker:
         assert section.repredict() is not None
+        labels.selected_label, labels.brush_size = 6, 5
+        labels.paint((8, 30, 30), 6)  # a stroke while it runs: the user's, not the model's change
     fx.wait_until_finished(panel)
     changes = blocker.args[0]
     assert (labels.data[touched] == 7).all()  # the user's voxels were not re-predicted
+    touched = panel.review_mask().astype(bool)
+    assert labels.data[8, 30, 30] == 6 and touched[8, 30, 30]
 
     layer = viewer.layers[f"{image.name}{SEPARATOR}changes"]
     assert not layer.visible and layer.data.shape == image.data.shape
