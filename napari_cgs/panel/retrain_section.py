@@ -583,6 +583,7 @@ class RetrainSection(QGroupBox):
         if minutes is None and iterations is None:
             minutes = self.minutes_box.value()
         try:
+            project.require_present()  # a deleted project has no corrections: say what is wrong
             if not any(c.reviewed_voxels for c in project.corrections()):
                 raise ProjectError("add a corrected volume with reviewed voxels first")
             self.process = retrain_worker.start_retrain_process(

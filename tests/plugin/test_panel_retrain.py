@@ -389,7 +389,11 @@ def test_the_same_scan_saved_again_replaces_its_correction_and_a_refusal_is_one_
     assert section.add_correction()
     qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
     qtbot.wait(200)
-    assert raised == [] and "\n" not in errors[0]
+    assert raised == [] and "\n" not in errors[0] and "no longer there" in errors[0]
+    section.minutes_box.setValue(section.minutes_box.value() + 1)  # its lock file made the folder again
+    assert section.start_retrain() is None
+    assert "no longer there" in section.status_label.text().replace("\u200b", "")
+    assert not project.folder.exists()
 
 
 def test_a_version_activated_outside_the_panel_is_the_one_it_predicts_with(
