@@ -48,7 +48,7 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
         "training": [name for name, _ in builder.training_images],
         "prior_training": prior["train"],
         "correction_weight": weight,
-        "corrections_used": {c.name: c.revision for c in usable},
+        "corrections_used": {c.name: builder.revisions.get(c.name, c.revision) for c in usable},
         "unlabeled_used": builder.unlabeled_used,
     }
 
@@ -78,12 +78,17 @@ class _StoreBuilder:
         self.heldout: list[str] = []
         self.training_images: list[tuple[str, np.ndarray]] = []
         self.unlabeled_used: list[str] = []
+        self.revisions: dict[str, str] = {}  # correction name -> the revision its data came from
 
     def add_correction(self, info, weight: float) -> None:
         if self.stop_requested():
             raise CancelledWhilePreparing
         store, warn = self.store, self.warn
         correction = self.project.read_correction(info.name)
+        # the file as read now: saved again since the corrections were listed (the panel re-saves a
+        # scan while a retrain prepares), it is these labels that train, so this revision is recorded
+        info = correction.info
+        self.revisions[info.name] = info.revision
         # slices are cut along the canonical axial axis, as the network reads them (cgs_engine.orientation)
         turn = Reorientation.of(info.geometry)
         geometry = turn.canonical_geometry(info.geometry, correction.labels.shape)

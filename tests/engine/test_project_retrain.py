@@ -358,3 +358,27 @@ def test_a_killed_retrain_worker_says_the_model_is_unchanged_and_how_to_resume(t
     assert "killed (signal 9)" in failed.error and "active model is unchanged" in failed.error
     assert "--resume" in failed.error and "\n" not in failed.error
     assert Project.open(project.folder).active_version().id == "v0001"
+
+
+def test_a_correction_saved_again_while_the_store_is_built_records_the_revision_that_trains(
+    tmp_path, monkeypatch
+):
+    """The panel can re-save a scan in the second between the retrain listing the corrections and
+    reading them: its new labels trained, the version recorded the old revision, and the
+    correction then counted as new again (an extra automatic retrain)."""
+    from cgs_engine.retrain.training_store import build_store
+
+    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    real_read = Project.read_correction
+    resaved = {}
+
+    def read_after_a_resave(self, name):
+        if not resaved:
+            old = real_read(self, name)
+            resaved[name] = self.add_correction(name, old.image, old.labels, old.review).revision
+        return real_read(self, name)
+
+    monkeypatch.setattr(Project, "read_correction", read_after_a_resave)
+    record = build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
+    ((name, revision),) = resaved.items()
+    assert record["corrections_used"][name] == revision
