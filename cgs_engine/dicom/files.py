@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cgs_engine.durable import write_atomically
-from cgs_engine.io.formats import image_suffix
+from cgs_engine.io.formats import extension_of
 
 from .errors import DicomError
 
@@ -30,7 +30,7 @@ def check_output(
     target = Path(path)
     if target.is_dir():
         raise DicomError(target, "is a folder; give a file name such as RS.dcm")
-    suffix = image_suffix(target.name) or (
+    suffix = extension_of(target.name) or (
         CLASS_TABLE_SUFFIX if target.name.lower().endswith(CLASS_TABLE_SUFFIX) else None
     )
     if suffix:

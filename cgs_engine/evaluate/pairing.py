@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, image_suffix
+from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, extension_of
 
 PREDICTION_SUFFIXES = ("", "_labels", "_seg")  # in order of preference
 LABELS_SUFFIX = "_labels"
@@ -35,7 +35,7 @@ class PairResult:
 
 def case_name(path: Path) -> str | None:
     """File name without its image extension, or None for a non-image file."""
-    extension = image_suffix(path.name)
+    extension = extension_of(path.name)
     if extension is None or len(path.name) == len(extension):
         return None
     return path.name[: -len(extension)]

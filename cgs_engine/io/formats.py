@@ -63,20 +63,15 @@ def output_name_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def image_suffix(name: str) -> str | None:
-    """The image extension ``name`` ends with in any case, or None: for naming and listing files."""
-    return extension_of(name)
-
-
 def strip_image_suffix(name: str) -> str:
     """``name`` without its image extension (any case); unchanged when it has none."""
-    suffix = image_suffix(name)
+    suffix = extension_of(name)
     return name[: -len(suffix)] if suffix else name
 
 
 def is_image_file(path: Path) -> bool:
     """A file (not a folder) whose name ends with an image extension, in any case."""
-    return path.is_file() and image_suffix(path.name) is not None
+    return path.is_file() and extension_of(path.name) is not None
 
 
 def describe_supported() -> str:
