@@ -77,13 +77,16 @@ from napari_cgs.panel.prediction_layers import (
     focus_layer_name,
     image_of_labels,
     image_volume,
+    is_set_aside,
     map_layer_data,
     moved_off_image,
     muted_edit_tracking,
     open_source_clash,
     painted_parts,
     rename_derived_layers,
+    reopen_labels_layer,
     series_made_on,
+    set_aside_layers_of_closed_image,
     show_map_layers,
     stack_in_reading_order,
     untracked_touched,
@@ -194,6 +197,7 @@ class CGSPanel(QWidget):
         self.prediction_id = ""  # the saved prediction (maps) the labels on screen came from
         self._fingerprint = ""
         self._followed: Any | None = None  # the image whose session the panel saves (see presegment)
+        self._setting_aside = False  # an image closed: its layers being removed (see _set_aside)
         self._export_folder: Path | None = None  # where the last export went
         self._frame_when_shown = False  # a session restored before the panel was on screen
         self._edit_flags = {"writing": False}
@@ -515,14 +519,17 @@ class CGSPanel(QWidget):
         self.image_choice.value = layer
 
     def _on_image_chosen(self, layer: Any) -> None:
-        if self.job is not None and not self.job.finished:
-            return
+        if (self.job is not None and not self.job.finished) or self._setting_aside:
+            return  # (setting aside removes layers: the Image box is rebuilt meanwhile)
         if layer is not None and same_layer(layer, self._followed):
             return  # the same image again (renamed: the choices were rebuilt): keep its review
+        followed = self._followed
+        closed = followed if followed is not None and not self._in_viewer(followed) else None
         # The previous image's review, written before it is let go and before the next image's session
         # is looked up: the same file opened again read the session as it was before this write.
         self.autosave.save_if_changed()
         self.autosave.flush()
+        closed_text = "" if closed is None else self._set_aside(closed)
         self.review.clear()
         self.likely_wrong.show_estimate(None, [])
         self.labels_layer = self.tracker = self.prediction_labels = None
@@ -530,6 +537,8 @@ class CGSPanel(QWidget):
         self._show_scope([])
         if layer is None:
             self._followed = None  # the image is gone: a layer added back is followed afresh
+            if closed_text:
+                self.status_label.setText(breakable(closed_text))
             return
         self._fingerprint = self.autosave.follow(layer)
         self._followed = layer
@@ -543,6 +552,36 @@ class CGSPanel(QWidget):
                 self.status_label.setText(
                     breakable(f"Ready: click Pre-segment to segment every organ in {layer.name}.")
                 )
+        if closed_text:
+            self.status_label.setText(f"{breakable(closed_text)} {self.status_label.text()}")
+
+    def _set_aside(self, closed_image: Any) -> str:
+        """The followed image was closed (its review is saved): its labels stay, read-only, and the
+        maps and outlines made for it go; returns what to say."""
+        labels = self.labels_layer
+        if labels is not None and not self._in_viewer(labels):
+            labels = None
+        if labels is not None:
+            labels.events.paint.disconnect(self._on_paint)
+        kept, others = set_aside_layers_of_closed_image(self.viewer, closed_image, labels)
+        # Removed after napari's own removal: removing layers while napari removes a selection of
+        # them (select all, Delete) made it look up a layer already gone.
+        QTimer.singleShot(0, lambda: self._remove_layers(others))
+        if kept is None:
+            return ""
+        return (
+            f"{closed_image.name} was closed: its review is saved and comes back when you open the file "
+            f'again; "{kept.name}" cannot be painted (strokes there would not be saved).'
+        )
+
+    def _remove_layers(self, layers: list[Any]) -> None:
+        self._setting_aside = True  # the Image box is rebuilt at each removal: no image switch
+        try:
+            for layer in layers:
+                if self._in_viewer(layer):
+                    self.viewer.layers.remove(layer)
+        finally:
+            self._setting_aside = False
 
     # ================================================================= pre-segmentation
     def presegment(self) -> PredictionJob | None:
@@ -717,6 +756,7 @@ class CGSPanel(QWidget):
         if layer is None and not create:
             return None
         layer = ensure_labels_layer(self.viewer, image_layer, self.class_names, self.class_colors)
+        reopen_labels_layer(layer, image_layer)  # the same image layer added back after it was closed
         if not same_layer(layer, self.labels_layer):
             if self.labels_layer is not None:
                 self.labels_layer.events.paint.disconnect(self._on_paint)
@@ -853,7 +893,8 @@ class CGSPanel(QWidget):
         if session is None:
             return
         self.restore_button.setEnabled(True)
-        if find_labels_layer(self.viewer, image_layer) is None:
+        existing = find_labels_layer(self.viewer, image_layer)
+        if existing is None or is_set_aside(existing):  # (set aside: the same image layer added back)
             self.restore_session()
         else:
             self._show_session(

@@ -133,12 +133,12 @@ def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
     )
 
 
-def rename_derived_layers(viewer: Any, image_layer: Any, old_name: str) -> int:
-    """Give the layers the panel made for an image (labels, maps, outlines, review focus…) its new
-    name after it was renamed; returns how many. Left under the old name they stayed on screen
-    beside the new ones a re-run made: two magenta review outlines, 24 layers instead of 13."""
-    prefixes = (f"{old_name}{SEPARATOR}", f"{old_name} labels")
-    renamed = 0
+def layers_made_for(viewer: Any, image_layer: Any, name: str | None = None) -> list[Any]:
+    """The layers the panel made for an image (labels, maps, outlines, review focus…), found under
+    the image's name ``name`` (default: its current one) and, where they record it, its layer id."""
+    name = image_layer.name if name is None else name
+    prefixes = (f"{name}{SEPARATOR}", f"{name} labels")
+    made = []
     for layer in list(viewer.layers):
         metadata = getattr(layer, "metadata", None) or {}
         owner = metadata.get(IMAGE_ID_KEY)
@@ -148,9 +148,66 @@ def rename_derived_layers(viewer: Any, image_layer: Any, old_name: str) -> int:
         prefix = next((p for p in prefixes if layer.name.startswith(p)), None)
         if prefix is None or (prefix.endswith(" labels") and layer.name != prefix):
             continue
-        layer.name = image_layer.name + layer.name[len(old_name) :]
+        made.append(layer)
+    return made
+
+
+def rename_derived_layers(viewer: Any, image_layer: Any, old_name: str) -> int:
+    """Give the layers the panel made for an image its new name after it was renamed; returns how
+    many. Left under the old name they stayed on screen beside the new ones a re-run made: two
+    magenta review outlines, 24 layers instead of 13."""
+    renamed = 0
+    for _ in range(len(layers_made_for(viewer, image_layer, old_name))):
+        # looked up again after each rename: a rename is an event the panel answers by renaming too
+        pending = layers_made_for(viewer, image_layer, old_name)
+        if not pending:
+            break
+        pending[0].name = image_layer.name + pending[0].name[len(old_name) :]
         renamed += 1
     return renamed
+
+
+CLOSED_IMAGE_KEY = "cgs_image_closed"  # a labels layer whose image was closed: its name before
+
+
+def set_aside_layers_of_closed_image(
+    viewer: Any, image_layer: Any, labels_layer: Any | None
+) -> tuple[Any | None, list[Any]]:
+    """An image was closed: its labels layer stays, read-only and renamed to say so; returns it (if
+    any) and the other layers made for it (maps, outlines, review focus), for the caller to remove
+    once napari's own removal has finished (its session keeps labels and maps, and opening the file
+    again restores them).
+
+    Left as they were, its labels stayed editable but untracked: strokes there were never saved,
+    and opening the file again restored into a second "… labels [1]" beside them."""
+    kept, others = None, []
+    for layer in layers_made_for(viewer, image_layer):
+        if isinstance(layer, Labels) and layer.name == labels_layer_name(image_layer):
+            kept = layer
+        else:
+            others.append(layer)
+    if kept is None and labels_layer is not None and labels_layer in viewer.layers:
+        kept = labels_layer  # renamed by the user: still the closed image's
+    if kept is not None:
+        kept.metadata[CLOSED_IMAGE_KEY] = kept.name
+        kept.editable = False
+        kept.name = f"{kept.name} (image closed, read-only)"
+    return kept, others
+
+
+def is_set_aside(layer: Any) -> bool:
+    """Whether this labels layer was set aside when its image was closed."""
+    return CLOSED_IMAGE_KEY in (getattr(layer, "metadata", None) or {})
+
+
+def reopen_labels_layer(layer: Any, image_layer: Any) -> None:
+    """A labels layer set aside when its image was closed, adopted again by that image (the same
+    layer added back): editable and named as before."""
+    before = (layer.metadata or {}).pop(CLOSED_IMAGE_KEY, None)
+    if before is None:
+        return
+    layer.editable = True
+    layer.name = labels_layer_name(image_layer)
 
 
 def image_of_labels(viewer: Any, labels_layer: Any) -> Any | None:

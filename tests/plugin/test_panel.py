@@ -16,6 +16,7 @@ from napari_cgs._layers import same_layer
 from napari_cgs._sample_data import SAMPLE_CLASS_NAMES
 from napari_cgs.panel.display import OUTLINE, disagreement_outline_name
 from napari_cgs.panel.dock import NO_MODEL_HINT, CGSPanel
+from napari_cgs.panel.fit import plain
 from napari_cgs.panel.prediction_layers import (
     disagreement_layer_name,
     labels_layer_name,
@@ -200,6 +201,57 @@ def test_an_image_removed_while_it_is_presegmented_ends_the_run_quietly(
     fx.wait_until_finished(panel)
     qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, back))
     assert panel.review.state.counts()["accepted"] == 1
+
+
+def test_an_image_closed_and_opened_again_comes_back_in_one_set_of_layers(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    """Its labels stayed editable but untracked (strokes there were never saved), and opening the
+    file again restored into a second "… labels [1]" beside the old maps."""
+    viewer, panel = viewer_and_panel
+    painted = (5, 40, 60)
+    image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
+    panel.review.accept()
+    name, layers_before = image.name, len(viewer.layers)
+    viewer.layers.remove(image)
+
+    assert labels in viewer.layers and not labels.editable  # kept to look at, never painted unsaved
+    assert labels.name == f"{name} labels (image closed, read-only)"
+    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [labels.name])  # maps went
+    assert "was closed: its review is saved" in plain(panel.status_label.text())
+
+    back = fx.open_image(viewer, sample_slab_path)
+    qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, back))
+    restored = viewer.layers[labels_layer_name(back)]
+    assert restored is not labels and restored.editable and restored.data[painted] == new_label
+    assert panel.review.state.counts()["accepted"] == 1 and panel.review_mask()[painted] == EDITED
+    assert len(viewer.layers) == layers_before + 1  # the same set again, and the closed labels
+    assert not any(layer.name.endswith("[1]") for layer in viewer.layers)
+
+
+def test_every_layer_selected_and_deleted_at_once(qtbot, viewer_and_panel, sample_slab_path):
+    """napari deletes a selection one layer after the other: the maps the panel removes with their
+    image must not be gone before napari gets to them."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    viewer.layers.select_all()
+    viewer.layers.remove_selected()
+    qtbot.wait(50)
+    assert len(viewer.layers) == 0 and panel.review.state is None
+
+
+def test_the_same_image_layer_added_back_takes_its_labels_again(qtbot, viewer_and_panel, sample_slab_path):
+    viewer, panel = viewer_and_panel
+    image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path)
+    viewer.layers.remove(image)
+    assert not labels.editable
+    viewer.layers.append(image)
+    qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, image))
+    assert labels.editable and labels.name == labels_layer_name(image)
+    assert same_layer(panel.labels_layer, labels)
+    labels.paint((6, 30, 30), new_label)  # tracked again: the stroke counts as the user's
+    assert panel.review_mask()[6, 30, 30] == EDITED
 
 
 def test_a_result_that_arrives_after_the_panel_was_deleted_is_dropped(
