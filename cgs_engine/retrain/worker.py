@@ -110,8 +110,8 @@ class RetrainProcess:
             last = self._last_log_line()
             error = (
                 f"retrain worker {how} without a result; the active model is unchanged, and "
-                "`cgs retrain PROJECT --resume` continues from its last saved state (a new retrain "
-                "sets it aside)" + (f"; last log line: {last}" if last else "")
+                "Resume in the panel (`cgs retrain PROJECT --resume`) continues from its last saved "
+                "state (a new retrain sets it aside)" + (f"; last log line: {last}" if last else "")
             )
             messages.append(RetrainFailed(error, exit_code=code))
         return messages

@@ -147,6 +147,7 @@ class RetrainSection(QGroupBox):
         self._progress_bar: Any | None = None
         self._busy = False
         self._automatic = False
+        self._interrupted: Path | None = None  # a killed or failed run that Resume continues
         self._auto_trigger_count = 0
         self._auto_held_at: int | None = None  # an automatic run kept nothing: wait for N more
         self._repredict: tuple[Any, np.ndarray, str] | None = None
@@ -220,6 +221,12 @@ class RetrainSection(QGroupBox):
             "low-priority process; napari stays usable.",
             self.start_retrain,
         )
+        self.resume_button = self._button(
+            "Resume",
+            "Continue the interrupted retrain (the worker was killed or failed) from its last saved "
+            "state, with the settings it started with (as `cgs retrain PROJECT --resume`).",
+            self.resume_retrain,
+        )
         self.cancel_button = self._button(
             "Cancel",
             "Stop the retrain after the current iteration; the model as it is then is kept as a version.",
@@ -267,7 +274,7 @@ class RetrainSection(QGroupBox):
         layout.addLayout(self._row(self.add_button, self.unlabeled_button))
         self.budget_label = self._label("Budget", self.minutes_box.toolTip())
         layout.addLayout(self._row(self.budget_label, self.minutes_box))
-        layout.addLayout(self._row(self.retrain_button, self.cancel_button))
+        layout.addLayout(self._row(self.retrain_button, self.resume_button, self.cancel_button))
         self.cap_label = self._label("", "A retrain also stops at this many iterations (project setting).")
         self.cap_label.setStyleSheet("color: #9a9a9a;")
         layout.addWidget(self.cap_label)
@@ -298,6 +305,7 @@ class RetrainSection(QGroupBox):
         for widget in (self.minutes_box, self.auto_box, self.repredict_button):
             widget.setEnabled(has_project)
         self.retrain_button.setEnabled(has_project and not self.retraining)
+        self.resume_button.setEnabled(has_project and not self.retraining and self._interrupted is not None)
         self.cancel_button.setEnabled(self.retraining)
         self.activate_button.setEnabled(has_project and self.selected_version() is not None)
 
@@ -345,10 +353,10 @@ class RetrainSection(QGroupBox):
             return None
         self._set_project(project)
         problems = f" {len(project.problems)} problem(s): hover here." if project.problems else ""
-        interrupted = project.interrupted_run() if not project.is_retraining() else None
+        interrupted = self._interrupted
         resumable = (
-            f" A retrain ({interrupted.name}) was interrupted: `cgs retrain {project.folder} --resume` "
-            "continues it; Retrain now starts afresh and sets it aside."
+            f" A retrain ({interrupted.name}) was interrupted: Resume continues it; Retrain now starts "
+            "afresh and sets it aside."
             if interrupted is not None
             else ""
         )
@@ -403,6 +411,7 @@ class RetrainSection(QGroupBox):
             self._update_controls()
             return
         try:
+            self._interrupted = None if project.is_retraining() else project.interrupted_run()
             corrections = project.corrections()
             new = len(project.new_corrections_since_last_retrain())
             unlabeled = len(project.unlabeled())
@@ -574,34 +583,46 @@ class RetrainSection(QGroupBox):
         self, minutes: float | None = None, iterations: int | None = None, automatic: bool = False
     ) -> Any | None:
         """Start the worker process; returns its RetrainProcess (None when it cannot start)."""
+        return self._start_worker(minutes, iterations, automatic, resume=False)
 
+    def resume_retrain(self) -> Any | None:
+        """Continue the interrupted run with its recorded settings; its RetrainProcess, or None."""
+        return self._start_worker(None, None, False, resume=True)
+
+    def _start_worker(
+        self, minutes: float | None, iterations: int | None, automatic: bool, resume: bool
+    ) -> Any | None:
         project = self._need_project()
         if project is None:
             return None
         if self.process is not None:
             return self.process
-        if minutes is None and iterations is None:
+        if minutes is None and iterations is None and not resume:
             minutes = self.minutes_box.value()
         try:
             project.require_present()  # a deleted project has no corrections: say what is wrong
+            interrupted = project.interrupted_run() if resume else None
+            if resume and interrupted is None:
+                raise ProjectError("no interrupted retrain to resume")
             if not any(c.reviewed_voxels for c in project.corrections()):
                 raise ProjectError("add a corrected volume with reviewed voxels first")
             self.process = retrain_worker.start_retrain_process(
-                project.folder, minutes=minutes, iterations=iterations
+                project.folder, minutes=minutes, iterations=iterations, resume=resume
             )
         except (CGSError, OSError) as error:
-            self._fail("Cannot retrain", error)
+            self._fail("Cannot resume" if resume else "Cannot retrain", error)
             return None
+        self._interrupted = None
         self.last_process = self.process
         self._automatic = automatic
         self.progress = RetrainProgress()
         self._progress_bar = progress(total=iterations or 100, desc=f"Retraining {project.folder.name}")
-        budget = f"{iterations} iterations" if iterations else budget_text(minutes, self._iteration_cap())
-        how = "Automatic retrain" if automatic else "Retrain"
-        self._say(
-            f"{how} started ({budget}) in a separate process; napari stays usable.",
-            str(self.process.log_path),
-        )
+        if resume:
+            started = f"Resuming {interrupted.name} with the settings it started with"
+        else:
+            budget = f"{iterations} iterations" if iterations else budget_text(minutes, self._iteration_cap())
+            started = f"{'Automatic retrain' if automatic else 'Retrain'} started ({budget})"
+        self._say(f"{started} in a separate process; napari stays usable.", str(self.process.log_path))
         self.progress_label.setText(self.progress.text())
         self.timer.start()
         self._update_controls()

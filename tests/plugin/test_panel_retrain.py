@@ -24,11 +24,12 @@ from cgs_engine.infer.predictor import Predictor
 from cgs_engine.io import read_volume
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.normalize import Normalization
-from cgs_engine.project import Project
+from cgs_engine.project import Project, ProjectError
 from cgs_engine.retrain import retrain
 from cgs_engine.review.state import ACCEPTED, EDITED
 from cgs_engine.volume import Volume
 from napari_cgs._sample_data import SAMPLE_CLASS_NAMES, SAMPLE_CT, SAMPLE_LABELS
+from napari_cgs.panel.fit import plain
 from napari_cgs.panel.prediction_layers import SEPARATOR, labels_layer_name
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
@@ -428,4 +429,33 @@ def test_opening_a_project_with_an_interrupted_retrain_says_how_to_resume(
     section = panel.retrain_section
     section.open_project(project_with_correction.folder)
     text = section.status_label.text().replace("\u200b", "")
-    assert "20261206-101500-killed" in text and "--resume" in text and "starts afresh" in text
+    assert "20261206-101500-killed" in text and "Resume continues it" in text and "starts afresh" in text
+    assert section.resume_button.isEnabled()
+
+
+def test_resume_continues_the_interrupted_run_with_its_own_settings(
+    viewer_and_panel, project_with_correction, monkeypatch
+):
+    """Resume was only in the CLI: from the panel a killed overnight retrain could only start afresh."""
+    _, panel = viewer_and_panel
+    section = panel.retrain_section
+    section.open_project(project_with_correction.folder)
+    assert not section.resume_button.isEnabled()  # nothing to resume
+    assert section.resume_retrain() is None and "no interrupted retrain" in plain(section.status_label.text())
+
+    run = project_with_correction.runs_dir / "20261206-101500-killed" / "train"
+    run.mkdir(parents=True)
+    (run / "state.pt").write_bytes(b"a saved training state")
+    section.refresh()
+    assert section.resume_button.isEnabled()
+    started = []
+
+    def start(folder, **kwargs):
+        started.append(kwargs)
+        raise ProjectError("stopped here by the test")
+
+    monkeypatch.setattr(_retrain.retrain_worker, "start_retrain_process", start)
+    section.minutes_box.setValue(3.0)
+    assert section.resume_retrain() is None
+    assert started == [{"minutes": None, "iterations": None, "resume": True}]  # its recorded budget
+    assert "Cannot resume: stopped here by the test" in plain(section.status_label.text())
