@@ -68,9 +68,11 @@ def fit_from_prior(
             validation.append(name)
         if report is not None:
             role = "" if split == "labeled" else " (validation)"
+            case = cases[-1]
+            sample = f" (a sample of {case.wrong.size})" if case.wrong.size < case.band_voxels else ""
             report(
-                f"{name}{role}: {cases[-1].wrong.size} voxels near the organs, "
-                f"{int(cases[-1].wrong.sum())} wrong"
+                f"{name}{role}: {case.band_voxels} voxels near the organs{sample}, "
+                f"{int(case.wrong.sum())} wrong"
             )
     if len(cases) < 2:
         raise CGSError(f"{source}: {len(cases)} labeled case(s); calibrating needs at least 2")
