@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from pathlib import Path
 
 from cgs_engine.errors import CGSError
 
@@ -12,6 +14,8 @@ from cgs_engine.errors import CGSError
 
 # Spelled out so `cgs --help` needs no torch import; a test keeps it equal to the objective's list.
 METHODS = ("cgs", "supervised", "fixmatch", "binary-heads", "no-cross", "no-ihed")
+# In the run folder of a run started with --no-error-model, so that its --resume does not fit one.
+NO_ERROR_MODEL_MARKER = ".no-error-model"
 
 
 def add_parser(verbs) -> None:
@@ -113,13 +117,24 @@ def run(args) -> int:
             if args.config
             else TrainConfig.from_dict(overrides, source="the command-line settings")
         )
-    result = train(args.store, args.output, config, resume=args.resume, on_event=_printer)
+    marker = Path(args.output) / NO_ERROR_MODEL_MARKER
+    skip_fit = not args.error_model or (args.resume and marker.is_file())
+
+    def on_event(event: dict) -> None:
+        if event["kind"] == "start" and not args.error_model and not marker.is_file():
+            marker.touch()  # a resumed run remembers --no-error-model (it fitted after all)
+        _printer(event)
+
+    result = train(args.store, args.output, config, resume=args.resume, on_event=on_event)
     best = "n/a (no val volumes)" if result.best_dice is None else f"{100 * result.best_dice:.2f}"
     print(f"done: {result.steps_done}/{result.total_steps} iterations, best val mean Dice {best}")
     print(f"  model: {result.best_checkpoint}")
     # rank 0 only under torchrun; not after an interrupted run, which the user wants to end now
     main_rank = os.environ.get("RANK", "0") == "0"
-    if args.error_model and result.best_checkpoint is not None and main_rank and not result.stopped_early:
+    if skip_fit:
+        if args.resume and args.error_model:
+            print("  error model: not fitted (the run was started with --no-error-model)")
+    elif result.best_checkpoint is not None and main_rank and not result.stopped_early:
         _fit_error_model(result.best_checkpoint)
     return 0
 
@@ -127,8 +142,17 @@ def run(args) -> int:
 def _fit_error_model(checkpoint) -> None:
     """Calibrate the run's model for the likely-wrong map and the worklist, on the labeled and val
     volumes of its store. Best effort: the training itself has succeeded whatever happens here."""
+    from cgs_engine.checkpoint import load_checkpoint, weights_digest
     from cgs_engine.project.calibration import write_error_model
+    from cgs_engine.review.error_model import load_error_model, sidecar_path
 
+    existing = sidecar_path(checkpoint)
+    with contextlib.suppress(CGSError, OSError, ValueError):  # unreadable: fitted again below
+        digest = weights_digest(load_checkpoint(checkpoint).state_dict)
+        if existing.is_file() and load_error_model(existing).fitted_on.get("weights_sha256") == digest:
+            # a finished run resumed again: its best model, and so its error model, is unchanged
+            print(f"  error model: {existing} is up to date (fitted on these weights)")
+            return
     print(
         "fitting the likely-wrong map's error model on the store's labeled and val volumes ...",
         file=sys.stderr,

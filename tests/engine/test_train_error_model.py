@@ -42,6 +42,28 @@ def test_train_without_the_error_model_when_told(tmp_path, capsys):
     assert not list((tmp_path / "run").glob("*.review.json"))
 
 
+def test_a_resumed_run_remembers_no_error_model(tmp_path, capsys):
+    """It was not recorded: a run started with --no-error-model, killed and resumed, fitted one
+    after all (minutes and gigabytes for an untrained model)."""
+    store = make_store(tmp_path / "store.h5", labeled=2, unlabeled=1, val=1)
+    assert _train(tmp_path, store, "--no-error-model") == 0
+    capsys.readouterr()
+    assert main(["train", str(store), "-o", str(tmp_path / "run"), "--resume"]) == 0
+    assert "not fitted (the run was started with --no-error-model)" in capsys.readouterr().out
+    assert not list((tmp_path / "run").glob("*.review.json"))
+
+
+def test_a_finished_run_resumed_again_keeps_its_error_model(tmp_path, capsys):
+    store = make_store(tmp_path / "store.h5", labeled=2, unlabeled=1, val=1)
+    assert _train(tmp_path, store) == 0
+    fitted = sidecar_path(tmp_path / "run" / "best.pt")
+    before = fitted.read_bytes()
+    capsys.readouterr()
+    assert main(["train", str(store), "-o", str(tmp_path / "run"), "--resume"]) == 0
+    assert f"error model: {fitted} is up to date" in capsys.readouterr().out
+    assert fitted.read_bytes() == before
+
+
 def test_train_succeeds_when_its_store_cannot_calibrate(tmp_path, capsys):
     store = make_store(tmp_path / "store.h5", labeled=1, unlabeled=1, val=0)
     assert _train(tmp_path, store) == 0  # the training succeeded: calibration is best effort
