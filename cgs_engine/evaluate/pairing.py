@@ -8,7 +8,7 @@ A ground-truth case ``NAME`` is matched by the prediction named ``NAME`` or, fai
 ``NAME_labels`` and then ``NAME_seg`` (the names this plugin and common tools write).
 Predictions left over after matching are reported in ``missing_gt``, except the maps that
 ``cgs predict --maps`` writes beside a matched ``NAME_labels`` (``NAME_map_<organ>``,
-``NAME_disagreement``): those are counted in ``maps_ignored``.
+``NAME_disagreement``, ``NAME_likely_wrong``): those are counted in ``maps_ignored``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _is_map_of(name: str, label_files: list[Path]) -> bool:
         case = case_name(path) or ""
         if case.endswith(LABELS_SUFFIX):
             stem = case[: -len(LABELS_SUFFIX)]
-            if name == f"{stem}_disagreement" or name.startswith(f"{stem}_map_"):
+            if name in (f"{stem}_disagreement", f"{stem}_likely_wrong") or name.startswith(f"{stem}_map_"):
                 return True
     return False
 

@@ -148,12 +148,14 @@ def test_maps_written_by_predict_are_not_reported_as_unpaired(tmp_path):
         "ct_map_Brainstem.nii.gz",
         "ct_map_Left_Parotid.nii.gz",
         "ct_disagreement.nii.gz",
+        "ct_likely_wrong.nii.gz",  # written with the maps once the model has an error model
+        "ct_likely_wrong.json",
         "ct_classes.json",
         "other_map_Brainstem.nii.gz",  # the map of a case that was not evaluated: still reported
     )
     result = pair_files(pred_dir, gt_dir)
     assert [(name, pred.name) for name, pred, _ in result.pairs] == [("ct", "ct_labels.nii.gz")]
-    assert result.maps_ignored == 3 and result.missing_gt == ["other_map_Brainstem"]
+    assert result.maps_ignored == 4 and result.missing_gt == ["other_map_Brainstem"]
 
 
 def test_pairing_errors_name_the_directory(tmp_path):
