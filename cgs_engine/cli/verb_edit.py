@@ -22,6 +22,7 @@ from cgs_engine.io.formats import output_name_problem
 # the tool table (`cgs --help` in a fraction of a second instead of seconds).
 
 TOOLS = (*EDIT_TOOLS, *PROMPTS)
+MARGIN_TOOLS = ("grow", "shrink")  # a margin under one voxel moves no voxel centre
 
 
 def add_parser(verbs) -> None:
@@ -75,6 +76,14 @@ def run(args) -> int:
     if box is not None:
         _check_box(box, args.box, volume.shape)
     spacing_zyx = volume.geometry.spacing[::-1]
+    finest = float(min(spacing_zyx))
+    if args.tool in MARGIN_TOOLS and args.mm is not None and 0 < args.mm + 1e-6 < finest:
+        # it wrote the volume unchanged ("0 voxels changed"), and nothing said why
+        raise CGSError(
+            f"{args.labels}: --mm {args.mm:g} is less than its finest voxel spacing ({finest:.2f} mm): no "
+            f"voxel centre is that close to the organ, so {args.tool} would change nothing; give "
+            f"--mm {np.ceil(finest * 100) / 100:g} or more"
+        )
     if args.tool in PROMPTS:
         table = find_class_file(args.labels)
         maps = read_class_file(table).map_files() if table is not None else {}
@@ -87,10 +96,12 @@ def run(args) -> int:
             raise CGSError(f"{args.labels}: {error}") from None
     written = write_volume(volume.like(result.labels, "labels"), args.output, overwrite=args.overwrite)
     carried = _carry_class_file(source_table, Path(written))
+    below_a_voxel = args.tool == "smooth" and not result.changed_voxels and args.mm < finest
     print(
         f"{args.tool} {name}: {result.changed_voxels} voxels changed "
         f"({result.changed_ml(spacing_zyx):.2f} mL), wrote {written}"
         + (f" and {carried.name}" if carried else "")
+        + (f" (a sigma under one voxel, {finest:.2f} mm, changes little or nothing)" if below_a_voxel else "")
     )
     return 0
 

@@ -147,6 +147,8 @@ def test_overwrite_replaces_and_the_only_organ_is_the_default(tmp_path, capsys):
         (["grow", "{scan}", "--class", "0", "--mm", "1"], "class id 0 is out of range"),
         (["grow", "{scan}", "--mm", "1"], "give the organ with --class"),
         (["grow", "{scan}", "--class", "1", "--mm", "-1"], "margin_mm must be a finite number >= 0"),
+        (["grow", "{scan}", "--class", "1", "--mm", "0.5"], "less than its finest voxel spacing (0.80 mm)"),
+        (["shrink", "{scan}", "--class", "1", "--mm", "0.7"], "shrink would change nothing; give --mm 0.8"),
         (["grow", "{scan}", "--class", "1", "--mm", "1", "--box", "1:2,3:4"], "--box"),
         (["grow", "{scan}", "--class", "1", "--mm", "1", "--box", "20:30,:,:"], "z range holds no voxel"),
         (["grow", "{missing}", "--class", "1", "--mm", "1"], "missing.nii.gz"),
@@ -159,6 +161,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(scan, tmp_path, capsys,
     assert main(argv) == 2
     assert words in one_error_line(capsys)
     assert not out.exists()
+
+
+def test_a_margin_of_one_voxel_works_and_a_sigma_under_one_voxel_says_why_nothing_changed(
+    scan, tmp_path, capsys
+):
+    assert (
+        main(["edit", "grow", str(scan), "-o", str(tmp_path / "g.nii.gz"), "--class", "1", "--mm", "0.8"])
+        == 0
+    )
+    assert "0 voxels changed" not in capsys.readouterr().out  # exactly one voxel reaches its neighbours
+    assert (
+        main(["edit", "smooth", str(scan), "-o", str(tmp_path / "s.nii.gz"), "--class", "1", "--mm", "0.1"])
+        == 0
+    )
+    line = capsys.readouterr().out
+    assert (
+        "0 voxels changed" in line and "a sigma under one voxel, 0.80 mm, changes little or nothing" in line
+    )
 
 
 def test_a_name_without_a_class_table_asks_for_the_id(tmp_path, capsys):
