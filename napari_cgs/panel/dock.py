@@ -78,6 +78,7 @@ from napari_cgs.panel.prediction_layers import (
     image_of_labels,
     image_volume,
     is_set_aside,
+    layers_made_for,
     map_layer_data,
     moved_off_image,
     muted_edit_tracking,
@@ -86,7 +87,7 @@ from napari_cgs.panel.prediction_layers import (
     rename_derived_layers,
     reopen_labels_layer,
     series_made_on,
-    set_aside_layers_of_closed_image,
+    set_aside_labels,
     show_map_layers,
     stack_in_reading_order,
     untracked_touched,
@@ -556,22 +557,37 @@ class CGSPanel(QWidget):
             self.status_label.setText(f"{breakable(closed_text)} {self.status_label.text()}")
 
     def _set_aside(self, closed_image: Any) -> str:
-        """The followed image was closed (its review is saved): its labels stay, read-only, and the
-        maps and outlines made for it go; returns what to say."""
+        """The followed image was closed. Its review saved: the layers made for it go with it (its
+        session gives them back when the file is opened again; left behind, its labels stayed
+        editable but untracked, and the session came back as "… labels [1]" beside them). Not
+        saved: they stay, the labels read-only. Returns what to say."""
         labels = self.labels_layer
         if labels is not None and not self._in_viewer(labels):
             labels = None
         if labels is not None:
             labels.events.paint.disconnect(self._on_paint)
-        kept, others = set_aside_layers_of_closed_image(self.viewer, closed_image, labels)
-        # Removed after napari's own removal: removing layers while napari removes a selection of
-        # them (select all, Delete) made it look up a layer already gone.
-        QTimer.singleShot(0, lambda: self._remove_layers(others))
-        if kept is None:
+        session = self.autosave.path
+        saved = not self.autosave.dirty and session is not None and session.is_file()
+        made = layers_made_for(self.viewer, closed_image)
+        if labels is not None and not any(same_layer(labels, layer) for layer in made):
+            made.append(labels)  # renamed by the user: still the closed image's
+        if saved:
+            # Removed after napari's own removal: removing layers while napari removes a selection
+            # of them (select all, Delete) made it look up a layer already gone. Renamed at once, so
+            # that the same file opened meanwhile does not find them by name.
+            for layer in made:
+                layer.name = f"{layer.name} (closed)"
+            QTimer.singleShot(0, lambda: self._remove_layers(made))
+            return (
+                f"{closed_image.name} was closed: its review is saved ({session.name}) and comes back "
+                "when you open the file again."
+            )
+        if labels is None:
             return ""
+        set_aside_labels(labels)
         return (
-            f"{closed_image.name} was closed: its review is saved and comes back when you open the file "
-            f'again; "{kept.name}" cannot be painted (strokes there would not be saved).'
+            f'{closed_image.name} was closed and its review could not be saved: "{labels.name}" '
+            "holds it (export it from there); it cannot be painted."
         )
 
     def _remove_layers(self, layers: list[Any]) -> None:

@@ -170,29 +170,12 @@ def rename_derived_layers(viewer: Any, image_layer: Any, old_name: str) -> int:
 CLOSED_IMAGE_KEY = "cgs_image_closed"  # a labels layer whose image was closed: its name before
 
 
-def set_aside_layers_of_closed_image(
-    viewer: Any, image_layer: Any, labels_layer: Any | None
-) -> tuple[Any | None, list[Any]]:
-    """An image was closed: its labels layer stays, read-only and renamed to say so; returns it (if
-    any) and the other layers made for it (maps, outlines, review focus), for the caller to remove
-    once napari's own removal has finished (its session keeps labels and maps, and opening the file
-    again restores them).
-
-    Left as they were, its labels stayed editable but untracked: strokes there were never saved,
-    and opening the file again restored into a second "… labels [1]" beside them."""
-    kept, others = None, []
-    for layer in layers_made_for(viewer, image_layer):
-        if isinstance(layer, Labels) and layer.name == labels_layer_name(image_layer):
-            kept = layer
-        else:
-            others.append(layer)
-    if kept is None and labels_layer is not None and labels_layer in viewer.layers:
-        kept = labels_layer  # renamed by the user: still the closed image's
-    if kept is not None:
-        kept.metadata[CLOSED_IMAGE_KEY] = kept.name
-        kept.editable = False
-        kept.name = f"{kept.name} (image closed, read-only)"
-    return kept, others
+def set_aside_labels(labels_layer: Any) -> None:
+    """Keep a closed image's labels in view, read-only and renamed to say so (its review could not
+    be saved: the layer is what is left of it). Left editable, strokes there were never saved."""
+    labels_layer.metadata[CLOSED_IMAGE_KEY] = labels_layer.name
+    labels_layer.editable = False
+    labels_layer.name = f"{labels_layer.name} (image closed, read-only)"
 
 
 def is_set_aside(layer: Any) -> bool:

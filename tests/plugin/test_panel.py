@@ -212,25 +212,45 @@ def test_an_image_closed_and_opened_again_comes_back_in_one_set_of_layers(
     painted = (5, 40, 60)
     image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
     panel.review.accept()
-    name, layers_before = image.name, len(viewer.layers)
+    layers_before = len(viewer.layers)
     viewer.layers.remove(image)
-
-    assert labels in viewer.layers and not labels.editable  # kept to look at, never painted unsaved
-    assert labels.name == f"{name} labels (image closed, read-only)"
-    qtbot.waitUntil(lambda: [layer.name for layer in viewer.layers] == [labels.name])  # maps went
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0)  # its layers went with it: its session has them
     assert "was closed: its review is saved" in plain(panel.status_label.text())
 
     back = fx.open_image(viewer, sample_slab_path)
     qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, back))
     restored = viewer.layers[labels_layer_name(back)]
-    assert restored is not labels and restored.editable and restored.data[painted] == new_label
+    assert restored.editable and restored.data[painted] == new_label
     assert panel.review.state.counts()["accepted"] == 1 and panel.review_mask()[painted] == EDITED
-    assert len(viewer.layers) == layers_before + 1  # the same set again, and the closed labels
-    assert not any(layer.name.endswith("[1]") for layer in viewer.layers)
+    assert len(viewer.layers) == layers_before  # one set again
+    assert not any(layer.name.endswith(("[1]", "(closed)")) for layer in viewer.layers)
+
+
+def test_an_image_closed_whose_review_could_not_be_saved_leaves_its_labels_read_only(
+    qtbot, viewer_and_panel, sample_slab_path, monkeypatch
+):
+    import napari_cgs.panel.session as session_module
+    from cgs_engine.review.session import SessionError
+
+    viewer, panel = viewer_and_panel
+    painted = (5, 40, 60)
+    image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
+
+    def full_disk(*args, **kwargs):
+        raise SessionError("No space left on device")
+
+    monkeypatch.setattr(session_module, "save_session", full_disk)
+    labels.paint((6, 30, 30), new_label)  # not saved: the disk is full
+    name = labels.name
+    viewer.layers.remove(image)
+    qtbot.wait(50)
+    assert labels in viewer.layers and not labels.editable and labels.data[painted] == new_label
+    assert labels.name == f"{name} (image closed, read-only)"
+    assert "could not be saved" in plain(panel.status_label.text())
 
 
 def test_every_layer_selected_and_deleted_at_once(qtbot, viewer_and_panel, sample_slab_path):
-    """napari deletes a selection one layer after the other: the maps the panel removes with their
+    """napari deletes a selection one layer after the other: the layers the panel removes with their
     image must not be gone before napari gets to them."""
     viewer, panel = viewer_and_panel
     image = fx.open_image(viewer, sample_slab_path)
@@ -241,16 +261,17 @@ def test_every_layer_selected_and_deleted_at_once(qtbot, viewer_and_panel, sampl
     assert len(viewer.layers) == 0 and panel.review.state is None
 
 
-def test_the_same_image_layer_added_back_takes_its_labels_again(qtbot, viewer_and_panel, sample_slab_path):
+def test_the_same_image_layer_added_back_gets_its_review_again(qtbot, viewer_and_panel, sample_slab_path):
     viewer, panel = viewer_and_panel
-    image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path)
+    painted = (5, 40, 60)
+    image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
     viewer.layers.remove(image)
-    assert not labels.editable
+    qtbot.waitUntil(lambda: labels not in viewer.layers)
     viewer.layers.append(image)
     qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, image))
-    assert labels.editable and labels.name == labels_layer_name(image)
-    assert same_layer(panel.labels_layer, labels)
-    labels.paint((6, 30, 30), new_label)  # tracked again: the stroke counts as the user's
+    again = viewer.layers[labels_layer_name(image)]
+    assert again.editable and again.data[painted] == new_label and same_layer(panel.labels_layer, again)
+    again.paint((6, 30, 30), new_label)  # tracked: the stroke counts as the user's
     assert panel.review_mask()[6, 30, 30] == EDITED
 
 
