@@ -28,7 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
-STATES = ("fresh", "presegmented", "reviewing", "export", "restored", "worklist", "retraining", "outcome")
+STATES = (
+    "fresh",
+    "presegmented",
+    "reviewing",
+    "export",
+    "closed",
+    "restored",
+    "worklist",
+    "retraining",
+    "outcome",
+)
 WAIT_S = 900
 
 
@@ -142,6 +152,10 @@ def render(size: tuple[int, int], states: list[str], args: argparse.Namespace, w
         panel.export(work / "PT222_LABELS.NII.GZ")  # refused by name, before any question
         shooter.scroll_to(panel.export_status)
         shooter.shoot("export")
+    if "closed" in states:  # the CT closed: its labels stay, read-only, the maps go
+        shooter.viewer.layers.remove(shooter.image)
+        shooter.scroll_to(panel.status_label)
+        shooter.shoot("closed")
     shooter.close()
     shooter.open(ct, dock_first=False)  # napari reopened: the CT first, then the panel
     panel = shooter.panel
