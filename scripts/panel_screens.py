@@ -152,7 +152,7 @@ def render(size: tuple[int, int], states: list[str], args: argparse.Namespace, w
         panel.export(work / "PT222_LABELS.NII.GZ")  # refused by name, before any question
         shooter.scroll_to(panel.export_status)
         shooter.shoot("export")
-    if "closed" in states:  # the CT closed: its labels stay, read-only, the maps go
+    if "closed" in states:  # the CT closed: its layers go with it, its review is saved
         shooter.viewer.layers.remove(shooter.image)
         shooter.scroll_to(panel.status_label)
         shooter.shoot("closed")
