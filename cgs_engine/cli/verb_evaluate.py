@@ -63,7 +63,10 @@ def run(args) -> int:
     for name in paired.missing_gt:
         print(f"warning: {name}: prediction without reference, skipped", file=sys.stderr)
     if paired.maps_ignored:
-        print(f"{paired.maps_ignored} specialist/disagreement/likely-wrong maps beside the label maps not evaluated")
+        print(
+            f"{paired.maps_ignored} specialist/disagreement/likely-wrong maps beside the label maps "
+            "not evaluated"
+        )
     loaded = []
     for name, pred_path, gt_path in paired.pairs:
         pred, gt = read_volume(pred_path, kind="labels"), read_volume(gt_path, kind="labels")
