@@ -78,6 +78,7 @@ from napari_cgs.panel.prediction_layers import (
     image_of_labels,
     image_volume,
     is_set_aside,
+    labels_layer_name,
     layers_made_for,
     map_layer_data,
     moved_off_image,
@@ -560,7 +561,8 @@ class CGSPanel(QWidget):
         """The followed image was closed. Its review saved: the layers made for it go with it (its
         session gives them back when the file is opened again; left behind, its labels stayed
         editable but untracked, and the session came back as "… labels [1]" beside them). Not
-        saved: they stay, the labels read-only. Returns what to say."""
+        saved, or a labels layer of it that the panel was not following (strokes there are in no
+        session): every layer stays, its labels read-only. Returns what to say."""
         labels = self.labels_layer
         if labels is not None and not self._in_viewer(labels):
             labels = None
@@ -571,7 +573,10 @@ class CGSPanel(QWidget):
         made = layers_made_for(self.viewer, closed_image)
         if labels is not None and not any(same_layer(labels, layer) for layer in made):
             made.append(labels)  # renamed by the user: still the closed image's
-        if saved:
+        name = labels_layer_name(closed_image)
+        image_labels = [layer for layer in made if same_layer(layer, labels) or layer.name == name]
+        untracked = [layer for layer in image_labels if not same_layer(layer, labels)]
+        if saved and not untracked:
             # Removed after napari's own removal: removing layers while napari removes a selection
             # of them (select all, Delete) made it look up a layer already gone. Renamed at once, so
             # that the same file opened meanwhile does not find them by name.
@@ -582,12 +587,15 @@ class CGSPanel(QWidget):
                 f"{closed_image.name} was closed: its review is saved ({session.name}) and comes back "
                 "when you open the file again."
             )
-        if labels is None:
+        for layer in image_labels:
+            set_aside_labels(layer)
+        if not image_labels:
             return ""
-        set_aside_labels(labels)
+        kept = ", ".join(f'"{layer.name}"' for layer in image_labels)
+        why = "its review could not be saved" if not saved else "the panel was not following its labels"
         return (
-            f'{closed_image.name} was closed and its review could not be saved: "{labels.name}" '
-            "holds it (export it from there); it cannot be painted."
+            f"{closed_image.name} was closed and {why}: {kept} holds it (export it from there); "
+            "it cannot be painted."
         )
 
     def _remove_layers(self, layers: list[Any]) -> None:

@@ -249,6 +249,25 @@ def test_an_image_closed_whose_review_could_not_be_saved_leaves_its_labels_read_
     assert "could not be saved" in plain(panel.status_label.text())
 
 
+def test_an_image_closed_keeps_labels_the_panel_was_not_following(qtbot, viewer_and_panel, sample_slab_path):
+    """Switched away and back, the panel offers the session but does not follow the labels layer
+    on screen: strokes there are in no session, and closing the image deleted them."""
+    viewer, panel = viewer_and_panel
+    image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path)
+    panel.autosave.flush()
+    other_path = sample_slab_path.with_name("other.nii.gz")
+    other_path.write_bytes(sample_slab_path.read_bytes())
+    other = fx.open_image(viewer, other_path)
+    panel.select_image(other)
+    panel.select_image(image)
+    assert not same_layer(panel.labels_layer, labels)  # offered "Restore session", not followed
+    labels.paint((6, 30, 30), new_label)
+    viewer.layers.remove(image)
+    qtbot.wait(50)
+    assert labels in viewer.layers and not labels.editable and labels.data[6, 30, 30] == new_label
+    assert "the panel was not following its labels" in plain(panel.status_label.text())
+
+
 def test_every_layer_selected_and_deleted_at_once(qtbot, viewer_and_panel, sample_slab_path):
     """napari deletes a selection one layer after the other: the layers the panel removes with their
     image must not be gone before napari gets to them."""
