@@ -121,8 +121,11 @@ def run(args) -> int:
     skip_fit = not args.error_model or (args.resume and marker.is_file())
 
     def on_event(event: dict) -> None:
-        if event["kind"] == "start" and not args.error_model and not marker.is_file():
-            marker.touch()  # a resumed run remembers --no-error-model (it fitted after all)
+        if event["kind"] == "start" and not args.resume:  # the folder is this run's now
+            if args.error_model:
+                marker.unlink(missing_ok=True)  # left by an abandoned start in the same folder
+            else:
+                marker.touch()  # a resumed run remembers --no-error-model (it fitted after all)
         _printer(event)
 
     result = train(args.store, args.output, config, resume=args.resume, on_event=on_event)

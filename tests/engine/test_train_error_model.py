@@ -53,6 +53,19 @@ def test_a_resumed_run_remembers_no_error_model(tmp_path, capsys):
     assert not list((tmp_path / "run").glob("*.review.json"))
 
 
+def test_a_fresh_run_in_a_folder_left_by_an_abandoned_start_fits_its_error_model(tmp_path, capsys):
+    """The marker of an earlier start with --no-error-model must not outlive it."""
+    store = make_store(tmp_path / "store.h5", labeled=2, unlabeled=1, val=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".no-error-model").touch()  # an earlier start, killed before its first saved state
+    assert _train(tmp_path, store) == 0
+    assert not (run / ".no-error-model").exists()
+    capsys.readouterr()
+    assert main(["train", str(store), "-o", str(run), "--resume"]) == 0
+    assert "up to date" in capsys.readouterr().out  # fitted by the run, kept by its resume
+
+
 def test_a_finished_run_resumed_again_keeps_its_error_model(tmp_path, capsys):
     store = make_store(tmp_path / "store.h5", labeled=2, unlabeled=1, val=1)
     assert _train(tmp_path, store) == 0
