@@ -77,7 +77,6 @@ from napari_cgs.panel.prediction_layers import (
     focus_layer_name,
     image_of_labels,
     image_volume,
-    is_set_aside,
     labels_layer_name,
     layers_made_for,
     map_layer_data,
@@ -86,7 +85,6 @@ from napari_cgs.panel.prediction_layers import (
     open_source_clash,
     painted_parts,
     rename_derived_layers,
-    reopen_labels_layer,
     series_made_on,
     set_aside_labels,
     show_map_layers,
@@ -97,7 +95,7 @@ from napari_cgs.panel.prediction_layers import (
 from napari_cgs.panel.retrain_section import RetrainSection
 from napari_cgs.panel.review_queue import ReviewController, ReviewQueueWidget
 from napari_cgs.panel.session import SessionAutosave, find_session, saved_prediction_of
-from napari_cgs.panel.workers import PredictionJob, PredictionResult
+from napari_cgs.panel.workers import PredictionJob, PredictionResult, qt_object_deleted
 from napari_cgs.panel.worklist_section import WorklistSection
 
 DERIVED_KINDS = ("map", "specialist", "disagreement", "labels")
@@ -780,7 +778,6 @@ class CGSPanel(QWidget):
         if layer is None and not create:
             return None
         layer = ensure_labels_layer(self.viewer, image_layer, self.class_names, self.class_colors)
-        reopen_labels_layer(layer, image_layer)  # the same image layer added back after it was closed
         if not same_layer(layer, self.labels_layer):
             if self.labels_layer is not None:
                 self.labels_layer.events.paint.disconnect(self._on_paint)
@@ -917,8 +914,7 @@ class CGSPanel(QWidget):
         if session is None:
             return
         self.restore_button.setEnabled(True)
-        existing = find_labels_layer(self.viewer, image_layer)
-        if existing is None or is_set_aside(existing):  # (set aside: the same image layer added back)
+        if find_labels_layer(self.viewer, image_layer) is None:
             self.restore_session()
         else:
             self._show_session(
@@ -1010,6 +1006,8 @@ class CGSPanel(QWidget):
 
     def _show_session(self, text: str, detail: str = "") -> None:
         """Short text in the panel (long file names wrap anywhere), the full path in its tooltip."""
+        if qt_object_deleted(self.session_label):
+            return  # the last autosave, written (or failed) while napari closed the panel
         self.session_label.setText(breakable(text))
         self.session_label.setToolTip(detail or "Where the review session of this image is saved.")
 

@@ -113,6 +113,7 @@ def style_labels_layer(layer: Any, class_names: Sequence[str], class_colors: Seq
 
 
 IMAGE_ID_KEY = "cgs_image_layer_id"  # the labels layer's image, by napari's layer id
+CLOSED_IMAGE_KEY = "cgs_image_closed"  # a labels layer set aside when its image was closed
 
 
 def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
@@ -122,7 +123,13 @@ def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
     re-run found no labels layer by name, made a new one, and the user's edits were lost to it);
     by name only for a labels layer that does not record one."""
     shape = image_layer.data.shape
-    candidates = [layer for layer in viewer.layers if isinstance(layer, Labels) and layer.data.shape == shape]
+    candidates = [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Labels)
+        and layer.data.shape == shape
+        and CLOSED_IMAGE_KEY not in (layer.metadata or {})  # set aside: kept for export only
+    ]
     for layer in candidates:
         if (layer.metadata or {}).get(IMAGE_ID_KEY) == image_layer.unique_id:
             return layer
@@ -167,30 +174,14 @@ def rename_derived_layers(viewer: Any, image_layer: Any, old_name: str) -> int:
     return renamed
 
 
-CLOSED_IMAGE_KEY = "cgs_image_closed"  # a labels layer whose image was closed: its name before
-
-
 def set_aside_labels(labels_layer: Any) -> None:
     """Keep a closed image's labels in view, read-only and renamed to say so (its review could not
-    be saved: the layer is what is left of it). Left editable, strokes there were never saved."""
-    labels_layer.metadata[CLOSED_IMAGE_KEY] = labels_layer.name
+    be saved, or the panel was not following it: the layer is what is left of it). Left editable,
+    strokes there were never saved. No image takes it again (``find_labels_layer``): a session
+    restored into it would overwrite what it holds."""
+    labels_layer.metadata[CLOSED_IMAGE_KEY] = True
     labels_layer.editable = False
     labels_layer.name = f"{labels_layer.name} (image closed, read-only)"
-
-
-def is_set_aside(layer: Any) -> bool:
-    """Whether this labels layer was set aside when its image was closed."""
-    return CLOSED_IMAGE_KEY in (getattr(layer, "metadata", None) or {})
-
-
-def reopen_labels_layer(layer: Any, image_layer: Any) -> None:
-    """A labels layer set aside when its image was closed, adopted again by that image (the same
-    layer added back): editable and named as before."""
-    before = (layer.metadata or {}).pop(CLOSED_IMAGE_KEY, None)
-    if before is None:
-        return
-    layer.editable = True
-    layer.name = labels_layer_name(image_layer)
 
 
 def image_of_labels(viewer: Any, labels_layer: Any) -> Any | None:

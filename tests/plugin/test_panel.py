@@ -235,6 +235,7 @@ def test_an_image_closed_whose_review_could_not_be_saved_leaves_its_labels_read_
     viewer, panel = viewer_and_panel
     painted = (5, 40, 60)
     image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
+    panel.autosave.save_now(wait=True)  # a session on disk, before the disk fills up
 
     def full_disk(*args, **kwargs):
         raise SessionError("No space left on device")
@@ -247,6 +248,10 @@ def test_an_image_closed_whose_review_could_not_be_saved_leaves_its_labels_read_
     assert labels in viewer.layers and not labels.editable and labels.data[painted] == new_label
     assert labels.name == f"{name} (image closed, read-only)"
     assert "could not be saved" in plain(panel.status_label.text())
+
+    viewer.layers.append(image)  # the same image back: its session goes into a new labels layer
+    qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, image))
+    assert not same_layer(panel.labels_layer, labels) and labels.data[6, 30, 30] == new_label
 
 
 def test_an_image_closed_keeps_labels_the_panel_was_not_following(qtbot, viewer_and_panel, sample_slab_path):
