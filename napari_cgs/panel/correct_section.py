@@ -31,7 +31,7 @@ from cgs_engine.edit.tools import EDIT_TOOLS, MARGIN, SIGMA, SMALLEST_ISLAND
 from cgs_engine.errors import CGSError
 from cgs_engine.review.alternative import region_alternative, specialists_drawing, take_in_region
 from cgs_engine.review.state import EDITED
-from napari_cgs._layers import image_contrast_limits, layer_geometry
+from napari_cgs._layers import image_contrast_limits, layer_geometry, same_layer
 from napari_cgs.panel.prediction_layers import (
     SEPARATOR,
     class_rgba,
@@ -275,6 +275,8 @@ class CorrectSection(WorkerSection):
             )
         )
         ready = self.panel.labels_layer is not None and bool(names)
+        if self.preview.pending and not (ready and self.preview.is_for(self.panel.image_layer)):
+            self.preview.discard()  # offered on an image no longer corrected (closed, switched away)
         busy = self.worker is not None or self.preview.pending
         for button in self.tool_buttons.values():
             button.setEnabled(ready and not busy)
@@ -283,8 +285,6 @@ class CorrectSection(WorkerSection):
         if ready:
             self._fit_to_voxels()
             shared_interpolation().start()  # load ITK in its helper process before the first fill
-        elif self.preview.pending:
-            self.preview.discard()
         has_maps = self._maps() is not None
         self.take_button.setEnabled(ready and has_maps and not busy)
         self.back_button.setEnabled(ready and self.panel.prediction_labels is not None and not busy)
@@ -348,17 +348,19 @@ class CorrectSection(WorkerSection):
             run_and_summarise,
             (run_tool, tool, labels, class_id, spacing_zyx, self._region(), value, helper),
             f"{what}…{waiting}",
-            lambda outcome: self._tool_done(what, tool, name, amount, spacing_zyx, labels, outcome),
+            lambda outcome: self._tool_done(what, name, amount, spacing_zyx, layer, labels, outcome),
         )
 
-    def _tool_done(self, what, tool, organ, amount, spacing_zyx, before, outcome) -> None:
+    def _tool_done(self, what, organ, amount, spacing_zyx, layer, before, outcome) -> None:
         result, summary, removed = outcome
+        if self.written_elsewhere(what, layer):
+            return
         if not summary.added and not summary.removed:
             self.status.setText(nothing_changed_text(what, amount, spacing_zyx))
             self.edited.emit(what, 0)
             return
-        if removed is None:
-            self._write(what, result.labels, result.changed)  # only the voxels the tool changed
+        if removed is None:  # only the voxels the tool changed
+            self._write(what, result.labels, result.changed, unchanged_since=before, into=layer)
             return
         image = self.panel.image_layer
         self.preview.offer(
@@ -366,7 +368,7 @@ class CorrectSection(WorkerSection):
             f"{what} would remove {summary.removal_text(organ)}, drawn in white. Apply writes it "
             "(Ctrl+Z undoes it), Discard leaves the labels as they are.",
             removed,
-            lambda: self._write(what, result.labels, result.changed, unchanged_since=before),
+            lambda: self._write(what, result.labels, result.changed, unchanged_since=before, into=layer),
         )
         self.status.setText(f"{what}: waiting for Apply or Discard.")
         self.refresh()
@@ -476,15 +478,17 @@ class CorrectSection(WorkerSection):
         changed_only: np.ndarray | None = None,
         note: str = "",
         unchanged_since: np.ndarray | None = None,
+        into: Any = None,
     ) -> int:
         """One undo step through the layer's own history; the panel's tracker marks the edits.
 
         ``changed_only``: write only these voxels; ``unchanged_since``: and only where the labels still
-        hold these values (a preview applied after the user painted keeps the paint).
+        hold these values (strokes painted while a tool ran, or before a preview was applied, stay);
+        ``into``: the labels layer the tool read, written only while the panel still corrects it.
         """
 
         layer = self.panel.labels_layer
-        if layer is None:
+        if layer is None or (into is not None and self.written_elsewhere(what, into)):
             return 0
         keep = None if changed_only is None else ~changed_only
         if unchanged_since is not None:
@@ -497,3 +501,16 @@ class CorrectSection(WorkerSection):
             self.status.setText(f"{what} changed nothing. Nothing to undo.{note}")
         self.edited.emit(what, changed)
         return changed
+
+    def written_elsewhere(self, what: str, read_from: Any) -> bool:
+        """Whether a result computed from ``read_from`` would now land in other labels; says so.
+
+        A tool runs for seconds (adapting, a minute): meanwhile the user may switch to another image
+        or close this one, and the panel's labels layer is then another scan's (two frames of one
+        patient even have the same shape). Such a result is dropped, never written there."""
+        current = self.panel.labels_layer
+        if current is not None and same_layer(current, read_from):
+            return False
+        where = "is no longer the one corrected" if self.panel._in_viewer(read_from) else "was closed"
+        self.status.setText(f"{what}: not written, {read_from.name} {where} meanwhile.")
+        return True

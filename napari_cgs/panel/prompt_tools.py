@@ -196,10 +196,11 @@ class PromptTools(QWidget):
             return self.section._report("The click lies outside the image.")
         name = self.section.organ_choice.currentText()
         what = f"{'Added to' if positive else 'Removed from'} {name} at {index}"
+        before = np.array(layer.data, copy=True)
         return self.section._start(
             run_click,
             (
-                np.array(layer.data, copy=True),
+                before,
                 class_id,
                 index,
                 positive,
@@ -210,7 +211,9 @@ class PromptTools(QWidget):
                 self.reach_mm.value(),
             ),
             f"{what}…",
-            lambda result: self.section._write(what, result.labels, result.changed),
+            lambda result: self.section._write(
+                what, result.labels, result.changed, unchanged_since=before, into=layer
+            ),
         )
 
     # ------------------------------------------------------------------ box
@@ -258,10 +261,11 @@ class PromptTools(QWidget):
         slice_axis = int(self.viewer.dims.not_displayed[0]) if self.viewer.dims.ndisplay == 2 else 0
         name = self.section.organ_choice.currentText()
         what = f"{name} re-segmented in the box"
+        before = np.array(layer.data, copy=True)
         return self.section._start(
             run_box,
             (
-                np.array(layer.data, copy=True),
+                before,
                 class_id,
                 np.asarray(corners, dtype=float),
                 spacing_zyx,
@@ -271,7 +275,9 @@ class PromptTools(QWidget):
                 locked,
             ),
             f"{what}…",
-            lambda result: self.section._write(what, result.labels, result.changed),
+            lambda result: self.section._write(
+                what, result.labels, result.changed, unchanged_since=before, into=layer
+            ),
         )
 
     # ------------------------------------------------------------------ adapt
@@ -287,12 +293,13 @@ class PromptTools(QWidget):
             keep = keep | self.panel.tracker.touched
         self._cancel.clear()
         self._progress = None
+        before = np.array(layer.data, copy=True)
         worker = self.section._start(
             run_adapt,
             (
                 checkpoint,
                 np.asarray(image.data),
-                np.array(layer.data, copy=True),
+                before,
                 review,
                 keep,
                 layer_geometry(image),
@@ -301,7 +308,7 @@ class PromptTools(QWidget):
                 self._cancel.is_set,
             ),
             "Adapting the model to this scan…",
-            self._adapted,
+            lambda result: self._adapted(result, layer, before),
         )
         if worker is not None:
             self.poll.start()
@@ -324,13 +331,18 @@ class PromptTools(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress_label.setText("")
 
-    def _adapted(self, result) -> None:
-        layer = self.panel.labels_layer
-        if result is None or layer is None:
+    def _adapted(self, result, layer, before: np.ndarray) -> None:
+        """Write the re-prediction into the labels it was made from, except where they changed
+        during the run (strokes painted while it trained stay the user's)."""
+        if result is None:
             self.section.status.setText("Adapting cancelled: nothing changed.")
             return
+        what = "Adapted to this scan"
+        if self.section.written_elsewhere(what, layer):
+            return
+        keep = ~result.changed | (np.asarray(layer.data) != before)
         with muted_edit_tracking(self.panel._edit_flags):
-            changed = write_labels_undoable(layer, result.labels, keep=~result.changed)
+            changed = write_labels_undoable(layer, result.labels, keep=keep)
         self.section.status.setText(
             f"Adapted to this scan ({result.steps} steps on {result.trained_slices} corrected slices, "
             f"{result.seconds:.0f} s): {changed:,} voxels re-predicted (Ctrl+Z undoes it)."

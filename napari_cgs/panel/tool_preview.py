@@ -79,6 +79,10 @@ class ToolPreview(QWidget):
         self.text.setText(breakable(text))
         self.setVisible(True)
 
+    def is_for(self, image_layer: Any) -> bool:
+        """Whether the change waiting for Apply was computed on ``image_layer``'s labels."""
+        return image_layer is not None and self._layer_name == preview_layer_name(image_layer)
+
     def apply(self) -> Any:
         apply, self._apply = self._apply, None
         self._clear()

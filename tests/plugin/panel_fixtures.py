@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -177,3 +178,30 @@ def assert_same_transforms(layer, reference) -> None:
     for key, value in transforms_of(reference).items():
         actual = transforms_of(layer)[key]
         np.testing.assert_allclose(actual, value, atol=1e-9, err_msg=f"{layer.name}: {key}")
+
+
+def held(monkeypatch, module, name: str, answer=None) -> threading.Event:
+    """Make ``module.name`` (a function a panel worker runs) wait on its worker thread until the
+    returned event is set, so that the user can act meanwhile; ``answer(args)`` replaces its result."""
+    release, original = threading.Event(), getattr(module, name)
+
+    def waiting(*args):
+        assert release.wait(60)
+        return original(*args) if answer is None else answer(args)
+
+    monkeypatch.setattr(module, name, waiting)
+    return release
+
+
+def open_and_presegment_another(qtbot, viewer, panel, sample_slab_path):
+    """A second scan of the same shape (another frame of one patient), now the one corrected."""
+    from napari_cgs._layers import same_layer
+    from napari_cgs.panel.prediction_layers import labels_layer_name
+
+    other_path = sample_slab_path.with_name("other_frame.nii.gz")
+    other_path.write_bytes(sample_slab_path.read_bytes())
+    other = open_image(viewer, other_path)
+    presegment(qtbot, panel, other)
+    other_labels = viewer.layers[labels_layer_name(other)]
+    assert same_layer(panel.labels_layer, other_labels)
+    return other_labels

@@ -8,7 +8,9 @@ import numpy as np
 import panel_fixtures as fx
 import pytest
 
+from cgs_engine.edit.adapt import AdaptResult
 from cgs_engine.review.state import EDITED
+from napari_cgs.panel import prompt_tools
 from napari_cgs.panel.prediction_layers import labels_layer_name, specialist_layer_name
 from napari_cgs.panel.prompt_tools import BOX_LAYER_SUFFIX
 
@@ -136,3 +138,97 @@ def test_cancel_stops_adapting_and_changes_nothing(qtbot, presegmented):
     wait_idle(qtbot, panel.correct_section)
     np.testing.assert_array_equal(np.array(labels.data), before)
     assert "cancelled" in panel.correct_section.status.text()
+
+
+def background_click_target(viewer, image, labels):
+    """A background voxel with the Mandible head made sure around it: a click there adds voxels."""
+    before = np.asarray(labels.data)
+    target = tuple(int(i) for i in np.argwhere(before == 0)[len(np.argwhere(before == 0)) // 2])
+    head = viewer.layers[specialist_layer_name(image, "Mandible")]
+    box = tuple(slice(max(i - 3, 0), i + 4) for i in target)
+    head.data[box] = np.maximum(head.data[box], 200)
+    return target
+
+
+def test_a_click_answered_after_switching_images_is_not_written_into_the_other(
+    qtbot, presegmented, sample_slab_path, monkeypatch
+):
+    """The result was written into whichever labels the panel followed when it arrived."""
+    viewer, panel, image, labels, organ = presegmented
+    target = background_click_target(viewer, image, labels)
+    release = fx.held(monkeypatch, prompt_tools, "run_click")
+    first = np.array(labels.data, copy=True)
+    assert panel.correct_section.prompt_tools.click_at(target) is not None
+    other_labels = fx.open_and_presegment_another(qtbot, viewer, panel, sample_slab_path)
+    other = np.array(other_labels.data, copy=True)
+    release.set()
+    wait_idle(qtbot, panel.correct_section)
+    np.testing.assert_array_equal(np.asarray(other_labels.data), other)
+    np.testing.assert_array_equal(np.asarray(labels.data), first)
+    assert "not written" in panel.correct_section.status.text()
+
+
+def test_what_you_paint_while_a_click_runs_stays_yours(qtbot, presegmented, monkeypatch):
+    viewer, panel, image, labels, organ = presegmented
+    target = background_click_target(viewer, image, labels)
+    release = fx.held(monkeypatch, prompt_tools, "run_click")
+    before = np.array(labels.data, copy=True)
+    assert panel.correct_section.prompt_tools.click_at(target) is not None
+    other_organ = panel.class_names.index("Brainstem")
+    labels.brush_size = 1
+    labels.paint(target, other_organ)  # the clicked voxel itself, painted while the click runs
+    release.set()
+    wait_idle(qtbot, panel.correct_section)
+    after = np.asarray(labels.data)
+    assert after[target] == other_organ
+    added = (after != before) & (after == organ)
+    assert added.sum() > 0  # the click's other voxels were written
+
+
+def test_adapting_answered_after_switching_images_is_not_written_into_the_other(
+    qtbot, presegmented, sample_slab_path, monkeypatch
+):
+    viewer, panel, image, labels, organ = presegmented
+    labels.brush_size = 9
+    labels.paint((4, 70, 64), organ)
+
+    def everything_is_mandible(args):  # a re-prediction that changes every voxel it may change
+        labels_in, keep = args[2], args[4]
+        return AdaptResult(
+            labels=np.where(keep, labels_in, organ).astype(labels_in.dtype), changed=~keep, steps=1
+        )
+
+    release = fx.held(monkeypatch, prompt_tools, "run_adapt", everything_is_mandible)
+    first = np.array(labels.data, copy=True)
+    assert panel.correct_section.prompt_tools.adapt() is not None
+    other_labels = fx.open_and_presegment_another(qtbot, viewer, panel, sample_slab_path)
+    other = np.array(other_labels.data, copy=True)
+    release.set()
+    wait_idle(qtbot, panel.correct_section)
+    np.testing.assert_array_equal(np.asarray(other_labels.data), other)
+    np.testing.assert_array_equal(np.asarray(labels.data), first)
+    assert "not written" in panel.correct_section.status.text()
+
+
+def test_what_you_paint_while_adapting_stays_yours(qtbot, presegmented, monkeypatch):
+    viewer, panel, image, labels, organ = presegmented
+    labels.brush_size = 9
+    labels.paint((4, 70, 64), organ)
+
+    def everything_is_mandible(args):
+        labels_in, keep = args[2], args[4]
+        return AdaptResult(
+            labels=np.where(keep, labels_in, organ).astype(labels_in.dtype), changed=~keep, steps=1
+        )
+
+    release = fx.held(monkeypatch, prompt_tools, "run_adapt", everything_is_mandible)
+    assert panel.correct_section.prompt_tools.adapt() is not None
+    other_organ = panel.class_names.index("Brainstem")
+    labels.brush_size = 3
+    labels.paint((8, 20, 20), other_organ)  # while it trains
+    painted = np.asarray(labels.data) == other_organ
+    release.set()
+    wait_idle(qtbot, panel.correct_section)
+    after = np.asarray(labels.data)
+    assert (after[painted] == other_organ).all()
+    assert (after[~painted] == organ).mean() > 0.5  # the re-prediction was written elsewhere

@@ -130,3 +130,45 @@ def test_fill_between_slices_runs_itk_in_its_helper_process(qtbot, presegmented)
         section.tool_buttons["fill-between-slices"].click()
     np.testing.assert_array_equal(labels.data, expected.labels)
     assert shared_interpolation().ready  # loaded in the helper, not on the GUI's threads
+
+
+def test_a_tool_answered_after_switching_images_is_not_written_into_the_other(
+    qtbot, presegmented, sample_slab_path, monkeypatch
+):
+    """The result went into whichever labels the panel followed when it arrived: another frame of
+    the same patient has the same shape, so Grow on one frame wrote into the other."""
+    from napari_cgs.panel import correct_section as module
+
+    viewer, panel, image, labels, organ = presegmented
+    section = panel.correct_section
+    labels.brush_size = 9
+    labels.paint((6, 64, 64), organ)
+    first = np.array(labels.data, copy=True)
+    release = fx.held(monkeypatch, module, "run_and_summarise")
+    section.margin_mm.setValue(5.0)
+    section.tool_buttons["grow"].click()
+    other_labels = fx.open_and_presegment_another(qtbot, viewer, panel, sample_slab_path)
+    other = np.array(other_labels.data, copy=True)
+    release.set()
+    qtbot.waitUntil(lambda: section.worker is None, timeout=60_000)
+    np.testing.assert_array_equal(other_labels.data, other)
+    np.testing.assert_array_equal(labels.data, first)
+    assert "not written" in plain(section.status.text()) and labels.name in plain(section.status.text())
+
+
+def test_a_preview_is_dropped_when_its_image_is_no_longer_corrected(qtbot, presegmented, sample_slab_path):
+    viewer, panel, image, labels, organ = presegmented
+    section = panel.correct_section
+    labels.brush_size = 9
+    labels.paint((6, 40, 40), organ)
+    labels.brush_size = 3
+    labels.paint((6, 90, 90), organ)  # a second piece, for Keep largest island to remove
+    section.tool_buttons["keep-largest"].click()
+    qtbot.waitUntil(lambda: section.preview.pending and section.worker is None, timeout=60_000)
+    first = np.array(labels.data, copy=True)
+    other_labels = fx.open_and_presegment_another(qtbot, viewer, panel, sample_slab_path)
+    other = np.array(other_labels.data, copy=True)
+    assert not section.preview.pending and preview_layer_name(image) not in viewer.layers
+    section.preview.apply_button.click()  # (hidden by then) nothing to apply
+    np.testing.assert_array_equal(other_labels.data, other)
+    np.testing.assert_array_equal(labels.data, first)
