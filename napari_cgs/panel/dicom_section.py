@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxL
 from cgs_engine.classes.table import ClassTable, checkpoint_class_table, derive_class_table
 from cgs_engine.dicom import export_rtstruct, export_seg, import_rtstruct, read_series
 from cgs_engine.volume import Volume
-from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry
+from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry, same_layer
 from napari_cgs.panel import dialogs
 from napari_cgs.panel.prediction_layers import SEPARATOR, find_labels_layer, style_labels_layer
 from napari_cgs.panel.section import WorkerSection
@@ -168,8 +168,10 @@ class DicomSection(WorkerSection):
         overwrite = path.exists()
         if overwrite and not dialogs.confirm_replace(self, path):
             return self._report(f"Not exported: {path.name} exists and was kept.")
+        # A copy: the export is of the labels as they were at the click, not a mix with strokes
+        # painted while it is written.
         labels = Volume(
-            np.asarray(labels_layer.data), layer_geometry(labels_layer), "labels", labels_layer.name
+            np.array(labels_layer.data, copy=True), layer_geometry(labels_layer), "labels", labels_layer.name
         )
         return self._start(
             export_job,
@@ -208,6 +210,9 @@ class DicomSection(WorkerSection):
         )
 
     def _imported(self, image: Any, table: ClassTable, result: Any) -> None:
+        if not any(same_layer(image, layer) for layer in self.viewer.layers):
+            self.status.setText(f"Not opened: {image.name} was closed while its RTSTRUCT was read.")
+            return
         name = rtstruct_layer_name(image)
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)

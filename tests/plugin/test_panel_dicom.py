@@ -186,3 +186,50 @@ def test_labels_exported_from_a_dicom_series_record_it_and_no_other_series_takes
     assert main(["rtstruct", "export", str(target), "--dicom", str(other), "-o", str(rs)]) == 2
     assert "patient SOMEONE-ELSE" in capsys.readouterr().err and not rs.exists()
     assert main(["rtstruct", "export", str(target), "--dicom", str(series_folder), "-o", str(rs)]) == 0
+
+
+def test_an_export_writes_the_labels_as_they_were_at_the_click(
+    qtbot, viewer_and_bundled_panel, series_folder, monkeypatch
+):
+    """The worker read the labels layer's own array: strokes painted while it wrote went into the
+    file half-way."""
+    viewer, panel = viewer_and_bundled_panel
+    section = panel.dicom_section
+    image = fx.open_image(viewer, series_folder)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    at_click = np.array(labels.data, copy=True)
+    real, seen = _dicom_section.export_job, []
+
+    def look_then_export(args):
+        seen.append(np.array(args[1].array, copy=True))
+        return real(*args)
+
+    release = fx.held(monkeypatch, _dicom_section, "export_job", look_then_export)
+    assert section.export("RTSTRUCT", series_folder.parent / "RS.dcm") is not None
+    labels.brush_size = 5
+    labels.paint((3, 100, 100), 7)  # while it is written
+    assert not np.array_equal(labels.data, at_click)
+    with qtbot.waitSignal(section.exported, timeout=fx.WAIT_MS):
+        release.set()
+    _wait(qtbot, section)
+    np.testing.assert_array_equal(seen[0], at_click)
+
+
+def test_an_rtstruct_read_for_an_image_closed_meanwhile_is_not_shown(
+    qtbot, viewer_and_bundled_panel, series_folder, tmp_path, monkeypatch
+):
+    viewer, panel = viewer_and_bundled_panel
+    section = panel.dicom_section
+    series = read_series(series_folder)
+    rs = export_rtstruct(
+        _slab(SAMPLE_LABELS, "labels"), series, derive_class_table(openkbp_class_names()), tmp_path / "RS.dcm"
+    ).path
+    image = fx.open_image(viewer, series_folder)
+    panel.select_image(image)
+    release = fx.held(monkeypatch, _dicom_section, "import_job")
+    assert section.open_rtstruct(rs) is not None
+    viewer.layers.remove(image)
+    release.set()
+    _wait(qtbot, section)
+    assert len(viewer.layers) == 0  # no RTSTRUCT layer over nothing
