@@ -82,7 +82,7 @@ def run(args) -> int:
         raise CGSError(
             f"{args.labels}: --mm {args.mm:g} is less than its finest voxel spacing ({finest:.2f} mm): no "
             f"voxel centre is that close to the organ, so {args.tool} would change nothing; give "
-            f"--mm {np.ceil(finest * 100) / 100:g} or more"
+            f"--mm {smallest_margin_text(finest)} or more"
         )
     if args.tool in PROMPTS:
         table = find_class_file(args.labels)
@@ -104,6 +104,12 @@ def run(args) -> int:
         + (f" (a sigma under one voxel, {finest:.2f} mm, changes little or nothing)" if below_a_voxel else "")
     )
     return 0
+
+
+def smallest_margin_text(finest_mm: float) -> str:
+    """The finest spacing rounded up to 0.01 mm, after float32 noise is dropped: a header's 1.1 mm
+    reads back as 1.1000000238 and was offered as 1.11."""
+    return f"{np.ceil(round(finest_mm * 100, 4)) / 100:g}"
 
 
 def _output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | None:

@@ -163,6 +163,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(scan, tmp_path, capsys,
     assert not out.exists()
 
 
+def test_the_smallest_margin_offered_is_the_spacing_the_header_states(tmp_path, capsys):
+    """1.1 mm reads back from NIfTI as 1.1000000238 mm, and 1.11 was offered."""
+    image = sitk.GetImageFromArray(organs())
+    image.SetSpacing((1.1, 1.1, 3.0))
+    scan = tmp_path / "fine.nii.gz"
+    sitk.WriteImage(image, str(scan))
+    out = tmp_path / "out.nii.gz"
+    assert main(["edit", "grow", str(scan), "--class", "1", "--mm", "1", "-o", str(out)]) == 2
+    assert "give --mm 1.1 or more" in one_error_line(capsys)
+    assert main(["edit", "grow", str(scan), "--class", "1", "--mm", "1.1", "-o", str(out)]) == 0
+
+
 def test_a_margin_of_one_voxel_works_and_a_sigma_under_one_voxel_says_why_nothing_changed(
     scan, tmp_path, capsys
 ):
