@@ -274,7 +274,7 @@ class CorrectSection(WorkerSection):
                 if i
             )
         )
-        ready = self.panel.labels_layer is not None and bool(names)
+        ready = self.panel.labels_layer is not None and bool(names) and not self.panel.out_of_step()
         if self.preview.pending and not (ready and self.preview.is_for(self.panel.image_layer)):
             self.preview.discard()  # offered on an image no longer corrected (closed, switched away)
         busy = self.worker is not None or self.preview.pending
@@ -327,6 +327,8 @@ class CorrectSection(WorkerSection):
     def apply_tool(self, tool: str) -> Any | None:
         """Start ``tool`` on the chosen organ; the worker, or None (with the reason shown)."""
         layer, class_id, image = self.panel.labels_layer, self.organ(), self.panel.image_layer
+        if self.out_of_step():
+            return None
         if layer is None or class_id is None or image is None:
             return self._report("Pre-segment an image (or restore a session) before correcting it.")
         if self.region_button.isChecked() and self._region() is None:
@@ -430,6 +432,8 @@ class CorrectSection(WorkerSection):
         return layer
 
     def take_specialists(self) -> None:
+        if self.out_of_step():
+            return
         layer, maps = self.panel.labels_layer, self._maps()
         region, inside = self._current_region()
         if layer is None or maps is None or region is None:
@@ -444,6 +448,8 @@ class CorrectSection(WorkerSection):
         self._write(f"Specialists' version taken in region {region.id}", labels, changed & ~yours, note)
 
     def back_to_prediction(self) -> None:
+        if self.out_of_step():
+            return
         layer, predicted = self.panel.labels_layer, self.panel.prediction_labels
         region, inside = self._current_region()
         if layer is None or predicted is None or region is None:
@@ -501,6 +507,14 @@ class CorrectSection(WorkerSection):
             self.status.setText(f"{what} changed nothing. Nothing to undo.{note}")
         self.edited.emit(what, changed)
         return changed
+
+    def out_of_step(self) -> bool:
+        """Whether the Image box shows another image than the one whose labels are corrected (a
+        pre-segmentation is running); says so. Tools would read one image and write the other's labels."""
+        reason = self.panel.out_of_step()
+        if reason:
+            self._report(reason)
+        return bool(reason)
 
     def written_elsewhere(self, what: str, read_from: Any) -> bool:
         """Whether a result computed from ``read_from`` would now land in other labels; says so.

@@ -514,6 +514,18 @@ class CGSPanel(QWidget):
     def image_layer(self) -> Any | None:
         return self.image_choice.value
 
+    def out_of_step(self) -> str:
+        """Why the image in the Image box is not the one whose labels, review and session the panel
+        holds ("" when it is). Choosing another image during a pre-segmentation is put off until the
+        run ends; meanwhile a correction would have read one image and written another's labels."""
+        chosen, followed = self.image_choice.value, self._followed
+        if chosen is None or followed is None or same_layer(chosen, followed):
+            return ""
+        return (
+            f"{chosen.name} is chosen, but the panel still holds {followed.name}'s labels until its "
+            "pre-segmentation ends: wait for it, or cancel it."
+        )
+
     def select_image(self, layer: Any) -> None:
         self._refresh_images()
         self.image_choice.value = layer
@@ -647,12 +659,20 @@ class CGSPanel(QWidget):
         self._job_ended()
         self.status_label.setText(f"Pre-segmentation failed: {error}")
         self.prediction_failed.emit(str(error))
+        self._follow_chosen_image_soon()
+
+    def _follow_chosen_image_soon(self) -> None:
+        """A run that ended without a result: the image chosen meanwhile is followed now (the panel
+        stayed on the image of the run, with the box showing another)."""
+        if self.out_of_step():
+            QTimer.singleShot(0, self._follow_chosen_image)
 
     def _on_prediction(self, image_layer: Any, result: PredictionResult | None) -> None:
         self._job_ended()
         if result is None:
             self.status_label.setText("Cancelled: nothing was written.")
             self.prediction_finished.emit(None)
+            self._follow_chosen_image_soon()
             return
         if not self._in_viewer(image_layer):
             # removed while it ran: nothing to show it on (and the image box no longer offers it)
@@ -727,7 +747,7 @@ class CGSPanel(QWidget):
         if self.job is not None and not self.job.finished:
             QTimer.singleShot(50, self._follow_chosen_image)
             return
-        self._on_image_chosen(self.image_choice.value)
+        self.image_choice.changed.emit(self.image_choice.value)  # the panel and its sections follow it
 
     def _in_viewer(self, layer: Any) -> bool:
         return any(same_layer(layer, shown) for shown in self.viewer.layers)
@@ -930,6 +950,14 @@ class CGSPanel(QWidget):
         and disagreement maps with the slice profile, the queue's decisions and position, and the
         labels layer as the active layer (the brush paints at once).
         """
+        busy = self.job is not None and not self.job.finished
+        if busy or self.out_of_step():
+            # it loaded the chosen image's session into a panel still following the running image,
+            # which then saved the run's image under that session file and lost it
+            self.status_label.setText(
+                breakable("Wait for the pre-segmentation to end (or cancel it) before restoring a session.")
+            )
+            return None
         image_layer = self.image_layer
         session = None if image_layer is None else find_session(image_layer)
         if session is None:

@@ -140,6 +140,8 @@ class PromptTools(QWidget):
 
     # ------------------------------------------------------------------ what a prompt needs
     def _inputs(self) -> tuple | None:
+        if self.section.out_of_step():
+            return None
         layer, image, class_id = self.panel.labels_layer, self.panel.image_layer, self.section.organ()
         if layer is None or image is None or class_id is None:
             self.section._report("Pre-segment an image (or restore a session) before correcting it.")
@@ -282,6 +284,8 @@ class PromptTools(QWidget):
 
     # ------------------------------------------------------------------ adapt
     def adapt(self) -> Any | None:
+        if self.section.out_of_step():
+            return None
         layer, image, checkpoint = self.panel.labels_layer, self.panel.image_layer, self.panel.checkpoint
         if layer is None or image is None or checkpoint is None:
             return self.section._report("Pre-segment an image and correct a few slices before adapting.")

@@ -1,0 +1,77 @@
+"""Another image chosen while a pre-segmentation runs: the panel keeps the running image's labels
+until the run ends, so nothing may read one image and write the other's labels or session."""
+
+from __future__ import annotations
+
+import numpy as np
+import panel_fixtures as fx
+import pytest
+import SimpleITK as sitk
+
+from napari_cgs._layers import same_layer
+from napari_cgs.panel.fit import plain
+from napari_cgs.panel.prediction_layers import labels_layer_name
+from napari_cgs.panel.session import find_session
+
+pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
+
+tiny_checkpoint = fx.tiny_checkpoint
+viewer_and_panel = fx.viewer_and_panel
+sample_slab_path = fx.sample_slab_path
+home_sessions = fx.home_sessions
+
+
+@pytest.fixture
+def two_scans(qtbot, viewer_and_panel, sample_slab_path, tmp_path):
+    """Scans A and B (other voxels, so each has its own session), both pre-segmented and saved;
+    the panel back on A."""
+    viewer, panel = viewer_and_panel
+    image = sitk.ReadImage(str(sample_slab_path))
+    other = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[::-1].copy())
+    other.CopyInformation(image)
+    other_path = tmp_path / "other_scan.nii.gz"
+    sitk.WriteImage(other, str(other_path))
+    scan_b = fx.open_image(viewer, other_path)
+    fx.presegment(qtbot, panel, scan_b)
+    panel.autosave.flush()
+    scan_a = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, scan_a)
+    panel.autosave.flush()
+    assert find_session(scan_b) is not None and find_session(scan_a) is not None
+    return viewer, panel, scan_a, scan_b
+
+
+def test_restoring_a_session_while_a_run_goes_on_is_refused_and_loses_nothing(qtbot, two_scans):
+    """It loaded B's session into a panel still following A: A's run then wrote A's labels, with
+    A's fingerprint, into B's session file, and B's review could never be restored again."""
+    viewer, panel, scan_a, scan_b = two_scans
+    with qtbot.waitSignal(panel.prediction_finished, timeout=fx.WAIT_MS):
+        assert panel.presegment() is not None  # a re-run on A
+        panel.select_image(scan_b)
+        assert panel.restore_session() is None
+        assert "Wait for the pre-segmentation" in plain(panel.status_label.text())
+    fx.wait_until_finished(panel)
+    panel.autosave.flush()
+    assert find_session(scan_b) is not None
+    assert same_layer(panel.labels_layer, viewer.layers[labels_layer_name(scan_a)])
+
+
+def test_no_correction_starts_while_the_box_shows_another_image_and_cancel_follows_it(qtbot, two_scans):
+    """The tools read the chosen image (B) and wrote into the labels the panel still held (A)."""
+    viewer, panel, scan_a, scan_b = two_scans
+    labels_a = viewer.layers[labels_layer_name(scan_a)]
+    section = panel.correct_section
+    labels_a.brush_size = 9
+    labels_a.paint((4, 70, 64), 7)  # something to adapt from
+    before = np.array(labels_a.data, copy=True)
+    assert panel.presegment() is not None
+    panel.select_image(scan_b)
+    assert not section.tool_buttons["grow"].isEnabled()
+    assert section.apply_tool("grow") is None and "still holds" in plain(section.status.text())
+    assert section.prompt_tools.adapt() is None
+    assert section.prompt_tools.click_at((4, 60, 60)) is None
+    panel.cancel()
+    fx.wait_until_finished(panel)
+    qtbot.waitUntil(lambda: panel.out_of_step() == "")  # B followed once the run ended
+    assert not same_layer(panel.labels_layer, labels_a)
+    np.testing.assert_array_equal(labels_a.data, before)
