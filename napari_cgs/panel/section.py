@@ -10,6 +10,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QGroupBox
 
 from cgs_engine.errors import CGSError
+from napari_cgs.panel.workers import qt_object_deleted
 
 
 class WorkerSection(QGroupBox):
@@ -34,12 +35,30 @@ class WorkerSection(QGroupBox):
             return self._report(self.BUSY)
         # Handlers given to create_worker itself: an "errored" connected afterwards would not stop
         # superqt from also re-raising the error in the Qt event loop.
-        connections = {"returned": on_done, "errored": self._errored, "finished": self._finished}
+        connections = {
+            name: self._while_alive(handler)
+            for name, handler in (
+                ("returned", on_done),
+                ("errored", self._errored),
+                ("finished", self._finished),
+            )
+        }
         self.worker = create_worker(function, *arguments, _start_thread=False, _connect=connections)
         self.status.setText(message)
         self.refresh()
         self.worker.start()
         return self.worker
+
+    def _while_alive(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler``, skipped once napari closed the panel: a worker that ends after the window
+        closed answered into deleted widgets ("wrapped C/C++ object … has been deleted")."""
+
+        def guarded(*arguments: Any) -> Any:
+            if qt_object_deleted(self):
+                return None
+            return handler(*arguments)
+
+        return guarded
 
     def _errored(self, error: Exception) -> None:
         reason = str(error) if isinstance(error, CGSError) else f"{type(error).__name__}: {error}"

@@ -3,6 +3,8 @@ until the run ends, so nothing may read one image and write the other's labels o
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import panel_fixtures as fx
 import pytest
@@ -75,3 +77,36 @@ def test_no_correction_starts_while_the_box_shows_another_image_and_cancel_follo
     qtbot.waitUntil(lambda: panel.out_of_step() == "")  # B followed once the run ended
     assert not same_layer(panel.labels_layer, labels_a)
     np.testing.assert_array_equal(labels_a.data, before)
+
+
+def test_a_correction_that_ends_after_the_panel_was_closed_answers_nothing(qapp, qtbot, monkeypatch):
+    """Its result and its end were handed to deleted widgets ("wrapped C/C++ object of type
+    QLabel has been deleted")."""
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication, QLabel, QVBoxLayout
+
+    from napari_cgs.panel.section import WorkerSection
+
+    answers = []
+
+    class Section(WorkerSection):
+        def __init__(self) -> None:
+            super().__init__("a section")
+            self.setLayout(QVBoxLayout())
+            self.status = QLabel()
+            self.layout().addWidget(self.status)
+
+        def refresh(self) -> None:
+            self.status.setText("idle")
+
+    section = Section()
+    release = threading.Event()
+    worker = section._start(lambda: release.wait(60), (), "working…", answers.append)
+    done = []
+    worker.finished.connect(lambda: done.append(True))
+    section.deleteLater()
+    QApplication.sendPostedEvents(section, QEvent.Type.DeferredDelete.value)  # napari closed it
+    release.set()
+    qtbot.waitUntil(lambda: bool(done), timeout=10_000)
+    QApplication.processEvents()
+    assert answers == []
