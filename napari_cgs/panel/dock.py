@@ -636,7 +636,9 @@ class CGSPanel(QWidget):
             self._get_predictor,
             volume,
             f"Pre-segmenting {layer.name}",
-            on_done=lambda result, image=layer: self._on_prediction(image, result),
+            on_done=lambda result, image=layer, model=self.checkpoint: self._on_prediction(
+                image, result, model
+            ),
             on_error=self._on_prediction_error,
             owner=self,
         )
@@ -667,7 +669,7 @@ class CGSPanel(QWidget):
         if self.out_of_step():
             QTimer.singleShot(0, self._follow_chosen_image)
 
-    def _on_prediction(self, image_layer: Any, result: PredictionResult | None) -> None:
+    def _on_prediction(self, image_layer: Any, result: PredictionResult | None, model: Any = None) -> None:
         self._job_ended()
         if result is None:
             self.status_label.setText("Cancelled: nothing was written.")
@@ -685,8 +687,9 @@ class CGSPanel(QWidget):
             with self.image_choice.changed.blocked():  # the panel shows, and saves, this one's review
                 self.image_choice.value = image_layer
         prediction = result.prediction
-        colours = [list(c) for c in (self.checkpoint.class_colors if self.checkpoint else [])]
-        self.class_names, self.class_colors = list(prediction.class_names), colours
+        # the colours of the model that made it (another model chosen meanwhile may name other organs)
+        self.class_names = list(prediction.class_names)
+        self.class_colors = self._model_colours(self.class_names, model, self.checkpoint)
         self.prediction_id = uuid.uuid4().hex
         keep = self._voxels_to_keep(image_layer)
         # what the user reviewed so far stays reviewed; a re-run never marks anything new
@@ -707,7 +710,11 @@ class CGSPanel(QWidget):
         self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are kept in `reviewed`
         self.prediction_labels = np.asarray(prediction.labels.array)
         map_data = map_layer_data(
-            image_layer, prediction.specialist_maps, prediction.disagreement, self.class_names, colours
+            image_layer,
+            prediction.specialist_maps,
+            prediction.disagreement,
+            self.class_names,
+            self.class_colors,
         )
         maps = show_map_layers(self.viewer, map_data)
         focus_name = focus_layer_name(image_layer)
@@ -1010,9 +1017,15 @@ class CGSPanel(QWidget):
         """The session's own colours; for sessions saved without them, the model's when its classes match."""
         if session.class_colors:
             return [list(c) for c in session.class_colors]
-        checkpoint = self.checkpoint
-        if checkpoint is not None and list(checkpoint.class_names) == list(session.class_names):
-            return [list(c) for c in checkpoint.class_colors]
+        return self._model_colours(session.class_names, self.checkpoint)
+
+    @staticmethod
+    def _model_colours(class_names: list[str], *models: Any) -> list[list[int]]:
+        """The colours of the first model whose classes are ``class_names``; [] (the default
+        palette) when none is."""
+        for model in models:
+            if model is not None and list(model.class_names) == list(class_names):
+                return [list(c) for c in model.class_colors]
         return []
 
     def _show_saved_maps(self, image_layer: Any, labels: Any, saved: Any) -> np.ndarray | None:

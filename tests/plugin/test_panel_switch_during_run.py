@@ -110,3 +110,20 @@ def test_a_correction_that_ends_after_the_panel_was_closed_answers_nothing(qapp,
     qtbot.waitUntil(lambda: bool(done), timeout=10_000)
     QApplication.processEvents()
     assert answers == []
+
+
+def test_a_prediction_takes_the_colours_of_the_model_that_made_it():
+    """Another model chosen during a run gave its colours to the run's organs (and the session
+    saved them)."""
+    from types import SimpleNamespace
+
+    from napari_cgs.panel.dock import CGSPanel
+
+    ran = SimpleNamespace(
+        class_names=["background", "RV", "Myo", "LV"], class_colors=[[0, 0, 0], [1, 1, 1]] * 2
+    )
+    chosen_since = SimpleNamespace(class_names=["background", "Liver"], class_colors=[[0, 0, 0], [9, 9, 9]])
+    names = ["background", "RV", "Myo", "LV"]
+    assert CGSPanel._model_colours(names, ran, chosen_since) == ran.class_colors
+    assert CGSPanel._model_colours(names, None, chosen_since) == []  # the default palette, not the Liver's
+    assert CGSPanel._model_colours(["background", "Liver"], ran, chosen_since) == chosen_since.class_colors
