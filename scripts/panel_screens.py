@@ -38,6 +38,7 @@ STATES = (
     "worklist",
     "retraining",
     "outcome",
+    "switched",
 )
 WAIT_S = 900
 
@@ -165,8 +166,28 @@ def render(size: tuple[int, int], states: list[str], args: argparse.Namespace, w
         worklist_state(shooter, ct, work)
     if "retraining" in states or "outcome" in states:
         retrain_states(shooter, states, args, work)
+    if "switched" in states:
+        switched_state(shooter, ct, work)
     shooter.close()
     return shooter.problems
+
+
+def switched_state(shooter: Shooter, ct: Path, work: Path) -> None:
+    """Another scan chosen while the CT is pre-segmented: the correction tools wait, and say why."""
+    panel = shooter.panel
+    other = work / "openkbp_pt_222_second_read.nii.gz"
+    shutil.copy(ct, other)
+    second = shooter.viewer.open(str(other), plugin="napari-cgs")[0]
+    panel.select_image(shooter.image)
+    process_events(1.0)
+    job = panel.presegment()
+    panel.select_image(second)
+    panel.correct_section.apply_tool("grow")
+    shooter.scroll_to(panel.correct_section.tool_buttons["grow"])
+    shooter.shoot("switched")
+    panel.cancel()
+    process_events(WAIT_S, until=lambda: job is None or job.finished)
+    process_events(1.0)
 
 
 def worklist_state(shooter: Shooter, ct: Path, work: Path) -> None:
