@@ -965,6 +965,11 @@ class CGSPanel(QWidget):
                 breakable("Wait for the pre-segmentation to end (or cancel it) before restoring a session.")
             )
             return None
+        if self.correct_section.worker is not None:  # its result would land on the restored labels
+            self.status_label.setText(
+                breakable("Wait for the correction to finish before restoring a session.")
+            )
+            return None
         image_layer = self.image_layer
         session = None if image_layer is None else find_session(image_layer)
         if session is None:

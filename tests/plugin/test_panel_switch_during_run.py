@@ -127,3 +127,15 @@ def test_a_prediction_takes_the_colours_of_the_model_that_made_it():
     assert CGSPanel._model_colours(names, ran, chosen_since) == ran.class_colors
     assert CGSPanel._model_colours(names, None, chosen_since) == []  # the default palette, not the Liver's
     assert CGSPanel._model_colours(["background", "Liver"], ran, chosen_since) == chosen_since.class_colors
+
+
+def test_restoring_a_session_while_a_correction_runs_waits_for_it(qtbot, two_scans, monkeypatch):
+    from napari_cgs.panel import prompt_tools
+
+    viewer, panel, scan_a, scan_b = two_scans
+    release = fx.held(monkeypatch, prompt_tools, "run_click")
+    assert panel.correct_section.prompt_tools.click_at((4, 60, 60)) is not None
+    assert panel.restore_session() is None
+    assert "Wait for the correction" in plain(panel.status_label.text())
+    release.set()
+    qtbot.waitUntil(lambda: panel.correct_section.worker is None, timeout=60_000)
