@@ -24,11 +24,9 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_worker_thread_outlives_its_test():
-    """Every napari/superqt thread worker a test started has ended before the next test begins.
-
-    A worker still running when its viewer is torn down holds panel objects on its thread; Qt
-    objects must be released on the GUI thread. Tests that never import superqt pay nothing.
-    """
+    """Every napari/superqt thread worker a test started has ended before the next test begins
+    (this runs after the test's viewer was closed; a late result is kept from closed widgets by the
+    panel itself). Tests that never import superqt pay nothing."""
     yield
     qthreading = sys.modules.get("superqt.utils._qthreading")
     if qthreading is None or not qthreading.WorkerBase._worker_set:
@@ -36,14 +34,27 @@ def _no_worker_thread_outlives_its_test():
     qthreading.WorkerBase.await_workers(msecs=WORKER_GRACE_MS)
     from qtpy.QtWidgets import QApplication
 
-    QApplication.processEvents()  # their finished signals, while their receivers still exist
+    QApplication.processEvents()
 
 
+_ENDED_CLEANLY = {"sessionfinish": False, "unconfigure": False}
 _SESSION = {}
 
 
 def pytest_sessionstart(session) -> None:
     _SESSION["session"] = session
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session, exitstatus):
+    outcome = yield
+    _ENDED_CLEANLY["sessionfinish"] = outcome.excinfo is None  # reports (junit XML) written
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_unconfigure(config):
+    outcome = yield
+    _ENDED_CLEANLY["unconfigure"] = outcome.excinfo is None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -54,15 +65,19 @@ def pytest_configure(config) -> None:
     ("malloc_consolidate(): unaligned fastbin chunk detected", exit 2) while the interpreter
     tore down Qt, VisPy and torch in no set order; the same suite, run again here (once with
     glibc's malloc debugging, MALLOC_CHECK_=3, checking every free), passed and exited cleanly.
-    The verdict is pytest's own exit status, read after every fixture, plugin hook and
-    cleanup has run (this cleanup is registered first, so it runs last): only the
-    finalisation after it is skipped. CGS_TEST_NORMAL_EXIT=1 keeps the normal exit.
+    Only when the session's end and every unconfigure hook ran without an exception (so that
+    pytest's verdict, its summary and its reports are final) is the process ended with pytest's
+    exit status, after Xvfb was stopped (pytest-xvfb stops it only at exit). Anything else takes
+    the normal exit, which prints the error and fails the run. CGS_TEST_NORMAL_EXIT=1 always does.
     """
 
     def exit_now() -> None:
         session = _SESSION.get("session")
-        if session is None or os.environ.get("CGS_TEST_NORMAL_EXIT"):
+        if session is None or not all(_ENDED_CLEANLY.values()) or os.environ.get("CGS_TEST_NORMAL_EXIT"):
             return
+        xvfb = sys.modules.get("pytest_xvfb")
+        if xvfb is not None:
+            xvfb.shutdown_xvfb()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(int(session.exitstatus))
