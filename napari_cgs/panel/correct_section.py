@@ -524,7 +524,12 @@ class CorrectSection(WorkerSection):
         patient even have the same shape). Such a result is dropped, never written there."""
         current = self.panel.labels_layer
         if current is not None and same_layer(current, read_from):
-            return False
+            if not self.panel.out_of_step():
+                return False
+            # another image was chosen while the panel's own pre-segmentation runs: the labels are
+            # still those read, but a preview would be shown on the chosen image, and dropped
+            self.status.setText(f"{what}: not written, {self.panel.image_layer.name} was chosen meanwhile.")
+            return True
         where = "is no longer the one corrected" if self.panel._in_viewer(read_from) else "was closed"
         self.status.setText(f"{what}: not written, {read_from.name} {where} meanwhile.")
         return True

@@ -665,8 +665,10 @@ class CGSPanel(QWidget):
 
     def _follow_chosen_image_soon(self) -> None:
         """A run that ended without a result: the image chosen meanwhile is followed now (the panel
-        stayed on the image of the run, with the box showing another)."""
-        if self.out_of_step():
+        stayed on the image of the run, with the box showing another, or showing none once the run's
+        image was closed: its labels must then be set aside like any closed image's)."""
+        closed = self._followed is not None and not self._in_viewer(self._followed)
+        if self.out_of_step() or closed:
             QTimer.singleShot(0, self._follow_chosen_image)
 
     def _on_prediction(self, image_layer: Any, result: PredictionResult | None, model: Any = None) -> None:

@@ -185,9 +185,9 @@ def held(monkeypatch, module, name: str, answer=None) -> threading.Event:
     returned event is set, so that the user can act meanwhile; ``answer(args)`` replaces its result."""
     release, original = threading.Event(), getattr(module, name)
 
-    def waiting(*args):
+    def waiting(*args, **kwargs):
         assert release.wait(60)
-        return original(*args) if answer is None else answer(args)
+        return original(*args, **kwargs) if answer is None else answer(args)
 
     monkeypatch.setattr(module, name, waiting)
     return release

@@ -139,3 +139,51 @@ def test_restoring_a_session_while_a_correction_runs_waits_for_it(qtbot, two_sca
     assert "Wait for the correction" in plain(panel.status_label.text())
     release.set()
     qtbot.waitUntil(lambda: panel.correct_section.worker is None, timeout=60_000)
+
+
+def test_a_cancelled_run_whose_image_was_closed_lets_go_of_it(qtbot, viewer_and_panel, sample_slab_path):
+    """With no other image open the panel kept following the closed one: its labels stayed in the
+    viewer, editable and tracked, and were never set aside or saved away."""
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    panel.autosave.flush()
+    assert panel.presegment() is not None  # a re-run
+    viewer.layers.remove(image)
+    panel.cancel()
+    fx.wait_until_finished(panel)
+    qtbot.waitUntil(lambda: panel.labels_layer is None and panel.review.state is None)
+    qtbot.waitUntil(lambda: not any(same_layer(labels, layer) for layer in viewer.layers))
+
+
+def test_a_tool_answered_while_another_image_is_chosen_is_not_offered_on_it(qtbot, two_scans, monkeypatch):
+    """Its removal preview was offered on the chosen image, dropped at once, and the status still
+    said 'waiting for Apply or Discard'."""
+    from napari_cgs.panel import correct_section as module
+
+    viewer, panel, scan_a, scan_b = two_scans
+    labels_a = viewer.layers[labels_layer_name(scan_a)]
+    section = panel.correct_section
+    organ = panel.class_names.index("Larynx")
+    section.organ_choice.setCurrentIndex(section.organ_choice.findData(organ))
+    labels_a.brush_size = 9
+    labels_a.paint((6, 40, 40), organ)
+    labels_a.brush_size = 3
+    labels_a.paint((6, 90, 90), organ)  # a second piece: Keep largest would remove it
+    before = np.array(labels_a.data, copy=True)
+    from napari_cgs.panel import workers
+
+    release = fx.held(monkeypatch, module, "run_and_summarise")
+    section.tool_buttons["keep-largest"].click()
+    run_goes_on = fx.held(monkeypatch, workers, "run_prediction")
+    with qtbot.waitSignal(panel.prediction_finished, timeout=fx.WAIT_MS):
+        assert panel.presegment() is not None  # a re-run of A, held until the tool has answered
+        panel.select_image(scan_b)
+        release.set()
+        qtbot.waitUntil(lambda: section.worker is None, timeout=60_000)
+        assert not section.preview.pending
+        assert "not written" in plain(section.status.text())
+        run_goes_on.set()
+    fx.wait_until_finished(panel)
+    np.testing.assert_array_equal(labels_a.data[6, 90, 90], before[6, 90, 90])
