@@ -16,7 +16,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from cgs_engine.edit.summary import less_than_a_voxel, removed_voxels, summarise_edit
-from napari_cgs._layers import KIND_KEY, labels_kwargs_like
+from napari_cgs._layers import KIND_KEY, labels_kwargs_like, same_layer
 from napari_cgs.panel.fit import breakable
 from napari_cgs.panel.prediction_layers import SEPARATOR
 
@@ -40,6 +40,8 @@ class ToolPreview(QWidget):
         self._on_closed = on_closed  # called after Apply or Discard
         self._apply: Callable[[], Any] | None = None
         self._layer_name: str | None = None
+        self._layer: Any | None = None  # the preview layer, followed as an object: renamed with its image
+        self._image: Any | None = None
         self.text = QLabel()
         self.text.setWordWrap(True)
         self.text.setStyleSheet("color: #ffd27f;")
@@ -68,7 +70,8 @@ class ToolPreview(QWidget):
         self.discard()
         self._apply = apply
         self._layer_name = preview_layer_name(image_layer)
-        layer = self._show_layer(image_layer, removed.astype(np.uint8))
+        layer = self._layer = self._show_layer(image_layer, removed.astype(np.uint8))
+        self._image = image_layer
         slices = np.count_nonzero(removed, axis=(1, 2))
         if slices.any():  # the slice that loses most, on screen
             z = int(np.argmax(slices))
@@ -81,7 +84,7 @@ class ToolPreview(QWidget):
 
     def is_for(self, image_layer: Any) -> bool:
         """Whether the change waiting for Apply was computed on ``image_layer``'s labels."""
-        return image_layer is not None and self._layer_name == preview_layer_name(image_layer)
+        return image_layer is not None and self._image is not None and same_layer(self._image, image_layer)
 
     def apply(self) -> Any:
         apply, self._apply = self._apply, None
@@ -93,10 +96,12 @@ class ToolPreview(QWidget):
         self._clear()
 
     def _clear(self) -> None:
-        name = self._layer_name
-        if name is not None and name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        self._layer_name = None
+        layer = self._layer
+        if layer is not None:
+            shown = [each for each in self.viewer.layers if same_layer(each, layer)]
+            if shown:  # looked up as an object: the panel renames it when its image is renamed
+                self.viewer.layers.remove(shown[0])
+        self._layer_name = self._layer = self._image = None
         was_shown = self.isVisibleTo(self.parentWidget()) if self.parentWidget() else self.isVisible()
         self.setVisible(False)
         if was_shown and self._on_closed is not None:

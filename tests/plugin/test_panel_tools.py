@@ -172,3 +172,24 @@ def test_a_preview_is_dropped_when_its_image_is_no_longer_corrected(qtbot, prese
     section.preview.apply_button.click()  # (hidden by then) nothing to apply
     np.testing.assert_array_equal(other_labels.data, other)
     np.testing.assert_array_equal(labels.data, first)
+
+
+def test_a_preview_of_a_renamed_image_still_applies_and_goes_away(qtbot, presegmented):
+    """The preview was followed by name: once its image (and so its layer) was renamed, the next
+    refresh dropped it and left the white layer behind."""
+    viewer, panel, image, labels, organ = presegmented
+    section = panel.correct_section
+    labels.brush_size = 9
+    labels.paint((6, 40, 40), organ)
+    labels.brush_size = 3
+    labels.paint((6, 90, 90), organ)
+    expected = keep_largest_island(np.array(labels.data, copy=True), organ)
+    section.tool_buttons["keep-largest"].click()
+    qtbot.waitUntil(lambda: section.preview.pending and section.worker is None, timeout=60_000)
+    image.name = "renamed CT"
+    qtbot.wait(50)
+    section.refresh()
+    assert section.preview.pending and preview_layer_name(image) in viewer.layers
+    section.preview.apply_button.click()
+    np.testing.assert_array_equal(labels.data, expected.labels)
+    assert not any(layer.name.endswith("preview") for layer in viewer.layers)
