@@ -967,12 +967,16 @@ class CGSPanel(QWidget):
                 breakable("Wait for the pre-segmentation to end (or cancel it) before restoring a session.")
             )
             return None
-        if self.correct_section.worker is not None:  # its result would land on the restored labels
+        image_layer = self.image_layer
+        into_shown_labels = (
+            image_layer is not None and find_labels_layer(self.viewer, image_layer) is not None
+        )
+        if self.correct_section.worker is not None and into_shown_labels:
+            # the running correction's result would land on the labels restored into that layer
             self.status_label.setText(
                 breakable("Wait for the correction to finish before restoring a session.")
             )
             return None
-        image_layer = self.image_layer
         session = None if image_layer is None else find_session(image_layer)
         if session is None:
             self._show_session("No saved session for this image.")

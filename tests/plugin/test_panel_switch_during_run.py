@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from napari_cgs._layers import same_layer
 from napari_cgs.panel.fit import plain
-from napari_cgs.panel.prediction_layers import labels_layer_name
+from napari_cgs.panel.prediction_layers import labels_layer_name, layers_made_for
 from napari_cgs.panel.session import find_session
 
 pytestmark = pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")
@@ -187,3 +187,26 @@ def test_a_tool_answered_while_another_image_is_chosen_is_not_offered_on_it(qtbo
         run_goes_on.set()
     fx.wait_until_finished(panel)
     np.testing.assert_array_equal(labels_a.data[6, 90, 90], before[6, 90, 90])
+
+
+def test_opening_another_scan_while_a_correction_runs_still_restores_its_session(
+    qtbot, two_scans, tmp_path, monkeypatch
+):
+    """Only a restore into labels on screen waits for a running correction; another scan's session,
+    restored into a new layer, does not (the correction's result is then dropped, not written)."""
+    from napari_cgs.panel import prompt_tools
+
+    viewer, panel, scan_a, scan_b = two_scans
+    labels_a = viewer.layers[labels_layer_name(scan_a)]
+    for layer in [*layers_made_for(viewer, scan_b), scan_b]:  # B closed with all its layers
+        viewer.layers.remove(layer)
+    assert same_layer(panel.labels_layer, labels_a)
+    before = np.array(labels_a.data, copy=True)
+    release = fx.held(monkeypatch, prompt_tools, "run_click")
+    assert panel.correct_section.prompt_tools.click_at((4, 60, 60)) is not None
+    back = fx.open_image(viewer, tmp_path / "other_scan.nii.gz")
+    panel.select_image(back)
+    qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, back))
+    release.set()
+    qtbot.waitUntil(lambda: panel.correct_section.worker is None, timeout=60_000)
+    np.testing.assert_array_equal(labels_a.data, before)
