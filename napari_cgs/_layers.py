@@ -53,6 +53,12 @@ def same_layer(first: Any, second: Any) -> bool:
     return first.unique_id == second.unique_id
 
 
+def shown_as(viewer: Any, layer: Any) -> Any | None:
+    """The viewer's own layer that is ``layer`` (compared with ``same_layer``: the panel gets napari's
+    proxies), or None once it was removed."""
+    return next((shown for shown in viewer.layers if same_layer(shown, layer)), None)
+
+
 def layers_support_units() -> bool:
     """Whether this napari accepts ``units=`` for layers (napari >= 0.6)."""
     from napari.layers import Image  # lazy: 1.2 s; `import napari_cgs` and the headless demo need no napari

@@ -31,7 +31,7 @@ from cgs_engine.edit.tools import EDIT_TOOLS, MARGIN, SIGMA, SMALLEST_ISLAND
 from cgs_engine.errors import CGSError
 from cgs_engine.review.alternative import region_alternative, specialists_drawing, take_in_region
 from cgs_engine.review.state import EDITED
-from napari_cgs._layers import image_contrast_limits, layer_geometry, same_layer
+from napari_cgs._layers import image_contrast_limits, layer_geometry, same_layer, shown_as
 from napari_cgs.panel.prediction_layers import (
     SEPARATOR,
     class_rgba,
@@ -530,6 +530,6 @@ class CorrectSection(WorkerSection):
             # still those read, but a preview would be shown on the chosen image, and dropped
             self.status.setText(f"{what}: not written, {self.panel.image_layer.name} was chosen meanwhile.")
             return True
-        where = "is no longer the one corrected" if self.panel._in_viewer(read_from) else "was closed"
+        where = "is no longer the one corrected" if shown_as(self.viewer, read_from) else "was closed"
         self.status.setText(f"{what}: not written, {read_from.name} {where} meanwhile.")
         return True

@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxL
 from cgs_engine.classes.table import ClassTable, checkpoint_class_table, derive_class_table
 from cgs_engine.dicom import export_rtstruct, export_seg, import_rtstruct, read_series
 from cgs_engine.volume import Volume
-from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry, same_layer
+from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry, shown_as
 from napari_cgs.panel import dialogs
 from napari_cgs.panel.prediction_layers import SEPARATOR, find_labels_layer, style_labels_layer
 from napari_cgs.panel.section import WorkerSection
@@ -210,7 +210,7 @@ class DicomSection(WorkerSection):
         )
 
     def _imported(self, image: Any, table: ClassTable, result: Any) -> None:
-        if not any(same_layer(image, layer) for layer in self.viewer.layers):
+        if shown_as(self.viewer, image) is None:
             self.status.setText(f"Not opened: {image.name} was closed while its RTSTRUCT was read.")
             return
         name = rtstruct_layer_name(image)

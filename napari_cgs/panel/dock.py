@@ -59,7 +59,7 @@ from cgs_engine.review.carry import carry_over
 from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
-from napari_cgs._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer
+from napari_cgs._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer, shown_as
 from napari_cgs._sample_data import BUNDLED_MODEL
 from napari_cgs.panel import dialogs
 from napari_cgs.panel.correct_section import CorrectSection
@@ -759,7 +759,7 @@ class CGSPanel(QWidget):
         self.image_choice.changed.emit(self.image_choice.value)  # the panel and its sections follow it
 
     def _in_viewer(self, layer: Any) -> bool:
-        return any(same_layer(layer, shown) for shown in self.viewer.layers)
+        return shown_as(self.viewer, layer) is not None
 
     def _show_scope(self, warnings: list[str]) -> None:
         """A scan far from what the model learnt from: say so before its results are trusted."""

@@ -16,7 +16,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from cgs_engine.edit.summary import less_than_a_voxel, removed_voxels, summarise_edit
-from napari_cgs._layers import KIND_KEY, labels_kwargs_like, same_layer
+from napari_cgs._layers import KIND_KEY, labels_kwargs_like, same_layer, shown_as
 from napari_cgs.panel.fit import breakable
 from napari_cgs.panel.prediction_layers import SEPARATOR
 
@@ -96,11 +96,10 @@ class ToolPreview(QWidget):
         self._clear()
 
     def _clear(self) -> None:
-        layer = self._layer
-        if layer is not None:
-            shown = [each for each in self.viewer.layers if same_layer(each, layer)]
-            if shown:  # looked up as an object: the panel renames it when its image is renamed
-                self.viewer.layers.remove(shown[0])
+        # looked up as an object: the panel renames it when its image is renamed
+        shown = None if self._layer is None else shown_as(self.viewer, self._layer)
+        if shown is not None:
+            self.viewer.layers.remove(shown)
         self._layer_name = self._layer = self._image = None
         was_shown = self.isVisibleTo(self.parentWidget()) if self.parentWidget() else self.isVisible()
         self.setVisible(False)
