@@ -10,6 +10,7 @@ Public API (tests)::
 
     section.score_folder(folder=None)   # a folder dialog when None; returns the worker
     section.score_project()             # the retrain section's open project
+    section.project_changed()           # another project was opened: drop the old project's ranking
     section.cancel()
     section.open_next() -> Image layer | None
     section.scores                      # ScanScore list, worst first
@@ -64,6 +65,10 @@ def scan_tooltip(score: ScanScore) -> str:
     return "\n".join(lines)
 
 
+def same_folder(project: Any, other: Any) -> bool:
+    return Path(project.folder).resolve() == Path(other.folder).resolve()
+
+
 # ------------------------------------------------------------------ what the workers run (engine calls)
 def score_folder_job(checkpoint: Any, device: str, folder: Path, cancel: Callable[[], bool]):
     """Yield each scan's score; a generator, so the section shows them as they come."""
@@ -102,6 +107,10 @@ class WorklistSection(WorkerSection):
         self.opened_paths: set[str] = set()
         self._total = 0
         self._cancelled = False
+        # The project whose scans the list ranks (None: a folder's); another project opened
+        # meanwhile makes that list and any scoring still running for it stale.
+        self._ranked_project: Any | None = None
+        self._stale = False  # the running scoring is for a project no longer open
         self.folder_button = self._button(
             "Score a folder…",
             "Predict every scan in a folder once and rank them by how wrong the model likely is "
@@ -149,13 +158,15 @@ class WorklistSection(WorkerSection):
         def show_image(layer: Any) -> None:
             panel.select_image(layer)
 
-        return cls(
+        section = cls(
             panel.viewer,
             checkpoint=lambda: panel.checkpoint,
             device=lambda: panel.device_choice.value,
             project=lambda: panel.retrain_section.project,
             show_image=show_image,
         )
+        panel.retrain_section.project_opened.connect(lambda _folder: section.project_changed())
+        return section
 
     def _button(self, text: str, tooltip: str, slot: Callable[[], Any]) -> QPushButton:
         button = QPushButton(text)
@@ -179,7 +190,7 @@ class WorklistSection(WorkerSection):
         if not folder:
             return None
         return self._start_scoring(
-            score_folder_job, (checkpoint, self._device(), Path(folder)), Path(folder).name
+            score_folder_job, (checkpoint, self._device(), Path(folder)), Path(folder).name, None
         )
 
     def score_project(self):
@@ -187,18 +198,42 @@ class WorklistSection(WorkerSection):
         if project is None:
             return self._report("Open a retraining project first (section 6).")
         return self._start_scoring(
-            score_project_job, (project, self._device()), "the project's unlabeled scans"
+            score_project_job, (project, self._device()), "the project's unlabeled scans", project
         )
 
-    def _start_scoring(self, job: Callable, arguments: tuple, what: str):
+    def project_changed(self) -> None:
+        """Another project is open: a ranking of the previous one's scans no longer describes it.
+
+        Its scoring stops after the scan in progress (the scores already computed stay saved in
+        that project) and the list is emptied, so *Open next* cannot offer the old project's scans.
+        """
+        current, ranked = self._project(), self._ranked_project
+        if ranked is None or (current is not None and same_folder(current, ranked)):
+            return
+        name = Path(self._ranked_project.folder).name
+        was_scoring = self.worker is not None
+        self._ranked_project = None
+        self.scores = []
+        self._show_scores()
+        if was_scoring:
+            self._cancelled = self._stale = True
+            self.worker.quit()
+        self.status.setText(
+            f"Another project was opened: the ranking of {name}'s scans was "
+            f"{'stopped and ' if was_scoring else ''}cleared (its scores stay saved in {name}). "
+            "Score project scans ranks this one."
+        )
+
+    def _start_scoring(self, job: Callable, arguments: tuple, what: str, project: Any | None):
         if self.worker is not None:
             return self._report(self.BUSY)
-        self.scores, self._total, self._cancelled = [], 0, False
+        self.scores, self._total, self._cancelled, self._stale = [], 0, False, False
+        self._ranked_project = project
         self._show_scores()
         connections = {
             "yielded": self._on_yielded,
             "returned": lambda _: None,
-            "errored": self._errored,
+            "errored": self._scoring_errored,
             "finished": self._scoring_finished,
         }
         self.worker = create_worker(
@@ -227,12 +262,23 @@ class WorklistSection(WorkerSection):
         if isinstance(value, int):
             self._total = value
             return
+        if self._stale:  # scored for a project no longer open (saved there by the engine)
+            return
         self.scores = ordered([*self.scores, value])
         self._show_scores()
         self.status.setText(f"Scored {len(self.scores)} of {self._total} scans; latest: {value.describe()}")
 
+    def _scoring_errored(self, error: Exception) -> None:
+        if not self._stale:  # a stale run's failure concerns a project no longer open
+            self._errored(error)
+
     def _scoring_finished(self) -> None:
         self.worker = None
+        if self._stale:  # project_changed said why it stopped
+            self._stale = False
+            self.refresh()
+            self.finished.emit([])
+            return
         done = f"Ranked {len(self.scores)} scan(s)"
         if self._cancelled:
             done = f"Cancelled: {len(self.scores)} of {self._total} scan(s) ranked"

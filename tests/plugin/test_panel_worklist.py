@@ -122,3 +122,36 @@ def test_a_calibrated_model_shows_likely_wrong_per_organ(qtbot, viewer_and_panel
         assert "likely wrong" in panel.queue.list.item(0).text()
     expected = sum(o.likely_wrong_ml for o in result.prediction.errors.organs.values())
     assert np.isclose(expected, result.prediction.errors.likely_wrong_ml())
+
+
+def test_opening_another_project_drops_the_old_projects_ranking(
+    qtbot, viewer_and_panel, scan_folder, tmp_path, monkeypatch
+):
+    from napari_cgs.panel import worklist_section
+
+    viewer, panel = viewer_and_panel
+    section, retrain = panel.worklist_section, panel.retrain_section
+    first = retrain.create_project(tmp_path / "first")
+    first.add_unlabeled(sorted(scan_folder.glob("slab*.nii.gz")))
+    assert len(score(qtbot, section, section.score_project)) == 3 and section.list.count() == 3
+    second = retrain.create_project(tmp_path / "second")
+    assert second is not None and retrain.project is second
+    assert "first's scans was cleared" in section.status.text()
+    assert section.list.count() == 0 and not section.open_button.isEnabled()
+
+    # Scoring still running when a third project opens: its scores stay out of the list (the
+    # engine saves them in the project they belong to) and its end does not overwrite the reason.
+    second.add_unlabeled(sorted(scan_folder.glob("slab*.nii.gz"))[:2])
+    release = fx.held(monkeypatch, worklist_section, "iterate_project_worklist")
+    with qtbot.waitSignal(section.finished, timeout=fx.WAIT_MS) as blocker:
+        section.score_project()
+        assert section.score_project() is None and "Busy" in section.status.text()
+        retrain.create_project(tmp_path / "third")
+        assert "second's scans was stopped and cleared" in section.status.text()
+        release.set()
+    assert blocker.args[0] == [] and section.list.count() == 0
+    assert "stopped and cleared" in section.status.text() and section.project_button.isEnabled()
+    # Reopening the project the list ranks keeps its ranking.
+    assert len(score(qtbot, section, section.score_project)) == 0
+    retrain.open_project(tmp_path / "third")
+    assert "cleared" not in section.status.text()
