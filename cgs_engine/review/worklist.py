@@ -45,10 +45,16 @@ class ScanScore:
         return self.problem is None and math.isnan(self.score)
 
     def worst_organ(self) -> str | None:
-        """The organ with the most likely wrong volume."""
-        if not self.organs:
-            return None
-        return max(self.organs, key=lambda organ: self.organs[organ]["likely_wrong_ml"])
+        """The organ with the lowest estimated Dice, the one to start with (the score is 1 - their
+        mean). Not the most likely wrong mL: that is nearly always the largest organ, however good."""
+        estimated = {
+            organ: row["estimated_dice"]
+            for organ, row in self.organs.items()
+            if not math.isnan(row.get("estimated_dice", math.nan))
+        }
+        if not estimated:
+            return max(self.organs, key=lambda organ: self.organs[organ]["likely_wrong_ml"], default=None)
+        return min(estimated, key=lambda organ: (estimated[organ], -self.organs[organ]["likely_wrong_ml"]))
 
     def findings(self) -> list[str]:
         """What the score says, in pieces: the CLI's line and the panel's list item join them."""

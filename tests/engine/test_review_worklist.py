@@ -209,3 +209,19 @@ def test_a_scan_unlike_the_training_data_is_ranked_after_those_like_it():
     assert ordered([outside, unreadable, inside]) == [inside, outside, unreadable]
     assert "ranked last: this scan looks like MR" in outside.describe()
     assert ScanScore.from_dict(outside.to_dict()) == outside
+
+
+def test_the_worst_organ_is_the_one_with_the_lowest_estimated_dice():
+    # The big mandible carries the most likely wrong mL while being the best organ of the scan:
+    # the reviewer is sent to the larynx, which the score (1 - mean estimated Dice) blames most.
+    organs = {
+        "Mandible": {"likely_wrong_ml": 9.0, "predicted_ml": 80.0, "estimated_dice": 0.88},
+        "Larynx": {"likely_wrong_ml": 3.0, "predicted_ml": 12.0, "estimated_dice": 0.55},
+        "Brainstem": {"likely_wrong_ml": 2.0, "predicted_ml": 25.0, "estimated_dice": math.nan},
+    }
+    score = ScanScore("scan.nii.gz", 0.3, calibrated=True, likely_wrong_ml=14.0, organs=organs)
+    assert score.worst_organ() == "Larynx"
+    assert "worst Larynx (est. Dice 0.55)" in score.describe()
+    unestimated = {name: {**row, "estimated_dice": math.nan} for name, row in organs.items()}
+    assert ScanScore("scan.nii.gz", math.nan, organs=unestimated).worst_organ() == "Mandible"
+    assert ScanScore("scan.nii.gz", math.nan).worst_organ() is None
