@@ -163,13 +163,31 @@ def write_class_file(
 
 
 def prediction_outputs_in(folder: Path) -> set[Path]:
-    """The files an earlier prediction wrote in ``folder`` (resolved): for each ``<stem>_classes.json``
-    every volume :func:`prediction_paths` names (labels, disagreement, likely-wrong map, in any image
-    format) and its specialist maps (``<stem>_map_*``)."""
+    """The files an earlier prediction, edit or export wrote in ``folder`` (resolved): for each
+    ``<stem>_classes.json`` every volume :func:`prediction_paths` names (labels, disagreement,
+    likely-wrong map, in any image format), its specialist maps (``<stem>_map_*``) and the label
+    map the table itself names (``"labels"``: what `cgs edit`, `cgs convert --labels` and the
+    panel's export write, under any name)."""
     outputs: set[Path] = set()
     for table in folder.glob(f"*{CLASS_FILE_SUFFIX}"):
         outputs |= outputs_of_prediction(folder, class_file_stem(table))
+        named = labels_named_by(table)
+        if named is not None:
+            outputs.add((folder / named).resolve())
     return outputs
+
+
+def labels_named_by(table: Path) -> str | None:
+    """The plain file name a class file's ``"labels"`` gives, or None (none given, or unreadable:
+    an unreadable table names nothing here; the commands that read it say why)."""
+    try:
+        data = json.loads(table.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    named = data.get("labels") if isinstance(data, dict) else None
+    if not isinstance(named, str) or not named or "/" in named or "\\" in named or named.startswith("."):
+        return None
+    return named
 
 
 def outputs_of_prediction(folder: Path, stem: str) -> set[Path]:

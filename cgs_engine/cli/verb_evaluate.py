@@ -46,6 +46,20 @@ def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
     return classes
 
 
+def _generic(classes: dict[int, str]) -> bool:
+    """True for the placeholder names given when nothing names the classes."""
+    return all(name == f"class_{class_id}" for class_id, name in classes.items())
+
+
+def _in_classes(labels, path, classes: dict[int, str]):
+    from cgs_engine.classes.relabel import in_receiver_classes
+
+    relabelled = in_receiver_classes(labels, path, classes, "the predictions' class table")
+    if relabelled.moved:
+        print(f"{path}: {relabelled.describe()}")
+    return relabelled.labels
+
+
 def run(args) -> int:
     from cgs_engine.evaluate import evaluate_volume, format_table, summarise, to_json
     from cgs_engine.evaluate.pairing import pair_files
@@ -71,13 +85,16 @@ def run(args) -> int:
     for name, pred_path, gt_path in paired.pairs:
         pred, gt = read_volume(pred_path, kind="labels"), read_volume(gt_path, kind="labels")
         check_same_grid(pred, gt, str(pred_path))
-        loaded.append((name, pred, gt))
-    max_id = max(int(max(p.array.max(), g.array.max())) for _, p, g in loaded)
+        loaded.append((name, pred, gt, pred_path, gt_path))
+    max_id = max(int(max(p.array.max(), g.array.max())) for _, p, g, _, _ in loaded)
     classes = _class_names(args, Path(args.pred), max_id)
-    per_volume = {
-        name: evaluate_volume(pred.array, gt.array, classes, spacing_zyx=pred.geometry.spacing[::-1])
-        for name, pred, gt in loaded
-    }
+    per_volume = {}
+    for name, pred, gt, pred_path, gt_path in loaded:
+        pred_ids, gt_ids = pred.array, gt.array
+        if not _generic(classes):  # a map whose class file numbers the organs otherwise is scored by name
+            pred_ids = _in_classes(pred_ids, pred_path, classes)
+            gt_ids = _in_classes(gt_ids, gt_path, classes)
+        per_volume[name] = evaluate_volume(pred_ids, gt_ids, classes, spacing_zyx=pred.geometry.spacing[::-1])
     summary = summarise(per_volume, classes)
     print(format_table(summary))
     if args.json:

@@ -52,9 +52,14 @@ def _inputs(arguments: list[str]) -> list[Path]:
             scans = [image for image in images if image.resolve() not in outputs]
             skipped = len(images) - len(scans)
             if skipped:
-                print(f"{path}: left out {skipped} output file(s) of an earlier prediction", file=sys.stderr)
+                print(
+                    f"{path}: left out {skipped} output file(s) of an earlier prediction, edit or export",
+                    file=sys.stderr,
+                )
             if not scans:
-                raise CGSError(f"{path}: no scans in this folder (only outputs of an earlier prediction)")
+                raise CGSError(
+                    f"{path}: no scans in this folder (only outputs of an earlier prediction, edit or export)"
+                )
             found.extend(scans)
         else:
             found.extend(expand_images([argument], "INPUT"))

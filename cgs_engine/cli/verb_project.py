@@ -161,15 +161,24 @@ def _correction_name(image: str) -> str:
 
 
 def _add_correction(args) -> int:
-    from cgs_engine.io import check_same_grid, read_volume
+    from cgs_engine.classes.relabel import in_receiver_classes
+    from cgs_engine.io import check_same_grid, label_map_problem, read_volume
     from cgs_engine.project import Project
     from cgs_engine.project.corrections import CorrectionExistsError
     from cgs_engine.scope import check_scope
 
     project = Project.open(args.folder)
     image = read_volume(args.image, series_uid=args.series)
+    problem = label_map_problem(image.array)
+    if problem is not None:
+        raise CGSError(f"{args.image}: {problem}; --image is the scan the labels were drawn on")
     labels = read_volume(args.labels, kind="labels")
     check_same_grid(labels, image, args.labels)
+    # another model's or tool's ids: stored under the project's class of the same name, or refused
+    project_classes = dict(enumerate(project.class_names))
+    relabelled = in_receiver_classes(labels.array, args.labels, project_classes, "the project")
+    if relabelled.moved:
+        print(f"{args.labels}: {relabelled.describe()}")
     review = None
     if args.review:
         review_volume = read_volume(args.review, kind="labels")
@@ -182,7 +191,7 @@ def _add_correction(args) -> int:
     name = args.name or _correction_name(args.image)
     try:
         info = project.add_correction(
-            name, image, labels.array, review, replace="yes" if args.overwrite else "no"
+            name, image, relabelled.labels, review, replace="yes" if args.overwrite else "no"
         )
     except CorrectionExistsError as error:
         raise CGSError(
@@ -207,11 +216,14 @@ def _unlabeled_paths(arguments: list[str]) -> list[Path]:
     outputs = prediction_outputs_among(paths)
     scans = [path for path in paths if path.expanduser().resolve() not in outputs]
     if not scans:
-        raise CGSError(f"{arguments[0]}: no scans to add, only outputs of an earlier prediction")
+        raise CGSError(
+            f"{arguments[0]}: no scans to add, only outputs of an earlier prediction, edit or export"
+        )
     if outputs:
         folders = ", ".join(sorted({str(path.parent) for path in outputs}))
         print(
-            f"left out {len(outputs)} output file(s) of an earlier prediction in {folders}", file=sys.stderr
+            f"left out {len(outputs)} output file(s) of an earlier prediction, edit or export in {folders}",
+            file=sys.stderr,
         )
     return scans
 

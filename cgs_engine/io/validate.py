@@ -43,6 +43,30 @@ def _check_whole_numbers(values: np.ndarray, name: str) -> None:
         raise VolumeIOError(name, problem)
 
 
+# A scan holds hundreds of distinct values at least (CT in HU, MR intensities); a label map a few
+# small whole numbers. Above this many distinct values an image is never taken for a label map.
+LABEL_LIKE_MAX_VALUES = 16
+
+
+def label_map_problem(array: np.ndarray) -> str | None:
+    """Why ``array``, given as an image, looks like a label map (a few small whole numbers), or
+    None. A label map taken for a scan (an edited or exported map saved beside its CT) would be
+    trained on as an image of organ-shaped plateaus."""
+    values = np.asarray(array)
+    if values.size == 0 or values.dtype.kind not in "biuf":
+        return None
+    low, high = float(values.min()), float(values.max())  # NaN anywhere makes both NaN
+    if not (low >= 0 and high <= UINT8_MAX):
+        return None
+    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
+        return None
+    counts = np.bincount(values.ravel().astype(np.intp), minlength=1)
+    found = np.flatnonzero(counts)
+    if not 2 <= found.size <= LABEL_LIKE_MAX_VALUES:  # a blank image is no label map either
+        return None
+    return f"looks like a label map, not a scan (its voxels hold only the whole numbers {_values(found)})"
+
+
 def probability_map_problem(array: np.ndarray) -> str | None:
     """What keeps ``array`` from being a map as `cgs predict` writes them (uint8, 255 = 1.0, or
     floats in 0..1), or None. An image given in its place (HU, MR units) would be read as

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cgs_engine.errors import CGSError, first_line
-from cgs_engine.io import is_supported_path, read_volume
+from cgs_engine.io import is_supported_path, label_map_problem, read_volume
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
 from cgs_engine.scope import check_scope
@@ -86,8 +86,8 @@ class UnlabeledRecords:
                 raise ProjectError(f"{given}: not a supported image file or DICOM folder")
             if path in outputs:
                 raise ProjectError(
-                    f"{given}: an output of an earlier prediction (named by a *_classes.json beside it), "
-                    "not a scan"
+                    f"{given}: an output of an earlier prediction, edit or export (named by a "
+                    "*_classes.json beside it), not a scan"
                 )
             volume = check_unlabeled_scan(path, self.normalization)  # read now, not in a retrain later
             if scope and warn is not None:
@@ -151,12 +151,15 @@ def prediction_outputs_among(paths: Sequence[str | os.PathLike]) -> set[Path]:
 
 
 def check_unlabeled_scan(path: Path, normalization: Normalization) -> Volume:
-    """Read a scan once when it is added, so a damaged one is refused now, in one line."""
+    """Read a scan once when it is added, so a damaged one (or a label map) is refused now, in one line."""
     try:
         volume = read_volume(path)
         normalization.apply(volume.array[:1])
-        return volume
     except CGSError as error:
         raise ProjectError(str(error)) from None
     except ValueError as error:
         raise ProjectError(f"{path}: cannot be normalised ({first_line(error)})") from None
+    problem = label_map_problem(volume.array)
+    if problem is not None:
+        raise ProjectError(f"{path}: {problem}; add the image it was drawn on")
+    return volume

@@ -173,3 +173,52 @@ def test_pairing_errors_name_the_directory(tmp_path):
     _touch(pred_dir, "y.mha")
     with pytest.raises(ValueError, match="two images for case 'y'"):
         pair_files(pred_dir, gt_dir)
+
+
+def test_cgs_evaluate_scores_a_reference_numbered_otherwise_by_class_name(tmp_path, capsys):
+    """A reference whose class file calls 1 what the predictions call 2 is compared organ by organ,
+    not id by id (the ids alone would score each organ against the other)."""
+    from cgs_engine.classes.files import write_class_file
+    from cgs_engine.cli.main import main
+    from cgs_engine.io import write_volume
+    from cgs_engine.volume import Volume
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[:, :4] = 1
+    labels[:, 4:6] = 2
+    write_volume(Volume(labels, kind="labels"), tmp_path / "pred" / "case.nii.gz")
+    entries = [{"id": 0, "name": "background"}, {"id": 1, "name": "Liver"}, {"id": 2, "name": "Spleen"}]
+    write_class_file(tmp_path / "pred" / "case_classes.json", entries, tmp_path / "pred" / "case.nii.gz")
+    swapped = np.where(labels == 1, 2, np.where(labels == 2, 1, 0)).astype(np.uint8)
+    write_volume(Volume(swapped, kind="labels"), tmp_path / "gt" / "case.nii.gz")
+    flipped = [entries[0], {"id": 1, "name": "spleen"}, {"id": 2, "name": "Liver"}]
+    write_class_file(tmp_path / "gt" / "case_classes.json", flipped, tmp_path / "gt" / "case.nii.gz")
+    json_out = tmp_path / "scores.json"
+    folders = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    assert main(["evaluate", *folders, "--json", str(json_out)]) == 0
+    out = capsys.readouterr().out
+    assert "spleen 1 -> 2, Liver 2 -> 1" in out
+    summary = json.loads(json_out.read_text())
+    assert "Liver" in json.dumps(summary) and "Spleen" in json.dumps(summary)
+    dice = [value for value in _values_named(summary, "dice") if value is not None]
+    assert dice and all(value == pytest.approx(1.0) for value in dice)
+
+    flipped[1] = {"id": 1, "name": "Heart"}
+    write_class_file(tmp_path / "gt" / "case_classes.json", flipped, tmp_path / "gt" / "case.nii.gz")
+    assert main(["evaluate", *folders]) == 2
+    err = capsys.readouterr().err
+    assert "calls value 1 'Heart', a class the predictions' class table does not have" in err
+
+
+def _values_named(data, key):
+    if isinstance(data, dict):
+        for name, value in data.items():
+            if name == key and not isinstance(value, (dict, list)):
+                yield value
+            else:
+                yield from _values_named(value, key)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _values_named(item, key)

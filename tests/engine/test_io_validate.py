@@ -68,3 +68,21 @@ def test_same_grid_names_every_difference():
     assert "spacing (1, 1, 5) vs (0.7, 0.7, 5)" in message
     assert "origin (0, 0, 0) vs (-12.5, 33.25, 101)" in message
     assert "direction" not in message
+
+
+def test_a_label_map_given_as_an_image_is_recognised():
+    from cgs_engine.io import label_map_problem
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, (6, 16, 16)).astype(np.uint8)
+    assert "only the whole numbers (0, 1, 2, 3, 4, 5, 6, 7)" in label_map_problem(labels)
+    assert label_map_problem(labels.astype(np.float32)) is not None  # saved as float NIfTI
+    assert label_map_problem(labels > 3) is not None  # a mask
+    assert label_map_problem(labels.astype(np.uint16) * 50) is None  # values above 255: no label map
+    ct = rng.normal(0, 300, (6, 16, 16)).astype(np.int16)  # HU: negative values
+    assert label_map_problem(ct) is None and label_map_problem(ct.astype(np.float32)) is None
+    mr = rng.integers(0, 256, (6, 16, 16)).astype(np.uint8)  # an 8-bit MR: hundreds of values
+    assert label_map_problem(mr) is None
+    assert label_map_problem(rng.random((6, 16, 16)).astype(np.float32)) is None  # not whole numbers
+    assert label_map_problem(np.zeros((0, 4, 4), np.uint8)) is None
+    assert label_map_problem(np.zeros((2, 4, 4), np.uint8)) is None  # blank, not a label map

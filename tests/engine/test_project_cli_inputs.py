@@ -155,3 +155,75 @@ def test_scans_unlike_the_models_training_data_are_added_but_said_so(tmp_path, c
     assert code == 0 and "added 2 unlabeled scan(s)" in out
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "mr.nii.gz" in warnings[0] and "looks like MR" in warnings[0]
+
+
+def test_label_maps_in_a_scan_folder_are_never_added_as_scans(tmp_path, capsys):
+    """An edited or exported map saved beside its CT (named by its own class file, under any name),
+    or a label map with no class file at all, is no scan: a retrain would learn organ plateaus."""
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    image, labels, array = write_case(tmp_path / "scans", seed=5)
+    code, _, err = run_cli(capsys, "convert", labels, tmp_path / "scans" / "ct_fixed.nii.gz", "--labels")
+    assert code == 0, err  # no class file beside labels.nii.gz: only the map itself
+    from cgs_engine.classes.files import class_file_entries, write_class_file
+
+    edited = tmp_path / "scans" / "ct_reviewed.nii.gz"
+    write_volume(Volume(array, kind="labels"), edited)
+    write_class_file(tmp_path / "scans" / "ct_reviewed_classes.json", class_file_entries(CLASS_NAMES), edited)
+
+    code, out, err = run_cli(capsys, "project", "add-unlabeled", folder, tmp_path / "scans")
+    notice, error = err.strip().splitlines()  # the table-named map is left out; the other refused
+    assert code == 2 and "left out 1 output file(s)" in notice
+    assert "ct_fixed.nii.gz: looks like a label map, not a scan" in error
+    assert Project.open(folder).unlabeled() == []  # nothing of the folder was added
+    (tmp_path / "scans" / "ct_fixed.nii.gz").unlink()
+    (tmp_path / "scans" / "labels.nii.gz").unlink()
+    code, out, err = run_cli(capsys, "project", "add-unlabeled", folder, tmp_path / "scans")
+    assert code == 0 and "added 1 unlabeled scan(s)" in out and "left out 1 output file(s)" in err
+    assert [s.path.name for s in Project.open(folder).unlabeled()] == ["ct.nii.gz"]
+    with pytest.raises(ProjectError, match="an output of an earlier prediction, edit or export"):
+        Project.open(folder).add_unlabeled([edited])
+
+
+def test_add_correction_follows_the_class_file_beside_the_labels(tmp_path, capsys):
+    """Labels whose class file numbers the organs otherwise are stored under the project's ids by
+    name; a class the project does not have is refused, and nothing is saved."""
+    from cgs_engine.classes.files import write_class_file
+
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    image, labels, array = write_case(tmp_path / "case", seed=6)
+    assert {1, 2} <= set(np.unique(array).tolist())
+    order = [0, 2, 1, *range(3, len(CLASS_NAMES))]  # ids 1 and 2 swapped
+    swapped = [{"id": i, "name": CLASS_NAMES[order[i]]} for i in range(len(CLASS_NAMES))]
+    table = tmp_path / "case" / "labels_classes.json"
+    write_class_file(table, swapped, labels)
+    code, out, err = add_correction(capsys, folder, image, labels)
+    assert code == 0, err
+    assert f"{CLASS_NAMES[2]} 1 -> 2, {CLASS_NAMES[1]} 2 -> 1" in out
+    stored = Project.open(folder).read_correction("ct").labels
+    assert np.array_equal(stored == 2, array == 1) and np.array_equal(stored == 1, array == 2)
+
+    write_class_file(table, [{"id": 0, "name": "background"}, {"id": 1, "name": "Heart"}], labels)
+    code, _, err = add_correction(capsys, folder, image, labels, "--name", "other")
+    assert_one_line_error(code, err, "calls value 1 'Heart', a class the project does not have")
+    assert [c.name for c in Project.open(folder).corrections()] == ["ct"]
+
+
+def test_add_correction_refuses_a_label_map_given_as_the_image(tmp_path, capsys):
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    _, labels, _ = write_case(tmp_path / "case", seed=7)
+    code, _, err = add_correction(capsys, folder, labels, labels)
+    assert_one_line_error(code, err, "labels.nii.gz: looks like a label map, not a scan", "--image is")
+    assert Project.open(folder).corrections() == []
+
+
+def test_update_settings_keeps_the_other_training_settings_and_refuses_unknown_ones(tmp_path):
+    project = Project.create(tmp_path / "proj", CLASS_NAMES, IDENTITY)
+    project.update_settings(train={"val_every": 5, "lr": 5e-4})
+    assert project.update_settings(train={"lr": 3e-4})["train"] == {"val_every": 5, "lr": 3e-4}
+    assert project.update_settings(train={"val_every": None})["train"] == {"lr": 3e-4}
+    with pytest.raises(ProjectError, match="unknown training setting"):
+        project.update_settings(train={"lrr": 1e-3})
+    assert Project.open(project.folder).settings["train"] == {"lr": 3e-4}
