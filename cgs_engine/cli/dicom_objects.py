@@ -80,10 +80,16 @@ def export_inputs(args):
 def import_inputs(args):
     """The class table (and where it came from) and the series of an import, after refusing an
     output that cannot be written."""
+    from cgs_engine.classes.files import class_file_for
+    from cgs_engine.cli.class_carry import refuse_existing_class_file
     from cgs_engine.cli.class_source import resolve_class_table
     from cgs_engine.dicom import read_series
 
     precheck_volume_output(args.output, args.overwrite)
+    # the imported map's class file (its organs and this series) is written beside it
+    refuse_existing_class_file(
+        class_file_for(args.output), args.overwrite, "the imported map's class table goes there"
+    )
     table, origin = resolve_class_table(args.classes)
     return table, origin, read_series(args.dicom, args.series)
 

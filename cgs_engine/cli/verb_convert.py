@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from cgs_engine.cli.paths import add_series_option
 from cgs_engine.errors import CGSError
@@ -29,6 +30,7 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
+    from cgs_engine.cli.class_carry import carry_class_file, output_class_file
     from cgs_engine.io import read_volume, write_volume
 
     kind = "labels" if args.labels else "image"
@@ -42,6 +44,9 @@ def run(args) -> int:
             print(f"note: {args.input}: resampled {tilt.describe()} onto a regular grid", file=sys.stderr)
     else:
         volume = read_volume(args.input, kind=kind, series_uid=args.series)
+    # a label map keeps its class file: which organ each id is, and the series it was made on
+    source = output_class_file(Path(args.input), Path(args.output), args.overwrite) if args.labels else None
     written = write_volume(volume, args.output, overwrite=args.overwrite)
-    print(f"wrote {written} ({volume.geometry.describe()})")
+    carried = carry_class_file(source, Path(written))
+    print(f"wrote {written} ({volume.geometry.describe()})" + (f" and {carried.name}" if carried else ""))
     return 0

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cgs_engine.classes.files import class_file_for, find_class_file, read_class_file, write_class_file
+from cgs_engine.classes.files import class_file_for, find_class_file, read_class_file
+from cgs_engine.cli.class_carry import carry_class_file, output_class_file
 from cgs_engine.cli.edit_prompts import PROMPTS, add_prompt_options, prompt_options, run_prompt
 from cgs_engine.edit.checks import EditError
 from cgs_engine.edit.tools import AXIS, EDIT_TOOLS, MODE
@@ -67,7 +68,7 @@ def run(args) -> int:
     options = _tool_options(args)
     box = _parse_box(args.box) if args.box else None
     _check_output(Path(args.output), args.overwrite)
-    source_table = _output_class_file(Path(args.labels), Path(args.output), args.overwrite)
+    source_table = output_class_file(Path(args.labels), Path(args.output), args.overwrite)
     volume = read_volume(args.labels, kind="labels")
     if args.tool == "adapt":
         class_id, name = 0, "every organ"
@@ -95,7 +96,7 @@ def run(args) -> int:
         except EditError as error:  # a setting that does not fit this volume: say which volume
             raise CGSError(f"{args.labels}: {error}") from None
     written = write_volume(volume.like(result.labels, "labels"), args.output, overwrite=args.overwrite)
-    carried = _carry_class_file(source_table, Path(written))
+    carried = carry_class_file(source_table, Path(written))
     below_a_voxel = args.tool == "smooth" and not result.changed_voxels and args.mm < finest
     print(
         f"{args.tool} {name}: {result.changed_voxels} voxels changed "
@@ -110,35 +111,6 @@ def smallest_margin_text(finest_mm: float) -> str:
     """The finest spacing rounded up to 0.01 mm, after float32 noise is dropped: a header's 1.1 mm
     reads back as 1.1000000238 and was offered as 1.11."""
     return f"{np.ceil(round(finest_mm * 100, 4)) / 100:g}"
-
-
-def _output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | None:
-    """The input's class file, when it has one, checked before any work: the edited map carries it
-    along (without it an export would name the organs from the OpenKBP table, silently wrong for any
-    other model), and an existing class file beside the output is replaced only with --overwrite."""
-    source = find_class_file(labels)
-    if source is None:
-        return None
-    target = class_file_for(output)
-    if target.exists() and not overwrite and target.resolve() != source.resolve():
-        raise CGSError(
-            f"{target}: already exists (the edited map's class table goes there; pass --overwrite)"
-        )
-    return source
-
-
-def _carry_class_file(source: Path | None, written: Path) -> Path | None:
-    if source is None:
-        return None
-    target = class_file_for(written)
-    if target.resolve() == source.resolve():
-        return None
-    carried = read_class_file(source)
-    items = [dict(item) for item in carried.items]
-    if source.parent.resolve() != written.parent.resolve():  # map files are named relative to it
-        for item in items:
-            item.pop("map", None)
-    return write_class_file(target, items, written, carried.made_on)
 
 
 def _tool_options(args) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from cgs_engine.cli.dicom_objects import add_export_parser, add_import_parser, export_inputs, import_inputs
 
@@ -62,6 +63,7 @@ def run_export(args) -> int:
 
 
 def run_import(args) -> int:
+    from cgs_engine.cli.class_carry import write_import_class_file
     from cgs_engine.dicom import import_rtstruct
     from cgs_engine.dicom.names import shown_name
     from cgs_engine.io import write_volume
@@ -69,6 +71,7 @@ def run_import(args) -> int:
     table, origin, series = import_inputs(args)
     result = import_rtstruct(args.rtstruct, series, table)
     written = write_volume(result.labels, args.output, overwrite=args.overwrite, reference=series.volume)
+    write_import_class_file(table, Path(written), series.identity())
     print(f"classes: {origin}")
     for roi in result.rois:
         print(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pydicom
 
 from cgs_engine.io.dicom_series_checks import check_dicom_series, read_checked_series
-from cgs_engine.io.errors import require_utf8_path
+from cgs_engine.io.errors import one_line, require_utf8_path
 from cgs_engine.io.readers import volume_of
 from cgs_engine.volume import Volume
 
@@ -53,6 +53,11 @@ class DicomSeries:
 
     def describe(self) -> str:
         return f"{len(self.slices)} {self.modality} slices, series {self.series_instance_uid}"
+
+    def identity(self) -> dict[str, str]:
+        """What labels made on this series record of it (``made_on``, as ``io.series_identity``)."""
+        patient = one_line(str(self.header.get("PatientID", "") or ""))
+        return {"dicom_series": self.series_instance_uid, "patient_id": patient}
 
     def check_made_on(self, made_on: dict[str, str] | None, labels: str | os.PathLike, record: str) -> None:
         """Refuse labels whose class file (``record``) says they were made on another series: on a

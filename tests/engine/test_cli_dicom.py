@@ -209,10 +209,14 @@ def test_labels_are_never_exported_onto_another_patients_series_of_the_same_grid
     edited = tmp_path / "edited.nii.gz"
     assert main(["edit", "keep-largest", str(labels), "-o", str(edited), "--class", "Mandible"]) == 0
     assert json.loads(class_file_for(edited).read_text())["made_on"] == made_on
+    # so does a format conversion of the map
+    converted = tmp_path / "converted.nrrd"
+    assert main(["convert", str(labels), str(converted), "--labels"]) == 0
+    assert json.loads(class_file_for(converted).read_text())["made_on"] == made_on
     capsys.readouterr()
 
     for verb, output in (("rtstruct", tmp_path / "RS.dcm"), ("seg", tmp_path / "SEG.dcm")):
-        for source in (labels, edited):
+        for source in (labels, edited, converted):
             argv = [verb, "export", str(source), "--dicom", str(theirs), "-o", str(output)]
             _fails_with_one_line(
                 capsys, argv, str(source), made_on["dicom_series"], "patient PAT-A", "patient PAT-B"
@@ -220,6 +224,18 @@ def test_labels_are_never_exported_onto_another_patients_series_of_the_same_grid
             assert not output.exists()
         assert main([verb, "export", str(edited), "--dicom", str(mine), "-o", str(output)]) == 0
         assert pydicom.dcmread(output).PatientID == "PAT-A"
+        # read back onto its series, the map records that series (and its organs) in its class file
+        back = tmp_path / f"{verb}_back.nii.gz"
+        assert main([verb, "import", str(output), "--dicom", str(mine), "-o", str(back)]) == 0
+        record = json.loads(class_file_for(back).read_text())
+        assert record["made_on"] == made_on and record["labels"] == back.name
+        assert "Mandible" in {entry["name"] for entry in record["classes"]}
+        again = tmp_path / f"{verb}_again.dcm"
+        argv = [verb, "export", str(back), "--dicom", str(theirs), "-o", str(again)]
+        _fails_with_one_line(capsys, argv, str(back), "patient PAT-A", "patient PAT-B")
+        # importing again over it needs --overwrite, for the class file as for the map
+        argv = [verb, "import", str(output), "--dicom", str(mine), "-o", str(back)]
+        _fails_with_one_line(capsys, argv, str(back), "--overwrite")
 
 
 def test_a_damaged_made_on_record_is_refused_in_one_line(tmp_path, capsys):

@@ -1,0 +1,56 @@
+"""The class file a command's output label map gets: carried from its input, or made for an import.
+
+Every label map a command writes goes out with a class file (``<stem>_classes.json``, see
+:mod:`cgs_engine.classes.files`) that says which organ each id is and, where the labels belong to a
+DICOM series, which one (``made_on``). Without it an export names the organs from the OpenKBP table
+and cannot refuse another patient's series, and a folder of scans takes the map for a scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from cgs_engine.classes.files import class_file_for, find_class_file, read_class_file, write_class_file
+from cgs_engine.classes.table import ClassTable
+from cgs_engine.errors import CGSError
+
+
+def output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | None:
+    """The input's class file, when it has one, checked before any work: an existing class file
+    beside the output is replaced only with ``overwrite``."""
+    source = find_class_file(labels)
+    if source is None:
+        return None
+    target = class_file_for(output)
+    if target.resolve() != source.resolve():
+        refuse_existing_class_file(target, overwrite, "the new map's class table goes there")
+    return source
+
+
+def refuse_existing_class_file(target: Path, overwrite: bool, why: str) -> None:
+    if target.exists() and not overwrite:
+        raise CGSError(f"{target}: already exists ({why}; pass --overwrite)")
+
+
+def carry_class_file(source: Path | None, written: Path) -> Path | None:
+    """Write ``source`` (the input's class file) for the map ``written``; its series record
+    (``made_on``) goes along. Map file names stay only when the map stays in the same folder."""
+    if source is None:
+        return None
+    target = class_file_for(written)
+    if target.resolve() == source.resolve():
+        return None
+    carried = read_class_file(source)
+    items = [dict(item) for item in carried.items]
+    if source.parent.resolve() != written.parent.resolve():  # map files are named relative to it
+        for item in items:
+            item.pop("map", None)
+    return write_class_file(target, items, written, carried.made_on)
+
+
+def write_import_class_file(table: ClassTable, written: Path, made_on: Mapping[str, str]) -> Path:
+    """The class file of a label map read from a DICOM object onto ``made_on``'s series: the table
+    the ROIs or segments were matched to, and that series."""
+    items = [{"id": 0, "name": "background", "color": [0, 0, 0]}, *table.to_list()]
+    return write_class_file(class_file_for(written), items, written, made_on)
