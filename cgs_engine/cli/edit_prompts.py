@@ -52,7 +52,12 @@ def add_prompt_options(parser) -> None:
     parser.add_argument(
         "--reviewed", metavar="MASK", help="adapt: the voxels you corrected or accepted (non-zero)"
     )
-    parser.add_argument("--seconds", type=float, help="adapt: time budget, training and prediction (60)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="adapt: time budget (60): training stops at 85 %% of it, the re-prediction after it "
+        "is not cut short",
+    )
 
 
 def prompt_options(args) -> None:

@@ -22,6 +22,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -167,11 +168,28 @@ class Project(CorrectionRecords, UnlabeledRecords):
         with self.state_lock():
             data = read_json(self.project_file, "project file")
             current = {**DEFAULT_SETTINGS, **(data.get("settings") or {})}
+            if "train" in changes:
+                changes = {**changes, "train": self._merged_train(current["train"], changes["train"])}
             settings = checked_settings({**current, **changes})
             data["settings"] = settings
             write_json_atomically(self.project_file, data)
         self.settings = settings
         return settings
+
+    def _merged_train(self, current: Any, given: Any) -> dict[str, Any]:
+        """The training overrides after ``update_settings(train=given)``: ``given`` updates the
+        current ones (a key set to None drops it), so setting the learning rate keeps the rest;
+        a name that is no training setting is refused now, not when a retrain starts."""
+        from cgs_engine.train.config import TrainConfig
+
+        if not isinstance(given, dict):
+            raise ProjectError(f"{self.project_file}: train must be an object of training settings")
+        merged = {**(current if isinstance(current, dict) else {}), **given}
+        merged = {key: value for key, value in merged.items() if value is not None}
+        unknown = sorted(set(given) - {item.name for item in fields(TrainConfig)})
+        if unknown:
+            raise ProjectError(f"{self.project_file}: unknown training setting(s) {', '.join(unknown)}")
+        return merged
 
     # ---------------------------------------------------------------------- versions
     def versions(self) -> list[VersionInfo]:
