@@ -1,16 +1,17 @@
-"""Label ids in the receiver's classes: a label map whose class file says which organ each value is.
+"""Label ids in the receiver's classes: a label map whose class table says which organ each value is.
 
 A label map made by another model, another project or another tool may number the same organs
 differently (its ``1`` the Mandible where the project's ``1`` is the Brainstem). Its class file
 (``<stem>_classes.json`` beside it) says so; reading the ids as the receiver's own would store or
-score every organ under another organ's name without a word. So the ids are mapped by class name
-onto the receiver's, and a value the receiver has no class for is refused in one line.
+score every organ under another organ's name without a word. So the ids are mapped onto the
+receiver's organ by organ, as an imported RTSTRUCT's ROIs are (:meth:`ClassTable.match`: the class
+name, its TG-263 name or a known alias, else its SNOMED code), and a value the receiver has no class
+for is refused in one line.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import numpy as np
 
 from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.files import find_class_file, read_class_file
+from cgs_engine.classes.table import ClassEntry, ClassTable
+
+SLAB = 16  # slices counted at a time: no full-size copy of a large map
 
 
 @dataclass(frozen=True)
@@ -31,51 +35,73 @@ class Relabelled:
         if not self.moved:
             return ""
         moves = ", ".join(f"{name} {old} -> {new}" for old, new, name in self.moved)
-        return f"ids renumbered by the class table {self.table.name} beside it: {moves}"
+        by = f"the class table {self.table.name} beside it" if self.table is not None else "organ"
+        return f"ids renumbered by {by}: {moves}"
 
 
 def in_receiver_classes(
-    labels: np.ndarray,
-    labels_path: str | os.PathLike,
-    receiver: Mapping[int, str],
-    whose: str,
+    labels: np.ndarray, labels_path: str | os.PathLike, receiver: ClassTable, whose: str
 ) -> Relabelled:
-    """``labels`` (read from ``labels_path``) with ids mapped by name onto ``receiver`` (id -> class
-    name, foreground ids) when a class file sits beside the file; unchanged without one.
+    """``labels`` (read from ``labels_path``) with ids mapped onto ``receiver``'s when a class file
+    sits beside the file; unchanged without one.
 
-    ``whose`` names the receiver in messages ("the project", "the predictions"). A value present in
-    the map that its class file does not name, or names as a class the receiver lacks, raises
+    ``whose`` names the receiver in messages ("the project"). A value present in the map that its
+    class file does not name, or names as a class the receiver lacks, raises
     :class:`ClassTableError` naming the file.
     """
     record = find_class_file(labels_path)
     if record is None:
         return Relabelled(labels, None)
-    names = read_class_file(record).names
-    by_name = {_key(name): class_id for class_id, name in receiver.items() if class_id > 0}
-    present = [int(value) for value in np.flatnonzero(np.bincount(np.asarray(labels).ravel())) if value > 0]
+    where = f"{labels_path}: its class table {record.name}"
+    moved = renumbered(labels, read_class_file(record).table, receiver, where, whose)
+    return Relabelled(moved.labels, record, moved.moved)
+
+
+def renumbered(
+    labels: np.ndarray, source: ClassTable, receiver: ClassTable, where: str, whose: str
+) -> Relabelled:
+    """``labels``, whose ids ``source`` names, with each id mapped onto the ``receiver`` class that
+    stands for the same organ. ``where`` starts each message (what names the ids);
+    :class:`ClassTableError` for a value present that ``source`` lacks or ``receiver`` has no class for."""
     mapping: dict[int, int] = {}
-    for value in present:
-        name = names.get(value)
-        if name is None:
-            raise ClassTableError(
-                f"{labels_path}: holds the value {value}, which its class table {record.name} does not name"
-            )
-        target = by_name.get(_key(name))
+    names: dict[int, str] = {}
+    for value in values_present(labels):
+        entry = source.by_id(value)
+        if entry is None:
+            raise ClassTableError(f"{where} does not name the value {value}, which the labels hold")
+        target = same_organ(entry, receiver)
         if target is None:
-            known = ", ".join(receiver[i] for i in sorted(receiver) if i > 0)
+            known = ", ".join(item.name for item in receiver.entries)
             raise ClassTableError(
-                f"{labels_path}: its class table {record.name} calls value {value} {name!r}, a class "
-                f"{whose} does not have ({known})"
+                f"{where} calls value {value} {entry.name!r}, a class {whose} does not have ({known})"
             )
-        mapping[value] = target
+        mapping[value], names[value] = target.id, entry.name
     moved = tuple((value, target, names[value]) for value, target in mapping.items() if value != target)
     if not moved:
-        return Relabelled(labels, record)
+        return Relabelled(labels, None)
     lookup = np.arange(max(max(mapping), max(mapping.values())) + 1, dtype=np.asarray(labels).dtype)
     for value, target in mapping.items():
         lookup[value] = target
-    return Relabelled(lookup[np.asarray(labels)], record, moved)
+    return Relabelled(lookup[np.asarray(labels)], None, moved)
 
 
-def _key(name: str) -> str:
-    return str(name).strip().casefold()
+def same_organ(entry: ClassEntry, receiver: ClassTable) -> ClassEntry | None:
+    """The receiver's class for ``entry``'s organ: by its class name, then its TG-263 name and code."""
+    return receiver.match(entry.name) or receiver.match(entry.structure_name, entry.code, entry.laterality)
+
+
+def values_present(labels: np.ndarray) -> list[int]:
+    """The foreground ids in ``labels``, counted a slab at a time."""
+    array = np.asarray(labels)
+    if array.size == 0:
+        return []
+    slabs = array.reshape(-1, *array.shape[-2:]) if array.ndim >= 2 else array.reshape(1, 1, -1)
+    counts = np.zeros(1, np.int64)
+    for start in range(0, slabs.shape[0], SLAB):
+        found = np.bincount(slabs[start : start + SLAB].ravel())
+        if found.size > counts.size:
+            found[: counts.size] += counts
+            counts = found
+        else:
+            counts[: found.size] += found
+    return [int(value) for value in np.flatnonzero(counts) if value > 0]

@@ -46,15 +46,20 @@ def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
     return classes
 
 
-def _generic(classes: dict[int, str]) -> bool:
-    """True for the placeholder names given when nothing names the classes."""
-    return all(name == f"class_{class_id}" for class_id, name in classes.items())
+def _scored_by_organ(args, pred_dir: Path):
+    """The predictions' class table, onto which every map with a class file of its own is
+    renumbered organ by organ; None with --classes (the user names the ids as they are) or
+    without a class file among the predictions."""
+    if args.classes:
+        return None
+    tables = sorted(pred_dir.glob(f"*{CLASS_FILE_SUFFIX}"))
+    return read_class_file(tables[0]).table if tables else None
 
 
-def _in_classes(labels, path, classes: dict[int, str]):
+def _in_classes(labels, path, receiver):
     from cgs_engine.classes.relabel import in_receiver_classes
 
-    relabelled = in_receiver_classes(labels, path, classes, "the predictions' class table")
+    relabelled = in_receiver_classes(labels, path, receiver, "the predictions' class table")
     if relabelled.moved:
         print(f"{path}: {relabelled.describe()}")
     return relabelled.labels
@@ -82,19 +87,23 @@ def run(args) -> int:
             "not evaluated"
         )
     loaded = []
+    receiver = _scored_by_organ(args, Path(args.pred))
     for name, pred_path, gt_path in paired.pairs:
         pred, gt = read_volume(pred_path, kind="labels"), read_volume(gt_path, kind="labels")
         check_same_grid(pred, gt, str(pred_path))
-        loaded.append((name, pred, gt, pred_path, gt_path))
-    max_id = max(int(max(p.array.max(), g.array.max())) for _, p, g, _, _ in loaded)
-    classes = _class_names(args, Path(args.pred), max_id)
-    per_volume = {}
-    for name, pred, gt, pred_path, gt_path in loaded:
         pred_ids, gt_ids = pred.array, gt.array
-        if not _generic(classes):  # a map whose class file numbers the organs otherwise is scored by name
-            pred_ids = _in_classes(pred_ids, pred_path, classes)
-            gt_ids = _in_classes(gt_ids, gt_path, classes)
-        per_volume[name] = evaluate_volume(pred_ids, gt_ids, classes, spacing_zyx=pred.geometry.spacing[::-1])
+        if receiver is not None:  # a map whose class file numbers the organs otherwise: by organ
+            pred_ids, gt_ids = (
+                _in_classes(pred_ids, pred_path, receiver),
+                _in_classes(gt_ids, gt_path, receiver),
+            )
+        loaded.append((name, pred_ids, gt_ids, pred.geometry.spacing[::-1]))
+    max_id = max(int(max(p.max(initial=0), g.max(initial=0))) for _, p, g, _ in loaded)
+    classes = _class_names(args, Path(args.pred), max_id)
+    per_volume = {
+        name: evaluate_volume(pred_ids, gt_ids, classes, spacing_zyx=spacing)
+        for name, pred_ids, gt_ids, spacing in loaded
+    }
     summary = summarise(per_volume, classes)
     print(format_table(summary))
     if args.json:

@@ -162,6 +162,7 @@ def _correction_name(image: str) -> str:
 
 def _add_correction(args) -> int:
     from cgs_engine.classes.relabel import in_receiver_classes
+    from cgs_engine.classes.table import derive_class_table
     from cgs_engine.io import check_same_grid, label_map_problem, read_volume
     from cgs_engine.project import Project
     from cgs_engine.project.corrections import CorrectionExistsError
@@ -175,7 +176,7 @@ def _add_correction(args) -> int:
     labels = read_volume(args.labels, kind="labels")
     check_same_grid(labels, image, args.labels)
     # another model's or tool's ids: stored under the project's class of the same name, or refused
-    project_classes = dict(enumerate(project.class_names))
+    project_classes = derive_class_table(project.class_names)
     relabelled = in_receiver_classes(labels.array, args.labels, project_classes, "the project")
     if relabelled.moved:
         print(f"{args.labels}: {relabelled.describe()}")
@@ -232,8 +233,12 @@ def _add_unlabeled(args) -> int:
     from cgs_engine.project import Project
 
     project = Project.open(args.folder)
+    from_folder = any(Path(argument).is_dir() for argument in args.paths)
     added = project.add_unlabeled(
-        _unlabeled_paths(args.paths), scope=_active_scope(project), warn=_print_warning
+        _unlabeled_paths(args.paths),
+        scope=_active_scope(project),
+        warn=_print_warning,
+        leave_out_label_maps=from_folder,  # one segmentation among a folder's scans stops nothing
     )
     print(f"added {len(added)} unlabeled scan(s); the project references {len(project.unlabeled())}")
     return 0

@@ -24,6 +24,7 @@ class PanelLink:
     image_layer: Callable[[], Any | None]
     labels_layer: Callable[[], Any | None]
     review_mask: Callable[[], np.ndarray | None]  # 2 = edited, 1 = accepted, for the selected image
+    class_names: Callable[[], list[str]]  # what each id of those labels is (the model that made them)
     model_path: Callable[[], str | None]
     model_label: Callable[[], str]  # how the model selector names the current model
     use_model: Callable[[Path, str], None]  # select a checkpoint and swap it into the predictor
@@ -67,6 +68,7 @@ def link_to_panel(panel: Any) -> PanelLink:
         image_layer=lambda: panel.image_layer,
         labels_layer=labels_layer,
         review_mask=review_mask,
+        class_names=lambda: list(panel.class_names),
         model_path=lambda: panel.model_choice.value,
         model_label=lambda: panel.model_choice.current_choice or "the current model",
         use_model=use_model,

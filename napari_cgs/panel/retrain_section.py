@@ -54,6 +54,8 @@ from qtpy.QtWidgets import (
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.classes.files import prediction_outputs_in
+from cgs_engine.classes.relabel import renumbered
+from cgs_engine.classes.table import derive_class_table
 from cgs_engine.errors import CGSError
 from cgs_engine.io import is_supported_path
 from cgs_engine.io.formats import is_image_file
@@ -530,21 +532,37 @@ class RetrainSection(QGroupBox):
             return False
         name = correction_name(image.name)
         label_copy, mask_copy = np.array(labels.data, copy=True), np.array(mask, copy=True)
+        made_by = self.link.class_names()
 
         def save() -> Any:
+            # labels of a model whose classes the project numbers otherwise (or lacks) are stored
+            # under the project's ids by name, or refused: never under another organ's id
+            relabelled = renumbered(
+                label_copy,
+                derive_class_table(made_by or project.class_names),
+                derive_class_table(project.class_names),
+                f"{labels.name}: the model that made it",
+                f"project {project.folder.name}",
+            )
             # the same scan saved again replaces its own correction, whatever its layer is called now
             saved_as = project.correction_name_for(volume, name)
-            return project.add_correction(saved_as, volume, label_copy, mask_copy)
+            return project.add_correction(
+                saved_as, volume, relabelled.labels, mask_copy
+            ), relabelled.describe()
 
-        self._in_background(f"Saving {name} as a corrected volume", save, self._correction_saved)
+        self._in_background(
+            f"Saving {name} as a corrected volume", save, lambda saved: self._correction_saved(*saved)
+        )
         return True
 
-    def _correction_saved(self, info: Any) -> None:
+    def _correction_saved(self, info: Any, renumbering: str = "") -> None:
         note = (
             " No voxel is reviewed yet: retraining ignores it until you accept or edit regions."
             if info.reviewed_voxels == 0
             else ""
         )
+        if renumbering:
+            note += f" Its {renumbering}."
         self._say(
             f"Saved “{info.name}” as a corrected volume: {info.shape[0]} slices, "
             f"{info.reviewed_voxels:,} voxels reviewed.{note}",
@@ -563,14 +581,19 @@ class RetrainSection(QGroupBox):
             return False
         folder = Path(folder)
 
+        left_out: list[str] = []
+
         def add() -> Any:
-            return project.add_unlabeled(scans_in_folder(folder))
+            return project.add_unlabeled(
+                scans_in_folder(folder), warn=left_out.append, leave_out_label_maps=True
+            )
 
         def added(scans: list[Any]) -> None:
+            maps = f" Left out {len(left_out)} label map(s): hover here." if left_out else ""
             self._say(
                 f"Added {len(scans)} unlabeled scan(s) from {folder.name}; "
-                f"the project references {len(project.unlabeled())}.",
-                str(folder),
+                f"the project references {len(project.unlabeled())}.{maps}",
+                "\n".join(left_out) or str(folder),
             )
             self.refresh()
             self.unlabeled_added.emit(len(scans))

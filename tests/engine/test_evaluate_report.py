@@ -222,3 +222,40 @@ def _values_named(data, key):
     elif isinstance(data, list):
         for item in data:
             yield from _values_named(item, key)
+
+
+def test_cgs_evaluate_by_organ_edges(tmp_path, capsys):
+    """The same organ under its TG-263 name, a reference numbering its organs past the predictions'
+    highest id, and --classes (the user names the ids as they are: nothing renumbered)."""
+    from cgs_engine.classes.files import write_class_file
+    from cgs_engine.cli.main import main
+    from cgs_engine.io import write_volume
+    from cgs_engine.volume import Volume
+
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[:, :4] = 1
+    labels[:, 4:6] = 2
+    write_volume(Volume(labels, kind="labels"), pred / "case.nii.gz")
+    write_class_file(
+        pred / "case_classes.json",
+        [{"id": 1, "name": "LeftParotid"}, {"id": 2, "name": "Brainstem"}],
+        pred / "case.nii.gz",
+    )
+    reference = np.where(labels == 1, 3, np.where(labels == 2, 5, 0)).astype(np.uint8)
+    write_volume(Volume(reference, kind="labels"), gt / "case.nii.gz")
+    entries = [{"id": i, "name": f"Other{i}"} for i in (1, 2, 4)]
+    entries += [{"id": 3, "name": "Parotid_L"}, {"id": 5, "name": "Brainstem"}]
+    write_class_file(gt / "case_classes.json", entries, gt / "case.nii.gz")
+    out_json = tmp_path / "scores.json"
+    folders = ["--pred", str(pred), "--gt", str(gt)]
+    assert main(["evaluate", *folders, "--json", str(out_json)]) == 0
+    assert "Parotid_L 3 -> 1, Brainstem 5 -> 2" in capsys.readouterr().out
+    dice = [value for value in _values_named(json.loads(out_json.read_text()), "dice") if value is not None]
+    assert dice and all(value == pytest.approx(1.0) for value in dice)
+
+    # --classes names the ids as the files hold them: compared id by id, as before
+    assert main(["evaluate", *folders, "--classes", "a,b,c,d,e"]) == 0
+    assert "renumbered" not in capsys.readouterr().out

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox
 import napari_cgs.panel.retrain_section as _retrain
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint, save_checkpoint
 from cgs_engine.infer.predictor import Predictor
-from cgs_engine.io import read_volume
+from cgs_engine.io import read_volume, write_volume
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError
@@ -163,11 +163,16 @@ def test_add_as_corrected_and_unlabeled_folder(
     scans = tmp_path / "scans"
     scans.mkdir()
     shutil.copy(sample_slab_path, scans / "a.nii.gz")
+    segmentation = np.zeros((4, 16, 16), np.uint8)
+    segmentation[:, 4:8, 4:8] = 3  # a reference segmentation kept beside the scans
+    write_volume(Volume(segmentation, kind="labels"), scans / "a_seg.nii.gz")
     monkeypatch.setattr(_retrain, "choose_unlabeled_folder", lambda parent: str(scans))
     with qtbot.waitSignal(section.unlabeled_added, timeout=60_000) as blocker:
         section.unlabeled_button.click()
     assert blocker.args == [1] and [s.path.name for s in project.unlabeled()] == ["a.nii.gz"]
     assert "1 unlabeled scan(s)" in section.counts_label.text()
+    assert "Left out 1 label map(s)" in plain(section.status_label.text())
+    assert "a_seg.nii.gz: looks like a label map" in section.status_label.toolTip()
 
 
 def test_retrain_from_the_panel_lists_the_new_version(qtbot, viewer_and_panel, project_with_correction):
@@ -459,3 +464,35 @@ def test_resume_continues_the_interrupted_run_with_its_own_settings(
     assert section.resume_retrain() is None
     assert started == [{"minutes": None, "iterations": None, "resume": True}]  # its recorded budget
     assert "Cannot resume: stopped here by the test" in plain(section.status_label.text())
+
+
+def test_labels_are_stored_under_the_projects_ids_by_organ_name(
+    qtbot, viewer_and_panel, sample_slab_path, tmp_path
+):
+    """A project whose classes are numbered otherwise than the panel's model (created from another
+    model) stores each organ under its own id; a project without one of the organs refuses, in one
+    line, and stores nothing: before, the ids went in as they were, each organ under another's name."""
+    viewer, panel = viewer_and_panel
+    section = panel.retrain_section
+    names = list(panel.checkpoint.class_names)
+    reordered = [names[0], *reversed(names[1:])]
+    project = Project.create(tmp_path / "reordered", reordered, Normalization())
+    assert section.open_project(project.folder) is project or section.project is not None
+    image = presegment_and_review(qtbot, viewer, panel, sample_slab_path)
+    labels = np.array(viewer.layers[labels_layer_name(image)].data)
+    present = [int(v) for v in np.unique(labels) if v > 0]
+    assert present, "the model predicted no organ in the slab"
+    info = add_correction(qtbot, section)
+    stored = section.project.read_correction(info.name).labels
+    for value in present:
+        np.testing.assert_array_equal(stored == reordered.index(names[value]), labels == value)
+    assert "Its ids renumbered by organ: " in section.status_label.text()
+
+    lacking = Project.create(tmp_path / "lacking", [names[0], "Heart"], Normalization())
+    section.open_project(lacking.folder)
+    errors = []
+    section.failed.connect(errors.append)
+    assert section.add_correction()
+    qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
+    assert "\n" not in errors[0] and "a class project lacking does not have (Heart)" in errors[0]
+    assert Project.open(lacking.folder).corrections() == []
