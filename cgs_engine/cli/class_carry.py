@@ -17,11 +17,12 @@ from cgs_engine.errors import CGSError
 
 
 def output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | None:
-    """The input's class file, when it has one, checked before any work: an existing class file
-    beside the output is replaced only with ``overwrite``."""
+    """The input's class file, when it has one, read and checked before any work: an existing class
+    file beside the output is replaced only with ``overwrite``."""
     source = find_class_file(labels)
     if source is None:
         return None
+    read_class_file(source)  # a damaged one is refused now, not after the output is written
     target = class_file_for(output)
     if target.resolve() != source.resolve():
         refuse_existing_class_file(target, overwrite, "the new map's class table goes there")

@@ -84,12 +84,17 @@ def import_inputs(args):
     from cgs_engine.cli.class_carry import refuse_existing_class_file
     from cgs_engine.cli.class_source import resolve_class_table
     from cgs_engine.dicom import read_series
+    from cgs_engine.errors import CGSError
 
     precheck_volume_output(args.output, args.overwrite)
     # the imported map's class file (its organs and this series) is written beside it
-    refuse_existing_class_file(
-        class_file_for(args.output), args.overwrite, "the imported map's class table goes there"
-    )
+    target = class_file_for(args.output)
+    if args.classes and Path(args.classes).is_file() and Path(args.classes).resolve() == target.resolve():
+        raise CGSError(
+            f"{args.output}: its class file would replace the --classes table {target.name}; name the "
+            "output otherwise"
+        )
+    refuse_existing_class_file(target, args.overwrite, "the imported map's class table goes there")
     table, origin = resolve_class_table(args.classes)
     return table, origin, read_series(args.dicom, args.series)
 

@@ -45,24 +45,31 @@ def _check_whole_numbers(values: np.ndarray, name: str) -> None:
 
 # A scan holds hundreds of distinct values at least (CT in HU, MR intensities); a label map a few
 # small whole numbers. Above this many distinct values an image is never taken for a label map.
-LABEL_LIKE_MAX_VALUES = 16
+LABEL_LIKE_MAX_VALUES = 64
+_SLAB = 16  # slices looked at a time: no full-size copy of a large scan
 
 
 def label_map_problem(array: np.ndarray) -> str | None:
-    """Why ``array``, given as an image, looks like a label map (a few small whole numbers), or
-    None. A label map taken for a scan (an edited or exported map saved beside its CT) would be
-    trained on as an image of organ-shaped plateaus."""
+    """Why ``array``, given as an image, looks like a label map (2 to 64 distinct whole numbers in
+    0..255), or None. A label map taken for a scan (an edited or exported map saved beside its CT)
+    would be trained on as an image of organ-shaped plateaus."""
     values = np.asarray(array)
     if values.size == 0 or values.dtype.kind not in "biuf":
         return None
     low, high = float(values.min()), float(values.max())  # NaN anywhere makes both NaN
     if not (low >= 0 and high <= UINT8_MAX):
         return None
-    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        return None
-    counts = np.bincount(values.ravel().astype(np.intp), minlength=1)
+    slabs = values.reshape(-1, *values.shape[-2:]) if values.ndim >= 2 else values.reshape(1, 1, -1)
+    counts = np.zeros(UINT8_MAX + 1, np.int64)
+    for start in range(0, slabs.shape[0], _SLAB):
+        slab = slabs[start : start + _SLAB]
+        if slab.dtype.kind == "f" and not np.array_equal(slab, np.round(slab)):
+            return None
+        counts += np.bincount(slab.ravel().astype(np.intp), minlength=UINT8_MAX + 1)
+        if np.count_nonzero(counts) > LABEL_LIKE_MAX_VALUES:
+            return None
     found = np.flatnonzero(counts)
-    if not 2 <= found.size <= LABEL_LIKE_MAX_VALUES:  # a blank image is no label map either
+    if found.size < 2:  # a blank image is no label map either
         return None
     return f"looks like a label map, not a scan (its voxels hold only the whole numbers {_values(found)})"
 

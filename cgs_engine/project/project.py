@@ -51,6 +51,12 @@ from cgs_engine.project.versions import (
 STATE_LOCK_WAIT_S = 60.0
 
 
+# Training settings every retrain sets itself (cgs_engine.retrain.recipe.train_config: its budget;
+# the architecture comes from the active model when there is one): saved in the project they would
+# be ignored without a word.
+SET_BY_EACH_RETRAIN = frozenset({"minutes", "iterations"})
+
+
 class Project(CorrectionRecords, UnlabeledRecords):
     """Open one with :meth:`create` or :meth:`open`; every method re-reads the folder, so two
     processes (the GUI and a retrain worker) can share a project."""
@@ -184,12 +190,18 @@ class Project(CorrectionRecords, UnlabeledRecords):
 
         if not isinstance(given, dict):
             raise ProjectError(f"{self.project_file}: train must be an object of training settings")
-        merged = {**(current if isinstance(current, dict) else {}), **given}
-        merged = {key: value for key, value in merged.items() if value is not None}
-        unknown = sorted(set(given) - {item.name for item in fields(TrainConfig)})
+        setting = {key for key, value in given.items() if value is not None}  # None drops a key
+        unknown = sorted(setting - {item.name for item in fields(TrainConfig)})
         if unknown:
             raise ProjectError(f"{self.project_file}: unknown training setting(s) {', '.join(unknown)}")
-        return merged
+        fixed = sorted(setting & SET_BY_EACH_RETRAIN)
+        if fixed:
+            raise ProjectError(
+                f"{self.project_file}: {', '.join(fixed)} cannot be a project setting (each retrain's "
+                "budget sets it: retrain_minutes, or cgs retrain --minutes / --iterations)"
+            )
+        merged = {**(current if isinstance(current, dict) else {}), **given}
+        return {key: value for key, value in merged.items() if value is not None}
 
     # ---------------------------------------------------------------------- versions
     def versions(self) -> list[VersionInfo]:

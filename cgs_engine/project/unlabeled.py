@@ -69,12 +69,15 @@ class UnlabeledRecords:
         paths: Sequence[str | os.PathLike],
         scope: Mapping[str, Any] | None = None,
         warn: Callable[[str], None] | None = None,
+        leave_out_label_maps: bool = False,
     ) -> list[UnlabeledScan]:
         """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped.
 
         ``scope`` (the active model's training scope, ``ModelCheckpoint.scope``) and ``warn``: each
         scan unlike the model's training data (an MR for a CT model, another body region) is added
         but said so, one line each; such a scan teaches the model nothing and tops the worklist.
+        A label map (a few small whole numbers in its voxels) is refused, or with
+        ``leave_out_label_maps`` (the files of a folder) left out and said so through ``warn``.
         """
         checked = []
         outputs = prediction_outputs_among(paths)
@@ -90,6 +93,13 @@ class UnlabeledRecords:
                     "*_classes.json beside it), not a scan"
                 )
             volume = check_unlabeled_scan(path, self.normalization)  # read now, not in a retrain later
+            problem = label_map_problem(volume.array)
+            if problem is not None:  # an edited map saved beside its CT, a reference segmentation
+                if not leave_out_label_maps:
+                    raise ProjectError(f"{given}: {problem}; add the image it was drawn on")
+                if warn is not None:
+                    warn(f"{given}: {problem}; left out")
+                continue
             if scope and warn is not None:
                 for warning in check_scope(volume, scope):
                     warn(f"{given}: {warning}")
@@ -151,7 +161,7 @@ def prediction_outputs_among(paths: Sequence[str | os.PathLike]) -> set[Path]:
 
 
 def check_unlabeled_scan(path: Path, normalization: Normalization) -> Volume:
-    """Read a scan once when it is added, so a damaged one (or a label map) is refused now, in one line."""
+    """Read a scan once when it is added, so a damaged one is refused now, in one line."""
     try:
         volume = read_volume(path)
         normalization.apply(volume.array[:1])
@@ -159,7 +169,4 @@ def check_unlabeled_scan(path: Path, normalization: Normalization) -> Volume:
         raise ProjectError(str(error)) from None
     except ValueError as error:
         raise ProjectError(f"{path}: cannot be normalised ({first_line(error)})") from None
-    problem = label_map_problem(volume.array)
-    if problem is not None:
-        raise ProjectError(f"{path}: {problem}; add the image it was drawn on")
     return volume

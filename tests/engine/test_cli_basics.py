@@ -61,6 +61,29 @@ def test_convert_keeps_geometry_and_refuses_overwrite(tmp_path, capsys):
     assert target.read_bytes() == before
 
 
+def test_convert_labels_carries_the_class_file_and_refuses_a_damaged_one_before_writing(tmp_path, capsys):
+    import json
+
+    labels = _write_image(tmp_path / "seg.nrrd", np.tile(np.arange(3, dtype=np.uint8), 40).reshape(4, 5, 6))
+    table = tmp_path / "seg_classes.json"
+    table.write_text(json.dumps({"classes": [{"id": 1, "name": "Liver"}, {"id": 2, "name": "Spleen"}]}))
+    assert main(["convert", str(labels), str(tmp_path / "out" / "seg.nii.gz"), "--labels"]) == 2  # no folder
+    capsys.readouterr()
+    (tmp_path / "out").mkdir()
+    assert main(["convert", str(labels), str(tmp_path / "out" / "seg.nii.gz"), "--labels"]) == 0
+    carried = json.loads((tmp_path / "out" / "seg_classes.json").read_text())
+    assert carried["labels"] == "seg.nii.gz" and [c["name"] for c in carried["classes"]] == [
+        "Liver",
+        "Spleen",
+    ]
+    capsys.readouterr()
+    table.write_text("{ not json")
+    assert main(["convert", str(labels), str(tmp_path / "seg2.nii.gz"), "--labels"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seg_classes.json" in err and "not a readable class table" in err
+    assert not (tmp_path / "seg2.nii.gz").exists()  # refused before anything was written
+
+
 def test_missing_input_is_one_line_error(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope.nii.gz")]) == 2
     err = capsys.readouterr().err.strip()

@@ -236,6 +236,21 @@ def test_labels_are_never_exported_onto_another_patients_series_of_the_same_grid
         # importing again over it needs --overwrite, for the class file as for the map
         argv = [verb, "import", str(output), "--dicom", str(mine), "-o", str(back)]
         _fails_with_one_line(capsys, argv, str(back), "--overwrite")
+        # a --classes table where the imported map's class file would go is never replaced
+        own_table = tmp_path / f"{verb}_mine_classes.json"
+        own_table.write_text(class_file_for(back).read_text())
+        before = own_table.read_bytes()
+        argv = [
+            verb,
+            "import",
+            str(output),
+            "--dicom",
+            str(mine),
+            "-o",
+            str(tmp_path / f"{verb}_mine.nii.gz"),
+        ]
+        _fails_with_one_line(capsys, [*argv, "--classes", str(own_table), "--overwrite"], "--classes table")
+        assert own_table.read_bytes() == before
 
 
 def test_a_damaged_made_on_record_is_refused_in_one_line(tmp_path, capsys):

@@ -3,6 +3,7 @@ an empty review mask is refused, and the outputs of an earlier prediction are no
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -158,31 +159,36 @@ def test_scans_unlike_the_models_training_data_are_added_but_said_so(tmp_path, c
 
 
 def test_label_maps_in_a_scan_folder_are_never_added_as_scans(tmp_path, capsys):
-    """An edited or exported map saved beside its CT (named by its own class file, under any name),
-    or a label map with no class file at all, is no scan: a retrain would learn organ plateaus."""
-    folder = tmp_path / "proj"
-    Project.create(folder, CLASS_NAMES, IDENTITY)
-    image, labels, array = write_case(tmp_path / "scans", seed=5)
-    code, _, err = run_cli(capsys, "convert", labels, tmp_path / "scans" / "ct_fixed.nii.gz", "--labels")
-    assert code == 0, err  # no class file beside labels.nii.gz: only the map itself
+    """An edited, converted or exported map saved beside its CT (named by its own class file, under
+    any name and format), or a label map with no class file at all, is no scan: a retrain would
+    learn organ plateaus. From a folder they are left out and said so; named alone, refused."""
     from cgs_engine.classes.files import class_file_entries, write_class_file
 
-    edited = tmp_path / "scans" / "ct_reviewed.nii.gz"
-    write_volume(Volume(array, kind="labels"), edited)
-    write_class_file(tmp_path / "scans" / "ct_reviewed_classes.json", class_file_entries(CLASS_NAMES), edited)
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    scans = tmp_path / "scans"
+    image, labels, array = write_case(scans, seed=5)  # labels.nii.gz: no class file
+    reviewed = scans / "ct_reviewed.nrrd"
+    write_volume(Volume(array, kind="labels"), reviewed)
+    write_class_file(scans / "ct_reviewed_classes.json", class_file_entries(CLASS_NAMES), reviewed)
+    # converted into another format beside it: the class file is the same one, naming the .nrrd
+    code, _, err = run_cli(capsys, "convert", reviewed, scans / "ct_reviewed.nii.gz", "--labels")
+    assert code == 0, err
 
-    code, out, err = run_cli(capsys, "project", "add-unlabeled", folder, tmp_path / "scans")
-    notice, error = err.strip().splitlines()  # the table-named map is left out; the other refused
-    assert code == 2 and "left out 1 output file(s)" in notice
-    assert "ct_fixed.nii.gz: looks like a label map, not a scan" in error
-    assert Project.open(folder).unlabeled() == []  # nothing of the folder was added
-    (tmp_path / "scans" / "ct_fixed.nii.gz").unlink()
-    (tmp_path / "scans" / "labels.nii.gz").unlink()
-    code, out, err = run_cli(capsys, "project", "add-unlabeled", folder, tmp_path / "scans")
-    assert code == 0 and "added 1 unlabeled scan(s)" in out and "left out 1 output file(s)" in err
+    code, out, err = run_cli(capsys, "project", "add-unlabeled", folder, scans)
+    assert code == 0 and "added 1 unlabeled scan(s)" in out, (out, err)
+    notice, warning = err.strip().splitlines()
+    assert "left out 2 output file(s) of an earlier prediction, edit or export" in notice
+    assert "labels.nii.gz: looks like a label map, not a scan" in warning and "left out" in warning
     assert [s.path.name for s in Project.open(folder).unlabeled()] == ["ct.nii.gz"]
+
+    code, _, err = run_cli(capsys, "project", "add-unlabeled", folder, labels)  # named alone
+    assert_one_line_error(
+        code, err, "labels.nii.gz: looks like a label map, not a scan", "the image it was drawn on"
+    )
     with pytest.raises(ProjectError, match="an output of an earlier prediction, edit or export"):
-        Project.open(folder).add_unlabeled([edited])
+        Project.open(folder).add_unlabeled([reviewed])
+    assert len(Project.open(folder).unlabeled()) == 1
 
 
 def test_add_correction_follows_the_class_file_beside_the_labels(tmp_path, capsys):
@@ -226,4 +232,13 @@ def test_update_settings_keeps_the_other_training_settings_and_refuses_unknown_o
     assert project.update_settings(train={"val_every": None})["train"] == {"lr": 3e-4}
     with pytest.raises(ProjectError, match="unknown training setting"):
         project.update_settings(train={"lrr": 1e-3})
+    with pytest.raises(ProjectError, match="iterations cannot be a project setting"):
+        project.update_settings(train={"iterations": 50})  # each retrain's budget would override it
     assert Project.open(project.folder).settings["train"] == {"lr": 3e-4}
+    # a bad key saved by hand (the retrain refuses it) can be dropped through the API
+    data = json.loads(project.project_file.read_text())
+    data["settings"]["train"]["learning_rate"] = 1e-3
+    project.project_file.write_text(json.dumps(data))
+    assert Project.open(project.folder).update_settings(train={"learning_rate": None})["train"] == {
+        "lr": 3e-4
+    }
