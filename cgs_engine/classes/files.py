@@ -172,9 +172,7 @@ def prediction_outputs_in(folder: Path) -> set[Path]:
     for table in folder.glob(f"*{CLASS_FILE_SUFFIX}"):
         outputs |= outputs_of_prediction(folder, class_file_stem(table))
         named = labels_named_by(table)
-        if named is not None:  # in any format: `cgs convert seg.nrrd seg.nii.gz --labels` shares it
-            stem = strip_image_suffix(named)
-            outputs.update((folder / f"{stem}{suffix}").resolve() for suffix in SUPPORTED_EXTENSIONS)
+        if named is not None:
             outputs.add((folder / named).resolve())
     return outputs
 

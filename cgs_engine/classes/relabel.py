@@ -19,6 +19,7 @@ import numpy as np
 
 from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.files import find_class_file, read_class_file
+from cgs_engine.classes.organs import Code, normalise_name
 from cgs_engine.classes.table import ClassEntry, ClassTable
 
 SLAB = 16  # slices counted at a time: no full-size copy of a large map
@@ -65,7 +66,7 @@ def renumbered(
     :class:`ClassTableError` for a value present that ``source`` lacks or ``receiver`` has no class for."""
     mapping: dict[int, int] = {}
     names: dict[int, str] = {}
-    for value in values_present(labels):
+    for value in values_present(labels, where):
         entry = source.by_id(value)
         if entry is None:
             raise ClassTableError(f"{where} does not name the value {value}, which the labels hold")
@@ -75,26 +76,64 @@ def renumbered(
             raise ClassTableError(
                 f"{where} calls value {value} {entry.name!r}, a class {whose} does not have ({known})"
             )
+        twin = next((other for other, taken in mapping.items() if taken == target.id), None)
+        if twin is not None:  # two organs of the map would become one
+            raise ClassTableError(
+                f"{where} calls values {twin} {names[twin]!r} and {value} {entry.name!r}, which both stand "
+                f"for {target.name!r} of {whose}; give each organ one value"
+            )
         mapping[value], names[value] = target.id, entry.name
     moved = tuple((value, target, names[value]) for value, target in mapping.items() if value != target)
     if not moved:
         return Relabelled(labels, None)
-    lookup = np.arange(max(max(mapping), max(mapping.values())) + 1, dtype=np.asarray(labels).dtype)
+    array = np.asarray(labels)
+    dtype = np.promote_types(array.dtype, np.min_scalar_type(max(mapping.values())))
+    lookup = np.arange(max(max(mapping), max(mapping.values())) + 1, dtype=dtype)
     for value, target in mapping.items():
         lookup[value] = target
-    return Relabelled(lookup[np.asarray(labels)], None, moved)
+    return Relabelled(lookup[array], None, moved)
 
 
 def same_organ(entry: ClassEntry, receiver: ClassTable) -> ClassEntry | None:
-    """The receiver's class for ``entry``'s organ: by its class name, then its TG-263 name and code."""
-    return receiver.match(entry.name) or receiver.match(entry.structure_name, entry.code, entry.laterality)
+    """The receiver's class for ``entry``'s organ: the same class name (in any script), then by
+    TG-263 name, known alias or SNOMED code (:meth:`ClassTable.match`, which reads Latin letters and
+    digits only: a name with none of them is matched by its exact name alone)."""
+    exact = [item for item in receiver.entries if _key(item.name) == _key(entry.name)]
+    if exact:
+        return exact[0]
+    named = [name for name in (entry.name, entry.structure_name) if normalise_name(name)]
+    for name in named:
+        found = receiver.match(name)
+        if found is not None:
+            return found
+    if entry.code is None:
+        return None
+    identity = (_coded(entry.code), _coded(entry.laterality))
+    return next(
+        (item for item in receiver.entries if (_coded(item.code), _coded(item.laterality)) == identity), None
+    )
 
 
-def values_present(labels: np.ndarray) -> list[int]:
+def _coded(code: Code | None) -> tuple[str, str] | None:
+    return None if code is None else (code.value, code.scheme)
+
+
+def _key(name: str) -> str:
+    return " ".join(str(name).split()).casefold()
+
+
+# Ids above uint16 are no label ids (cgs_engine.io.validate.check_label_map refuses them on reading).
+LARGEST_ID = 65535
+
+
+def values_present(labels: np.ndarray, where: str = "the labels") -> list[int]:
     """The foreground ids in ``labels``, counted a slab at a time."""
     array = np.asarray(labels)
     if array.size == 0:
         return []
+    low, high = array.min(), array.max()
+    if low < 0 or high > LARGEST_ID:
+        raise ClassTableError(f"{where}: label values must be 0..{LARGEST_ID}, found {low}..{high}")
     slabs = array.reshape(-1, *array.shape[-2:]) if array.ndim >= 2 else array.reshape(1, 1, -1)
     counts = np.zeros(1, np.int64)
     for start in range(0, slabs.shape[0], SLAB):

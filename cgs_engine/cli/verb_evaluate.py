@@ -47,11 +47,12 @@ def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
 
 
 def _scored_by_organ(args, pred_dir: Path):
-    """The predictions' class table, onto which every map with a class file of its own is
-    renumbered organ by organ; None with --classes (the user names the ids as they are) or
-    without a class file among the predictions."""
+    """The classes every map with a class file of its own is renumbered onto, organ by organ: those
+    --classes names, else the predictions' class table; None when neither names them."""
+    from cgs_engine.classes.table import derive_class_table
+
     if args.classes:
-        return None
+        return derive_class_table(["background", *(n.strip() for n in args.classes.split(",") if n.strip())])
     tables = sorted(pred_dir.glob(f"*{CLASS_FILE_SUFFIX}"))
     return read_class_file(tables[0]).table if tables else None
 
@@ -59,7 +60,7 @@ def _scored_by_organ(args, pred_dir: Path):
 def _in_classes(labels, path, receiver):
     from cgs_engine.classes.relabel import in_receiver_classes
 
-    relabelled = in_receiver_classes(labels, path, receiver, "the predictions' class table")
+    relabelled = in_receiver_classes(labels, path, receiver, "this evaluation")
     if relabelled.moved:
         print(f"{path}: {relabelled.describe()}")
     return relabelled.labels

@@ -233,12 +233,13 @@ def _add_unlabeled(args) -> int:
     from cgs_engine.project import Project
 
     project = Project.open(args.folder)
-    from_folder = any(Path(argument).is_dir() for argument in args.paths)
+    paths = _unlabeled_paths(args.paths)
+    named = {Path(argument) for argument in args.paths}
     added = project.add_unlabeled(
-        _unlabeled_paths(args.paths),
+        paths,
         scope=_active_scope(project),
         warn=_print_warning,
-        leave_out_label_maps=from_folder,  # one segmentation among a folder's scans stops nothing
+        listed=[path for path in paths if path not in named],  # a segmentation among them stops nothing
     )
     print(f"added {len(added)} unlabeled scan(s); the project references {len(project.unlabeled())}")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,18 +69,19 @@ class UnlabeledRecords:
         paths: Sequence[str | os.PathLike],
         scope: Mapping[str, Any] | None = None,
         warn: Callable[[str], None] | None = None,
-        leave_out_label_maps: bool = False,
+        listed: Collection[str | os.PathLike] = (),
     ) -> list[UnlabeledScan]:
         """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped.
 
         ``scope`` (the active model's training scope, ``ModelCheckpoint.scope``) and ``warn``: each
         scan unlike the model's training data (an MR for a CT model, another body region) is added
         but said so, one line each; such a scan teaches the model nothing and tops the worklist.
-        A label map (a few small whole numbers in its voxels) is refused, or with
-        ``leave_out_label_maps`` (the files of a folder) left out and said so through ``warn``.
+        A label map (a few small whole numbers in its voxels) is refused; one of ``listed`` (the
+        paths found by listing a folder) is left out instead and said so through ``warn``.
         """
         checked = []
         outputs = prediction_outputs_among(paths)
+        from_listing = {Path(path).expanduser().resolve() for path in listed}
         for given in paths:
             path = Path(given).expanduser().resolve()
             if not path.exists():
@@ -95,7 +96,7 @@ class UnlabeledRecords:
             volume = check_unlabeled_scan(path, self.normalization)  # read now, not in a retrain later
             problem = label_map_problem(volume.array)
             if problem is not None:  # an edited map saved beside its CT, a reference segmentation
-                if not leave_out_label_maps:
+                if path not in from_listing:
                     raise ProjectError(f"{given}: {problem}; add the image it was drawn on")
                 if warn is not None:
                     warn(f"{given}: {problem}; left out")

@@ -584,9 +584,8 @@ class RetrainSection(QGroupBox):
         left_out: list[str] = []
 
         def add() -> Any:
-            return project.add_unlabeled(
-                scans_in_folder(folder), warn=left_out.append, leave_out_label_maps=True
-            )
+            scans = scans_in_folder(folder)
+            return project.add_unlabeled(scans, warn=left_out.append, listed=scans)
 
         def added(scans: list[Any]) -> None:
             maps = f" Left out {len(left_out)} label map(s): hover here." if left_out else ""

@@ -209,7 +209,7 @@ def test_cgs_evaluate_scores_a_reference_numbered_otherwise_by_class_name(tmp_pa
     write_class_file(tmp_path / "gt" / "case_classes.json", flipped, tmp_path / "gt" / "case.nii.gz")
     assert main(["evaluate", *folders]) == 2
     err = capsys.readouterr().err
-    assert "calls value 1 'Heart', a class the predictions' class table does not have" in err
+    assert "calls value 1 'Heart', a class this evaluation does not have" in err
 
 
 def _values_named(data, key):
@@ -256,6 +256,17 @@ def test_cgs_evaluate_by_organ_edges(tmp_path, capsys):
     dice = [value for value in _values_named(json.loads(out_json.read_text()), "dice") if value is not None]
     assert dice and all(value == pytest.approx(1.0) for value in dice)
 
-    # --classes names the ids as the files hold them: compared id by id, as before
-    assert main(["evaluate", *folders, "--classes", "a,b,c,d,e"]) == 0
-    assert "renumbered" not in capsys.readouterr().out
+    # --classes names the classes scored: maps with class files are renumbered onto them
+    assert (
+        main(
+            ["evaluate", *folders, "--classes", "Parotid_L,Brainstem", "--json", str(out_json), "--overwrite"]
+        )
+        == 0
+    )
+    assert "Parotid_L 3 -> 1, Brainstem 5 -> 2" in capsys.readouterr().out
+    dice = [value for value in _values_named(json.loads(out_json.read_text()), "dice") if value is not None]
+    assert dice and all(value == pytest.approx(1.0) for value in dice)
+    assert main(["evaluate", *folders, "--classes", "a,b"]) == 2
+    assert (
+        "calls value 1 'LeftParotid', a class this evaluation does not have (a, b)" in capsys.readouterr().err
+    )

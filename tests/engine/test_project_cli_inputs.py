@@ -177,10 +177,14 @@ def test_label_maps_in_a_scan_folder_are_never_added_as_scans(tmp_path, capsys):
 
     code, out, err = run_cli(capsys, "project", "add-unlabeled", folder, scans)
     assert code == 0 and "added 1 unlabeled scan(s)" in out, (out, err)
-    notice, warning = err.strip().splitlines()
-    assert "left out 2 output file(s) of an earlier prediction, edit or export" in notice
-    assert "labels.nii.gz: looks like a label map, not a scan" in warning and "left out" in warning
+    notice, *warnings = err.strip().splitlines()
+    assert "left out 1 output file(s) of an earlier prediction, edit or export" in notice  # the .nrrd
+    assert len(warnings) == 2 and all("looks like a label map, not a scan" in line for line in warnings)
+    assert "ct_reviewed.nii.gz" in warnings[0] and "labels.nii.gz" in warnings[1]
     assert [s.path.name for s in Project.open(folder).unlabeled()] == ["ct.nii.gz"]
+    # a scan beside them named alone is refused, also next to a folder
+    code, _, err = run_cli(capsys, "project", "add-unlabeled", folder, labels, scans)
+    assert_one_line_error(code, err.strip().splitlines()[-1] + "\n", "labels.nii.gz: looks like a label map")
 
     code, _, err = run_cli(capsys, "project", "add-unlabeled", folder, labels)  # named alone
     assert_one_line_error(
