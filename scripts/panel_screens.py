@@ -5,7 +5,8 @@ labels and the disagreement outline), ``reviewing`` (a region of the queue in fo
 decided), ``export`` (the Save section after an export name it cannot write was refused),
 ``restored`` (napari reopened on the same CT: the session comes back), ``worklist``
 (a folder of two scans ranked: the CT and an MR-like copy the model was not trained on, ranked
-last with the reason), ``retraining``
+last with the reason), ``renumbered`` (the CT saved as a corrected volume into a project whose
+classes are numbered otherwise: stored organ by organ, and said so), ``retraining``
 (a retrain of the bundled model running in its worker process) and ``outcome`` (after Cancel:
 the version kept or not, and why). Each picture is the whole napari window; the panel is
 scrolled to the section that state is about. For every state the layout is checked
@@ -39,6 +40,7 @@ STATES = (
     "retraining",
     "outcome",
     "switched",
+    "renumbered",
 )
 WAIT_S = 900
 
@@ -168,8 +170,33 @@ def render(size: tuple[int, int], states: list[str], args: argparse.Namespace, w
         retrain_states(shooter, states, args, work)
     if "switched" in states:
         switched_state(shooter, ct, work)
+    if "renumbered" in states:
+        renumbered_state(shooter, work)
     shooter.close()
     return shooter.problems
+
+
+def renumbered_state(shooter: Shooter, work: Path) -> None:
+    """The restored CT added to a project created from a model that numbers the organs otherwise."""
+    from cgs_engine.normalize import Normalization
+    from cgs_engine.project import Project
+
+    panel = shooter.panel
+    normalization = Normalization.from_dict(panel.checkpoint.normalization)
+    section = panel.retrain_section
+    names = list(panel.class_names)
+    folder = work / f"renumbered-{shooter.size[0]}"
+    shutil.rmtree(folder, ignore_errors=True)
+    Project.create(folder, [names[0], *reversed(names[1:])], normalization)
+    saved = []
+    section.correction_added.connect(saved.append)
+    if section.open_project(folder) is None or not section.add_correction():
+        raise SystemExit(f"panel_screens: not added: {section.status_label.text()}")
+    if not process_events(WAIT_S, until=lambda: bool(saved) or not section._busy):
+        raise SystemExit("panel_screens: the correction was not saved in time")
+    process_events(0.5)
+    shooter.scroll_to(section.status_label)
+    shooter.shoot("renumbered")
 
 
 def switched_state(shooter: Shooter, ct: Path, work: Path) -> None:
