@@ -19,10 +19,9 @@ import numpy as np
 
 from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.files import find_class_file, read_class_file
-from cgs_engine.classes.organs import Code, normalise_name
+from cgs_engine.classes.organs import normalise_name
 from cgs_engine.classes.table import ClassEntry, ClassTable
-
-SLAB = 16  # slices counted at a time: no full-size copy of a large map
+from cgs_engine.io.validate import UINT16_MAX, slabs_of
 
 
 @dataclass(frozen=True)
@@ -106,24 +105,11 @@ def same_organ(entry: ClassEntry, receiver: ClassTable) -> ClassEntry | None:
         found = receiver.match(name)
         if found is not None:
             return found
-    if entry.code is None:
-        return None
-    identity = (_coded(entry.code), _coded(entry.laterality))
-    return next(
-        (item for item in receiver.entries if (_coded(item.code), _coded(item.laterality)) == identity), None
-    )
-
-
-def _coded(code: Code | None) -> tuple[str, str] | None:
-    return None if code is None else (code.value, code.scheme)
+    return receiver.by_code(entry.code, entry.laterality)
 
 
 def _key(name: str) -> str:
     return " ".join(str(name).split()).casefold()
-
-
-# Ids above uint16 are no label ids (cgs_engine.io.validate.check_label_map refuses them on reading).
-LARGEST_ID = 65535
 
 
 def values_present(labels: np.ndarray, where: str = "the labels") -> list[int]:
@@ -131,16 +117,10 @@ def values_present(labels: np.ndarray, where: str = "the labels") -> list[int]:
     array = np.asarray(labels)
     if array.size == 0:
         return []
-    low, high = array.min(), array.max()
-    if low < 0 or high > LARGEST_ID:
-        raise ClassTableError(f"{where}: label values must be 0..{LARGEST_ID}, found {low}..{high}")
-    slabs = array.reshape(-1, *array.shape[-2:]) if array.ndim >= 2 else array.reshape(1, 1, -1)
-    counts = np.zeros(1, np.int64)
-    for start in range(0, slabs.shape[0], SLAB):
-        found = np.bincount(slabs[start : start + SLAB].ravel())
-        if found.size > counts.size:
-            found[: counts.size] += counts
-            counts = found
-        else:
-            counts[: found.size] += found
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or high > UINT16_MAX:  # no label ids (check_label_map refuses them on reading)
+        raise ClassTableError(f"{where}: label values must be 0..{UINT16_MAX}, found {low}..{high}")
+    counts = np.zeros(high + 1, np.int64)
+    for slab in slabs_of(array):
+        counts += np.bincount(slab.ravel(), minlength=high + 1)
     return [int(value) for value in np.flatnonzero(counts) if value > 0]

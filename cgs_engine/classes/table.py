@@ -67,6 +67,10 @@ class ClassTable:
             names = {normalise_name(entry.name), normalise_name(entry.structure_name)}
             if wanted in names or (organ is not None and entry.tg263 == organ.tg263):
                 return entry
+        return self.by_code(code, laterality)
+
+    def by_code(self, code: Code | None, laterality: Code | None = None) -> ClassEntry | None:
+        """The entry of this SNOMED code and side; None without a code or when none has it."""
         if code is None:
             return None
         identity = (_key(code), _key(laterality))

@@ -30,8 +30,7 @@ def add_parser(verbs) -> None:
 
 def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
     if args.classes:
-        names = [n.strip() for n in args.classes.split(",") if n.strip()]
-        classes, where = {i + 1: name for i, name in enumerate(names)}, "--classes"
+        classes, where = dict(enumerate(_named_classes(args), start=1)), "--classes"
     else:
         tables = sorted(pred_dir.glob(f"*{CLASS_FILE_SUFFIX}"))
         if not tables:
@@ -46,13 +45,18 @@ def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
     return classes
 
 
+def _named_classes(args) -> list[str]:
+    """The class names --classes gives, from id 1 on."""
+    return [name.strip() for name in args.classes.split(",") if name.strip()]
+
+
 def _scored_by_organ(args, pred_dir: Path):
     """The classes every map with a class file of its own is renumbered onto, organ by organ: those
     --classes names, else the predictions' class table; None when neither names them."""
     from cgs_engine.classes.table import derive_class_table
 
     if args.classes:
-        return derive_class_table(["background", *(n.strip() for n in args.classes.split(",") if n.strip())])
+        return derive_class_table(["background", *_named_classes(args)])
     tables = sorted(pred_dir.glob(f"*{CLASS_FILE_SUFFIX}"))
     return read_class_file(tables[0]).table if tables else None
 

@@ -49,6 +49,14 @@ LABEL_LIKE_MAX_VALUES = 64
 _SLAB = 16  # slices looked at a time: no full-size copy of a large scan
 
 
+def slabs_of(values: np.ndarray):
+    """``values`` a few slices (first axis) at a time, as views: whole-volume counts without a
+    full-size copy."""
+    slabs = values.reshape(-1, *values.shape[-2:]) if values.ndim >= 2 else values.reshape(1, 1, -1)
+    for start in range(0, slabs.shape[0], _SLAB):
+        yield slabs[start : start + _SLAB]
+
+
 def label_map_problem(array: np.ndarray) -> str | None:
     """Why ``array``, given as an image, looks like a label map (2 to 64 distinct whole numbers in
     0..255), or None. A label map taken for a scan (an edited or exported map saved beside its CT)
@@ -59,10 +67,8 @@ def label_map_problem(array: np.ndarray) -> str | None:
     low, high = float(values.min()), float(values.max())  # NaN anywhere makes both NaN
     if not (low >= 0 and high <= UINT8_MAX):
         return None
-    slabs = values.reshape(-1, *values.shape[-2:]) if values.ndim >= 2 else values.reshape(1, 1, -1)
     counts = np.zeros(UINT8_MAX + 1, np.int64)
-    for start in range(0, slabs.shape[0], _SLAB):
-        slab = slabs[start : start + _SLAB]
+    for slab in slabs_of(values):
         if slab.dtype.kind == "f" and not np.array_equal(slab, np.round(slab)):
             return None
         counts += np.bincount(slab.ravel().astype(np.intp), minlength=UINT8_MAX + 1)
