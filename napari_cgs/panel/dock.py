@@ -216,8 +216,8 @@ class CGSPanel(QWidget):
         self.stroke_timer.setSingleShot(True)
         self.stroke_timer.setInterval(STROKE_SAVE_MS)
         self.stroke_timer.timeout.connect(self.autosave.save_if_changed)
-        self.queue.accept_requested.connect(self.autosave.save_now)
-        self.queue.skip_requested.connect(self.autosave.save_now)
+        # Every decision, by button or by key (Alt+A / Alt+S), is on disk at once, as README says.
+        self.review.decided.connect(self.autosave.save_now)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_images)
         self._image_names: dict[Any, str] = {}  # source image layer id -> its name, to see renames

@@ -279,6 +279,7 @@ class ReviewController(QObject):
     """Owns the ReviewState for one image and moves the viewer to the current region."""
 
     changed = Signal()  # the review state changed (decision, edit, position): autosave needed
+    decided = Signal()  # a region accepted or skipped, by button or key: saved at once
     region_shown = Signal(object)  # the Region now in focus
 
     def __init__(self, viewer: Any, widget: ReviewQueueWidget) -> None:
@@ -414,6 +415,7 @@ class ReviewController(QObject):
         self._refresh()
         self.show(self.state.current())
         self.changed.emit()
+        self.decided.emit()
 
     def _refresh(self) -> None:
         self.widget.show_state(self.state, self.class_names)

@@ -112,6 +112,26 @@ def test_keys_are_bound_on_the_viewer(reviewing):
     assert panel.review.state.status[result.regions[1].id] == "accepted"
 
 
+def test_a_decision_by_key_is_on_disk_at_once_as_by_button(reviewing, sample_slab_path):
+    """Alt+A / Alt+S were only saved by the next autosave tick: napari killed within the minute lost them."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    from cgs_engine.review import load_session, session_path_for
+
+    viewer, panel, image, result = reviewing
+    panel.autosave.flush()
+    panel.autosave.timer.stop()  # no tick may save it: only the decision itself
+    keymap = {str(key): action for key, action in viewer.keymap.items()}
+    keymap[str(coerce_keybinding(KEY_ACCEPT))](viewer)
+    keymap[str(coerce_keybinding(KEY_SKIP))](viewer)
+    panel.autosave.flush()
+    assert not panel.autosave.dirty
+    saved = load_session(session_path_for(sample_slab_path)).review_state
+    assert saved.status[result.regions[0].id] == "accepted"
+    assert saved.status[result.regions[1].id] == "skipped"
+    assert saved.review_mask[component_mask(panel.review.component_map, result.regions[0])].all()
+
+
 def test_clicking_the_slice_profile_jumps_to_that_slice(reviewing, qtbot):
     from qtpy.QtCore import QPoint, Qt
 
