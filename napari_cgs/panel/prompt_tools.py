@@ -347,6 +347,9 @@ class PromptTools(QWidget):
         keep = ~result.changed | (np.asarray(layer.data) != before)
         with muted_edit_tracking(self.panel._edit_flags):
             changed = write_labels_undoable(layer, result.labels, keep=keep)
+        if changed:  # written untracked (the model's, not yours), so the autosave must be told
+            self.panel.autosave.mark_changed()
+            self.panel.autosave.save_now()
         self.section.status.setText(
             f"Adapted to this scan ({result.steps} steps on {result.trained_slices} corrected slices, "
             f"{result.seconds:.0f} s): {changed:,} voxels re-predicted (Ctrl+Z undoes it)."

@@ -182,6 +182,29 @@ def hold_adapt_answering_everywhere(monkeypatch, labels, organ):
     return fx.held(monkeypatch, prompt_tools, "run_adapt", everywhere)
 
 
+def test_the_adapted_labels_are_saved_in_the_session(qtbot, presegmented, sample_slab_path, monkeypatch):
+    """Written untracked (the model's voxels), the adaptation never made the session dirty: it was
+    never autosaved, and closing the image restored the labels from before it without a word."""
+    from cgs_engine.review import load_session, session_path_for
+
+    viewer, panel, image, labels, organ = presegmented
+    release = hold_adapt_answering_everywhere(monkeypatch, labels, organ)
+    panel.autosave.save_now(wait=True)  # the stroke is saved: nothing else is pending
+    panel.autosave.timer.stop()
+    panel.stroke_timer.stop()
+    assert panel.correct_section.prompt_tools.adapt() is not None
+    release.set()
+    wait_idle(qtbot, panel.correct_section)
+    adapted = np.array(labels.data, copy=True)
+    panel.autosave.flush()
+    assert not panel.autosave.dirty
+    saved = load_session(session_path_for(sample_slab_path))
+    np.testing.assert_array_equal(saved.labels, adapted)
+    reviewed = panel.review_mask()
+    np.testing.assert_array_equal(saved.review_state.review_mask, reviewed)  # still not marked as yours
+    assert (reviewed[adapted == organ] < 2).any()
+
+
 @pytest.mark.parametrize("prompt", ["click", "adapt"])
 def test_a_prompt_answered_after_switching_images_is_not_written_into_the_other(
     qtbot, presegmented, sample_slab_path, monkeypatch, prompt
