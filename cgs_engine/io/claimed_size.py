@@ -22,6 +22,7 @@ from ..native_output import captured_native_stderr
 from .errors import VolumeIOError, describe_read_failure
 from .formats import itk_image_io
 from .header_rules import DataLayout
+from .nifti_twin import itk_readable
 
 GZIP_MAX_RATIO = 1100  # deflate's limit is 1032:1; a little slack for headers
 _BITS = re.compile(r"(\d+)-bit")
@@ -30,10 +31,10 @@ _BITS = re.compile(r"(\d+)-bit")
 def check_claimed_size(location: Path, name: str, layout: DataLayout) -> int:
     """The voxel bytes the header claims (ITK's output type), once they are plausible."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(location))
     reader.SetImageIO(itk_image_io(location))
     try:
-        with captured_native_stderr():
+        with captured_native_stderr(), itk_readable(location) as readable:
+            reader.SetFileName(str(readable))
             reader.ReadImageInformation()
     except RuntimeError as error:
         raise VolumeIOError(name, describe_read_failure(error)) from error

@@ -19,6 +19,7 @@ from .errors import VolumeIOError, describe_read_failure, itk_reason, require_ut
 from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of, itk_image_io
 from .header_rules import ORTHOGONAL_TOLERANCE, check_image_header, require_regular_file
 from .integrity import check_nifti_complete
+from .nifti_twin import itk_readable
 from .validate import check_label_map
 from .written import stored_data_bytes
 
@@ -117,9 +118,9 @@ def _checked_before_reading(location: Path, name: str) -> None:
 
 def read_image_file(location: Path, name: str) -> sitk.Image:
     _checked_before_reading(location, name)
-    with captured_native_stderr() as chatter:
+    with captured_native_stderr() as chatter, itk_readable(location) as readable:
         try:
-            image = sitk.ReadImage(str(location), imageIO=itk_image_io(location))
+            image = sitk.ReadImage(str(readable), imageIO=itk_image_io(location))
         except RuntimeError as error:
             failure = error
         else:

@@ -20,6 +20,7 @@ from ..native_output import captured_native_stderr
 from .errors import VolumeIOError, itk_reason
 from .formats import itk_image_io
 from .header_rules import DataLayout, check_image_header
+from .nifti_twin import itk_readable
 
 _CHUNK = 1 << 20
 _MAX_OUT = 1 << 24
@@ -28,9 +29,9 @@ _MAX_OUT = 1 << 24
 def written_volume_problem(path: Path, image: sitk.Image) -> str | None:
     """None when ``path`` holds ``image`` as written, else what is wrong with it (a few words)."""
     try:
-        with captured_native_stderr():
+        with captured_native_stderr(), itk_readable(path) as readable:
             reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
+            reader.SetFileName(str(readable))
             reader.SetImageIO(itk_image_io(path))
             reader.ReadImageInformation()
     except RuntimeError as error:

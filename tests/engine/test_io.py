@@ -287,3 +287,24 @@ def test_upper_case_names_read_like_lower_case_ones(tmp_path, extension):
 
     np.testing.assert_array_equal(back.array, volume.array)
     assert_geometry_equal(back.geometry, volume.geometry, extension)
+
+
+@pytest.mark.parametrize("kind", ["image", "labels"])
+def test_a_nii_gz_is_read_and_not_the_nii_beside_it(tmp_path, kind):
+    """ITK opened X.nii when asked for X.nii.gz and both were in one folder (a gunzipped older copy)."""
+    from cgs_engine.io import check_volume_file
+
+    named = Volume(
+        np.full((4, 5, 6), 3, np.uint8), Geometry((1.0, 1.0, 2.5), (0.0, 0.0, 0.0), np.eye(3).ravel())
+    )
+    older = Volume(
+        np.full((3, 7, 8), 9, np.uint8), Geometry((2.0, 2.0, 2.0), (5.0, 5.0, 5.0), np.eye(3).ravel())
+    )
+    write_volume(named, tmp_path / "map.nii.gz")
+    write_volume(older, tmp_path / "map.nii")
+    check_volume_file(tmp_path / "map.nii.gz")  # the size check reads the named header too
+    read = read_volume(tmp_path / "map.nii.gz", kind=kind)
+    assert read.array.shape == (4, 5, 6) and (read.array == 3).all()
+    assert read.geometry.spacing == pytest.approx((1.0, 1.0, 2.5))
+    assert (read_volume(tmp_path / "map.nii", kind=kind).array == 9).all()  # and the other as named
+    write_volume(named, tmp_path / "map.nii.gz", overwrite=True)  # the written-file check reads it back
