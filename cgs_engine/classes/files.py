@@ -65,8 +65,22 @@ def class_file_for(labels_path: str | os.PathLike) -> Path:
 
 
 def find_class_file(labels_path: str | os.PathLike) -> Path | None:
-    """The class file beside a label map, or None."""
-    return next((path for path in class_file_candidates(labels_path) if path.is_file()), None)
+    """The class file beside a label map, or None.
+
+    A class file that names another label map (its ``"labels"``) is refused: one left from an
+    earlier prediction beside a map written under its name by a tool that writes no table (a
+    converted or edited map) gave that map the earlier model's organ names, and the DICOM exports
+    sent the user's spleen out as Brainstem."""
+    found = next((path for path in class_file_candidates(labels_path) if path.is_file()), None)
+    if found is None:
+        return None
+    named, name = labels_named_by(found), Path(labels_path).name
+    if named is not None and named.lower() != name.lower():
+        raise ClassTableError(
+            f"{found}: this class table was written for {named}, not for {name}, so its organ names "
+            f"need not be those of {name}; move it away, or rename it if it is this map's table"
+        )
+    return found
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ def add_import_parser(actions, help: str, source: str, source_help: str, run) ->
 def export_inputs(args):
     """The labels, the class table (and where it came from) and the series of an export, after
     refusing an output that exists without --overwrite or that would replace an input."""
+    from cgs_engine.classes.checks import ClassTableError
     from cgs_engine.classes.files import class_file_for, find_class_file, read_class_file
     from cgs_engine.cli.class_source import resolve_class_table
     from cgs_engine.dicom import read_series
@@ -71,7 +72,12 @@ def export_inputs(args):
     labels = read_volume(args.labels, kind="labels")
     table, origin = resolve_class_table(args.classes, args.labels)
     series = read_series(args.dicom, args.series)
-    record = find_class_file(args.labels)  # says which series the labels were made on, if one did
+    try:  # says which series the labels were made on, if one did
+        record = find_class_file(args.labels)
+    except ClassTableError:
+        if args.classes is None:
+            raise
+        record = None  # a table written for another map: --classes names these labels' organs
     if record is not None:
         series.check_made_on(read_class_file(record).made_on, args.labels, record)
     return labels, table, origin, series

@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 from dicom_cases import dice, shared_series
 
-from cgs_engine.classes.files import class_file_for
+from cgs_engine.classes.files import class_file_for, find_class_file
 from cgs_engine.cli.class_source import openkbp_table
 from cgs_engine.cli.main import main
 from cgs_engine.io import read_volume, write_volume
@@ -269,3 +269,43 @@ def test_a_damaged_made_on_record_is_refused_in_one_line(tmp_path, capsys):
         str(tmp_path / "RS.dcm"),
     ]
     _fails_with_one_line(capsys, argv, "made_on")
+
+
+def test_a_class_table_left_from_another_map_never_names_a_new_one(tmp_path, capsys):
+    """A map written under a name whose class file an earlier prediction left (a conversion of the
+    user's own labels, which have no table) took that table's organ names, and went out as DICOM."""
+    import json
+
+    series, labels, predicted = _labels_file(tmp_path, "head_first")
+    table = json.loads(class_file_for(predicted).read_text())
+    mine = tmp_path / "head_first.nrrd"  # the user's own labels, no class file
+    write_volume(labels, mine)
+    stale = class_file_for(tmp_path / "head_first.nii.gz")
+    stale.write_text(json.dumps({**table, "labels": predicted.name}))  # left by `cgs predict`
+    converted = tmp_path / "head_first.nii.gz"
+    argv = ["convert", str(mine), str(converted), "--labels"]
+    _fails_with_one_line(capsys, argv, str(stale), f"written for {predicted.name}", mine.name)
+    assert not converted.exists()
+    write_volume(labels, converted)  # as another program writes it
+    for verb in ("rtstruct", "seg"):
+        output = tmp_path / f"{verb}.dcm"
+        argv = [verb, "export", str(converted), "--dicom", str(series.folder), "-o", str(output)]
+        _fails_with_one_line(capsys, argv, str(stale), f"written for {predicted.name}", converted.name)
+        assert not output.exists()
+        assert main([*argv, "--classes", "openkbp"]) == 0  # named explicitly, the table is not needed
+    # a table naming its map in other letter case is its own (case-blind file systems)
+    stale.write_text(json.dumps({**table, "labels": converted.name.upper()}))
+    assert find_class_file(converted) == stale
+
+
+def test_a_class_table_naming_its_own_map_or_none_is_found(tmp_path):
+    import json
+
+    map_path = tmp_path / "scan_labels.nii.gz"
+    entries = json.loads(openkbp_table().to_json())
+    for record in (entries, {"classes": entries["classes"], "labels": map_path.name}):
+        class_file_for(map_path).write_text(json.dumps(record))
+        assert find_class_file(map_path) == class_file_for(map_path)
+    (tmp_path / "scan_classes.json").write_text(json.dumps({**entries, "labels": "scan_labels.nii.gz"}))
+    class_file_for(map_path).unlink()
+    assert find_class_file(map_path) == tmp_path / "scan_classes.json"  # as cgs predict writes them
