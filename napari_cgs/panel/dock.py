@@ -75,6 +75,7 @@ from napari_cgs.panel.prediction_layers import (
     export_targets,
     find_labels_layer,
     focus_layer_name,
+    forget_history,
     image_of_labels,
     image_volume,
     labels_layer_name,
@@ -988,6 +989,7 @@ class CGSPanel(QWidget):
         with muted_edit_tracking(self._edit_flags):
             labels = self._adopt_labels_layer(image_layer, create=True)
             write_labels_undoable(labels, session.labels)
+        forget_history(labels)  # a restore is where the undo history starts, as opening a file is
         self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are in the review state
         self.prediction_labels = None if saved is None else saved.labels
         profile = self._show_saved_maps(image_layer, labels, saved)

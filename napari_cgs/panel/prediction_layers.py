@@ -225,6 +225,17 @@ def write_labels_undoable(layer: Any, new_labels: np.ndarray, keep: np.ndarray |
     return int(changed[0].size)
 
 
+def forget_history(layer: Any) -> None:
+    """Start the labels layer's undo history afresh (napari has no public call for it).
+
+    After a restored session: the restore was itself an undo step, so one Ctrl+Z too many emptied
+    the layer and the autosave then wrote the empty labels over the saved review."""
+    target = getattr(layer, "__wrapped__", layer)  # the layer behind napari's plugin proxy
+    reset = getattr(target, "_reset_history", None)
+    if callable(reset):
+        reset()
+
+
 def untracked_touched(layer: Any) -> np.ndarray | None:
     """For a labels layer whose edits we never tracked: every labelled voxel counts as the user's."""
     labelled = np.asarray(layer.data) != 0

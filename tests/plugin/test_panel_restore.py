@@ -115,3 +115,31 @@ def test_restore_into_an_open_panel_gives_back_the_same(
     assert viewer.layers.selection.active.name == labels_layer_name(image)
     assert panel.review.state.position == left_session["position"]
     panel.autosave.stop()
+
+
+def test_undo_right_after_a_restore_cannot_empty_the_saved_review(
+    make_napari_viewer, tiny_checkpoint, sample_slab_path, left_session
+):
+    """The restore was an undo step: one Ctrl+Z too many emptied the layer, and the autosave then
+    wrote the empty labels over the session (the review mask still saying 'edited' there)."""
+    from cgs_engine.review import load_session, session_path_for
+
+    viewer = make_napari_viewer()
+    panel = fx.dock_panel(viewer)
+    panel.load_checkpoint(tiny_checkpoint)
+    image = fx.open_image(viewer, sample_slab_path)
+    QApplication.processEvents()
+    labels = viewer.layers[labels_layer_name(image)]
+    np.testing.assert_array_equal(labels.data, left_session["labels"])
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, left_session["labels"])
+    panel.autosave.save_now(wait=True)
+    saved = load_session(session_path_for(sample_slab_path))
+    np.testing.assert_array_equal(saved.labels, left_session["labels"])
+    np.testing.assert_array_equal(saved.review_state.review_mask, left_session["mask"])
+    # a stroke after the restore is undone as before
+    labels.brush_size = 1
+    labels.paint((2, 10, 10), 4)
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, left_session["labels"])
+    panel.autosave.stop()
