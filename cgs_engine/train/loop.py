@@ -41,6 +41,7 @@ from cgs_engine.train.run_dir import (
     RunError,
     keep_log_until,
     log,
+    moved_with_its_folder,
     prepare_run_dir,
     read_run_record,
     run_dir_lock,
@@ -124,8 +125,9 @@ def _train_locked(store_path, run_dir, config, resume, on_event, should_stop, co
     emit = (on_event or (lambda event: None)) if context.is_main else (lambda event: None)
     if resume:
         recorded = read_run_record(run_dir / "config.json")
-        config = TrainConfig.from_dict(recorded["config"], source=str(run_dir / "config.json"))
         store_path = Path(recorded.get("store", store_path)) if not store_path.exists() else store_path
+        settings = moved_with_its_folder(recorded["config"], recorded.get("store"), store_path)
+        config = TrainConfig.from_dict(settings, source=str(run_dir / "config.json"))
     config = config or TrainConfig()
     session = open_session(store_path, config, context)
     if resume:

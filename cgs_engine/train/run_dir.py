@@ -92,3 +92,29 @@ def read_run_record(path: Path) -> dict:
 
 def log(run_dir: Path, record: dict[str, Any]) -> None:
     append_line(run_dir / "log.jsonl", json.dumps(record))
+
+
+def moved_with_its_folder(
+    config: dict[str, Any], recorded_store: str | None, store_now: Path
+) -> dict[str, Any]:
+    """The recorded run settings, with a model to fine-tune from (``init_checkpoint``) that moved
+    along with the run: a project folder renamed, moved or restored elsewhere records the old
+    absolute path, and ``--resume`` there failed on it every time (the hours trained were lost).
+
+    The old and new folders are read from the store's recorded and present paths (their common
+    tail is what moved); a path that still exists, or lies outside the moved folder, is kept."""
+    source = config.get("init_checkpoint")
+    if not recorded_store or not isinstance(source, str) or Path(source).exists():
+        return config
+    old, new = Path(recorded_store).parts, Path(store_now).absolute().parts
+    shared = 0
+    while shared < min(len(old), len(new)) and old[-1 - shared] == new[-1 - shared]:
+        shared += 1
+    if shared == 0 or old == new:
+        return config
+    try:
+        inside = Path(source).relative_to(Path(*old[: len(old) - shared]))
+    except ValueError:
+        return config
+    moved = Path(*new[: len(new) - shared]) / inside
+    return {**config, "init_checkpoint": str(moved)} if moved.is_file() else config

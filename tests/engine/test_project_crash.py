@@ -6,6 +6,7 @@ import importlib
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,7 +69,9 @@ def test_worker_failure_is_one_message(tmp_path):
 
 
 def test_kill_9_mid_run_then_resume_continues(tmp_path):
-    project = make_project(tmp_path, corrections=3, unlabeled=1)
+    """Resumed in a moved project folder: the run recorded the model it fine-tunes from by its old
+    absolute path, and --resume failed there every time (the hours trained were lost)."""
+    project = make_project(tmp_path / "before", corrections=3, unlabeled=1)
     corrections_before = {c.name: c.revision for c in project.corrections()}
     process = start_retrain_process(project.folder, iterations=LONG_RUN, settings=TINY_SETTINGS)
     messages = collect_until(process, {"step", "failed"})
@@ -79,8 +82,11 @@ def test_kill_9_mid_run_then_resume_continues(tmp_path):
     assert after[-1]["kind"] == "failed" and after[-1]["exit_code"] == -signal.SIGKILL
     assert "killed (signal 9)" in after[-1]["error"]
 
-    # the project survives: it opens, the active model loads, every correction is intact
-    reopened = Project.open(project.folder)
+    # the project survives, also moved elsewhere: it opens, the active model loads, every correction is intact
+    moved = tmp_path / "restored elsewhere" / project.folder.name
+    moved.parent.mkdir()
+    os.rename(project.folder, moved)
+    reopened = Project.open(moved)
     assert reopened.problems == [] and reopened.active_version().id == "v0001"
     assert load_checkpoint(reopened.active_model_path()).class_names == reopened.class_names
     assert {c.name: c.revision for c in reopened.corrections()} == corrections_before
@@ -88,7 +94,8 @@ def test_kill_9_mid_run_then_resume_continues(tmp_path):
     assert not reopened.is_retraining()  # the dead worker's lock went with it
 
     run = reopened.interrupted_run()
-    assert run is not None and str(run) == next(m["run"] for m in messages if m["kind"] == "start")
+    started = next(m["run"] for m in messages if m["kind"] == "start")
+    assert run is not None and run == moved / Path(started).relative_to(project.folder)
     saved_step = load_payload(run / "train" / "state.pt")["step"]
     assert saved_step > 0
     # a kill during a checkpoint write leaves only a hidden temp file beside the intact one
