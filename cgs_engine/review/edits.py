@@ -36,6 +36,17 @@ class EditTracker:
             return
         self.touched[tuple(np.asarray(part) for part in where)] = True
 
+    def continued(self, labels: np.ndarray, kept: np.ndarray) -> EditTracker:
+        """The tracker after the program wrote ``labels`` everywhere except ``kept`` (a re-run that
+        fills only untouched voxels): strokes on kept voxels stay the user's AND stay undoable.
+        Frozen into the review state instead, a stroke undone after the re-run stayed 'edited by
+        you' on voxels that were the model's again, and went into training as a correction."""
+        kept = np.asarray(kept, dtype=bool)
+        following = EditTracker(labels)
+        following.baseline[kept] = self.baseline[kept]  # the program's last write there is the older one
+        following.touched = self.touched & kept
+        return following
+
     def edited(self, labels: np.ndarray) -> np.ndarray:
         """Bool mask of the voxels the user has edited and not undone."""
         labels = np.asarray(labels)

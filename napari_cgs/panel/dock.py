@@ -697,6 +697,10 @@ class CGSPanel(QWidget):
         keep = self._voxels_to_keep(image_layer)
         # what the user reviewed so far stays reviewed; a re-run never marks anything new
         reviewed = self.review_mask() if keep is not None and self.tracks_image(image_layer) else None
+        # this sitting's strokes stay in the tracker (undoable), the rest of the marks in the state
+        tracked = self.tracker if reviewed is not None and self.tracker.shape == reviewed.shape else None
+        if tracked is not None:
+            reviewed = np.array(self.review.state.review_mask, dtype=np.uint8)
         # so do the queue's accepts, skips and position, unless the user asked to replace everything
         continuing = not self.replace_button.isChecked() and self.tracks_image(image_layer)
         previous = (self.review.state, self.review.component_map) if continuing else None
@@ -710,7 +714,10 @@ class CGSPanel(QWidget):
                 if carried is not None and carried.shape == labels.data.shape:
                     labels.data = carried
             written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
-        self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are kept in `reviewed`
+        if tracked is not None:
+            self.tracker = tracked.continued(np.asarray(labels.data), keep)
+        else:
+            self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are kept in `reviewed`
         self.prediction_labels = np.asarray(prediction.labels.array)
         map_data = map_layer_data(
             image_layer,

@@ -139,6 +139,16 @@ def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, s
     assert np.count_nonzero(mask) == 1 and mask[painted] == EDITED  # a re-run marks nothing as reviewed
     untouched = mask == 0
     np.testing.assert_array_equal(labels.data[untouched], second.prediction.labels.array[untouched])
+    # the stroke undone after the re-run is no edit any more either (it stayed 'yours' before)
+    undone = 0
+    while labels.data[painted] == new_label and undone < 3:
+        labels.undo()
+        undone += 1
+    assert labels.data[painted] == first.prediction.labels.array[painted]
+    assert not panel.review_mask().any()
+    for _ in range(undone):
+        labels.redo()
+    assert labels.data[painted] == new_label and panel.review_mask()[painted] == EDITED
 
     panel.replace_button.setChecked(True)
     third = fx.presegment(qtbot, panel, image)
