@@ -166,6 +166,14 @@ def layer_geometry(layer_or_attributes: Any) -> Geometry:
     return from_transforms
 
 
+def read_geometry(layer: Any) -> Geometry:
+    """The geometry a layer was read with (its file's grid), wherever it was moved in the viewer
+    since (napari's transform mode moves a layer by a drag); the shown one for a layer made
+    without it. What is written or stored for an image goes on this grid: the file did not move."""
+    stored = (layer.metadata or {}).get(GEOMETRY_KEY)
+    return Geometry.from_dict(stored) if stored else layer_geometry(layer)
+
+
 def _as_attributes(layer_or_attributes: Any) -> Mapping[str, Any]:
     if isinstance(layer_or_attributes, Mapping):
         return layer_or_attributes

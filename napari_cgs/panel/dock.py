@@ -59,7 +59,7 @@ from cgs_engine.review.carry import carry_over
 from cgs_engine.review.edits import EditTracker, combined_review_mask
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
-from napari_cgs._layers import KIND_KEY, SOURCE_KEY, layer_geometry, same_layer, shown_as
+from napari_cgs._layers import KIND_KEY, SOURCE_KEY, layer_geometry, read_geometry, same_layer, shown_as
 from napari_cgs._sample_data import BUNDLED_MODEL
 from napari_cgs.panel import dialogs
 from napari_cgs.panel.correct_section import CorrectSection
@@ -897,7 +897,8 @@ class CGSPanel(QWidget):
         moved = moved_off_image(layer, image)
         note = ""
         if moved:
-            note = f" The labels layer had been {moved} in the viewer: written on {image.name}'s grid."
+            where = f"written on {image.name}'s grid as read from its file"
+            note = f" {moved[0].upper()}{moved[1:]} in the viewer: {where}."
         self._show_export(
             f"Exported {written[0].name} and its class table {written[1].name} to {written[0].parent}.{note}",
             str(written[0]),
@@ -939,7 +940,7 @@ class CGSPanel(QWidget):
             "labels": np.array(self.labels_layer.data, copy=True),
             "review_state": saved_state,
             "image_fingerprint": self._fingerprint,
-            "geometry": layer_geometry(image),
+            "geometry": read_geometry(image),
             "class_names": self.class_names,
             "component_map": self.review.component_map,
             "class_colors": self.class_colors,

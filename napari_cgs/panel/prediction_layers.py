@@ -23,8 +23,15 @@ from napari.utils.colormaps import Colormap, DirectLabelColormap, label_colormap
 from cgs_engine.classes.files import class_file_entries, class_file_for, write_class_file
 from cgs_engine.errors import CGSError
 from cgs_engine.io import series_identity, write_volume
-from cgs_engine.volume import Volume
-from napari_cgs._layers import KIND_KEY, SOURCE_KEY, labels_kwargs_like, layer_geometry, volume_to_layer_data
+from cgs_engine.volume import Geometry, Volume
+from napari_cgs._layers import (
+    KIND_KEY,
+    SOURCE_KEY,
+    labels_kwargs_like,
+    layer_geometry,
+    read_geometry,
+    volume_to_layer_data,
+)
 
 TRANSFORM_KEYS = ("scale", "translate", "rotate", "shear", "affine", "units")
 LABELS_OPACITY = 0.55
@@ -477,7 +484,7 @@ def image_volume(image_layer: Any) -> Volume:
     if array.ndim != 3:
         raise ValueError(f"{image_layer.name}: pre-segmentation needs a 3D image, this one is {array.ndim}D")
     source = (image_layer.metadata or {}).get(SOURCE_KEY)
-    return Volume(array=array, geometry=layer_geometry(image_layer), kind="image", source=source)
+    return Volume(array=array, geometry=read_geometry(image_layer), kind="image", source=source)
 
 
 # ------------------------------------------------------------------------------ export
@@ -518,11 +525,21 @@ def series_made_on(image_layer: Any) -> dict[str, str] | None:
 
 
 def moved_off_image(labels_layer: Any, image_layer: Any | None) -> str | None:
-    """How far the labels layer was moved (or rescaled, turned) away from its image in the viewer,
-    in a few words, or None while it lies on the image's grid (or has another shape)."""
+    """Which layer was moved (or rescaled, turned) in the viewer away from the image's grid as
+    read from its file, and how far, in a few words; None while both lie on it (or the shapes
+    differ). The image counts too: a dragged image layer was the labels' grid for the export."""
     if image_layer is None or np.shape(labels_layer.data) != np.shape(image_layer.data):
         return None
-    shown, grid = layer_geometry(labels_layer), layer_geometry(image_layer)
+    grid = read_geometry(image_layer)
+    moved = []
+    for what, layer in (("image", image_layer), ("labels", labels_layer)):
+        how = _moved_by(layer_geometry(layer), grid)
+        if how:
+            moved.append(f"the {what} layer had been {how}")
+    return " and ".join(moved) or None
+
+
+def _moved_by(shown: Geometry, grid: Geometry) -> str | None:
     if shown.is_close(grid):
         return None
     if np.allclose(shown.spacing, grid.spacing) and np.allclose(shown.direction, grid.direction, atol=1e-5):
@@ -547,7 +564,7 @@ def export_labels(
     voxel index. ``made_on``: the DICOM series the image was read from, recorded in the class table."""
 
     on_image = image_layer is not None and np.shape(labels_layer.data) == np.shape(image_layer.data)
-    geometry = layer_geometry(image_layer if on_image else labels_layer)
+    geometry = read_geometry(image_layer) if on_image else layer_geometry(labels_layer)
     volume = Volume(array=np.asarray(labels_layer.data), geometry=geometry, kind="labels")
     written = write_volume(volume, path, overwrite=overwrite)
     colours = class_rgba(class_colors, len(class_names))

@@ -41,7 +41,7 @@ from cgs_engine.review.prediction_file import (
     save_prediction,
 )
 from cgs_engine.review.session import session_path_of_image
-from napari_cgs._layers import SOURCE_KEY, layer_geometry
+from napari_cgs._layers import SOURCE_KEY, read_geometry
 
 AUTOSAVE_MS = 60_000
 SESSION_HOME = Path.home() / ".napari-cgs" / "sessions"
@@ -49,7 +49,7 @@ PLUGIN_FOLDER = Path(__file__).resolve().parents[1]  # napari_cgs/: its bundled 
 
 
 def fingerprint_of(image_layer: Any) -> str:
-    return image_fingerprint(image_layer.data, layer_geometry(image_layer))
+    return image_fingerprint(image_layer.data, read_geometry(image_layer))
 
 
 def session_file_for(image_layer: Any, fingerprint: str) -> Path:

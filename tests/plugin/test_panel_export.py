@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 import napari_cgs.panel.dialogs as dialogs
 import napari_cgs.panel.session as _session
+from cgs_engine.io import read_volume
 from cgs_engine.review import load_session, session_path_for
 from napari_cgs.panel.prediction_layers import labels_layer_name
 
@@ -257,6 +258,19 @@ def test_labels_moved_in_the_viewer_are_exported_on_their_images_grid(
     said = panel.export_status.text().replace("\u200b", "")
     assert "moved by 12.0 mm" in said and f"written on {image.name}'s grid" in said, said
 
+    assert said.startswith("Exported") and "The labels layer had been moved" in said, said
+
     labels.translate = np.asarray(labels.translate) - np.array([0.0, 12.0, 0.0])  # back where it was
     panel.export(target.with_name("back_labels.nii.gz"))
     assert "had been" not in panel.export_status.text()
+
+    # the IMAGE dragged instead: its file did not move, and the labels go on the file's grid
+    image.translate = np.asarray(image.translate) + np.array([0.0, 5.0, -7.0])
+    dragged = target.with_name("image_dragged_labels.nii.gz")
+    panel.export(dragged)
+    synth.assert_same_geometry(sitk.ReadImage(str(dragged)), sitk.ReadImage(str(sample_slab_path)))
+    said = panel.export_status.text().replace("\u200b", "")
+    assert "The image layer had been moved by 8.6 mm" in said and "labels layer" not in said, said
+    panel.autosave.save_now(wait=True)  # the session stays on the file's grid (and findable) too
+    saved = load_session(session_path_for(sample_slab_path))
+    assert saved.geometry.is_close(read_volume(sample_slab_path).geometry)
