@@ -120,6 +120,9 @@ def style_labels_layer(layer: Any, class_names: Sequence[str], class_colors: Seq
 
 
 IMAGE_ID_KEY = "cgs_image_layer_id"  # the labels layer's image, by napari's layer id
+# The labels layer's own layer id: napari's Duplicate Layer copies the metadata (and so the image's
+# id) but not the id, so a backup copy is never taken for the labels being edited.
+OWN_ID_KEY = "cgs_labels_layer_id"
 CLOSED_IMAGE_KEY = "cgs_image_closed"  # a labels layer set aside when its image was closed
 
 
@@ -138,7 +141,9 @@ def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
         and CLOSED_IMAGE_KEY not in (layer.metadata or {})  # set aside: kept for export only
     ]
     for layer in candidates:
-        if (layer.metadata or {}).get(IMAGE_ID_KEY) == image_layer.unique_id:
+        metadata = layer.metadata or {}
+        copied = metadata.get(OWN_ID_KEY, layer.unique_id) != layer.unique_id
+        if metadata.get(IMAGE_ID_KEY) == image_layer.unique_id and not copied:
             return layer
     name = labels_layer_name(image_layer)
     return next(
@@ -209,6 +214,7 @@ def ensure_labels_layer(
         kwargs["metadata"][IMAGE_ID_KEY] = image_layer.unique_id
         data = np.zeros(image_layer.data.shape, dtype=np.uint8)
         layer = viewer.add_labels(data, opacity=LABELS_OPACITY, **kwargs)
+        layer.metadata = {**layer.metadata, OWN_ID_KEY: layer.unique_id}
     style_labels_layer(layer, class_names, class_colors)
     return layer
 

@@ -439,3 +439,23 @@ def test_a_renamed_image_takes_the_layers_made_for_it_along(qtbot, viewer_and_pa
     fx.presegment(qtbot, panel, image)
     assert len(viewer.layers) == len(before)
     assert not [layer.name for layer in viewer.layers if layer.name.startswith(old)]
+
+
+def test_a_backup_copy_of_the_labels_is_never_taken_for_them(qtbot, viewer_and_panel, sample_slab_path):
+    """napari's Duplicate Layer copies the metadata, the image's layer id included: a copy kept as a
+    backup below the original was taken by Add as corrected and by a re-run in its place."""
+    from napari_cgs.panel.prediction_layers import find_labels_layer
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    backup = viewer.add_labels(np.array(labels.data), name="backup", metadata=dict(labels.metadata))
+    viewer.layers.move(viewer.layers.index(backup), viewer.layers.index(labels))  # dragged below it
+    assert viewer.layers.index(backup) < viewer.layers.index(labels)
+    assert same_layer(find_labels_layer(viewer, image), labels)
+    labels.brush_size = 1
+    labels.paint((5, 40, 60), 6)
+    fx.presegment(qtbot, panel, image)  # a re-run goes on in the labels being edited
+    assert same_layer(panel.labels_layer, labels) and labels.data[5, 40, 60] == 6
+    assert panel.review_mask()[5, 40, 60] == EDITED
