@@ -172,6 +172,10 @@ def import_prior_into(folder: Path, source: Path, names, normalization, colors) 
     """``folder/prior/prior.h5`` and ``prior.json`` from ``source``; the old ones stay until both exist."""
     prior = folder / "prior"
     prior.mkdir(exist_ok=True)
+    # Left by an import killed (or out of disk space) after its new files were complete: ours to
+    # replace, as the caller holds the project's retrain lock. Kept, one file blocked every later import.
+    for leftover in (prior / "prior.h5.new", prior / "prior.json.new"):
+        leftover.unlink(missing_ok=True)
     try:
         summary = import_prior(source, prior / "prior.h5.new", list(names), normalization, colors)
     except PriorDataError as error:

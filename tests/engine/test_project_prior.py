@@ -223,3 +223,19 @@ def test_cli_create_with_and_without_prior_data(tmp_path, capsys):
     assert Project.open(tmp_path / "b").prior_summary()["train"] == ["case0", "case1"]
     code, _, err = run_cli(capsys, "project", "set-prior-data", tmp_path / "b", tmp_path / "nothing")
     assert code == 2 and "no such prior data" in err and len(err.strip().splitlines()) == 1
+
+
+def test_files_left_by_a_killed_prior_import_never_block_the_next(tmp_path):
+    """Killed (or out of disk space) between writing prior.h5.new and renaming it, an import left a
+    file that made every later `set-prior-data` fail with '...prior.h5.new: already exists'."""
+    project = make_project(tmp_path, corrections=1, unlabeled=0)
+    source = write_prior_folder(tmp_path / "prior", train=2, val=1)
+    project.set_prior_data(source)
+    kept = (project.folder / "prior" / "prior.h5").read_bytes()
+    (project.folder / "prior" / "prior.h5.new").write_bytes(b"half an import")
+    (project.folder / "prior" / "prior.json.new").write_text("{")
+    project.set_prior_data(source)
+    assert sorted(p.name for p in (project.folder / "prior").iterdir()) == ["prior.h5", "prior.json"]
+    with SliceStore.open(project.folder / "prior" / "prior.h5") as store:
+        assert store.volume_names("labeled")
+    assert len((project.folder / "prior" / "prior.h5").read_bytes()) == len(kept)
