@@ -5,6 +5,7 @@ See the package docstring (``cgs_engine.retrain``) for the data, the recipe and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from cgs_engine.train.events import (
     VersionKept,
 )
 from cgs_engine.train.loop import train
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -163,9 +166,12 @@ class _Retrain:
         except CancelledWhilePreparing:
             return self._finish_without_version("cancelled before training started")
         except Exception as error:
-            write_json_atomically(
-                self.run / "finished.json", {"outcome": "failed", "error": str(error), "at": now_iso()}
-            )
+            try:
+                write_json_atomically(
+                    self.run / "finished.json", {"outcome": "failed", "error": str(error), "at": now_iso()}
+                )
+            except OSError as unrecorded:  # a full disk, a moved project: the first failure is the news
+                logger.warning("%s: the failure could not be recorded (%s)", self.run, unrecorded)
             raise
 
     def _execute(self, config: TrainConfig | None) -> RetrainResult:

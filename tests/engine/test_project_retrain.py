@@ -382,3 +382,27 @@ def test_a_correction_saved_again_while_the_store_is_built_records_the_revision_
     record = build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
     ((name, revision),) = resaved.items()
     assert record["corrections_used"][name] == revision
+
+
+def test_a_failed_retrain_says_its_own_failure_even_when_it_cannot_be_recorded(tmp_path, monkeypatch):
+    """On a full disk (or in a project moved meanwhile) recording the failure in finished.json fails
+    too, and that second error, naming finished.json, replaced the one that said what went wrong."""
+    import cgs_engine.retrain.run as run_module
+    from cgs_engine.durable import WriteError
+
+    project = make_project(tmp_path, corrections=2, unlabeled=0)
+
+    def failing_training(*args, **kwargs):
+        raise OSError(28, "No space left on device: best.pt")
+
+    real_write = run_module.write_json_atomically
+
+    def unwritable(path, data):
+        if path.name != "finished.json":
+            return real_write(path, data)
+        raise WriteError(str(path), "could not be written (no space left on device)")
+
+    monkeypatch.setattr(run_module, "train", failing_training)
+    monkeypatch.setattr(run_module, "write_json_atomically", unwritable)
+    with pytest.raises(OSError, match="best.pt"):
+        retrain(project, iterations=2, settings=TINY_SETTINGS)
