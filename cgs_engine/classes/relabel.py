@@ -20,7 +20,7 @@ import numpy as np
 from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.files import find_class_file, read_class_file
 from cgs_engine.classes.organs import normalise_name
-from cgs_engine.classes.table import ClassEntry, ClassTable
+from cgs_engine.classes.table import ClassEntry, ClassTable, derive_class_table
 from cgs_engine.io.validate import UINT16_MAX, slabs_of
 
 
@@ -124,3 +124,19 @@ def values_present(labels: np.ndarray, where: str = "the labels") -> list[int]:
     for slab in slabs_of(array):
         counts += np.bincount(slab.ravel(), minlength=high + 1)
     return [int(value) for value in np.flatnonzero(counts) if value > 0]
+
+
+def kept_in_new_classes(
+    labels: np.ndarray, keep: np.ndarray, names_before: list[str], names_now: list[str]
+) -> np.ndarray:
+    """``labels`` where ``keep`` (the voxels a re-run keeps: the user's strokes and accepts),
+    renumbered from the classes they were drawn in (``names_before``, background first) onto those
+    of the model that re-ran (``names_now``); 0 elsewhere. Kept with their ids, a stroke drawn as
+    Mandible (7) became the other model's class 7, Brainstem. :class:`ClassTableError` when the
+    new model has no class for an organ the kept voxels hold."""
+    kept = np.where(keep, np.asarray(labels), 0)
+    if list(names_before) == list(names_now):
+        return kept
+    source = derive_class_table(list(names_before))
+    receiver = derive_class_table(list(names_now))
+    return renumbered(kept, source, receiver, "your kept labels", "the model that re-ran").labels

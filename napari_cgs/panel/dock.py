@@ -51,6 +51,8 @@ from qtpy.QtWidgets import (
 )
 
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint
+from cgs_engine.classes.checks import ClassTableError
+from cgs_engine.classes.relabel import kept_in_new_classes
 from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Predictor
 from cgs_engine.io.formats import extension_of, output_name_problem
@@ -690,11 +692,30 @@ class CGSPanel(QWidget):
             with self.image_choice.changed.blocked():  # the panel shows, and saves, this one's review
                 self.image_choice.value = image_layer
         prediction = result.prediction
+        keep = self._voxels_to_keep(image_layer)
+        kept_labels = None  # the kept voxels in the new model's class ids, where it numbers them otherwise
+        if (
+            keep is not None
+            and self.tracks_image(image_layer)
+            and self.class_names != list(prediction.class_names)
+        ):
+            try:
+                kept_labels = kept_in_new_classes(
+                    np.asarray(self.labels_layer.data), keep, self.class_names, list(prediction.class_names)
+                )
+            except ClassTableError as error:
+                self.status_label.setText(
+                    breakable(
+                        f"Not written: {error}. Re-run with '{REPLACE_ALL}', or with the model your labels "
+                        "were drawn with."
+                    )
+                )
+                self.prediction_finished.emit(None)
+                return
         # the colours of the model that made it (another model chosen meanwhile may name other organs)
         self.class_names = list(prediction.class_names)
         self.class_colors = self._model_colours(self.class_names, model, self.checkpoint)
         self.prediction_id = uuid.uuid4().hex
-        keep = self._voxels_to_keep(image_layer)
         # what the user reviewed so far stays reviewed; a re-run never marks anything new
         reviewed = self.review_mask() if keep is not None and self.tracks_image(image_layer) else None
         # this sitting's strokes stay in the tracker (undoable), the rest of the marks in the state
@@ -713,7 +734,10 @@ class CGSPanel(QWidget):
                 labels = self._adopt_labels_layer(image_layer, create=True)
                 if carried is not None and carried.shape == labels.data.shape:
                     labels.data = carried
-            written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
+            if kept_labels is not None:  # one undo step: the prediction and the kept voxels renumbered
+                written = write_labels_undoable(labels, np.where(keep, kept_labels, prediction.labels.array))
+            else:
+                written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
         if tracked is not None:
             self.tracker = tracked.continued(np.asarray(labels.data), keep)
         else:
@@ -750,7 +774,9 @@ class CGSPanel(QWidget):
         )
         self.status_label.setText(
             f"Pre-segmented {image_layer.name} in {prediction.seconds:.1f} s: {written} voxels changed"
-            f"{'' if keep is None else ' (your edits kept)'}, {len(result.regions)} uncertain regions. "
+            f"{'' if keep is None else ' (your edits kept)'}"
+            f"{'' if kept_labels is None else ', renumbered to its organs'}, "
+            f"{len(result.regions)} uncertain regions. "
             "Ctrl+Z in the labels layer undoes it."
         )
         self._show_scope(result.scope_warnings)

@@ -54,3 +54,19 @@ def test_a_uint8_map_renumbered_past_255_and_bad_values():
         renumbered(np.array([1, 2], np.uint8), table("Liver"), receiver, "map", "it")
     unchanged = np.zeros((2, 3, 4, 5), np.uint16)
     assert renumbered(unchanged, table("Liver"), receiver, "map", "it").labels is unchanged
+
+
+def test_kept_voxels_are_renumbered_onto_the_model_that_re_ran():
+    from cgs_engine.classes.relabel import kept_in_new_classes
+
+    labels = np.zeros((2, 3, 3), np.uint8)
+    labels[0, 0, 0], labels[1, 1, 1], labels[1, 2, 2] = 1, 2, 1
+    keep = labels > 0
+    keep[1, 2, 2] = False  # not kept: the prediction takes it
+    before, now = ["background", "Brainstem", "Mandible"], ["background", "Mandible", "Brainstem"]
+    kept = kept_in_new_classes(labels, keep, before, now)
+    assert kept[0, 0, 0] == 2 and kept[1, 1, 1] == 1 and kept[1, 2, 2] == 0
+    same = kept_in_new_classes(labels, keep, before, before)
+    np.testing.assert_array_equal(same, np.where(keep, labels, 0))
+    with pytest.raises(ClassTableError, match="Mandible"):
+        kept_in_new_classes(labels, keep, before, ["background", "Brainstem", "Larynx"])

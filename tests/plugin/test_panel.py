@@ -459,3 +459,30 @@ def test_a_backup_copy_of_the_labels_is_never_taken_for_them(qtbot, viewer_and_p
     fx.presegment(qtbot, panel, image)  # a re-run goes on in the labels being edited
     assert same_layer(panel.labels_layer, labels) and labels.data[5, 40, 60] == 6
     assert panel.review_mask()[5, 40, 60] == EDITED
+
+
+def test_a_rerun_with_a_model_that_numbers_organs_otherwise_keeps_your_organs(
+    qtbot, viewer_and_panel, sample_slab_path, tiny_checkpoint, tmp_path
+):
+    """Kept by their ids, strokes drawn as Mandible (7) became the other model's class 7 (Brainstem)
+    in the panel, the session and the exported class table."""
+    from cgs_engine.checkpoint import load_checkpoint, save_checkpoint
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    mandible = panel.class_names.index("Mandible")
+    labels.brush_size = 1
+    labels.paint((5, 40, 60), mandible)
+    other = load_checkpoint(tiny_checkpoint)
+    names = other.class_names
+    other.class_names = [names[0], *names[1:][::-1]]  # the same organs, numbered the other way round
+    other.class_colors = [other.class_colors[0], *other.class_colors[1:][::-1]] if other.class_colors else []
+    other.class_table = []
+    panel.load_checkpoint(save_checkpoint(other, tmp_path / "reversed.pt"))
+    fx.presegment(qtbot, panel, image)
+    assert panel.class_names[labels.data[5, 40, 60]] == "Mandible"
+    assert labels.data[5, 40, 60] == panel.class_names.index("Mandible") != mandible
+    assert "renumbered to its organs" in panel.status_label.text()
+    assert panel.review_mask()[5, 40, 60] == EDITED
