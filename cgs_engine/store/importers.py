@@ -358,12 +358,15 @@ def import_nifti(
         label_paths = [label for _, label, _ in plan if label is not None]
         class_names = _default_class_names(label_paths, read_volume)
     first = read_volume(plan[0][0], kind="image")
+    guessed = normalization is None
     if normalization is None:
         normalization = guess_normalization(first.array)
     meter = ScopeMeter()
     with SliceStore.create(out, class_names, normalization, overwrite=overwrite) as store:
         for done, (image_path, label_path, split) in enumerate(plan, start=1):
             volume = first if done == 1 else read_volume(image_path, kind="image")
+            if guessed and done > 1:
+                _check_same_normalization(image_path, volume, plan[0][0], normalization)
             if split != "val":
                 meter.add(volume)
             label = None
@@ -387,6 +390,18 @@ def import_nifti(
         if len(meter):
             store.set_scope(meter.scope(body_region).to_dict())
     return out
+
+
+def _check_same_normalization(path: Path, volume, first_path: Path, chosen: Normalization) -> None:
+    """One store, one intensity normalisation, guessed from the first image: an MR imported beside
+    CTs was windowed as CT (38 % of its voxels saturated) into the training data without a word."""
+    own = guess_normalization(volume.array)
+    if own.mode != chosen.mode:
+        raise DatasetImportError(
+            f"{path}: its intensities call for {own.describe()}, but {first_path.name} (the first image) "
+            f"set {chosen.describe()} for the whole store (a CT and an MR together?); import them into "
+            "separate stores, or choose --normalization for all"
+        )
 
 
 def _pair_by_name(

@@ -345,3 +345,35 @@ def test_nifti_label_out_of_class_range_names_the_file(tmp_path):
         import_nifti([image], [label_path], [], tmp_path / "s.h5", class_names=["background", "x"])
     assert str(image) in str(error.value)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_nifti_import_of_a_ct_and_an_mr_together_is_refused_not_windowed_as_ct(tmp_path):
+    """The normalisation guessed from the first image was applied to all: an MR beside a CT was
+    windowed as CT (its voxels saturated) into the training data without a word."""
+    rng = np.random.default_rng(0)
+    ct = rng.uniform(-1000, 400, (3, 6, 5)).astype(np.int16)
+    label = np.zeros((3, 6, 5), np.uint8)
+    images = [
+        write_nifti(tmp_path / "i" / "a_ct.nii.gz", ct),
+        write_nifti(tmp_path / "i" / "b_mr.nii.gz", mr_like(0)),
+    ]
+    labels = [
+        write_nifti(tmp_path / "l" / "a_ct.nii.gz", label),
+        write_nifti(tmp_path / "l" / "b_mr.nii.gz", label),
+    ]
+    out = tmp_path / "s.h5"
+    with pytest.raises(DatasetImportError, match="separate stores") as error:
+        import_nifti(images, labels, [], out, class_names=["background", "x"])
+    assert str(images[1]) in str(error.value) and "a_ct.nii.gz" in str(error.value)
+    assert not out.exists() and no_partial_files(tmp_path)
+    # chosen for all by the user, the same volumes are imported
+    import_nifti(
+        images,
+        labels,
+        [],
+        out,
+        class_names=["background", "x"],
+        normalization=Normalization(mode="mr-percentile"),
+    )
+    with SliceStore.open(out) as store:
+        assert store.volume_names("labeled") == ["a_ct", "b_mr"]
