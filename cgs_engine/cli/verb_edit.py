@@ -18,6 +18,7 @@ from cgs_engine.edit.checks import EditError
 from cgs_engine.edit.tools import AXIS, EDIT_TOOLS, MODE
 from cgs_engine.errors import CGSError
 from cgs_engine.io.formats import output_name_problem
+from cgs_engine.orientation import Reorientation
 
 # Reading and writing volumes is imported inside run(): building the parser must not load more than
 # the tool table (`cgs --help` in a fraction of a second instead of seconds).
@@ -51,9 +52,11 @@ def add_parser(verbs) -> None:
         "--ml", type=float, help="remove-islands: remove islands smaller than this (millilitres)"
     )
     parser.add_argument(
-        "--axis", help="fill-between-slices: the axis the drawn slices cut, z (default), y or x"
+        "--axis",
+        help="fill-between-slices, fill-holes: the patient's axis the slices cut, whatever the file's "
+        "storage order: z (axial slices, default), y (coronal) or x (sagittal)",
     )
-    parser.add_argument("--mode", help="fill-holes: 'slice' (each axial slice, default) or '3d'")
+    parser.add_argument("--mode", help="fill-holes: 'slice' (each slice across --axis, default) or '3d'")
     parser.add_argument(
         "--box", metavar="z0:z1,y0:y1,x0:x1", help="change voxels only in this index box (end excluded)"
     )
@@ -92,7 +95,8 @@ def run(args) -> int:
         result = run_prompt(args, volume, class_id, name, box, map_path)
     else:
         try:
-            result = EDIT_TOOLS[args.tool].run(volume.array, class_id, spacing_zyx, box, **options)
+            stored = {**options, "axis": stored_axis(volume.geometry, options["axis"])}
+            result = EDIT_TOOLS[args.tool].run(volume.array, class_id, spacing_zyx, box, **stored)
         except EditError as error:  # a setting that does not fit this volume: say which volume
             raise CGSError(f"{args.labels}: {error}") from None
     written = write_volume(volume.like(result.labels, "labels"), args.output, overwrite=args.overwrite)
@@ -105,6 +109,12 @@ def run(args) -> int:
         + (f" (a sigma under one voxel, {finest:.2f} mm, changes little or nothing)" if below_a_voxel else "")
     )
     return 0
+
+
+def stored_axis(geometry, patient_axis: int) -> int:
+    """The file's array axis along the patient's z (0), y (1) or x (2): a sagittal or coronal file
+    stores other slices first, and the 'axial' tools worked on its sagittal slices without a word."""
+    return Reorientation.of(geometry).source_axes[patient_axis]
 
 
 def smallest_margin_text(finest_mm: float) -> str:

@@ -84,7 +84,7 @@ EDIT_TOOLS: dict[str, EditTool] = {
             "remove the organ's pieces smaller than a volume",
             amount=SMALLEST_ISLAND,
         ),
-        EditTool("fill-holes", fill_holes, "fill holes inside the organ", choices=(MODE,)),
+        EditTool("fill-holes", fill_holes, "fill holes inside the organ", choices=(MODE, AXIS)),
         EditTool("smooth", smooth, "smooth the organ's surface (Gaussian)", amount=SIGMA),
         EditTool("grow", grow, "add a margin around the organ, never over another organ", amount=MARGIN),
         EditTool("shrink", shrink, "take a margin off the organ", amount=MARGIN),

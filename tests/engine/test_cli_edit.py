@@ -216,3 +216,29 @@ def test_the_output_is_checked_before_the_labels_are_read(tmp_path, capsys, targ
     assert str(out) in line and "broken" not in line
     assert (tmp_path / "taken.nii.gz").read_bytes() == b"keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii.gz", "taken.nii.gz"]
+
+
+@pytest.mark.parametrize("tool", ["fill-holes", "fill-between-slices"])
+def test_slice_tools_work_on_the_patients_axial_slices_whatever_the_storage_order(tmp_path, capsys, tool):
+    """On a file stored sagittally the 'axial' tools worked on its first array axis, its sagittal
+    slices: fill-holes filled other holes, fill-between-slices changed nothing, exit 0."""
+    tube = np.zeros((9, 14, 14), np.uint8)  # [z, y, x]: a tube along z, hollow in every axial slice
+    yy, xx = np.mgrid[:14, :14]
+    ring = (np.hypot(yy - 7, xx - 7) <= 4) & (np.hypot(yy - 7, xx - 7) > 1.5)
+    tube[1:8][:, ring] = 1
+    if tool == "fill-between-slices":
+        tube[2:7:2] = 0  # drawn on every other axial slice
+    axial = sitk.GetImageFromArray(tube)
+    axial.SetSpacing((1.0, 1.0, 2.0))
+    sagittal = sitk.DICOMOrient(axial, "ASR")  # the same labels, stored with sagittal slices first
+    assert sitk.GetArrayFromImage(sagittal).shape != tube.shape
+    results = {}
+    for name, image in (("axial", axial), ("sagittal", sagittal)):
+        source, output = tmp_path / f"{name}.nii.gz", tmp_path / f"{name}_out.nii.gz"
+        sitk.WriteImage(image, str(source))
+        assert main(["edit", tool, str(source), "--class", "1", "-o", str(output)]) == 0
+        back = sitk.Resample(sitk.ReadImage(str(output)), axial, sitk.Transform(), sitk.sitkNearestNeighbor)
+        results[name] = sitk.GetArrayFromImage(back)
+    capsys.readouterr()
+    np.testing.assert_array_equal(results["sagittal"], results["axial"])
+    assert (results["axial"] != tube).sum() > 0  # the axial result did change the tube
