@@ -120,7 +120,9 @@ def _follow_main_rank(context: DistContext) -> None:
 
 
 def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, resume, announcer, thorough):
-    project = project if isinstance(project, Project) else Project.open(project)
+    # Opened afresh even when handed an open Project: one held open keeps the settings it read, and
+    # a retrain trained with them after another process had changed them (a new learning rate).
+    project = Project.open(project.folder if isinstance(project, Project) else project)
     if minutes is not None and iterations is not None:
         raise ProjectError("give minutes or iterations, not both")
     if resume and (minutes is not None or iterations is not None or settings or thorough):

@@ -406,3 +406,13 @@ def test_a_failed_retrain_says_its_own_failure_even_when_it_cannot_be_recorded(t
     monkeypatch.setattr(run_module, "write_json_atomically", unwritable)
     with pytest.raises(OSError, match="best.pt"):
         retrain(project, iterations=2, settings=TINY_SETTINGS)
+
+
+def test_a_project_held_open_retrains_with_the_settings_on_disk(tmp_path):
+    """The Project object keeps the settings it read: another process's new learning rate was ignored."""
+    project = make_project(tmp_path, corrections=2, unlabeled=0)
+    held = Project.open(project.folder)
+    Project.open(project.folder).update_settings(train={**TINY_SETTINGS, "lr": 3e-4})
+    result = retrain(held, iterations=2)
+    recorded = json.loads((result.run_dir / "train" / "config.json").read_text())["config"]
+    assert recorded["lr"] == pytest.approx(3e-4)
