@@ -134,6 +134,11 @@ def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, 
                 raise ProjectError(f"{project.runs_dir}: no interrupted retrain to resume")
             return _Retrain(project, run, emit, should_stop, True, announcer).execute(None)
         for stale in project.resumable_runs():
+            kept = [v for v in project.versions() if v.run == stale.name]
+            if kept:  # killed between keeping its version and activating it: its decision stands
+                completing = _Retrain(project, stale, lambda event: None, None, True, announcer)
+                completing._complete_existing(kept[0])
+                continue
             write_json_atomically(stale / "finished.json", {"outcome": "abandoned", "at": now_iso()})
         active = project.active_version()
         if minutes is None and iterations is None:

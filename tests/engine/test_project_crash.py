@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import time
@@ -121,7 +122,10 @@ class SimulatedKill(BaseException):
     """Like a kill: not an Exception, so the run is not marked failed and stays resumable."""
 
 
-def test_kill_between_version_and_activation_is_completed_on_resume(tmp_path, monkeypatch):
+@pytest.mark.parametrize("then", ["resume", "a new retrain"])
+def test_kill_between_version_and_activation_is_completed_on_resume(tmp_path, monkeypatch, then):
+    """A new retrain instead of --resume (as the panel's Retrain now) marked the run abandoned and
+    left its version inactive, its record saying 'activated' for good."""
     project = make_project(tmp_path, corrections=3, unlabeled=0)
     better = HeldoutScore(0.5, {}, 1)
     monkeypatch.setattr(retrain_module, "evaluate_heldout", lambda *args: better)
@@ -137,7 +141,12 @@ def test_kill_between_version_and_activation_is_completed_on_resume(tmp_path, mo
     run = project.interrupted_run()
     assert run is not None and not (run / "finished.json").exists()
 
-    result = retrain(project, resume=True)
-    assert result.version == "v0002" and result.activated and project.active_version().id == "v0002"
-    assert [v.id for v in project.versions()] == ["v0001", "v0002"]  # no duplicate version
+    if then == "resume":
+        result = retrain(project, resume=True)
+        assert result.version == "v0002" and result.activated and project.active_version().id == "v0002"
+        assert [v.id for v in project.versions()] == ["v0001", "v0002"]  # no duplicate version
+    else:
+        result = retrain(project, iterations=2, settings=TINY_SETTINGS)
+        assert project.version("v0003").parent == "v0002"  # trained from the version the rule activated
+        assert json.loads((run / "finished.json").read_text())["activated"] is True
     assert project.interrupted_run() is None
