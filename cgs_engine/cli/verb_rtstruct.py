@@ -66,10 +66,17 @@ def run_import(args) -> int:
     from cgs_engine.cli.class_carry import write_import_class_file
     from cgs_engine.dicom import import_rtstruct
     from cgs_engine.dicom.names import shown_name
+    from cgs_engine.errors import CGSError
     from cgs_engine.io import write_volume
 
     table, origin, series = import_inputs(args)
     result = import_rtstruct(args.rtstruct, series, table)
+    if not result.rois and result.unmatched:  # an all-background map, exit 0: nothing seemed wrong
+        names = ", ".join(map(shown_name, result.unmatched))
+        raise CGSError(
+            f"{args.rtstruct}: none of its ROIs ({names}) is a class of {origin}; pass --classes naming "
+            "its organs (a model .pt or a class table .json); nothing written"
+        )
     written = write_volume(result.labels, args.output, overwrite=args.overwrite, reference=series.volume)
     write_import_class_file(table, Path(written), series.identity())
     print(f"classes: {origin}")

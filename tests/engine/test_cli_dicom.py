@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pydicom
+import pytest
 from dicom_cases import dice, shared_series
 
 from cgs_engine.classes.files import class_file_for, find_class_file
@@ -309,3 +310,31 @@ def test_a_class_table_naming_its_own_map_or_none_is_found(tmp_path):
     (tmp_path / "scan_classes.json").write_text(json.dumps({**entries, "labels": "scan_labels.nii.gz"}))
     class_file_for(map_path).unlink()
     assert find_class_file(map_path) == tmp_path / "scan_classes.json"  # as cgs predict writes them
+
+
+@pytest.mark.parametrize("verb", ["rtstruct", "seg"])
+def test_an_import_that_matches_no_organ_is_refused_not_written_empty(tmp_path, capsys, verb):
+    """Without --classes the OpenKBP organs are the default: a structure set of other organs came
+    in as an all-background map with exit 0 (a warning line only)."""
+    from cgs_engine.classes.table import derive_class_table
+
+    series, _, labels_path = _labels_file(tmp_path, "head_first")
+    exported = tmp_path / f"{verb}.dcm"
+    assert main([verb, "export", str(labels_path), "--dicom", str(series.folder), "-o", str(exported)]) == 0
+    other = tmp_path / "abdomen.json"
+    other.write_text(derive_class_table(["background", "Spleen", "Liver"]).to_json())
+    back = tmp_path / "back.nii.gz"
+    capsys.readouterr()
+    argv = [
+        verb,
+        "import",
+        str(exported),
+        "--dicom",
+        str(series.folder),
+        "-o",
+        str(back),
+        "--classes",
+        str(other),
+    ]
+    _fails_with_one_line(capsys, argv, str(exported), "Mandible", "--classes", "nothing written")
+    assert not back.exists() and not class_file_for(back).exists()
