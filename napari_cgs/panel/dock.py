@@ -978,7 +978,10 @@ class CGSPanel(QWidget):
         if session is None:
             return
         self.restore_button.setEnabled(True)
-        if find_labels_layer(self.viewer, image_layer) is None:
+        existing = find_labels_layer(self.viewer, image_layer)
+        # Its labels still on screen as saved (the image chosen again after another): followed again
+        # at once. Left unfollowed, they stayed editable and the strokes went into no session.
+        if existing is None or np.array_equal(np.asarray(existing.data), session.labels):
             self.restore_session()
         else:
             self._show_session(

@@ -143,3 +143,26 @@ def test_renaming_a_layer_keeps_the_review_through_a_rerun(
     assert (np.asarray(labels.data)[edited] == 6).all()
     assert (panel.review_mask()[edited] == 2).all()
     assert panel.review.state.status[result.regions[0].id] == "accepted"
+
+
+def test_an_image_chosen_again_is_followed_again(qtbot, viewer_and_panel, sample_slab_path):
+    """A, then B, then A again: the panel stopped following A's labels (it offered 'Restore session'),
+    which stayed editable, so strokes painted on them went into no session, and a Restore replaced them."""
+    from napari_cgs._layers import same_layer
+    from napari_cgs.panel.prediction_layers import labels_layer_name
+
+    viewer, panel = viewer_and_panel
+    first = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, first)
+    labels = viewer.layers[labels_layer_name(first)]
+    labels.brush_size = 1
+    labels.paint((2, 30, 30), 7)
+    fx.open_and_presegment_another(qtbot, viewer, panel, sample_slab_path)
+    panel.select_image(first)
+    assert same_layer(panel.labels_layer, labels) and panel.review.state is not None
+    labels.paint((6, 50, 50), 5)
+    assert panel.review_mask()[6, 50, 50] == 2 and panel.review_mask()[2, 30, 30] == 2
+    panel.autosave.save_now(wait=True)
+    saved = load_session(session_path_for(sample_slab_path))
+    assert saved.labels[6, 50, 50] == 5 and saved.labels[2, 30, 30] == 7
+    assert saved.review_state.review_mask[6, 50, 50] == 2
