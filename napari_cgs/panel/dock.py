@@ -92,6 +92,7 @@ from napari_cgs.panel.prediction_layers import (
     set_aside_labels,
     show_map_layers,
     stack_in_reading_order,
+    stroke_in_progress,
     untracked_touched,
     write_labels_undoable,
 )
@@ -103,6 +104,7 @@ from napari_cgs.panel.worklist_section import WorklistSection
 
 DERIVED_KINDS = ("map", "specialist", "disagreement", "labels")
 STROKE_SAVE_MS = 2_000  # the session is saved this long after the last paint stroke
+STROKE_WAIT_MS = 100  # a result that arrives during a stroke is looked at again this often
 FILL_UNTOUCHED = "Fill only voxels I have not touched"
 REPLACE_ALL = "Replace everything"
 RERUN_TIPS = {
@@ -675,6 +677,15 @@ class CGSPanel(QWidget):
             QTimer.singleShot(0, self._follow_chosen_image)
 
     def _on_prediction(self, image_layer: Any, result: PredictionResult | None, model: Any = None) -> None:
+        painting = result is not None and stroke_in_progress(find_labels_layer(self.viewer, image_layer))
+        if painting:  # written now, the result took the stroke's first voxels: it lands when it ends
+
+            def later() -> None:
+                if not qt_object_deleted(self):  # the panel closed meanwhile: nothing to land in
+                    self._on_prediction(image_layer, result, model)
+
+            QTimer.singleShot(STROKE_WAIT_MS, later)
+            return
         self._job_ended()
         if result is None:
             self.status_label.setText("Cancelled: nothing was written.")

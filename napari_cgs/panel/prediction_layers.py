@@ -238,6 +238,13 @@ def write_labels_undoable(layer: Any, new_labels: np.ndarray, keep: np.ndarray |
     return int(changed[0].size)
 
 
+def stroke_in_progress(layer: Any | None) -> bool:
+    """Whether the mouse is still painting a stroke in ``layer`` (napari reports a stroke only when
+    the button is released, and groups what is written meanwhile into that stroke's undo step)."""
+    target = getattr(layer, "__wrapped__", layer)
+    return bool(getattr(target, "_block_history", False))
+
+
 def forget_history(layer: Any) -> None:
     """Start the labels layer's undo history afresh (napari has no public call for it).
 

@@ -265,8 +265,9 @@ def test_an_image_closed_whose_review_could_not_be_saved_leaves_its_labels_read_
 
 
 def test_an_image_closed_keeps_labels_the_panel_was_not_following(qtbot, viewer_and_panel, sample_slab_path):
-    """Switched away and back, the panel offers the session but does not follow the labels layer
-    on screen: strokes there are in no session, and closing the image deleted them."""
+    """Switched away, painted on unfollowed, and back: the panel offers the session but does not
+    follow the labels layer on screen (it differs from the session): strokes there are in no
+    session, and closing the image deleted them. (Unchanged since saved, they are followed again.)"""
     viewer, panel = viewer_and_panel
     image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path)
     panel.autosave.flush()
@@ -274,6 +275,7 @@ def test_an_image_closed_keeps_labels_the_panel_was_not_following(qtbot, viewer_
     other_path.write_bytes(sample_slab_path.read_bytes())
     other = fx.open_image(viewer, other_path)
     panel.select_image(other)
+    labels.paint((6, 20, 20), new_label)  # painted while another image is followed
     panel.select_image(image)
     assert not same_layer(panel.labels_layer, labels)  # offered "Restore session", not followed
     labels.paint((6, 30, 30), new_label)
@@ -486,3 +488,32 @@ def test_a_rerun_with_a_model_that_numbers_organs_otherwise_keeps_your_organs(
     assert labels.data[5, 40, 60] == panel.class_names.index("Mandible") != mandible
     assert "renumbered to its organs" in panel.status_label.text()
     assert panel.review_mask()[5, 40, 60] == EDITED
+
+
+def test_a_rerun_that_lands_during_a_stroke_waits_for_its_end(
+    qtbot, viewer_and_panel, sample_slab_path, monkeypatch
+):
+    """napari reports a stroke only when the mouse is released: a result written meanwhile took the
+    stroke's first voxels back, with no protection from 'fill only voxels I have not touched'."""
+    from napari_cgs.panel import workers
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    labels.brush_size = 3
+    run_goes_on = fx.held(monkeypatch, workers, "run_prediction")
+    target = getattr(labels, "__wrapped__", labels)
+    assert panel.presegment() is not None
+    target._begin_stroke()  # the mouse button goes down (napari's own stroke grouping)
+    labels.paint((4, 30, 30), 6)
+    painted = np.asarray(labels.data) == 6
+    run_goes_on.set()
+    qtbot.wait(1_500)  # the result arrives while the button is still held
+    assert (np.asarray(labels.data)[painted] == 6).all() and panel.job is not None
+    labels.paint((4, 30, 40), 6)
+    with qtbot.waitSignal(panel.prediction_finished, timeout=10_000):
+        target._commit_stroke()  # the button is released: one stroke, reported now; then it lands
+    assert "your edits kept" in panel.status_label.text()
+    stroke = np.asarray(labels.data) == 6
+    assert stroke[painted].all() and (panel.review_mask()[stroke] == EDITED).all()
