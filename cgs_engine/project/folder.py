@@ -12,7 +12,7 @@ from typing import Any
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.classes.checks import ClassTableError, check_class_names, check_colors
-from cgs_engine.durable import WriteError, describe_write_failure
+from cgs_engine.durable import WriteError, describe_write_failure, remove_stale_temp_files
 from cgs_engine.errors import first_line
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior
@@ -46,6 +46,8 @@ def create_project_folder(
     names, colors = _checked_new_project(folder, class_names, normalization, colors, base_model)
     if isinstance(prior_data, str) and prior_data == AUTO_PRIOR:
         prior_data = None if base_model is None else find_model_prior(base_model)
+    # the half-assembled copies (base model, prior data) of creations of this project that were killed
+    remove_stale_temp_files(folder.parent, name=folder.name)
     temp = temp_path_for(folder)
     try:
         temp.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -343,3 +344,15 @@ def test_a_scan_saved_again_keeps_its_correction_name_and_another_scan_gets_its_
     assert project.correction_name_for(stranger, "b_ct") == "x_b_ct"
     assert project.correction_name_for(Volume(image), "ct") == "ct (2)"  # no source, name taken
     assert [info.name for info in project.corrections()] == ["b_ct", "ct"]
+
+
+def test_creating_a_project_removes_what_a_killed_creation_of_it_left(tmp_path):
+    """A `cgs project create` killed while it copied the base model left a hidden folder of it in
+    the parent, kept for good, even after the project was created."""
+    dead = tmp_path / ".project.999999999-0badf00d.partial"  # no such process
+    dead.mkdir()
+    (dead / "base.pt").write_bytes(b"half a model")
+    running = tmp_path / f".project.{os.getpid()}-0badf00d.partial"  # a writer still at work
+    running.mkdir()
+    make_project(tmp_path, corrections=0, unlabeled=0)
+    assert not dead.exists() and running.exists()
