@@ -38,8 +38,9 @@ def _check_whole_numbers(values: np.ndarray, name: str) -> None:
         raise VolumeIOError(name, "label map has NaN or infinite values; ids must be whole numbers")
     fractional = values != np.round(values)
     if fractional.any():
-        example = values[fractional].flat[0]
-        problem = f"label map has non-integer values (e.g. {example:g}); ids must be whole numbers"
+        # shortest exact text: 4.9999995 was shown as "e.g. 5", which reads as a whole number
+        example = np.format_float_positional(values[fractional].flat[0], trim="-")
+        problem = f"label map has non-integer values (e.g. {example}); ids must be whole numbers"
         raise VolumeIOError(name, problem)
 
 

@@ -39,6 +39,7 @@ def test_label_map_already_uint8_is_not_copied():
     [
         (np.array([0, -3], np.int8), "negative values (min -3)"),
         (np.array([0.0, 2.25]), "non-integer values (e.g. 2.25)"),
+        (np.array([0.0, 4.9999995], dtype=np.float32), "non-integer values (e.g. 4.9999995)"),
         (np.array([0.0, np.inf]), "NaN or infinite"),
         (np.array([0, 65536], np.int64), "ids above 65535 (max 65536)"),
         (np.array(["a"]), "integer ids"),
