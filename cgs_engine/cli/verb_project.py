@@ -180,6 +180,12 @@ def _add_correction(args) -> int:
     relabelled = in_receiver_classes(labels.array, args.labels, project_classes, "the project")
     if relabelled.moved:
         print(f"{args.labels}: {relabelled.describe()}")
+    highest = int(relabelled.labels.max()) if relabelled.labels.size else 0
+    if highest >= len(project.class_names):  # said here so the message names the file, not the correction
+        raise CGSError(
+            f"{args.labels}: label ids must lie in 0..{len(project.class_names) - 1} "
+            f"({', '.join(project.class_names)}), it holds ids up to {highest}"
+        )
     review = None
     if args.review:
         review_volume = read_volume(args.review, kind="labels")

@@ -246,3 +246,15 @@ def test_update_settings_keeps_the_other_training_settings_and_refuses_unknown_o
     assert Project.open(project.folder).update_settings(train={"learning_rate": None})["train"] == {
         "lr": 3e-4
     }
+
+
+def test_add_correction_with_ids_the_project_lacks_names_the_labels_file(tmp_path, capsys):
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    image, labels_path, labels = write_case(tmp_path / "clinic" / "pA", seed=1)
+    labels = labels.copy()
+    labels[0, 0, 0] = len(CLASS_NAMES) + 5  # another body region's map: more organs than the project
+    write_volume(Volume(labels, kind="labels"), labels_path, overwrite=True)
+    code, _, err = add_correction(capsys, folder, image, labels_path)
+    assert_one_line_error(code, err, str(labels_path), f"up to {len(CLASS_NAMES) + 5}")
+    assert Project.open(folder).corrections() == []
