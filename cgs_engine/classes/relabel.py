@@ -127,16 +127,24 @@ def values_present(labels: np.ndarray, where: str = "the labels") -> list[int]:
 
 
 def kept_in_new_classes(
-    labels: np.ndarray, keep: np.ndarray, names_before: list[str], names_now: list[str]
+    labels: np.ndarray, keep: np.ndarray, names_before: list[str], names_now: list[str], strict: bool = True
 ) -> np.ndarray:
     """``labels`` where ``keep`` (the voxels a re-run keeps: the user's strokes and accepts),
     renumbered from the classes they were drawn in (``names_before``, background first) onto those
     of the model that re-ran (``names_now``); 0 elsewhere. Kept with their ids, a stroke drawn as
-    Mandible (7) became the other model's class 7, Brainstem. :class:`ClassTableError` when the
-    new model has no class for an organ the kept voxels hold."""
+    Mandible (7) became the other model's class 7, Brainstem. ``strict``: :class:`ClassTableError`
+    when the new model has no class for an organ the kept voxels hold; else such voxels become 0
+    (for what the program last wrote there, which only tells edits apart)."""
     kept = np.where(keep, np.asarray(labels), 0)
     if list(names_before) == list(names_now):
         return kept
     source = derive_class_table(list(names_before))
     receiver = derive_class_table(list(names_now))
-    return renumbered(kept, source, receiver, "your kept labels", "the model that re-ran").labels
+    if strict:
+        return renumbered(kept, source, receiver, "your kept labels", "the model that re-ran").labels
+    lookup = np.zeros(max(len(names_before), int(kept.max()) + 1), dtype=np.int64)
+    for entry in source.entries:
+        target = same_organ(entry, receiver)
+        if target is not None and entry.id < len(lookup):
+            lookup[entry.id] = target.id
+    return lookup[kept].astype(np.promote_types(kept.dtype, np.min_scalar_type(len(names_now))))

@@ -36,14 +36,19 @@ class EditTracker:
             return
         self.touched[tuple(np.asarray(part) for part in where)] = True
 
-    def continued(self, labels: np.ndarray, kept: np.ndarray) -> EditTracker:
+    def continued(
+        self, labels: np.ndarray, kept: np.ndarray, baseline: np.ndarray | None = None
+    ) -> EditTracker:
         """The tracker after the program wrote ``labels`` everywhere except ``kept`` (a re-run that
         fills only untouched voxels): strokes on kept voxels stay the user's AND stay undoable.
         Frozen into the review state instead, a stroke undone after the re-run stayed 'edited by
-        you' on voxels that were the model's again, and went into training as a correction."""
+        you' on voxels that were the model's again, and went into training as a correction.
+        ``baseline``: this tracker's baseline in the ids of ``labels`` where the re-run renumbered
+        the kept voxels (another model's classes); else the baseline as it is."""
         kept = np.asarray(kept, dtype=bool)
+        earlier = self.baseline if baseline is None else np.asarray(baseline)
         following = EditTracker(labels)
-        following.baseline[kept] = self.baseline[kept]  # the program's last write there is the older one
+        following.baseline[kept] = earlier[kept]  # the program's last write there is the older one
         following.touched = self.touched & kept
         return following
 

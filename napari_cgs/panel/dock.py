@@ -704,7 +704,8 @@ class CGSPanel(QWidget):
                 self.image_choice.value = image_layer
         prediction = result.prediction
         keep = self._voxels_to_keep(image_layer)
-        kept_labels = None  # the kept voxels in the new model's class ids, where it numbers them otherwise
+        # the kept voxels in the new model's ids, where it numbers the organs otherwise
+        kept_labels = kept_baseline = None
         if (
             keep is not None
             and self.tracks_image(image_layer)
@@ -714,6 +715,16 @@ class CGSPanel(QWidget):
                 kept_labels = kept_in_new_classes(
                     np.asarray(self.labels_layer.data), keep, self.class_names, list(prediction.class_names)
                 )
+                # what the program last wrote there, in the new ids too: else a stroke that now has
+                # its old baseline's number dropped out of the edits, and accepts became edits
+                if self.tracker is not None and self.tracker.shape == keep.shape:
+                    kept_baseline = kept_in_new_classes(
+                        self.tracker.baseline,
+                        keep,
+                        self.class_names,
+                        list(prediction.class_names),
+                        strict=False,
+                    )
             except ClassTableError as error:
                 self.status_label.setText(
                     breakable(
@@ -750,7 +761,7 @@ class CGSPanel(QWidget):
             else:
                 written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
         if tracked is not None:
-            self.tracker = tracked.continued(np.asarray(labels.data), keep)
+            self.tracker = tracked.continued(np.asarray(labels.data), keep, kept_baseline)
         else:
             self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are kept in `reviewed`
         self.prediction_labels = np.asarray(prediction.labels.array)

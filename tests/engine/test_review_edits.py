@@ -41,3 +41,26 @@ def test_combined_mask_keeps_accepts_and_marks_edits():
     marks = np.array([0, ACCEPTED, ACCEPTED, EDITED, 0], np.uint8)
     edited = np.array([True, True, False, False, False])
     assert combined_review_mask(marks, edited).tolist() == [EDITED, EDITED, ACCEPTED, EDITED, 0]
+
+
+def test_a_tracker_continued_across_a_renumbering_rerun_keeps_edits_and_accepts_apart():
+    """The baseline stayed in the old model's ids while the kept labels were renumbered: a stroke
+    whose new id equalled its old baseline dropped out of the edits, an accept became an edit."""
+    from cgs_engine.classes.relabel import kept_in_new_classes
+
+    before, now = ["background", "Brainstem", "Mandible"], ["background", "Mandible", "Brainstem"]
+    first = np.array([[[2, 1, 0]]], np.uint8)  # Mandible, Brainstem, background
+    accepted = np.array([[[0, 1, 0]]], np.uint8)
+    tracker = EditTracker(first)
+    labels = first.copy()
+    labels[0, 0, 0] = 1  # Brainstem painted over the Mandible
+    tracker.touch((np.array([0]), np.array([0]), np.array([0])))
+    keep = combined_review_mask(accepted, tracker.edited(labels)) > 0
+    kept = kept_in_new_classes(labels, keep, before, now)
+    written = np.where(keep, kept, np.array([[[1, 2, 0]]], np.uint8))
+    baseline = kept_in_new_classes(tracker.baseline, keep, before, now, strict=False)
+    following = tracker.continued(written, keep, baseline)
+    np.testing.assert_array_equal(written.ravel(), [2, 2, 0])  # Brainstem both, in the new ids
+    np.testing.assert_array_equal(
+        combined_review_mask(accepted, following.edited(written)).ravel(), [2, 1, 0]
+    )
