@@ -67,20 +67,35 @@ def class_file_for(labels_path: str | os.PathLike) -> Path:
 def find_class_file(labels_path: str | os.PathLike) -> Path | None:
     """The class file beside a label map, or None.
 
-    A class file that names another label map (its ``"labels"``) is refused: one left from an
-    earlier prediction beside a map written under its name by a tool that writes no table (a
-    converted or edited map) gave that map the earlier model's organ names, and the DICOM exports
-    sent the user's spleen out as Brainstem."""
-    found = next((path for path in class_file_candidates(labels_path) if path.is_file()), None)
-    if found is None:
+    A class file that names another label map (its ``"labels"``, other than this map's name in
+    any image format) is not this map's: one left from an earlier prediction beside a map written
+    under its name by a tool that writes no table gave that map the earlier model's organ names,
+    and the DICOM exports sent the user's spleen out as Brainstem. The next candidate is tried
+    (``scan_classes.json`` names ``scan_labels.nii.gz``); when only others' tables are there, it
+    is refused in one line."""
+    name = Path(labels_path).name
+    others = []
+    for candidate in class_file_candidates(labels_path):
+        if not candidate.is_file():
+            continue
+        named = labels_named_by(candidate)
+        if named is None or same_map_name(named, name):
+            return candidate
+        others.append((candidate, named))
+    if not others:
         return None
-    named, name = labels_named_by(found), Path(labels_path).name
-    if named is not None and named.lower() != name.lower():
-        raise ClassTableError(
-            f"{found}: this class table was written for {named}, not for {name}, so its organ names "
-            f"need not be those of {name}; move it away, or rename it if it is this map's table"
-        )
-    return found
+    found, named = others[0]
+    raise ClassTableError(
+        f"{found}: this class table is {named}'s (its \"labels\"), not {name}'s, so its organ names "
+        f"need not be those of {name}; move it away, or name the organs with --classes where the "
+        "command takes it"
+    )
+
+
+def same_map_name(first: str, second: str) -> bool:
+    """Whether two file names are one label map's, in any image format (``x.nii.gz``, ``x.nrrd``
+    share ``x_classes.json``), letter case aside."""
+    return strip_image_suffix(first).casefold() == strip_image_suffix(second).casefold()
 
 
 @dataclass(frozen=True)

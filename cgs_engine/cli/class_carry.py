@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from cgs_engine.classes.files import class_file_for, find_class_file, read_class_file, write_class_file
+from cgs_engine.classes.files import (
+    class_file_for,
+    find_class_file,
+    labels_named_by,
+    read_class_file,
+    same_map_name,
+    write_class_file,
+)
 from cgs_engine.classes.table import ClassTable
 from cgs_engine.errors import CGSError
 
@@ -26,6 +33,14 @@ def output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | Non
     target = class_file_for(output)
     if target.resolve() != source.resolve():
         refuse_existing_class_file(target, overwrite, "the new map's class table goes there")
+        return source
+    named = labels_named_by(source)
+    if named is not None and not same_map_name(named, output.name):
+        # scan_labels.nii.gz -> scan.nii.gz: both maps' table is scan_classes.json, which must stay
+        # scan_labels'; the output would have had none that names it, and been refused ever after
+        raise CGSError(
+            f"{output}: its class table would be {target.name}, which is {named}'s; name the output otherwise"
+        )
     return source
 
 

@@ -285,13 +285,13 @@ def test_a_class_table_left_from_another_map_never_names_a_new_one(tmp_path, cap
     stale.write_text(json.dumps({**table, "labels": predicted.name}))  # left by `cgs predict`
     converted = tmp_path / "head_first.nii.gz"
     argv = ["convert", str(mine), str(converted), "--labels"]
-    _fails_with_one_line(capsys, argv, str(stale), f"written for {predicted.name}", mine.name)
+    _fails_with_one_line(capsys, argv, str(stale), f"is {predicted.name}'s", mine.name)
     assert not converted.exists()
     write_volume(labels, converted)  # as another program writes it
     for verb in ("rtstruct", "seg"):
         output = tmp_path / f"{verb}.dcm"
         argv = [verb, "export", str(converted), "--dicom", str(series.folder), "-o", str(output)]
-        _fails_with_one_line(capsys, argv, str(stale), f"written for {predicted.name}", converted.name)
+        _fails_with_one_line(capsys, argv, str(stale), f"is {predicted.name}'s", converted.name)
         assert not output.exists()
         assert main([*argv, "--classes", "openkbp"]) == 0  # named explicitly, the table is not needed
     # a table naming its map in other letter case is its own (case-blind file systems)

@@ -242,3 +242,34 @@ def test_slice_tools_work_on_the_patients_axial_slices_whatever_the_storage_orde
     capsys.readouterr()
     np.testing.assert_array_equal(results["sagittal"], results["axial"])
     assert (results["axial"] != tube).sum() > 0  # the axial result did change the tube
+
+
+def test_class_tables_follow_their_maps_through_convert_and_edit(tmp_path, capsys):
+    """The check that a class table names its map must not refuse what worked before: a predicted
+    map after a conversion wrote its own table, a map converted to another format beside its table,
+    and a map edited onto the name whose table is the predicted map's is refused up front."""
+    from cgs_engine.classes.files import class_file_entries, write_class_file
+
+    entries = class_file_entries(["background", "Spleen", "Liver"])
+    array = np.zeros((6, 12, 12), np.uint8)
+    array[1:5, 3:9, 3:9] = 1
+    array[2:4, 5:7, 5:7] = 0
+    for stem, table in (("scan_labels", "scan_classes.json"), ("x", "x_classes.json")):
+        path = write_labels(tmp_path / f"{stem}.nii.gz", array)
+        write_class_file(tmp_path / table, entries, path)
+    run = lambda *argv: main([str(part) for part in argv])  # noqa: E731
+    # as cgs predict leaves them: scan_labels.nii.gz with scan_classes.json; edited onto scan.nii.gz,
+    # whose table would be scan_classes.json too: refused before anything is written
+    predicted = tmp_path / "scan_labels.nii.gz"
+    assert run("edit", "fill-holes", predicted, "--class", "1", "-o", tmp_path / "scan.nii.gz") == 2
+    error = one_error_line(capsys)
+    assert "scan_classes.json" in error and "scan_labels.nii.gz's" in error and "otherwise" in error
+    assert not (tmp_path / "scan.nii.gz").exists()
+    # converted to another format (which writes its own table), the predicted map still finds its own
+    assert run("convert", predicted, tmp_path / "scan_labels.nrrd", "--labels") == 0
+    assert run("edit", "fill-holes", predicted, "--class", "Spleen", "-o", tmp_path / "b.nii.gz") == 0
+    # as the panel exports: x.nii.gz with x_classes.json, shared by x.nrrd
+    assert run("convert", tmp_path / "x.nii.gz", tmp_path / "x.nrrd", "--labels") == 0
+    assert (
+        run("edit", "fill-holes", tmp_path / "x.nrrd", "--class", "Spleen", "-o", tmp_path / "c.nii.gz") == 0
+    )
