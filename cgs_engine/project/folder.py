@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.classes.checks import ClassTableError, check_class_names, check_colors
-from cgs_engine.durable import WriteError, describe_write_failure, remove_stale_temp_files
+from cgs_engine.durable import TEMP_SUFFIX, WriteError, describe_write_failure, process_alive
 from cgs_engine.errors import first_line
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior
@@ -46,8 +47,7 @@ def create_project_folder(
     names, colors = _checked_new_project(folder, class_names, normalization, colors, base_model)
     if isinstance(prior_data, str) and prior_data == AUTO_PRIOR:
         prior_data = None if base_model is None else find_model_prior(base_model)
-    # the half-assembled copies (base model, prior data) of creations of this project that were killed
-    remove_stale_temp_files(folder.parent, name=folder.name)
+    _remove_killed_creations(folder)
     temp = temp_path_for(folder)
     try:
         temp.mkdir()
@@ -66,6 +66,21 @@ def create_project_folder(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     fsync_dir(folder.parent)
+
+
+def _remove_killed_creations(folder: Path) -> None:
+    """The half-assembled copies (base model, prior data) that creations of this project killed
+    midway left beside it: exactly the temp name a creation uses, its process gone. Anything else
+    there is the user's, in a folder they chose (their home, say), and is never touched."""
+    own_form = re.compile(rf"^\.{re.escape(folder.name)}\.(\d+)-[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}$")
+    try:
+        entries = list(folder.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = own_form.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not process_alive(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _checked_new_project(folder: Path, class_names, normalization, colors, base_model):

@@ -354,5 +354,10 @@ def test_creating_a_project_removes_what_a_killed_creation_of_it_left(tmp_path):
     (dead / "base.pt").write_bytes(b"half a model")
     running = tmp_path / f".project.{os.getpid()}-0badf00d.partial"  # a writer still at work
     running.mkdir()
+    users = [tmp_path / ".project.2024.tmp", tmp_path / ".project.12345-backup.partial"]  # not ours
+    for folder in users:
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
     make_project(tmp_path, corrections=0, unlabeled=0)
     assert not dead.exists() and running.exists()
+    assert all((folder / "notes.txt").is_file() for folder in users)
