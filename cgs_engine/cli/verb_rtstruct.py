@@ -71,7 +71,7 @@ def run_import(args) -> int:
 
     table, origin, series = import_inputs(args)
     result = import_rtstruct(args.rtstruct, series, table)
-    if not result.rois and result.unmatched:  # an all-background map, exit 0: nothing seemed wrong
+    if result.no_class_matched:  # an all-background map, exit 0: nothing seemed wrong
         names = ", ".join(map(shown_name, result.unmatched))
         raise CGSError(
             f"{args.rtstruct}: none of its ROIs ({names}) is a class of {origin}; pass --classes naming "

@@ -96,6 +96,13 @@ class RTStructImport:
     dropped: DroppedContours = field(default_factory=DroppedContours)
     overlap_voxels: int = 0  # voxels claimed by more than one class (the lower id kept them)
     duplicates: list[str] = field(default_factory=list)  # ROIs left out: their class has an ROI
+    named: int = 0  # ROIs the structure set names (on any frame)
+
+    @property
+    def no_class_matched(self) -> bool:
+        """Every ROI of the structure set named something the table has no class for (not just
+        empty or on another frame): the table is the wrong one."""
+        return bool(self.named) and len(self.unmatched) == self.named
 
     @property
     def warnings(self) -> list[str]:
@@ -128,6 +135,7 @@ def import_rtstruct(path: str | os.PathLike, series: DicomSeries, table: ClassTa
     frames = roi_frames(dataset, series, name)
     result = RTStructImport(labels=series.volume)
     names = {number: _roi_name(dataset, number) for number in frames}
+    result.named = len(names)
     codes = _identification_codes(dataset)
     written = structure_names(table.entries)
     contours_by_roi = _contours_by_roi(dataset, name)
@@ -136,10 +144,12 @@ def import_rtstruct(path: str | os.PathLike, series: DicomSeries, table: ClassTa
     matches = []
     for number, roi_name in names.items():
         contours = contours_by_roi.get(number, [])
+        match = match_structure(number, roi_name, table, written, *codes.get(number, (None, None)))
         if frames[number] != series.frame_of_reference_uid:
             result.dropped.add("other frame", roi_name, len(contours))
+            if match is None:  # on another frame, but the table lacks it all the same
+                result.unmatched.append(roi_name)
             continue
-        match = match_structure(number, roi_name, table, written, *codes.get(number, (None, None)))
         if match is None:
             result.unmatched.append(roi_name)
             result.dropped.add("no class", roi_name, len(contours))

@@ -338,3 +338,14 @@ def test_an_import_that_matches_no_organ_is_refused_not_written_empty(tmp_path, 
     ]
     _fails_with_one_line(capsys, argv, str(exported), "Mandible", "--classes", "nothing written")
     assert not back.exists() and not class_file_for(back).exists()
+
+
+def test_an_import_is_refused_only_when_the_table_matches_no_roi_at_all():
+    """Organs the table has, but without contours or on another frame, beside one unknown ROI: not
+    'none of its ROIs is a class' (--classes would not help), the warnings say what is wrong."""
+    from cgs_engine.dicom.rtstruct_import import RTStructImport
+
+    _, labels = shared_series("head_first")
+    assert RTStructImport(labels, unmatched=["External"], named=1).no_class_matched
+    assert not RTStructImport(labels, unmatched=["External"], empty=["Brainstem"], named=2).no_class_matched
+    assert not RTStructImport(labels, named=0).no_class_matched
