@@ -139,6 +139,8 @@ def _tool_options(args) -> dict:
         value = getattr(args, choice.name)
         if value is not None and value not in choice.values:
             raise CGSError(f"--{choice.name} must be {choice.spoken()}, got {value!r}")
+    if tool == "fill-holes" and args.mode == "3d" and args.axis is not None:
+        raise CGSError("--axis does not apply to fill-holes --mode 3d (cavities are closed in 3D)")
     prompt_options(args)
     return {
         "amount": None if amount is None else getattr(args, amount.unit),

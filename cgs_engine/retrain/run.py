@@ -278,14 +278,18 @@ class _Retrain:
             self.project.activate(version.id, why=version.reason)
             active_id = version.id
         activated = active_id == version.id
+        reason = version.reason
+        if ruled_active and not activated:  # its record's "activated: ..." no longer holds: say why
+            reason = (
+                f"kept inactive: {active_id} was activated after the rule compared this version with "
+                f"{metrics.get('compared_with')}"
+            )
         record = version.record
         new_score, active_score = (
             HeldoutScore(**m) if m else None for m in (metrics.get("new"), metrics.get("active"))
         )
         steps, total = int(record.get("steps", 0)), record.get("total_steps")
-        return self._finish(
-            version.id, activated, version.reason, new_score, active_score, record, steps, total
-        )
+        return self._finish(version.id, activated, reason, new_score, active_score, record, steps, total)
 
     def _finish(
         self, version_id, activated, reason, new_score, active_score, record, steps: int, total: int | None

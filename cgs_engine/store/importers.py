@@ -396,6 +396,10 @@ def _check_same_normalization(path: Path, volume, first_path: Path, chosen: Norm
     """One store, one intensity normalisation, guessed from the first image: an MR imported beside
     CTs was windowed as CT (38 % of its voxels saturated) into the training data without a word."""
     own = guess_normalization(volume.array)
+    if own.mode == chosen.mode:
+        return
+    if chosen.mode == "ct-window" and float(np.min(volume.array)) < 0:
+        return  # a CT cropped to soft tissue (no air) still holds negative HU: no MR does
     if own.mode != chosen.mode:
         raise DatasetImportError(
             f"{path}: its intensities call for {own.describe()}, but {first_path.name} (the first image) "

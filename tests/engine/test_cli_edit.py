@@ -142,6 +142,7 @@ def test_overwrite_replaces_and_the_only_organ_is_the_default(tmp_path, capsys):
         (["keep-largest", "{scan}", "--class", "1", "--mm", "2"], "--mm does not apply to keep-largest"),
         (["fill-holes", "{scan}", "--class", "1", "--mode", "2d"], "--mode must be slice or 3d"),
         (["fill-between-slices", "{scan}", "--class", "1", "--axis", "w"], "--axis must be z, y or x"),
+        (["fill-holes", "{scan}", "--class", "1", "--mode", "3d", "--axis", "x"], "--axis does not apply"),
         (["grow", "{scan}", "--class", "Kidney", "--mm", "1"], "no such class"),
         (["grow", "{scan}", "--class", "9", "--mm", "1"], "--class 9: not an organ of this label map"),
         (["grow", "{scan}", "--class", "0", "--mm", "1"], "class id 0 is out of range"),

@@ -377,3 +377,16 @@ def test_nifti_import_of_a_ct_and_an_mr_together_is_refused_not_windowed_as_ct(t
     )
     with SliceStore.open(out) as store:
         assert store.volume_names("labeled") == ["a_ct", "b_mr"]
+
+
+def test_a_ct_cropped_to_soft_tissue_imports_beside_whole_cts(tmp_path):
+    """No air in the crop, so its own guess is not the CT window; its negative HU say it is a CT."""
+    rng = np.random.default_rng(1)
+    whole = rng.uniform(-1000, 400, (3, 6, 5)).astype(np.int16)
+    cropped = rng.uniform(-120, 200, (3, 6, 5)).astype(np.int16)
+    label = np.zeros((3, 6, 5), np.uint8)
+    images = [write_nifti(tmp_path / "i" / f"{n}.nii.gz", a) for n, a in (("a", whole), ("b", cropped))]
+    labels = [write_nifti(tmp_path / "l" / f"{n}.nii.gz", label) for n in ("a", "b")]
+    out = import_nifti(images, labels, [], tmp_path / "s.h5", class_names=["background", "x"])
+    with SliceStore.open(out) as store:
+        assert store.normalization.mode == "ct-window" and store.volume_names("labeled") == ["a", "b"]
