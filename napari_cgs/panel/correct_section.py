@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QButtonGroup,
@@ -34,15 +34,18 @@ from cgs_engine.review.state import EDITED
 from napari_cgs._layers import image_contrast_limits, layer_geometry, same_layer, shown_as
 from napari_cgs.panel.prediction_layers import (
     SEPARATOR,
+    STROKE_WAIT_MS,
     class_rgba,
     labels_kwargs_like,
     specialist_layer_name,
+    stroke_in_progress,
     write_labels_undoable,
 )
 from napari_cgs.panel.prompt_tools import PromptTools
 from napari_cgs.panel.review_queue import camera_of
 from napari_cgs.panel.section import WorkerSection
 from napari_cgs.panel.tool_preview import ToolPreview, nothing_changed_text, run_and_summarise
+from napari_cgs.panel.workers import qt_object_deleted
 
 KEY_TAKE_SPECIALISTS = "Alt-T"
 KEY_BACK_TO_PREDICTION = "Alt-G"
@@ -477,6 +480,19 @@ class CorrectSection(WorkerSection):
         camera_of(self.viewer).orientation2d = orientation
 
     # ------------------------------------------------------------------ writing and workers
+    def after_stroke(self, layer: Any, land: Callable[[], Any]) -> bool:
+        """Put ``land`` off while a stroke is being painted in ``layer`` (True when it was): written
+        meanwhile, a result joined the stroke, its voxels marked as yours and undone with it."""
+        if not stroke_in_progress(layer):
+            return False
+
+        def later() -> None:
+            if not qt_object_deleted(self):
+                land()
+
+        QTimer.singleShot(STROKE_WAIT_MS, later)
+        return True
+
     def _write(
         self,
         what: str,
@@ -495,6 +511,10 @@ class CorrectSection(WorkerSection):
 
         layer = self.panel.labels_layer
         if layer is None or (into is not None and self.written_elsewhere(what, into)):
+            return 0
+        if self.after_stroke(
+            layer, lambda: self._write(what, new_labels, changed_only, note, unchanged_since, into)
+        ):
             return 0
         keep = None if changed_only is None else ~changed_only
         if unchanged_since is not None:

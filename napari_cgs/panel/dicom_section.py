@@ -18,9 +18,14 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxL
 from cgs_engine.classes.table import ClassTable, checkpoint_class_table, derive_class_table
 from cgs_engine.dicom import export_rtstruct, export_seg, import_rtstruct, read_series
 from cgs_engine.volume import Volume
-from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, layer_geometry, shown_as
+from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, shown_as
 from napari_cgs.panel import dialogs
-from napari_cgs.panel.prediction_layers import SEPARATOR, find_labels_layer, style_labels_layer
+from napari_cgs.panel.prediction_layers import (
+    SEPARATOR,
+    find_labels_layer,
+    labels_geometry,
+    style_labels_layer,
+)
 from napari_cgs.panel.section import WorkerSection
 
 NOT_DICOM = "Open a DICOM series folder as the image to export RTSTRUCT / SEG or open an RTSTRUCT."
@@ -170,9 +175,8 @@ class DicomSection(WorkerSection):
             return self._report(f"Not exported: {path.name} exists and was kept.")
         # A copy: the export is of the labels as they were at the click, not a mix with strokes
         # painted while it is written.
-        labels = Volume(
-            np.array(labels_layer.data, copy=True), layer_geometry(labels_layer), "labels", labels_layer.name
-        )
+        geometry = labels_geometry(labels_layer, image)  # the CT file's grid, as a NIfTI export writes it
+        labels = Volume(np.array(labels_layer.data, copy=True), geometry, "labels", labels_layer.name)
         return self._start(
             export_job,
             (kind, labels, folder, table, path, overwrite),

@@ -72,6 +72,7 @@ from napari_cgs.panel.display import DisplayControls, name_slice_axes
 from napari_cgs.panel.fit import breakable, fit_to_dock
 from napari_cgs.panel.likely_wrong import LikelyWrongSummary
 from napari_cgs.panel.prediction_layers import (
+    STROKE_WAIT_MS,
     ensure_labels_layer,
     export_labels,
     export_targets,
@@ -104,7 +105,6 @@ from napari_cgs.panel.worklist_section import WorklistSection
 
 DERIVED_KINDS = ("map", "specialist", "disagreement", "labels")
 STROKE_SAVE_MS = 2_000  # the session is saved this long after the last paint stroke
-STROKE_WAIT_MS = 100  # a result that arrives during a stroke is looked at again this often
 FILL_UNTOUCHED = "Fill only voxels I have not touched"
 REPLACE_ALL = "Replace everything"
 RERUN_TIPS = {
@@ -206,6 +206,7 @@ class CGSPanel(QWidget):
         self._export_folder: Path | None = None  # where the last export went
         self._frame_when_shown = False  # a session restored before the panel was on screen
         self._edit_flags = {"writing": False}
+        self._waiting_result = False  # a pre-segmentation's result waits for a stroke to end
         self._models: list[tuple[str, str]] = []
         self._build()
         self.review = ReviewController(self.viewer, self.queue)
@@ -536,7 +537,7 @@ class CGSPanel(QWidget):
         self.image_choice.value = layer
 
     def _on_image_chosen(self, layer: Any) -> None:
-        if (self.job is not None and not self.job.finished) or self._setting_aside:
+        if self.running() or self._setting_aside:
             return  # (setting aside removes layers: the Image box is rebuilt meanwhile)
         if layer is not None and same_layer(layer, self._followed):
             return  # the same image again (renamed: the choices were rebuilt): keep its review
@@ -628,7 +629,7 @@ class CGSPanel(QWidget):
         if self.checkpoint is None or layer is None:
             self.status_label.setText("Choose a model and an image first.")
             return None
-        if self.job is not None and not self.job.finished:
+        if self.running():
             return self.job
         if not same_layer(layer, self._followed):  # chosen while an earlier run was busy: switch now,
             self._on_image_chosen(layer)  # or its review would be saved in the other image's session
@@ -653,8 +654,12 @@ class CGSPanel(QWidget):
         self.job.start()
         return self.job
 
+    def running(self) -> bool:
+        """A pre-segmentation runs, or its result waits for a stroke to end before it lands."""
+        return (self.job is not None and not self.job.finished) or self._waiting_result
+
     def cancel(self) -> None:
-        if self.job is not None and not self.job.finished:
+        if self.running():
             self.job.cancel()
             self.status_label.setText("Cancelling…")
 
@@ -679,10 +684,16 @@ class CGSPanel(QWidget):
     def _on_prediction(self, image_layer: Any, result: PredictionResult | None, model: Any = None) -> None:
         painting = result is not None and stroke_in_progress(find_labels_layer(self.viewer, image_layer))
         if painting:  # written now, the result took the stroke's first voxels: it lands when it ends
+            job = self.job
+            self._waiting_result = True  # still running for the panel: no switch, no second run
+            self.status_label.setText("Pre-segmented: the result is shown when your stroke ends.")
 
             def later() -> None:
-                if not qt_object_deleted(self):  # the panel closed meanwhile: nothing to land in
-                    self._on_prediction(image_layer, result, model)
+                if qt_object_deleted(self):  # the panel closed meanwhile: nothing to land in
+                    return
+                self._waiting_result = False
+                cancelled = job is not None and job.cancel_requested.is_set()
+                self._on_prediction(image_layer, None if cancelled else result, model)
 
             QTimer.singleShot(STROKE_WAIT_MS, later)
             return
@@ -703,6 +714,8 @@ class CGSPanel(QWidget):
             with self.image_choice.changed.blocked():  # the panel shows, and saves, this one's review
                 self.image_choice.value = image_layer
         prediction = result.prediction
+        # another model that numbers the organs otherwise: the labels before it are in other ids
+        numbered_otherwise = bool(self.class_names) and self.class_names != list(prediction.class_names)
         keep = self._voxels_to_keep(image_layer)
         # the kept voxels in the new model's ids, where it numbers the organs otherwise
         kept_labels = kept_baseline = None
@@ -760,6 +773,8 @@ class CGSPanel(QWidget):
                 written = write_labels_undoable(labels, np.where(keep, kept_labels, prediction.labels.array))
             else:
                 written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
+        if numbered_otherwise:  # an undo back past it would show the old ids under the new names
+            forget_history(labels)
         if tracked is not None:
             self.tracker = tracked.continued(np.asarray(labels.data), keep, kept_baseline)
         else:
@@ -799,7 +814,11 @@ class CGSPanel(QWidget):
             f"{'' if keep is None else ' (your edits kept)'}"
             f"{'' if kept_labels is None else ', renumbered to its organs'}, "
             f"{len(result.regions)} uncertain regions. "
-            "Ctrl+Z in the labels layer undoes it."
+            + (
+                "Another model's organ numbers: Ctrl+Z cannot go back past this run."
+                if numbered_otherwise
+                else "Ctrl+Z in the labels layer undoes it."
+            )
         )
         self._show_scope(result.scope_warnings)
         self.autosave.mark_changed()
@@ -809,7 +828,7 @@ class CGSPanel(QWidget):
 
     def _follow_chosen_image(self) -> None:
         """Follow the image in the box once the run has ended (the choice waited for it)."""
-        if self.job is not None and not self.job.finished:
+        if self.running():
             QTimer.singleShot(50, self._follow_chosen_image)
             return
         self.image_choice.changed.emit(self.image_choice.value)  # the panel and its sections follow it
@@ -1019,7 +1038,7 @@ class CGSPanel(QWidget):
         and disagreement maps with the slice profile, the queue's decisions and position, and the
         labels layer as the active layer (the brush paints at once).
         """
-        busy = self.job is not None and not self.job.finished
+        busy = self.running()
         if busy or self.out_of_step():
             # it loaded the chosen image's session into a panel still following the running image,
             # which then saved the run's image under that session file and lost it
@@ -1047,8 +1066,10 @@ class CGSPanel(QWidget):
         self.prediction_id = session.prediction_id if saved is not None else ""
         with muted_edit_tracking(self._edit_flags):
             labels = self._adopt_labels_layer(image_layer, create=True)
-            write_labels_undoable(labels, session.labels)
-        forget_history(labels)  # a restore is where the undo history starts, as opening a file is
+            replaced = write_labels_undoable(labels, session.labels) and into_shown_labels
+        if not replaced:  # into new (or identical) labels, a restore is where the undo history starts:
+            forget_history(labels)  # one Ctrl+Z too many emptied the layer over the saved review
+        # (labels on screen that the restore replaced stay one Ctrl+Z away)
         self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are in the review state
         self.prediction_labels = None if saved is None else saved.labels
         profile = self._show_saved_maps(image_layer, labels, saved)

@@ -238,6 +238,9 @@ def write_labels_undoable(layer: Any, new_labels: np.ndarray, keep: np.ndarray |
     return int(changed[0].size)
 
 
+STROKE_WAIT_MS = 100  # a result that arrives during a stroke is looked at again this often
+
+
 def stroke_in_progress(layer: Any | None) -> bool:
     """Whether the mouse is still painting a stroke in ``layer`` (napari reports a stroke only when
     the button is released, and groups what is written meanwhile into that stroke's undo step)."""
@@ -537,6 +540,15 @@ def series_made_on(image_layer: Any) -> dict[str, str] | None:
         return None
 
 
+def labels_geometry(labels_layer: Any, image_layer: Any | None) -> Geometry:
+    """Where a labels layer's voxels are written: on its image's grid as read from the image's file
+    (whatever either layer was dragged to in the viewer) when it has one of the same shape, else
+    where the layer is shown."""
+    if image_layer is not None and np.shape(labels_layer.data) == np.shape(image_layer.data):
+        return read_geometry(image_layer)
+    return layer_geometry(labels_layer)
+
+
 def moved_off_image(labels_layer: Any, image_layer: Any | None) -> str | None:
     """Which layer was moved (or rescaled, turned) in the viewer away from the image's grid as
     read from its file, and how far, in a few words; None while both lie on it (or the shapes
@@ -576,8 +588,7 @@ def export_labels(
     map off its CT's grid is refused by the DICOM exports and misread by tools that pair files by
     voxel index. ``made_on``: the DICOM series the image was read from, recorded in the class table."""
 
-    on_image = image_layer is not None and np.shape(labels_layer.data) == np.shape(image_layer.data)
-    geometry = read_geometry(image_layer) if on_image else layer_geometry(labels_layer)
+    geometry = labels_geometry(labels_layer, image_layer)
     volume = Volume(array=np.asarray(labels_layer.data), geometry=geometry, kind="labels")
     written = write_volume(volume, path, overwrite=overwrite)
     colours = class_rgba(class_colors, len(class_names))

@@ -344,6 +344,8 @@ class PromptTools(QWidget):
         what = "Adapted to this scan"
         if self.section.written_elsewhere(what, layer):
             return
+        if self.section.after_stroke(layer, lambda: self._adapted(result, layer, before)):
+            return
         keep = ~result.changed | (np.asarray(layer.data) != before)
         with muted_edit_tracking(self.panel._edit_flags):
             changed = write_labels_undoable(layer, result.labels, keep=keep)

@@ -46,7 +46,7 @@ def link_to_panel(panel: Any) -> PanelLink:
 
     def use_model(path: Path, label: str) -> None:
         panel.load_checkpoint(path, label=label)
-        running = panel.job is not None and not panel.job.finished
+        running = panel.running()
         predictor, checkpoint = panel.predictor, panel.checkpoint
         if (
             predictor is not None
@@ -58,7 +58,7 @@ def link_to_panel(panel: Any) -> PanelLink:
         # while a pre-segmentation runs, the panel swaps it in at the start of the next one
 
     def presegment_untouched() -> Any | None:
-        if panel.job is not None and not panel.job.finished:
+        if panel.running():
             return None
         panel.fill_untouched_button.setChecked(True)
         return panel.presegment()

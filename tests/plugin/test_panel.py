@@ -488,6 +488,11 @@ def test_a_rerun_with_a_model_that_numbers_organs_otherwise_keeps_your_organs(
     assert labels.data[5, 40, 60] == panel.class_names.index("Mandible") != mandible
     assert "renumbered to its organs" in panel.status_label.text()
     assert panel.review_mask()[5, 40, 60] == EDITED
+    # no undo back past it: the old ids would show under the new model's names
+    renumbered = np.array(labels.data)
+    labels.undo()
+    np.testing.assert_array_equal(np.asarray(labels.data), renumbered)
+    assert "cannot go back past this run" in panel.status_label.text()
 
 
 def test_a_rerun_that_lands_during_a_stroke_waits_for_its_end(
@@ -511,9 +516,35 @@ def test_a_rerun_that_lands_during_a_stroke_waits_for_its_end(
     run_goes_on.set()
     qtbot.wait(1_500)  # the result arrives while the button is still held
     assert (np.asarray(labels.data)[painted] == 6).all() and panel.job is not None
+    # it still counts as running: no second run, and no other image's session takes it meanwhile
+    assert panel.running() and panel.presegment() is panel.job
     labels.paint((4, 30, 40), 6)
     with qtbot.waitSignal(panel.prediction_finished, timeout=10_000):
         target._commit_stroke()  # the button is released: one stroke, reported now; then it lands
     assert "your edits kept" in panel.status_label.text()
     stroke = np.asarray(labels.data) == 6
     assert stroke[painted].all() and (panel.review_mask()[stroke] == EDITED).all()
+
+
+def test_cancel_while_a_result_waits_for_a_stroke_writes_nothing(
+    qtbot, viewer_and_panel, sample_slab_path, monkeypatch
+):
+    from napari_cgs.panel import workers
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    run_goes_on = fx.held(monkeypatch, workers, "run_prediction")
+    target = getattr(labels, "__wrapped__", labels)
+    assert panel.presegment() is not None
+    target._begin_stroke()
+    labels.paint((4, 30, 30), 6)
+    before = np.array(labels.data)
+    run_goes_on.set()
+    qtbot.waitUntil(lambda: panel.job.finished, timeout=60_000)
+    panel.cancel()
+    with qtbot.waitSignal(panel.prediction_finished, timeout=10_000):
+        target._commit_stroke()
+    assert "Cancelled" in panel.status_label.text() and not panel.running()
+    np.testing.assert_array_equal(np.asarray(labels.data), before)

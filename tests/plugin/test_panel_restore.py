@@ -142,4 +142,13 @@ def test_undo_right_after_a_restore_cannot_empty_the_saved_review(
     labels.paint((2, 10, 10), 4)
     labels.undo()
     np.testing.assert_array_equal(labels.data, left_session["labels"])
+    # a restore that replaced other labels on screen stays one Ctrl+Z away
+    labels.paint((2, 10, 10), 4)
+    panel.stroke_timer.stop()  # not saved yet: the session still holds the labels without it
+    panel.autosave.timer.stop()
+    strokes = np.array(labels.data)
+    assert panel.restore_session() is not None
+    np.testing.assert_array_equal(labels.data, left_session["labels"])
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, strokes)
     panel.autosave.stop()
