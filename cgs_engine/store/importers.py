@@ -400,12 +400,11 @@ def _check_same_normalization(path: Path, volume, first_path: Path, chosen: Norm
         return
     if chosen.mode == "ct-window" and float(np.min(volume.array)) < 0:
         return  # a CT cropped to soft tissue (no air) still holds negative HU: no MR does
-    if own.mode != chosen.mode:
-        raise DatasetImportError(
-            f"{path}: its intensities call for {own.describe()}, but {first_path.name} (the first image) "
-            f"set {chosen.describe()} for the whole store (a CT and an MR together?); import them into "
-            "separate stores, or choose --normalization for all"
-        )
+    raise DatasetImportError(
+        f"{path}: its intensities call for {own.describe()}, but {first_path.name} (the first image) "
+        f"set {chosen.describe()} for the whole store (a CT and an MR together?); import them into "
+        "separate stores, or choose --normalization for all"
+    )
 
 
 def _pair_by_name(

@@ -94,6 +94,7 @@ from napari_cgs.panel.prediction_layers import (
     show_map_layers,
     stack_in_reading_order,
     stroke_in_progress,
+    unproxied,
     untracked_touched,
     write_labels_undoable,
 )
@@ -893,7 +894,7 @@ class CGSPanel(QWidget):
     def _watch_history(self, layer: Any) -> None:
         """napari's undo and redo rewrite the labels without a paint event: without this the
         session kept an undone stroke, and a restore brought it back."""
-        target = getattr(layer, "__wrapped__", layer)  # the layer behind napari's plugin proxy
+        target = unproxied(layer)
         for name in ("undo", "redo"):
             replay = getattr(type(target), name)
 

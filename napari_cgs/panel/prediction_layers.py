@@ -238,14 +238,18 @@ def write_labels_undoable(layer: Any, new_labels: np.ndarray, keep: np.ndarray |
     return int(changed[0].size)
 
 
+def unproxied(layer: Any) -> Any:
+    """The layer behind napari's plugin proxy (which hides private members such as the history)."""
+    return getattr(layer, "__wrapped__", layer)
+
+
 STROKE_WAIT_MS = 100  # a result that arrives during a stroke is looked at again this often
 
 
 def stroke_in_progress(layer: Any | None) -> bool:
     """Whether the mouse is still painting a stroke in ``layer`` (napari reports a stroke only when
     the button is released, and groups what is written meanwhile into that stroke's undo step)."""
-    target = getattr(layer, "__wrapped__", layer)
-    return bool(getattr(target, "_block_history", False))
+    return bool(getattr(unproxied(layer), "_block_history", False))
 
 
 def forget_history(layer: Any) -> None:
@@ -253,8 +257,7 @@ def forget_history(layer: Any) -> None:
 
     After a restored session: the restore was itself an undo step, so one Ctrl+Z too many emptied
     the layer and the autosave then wrote the empty labels over the saved review."""
-    target = getattr(layer, "__wrapped__", layer)  # the layer behind napari's plugin proxy
-    reset = getattr(target, "_reset_history", None)
+    reset = getattr(unproxied(layer), "_reset_history", None)
     if callable(reset):
         reset()
 
