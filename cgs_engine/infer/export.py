@@ -114,7 +114,7 @@ def write_prediction(
         out_dir, stem, prediction.class_names, maps, disagreement=prediction.disagreement is not None
     )
     check_targets(paths, overwrite)
-    jobs = [(prediction.labels, paths["labels"])]
+    jobs = []
     if maps:
         jobs += [(volume, paths[f"map:{name}"]) for name, volume in prediction.specialist_maps.items()]
         if prediction.disagreement is not None:
@@ -130,6 +130,10 @@ def write_prediction(
         if f"map:{name}" in paths
     }
     entries = class_file_entries(prediction.class_names, class_colors, class_table, map_names)
+    # The labels and their class table last and back to back: the new labels beside the earlier
+    # prediction's table name its organs by the earlier model's ids (a kill while the maps were
+    # still being written left them so for 0.15 s; now for the few ms of one small JSON write).
+    write_volume(prediction.labels, paths["labels"], overwrite=overwrite)
     write_class_file(paths["classes"], entries, paths["labels"], made_on)
     if maps and prediction.errors is not None:
         summary = prediction.errors.summary(list(prediction.class_names))

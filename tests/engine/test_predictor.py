@@ -107,6 +107,28 @@ def test_overwriting_a_prediction_leaves_no_maps_of_the_earlier_one(volume, tmp_
     )
 
 
+def test_labels_and_their_class_file_are_written_last_and_back_to_back(volume, tmp_path, monkeypatch):
+    """`cgs predict --overwrite` killed while the maps were written left the new labels beside the
+    earlier model's class table (its organ names for other ids): the two now go last, together."""
+    import cgs_engine.infer.export as export
+
+    order: list[str] = []
+    write_volume, write_class_file = export.write_volume, export.write_class_file
+
+    def volume_written(volume, path, **options):
+        order.append(path.name)
+        return write_volume(volume, path, **options)
+
+    def table_written(path, *args, **options):
+        order.append(path.name)
+        return write_class_file(path, *args, **options)
+
+    monkeypatch.setattr(export, "write_volume", volume_written)
+    monkeypatch.setattr(export, "write_class_file", table_written)
+    paths = write_prediction(Predictor(_checkpoint(), precision="fp32").predict(volume), tmp_path, "case")
+    assert len(order) > 3 and order[-2:] == [paths["labels"].name, paths["classes"].name]
+
+
 def test_already_normalised_volumes_are_not_normalised_twice(volume):
     """A store keeps normalised images; predicting them must skip the model's normalisation."""
     predictor = Predictor(_checkpoint(), precision="fp32")
