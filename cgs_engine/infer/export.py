@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.files import (
     CLASS_FILE_SUFFIX,
     FIXED_OUTPUT_PARTS,
     LIKELY_WRONG_SUFFIX,
     class_file_entries,
-    outputs_of_prediction,
+    read_class_file,
     write_class_file,
 )
 from cgs_engine.classes.table import ClassTable
@@ -114,6 +115,7 @@ def write_prediction(
         out_dir, stem, prediction.class_names, maps, disagreement=prediction.disagreement is not None
     )
     check_targets(paths, overwrite)
+    earlier_outputs = earlier_prediction_outputs(out_dir, stem) if overwrite else set()
     jobs = []
     if maps:
         jobs += [(volume, paths[f"map:{name}"]) for name, volume in prediction.specialist_maps.items()]
@@ -143,7 +145,30 @@ def write_prediction(
         # one ran without --maps; another model's classes) would be read beside the new labels by
         # `cgs review` and the panel as if they were this model's: removed once all is written.
         written = {path.resolve() for path in paths.values()}
-        for stale in sorted(outputs_of_prediction(out_dir, stem) - written):
+        for stale in sorted(earlier_outputs - written):
             if stale.is_file():
                 stale.unlink()
     return paths
+
+
+def earlier_prediction_outputs(out_dir: Path, stem: str) -> set[Path]:
+    """The files an earlier ``cgs predict`` of ``stem`` wrote in ``out_dir`` (resolved), as its class
+    file tells: its maps (recorded, or named after its classes), disagreement and likely-wrong files.
+
+    Only where that class file is, and only in the format predict writes: --overwrite deleted the
+    user's own ``<stem>_labels.nrrd`` and ``<stem>_map_dose.nrrd`` kept beside the scan, even on a
+    first prediction into the folder."""
+    table = out_dir / f"{stem}{CLASS_FILE_SUFFIX}"
+    if not table.is_file():
+        return set()
+    _, disagreement_part, likely_wrong_part = FIXED_OUTPUT_PARTS
+    names = [f"{stem}{disagreement_part}.nii.gz", f"{stem}{likely_wrong_part}.nii.gz"]
+    names.append(f"{stem}{LIKELY_WRONG_SUFFIX}.json")
+    try:
+        earlier = read_class_file(table)
+        recorded = list(earlier.map_files().values())
+    except ClassTableError:  # unreadable: it is replaced, its maps (if any) cannot be told
+        return {(out_dir / name).resolve() for name in names}
+    classes = ["background"] + [earlier.names[class_id] for class_id in sorted(earlier.names)]
+    names += recorded + [f"{stem}_map_{part}.nii.gz" for part in map_file_names(classes).values()]
+    return {(out_dir / name).resolve() for name in names}

@@ -107,6 +107,23 @@ def test_overwriting_a_prediction_leaves_no_maps_of_the_earlier_one(volume, tmp_
     )
 
 
+@pytest.mark.parametrize("earlier", [False, True])
+def test_overwriting_keeps_the_users_own_files_that_share_the_name_pattern(volume, tmp_path, earlier):
+    """--overwrite deleted every file named like a prediction's in any format (a manual
+    segmentation case_labels.nrrd, a case_map_dose map), even with no earlier prediction there."""
+    predictor = Predictor(_checkpoint(), precision="fp32")
+    own = [tmp_path / name for name in ("case_labels.nrrd", "case_map_dose.nii.gz", "case_map_a.mha")]
+    for path in own:
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 3, 4), np.uint8)), str(path))
+    if earlier:
+        write_prediction(predictor.predict(volume), tmp_path, "case", maps=True)
+    paths = write_prediction(
+        predictor.predict(volume, maps=False), tmp_path, "case", maps=False, overwrite=True
+    )
+    assert all(path.is_file() for path in own)
+    assert paths["labels"].is_file() and not (tmp_path / "case_map_a.nii.gz").exists()
+
+
 def test_labels_and_their_class_file_are_written_last_and_back_to_back(volume, tmp_path, monkeypatch):
     """`cgs predict --overwrite` killed while the maps were written left the new labels beside the
     earlier model's class table (its organ names for other ids): the two now go last, together."""
