@@ -58,6 +58,13 @@ def keep_version(
     tolerance = float(project.settings["activation_tolerance"])
     compared_with = None if active is None else active.id
     status, activate, reason = decide_activation(new_score, active_score, compared_with, tolerance)
+    parent = plan.get("parent")
+    if activate and compared_with is not None and parent != compared_with:  # a rollback meanwhile
+        status, activate = "rejected", False
+        reason = (
+            f"kept inactive: trained from {parent or 'the base model'}, but {compared_with} was "
+            "activated after this run started"
+        )
     # The parent's calibrated error model, if it has one: inherited by a version without its own
     # (a few hundred fine-tuning steps move the weights little, and uncalibrated is worse).
     inherited = None if active is None else sidecar_path(active.model_path)

@@ -132,6 +132,8 @@ def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, 
             run = project.interrupted_run()
             if run is None:
                 raise ProjectError(f"{project.runs_dir}: no interrupted retrain to resume")
+            if not any(v.run == run.name for v in project.versions()):  # else only activation was left
+                _refuse_changed_corrections(project, run)
             return _Retrain(project, run, emit, should_stop, True, announcer).execute(None)
         for stale in project.resumable_runs():
             kept = [v for v in project.versions() if v.run == stale.name]
@@ -148,6 +150,25 @@ def _retrain_on_main(project, minutes, iterations, emit, should_stop, settings, 
             raise ProjectError(f"{project.corrections_dir}: {NOTHING_TO_TRAIN}")
         run = project.new_run_dir()
         return _Retrain(project, run, emit, should_stop, False, announcer).execute(config)
+
+
+def _refuse_changed_corrections(project: Project, run: Path) -> None:
+    """A resumed run trains on, and judges with, the data it built when it started: a correction
+    removed (or saved again) since then went on being trained on and held out, without a word.
+    Such a run is set aside (not offered for resuming again) and the resume refused."""
+    plan = read_json(run / "plan.json", "retrain plan")
+    now = {info.name: info.revision for info in project.corrections()}
+    changed = [
+        f"{name!r} was {'removed' if name not in now else 'saved again'}"
+        for name, revision in plan.get("corrections_used", {}).items()
+        if now.get(name) != revision
+    ]
+    if changed:
+        write_json_atomically(run / "finished.json", {"outcome": "abandoned", "at": now_iso()})
+        raise ProjectError(
+            f"{run}: cannot resume: since this run started, correction {', '.join(changed)}, so its "
+            "training data and held-out test no longer hold; start a new retrain instead"
+        )
 
 
 class _Retrain:

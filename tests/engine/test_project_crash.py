@@ -14,11 +14,12 @@ import pytest
 from test_project import TINY_SETTINGS, make_project
 
 from cgs_engine.checkpoint import load_checkpoint, load_payload
-from cgs_engine.project import Project
+from cgs_engine.project import Project, ProjectError
 from cgs_engine.retrain import HeldoutScore, retrain
 from cgs_engine.retrain.worker import start_retrain_process
 
 retrain_module = importlib.import_module("cgs_engine.retrain.keep")
+run_module = importlib.import_module("cgs_engine.retrain.run")
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses POSIX signals")
 LONG_RUN = 5000  # iterations: far more than a test waits for, so the worker is surely mid-run
@@ -150,3 +151,62 @@ def test_kill_between_version_and_activation_is_completed_on_resume(tmp_path, mo
         assert project.version("v0003").parent == "v0002"  # trained from the version the rule activated
         assert json.loads((run / "finished.json").read_text())["activated"] is True
     assert project.interrupted_run() is None
+
+
+def _killed_before_judging(project, monkeypatch) -> Path:
+    """A retrain killed after training, before its version was judged: resumable."""
+
+    def killed(*args, **kwargs):
+        raise SimulatedKill
+
+    monkeypatch.setattr(run_module, "keep_version", killed)
+    with pytest.raises(SimulatedKill):
+        retrain(project, iterations=2, settings=TINY_SETTINGS)
+    monkeypatch.undo()
+    run = project.interrupted_run()
+    assert run is not None
+    return run
+
+
+@pytest.mark.parametrize("change", ["removed", "saved again"])
+def test_resume_is_refused_when_a_correction_changed_since_the_run_started(tmp_path, monkeypatch, change):
+    """A resumed run reused the data it built at its start: a correction the user removed went on
+    being trained on and held out, and the version was judged on it, without a word."""
+    project = make_project(tmp_path, corrections=3, unlabeled=0)
+    run = _killed_before_judging(project, monkeypatch)
+    name = project.corrections()[0].name
+    if change == "removed":
+        project.remove_correction(name)
+    else:
+        kept = project.read_correction(name)
+        project.add_correction(name, kept.image, kept.labels, kept.review, replace="yes")
+    with pytest.raises(ProjectError, match=f"cannot resume.*{name!r} was {change}"):
+        retrain(project, resume=True)
+    assert [v.id for v in project.versions()] == ["v0001"] and project.interrupted_run() is None
+    result = retrain(project, iterations=2, settings=TINY_SETTINGS)  # a new retrain, as the error says
+    assert result.version == "v0002" and project.version("v0002").run != run.name
+
+
+def test_a_run_resumed_after_a_rollback_is_kept_inactive(tmp_path, monkeypatch):
+    """A retrain from v0002, killed; the user rolled back to v0001; the resumed run's version (a
+    child of v0002) was compared with v0001 and activated, quietly undoing the rollback."""
+    project = make_project(tmp_path, corrections=3, unlabeled=0)
+    better = HeldoutScore(0.5, {}, 1)
+    monkeypatch.setattr(retrain_module, "evaluate_heldout", lambda *args: better)
+    first = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    assert first.activated and project.active_version().id == "v0002"
+    with monkeypatch.context() as inner:
+        inner.setattr(run_module, "keep_version", _raise_kill)
+        with pytest.raises(SimulatedKill):
+            retrain(project, iterations=2, settings=TINY_SETTINGS)
+    project.activate("v0001")
+    result = retrain(project, resume=True)
+    assert result.version == "v0003" and not result.activated
+    assert "trained from v0002, but v0001 was activated" in result.reason
+    assert project.active_version().id == "v0001" and project.version("v0003").status == "rejected"
+    retrain(project, iterations=2, settings=TINY_SETTINGS)  # a later retrain does not activate it
+    assert project.active_version().id in ("v0001", "v0004")
+
+
+def _raise_kill(*args, **kwargs):
+    raise SimulatedKill
