@@ -12,7 +12,7 @@ taken from pydicom's code dictionary.
 from __future__ import annotations
 
 import functools
-import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,8 +101,13 @@ def known_organs() -> tuple[KnownOrgan, ...]:
 
 
 def normalise_name(name: str) -> str:
-    """Lower case without separators, so "Parotid_R", "parotid r" and "PAROTID-R" compare equal."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    """Lower case without separators or accents, so "Parotid_R", "parotid r" and "PAROTID-R" compare
+    equal, in any script: keeping a-z and 0-9 only made every Cyrillic, Greek or CJK name "", and
+    an outline "Тело" was imported as the table's "Ствол мозга" (both "")."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(
+        char for char in decomposed.casefold() if char.isalnum() and not unicodedata.combining(char)
+    )
 
 
 @functools.cache
@@ -113,4 +118,5 @@ def _by_name() -> dict[str, KnownOrgan]:
 
 
 def known_organ(name: str) -> KnownOrgan | None:
-    return _by_name().get(normalise_name(name))
+    key = normalise_name(name)
+    return _by_name().get(key) if key else None

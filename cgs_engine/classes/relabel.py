@@ -95,8 +95,8 @@ def renumbered(
 
 def same_organ(entry: ClassEntry, receiver: ClassTable) -> ClassEntry | None:
     """The receiver's class for ``entry``'s organ: the same class name (in any script), then by
-    TG-263 name, known alias or SNOMED code (:meth:`ClassTable.match`, which reads Latin letters and
-    digits only: a name with none of them is matched by its exact name alone)."""
+    TG-263 name, known alias or SNOMED code (:meth:`ClassTable.match`; a name of separators only
+    is matched by its exact name alone)."""
     exact = [item for item in receiver.entries if _key(item.name) == _key(entry.name)]
     if exact:
         return exact[0]

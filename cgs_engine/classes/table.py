@@ -64,7 +64,7 @@ class ClassTable:
         wanted = normalise_name(structure_name)
         organ = known_organ(structure_name)
         for entry in self.entries:
-            names = {normalise_name(entry.name), normalise_name(entry.structure_name)}
+            names = {normalise_name(entry.name), normalise_name(entry.structure_name)} - {""}
             if wanted in names or (organ is not None and entry.tg263 == organ.tg263):
                 return entry
         return self.by_code(code, laterality)

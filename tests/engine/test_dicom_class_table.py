@@ -55,6 +55,18 @@ def test_matching_by_alias_name_or_code():
     assert table.match("PTV_70") is None
 
 
+def test_names_in_any_script_match_only_themselves():
+    """Only a-z and 0-9 were compared: every Cyrillic or CJK name was "", so a body outline "Тело"
+    was imported as the table's first such class (here the brainstem), over the real one."""
+    table = derive_class_table(["background", "Ствол мозга", "Спинной мозг", "脊髄", "Rückenmark"])
+    assert table.match("Тело") is None and table.match("外部") is None and table.match("---") is None
+    assert table.match("СПИННОЙ_МОЗГ").name == "Спинной мозг"
+    assert table.match("ствол-мозга").name == "Ствол мозга"
+    assert table.match("脊髄").name == "脊髄"
+    assert table.match("Ruckenmark").name == "Rückenmark"  # an accent dropped by an export
+    assert derive_class_table(openkbp_class_names()).match("Тело") is None
+
+
 def _checkpoint(**extra) -> ModelCheckpoint:
     config = ModelConfig(num_classes=3, widths=(4, 8), dropouts=(0.0, 0.0))
     return ModelCheckpoint(
