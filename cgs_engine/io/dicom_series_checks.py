@@ -33,6 +33,7 @@ import SimpleITK as sitk
 
 from ..volume import Geometry
 from .dicom_folder import image_series_in, pick_series, quiet_pydicom
+from .dicom_grey import undo_inverted_grey
 from .dicom_slice_header import SliceHeader, check_pixel_data, parsed_slice
 from .errors import VolumeIOError, itk_reason, require_utf8_path
 
@@ -119,7 +120,7 @@ def read_checked_series(series: CheckedSeries, name: str) -> sitk.Image:
     image.SetSpacing(series.geometry.spacing)
     image.SetOrigin(series.geometry.origin)
     image.SetDirection(series.geometry.direction)
-    return image
+    return undo_inverted_grey(image, series.files, series.headers)
 
 
 @contextlib.contextmanager
