@@ -105,7 +105,7 @@ def read_prior(source: str | os.PathLike, class_names: list[str], normalization:
     if source.is_dir():
         cases, citation = _read_manifest(source, class_names)
         summary = PriorSummary(str(source.resolve()), "folder", *_case_names(cases), citation)
-        volumes = _folder_volumes(source, cases, normalization)
+        volumes = _folder_volumes(source, cases, normalization, len(class_names))
     else:
         store = _open_store(source, class_names, normalization)
         with store:
@@ -159,13 +159,19 @@ def _case_names(cases: list[dict[str, str]]) -> tuple[list[str], list[str]]:
     )
 
 
-def _folder_volumes(folder: Path, cases: list[dict[str, str]], normalization: Normalization):
+def _folder_volumes(folder: Path, cases: list[dict[str, str]], normalization: Normalization, classes: int):
     for case in cases:
         image_path, labels_path = folder / case["image"], folder / case["labels"]
         image = read_volume(image_path)
         labels = read_volume(labels_path, kind="labels")
         check_same_grid(labels, image, str(labels_path))
-        label = check_label_map(labels.array, str(labels_path)).astype(np.uint8)
+        label = check_label_map(labels.array, str(labels_path))
+        highest = int(label.max()) if label.size else 0
+        if highest >= classes:  # checked before the uint8 store type: id 257 was stored as 1
+            raise PriorDataError(
+                f"{labels_path}: label id {highest} is not a class of the project (0..{classes - 1})"
+            )
+        label = label.astype(np.uint8)
         normalised = normalization.apply(image.array)
         yield case["name"], PRIOR_SPLITS[case["split"]], normalised, label, None, image.geometry
 

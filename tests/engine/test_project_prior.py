@@ -11,7 +11,7 @@ import pytest
 from synthetic import CLASS_NAMES, make_store, synthetic_volume
 from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli, tiny_base_model
 
-from cgs_engine.io import write_volume
+from cgs_engine.io import read_volume, write_volume
 from cgs_engine.project import Project, ProjectError
 from cgs_engine.project.prior import PriorDataError, find_model_prior, import_prior, sidecar_folder
 from cgs_engine.retrain import retrain
@@ -90,6 +90,8 @@ def test_a_training_runs_store_is_its_models_prior(tmp_path):
         (lambda f: _edit_case(f, image="../../outside.nii.gz"), "lies outside the folder"),
         (lambda f: (f / "labels" / "case1.nii.gz").unlink(), "case1.nii.gz: missing prior labels"),
         (lambda f: _edit_case(f, split="test"), "bad case"),
+        (lambda f: _one_label(f, 257), "case1.nii.gz: label id 257 is not a class of the project"),
+        (lambda f: _one_label(f, len(CLASS_NAMES)), f"label id {len(CLASS_NAMES)} is not a class"),
     ],
 )
 def test_bad_prior_data_is_one_line_and_creates_no_project(tmp_path, breakage, message):
@@ -98,6 +100,15 @@ def test_bad_prior_data_is_one_line_and_creates_no_project(tmp_path, breakage, m
     with pytest.raises(ProjectError, match=message) as caught:
         Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY, prior_data=folder)
     assert "\n" not in str(caught.value) and not (tmp_path / "p").exists()
+
+
+def _one_label(folder: Path, value: int) -> None:
+    """One voxel of case1's labels set to ``value``: 257 was stored as class 1 (uint8), exit 0."""
+    path = folder / "labels" / "case1.nii.gz"
+    label = read_volume(path, kind="labels")
+    array = label.array.astype(np.uint16)
+    array[0, 0, 0] = value
+    write_volume(Volume(array, label.geometry, kind="labels"), path, overwrite=True)
 
 
 def _edit(folder: Path, **changes) -> None:
