@@ -73,12 +73,33 @@ def find_model_prior(model_path: str | os.PathLike) -> Path | None:
     record = path.parent / "config.json"
     if record.is_file():
         try:
-            store = json.loads(record.read_text()).get("store")
+            data = json.loads(record.read_text())
+            store, fingerprint = data.get("store"), data.get("fingerprint")
         except (OSError, ValueError, AttributeError):
             return None
         if isinstance(store, str) and Path(store).is_file():
+            _require_same_store(Path(store), fingerprint, path)
             return Path(store)
     return None
+
+
+def _require_same_store(store: Path, fingerprint: Any, model: Path) -> None:
+    """The run's store may have been imported again since, with other patients under its name:
+    they were copied in as the model's prior data (rehearsed, held out) without a word."""
+    if not isinstance(fingerprint, str) or not fingerprint:
+        return  # a record from before fingerprints: nothing to compare
+    try:
+        with SliceStore.open(store) as opened:
+            same = opened.fingerprint() == fingerprint
+    except CGSError as error:
+        raise PriorDataError(
+            f"{store}: the store {model.name} was trained on cannot be read ({error})"
+        ) from None
+    if not same:
+        raise PriorDataError(
+            f"{store}: no longer holds the data {model} was trained on (its content changed since); "
+            "name the data it was trained on explicitly (cgs project create --prior-data), or none"
+        )
 
 
 def import_prior(

@@ -81,6 +81,28 @@ def test_a_training_runs_store_is_its_models_prior(tmp_path):
         assert prior.volume_names("unlabeled") == []  # only labeled data is prior data
 
 
+def test_a_runs_store_imported_again_since_is_not_its_models_prior(tmp_path):
+    """data.h5 imported again with other patients under its name: they were copied in as the
+    model's prior data (rehearsed and held out) though the run recorded another store's content."""
+    store = make_store(tmp_path / "train.h5", labeled=2, unlabeled=0, val=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    with SliceStore.open(store) as opened:
+        fingerprint = opened.fingerprint()
+    (run / "config.json").write_text(json.dumps({"store": str(store), "fingerprint": fingerprint}))
+    model = tiny_base_model(run / "best.pt")
+    assert find_model_prior(model) == store
+    store.unlink()
+    make_store(store, labeled=2, unlabeled=0, val=1, seed=11)
+    with pytest.raises(PriorDataError, match="train.h5: no longer holds the data .*best.pt was trained on"):
+        find_model_prior(model)
+    with pytest.raises(PriorDataError, match="no longer holds"):
+        Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY, base_model=model)
+    assert not (tmp_path / "p").exists()
+    named = Project.create(tmp_path / "p", CLASS_NAMES, IDENTITY, base_model=model, prior_data=store)
+    assert named.prior_summary()["kind"] == "store"
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
