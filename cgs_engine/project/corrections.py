@@ -54,6 +54,7 @@ class CorrectionInfo:
     geometry: Geometry
     edited_voxels: int = 0  # drawn or corrected by the user (review mask EDITED)
     format_version: int = CORRECTION_FORMAT_VERSION
+    image_fingerprint: str = ""  # the same scan saved under two names has one fingerprint
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ def _read_correction_info(path: Path) -> CorrectionInfo:
                 geometry=Geometry.from_dict(json.loads(attrs["geometry"])),
                 edited_voxels=int(attrs.get("edited_voxels", attrs.get("reviewed_voxels", 0))),
                 format_version=int(attrs.get("format_version", 1)),
+                image_fingerprint=str(attrs.get("image_fingerprint", "")),
             )
     except ProjectError:
         raise

@@ -11,13 +11,29 @@ from cgs_engine.review.state import EDITED
 MIN_VOLUMES_FOR_VOLUME_HOLDOUT = 3
 
 
-def choose_heldout_volumes(names: list[str], fraction: float) -> list[str]:
-    """Whole held-out volumes (empty below 3 volumes): the lowest name hashes, stable over time."""
+def choose_heldout_volumes(names: list[str], fraction: float, scans: list[str] | None = None) -> list[str]:
+    """Whole held-out volumes (empty below 3 volumes): the lowest name hashes, stable over time.
+
+    ``scans`` (one per name: the image's fingerprint, "" where unknown) keeps the corrections of one
+    scan together: the same scan saved under a second name was trained on while the first was held
+    out, and the gate judged the model on an image it had learnt."""
     if len(names) < MIN_VOLUMES_FOR_VOLUME_HOLDOUT:
         return []
     count = min(len(names) - 1, max(1, int(len(names) * fraction)))
-    ranked = sorted(names, key=lambda name: hashlib.sha256(name.encode()).hexdigest())
-    return sorted(ranked[:count])
+    groups: dict[str, list[str]] = {}
+    for name, scan in zip(names, scans or [""] * len(names), strict=True):
+        groups.setdefault(scan or f"name:{name}", []).append(name)
+    ranked = sorted(groups.values(), key=lambda group: min(_rank(name) for name in group))
+    chosen: list[str] = []
+    for group in ranked[:-1]:  # at least one scan stays for training
+        if len(chosen) >= count:
+            break
+        chosen += group
+    return sorted(chosen)
+
+
+def _rank(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 def heldout_slices(reviewed: np.ndarray, fraction: float, weights: np.ndarray | None = None) -> np.ndarray:

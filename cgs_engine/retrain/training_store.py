@@ -26,7 +26,8 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
     """Write the run's training store; returns the plan (what went in, what is held out)."""
     usable = _usable_corrections(project, warn)
     fraction = float(project.settings["heldout_fraction"])
-    heldout_volumes = set(choose_heldout_volumes([c.name for c in usable], fraction))
+    scans = [c.image_fingerprint for c in usable]
+    heldout_volumes = set(choose_heldout_volumes([c.name for c in usable], fraction, scans))
     with SliceStore.create(
         store_path, project.class_names, project.normalization, project.class_colors
     ) as store:

@@ -108,6 +108,28 @@ def test_heldout_volumes_one_in_four_stable_and_never_all():
     assert len(set(chosen) & set(grown)) >= 1  # adding corrections mostly keeps the held-out set
 
 
+def test_one_scan_saved_under_two_names_is_held_out_or_trained_on_whole():
+    """`pt_222 (2)`, the same image as `pt_222`, was trained on while `pt_222` was held out: the
+    gate judged the model on an image it had learnt and could activate a worse one."""
+    names = [f"case{i}" for i in range(8)]
+    alone = choose_heldout_volumes(names, 0.25)
+    for held in alone:
+        twin = f"{held} (2)"
+        scans = [f"scan-{name}" for name in names] + [f"scan-{held}"]
+        chosen = choose_heldout_volumes([*names, twin], 0.25, scans)
+        assert held in chosen and twin in chosen
+    kept = next(name for name in names if name not in alone)
+    scans = [f"scan-{name}" for name in names] + [f"scan-{kept}"]
+    chosen = choose_heldout_volumes([*names, f"{kept} (2)"], 0.25, scans)
+    assert kept not in chosen and f"{kept} (2)" not in chosen
+    assert choose_heldout_volumes(["a", "b", "c"], 0.5, ["same", "same", "same"]) == []  # one scan
+    assert choose_heldout_volumes(["a", "b", "c"], 0.25, ["", "", ""]) == alone_of(["a", "b", "c"])
+
+
+def alone_of(names: list[str]) -> list[str]:
+    return choose_heldout_volumes(names, 0.25)
+
+
 def test_heldout_slices_take_the_top_reviewed_block():
     assert heldout_slices(np.arange(12), 0.25).tolist() == [9, 10, 11]
     assert heldout_slices(np.array([3, 4]), 0.25).tolist() == [4]
