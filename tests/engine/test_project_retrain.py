@@ -326,15 +326,16 @@ def test_a_correction_stored_mirrored_trains_in_the_canonical_orientation(tmp_pa
     from cgs_engine.volume import Geometry
 
     project = make_project(tmp_path, corrections=0, unlabeled=1)
-    image, label = synthetic_volume(np.random.default_rng(5))
     mirrored = Geometry(spacing=(1.0, 1.0, 2.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
-    for name in ("a", "b", "c"):  # three corrections, so whole volumes are held out (none sliced)
-        project.add_correction(name, Volume(image, mirrored), label)
+    labels = {}
+    for seed, name in enumerate(("a", "b", "c")):  # three scans, so whole volumes are held out
+        image, labels[name] = synthetic_volume(np.random.default_rng(5 + seed))
+        project.add_correction(name, Volume(image, mirrored), labels[name])
     plan = build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
     with SliceStore.open(tmp_path / "store.h5") as store:
         trained = [n for n in ("a", "b", "c") if n in store.volume_names("labeled")]
         stored = store.read_volume(trained[0])
-        np.testing.assert_array_equal(stored.label, label[:, ::-1, ::-1])
+        np.testing.assert_array_equal(stored.label, labels[trained[0]][:, ::-1, ::-1])
         assert np.allclose(store.volume_info(trained[0]).geometry.direction_matrix, np.eye(3))
     assert plan["heldout_mode"] == "volumes"
 
