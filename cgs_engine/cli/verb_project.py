@@ -193,6 +193,15 @@ def _add_correction(args) -> int:
         review = review_volume.array
         if not review.any():
             raise CGSError(f"{args.review}: review mask is all 0 (no voxel reviewed): nothing to learn from")
+        if int(review.max()) > 2:  # e.g. a binary mask saved as 0/255: no review state
+            import numpy as np
+
+            values = np.unique(review)
+            shown = ", ".join(str(int(value)) for value in values[:6]) + (", ..." if len(values) > 6 else "")
+            raise CGSError(
+                f"{args.review}: a review mask holds 0 (not reviewed), 1 (accepted) and 2 (drawn by you); "
+                f"this one holds {shown}"
+            )
     for warning in check_scope(image, _active_scope(project)):  # saved, but said so
         _print_warning(f"{args.image}: {warning}")
     name = args.name or _correction_name(args.image)

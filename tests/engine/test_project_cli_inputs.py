@@ -109,6 +109,19 @@ def test_an_all_zero_review_mask_is_refused(tmp_path, capsys):
     assert Project.open(folder).corrections() == []
 
 
+def test_a_binary_mask_given_as_review_names_the_file_and_its_values(tmp_path, capsys):
+    """A 0/255 mask was refused as "correction 'case': review mask must hold only 0...": neither
+    the file nor the values found."""
+    folder = tmp_path / "proj"
+    Project.create(folder, CLASS_NAMES, IDENTITY)
+    image, labels, array = write_case(tmp_path / "case", seed=3)
+    mask = tmp_path / "case" / "review.nii.gz"
+    write_volume(Volume(np.where(array > 0, 255, 0).astype(np.uint8), kind="labels"), mask)
+    code, _, err = add_correction(capsys, folder, image, labels, "--review", mask)
+    assert_one_line_error(code, err, f"{mask}: a review mask holds 0", "this one holds 0, 255")
+    assert Project.open(folder).corrections() == []
+
+
 # ------------------------------------------------------------------------- add-unlabeled
 def test_add_unlabeled_leaves_out_the_outputs_of_an_earlier_prediction(tmp_path, capsys):
     folder = tmp_path / "proj"
