@@ -5,7 +5,9 @@ A file's case name is its file name without the image extension (any of
 ``.mhd`` headers, JSON, hidden files) and sub-directories are ignored.
 
 A ground-truth case ``NAME`` is matched by the prediction named ``NAME`` or, failing that,
-``NAME_labels`` and then ``NAME_seg`` (the names this plugin and common tools write).
+``NAME_labels`` and then ``NAME_seg`` (the names this plugin and common tools write); where the
+folder's ``NAME_classes.json`` names ``NAME_labels`` (``cgs predict`` wrote beside the scans),
+``NAME_labels`` comes first.
 Predictions left over after matching are reported in ``missing_gt``, except the maps that
 ``cgs predict --maps`` writes beside a matched ``NAME_labels`` (``NAME_map_<organ>``,
 ``NAME_disagreement``, ``NAME_likely_wrong``): those are counted in ``maps_ignored``.
@@ -13,6 +15,7 @@ Predictions left over after matching are reported in ``missing_gt``, except the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +53,13 @@ def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> PairResult:
 
     matched: dict[str, Path] = {}
     unused_predictions = dict(predictions)
+    # `cgs predict -o` into the scans' folder: NAME is the CT and NAME_labels the prediction, as
+    # the class table there says; the CT was scored as the prediction (or refused for its HU).
+    for name in sorted(ground_truths):
+        predicted = name + LABELS_SUFFIX
+        if predicted in unused_predictions and _table_names(Path(pred_dir), name, predicted):
+            matched[name] = unused_predictions.pop(predicted)
+            unused_predictions.pop(name, None)  # the scan itself, not an unpaired prediction
     # Exact names first for every case, so "a_seg" cannot steal the prediction of case "a_seg".
     for suffix in PREDICTION_SUFFIXES:
         for name in sorted(ground_truths):
@@ -65,6 +75,16 @@ def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> PairResult:
     maps = [name for name in unused_predictions if _is_map_of(name, [p for _, p, _ in pairs])]
     leftover = sorted(set(unused_predictions) - set(maps))
     return PairResult(pairs, missing_pred, missing_gt=leftover, maps_ignored=len(maps))
+
+
+def _table_names(folder: Path, name: str, predicted: str) -> bool:
+    """Whether ``<name>_classes.json`` in ``folder`` is the table of the labels ``predicted``."""
+    try:
+        table = json.loads((folder / f"{name}_classes.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    labels = table.get("labels") if isinstance(table, dict) else None
+    return isinstance(labels, str) and case_name(Path(labels)) == predicted
 
 
 def _is_map_of(name: str, label_files: list[Path]) -> bool:

@@ -139,6 +139,24 @@ def test_pairing_prefers_the_exact_name(tmp_path):
     assert result.missing_gt == ["a_seg"] and result.missing_pred == []
 
 
+def test_predictions_written_beside_the_scans_are_paired_not_the_scans(tmp_path):
+    """`cgs predict -o scans/`: the CT pt_222 was taken as the prediction of reference pt_222 (and
+    refused for its negative HU) while pt_222_labels was skipped as unpaired."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "scans"
+    _touch(gt_dir, "pt_222.nii.gz", "pt_225.nii.gz")
+    _touch(pred_dir, "pt_222.nii.gz", "pt_222_labels.nii.gz", "pt_225.nii.gz", "pt_225_labels.nii.gz")
+    (pred_dir / "pt_222_classes.json").write_text(
+        json.dumps({"labels": "pt_222_labels.nii.gz", "classes": []})
+    )
+    (pred_dir / "pt_225_classes.json").write_text(json.dumps({"labels": "pt_225.nii.gz", "classes": []}))
+    result = pair_files(pred_dir, gt_dir)
+    assert [(name, pred.name) for name, pred, _ in result.pairs] == [
+        ("pt_222", "pt_222_labels.nii.gz"),
+        ("pt_225", "pt_225.nii.gz"),  # its table names pt_225 itself: an edited map, the exact name
+    ]
+    assert result.missing_gt == ["pt_225_labels"]
+
+
 def test_maps_written_by_predict_are_not_reported_as_unpaired(tmp_path):
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     _touch(gt_dir, "ct.nii.gz")
