@@ -75,6 +75,23 @@ def check_image_header(location: Path, name: str) -> DataLayout:
     return DataLayout((location,), None, "other")
 
 
+def check_label_scaling(location: Path, name: str) -> None:
+    """A label map's ids are its stored values: a NIfTI header scaling them (scl_inter 1 made every
+    background voxel class 1, the brainstem) is refused, whatever ids it happens to give."""
+    if extension_of(location) not in NIFTI_EXTENSIONS:
+        return
+    header = read_nifti_header(location)
+    if header is None:
+        return
+    slope, inter = header.scl_slope, header.scl_inter
+    if slope not in (0.0, 1.0) or (slope != 0.0 and inter != 0.0):
+        raise VolumeIOError(
+            name,
+            f"header scaling scl_slope = {slope:g}, scl_inter = {inter:g} would change the label ids "
+            "(a label map's ids are stored as they are); save it without scaling",
+        )
+
+
 # ----------------------------------------------------------------------------------------- NIfTI
 def _check_nifti(location: Path, name: str) -> DataLayout:
     try:

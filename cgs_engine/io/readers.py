@@ -17,7 +17,7 @@ from .claimed_size import check_claimed_size
 from .dicom_series_checks import check_dicom_series, read_checked_series
 from .errors import VolumeIOError, describe_read_failure, itk_reason, require_utf8_path
 from .formats import NIFTI_EXTENSIONS, describe_supported, extension_of, itk_image_io
-from .header_rules import ORTHOGONAL_TOLERANCE, check_image_header, require_regular_file
+from .header_rules import ORTHOGONAL_TOLERANCE, check_image_header, check_label_scaling, require_regular_file
 from .integrity import check_nifti_complete
 from .nifti_twin import itk_readable
 from .validate import check_label_map
@@ -46,6 +46,8 @@ def read_volume(path: str | os.PathLike, kind: str = "image", series_uid: str | 
         image = read_dicom_series(location, name, series_uid)
     else:
         image = read_image_file(location, name)
+        if kind == "labels":
+            check_label_scaling(location, name)
     return volume_of(image, name, kind)
 
 

@@ -206,6 +206,20 @@ def test_a_scaled_int16_nifti_is_accepted_with_its_values(tmp_path):
         assert np.allclose(volume.array, counts * 0.5 - 1024)
 
 
+@pytest.mark.parametrize(("slope", "inter"), [(1.0, 1.0), (2.0, 0.0), (-1.0, 0.0)])
+def test_a_label_map_whose_header_scales_its_ids_is_refused(tmp_path, slope, inter):
+    """scl_inter 1 on a label map made every background voxel class 1 (the brainstem), exit 0;
+    the same file read as an image keeps its standard scaling."""
+    ids = np.zeros((4, 6, 8), np.uint8)
+    ids[1:3, 2:4, 2:5] = 2
+    path = write_nifti(tmp_path / "labels.nii.gz", ids, scl_slope=slope, scl_inter=inter)
+    with pytest.raises(VolumeIOError, match=r"labels.nii.gz: header scaling .* would change the label ids"):
+        read_volume(path, kind="labels")
+    assert np.allclose(read_volume(path).array, ids * slope + inter)
+    plain = write_nifti(tmp_path / "plain.nii.gz", ids, scl_slope=0.0, scl_inter=0.0)
+    assert np.array_equal(read_volume(plain, kind="labels").array, ids)
+
+
 def test_oblique_headers_read_exactly(tmp_path):
     rotation = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
     spacing, origin = (0.8, 1.25, 3.0), (-100.0, 42.5, 7.0)
