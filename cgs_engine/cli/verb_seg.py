@@ -76,7 +76,7 @@ def run_import(args) -> int:
         print(f"  segment {shown_name(label)} -> class {entry.id} {shown_name(entry.name)}")
     if result.unmatched:
         print(f"  left out (no class of the table): {', '.join(map(shown_name, result.unmatched))}")
-    for warning in result.duplicates:
+    for warning in result.warnings:  # segments left out, overlaps resolved
         print(f"warning: {args.seg}: {warning}", file=sys.stderr)
     print(f"wrote {written} ({series.volume.geometry.describe()})")
     return 0

@@ -5,15 +5,20 @@ or a known alias), else by its SNOMED code and laterality. Two structures may ma
 a planning system often gives a PRV ("Parotid_L_PRV05") the organ's own code, and a structure
 set may hold both "Mandible" and "Bone_Mandible". Their union would be a larger organ than any
 of them, written without a word; so each class takes one structure (a name match before a code
-match, then the first in the file) and the others are left out with a line naming both.
+match, then the first in the file) and the others are left out with a line naming both. Where the
+structures kept overlap, the lower class id wins (as in the OpenKBP label maps) and the voxels
+given away are counted, for one warning line.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from cgs_engine.classes.organs import Code
 from cgs_engine.classes.table import ClassEntry, ClassTable
+from cgs_engine.volume import Volume
 
 from .names import StructureNames, shown_name
 
@@ -64,3 +69,23 @@ def one_per_class(matches: list[Match], kind: str) -> tuple[list[Match], list[st
 
 def _how(match: Match) -> str:
     return "by name" if match.by_name else "by code"
+
+
+def label_map(masks: dict[int, np.ndarray], grid: Volume) -> tuple[Volume, int]:
+    """The label map on ``grid`` of one mask per class id, the lower id winning where masks
+    overlap, and the number of voxels that more than one mask claims."""
+    top = max(masks, default=0)
+    array = np.zeros(grid.shape, dtype=np.uint8 if top <= 255 else np.uint16)
+    claimed = np.zeros(grid.shape, dtype=bool)
+    shared = np.zeros(grid.shape, dtype=bool)
+    for class_id in sorted(masks, reverse=True):  # lower ids painted last: they win on overlap
+        mask = masks[class_id]
+        shared |= claimed & mask
+        claimed |= mask
+        array[mask] = class_id
+    return grid.like(array, "labels"), int(np.count_nonzero(shared))
+
+
+def overlap_warning(voxels: int, kind: str) -> list[str]:
+    """The warning line (if any) for ``voxels`` claimed by more than one ``kind`` ("ROI", "segment")."""
+    return [f"{voxels} voxels lie in more than one {kind}; the lower class id got them"] if voxels else []

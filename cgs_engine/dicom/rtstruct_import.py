@@ -26,7 +26,7 @@ from cgs_engine.volume import Volume
 
 from .contours import fill_contours
 from .errors import DicomError
-from .matching import match_structure, one_per_class
+from .matching import label_map, match_structure, one_per_class, overlap_warning
 from .names import shown_name, structure_names
 from .object_file import read_dicom_object
 from .rtstruct_frames import check_unique_numbers, roi_frames
@@ -112,11 +112,7 @@ class RTStructImport:
             found.append("the structure set holds no contour of a class of the table: the label map is empty")
         if self.empty:
             found.append(f"ROIs without contours: {', '.join(map(shown_name, self.empty))}")
-        if self.overlap_voxels:
-            found.append(
-                f"{self.overlap_voxels} voxels lie in more than one ROI; the lower class id got them"
-            )
-        return found
+        return found + overlap_warning(self.overlap_voxels, "ROI")
 
 
 def read_rtstruct(path: str | os.PathLike):
@@ -166,18 +162,8 @@ def import_rtstruct(path: str | os.PathLike, series: DicomSeries, table: ClassTa
         contours = contours_by_roi[match.key]
         mask = masks[match.entry.id] = _roi_mask(contours, series, name, match.name, result.dropped)
         result.rois.append(ImportedROI(match.name, match.entry, len(contours), int(mask.sum())))
-    result.labels, result.overlap_voxels = _label_map(masks, series)
+    result.labels, result.overlap_voxels = label_map(masks, series.volume)
     return result
-
-
-def _label_map(masks: dict[int, np.ndarray], series: DicomSeries) -> tuple[Volume, int]:
-    top = max(masks, default=0)
-    array = np.zeros(series.volume.shape, dtype=np.uint8 if top <= 255 else np.uint16)
-    claimed = np.zeros(series.volume.shape, dtype=np.uint8)
-    for class_id in sorted(masks, reverse=True):  # lower ids painted last: they win on overlap
-        array[masks[class_id]] = class_id
-        claimed += masks[class_id]
-    return series.volume.like(array, "labels"), int(np.count_nonzero(claimed > 1))
 
 
 def _roi_name(dataset, number: int) -> str:

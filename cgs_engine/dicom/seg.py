@@ -24,7 +24,7 @@ from cgs_engine.volume import Volume
 
 from .errors import DicomError
 from .files import check_output, save_dataset
-from .matching import match_structure, one_per_class
+from .matching import label_map, match_structure, one_per_class, overlap_warning
 from .names import CHARACTER_SET, checked_code, structure_names
 from .object_file import read_dicom_object
 from .rtstruct_export import MANUFACTURER, check_labels_fit
@@ -54,6 +54,12 @@ class SegImport:
     unmatched: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # segments left out: their class has one
     rule: str = "a voxel belongs to each segment that marks it"  # how segment frames became voxels
+    overlap_voxels: int = 0  # voxels marked by more than one segment (the lower class id kept them)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the label map does not hold of the SEG as it is, one line each."""
+        return self.duplicates + overlap_warning(self.overlap_voxels, "segment")
 
 
 def export_seg(
@@ -212,15 +218,12 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
         raise DicomError(
             name, f"its frames cannot be placed on the series ({one_line(str(error))[:160]})"
         ) from None
-    top = max((entry.id for _, _, entry in matched), default=0)
-    array = np.zeros(series.volume.shape, dtype=np.uint8 if top <= 255 else np.uint16)
-    order = sorted(range(len(matched)), key=lambda index: matched[index][2].id, reverse=True)
     # value / maximum >= 0.5 for the integer values, without a float copy of the stack
     lowest = (maximum + 1) // 2 if fractional else 1
-    for index in order:  # lower ids painted last: they win on overlap
-        array[stack[..., index] >= lowest] = matched[index][2].id
+    masks = {entry.id: stack[..., index] >= lowest for index, (_, _, entry) in enumerate(matched)}
+    labels, overlap = label_map(masks, series.volume)
     segments = [(label, entry) for _, label, entry in matched]
-    result = SegImport(series.volume.like(array, "labels"), segments, unmatched, duplicates)
+    result = SegImport(labels, segments, unmatched, duplicates, overlap_voxels=overlap)
     if fractional:
         result.rule = f"FRACTIONAL: a voxel belongs to a segment at value >= 0.5 x {maximum} (its maximum)"
     return result
