@@ -28,6 +28,19 @@ from .names import CHARACTER_SET, LONG_STRING, SHORT_STRING, checked_code, confo
 from .series import DicomSeries
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+# Type 2 attributes of the Patient and General Study modules that RTSTRUCT and SEG copy from the
+# series: present, empty where the slices lack them (anonymisers often remove them).
+PATIENT_AND_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 # The conventional (retired) Study Component SOP class that RTReferencedStudySequence items name.
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 GENERATION_ALGORITHMS = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
@@ -144,9 +157,7 @@ def _new_dataset(series: DicomSeries, label: str):
         now.strftime("%Y%m%d"),
         now.strftime("%H%M%S"),
     )
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-        setattr(dataset, keyword, source.get(keyword, ""))
-    for keyword in ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+    for keyword in PATIENT_AND_STUDY:
         setattr(dataset, keyword, source.get(keyword, ""))
     dataset.StudyInstanceUID = series.study_instance_uid
     dataset.Modality = "RTSTRUCT"

@@ -27,7 +27,7 @@ from .files import check_output, save_dataset
 from .matching import label_map, match_structure, one_per_class, overlap_warning
 from .names import CHARACTER_SET, checked_code, structure_names
 from .object_file import read_dicom_object
-from .rtstruct_export import MANUFACTURER, check_labels_fit
+from .rtstruct_export import MANUFACTURER, PATIENT_AND_STUDY, check_labels_fit
 from .series import DicomSeries
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
@@ -94,9 +94,14 @@ def export_seg(
     descriptions = [
         _description(hd, number, entry, names[entry.id]) for number, entry in enumerate(segments, start=1)
     ]
+    sources = series.headers()  # fresh copies: the user's files are never changed
+    for header in sources:  # highdicom needs them present; DICOM allows them empty
+        for keyword in PATIENT_AND_STUDY:
+            if keyword not in header:
+                setattr(header, keyword, "")
     try:
         segmentation = hd.seg.Segmentation(
-            source_images=series.headers(),
+            source_images=sources,
             pixel_array=pixels,
             segmentation_type=kind,
             segment_descriptions=descriptions,

@@ -1,16 +1,31 @@
 """SEGs that used to import with exit 0 and a wrong label map: overlapping segments resolved
-without a word."""
+without a word; and SEG export refused on slices without the Type 2 patient and study
+attributes, which RTSTRUCT export and `cgs predict` accept."""
 
 from __future__ import annotations
 
 import numpy as np
 import pydicom
 import pytest
-from dicom_rt_cases import TABLE
+from dicom_rt_cases import TABLE, two_organs
 from dicom_series_cases import SHAPE, good_series
 
 from cgs_engine.cli.main import main
-from cgs_engine.dicom import import_seg, read_series
+from cgs_engine.dicom import export_rtstruct, export_seg, import_seg, read_series
+
+# The Type 2 attributes of the Patient and General Study modules that highdicom copies from the
+# slices, each of which an anonymiser may remove.
+PATIENT_AND_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +78,24 @@ def test_overlapping_segments_go_to_the_lower_class_id_with_a_warning(
     out = tmp_path / "labels.nii.gz"
     assert main(["seg", "import", str(path), "--dicom", str(series_folder), "-o", str(out)]) == 0
     assert capsys.readouterr().err.splitlines() == [f"warning: {path}: {line}"]
+
+
+def test_seg_export_on_slices_without_type_2_attributes_fills_them_empty(tmp_path):
+    folder = good_series(tmp_path / "series")
+    for file in sorted(folder.glob("*.dcm")):
+        dataset = pydicom.dcmread(file)
+        for keyword in PATIENT_AND_STUDY:
+            if keyword in dataset:
+                delattr(dataset, keyword)
+        dataset.save_as(file)
+    before = {file: file.read_bytes() for file in folder.iterdir()}
+    series = read_series(folder)  # what `cgs predict` reads
+    labels = two_organs(series.volume)
+    export_rtstruct(labels, series, TABLE, tmp_path / "RS.dcm")
+    result = export_seg(labels, series, TABLE, tmp_path / "SEG.dcm")
+    written = pydicom.dcmread(result.path)
+    assert {keyword: str(written[keyword].value or "") for keyword in PATIENT_AND_STUDY} == dict.fromkeys(
+        PATIENT_AND_STUDY, ""
+    )
+    assert {file: file.read_bytes() for file in folder.iterdir()} == before  # the user's slices untouched
+    np.testing.assert_array_equal(import_seg(result.path, series, TABLE).labels.array, labels.array)
