@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.multival import MultiValue
 from pydicom.uid import generate_uid
 
 from cgs_engine import __version__
 from cgs_engine.classes.organs import Code
 from cgs_engine.classes.table import ClassEntry, ClassTable
+from cgs_engine.io.dicom_series_checks import ORIENTATION_TOLERANCE, PIXEL_SPACING_RTOL
 from cgs_engine.io.errors import one_line
 from cgs_engine.volume import Volume
 
@@ -28,6 +30,7 @@ from .matching import label_map, match_structure, one_per_class, overlap_warning
 from .names import CHARACTER_SET, checked_code, structure_names
 from .object_file import read_dicom_object
 from .rtstruct_export import MANUFACTURER, PATIENT_AND_STUDY, check_labels_fit
+from .rtstruct_import import PLANE_TOLERANCE
 from .series import DicomSeries
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
@@ -36,6 +39,10 @@ SEG_LIBRARY_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexErro
 SEG_MODALITY = "SEG"
 # PS3.16 CID 7162 "Surgical/segmentation algorithm family"
 ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+# A frame may lie this fraction of a voxel (along each axis) off the image it references, as a
+# contour may lie off its slice's plane: twice the 5 % a slice may lie off the series' grid, so a
+# SEG writer that puts its frames on the regular grid rather than on each slice still fits.
+FRAME_TOLERANCE = PLANE_TOLERANCE
 
 
 @dataclass
@@ -195,6 +202,7 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
         raise DicomError(
             name, f"references {len(unknown)} images that are not in {series.folder} (another series)"
         )
+    _check_frames_fit(segmentation, series, name)
     candidates, unmatched = [], []
     written = structure_names(table.entries)
     for number in segmentation.segment_numbers:
@@ -232,6 +240,101 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
     if fractional:
         result.rule = f"FRACTIONAL: a voxel belongs to a segment at value >= 0.5 x {maximum} (its maximum)"
     return result
+
+
+def _check_frames_fit(segmentation, series: DicomSeries, name: str) -> None:
+    """Refuse a SEG whose frames do not lie where the images they reference lie.
+
+    highdicom places each frame on the image it references alone; a frame of another size, pixel
+    spacing or orientation, or shifted off that image (a SEG made on a cropped or resampled copy of
+    the series), would be written onto it as if it matched. Compared with the slices' own headers,
+    from which a SEG made on this series copies its values.
+    """
+    rows, columns = series.volume.shape[1:]
+    size = (_whole_number(segmentation.get("Rows")), _whole_number(segmentation.get("Columns")))
+    if size != (rows, columns):
+        raise DicomError(
+            name,
+            f"its frames are {size[0]} x {size[1]} pixels (rows x columns), the series' slices "
+            f"{rows} x {columns} (a SEG made on another grid)",
+        )
+    spacing = _numbers(series.header.PixelSpacing, 2)  # (between rows, between columns)
+    orientation = _numbers(series.header.ImageOrientationPatient, 6)
+    row_direction, column_direction = orientation[:3], orientation[3:]
+    axes = np.array([row_direction, column_direction, np.cross(row_direction, column_direction)])
+    # voxel edges along the row direction, the column direction and the slice normal
+    edges = np.array([spacing[1], spacing[0], series.volume.geometry.spacing[2]])
+    position_of = {item.sop_instance_uid: np.array(item.position) for item in series.slices}
+    shared = _first_item(segmentation, "SharedFunctionalGroupsSequence")
+    shared_position = _check_plane(shared, spacing, orientation, name, "its")
+    for number, group in enumerate(segmentation.PerFrameFunctionalGroupsSequence, start=1):
+        position = _check_plane(group, spacing, orientation, name, f"frame {number}'s")
+        position = shared_position if position is None else position
+        if position is None:  # nowhere said (non-conformant): placed by its reference alone
+            continue
+        for uid in _source_images(group):
+            offset = position - position_of.get(uid, position)  # other series' images: refused before
+            if np.abs(axes @ offset / edges).max() > FRAME_TOLERANCE:
+                raise DicomError(
+                    name, f"frame {number} lies {np.linalg.norm(offset):.3g} mm from the slice it references"
+                )
+
+
+def _check_plane(group, spacing, orientation, name: str, whose: str) -> np.ndarray | None:
+    """Refuse the pixel spacing or orientation that ``group`` (shared or one frame's functional
+    groups) gives if it is not the series'; the position it gives, if any."""
+    theirs = _functional(group, "PixelMeasuresSequence", "PixelSpacing", 2, name, whose)
+    if theirs is not None and not np.allclose(theirs, spacing, rtol=PIXEL_SPACING_RTOL, atol=0):
+        raise DicomError(
+            name, f"{whose} pixel spacing {_shown(theirs)} mm is not the series' {_shown(spacing)} mm"
+        )
+    theirs = _functional(group, "PlaneOrientationSequence", "ImageOrientationPatient", 6, name, whose)
+    if theirs is not None and np.abs(theirs - orientation).max() > ORIENTATION_TOLERANCE:
+        raise DicomError(
+            name,
+            f"{whose} image orientation ({_shown(theirs, ', ')}) is not the series' "
+            f"({_shown(orientation, ', ')})",
+        )
+    return _functional(group, "PlanePositionSequence", "ImagePositionPatient", 3, name, whose)
+
+
+def _first_item(dataset, keyword: str):
+    items = dataset.get(keyword) if dataset is not None else None
+    return items[0] if items else None
+
+
+def _functional(group, sequence: str, keyword: str, count: int, name: str, whose: str):
+    """The ``count`` numbers of ``keyword`` in ``group``'s ``sequence``; None where not given there."""
+    item = _first_item(group, sequence)
+    if item is None or item.get(keyword) is None:
+        return None
+    values = _numbers(item.get(keyword), count)
+    if values is None:
+        raise DicomError(name, f"{whose} {keyword} is not {count} finite numbers")
+    return values
+
+
+def _numbers(value, count: int) -> np.ndarray | None:
+    values = value if isinstance(value, MultiValue | list | tuple) else [value]
+    try:
+        numbers = np.array([float(item) for item in values], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == count and np.isfinite(numbers).all() else None
+
+
+def _source_images(group) -> list[str]:
+    """The SOP instance UIDs a frame says it was derived from."""
+    return [
+        str(source.ReferencedSOPInstanceUID)
+        for derivation in group.get("DerivationImageSequence", [])
+        for source in derivation.get("SourceImageSequence", [])
+        if "ReferencedSOPInstanceUID" in source
+    ]
+
+
+def _shown(values: np.ndarray, separator: str = " x ") -> str:
+    return separator.join(f"{value:g}" for value in values)
 
 
 def _whole_number(value) -> int | None:

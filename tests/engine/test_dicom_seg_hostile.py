@@ -1,6 +1,7 @@
-"""SEGs that used to import with exit 0 and a wrong label map: overlapping segments resolved
-without a word; and SEG export refused on slices without the Type 2 patient and study
-attributes, which RTSTRUCT export and `cgs predict` accept."""
+"""SEGs that used to import with exit 0 and a wrong label map, or with a traceback: frames that lie
+elsewhere than the images they reference (shifted, of another pixel spacing or orientation, of
+another size) and overlapping segments resolved without a word; and SEG export refused on slices
+without the Type 2 patient and study attributes, which RTSTRUCT export and `cgs predict` accept."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import numpy as np
 import pydicom
 import pytest
 from dicom_rt_cases import TABLE, two_organs
-from dicom_series_cases import SHAPE, good_series
+from dicom_series_cases import SHAPE, good_series, shift
+from pydicom.pixels import pack_bits
 
 from cgs_engine.cli.main import main
-from cgs_engine.dicom import export_rtstruct, export_seg, import_seg, read_series
+from cgs_engine.dicom import DicomError, export_rtstruct, export_seg, import_seg, read_series
 
 # The Type 2 attributes of the Patient and General Study modules that highdicom copies from the
 # slices, each of which an anonymiser may remove.
@@ -36,6 +38,102 @@ def series_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def series(series_folder):
     return read_series(series_folder)
+
+
+@pytest.fixture(scope="module")
+def seg_path(series, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("seg")
+    return export_seg(two_organs(series.volume), series, TABLE, folder / "SEG.dcm").path
+
+
+def _changed(seg_path, tmp_path, change):
+    dataset = pydicom.dcmread(seg_path)
+    change(dataset)
+    path = tmp_path / "SEG_changed.dcm"
+    dataset.save_as(path)
+    return path
+
+
+def _refusal(series, path) -> str:
+    with pytest.raises(DicomError) as error:
+        import_seg(path, series, TABLE)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path}: "), message
+    return message
+
+
+@pytest.mark.parametrize(
+    "offset, distance",
+    [((10, 0, 0), "10 mm"), ((0, 0, 2.5), "2.5 mm"), ((0, 0.3, 0), "0.3 mm")],  # 0.3 mm: a third of a row
+)
+def test_a_frame_off_the_slice_it_references_is_refused(series, seg_path, tmp_path, offset, distance):
+    def move_third_frame(dataset):
+        shift(dataset.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence[0], offset)
+
+    message = _refusal(series, _changed(seg_path, tmp_path, move_third_frame))
+    assert f"frame 3 lies {distance} from the slice it references" in message
+
+
+def test_frames_within_a_tenth_of_a_voxel_of_their_slices_are_read(series, seg_path, tmp_path):
+    # as a writer that places frames on the regular grid, not on each (slightly jittered) slice
+    def nudge_every_frame(dataset):
+        for group in dataset.PerFrameFunctionalGroupsSequence:
+            shift(group.PlanePositionSequence[0], (0.07, -0.08, 0.2))  # 0.09, 0.09, 0.08 of a voxel
+
+    result = import_seg(_changed(seg_path, tmp_path, nudge_every_frame), series, TABLE)
+    np.testing.assert_array_equal(result.labels.array, two_organs(series.volume).array)
+
+
+def _shared_spacing(dataset):
+    dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing = ["1.8", "1.6"]
+
+
+def _shared_orientation(dataset):  # turned 90 degrees in its plane
+    dataset.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient = [
+        "0", "1", "0", "-1", "0", "0"
+    ]  # fmt: skip
+
+
+def _one_frame_spacing(dataset):
+    measures = pydicom.Dataset()
+    measures.PixelSpacing = ["0.9", "0.9"]
+    measures.SliceThickness = "2.5"
+    dataset.PerFrameFunctionalGroupsSequence[1].PixelMeasuresSequence = [measures]
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (_shared_spacing, "its pixel spacing 1.8 x 1.6 mm is not the series' 0.9 x 0.8 mm"),
+        (_one_frame_spacing, "frame 2's pixel spacing 0.9 x 0.9 mm is not the series' 0.9 x 0.8 mm"),
+        (
+            _shared_orientation,
+            "its image orientation (0, 1, 0, -1, 0, 0) is not the series' (1, 0, 0, 0, 1, 0)",
+        ),
+    ],
+)
+def test_frames_of_another_pixel_spacing_or_orientation_are_refused(
+    series, seg_path, tmp_path, change, words
+):
+    assert words in _refusal(series, _changed(seg_path, tmp_path, change))
+
+
+def test_frames_of_another_size_are_one_line_not_a_traceback(series_folder, seg_path, tmp_path, capsys):
+    def coarser(dataset):  # a SEG made on the series resampled to half its pixels
+        frames = dataset.pixel_array.reshape(-1, *SHAPE[1:])[:, ::2, ::2]
+        dataset.Rows, dataset.Columns = frames.shape[1:]
+        _shared_spacing(dataset)
+        dataset.PixelData = pack_bits(frames.ravel())
+
+    path = _changed(seg_path, tmp_path, coarser)
+    out = tmp_path / "labels.nii.gz"
+    code = main(["seg", "import", str(path), "--dicom", str(series_folder), "-o", str(out)])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and not out.exists()
+    assert lines == [
+        f"cgs seg: error: {path}: its frames are 12 x 16 pixels (rows x columns), the series' slices "
+        "24 x 32 (a SEG made on another grid)"
+    ]
 
 
 def _binary_seg(series, masks: dict[str, np.ndarray], path):
