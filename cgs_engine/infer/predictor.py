@@ -17,7 +17,7 @@ from cgs_engine.normalize import Normalization
 from cgs_engine.orientation import Reorientation
 from cgs_engine.review.error_model import error_model_for
 from cgs_engine.review.likely_wrong import ErrorEstimate, estimate_errors
-from cgs_engine.review.prediction import network_maps
+from cgs_engine.review.prediction import canonical_network_maps
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
 
@@ -140,7 +140,9 @@ class Predictor:
             evidence={name: volume.like(array, "map") for name, array in evidence.items()},
         )
         if want_maps:
-            read = network_maps(prediction, image, normalize)
-            prediction.errors = estimate_errors(read, volume.geometry.spacing[::-1], self.error_model)
+            read, spacing, turn = canonical_network_maps(prediction, image, normalize)
+            errors = estimate_errors(read, spacing, self.error_model)
+            errors.map = np.ascontiguousarray(turn.from_canonical(errors.map))
+            prediction.errors = errors
         prediction.seconds = time.perf_counter() - started
         return prediction

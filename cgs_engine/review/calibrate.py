@@ -20,7 +20,7 @@ from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.ranking import average_precision, error_band
 from cgs_engine.review.error_features import ErrorEvidence, collect_evidence, size_column
 from cgs_engine.review.error_model import ErrorModel, fit_error_model
-from cgs_engine.review.prediction import network_maps
+from cgs_engine.review.prediction import canonical_network_maps
 
 BAND = 3.0  # voxels: the rows are the voxels a contour reviewer looks at (as the benchmark scores)
 # L2 penalties tried by "auto": each scored by leave-one-case-out average precision on the cases
@@ -64,10 +64,10 @@ def calibration_case(
     prediction = predictor.predict(volume, maps=True, normalized=normalized)
     if prediction.disagreement is None:
         raise CGSError("the model has no specialist heads: it has no disagreement to calibrate")
-    labels = prediction.labels.array
     normalize = None if normalized else predictor.normalization.slab_normalizer(volume.array)
-    spacing = tuple(volume.geometry.spacing[::-1])
-    evidence = collect_evidence(network_maps(prediction, volume.array, normalize), spacing)
+    maps, spacing, turn = canonical_network_maps(prediction, volume.array, normalize)
+    evidence = collect_evidence(maps, spacing)  # read as Predictor.predict reads it: canonical
+    labels, reference = maps.labels, np.ascontiguousarray(turn.to_canonical(reference))
     band = evidence.take(error_band(labels, reference, BAND))
     in_band = sampled_rows(band, name)
     wrong = evidence.take(labels != reference)[in_band]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from cgs_engine.orientation import Reorientation
 from cgs_engine.review.error_features import NetworkMaps
 from cgs_engine.review.regions import find_regions_with_map, slice_profile
 
@@ -33,6 +35,35 @@ def network_maps(prediction: Any, image: np.ndarray, normalize=None) -> NetworkM
         image=image,
         normalize=normalize,
     )
+
+
+def canonical_network_maps(
+    prediction: Any, image: np.ndarray, normalize=None
+) -> tuple[NetworkMaps, tuple[float, float, float], Reorientation]:
+    """:func:`network_maps` in the canonical layout (axis 0 from the feet to the head), its voxel
+    spacing (z, y, x) there, and the reorientation that takes results back to the file's layout.
+
+    The error model reads axis 0 as the axial slice axis (an organ's extent along it, its cross
+    sections), as in the stores it is fitted on: on a sagittally stored scan it read sagittal
+    slices, and the likely-wrong map, its figures and the review queue changed with the storage."""
+    geometry = prediction.labels.geometry
+    turn = Reorientation.of(geometry)
+    maps = network_maps(prediction, image, normalize)
+    spacing = turn.canonical_geometry(geometry, prediction.labels.array.shape).spacing[::-1]
+    if turn.is_identity:
+        return maps, spacing, turn
+
+    def canonical(array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(turn.to_canonical(array))
+
+    turned = {
+        name: canonical(getattr(maps, name))
+        for name in ("labels", "confidence", "background", "margin", "disagreement")
+    }
+    turned["generalist_vs_specialists"] = canonical(maps.generalist_vs_specialists)
+    turned["image"] = canonical(maps.image)
+    specialists = {class_id: canonical(array) for class_id, array in maps.specialist_maps.items()}
+    return replace(maps, **turned, specialist_maps=specialists), spacing, turn
 
 
 def analyse_prediction(prediction: Any) -> tuple[list[Any], np.ndarray | None, np.ndarray | None]:

@@ -11,6 +11,7 @@ from review_model import GEOMETRY, checkpoint, image
 
 from cgs_engine.infer import Predictor
 from cgs_engine.orientation import Reorientation, canonical_volume
+from cgs_engine.review.error_model import ErrorModel, design_names
 from cgs_engine.volume import Geometry, Volume
 
 AXIS_ALIGNED = [
@@ -59,7 +60,13 @@ def test_oblique_scans_get_a_permutation_and_keep_their_tilt():
 def test_a_scan_stored_mirrored_or_sagittally_gets_the_same_prediction_in_the_world():
     """The same anatomy stored another way must not change which organ is where (left/right)."""
     predictor = Predictor(checkpoint(), device="cpu")
+    names = design_names(len(predictor.class_names))  # every feature weighs: a fitted model's stand-in
+    weights = np.random.default_rng(4).normal(size=len(names)).tolist()
+    predictor.error_model = ErrorModel(
+        list(predictor.class_names), names, [0.0] * len(names), [1.0] * len(names), weights, -1.0, {}
+    )
     plain = predictor.predict(Volume(image(), GEOMETRY), maps=True)
+    assert plain.errors.calibrated and plain.errors.organs
     raw = image()
     for perm, signs in [((0, 1, 2), (-1, 1, 1)), ((0, 1, 2), (-1, -1, 1)), ((2, 1, 0), (1, 1, 1))]:
         turn = Reorientation.of(Geometry(direction=_direction(perm, signs)))
@@ -73,3 +80,12 @@ def test_a_scan_stored_mirrored_or_sagittally_gets_the_same_prediction_in_the_wo
         for name, volume in plain.specialist_maps.items():
             np.testing.assert_array_equal(turn.to_canonical(other.specialist_maps[name].array), volume.array)
         np.testing.assert_array_equal(turn.to_canonical(other.disagreement.array), plain.disagreement.array)
+        # the likely-wrong map and its figures read the axial slices whatever the storage order (a
+        # sagittal file gave up to 114/255 other values and other estimated Dice per organ)
+        np.testing.assert_array_equal(turn.to_canonical(other.errors.map), plain.errors.map)
+        assert other.errors.map.shape == stored.shape and other.errors.map.flags.c_contiguous
+        for class_id, figures in plain.errors.organs.items():
+            assert other.errors.organs[class_id].likely_wrong_ml == pytest.approx(figures.likely_wrong_ml)
+            assert other.errors.organs[class_id].estimated_dice == pytest.approx(
+                figures.estimated_dice, nan_ok=True
+            )
