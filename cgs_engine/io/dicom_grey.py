@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 
 from .dicom_folder import quiet_pydicom
@@ -66,6 +65,8 @@ def _rescale(header: Any) -> tuple[float, float]:
 
 
 def _stored_values(path: Path) -> np.ndarray:
+    import pydicom  # only for this rare series: the CLI starts without loading pydicom
+
     try:
         with quiet_pydicom():
             return np.asarray(pydicom.dcmread(path).pixel_array, dtype=np.float64)
