@@ -99,6 +99,10 @@ def test_is_close_tolerates_float32_rounding_only():
     assert rounded.is_close(OBLIQUE_GEOMETRY)
     shifted = Geometry(OBLIQUE_GEOMETRY.spacing, (-12.5, 33.25, 101.1), OBLIQUE_GEOMETRY.direction)
     assert not shifted.is_close(OBLIQUE_GEOMETRY)
+    # far from the scanner's centre: float32 rounding passes, a whole voxel (1 mm) does not
+    far = Geometry((1.0, 1.0, 1.0), (2e5, -3e5, 1e5))
+    assert Geometry((1.0, 1.0, 1.0), tuple(float(v) for v in np.float32(far.origin))).is_close(far)
+    assert not Geometry((1.0, 1.0, 1.0), (2e5 + 1.0, -3e5, 1e5)).is_close(far)
 
 
 def test_volume_requires_3d_array_and_known_kind():
