@@ -8,7 +8,9 @@ series: same frame of reference, the same series if it names one, and contours o
 Every contour that does not reach the label map is counted by reason (:class:`DroppedContours`)
 and reported, never lost silently: open curves and points, contours of fewer than 3 points,
 contours wholly off the image (and, separately, those cut at its edge), ROIs of another frame of
-reference, contours of ROIs the set does not name.
+reference, contours of ROIs the set does not name. Contours of one ROI on one slice that repeat
+or partly overlap each other are read as their union (a contour inside another is a hole) and
+reported by slice.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from cgs_engine.classes.organs import Code
 from cgs_engine.classes.table import ClassEntry, ClassTable
 from cgs_engine.volume import Volume
 
-from .contours import fill_contours
+from .contours import fill_slice
 from .errors import DicomError
 from .matching import label_map, match_structure, one_per_class, overlap_warning
 from .names import shown_name, structure_names
@@ -56,10 +58,14 @@ class ImportedROI:
 
 @dataclass
 class DroppedContours:
-    """Contours left out of the label map: reason -> ROI name -> count (and those cut at the edge)."""
+    """Contours left out of the label map: reason -> ROI name -> count (and those cut at the edge,
+    and the slices where contours repeat or overlap and were read as their union)."""
 
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     clipped: dict[str, int] = field(default_factory=dict)
+    # ROI name -> slice indices where two of its contours repeat / partly overlap each other
+    repeated: dict[str, list[int]] = field(default_factory=dict)
+    overlapping: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, reason: str, roi_name: str, count: int = 1) -> None:
         if count:
@@ -83,6 +89,16 @@ class DroppedContours:
             found.append(
                 f"{_contours(sum(self.clipped.values()))} reaching beyond the image, cut at its edge: "
                 f"{_listed(self.clipped)}"
+            )
+        if self.repeated:
+            found.append(
+                "contours of one ROI repeated on a slice (the same pixels twice), read once: "
+                f"{_slices(self.repeated)}"
+            )
+        if self.overlapping:
+            found.append(
+                "contours of one ROI partly overlapping on a slice, read as their union (not as a hole): "
+                f"{_slices(self.overlapping)}"
             )
         return found
 
@@ -244,8 +260,13 @@ def _roi_mask(
             dropped.clipped[roi_name] = dropped.clipped.get(roi_name, 0) + 1
         per_slice[plane].append(polygon)
     mask = np.zeros((depth, rows, columns), dtype=bool)
-    for plane, polygons in per_slice.items():
-        mask[plane] = fill_contours(polygons, (rows, columns))
+    for plane in sorted(per_slice):
+        filled = fill_slice(per_slice[plane], (rows, columns))
+        mask[plane] = filled.mask
+        if filled.repeated:
+            dropped.repeated.setdefault(roi_name, []).append(plane)
+        if filled.overlapping:
+            dropped.overlapping.setdefault(roi_name, []).append(plane)
     return mask
 
 
@@ -302,3 +323,16 @@ def _contours(count: int) -> str:
 
 def _listed(per_roi: dict[str, int]) -> str:
     return ", ".join(f"{shown_name(roi)} {count}" for roi, count in per_roi.items())
+
+
+def _slices(per_roi: dict[str, list[int]]) -> str:
+    """``Brainstem slice 2; SpinalCord slices 3-5, 9`` (slice indices from 0, as in the errors)."""
+    listed = []
+    for roi, planes in per_roi.items():
+        runs, first = [], planes[0]
+        for previous, plane in zip(planes, [*planes[1:], None], strict=True):
+            if plane != previous + 1:  # a run of consecutive slices ends at previous
+                runs.append(str(first) if first == previous else f"{first}-{previous}")
+                first = plane
+        listed.append(f"{shown_name(roi)} slice{'s' if len(planes) > 1 else ''} {', '.join(runs)}")
+    return "; ".join(listed)

@@ -1,0 +1,165 @@
+"""RTSTRUCT contours that planning systems write and the even-odd rule misread: one polygon stored
+twice on a slice, islands drawn across each other. Each is read as the organ it draws (a union,
+not a hole) and reported; holes still read as holes."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pydicom
+import pytest
+from dicom_rt_cases import TABLE, two_organs
+from dicom_series_cases import SHAPE, good_series
+
+from cgs_engine.dicom import export_rtstruct, import_rtstruct, read_series
+from cgs_engine.dicom.contours import fill_contours, trace_contours
+
+BRAINSTEM_BOX = 10 * 12  # voxels per slice of two_organs' Brainstem, slices 2-5
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The small series and an RTSTRUCT of two_organs on it."""
+    root = tmp_path_factory.mktemp("contours")
+    series = read_series(good_series(root / "series"))
+    path = export_rtstruct(two_organs(series.volume), series, TABLE, root / "RS.dcm").path
+    return series, path
+
+
+def square(top: float, left: float, bottom: float, right: float) -> np.ndarray:
+    """A (row, column) polygon in pixel indices."""
+    return np.array([[top, left], [top, right], [bottom, right], [bottom, left]], dtype=float)
+
+
+def brainstem_contour(dataset, plane: int, series):
+    """The Brainstem contour item on slice ``plane`` (its ContourImageSequence names that slice)."""
+    uid = series.slices[plane].sop_instance_uid
+    for item in dataset.ROIContourSequence[0].ContourSequence:
+        if item.ContourImageSequence[0].ReferencedSOPInstanceUID == uid:
+            return item
+    raise AssertionError(f"no Brainstem contour on slice {plane}")
+
+
+def add_contour(dataset, series, plane: int, polygon: np.ndarray | None = None) -> None:
+    """A copy of the Brainstem contour of slice ``plane`` added to the Brainstem, with ``polygon``
+    (row, column pixel indices) as its points if given."""
+    item = copy.deepcopy(brainstem_contour(dataset, plane, series))
+    if polygon is not None:
+        set_points(item, series, plane, polygon)
+    dataset.ROIContourSequence[0].ContourSequence.append(item)
+
+
+def set_points(item, series, plane: int, polygon: np.ndarray) -> None:
+    geometry = series.volume.geometry
+    index = np.column_stack([polygon[:, 1], polygon[:, 0], np.full(len(polygon), plane)])  # x, y, z
+    points = index @ (geometry.direction_matrix @ np.diag(geometry.spacing)).T + geometry.origin
+    item.ContourData = [f"{value:.4f}" for value in points.ravel()]
+    item.NumberOfContourPoints = len(polygon)
+
+
+def changed_import(exported, tmp_path, change):
+    series, path = exported
+    dataset = pydicom.dcmread(path)
+    change(dataset, series)
+    target = tmp_path / "RS_changed.dcm"
+    dataset.save_as(target)
+    return import_rtstruct(target, series, TABLE)
+
+
+def brainstem_per_slice(result) -> list[int]:
+    return [int((result.labels.array[plane] == 1).sum()) for plane in range(SHAPE[0])]
+
+
+def test_a_contour_stored_twice_keeps_its_slice_and_is_reported(exported, tmp_path):
+    # the even-odd rule erased slice 3 of the organ without a word
+    result = changed_import(exported, tmp_path, lambda dataset, series: add_contour(dataset, series, 3))
+    assert brainstem_per_slice(result) == [0, 0] + [BRAINSTEM_BOX] * 4 + [0, 0]
+    assert result.warnings == [
+        "contours of one ROI repeated on a slice (the same pixels twice), read once: Brainstem slice 3"
+    ]
+
+
+def test_islands_drawn_across_each_other_are_their_union(exported, tmp_path):
+    # a second island over the upper left corner of the box (rows 5-14, columns 8-19) on slice 4,
+    # clear of the SpinalCord
+    island = square(1.5, 2.5, 7.5, 9.5)  # rows 2-7, columns 3-9: 6 x 7 pixels, 3 x 2 shared
+    result = changed_import(
+        exported, tmp_path, lambda dataset, series: add_contour(dataset, series, 4, island)
+    )
+    expected = np.zeros(SHAPE[1:], bool)
+    expected[5:15, 8:20] = True
+    expected[2:8, 3:10] = True
+    assert np.array_equal(result.labels.array[4] == 1, expected)  # 120 + 42 - 6, not 120 + 42 - 12
+    assert result.warnings == [
+        "contours of one ROI partly overlapping on a slice, read as their union (not as a hole): "
+        "Brainstem slice 4"
+    ]
+
+
+def test_repeats_and_overlaps_are_named_by_slice_runs(exported, tmp_path):
+    def change(dataset, series):
+        for plane in (2, 3, 5):
+            add_contour(dataset, series, plane)
+
+    result = changed_import(exported, tmp_path, change)
+    assert brainstem_per_slice(result)[2:6] == [BRAINSTEM_BOX] * 4
+    assert result.warnings[0].endswith("read once: Brainstem slices 2-3, 5")
+
+
+def test_holes_and_islands_in_holes_read_as_before_whatever_their_winding(exported, tmp_path):
+    series, _ = exported
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[3, 2:22, 2:30] = 1  # an island, a hole in it, an island in the hole, its hole
+    labels[3, 5:19, 6:26] = 0
+    labels[3, 7:17, 9:23] = 1
+    labels[3, 9:15, 12:20] = 0
+    labels[4, 2:10, 2:10] = 1  # and two islands apart
+    labels[4, 12:20, 12:30] = 1
+    path = export_rtstruct(series.volume.like(labels, "labels"), series, TABLE, tmp_path / "holes.dcm").path
+    assert np.array_equal(import_rtstruct(path, series, TABLE).labels.array, labels)
+    dataset = pydicom.dcmread(path)
+    for item in dataset.ROIContourSequence[0].ContourSequence:
+        points = np.asarray(item.ContourData, dtype=float).reshape(-1, 3)
+        item.ContourData = [f"{value:.4f}" for value in points[::-1].ravel()]  # all one winding
+    dataset.save_as(tmp_path / "reversed.dcm")
+    result = import_rtstruct(tmp_path / "reversed.dcm", series, TABLE)
+    assert np.array_equal(result.labels.array, labels) and result.warnings == []
+
+
+def test_fill_slice_reads_nesting_not_parity():
+    from cgs_engine.dicom.contours import fill_slice  # here: the module's other tests run on old code too
+
+    outer, hole, island = (
+        square(1.5, 1.5, 12.5, 12.5),
+        square(3.5, 3.5, 10.5, 10.5),
+        square(5.5, 5.5, 8.5, 8.5),
+    )
+    nested = fill_slice([island, outer, hole], (15, 15))  # in any order
+    assert np.array_equal(
+        nested.mask,
+        fill_contours([outer], (15, 15))
+        ^ fill_contours([hole], (15, 15))
+        ^ fill_contours([island], (15, 15)),
+    )
+    assert (nested.repeated, nested.overlapping, nested.empty) == (0, 0, 0)
+    twice = fill_slice([outer, hole, hole[::-1]], (15, 15))  # a hole stored twice stays one hole
+    assert twice.mask.sum() == 11 * 11 - 7 * 7 and twice.repeated == 1
+    # a ring thinner than a pixel holds no pixel centre: inner and outer cover the same pixels, yet
+    # the inner lies inside: a hole, as before (nothing), not a repeat (the whole square)
+    ring = fill_slice([square(1.5, 1.5, 6.5, 6.5), square(1.8, 1.8, 6.2, 6.2)], (9, 9))
+    assert ring.mask.sum() == 0 and ring.repeated == 0
+    # a twin with rounding noise, each vertex 0.01 pixels off, is a repeat, not a hole
+    noisy = fill_slice([outer, outer + 0.01 * np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]])], (15, 15))
+    assert noisy.mask.sum() == 11 * 11 and noisy.repeated == 1
+
+
+def test_traced_masks_still_fill_back_exactly():
+    from cgs_engine.dicom.contours import fill_slice
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        mask = rng.random((19, 21)) < rng.uniform(0.1, 0.9)
+        filled = fill_slice(trace_contours(mask), mask.shape)
+        assert np.array_equal(filled.mask, mask)
+        assert (filled.repeated, filled.overlapping, filled.empty) == (0, 0, 0)
