@@ -7,10 +7,10 @@ the lower class id wins (as in the OpenKBP label maps). The structure set must b
 series: same frame of reference, the same series if it names one, and contours on its slices.
 Every contour that does not reach the label map is counted by reason (:class:`DroppedContours`)
 and reported, never lost silently: open curves and points, contours of fewer than 3 points,
-contours wholly off the image (and, separately, those cut at its edge), ROIs of another frame of
-reference, contours of ROIs the set does not name. Contours of one ROI on one slice that repeat
-or partly overlap each other are read as their union (a contour inside another is a hole) and
-reported by slice.
+contours wholly off the image (and, separately, those cut at its edge), contours enclosing no
+pixel centre, ROIs of another frame of reference, contours of ROIs the set does not name. Contours
+of one ROI on one slice that repeat or partly overlap each other are read as their union (a
+contour inside another is a hole) and reported by slice.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ DROP_REASONS = {
     "not closed": "not closed (OPEN_PLANAR, OPEN_NONPLANAR or POINT), so enclosing no area",
     "too few points": "with fewer than 3 points",
     "off the image": "wholly outside the image",
+    # Reported, not widened: no rule of the project gives a structure narrower than a pixel the
+    # pixel nearest to it (SEG and the editors have none either).
+    "no voxel": "enclosing no pixel centre (narrower than a pixel), so reaching no voxel",
     "other frame": "of ROIs drawn in another frame of reference",
     "unnamed ROI": "of ROI numbers the structure set does not name",
     "no class": "of ROIs that no class of the table stands for",
@@ -263,6 +266,7 @@ def _roi_mask(
     for plane in sorted(per_slice):
         filled = fill_slice(per_slice[plane], (rows, columns))
         mask[plane] = filled.mask
+        dropped.add("no voxel", roi_name, filled.empty)
         if filled.repeated:
             dropped.repeated.setdefault(roi_name, []).append(plane)
         if filled.overlapping:

@@ -1,6 +1,6 @@
 """RTSTRUCT contours that planning systems write and the even-odd rule misread: one polygon stored
-twice on a slice, islands drawn across each other. Each is read as the organ it draws (a union,
-not a hole) and reported; holes still read as holes."""
+twice on a slice, islands drawn across each other, structures narrower than a pixel. Each is read
+as the organ it draws (a union, not a hole) or reported; holes still read as holes."""
 
 from __future__ import annotations
 
@@ -125,6 +125,39 @@ def test_holes_and_islands_in_holes_read_as_before_whatever_their_winding(export
     dataset.save_as(tmp_path / "reversed.dcm")
     result = import_rtstruct(tmp_path / "reversed.dcm", series, TABLE)
     assert np.array_equal(result.labels.array, labels) and result.warnings == []
+
+
+def test_contours_narrower_than_a_pixel_are_counted_and_warned(exported, tmp_path):
+    # 0.6 pixels wide, between the pixel centres of rows 20-21 and columns 3-4: no centre inside
+    tiny = square(20.2, 3.2, 20.8, 3.8)
+
+    def change(dataset, series):
+        add_contour(dataset, series, 2, tiny)
+        add_contour(dataset, series, 3, tiny)
+
+    result = changed_import(exported, tmp_path, change)
+    assert brainstem_per_slice(result) == [0, 0] + [BRAINSTEM_BOX] * 4 + [0, 0]
+    assert result.dropped.counts["no voxel"] == {"Brainstem": 2}
+    assert result.warnings == [
+        "2 contours left out, enclosing no pixel centre (narrower than a pixel), so reaching no voxel: "
+        "Brainstem 2"
+    ]
+
+
+def test_an_roi_of_only_such_contours_is_not_a_silent_empty_organ(exported, tmp_path):
+    def change(dataset, series):
+        for item in dataset.ROIContourSequence[1].ContourSequence:  # SpinalCord, slices 3 and 4
+            plane = [slice.sop_instance_uid for slice in series.slices].index(
+                item.ContourImageSequence[0].ReferencedSOPInstanceUID
+            )
+            set_points(item, series, plane, square(12.1, 22.1, 12.9, 22.9))
+
+    result = changed_import(exported, tmp_path, change)
+    assert [(roi.roi_name, roi.voxels) for roi in result.rois] == [
+        ("Brainstem", 4 * BRAINSTEM_BOX),
+        ("SpinalCord", 0),
+    ]
+    assert any(line.endswith("reaching no voxel: SpinalCord 2") for line in result.warnings), result.warnings
 
 
 def test_fill_slice_reads_nesting_not_parity():
