@@ -71,7 +71,8 @@ class UnlabeledRecords:
         warn: Callable[[str], None] | None = None,
         listed: Collection[str | os.PathLike] = (),
     ) -> list[UnlabeledScan]:
-        """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped.
+        """Reference unlabeled scans (files or DICOM folders); already-listed paths are skipped (taken
+        again, with a warning, where the file changed since it was listed).
 
         ``scope`` (the active model's training scope, ``ModelCheckpoint.scope``) and ``warn``: each
         scan unlike the model's training data (an MR for a CT model, another body region) is added
@@ -110,10 +111,18 @@ class UnlabeledRecords:
             known = {scan.path for scan in scans}
             added = []
             for path in checked:
-                if path in known:
-                    continue
                 scan = UnlabeledScan(path, now_iso(), scan_fingerprint(path))
-                scans.append(scan)
+                if path in known:
+                    index = next(i for i, listed in enumerate(scans) if listed.path == path)
+                    if scans[index].problem() is None:
+                        continue
+                    # changed since it was added: every retrain left it out, and adding it again
+                    # said "added 0"; it was read and checked above, so it is taken as it is now
+                    scans[index] = scan
+                    if warn is not None:
+                        warn(f"{path}: changed since it was added; taken as it is now")
+                else:
+                    scans.append(scan)
                 added.append(scan)
                 known.add(path)
             if added:

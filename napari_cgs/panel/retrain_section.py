@@ -588,10 +588,14 @@ class RetrainSection(QGroupBox):
             return project.add_unlabeled(scans, warn=left_out.append, listed=scans)
 
         def added(scans: list[Any]) -> None:
-            maps = f" Left out {len(left_out)} label map(s): hover here." if left_out else ""
+            maps = sum(line.endswith("; left out") for line in left_out)  # the others: taken again
+            parts = [f"Left out {maps} label map(s)"] if maps else []
+            if len(left_out) > maps:
+                parts.append(f"{len(left_out) - maps} changed since added, taken again")
+            notes = f" {'; '.join(parts)}: hover here." if parts else ""
             self._say(
                 f"Added {len(scans)} unlabeled scan(s) from {folder.name}; "
-                f"the project references {len(project.unlabeled())}.{maps}",
+                f"the project references {len(project.unlabeled())}.{notes}",
                 "\n".join(left_out) or str(folder),
             )
             self.refresh()

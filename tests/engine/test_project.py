@@ -14,7 +14,7 @@ from synthetic import CLASS_NAMES, synthetic_volume
 
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint, save_checkpoint
 from cgs_engine.cli.main import main
-from cgs_engine.io import write_volume
+from cgs_engine.io import read_volume, write_volume
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.normalize import Normalization
 from cgs_engine.project import Project, ProjectError
@@ -198,6 +198,22 @@ def test_unlabeled_scans_are_referenced_and_checked(tmp_path):
     assert reopened.unlabeled()[1].problem() == "missing"
     assert any("scan1.nii.gz: unlabeled scan is missing" in p for p in reopened.problems)
     assert project.remove_unlabeled([tmp_path / "scan1.nii.gz"]) == 1 and len(project.unlabeled()) == 1
+
+
+def test_an_unlabeled_scan_changed_since_it_was_added_is_taken_again_when_added_again(tmp_path):
+    """Each retrain left a changed scan out ("changed since it was added"), and adding it again
+    said "added 0": there was no way to take it as it is now but to remove it first."""
+    project = make_project(tmp_path, corrections=0, unlabeled=2)
+    path = project.unlabeled()[0].path
+    volume = read_volume(path)
+    write_volume(Volume(volume.array + 1, volume.geometry), path, overwrite=True)
+    assert project.unlabeled()[0].problem() == "changed since it was added"
+    warnings: list[str] = []
+    again = project.add_unlabeled([path], warn=warnings.append)
+    assert [scan.path for scan in again] == [path] and "changed since it was added" in warnings[0]
+    assert [scan.path.name for scan in project.unlabeled()] == ["scan0.nii.gz", "scan1.nii.gz"]
+    assert all(scan.problem() is None for scan in project.unlabeled())
+    assert project.add_unlabeled([path]) == []
 
 
 def test_retrain_suggestion_is_opt_in(tmp_path):
