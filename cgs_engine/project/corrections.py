@@ -6,6 +6,7 @@ atomically on every save, and a new ``revision`` tells retraining which correcti
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -63,6 +64,16 @@ class Correction:
     image: Volume  # raw intensities as read, with their geometry
     labels: np.ndarray  # uint8 class ids
     review: np.ndarray  # uint8: 0 ignored, 1 ACCEPTED (model output a person checked), 2 EDITED
+
+
+def correction_content(correction: Correction) -> str:
+    """sha256 of what a correction teaches: its image (fingerprint), labels and review mask. Saving
+    the same correction again gives it a new revision but the same content."""
+    digest = hashlib.sha256(correction.info.image_fingerprint.encode())
+    for array in (correction.labels, correction.review):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
 
 
 class CorrectionRecords:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cgs_engine.project.corrections import correction_content
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
 from cgs_engine.retrain.keep import keep_version
@@ -158,11 +159,15 @@ def _refuse_changed_corrections(project: Project, run: Path) -> None:
     Such a run is set aside (not offered for resuming again) and the resume refused."""
     plan = read_json(run / "plan.json", "retrain plan")
     now = {info.name: info.revision for info in project.corrections()}
-    changed = [
-        f"{name!r} was {'removed' if name not in now else 'saved again'}"
-        for name, revision in plan.get("corrections_used", {}).items()
-        if now.get(name) != revision
-    ]
+    contents = plan.get("corrections_content", {})
+    changed = []
+    for name, revision in plan.get("corrections_used", {}).items():
+        if name not in now:
+            changed.append(f"{name!r} was removed")
+        elif now[name] != revision and contents.get(name) != correction_content(
+            project.read_correction(name)
+        ):
+            changed.append(f"{name!r} was saved again, changed")  # unchanged: resumable
     if changed:
         write_json_atomically(run / "finished.json", {"outcome": "abandoned", "at": now_iso()})
         raise ProjectError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,11 @@ import numpy as np
 from cgs_engine.errors import CGSError
 from cgs_engine.io import read_volume
 from cgs_engine.orientation import Reorientation, canonical_volume
+from cgs_engine.project.corrections import correction_content
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError
 from cgs_engine.retrain.heldout import choose_heldout_volumes, heldout_slices, judging_weights
+from cgs_engine.review.session import image_fingerprint
 from cgs_engine.store import SliceStore
 
 NOTHING_TO_TRAIN = "no corrected volumes with reviewed voxels to train on"
@@ -24,7 +27,7 @@ class CancelledWhilePreparing(Exception):
 
 def build_store(project: Project, store_path: Path, stop_requested, warn) -> dict[str, Any]:
     """Write the run's training store; returns the plan (what went in, what is held out)."""
-    usable = _usable_corrections(project, warn)
+    usable = _with_fingerprints(project, _usable_corrections(project, warn))
     fraction = float(project.settings["heldout_fraction"])
     scans = [c.image_fingerprint for c in usable]
     heldout_volumes = set(choose_heldout_volumes([c.name for c in usable], fraction, scans))
@@ -32,6 +35,8 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
         store_path, project.class_names, project.normalization, project.class_colors
     ) as store:
         builder = _StoreBuilder(project, store, heldout_volumes, fraction, stop_requested, warn)
+        if not heldout_volumes:
+            builder.shared_heldout = _shared_heldout_slices(project, usable, fraction)
         prior = _add_prior(project, store, builder.heldout)
         weight = correction_weight(
             prior["slices"],
@@ -50,6 +55,7 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
         "prior_training": prior["train"],
         "correction_weight": weight,
         "corrections_used": {c.name: builder.revisions.get(c.name, c.revision) for c in usable},
+        "corrections_content": builder.contents,
         "unlabeled_used": builder.unlabeled_used,
     }
 
@@ -80,6 +86,8 @@ class _StoreBuilder:
         self.training_images: list[tuple[str, np.ndarray]] = []
         self.unlabeled_used: list[str] = []
         self.revisions: dict[str, str] = {}  # correction name -> the revision its data came from
+        self.contents: dict[str, str] = {}  # correction name -> correction_content of that data
+        self.shared_heldout: dict[str, np.ndarray] = {}  # slice hold-out of copies of one scan
 
     def add_correction(self, info, weight: float) -> None:
         if self.stop_requested():
@@ -90,6 +98,7 @@ class _StoreBuilder:
         # scan while a retrain prepares), it is these labels that train, so this revision is recorded
         info = correction.info
         self.revisions[info.name] = info.revision
+        self.contents[info.name] = correction_content(correction)
         # slices are cut along the canonical axial axis, as the network reads them (cgs_engine.orientation)
         turn = Reorientation.of(info.geometry)
         geometry = turn.canonical_geometry(info.geometry, correction.labels.shape)
@@ -104,7 +113,11 @@ class _StoreBuilder:
         reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
         unreviewed = np.setdiff1d(np.arange(len(review)), reviewed)
         if not self.heldout_volumes:
-            held = heldout_slices(reviewed, self.fraction, judging_weights(labels, review, reviewed))
+            shared = self.shared_heldout.get(info.name)
+            if shared is not None:  # a copy of another correction's scan: the same slices held out
+                held = np.intersect1d(reviewed, shared)
+            else:
+                held = heldout_slices(reviewed, self.fraction, judging_weights(labels, review, reviewed))
             if held.size:
                 name = f"{info.name}~heldout"
                 if _add_judging_volume(
@@ -114,16 +127,17 @@ class _StoreBuilder:
                 reviewed = np.setdiff1d(reviewed, held)
                 # no unreviewed slice from within or next to the held-out block
                 unreviewed = unreviewed[(unreviewed < held[0] - 1) | (unreviewed > held[-1] + 1)]
-        store.add_volume(
-            info.name,
-            image[reviewed],
-            labels[reviewed],
-            review[reviewed] > 0,
-            split="labeled",
-            source=source,
-            sampling_weight=weight,
-        )
-        self.training_images.append((info.name, image[reviewed]))
+        if reviewed.size:  # a copy of a scan may hold out every slice it has reviewed
+            store.add_volume(
+                info.name,
+                image[reviewed],
+                labels[reviewed],
+                review[reviewed] > 0,
+                split="labeled",
+                source=source,
+                sampling_weight=weight,
+            )
+            self.training_images.append((info.name, image[reviewed]))
         if unreviewed.size:
             store.add_volume(f"{info.name}~unreviewed", image[unreviewed], split="unlabeled", source=source)
             self.unlabeled_used.append(f"{source} (unreviewed slices)")
@@ -145,6 +159,42 @@ class _StoreBuilder:
         self.warn("no unlabeled images; the training corrections' images serve as the unlabeled pool")
         for name, image in self.training_images:
             self.store.add_volume(f"{name}~images", image, split="unlabeled", source=name)
+
+
+def _with_fingerprints(project: Project, usable: list) -> list:
+    """Corrections saved before their image's fingerprint was recorded get it now (from the image
+    they hold), so that copies of one scan are held out or trained on together."""
+    filled = []
+    for info in usable:
+        if not info.image_fingerprint:
+            image = project.read_correction(info.name).image
+            info = replace(info, image_fingerprint=image_fingerprint(np.asarray(image.array), image.geometry))
+        filled.append(info)
+    return filled
+
+
+def _shared_heldout_slices(project: Project, usable: list, fraction: float) -> dict[str, np.ndarray]:
+    """Slice hold-out (too few scans for whole volumes): the copies of one scan saved under several
+    names each held out their own block, and trained on the slices another copy held out. Each
+    copy now holds out the union of the copies' blocks (canonical slice indices, one image)."""
+    groups: dict[str, list] = {}
+    for info in usable:
+        groups.setdefault(info.image_fingerprint, []).append(info)
+    shared: dict[str, np.ndarray] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        blocks = []
+        for info in members:
+            correction = project.read_correction(info.name)
+            labels, review = Reorientation.of(info.geometry).canonical_copies(
+                correction.labels, correction.review
+            )
+            reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
+            blocks.append(heldout_slices(reviewed, fraction, judging_weights(labels, review, reviewed)))
+        union = np.unique(np.concatenate(blocks))
+        shared.update({info.name: union for info in members})
+    return shared
 
 
 def correction_weight(prior_slices: int, correction_slices: int, share: float) -> float:

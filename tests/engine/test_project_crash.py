@@ -168,7 +168,7 @@ def _killed_before_judging(project, monkeypatch) -> Path:
     return run
 
 
-@pytest.mark.parametrize("change", ["removed", "saved again"])
+@pytest.mark.parametrize("change", ["removed", "saved again, changed"])
 def test_resume_is_refused_when_a_correction_changed_since_the_run_started(tmp_path, monkeypatch, change):
     """A resumed run reused the data it built at its start: a correction the user removed went on
     being trained on and held out, and the version was judged on it, without a word."""
@@ -179,12 +179,25 @@ def test_resume_is_refused_when_a_correction_changed_since_the_run_started(tmp_p
         project.remove_correction(name)
     else:
         kept = project.read_correction(name)
-        project.add_correction(name, kept.image, kept.labels, kept.review, replace="yes")
+        labels = kept.labels.copy()
+        labels[labels == 1] = 0
+        project.add_correction(name, kept.image, labels, kept.review, replace="yes")
     with pytest.raises(ProjectError, match=f"cannot resume.*{name!r} was {change}"):
         retrain(project, resume=True)
     assert [v.id for v in project.versions()] == ["v0001"] and project.interrupted_run() is None
     result = retrain(project, iterations=2, settings=TINY_SETTINGS)  # a new retrain, as the error says
     assert result.version == "v0002" and project.version("v0002").run != run.name
+
+
+def test_a_correction_saved_again_unchanged_does_not_stop_a_resume(tmp_path, monkeypatch):
+    """Add as corrected pressed again on the same labels gives a new revision, not new content."""
+    project = make_project(tmp_path, corrections=3, unlabeled=0)
+    run = _killed_before_judging(project, monkeypatch)
+    name = project.corrections()[0].name
+    kept = project.read_correction(name)
+    project.add_correction(name, kept.image, kept.labels, kept.review, replace="yes")
+    result = retrain(project, resume=True)
+    assert result.resumed and result.run_dir == run and result.version == "v0002"
 
 
 def test_a_run_resumed_after_a_rollback_is_kept_inactive(tmp_path, monkeypatch):

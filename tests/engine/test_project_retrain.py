@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -417,3 +418,36 @@ def test_a_project_held_open_retrains_with_the_settings_on_disk(tmp_path):
     result = retrain(held, iterations=2)
     recorded = json.loads((result.run_dir / "train" / "config.json").read_text())["config"]
     assert recorded["lr"] == pytest.approx(3e-4)
+
+
+def _slices_of(array: np.ndarray) -> set[bytes]:
+    return {plane.tobytes() for plane in array}
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_copies_of_one_scan_hold_out_the_same_slices(tmp_path, recorded):
+    """One scan saved as "pt" and "pt (2)": with too few scans for whole volumes, each copy held out
+    its own block and trained on the slices the other held out (also for corrections saved before
+    image fingerprints were recorded)."""
+    from cgs_engine.retrain.training_store import build_store
+
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    image, label = synthetic_volume(np.random.default_rng(8))
+    first, second = np.zeros(label.shape, np.uint8), np.zeros(label.shape, np.uint8)
+    first[: len(label) * 2 // 3] = 2  # different slices reviewed, so different blocks of their own
+    second[len(label) // 3 :] = 2
+    project.add_correction("pt", Volume(image), label, first)
+    project.add_correction("pt (2)", Volume(image), label, second)
+    if not recorded:  # saved before the fingerprint was recorded
+        for info in project.corrections():
+            with h5py.File(info.path, "r+") as file:
+                del file.attrs["image_fingerprint"]
+        assert all(not info.image_fingerprint for info in project.corrections())
+    plan = build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
+    assert plan["heldout_mode"] == "slices"
+    with SliceStore.open(tmp_path / "store.h5") as store:
+        held = set().union(*(_slices_of(store.read_volume(name).image) for name in store.volume_names("val")))
+        trained = set().union(
+            *(_slices_of(store.read_volume(name).image) for name in store.volume_names("labeled"))
+        )
+    assert held and trained and not held & trained
