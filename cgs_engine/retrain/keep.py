@@ -67,7 +67,9 @@ def keep_version(
         )
     # The parent's calibrated error model, if it has one: inherited by a version without its own
     # (a few hundred fine-tuning steps move the weights little, and uncalibrated is worse).
-    inherited = None if active is None else sidecar_path(active.model_path)
+    # The parent is the version trained from: after a rollback meanwhile it is not the active one.
+    parent_version = next((v for v in project.versions() if v.id == parent), active) if parent else active
+    inherited = None if parent_version is None else sidecar_path(parent_version.model_path)
     inherited = inherited if inherited is not None and inherited.is_file() else None
     # Fitted outside the lock below (it predicts every labeled volume: a minute or two), and only
     # for a version that will be used; one kept inactive inherits its parent's, as before.
@@ -110,8 +112,10 @@ def keep_version(
         if fitted is not None:
             record["error_model"] = fitted_note
         else:
-            handed_down = _inherit_error_model(inherited, candidate, run, active and active.id)
-            record["error_model"] = None if handed_down is None else f"inherited from {active.id}"
+            handed_down = _inherit_error_model(
+                inherited, candidate, run, parent_version and parent_version.id
+            )
+            record["error_model"] = None if handed_down is None else f"inherited from {parent_version.id}"
             if fitted_note is not None:
                 record["error_model_not_fitted"] = fitted_note
         version = project.add_version(candidate, record, error_model=fitted or handed_down)

@@ -217,6 +217,9 @@ def test_a_run_resumed_after_a_rollback_is_kept_inactive(tmp_path, monkeypatch):
     assert result.version == "v0003" and not result.activated
     assert "trained from v0002, but v0001 was activated" in result.reason
     assert project.active_version().id == "v0001" and project.version("v0003").status == "rejected"
+    assert (
+        project.version("v0003").record["error_model"] == "inherited from v0002"
+    )  # its parent's, not v0001's
     retrain(project, iterations=2, settings=TINY_SETTINGS)  # a later retrain does not activate it
     assert project.active_version().id in ("v0001", "v0004")
 
