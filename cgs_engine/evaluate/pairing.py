@@ -83,7 +83,11 @@ def _table_names(folder: Path, name: str, predicted: str) -> bool:
         table = json.loads((folder / f"{name}_classes.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    labels = table.get("labels") if isinstance(table, dict) else None
+    if not isinstance(table, dict):
+        return False
+    labels = table.get("labels")
+    if labels is None:  # an older prediction's table names no map: NAME_classes.json is predict's
+        return isinstance(table.get("classes"), list)
     return isinstance(labels, str) and case_name(Path(labels)) == predicted
 
 

@@ -155,6 +155,9 @@ def test_predictions_written_beside_the_scans_are_paired_not_the_scans(tmp_path)
         ("pt_225", "pt_225.nii.gz"),  # its table names pt_225 itself: an edited map, the exact name
     ]
     assert result.missing_gt == ["pt_225_labels"]
+    (pred_dir / "pt_225_classes.json").write_text(json.dumps({"classes": []}))  # an older predict's
+    result = pair_files(pred_dir, gt_dir)
+    assert [pred.name for _, pred, _ in result.pairs] == ["pt_222_labels.nii.gz", "pt_225_labels.nii.gz"]
 
 
 def test_maps_written_by_predict_are_not_reported_as_unpaired(tmp_path):
