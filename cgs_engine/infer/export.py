@@ -9,6 +9,7 @@ class's map file, which ``cgs review`` reads.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from cgs_engine.classes.files import (
     write_class_file,
 )
 from cgs_engine.classes.table import ClassTable
-from cgs_engine.durable import write_json_atomically
+from cgs_engine.durable import fsync_dir, remove_stale_temp_files, staging_folder, write_json_atomically
 from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Prediction
 from cgs_engine.io import VolumeIOError, write_volume
@@ -116,30 +117,40 @@ def write_prediction(
     )
     check_targets(paths, overwrite)
     earlier_outputs = earlier_prediction_outputs(out_dir, stem) if overwrite else set()
-    jobs = []
-    if maps:
-        jobs += [(volume, paths[f"map:{name}"]) for name, volume in prediction.specialist_maps.items()]
-        if prediction.disagreement is not None:
-            jobs.append((prediction.disagreement, paths["disagreement"]))
-        if prediction.errors is not None:
-            jobs.append((prediction.labels.like(prediction.errors.map, "map"), paths["likely_wrong"]))
-    # gzip dominates writing and ITK releases the GIL: one file per core at a time
-    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-        list(pool.map(lambda job: write_volume(job[0], job[1], overwrite=overwrite), jobs))
     map_names = {
         class_id: paths[f"map:{name}"].name
         for class_id, name in enumerate(prediction.class_names)
         if f"map:{name}" in paths
     }
     entries = class_file_entries(prediction.class_names, class_colors, class_table, map_names)
-    # The labels and their class table last and back to back: the new labels beside the earlier
-    # prediction's table name its organs by the earlier model's ids (a kill while the maps were
-    # still being written left them so for 0.15 s; now for the few ms of one small JSON write).
-    write_volume(prediction.labels, paths["labels"], overwrite=overwrite)
-    write_class_file(paths["classes"], entries, paths["labels"], made_on)
-    if maps and prediction.errors is not None:
-        summary = prediction.errors.summary(list(prediction.class_names))
-        write_json_atomically(paths["likely_wrong_json"], summary)
+    # Every file is written into a private folder first and moved into place when all are there,
+    # the labels and their class table last: a kill while the maps were written left the new
+    # model's maps beside the earlier labels and table (or new labels beside the earlier table,
+    # naming its organs by the earlier model's ids), read together by `cgs review` and the panel.
+    with staging_folder(paths["labels"]) as staging:
+        staged = {key: staging / path.name for key, path in paths.items()}
+        jobs = []
+        if maps:
+            jobs += [(volume, staged[f"map:{name}"]) for name, volume in prediction.specialist_maps.items()]
+            if prediction.disagreement is not None:
+                jobs.append((prediction.disagreement, staged["disagreement"]))
+            if prediction.errors is not None:
+                jobs.append((prediction.labels.like(prediction.errors.map, "map"), staged["likely_wrong"]))
+        jobs.append((prediction.labels, staged["labels"]))
+        # gzip dominates writing and ITK releases the GIL: one file per core at a time
+        with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
+            list(pool.map(lambda job: write_volume(job[0], job[1]), jobs))
+        write_class_file(staged["classes"], entries, paths["labels"], made_on)
+        if maps and prediction.errors is not None:
+            summary = prediction.errors.summary(list(prediction.class_names))
+            write_json_atomically(staged["likely_wrong_json"], summary)
+        check_targets(paths, overwrite)  # none appeared meanwhile
+        last = ("labels", "classes")
+        for key in [key for key in paths if key not in last] + list(last):
+            if staged[key].exists():  # the likely-wrong files only where the model estimated them
+                os.replace(staged[key], paths[key])
+    fsync_dir(out_dir)
+    remove_stale_temp_files(out_dir, name=paths["labels"].name)  # a killed earlier prediction's folder
     if overwrite:
         # What an earlier prediction of this scan wrote and this one did not (its maps, when this
         # one ran without --maps; another model's classes) would be read beside the new labels by

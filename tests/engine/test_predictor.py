@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -124,26 +126,41 @@ def test_overwriting_keeps_the_users_own_files_that_share_the_name_pattern(volum
     assert paths["labels"].is_file() and not (tmp_path / "case_map_a.nii.gz").exists()
 
 
-def test_labels_and_their_class_file_are_written_last_and_back_to_back(volume, tmp_path, monkeypatch):
-    """`cgs predict --overwrite` killed while the maps were written left the new labels beside the
-    earlier model's class table (its organ names for other ids): the two now go last, together."""
+def test_a_prediction_lands_whole_labels_and_class_file_last(volume, tmp_path, monkeypatch):
+    """A kill while the maps were written left the new model's maps beside the earlier labels and
+    class table (or new labels beside the earlier table): all files are now written aside and
+    moved into place together, the labels and their class table last."""
     import cgs_engine.infer.export as export
 
-    order: list[str] = []
-    write_volume, write_class_file = export.write_volume, export.write_class_file
+    predictor = Predictor(_checkpoint(), precision="fp32")
+    earlier = write_prediction(predictor.predict(volume), tmp_path, "case")
+    before = {key: path.read_bytes() for key, path in earlier.items()}
 
-    def volume_written(volume, path, **options):
-        order.append(path.name)
-        return write_volume(volume, path, **options)
+    def dies_on_the_second_map(job_volume, path, **options):
+        if path.name == earlier["map:b"].name:
+            raise KeyboardInterrupt  # like a kill: nothing after it runs
+        return write_volume(job_volume, path, **options)
 
-    def table_written(path, *args, **options):
-        order.append(path.name)
-        return write_class_file(path, *args, **options)
+    write_volume = export.write_volume
+    monkeypatch.setattr(export, "write_volume", dies_on_the_second_map)
+    other = predictor.predict(Volume(volume.array[:, ::-1].copy(), volume.geometry))
+    with pytest.raises(KeyboardInterrupt):
+        write_prediction(other, tmp_path, "case", overwrite=True)
+    assert {key: path.read_bytes() for key, path in earlier.items()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(path.name for path in earlier.values())
+    monkeypatch.undo()
 
-    monkeypatch.setattr(export, "write_volume", volume_written)
-    monkeypatch.setattr(export, "write_class_file", table_written)
-    paths = write_prediction(Predictor(_checkpoint(), precision="fp32").predict(volume), tmp_path, "case")
-    assert len(order) > 3 and order[-2:] == [paths["labels"].name, paths["classes"].name]
+    moved: list[str] = []
+    replace = export.os.replace
+
+    def recorded(source, target):
+        if Path(target).parent == tmp_path:
+            moved.append(Path(target).name)
+        return replace(source, target)
+
+    monkeypatch.setattr(export.os, "replace", recorded)
+    paths = write_prediction(other, tmp_path, "case", overwrite=True)
+    assert len(moved) > 3 and moved[-2:] == [paths["labels"].name, paths["classes"].name]
 
 
 def test_already_normalised_volumes_are_not_normalised_twice(volume):
