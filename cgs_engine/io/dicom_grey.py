@@ -4,13 +4,15 @@ MONOCHROME1 says only how to display the grey scale (high values dark); the stor
 rescale to Hounsfield units are those of any CT. GDCM (ITK's DICOM reader) inverts the stored
 values of such a series before the rescale, so air at -1000 HU was read as +999 HU, with exit 0,
 by every command. The inversion is an affine map of the stored values, ``c - stored``, whose
-constant depends on the pixel format and the GDCM version; it is measured on the first slice
-against its stored values read by pydicom, and undone on every slice. A series whose inversion
-cannot be measured (pixel data pydicom cannot decode) or is not of that form is refused.
+constant depends on the pixel format and the GDCM version. It is measured on the first slice: the
+same file relabelled MONOCHROME2 (its pixel data untouched, so any transfer syntax ITK decodes
+works, JPEG Lossless included) is read by ITK as well, and the two must sum to one constant. A
+series whose inversion is not of that form is refused.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .dicom_folder import quiet_pydicom
-from .errors import VolumeIOError, one_line
+from .errors import VolumeIOError, itk_reason, one_line
 
 INVERTED_GREY = "MONOCHROME1"
 
@@ -33,11 +35,11 @@ def undo_inverted_grey(image: sitk.Image, files: Sequence[Path], headers: Sequen
     if not is_inverted_grey(headers[0]):
         return image
     rescales = [_rescale(header) for header in headers]
-    read = sitk.GetArrayFromImage(image).astype(np.float64)
+    read = sitk.GetArrayViewFromImage(image)
     slope, intercept = rescales[0]
     # ITK's value v = slope * (c - s) + intercept, the true one slope * s + intercept: their sum
     # is slope * c + 2 * intercept on the whole slice, which gives c.
-    sums = _stored_values(files[0]) * slope + intercept + read[0]
+    sums = _first_slice_values(files[0]) + read[0].astype(np.float64)
     if float(np.ptp(sums)) > 1e-3 * abs(slope):
         raise VolumeIOError(
             files[0],
@@ -45,14 +47,26 @@ def undo_inverted_grey(image: sitk.Image, files: Sequence[Path], headers: Sequen
             "DICOM library read; save the series as MONOCHROME2",
         )
     inversion = (float(np.median(sums)) - 2 * intercept) / slope
-    values = np.stack(
-        [
-            slope * inversion + 2 * intercept - plane
-            for plane, (slope, intercept) in zip(read, rescales, strict=True)
-        ]
-    )
-    restored = sitk.GetImageFromArray(_narrowest(values))
-    restored.CopyInformation(image)
+    totals = [slope * inversion + 2 * intercept for slope, intercept in rescales]  # true = total - read
+    if all(float(total).is_integer() for total in totals) and read.dtype.kind in "iu":
+        restored = _whole_numbers(read, totals)
+    else:
+        restored = np.empty(read.shape, np.float32)
+        for index, total in enumerate(totals):
+            np.subtract(np.float32(total), read[index], out=restored[index], dtype=np.float32)
+    result = sitk.GetImageFromArray(restored)
+    result.CopyInformation(image)
+    return result
+
+
+def _whole_numbers(read: np.ndarray, totals: list[float]) -> np.ndarray:
+    """``total - read`` slice by slice in the narrowest signed type that holds it (int16 for a CT)."""
+    lowest = min(total for total in totals) - float(read.max())
+    highest = max(total for total in totals) - float(read.min())
+    dtype = np.int16 if lowest >= -32768 and highest <= 32767 else np.int32
+    restored = np.empty(read.shape, dtype)
+    for index, total in enumerate(totals):
+        restored[index] = np.int32(total) - read[index].astype(np.int32)
     return restored
 
 
@@ -64,26 +78,28 @@ def _rescale(header: Any) -> tuple[float, float]:
     )
 
 
-def _stored_values(path: Path) -> np.ndarray:
+def _first_slice_values(path: Path) -> np.ndarray:
+    """The rescaled values of ``path`` as ITK reads them without the inversion."""
     import pydicom  # only for this rare series: the CLI starts without loading pydicom
 
-    try:
-        with quiet_pydicom():
-            return np.asarray(pydicom.dcmread(path).pixel_array, dtype=np.float64)
-    except Exception as error:  # noqa: BLE001 - any decoder failure means the check cannot be made
-        raise VolumeIOError(
-            path,
-            "MONOCHROME1 (inverted grey scale) image whose pixel data cannot be decoded to undo the "
-            f"inversion ({one_line(str(error))[:100]}); save the series as MONOCHROME2",
-        ) from None
-
-
-def _narrowest(values: np.ndarray) -> np.ndarray:
-    """Whole numbers in the smallest signed integer type that holds them (as ITK reads CTs)."""
-    rounded = np.rint(values)
-    if np.array_equal(rounded, values):
-        for dtype in (np.int16, np.int32):
-            limits = np.iinfo(dtype)
-            if values.min() >= limits.min and values.max() <= limits.max:
-                return rounded.astype(dtype)
-    return values.astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="cgs-grey-") as folder:
+        relabelled = Path(folder) / "slice.dcm"
+        try:
+            with quiet_pydicom():
+                dataset = pydicom.dcmread(path)
+                dataset.PhotometricInterpretation = "MONOCHROME2"
+                dataset.save_as(relabelled)
+            plain = sitk.ReadImage(str(relabelled), imageIO="GDCMImageIO")
+        except RuntimeError as error:
+            problem = itk_reason(error)
+        except Exception as error:  # noqa: BLE001 - pydicom fails in many ways on a damaged file
+            problem = one_line(str(error))[:100]
+        else:
+            return (
+                sitk.GetArrayFromImage(plain).reshape(plain.GetHeight(), plain.GetWidth()).astype(np.float64)
+            )
+    raise VolumeIOError(
+        path,
+        f"MONOCHROME1 (inverted grey scale) image whose inversion cannot be undone ({problem}); "
+        "save the series as MONOCHROME2",
+    )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from dicom_series_cases import SHAPE, edit, good_series, good_values
+import SimpleITK as sitk
+from dicom_series_cases import SHAPE, edit, good_series, good_values, slice_file
 
 from cgs_engine.io import VolumeIOError, read_volume
 
@@ -43,14 +44,54 @@ def test_a_monochrome1_series_with_a_rescale_per_slice_keeps_its_values(tmp_path
     assert np.array_equal(volume.array, expected)
 
 
-def test_a_monochrome1_series_whose_pixels_cannot_be_checked_is_refused(tmp_path, monkeypatch):
+def test_a_monochrome1_series_whose_inversion_cannot_be_measured_is_refused(tmp_path, monkeypatch):
+    import cgs_engine.io.dicom_grey as grey
+
     folder = good_series(tmp_path / "ct")
     for number in range(1, SHAPE[0] + 1):
         edit(folder, number, _inverted_grey)
 
-    def undecodable(dataset):
-        raise RuntimeError("no pixel data handler for JPEG 2000")
+    def unreadable(*args, **kwargs):
+        raise RuntimeError("Exception thrown in SimpleITK ImageFileReader_Execute: no codec for this")
 
-    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(undecodable))
-    with pytest.raises(VolumeIOError, match="0001.dcm.*MONOCHROME1.*JPEG 2000.*MONOCHROME2"):
+    monkeypatch.setattr(grey.sitk, "ReadImage", unreadable)
+    with pytest.raises(VolumeIOError, match="0001.dcm.*MONOCHROME1.*cannot be undone.*MONOCHROME2"):
         read_volume(folder)
+
+
+def test_a_jpeg_lossless_monochrome1_series_keeps_its_values(tmp_path):
+    """The inversion was measured with pydicom's decoders, which lack JPEG Lossless here: the usual
+    CT compression was refused. It is measured with ITK now, which reads what the series reads."""
+    folder = good_series(tmp_path / "ct")
+    compressed = tmp_path / "jpeg"
+    compressed.mkdir()
+    for number in range(1, SHAPE[0] + 1):
+        image = sitk.ReadImage(str(slice_file(folder, number)))
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetImageIO("GDCMImageIO")
+        writer.SetFileName(str(compressed / f"{number:04d}.dcm"))
+        writer.SetUseCompression(True)
+        writer.SetCompressor("JPEG")
+        try:
+            writer.Execute(image)
+        except RuntimeError:
+            pytest.skip("this SimpleITK cannot write JPEG Lossless DICOM")
+        original = pydicom.dcmread(slice_file(folder, number))
+        written = pydicom.dcmread(compressed / f"{number:04d}.dcm")
+        for keyword in (
+            "ImagePositionPatient",
+            "ImageOrientationPatient",
+            "PixelSpacing",
+            "SeriesInstanceUID",
+            "FrameOfReferenceUID",
+            "StudyInstanceUID",
+            "RescaleSlope",
+            "RescaleIntercept",
+        ):
+            if keyword in original:
+                setattr(written, keyword, original.data_element(keyword).value)
+        written.PhotometricInterpretation = "MONOCHROME1"
+        written.save_as(compressed / f"{number:04d}.dcm")
+    assert "1.2.840.10008.1.2.4" in str(pydicom.dcmread(compressed / "0001.dcm").file_meta.TransferSyntaxUID)
+    assert np.array_equal(read_volume(compressed).array, good_values())
