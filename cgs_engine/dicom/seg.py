@@ -43,6 +43,8 @@ ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
 # contour may lie off its slice's plane: twice the 5 % a slice may lie off the series' grid, so a
 # SEG writer that puts its frames on the regular grid rather than on each slice still fits.
 FRAME_TOLERANCE = PLANE_TOLERANCE
+# Type 2 attributes of the source images that highdicom copies into a SEG (present, empty allowed)
+SEG_IMAGE_TYPE2 = ("SliceThickness",)
 
 
 @dataclass
@@ -103,7 +105,7 @@ def export_seg(
     ]
     sources = series.headers()  # fresh copies: the user's files are never changed
     for header in sources:  # highdicom needs them present; DICOM allows them empty
-        for keyword in PATIENT_AND_STUDY:
+        for keyword in (*PATIENT_AND_STUDY, *SEG_IMAGE_TYPE2):
             if keyword not in header:
                 setattr(header, keyword, "")
     try:
@@ -259,7 +261,7 @@ def _check_frames_fit(segmentation, series: DicomSeries, name: str) -> None:
             f"{rows} x {columns} (a SEG made on another grid)",
         )
     spacing = _numbers(series.header.PixelSpacing, 2)  # (between rows, between columns)
-    orientation = _numbers(series.header.ImageOrientationPatient, 6)
+    orientation = _unit_directions(_numbers(series.header.ImageOrientationPatient, 6))
     row_direction, column_direction = orientation[:3], orientation[3:]
     axes = np.array([row_direction, column_direction, np.cross(row_direction, column_direction)])
     # voxel edges along the row direction, the column direction and the slice normal
@@ -289,13 +291,21 @@ def _check_plane(group, spacing, orientation, name: str, whose: str) -> np.ndarr
             name, f"{whose} pixel spacing {_shown(theirs)} mm is not the series' {_shown(spacing)} mm"
         )
     theirs = _functional(group, "PlaneOrientationSequence", "ImageOrientationPatient", 6, name, whose)
-    if theirs is not None and np.abs(theirs - orientation).max() > ORIENTATION_TOLERANCE:
+    # both as unit vectors: a series may store 0.985\-0.174 (accepted to 1e-3), and a writer that
+    # normalises them (GDCM: dcmqi, Slicer) 0.984753\-0.173956 in its SEG
+    if theirs is not None and np.abs(_unit_directions(theirs) - orientation).max() > ORIENTATION_TOLERANCE:
         raise DicomError(
             name,
             f"{whose} image orientation ({_shown(theirs, ', ')}) is not the series' "
             f"({_shown(orientation, ', ')})",
         )
     return _functional(group, "PlanePositionSequence", "ImagePositionPatient", 3, name, whose)
+
+
+def _unit_directions(orientation: np.ndarray) -> np.ndarray:
+    """Image Orientation (Patient): its row and column directions each scaled to unit length."""
+    row, column = orientation[:3], orientation[3:]
+    return np.concatenate([row / np.linalg.norm(row), column / np.linalg.norm(column)])
 
 
 def _first_item(dataset, keyword: str):

@@ -182,7 +182,7 @@ def test_seg_export_on_slices_without_type_2_attributes_fills_them_empty(tmp_pat
     folder = good_series(tmp_path / "series")
     for file in sorted(folder.glob("*.dcm")):
         dataset = pydicom.dcmread(file)
-        for keyword in PATIENT_AND_STUDY:
+        for keyword in (*PATIENT_AND_STUDY, "SliceThickness"):  # SliceThickness: Type 2 of the image
             if keyword in dataset:
                 delattr(dataset, keyword)
         dataset.save_as(file)
@@ -197,3 +197,25 @@ def test_seg_export_on_slices_without_type_2_attributes_fills_them_empty(tmp_pat
     )
     assert {file: file.read_bytes() for file in folder.iterdir()} == before  # the user's slices untouched
     np.testing.assert_array_equal(import_seg(result.path, series, TABLE).labels.array, labels.array)
+
+
+def test_a_seg_with_the_series_orientation_normalised_is_read(tmp_path):
+    """A series storing 0.985\\-0.174 (accepted: unit length to 1e-3) and a SEG written by a tool that
+    normalises the direction cosines (GDCM: dcmqi, Slicer): the SEG was refused as another orientation."""
+    folder = good_series(tmp_path / "series")
+    rounded = ["0.985", "0.174", "0", "-0.174", "0.985", "0"]  # turned 10 degrees in the slice plane
+    for file in sorted(folder.glob("*.dcm")):
+        dataset = pydicom.dcmread(file)
+        dataset.ImageOrientationPatient = rounded
+        dataset.save_as(file)
+    series = read_series(folder)
+    labels = two_organs(series.volume)
+    path = export_seg(labels, series, TABLE, tmp_path / "SEG.dcm").path
+    dataset = pydicom.dcmread(path)
+    unit = np.array([0.985, 0.174]) / np.linalg.norm([0.985, 0.174])
+    normalised = [f"{v:.6f}" for v in (unit[0], unit[1], 0.0, -unit[1], unit[0], 0.0)]
+    for group in [dataset.SharedFunctionalGroupsSequence[0], *dataset.PerFrameFunctionalGroupsSequence]:
+        if "PlaneOrientationSequence" in group:
+            group.PlaneOrientationSequence[0].ImageOrientationPatient = normalised
+    dataset.save_as(path)
+    np.testing.assert_array_equal(import_seg(path, series, TABLE).labels.array, labels.array)
