@@ -12,6 +12,7 @@ given away are counted, for one warning line.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,15 +72,17 @@ def _how(match: Match) -> str:
     return "by name" if match.by_name else "by code"
 
 
-def label_map(masks: dict[int, np.ndarray], grid: Volume) -> tuple[Volume, int]:
-    """The label map on ``grid`` of one mask per class id, the lower id winning where masks
-    overlap, and the number of voxels that more than one mask claims."""
+def label_map(masks: Mapping[int, np.ndarray | Callable[[], np.ndarray]], grid: Volume) -> tuple[Volume, int]:
+    """The label map on ``grid`` of one mask per class id (or a function making it, called once,
+    so that only one mask is held at a time), the lower id winning where masks overlap, and the
+    number of voxels that more than one mask claims."""
     top = max(masks, default=0)
     array = np.zeros(grid.shape, dtype=np.uint8 if top <= 255 else np.uint16)
     claimed = np.zeros(grid.shape, dtype=bool)
     shared = np.zeros(grid.shape, dtype=bool)
     for class_id in sorted(masks, reverse=True):  # lower ids painted last: they win on overlap
         mask = masks[class_id]
+        mask = mask() if callable(mask) else mask
         shared |= claimed & mask
         claimed |= mask
         array[mask] = class_id

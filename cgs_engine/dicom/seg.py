@@ -235,7 +235,11 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
         ) from None
     # value / maximum >= 0.5 for the integer values, without a float copy of the stack
     lowest = (maximum + 1) // 2 if fractional else 1
-    masks = {entry.id: stack[..., index] >= lowest for index, (_, _, entry) in enumerate(matched)}
+    # each segment's mask made when it is painted: all at once took a volume of bools per segment
+    masks = {
+        entry.id: (lambda index=index: stack[..., index] >= lowest)
+        for index, (_, _, entry) in enumerate(matched)
+    }
     labels, overlap = label_map(masks, series.volume)
     segments = [(label, entry) for _, label, entry in matched]
     result = SegImport(labels, segments, unmatched, duplicates, overlap_voxels=overlap)
