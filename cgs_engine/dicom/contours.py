@@ -82,11 +82,20 @@ def fill_slice(contours: Iterable[np.ndarray], shape: tuple[int, int]) -> Filled
     order = sorted(range(len(polygons)), key=lambda index: -abs(_area(polygons[index])))
     polygons, pixels = [polygons[i] for i in order], [pixels[i] for i in order]
     depth = [0] * len(polygons)  # 0: an island, 1: a hole in one, 2: an island in that hole...
+    rasters: dict[int, np.ndarray] = {}  # an outer contour's pixels as a flat mask, made once
     for inner, outer in _pairs_near(polygons):  # by inner, so each outer's depth is final
-        common = np.intersect1d(pixels[inner], pixels[outer], assume_unique=True).size
+        if outer not in rasters:
+            rasters[outer] = np.zeros(shape[0] * shape[1], dtype=bool)
+            rasters[outer][pixels[outer]] = True
+        common = int(np.count_nonzero(rasters[outer][pixels[inner]]))
         if not common:
             continue
-        if common == pixels[inner].size and _lies_inside(polygons[inner], polygons[outer]):
+        # Nested by its pixels: every one of them is also the larger contour's (a hole touching its
+        # island at a vertex, an island 0.05 px inside its hole are nested, whatever their vertices
+        # do). With the very same pixels, the vertices tell a thin ring's hole from a repeat.
+        if common == pixels[inner].size and (
+            common < pixels[outer].size or _lies_inside(polygons[inner], polygons[outer])
+        ):
             depth[inner] = max(depth[inner], depth[outer] + 1)
         elif common == pixels[inner].size == pixels[outer].size:
             result.repeated += 1

@@ -196,3 +196,26 @@ def test_traced_masks_still_fill_back_exactly():
         filled = fill_slice(trace_contours(mask), mask.shape)
         assert np.array_equal(filled.mask, mask)
         assert (filled.repeated, filled.overlapping, filled.empty) == (0, 0, 0)
+
+
+def _even_odd(contours, shape) -> np.ndarray:
+    from skimage.draw import polygon
+
+    mask = np.zeros(shape, dtype=bool)
+    for contour in contours:
+        inside = np.zeros(shape, dtype=bool)
+        rows, columns = polygon(contour[:, 0], contour[:, 1], shape)
+        inside[rows, columns] = True
+        mask ^= inside
+    return mask
+
+
+def test_holes_and_islands_near_the_edge_around_them_stay_nested():
+    """Judged by their vertices alone, a hole touching its island at a vertex was filled and an
+    island 0.05 px inside its hole's edge erased (both read as overlapping contours)."""
+    shape = (40, 40)
+    outer, hole = square(2.5, 2.5, 35.5, 35.5), square(8.5, 8.5, 29.5, 29.5)
+    touching = np.array([[2.5, 18.0], [20.0, 30.0], [20.0, 6.0]])  # its top vertex on the outer edge
+    near = square(8.55, 14.5, 22.5, 22.5)
+    for contours in ([outer, touching], [outer, hole, near]):
+        np.testing.assert_array_equal(fill_contours(contours, shape), _even_odd(contours, shape))
