@@ -101,13 +101,23 @@ def known_organs() -> tuple[KnownOrgan, ...]:
 
 
 def normalise_name(name: str) -> str:
-    """Lower case without separators or accents, so "Parotid_R", "parotid r" and "PAROTID-R" compare
-    equal, in any script: keeping a-z and 0-9 only made every Cyrillic, Greek or CJK name "", and
-    an outline "Тело" was imported as the table's "Ствол мозга" (both "")."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    return "".join(
-        char for char in decomposed.casefold() if char.isalnum() and not unicodedata.combining(char)
-    )
+    """Lower case without separators, so "Parotid_R", "parotid r" and "PAROTID-R" compare equal, in
+    any script: keeping a-z and 0-9 only made every Cyrillic, Greek or CJK name "", and an outline
+    "Тело" was imported as the table's "Ствол мозга" (both ""). Accents are dropped from Latin,
+    Greek and Cyrillic letters only ("Rückenmark" = "Ruckenmark"): elsewhere a mark changes the word
+    (kana voicing: しんぞう heart, じんぞう kidney; Indic vowel signs)."""
+    kept: list[str] = []
+    for char in unicodedata.normalize("NFKD", name).casefold():
+        if unicodedata.category(char).startswith("M"):  # a mark on the letter before it
+            if kept and not _accents_drop(kept[-1]):
+                kept.append(char)
+        elif char.isalnum():
+            kept.append(char)
+    return "".join(kept)
+
+
+def _accents_drop(letter: str) -> bool:
+    return unicodedata.name(letter, "").startswith(("LATIN", "GREEK", "CYRILLIC"))
 
 
 @functools.cache

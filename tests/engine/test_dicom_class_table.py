@@ -65,6 +65,10 @@ def test_names_in_any_script_match_only_themselves():
     assert table.match("脊髄").name == "脊髄"
     assert table.match("Ruckenmark").name == "Rückenmark"  # an accent dropped by an export
     assert derive_class_table(openkbp_class_names()).match("Тело") is None
+    # marks change the word outside Latin, Greek and Cyrillic: kana voicing, Indic vowel signs
+    kana = derive_class_table(["background", "しんぞう", "कन"])
+    assert kana.match("じんぞう") is None and kana.match("कान") is None
+    assert kana.match("しんぞう").name == "しんぞう"
 
 
 def _checkpoint(**extra) -> ModelCheckpoint:
