@@ -103,6 +103,15 @@ def test_is_close_tolerates_float32_rounding_only():
     far = Geometry((1.0, 1.0, 1.0), (2e5, -3e5, 1e5))
     assert Geometry((1.0, 1.0, 1.0), tuple(float(v) for v in np.float32(far.origin))).is_close(far)
     assert not Geometry((1.0, 1.0, 1.0), (2e5 + 1.0, -3e5, 1e5)).is_close(far)
+    # and never by as much as a voxel, however far: 0.25 mm voxels at 3e5 mm, 1 mm voxels at 1e6 mm
+    fine = Geometry((0.25, 0.25, 0.25), (3e5, 0.0, 0.0))
+    assert not Geometry((0.25, 0.25, 0.25), (3e5 + 0.25, 0.0, 0.0)).is_close(fine)
+    assert not Geometry((1.0, 1.0, 1.0), (1e6 + 1.0, 0.0, 0.0)).is_close(
+        Geometry((1.0, 1.0, 1.0), (1e6, 0.0, 0.0))
+    )
+    assert Geometry((1.0, 1.0, 1.0), (float(np.float32(1e6 + 0.3)), 0, 0)).is_close(
+        Geometry((1.0,) * 3, (1e6 + 0.3, 0, 0))
+    )
 
 
 def test_volume_requires_3d_array_and_known_kind():
