@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..volume import Geometry, Volume
@@ -129,11 +131,17 @@ def grid_differences(
         differences.append(f"shape {_zyx(shape)} vs {_zyx(reference_shape)} (z,y,x)")
     if geometry.is_close(reference_geometry):
         return differences
-    # Compare one part at a time through Geometry.is_close, so the tolerances stay those of volume.py.
+    # One part at a time through Geometry.is_close, so the tolerances stay those of volume.py (the
+    # others the reference's: the origin's tolerance depends on the voxel size).
     for part in ("spacing", "origin", "direction"):
         own, reference = getattr(geometry, part), getattr(reference_geometry, part)
-        if not Geometry(**{part: own}).is_close(Geometry(**{part: reference})):
+        if not replace(reference_geometry, **{part: own}).is_close(reference_geometry):
             differences.append(f"{part} {_values(own)} vs {_values(reference)}")
+    if not differences:  # close part by part, not together: name them all rather than pass
+        differences += [
+            f"{part} {_values(getattr(geometry, part))} vs {_values(getattr(reference_geometry, part))}"
+            for part in ("spacing", "origin")
+        ]
     return differences
 
 

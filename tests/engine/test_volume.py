@@ -104,6 +104,14 @@ def test_is_close_tolerates_float32_rounding_only():
     assert Geometry((1.0, 1.0, 1.0), tuple(float(v) for v in np.float32(far.origin))).is_close(far)
     assert not Geometry((1.0, 1.0, 1.0), (2e5 + 1.0, -3e5, 1e5)).is_close(far)
     # and never by as much as a voxel, however far: 0.25 mm voxels at 3e5 mm, 1 mm voxels at 1e6 mm
+    from cgs_engine.io import VolumeIOError, check_same_grid
+
+    image = Volume(np.zeros((2, 3, 4), np.int16), Geometry((0.1, 0.1, 0.1), (2e5, 0.0, 0.0)))
+    shifted_labels = Volume(
+        np.zeros((2, 3, 4), np.uint8), Geometry((0.1, 0.1, 0.1), (2e5 + 0.1, 0.0, 0.0)), "labels"
+    )
+    with pytest.raises(VolumeIOError, match="origin"):  # the message's part-by-part check lost the cap
+        check_same_grid(shifted_labels, image, "labels.nii.gz")
     fine = Geometry((0.25, 0.25, 0.25), (3e5, 0.0, 0.0))
     assert not Geometry((0.25, 0.25, 0.25), (3e5 + 0.25, 0.0, 0.0)).is_close(fine)
     assert not Geometry((1.0, 1.0, 1.0), (1e6 + 1.0, 0.0, 0.0)).is_close(
