@@ -14,6 +14,7 @@ say so: the even-odd rule across contours erased a repeated organ and the overla
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -43,10 +44,12 @@ def trace_contours(mask: np.ndarray) -> list[np.ndarray]:
     return contours
 
 
-# A contour is a hole of another only if its vertices lie inside that one and farther than this
-# (in pixels) from its edges: a contour repeated with rounding noise is not a hole of its twin.
-# Traced contours lie at least 0.35 pixels apart.
-NESTED_MARGIN = 0.1
+# A contour inside another is a hole of it, unless the two trace one outline: every vertex of each
+# within this distance (pixels) of the other's edges (a repeat stored with rounding noise, a copy
+# shrunk by a few hundredths of a pixel). A traced hole lies a whole pixel inside its island; a
+# drawn ring 0.3 pixels thin is still a hole (it holds no pixel centre either way).
+REPEAT_DISTANCE = 0.15
+RASTERS_KEPT = 32  # outer contours whose pixel masks are kept at once (a 512 x 512 slice: 256 kB each)
 
 
 @dataclass
@@ -82,21 +85,16 @@ def fill_slice(contours: Iterable[np.ndarray], shape: tuple[int, int]) -> Filled
     order = sorted(range(len(polygons)), key=lambda index: -abs(_area(polygons[index])))
     polygons, pixels = [polygons[i] for i in order], [pixels[i] for i in order]
     depth = [0] * len(polygons)  # 0: an island, 1: a hole in one, 2: an island in that hole...
-    rasters: dict[int, np.ndarray] = {}  # an outer contour's pixels as a flat mask, made once
+    rasters: OrderedDict[int, np.ndarray] = OrderedDict()  # outer contours' pixels as flat masks
     for inner, outer in _pairs_near(polygons):  # by inner, so each outer's depth is final
-        if outer not in rasters:
-            rasters[outer] = np.zeros(shape[0] * shape[1], dtype=bool)
-            rasters[outer][pixels[outer]] = True
-        common = int(np.count_nonzero(rasters[outer][pixels[inner]]))
+        common = int(np.count_nonzero(_raster(rasters, outer, pixels[outer], shape)[pixels[inner]]))
         if not common:
             continue
-        # Nested by its pixels: every one of them is also the larger contour's (a hole touching its
-        # island at a vertex, an island 0.05 px inside its hole are nested, whatever their vertices
-        # do). With the very same pixels, the vertices tell a thin ring's hole from a repeat.
-        if common == pixels[inner].size and (
-            common < pixels[outer].size or _lies_inside(polygons[inner], polygons[outer])
-        ):
-            depth[inner] = max(depth[inner], depth[outer] + 1)
+        if common == pixels[inner].size and _lies_inside(polygons[inner], polygons[outer]):
+            if _same_outline(polygons[inner], polygons[outer]):
+                result.repeated += 1
+            else:
+                depth[inner] = max(depth[inner], depth[outer] + 1)
         elif common == pixels[inner].size == pixels[outer].size:
             result.repeated += 1
         else:
@@ -120,24 +118,48 @@ def _pairs_near(polygons: list[np.ndarray]) -> list[tuple[int, int]]:
     return list(zip(later.tolist(), earlier.tolist(), strict=True))  # row-major: by the later
 
 
+def _raster(rasters: OrderedDict, index: int, pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Contour ``index``'s pixels as a flat mask, the last few kept (an island is compared with
+    each of its holes: a sort of its pixels per hole made 876 holes 4x slower)."""
+    if index in rasters:
+        rasters.move_to_end(index)
+        return rasters[index]
+    raster = np.zeros(shape[0] * shape[1], dtype=bool)
+    raster[pixels] = True
+    rasters[index] = raster
+    if len(rasters) > RASTERS_KEPT:
+        rasters.popitem(last=False)
+    return raster
+
+
 def _lies_inside(inner: np.ndarray, outer: np.ndarray) -> bool:
-    """Whether every vertex of ``inner`` lies inside ``outer``, not on or near its edges."""
+    """Whether every vertex of ``inner`` lies inside ``outer`` or on its edges (a hole may touch its
+    island at a vertex)."""
     from skimage.measure import points_in_poly
 
-    return bool(points_in_poly(inner, outer).all()) and _distance_to_edges(inner, outer) > NESTED_MARGIN
+    inside = points_in_poly(inner, outer)
+    return bool(inside.all() or (_distances_to_edges(inner[~inside], outer) < 1e-6).all())
 
 
-def _distance_to_edges(points: np.ndarray, polygon: np.ndarray) -> float:
-    """The smallest distance from ``points`` to the edges of the closed ``polygon``."""
+def _same_outline(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether each contour's vertices all lie within REPEAT_DISTANCE of the other's edges."""
+    return bool(
+        _distances_to_edges(first, second).max() < REPEAT_DISTANCE
+        and _distances_to_edges(second, first).max() < REPEAT_DISTANCE
+    )
+
+
+def _distances_to_edges(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """The distance from each of ``points`` to the nearest edge of the closed ``polygon``."""
     start = polygon
     edge = np.roll(polygon, -1, axis=0) - start
     length = np.maximum((edge**2).sum(axis=1), 1e-12)
-    nearest = np.inf
+    nearest = np.empty(len(points))
     for first in range(0, len(points), 256):  # in blocks: two 2,000-point contours need 64 MB at once
         offset = points[first : first + 256, None, :] - start[None]
         along = np.clip((offset * edge).sum(axis=2) / length, 0.0, 1.0)
         gap = offset - along[..., None] * edge
-        nearest = min(nearest, float(np.sqrt((gap**2).sum(axis=2).min())))
+        nearest[first : first + 256] = np.sqrt((gap**2).sum(axis=2).min(axis=1))
     return nearest
 
 

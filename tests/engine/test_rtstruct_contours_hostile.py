@@ -219,3 +219,19 @@ def test_holes_and_islands_near_the_edge_around_them_stay_nested():
     near = square(8.55, 14.5, 22.5, 22.5)
     for contours in ([outer, touching], [outer, hole, near]):
         np.testing.assert_array_equal(fill_contours(contours, shape), _even_odd(contours, shape))
+
+
+def test_contours_that_cross_or_shrink_a_little_are_no_holes():
+    """Nested by pixels alone, a patch crossing its island's edge by 0.4 px (no pixel centre out)
+    was erased as a hole, and a copy stored 0.05 px smaller wiped the organ's slice."""
+    shape = (32, 32)
+    island = square(4.5, 4.5, 20.5, 20.5)
+    patch = square(10.5, 16.5, 14.5, 20.9)
+    np.testing.assert_array_equal(fill_contours([island, patch], shape), fill_contours([island], shape))
+    angles = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    circle = np.c_[np.sin(angles), np.cos(angles)]
+    round_organ = np.array([16.2, 15.7]) + 9.97 * circle
+    shrunk_copy = np.array([16.2, 15.7]) + 9.92 * circle
+    np.testing.assert_array_equal(
+        fill_contours([round_organ, shrunk_copy], shape), fill_contours([round_organ], shape)
+    )
