@@ -125,8 +125,11 @@ class _StoreBuilder:
                 ):
                     self.heldout.append(name)
                 reviewed = np.setdiff1d(reviewed, held)
-                # no unreviewed slice from within or next to the held-out block
-                unreviewed = unreviewed[(unreviewed < held[0] - 1) | (unreviewed > held[-1] + 1)]
+            # no unreviewed slice from within or next to the held-out block (for a copy of another
+            # correction's scan, the copies' block: held out there, it was trained on here unlabeled)
+            block = held if shared is None else shared
+            if block.size:
+                unreviewed = unreviewed[(unreviewed < block[0] - 1) | (unreviewed > block[-1] + 1)]
         if reviewed.size:  # a copy of a scan may hold out every slice it has reviewed
             store.add_volume(
                 info.name,

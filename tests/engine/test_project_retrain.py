@@ -434,8 +434,8 @@ def test_copies_of_one_scan_hold_out_the_same_slices(tmp_path, recorded):
     project = make_project(tmp_path, corrections=0, unlabeled=1)
     image, label = synthetic_volume(np.random.default_rng(8))
     first, second = np.zeros(label.shape, np.uint8), np.zeros(label.shape, np.uint8)
-    first[: len(label) * 2 // 3] = 2  # different slices reviewed, so different blocks of their own
-    second[len(label) // 3 :] = 2
+    first[: len(label) // 2] = 2  # different slices reviewed, so different blocks of their own
+    second[len(label) // 2 :] = 2
     project.add_correction("pt", Volume(image), label, first)
     project.add_correction("pt (2)", Volume(image), label, second)
     if not recorded:  # saved before the fingerprint was recorded
@@ -450,4 +450,7 @@ def test_copies_of_one_scan_hold_out_the_same_slices(tmp_path, recorded):
         trained = set().union(
             *(_slices_of(store.read_volume(name).image) for name in store.volume_names("labeled"))
         )
+        unreviewed = [name for name in store.volume_names("unlabeled") if "~unreviewed" in name]
+        unlabeled = set().union(*(_slices_of(store.read_volume(name).image) for name in unreviewed))
     assert held and trained and not held & trained
+    assert not held & unlabeled  # nor as another copy's unreviewed slices
