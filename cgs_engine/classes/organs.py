@@ -103,9 +103,10 @@ def known_organs() -> tuple[KnownOrgan, ...]:
 def normalise_name(name: str) -> str:
     """Lower case without separators, so "Parotid_R", "parotid r" and "PAROTID-R" compare equal, in
     any script: keeping a-z and 0-9 only made every Cyrillic, Greek or CJK name "", and an outline
-    "Тело" was imported as the table's "Ствол мозга" (both ""). Accents are dropped from Latin,
-    Greek and Cyrillic letters only ("Rückenmark" = "Ruckenmark"): elsewhere a mark changes the word
-    (kana voicing: しんぞう heart, じんぞう kidney; Indic vowel signs)."""
+    "Тело" was imported as the table's "Ствол мозга" (both ""). Marks are dropped from Latin, Greek
+    and Cyrillic letters ("Rückenmark" = "Ruckenmark") and Arabic and Hebrew ones (optional vowel
+    points) only: elsewhere a mark changes the word (kana voicing: しんぞう heart, じんぞう kidney;
+    Indic vowel signs)."""
     kept: list[str] = []
     for char in unicodedata.normalize("NFKD", name).casefold():
         if unicodedata.category(char).startswith("M"):  # a mark on the letter before it
@@ -117,7 +118,8 @@ def normalise_name(name: str) -> str:
 
 
 def _accents_drop(letter: str) -> bool:
-    return unicodedata.name(letter, "").startswith(("LATIN", "GREEK", "CYRILLIC"))
+    # Latin, Greek, Cyrillic accents; Arabic and Hebrew vowel points, written or left out at will
+    return unicodedata.name(letter, "").startswith(("LATIN", "GREEK", "CYRILLIC", "ARABIC", "HEBREW"))
 
 
 @functools.cache

@@ -69,6 +69,8 @@ def test_names_in_any_script_match_only_themselves():
     kana = derive_class_table(["background", "しんぞう", "कन"])
     assert kana.match("じんぞう") is None and kana.match("कान") is None
     assert kana.match("しんぞう").name == "しんぞう"
+    pointed = derive_class_table(["background", "الكبد", "כליה"])  # vowel points are optional there
+    assert pointed.match("الكَبِد").name == "الكبد" and pointed.match("כִּלְיָה").name == "כליה"
 
 
 def _checkpoint(**extra) -> ModelCheckpoint:
