@@ -297,7 +297,10 @@ def _check_plane(group, spacing, orientation, name: str, whose: str) -> np.ndarr
     theirs = _functional(group, "PlaneOrientationSequence", "ImageOrientationPatient", 6, name, whose)
     # both as unit vectors: a series may store 0.985\-0.174 (accepted to 1e-3), and a writer that
     # normalises them (GDCM: dcmqi, Slicer) 0.984753\-0.173956 in its SEG
-    if theirs is not None and np.abs(_unit_directions(theirs) - orientation).max() > ORIENTATION_TOLERANCE:
+    if (
+        theirs is not None
+        and not np.abs(_unit_directions(theirs) - orientation).max() <= ORIENTATION_TOLERANCE
+    ):
         raise DicomError(
             name,
             f"{whose} image orientation ({_shown(theirs, ', ')}) is not the series' "
@@ -309,7 +312,8 @@ def _check_plane(group, spacing, orientation, name: str, whose: str) -> np.ndarr
 def _unit_directions(orientation: np.ndarray) -> np.ndarray:
     """Image Orientation (Patient): its row and column directions each scaled to unit length."""
     row, column = orientation[:3], orientation[3:]
-    return np.concatenate([row / np.linalg.norm(row), column / np.linalg.norm(column)])
+    with np.errstate(invalid="ignore", divide="ignore"):  # a blank one becomes NaN: no orientation
+        return np.concatenate([row / np.linalg.norm(row), column / np.linalg.norm(column)])
 
 
 def _first_item(dataset, keyword: str):

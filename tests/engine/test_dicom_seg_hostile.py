@@ -94,6 +94,10 @@ def _shared_orientation(dataset):  # turned 90 degrees in its plane
     ]  # fmt: skip
 
 
+def _blank_orientation(dataset):  # a NaN after scaling to unit length passed every comparison
+    dataset.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient = ["0"] * 6
+
+
 def _one_frame_spacing(dataset):
     measures = pydicom.Dataset()
     measures.PixelSpacing = ["0.9", "0.9"]
@@ -110,6 +114,7 @@ def _one_frame_spacing(dataset):
             _shared_orientation,
             "its image orientation (0, 1, 0, -1, 0, 0) is not the series' (1, 0, 0, 0, 1, 0)",
         ),
+        (_blank_orientation, "its image orientation (0, 0, 0, 0, 0, 0) is not the series'"),
     ],
 )
 def test_frames_of_another_pixel_spacing_or_orientation_are_refused(
