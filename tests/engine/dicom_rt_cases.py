@@ -135,3 +135,34 @@ def rt_files(series_folder: Path, folder: Path) -> dict[str, Path]:
             dataset.save_as(target)
         files[name] = target
     return files
+
+
+def foreign_seg(series, segments: dict[str, np.ndarray], path: Path, kind: str = "BINARY") -> Path:
+    """A SEG of one segment per class name (of TABLE), written with highdicom as another system
+    may write it (overlapping segments, fractional values); ``kind`` BINARY or FRACTIONAL."""
+    import highdicom as hd
+
+    from cgs_engine.dicom.seg import _description  # the segment descriptions our export writes
+
+    entries = {entry.name: entry for entry in TABLE.entries}
+    descriptions = [_description(hd, number, entries[name], name) for number, name in enumerate(segments, 1)]
+    stacked = np.stack(list(segments.values()), axis=-1)
+    fractional = (
+        {"fractional_type": "PROBABILITY", "max_fractional_value": 200} if kind == "FRACTIONAL" else {}
+    )
+    hd.seg.Segmentation(
+        source_images=series.headers(),
+        pixel_array=stacked.astype(np.float32 if kind == "FRACTIONAL" else np.uint8),
+        segmentation_type=kind,
+        segment_descriptions=descriptions,
+        series_instance_uid=pydicom.uid.generate_uid(),
+        series_number=5,
+        sop_instance_uid=pydicom.uid.generate_uid(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+        **fractional,
+    ).save_as(path)
+    return path

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from dicom_rt_cases import TABLE, two_organs
+from dicom_rt_cases import TABLE, foreign_seg, two_organs
 from dicom_series_cases import good_series, slice_file
 
 from cgs_engine.classes.files import class_file_entries, write_class_file
@@ -33,34 +33,6 @@ def _refusal(error: pytest.ExceptionInfo, path) -> str:
     return message
 
 
-def _fractional_seg(series, probabilities: dict[str, np.ndarray], path):
-    import highdicom as hd
-
-    from cgs_engine.dicom.seg import _description  # the segment descriptions our export writes
-
-    entries = {entry.name: entry for entry in TABLE.entries}
-    descriptions = [
-        _description(hd, number, entries[label], label) for number, label in enumerate(probabilities, start=1)
-    ]
-    hd.seg.Segmentation(
-        source_images=series.headers(),
-        pixel_array=np.stack(list(probabilities.values()), axis=-1).astype(np.float32),
-        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
-        fractional_type="PROBABILITY",
-        max_fractional_value=200,
-        segment_descriptions=descriptions,
-        series_instance_uid=pydicom.uid.generate_uid(),
-        series_number=5,
-        sop_instance_uid=pydicom.uid.generate_uid(),
-        instance_number=1,
-        manufacturer="test",
-        manufacturer_model_name="test",
-        software_versions="1",
-        device_serial_number="1",
-    ).save_as(path)
-    return path
-
-
 def test_a_fractional_seg_keeps_the_voxels_at_half_the_maximum_or_more(series, tmp_path):
     shape = series.volume.shape
     brainstem, cord = np.zeros(shape), np.zeros(shape)
@@ -69,7 +41,9 @@ def test_a_fractional_seg_keeps_the_voxels_at_half_the_maximum_or_more(series, t
     brainstem[4:6, 5:10, 5:10] = 0.45  # just below: outside, unless the cord claims it
     cord[4:6, 5:10, 5:10] = 0.9
     cord[2:3, 5:10, 5:10] = 0.8  # both claim it: the lower class id (Brainstem, 1) wins
-    path = _fractional_seg(series, {"Brainstem": brainstem, "SpinalCord": cord}, tmp_path / "SEG.dcm")
+    path = foreign_seg(
+        series, {"Brainstem": brainstem, "SpinalCord": cord}, tmp_path / "SEG.dcm", "FRACTIONAL"
+    )
     result = import_seg(path, series, TABLE)
     expected = np.zeros(shape, np.uint8)
     expected[2:4, 5:10, 5:10] = 1

@@ -131,10 +131,7 @@ def test_kill_between_version_and_activation_is_completed_on_resume(tmp_path, mo
     better = HeldoutScore(0.5, {}, 1)
     monkeypatch.setattr(retrain_module, "evaluate_heldout", lambda *args: better)
 
-    def killed(*args, **kwargs):
-        raise SimulatedKill
-
-    monkeypatch.setattr(Project, "activate", killed)
+    monkeypatch.setattr(Project, "activate", _raise_kill)
     with pytest.raises(SimulatedKill):
         retrain(project, iterations=2, settings=TINY_SETTINGS)
     monkeypatch.undo()
@@ -155,11 +152,7 @@ def test_kill_between_version_and_activation_is_completed_on_resume(tmp_path, mo
 
 def _killed_before_judging(project, monkeypatch) -> Path:
     """A retrain killed after training, before its version was judged: resumable."""
-
-    def killed(*args, **kwargs):
-        raise SimulatedKill
-
-    monkeypatch.setattr(run_module, "keep_version", killed)
+    monkeypatch.setattr(run_module, "keep_version", _raise_kill)
     with pytest.raises(SimulatedKill):
         retrain(project, iterations=2, settings=TINY_SETTINGS)
     monkeypatch.undo()
