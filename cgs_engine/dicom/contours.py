@@ -85,6 +85,8 @@ def fill_slice(contours: Iterable[np.ndarray], shape: tuple[int, int]) -> Filled
     order = sorted(range(len(polygons)), key=lambda index: -abs(_area(polygons[index])))
     polygons, pixels = [polygons[i] for i in order], [pixels[i] for i in order]
     depth = [0] * len(polygons)  # 0: an island, 1: a hole in one, 2: an island in that hole...
+    crossing: set[int] = set()  # contours partly overlapping a larger one (neither inside the other)
+    parents: set[int] = set()  # contours that another one is nested in
     rasters: OrderedDict[int, np.ndarray] = OrderedDict()  # outer contours' pixels as flat masks
     for inner, outer in _pairs_near(polygons):  # by inner, so each outer's depth is final
         common = int(np.count_nonzero(_raster(rasters, outer, pixels[outer], shape)[pixels[inner]]))
@@ -95,15 +97,23 @@ def fill_slice(contours: Iterable[np.ndarray], shape: tuple[int, int]) -> Filled
                 result.repeated += 1
             else:
                 depth[inner] = max(depth[inner], depth[outer] + 1)
+                parents.add(outer)
         elif common == pixels[inner].size == pixels[outer].size:
             result.repeated += 1
         else:
             result.overlapping += 1
+            crossing.add(inner)  # the smaller one: the patch, the island across a hole's edge
     # A pixel takes the depth of the deepest contour around it: even is an island, odd a hole.
     deepest = np.full(shape[0] * shape[1], -1, dtype=np.int64)
     for index in sorted(range(len(polygons)), key=depth.__getitem__):
         deepest[pixels[index]] = depth[index]
-    result.mask = ((deepest >= 0) & (deepest % 2 == 0)).reshape(shape)
+    mask = (deepest >= 0) & (deepest % 2 == 0)
+    # Contours that cross others are read as their union, so they are islands, also where they
+    # reach into a hole (an island in a hole crossing its edge by 0.4 px became a hole itself);
+    # one holding holes of its own keeps them.
+    for index in crossing - parents:
+        mask[pixels[index]] = True
+    result.mask = mask.reshape(shape)
     return result
 
 

@@ -235,3 +235,16 @@ def test_contours_that_cross_or_shrink_a_little_are_no_holes():
     np.testing.assert_array_equal(
         fill_contours([round_organ, shrunk_copy], shape), fill_contours([round_organ], shape)
     )
+
+
+def test_an_island_crossing_into_or_across_a_hole_stays_an_island():
+    """An island in a hole crossing the hole's edge by 0.4 px was read as a hole of the outer island,
+    and an island drawn across its neighbour's edge into that one's hole lost its pixels in it."""
+    shape = (30, 30)
+    outer, hole = square(1.5, 1.5, 27.5, 27.5), square(7.5, 7.5, 21.5, 21.5)
+    crossing_island = square(11.5, 11.5, 17.5, 21.9)  # in the hole, 0.4 px past its right edge
+    mask = fill_contours([outer, hole, crossing_island], shape)
+    np.testing.assert_array_equal(mask, fill_contours([outer, hole, square(11.5, 11.5, 17.5, 21.5)], shape))
+    across = square(10.5, 15.5, 14.5, 29.5)  # from the hole out across the outer edge
+    mask = fill_contours([outer, hole, across], shape)
+    np.testing.assert_array_equal(mask, fill_contours([outer, hole], shape) | fill_contours([across], shape))
