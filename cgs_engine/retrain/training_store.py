@@ -127,9 +127,13 @@ class _StoreBuilder:
                 reviewed = np.setdiff1d(reviewed, held)
             # no unreviewed slice from within or next to the held-out block (for a copy of another
             # correction's scan, the copies' block: held out there, it was trained on here unlabeled)
-            block = held if shared is None else shared
-            if block.size:
-                unreviewed = unreviewed[(unreviewed < block[0] - 1) | (unreviewed > block[-1] + 1)]
+            if shared is None:
+                if held.size:
+                    unreviewed = unreviewed[(unreviewed < held[0] - 1) | (unreviewed > held[-1] + 1)]
+            else:  # the copies' blocks may be apart: each with its neighbours, not all between them
+                unreviewed = unreviewed[
+                    ~np.isin(unreviewed, np.union1d(shared, np.union1d(shared - 1, shared + 1)))
+                ]
         if reviewed.size:  # a copy of a scan may hold out every slice it has reviewed
             store.add_volume(
                 info.name,

@@ -454,3 +454,22 @@ def test_copies_of_one_scan_hold_out_the_same_slices(tmp_path, recorded):
         unlabeled = set().union(*(_slices_of(store.read_volume(name).image) for name in unreviewed))
     assert held and trained and not held & trained
     assert not held & unlabeled  # nor as another copy's unreviewed slices
+
+
+def test_copies_reviewed_far_apart_keep_their_unreviewed_slices_between_the_blocks(tmp_path):
+    """The copies' blocks, far apart, were kept out of the unlabeled pool as one span: every
+    unreviewed slice between them was dropped (16 of 16 here)."""
+    from cgs_engine.retrain.training_store import build_store
+
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    image, label = synthetic_volume(np.random.default_rng(8), depth=20)
+    first, second = np.zeros(label.shape, np.uint8), np.zeros(label.shape, np.uint8)
+    first[:4], second[-4:] = 2, 2
+    project.add_correction("pt", Volume(image), label, first)
+    project.add_correction("pt (2)", Volume(image), label, second)
+    build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
+    with SliceStore.open(tmp_path / "store.h5") as store:
+        held = set().union(*(_slices_of(store.read_volume(name).image) for name in store.volume_names("val")))
+        for name in ("pt~unreviewed", "pt (2)~unreviewed"):
+            kept = _slices_of(store.read_volume(name).image)
+            assert len(kept) >= 10 and not kept & held
