@@ -104,22 +104,32 @@ def normalise_name(name: str) -> str:
     """Lower case without separators, so "Parotid_R", "parotid r" and "PAROTID-R" compare equal, in
     any script: keeping a-z and 0-9 only made every Cyrillic, Greek or CJK name "", and an outline
     "Тело" was imported as the table's "Ствол мозга" (both ""). Marks are dropped from Latin, Greek
-    and Cyrillic letters ("Rückenmark" = "Ruckenmark") and Arabic and Hebrew ones (optional vowel
-    points) only: elsewhere a mark changes the word (kana voicing: しんぞう heart, じんぞう kidney;
-    Indic vowel signs)."""
+    and Cyrillic letters ("Rückenmark" = "Ruckenmark") and the optional Arabic and Hebrew vowel
+    points only: elsewhere a mark changes the word (kana voicing: しんぞう heart, じんぞう kidney;
+    Indic vowel signs; the hamza)."""
     kept: list[str] = []
     for char in unicodedata.normalize("NFKD", name).casefold():
         if unicodedata.category(char).startswith("M"):  # a mark on the letter before it
-            if kept and not _accents_drop(kept[-1]):
+            if kept and not _mark_drops(char, kept[-1]):
                 kept.append(char)
         elif char.isalnum():
             kept.append(char)
     return "".join(kept)
 
 
-def _accents_drop(letter: str) -> bool:
-    # Latin, Greek, Cyrillic accents; Arabic and Hebrew vowel points, written or left out at will
-    return unicodedata.name(letter, "").startswith(("LATIN", "GREEK", "CYRILLIC", "ARABIC", "HEBREW"))
+# Arabic short vowels, tanween, shadda, sukun, dagger alef; Hebrew vowel points and dagesh: written
+# or left out at will. Not the hamza (a consonant: أ is not ا) nor the shin and sin dots.
+OPTIONAL_POINTS = frozenset(
+    [*map(chr, range(0x064B, 0x0653)), "\u0670", *map(chr, range(0x05B0, 0x05BE)), "\u05bf", "\u05c7"]
+)
+
+
+def _mark_drops(mark: str, letter: str) -> bool:
+    """Whether ``mark`` on ``letter`` is left out of the comparison: accents on Latin, Greek and
+    Cyrillic letters; Arabic and Hebrew optional points."""
+    if mark in OPTIONAL_POINTS:
+        return True
+    return unicodedata.name(letter, "").startswith(("LATIN", "GREEK", "CYRILLIC"))
 
 
 @functools.cache

@@ -71,6 +71,8 @@ def test_names_in_any_script_match_only_themselves():
     assert kana.match("しんぞう").name == "しんぞう"
     pointed = derive_class_table(["background", "الكبد", "כליה"])  # vowel points are optional there
     assert pointed.match("الكَبِد").name == "الكبد" and pointed.match("כִּלְיָה").name == "כליה"
+    hamza = derive_class_table(["background", "ا"])
+    assert hamza.match("أ") is None  # a hamza is a consonant, not an optional point
 
 
 def _checkpoint(**extra) -> ModelCheckpoint:
