@@ -30,11 +30,13 @@ def is_inverted_grey(header: Any) -> bool:
     return str(header.get("PhotometricInterpretation", "")).strip().upper() == INVERTED_GREY
 
 
-def undo_inverted_grey(image: sitk.Image, files: Sequence[Path], headers: Sequence[Any]) -> sitk.Image:
-    """``image`` (read by ITK from ``files``, in slice order) with each voxel's own rescaled value."""
+def undo_inverted_grey(
+    image: sitk.Image, files: Sequence[Path], headers: Sequence[Any], rescales: Sequence[tuple[float, float]]
+) -> sitk.Image:
+    """``image`` (read by ITK from ``files``, in slice order; ``rescales`` each slice's checked
+    slope and intercept) with each voxel's own rescaled value."""
     if not is_inverted_grey(headers[0]):
         return image
-    rescales = [_rescale(header) for header in headers]
     read = sitk.GetArrayViewFromImage(image)
     slope, intercept = rescales[0]
     # ITK's value v = slope * (c - s) + intercept, the true one slope * s + intercept: their sum
@@ -68,14 +70,6 @@ def _whole_numbers(read: np.ndarray, totals: list[float]) -> np.ndarray:
     for index, total in enumerate(totals):
         restored[index] = np.int32(total) - read[index].astype(np.int32)
     return restored
-
-
-def _rescale(header: Any) -> tuple[float, float]:
-    slope = header.get("RescaleSlope", None)
-    intercept = header.get("RescaleIntercept", None)
-    return (1.0 if slope in (None, "") else float(slope)), (
-        0.0 if intercept in (None, "") else float(intercept)
-    )
 
 
 def _first_slice_values(path: Path) -> np.ndarray:

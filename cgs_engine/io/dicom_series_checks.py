@@ -52,7 +52,7 @@ class CheckedSeries:
     files: tuple[Path, ...]
     headers: tuple[Any, ...]  # pydicom Datasets, pixel data not read
     geometry: Geometry  # of the slices' own grid; for a tilt, of the regular grid it is resampled on
-    rescale_per_slice: bool
+    rescales: tuple[tuple[float, float], ...]  # each slice's (slope, intercept), as checked
     tilt: Tilt | None = None  # only where the caller allowed one
 
 
@@ -96,7 +96,7 @@ def check_dicom_series(
         files=tuple(item.image.path for item in slices),
         headers=tuple(item.image.header for item in slices),
         geometry=geometry,
-        rescale_per_slice=len({item.rescale for item in slices}) > 1,
+        rescales=tuple(item.rescale for item in slices),
         tilt=tilt,
     )
 
@@ -106,7 +106,7 @@ def read_checked_series(series: CheckedSeries, name: str) -> sitk.Image:
     files = [require_utf8_path(path) for path in series.files]
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
-    if series.rescale_per_slice:  # else ITK casts every slice to the first one's integer type
+    if len(set(series.rescales)) > 1:  # else ITK casts every slice to the first one's integer type
         reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         with itk_warnings_off():
@@ -120,7 +120,7 @@ def read_checked_series(series: CheckedSeries, name: str) -> sitk.Image:
     image.SetSpacing(series.geometry.spacing)
     image.SetOrigin(series.geometry.origin)
     image.SetDirection(series.geometry.direction)
-    return undo_inverted_grey(image, series.files, series.headers)
+    return undo_inverted_grey(image, series.files, series.headers, series.rescales)
 
 
 @contextlib.contextmanager
