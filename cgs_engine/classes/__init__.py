@@ -5,9 +5,21 @@ left/right pairs (``laterality``)."""
 from cgs_engine.classes.laterality import (
     MIRROR_MODES,
     LateralityError,
+    MirrorPlan,
     lateral_pairs,
     mirror_permutation,
+    mirror_plan,
     resolve_pairs,
+    sided_classes,
 )
 
-__all__ = ["MIRROR_MODES", "LateralityError", "lateral_pairs", "mirror_permutation", "resolve_pairs"]
+__all__ = [
+    "MIRROR_MODES",
+    "LateralityError",
+    "MirrorPlan",
+    "lateral_pairs",
+    "mirror_permutation",
+    "mirror_plan",
+    "resolve_pairs",
+    "sided_classes",
+]

@@ -8,15 +8,26 @@ mirrored sample keeps the labels consistent with what the network sees: "RightPa
 the parotid on the image's left when the face is up.
 
 Pairs are found from the class names (``LeftParotid``/``RightParotid``, ``Parotid_L``/``Parotid_R``,
-``left kidney``/``right kidney``, ``Lung_Left``...): two names pair when they differ only by a side
-word (left/right, or a lone L/R token at the start or end) and the rest matches, case-insensitively.
-A training setting can give the pairs explicitly for names the rule cannot read.
+``LParotid``, ``left kidney``/``right kidney``, ``Lung_Left``, ``Kidney (L)``, ``Parotid_L_PRV05``,
+``Niere links``/``rechts``, ``Parotis sin``/``dx``...): two names pair when they differ only by a
+side word (a spelled-out side anywhere, or a lone L/R/Lt/Rt/sin/dx/li/re token at the start or end,
+a PRV margin suffix aside) and the rest matches, case-insensitively. A training setting can give the
+pairs explicitly for names the rule cannot read.
+
+Two kinds of sided names are not mirror twins. Heart chambers (left/right ventricle, atrium), the
+coronary arteries and the liver's lobes are named by their anatomy, not by the side of the body
+they lie on: a mirrored heart's left ventricle is still the left ventricle (the chamber the
+myocardium encloses), so their labels stay as they are. And a sided class without its partner
+(``Parotid_L`` alone, or a name the rule pairs with none) cannot be kept consistent under a mirror
+at all: mirrored, it would be taught on both sides. With such a class, mirror images are not
+drawn (:func:`mirror_plan`; the run says so at its start).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cgs_engine.errors import CGSError
 
@@ -24,8 +35,43 @@ from cgs_engine.errors import CGSError
 # where a pair exists, "keep" leaves labels as they are (the reference's behaviour, wrong for pairs).
 MIRROR_MODES = ("swap", "off", "keep")
 
-_SIDE_WORDS = {"left": "left", "right": "right", "l": "left", "r": "right", "lt": "left", "rt": "right"}
-_LONG_SIDES = ("left", "right")
+# Spelled-out sides, read anywhere in a name (English, German, Latin, Spanish, Italian).
+_LONG_SIDES = {
+    "left": "left",
+    "right": "right",
+    "links": "left",
+    "rechts": "right",
+    "sinister": "left",
+    "sinistra": "left",
+    "sinistro": "left",
+    "dexter": "right",
+    "dextra": "right",
+    "destra": "right",
+    "destro": "right",
+    "izquierdo": "left",
+    "izquierda": "left",
+    "derecho": "right",
+    "derecha": "right",
+}
+# Abbreviations, read only as a lone token at either end ("L_Parotid", "Parotid_R", "Niere li").
+_SHORT_SIDES = {
+    "l": "left",
+    "r": "right",
+    "lt": "left",
+    "rt": "right",
+    "sin": "left",
+    "sx": "left",
+    "dx": "right",
+    "li": "left",
+    "re": "right",
+}
+# Trailing tokens of a planning-risk-volume margin ("Parotid_L_PRV05", "Cochlea_R_PRV_3mm"): the
+# side before them still counts as at the end.
+_MARGIN = re.compile(r"^(prv\d*|\d+(mm)?)$")
+# Names whose side is their anatomy, not their side of the body: never swapped by a mirror.
+_ANATOMICAL_SIDES = {"atrium", "atria", "atrial", "ventricle", "ventricles", "ventricular", "coronary"}
+_ANATOMICAL_SIDES |= {"liver", "hepatic", "appendage"}
+_BRAIN_WORDS = {"lateral", "brain", "cerebral"}  # "lateral ventricle left" is a mirror twin
 
 
 class LateralityError(CGSError):
@@ -33,37 +79,52 @@ class LateralityError(CGSError):
 
 
 def _tokens(name: str) -> list[str]:
-    """Words of a class name: split at separators and at lower-to-upper case changes."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
-    return [token.lower() for token in re.split(r"[\s_\-./]+", spaced) if token]
+    """Words of a class name: split at separators, at lower-to-upper case changes and before the
+    last capital of a run of them ("LParotid" -> L Parotid)."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
+    return [token.lower() for token in re.split(r"[\s_\-./()\[\],;:]+", spaced) if token]
 
 
 def _side_and_base(name: str) -> tuple[str, tuple[str, ...]] | None:
     """('left' | 'right', the other words) when the name names one side exactly once, else None."""
     tokens = _tokens(name)
+    last = len(tokens) - 1
+    while last > 0 and _MARGIN.match(tokens[last]):
+        last -= 1
     positions = []
     for index, token in enumerate(tokens):
         if token in _LONG_SIDES:
-            positions.append(index)
-        elif token in _SIDE_WORDS and index in (0, len(tokens) - 1) and len(tokens) > 1:
-            positions.append(index)  # a lone L / R / Lt / Rt only at either end ("L_Parotid", "Parotid_R")
+            positions.append((index, _LONG_SIDES[token]))
+        elif token in _SHORT_SIDES and index in (0, last) and last > 0:
+            positions.append((index, _SHORT_SIDES[token]))
     if len(positions) != 1:
         return None
-    index = positions[0]
+    index, side = positions[0]
     base = tuple(tokens[:index] + tokens[index + 1 :])
-    return (_SIDE_WORDS[tokens[index]], base) if base else None
+    return (side, base) if base else None
+
+
+def _anatomical(base: tuple[str, ...]) -> bool:
+    words = set(base)
+    return bool(words & _ANATOMICAL_SIDES) and not words & _BRAIN_WORDS
+
+
+def sided_classes(class_names: Sequence[str]) -> dict[int, tuple[str, tuple[str, ...]]]:
+    """Foreground class id -> (side, the other words) for every name that names a side of the body
+    (heart chambers and the like, whose side is their anatomy, left out)."""
+    found = {}
+    for class_id, name in enumerate(class_names):
+        parsed = None if class_id == 0 else _side_and_base(str(name))
+        if parsed is not None and not _anatomical(parsed[1]):
+            found[class_id] = parsed
+    return found
 
 
 def lateral_pairs(class_names: Sequence[str]) -> list[tuple[int, int]]:
     """(right id, left id) for every pair of foreground classes that differ only by side."""
     sides: dict[tuple[str, ...], dict[str, list[int]]] = {}
-    for class_id, name in enumerate(class_names):
-        if class_id == 0:
-            continue
-        parsed = _side_and_base(str(name))
-        if parsed is not None:
-            side, base = parsed
-            sides.setdefault(base, {}).setdefault(side, []).append(class_id)
+    for class_id, (side, base) in sided_classes(class_names).items():
+        sides.setdefault(base, {}).setdefault(side, []).append(class_id)
     pairs = []
     for found in sides.values():
         rights, lefts = found.get("right", []), found.get("left", [])
@@ -107,3 +168,43 @@ def mirror_permutation(num_classes: int, pairs: Sequence[tuple[int, int]]) -> li
     for a, b in pairs:
         table[a], table[b] = b, a
     return table
+
+
+@dataclass(frozen=True)
+class MirrorPlan:
+    """What training does with mirror images for one class table."""
+
+    mirror: bool  # draw mirror images at all
+    table: list[int] | None  # class id -> class id on a mirrored sample; None: labels kept
+    note: str  # one line for the run's start: the pairs swapped, or why no mirror is drawn
+
+
+def mirror_plan(class_names: Sequence[str], setting: str | Sequence[Sequence[str]], mode: str) -> MirrorPlan:
+    """Mirror images for these classes under ``lateral_pairs`` ``setting`` and ``mirror`` ``mode``.
+
+    With pairs found from the names ("auto"), a sided class left without a partner turns mirror
+    images off: no label table keeps it on its side. Explicit pairs are the user's word for which
+    classes are twins; the names are then not read for sides.
+    """
+    pairs = resolve_pairs(class_names, setting)
+    names = [str(name) for name in class_names]
+    shown = ", ".join(f"{names[right]}/{names[left]}" for right, left in pairs)
+    if mode == "keep":
+        return MirrorPlan(True, None, "mirror images keep every label (mirror: keep)")
+    paired = {class_id for pair in pairs for class_id in pair}
+    alone = [] if setting != "auto" else [i for i in sided_classes(names) if i not in paired]
+    if alone:
+        lone = ", ".join(names[i] for i in alone)
+        return MirrorPlan(
+            False,
+            None,
+            f"no mirror images: {lone} names a side but has no partner class to swap with "
+            "(name both sides alike, or set lateral_pairs)",
+        )
+    if not pairs:
+        kept = [n for i, n in enumerate(names) if i and (p := _side_and_base(n)) and _anatomical(p[1])]
+        why = f"{', '.join(kept)} named by anatomy, kept as labelled" if kept else "no left/right classes"
+        return MirrorPlan(True, None, f"mirror images on ({why})")
+    if mode == "off":
+        return MirrorPlan(False, None, f"no mirror images (mirror: off; pairs {shown})")
+    return MirrorPlan(True, mirror_permutation(len(names), pairs), f"mirror images swap {shown}")

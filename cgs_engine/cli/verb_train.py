@@ -78,6 +78,8 @@ def _printer(event: dict) -> None:
     if kind == "start":
         budget = f"{event['total']} iterations" if event["total"] else "a wall-time budget"
         print(f"training {budget} on {event['runtime']}", file=sys.stderr)
+        if event.get("mirroring"):
+            print(f"  {event['mirroring']}", file=sys.stderr)
         if event.get("distributed", "single process") != "single process":
             print(
                 f"  {event['distributed']}; batch {event['batch_meaning']}; lr {event['effective_lr']:g}",

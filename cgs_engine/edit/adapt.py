@@ -35,6 +35,7 @@ from scipy import ndimage
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
 from cgs_engine.edit.checks import EditError, check_labels, check_spacing
 from cgs_engine.edit.result import EditResult
+from cgs_engine.errors import CGSError
 from cgs_engine.infer.slices import Cancelled, iterate_slice_probs, resize_images, resize_labels
 from cgs_engine.method import IGNORE_INDEX
 from cgs_engine.method.objective import METHODS, ObjectiveConfig, supervised_losses
@@ -137,7 +138,7 @@ def adapt_to_scan(
     size = model_checkpoint.input_size
     network = build_network(model_checkpoint).to(runtime.device)
     bank = _slice_bank(image, labels, trusted, slices, normalize, size)
-    mirror, table = TrainConfig().mirror_policy(model_checkpoint.class_names)
+    mirror, table = _mirroring(model_checkpoint)
     source = BatchSource(
         bank, None, batch, 0, seed, foreground_fraction=0.5, mirror=mirror, mirror_table=table
     )
@@ -234,3 +235,13 @@ def _predict(network, image, size, runtime, normalize, progress, cancel) -> np.n
     ):
         predicted[batch.start : batch.stop] = batch.labels.numpy()
     return predicted
+
+
+def _mirroring(model_checkpoint: ModelCheckpoint) -> tuple[bool, list[int] | None]:
+    """Mirror images as the model's training had them (its explicit left/right pairs, its mode)."""
+    recipe = model_checkpoint.train_config or {}
+    chosen = {key: recipe[key] for key in ("mirror", "lateral_pairs") if key in recipe}
+    try:
+        return TrainConfig(**chosen).mirror_policy(model_checkpoint.class_names)
+    except CGSError as error:
+        raise EditError(f"the model's left/right training settings: {error}") from None

@@ -54,6 +54,9 @@ INHERITED_SETTINGS = (
     "ce_normalise",
     "teacher_mode",
     "student_pass",
+    # which classes are left/right twins: a user's explicit pairs must outlive the first retrain
+    "mirror",
+    "lateral_pairs",
 )
 # The thorough mode (``retrain(thorough=True)``, ``cgs retrain --thorough``), on top of the above:
 # as many steps as the active model's first training (``trained_steps``; at most thorough_minutes),

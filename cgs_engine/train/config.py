@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from cgs_engine.classes import MIRROR_MODES, mirror_permutation, resolve_pairs
+from cgs_engine.classes import MIRROR_MODES, MirrorPlan, mirror_plan
 from cgs_engine.errors import CGSError
 from cgs_engine.method.objective import METHODS, ObjectiveConfig
 from cgs_engine.runtime import DEVICES, PRECISIONS
@@ -175,12 +175,12 @@ class TrainConfig:
 
     def mirror_policy(self, class_names: list[str]) -> tuple[bool, list[int] | None]:
         """(draw mirror images?, label table id -> id for mirrored samples or None) for these classes."""
-        pairs = resolve_pairs(class_names, self.lateral_pairs)
-        if not pairs or self.mirror == "keep":
-            return True, None
-        if self.mirror == "off":
-            return False, None
-        return True, mirror_permutation(len(class_names), pairs)
+        plan = self.mirror_plan(class_names)
+        return plan.mirror, plan.table
+
+    def mirror_plan(self, class_names: list[str]) -> MirrorPlan:
+        """What mirror images do for these classes, with the line that says so at a run's start."""
+        return mirror_plan(class_names, self.lateral_pairs, self.mirror)
 
     def objective(self) -> ObjectiveConfig:
         return ObjectiveConfig(

@@ -70,6 +70,7 @@ class TrainStarted(Event):
     distributed: str = "single process"
     batch_meaning: str = ""
     effective_lr: float = 0.0
+    mirroring: str = ""  # what mirror images do to left/right classes (TrainConfig.mirror_plan)
 
 
 @dataclass(eq=False)

@@ -151,6 +151,7 @@ def _train_locked(store_path, run_dir, config, resume, on_event, should_stop, co
             distributed=context.describe(),
             batch_meaning=_batch_meaning(config, context),
             effective_lr=_base_lr(config, context),
+            mirroring=config.mirror_plan(session.class_names).note,
         )
     )
     return _run(_Run(session, run_dir, total, emit, should_stop), resume)
@@ -169,6 +170,7 @@ def _run_record(config: TrainConfig, total: int, store_path: Path, session: Sess
         "distributed": context.describe(),
         "batch_meaning": _batch_meaning(config, context),
         "effective_lr": _base_lr(config, context),
+        "mirroring": config.mirror_plan(session.class_names).note,
     }
 
 

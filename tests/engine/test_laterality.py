@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cgs_engine.classes import LateralityError, lateral_pairs, mirror_permutation, resolve_pairs
+from cgs_engine.classes import LateralityError, lateral_pairs, mirror_permutation, mirror_plan, resolve_pairs
 from cgs_engine.train.augment import (
     ROT90_FLIP,
     apply_weak_geometry,
@@ -135,3 +135,68 @@ def test_batch_source_swaps_pairs_on_mirrored_labeled_samples():
         assert bool((same | swapped).all())
         differs += int((~same).sum())
     assert differs > 0
+
+
+def test_clinical_ways_of_naming_sides_pair():
+    assert lateral_pairs(["bg", "LParotid", "RParotid"]) == [(2, 1)]
+    german_latin = ["bg", "Niere links", "Niere rechts", "Parotis sin", "Parotis dx"]
+    assert lateral_pairs(german_latin) == [(2, 1), (4, 3)]
+    assert lateral_pairs(["bg", "Kidney (L)", "Kidney (R)"]) == [(2, 1)]
+    # a margin suffix keeps the side at the end, and a PRV pairs with its own side's PRV only
+    names = ["bg", "Parotid_L_PRV05", "Parotid_R_PRV05", "Parotid_L", "Parotid_R"]
+    assert lateral_pairs(names) == [(2, 1), (4, 3)]
+    # capitals inside an acronym are no side ("CTVHigh"), nor L/R inside words or with a digit
+    assert lateral_pairs(["bg", "CTVHigh", "Larynx", "Lips", "Vertebra_L1", "Vertebra_R1"]) == []
+
+
+def test_heart_chambers_are_named_by_anatomy_and_never_swapped():
+    # a mirrored heart's left ventricle is still the chamber the myocardium encloses
+    for names in (
+        ["bg", "Left Ventricle", "Myocardium", "Right Ventricle"],
+        ["bg", "Ventricle_L", "Ventricle_R", "Atrium_L", "Atrium_R"],
+        ["bg", "A_Coronary_L", "A_Coronary_R"],
+    ):
+        assert lateral_pairs(names) == []
+        plan = mirror_plan(names, "auto", "swap")
+        assert plan.mirror and plan.table is None and "named by anatomy" in plan.note
+    # the brain's lateral ventricles are mirror twins
+    assert lateral_pairs(["bg", "Lateral Ventricle Left", "Lateral Ventricle Right"]) == [(2, 1)]
+
+
+def test_a_sided_class_without_its_partner_turns_mirror_images_off():
+    # mirrored, "Parotid_L" alone would be taught on both sides: no label table can keep it
+    for names in (["bg", "Parotid_L", "Brainstem"], ["bg", "LeftParotid", "RightParotid", "Kidney_L"]):
+        plan = mirror_plan(names, "auto", "swap")
+        assert not plan.mirror and plan.table is None
+        assert "no partner" in plan.note and names[-1 if "Kidney_L" in names else 1] in plan.note
+        assert TrainConfig().mirror_policy(names) == (False, None)
+    # explicit pairs are the user's word: then the names are not read for sides
+    names = ["bg", "Parotid_L", "Parotid_R", "Liver lobe L"]
+    assert mirror_plan(names, [["Parotid_R", "Parotid_L"]], "swap").table == [0, 2, 1, 3]
+    assert mirror_plan(OPENKBP, "auto", "swap").note == "mirror images swap RightParotid/LeftParotid"
+    assert mirror_plan(OPENKBP, "auto", "keep").table is None
+
+
+def test_adapt_and_retrain_keep_the_models_own_left_right_settings(tmp_path):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from synthetic import CLASS_NAMES
+    from test_project import make_project
+
+    from cgs_engine.checkpoint import load_checkpoint, save_checkpoint
+    from cgs_engine.edit.adapt import _mirroring
+    from cgs_engine.retrain.recipe import train_config
+
+    project = make_project(tmp_path, corrections=1, unlabeled=0)
+    active = project.active_version()
+    pair = [CLASS_NAMES[2], CLASS_NAMES[1]]
+    recipe = {"lateral_pairs": [pair], "mirror": "swap"}
+    checkpoint = replace(load_checkpoint(active.model_path), train_config=recipe)
+    table = list(range(len(CLASS_NAMES)))
+    table[1], table[2] = 2, 1
+    assert _mirroring(checkpoint) == (True, table)
+    saved = tmp_path / "paired.pt"
+    save_checkpoint(checkpoint, saved)
+    config = train_config(project, SimpleNamespace(model_path=saved), None, 2, {})
+    assert config.lateral_pairs == [pair] and config.mirror_policy(CLASS_NAMES) == (True, table)
