@@ -118,6 +118,32 @@ def derived_entry(class_id: int, name: str, color: Sequence[int]) -> ClassEntry:
     )
 
 
+# What id 0 may be called: the background by any of its usual names (ITK-SNAP "Clear Label",
+# 3D Slicer, other languages), never an organ.
+BACKGROUND_NAMES = frozenset(
+    normalise_name(name)
+    for name in (
+        "background",
+        "bg",
+        "clear label",
+        "clear",
+        "unlabeled",
+        "unlabelled",
+        "none",
+        "exterior",
+        "outside",
+        "void",
+        "empty",
+        "nothing",
+        "hintergrund",
+        "fond",
+        "fondo",
+        "sfondo",
+        "achtergrond",
+        "фон",
+        "背景",
+    )
+)
 MAX_ENTRIES = 1000  # more classes than any segmentation model here; bounds the work per export
 MAX_LABEL_ID = 65535  # label maps are uint8 or uint16
 
@@ -155,6 +181,12 @@ def _entry_from_item(item: dict[str, Any]) -> ClassEntry | None:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name {name!r} is not a non-empty text")
     if class_id == 0:
+        if normalise_name(name) not in BACKGROUND_NAMES:
+            # a table numbered from 0 (enumerate(names)) would put every organ one id off in silence
+            raise ValueError(
+                f"id 0 is the background, but the table calls it {name!r}: organ ids start at 1 "
+                "(numbered from 0?)"
+            )
         return None
     color = _rgb(item["color"]) if item.get("color") else _rgb(default_colors(class_id + 1)[class_id])
     if "tg263" not in item:  # names only: derive the identity

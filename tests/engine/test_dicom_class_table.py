@@ -139,6 +139,11 @@ def test_class_table_files_and_the_predict_sidecar(tmp_path):
         ('{"classes": [{"id": 1}]}', "malformed class entry"),
         ('{"classes": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}', "listed twice"),
         ('{"classes": [{"id": 1, "name": "a", "color": [300, 0, 0]}]}', "malformed class entry"),
+        # numbered from 0: every organ would be exported one id off, Brainstem dropped in silence
+        (
+            '{"classes": [{"id": 0, "name": "Brainstem"}, {"id": 1, "name": "SpinalCord"}]}',
+            "organ ids start at 1",
+        ),
     ],
 )
 def test_bad_class_tables_are_one_line_errors(tmp_path, content, problem):
@@ -148,3 +153,10 @@ def test_bad_class_tables_are_one_line_errors(tmp_path, content, problem):
         read_class_table(path)
     assert str(error.value).startswith(str(path)) and problem in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_id_0_may_be_called_background_in_the_usual_ways(tmp_path):
+    for name in ("background", "Background", "Clear Label", "Hintergrund", "фон"):
+        path = tmp_path / "ok.json"
+        path.write_text(json.dumps({"classes": [{"id": 0, "name": name}, {"id": 1, "name": "Liver"}]}))
+        assert [entry.name for entry in read_class_table(path).entries] == ["Liver"]
