@@ -29,10 +29,14 @@ import h5py
 import numpy as np
 import SimpleITK as sitk
 
+from cgs_engine.classes.files import find_class_file, read_class_file
+from cgs_engine.classes.relabel import in_receiver_classes
+from cgs_engine.classes.table import derive_class_table
 from cgs_engine.errors import CGSError, first_line
 from cgs_engine.io import read_volume
 from cgs_engine.io.errors import VolumeIOError, require_utf8_path
 from cgs_engine.io.formats import strip_image_suffix
+from cgs_engine.io.validate import label_map_problem
 from cgs_engine.normalize import Normalization, guess_normalization
 from cgs_engine.orientation import Reorientation
 from cgs_engine.scope import ScopeMeter
@@ -354,17 +358,18 @@ def import_nifti(
     if not plan:
         raise DatasetImportError(f"{out}: nothing to import (no images given)")
     _check_unique_names([image for image, _, _ in plan])
+    label_paths = [label for _, label, _ in plan if label is not None]
     if class_names is None:
-        label_paths = [label for _, label, _ in plan if label is not None]
-        class_names = _default_class_names(label_paths, read_volume)
-    first = read_volume(plan[0][0], kind="image")
+        class_names = _class_names_from_files(label_paths) or _default_class_names(label_paths, read_volume)
+    receiver = derive_class_table(list(class_names))
+    first = _read_scan(plan[0][0])
     guessed = normalization is None
     if normalization is None:
         normalization = guess_normalization(first.array)
     meter = ScopeMeter()
     with SliceStore.create(out, class_names, normalization, overwrite=overwrite) as store:
         for done, (image_path, label_path, split) in enumerate(plan, start=1):
-            volume = first if done == 1 else read_volume(image_path, kind="image")
+            volume = first if done == 1 else _read_scan(image_path)
             if guessed and done > 1:
                 _check_same_normalization(image_path, volume, plan[0][0], normalization)
             if split != "val":
@@ -374,7 +379,13 @@ def import_nifti(
                 label = read_volume(label_path, kind="labels")
                 _check_same_grid(image_path, volume, label_path, label)
             normalised = normalization.apply(volume.array)
-            label_array = None if label is None else label.array
+            # ids as the class file beside the map names them (another tool's or an export's
+            # numbering), not taken as the store's own: Mandible 1 was stored as Brainstem
+            label_array = (
+                None
+                if label is None
+                else in_receiver_classes(label.array, label_path, receiver, "the store").labels
+            )
             name = _volume_name(image_path)
             _add(
                 store,
@@ -440,6 +451,27 @@ def _check_unique_names(paths: Sequence[Path]) -> None:
         if name in seen:
             raise DatasetImportError(f"{path}: volume name {name!r} is already used by {seen[name]}")
         seen[name] = path
+
+
+def _read_scan(path: Path):
+    """An image to train on; a label map given in its place (an export saved beside the scans) is
+    refused, as `cgs project add-unlabeled` refuses it: trained on, it is organ-shaped plateaus."""
+    volume = read_volume(path, kind="image")
+    problem = label_map_problem(volume.array)
+    if problem is not None:
+        raise DatasetImportError(f"{path}: {problem}")
+    return volume
+
+
+def _class_names_from_files(label_paths: Sequence[Path]) -> list[str] | None:
+    """Without --classes: the organs the first label map's class file names (in id order; a gap in
+    its ids closes up, the maps are renumbered by name), or None when no map has one."""
+    for path in label_paths:
+        record = find_class_file(path)
+        if record is not None:
+            table = read_class_file(record).table
+            return ["background", *(entry.name for entry in table.entries)]
+    return None
 
 
 def _default_class_names(label_paths: Sequence[Path], read_volume) -> list[str]:

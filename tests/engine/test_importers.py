@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from cgs_engine.classes.organs import openkbp_class_names
+from cgs_engine.errors import CGSError
 from cgs_engine.normalize import Normalization
 from cgs_engine.store import SliceStore, SliceStoreError
 from cgs_engine.store.importers import (
@@ -390,3 +391,49 @@ def test_a_ct_cropped_to_soft_tissue_imports_beside_whole_cts(tmp_path):
     out = import_nifti(images, labels, [], tmp_path / "s.h5", class_names=["background", "x"])
     with SliceStore.open(out) as store:
         assert store.normalization.mode == "ct-window" and store.volume_names("labeled") == ["a", "b"]
+
+
+def _class_file(label_path: Path, names_by_id: dict[int, str]) -> None:
+    classes = [{"id": 0, "name": "background"}] + [{"id": i, "name": n} for i, n in names_by_id.items()]
+    record = {"format": "napari-cgs-class-table", "labels": label_path.name, "classes": classes}
+    (label_path.parent / f"{label_path.name.split('.')[0]}_classes.json").write_text(json.dumps(record))
+
+
+def test_nifti_labels_are_renumbered_by_the_class_file_beside_them(tmp_path):
+    """The class file beside a map (an export, another tool's numbering) was ignored: its Mandible 1
+    went into the store as the table's class 1, Brainstem, and a model learnt the one as the other."""
+    label = np.zeros((3, 6, 5), np.uint8)
+    label[0], label[1, :3], label[2, :1] = 1, 2, 5  # Mandible, Brainstem, Larynx by its class file
+    image = write_nifti(tmp_path / "i" / "a.nii.gz", mr_like(0))
+    label_path = write_nifti(tmp_path / "l" / "a.nii.gz", label)
+    _class_file(label_path, {1: "Mandible", 2: "Brainstem", 3: "SpinalCord", 5: "Larynx"})
+    names = openkbp_class_names()
+    with SliceStore.open(
+        import_nifti([image], [label_path], [], tmp_path / "s.h5", class_names=names)
+    ) as store:
+        stored = store.read_volume("a").label
+    assert (stored[0] == names.index("Mandible")).all() and (stored[2, :1] == names.index("Larynx")).all()
+    assert (stored[1, :3] == names.index("Brainstem")).all()
+    # without --classes the class file names the store's classes (its gap closed up)
+    with SliceStore.open(import_nifti([image], [label_path], [], tmp_path / "t.h5")) as store:
+        assert store.class_names == ["background", "Mandible", "Brainstem", "SpinalCord", "Larynx"]
+        assert (store.read_volume("a").label[2, :1] == 4).all()
+    # an organ the store has no class for is refused, naming the map
+    _class_file(label_path, {1: "Liver", 2: "Brainstem", 5: "Larynx"})
+    with pytest.raises(CGSError, match="Liver") as error:
+        import_nifti([image], [label_path], [], tmp_path / "u.h5", class_names=names)
+    assert str(label_path) in str(error.value) and not (tmp_path / "u.h5").exists()
+
+
+def test_nifti_label_map_given_as_a_scan_is_refused(tmp_path):
+    label = np.zeros((3, 6, 5), np.uint8)
+    label[1, 2:4, 2:4] = 2
+    label[0, :2] = 1
+    as_image = write_nifti(tmp_path / "i" / "a.nii.gz", label)
+    label_path = write_nifti(tmp_path / "l" / "a.nii.gz", label)
+    real = write_nifti(tmp_path / "i" / "b.nii.gz", mr_like(0))
+    real_label = write_nifti(tmp_path / "l" / "b.nii.gz", label)
+    for images, labels, unlabeled in (([as_image], [label_path], []), ([real], [real_label], [as_image])):
+        with pytest.raises(DatasetImportError, match="looks like a label map") as error:
+            import_nifti(images, labels, unlabeled, tmp_path / "s.h5", class_names=["background", "x", "y"])
+        assert str(as_image) in str(error.value) and not (tmp_path / "s.h5").exists()
