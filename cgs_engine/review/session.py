@@ -8,7 +8,13 @@ Layout: datasets ``labels`` (uint8/uint16), ``review_mask`` (uint8) and optional
 ``component_map`` (smallest unsigned type), gzip level 1, one chunk per z slice; attributes
 ``format``, ``format_version``, ``fingerprint``, ``saved`` (UTC ISO time) and JSON strings
 ``geometry``, ``class_names`` and ``review_state``; optionally ``class_colors`` (JSON) and
-``prediction_id`` (which saved prediction's maps belong to these labels, see ``prediction_file``).
+``prediction_id`` (which saved prediction's maps belong to these labels, see ``prediction_file``)
+and ``write_id`` (new for every write).
+
+Two writers of one file (the same image open in two napari windows) would each replace the
+other's work without a word, the last one winning. A writer that passes ``replaces`` (the
+``write_id`` of the file as it last read or wrote it) gets :class:`SessionConflictError` instead
+when someone else wrote the file meanwhile, and can save elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +47,13 @@ class SessionError(CGSError):
     """A review session cannot be saved or loaded; the message is one line naming the file."""
 
 
+class SessionConflictError(SessionError):
+    """The session file was written by someone else since the writer last read or wrote it."""
+
+
+UNCHECKED = object()  # save_session(replaces=...) default: no check of who wrote the file last
+
+
 @dataclass
 class Session:
     path: Path
@@ -52,6 +66,7 @@ class Session:
     component_map: np.ndarray | None = None  # int32 region ids, when one was saved
     class_colors: list[list[int]] | None = None  # RGB 0-255 per class id, when saved
     prediction_id: str = ""  # the saved prediction (maps) these labels came from, when saved
+    write_id: str = ""  # this write of the file ("" for files written before it was recorded)
 
 
 def session_path_for(image_path: str | os.PathLike) -> Path:
@@ -129,9 +144,22 @@ def save_session(
     component_map: np.ndarray | None = None,
     class_colors: list[list[int]] | None = None,
     prediction_id: str = "",
+    write_id: str = "",
+    replaces: str | None | object = UNCHECKED,
 ) -> Path:
-    """Write the session atomically and return its path; the previous file survives any failure."""
+    """Write the session atomically and return its path; the previous file survives any failure.
+
+    ``write_id`` marks this write (a new random one by default). ``replaces``: the ``write_id`` the
+    file must still have (None: it must not exist yet), else :class:`SessionConflictError` and
+    nothing is written.
+    """
     target = Path(path)
+    if replaces is not UNCHECKED:
+        found = session_write_id(target)
+        if found != replaces:
+            raise SessionConflictError(
+                f"{target}: saved by another window or program since this one read it; not overwritten"
+            )
     labels = _storable_labels(labels, target)
     if review_state.shape != labels.shape:
         raise SessionError(
@@ -156,6 +184,7 @@ def save_session(
                 component_map,
                 class_colors,
                 prediction_id,
+                write_id or uuid.uuid4().hex,
             ),
         )
     except OSError as error:
@@ -196,6 +225,7 @@ def load_session(path: str | os.PathLike, expected_fingerprint: str | None = Non
                 component_map=component_map,
                 class_colors=_colours(file.attrs.get("class_colors")),
                 prediction_id=_text(file.attrs.get("prediction_id", "")),
+                write_id=_text(file.attrs.get("write_id", "")),
             )
     except SessionError:
         raise
@@ -208,6 +238,20 @@ def load_session(path: str | os.PathLike, expected_fingerprint: str | None = Non
             f"{source}: session file is corrupt (labels, mask and component map differ in shape)"
         )
     return session
+
+
+def session_write_id(path: str | os.PathLike) -> str | None:
+    """The ``write_id`` of the session file at ``path``: None when there is no file, "" for one
+    written before ids were recorded, and a marker no writer holds for a file that cannot be read
+    as a session (it is nobody's to overwrite)."""
+    source = Path(path)
+    if not source.exists():
+        return None
+    try:
+        with h5py.File(source, "r") as file:
+            return _text(file.attrs.get("write_id", ""))
+    except (OSError, ValueError, TypeError):
+        return "unreadable"
 
 
 def _storable_labels(labels: np.ndarray, target: Path) -> np.ndarray:
@@ -234,8 +278,10 @@ def _fill(
     component_map: np.ndarray | None,
     class_colors: list[list[int]] | None,
     prediction_id: str,
+    write_id: str,
 ) -> None:
     file.attrs["format"] = FORMAT_NAME
+    file.attrs["write_id"] = write_id
     file.attrs["format_version"] = FORMAT_VERSION
     file.attrs["fingerprint"] = fingerprint
     file.attrs["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

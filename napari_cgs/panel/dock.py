@@ -100,7 +100,7 @@ from napari_cgs.panel.prediction_layers import (
 )
 from napari_cgs.panel.retrain_section import RetrainSection
 from napari_cgs.panel.review_queue import ReviewController, ReviewQueueWidget
-from napari_cgs.panel.session import SessionAutosave, find_session, saved_prediction_of
+from napari_cgs.panel.session import SessionAutosave, find_session, is_conflict_file, saved_prediction_of
 from napari_cgs.panel.workers import PredictionJob, PredictionResult, qt_object_deleted
 from napari_cgs.panel.worklist_section import WorklistSection
 
@@ -217,6 +217,7 @@ class CGSPanel(QWidget):
         self.display.bind_keys()
         self.autosave = SessionAutosave(self._session_snapshot, parent=self)
         self.autosave.saved.connect(self._show_saved)
+        self.autosave.diverted.connect(self._show_saved)
         self.autosave.failed.connect(lambda reason: self._show_session(f"Autosave failed: {reason}", reason))
         self.review.changed.connect(self.autosave.mark_changed)
         self.stroke_timer = QTimer(self)
@@ -1061,6 +1062,7 @@ class CGSPanel(QWidget):
         if session is None:
             self._show_session("No saved session for this image.")
             return None
+        self.autosave.read(session)  # later saves replace this write of the file, nobody else's
         self.class_names = list(session.class_names)
         self.class_colors = self._colours_of(session)
         saved, no_maps = saved_prediction_of(session)
@@ -1137,6 +1139,13 @@ class CGSPanel(QWidget):
         return None if saved.disagreement is None else slice_profile(saved.disagreement)
 
     def _show_saved(self, path: str) -> None:
+        if is_conflict_file(path):  # the usual file is another window's: say where this work goes
+            self._show_session(
+                f"Session autosaved at {time.strftime('%H:%M:%S')} to {Path(path).name}: another "
+                "window saved this image's usual session file meanwhile, so it was not overwritten.",
+                path,
+            )
+            return
         self._show_session(f"Session autosaved at {time.strftime('%H:%M:%S')} (hover for the file).", path)
 
     def _show_session(self, text: str, detail: str = "") -> None:

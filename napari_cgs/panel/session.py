@@ -13,6 +13,11 @@ A session file of other voxels under the usual name (another scan with the same 
 folder, the image changed on disk since, a damaged file) is never overwritten: the image's
 session goes to ``<stem>.<fingerprint>.cgs-session.h5`` beside it and the panel says so.
 
+Two windows on one image (two napari processes): each panel remembers which write of the file it
+last read or wrote, and a save finds the file as it left it or does not overwrite it. Its labels
+then go to ``<stem>.conflict-<time>.cgs-session.h5`` beside it from then on, and the panel says so:
+the other window's work stays where it was, and neither is lost.
+
 Restore: the panel restores automatically when an image with a matching session (same
 fingerprint: same voxels and geometry) is selected and it has no labels layer yet, so nothing
 the user sees is overwritten; otherwise the "Restore session" button does it on demand.
@@ -21,7 +26,9 @@ the user sees is overwritten; otherwise the "Restore session" button does it on 
 from __future__ import annotations
 
 import os
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +47,13 @@ from cgs_engine.review.prediction_file import (
     prediction_path_for,
     save_prediction,
 )
-from cgs_engine.review.session import session_path_of_image
+from cgs_engine.review.session import (
+    SESSION_SUFFIX,
+    UNCHECKED,
+    SessionConflictError,
+    session_path_of_image,
+    session_write_id,
+)
 from napari_cgs._layers import SOURCE_KEY, read_geometry
 
 AUTOSAVE_MS = 60_000
@@ -104,6 +117,7 @@ class SessionAutosave(QObject):
 
     saved = Signal(str)  # path written
     failed = Signal(str)  # one-line reason
+    diverted = Signal(str)  # path of the conflict file: another window saved the usual one meanwhile
 
     def __init__(self, snapshot, parent: QObject | None = None, interval_ms: int = AUTOSAVE_MS) -> None:
         """``snapshot()`` returns the save_session keyword arguments (without path), or None."""
@@ -112,6 +126,9 @@ class SessionAutosave(QObject):
         self.dirty = False
         self.path: Path | None = None
         self.note = ""
+        # per session file, its write_id as this panel last read or wrote it (the writer thread
+        # may still finish a save of the image followed before)
+        self.seen: dict[Path, str | None] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cgs-session-save")
         self._pending: Future | None = None
         self.timer = QTimer(self)
@@ -124,7 +141,13 @@ class SessionAutosave(QObject):
         ``note`` says when the usual file name belongs to other voxels (kept, not overwritten)."""
         fingerprint = fingerprint_of(image_layer)
         self.path, self.note = session_place(image_layer, fingerprint)
+        if self.path not in self.seen:  # chosen again: still the write this panel knew
+            self.seen[self.path] = session_write_id(self.path)
         return fingerprint
+
+    def read(self, session: Session) -> None:
+        """The panel took ``session`` (restored it): later saves replace that write of the file."""
+        self.seen[Path(session.path)] = session.write_id
 
     def mark_changed(self) -> None:
         self.dirty = True
@@ -155,13 +178,26 @@ class SessionAutosave(QObject):
         return path
 
     def _write(self, path: Path, contents: dict[str, Any]) -> Path | None:
+        write_id = uuid.uuid4().hex
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            written = save_session(path, **contents)
+            try:
+                written = save_session(
+                    path, **contents, write_id=write_id, replaces=self.seen.get(path, UNCHECKED)
+                )
+            except SessionConflictError:
+                # another window saved this image's session meanwhile: both works are kept
+                written = save_session(conflict_path(path), **contents, write_id=write_id, replaces=None)
+                if self.path == path:
+                    self.path = written
+                self.seen[written] = write_id
+                self.diverted.emit(str(written))
+                return written
         except (SessionError, OSError) as error:
             self.dirty = True  # try again at the next change or tick
             self.failed.emit(str(error))
             return None
+        self.seen[path] = write_id
         self.saved.emit(str(written))
         return written
 
@@ -182,3 +218,19 @@ class SessionAutosave(QObject):
     def stop(self) -> None:
         self.timer.stop()
         self.flush()
+
+
+def conflict_path(path: Path) -> Path:
+    """A new session file beside ``path`` for the labels that must not overwrite it."""
+    stem = path.name[: -len(SESSION_SUFFIX)] if path.name.endswith(SESSION_SUFFIX) else path.stem
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = path.with_name(f"{stem}.conflict-{stamp}{SESSION_SUFFIX}")
+    number = 2
+    while candidate.exists():
+        candidate = path.with_name(f"{stem}.conflict-{stamp}-{number}{SESSION_SUFFIX}")
+        number += 1
+    return candidate
+
+
+def is_conflict_file(path: str | os.PathLike) -> bool:
+    return ".conflict-" in Path(path).name

@@ -212,3 +212,24 @@ def test_a_session_of_other_voxels_is_never_overwritten_by_another_images_review
     assert session_fingerprint(usual) is None
     damaged, note = session_path_of_image(image, "fp-a")
     assert damaged != usual and note.startswith("ct.cgs-session.h5 cannot be read;")
+
+
+def test_a_writer_that_did_not_see_the_last_write_does_not_overwrite_it(tmp_path, reviewed):
+    """Two windows on one image: each saved over the other's work, the last one winning in silence."""
+    labels, state, _ = reviewed
+    path = tmp_path / "case.cgs-session.h5"
+    first = save_session(path, labels, state, "abc", GEOMETRY, CLASS_NAMES, write_id="w1", replaces=None)
+    assert load_session(first).write_id == "w1" and session_module.session_write_id(path) == "w1"
+    with pytest.raises(session_module.SessionConflictError) as error:  # it must not exist yet
+        save_session(path, labels, state, "abc", GEOMETRY, CLASS_NAMES, replaces=None)
+    _one_line_naming(error, path)
+    # the other window wrote meanwhile (w2): this one, which last saw w1, is refused
+    save_session(path, labels * 0, state, "abc", GEOMETRY, CLASS_NAMES, write_id="w2", replaces="w1")
+    with pytest.raises(session_module.SessionConflictError, match="another window"):
+        save_session(path, labels, state, "abc", GEOMETRY, CLASS_NAMES, write_id="w3", replaces="w1")
+    assert load_session(path).write_id == "w2" and not load_session(path).labels.any()
+    # unchecked writes (headless callers) and files from before write ids behave as ever
+    save_session(path, labels, state, "abc", GEOMETRY, CLASS_NAMES)
+    assert session_module.session_write_id(tmp_path / "none.h5") is None
+    (tmp_path / "junk.cgs-session.h5").write_bytes(b"not hdf5")
+    assert session_module.session_write_id(tmp_path / "junk.cgs-session.h5") == "unreadable"

@@ -118,6 +118,43 @@ def test_session_is_autosaved_beside_the_image_and_restored_when_it_is_opened_ag
     assert "Restored" in panel.session_label.text()
 
 
+def test_a_session_saved_by_another_window_meanwhile_is_kept_and_this_one_goes_beside_it(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    """The same image open in two napari windows: each autosave replaced the other's strokes, the
+    last one winning, and neither window said so."""
+    from cgs_engine.review import save_session
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    session_file = session_path_for(sample_slab_path)
+    assert panel.autosave.save_now(wait=True) == session_file
+    theirs = load_session(session_file)
+    theirs.labels[:] = 0
+    theirs.labels[0, :4, :4] = 1  # the other window's work
+    save_session(
+        session_file,
+        theirs.labels,
+        theirs.review_state,
+        theirs.fingerprint,
+        theirs.geometry,
+        theirs.class_names,
+    )
+    labels = viewer.layers[labels_layer_name(image)]
+    labels.paint((2, 20, 20), 6)
+    written = panel.autosave.save_now(wait=True)
+    assert written != session_file and ".conflict-" in written.name and written.parent == session_file.parent
+    np.testing.assert_array_equal(load_session(session_file).labels, theirs.labels)  # theirs kept
+    np.testing.assert_array_equal(load_session(written).labels, np.asarray(labels.data))  # ours too
+    qtbot.waitUntil(lambda: written.name in panel.session_label.text().replace("\u200b", ""), timeout=5_000)
+    assert "not overwritten" in panel.session_label.text().replace("\u200b", "")
+    # later saves go on into the conflict file, and this panel's own writes never conflict
+    labels.paint((3, 20, 20), 6)
+    assert panel.autosave.save_now(wait=True) == written
+    np.testing.assert_array_equal(load_session(written).labels, np.asarray(labels.data))
+
+
 def test_images_without_a_writable_source_keep_their_session_in_the_home_folder(
     viewer_and_panel, home_sessions
 ):
