@@ -28,19 +28,21 @@ def add_parser(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def _class_names(args, pred_dir: Path, max_id: int) -> dict[int, str]:
+def _class_names(args, pred_dir: Path, present: set[int]) -> dict[int, str]:
+    """The classes scored: those named (a table's ids may have gaps: 1, 2, 3, 5), each id the
+    maps hold named; without names, class_N up to the largest id held."""
     if args.classes:
         classes, where = dict(enumerate(_named_classes(args), start=1)), "--classes"
     else:
         tables = sorted(pred_dir.glob(f"*{CLASS_FILE_SUFFIX}"))
         if not tables:
-            return {i: f"class_{i}" for i in range(1, max_id + 1)}
+            return {i: f"class_{i}" for i in range(1, max(present, default=0) + 1)}
         classes, where = read_class_file(tables[0]).names, str(tables[0])
-    missing = [i for i in range(1, max_id + 1) if i not in classes]
+    missing = sorted(i for i in present if i not in classes)
     if missing:
         raise CGSError(
-            f"{where}: names {len(classes)} class(es), but the label maps hold ids up to {max_id} "
-            f"(no name for {', '.join(map(str, missing[:5]))}); name every class"
+            f"{where}: names {len(classes)} class(es), but the label maps hold ids it does not name "
+            f"({', '.join(map(str, missing[:5]))}); name every class"
         )
     return classes
 
@@ -71,6 +73,7 @@ def _in_classes(labels, path, receiver):
 
 
 def run(args) -> int:
+    from cgs_engine.classes.relabel import values_present
     from cgs_engine.evaluate import evaluate_volume, format_table, summarise, to_json
     from cgs_engine.evaluate.pairing import pair_files
     from cgs_engine.io import check_same_grid, read_volume
@@ -103,8 +106,8 @@ def run(args) -> int:
                 _in_classes(gt_ids, gt_path, receiver),
             )
         loaded.append((name, pred_ids, gt_ids, pred.geometry.spacing[::-1]))
-    max_id = max(int(max(p.max(initial=0), g.max(initial=0))) for _, p, g, _ in loaded)
-    classes = _class_names(args, Path(args.pred), max_id)
+    present = {value for _, p, g, _ in loaded for array in (p, g) for value in values_present(array)}
+    classes = _class_names(args, Path(args.pred), present)
     per_volume = {
         name: evaluate_volume(pred_ids, gt_ids, classes, spacing_zyx=spacing)
         for name, pred_ids, gt_ids, spacing in loaded

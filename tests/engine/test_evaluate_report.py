@@ -291,3 +291,29 @@ def test_cgs_evaluate_by_organ_edges(tmp_path, capsys):
     assert (
         "calls value 1 'LeftParotid', a class this evaluation does not have (a, b)" in capsys.readouterr().err
     )
+
+
+def test_cgs_evaluate_scores_maps_of_a_class_table_with_gaps(tmp_path, capsys):
+    """Ids 1, 2 and 5 (4 retired): maps imported through such a table could not be scored at all."""
+    from cgs_engine.classes.files import write_class_file
+    from cgs_engine.cli.main import main
+    from cgs_engine.io import write_volume
+    from cgs_engine.volume import Volume
+
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        labels = np.zeros((4, 8, 8), np.uint8)
+        labels[:, :3], labels[:, 3:5], labels[:, 6:] = 1, 2, 5
+        write_volume(Volume(labels, kind="labels"), tmp_path / folder / "case.nii.gz")
+        entries = [{"id": 1, "name": "Liver"}, {"id": 2, "name": "Spleen"}, {"id": 5, "name": "Kidney_L"}]
+        write_class_file(tmp_path / folder / "case_classes.json", entries, tmp_path / folder / "case.nii.gz")
+    out_json = tmp_path / "scores.json"
+    folders = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    assert main(["evaluate", *folders, "--json", str(out_json)]) == 0
+    text = json.dumps(json.loads(out_json.read_text()))
+    assert "Kidney_L" in text and "class_4" not in text
+    # an id the maps hold that the table does not name is still refused, naming it
+    labels[0, 0, 0] = 3
+    write_volume(Volume(labels, kind="labels"), tmp_path / "gt" / "case.nii.gz", overwrite=True)
+    assert main(["evaluate", *folders]) == 2
+    assert "does not name the value 3" in capsys.readouterr().err
