@@ -29,11 +29,12 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox
-from napari.layers import Image
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
@@ -228,6 +229,13 @@ class CGSPanel(QWidget):
         self.review.decided.connect(self.autosave.save_now)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_images)
+        # Strokes on the labels of an image the panel does not follow went into no session and were
+        # lost when napari closed: painting there makes the panel follow that image.
+        self._paint_watched: set[int] = set()
+        self.viewer.layers.events.inserted.connect(self._watch_paint)
+        self.viewer.layers.events.removed.connect(self._unwatch_paint)
+        for layer in list(self.viewer.layers):
+            self._watch_paint(SimpleNamespace(value=layer))
         self._image_names: dict[Any, str] = {}  # source image layer id -> its name, to see renames
         self.viewer.layers.events.renamed.connect(self._on_layer_renamed)
         # The model first: an image already open may restore its session at once (its colours then
@@ -907,6 +915,57 @@ class CGSPanel(QWidget):
 
             setattr(target, name, replayed)
 
+    def _watch_paint(self, event) -> None:
+        layer = getattr(event, "value", None)
+        if isinstance(layer, Labels) and id(layer) not in self._paint_watched:
+            self._paint_watched.add(id(layer))
+            layer.events.paint.connect(self._on_any_paint)
+
+    def _unwatch_paint(self, event) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None and id(layer) in self._paint_watched:  # its id may be a new layer's later
+            self._paint_watched.discard(id(layer))
+            layer.events.paint.disconnect(self._on_any_paint)
+
+    def _on_any_paint(self, event) -> None:
+        """A stroke on the labels of an image other than the followed one: follow that image (its
+        session, restored with these labels kept, then holds the stroke)."""
+        source = event.source
+        if self._edit_flags["writing"] or same_layer(source, self.labels_layer):
+            return
+        owner = next(
+            (
+                image
+                for image in self._source_images()
+                if same_layer(find_labels_layer(self.viewer, image), source)
+            ),
+            None,
+        )
+        if owner is None or same_layer(owner, self._followed):
+            return
+        if self.running():
+            self.status_label.setText(
+                breakable(
+                    f"You painted on {source.name}, but the panel follows "
+                    f"{getattr(self._followed, 'name', 'another image')} until its "
+                    f"pre-segmentation ends: choose {owner.name} then, or these strokes are not saved."
+                )
+            )
+            return
+        QTimer.singleShot(0, lambda: self._follow_painted(owner, source.name))
+
+    def _follow_painted(self, image_layer: Any, labels_name: str) -> None:
+        if not self._in_viewer(image_layer) or same_layer(image_layer, self._followed) or self.running():
+            return
+        self.select_image(image_layer)
+        if same_layer(self._followed, image_layer):
+            self.status_label.setText(
+                breakable(
+                    f"Now following {image_layer.name}: you painted on {labels_name}, so its strokes "
+                    "are saved in its session."
+                )
+            )
+
     def _on_paint(self, event) -> None:
         if (
             self._edit_flags["writing"]
@@ -1026,6 +1085,10 @@ class CGSPanel(QWidget):
         # at once. Left unfollowed, they stayed editable and the strokes went into no session.
         if existing is None or np.array_equal(np.asarray(existing.data), session.labels):
             self.restore_session()
+        elif np.shape(existing.data) == session.labels.shape:
+            # its labels on screen hold strokes the session does not (painted while another image was
+            # followed): its review comes back with the labels as they are, the strokes counted as yours
+            self.restore_session(keep_labels_on_screen=True)
         else:
             self._show_session(
                 f"A saved session from {local_time(session.saved)} exists for this image: "
@@ -1033,8 +1096,11 @@ class CGSPanel(QWidget):
                 str(session.path),
             )
 
-    def restore_session(self) -> str | None:
+    def restore_session(self, keep_labels_on_screen: bool = False) -> str | None:
         """Load this image's saved labels, maps and queue; returns the session path, None if there is none.
+
+        ``keep_labels_on_screen``: the review, maps and queue only; the image's labels layer keeps
+        what it holds, its differences from the saved labels counted as your edits (and saved).
 
         Gives back what the user left: the labels in the colours they were drawn in, the specialist
         and disagreement maps with the slice profile, the queue's decisions and position, and the
@@ -1069,11 +1135,18 @@ class CGSPanel(QWidget):
         self.prediction_id = session.prediction_id if saved is not None else ""
         with muted_edit_tracking(self._edit_flags):
             labels = self._adopt_labels_layer(image_layer, create=True)
-            replaced = write_labels_undoable(labels, session.labels) and into_shown_labels
-        if not replaced:  # into new (or identical) labels, a restore is where the undo history starts:
+            kept = (
+                keep_labels_on_screen and into_shown_labels and np.shape(labels.data) == session.labels.shape
+            )
+            replaced = not kept and write_labels_undoable(labels, session.labels) and into_shown_labels
+        if not replaced and not kept:  # into new (or identical) labels, a restore starts the undo history:
             forget_history(labels)  # one Ctrl+Z too many emptied the layer over the saved review
         # (labels on screen that the restore replaced stay one Ctrl+Z away)
-        self.tracker = EditTracker(np.asarray(labels.data))  # earlier edits are in the review state
+        self.tracker = EditTracker(session.labels if kept else np.asarray(labels.data))  # earlier edits:
+        if kept:  # in the review state; the strokes the session lacks are yours, and saved now
+            self.tracker.touched = np.asarray(labels.data) != session.labels
+            self.autosave.mark_changed()
+            self.stroke_timer.start()
         self.prediction_labels = None if saved is None else saved.labels
         profile = self._show_saved_maps(image_layer, labels, saved)
         self.review.start(image_layer, session.review_state, session.component_map, profile, self.class_names)

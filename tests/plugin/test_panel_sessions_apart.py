@@ -166,3 +166,42 @@ def test_an_image_chosen_again_is_followed_again(qtbot, viewer_and_panel, sample
     saved = load_session(session_path_for(sample_slab_path))
     assert saved.labels[6, 50, 50] == 5 and saved.labels[2, 30, 30] == 7
     assert saved.review_state.review_mask[6, 50, 50] == 2
+
+
+def test_strokes_on_an_image_not_followed_go_into_that_images_session(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    """Found by an audit: a stroke on A's labels while B was chosen went into no session (and the
+    next ones neither: choosing A again only offered Restore), and napari closed without them."""
+    from napari_cgs.panel.prediction_layers import find_labels_layer
+
+    viewer, panel = viewer_and_panel
+    image_a, image_b = two_scans(viewer, panel, sample_slab_path)
+    fx.presegment(qtbot, panel, image_a)
+    labels_a = find_labels_layer(viewer, image_a)
+    panel.image_choice.value = image_b
+    fx.presegment(qtbot, panel, image_b)
+    panel.autosave.flush()
+    a_session = session_path_for(sample_slab_path)
+    viewer.layers.selection.active = labels_a
+    assert labels_a.data[2, 20, 20] != 3
+    labels_a.paint((2, 20, 20), 3)  # A's labels, painted while B is followed
+    qtbot.waitUntil(lambda: panel.review.image_layer is image_a, timeout=5_000)
+    assert "Now following" in plain(panel.status_label.text())
+    panel.autosave.save_now(wait=True)
+    saved = load_session(a_session)
+    np.testing.assert_array_equal(saved.labels, np.asarray(labels_a.data))
+    assert panel.review_mask()[2, 20, 20] == 2 and saved.review_state.review_mask[2, 20, 20] == 2
+
+    # labels changed without a stroke event (a plugin, a script) while B is followed: A chosen again
+    # keeps them, counted as edits, instead of only offering to restore the older file over them
+    panel.image_choice.value = image_b
+    panel.autosave.flush()
+    data = np.array(labels_a.data)
+    data[3, 10:14, 10:14] = 2
+    labels_a.data = data
+    panel.image_choice.value = image_a
+    np.testing.assert_array_equal(np.asarray(labels_a.data), data)
+    assert panel.review.image_layer is image_a and panel.review_mask()[3, 12, 12] == 2
+    panel.autosave.flush()
+    qtbot.waitUntil(lambda: np.array_equal(load_session(a_session).labels, data), timeout=5_000)
