@@ -264,10 +264,15 @@ def test_an_image_closed_whose_review_could_not_be_saved_leaves_its_labels_read_
     assert not same_layer(panel.labels_layer, labels) and labels.data[6, 30, 30] == new_label
 
 
-def test_an_image_closed_keeps_labels_the_panel_was_not_following(qtbot, viewer_and_panel, sample_slab_path):
-    """Switched away, painted on unfollowed, and back: the panel offers the session but does not
-    follow the labels layer on screen (it differs from the session): strokes there are in no
-    session, and closing the image deleted them. (Unchanged since saved, they are followed again.)"""
+def test_labels_painted_while_another_image_was_followed_are_followed_and_saved(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    """Switched away, painted on the first image's labels, and back: the panel offered the session
+    but did not follow the labels on screen, so those strokes and the next ones were in no session
+    (closing the image or napari lost them). Now the stroke makes the panel follow that image, and
+    its session holds every stroke when the image is closed."""
+    from cgs_engine.review import load_session, session_path_for
+
     viewer, panel = viewer_and_panel
     image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path)
     panel.autosave.flush()
@@ -276,13 +281,14 @@ def test_an_image_closed_keeps_labels_the_panel_was_not_following(qtbot, viewer_
     other = fx.open_image(viewer, other_path)
     panel.select_image(other)
     labels.paint((6, 20, 20), new_label)  # painted while another image is followed
-    panel.select_image(image)
-    assert not same_layer(panel.labels_layer, labels)  # offered "Restore session", not followed
+    qtbot.waitUntil(lambda: same_layer(panel.labels_layer, labels), timeout=5_000)
+    assert same_layer(panel.image_layer, image)
     labels.paint((6, 30, 30), new_label)
+    expected = np.array(labels.data)
     viewer.layers.remove(image)
     qtbot.wait(50)
-    assert labels in viewer.layers and not labels.editable and labels.data[6, 30, 30] == new_label
-    assert "the panel was not following its labels" in plain(panel.status_label.text())
+    assert "its review is saved" in plain(panel.status_label.text())
+    np.testing.assert_array_equal(load_session(session_path_for(sample_slab_path)).labels, expected)
 
 
 def test_every_layer_selected_and_deleted_at_once(qtbot, viewer_and_panel, sample_slab_path):
