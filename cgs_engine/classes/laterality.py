@@ -8,11 +8,12 @@ mirrored sample keeps the labels consistent with what the network sees: "RightPa
 the parotid on the image's left when the face is up.
 
 Pairs are found from the class names (``LeftParotid``/``RightParotid``, ``Parotid_L``/``Parotid_R``,
-``LParotid``, ``left kidney``/``right kidney``, ``Lung_Left``, ``Kidney (L)``, ``Parotid_L_PRV05``,
-``Niere links``/``rechts``, ``Parotis sin``/``dx``...): two names pair when they differ only by a
-side word (a spelled-out side anywhere, or a lone L/R/Lt/Rt/sin/dx/li/re token at the start or end,
-a PRV margin suffix aside) and the rest matches, case-insensitively. A training setting can give the
-pairs explicitly for names the rule cannot read.
+``left kidney``/``right kidney``, ``Lung_Left``, ``Kidney (L)``, ``Parotid_L_PRV05``, ``Niere
+links``/``rechts``, ``Parotis sin``/``dx``, ``Parotide gauche``, ``左肾``...): two names pair when
+they differ only by a side word (a spelled-out side anywhere, or a lone L/R/Lt/Rt/sin/dx/li/re
+token at the start or end, a PRV margin suffix aside) and the rest matches, case-insensitively. A
+training setting can give the pairs explicitly for names the rule cannot read (``LParotid``: a
+run of capitals is one word, as in ``LVendo``, ``LCx`` and ``LAD``, which name no side).
 
 Two kinds of sided names are not mirror twins. Heart chambers (left/right ventricle, atrium), the
 coronary arteries and the liver's lobes are named by their anatomy, not by the side of the body
@@ -26,6 +27,7 @@ drawn (:func:`mirror_plan`; the run says so at its start).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,23 +37,21 @@ from cgs_engine.errors import CGSError
 # where a pair exists, "keep" leaves labels as they are (the reference's behaviour, wrong for pairs).
 MIRROR_MODES = ("swap", "off", "keep")
 
-# Spelled-out sides, read anywhere in a name (English, German, Latin, Spanish, Italian).
-_LONG_SIDES = {
-    "left": "left",
-    "right": "right",
-    "links": "left",
-    "rechts": "right",
-    "sinister": "left",
-    "sinistra": "left",
-    "sinistro": "left",
-    "dexter": "right",
-    "dextra": "right",
-    "destra": "right",
-    "destro": "right",
-    "izquierdo": "left",
-    "izquierda": "left",
-    "derecho": "right",
-    "derecha": "right",
+
+def _plain(token: str) -> str:
+    """Lower case without accents (ventrículo = ventriculo; in Cyrillic й = и, in both directions)."""
+    decomposed = unicodedata.normalize("NFKD", token.lower())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+# Spelled-out sides, read anywhere in a name (English, German/Dutch, Latin, Spanish, Italian, French,
+# Portuguese, Polish, Russian); accents are dropped before comparing.
+_LEFT_WORDS = "left links sinister sinistra sinistrum sinistro izquierdo izquierda gauche esquerdo esquerda"
+_LEFT_WORDS += " lewy lewa lewe левый левая левое"
+_RIGHT_WORDS = "right rechts dexter dextra dextrum destro destra derecho derecha droite droit direito direita"
+_RIGHT_WORDS += " prawy prawa prawe правый правая правое"
+_LONG_SIDES = {word: "left" for word in _LEFT_WORDS.split()} | {
+    word: "right" for word in _RIGHT_WORDS.split()
 }
 # Abbreviations, read only as a lone token at either end ("L_Parotid", "Parotid_R", "Niere li").
 _SHORT_SIDES = {
@@ -65,13 +65,20 @@ _SHORT_SIDES = {
     "li": "left",
     "re": "right",
 }
+_CJK_SIDES = {"左": "left", "右": "right"}  # written before the organ: 左肾, 右腎臓
 # Trailing tokens of a planning-risk-volume margin ("Parotid_L_PRV05", "Cochlea_R_PRV_3mm"): the
 # side before them still counts as at the end.
 _MARGIN = re.compile(r"^(prv\d*|\d+(mm)?)$")
-# Names whose side is their anatomy, not their side of the body: never swapped by a mirror.
-_ANATOMICAL_SIDES = {"atrium", "atria", "atrial", "ventricle", "ventricles", "ventricular", "coronary"}
-_ANATOMICAL_SIDES |= {"liver", "hepatic", "appendage"}
-_BRAIN_WORDS = {"lateral", "brain", "cerebral"}  # "lateral ventricle left" is a mirror twin
+# Names whose side is their anatomy, not their side of the body: never swapped by a mirror (heart
+# chambers, coronary arteries, liver lobes; in the languages whose side words are read above).
+_ANATOMICAL_WORDS = """atrium atria atrial ventricle ventricles ventricular coronary liver hepatic appendage
+    ventrikel vorhof herzkammer kammer koronar koronararterie leber leberlappen
+    ventriculus auricula hepar hepatis ventriculo atrio coronaria higado hepatico
+    ventricolo fegato ventricule oreillette coronaire foie figado
+    komora przedsionek watroba желудочек предсердие печень"""
+_ANATOMICAL_SIDES = {_plain(word) for word in _ANATOMICAL_WORDS.split()}
+# "lateral ventricle left" (the brain's) is a mirror twin
+_BRAIN_WORDS = {"lateral", "lat", "lateralis", "laterale", "brain", "cerebral", "cerebri"}
 
 
 class LateralityError(CGSError):
@@ -79,10 +86,10 @@ class LateralityError(CGSError):
 
 
 def _tokens(name: str) -> list[str]:
-    """Words of a class name: split at separators, at lower-to-upper case changes and before the
-    last capital of a run of them ("LParotid" -> L Parotid)."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
-    return [token.lower() for token in re.split(r"[\s_\-./()\[\],;:]+", spaced) if token]
+    """Words of a class name, lower case without accents: split at separators and at lower-to-upper
+    case changes. A run of capitals stays one word: "LVendo", "LCx" and "LAD" name no side."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return [_plain(token) for token in re.split(r"[\s_\-./()\[\],;:]+", spaced) if token]
 
 
 def _side_and_base(name: str) -> tuple[str, tuple[str, ...]] | None:
@@ -97,6 +104,8 @@ def _side_and_base(name: str) -> tuple[str, tuple[str, ...]] | None:
             positions.append((index, _LONG_SIDES[token]))
         elif token in _SHORT_SIDES and index in (0, last) and last > 0:
             positions.append((index, _SHORT_SIDES[token]))
+    if not positions and tokens and tokens[0][0] in _CJK_SIDES and len(tokens[0]) > 1:
+        return _CJK_SIDES[tokens[0][0]], (tokens[0][1:], *tokens[1:])
     if len(positions) != 1:
         return None
     index, side = positions[0]
@@ -182,17 +191,19 @@ class MirrorPlan:
 def mirror_plan(class_names: Sequence[str], setting: str | Sequence[Sequence[str]], mode: str) -> MirrorPlan:
     """Mirror images for these classes under ``lateral_pairs`` ``setting`` and ``mirror`` ``mode``.
 
-    With pairs found from the names ("auto"), a sided class left without a partner turns mirror
-    images off: no label table keeps it on its side. Explicit pairs are the user's word for which
-    classes are twins; the names are then not read for sides.
+    The pairs are those the names give, plus the explicit ones of the setting (which win for the
+    classes they name). A sided class left without a partner turns mirror images off: no label
+    table keeps it on its side.
     """
-    pairs = resolve_pairs(class_names, setting)
     names = [str(name) for name in class_names]
+    explicit = [] if setting == "auto" else resolve_pairs(names, setting)
+    taken = {class_id for pair in explicit for class_id in pair}
+    pairs = sorted(explicit + [pair for pair in lateral_pairs(names) if not taken & set(pair)])
     shown = ", ".join(f"{names[right]}/{names[left]}" for right, left in pairs)
     if mode == "keep":
         return MirrorPlan(True, None, "mirror images keep every label (mirror: keep)")
     paired = {class_id for pair in pairs for class_id in pair}
-    alone = [] if setting != "auto" else [i for i in sided_classes(names) if i not in paired]
+    alone = [class_id for class_id in sided_classes(names) if class_id not in paired]
     if alone:
         lone = ", ".join(names[i] for i in alone)
         return MirrorPlan(

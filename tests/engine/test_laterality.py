@@ -117,7 +117,8 @@ def test_training_config_decides_per_class_table():
     assert TrainConfig().mirror_policy(OPENKBP) == (True, [0, 1, 2, 4, 3, 5, 6])
     assert TrainConfig(mirror="off").mirror_policy(OPENKBP) == (False, None)
     assert TrainConfig(mirror="keep").mirror_policy(OPENKBP) == (True, None)
-    assert TrainConfig(lateral_pairs=[]).mirror_policy(OPENKBP) == (True, None)
+    # explicit pairs come on top of those the names give: an empty list pairs what the names pair
+    assert TrainConfig(lateral_pairs=[]).mirror_policy(OPENKBP) == (True, [0, 1, 2, 4, 3, 5, 6])
 
 
 def test_batch_source_swaps_pairs_on_mirrored_labeled_samples():
@@ -138,7 +139,19 @@ def test_batch_source_swaps_pairs_on_mirrored_labeled_samples():
 
 
 def test_clinical_ways_of_naming_sides_pair():
-    assert lateral_pairs(["bg", "LParotid", "RParotid"]) == [(2, 1)]
+    # a run of capitals is one word: cardiac abbreviations name no side, so neither does "LParotid"
+    assert lateral_pairs(["bg", "LVendo", "RVendo", "LAD", "LCx", "RCA", "LParotid", "RParotid"]) == []
+    assert mirror_plan(["bg", "LVendo", "LVepi", "LA", "LCx"], "auto", "swap").mirror
+    other_languages = [
+        "bg",
+        "Parotide gauche",
+        "Parotide droite",
+        "左肾",
+        "右肾",
+        "Почка левая",
+        "Почка правая",
+    ]
+    assert lateral_pairs(other_languages) == [(2, 1), (4, 3), (6, 5)]
     german_latin = ["bg", "Niere links", "Niere rechts", "Parotis sin", "Parotis dx"]
     assert lateral_pairs(german_latin) == [(2, 1), (4, 3)]
     assert lateral_pairs(["bg", "Kidney (L)", "Kidney (R)"]) == [(2, 1)]
@@ -159,8 +172,17 @@ def test_heart_chambers_are_named_by_anatomy_and_never_swapped():
         assert lateral_pairs(names) == []
         plan = mirror_plan(names, "auto", "swap")
         assert plan.mirror and plan.table is None and "named by anatomy" in plan.note
-    # the brain's lateral ventricles are mirror twins
+    # and in the other languages whose side words are read ("Ventrikel links" paired: LV and RV swapped)
+    for names in (
+        ["bg", "Ventrikel links", "Ventrikel rechts"],
+        ["bg", "Ventriculus sinister", "Ventriculus dexter"],
+        ["bg", "Ventrículo izquierdo", "Ventrículo derecho"],
+        ["bg", "Ventricolo sinistro", "Ventricolo destro"],
+    ):
+        assert lateral_pairs(names) == [] and mirror_plan(names, "auto", "swap").mirror
+    # the brain's lateral ventricles are mirror twins, however "lateral" is written
     assert lateral_pairs(["bg", "Lateral Ventricle Left", "Lateral Ventricle Right"]) == [(2, 1)]
+    assert lateral_pairs(["bg", "Ventricle_Lat_L", "Ventricle_Lat_R"]) == [(2, 1)]
 
 
 def test_a_sided_class_without_its_partner_turns_mirror_images_off():
@@ -170,9 +192,12 @@ def test_a_sided_class_without_its_partner_turns_mirror_images_off():
         assert not plan.mirror and plan.table is None
         assert "no partner" in plan.note and names[-1 if "Kidney_L" in names else 1] in plan.note
         assert TrainConfig().mirror_policy(names) == (False, None)
-    # explicit pairs are the user's word: then the names are not read for sides
-    names = ["bg", "Parotid_L", "Parotid_R", "Liver lobe L"]
-    assert mirror_plan(names, [["Parotid_R", "Parotid_L"]], "swap").table == [0, 2, 1, 3]
+    # explicit pairs add to those of the names (Kidney_L/R, unlisted, was taught on both sides)
+    names = ["bg", "Parotid_L", "Parotid_R", "Liver lobe L", "Kidney_L", "Kidney_R"]
+    assert mirror_plan(names, [["Parotid_R", "Parotid_L"]], "swap").table == [0, 2, 1, 3, 5, 4]
+    # and win for the classes they name
+    names = ["bg", "Parotid_L", "Parotid_R", "Gland"]
+    assert mirror_plan(names, [["Gland", "Parotid_L"]], "swap").mirror is False  # Parotid_R left alone
     assert mirror_plan(OPENKBP, "auto", "swap").note == "mirror images swap RightParotid/LeftParotid"
     assert mirror_plan(OPENKBP, "auto", "keep").table is None
 
