@@ -165,7 +165,10 @@ def class_file_entries(
     entries = []
     for class_id, name in enumerate(class_names):
         known = identities.by_id(class_id)
-        entry = {**(known.to_dict() if known is not None else {}), "id": class_id, "name": str(name)}
+        # id 0 is written as what it is, whatever a model calls it ("Unknown", "Other"): readers
+        # refuse an id 0 named like an organ (a table numbered from 0)
+        shown = "background" if class_id == 0 else str(name)
+        entry = {**(known.to_dict() if known is not None else {}), "id": class_id, "name": shown}
         if class_id < len(colors):
             entry["color"] = [int(channel) for channel in colors[class_id]]
         if maps and class_id in maps:

@@ -160,3 +160,13 @@ def test_id_0_may_be_called_background_in_the_usual_ways(tmp_path):
         path = tmp_path / "ok.json"
         path.write_text(json.dumps({"classes": [{"id": 0, "name": name}, {"id": 1, "name": "Liver"}]}))
         assert [entry.name for entry in read_class_table(path).entries] == ["Liver"]
+
+
+def test_a_model_whose_background_has_another_name_writes_a_class_file_it_can_read(tmp_path):
+    from cgs_engine.classes.files import class_file_entries, read_class_file, write_class_file
+
+    path = tmp_path / "scan_classes.json"
+    write_class_file(path, class_file_entries(["Exterior of body", "Liver"]), tmp_path / "scan_labels.nii.gz")
+    table = read_class_file(path).table
+    assert [entry.name for entry in table.entries] == ["Liver"]
+    assert json.loads(path.read_text())["classes"][0]["name"] == "background"
