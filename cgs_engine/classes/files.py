@@ -64,6 +64,10 @@ def class_file_for(labels_path: str | os.PathLike) -> Path:
     return class_file_candidates(labels_path)[0]
 
 
+class ForeignClassFileError(ClassTableError):
+    """The only class files beside a label map are other maps' (their ``"labels"`` name another)."""
+
+
 def find_class_file(labels_path: str | os.PathLike) -> Path | None:
     """The class file beside a label map, or None.
 
@@ -85,7 +89,7 @@ def find_class_file(labels_path: str | os.PathLike) -> Path | None:
     if not others:
         return None
     found, named = others[0]
-    raise ClassTableError(
+    raise ForeignClassFileError(
         f"{found}: this class table is {named}'s (its \"labels\"), not {name}'s, so its organ names "
         f"need not be those of {name}; move it away, or name the organs with --classes where the "
         "command takes it"

@@ -29,8 +29,8 @@ import h5py
 import numpy as np
 import SimpleITK as sitk
 
-from cgs_engine.classes.files import find_class_file, read_class_file
-from cgs_engine.classes.relabel import in_receiver_classes
+from cgs_engine.classes.files import ForeignClassFileError, find_class_file, read_class_file
+from cgs_engine.classes.relabel import in_receiver_classes, same_organ
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.errors import CGSError, first_line
 from cgs_engine.io import read_volume
@@ -359,6 +359,7 @@ def import_nifti(
         raise DatasetImportError(f"{out}: nothing to import (no images given)")
     _check_unique_names([image for image, _, _ in plan])
     label_paths = [label for _, label, _ in plan if label is not None]
+    named_by_user = class_names is not None
     if class_names is None:
         class_names = _class_names_from_files(label_paths) or _default_class_names(label_paths, read_volume)
     receiver = derive_class_table(list(class_names))
@@ -382,9 +383,7 @@ def import_nifti(
             # ids as the class file beside the map names them (another tool's or an export's
             # numbering), not taken as the store's own: Mandible 1 was stored as Brainstem
             label_array = (
-                None
-                if label is None
-                else in_receiver_classes(label.array, label_path, receiver, "the store").labels
+                None if label is None else _in_store_classes(label, label_path, receiver, named_by_user)
             )
             name = _volume_name(image_path)
             _add(
@@ -463,15 +462,39 @@ def _read_scan(path: Path):
     return volume
 
 
+def _in_store_classes(label, label_path: Path, receiver, named_by_user: bool) -> np.ndarray:
+    """The map's ids as the store's: renumbered by the class file beside it. A class file of another
+    map (a prediction renamed to pair with its scan) is set aside where the user named the classes
+    (--classes: the ids are theirs), as its message offers; without names it is refused."""
+    try:
+        return in_receiver_classes(label.array, label_path, receiver, "the store").labels
+    except ForeignClassFileError:
+        if named_by_user:
+            return label.array
+        raise
+
+
 def _class_names_from_files(label_paths: Sequence[Path]) -> list[str] | None:
-    """Without --classes: the organs the first label map's class file names (in id order; a gap in
-    its ids closes up, the maps are renumbered by name), or None when no map has one."""
-    for path in label_paths:
-        record = find_class_file(path)
-        if record is not None:
-            table = read_class_file(record).table
-            return ["background", *(entry.name for entry in table.entries)]
-    return None
+    """Without --classes: the organs the label maps' class files name, the first file's in id order
+    and then those only later files name (a gap in the ids closes up; the maps are renumbered by
+    name), or None when no map has one. Maps with and without class files cannot be told apart by
+    organ: refused."""
+    tables = {path: find_class_file(path) for path in label_paths}
+    with_file = [path for path, record in tables.items() if record is not None]
+    if not with_file:
+        return None
+    without = [path for path, record in tables.items() if record is None]
+    if without:
+        raise DatasetImportError(
+            f"{without[0]}: has no class file beside it, but {tables[with_file[0]].name} names the organs "
+            f"of {with_file[0].name}: its ids cannot be matched by organ; name the classes with --classes"
+        )
+    names: list[str] = ["background"]
+    for path in with_file:
+        for entry in read_class_file(tables[path]).table.entries:
+            if same_organ(entry, derive_class_table(names)) is None:
+                names.append(entry.name)
+    return names
 
 
 def _default_class_names(label_paths: Sequence[Path], read_volume) -> list[str]:

@@ -437,3 +437,38 @@ def test_nifti_label_map_given_as_a_scan_is_refused(tmp_path):
         with pytest.raises(DatasetImportError, match="looks like a label map") as error:
             import_nifti(images, labels, unlabeled, tmp_path / "s.h5", class_names=["background", "x", "y"])
         assert str(as_image) in str(error.value) and not (tmp_path / "s.h5").exists()
+
+
+def test_nifti_class_files_of_several_maps_and_a_renamed_prediction(tmp_path):
+    images = [write_nifti(tmp_path / "i" / f"{n}.nii.gz", mr_like(i)) for i, n in enumerate("ab")]
+    label = np.zeros((3, 6, 5), np.uint8)
+    label[0], label[1, :2] = 1, 2
+    maps = [write_nifti(tmp_path / "l" / f"{n}.nii.gz", label) for n in "ab"]
+    # each map's own table: the store's classes are all of theirs (the first file alone refused b's Spleen)
+    _class_file(maps[0], {1: "Liver"})
+    label_a = label.copy()
+    label_a[1, :2] = 0
+    maps[0] = write_nifti(maps[0], label_a)
+    _class_file(maps[1], {1: "Spleen", 2: "Liver"})
+    with SliceStore.open(import_nifti(images, maps, [], tmp_path / "s.h5")) as store:
+        assert store.class_names == ["background", "Liver", "Spleen"]
+        assert (store.read_volume("b").label[0] == 2).all() and (store.read_volume("a").label[0] == 1).all()
+    # a map without a class file beside ones with: its ids cannot be matched by organ
+    (tmp_path / "l" / "b_classes.json").unlink()
+    with pytest.raises(DatasetImportError, match="no class file beside it") as error:
+        import_nifti(images, maps, [], tmp_path / "t.h5")
+    assert str(maps[1]) in str(error.value)
+    # a prediction renamed to pair with its scan keeps the table of its old name: --classes names the ids
+    (tmp_path / "l" / "a_classes.json").unlink()
+    record = {
+        "format": "napari-cgs-class-table",
+        "labels": "b_labels.nii.gz",
+        "classes": [{"id": 1, "name": "x"}],
+    }
+    (tmp_path / "l" / "b_classes.json").write_text(json.dumps(record))
+    with pytest.raises(CGSError, match="--classes"):
+        import_nifti(images, maps, [], tmp_path / "u.h5")
+    with SliceStore.open(
+        import_nifti(images, maps, [], tmp_path / "v.h5", class_names=["background", "Liver", "Spleen"])
+    ) as store:
+        assert (store.read_volume("b").label[1, :2] == 2).all()
