@@ -79,10 +79,39 @@ def layer_name_for(source: str | Path | None, default: str = "volume") -> str:
     return Path(name).stem if Path(name).suffix else name
 
 
+def display_rotation(geometry: Geometry) -> np.ndarray:
+    """The rotation M (zyx) from the world of the file to the world napari shows it in.
+
+    napari slices along world axes that must each be one axis of the array: a scan stored
+    sagittally or coronally (its array axes along x or y first) has a direction matrix that
+    permutes axes, and napari could not draw it (vispy: "Singular matrix", the viewer left
+    broken). Such a volume is shown in a world turned so that its array axes are the displayed
+    axes again: the slider steps through its stored slices, the head is up and anterior left on a
+    sagittal slice, the patient's right on the left of a coronal one. M is a proper rotation (a
+    turn, never a mirror image); identity for an axial scan, whose world is the LPS millimetres.
+    The file's geometry stays in the layer metadata; what is written goes back to it.
+    """
+    _, _, linear = geometry.zyx_transform()
+    world_of = [int(np.argmax(np.abs(linear[:, axis]))) for axis in range(3)]  # zyx world axis per array axis
+    if sorted(world_of) != [0, 1, 2] or world_of == [0, 1, 2]:
+        return np.eye(3)
+    # preferred sign of each world axis (z, y, x) on the screen's rows (axis 1) and columns (axis 2):
+    # superior up, anterior up or left, the patient's right on the left
+    preferred = {1: (-1.0, 1.0, 1.0), 2: (-1.0, 1.0, 1.0)}
+    rotation = np.zeros((3, 3))
+    for axis, world in enumerate(world_of):
+        rotation[axis, world] = 1.0 if axis == 0 else preferred[axis][world]
+    if np.linalg.det(rotation) < 0:
+        rotation[0] *= -1.0  # the slider's direction, never a mirror of the slice on screen
+    return rotation
+
+
 def transform_kwargs(geometry: Geometry) -> dict[str, Any]:
-    """napari layer kwargs (scale, translate, rotate[, units]) for a volume's geometry."""
+    """napari layer kwargs (scale, translate, rotate[, units]) for a volume's geometry (in the
+    world of :func:`display_rotation`)."""
     scale, translate, linear = geometry.zyx_transform()
-    kwargs: dict[str, Any] = {"scale": scale, "translate": translate, "rotate": linear}
+    turn = display_rotation(geometry)
+    kwargs: dict[str, Any] = {"scale": scale, "translate": turn @ translate, "rotate": turn @ linear}
     if layers_support_units():
         kwargs["units"] = LAYER_UNITS
     return kwargs
@@ -155,12 +184,12 @@ def layer_geometry(layer_or_attributes: Any) -> Geometry:
     where it is shown.
     """
     attributes = _as_attributes(layer_or_attributes)
-    from_transforms = _geometry_from_transforms(attributes)
     stored = (attributes.get("metadata") or {}).get(GEOMETRY_KEY)
-    if stored:
-        geometry = Geometry.from_dict(stored)
-        if from_transforms is None or geometry.is_close(from_transforms):
-            return geometry
+    geometry = Geometry.from_dict(stored) if stored else None
+    turn = np.eye(3) if geometry is None else display_rotation(geometry)
+    from_transforms = _geometry_from_transforms(attributes, turn)
+    if geometry is not None and (from_transforms is None or geometry.is_close(from_transforms)):
+        return geometry
     if from_transforms is None:
         return Geometry()
     return from_transforms
@@ -188,8 +217,11 @@ def _as_attributes(layer_or_attributes: Any) -> Mapping[str, Any]:
     }
 
 
-def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
-    """Fold napari's scale/translate/rotate/shear/affine into spacing, origin and direction."""
+def _geometry_from_transforms(
+    attributes: Mapping[str, Any], turn: np.ndarray | None = None
+) -> Geometry | None:
+    """Fold napari's scale/translate/rotate/shear/affine into spacing, origin and direction; ``turn``:
+    the :func:`display_rotation` the layer is shown in (its world turned back to the file's)."""
     from napari.utils.transforms import Affine  # lazy, as above: only layers from napari need it
 
     if attributes.get("scale") is None:
@@ -202,6 +234,10 @@ def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
         data_to_physical = extra @ data_to_physical
     if data_to_physical.shape != (4, 4):
         raise ValueError(f"a 3D layer is needed to save a volume, got {data_to_physical.shape[0] - 1}D")
+    if turn is not None:
+        back = np.eye(4)
+        back[:3, :3] = turn.T
+        data_to_physical = back @ data_to_physical
     linear = data_to_physical[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     direction = linear / spacing

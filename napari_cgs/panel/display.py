@@ -10,13 +10,15 @@ under outlines, outlined over filled labels), so the two never look alike.
 
 from __future__ import annotations
 
+from itertools import permutations
 from typing import Any
 
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtWidgets import QComboBox, QGridLayout, QLabel, QPushButton, QWidget
 
-from napari_cgs._layers import KIND_KEY, labels_kwargs_like
+from cgs_engine.volume import Geometry
+from napari_cgs._layers import GEOMETRY_KEY, KIND_KEY, display_rotation, labels_kwargs_like
 from napari_cgs.panel.correct_section import alternative_layer_name
 from napari_cgs.panel.prediction_layers import (
     LABELS_OPACITY,
@@ -38,11 +40,17 @@ KEY_WHOLE_SLICE = "Alt-W"
 SLICE_AXES = ("axial", "coronal", "sagittal")  # what moving each slider of a [z, y, x] volume steps through
 
 
-def name_slice_axes(viewer: Any) -> None:
-    """Sliders named after the slices they step through, instead of napari's "-3", "-2", "-1"."""
+def name_slice_axes(viewer: Any, image_layer: Any = None) -> None:
+    """Sliders named after the slices they step through, instead of napari's "-3", "-2", "-1": for
+    a scan stored sagittally or coronally, shown in its stored slices (``display_rotation``), the
+    first slider steps through sagittal or coronal slices."""
     labels = tuple(viewer.dims.axis_labels)
-    if viewer.dims.ndim == 3 and all(label.lstrip("-").isdigit() for label in labels):
-        viewer.dims.axis_labels = SLICE_AXES
+    ours = {tuple(SLICE_AXES[i] for i in order) for order in permutations(range(3))}
+    if viewer.dims.ndim != 3 or not (all(label.lstrip("-").isdigit() for label in labels) or labels in ours):
+        return
+    stored = None if image_layer is None else (image_layer.metadata or {}).get(GEOMETRY_KEY)
+    turn = np.eye(3) if not stored else display_rotation(Geometry.from_dict(stored))
+    viewer.dims.axis_labels = tuple(SLICE_AXES[int(np.argmax(np.abs(row)))] for row in turn)
 
 
 def disagreement_outline_name(image_layer: Any) -> str:

@@ -570,7 +570,7 @@ class CGSPanel(QWidget):
             return
         self._fingerprint = self.autosave.follow(layer)
         self._followed = layer
-        name_slice_axes(self.viewer)
+        name_slice_axes(self.viewer, layer)
         if self.autosave.note:  # the usual session file is another image's: kept, and said
             self._show_session(f"Note: {self.autosave.note}.", str(self.autosave.path))
         self._offer_session(layer)
@@ -943,28 +943,34 @@ class CGSPanel(QWidget):
         )
         if owner is None or same_layer(owner, self._followed):
             return
-        if self.running():
+        if self.running() or self.correct_section.worker is not None:
+            what = "pre-segmentation" if self.running() else "correction"
             self.status_label.setText(
                 breakable(
                     f"You painted on {source.name}, but the panel follows "
                     f"{getattr(self._followed, 'name', 'another image')} until its "
-                    f"pre-segmentation ends: choose {owner.name} then, or these strokes are not saved."
+                    f"{what} ends: choose {owner.name} then, or these strokes are not saved."
                 )
             )
             return
         QTimer.singleShot(0, lambda: self._follow_painted(owner, source.name))
 
     def _follow_painted(self, image_layer: Any, labels_name: str) -> None:
-        if not self._in_viewer(image_layer) or same_layer(image_layer, self._followed) or self.running():
+        busy = self.running() or self.correct_section.worker is not None
+        if not self._in_viewer(image_layer) or same_layer(image_layer, self._followed) or busy:
             return
         self.select_image(image_layer)
-        if same_layer(self._followed, image_layer):
-            self.status_label.setText(
-                breakable(
-                    f"Now following {image_layer.name}: you painted on {labels_name}, so its strokes "
-                    "are saved in its session."
-                )
+        if self.tracks_image(image_layer):
+            text = (
+                f"Now following {image_layer.name}: you painted on {labels_name}, so its strokes "
+                "are saved in its session."
             )
+        else:  # no review of it to follow (never pre-segmented, or its session is another window's)
+            text = (
+                f"You painted on {labels_name}, whose image has no review the panel can follow: "
+                "pre-segment it (your strokes are kept), or export the labels to keep them."
+            )
+        self.status_label.setText(breakable(text))
 
     def _on_paint(self, event) -> None:
         if (
@@ -1085,7 +1091,9 @@ class CGSPanel(QWidget):
         # at once. Left unfollowed, they stayed editable and the strokes went into no session.
         if existing is None or np.array_equal(np.asarray(existing.data), session.labels):
             self.restore_session()
-        elif np.shape(existing.data) == session.labels.shape:
+        elif np.shape(existing.data) == session.labels.shape and self.autosave.last_written_for(
+            session, image_layer
+        ):
             # its labels on screen hold strokes the session does not (painted while another image was
             # followed): its review comes back with the labels as they are, the strokes counted as yours
             self.restore_session(keep_labels_on_screen=True)
@@ -1128,7 +1136,6 @@ class CGSPanel(QWidget):
         if session is None:
             self._show_session("No saved session for this image.")
             return None
-        self.autosave.read(session)  # later saves replace this write of the file, nobody else's
         self.class_names = list(session.class_names)
         self.class_colors = self._colours_of(session)
         saved, no_maps = saved_prediction_of(session)
@@ -1147,6 +1154,9 @@ class CGSPanel(QWidget):
             self.tracker.touched = np.asarray(labels.data) != session.labels
             self.autosave.mark_changed()
             self.stroke_timer.start()
+        else:  # its labels are now the file's: later saves replace this write of it, nobody else's
+            self.autosave.read(session)
+            self.autosave.path = session.path
         self.prediction_labels = None if saved is None else saved.labels
         profile = self._show_saved_maps(image_layer, labels, saved)
         self.review.start(image_layer, session.review_state, session.component_map, profile, self.class_names)
@@ -1166,7 +1176,6 @@ class CGSPanel(QWidget):
             )
         )
         self._show_session(f"Restored the session saved {when} ({session.path.name}).", str(session.path))
-        self.autosave.path = session.path
         self._watch_window()
         self.session_restored.emit(str(session.path))
         return str(session.path)
@@ -1266,6 +1275,12 @@ class CGSPanel(QWidget):
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             emitter.disconnect(self._refresh_images)
         self.viewer.layers.events.renamed.disconnect(self._on_layer_renamed)
+        self.viewer.layers.events.inserted.disconnect(self._watch_paint)
+        self.viewer.layers.events.removed.disconnect(self._unwatch_paint)
+        for layer in list(self.viewer.layers):
+            if id(layer) in self._paint_watched:
+                layer.events.paint.disconnect(self._on_any_paint)
+        self._paint_watched.clear()
         if self.labels_layer is not None:
             self.labels_layer.events.paint.disconnect(self._on_paint)
         self.window().removeEventFilter(self)

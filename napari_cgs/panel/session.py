@@ -129,6 +129,9 @@ class SessionAutosave(QObject):
         # per session file, its write_id as this panel last read or wrote it (the writer thread
         # may still finish a save of the image followed before)
         self.seen: dict[Path, str | None] = {}
+        self.layer_of: dict[Path, Any] = {}  # per session file, the image layer it was last written for
+        self.conflict_files: dict[Path, Path] = {}  # usual session file -> this panel's conflict file for it
+        self._layer_id: Any = None  # that of the image followed
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cgs-session-save")
         self._pending: Future | None = None
         self.timer = QTimer(self)
@@ -141,6 +144,8 @@ class SessionAutosave(QObject):
         ``note`` says when the usual file name belongs to other voxels (kept, not overwritten)."""
         fingerprint = fingerprint_of(image_layer)
         self.path, self.note = session_place(image_layer, fingerprint)
+        self.path = self.conflict_files.get(self.path, self.path)  # once diverted, this panel's work goes on there
+        self._layer_id = getattr(image_layer, "unique_id", None)
         if self.path not in self.seen:  # chosen again: still the write this panel knew
             self.seen[self.path] = session_write_id(self.path)
         return fingerprint
@@ -148,6 +153,13 @@ class SessionAutosave(QObject):
     def read(self, session: Session) -> None:
         """The panel took ``session`` (restored it): later saves replace that write of the file."""
         self.seen[Path(session.path)] = session.write_id
+
+    def last_written_for(self, session: Session, image_layer: Any) -> bool:
+        """Whether this panel last wrote ``session``'s file for this image layer (or never wrote it):
+        only then are labels on screen that differ from it this image's newer work, not a twin
+        layer's of the same file. (Where another window wrote the file since, the next save finds
+        that out and goes to a conflict file.)"""
+        return self.layer_of.get(Path(session.path)) in (None, getattr(image_layer, "unique_id", None))
 
     def mark_changed(self) -> None:
         self.dirty = True
@@ -165,7 +177,7 @@ class SessionAutosave(QObject):
             return None
         path = self.path
         self.dirty = False
-        self._pending = self._writer.submit(self._write, path, contents)
+        self._pending = self._writer.submit(self._write, path, contents, self._layer_id)
         return self._pending.result() if wait else path
 
     def save_prediction(self, contents: dict[str, Any]) -> Path | None:
@@ -177,20 +189,23 @@ class SessionAutosave(QObject):
         self._pending = self._writer.submit(self._write_prediction, path, contents)
         return path
 
-    def _write(self, path: Path, contents: dict[str, Any]) -> Path | None:
+    def _write(self, path: Path, contents: dict[str, Any], layer_id: Any = None) -> Path | None:
         write_id = uuid.uuid4().hex
+        expected = self.seen.get(path, UNCHECKED)
+        if expected is not UNCHECKED and not path.exists():
+            expected = None  # deleted since (by the user): nobody else's work is there to keep
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                written = save_session(
-                    path, **contents, write_id=write_id, replaces=self.seen.get(path, UNCHECKED)
-                )
+                written = save_session(path, **contents, write_id=write_id, replaces=expected)
             except SessionConflictError:
                 # another window saved this image's session meanwhile: both works are kept
                 written = save_session(conflict_path(path), **contents, write_id=write_id, replaces=None)
                 if self.path == path:
                     self.path = written
                 self.seen[written] = write_id
+                self.layer_of[written] = layer_id
+                self.conflict_files[path] = written
                 self.diverted.emit(str(written))
                 return written
         except (SessionError, OSError) as error:
@@ -198,6 +213,7 @@ class SessionAutosave(QObject):
             self.failed.emit(str(error))
             return None
         self.seen[path] = write_id
+        self.layer_of[path] = layer_id
         self.saved.emit(str(written))
         return written
 

@@ -311,3 +311,17 @@ def test_labels_moved_in_the_viewer_are_exported_on_their_images_grid(
     panel.autosave.save_now(wait=True)  # the session stays on the file's grid (and findable) too
     saved = load_session(session_path_for(sample_slab_path))
     assert saved.geometry.is_close(read_volume(sample_slab_path).geometry)
+
+
+def test_a_session_file_deleted_by_the_user_is_written_again_not_taken_for_another_windows(
+    qtbot, viewer_and_panel, sample_slab_path
+):
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    session_file = session_path_for(sample_slab_path)
+    assert panel.autosave.save_now(wait=True) == session_file
+    session_file.unlink()
+    viewer.layers[labels_layer_name(image)].paint((2, 20, 20), 6)
+    assert panel.autosave.save_now(wait=True) == session_file
+    assert not list(session_file.parent.glob("*.conflict-*"))
