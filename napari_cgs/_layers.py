@@ -30,6 +30,7 @@ from cgs_engine.volume import Geometry, Volume
 GEOMETRY_KEY = "cgs_geometry"
 SOURCE_KEY = "cgs_source"
 KIND_KEY = "cgs_kind"
+CLASS_NAMES_KEY = "cgs_class_names"  # a labels layer's organ names, background first
 
 CT_SOFT_TISSUE_WINDOW = (-160.0, 240.0)  # level 40 HU, width 400 HU
 # Air is about -1000 HU; no MR or PET intensity scale goes this far below zero.

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cgs_engine.classes.checks import ClassTableError
+from cgs_engine.classes.files import find_class_file, read_class_file
 from cgs_engine.io import is_supported_path, read_volume
-from napari_cgs._layers import volume_to_layer_data
+from cgs_engine.io.validate import label_map_problem
+from napari_cgs._layers import CLASS_NAMES_KEY, volume_to_layer_data
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | Sequence[str]
@@ -25,6 +28,30 @@ def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | 
 
 
 def read_image_layers(path: PathOrPaths) -> list[LayerData]:
-    """One gray Image layer per path, placed in LPS millimetres (z, y, x)."""
+    """One layer per path, placed in LPS millimetres (z, y, x): a gray Image layer for a scan, a
+    Labels layer (with the organ names of the class file beside it) for a label map."""
     paths = [path] if isinstance(path, str) else list(path)
-    return [volume_to_layer_data(read_volume(p, kind="image")) for p in paths]
+    return [_layer_of(p) for p in paths]
+
+
+def _layer_of(path: str) -> LayerData:
+    volume = read_volume(path, kind="image")
+    if label_map_problem(volume.array) is None:
+        return volume_to_layer_data(volume)
+    # A label map (a few small whole numbers) came in as a gray image that could be neither painted
+    # nor saved back: read as labels, its ids checked as such.
+    labels = read_volume(path, kind="labels")
+    data, kwargs, layer_type = volume_to_layer_data(labels)
+    try:
+        record = find_class_file(path)
+    except ClassTableError:  # another map's table: the ids come without names
+        record = None
+    if record is not None:
+        kwargs["metadata"][CLASS_NAMES_KEY] = ["background", *_names_by_id(read_class_file(record).table)]
+    return data, kwargs, layer_type
+
+
+def _names_by_id(table) -> list[str]:
+    """Names for ids 1..max (a gap gets class_N: the layer's names are indexed by id)."""
+    named = {entry.id: entry.name for entry in table.entries}
+    return [named.get(i, f"class_{i}") for i in range(1, max(named, default=0) + 1)]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cgs_engine.classes.organs import OPENKBP_CLASS_NAMES
 from cgs_engine.io import read_volume
-from napari_cgs._layers import volume_to_layer_data
+from napari_cgs._layers import CLASS_NAMES_KEY, volume_to_layer_data
 
 SAMPLES = Path(__file__).parent / "samples"
 # CGS trained on OpenKBP (README, "The default model"; scripts/train_default_model.py)
@@ -27,10 +27,9 @@ def _ct(path: Path, patient: str):
 
 
 def _ct_with_contours(ct: Path, labels: Path, patient: str):
-    return [
-        _layer(ct, "image", f"OpenKBP {patient} CT"),
-        _layer(labels, "labels", f"OpenKBP {patient} contours"),
-    ]
+    contours = _layer(labels, "labels", f"OpenKBP {patient} contours")
+    contours[1]["metadata"][CLASS_NAMES_KEY] = list(SAMPLE_CLASS_NAMES)  # saved with their organ names
+    return [_layer(ct, "image", f"OpenKBP {patient} CT"), contours]
 
 
 def openkbp_ct():

@@ -11,14 +11,16 @@ earlier segmentations safe in every case; the message tells the user to pick ano
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cgs_engine.classes.files import class_file_entries, class_file_for, write_class_file
 from cgs_engine.io import VolumeIOError, write_volume
-from cgs_engine.volume import Volume
-from napari_cgs._layers import layer_geometry
+from cgs_engine.volume import Geometry, Volume
+from napari_cgs._layers import CLASS_NAMES_KEY, GEOMETRY_KEY, KIND_KEY, layer_geometry
 
 DEFAULT_EXTENSION = ".nii.gz"
 
@@ -31,8 +33,76 @@ def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     array = np.asarray(data[0] if attributes.get("multiscale") else data)
     if array.ndim != 3:
         raise VolumeIOError(target, f"only 3D labels can be saved, the layer is {array.ndim}D")
-    volume = Volume(array=array, geometry=layer_geometry(attributes), kind="labels")
-    return [os.fspath(write_volume(volume, target))]
+    names = (attributes.get("metadata") or {}).get(CLASS_NAMES_KEY)
+    class_file = class_file_for(target) if names else None
+    if class_file is not None and class_file.exists():
+        raise VolumeIOError(class_file, "already exists; napari-cgs never overwrites, choose another name")
+    volume = Volume(array=array, geometry=_file_grid(attributes, array.shape, target), kind="labels")
+    written = write_volume(volume, target)
+    if class_file is None:
+        return [os.fspath(written)]
+    # the organ names travel with the map, as the panel's export and the CLI write them
+    write_class_file(class_file, class_file_entries(list(names)), written)
+    return [os.fspath(written), os.fspath(class_file)]
+
+
+def _file_grid(attributes: dict[str, Any], shape: tuple[int, ...], target: Path) -> Geometry:
+    """The grid the labels are written on: the one they were read or made with (their image's
+    file grid), even where the layer was moved in the viewer since (said in a warning, as the
+    panel's export says it); for a layer without one, the grid of the image napari shows it on."""
+    stored = (attributes.get("metadata") or {}).get(GEOMETRY_KEY)
+    if stored:
+        geometry = Geometry.from_dict(stored)
+        if not layer_geometry(attributes).is_close(geometry):
+            warnings.warn(
+                f"{target.name}: the labels layer was moved in the viewer; written on the grid it was "
+                "read or made with (its image's), where it pairs with the scan voxel by voxel",
+                stacklevel=2,
+            )
+        return geometry
+    image = _image_shown_alike(attributes, shape)
+    if image is not None:  # napari's "New labels" copies the image's transforms, not its metadata
+        return Geometry.from_dict(image.metadata[GEOMETRY_KEY])
+    if _untransformed(attributes):
+        raise VolumeIOError(
+            target,
+            "the layer carries no scan geometry (1 mm voxels at the origin would be written): open "
+            "the scan with the napari-cgs reader and draw on labels made for it, or export from the "
+            "CGS panel",
+        )
+    return layer_geometry(attributes)
+
+
+def _image_shown_alike(attributes: dict[str, Any], shape: tuple[int, ...]) -> Any | None:
+    """An image read by napari-cgs in the current viewer with this shape and these transforms."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:  # noqa: BLE001 (no viewer, or no Qt: a headless save)
+        return None
+    if viewer is None:
+        return None
+    for layer in viewer.layers:
+        metadata = getattr(layer, "metadata", None) or {}
+        image = metadata.get(GEOMETRY_KEY) and metadata.get(KIND_KEY) == "image" and layer.data.shape == shape
+        shown_alike = all(
+            attributes.get(key) is not None and np.allclose(getattr(layer, key), attributes[key])
+            for key in ("scale", "translate", "rotate")
+        )
+        if image and shown_alike:
+            return layer
+    return None
+
+
+def _untransformed(attributes: dict[str, Any]) -> bool:
+    scale, translate = attributes.get("scale"), attributes.get("translate")
+    rotate = attributes.get("rotate")
+    return (
+        (scale is None or np.allclose(scale, 1))
+        and (translate is None or np.allclose(translate, 0))
+        and (rotate is None or np.allclose(rotate, np.eye(len(rotate))))
+    )
 
 
 def _with_extension(path: str | os.PathLike) -> Path:

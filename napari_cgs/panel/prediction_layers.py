@@ -25,6 +25,7 @@ from cgs_engine.errors import CGSError
 from cgs_engine.io import series_identity, write_volume
 from cgs_engine.volume import Geometry, Volume
 from napari_cgs._layers import (
+    CLASS_NAMES_KEY,
     KIND_KEY,
     SOURCE_KEY,
     labels_kwargs_like,
@@ -116,7 +117,7 @@ def map_colormap(class_name: str, rgba: np.ndarray):
 def style_labels_layer(layer: Any, class_names: Sequence[str], class_colors: Sequence[Sequence[int]]) -> None:
     layer.colormap = labels_colormap(class_colors, len(class_names))
     layer.features = class_features(class_names)
-    layer.metadata["cgs_class_names"] = list(class_names)
+    layer.metadata[CLASS_NAMES_KEY] = list(class_names)
 
 
 IMAGE_ID_KEY = "cgs_image_layer_id"  # the labels layer's image, by napari's layer id

@@ -144,7 +144,9 @@ class SessionAutosave(QObject):
         ``note`` says when the usual file name belongs to other voxels (kept, not overwritten)."""
         fingerprint = fingerprint_of(image_layer)
         self.path, self.note = session_place(image_layer, fingerprint)
-        self.path = self.conflict_files.get(self.path, self.path)  # once diverted, this panel's work goes on there
+        self.path = self.conflict_files.get(
+            self.path, self.path
+        )  # once diverted, this panel's work goes on there
         self._layer_id = getattr(image_layer, "unique_id", None)
         if self.path not in self.seen:  # chosen again: still the write this panel knew
             self.seen[self.path] = session_write_id(self.path)

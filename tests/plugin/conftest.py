@@ -30,6 +30,10 @@ GEOMETRY_CASES = {
     "ras": ((0.9, 0.8, 2.5), (130.0, 95.5, -42.0), np.diag([-1.0, -1.0, 1.0])),
     "oblique": ((0.7, 0.7, 5.0), (-17.25, 33.5, 102.0), _OBLIQUE),
     "reflected": ((0.7, 0.7, 5.0), (12.0, -7.5, 64.0), _OBLIQUE @ np.diag([1.0, 1.0, -1.0])),
+    # stored slices along x (sagittal MR: columns anterior->posterior, rows superior->inferior) and
+    # along y (coronal): napari cannot slice an array whose axes the direction permutes
+    "sagittal": ((0.9, 0.9, 4.0), (-30.0, -110.0, 95.0), np.array([[0, 0, 1], [1, 0, 0], [0, -1, 0]], float)),
+    "coronal": ((0.9, 0.9, 4.0), (-110.0, -40.0, 95.0), np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float)),
 }
 
 SHAPE_ZYX = (6, 9, 11)  # all different, so a swapped axis cannot go unnoticed

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from cgs_engine.volume import Geometry
 from napari_cgs import GEOMETRY_KEY, labels_kwargs_like
-from napari_cgs._layers import CT_SOFT_TISSUE_WINDOW, layers_support_units
+from napari_cgs._layers import CT_SOFT_TISSUE_WINDOW, display_rotation, layers_support_units
 from napari_cgs._reader import read_image_layers
 
 PLUGIN = "napari-cgs"
@@ -57,9 +58,14 @@ def test_layer_world_coordinates_are_lps_millimetres(make_napari_viewer, tmp_pat
     image = open_image(viewer, path)
 
     assert image.name == geometry_case
+    # axial scans: the LPS millimetres; stored sagittally or coronally: those turned (a rotation,
+    # never a mirror image) so that the stored slices are the ones napari slices through
+    turn = display_rotation(Geometry.from_dict(image.metadata[GEOMETRY_KEY]))
+    assert np.linalg.det(turn) == pytest.approx(1.0)
+    assert (turn == np.eye(3)).all() == (geometry_case not in ("sagittal", "coronal"))
     for index in some_voxels(image.data.shape):
         np.testing.assert_allclose(
-            image.data_to_world(index), synth.zyx_world_point(reference, index), rtol=1e-6, atol=1e-6
+            image.data_to_world(index), turn @ synth.zyx_world_point(reference, index), rtol=1e-6, atol=1e-6
         )
     assert tuple(image.contrast_limits) == CT_SOFT_TISSUE_WINDOW
     if layers_support_units():
@@ -147,3 +153,21 @@ def test_real_volumes_open_in_viewer(make_napari_viewer, synth, parts, scale, ct
     np.testing.assert_allclose(
         image.data_to_world(corner), synth.zyx_world_point(reference, corner), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize(("case", "slider"), [("sagittal", "sagittal"), ("coronal", "coronal")])
+def test_a_scan_stored_sagittally_or_coronally_is_drawn_head_up(
+    make_napari_viewer, tmp_path, synth, case, slider
+):
+    """It was refused by napari's drawing ("Singular matrix") and left the viewer broken."""
+    from napari_cgs.panel.display import name_slice_axes
+
+    viewer = make_napari_viewer(show=True)
+    path, _ = synth.write_case(tmp_path, case)
+    image = open_image(viewer, path)
+    viewer.window._qt_viewer.canvas.native.repaint()  # drawn, not only added
+    name_slice_axes(viewer, image)
+    assert viewer.dims.axis_labels[0] == slider
+    # the world's z (superior) runs up the screen: rows of the slice go down from the head
+    turn = display_rotation(Geometry.from_dict(image.metadata[GEOMETRY_KEY]))
+    assert turn[1, 0] == -1.0

@@ -51,6 +51,11 @@ def test_writer_falls_back_to_layer_transforms(tmp_path, synth, geometry_case):
     scale, translate, linear = layer_geometry(_layer_like(reference)).zyx_transform()
     labels = Labels(random_labels(synth.SHAPE_ZYX), scale=scale, translate=translate, rotate=linear)
     assert GEOMETRY_KEY not in labels.metadata
+    if geometry_case == "identity":  # nothing says where it lies: refused, not written at 1 mm
+        with pytest.raises(VolumeIOError, match="no scan geometry"):
+            write_layer(labels, tmp_path / "seg.nii.gz")
+        assert not (tmp_path / "seg.nii.gz").exists()
+        return
 
     write_layer(labels, tmp_path / "seg.nii.gz")
 
@@ -77,14 +82,35 @@ def test_writer_folds_negative_scale_into_direction(tmp_path):
     np.testing.assert_allclose(saved.GetOrigin(), (30.0, 20.0, 10.0), rtol=1e-6)
 
 
-def test_metadata_that_no_longer_matches_the_layer_is_ignored(tmp_path, synth):
-    image_path, _ = synth.write_case(tmp_path, "lps_anisotropic")
+def test_labels_moved_in_the_viewer_are_written_on_their_images_grid_and_said(tmp_path, synth):
+    """As the panel's export does: saved where shown, a map dragged 12 mm no longer paired with its
+    CT voxel by voxel, in silence."""
+    image_path, reference = synth.write_case(tmp_path, "lps_anisotropic")
     labels = Labels(random_labels(synth.SHAPE_ZYX), **labels_kwargs_like(image_layer_from_file(image_path)))
-    labels.scale = (2.0, 2.0, 2.0)  # the user rescaled the layer in napari after creating it
+    labels.translate = np.array(labels.translate) + 12.0  # dragged in napari's transform mode
 
-    write_layer(labels, tmp_path / "seg.nii.gz")
+    with pytest.warns(UserWarning, match="moved in the viewer"):
+        write_layer(labels, tmp_path / "seg.nii.gz")
 
-    np.testing.assert_allclose(sitk.ReadImage(str(tmp_path / "seg.nii.gz")).GetSpacing(), (2.0, 2.0, 2.0))
+    synth.assert_same_geometry(sitk.ReadImage(str(tmp_path / "seg.nii.gz")), reference)
+
+
+def test_the_organ_names_of_a_labels_layer_are_written_beside_it(tmp_path, synth):
+    from cgs_engine.classes.files import read_class_file
+
+    image_path, _ = synth.write_case(tmp_path, "oblique")
+    labels = Labels(
+        random_labels(synth.SHAPE_ZYX, high=3), **labels_kwargs_like(image_layer_from_file(image_path))
+    )
+    labels.metadata["cgs_class_names"] = ["background", "Brainstem", "SpinalCord"]
+    written = write_layer(labels, tmp_path / "seg.nii.gz")
+    assert written == [str(tmp_path / "seg.nii.gz"), str(tmp_path / "seg_classes.json")]
+    assert [e.name for e in read_class_file(written[1]).table.entries] == ["Brainstem", "SpinalCord"]
+    # a class file in the way: nothing is written (never overwritten)
+    with pytest.raises(VolumeIOError, match="seg2_classes.json"):
+        (tmp_path / "seg2_classes.json").write_text("{}")
+        write_layer(labels, tmp_path / "seg2.nii.gz")
+    assert not (tmp_path / "seg2.nii.gz").exists()
 
 
 def test_writer_refuses_to_overwrite(tmp_path):
@@ -102,13 +128,13 @@ def test_writer_refuses_to_overwrite(tmp_path):
 
 
 def test_writer_appends_nifti_extension_when_missing(tmp_path):
-    written = write_layer(Labels(random_labels((3, 4, 5))), tmp_path / "seg")
+    written = write_layer(Labels(random_labels((3, 4, 5)), scale=(2.0, 0.8, 0.8)), tmp_path / "seg")
     assert written == [str(tmp_path / "seg.nii.gz")]
     assert sitk.ReadImage(written[0]).GetSize() == (5, 4, 3)
 
 
 def test_writer_uses_uint16_for_many_labels(tmp_path):
-    labels = Labels(random_labels((3, 4, 5), high=2))
+    labels = Labels(random_labels((3, 4, 5), high=2), scale=(2.0, 0.8, 0.8))
     labels.data[0, 0, 0] = 300
     write_layer(labels, tmp_path / "many.nii.gz")
     saved = sitk.ReadImage(str(tmp_path / "many.nii.gz"))
@@ -120,5 +146,27 @@ def test_writer_rejects_negative_labels(tmp_path):
     data = random_labels((3, 4, 5))
     data[0, 0, 0] = -1
     with pytest.raises(VolumeIOError, match="negative"):
-        write_labels(str(tmp_path / "neg.nii.gz"), data, {"scale": (1, 1, 1)})
+        write_labels(str(tmp_path / "neg.nii.gz"), data, {"scale": (2, 1, 1)})
     assert not (tmp_path / "neg.nii.gz").exists()
+
+
+def test_a_label_map_opens_as_labels_with_its_organ_names_and_saves_back(tmp_path, synth):
+    """It came in as a gray Image layer, which napari could neither paint nor save as labels."""
+    from cgs_engine.classes.files import class_file_entries, read_class_file, write_class_file
+
+    label = np.zeros(synth.SHAPE_ZYX, np.uint8)
+    label[1:3, 2:5, 3:7], label[4, :2, :2] = 1, 3
+    path, reference = synth.write_case(tmp_path, "oblique", name="seg", array=label)
+    write_class_file(
+        tmp_path / "seg_classes.json", class_file_entries(["background", "Liver", "x", "Kidney_L"]), path
+    )
+    data, kwargs, layer_type = read_image_layers(str(path))[0]
+    assert layer_type == "labels" and data.dtype == np.uint8
+    assert kwargs["metadata"]["cgs_class_names"] == ["background", "Liver", "x", "Kidney_L"]
+    (tmp_path / "out").mkdir()
+    written = write_layer(Labels(data, **kwargs), tmp_path / "out" / "again.nii.gz")
+    synth.assert_same_geometry(sitk.ReadImage(written[0]), reference)
+    assert [e.name for e in read_class_file(written[1]).table.entries] == ["Liver", "x", "Kidney_L"]
+    # a scan stays an image
+    scan_path, _ = synth.write_case(tmp_path, "oblique", name="scan")
+    assert read_image_layers(str(scan_path))[0][2] == "image"
