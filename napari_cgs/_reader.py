@@ -11,7 +11,8 @@ from typing import Any
 
 from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.files import find_class_file, read_class_file
-from cgs_engine.io import is_supported_path, read_volume
+from cgs_engine.io import VolumeIOError, is_supported_path, read_volume
+from cgs_engine.io.dicom_folder import SERIES_HINT
 from cgs_engine.io.validate import label_map_problem
 from napari_cgs._layers import CLASS_NAMES_KEY, volume_to_layer_data
 
@@ -35,7 +36,15 @@ def read_image_layers(path: PathOrPaths) -> list[LayerData]:
 
 
 def _layer_of(path: str) -> LayerData:
-    volume = read_volume(path, kind="image")
+    try:
+        volume = read_volume(path, kind="image")
+    except VolumeIOError as error:
+        if SERIES_HINT not in str(error):
+            raise
+        # napari's Open has no way to choose a series: say what works here
+        raise VolumeIOError(
+            path, f"{error.problem.replace(SERIES_HINT, '')}open each series from a folder of its own"
+        ) from None
     if label_map_problem(volume.array) is None:
         return volume_to_layer_data(volume)
     # A label map (a few small whole numbers) came in as a gray image that could be neither painted

@@ -308,3 +308,17 @@ def test_a_nii_gz_is_read_and_not_the_nii_beside_it(tmp_path, kind):
     assert read.geometry.spacing == pytest.approx((1.0, 1.0, 2.5))
     assert (read_volume(tmp_path / "map.nii", kind=kind).array == 9).all()  # and the other as named
     write_volume(named, tmp_path / "map.nii.gz", overwrite=True)  # the written-file check reads it back
+
+
+def test_napari_open_of_a_folder_with_two_series_says_what_works_there(tmp_path):
+    """napari's File > Open has no --series: the advice must be one the user can follow there."""
+    from napari_cgs._reader import read_image_layers
+
+    folder = tmp_path / "mixed"
+    write_dicom_series(
+        sitk_image(ct_like(7)[:3], GEOMETRIES["lps"]), folder, "1.2.826.0.1.3680043.2.1125.3", 50
+    )
+    write_dicom_series(sitk_image(ct_like(), GEOMETRIES["lps"]), folder, "1.2.826.0.1.3680043.2.1125.4", 1)
+    with pytest.raises(VolumeIOError, match="holds 2 image series") as error:
+        read_image_layers(str(folder))
+    assert "folder of its own" in str(error.value) and "--series" not in str(error.value)
