@@ -107,12 +107,22 @@ def display_rotation(geometry: Geometry) -> np.ndarray:
     return rotation
 
 
+def _homogeneous(linear: np.ndarray) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, :3] = linear
+    return matrix
+
+
 def transform_kwargs(geometry: Geometry) -> dict[str, Any]:
     """napari layer kwargs (scale, translate, rotate[, units]) for a volume's geometry (in the
     world of :func:`display_rotation`)."""
     scale, translate, linear = geometry.zyx_transform()
+    kwargs: dict[str, Any] = {"scale": scale, "translate": translate, "rotate": linear}
     turn = display_rotation(geometry)
-    kwargs: dict[str, Any] = {"scale": scale, "translate": turn @ translate, "rotate": turn @ linear}
+    if not np.array_equal(turn, np.eye(3)):
+        # in napari's extra affine, apart from the file's own transform: layers napari makes from
+        # the image ("New labels") copy it, and a writer can tell it from the file's geometry
+        kwargs["affine"] = _homogeneous(turn)
     if layers_support_units():
         kwargs["units"] = LAYER_UNITS
     return kwargs
@@ -187,8 +197,7 @@ def layer_geometry(layer_or_attributes: Any) -> Geometry:
     attributes = _as_attributes(layer_or_attributes)
     stored = (attributes.get("metadata") or {}).get(GEOMETRY_KEY)
     geometry = Geometry.from_dict(stored) if stored else None
-    turn = np.eye(3) if geometry is None else display_rotation(geometry)
-    from_transforms = _geometry_from_transforms(attributes, turn)
+    from_transforms = _geometry_from_transforms(attributes)
     if geometry is not None and (from_transforms is None or geometry.is_close(from_transforms)):
         return geometry
     if from_transforms is None:
@@ -218,27 +227,23 @@ def _as_attributes(layer_or_attributes: Any) -> Mapping[str, Any]:
     }
 
 
-def _geometry_from_transforms(
-    attributes: Mapping[str, Any], turn: np.ndarray | None = None
-) -> Geometry | None:
-    """Fold napari's scale/translate/rotate/shear/affine into spacing, origin and direction; ``turn``:
-    the :func:`display_rotation` the layer is shown in (its world turned back to the file's)."""
+def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
+    """Fold napari's scale/translate/rotate/shear/affine into spacing, origin and direction. An
+    affine that is exactly the :func:`display_rotation` of the rest (a sagittally or coronally
+    stored scan shown turned) is how it is shown, not where it lies: left out."""
     from napari.utils.transforms import Affine  # lazy, as above: only layers from napari need it
 
     if attributes.get("scale") is None:
         return None
     parts = {key: attributes.get(key) for key in ("scale", "translate", "rotate", "shear")}
     data_to_physical = Affine(**{k: v for k, v in parts.items() if v is not None}).affine_matrix
+    if data_to_physical.shape != (4, 4):
+        raise ValueError(f"a 3D layer is needed to save a volume, got {data_to_physical.shape[0] - 1}D")
     extra = attributes.get("affine")
     if extra is not None:
         extra = extra.affine_matrix if hasattr(extra, "affine_matrix") else np.asarray(extra, dtype=float)
-        data_to_physical = extra @ data_to_physical
-    if data_to_physical.shape != (4, 4):
-        raise ValueError(f"a 3D layer is needed to save a volume, got {data_to_physical.shape[0] - 1}D")
-    if turn is not None:
-        back = np.eye(4)
-        back[:3, :3] = turn.T
-        data_to_physical = back @ data_to_physical
+        if not _is_display_turn(extra, data_to_physical):
+            data_to_physical = extra @ data_to_physical
     linear = data_to_physical[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     direction = linear / spacing
@@ -246,6 +251,18 @@ def _geometry_from_transforms(
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         raise ValueError("the layer is sheared; a sheared grid cannot be saved as a medical volume")
     return Geometry.from_zyx_transform(spacing, data_to_physical[:3, 3], direction)
+
+
+def _is_display_turn(extra: np.ndarray, inner: np.ndarray) -> bool:
+    """Whether napari's extra affine ``extra`` is the display turn of the transform ``inner``."""
+    if extra.shape != (4, 4) or np.array_equal(extra, np.eye(4)):
+        return False
+    linear = inner[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    if not np.all(spacing > 0):
+        return False
+    inner_geometry = Geometry.from_zyx_transform(spacing, inner[:3, 3], linear / spacing)
+    return bool(np.allclose(extra, _homogeneous(display_rotation(inner_geometry)), atol=1e-9))
 
 
 def labels_kwargs_like(image_layer: Any, name: str | None = None) -> dict[str, Any]:

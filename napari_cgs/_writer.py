@@ -85,12 +85,16 @@ def _image_shown_alike(attributes: dict[str, Any], shape: tuple[int, ...]) -> An
         return None
     for layer in viewer.layers:
         metadata = getattr(layer, "metadata", None) or {}
-        image = metadata.get(GEOMETRY_KEY) and metadata.get(KIND_KEY) == "image" and layer.data.shape == shape
+        image = metadata.get(GEOMETRY_KEY) and metadata.get(KIND_KEY) == "image"
+        if not image or tuple(layer.data.shape) != tuple(shape):  # a points, shapes or 2D layer too
+            continue
         shown_alike = all(
-            attributes.get(key) is not None and np.allclose(getattr(layer, key), attributes[key])
+            attributes.get(key) is not None
+            and np.shape(getattr(layer, key)) == np.shape(attributes[key])
+            and np.allclose(getattr(layer, key), attributes[key])
             for key in ("scale", "translate", "rotate")
         )
-        if image and shown_alike:
+        if shown_alike:
             return layer
     return None
 

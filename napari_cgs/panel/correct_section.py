@@ -31,7 +31,15 @@ from cgs_engine.edit.tools import EDIT_TOOLS, MARGIN, SIGMA, SMALLEST_ISLAND
 from cgs_engine.errors import CGSError
 from cgs_engine.review.alternative import region_alternative, specialists_drawing, take_in_region
 from cgs_engine.review.state import EDITED
-from napari_cgs._layers import image_contrast_limits, layer_geometry, same_layer, shown_as
+from cgs_engine.volume import Geometry
+from napari_cgs._layers import (
+    GEOMETRY_KEY,
+    display_rotation,
+    image_contrast_limits,
+    layer_geometry,
+    same_layer,
+    shown_as,
+)
 from napari_cgs.panel.prediction_layers import (
     SEPARATOR,
     STROKE_WAIT_MS,
@@ -57,11 +65,27 @@ WINDOW_PRESETS = {
     "Brain (W 80, L 40)": (0.0, 80.0),
 }
 # dims.order and the 2D camera orientation: superior is up in the coronal and sagittal views
+# Per view, world axes (z, y, x = 0, 1, 2 in LPS) on the slider, the rows and the columns, and which
+# way the rows' and columns' coordinates grow on screen: posterior down, head up, the patient's
+# left to the right (radiological), anterior to the left on a sagittal slice.
 VIEWS = {
     "Axial": ((0, 1, 2), ("down", "right")),
     "Coronal": ((1, 0, 2), ("up", "right")),
     "Sagittal": ((2, 0, 1), ("up", "right")),
 }
+_OPPOSITE = {"down": "up", "up": "down", "right": "left", "left": "right"}
+
+
+def view_dims(name: str, turn: np.ndarray) -> tuple[tuple[int, int, int], tuple[str, str]]:
+    """napari ``dims.order`` and 2D camera orientation of view ``name`` for an image shown in the
+    world of ``turn`` (``display_rotation``: a sagittally stored scan's first axis is x)."""
+    worlds, (rows, columns) = VIEWS[name]
+    axis_of = {int(np.argmax(np.abs(turn[axis]))): axis for axis in range(3)}  # world axis -> shown axis
+    order = tuple(axis_of[world] for world in worlds)
+    sign = [float(np.sign(turn[order[k], worlds[k]])) for k in (1, 2)]
+    return order, (rows if sign[0] > 0 else _OPPOSITE[rows], columns if sign[1] > 0 else _OPPOSITE[columns])
+
+
 WHOLE_ORGAN, REVIEW_REGION = "whole organ", "current review region"
 # Tool defaults (mm); on a coarser image they start at one in-plane voxel instead (see _fit_to_voxels)
 SMOOTH_MM, MARGIN_MM = 1.0, 2.0
@@ -473,7 +497,10 @@ class CorrectSection(WorkerSection):
             image.contrast_limits = image_contrast_limits(np.asarray(image.data))
 
     def set_view(self, name: str) -> None:
-        order, orientation = VIEWS[name]
+        image = self.panel.image_layer
+        stored = None if image is None else (image.metadata or {}).get(GEOMETRY_KEY)
+        turn = np.eye(3) if not stored else display_rotation(Geometry.from_dict(stored))
+        order, orientation = view_dims(name, turn)
         self.viewer.dims.ndisplay = 2
         self.viewer.dims.order = order
 
@@ -501,26 +528,41 @@ class CorrectSection(WorkerSection):
         note: str = "",
         unchanged_since: np.ndarray | None = None,
         into: Any = None,
+        shown: np.ndarray | None = None,
     ) -> int:
         """One undo step through the layer's own history; the panel's tracker marks the edits.
 
         ``changed_only``: write only these voxels; ``unchanged_since``: and only where the labels still
         hold these values (strokes painted while a tool ran, or before a preview was applied, stay);
-        ``into``: the labels layer the tool read, written only while the panel still corrects it.
+        ``into``: the labels layer the tool read, written only while the panel still corrects it;
+        ``shown``: the voxels the user saw the prompt on (its slice): what it changes elsewhere is
+        written as the model's, not marked as yours (a box through every slice marked slices never
+        on screen as drawn by you, and a retrain learnt the model's own output as a correction).
         """
 
         layer = self.panel.labels_layer
         if layer is None or (into is not None and self.written_elsewhere(what, into)):
             return 0
         if self.after_stroke(
-            layer, lambda: self._write(what, new_labels, changed_only, note, unchanged_since, into)
+            layer, lambda: self._write(what, new_labels, changed_only, note, unchanged_since, into, shown)
         ):
             return 0
         keep = None if changed_only is None else ~changed_only
         if unchanged_since is not None:
             moved_on = np.asarray(layer.data) != unchanged_since
             keep = moved_on if keep is None else keep | moved_on
+        before = np.array(layer.data, copy=True) if shown is not None else None
         changed = write_labels_undoable(layer, new_labels, keep=keep)
+        if changed and shown is not None:
+            unseen = (np.asarray(layer.data) != before) & ~shown
+            tracker = self.panel.tracker
+            if unseen.any() and tracker is not None and tracker.shape == unseen.shape:
+                tracker.touched[unseen] = False
+                self.panel.autosave.mark_changed()
+                note = (
+                    f" {int(unseen.sum()):,} of them on other slices are the model's until you review "
+                    f"them there.{note}"
+                )
         if changed:
             self.status.setText(f"{what}: {changed:,} voxels changed (Ctrl+Z undoes it).{note}")
         else:

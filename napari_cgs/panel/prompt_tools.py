@@ -199,6 +199,7 @@ class PromptTools(QWidget):
         name = self.section.organ_choice.currentText()
         what = f"{'Added to' if positive else 'Removed from'} {name} at {index}"
         before = np.array(layer.data, copy=True)
+        shown = self._shown_slice(before.shape, index[self._slice_axis()])  # as seen now, not at the result
         return self.section._start(
             run_click,
             (
@@ -214,9 +215,27 @@ class PromptTools(QWidget):
             ),
             f"{what}…",
             lambda result: self.section._write(
-                what, result.labels, result.changed, unchanged_since=before, into=layer
+                what,
+                result.labels,
+                result.changed,
+                unchanged_since=before,
+                into=layer,
+                shown=shown,
             ),
         )
+
+    def _slice_axis(self) -> int:
+        """The array axis the 2D view steps through (0 in the 3D view)."""
+        return int(self.viewer.dims.not_displayed[0]) if self.viewer.dims.ndisplay == 2 else 0
+
+    def _shown_slice(self, shape: tuple[int, ...], position: int) -> np.ndarray:
+        """The voxels of the slice a prompt was given on: what the user saw it do."""
+        axis = self._slice_axis()
+        shown = np.zeros(shape, dtype=bool)
+        where = [slice(None)] * len(shape)
+        where[axis] = int(np.clip(position, 0, shape[axis] - 1))
+        shown[tuple(where)] = True
+        return shown
 
     # ------------------------------------------------------------------ box
     def box_layer(self) -> Any | None:
@@ -260,10 +279,12 @@ class PromptTools(QWidget):
         if inputs is None:
             return None
         layer, _, class_id, probability, locked, spacing_zyx = inputs
-        slice_axis = int(self.viewer.dims.not_displayed[0]) if self.viewer.dims.ndisplay == 2 else 0
+        slice_axis = self._slice_axis()
+        drawn_on = int(np.round(np.asarray(corners, dtype=float)[:, slice_axis].mean()))
         name = self.section.organ_choice.currentText()
         what = f"{name} re-segmented in the box"
         before = np.array(layer.data, copy=True)
+        shown = self._shown_slice(before.shape, drawn_on)
         return self.section._start(
             run_box,
             (
@@ -278,7 +299,12 @@ class PromptTools(QWidget):
             ),
             f"{what}…",
             lambda result: self.section._write(
-                what, result.labels, result.changed, unchanged_since=before, into=layer
+                what,
+                result.labels,
+                result.changed,
+                unchanged_since=before,
+                into=layer,
+                shown=shown,
             ),
         )
 

@@ -170,3 +170,24 @@ def test_a_label_map_opens_as_labels_with_its_organ_names_and_saves_back(tmp_pat
     # a scan stays an image
     scan_path, _ = synth.write_case(tmp_path, "oblique", name="scan")
     assert read_image_layers(str(scan_path))[0][2] == "image"
+
+
+@pytest.mark.parametrize("case", ["sagittal", "coronal"])
+def test_labels_of_a_turned_scan_without_metadata_are_written_where_they_lie(tmp_path, synth, case):
+    """napari's "New labels" copies the image's transforms, not its metadata: saved with no viewer to
+    find the image in, the display turn was written as the geometry (the organ 300 mm away)."""
+    image_path, reference = synth.write_case(tmp_path, case)
+    kwargs = labels_kwargs_like(image_layer_from_file(image_path))
+    del kwargs["metadata"]
+    labels = Labels(random_labels(synth.SHAPE_ZYX), **kwargs)
+    write_layer(labels, tmp_path / "seg.nii.gz")
+    synth.assert_same_geometry(sitk.ReadImage(str(tmp_path / "seg.nii.gz")), reference)
+
+
+def test_the_view_buttons_show_the_named_plane_of_a_turned_scan():
+    from napari_cgs.panel.correct_section import view_dims
+
+    turn = np.array([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # sagittal storage: x first
+    assert view_dims("Sagittal", turn) == ((0, 1, 2), ("down", "right"))  # -z rows down: head up
+    assert view_dims("Axial", turn) == ((1, 2, 0), ("down", "left"))  # -x columns left: patient's left right
+    assert view_dims("Axial", np.eye(3)) == ((0, 1, 2), ("down", "right"))
