@@ -214,15 +214,19 @@ class PromptTools(QWidget):
                 self.reach_mm.value(),
             ),
             f"{what}…",
-            lambda result: self.section._write(
-                what,
-                result.labels,
-                result.changed,
-                unchanged_since=before,
-                into=layer,
-                shown=shown,
-            ),
+            self._landing(what, before, layer, shown),
         )
+
+    def _landing(self, what: str, before: np.ndarray, layer: Any, shown: np.ndarray):
+        """What writes a prompt's result: into the labels it read, only where they still hold what
+        they held, the voxels on the prompted slice marked as yours."""
+
+        def land(result) -> int:
+            return self.section._write(
+                what, result.labels, result.changed, unchanged_since=before, into=layer, shown=shown
+            )
+
+        return land
 
     def _slice_axis(self) -> int:
         """The array axis the 2D view steps through (0 in the 3D view)."""
@@ -298,14 +302,7 @@ class PromptTools(QWidget):
                 locked,
             ),
             f"{what}…",
-            lambda result: self.section._write(
-                what,
-                result.labels,
-                result.changed,
-                unchanged_since=before,
-                into=layer,
-                shown=shown,
-            ),
+            self._landing(what, before, layer, shown),
         )
 
     # ------------------------------------------------------------------ adapt

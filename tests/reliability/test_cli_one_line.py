@@ -124,7 +124,7 @@ def test_evaluate_checks_its_json_target_and_class_names_first(tmp_path):
         cgs("evaluate", "--pred", pred, "--gt", gt, "--json", missing), "nowhere", "does not exist"
     )
     assert_one_line_error(
-        cgs("evaluate", "--pred", pred, "--gt", gt, "--classes", "a"), "--classes", "ids up to 2"
+        cgs("evaluate", "--pred", pred, "--gt", gt, "--classes", "a"), "--classes", "ids it does not name (2)"
     )
     (pred / "case_classes.json").write_text('{"classes": [')
     assert_one_line_error(
