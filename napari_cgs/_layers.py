@@ -228,9 +228,9 @@ def _as_attributes(layer_or_attributes: Any) -> Mapping[str, Any]:
 
 
 def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
-    """Fold napari's scale/translate/rotate/shear/affine into spacing, origin and direction. An
-    affine that is exactly the :func:`display_rotation` of the rest (a sagittally or coronally
-    stored scan shown turned) is how it is shown, not where it lies: left out."""
+    """Fold napari's scale/translate/rotate/shear/affine into spacing, origin and direction. For a
+    sagittally or coronally stored scan the affine holds the :func:`display_rotation` of the rest
+    (how it is shown, not where it lies), which is turned back."""
     from napari.utils.transforms import Affine  # lazy, as above: only layers from napari need it
 
     if attributes.get("scale") is None:
@@ -242,7 +242,12 @@ def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
     extra = attributes.get("affine")
     if extra is not None:
         extra = extra.affine_matrix if hasattr(extra, "affine_matrix") else np.asarray(extra, dtype=float)
-        if not _is_display_turn(extra, data_to_physical):
+        # the world a turned scan is shown in, turned back: the affine is the turn, or a move made
+        # in napari's transform mode after it (move x turn), whose shift is then in the file's world
+        turn = _display_turn_of(data_to_physical)
+        if not np.array_equal(turn, np.eye(3)) and np.allclose(extra[:3, :3], turn, atol=1e-9):
+            data_to_physical = _homogeneous(turn).T @ extra @ data_to_physical
+        else:  # no turn in it (an axial scan, or a layer placed in the file's world by another plugin)
             data_to_physical = extra @ data_to_physical
     linear = data_to_physical[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
@@ -253,21 +258,21 @@ def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
     return Geometry.from_zyx_transform(spacing, data_to_physical[:3, 3], direction)
 
 
-def _is_display_turn(extra: np.ndarray, inner: np.ndarray) -> bool:
-    """Whether napari's extra affine ``extra`` is the display turn of the transform ``inner``."""
-    if extra.shape != (4, 4) or np.array_equal(extra, np.eye(4)):
-        return False
+def _display_turn_of(inner: np.ndarray) -> np.ndarray:
+    """The :func:`display_rotation` of the file grid the transform ``inner`` (scale, translate,
+    rotate) describes; identity where that is no grid."""
     linear = inner[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
     if not np.all(spacing > 0):
-        return False
-    inner_geometry = Geometry.from_zyx_transform(spacing, inner[:3, 3], linear / spacing)
-    return bool(np.allclose(extra, _homogeneous(display_rotation(inner_geometry)), atol=1e-9))
+        return np.eye(3)
+    return display_rotation(Geometry.from_zyx_transform(spacing, inner[:3, 3], linear / spacing))
 
 
 def labels_kwargs_like(image_layer: Any, name: str | None = None) -> dict[str, Any]:
-    """Labels layer kwargs on the image's grid, carrying its exact geometry for the writer."""
-    geometry = layer_geometry(image_layer)
+    """Labels layer kwargs on the image's grid, carrying its exact geometry for the writer: the grid
+    of its file (an image moved in the viewer shows its labels moved with it; they are written on
+    the file's grid, where they pair with the scan voxel by voxel)."""
+    geometry = read_geometry(image_layer)
     metadata = {GEOMETRY_KEY: geometry.to_dict(), KIND_KEY: "labels"}
     source = (image_layer.metadata or {}).get(SOURCE_KEY)
     if source:

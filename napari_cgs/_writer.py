@@ -88,11 +88,13 @@ def _image_shown_alike(attributes: dict[str, Any], shape: tuple[int, ...]) -> An
         image = metadata.get(GEOMETRY_KEY) and metadata.get(KIND_KEY) == "image"
         if not image or tuple(layer.data.shape) != tuple(shape):  # a points, shapes or 2D layer too
             continue
+        mine = {key: getattr(layer, key) for key in ("scale", "translate", "rotate")}
+        mine["affine"] = layer.affine.affine_matrix
         shown_alike = all(
             attributes.get(key) is not None
-            and np.shape(getattr(layer, key)) == np.shape(attributes[key])
-            and np.allclose(getattr(layer, key), attributes[key])
-            for key in ("scale", "translate", "rotate")
+            and np.shape(_matrix(value)) == np.shape(_matrix(attributes[key]))
+            and np.allclose(_matrix(value), _matrix(attributes[key]))
+            for key, value in mine.items()
         )
         if shown_alike:
             return layer
@@ -113,3 +115,7 @@ def _with_extension(path: str | os.PathLike) -> Path:
     # napari hands over the dialog's name as typed when the user picked our file filter.
     target = Path(path)
     return target if target.suffix else target.with_name(target.name + DEFAULT_EXTENSION)
+
+
+def _matrix(value: Any) -> np.ndarray:
+    return np.asarray(value.affine_matrix if hasattr(value, "affine_matrix") else value, dtype=float)

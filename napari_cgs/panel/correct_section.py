@@ -559,10 +559,8 @@ class CorrectSection(WorkerSection):
             if unseen.any() and tracker is not None and tracker.shape == unseen.shape:
                 tracker.touched[unseen] = False
                 self.panel.autosave.mark_changed()
-                note = (
-                    f" {int(unseen.sum()):,} of them on other slices are the model's until you review "
-                    f"them there.{note}"
-                )
+                where = "on other slices" if shown.any() else "(prompted in the 3D view)"
+                note = f" {int(unseen.sum()):,} of them {where} are the model's until you review them.{note}"
         if changed:
             self.status.setText(f"{what}: {changed:,} voxels changed (Ctrl+Z undoes it).{note}")
         else:

@@ -941,7 +941,16 @@ class CGSPanel(QWidget):
             ),
             None,
         )
-        if owner is None or same_layer(owner, self._followed):
+        if owner is None:
+            return
+        if same_layer(owner, self._followed):
+            if not self.tracks_image(owner):  # its session is another layer's work (the same file twice)
+                self._show_session(
+                    f"These strokes on {source.name} are in no session: its session file holds other "
+                    "labels (click Restore session to load them, which replaces these; Ctrl+Z brings "
+                    "them back), or export these labels to keep them.",
+                    str(self.autosave.path or ""),
+                )
             return
         if self.running() or self.correct_section.worker is not None:
             what = "pre-segmentation" if self.running() else "correction"
@@ -1173,6 +1182,7 @@ class CGSPanel(QWidget):
                 f"Restored your review of {image_layer.name} from {when}: {counts['accepted']} accepted, "
                 f"{counts['skipped']} skipped, {counts['pending']} to review"
                 + (f" (no maps: {no_maps}; pre-segment again to see them)." if saved is None else ".")
+                + (" It replaced the labels on screen: Ctrl+Z brings them back." if replaced else "")
             )
         )
         self._show_session(f"Restored the session saved {when} ({session.path.name}).", str(session.path))

@@ -233,9 +233,12 @@ class PromptTools(QWidget):
         return int(self.viewer.dims.not_displayed[0]) if self.viewer.dims.ndisplay == 2 else 0
 
     def _shown_slice(self, shape: tuple[int, ...], position: int) -> np.ndarray:
-        """The voxels of the slice a prompt was given on: what the user saw it do."""
+        """The voxels of the slice a prompt was given on: what the user saw it do (in the 3D view
+        none: a surface is no slice checked)."""
         axis = self._slice_axis()
         shown = np.zeros(shape, dtype=bool)
+        if self.viewer.dims.ndisplay != 2:
+            return shown
         where = [slice(None)] * len(shape)
         where[axis] = int(np.clip(position, 0, shape[axis] - 1))
         shown[tuple(where)] = True

@@ -191,3 +191,24 @@ def test_the_view_buttons_show_the_named_plane_of_a_turned_scan():
     assert view_dims("Sagittal", turn) == ((0, 1, 2), ("down", "right"))  # -z rows down: head up
     assert view_dims("Axial", turn) == ((1, 2, 0), ("down", "left"))  # -x columns left: patient's left right
     assert view_dims("Axial", np.eye(3)) == ((0, 1, 2), ("down", "right"))
+
+
+def test_a_turned_layer_moved_in_transform_mode_keeps_the_files_direction(tmp_path, synth):
+    """napari's transform mode moves a layer through its affine, which on a sagittally stored scan
+    also holds the display turn: the move made the turn count as the geometry (direction lost,
+    origin hundreds of mm off), in silence."""
+    image_path, reference = synth.write_case(tmp_path, "sagittal")
+    image = image_layer_from_file(image_path)
+    kwargs = labels_kwargs_like(image)
+    move = np.eye(4)
+    move[1, 3] = 10.0  # 10 mm along the shown rows
+    kwargs["affine"] = move @ np.asarray(kwargs["affine"])
+    with pytest.warns(UserWarning, match="moved in the viewer"):
+        write_layer(Labels(random_labels(synth.SHAPE_ZYX), **kwargs), tmp_path / "seg.nii.gz")
+    synth.assert_same_geometry(sitk.ReadImage(str(tmp_path / "seg.nii.gz")), reference)
+    # without the metadata: where it was moved to, the direction still the file's
+    del kwargs["metadata"]
+    moved = layer_geometry(Labels(random_labels(synth.SHAPE_ZYX), **kwargs))
+    np.testing.assert_allclose(moved.direction, reference.GetDirection(), atol=1e-6)
+    shift = np.asarray(moved.origin) - np.asarray(reference.GetOrigin())
+    assert np.linalg.norm(shift) == pytest.approx(10.0, abs=1e-4)
