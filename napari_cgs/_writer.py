@@ -53,16 +53,15 @@ def _file_grid(attributes: dict[str, Any], shape: tuple[int, ...], target: Path)
     stored = (attributes.get("metadata") or {}).get(GEOMETRY_KEY)
     if stored:
         geometry = Geometry.from_dict(stored)
-        if not layer_geometry(attributes).is_close(geometry):
-            warnings.warn(
-                f"{target.name}: the labels layer was moved in the viewer; written on the grid it was "
-                "read or made with (its image's), where it pairs with the scan voxel by voxel",
-                stacklevel=2,
-            )
+        if _moved(attributes, geometry):
+            _say_moved(target)
         return geometry
     image = _image_shown_alike(attributes, shape)
     if image is not None:  # napari's "New labels" copies the image's transforms, not its metadata
-        return Geometry.from_dict(image.metadata[GEOMETRY_KEY])
+        geometry = Geometry.from_dict(image.metadata[GEOMETRY_KEY])
+        if _moved(attributes, geometry):  # moved in transform mode (its affine) since
+            _say_moved(target)
+        return geometry
     if _untransformed(attributes):
         raise VolumeIOError(
             target,
@@ -71,6 +70,22 @@ def _file_grid(attributes: dict[str, Any], shape: tuple[int, ...], target: Path)
             "CGS panel",
         )
     return layer_geometry(attributes)
+
+
+def _moved(attributes: dict[str, Any], geometry: Geometry) -> bool:
+    """Whether the layer is shown off ``geometry`` (moved, turned, rescaled or sheared in napari)."""
+    try:
+        return not layer_geometry({**attributes, "metadata": {}}).is_close(geometry)
+    except ValueError:  # sheared: no grid at all
+        return True
+
+
+def _say_moved(target: Path) -> None:
+    warnings.warn(
+        f"{target.name}: the labels layer was moved in the viewer; written on the grid it was read or "
+        "made with (its image's), where it pairs with the scan voxel by voxel",
+        stacklevel=3,
+    )
 
 
 def _image_shown_alike(attributes: dict[str, Any], shape: tuple[int, ...]) -> Any | None:
@@ -88,8 +103,9 @@ def _image_shown_alike(attributes: dict[str, Any], shape: tuple[int, ...]) -> An
         image = metadata.get(GEOMETRY_KEY) and metadata.get(KIND_KEY) == "image"
         if not image or tuple(layer.data.shape) != tuple(shape):  # a points, shapes or 2D layer too
             continue
+        # scale, translate and rotate: what New labels copies and transform mode leaves (it moves
+        # a layer through its affine, which is compared afterwards, as a move)
         mine = {key: getattr(layer, key) for key in ("scale", "translate", "rotate")}
-        mine["affine"] = layer.affine.affine_matrix
         shown_alike = all(
             attributes.get(key) is not None
             and np.shape(_matrix(value)) == np.shape(_matrix(attributes[key]))
@@ -103,11 +119,12 @@ def _image_shown_alike(attributes: dict[str, Any], shape: tuple[int, ...]) -> An
 
 def _untransformed(attributes: dict[str, Any]) -> bool:
     scale, translate = attributes.get("scale"), attributes.get("translate")
-    rotate = attributes.get("rotate")
+    rotate, affine = attributes.get("rotate"), attributes.get("affine")
     return (
         (scale is None or np.allclose(scale, 1))
         and (translate is None or np.allclose(translate, 0))
         and (rotate is None or np.allclose(rotate, np.eye(len(rotate))))
+        and (affine is None or np.allclose(_matrix(affine), np.eye(len(_matrix(affine)))))
     )
 
 

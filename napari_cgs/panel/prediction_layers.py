@@ -562,7 +562,12 @@ def moved_off_image(labels_layer: Any, image_layer: Any | None) -> str | None:
     grid = read_geometry(image_layer)
     moved = []
     for what, layer in (("image", image_layer), ("labels", labels_layer)):
-        how = _moved_by(layer_geometry(layer), grid)
+        try:
+            shown = layer_geometry(layer)
+        except ValueError:  # sheared by napari's transform mode: no grid at all any more
+            moved.append(f"the {what} layer had been sheared")
+            continue
+        how = _moved_by(shown, grid)
         if how:
             moved.append(f"the {what} layer had been {how}")
     return " and ".join(moved) or None

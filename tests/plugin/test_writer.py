@@ -212,3 +212,24 @@ def test_a_turned_layer_moved_in_transform_mode_keeps_the_files_direction(tmp_pa
     np.testing.assert_allclose(moved.direction, reference.GetDirection(), atol=1e-6)
     shift = np.asarray(moved.origin) - np.asarray(reference.GetOrigin())
     assert np.linalg.norm(shift) == pytest.approx(10.0, abs=1e-4)
+
+
+def test_new_labels_moved_in_transform_mode_are_written_on_their_images_grid_and_said(
+    make_napari_viewer, tmp_path, synth
+):
+    """napari's New labels carry no metadata; moved through their affine they were refused (the
+    image was no longer found) or written where shown, in silence."""
+    viewer = make_napari_viewer()
+    image_path, reference = synth.write_case(tmp_path, "lps_anisotropic")
+    data, kwargs, _ = read_image_layers(str(image_path))[0]
+    image = viewer.add_image(data, **kwargs)
+    viewer.layers.selection.active = image
+    viewer._new_labels()
+    labels = viewer.layers[-1]
+    labels.data[1, 1, 1] = 1
+    move = np.eye(4)
+    move[1, 3] = 8.0
+    labels.affine = move
+    with pytest.warns(UserWarning, match="moved in the viewer"):
+        written = write_layer(labels, tmp_path / "seg.nii.gz")
+    synth.assert_same_geometry(sitk.ReadImage(written[0]), reference)
