@@ -107,6 +107,11 @@ def display_rotation(geometry: Geometry) -> np.ndarray:
     return rotation
 
 
+def as_matrix(value: Any) -> np.ndarray:
+    """A transform as napari hands it over (an ``Affine``) or as stored (an array), as an array."""
+    return np.asarray(value.affine_matrix if hasattr(value, "affine_matrix") else value, dtype=float)
+
+
 def _homogeneous(linear: np.ndarray) -> np.ndarray:
     matrix = np.eye(4)
     matrix[:3, :3] = linear
@@ -241,7 +246,7 @@ def _geometry_from_transforms(attributes: Mapping[str, Any]) -> Geometry | None:
         raise ValueError(f"a 3D layer is needed to save a volume, got {data_to_physical.shape[0] - 1}D")
     extra = attributes.get("affine")
     if extra is not None:
-        extra = extra.affine_matrix if hasattr(extra, "affine_matrix") else np.asarray(extra, dtype=float)
+        extra = as_matrix(extra)
         # the world a turned scan is shown in, turned back: the affine is the turn, or a move made
         # in napari's transform mode after it (move x turn), whose shift is then in the file's world
         turn = _display_turn_of(data_to_physical)

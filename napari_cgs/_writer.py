@@ -20,7 +20,7 @@ import numpy as np
 from cgs_engine.classes.files import class_file_entries, class_file_for, write_class_file
 from cgs_engine.io import VolumeIOError, write_volume
 from cgs_engine.volume import Geometry, Volume
-from napari_cgs._layers import CLASS_NAMES_KEY, GEOMETRY_KEY, KIND_KEY, layer_geometry
+from napari_cgs._layers import CLASS_NAMES_KEY, GEOMETRY_KEY, KIND_KEY, as_matrix, layer_geometry
 
 DEFAULT_EXTENSION = ".nii.gz"
 
@@ -108,8 +108,8 @@ def _image_shown_alike(attributes: dict[str, Any], shape: tuple[int, ...]) -> An
         mine = {key: getattr(layer, key) for key in ("scale", "translate", "rotate")}
         shown_alike = all(
             attributes.get(key) is not None
-            and np.shape(_matrix(value)) == np.shape(_matrix(attributes[key]))
-            and np.allclose(_matrix(value), _matrix(attributes[key]))
+            and np.shape(as_matrix(value)) == np.shape(as_matrix(attributes[key]))
+            and np.allclose(as_matrix(value), as_matrix(attributes[key]))
             for key, value in mine.items()
         )
         if shown_alike:
@@ -124,7 +124,7 @@ def _untransformed(attributes: dict[str, Any]) -> bool:
         (scale is None or np.allclose(scale, 1))
         and (translate is None or np.allclose(translate, 0))
         and (rotate is None or np.allclose(rotate, np.eye(len(rotate))))
-        and (affine is None or np.allclose(_matrix(affine), np.eye(len(_matrix(affine)))))
+        and (affine is None or np.allclose(as_matrix(affine), np.eye(len(as_matrix(affine)))))
     )
 
 
@@ -132,7 +132,3 @@ def _with_extension(path: str | os.PathLike) -> Path:
     # napari hands over the dialog's name as typed when the user picked our file filter.
     target = Path(path)
     return target if target.suffix else target.with_name(target.name + DEFAULT_EXTENSION)
-
-
-def _matrix(value: Any) -> np.ndarray:
-    return np.asarray(value.affine_matrix if hasattr(value, "affine_matrix") else value, dtype=float)

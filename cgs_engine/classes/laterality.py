@@ -27,21 +27,15 @@ drawn (:func:`mirror_plan`; the run says so at its start).
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cgs_engine.classes.organs import normalise_name
 from cgs_engine.errors import CGSError
 
 # How training treats mirror images: "swap" the pairs' labels (default), "off" draws no mirror at all
 # where a pair exists, "keep" leaves labels as they are (the reference's behaviour, wrong for pairs).
 MIRROR_MODES = ("swap", "off", "keep")
-
-
-def _plain(token: str) -> str:
-    """Lower case without accents (ventrículo = ventriculo; in Cyrillic й = и, in both directions)."""
-    decomposed = unicodedata.normalize("NFKD", token.lower())
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
 # Spelled-out sides, read anywhere in a name (English, German/Dutch, Latin, Spanish, Italian, French,
@@ -50,9 +44,10 @@ _LEFT_WORDS = "left links sinister sinistra sinistrum sinistro izquierdo izquier
 _LEFT_WORDS += " lewy lewa lewe левый левая левое"
 _RIGHT_WORDS = "right rechts dexter dextra dextrum destro destra derecho derecha droite droit direito direita"
 _RIGHT_WORDS += " prawy prawa prawe правый правая правое"
-_LONG_SIDES = {word: "left" for word in _LEFT_WORDS.split()} | {
-    word: "right" for word in _RIGHT_WORDS.split()
-}
+# compared as organ names are (normalise_name): accents dropped from Latin and Cyrillic letters
+# alike in the words and in the names, so "левый" (й) is matched however it is encoded
+_LONG_SIDES = {normalise_name(word): "left" for word in _LEFT_WORDS.split()}
+_LONG_SIDES |= {normalise_name(word): "right" for word in _RIGHT_WORDS.split()}
 # Abbreviations, read only as a lone token at either end ("L_Parotid", "Parotid_R", "Niere li").
 _SHORT_SIDES = {
     "l": "left",
@@ -76,7 +71,7 @@ _ANATOMICAL_WORDS = """atrium atria atrial ventricle ventricles ventricular coro
     ventriculus auricula hepar hepatis ventriculo atrio coronaria higado hepatico
     ventricolo fegato ventricule oreillette coronaire foie figado
     komora przedsionek watroba желудочек предсердие печень"""
-_ANATOMICAL_SIDES = {_plain(word) for word in _ANATOMICAL_WORDS.split()}
+_ANATOMICAL_SIDES = {normalise_name(word) for word in _ANATOMICAL_WORDS.split()}
 # "lateral ventricle left" (the brain's) is a mirror twin
 _BRAIN_WORDS = {"lateral", "lat", "lateralis", "laterale", "brain", "cerebral", "cerebri"}
 
@@ -89,7 +84,7 @@ def _tokens(name: str) -> list[str]:
     """Words of a class name, lower case without accents: split at separators and at lower-to-upper
     case changes. A run of capitals stays one word: "LVendo", "LCx" and "LAD" name no side."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
-    return [_plain(token) for token in re.split(r"[\s_\-./()\[\],;:]+", spaced) if token]
+    return [normalise_name(token) for token in re.split(r"[\s_\-./()\[\],;:]+", spaced) if token]
 
 
 def _side_and_base(name: str) -> tuple[str, tuple[str, ...]] | None:

@@ -152,6 +152,8 @@ def test_clinical_ways_of_naming_sides_pair():
         "Почка правая",
     ]
     assert lateral_pairs(other_languages) == [(2, 1), (4, 3), (6, 5)]
+    # й decomposes (и + breve): the side words are compared as the names are
+    assert lateral_pairs(["bg", "Почка левый", "Почка правый"]) == [(2, 1)]
     german_latin = ["bg", "Niere links", "Niere rechts", "Parotis sin", "Parotis dx"]
     assert lateral_pairs(german_latin) == [(2, 1), (4, 3)]
     assert lateral_pairs(["bg", "Kidney (L)", "Kidney (R)"]) == [(2, 1)]
