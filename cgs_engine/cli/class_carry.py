@@ -28,9 +28,15 @@ def output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | Non
     file beside the output is replaced only with ``overwrite``."""
     source = find_class_file(labels)
     if source is None:
+        _refuse_stale_class_file(labels, output)
         return None
     read_class_file(source)  # a damaged one is refused now, not after the output is written
     target = class_file_for(output)
+    if output.resolve() == labels.resolve():
+        # edited in place: the table that describes the input describes the output (a copy under
+        # the output's own name, scan_labels_classes.json beside cgs predict's scan_classes.json,
+        # would be found first ever after and hide the table of the next prediction there)
+        return None
     if target.resolve() != source.resolve():
         refuse_existing_class_file(target, overwrite, "the new map's class table goes there")
         return source
@@ -42,6 +48,26 @@ def output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | Non
             f"{output}: its class table would be {target.name}, which is {named}'s; name the output otherwise"
         )
     return source
+
+
+def _refuse_stale_class_file(labels: Path, output: Path) -> None:
+    """A class file that would describe the output, when the input has none to replace it with.
+
+    It names the organs of the map the output replaces (or of another map under that name), and
+    would be taken for the new map's: its names read for ``--class``, sent out by the DICOM exports.
+    Removing a file the user did not name is not ours to do, so the command stops before any work.
+    """
+    if output.resolve() == labels.resolve():
+        return
+    try:
+        stale = find_class_file(output)
+    except CGSError:  # only other maps' tables there: they are not taken for the output's
+        return
+    if stale is not None:
+        raise CGSError(
+            f"{output}: {stale.name} beside it names the organs of an earlier map, and {labels.name} has no "
+            f"class table to replace it with; move {stale.name} away or write the output elsewhere"
+        )
 
 
 def refuse_existing_class_file(target: Path, overwrite: bool, why: str) -> None:

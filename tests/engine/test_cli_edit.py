@@ -274,3 +274,55 @@ def test_class_tables_follow_their_maps_through_convert_and_edit(tmp_path, capsy
     assert (
         run("edit", "fill-holes", tmp_path / "x.nrrd", "--class", "Spleen", "-o", tmp_path / "c.nii.gz") == 0
     )
+
+
+def test_a_map_without_a_class_table_does_not_inherit_the_one_beside_the_output(scan, tmp_path, capsys):
+    """An earlier edit left fixed_classes.json (Liver, Spleen) beside fixed.nii.gz; another patient's
+    map without a table written over fixed.nii.gz kept it, so its ids were read and exported under
+    the earlier map's organ names. Refused before any work, --overwrite or not."""
+    fixed = tmp_path / "fixed.nii.gz"
+    assert main(["edit", "grow", str(scan), "-o", str(fixed), "--class", "Liver", "--mm", "2"]) == 0
+    capsys.readouterr()
+    old_map, old_table = fixed.read_bytes(), (tmp_path / "fixed_classes.json").read_text()
+    other = write_labels(tmp_path / "other_patient.nii.gz", organs())
+    argv = ["edit", "shrink", str(other), "--class", "1", "--mm", "1", "-o", str(fixed), "--overwrite"]
+    assert main(argv) == 2
+    error = one_error_line(capsys)
+    assert "fixed_classes.json" in error and "other_patient.nii.gz has no class table" in error
+    assert fixed.read_bytes() == old_map and (tmp_path / "fixed_classes.json").read_text() == old_table
+    # written elsewhere it works, and in place (no table at all) too
+    assert (
+        main(["edit", "shrink", str(other), "--class", "1", "--mm", "1", "-o", str(tmp_path / "b.nii.gz")])
+        == 0
+    )
+    argv = ["edit", "shrink", str(other), "--class", "1", "--mm", "1", "-o", str(other), "--overwrite"]
+    assert main(argv) == 0
+
+
+def test_an_edit_in_place_writes_no_second_class_table(tmp_path, capsys):
+    """`cgs predict` leaves scan_labels.nii.gz with scan_classes.json. Edited in place, a copy of the
+    table went to scan_labels_classes.json, which is found first: the next prediction's table there
+    (another model's organs) was hidden behind the old copy."""
+    from cgs_engine.classes.files import class_file_entries, find_class_file, write_class_file
+
+    predicted = write_labels(tmp_path / "scan_labels.nii.gz", organs())
+    write_class_file(
+        tmp_path / "scan_classes.json", class_file_entries(["background", "Liver", "Spleen"]), predicted
+    )
+    argv = [
+        "edit",
+        "grow",
+        str(predicted),
+        "--class",
+        "Liver",
+        "--mm",
+        "2",
+        "-o",
+        str(predicted),
+        "--overwrite",
+    ]
+    assert main(argv) == 0
+    assert " and " not in capsys.readouterr().out
+    assert not (tmp_path / "scan_labels_classes.json").exists()
+    assert find_class_file(predicted) == tmp_path / "scan_classes.json"
+    assert (read_volume(predicted, kind="labels").array == 1).sum() > (organs() == 1).sum()
