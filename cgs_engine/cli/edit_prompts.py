@@ -11,6 +11,7 @@ count every non-zero voxel; they and the map must lie on the labels' grid.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -105,13 +106,16 @@ def run_prompt(args, volume, class_id: int, name: str, box, map_path: Path | Non
 
 
 def _adapt(args, volume):
+    from cgs_engine.classes.files import find_class_file, read_class_file
     from cgs_engine.edit.adapt import ADAPT_DEFAULTS, adapt_to_scan, trusted_voxels
 
     image = _read_on_grid(args.image, volume, "image", "the image")
     reviewed = _read_on_grid(args.reviewed, volume, "labels", "the review mask") != 0
-    trusted = trusted_voxels(volume.array, reviewed, volume.geometry.spacing[::-1])
+    trusted = trusted_voxels(volume.array, reviewed, geometry=volume.geometry)
+    record = find_class_file(args.labels)
+    class_table = read_class_file(record).table if record is not None else None
     seconds = ADAPT_DEFAULTS["seconds"] if args.seconds is None else args.seconds
-    with ProgressBar("adapting", unit="step") as bar:
+    with ProgressBar("adapting", unit="step") as bar, _naming(args.labels):
         result = adapt_to_scan(
             args.model,
             image,
@@ -121,6 +125,7 @@ def _adapt(args, volume):
             seconds=seconds,
             progress=lambda stage, done, total: bar(done, total),
             geometry=volume.geometry,
+            class_table=class_table,
         )
     print(
         f"adapted for {result.steps} steps on {result.trained_slices} corrected slices "
@@ -159,3 +164,14 @@ def _parse_point(text: str) -> tuple[int, int, int]:
     except ValueError:
         raise CGSError(f"--point {text!r}: expected z,y,x (three whole numbers >= 0)") from None
     return point  # type: ignore[return-value]
+
+
+@contextmanager
+def _naming(path):
+    """An edit refused for what the labels hold names the labels file."""
+    from cgs_engine.edit.checks import EditError
+
+    try:
+        yield
+    except EditError as error:
+        raise CGSError(f"{path}: {error}") from None

@@ -33,6 +33,8 @@ import torch
 from scipy import ndimage
 
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint
+from cgs_engine.classes.relabel import same_organ
+from cgs_engine.classes.table import ClassTable, checkpoint_class_table
 from cgs_engine.edit.checks import EditError, check_labels, check_spacing
 from cgs_engine.edit.result import EditResult
 from cgs_engine.errors import CGSError
@@ -63,14 +65,37 @@ class AdaptResult(EditResult):
     final_loss: float | None = None
 
 
-def trusted_voxels(labels, reviewed, spacing_zyx, band_mm: float = ADAPT_DEFAULTS["band_mm"]) -> np.ndarray:
-    """Bool mask of the voxels whose label the user vouched for (see the module docstring)."""
+def trusted_voxels(
+    labels,
+    reviewed,
+    spacing_zyx=None,
+    band_mm: float = ADAPT_DEFAULTS["band_mm"],
+    geometry: Geometry | None = None,
+) -> np.ndarray:
+    """Bool mask of the voxels whose label the user vouched for (see the module docstring).
+
+    The slices are the patient's axial ones: with ``geometry`` (the scan's) the stored arrays are
+    turned to them first, so a scan stored sagittally or coronally is not read slice by slice
+    along its first stored axis (every axial slice of an organ reviewed on one became trusted).
+    Without it the arrays are taken as stored axially, with ``spacing_zyx``.
+    """
     labels = check_labels(labels)
     reviewed = np.asarray(reviewed)
     if reviewed.shape != labels.shape:
         raise EditError(f"review mask has shape {reviewed.shape}, the labels {labels.shape}")
     reviewed = reviewed != 0
-    spacing = check_spacing(spacing_zyx)
+    if geometry is None:
+        if spacing_zyx is None:
+            raise EditError("trusted_voxels needs the scan's geometry or its spacing")
+        return _trusted_on_axial_slices(labels, reviewed, check_spacing(spacing_zyx), band_mm)
+    turn = Reorientation.of(geometry)
+    spacing = check_spacing(turn.canonical_geometry(geometry, labels.shape).spacing[::-1])
+    labels_c, reviewed_c = turn.canonical_copies(labels, reviewed)
+    trusted = _trusted_on_axial_slices(labels_c, reviewed_c, spacing, band_mm)
+    return np.ascontiguousarray(turn.from_canonical(trusted))
+
+
+def _trusted_on_axial_slices(labels, reviewed, spacing, band_mm: float) -> np.ndarray:
     trusted = reviewed.copy()
     for z in np.flatnonzero(reviewed.reshape(len(reviewed), -1).any(axis=1)):
         plane, marks = labels[z], reviewed[z]
@@ -109,6 +134,7 @@ def adapt_to_scan(
     progress: Callable[[str, int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     geometry: Geometry | None = None,
+    class_table: ClassTable | None = None,
 ) -> AdaptResult:
     """Fine-tune a copy of ``checkpoint`` on ``labels`` where ``trusted`` and re-predict the scan.
 
@@ -117,7 +143,9 @@ def adapt_to_scan(
     ``threads``: CPU threads (0: every usable core); ``progress`` gets (stage, done, total);
     ``cancel()`` true raises ``Cancelled`` (nothing is changed). ``geometry``: the scan's, so that
     the network learns and predicts in the orientation it was trained in (``cgs_engine.orientation``;
-    without it the arrays are taken as stored in that orientation).
+    without it the arrays are taken as stored in that orientation). ``class_table``: the organs the
+    labels' ids stand for (their class file, the layer's classes); they must be numbered as the
+    model numbers its organs, which it is taught under and predicts in (refused otherwise).
     """
     labels, image, trusted, keep = _checked_arrays(labels, image, trusted, keep)
     stored_labels = labels
@@ -129,6 +157,8 @@ def adapt_to_scan(
     known = len(model_checkpoint.class_names)
     if labels.max(initial=0) >= known:
         raise EditError(f"labels hold class {int(labels.max())}, the model knows {known} classes")
+    if class_table is not None:
+        _check_numbering(class_table, model_checkpoint)
     slices = np.flatnonzero(trusted.reshape(len(trusted), -1).any(axis=1))
     if slices.size == 0:
         raise EditError("no corrected slice to adapt to: correct or accept some voxels first")
@@ -166,6 +196,24 @@ def adapt_to_scan(
         trained_slices=int(slices.size),
         final_loss=loss,
     )
+
+
+def _check_numbering(table: ClassTable, model_checkpoint: ModelCheckpoint) -> None:
+    """The labels' ids must be the model's: its head k is taught on the labels' value k, and what it
+    predicts is written back as its own ids (a map whose 1 is the Mandible trained the model's
+    Brainstem head on the mandible, and the adapted labels went out under the map's names)."""
+    model = checkpoint_class_table(model_checkpoint)
+    for organ in model.entries:
+        theirs = table.by_id(organ.id)
+        same = None if theirs is None else same_organ(theirs, model)
+        if same is None or same.id != organ.id:
+            found = next((e for e in table.entries if (m := same_organ(e, model)) and m.id == organ.id), None)
+            where = f"is {found.id} there" if found is not None else "is not among them"
+            held = f", and {organ.id} is {theirs.name}" if theirs is not None else ""
+            raise EditError(
+                f"the labels' classes number the organs otherwise than the model: {organ.name} (the model's "
+                f"{organ.id}) {where}{held}; adapt needs labels numbered as the model's (as it predicts them)"
+            )
 
 
 def _checked_arrays(labels, image, trusted, keep):

@@ -20,6 +20,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QPushButton, QWidget
 
+from cgs_engine.classes.table import derive_class_table
 from cgs_engine.edit import box_from_drawing, box_prompt, click
 from cgs_engine.edit.adapt import adapt_to_scan, trusted_voxels
 from cgs_engine.infer import Cancelled
@@ -50,8 +51,9 @@ def run_box(labels, class_id, corners, spacing_zyx, slice_axis, depth_mm, probab
     return box_prompt(labels, class_id, box, probability, locked=locked)
 
 
-def run_adapt(checkpoint, image, labels, reviewed, keep, geometry, seconds, progress, cancel):
-    trusted = trusted_voxels(labels, reviewed, geometry.spacing[::-1])
+def run_adapt(checkpoint, image, labels, reviewed, keep, geometry, class_names, seconds, progress, cancel):
+    trusted = trusted_voxels(labels, reviewed, geometry=geometry)
+    class_table = derive_class_table(class_names) if class_names else None
     try:
         return adapt_to_scan(
             checkpoint,
@@ -63,6 +65,7 @@ def run_adapt(checkpoint, image, labels, reviewed, keep, geometry, seconds, prog
             progress=progress,
             cancel=cancel,
             geometry=geometry,
+            class_table=class_table,
         )
     except Cancelled:
         return None
@@ -333,6 +336,7 @@ class PromptTools(QWidget):
                 review,
                 keep,
                 layer_geometry(image),
+                list(self.panel.class_names),
                 self.seconds.value(),
                 self._note_progress,
                 self._cancel.is_set,

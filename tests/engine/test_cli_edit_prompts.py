@@ -114,6 +114,46 @@ def test_adapt_writes_new_labels_and_keeps_the_reviewed_voxels(predicted, capsys
     np.testing.assert_array_equal(read_volume(out, kind="labels").array[4], labels[4])
 
 
+def test_adapt_refuses_labels_numbered_otherwise_than_the_model(predicted, capsys):
+    """The labels' class table says 1 is the Parotid; the model's 1 is the Mandible. Adapting taught
+    the model's Mandible head on the parotid and wrote its ids under the labels' names (exit 0)."""
+    folder, labels, _, _ = predicted
+    config = ModelConfig(num_classes=3, widths=(4, 8), dropouts=(0.0, 0.0))
+    model = ModelCheckpoint(
+        model_config=config,
+        state_dict=build_model(config).state_dict(),
+        class_names=["background", "Mandible", "Parotid"],
+        input_size=24,
+        normalization={"mode": "ct-window", "lower": -160.0, "upper": 240.0},
+    )
+    save_checkpoint(model, folder / "model.pt")
+    reviewed = np.zeros(labels.shape, np.uint8)
+    reviewed[4] = 1
+    write(folder / "review.nii.gz", reviewed)
+    out = folder / "adapted.nii.gz"
+    argv = [
+        "edit",
+        "adapt",
+        str(folder / "ct_labels.nii.gz"),
+        "-o",
+        str(out),
+        "--model",
+        str(folder / "model.pt"),
+    ]
+    argv += [
+        "--image",
+        str(folder / "ct.nii.gz"),
+        "--reviewed",
+        str(folder / "review.nii.gz"),
+        "--seconds",
+        "2",
+    ]
+    assert main(argv) == 2
+    error = one_error_line(capsys)
+    assert "ct_labels.nii.gz" in error and "Mandible (the model's 1)" in error and "Parotid" in error
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -70,6 +70,28 @@ def test_trusted_voxels_are_the_corrected_organ_and_its_slices_background():
     assert trusted_voxels(erased, marks, (3.0, 1.0, 1.0), band_mm=2)[2, 0:4, 0:4].all()
 
 
+def test_trusted_slices_are_the_patients_axial_ones_whatever_the_storage_order():
+    """A scan stored sagittally, an organ reviewed on one axial slice: read along the stored first
+    axis, every axial slice of the organ (never reviewed) was trusted and taught as truth."""
+    from cgs_engine.orientation import Reorientation
+    from cgs_engine.volume import Geometry
+
+    _, labels, reviewed, _ = scan()
+    axial = trusted_voxels(labels, reviewed, (3.0, 1.0, 1.0), band_mm=3)
+    # the same patient stored sagittally: stored axes [x, y, z] of the world (voxel x runs along z)
+    sagittal = Geometry(
+        spacing=(3.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=(0, 0, 1, 0, 1, 0, 1, 0, 0)
+    )
+    turn = Reorientation.of(sagittal)
+    stored = [np.ascontiguousarray(turn.from_canonical(a)) for a in (labels, reviewed)]
+    assert stored[0].shape != labels.shape  # really stored another way
+    trusted = trusted_voxels(*stored, geometry=sagittal, band_mm=3)
+    assert np.array_equal(turn.to_canonical(trusted), axial)
+    # the stored first axis, read as axial slices (what it did), trusts every axial slice of the organ
+    wrong = trusted_voxels(*stored, sagittal.spacing[::-1], band_mm=3)
+    assert turn.to_canonical(wrong)[1:4, 10:20, 6:14].any() and not axial[1:4].any()
+
+
 def test_adapting_learns_the_corrected_slices_and_changes_nothing_the_user_made(checkpoint):
     image, labels, reviewed, truth = scan()
     before = digest(checkpoint)

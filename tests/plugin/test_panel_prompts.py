@@ -134,6 +134,24 @@ def test_adapting_keeps_your_voxels_is_one_undo_and_is_not_marked_as_yours(qtbot
         np.testing.assert_array_equal(np.array(labels.data), before)
 
 
+def test_adapting_refuses_labels_numbered_otherwise_than_the_model(qtbot, presegmented):
+    """Labels restored from a session of another model number the organs its way; adapting the
+    panel's model on them taught each head another organ and wrote its ids under the layer's names."""
+    viewer, panel, image, labels, organ = presegmented
+    tools = panel.correct_section.prompt_tools
+    labels.brush_size = 9
+    labels.paint((2, 70, 64), organ)
+    before = np.array(labels.data, copy=True)
+    model_names = list(panel.checkpoint.class_names)
+    panel.class_names = [model_names[0], *reversed(model_names[1:])]
+    with qtbot.waitSignal(panel.correct_section.failed, timeout=60_000) as blocker:
+        assert tools.adapt() is not None
+    wait_idle(qtbot, panel.correct_section)
+    assert "number the organs otherwise than the model" in blocker.args[0]
+    assert "Failed:" in panel.correct_section.status.text()
+    np.testing.assert_array_equal(np.array(labels.data), before)
+
+
 def test_cancel_stops_adapting_and_changes_nothing(qtbot, presegmented):
     viewer, panel, image, labels, organ = presegmented
     tools = panel.correct_section.prompt_tools
