@@ -17,8 +17,10 @@ from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.target import EditTarget, edit_target
 
 CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
-# An island of exactly min_ml must survive float rounding of voxel volumes.
-RELATIVE_TOLERANCE = 1e-9
+# An island of exactly min_ml must survive float rounding of voxel volumes. Headers store spacings
+# as float32 (NIfTI pixdim): 0.7 mm is read as 0.699999988, 3e-8 off per axis, so a tolerance of
+# 1e-9 removed an island of exactly the volume asked for on such scans (found by an audit).
+RELATIVE_TOLERANCE = 1e-6
 
 
 def keep_largest_island(labels, class_id: int, region=None) -> EditResult:

@@ -103,6 +103,17 @@ def test_remove_small_islands_by_volume_with_exact_voxel_volumes():
     assert remove_small_islands(labels, 1, 13.0, spacing).changed_voxels == 1080
 
 
+def test_an_island_of_exactly_the_volume_asked_for_stays_at_spacings_a_header_rounds():
+    """NIfTI stores 0.7 mm as float32 (0.699999988): 40 voxels at 0.7 x 0.7 x 5 mm, 0.098 mL, were
+    removed by --ml 0.098 though an island of exactly min_ml stays."""
+    spacing = tuple(float(np.float32(v)) for v in (5.0, 0.7, 0.7))
+    labels = np.zeros((10, 30, 30), np.uint8)
+    labels[1:6, 2:10, 2:10] = 1  # 320 voxels
+    labels[7, 20:25, 20:28] = 1  # 40 voxels = 0.098 mL
+    assert remove_small_islands(labels, 1, 40 * 0.7 * 0.7 * 5 / 1000, spacing).changed_voxels == 0
+    assert remove_small_islands(labels, 1, 41 * 0.7 * 0.7 * 5 / 1000, spacing).changed_voxels == 40
+
+
 # ----------------------------------------------------------------------------- holes
 
 
