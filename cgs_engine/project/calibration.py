@@ -19,7 +19,7 @@ from cgs_engine.infer import Predictor
 from cgs_engine.project.prior import find_model_prior, read_prior
 from cgs_engine.review.calibrate import BAND, calibration_case, fit_on_cases
 from cgs_engine.review.error_model import ErrorModel, save_error_model, sidecar_path
-from cgs_engine.volume import Volume
+from cgs_engine.volume import Geometry, Volume
 
 CASES_FROM = ("all", "train")  # which labeled cases of the prior data calibrate the error model
 
@@ -63,7 +63,9 @@ def fit_from_prior(
             if report is not None:
                 report(f"{name}: skipped (only partly reviewed: its labels are not a full reference)")
             continue
-        cases.append(calibration_case(predictor, name, Volume(image, geometry), np.asarray(label), True))
+        known = geometry is not None
+        volume = Volume(image, geometry if known else Geometry())
+        cases.append(calibration_case(predictor, name, volume, np.asarray(label), True, spacing_known=known))
         if split != "labeled":
             validation.append(name)
         if report is not None:

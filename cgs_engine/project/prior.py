@@ -119,7 +119,8 @@ def import_prior(
 
 def read_prior(source: str | os.PathLike, class_names: list[str], normalization: Normalization):
     """(summary, volumes) of prior data, checked; ``volumes`` yields (name, split, normalised image,
-    labels, review or None, geometry) one volume at a time, split "labeled" (train) or "val"."""
+    labels, review or None, geometry or None where the store does not know the volume's spacing) one
+    volume at a time, split "labeled" (train) or "val"."""
     source = Path(source)
     if not source.exists():
         raise PriorDataError(f"{source}: no such prior data (a prior folder or a slice store file)")
@@ -218,4 +219,14 @@ def _store_volumes(path: Path):
         for split in ("labeled", "val"):
             for name in store.volume_names(split):
                 stored = store.read_volume(name)
-                yield name, split, stored.image, stored.label, stored.review, stored.geometry
+                # a volume stored without its spacing (cgs import acdc) holds a 1 mm placeholder:
+                # None says so, so that nothing measures millimetres or millilitres on it
+                known = store.volume_info(name).spacing_known
+                yield (
+                    name,
+                    split,
+                    stored.image,
+                    stored.label,
+                    stored.review,
+                    stored.geometry if known else None,
+                )

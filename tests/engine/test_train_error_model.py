@@ -102,3 +102,26 @@ def test_partly_reviewed_volumes_do_not_calibrate(tmp_path, capsys):
     assert main(["review", "--fit-error-model", str(model), "--prior-data", str(prior), "--l2", "0.001"]) == 0
     assert "some: skipped (only partly reviewed" in capsys.readouterr().out
     assert load_error_model(sidecar_path(model)).fitted_on["cases"] == ["full0", "full1"]
+
+
+def test_volumes_stored_without_their_spacing_leave_the_size_term_out(tmp_path, capsys):
+    """`cgs import acdc` stores 1 mm placeholder voxels (spacing unknown): typical organ volumes
+    fitted there were voxel counts, read against millilitres of the true spacing at prediction (an
+    ACDC left ventricle 2.9 log-units "too small"), shifting P(wrong) and the queue in silence."""
+    model = tmp_path / "model.pt"
+    save_checkpoint(checkpoint(), model)
+    labels = np.zeros((8, 32, 32), np.uint8)
+    labels[2:6, 8:20, 8:20] = 1
+    labels[3:5, 22:26, 10:14] = 2
+    labels[3:5, 4:7, 24:28] = 3
+    fitted = {}
+    for known in (True, False):
+        prior = tmp_path / f"prior_{known}.h5"
+        with SliceStore.create(prior, NAMES, Normalization(mode="identity")) as target:
+            for name in ("a", "b"):
+                target.add_volume(name, image(), labels, None, GEOMETRY if known else None, split="labeled")
+        argv = ["review", "--fit-error-model", str(model), "--prior-data", str(prior), "--l2", "0.001"]
+        assert main([*argv, "--overwrite"]) == 0
+        fitted[known] = load_error_model(sidecar_path(model)).typical_ml
+    capsys.readouterr()
+    assert fitted[True] and fitted[False] == {}
