@@ -37,6 +37,10 @@ from .series import DicomSeries
 # A contour may lie this fraction of the slice spacing off its slice's plane.
 PLANE_TOLERANCE = 0.1
 CLOSED = "CLOSED_PLANAR"
+# pixels: a contour point this close to a pixel centre is on it (see on_pixel_centres); coordinates
+# written with 3 decimals of a millimetre are a thousandth of a pixel off at 0.5 mm pixels
+CENTRE_SNAP = 2e-3
+EDGE_TOLERANCE = 1e-2  # pixels a contour may reach beyond the outer pixels' edge without "cut" (3 decimals)
 DROP_REASONS = {
     "not closed": "not closed (OPEN_PLANAR, OPEN_NONPLANAR or POINT), so enclosing no area",
     "too few points": "with fewer than 3 points",
@@ -255,7 +259,7 @@ def _roi_mask(
                 f"(slice index {float(np.median(index[:, 2])):.2f} of 0..{depth - 1})",
             )
         _check_image_reference(contour, slice_of_uid, plane, series, name, label)
-        polygon = index[:, [1, 0]]  # (row, column)
+        polygon = on_pixel_centres(index[:, [1, 0]])  # (row, column)
         if not _reaches_a_pixel(polygon, rows, columns):
             dropped.add("off the image", roi_name)
             continue
@@ -295,14 +299,28 @@ def _reaches_a_pixel(polygon: np.ndarray, rows: int, columns: int) -> bool:
     return bool(high[0] >= 0 and high[1] >= 0 and low[0] <= rows - 1 and low[1] <= columns - 1)
 
 
+def on_pixel_centres(polygon: np.ndarray) -> np.ndarray:
+    """Points within ``CENTRE_SNAP`` pixels of a pixel centre moved onto it.
+
+    Many writers (rt-utils, OpenCV's contour tracing, several AI exporters) run a contour through
+    the centres of an organ's boundary pixels. Whether such a centre lies inside the polygon was
+    then decided by the 1e-15 rounding of the mm -> pixel conversion: a 7 x 7 organ came back with
+    49 pixels on one series and 36 (a row and a column lost, half a voxel shifted) on a series of
+    0.9765625 mm pixels. On the centre, the fill counts it inside, on every series alike.
+    """
+    nearest = np.round(polygon)
+    return np.where(np.abs(polygon - nearest) < CENTRE_SNAP, nearest, polygon)
+
+
 def _beyond_edge(polygon: np.ndarray, rows: int, columns: int) -> bool:
-    # Our own contours run along the voxel boundary, half a pixel outside the outermost centres.
+    # Our own contours run along the voxel boundary, half a pixel outside the outermost centres;
+    # written to 3 decimals of a millimetre, a point may lie a thousandth of a pixel beyond it.
     low, high = polygon.min(axis=0), polygon.max(axis=0)
     return bool(
-        low[0] < -0.5 - 1e-6
-        or low[1] < -0.5 - 1e-6
-        or high[0] > rows - 0.5 + 1e-6
-        or high[1] > columns - 0.5 + 1e-6
+        low[0] < -0.5 - EDGE_TOLERANCE
+        or low[1] < -0.5 - EDGE_TOLERANCE
+        or high[0] > rows - 0.5 + EDGE_TOLERANCE
+        or high[1] > columns - 0.5 + EDGE_TOLERANCE
     )
 
 

@@ -248,3 +248,48 @@ def test_an_island_crossing_into_or_across_a_hole_stays_an_island():
     across = square(10.5, 15.5, 14.5, 29.5)  # from the hole out across the outer edge
     mask = fill_contours([outer, hole, across], shape)
     np.testing.assert_array_equal(mask, fill_contours([outer, hole], shape) | fill_contours([across], shape))
+
+
+def test_contours_through_pixel_centres_read_the_same_on_every_series(exported, tmp_path):
+    """rt-utils and OpenCV-traced exports run a contour through the centres of the organ's boundary
+    pixels. Which of them counted as inside was decided by the float noise of the mm -> pixel
+    conversion: a 7 x 7 organ came back as 36 pixels, a row and a column lost, on some series."""
+    from pydicom.valuerep import DSfloat
+
+    geometry = exported[0].volume.geometry
+    to_world = geometry.direction_matrix @ np.diag(geometry.spacing)
+
+    def through_centres(dataset, series):
+        for plane in (2, 3, 4, 5):
+            top, left = 3 + plane, 2 + 3 * plane
+            corners = square(top, left, top + 6, left + 6)
+            index = np.column_stack([corners[:, 1], corners[:, 0], np.full(4, plane)])
+            points = index @ to_world.T + geometry.origin
+            item = brainstem_contour(dataset, plane, series)
+            item.ContourData = [DSfloat(float(v), auto_format=True) for v in points.ravel()]
+            item.NumberOfContourPoints = 4
+
+    result = changed_import(exported, tmp_path, through_centres)
+    assert brainstem_per_slice(result) == [0, 0, 49, 49, 49, 49, 0, 0]
+
+
+def test_our_own_contours_at_the_image_edge_are_not_reported_as_cut(tmp_path):
+    """Written to 3 decimals of a millimetre, an organ touching the border lay 0.001 pixel beyond it,
+    and reading our own export back warned "cut at its edge" though nothing was."""
+    from dicom_series_cases import good_values, write_ct_series
+
+    from cgs_engine.volume import Geometry, Volume
+
+    # fine pixels far from the origin: a thousandth of a millimetre is 0.002 pixel
+    geometry = Geometry(spacing=(0.4883, 0.4883, 0.6), origin=(-249.7559, -180.3, -1200.15))
+    folder = tmp_path / "series"
+    write_ct_series(Volume(good_values().astype(np.float32), geometry, "image", "fine"), folder)
+    series = read_series(folder)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:6, 0:7, 25:32] = 1  # touches the first row and the last column
+    labels[2:6, 17:24, 0:5] = 1  # the last row and the first column
+    volume = Volume(labels, series.volume.geometry, "labels")
+    path = export_rtstruct(volume, series, TABLE, tmp_path / "RS.dcm").path
+    result = import_rtstruct(path, series, TABLE)
+    np.testing.assert_array_equal(result.labels.array, labels)
+    assert result.warnings == []
