@@ -172,10 +172,54 @@ def read_seg(path: str | os.PathLike):
     for keyword in ("PerFrameFunctionalGroupsSequence", "SegmentSequence"):  # Type 1 (the shared: Type 2)
         if not dataset.get(keyword):
             raise DicomError(name, f"not a usable DICOM Segmentation (no {keyword})")
+    _check_pixel_data_length(dataset, name)
     try:
         return hd.seg.Segmentation.from_dataset(dataset)
     except SEG_LIBRARY_ERRORS as error:
         raise DicomError(name, f"not a usable DICOM Segmentation ({one_line(str(error))[:160]})") from None
+
+
+def _check_pixel_data_length(dataset, name: str) -> None:
+    """Refuse native pixel data of another length than its frames fill.
+
+    A BINARY SEG packs all frames' bits one after the other; some writers (older Slicer/dcmqi,
+    dcmjs, GDCM) padded each frame, or each row, to a whole byte. Read as packed, every frame after
+    the first slid by the padding bits (a 29 x 37 SEG: 652 voxels wrong of 408 labeled, exit 0;
+    pydicom's warning about the excess bytes was not shown). Only the conformant length, with the
+    one byte that evens it, is read.
+    """
+    meta = getattr(dataset, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if syntax is not None and getattr(syntax, "is_encapsulated", False):
+        return  # compressed frames: their lengths are the codec's
+    data = dataset.get("PixelData")
+    sizes = [_whole_number(dataset.get(keyword, default)) for keyword, default in _PIXEL_SIZE_KEYWORDS]
+    if data is None or any(size is None or size <= 0 for size in sizes):
+        return  # missing or unusable: the reader below says why
+    frames, rows, columns, bits, samples = sizes
+    expected = -(-frames * rows * columns * samples * bits // 8)
+    length = len(data)
+    if length not in (expected, expected + expected % 2):
+        per_frame = -(-rows * columns * bits // 8)
+        how = (
+            " (each frame padded to whole bytes, as some writers did)"
+            if bits == 1 and length in (frames * per_frame, frames * per_frame + (frames * per_frame) % 2)
+            else ""
+        )
+        raise DicomError(
+            name,
+            f"its pixel data holds {length} bytes, {frames} frames of {rows} x {columns} pixels at "
+            f"{bits} bit(s) fill {expected}{how}; its frames cannot be read without guessing",
+        )
+
+
+_PIXEL_SIZE_KEYWORDS = (
+    ("NumberOfFrames", 1),
+    ("Rows", None),
+    ("Columns", None),
+    ("BitsAllocated", None),
+    ("SamplesPerPixel", 1),
+)
 
 
 def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) -> SegImport:

@@ -187,3 +187,34 @@ def test_a_seg_with_the_series_orientation_normalised_is_read(tmp_path):
             group.PlaneOrientationSequence[0].ImageOrientationPatient = normalised
     dataset.save_as(path)
     np.testing.assert_array_equal(import_seg(path, series, TABLE).labels.array, labels.array)
+
+
+@pytest.mark.parametrize("padding", ["each frame", "each row"])
+def test_frames_or_rows_padded_to_whole_bytes_are_refused(tmp_path, padding):
+    """Older Slicer/dcmqi, dcmjs and GDCM padded each frame (or row) of a BINARY SEG to a byte;
+    read as packed, every later frame slid by the padding bits (652 voxels wrong of 408, exit 0)."""
+    from dicom_series_cases import write_ct_series
+
+    from cgs_engine.volume import Geometry, Volume
+
+    shape = (6, 29, 37)  # 1,073 pixels a frame: not a whole number of bytes
+    values = np.indices(shape).sum(axis=0).astype(np.float32)
+    geometry = Geometry(spacing=(0.8, 0.9, 2.5), origin=(-10.0, -20.0, 30.0))
+    write_ct_series(Volume(values, geometry, "image", "odd"), tmp_path / "odd")
+    odd = read_series(tmp_path / "odd")
+    labels = np.zeros(shape, np.uint8)
+    labels[1:5, 4:20, 5:30] = 1
+    labels[2:4, 22:27, 3:9] = 2
+    path = export_seg(Volume(labels, odd.volume.geometry, "labels"), odd, TABLE, tmp_path / "SEG.dcm").path
+    assert np.array_equal(import_seg(path, odd, TABLE).labels.array, labels)  # packed: read exactly
+
+    def padded(dataset):
+        frames = dataset.pixel_array.reshape(-1, shape[1], shape[2])
+        if padding == "each frame":
+            data = b"".join(pack_bits(frame.ravel(), pad=False) for frame in frames)
+        else:
+            data = b"".join(pack_bits(row, pad=False) for frame in frames for row in frame)
+        dataset.PixelData = data + b"\0" * (len(data) % 2)
+
+    message = _refusal(odd, _changed(path, tmp_path, padded))
+    assert "pixel data holds" in message and "cannot be read without guessing" in message
