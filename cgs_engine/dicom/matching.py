@@ -5,13 +5,15 @@ or a known alias), else by its SNOMED code and laterality. Two structures may ma
 a planning system often gives a PRV ("Parotid_L_PRV05") the organ's own code, and a structure
 set may hold both "Mandible" and "Bone_Mandible". Their union would be a larger organ than any
 of them, written without a word; so each class takes one structure (a name match before a code
-match, then the first in the file) and the others are left out with a line naming both. Where the
+match, then the first in the file) and the others are left out with a line naming both. A
+structure whose name marks a margin ("_PRV03", "+3mm") is never taken for the organ by its code. Where the
 structures kept overlap, the lower class id wins (as in the OpenKBP label maps) and the voxels
 given away are counted, for one warning line.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -44,8 +46,21 @@ def match_structure(
     entry = written.entry(name, table) or table.match(name)
     if entry is not None:
         return Match(key, name, entry, by_name=True)
+    if grown_structure(name):
+        return None  # its code is the organ's, its voxels are not
     entry = table.match(name, code, laterality)
     return None if entry is None else Match(key, name, entry, by_name=False)
+
+
+# A planning risk volume or a margin: "Brainstem_PRV03", "PRV SpinalCord 5mm", "Parotid_L+3mm",
+# "Mandible_03mm". Planning systems give them the organ's own SNOMED code, and alone in a set (no
+# structure named as the organ) such a one was imported as the organ, millimetres too large, in silence.
+_GROWN = re.compile(r"(?:^|[^a-z])prv(?:[^a-z]|$)|\+\s*\d|\d\s*mm(?:[^a-z]|$)", re.IGNORECASE)
+
+
+def grown_structure(name: str) -> bool:
+    """Whether a structure's name marks it as an organ grown by a margin (a PRV), not the organ."""
+    return bool(_GROWN.search(str(name)))
 
 
 def one_per_class(matches: list[Match], kind: str) -> tuple[list[Match], list[str]]:

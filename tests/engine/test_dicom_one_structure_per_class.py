@@ -1,8 +1,9 @@
 """Two structures standing for one class: the class takes one of them (a name match before a code
 match, then the first in the file), never their union, and the other is named in a warning.
 
-A planning system may give a PRV the organ's own SNOMED code: "Brainstem_PRV03" is matched to
-Brainstem by its code, and merging it would make the brainstem 3 mm larger without a word."""
+A structure named in another language ("Tronco_encefalico") is matched to Brainstem by its SNOMED
+code; merging two would make a larger organ than either without a word. A PRV, which planning
+systems give the organ's own code, is never taken for the organ by its code ("Brainstem_PRV03")."""
 
 from __future__ import annotations
 
@@ -62,26 +63,26 @@ def rtstruct_variant(exported, name, first_name=None, third_code_from=BRAINSTEM)
 def test_a_prv_with_the_organs_code_is_left_out_not_merged(exported):
     _, series_folder, labels, _, _ = exported
     series = read_series(series_folder)
-    result = import_rtstruct(rtstruct_variant(exported, "Brainstem_PRV03"), series, TABLE)
+    result = import_rtstruct(rtstruct_variant(exported, "Tronco_encefalico"), series, TABLE)
     np.testing.assert_array_equal(box(result.labels, BRAINSTEM), box(labels, BRAINSTEM))
     assert not box(result.labels, RIGHT_PAROTID).any()
     assert [roi.roi_name for roi in result.rois] == ["Brainstem", "SpinalCord"]
     assert result.warnings == [
-        "ROI 'Brainstem_PRV03' left out: it stands for class 1 Brainstem (by code), "
+        "ROI 'Tronco_encefalico' left out: it stands for class 1 Brainstem (by code), "
         "which ROI 'Brainstem' gives (by name)"
     ]
-    assert result.dropped.counts["class taken"] == {"Brainstem_PRV03": 2}  # its box on 2 slices
+    assert result.dropped.counts["class taken"] == {"Tronco_encefalico": 2}  # its box on 2 slices
 
 
 def test_a_name_match_wins_over_an_earlier_code_match(exported):
     _, series_folder, labels, _, _ = exported
     series = read_series(series_folder)
     path = rtstruct_variant(
-        exported, "Brainstem", first_name="Brainstem_PRV03", third_code_from=RIGHT_PAROTID
+        exported, "Brainstem", first_name="Tronco_encefalico", third_code_from=RIGHT_PAROTID
     )
     result = import_rtstruct(path, series, TABLE)
     np.testing.assert_array_equal(box(result.labels, BRAINSTEM), box(labels, RIGHT_PAROTID))
-    assert "ROI 'Brainstem_PRV03' left out" in result.warnings[0], result.warnings
+    assert "ROI 'Tronco_encefalico' left out" in result.warnings[0], result.warnings
 
 
 def test_of_two_name_matches_the_first_in_the_file_is_kept(exported):
@@ -97,7 +98,7 @@ def test_of_two_name_matches_the_first_in_the_file_is_kept(exported):
 
 def test_an_roi_without_contours_does_not_take_the_class(exported):
     root, series_folder, labels, _, _ = exported
-    dataset = pydicom.dcmread(rtstruct_variant(exported, "Brainstem", first_name="Brainstem_PRV03"))
+    dataset = pydicom.dcmread(rtstruct_variant(exported, "Brainstem", first_name="Tronco_encefalico"))
     dataset.ROIContourSequence[2].ContourSequence = []  # the name match has nothing drawn
     path = root / "RS-empty-name-match.dcm"
     dataset.save_as(path)
@@ -111,7 +112,7 @@ def test_seg_segments_follow_the_same_rule(exported):
     root, series_folder, labels, _, seg = exported
     dataset = pydicom.dcmread(seg)
     segments = dataset.SegmentSequence
-    segments[2].SegmentLabel = "Brainstem_PRV03"
+    segments[2].SegmentLabel = "Tronco_encefalico"
     segments[2].SegmentedPropertyTypeCodeSequence = copy.deepcopy(
         segments[0].SegmentedPropertyTypeCodeSequence
     )
@@ -122,18 +123,28 @@ def test_seg_segments_follow_the_same_rule(exported):
     assert not box(result.labels, RIGHT_PAROTID).any()
     assert [label for label, _ in result.segments] == ["Brainstem", "SpinalCord"]
     assert result.duplicates == [
-        "segment 'Brainstem_PRV03' left out: it stands for class 1 Brainstem (by code), "
+        "segment 'Tronco_encefalico' left out: it stands for class 1 Brainstem (by code), "
         "which segment 'Brainstem' gives (by name)"
     ]
 
 
 def test_the_cli_says_which_structure_was_left_out(exported, tmp_path, capsys):
     _, series_folder, _, _, _ = exported
-    path = rtstruct_variant(exported, "Brainstem_PRV03")
+    path = rtstruct_variant(exported, "Tronco_encefalico")
     out = tmp_path / "labels.nii.gz"
     assert main(["rtstruct", "import", str(path), "--dicom", str(series_folder), "-o", str(out)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"warning: {path}: ROI 'Brainstem_PRV03' left out: it stands for class 1 Brainstem (by code), "
+        f"warning: {path}: ROI 'Tronco_encefalico' left out: it stands for class 1 Brainstem (by code), "
         "which ROI 'Brainstem' gives (by name)"
     ]
+
+
+@pytest.mark.parametrize("name", ["Brainstem_PRV03", "PRV Brainstem 5mm", "Brainstem+3mm"])
+def test_a_prv_alone_with_the_organs_code_is_not_taken_for_the_organ(exported, name):
+    """With no ROI named as the organ, the PRV (the brainstem grown by 3 mm) became the brainstem."""
+    _, series_folder, labels, _, _ = exported
+    path = rtstruct_variant(exported, "Parotid_R", first_name=name, third_code_from=RIGHT_PAROTID)
+    result = import_rtstruct(path, read_series(series_folder), TABLE)
+    assert not box(result.labels, BRAINSTEM).any()
+    assert name in result.unmatched and [roi.roi_name for roi in result.rois] == ["SpinalCord", "Parotid_R"]
