@@ -112,8 +112,9 @@ def _queue(args) -> int:
     busiest = busiest_slices(profile, BUSIEST_SLICES)
     rows = [_row(region, disagreement.geometry, class_names) for region in regions]
     _print_queue(args.disagreement, rows, profile, busiest)
+    changed = [] if estimate is None or labels is None else _organs_changed(estimate, labels, class_names)
     if estimate is not None:
-        _print_organs(estimate)
+        _print_organs(estimate, changed, args.labels)
     if args.json:
         report = {
             "disagreement": args.disagreement,
@@ -125,6 +126,8 @@ def _queue(args) -> int:
             "busiest_slices": busiest,
             "ranked_by": "likely wrong volume" if likely_wrong is not None else "disagreement mass",
             "organs": None if estimate is None else estimate["organs"],
+            # the per-organ figures are the prediction's; these organs differ in the --labels given
+            "organs_changed_in_labels": changed,
         }
         write_json_atomically(args.json, report, overwrite=args.overwrite)
         print(f"wrote {args.json}")
@@ -157,14 +160,38 @@ def _likely_wrong(disagreement_path: Path, disagreement) -> tuple[np.ndarray | N
     return volume.array, estimate
 
 
-def _print_organs(estimate: dict) -> None:
+def _organs_changed(estimate: dict, labels, class_names: dict[int, str]) -> list[str]:
+    """The organs whose volume in ``labels`` is not the one the prediction's figures were made for.
+
+    The likely-wrong figures were computed by `cgs predict` for the labels it wrote; given edited
+    labels, "likely wrong 1.6 mL of 1.1 mL" was printed for an organ erased from them."""
+    voxel_ml = float(np.prod(labels.geometry.spacing)) / 1000.0
+    counts = np.bincount(np.asarray(labels.array).ravel().astype(np.int64))
+    changed = []
+    for class_id, name in class_names.items():
+        row = (estimate.get("organs") or {}).get(name)
+        if class_id == 0 or not isinstance(row, dict):
+            continue
+        now = float(counts[class_id]) * voxel_ml if class_id < counts.size else 0.0
+        if abs(now - float(row.get("predicted_ml") or 0.0)) > 0.5 * voxel_ml:
+            changed.append(name)
+    return changed
+
+
+def _print_organs(estimate: dict, changed: list[str], labels_path: str | None) -> None:
     organs = estimate.get("organs") or {}
     print("likely wrong per organ (expected volume of wrong labels; estimated Dice):")
+    if changed:
+        print(
+            f"  (of the labels cgs predict wrote; {Path(labels_path).name} differs from them in "
+            f"{', '.join(changed)}, whose figures do not describe it: marked *)"
+        )
     for name, row in sorted(organs.items(), key=lambda item: -(item[1].get("likely_wrong_ml") or 0)):
         dice = row.get("estimated_dice")
         shown = "-" if dice is None else f"{dice:.2f}"
         wrong, predicted = row.get("likely_wrong_ml", 0), row.get("predicted_ml", 0)
-        print(f"  {name:<20} {wrong:7.1f} mL of {predicted:7.1f} mL; {shown}")
+        mark = " *" if name in changed else ""
+        print(f"  {name:<20} {wrong:7.1f} mL of {predicted:7.1f} mL; {shown}{mark}")
 
 
 def _row(region, geometry, class_names: dict[int, str]) -> dict:

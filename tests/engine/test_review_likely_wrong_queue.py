@@ -11,7 +11,7 @@ from review_model import GEOMETRY, NAMES, checkpoint, image
 from cgs_engine.checkpoint import save_checkpoint
 from cgs_engine.cli.main import main
 from cgs_engine.infer import Predictor, write_prediction
-from cgs_engine.io import write_volume
+from cgs_engine.io import read_volume, write_volume
 from cgs_engine.review.error_features import ZONES, collect_evidence
 from cgs_engine.review.error_model import fit_error_model, save_error_model, sidecar_path
 from cgs_engine.review.prediction import analyse_prediction, network_maps
@@ -113,6 +113,35 @@ def test_cgs_predict_writes_the_map_and_cgs_review_ranks_by_it(tmp_path, volume,
     assert main(["review", disagreement, "--maps-dir", str(out), "--json", str(report), "--overwrite"]) == 0
     assert json.loads(report.read_text())["ranked_by"] == "disagreement mass"
     assert "likely wrong per organ" not in capsys.readouterr().out
+
+
+def test_review_of_edited_labels_marks_the_organs_whose_figures_are_the_predictions(tmp_path, volume, capsys):
+    """`cgs review --labels edited.nii.gz` printed "likely wrong 1.6 mL of 1.1 mL" for an organ the
+    edit had erased: the figures are the prediction's, and nothing said so."""
+    model, _ = _calibrated(tmp_path, volume)
+    scan = tmp_path / "scan.nii.gz"
+    write_volume(volume, scan)
+    out = tmp_path / "out"
+    assert main(["predict", model, str(scan), "-o", str(out), "--maps"]) == 0
+    predicted = read_volume(out / "scan_labels.nii.gz", kind="labels")
+    present = [k for k in (1, 2, 3) if (predicted.array == k).any()]
+    assert present
+    disagreement = str(out / "scan_disagreement.nii.gz")
+    capsys.readouterr()
+    # the prediction's own labels: nothing marked
+    assert main(["review", disagreement, "--labels", str(out / "scan_labels.nii.gz")]) == 0
+    assert "differs from them" not in capsys.readouterr().out
+    edited = tmp_path / "edited.nii.gz"
+    write_volume(
+        predicted.like(np.where(predicted.array == present[0], 0, predicted.array), "labels"), edited
+    )
+    report = tmp_path / "queue.json"
+    assert main(["review", disagreement, "--labels", str(edited), "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    name = "abc"[present[0] - 1]
+    assert f"edited.nii.gz differs from them in {name}" in printed
+    assert any(line.strip().startswith(name) and line.endswith(" *") for line in printed.splitlines())
+    assert json.loads(report.read_text())["organs_changed_in_labels"] == [name]
 
 
 def test_export_names_the_likely_wrong_files(tmp_path, volume):
