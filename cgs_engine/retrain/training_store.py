@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
         builder = _StoreBuilder(project, store, heldout_volumes, fraction, stop_requested, warn)
         if not heldout_volumes:
             builder.shared_heldout = _shared_heldout_slices(project, usable, fraction)
-        prior = _add_prior(project, store, builder.heldout)
+        prior = _add_prior(project, store, builder.heldout, builder.judged_scans)
         weight = correction_weight(
             prior["slices"],
             _correction_slices(project, usable, heldout_volumes, fraction),
@@ -88,6 +90,9 @@ class _StoreBuilder:
         self.revisions: dict[str, str] = {}  # correction name -> the revision its data came from
         self.contents: dict[str, str] = {}  # correction name -> correction_content of that data
         self.shared_heldout: dict[str, np.ndarray] = {}  # slice hold-out of copies of one scan
+        # store_digest of every scan already in the store whose slices judge the new model (held-out
+        # corrections and prior validation cases) or are the corrections' own -> what it is
+        self.judged_scans: dict[str, str] = {}
 
     def add_correction(self, info, weight: float) -> None:
         if self.stop_requested():
@@ -106,6 +111,7 @@ class _StoreBuilder:
             self.normalize(correction.image.array), correction.labels, correction.review
         )
         source = info.source or info.name
+        self.judged_scans[store_digest(image, geometry)] = f"the scan of correction {info.name!r}"
         if info.name in self.heldout_volumes:
             if _add_judging_volume(store, info.name, image, labels, review, geometry, source, warn):
                 self.heldout.append(info.name)
@@ -154,6 +160,14 @@ class _StoreBuilder:
             if self.stop_requested():
                 raise CancelledWhilePreparing
             volume = _read_unlabeled(scan, self.warn, self.normalize)
+            known = (
+                None if volume is None else self.judged_scans.get(store_digest(volume.array, volume.geometry))
+            )
+            if known is not None:
+                # a scan corrected from the worklist stays in the unlabeled list: added again, its
+                # held-out slices were trained on (unlabeled) and the gate judged on seen images
+                self.warn(f"{scan.path}: {known}, in the store already; not added again as unlabeled")
+                continue
             if volume is not None:
                 self.store.add_volume(
                     f"scan-{index:04d}", volume.array, geometry=volume.geometry, source=str(scan.path)
@@ -227,7 +241,19 @@ def _correction_slices(project: Project, usable, heldout_volumes: set[str], frac
     return total
 
 
-def _add_prior(project: Project, store: SliceStore, heldout: list[str]) -> dict[str, Any]:
+def store_digest(image: np.ndarray, geometry) -> str:
+    """sha256 of a canonical, normalised image as a store holds it (float16) and its grid: one scan
+    read from different files (another value type, a copy under another name) gives one digest."""
+    digest = hashlib.sha256()
+    grid = {key: [round(float(v), 3) for v in values] for key, values in geometry.to_dict().items()}
+    digest.update(json.dumps({"shape": list(image.shape), "grid": grid}, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(image, dtype=np.float16).tobytes())
+    return digest.hexdigest()
+
+
+def _add_prior(
+    project: Project, store: SliceStore, heldout: list[str], judged_scans: dict[str, str]
+) -> dict[str, Any]:
     """The project's prior data: its training volumes as labeled data, its validation cases held out."""
     added: dict[str, Any] = {"slices": 0, "train": []}
     if project.prior_store is None:
@@ -242,6 +268,9 @@ def _add_prior(project: Project, store: SliceStore, heldout: list[str]) -> dict[
                 )
                 if split == "val":
                     heldout.append(f"prior~{name}")
+                    judged_scans[store_digest(stored.image, stored.geometry)] = (
+                        f"prior validation case {name!r}"
+                    )
                 else:
                     added["slices"] += stored.image.shape[0]
                     added["train"].append(name)

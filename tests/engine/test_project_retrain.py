@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from synthetic import CLASS_NAMES, synthetic_volume
-from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli
+from test_project import IDENTITY, TINY_SETTINGS, make_project, partly_reviewed, run_cli
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.errors import CGSError
@@ -473,3 +473,33 @@ def test_copies_reviewed_far_apart_keep_their_unreviewed_slices_between_the_bloc
         for name in ("pt~unreviewed", "pt (2)~unreviewed"):
             kept = _slices_of(store.read_volume(name).image)
             assert len(kept) >= 10 and not kept & held
+
+
+def test_a_corrected_scan_still_in_the_unlabeled_list_is_not_trained_on_again(tmp_path):
+    """A scan from the worklist, corrected, stays in the project's unlabeled list. Added again as an
+    unlabeled volume, its held-out slices were trained on, and the gate judged on images it had
+    seen. Held out by slices (few scans) or as a whole volume, it goes in once."""
+    from cgs_engine.io import read_volume
+    from cgs_engine.retrain.training_store import build_store
+
+    for corrections in (1, 3):
+        root = tmp_path / f"c{corrections}"
+        root.mkdir()
+        project = make_project(root, corrections=0, unlabeled=2, seed=corrections)
+        scan = read_volume(root / "scan0.nii.gz")  # corrected from the worklist, as a user does
+        _, labels = synthetic_volume(np.random.default_rng(9))
+        project.add_correction("worked", scan, labels, partly_reviewed(len(labels)))
+        for index in range(1, corrections):
+            image, more = synthetic_volume(np.random.default_rng(20 + index))
+            project.add_correction(f"other{index}", Volume(image), more)
+        warnings = []
+        plan = build_store(project, root / "store.h5", lambda: False, warnings.append)
+        assert str(root / "scan0.nii.gz") not in plan["unlabeled_used"]
+        assert str(root / "scan1.nii.gz") in plan["unlabeled_used"]
+        assert any("scan0.nii.gz: the scan of correction 'worked'" in w for w in warnings), warnings
+        with SliceStore.open(root / "store.h5") as store:
+            scan_rows = {store.read_volume(n).image.tobytes() for n in store.volume_names("unlabeled")}
+            heldout = store.volume_names("val")
+            assert heldout
+            for name in heldout:
+                assert not any(row.tobytes() in b"".join(scan_rows) for row in store.read_volume(name).image)
