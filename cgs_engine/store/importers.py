@@ -408,13 +408,31 @@ def _check_same_normalization(path: Path, volume, first_path: Path, chosen: Norm
     own = guess_normalization(volume.array)
     if own.mode == chosen.mode:
         return
-    if chosen.mode == "ct-window" and float(np.min(volume.array)) < 0:
-        return  # a CT cropped to soft tissue (no air) still holds negative HU: no MR does
+    if chosen.mode == "ct-window" and _soft_tissue_ct(volume.array):
+        return  # a CT cropped to soft tissue (no air) still holds fat at negative HU
     raise DatasetImportError(
         f"{path}: its intensities call for {own.describe()}, but {first_path.name} (the first image) "
         f"set {chosen.describe()} for the whole store (a CT and an MR together?); import them into "
         "separate stores, or choose --normalization for all"
     )
+
+
+# A CT cropped to soft tissue, without air: some fat (about -100 HU) and tissue beside it, a spread
+# of well over 100 HU. A z-scored MR (values about -3 to 5) or a magnitude MR with a negative voxel
+# left by resampling is neither; "any voxel below 0" let both be CT-windowed into the store.
+FAT_HU = -30.0
+MIN_FAT_SHARE = 0.01
+MIN_HU_SPREAD = 100.0
+
+
+def _soft_tissue_ct(array: np.ndarray) -> bool:
+    flat = np.asarray(array).ravel()
+    sample = flat[:: max(1, flat.size // 1_000_000)].astype(np.float32)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return False
+    low, high = np.percentile(sample, [1, 99])
+    return bool(np.mean(sample <= FAT_HU) >= MIN_FAT_SHARE and high - low >= MIN_HU_SPREAD)
 
 
 def _pair_by_name(

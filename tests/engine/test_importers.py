@@ -393,6 +393,25 @@ def test_a_ct_cropped_to_soft_tissue_imports_beside_whole_cts(tmp_path):
         assert store.normalization.mode == "ct-window" and store.volume_names("labeled") == ["a", "b"]
 
 
+@pytest.mark.parametrize("kind", ["z-scored", "one negative voxel"])
+def test_an_mr_with_negative_values_is_not_taken_for_a_ct_cropped_to_soft_tissue(tmp_path, kind):
+    """ "Any voxel below 0" let a z-scored MR (values -3..5: CT-windowed to 0.39-0.41, no contrast
+    left) and a magnitude MR with one voxel at -3 left by resampling (94 % saturated) into a CT store."""
+    rng = np.random.default_rng(2)
+    whole = rng.uniform(-1000, 400, (3, 6, 5)).astype(np.int16)
+    if kind == "z-scored":
+        mr = rng.normal(0.0, 1.0, (3, 6, 5)).astype(np.float32)
+    else:
+        mr = rng.uniform(0, 900, (3, 6, 5)).astype(np.float32)
+        mr[0, 0, 0] = -3.0
+    label = np.zeros((3, 6, 5), np.uint8)
+    images = [write_nifti(tmp_path / "i" / f"{n}.nii.gz", a) for n, a in (("a", whole), ("b", mr))]
+    labels = [write_nifti(tmp_path / "l" / f"{n}.nii.gz", label) for n in ("a", "b")]
+    with pytest.raises(DatasetImportError, match="separate stores") as error:
+        import_nifti(images, labels, [], tmp_path / "s.h5", class_names=["background", "x"])
+    assert str(images[1]) in str(error.value)
+
+
 def _class_file(label_path: Path, names_by_id: dict[int, str]) -> None:
     classes = [{"id": 0, "name": "background"}] + [{"id": i, "name": n} for i, n in names_by_id.items()]
     record = {"format": "napari-cgs-class-table", "labels": label_path.name, "classes": classes}
