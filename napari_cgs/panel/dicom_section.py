@@ -21,8 +21,11 @@ from cgs_engine.volume import Volume
 from napari_cgs._layers import SOURCE_KEY, labels_kwargs_like, shown_as
 from napari_cgs.panel import dialogs
 from napari_cgs.panel.prediction_layers import (
+    IMPORTED_DIGEST_KEY,
     SEPARATOR,
     find_labels_layer,
+    imported_layer_edited,
+    labels_digest,
     labels_geometry,
     style_labels_layer,
 )
@@ -218,11 +221,18 @@ class DicomSection(WorkerSection):
             self.status.setText(f"Not opened: {image.name} was closed while its RTSTRUCT was read.")
             return
         name = rtstruct_layer_name(image)
+        kept = ""
         if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
+            earlier = self.viewer.layers[name]
+            if imported_layer_edited(earlier) is False:  # as the file filled it: read again
+                self.viewer.layers.remove(name)
+            else:  # the user's corrections of the contours: never dropped for a new reading
+                earlier.name = f"{name} (edited)"
+                kept = f" Your edits of the earlier one are kept as “{earlier.name}”."
         layer = self.viewer.add_labels(
             result.labels.array, opacity=0.5, **labels_kwargs_like(image, name=name)
         )
+        layer.metadata[IMPORTED_DIGEST_KEY] = labels_digest(layer.data)
         count = max(table.ids) + 1
         names = ["background"] + [
             table.by_id(i).name if table.by_id(i) else f"class {i}" for i in range(1, count)
@@ -235,5 +245,5 @@ class DicomSection(WorkerSection):
             f"; left out (no organ of the model): {', '.join(result.unmatched)}" if result.unmatched else ""
         )
         warnings = "".join(f" Warning: {line}." for line in result.warnings)
-        self.status.setText(f"Opened {len(result.rois)} ROIs as layer “{name}”{left_out}.{warnings}")
+        self.status.setText(f"Opened {len(result.rois)} ROIs as layer “{name}”{left_out}.{warnings}{kept}")
         self.imported.emit(layer)

@@ -82,6 +82,7 @@ from napari_cgs.panel.prediction_layers import (
     forget_history,
     image_of_labels,
     image_volume,
+    imported_layer_edited,
     labels_layer_name,
     layers_made_for,
     map_layer_data,
@@ -205,6 +206,7 @@ class CGSPanel(QWidget):
         self._fingerprint = ""
         self._followed: Any | None = None  # the image whose session the panel saves (see presegment)
         self._setting_aside = False  # an image closed: its layers being removed (see _set_aside)
+        self._set_aside_image: Any | None = None  # the followed image last closed (see _set_aside)
         self._export_folder: Path | None = None  # where the last export went
         self._frame_when_shown = False  # a session restored before the panel was on screen
         self._edit_flags = {"writing": False}
@@ -234,6 +236,7 @@ class CGSPanel(QWidget):
         self._paint_watched: set[int] = set()
         self.viewer.layers.events.inserted.connect(self._watch_paint)
         self.viewer.layers.events.removed.connect(self._unwatch_paint)
+        self.viewer.layers.events.removed.connect(self._on_other_image_closed)
         for layer in list(self.viewer.layers):
             self._watch_paint(SimpleNamespace(value=layer))
         self._image_names: dict[Any, str] = {}  # source image layer id -> its name, to see renames
@@ -558,6 +561,7 @@ class CGSPanel(QWidget):
         self.autosave.save_if_changed()
         self.autosave.flush()
         closed_text = "" if closed is None else self._set_aside(closed)
+        self._set_aside_image = closed  # dealt with here, not again by _on_other_image_closed
         self.review.clear()
         self.likely_wrong.show_estimate(None, [])
         self.labels_layer = self.tracker = self.prediction_labels = None
@@ -603,16 +607,7 @@ class CGSPanel(QWidget):
         image_labels = [layer for layer in made if same_layer(layer, labels) or layer.name == name]
         untracked = [layer for layer in image_labels if not same_layer(layer, labels)]
         if saved and not untracked:
-            # Removed after napari's own removal: removing layers while napari removes a selection
-            # of them (select all, Delete) made it look up a layer already gone. Renamed at once, so
-            # that the same file opened meanwhile does not find them by name.
-            for layer in made:
-                layer.name = f"{layer.name} (closed)"
-            QTimer.singleShot(0, lambda: self._remove_layers(made))
-            return (
-                f"{closed_image.name} was closed: its review is saved ({session.name}) and comes back "
-                "when you open the file again."
-            )
+            return self._remove_saved_layers(closed_image, made, session)
         for layer in image_labels:
             set_aside_labels(layer)
         if not image_labels:
@@ -622,6 +617,29 @@ class CGSPanel(QWidget):
         return (
             f"{closed_image.name} was closed and {why}: {kept} holds it (export it from there); "
             "it cannot be painted."
+        )
+
+    def _remove_saved_layers(self, closed_image: Any, made: list[Any], session: Path) -> str:
+        """The layers of a closed image whose review is saved go (its session gives them back), but
+        an opened RTSTRUCT the user edited, which is in no session, stays, read-only."""
+        edited = [layer for layer in made if imported_layer_edited(layer)]
+        going = [layer for layer in made if not any(layer is kept for kept in edited)]
+        # Removed after napari's own removal: removing layers while napari removes a selection of
+        # them (select all, Delete) made it look up a layer already gone. Renamed at once, so that
+        # the same file opened meanwhile does not find them by name.
+        for layer in going:
+            layer.name = f"{layer.name} (closed)"
+        QTimer.singleShot(0, lambda: self._remove_layers(going))
+        for layer in edited:
+            set_aside_labels(layer)
+        stays = "".join(
+            f" Your edited “{layer.name}” is in no session: it stays, read-only "
+            "(File > Save Selected Layers writes it)."
+            for layer in edited
+        )
+        return (
+            f"{closed_image.name} was closed: its review is saved ({session.name}) and comes back "
+            f"when you open the file again.{stays}"
         )
 
     def _remove_layers(self, layers: list[Any]) -> None:
@@ -920,6 +938,42 @@ class CGSPanel(QWidget):
         if isinstance(layer, Labels) and id(layer) not in self._paint_watched:
             self._paint_watched.add(id(layer))
             layer.events.paint.connect(self._on_any_paint)
+
+    def _on_other_image_closed(self, event) -> None:
+        """An image closed that the panel was not following (another one was chosen since). Its
+        layers stayed, its labels editable: strokes there went into no session (the image is gone,
+        so painting could not make the panel follow it), and its session came back beside them as
+        "… labels [1]" when the file was opened again. As for the followed image: saved by this
+        panel, its layers go (the session gives them back); otherwise its labels are set aside."""
+        image = getattr(event, "value", None)
+        if (
+            self._setting_aside
+            or not isinstance(image, Image)
+            or (image.metadata or {}).get(KIND_KEY) in DERIVED_KINDS
+            or same_layer(image, self._followed)
+            or same_layer(image, self._set_aside_image)
+        ):
+            return
+        made = layers_made_for(self.viewer, image)
+        labels = [layer for layer in made if isinstance(layer, Labels) and not imported_layer_edited(layer)]
+        if not labels:
+            return
+        written = [
+            path
+            for path, owner in self.autosave.layer_of.items()
+            if owner == image.unique_id and path.is_file()
+        ]
+        if written:
+            said = self._remove_saved_layers(image, made, written[-1])
+        else:
+            for layer in labels:
+                set_aside_labels(layer)
+            kept = ", ".join(f"“{layer.name}”" for layer in labels)
+            said = (
+                f"{image.name} was closed and its review was never saved: {kept} holds it; "
+                "it cannot be painted."
+            )
+        self.status_label.setText(breakable(said))
 
     def _unwatch_paint(self, event) -> None:
         layer = getattr(event, "value", None)
@@ -1287,6 +1341,7 @@ class CGSPanel(QWidget):
         self.viewer.layers.events.renamed.disconnect(self._on_layer_renamed)
         self.viewer.layers.events.inserted.disconnect(self._watch_paint)
         self.viewer.layers.events.removed.disconnect(self._unwatch_paint)
+        self.viewer.layers.events.removed.disconnect(self._on_other_image_closed)
         for layer in list(self.viewer.layers):
             if id(layer) in self._paint_watched:
                 layer.events.paint.disconnect(self._on_any_paint)

@@ -12,6 +12,7 @@ one undo history item, so Ctrl+Z removes a whole prediction at once. Our own wri
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,24 @@ def rename_derived_layers(viewer: Any, image_layer: Any, old_name: str) -> int:
         pending[0].name = image_layer.name + pending[0].name[len(old_name) :]
         renamed += 1
     return renamed
+
+
+# The digest of what an opened RTSTRUCT filled into its layer: the layer is the user's clinical
+# contours (not part of any review session), so it is never dropped once edited
+IMPORTED_DIGEST_KEY = "cgs_imported_digest"
+
+
+def labels_digest(data: Any) -> str:
+    array = np.ascontiguousarray(np.asarray(data))
+    return hashlib.sha256(f"{array.shape}{array.dtype}".encode() + array.tobytes()).hexdigest()
+
+
+def imported_layer_edited(layer: Any) -> bool | None:
+    """Whether a layer filled from a file (an opened RTSTRUCT) was edited since; None: not such a layer."""
+    digest = (getattr(layer, "metadata", None) or {}).get(IMPORTED_DIGEST_KEY)
+    if digest is None:
+        return None
+    return labels_digest(layer.data) != digest
 
 
 def set_aside_labels(labels_layer: Any) -> None:

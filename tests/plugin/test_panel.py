@@ -554,3 +554,49 @@ def test_cancel_while_a_result_waits_for_a_stroke_writes_nothing(
         target._commit_stroke()
     assert "Cancelled" in panel.status_label.text() and not panel.running()
     np.testing.assert_array_equal(np.asarray(labels.data), before)
+
+
+def test_an_image_closed_after_another_was_chosen_takes_its_saved_layers_along(
+    qtbot, viewer_and_panel, sample_slab_path, tmp_path
+):
+    """The panel had moved on to another scan; the first one, closed, left its labels editable:
+    strokes there were saved nowhere, and opening it again restored into "… labels [1]"."""
+    import shutil
+
+    viewer, panel = viewer_and_panel
+    painted = (5, 40, 60)
+    image, _, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
+    other = fx.open_image(viewer, shutil.copy(sample_slab_path, tmp_path / "other_scan.nii.gz"))
+    panel.select_image(other)
+    qtbot.waitUntil(lambda: same_layer(panel._followed, other))
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: labels not in viewer.layers)
+    assert not any(layer.name.startswith(image.name) for layer in viewer.layers)
+    assert "was closed: its review is saved" in plain(panel.status_label.text())
+    panel.select_image(fx.open_image(viewer, sample_slab_path))
+    back = panel.image_layer
+    qtbot.waitUntil(lambda: panel.review.state is not None and same_layer(panel.review.image_layer, back))
+    restored = viewer.layers[labels_layer_name(back)]
+    assert restored.editable and restored.data[painted] == new_label
+    assert not any(layer.name.endswith(("[1]", "(closed)")) for layer in viewer.layers)
+
+
+def test_an_image_never_saved_closed_after_another_was_chosen_leaves_its_labels_read_only(
+    qtbot, viewer_and_panel, sample_slab_path, tmp_path, monkeypatch
+):
+    import shutil
+
+    viewer, panel = viewer_and_panel
+    image, _, labels, _ = presegment_and_paint(qtbot, viewer, panel, sample_slab_path)
+    panel.autosave.flush()
+    panel.autosave.layer_of.clear()  # as if no save of it had ever reached the disk
+    other = fx.open_image(viewer, shutil.copy(sample_slab_path, tmp_path / "other_scan.nii.gz"))
+    monkeypatch.setattr(panel.autosave, "save_if_changed", lambda wait=False: None)
+    panel.select_image(other)
+    qtbot.waitUntil(lambda: same_layer(panel._followed, other))
+    viewer.layers.remove(image)
+    qtbot.wait(50)
+    assert (
+        labels in viewer.layers and not labels.editable and labels.name.endswith("(image closed, read-only)")
+    )
+    assert "its review was never saved" in plain(panel.status_label.text())

@@ -233,3 +233,43 @@ def test_an_rtstruct_read_for_an_image_closed_meanwhile_is_not_shown(
     release.set()
     _wait(qtbot, section)
     assert len(viewer.layers) == 0  # no RTSTRUCT layer over nothing
+
+
+def test_edits_of_an_opened_rtstruct_survive_opening_it_again_and_closing_the_image(
+    qtbot, viewer_and_bundled_panel, series_folder, tmp_path, monkeypatch
+):
+    """Opening the RTSTRUCT again replaced the layer the user had corrected, and closing the CT
+    removed it with the session's layers ("comes back when you open the file again": it did not)."""
+    viewer, panel = viewer_and_bundled_panel
+    section = panel.dicom_section
+    series = read_series(series_folder)
+    truth = _slab(SAMPLE_LABELS, "labels")
+    table = derive_class_table(openkbp_class_names())
+    rs = export_rtstruct(truth, series, table, tmp_path / "RS_clinic.dcm").path
+    image = fx.open_image(viewer, series_folder)
+    panel.select_image(image)
+    monkeypatch.setattr(_dicom_section, "choose_rtstruct_path", lambda parent, folder: str(rs))
+
+    def open_it():
+        with qtbot.waitSignal(section.imported, timeout=fx.WAIT_MS) as blocker:
+            section.open_button.click()
+        _wait(qtbot, section)
+        return blocker.args[0]
+
+    first = open_it()
+    again = open_it()  # unedited: read again in its place
+    assert first not in viewer.layers and [layer.name for layer in viewer.layers].count(again.name) == 1
+    again.paint((5, 10, 10), 3)  # the user corrects the clinical contours
+    edited = np.array(again.data)
+    newest = open_it()
+    assert again in viewer.layers and again.name == f"{rtstruct_layer_name(image)} (edited)"
+    np.testing.assert_array_equal(again.data, edited)
+    assert "edits of the earlier one are kept" in section.status.text()
+    # pre-segmented and saved, the CT closed: the session's layers go, the edited RTSTRUCT stays
+    fx.presegment(qtbot, panel, image)
+    panel.autosave.save_now(wait=True)
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: newest not in viewer.layers)  # unedited: the file still has it
+    assert again in viewer.layers and not again.editable
+    np.testing.assert_array_equal(again.data, edited)
+    assert "is in no session: it stays" in panel.status_label.text().replace("\u200b", "")
