@@ -738,7 +738,9 @@ class CGSPanel(QWidget):
             self.prediction_finished.emit(None)
             QTimer.singleShot(0, self._follow_chosen_image)  # let go of it; an image added back is followed
             return
+        chosen_meanwhile = None
         if not same_layer(self.image_choice.value, image_layer):  # another image chosen meanwhile:
+            chosen_meanwhile = self.image_choice.value  # taken up once this result is shown and saved
             with self.image_choice.changed.blocked():  # the panel shows, and saves, this one's review
                 self.image_choice.value = image_layer
         prediction = result.prediction
@@ -853,6 +855,22 @@ class CGSPanel(QWidget):
         self.autosave.save_now()
         self._watch_window()
         self.prediction_finished.emit(result)
+        if chosen_meanwhile is not None:
+            # the box went back to this image for its result; the image chosen during the run (Open
+            # next, the Image box) stayed unchosen and unsegmented while the list said it was opened
+            QTimer.singleShot(0, lambda: self._take_up_choice(chosen_meanwhile, image_layer.name))
+
+    def _take_up_choice(self, chosen: Any, done: str) -> None:
+        if not self._in_viewer(chosen) or self.running():
+            return
+        self.select_image(chosen)
+        if same_layer(self._followed, chosen):
+            self.status_label.setText(
+                breakable(
+                    f"Pre-segmented {done} (its review is saved). Now on {chosen.name}, chosen during the "
+                    f"run: {self.status_label.text()}"
+                )
+            )
 
     def _follow_chosen_image(self) -> None:
         """Follow the image in the box once the run has ended (the choice waited for it)."""

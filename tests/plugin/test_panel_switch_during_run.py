@@ -53,9 +53,12 @@ def test_restoring_a_session_while_a_run_goes_on_is_refused_and_loses_nothing(qt
         assert panel.restore_session() is None
         assert "Wait for the pre-segmentation" in plain(panel.status_label.text())
     fx.wait_until_finished(panel)
+    # A's result lands on A and is saved there; then B, chosen during the run, is taken up
+    qtbot.waitUntil(lambda: same_layer(panel._followed, scan_b))
     panel.autosave.flush()
-    assert find_session(scan_b) is not None
-    assert same_layer(panel.labels_layer, viewer.layers[labels_layer_name(scan_a)])
+    assert find_session(scan_b) is not None and find_session(scan_a) is not None
+    assert "chosen during the run" in plain(panel.status_label.text())
+    assert same_layer(panel.labels_layer, viewer.layers[labels_layer_name(scan_b)])
 
 
 def test_no_correction_starts_while_the_box_shows_another_image_and_cancel_follows_it(qtbot, two_scans):
