@@ -18,6 +18,7 @@ normalised, and it would silently feed raw MR or CT values to a model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -368,11 +369,13 @@ def import_nifti(
     if normalization is None:
         normalization = guess_normalization(first.array)
     meter = ScopeMeter()
+    seen: dict[str, tuple[Path, str]] = {}  # image fingerprint -> (first file, its split)
     with SliceStore.create(out, class_names, normalization, overwrite=overwrite) as store:
         for done, (image_path, label_path, split) in enumerate(plan, start=1):
             volume = first if done == 1 else _read_scan(image_path)
             if guessed and done > 1:
                 _check_same_normalization(image_path, volume, plan[0][0], normalization)
+            _check_not_in_two_splits(image_path, volume, split, seen)
             if split != "val":
                 meter.add(volume)
             label = None
@@ -400,6 +403,21 @@ def import_nifti(
         if len(meter):
             store.set_scope(meter.scope(body_region).to_dict())
     return out
+
+
+def _check_not_in_two_splits(path: Path, volume, split: str, seen: dict[str, tuple[Path, str]]) -> None:
+    """One scan in two splits (a renamed copy of a training scan given as --val-images, a copy of a
+    validation scan as --unlabeled): best.pt was then picked on a volume it was trained on."""
+    array = np.ascontiguousarray(volume.array)
+    digest = hashlib.sha256(f"{array.shape}{sorted(volume.geometry.to_dict().items())}".encode())
+    digest.update(array.view(np.uint8).ravel()[:: max(1, array.nbytes // 4_000_000)].tobytes())
+    fingerprint = digest.hexdigest()
+    earlier = seen.setdefault(fingerprint, (path, split))
+    if earlier[1] != split and {earlier[1], split} & {"val"}:
+        raise DatasetImportError(
+            f"{path}: the same scan as {earlier[0]} ({earlier[1]}); a scan validated on must not be "
+            "trained on: give it to one split only"
+        )
 
 
 def _check_same_normalization(path: Path, volume, first_path: Path, chosen: Normalization) -> None:

@@ -491,3 +491,32 @@ def test_nifti_class_files_of_several_maps_and_a_renamed_prediction(tmp_path):
         import_nifti(images, maps, [], tmp_path / "v.h5", class_names=["background", "Liver", "Spleen"])
     ) as store:
         assert (store.read_volume("b").label[1, :2] == 2).all()
+
+
+@pytest.mark.parametrize("other_split", ["val", "unlabeled"])
+def test_one_scan_in_a_training_split_and_the_validation_split_is_refused(tmp_path, other_split):
+    """A renamed copy of a training scan given as --val-images (or a validation scan's copy as
+    --unlabeled) was accepted: best.pt was then picked on a volume it was trained on."""
+    rng = np.random.default_rng(3)
+    scan = rng.uniform(-1000, 400, (3, 6, 5)).astype(np.int16)
+    label = np.zeros((3, 6, 5), np.uint8)
+    train = write_nifti(tmp_path / "i" / "a.nii.gz", scan)
+    train_label = write_nifti(tmp_path / "l" / "a.nii.gz", label)
+    copy = write_nifti(tmp_path / "v" / "copy_of_a.nii.gz", scan)
+    copy_label = write_nifti(tmp_path / "vl" / "copy_of_a.nii.gz", label)
+    if other_split == "val":
+        images, labels, unlabeled, val = [train], [train_label], [], ([copy], [copy_label])
+    else:
+        images, labels, unlabeled, val = [], [], [train], ([copy], [copy_label])
+    with pytest.raises(DatasetImportError, match="a scan validated on must not be trained on") as error:
+        import_nifti(
+            images,
+            labels,
+            unlabeled,
+            tmp_path / "s.h5",
+            class_names=["background", "x"],
+            val_images=val[0],
+            val_labels=val[1],
+        )
+    assert "copy_of_a.nii.gz" in str(error.value) or "a.nii.gz" in str(error.value)
+    assert not (tmp_path / "s.h5").exists()
