@@ -27,6 +27,7 @@ from napari_cgs.panel.prediction_layers import (
     imported_layer_edited,
     labels_digest,
     labels_geometry,
+    moved_off_image,
     style_labels_layer,
 )
 from napari_cgs.panel.section import WorkerSection
@@ -89,6 +90,7 @@ class DicomSection(WorkerSection):
     ) -> None:
         super().__init__("7 · Radiotherapy DICOM", parent)
         self.viewer, self._image_layer, self._class_table = viewer, image_layer, class_table
+        self._status_for: Any = None  # the layer id of the image the status line speaks of
         self.rtstruct_button = self._button(
             "Export RTSTRUCT…",
             "Write the labels as a DICOM RT Structure Set on the image's series: one ROI per organ "
@@ -147,11 +149,17 @@ class DicomSection(WorkerSection):
         busy = self.worker is not None
         for button in (self.rtstruct_button, self.seg_button, self.open_button):
             button.setEnabled(folder is not None and not busy)
+        image = self._image_layer()
+        shown_for = getattr(image, "unique_id", None)
         if folder is None:
             self.status.setText(NOT_DICOM)
-        elif not busy and self.status.text() == NOT_DICOM:
+        elif not busy and (self.status.text() == NOT_DICOM or shown_for != self._status_for):
+            # another image: the last export's "Wrote SEG …" was about the one before, and made the
+            # image now chosen look exported
             self.status.setText(f"DICOM series: {folder.name}")
             self.status.setToolTip(str(folder))
+        if not busy:
+            self._status_for = shown_for
 
     def _labels_layer(self, image_layer: Any) -> Any | None:
         return find_labels_layer(self.viewer, image_layer)
@@ -180,18 +188,24 @@ class DicomSection(WorkerSection):
         # painted while it is written.
         geometry = labels_geometry(labels_layer, image)  # the CT file's grid, as a NIfTI export writes it
         labels = Volume(np.array(labels_layer.data, copy=True), geometry, "labels", labels_layer.name)
+        moved = moved_off_image(labels_layer, image)
+        # said as the labels export says it: the contours go where the CT's file has them, not where
+        # a layer dragged in the viewer showed them (a planner would otherwise not know)
+        note = (
+            f" {moved[0].upper()}{moved[1:]} in the viewer: written on the series' own grid." if moved else ""
+        )
         return self._start(
             export_job,
             (kind, labels, folder, table, path, overwrite),
             f"Writing {what} {path.name}…",
-            lambda result: self._exported(what, result),
+            lambda result: self._exported(what, result, note),
         )
 
-    def _exported(self, what: str, result: Any) -> None:
+    def _exported(self, what: str, result: Any, note: str = "") -> None:
         parts = getattr(result, "rois", None) or getattr(result, "segments", [])
         empty = f"; no voxels: {', '.join(e.structure_name for e in result.empty)}" if result.empty else ""
         renamed = f" Renamed for DICOM: {' '.join(result.renamed)}" if result.renamed else ""
-        self.status.setText(f"Wrote {what} {result.path.name}: {len(parts)} organs{empty}.{renamed}")
+        self.status.setText(f"Wrote {what} {result.path.name}: {len(parts)} organs{empty}.{renamed}{note}")
         self.status.setToolTip(str(result.path))
         self.exported.emit(str(result.path))
 
@@ -245,5 +259,12 @@ class DicomSection(WorkerSection):
             f"; left out (no organ of the model): {', '.join(result.unmatched)}" if result.unmatched else ""
         )
         warnings = "".join(f" Warning: {line}." for line in result.warnings)
-        self.status.setText(f"Opened {len(result.rois)} ROIs as layer “{name}”{left_out}.{warnings}{kept}")
+        # which organ each ROI became, where its name is not the organ's own (the CLI prints it)
+        mapped = [
+            f"{roi.roi_name} → {roi.entry.name}" for roi in result.rois if roi.roi_name != roi.entry.name
+        ]
+        read_as = f" Read as: {', '.join(mapped)}." if mapped else ""
+        self.status.setText(
+            f"Opened {len(result.rois)} ROIs as layer “{name}”{left_out}.{read_as}{warnings}{kept}"
+        )
         self.imported.emit(layer)

@@ -89,7 +89,19 @@ def test_export_rtstruct_and_seg_of_a_presegmented_dicom_series(
         section.export("BINARY", seg)
     _wait(qtbot, section)
     assert pydicom.dcmread(seg).Modality == "SEG"
-    assert "Wrote SEG SEG.dcm" in section.status.text()
+    assert "Wrote SEG SEG.dcm" in section.status.text() and "in the viewer" not in section.status.text()
+    # the labels dragged in the viewer: written on the series' grid, and said (it said nothing)
+    labels.translate = np.add(labels.translate, (0.0, 9.0, 0.0))
+    with qtbot.waitSignal(section.exported, timeout=fx.WAIT_MS):
+        section.export("RTSTRUCT", series_folder.parent / "RS_moved.dcm")
+    _wait(qtbot, section)
+    assert "labels layer had been moved by 9.0 mm in the viewer: written on the series' own grid" in (
+        section.status.text()
+    )
+    # another image chosen: the status no longer speaks of the last export (B looked exported)
+    other = fx.open_image(viewer, series_folder)
+    panel.select_image(other)
+    assert section.status.text() == f"DICOM series: {series_folder.name}"
 
 
 def test_existing_files_are_kept_unless_confirmed(
@@ -133,6 +145,8 @@ def test_open_an_rtstruct_onto_the_series(
     fx.assert_same_transforms(layer, image)
     organs = len(np.unique(truth.array)) - 1
     assert organs >= 4 and f"Opened {organs} ROIs" in section.status.text()
+    # which organ each ROI became is said where the names differ (TG-263 names vs the model's)
+    assert "Read as: " in section.status.text() and "Parotid_R → " in section.status.text()
 
 
 def test_an_rtstruct_of_another_series_fails_with_one_line(
