@@ -1,10 +1,11 @@
-"""Activation checkpointing for the full-resolution parts of the network.
+"""Activation checkpointing for the full- and half-resolution parts of the network.
 
 At full resolution the UNet's first encoder block, its last decoder stage and the specialist
 heads hold most of the activation memory of a training step while doing a minority of its
 arithmetic (every UNet level costs about the same FLOPs, but memory halves per level). Keeping
 only their inputs and recomputing them in the backward pass cuts peak memory by about half for a
-modest cost in time.
+modest cost in time; the half-resolution level (``RECOMPUTED_LEVELS`` in ``model.network``) holds
+about half of what is left.
 
 BatchNorm would update its running statistics a second time during the recomputation; the
 recompute context sets every BN momentum in the segment to 0 (running stats unchanged) and

@@ -73,7 +73,9 @@ class UNet(nn.Module):
             ConvBlock(c_in, c_out, p) for c_in, c_out, p in zip(encoder_inputs, widths, dropouts, strict=True)
         )
         self.pool = nn.MaxPool2d(2)
-        self.checkpoint_full_resolution = False  # set by training to trade recompute for memory
+        # levels (0 = full resolution) whose blocks are recomputed in backward instead of storing
+        # their activations: set by training to trade recompute for memory (see model.memory)
+        self.checkpoint_levels = 0
         self.decoder = nn.ModuleList(
             DecoderStage(widths[level], widths[level - 1]) for level in range(self.depth - 1, 0, -1)
         )
@@ -88,14 +90,14 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_size(x.shape[-2], x.shape[-1])
         skips = []
-        save = self.checkpoint_full_resolution
+        recomputed = self.checkpoint_levels
         for level, block in enumerate(self.encoder):
             if level > 0:
                 x = self.pool(x)
-            x = run_checkpointed(block, x, enabled=save and level == 0)
+            x = run_checkpointed(block, x, enabled=level < recomputed)
             skips.append(x)
         x = skips.pop()
         for stage in self.decoder:
-            full_resolution = not skips[:-1]
-            x = run_checkpointed(stage, x, skips.pop(), enabled=save and full_resolution)
+            level = len(skips) - 1  # the level of the skip it joins: the resolution it outputs
+            x = run_checkpointed(stage, x, skips.pop(), enabled=level < recomputed)
         return x

@@ -151,14 +151,16 @@ def test_memory_saving_keeps_gradients_and_batchnorm_statistics():
 
     from cgs_engine.model import ModelConfig, build_model
 
-    config = ModelConfig(num_classes=3, widths=(4, 8, 16), dropouts=(0.0, 0.0, 0.0))
+    config = ModelConfig(num_classes=3, widths=(4, 8, 16), dropouts=(0.1, 0.2, 0.0))  # masks replayed
     torch.manual_seed(0)
     plain = build_model(config)
     saving = build_model(config)
     saving.load_state_dict(plain.state_dict())
     saving.save_memory(True)
+    assert saving.backbone.checkpoint_levels == 2  # full and half resolution recomputed
     x = torch.rand(2, 1, 16, 16)
     for model in (plain, saving):
+        torch.manual_seed(1)  # the same dropout masks: the recomputation must replay them
         output = model(x)
         (output.generalist.square().mean() + output.specialists.square().mean()).backward()
     for (name, a), (_, b) in zip(plain.named_parameters(), saving.named_parameters(), strict=True):
