@@ -6,7 +6,7 @@ partner batch, student forwards on 24 weak and 24 strong images, a teacher forwa
 images, and a backward through both student passes. Ours runs one teacher pass over the 12
 unlabeled weak views plus their 12 partners and one student pass over the 12 labeled weak and 12
 strong views (or, "ours-split", one pass for each), channels-last, bf16 autocast where supported,
-and, as the trainer does from 192 px on, the full-resolution layers recomputed in backward.
+and, as the trainer does from 192 px on, the full- and half-resolution layers recomputed in backward.
 
 Each variant runs in its own process so peak RSS (the whole process: model, data, loader
 thread) is measured separately. Usage:
@@ -77,7 +77,7 @@ def run_ours(
     from cgs_engine.train.config import TrainConfig
 
     student, _ = _models(classes)
-    # as the trainer does: full-resolution layers recomputed in backward from 192 px on
+    # as the trainer does: full- and half-resolution layers recomputed in backward from 192 px on
     save_memory = TrainConfig(input_size=size).saves_memory
     student.save_memory(save_memory)
     student = student.to(memory_format=torch.channels_last)
@@ -92,7 +92,7 @@ def run_ours(
         timings.append(time.perf_counter() - start)
     return {
         "variant": "ours-split" if split else "ours",
-        "runtime": runtime.describe() + (", recompute full-res" if save_memory else ""),
+        "runtime": runtime.describe() + (", recompute full+half res" if save_memory else ""),
         "seconds_per_step": _steady(timings),
     }
 
