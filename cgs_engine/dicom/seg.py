@@ -1,10 +1,12 @@
 """A label map as a DICOM Segmentation (highdicom), and a Segmentation back as a label map.
 
-One segment per class of the class table that has voxels, numbered by class id, with its TG-263
-label, SNOMED CT category, type and laterality, and its colour. ``BINARY`` (one bit-packed frame
-per segment and slice, empty frames left out) is what most viewers read today; ``LABELMAP`` (one
-8-bit frame per slice holding the segment numbers, DICOM 2024) is newer and, for a few small
-organs, larger (on the 128^3 sample CT 1.6 MB against 0.5 MB).
+One segment per class of the class table that has voxels, in class-id order and numbered 1..N
+(DICOM's segment numbers start at 1 and rise by 1, so a LABELMAP frame holds those numbers, not
+class ids; each segment's label and code say its organ), with its TG-263 label, SNOMED CT
+category, type and laterality, and its colour. ``BINARY`` (one bit-packed frame per segment and
+slice, empty frames left out) is what most viewers read today; ``LABELMAP`` (one 8-bit frame per
+slice holding the segment numbers, DICOM 2024) is newer and, for a few small organs, larger (on
+the 128^3 sample CT 1.6 MB against 0.5 MB).
 """
 
 from __future__ import annotations
