@@ -160,9 +160,10 @@ class _StoreBuilder:
             if self.stop_requested():
                 raise CancelledWhilePreparing
             volume = _read_unlabeled(scan, self.warn, self.normalize)
-            known = (
-                None if volume is None else self.judged_scans.get(store_digest(volume.array, volume.geometry))
-            )
+            known = None
+            if volume is not None:  # a prior case stored without its spacing: by its voxels alone
+                known = self.judged_scans.get(store_digest(volume.array, volume.geometry))
+                known = known or self.judged_scans.get(store_digest(volume.array, None))
             if known is not None:
                 # a scan corrected from the worklist stays in the unlabeled list: added again, its
                 # held-out slices were trained on (unlabeled) and the gate judged on seen images
@@ -242,10 +243,15 @@ def _correction_slices(project: Project, usable, heldout_volumes: set[str], frac
 
 
 def store_digest(image: np.ndarray, geometry) -> str:
-    """sha256 of a canonical, normalised image as a store holds it (float16) and its grid: one scan
-    read from different files (another value type, a copy under another name) gives one digest."""
+    """sha256 of a canonical, normalised image as a store holds it (float16) and its grid (None: a
+    grid the store does not know): one scan read from different files (another value type, a copy
+    under another name) gives one digest."""
     digest = hashlib.sha256()
-    grid = {key: [round(float(v), 3) for v in values] for key, values in geometry.to_dict().items()}
+    grid = (  # + 0.0: -0.0 and 0.0 are one value (a direction read by two readers)
+        None
+        if geometry is None
+        else {key: [round(float(v), 3) + 0.0 for v in values] for key, values in geometry.to_dict().items()}
+    )
     digest.update(json.dumps({"shape": list(image.shape), "grid": grid}, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(image, dtype=np.float16).tobytes())
     return digest.hexdigest()
@@ -263,14 +269,15 @@ def _add_prior(
             for name in prior.volume_names(split):
                 stored = prior.read_volume(name)
                 review = None if stored.review is None else stored.review > 0
+                # a volume stored without its spacing stays so (its 1 mm are placeholders: the
+                # refitted error model must not measure millilitres on them)
+                geometry = stored.geometry if prior.volume_info(name).spacing_known else None
                 store.add_volume(
-                    f"prior~{name}", stored.image, stored.label, review, stored.geometry, split, "prior data"
+                    f"prior~{name}", stored.image, stored.label, review, geometry, split, "prior data"
                 )
                 if split == "val":
                     heldout.append(f"prior~{name}")
-                    judged_scans[store_digest(stored.image, stored.geometry)] = (
-                        f"prior validation case {name!r}"
-                    )
+                    judged_scans[store_digest(stored.image, geometry)] = f"prior validation case {name!r}"
                 else:
                     added["slices"] += stored.image.shape[0]
                     added["train"].append(name)

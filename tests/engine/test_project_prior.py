@@ -272,3 +272,27 @@ def test_files_left_by_a_killed_prior_import_never_block_the_next(tmp_path):
     with SliceStore.open(project.folder / "prior" / "prior.h5") as store:
         assert store.volume_names("labeled")
     assert len((project.folder / "prior" / "prior.h5").read_bytes()) == len(kept)
+
+
+def test_prior_volumes_stored_without_their_spacing_stay_so_in_the_project_and_its_retrains(tmp_path):
+    """Their 1 mm are placeholders (cgs import acdc): copied as known spacing, the retrain's refitted
+    error model measured millilitres on them, mixing voxel counts with the corrections' true mL."""
+    from cgs_engine.retrain.training_store import build_store
+
+    store = make_store(tmp_path / "train.h5", labeled=2, unlabeled=0, val=1)  # no geometry given
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"store": str(store)}))
+    project = Project.create(
+        tmp_path / "p", CLASS_NAMES, IDENTITY, base_model=tiny_base_model(run / "best.pt")
+    )
+    with SliceStore.open(project.prior_store) as prior:
+        assert not any(prior.volume_info(n).spacing_known for n in prior.volume_names("labeled"))
+    image, label = synthetic_volume(np.random.default_rng(3))
+    project.add_correction("case", Volume(image), label)
+    build_store(project, tmp_path / "run_store.h5", lambda: False, lambda message: None)
+    with SliceStore.open(tmp_path / "run_store.h5") as built:
+        priors = [
+            n for split in ("labeled", "val") for n in built.volume_names(split) if n.startswith("prior~")
+        ]
+        assert priors and not any(built.volume_info(n).spacing_known for n in priors)
