@@ -435,12 +435,12 @@ def _check_same_normalization(path: Path, volume, first_path: Path, chosen: Norm
     )
 
 
-# A CT cropped to soft tissue, without air: some fat (about -100 HU) and tissue beside it, a spread
-# of well over 100 HU. A z-scored MR (values about -3 to 5) or a magnitude MR with a negative voxel
-# left by resampling is neither; "any voxel below 0" let both be CT-windowed into the store.
-FAT_HU = -30.0
-MIN_FAT_SHARE = 0.01
-MIN_HU_SPREAD = 100.0
+# A CT cropped to soft tissue, without air: some voxels below 0 HU (fat, or CSF and its noise in a
+# brain crop) and a spread of tens of HU between tissues. A z-scored MR (values about -3 to 5) has
+# no such spread, and a magnitude MR with a negative voxel or two left by resampling no such share;
+# "any voxel below 0" let both be CT-windowed into the store.
+MIN_NEGATIVE_SHARE = 0.005
+MIN_HU_SPREAD = 30.0  # between the 1st and 99th percentile
 
 
 def _soft_tissue_ct(array: np.ndarray) -> bool:
@@ -450,7 +450,7 @@ def _soft_tissue_ct(array: np.ndarray) -> bool:
     if sample.size == 0:
         return False
     low, high = np.percentile(sample, [1, 99])
-    return bool(np.mean(sample <= FAT_HU) >= MIN_FAT_SHARE and high - low >= MIN_HU_SPREAD)
+    return bool(np.mean(sample < 0) >= MIN_NEGATIVE_SHARE and high - low >= MIN_HU_SPREAD)
 
 
 def _pair_by_name(

@@ -380,6 +380,22 @@ def test_nifti_import_of_a_ct_and_an_mr_together_is_refused_not_windowed_as_ct(t
         assert store.volume_names("labeled") == ["a_ct", "b_mr"]
 
 
+def test_a_head_ct_cropped_to_the_brain_imports_beside_whole_cts(tmp_path):
+    """No air and no fat: CSF near 0 HU (its noise below), grey and white matter at 25-45 HU."""
+    rng = np.random.default_rng(4)
+    shape = (6, 20, 20)
+    whole = rng.uniform(-1000, 400, shape).astype(np.int16)
+    brain = rng.normal(35, 6, shape)
+    brain[:, :4] = rng.normal(8, 6, (6, 4, 20))  # the ventricles
+    label = np.zeros(shape, np.uint8)
+    arrays = (("a", whole), ("b", brain.astype(np.int16)))
+    images = [write_nifti(tmp_path / "i" / f"{n}.nii.gz", a) for n, a in arrays]
+    labels = [write_nifti(tmp_path / "l" / f"{n}.nii.gz", label) for n in ("a", "b")]
+    out = import_nifti(images, labels, [], tmp_path / "s.h5", class_names=["background", "x"])
+    with SliceStore.open(out) as store:
+        assert store.normalization.mode == "ct-window" and store.volume_names("labeled") == ["a", "b"]
+
+
 def test_a_ct_cropped_to_soft_tissue_imports_beside_whole_cts(tmp_path):
     """No air in the crop, so its own guess is not the CT window; its negative HU say it is a CT."""
     rng = np.random.default_rng(1)
@@ -398,13 +414,14 @@ def test_an_mr_with_negative_values_is_not_taken_for_a_ct_cropped_to_soft_tissue
     """ "Any voxel below 0" let a z-scored MR (values -3..5: CT-windowed to 0.39-0.41, no contrast
     left) and a magnitude MR with one voxel at -3 left by resampling (94 % saturated) into a CT store."""
     rng = np.random.default_rng(2)
-    whole = rng.uniform(-1000, 400, (3, 6, 5)).astype(np.int16)
+    shape = (6, 20, 20)
+    whole = rng.uniform(-1000, 400, shape).astype(np.int16)
     if kind == "z-scored":
-        mr = rng.normal(0.0, 1.0, (3, 6, 5)).astype(np.float32)
+        mr = rng.normal(0.0, 1.0, shape).astype(np.float32)
     else:
-        mr = rng.uniform(0, 900, (3, 6, 5)).astype(np.float32)
+        mr = rng.uniform(0, 900, shape).astype(np.float32)
         mr[0, 0, 0] = -3.0
-    label = np.zeros((3, 6, 5), np.uint8)
+    label = np.zeros(shape, np.uint8)
     images = [write_nifti(tmp_path / "i" / f"{n}.nii.gz", a) for n, a in (("a", whole), ("b", mr))]
     labels = [write_nifti(tmp_path / "l" / f"{n}.nii.gz", label) for n in ("a", "b")]
     with pytest.raises(DatasetImportError, match="separate stores") as error:
