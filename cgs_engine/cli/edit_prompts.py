@@ -111,7 +111,8 @@ def _adapt(args, volume):
 
     image = _read_on_grid(args.image, volume, "image", "the image")
     reviewed = _read_on_grid(args.reviewed, volume, "labels", "the review mask") != 0
-    trusted = trusted_voxels(volume.array, reviewed, geometry=volume.geometry)
+    with _naming(args.labels):
+        trusted = trusted_voxels(volume.array, reviewed, geometry=volume.geometry)
     record = find_class_file(args.labels)
     class_table = read_class_file(record).table if record is not None else None
     seconds = ADAPT_DEFAULTS["seconds"] if args.seconds is None else args.seconds

@@ -172,8 +172,9 @@ def _organs_changed(estimate: dict, labels, class_names: dict[int, str]) -> list
         row = (estimate.get("organs") or {}).get(name)
         if class_id == 0 or not isinstance(row, dict):
             continue
-        now = float(counts[class_id]) * voxel_ml if class_id < counts.size else 0.0
-        if abs(now - float(row.get("predicted_ml") or 0.0)) > 0.5 * voxel_ml:
+        now = int(counts[class_id]) if class_id < counts.size else 0
+        # compared in voxels: millilitres of a float32-rounded spacing drift on a large organ
+        if now != round(float(row.get("predicted_ml") or 0.0) / voxel_ml):
             changed.append(name)
     return changed
 

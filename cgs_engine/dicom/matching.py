@@ -55,12 +55,13 @@ def match_structure(
 # A planning risk volume or a margin: "Brainstem_PRV03", "PRV SpinalCord 5mm", "Parotid_L+3mm",
 # "Mandible_03mm". Planning systems give them the organ's own SNOMED code, and alone in a set (no
 # structure named as the organ) such a one was imported as the organ, millimetres too large, in silence.
-_GROWN = re.compile(r"(?:^|[^a-z])prv(?:[^a-z]|$)|\+\s*\d|\d\s*mm(?:[^a-z]|$)", re.IGNORECASE)
+_GROWN = re.compile(r"(?:^|[^a-z])prv(?:[^a-z]|$)|\+\s*\d|\d\s*[mc]m", re.IGNORECASE)
+_GROWN_CAPITALS = re.compile(r"PRV")  # "BrainstemPRV03", "PRVBrainstem": one word in capitals
 
 
 def grown_structure(name: str) -> bool:
     """Whether a structure's name marks it as an organ grown by a margin (a PRV), not the organ."""
-    return bool(_GROWN.search(str(name)))
+    return bool(_GROWN.search(str(name)) or _GROWN_CAPITALS.search(str(name)))
 
 
 def one_per_class(matches: list[Match], kind: str) -> tuple[list[Match], list[str]]:

@@ -978,7 +978,7 @@ class CGSPanel(QWidget):
             return
         written = [
             path
-            for path, owner in self.autosave.layer_of.items()
+            for path, owner in list(self.autosave.layer_of.items())  # the writer thread adds to it
             if owner == image.unique_id and path.is_file()
         ]
         if written:

@@ -140,7 +140,9 @@ def test_the_cli_says_which_structure_was_left_out(exported, tmp_path, capsys):
     ]
 
 
-@pytest.mark.parametrize("name", ["Brainstem_PRV03", "PRV Brainstem 5mm", "Brainstem+3mm"])
+@pytest.mark.parametrize(
+    "name", ["Brainstem_PRV03", "PRV Brainstem 5mm", "Brainstem+3mm", "BrainstemPRV03", "Brainstem_0.5cm"]
+)
 def test_a_prv_alone_with_the_organs_code_is_not_taken_for_the_organ(exported, name):
     """With no ROI named as the organ, the PRV (the brainstem grown by 3 mm) became the brainstem."""
     _, series_folder, labels, _, _ = exported
