@@ -77,13 +77,13 @@ def test_negative_scribble_and_box(predicted, capsys):
     assert np.array_equal(read_volume(boxed, kind="labels").array, expected.labels)
 
 
-def test_adapt_writes_new_labels_and_keeps_the_reviewed_voxels(predicted, capsys):
-    folder, labels, _, _ = predicted
-    config = ModelConfig(num_classes=2, widths=(4, 8), dropouts=(0.0, 0.0))
+def adapt_args(folder, labels, class_names, seconds) -> list[str]:
+    """A tiny model of ``class_names`` and slice 4 reviewed, as `cgs edit adapt` arguments."""
+    config = ModelConfig(num_classes=len(class_names), widths=(4, 8), dropouts=(0.0, 0.0))
     model = ModelCheckpoint(
         model_config=config,
         state_dict=build_model(config).state_dict(),
-        class_names=["background", "Parotid"],
+        class_names=class_names,
         input_size=24,
         normalization={"mode": "ct-window", "lower": -160.0, "upper": 240.0},
     )
@@ -91,67 +91,26 @@ def test_adapt_writes_new_labels_and_keeps_the_reviewed_voxels(predicted, capsys
     reviewed = np.zeros(labels.shape, np.uint8)
     reviewed[4] = 2
     write(folder / "review.nii.gz", reviewed)
-    out = folder / "adapted.nii.gz"
-    argv = [
-        "edit",
-        "adapt",
-        str(folder / "ct_labels.nii.gz"),
-        "-o",
-        str(out),
-        "--model",
-        str(folder / "model.pt"),
-    ]
-    argv += [
-        "--image",
-        str(folder / "ct.nii.gz"),
-        "--reviewed",
-        str(folder / "review.nii.gz"),
-        "--seconds",
-        "5",
-    ]
-    assert main(argv) == 0
+    argv = ["edit", "adapt", str(folder / "ct_labels.nii.gz"), "-o", str(folder / "adapted.nii.gz")]
+    argv += ["--model", str(folder / "model.pt"), "--image", str(folder / "ct.nii.gz")]
+    return [*argv, "--reviewed", str(folder / "review.nii.gz"), "--seconds", str(seconds)]
+
+
+def test_adapt_writes_new_labels_and_keeps_the_reviewed_voxels(predicted, capsys):
+    folder, labels, _, _ = predicted
+    assert main(adapt_args(folder, labels, ["background", "Parotid"], 5)) == 0
     assert "corrected slices" in capsys.readouterr().out
-    np.testing.assert_array_equal(read_volume(out, kind="labels").array[4], labels[4])
+    np.testing.assert_array_equal(read_volume(folder / "adapted.nii.gz", kind="labels").array[4], labels[4])
 
 
 def test_adapt_refuses_labels_numbered_otherwise_than_the_model(predicted, capsys):
     """The labels' class table says 1 is the Parotid; the model's 1 is the Mandible. Adapting taught
     the model's Mandible head on the parotid and wrote its ids under the labels' names (exit 0)."""
     folder, labels, _, _ = predicted
-    config = ModelConfig(num_classes=3, widths=(4, 8), dropouts=(0.0, 0.0))
-    model = ModelCheckpoint(
-        model_config=config,
-        state_dict=build_model(config).state_dict(),
-        class_names=["background", "Mandible", "Parotid"],
-        input_size=24,
-        normalization={"mode": "ct-window", "lower": -160.0, "upper": 240.0},
-    )
-    save_checkpoint(model, folder / "model.pt")
-    reviewed = np.zeros(labels.shape, np.uint8)
-    reviewed[4] = 1
-    write(folder / "review.nii.gz", reviewed)
-    out = folder / "adapted.nii.gz"
-    argv = [
-        "edit",
-        "adapt",
-        str(folder / "ct_labels.nii.gz"),
-        "-o",
-        str(out),
-        "--model",
-        str(folder / "model.pt"),
-    ]
-    argv += [
-        "--image",
-        str(folder / "ct.nii.gz"),
-        "--reviewed",
-        str(folder / "review.nii.gz"),
-        "--seconds",
-        "2",
-    ]
-    assert main(argv) == 2
+    assert main(adapt_args(folder, labels, ["background", "Mandible", "Parotid"], 2)) == 2
     error = one_error_line(capsys)
     assert "ct_labels.nii.gz" in error and "Mandible (the model's 1)" in error and "Parotid" in error
-    assert not out.exists()
+    assert not (folder / "adapted.nii.gz").exists()
 
 
 @pytest.mark.parametrize(
