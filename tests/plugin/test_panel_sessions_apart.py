@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from cgs_engine.review import load_session, session_path_for
+from napari_cgs._layers import same_layer
 from napari_cgs.panel.fit import plain
 
 tiny_checkpoint = fx.tiny_checkpoint
@@ -48,13 +49,14 @@ def test_an_image_chosen_during_a_presegmentation_gets_its_own_session(
         panel.presegment()
         panel.image_choice.value = image_b  # the user looks at the next scan meanwhile
     fx.wait_until_finished(panel)
-    # the result is A's: the panel shows A's review and says so in the Image box
-    assert panel.review.image_layer is image_a and panel.image_choice.value is image_a
+    # the result is A's: shown on A and saved in A's session; then B, chosen meanwhile, is taken up
+    qtbot.waitUntil(lambda: same_layer(panel._followed, image_b))
+    assert panel.image_choice.value is image_b
     panel.autosave.flush()
     a_session = session_path_for(sample_slab_path)
     a_labels = load_session(a_session).labels.copy()
+    np.testing.assert_array_equal(a_labels, np.asarray(viewer.layers[f"{image_a.name} labels"].data))
 
-    panel.image_choice.value = image_b
     fx.presegment(qtbot, panel)
     panel.autosave.flush()
     assert panel.review.image_layer is image_b
