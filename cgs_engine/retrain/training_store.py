@@ -39,7 +39,7 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
         builder = _StoreBuilder(project, store, heldout_volumes, fraction, stop_requested, warn)
         if not heldout_volumes:
             builder.shared_heldout = _shared_heldout_slices(project, usable, fraction)
-        prior = _add_prior(project, store, builder.heldout, builder.judged_scans)
+        prior = _add_prior_training(project, store)
         weight = correction_weight(
             prior["slices"],
             _correction_slices(project, usable, heldout_volumes, fraction),
@@ -47,6 +47,7 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
         )
         for info in usable:
             builder.add_correction(info, weight)
+        builder.add_prior_validation()
         builder.add_unlabeled_scans()
         builder.fill_empty_unlabeled_pool()
     heldout = builder.heldout
@@ -93,6 +94,8 @@ class _StoreBuilder:
         # store_digest of every scan already in the store whose slices judge the new model (held-out
         # corrections and prior validation cases) or are the corrections' own -> what it is
         self.judged_scans: dict[str, str] = {}
+        # store_digest (with the grid and without it) of each scan a correction trains on -> its name
+        self.trained_scans: dict[str, str] = {}
 
     def add_correction(self, info, weight: float) -> None:
         if self.stop_requested():
@@ -112,6 +115,9 @@ class _StoreBuilder:
         )
         source = info.source or info.name
         self.judged_scans[store_digest(image, geometry)] = f"the scan of correction {info.name!r}"
+        if info.name not in self.heldout_volumes:
+            for grid in (geometry, None):
+                self.trained_scans[store_digest(image, grid)] = info.name
         if info.name in self.heldout_volumes:
             if _add_judging_volume(store, info.name, image, labels, review, geometry, source, warn):
                 self.heldout.append(info.name)
@@ -154,6 +160,33 @@ class _StoreBuilder:
         if unreviewed.size:
             store.add_volume(f"{info.name}~unreviewed", image[unreviewed], split="unlabeled", source=source)
             self.unlabeled_used.append(f"{source} (unreviewed slices)")
+
+    def add_prior_validation(self) -> None:
+        """The prior's validation cases judge the new model, but not one whose scan a correction trains
+        on (the user corrected a validation case): the gate would judge on an image the new model
+        was taught, in the user's own labels. That case is left out, with a warning."""
+        prior_store = self.project.prior_store
+        if prior_store is None:
+            return
+        with SliceStore.open(prior_store) as prior:
+            for name in prior.volume_names("val"):
+                stored = prior.read_volume(name)
+                # a volume stored without its spacing stays so (see _add_prior_training)
+                geometry = stored.geometry if prior.volume_info(name).spacing_known else None
+                digest = store_digest(stored.image, geometry)
+                corrected = self.trained_scans.get(digest)
+                if corrected is not None:
+                    self.warn(
+                        f"prior validation case {name!r} is the scan of correction {corrected!r}, which "
+                        "trains the new model: it does not judge it"
+                    )
+                    continue
+                review = None if stored.review is None else stored.review > 0
+                self.store.add_volume(
+                    f"prior~{name}", stored.image, stored.label, review, geometry, "val", "prior data"
+                )
+                self.heldout.append(f"prior~{name}")
+                self.judged_scans[digest] = f"prior validation case {name!r}"
 
     def add_unlabeled_scans(self) -> None:
         for index, scan in enumerate(self.project.unlabeled()):
@@ -257,30 +290,24 @@ def store_digest(image: np.ndarray, geometry) -> str:
     return digest.hexdigest()
 
 
-def _add_prior(
-    project: Project, store: SliceStore, heldout: list[str], judged_scans: dict[str, str]
-) -> dict[str, Any]:
-    """The project's prior data: its training volumes as labeled data, its validation cases held out."""
+def _add_prior_training(project: Project, store: SliceStore) -> dict[str, Any]:
+    """The project's prior data: its training volumes as labeled data (its validation cases are
+    added after the corrections, :meth:`_StoreBuilder.add_prior_validation`)."""
     added: dict[str, Any] = {"slices": 0, "train": []}
     if project.prior_store is None:
         return added
     with SliceStore.open(project.prior_store) as prior:
-        for split in ("labeled", "val"):
-            for name in prior.volume_names(split):
-                stored = prior.read_volume(name)
-                review = None if stored.review is None else stored.review > 0
-                # a volume stored without its spacing stays so (its 1 mm are placeholders: the
-                # refitted error model must not measure millilitres on them)
-                geometry = stored.geometry if prior.volume_info(name).spacing_known else None
-                store.add_volume(
-                    f"prior~{name}", stored.image, stored.label, review, geometry, split, "prior data"
-                )
-                if split == "val":
-                    heldout.append(f"prior~{name}")
-                    judged_scans[store_digest(stored.image, geometry)] = f"prior validation case {name!r}"
-                else:
-                    added["slices"] += stored.image.shape[0]
-                    added["train"].append(name)
+        for name in prior.volume_names("labeled"):
+            stored = prior.read_volume(name)
+            review = None if stored.review is None else stored.review > 0
+            # a volume stored without its spacing stays so (its 1 mm are placeholders: the
+            # refitted error model must not measure millilitres on them)
+            geometry = stored.geometry if prior.volume_info(name).spacing_known else None
+            store.add_volume(
+                f"prior~{name}", stored.image, stored.label, review, geometry, "labeled", "prior data"
+            )
+            added["slices"] += stored.image.shape[0]
+            added["train"].append(name)
     return added
 
 

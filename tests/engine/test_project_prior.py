@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 from synthetic import CLASS_NAMES, make_store, synthetic_volume
-from test_project import IDENTITY, TINY_SETTINGS, make_project, run_cli, tiny_base_model
+from test_project import IDENTITY, TINY_SETTINGS, make_project, partly_reviewed, run_cli, tiny_base_model
 
 from cgs_engine.io import read_volume, write_volume
 from cgs_engine.project import Project, ProjectError
@@ -296,3 +296,26 @@ def test_prior_volumes_stored_without_their_spacing_stay_so_in_the_project_and_i
             n for split in ("labeled", "val") for n in built.volume_names(split) if n.startswith("prior~")
         ]
         assert priors and not any(built.volume_info(n).spacing_known for n in priors)
+
+
+def test_a_corrected_prior_validation_case_trains_and_no_longer_judges(tmp_path):
+    """The user opened one of the prior's validation scans and corrected it: its slices trained the
+    new model and the same scan, in the prior's labels, still judged it at the gate (seen images).
+    Other validation cases judge as before."""
+    from cgs_engine.retrain.training_store import build_store
+
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    folder = write_prior_folder(tmp_path / "prior", train=2, val=2)
+    project.set_prior_data(folder)
+    scan = read_volume(folder / "images" / "case3.nii.gz")
+    labels = read_volume(folder / "labels" / "case3.nii.gz").array
+    project.add_correction("case3 corrected", scan, labels, partly_reviewed(len(labels)))
+    warnings = []
+    plan = build_store(project, tmp_path / "store.h5", lambda: False, warnings.append)
+    assert "prior~case2" in plan["heldout"] and "prior~case3" not in plan["heldout"]
+    assert any(
+        "prior validation case 'case3' is the scan of correction 'case3 corrected'" in w for w in warnings
+    )
+    with SliceStore.open(tmp_path / "store.h5") as store:
+        assert "prior~case3" not in store.volume_names("val")
+        assert "case3 corrected" in store.volume_names("labeled")
