@@ -408,9 +408,11 @@ def import_nifti(
 def _check_not_in_two_splits(path: Path, volume, split: str, seen: dict[str, tuple[Path, str]]) -> None:
     """One scan in two splits (a renamed copy of a training scan given as --val-images, a copy of a
     validation scan as --unlabeled): best.pt was then picked on a volume it was trained on."""
-    array = np.ascontiguousarray(volume.array)
+    array = np.asarray(volume.array)
     digest = hashlib.sha256(f"{array.shape}{sorted(volume.geometry.to_dict().items())}".encode())
-    digest.update(array.view(np.uint8).ravel()[:: max(1, array.nbytes // 4_000_000)].tobytes())
+    # by value, not by byte: a copy saved as float32 of an int16 scan is the same scan
+    sample = array.ravel()[:: max(1, array.size // 1_000_000)]
+    digest.update(np.ascontiguousarray(sample, dtype=np.float64).tobytes())
     fingerprint = digest.hexdigest()
     earlier = seen.setdefault(fingerprint, (path, split))
     if earlier[1] != split and {earlier[1], split} & {"val"}:
@@ -427,7 +429,7 @@ def _check_same_normalization(path: Path, volume, first_path: Path, chosen: Norm
     if own.mode == chosen.mode:
         return
     if chosen.mode == "ct-window" and _soft_tissue_ct(volume.array):
-        return  # a CT cropped to soft tissue (no air) still holds fat at negative HU
+        return  # a CT cropped to soft tissue (no air): see _soft_tissue_ct
     raise DatasetImportError(
         f"{path}: its intensities call for {own.describe()}, but {first_path.name} (the first image) "
         f"set {chosen.describe()} for the whole store (a CT and an MR together?); import them into "

@@ -510,16 +510,18 @@ def test_nifti_class_files_of_several_maps_and_a_renamed_prediction(tmp_path):
         assert (store.read_volume("b").label[1, :2] == 2).all()
 
 
+@pytest.mark.parametrize("copy_dtype", [np.int16, np.float32])
 @pytest.mark.parametrize("other_split", ["val", "unlabeled"])
-def test_one_scan_in_a_training_split_and_the_validation_split_is_refused(tmp_path, other_split):
+def test_one_scan_in_a_training_split_and_the_validation_split_is_refused(tmp_path, other_split, copy_dtype):
     """A renamed copy of a training scan given as --val-images (or a validation scan's copy as
-    --unlabeled) was accepted: best.pt was then picked on a volume it was trained on."""
+    --unlabeled) was accepted: best.pt was then picked on a volume it was trained on. A copy saved
+    with another value type (float32 of an int16 scan) is the same scan."""
     rng = np.random.default_rng(3)
     scan = rng.uniform(-1000, 400, (3, 6, 5)).astype(np.int16)
     label = np.zeros((3, 6, 5), np.uint8)
     train = write_nifti(tmp_path / "i" / "a.nii.gz", scan)
     train_label = write_nifti(tmp_path / "l" / "a.nii.gz", label)
-    copy = write_nifti(tmp_path / "v" / "copy_of_a.nii.gz", scan)
+    copy = write_nifti(tmp_path / "v" / "copy_of_a.nii.gz", scan.astype(copy_dtype))
     copy_label = write_nifti(tmp_path / "vl" / "copy_of_a.nii.gz", label)
     if other_split == "val":
         images, labels, unlabeled, val = [train], [train_label], [], ([copy], [copy_label])
