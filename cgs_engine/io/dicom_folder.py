@@ -2,7 +2,8 @@
 
 Every regular file at the top of the folder is opened with pydicom, pixel data deferred (a
 header costs a few kilobytes of reading). Files without the DICM marker are not DICOM and are
-passed over; a DICOM file that cannot be parsed is refused, since it may be one of the slices.
+passed over, unless they hold an image slice's dataset written without preamble; a DICOM file
+that cannot be parsed is refused, since it may be one of the slices.
 Structure sets, segmentations, doses, reports and other objects that are not slices of a volume
 are passed over. A folder holding more than one image series is refused with their list unless
 the caller names one: ITK would read the largest one and nobody would know which it was.
@@ -83,6 +84,9 @@ def read_header(path: Path) -> Any | None:
     except OSError as error:
         raise VolumeIOError(path, f"cannot be read ({error.strerror or error})") from None
     if start[DICOM_MAGIC_OFFSET:] != DICOM_MAGIC:
+        bare = _bare_dataset(path, start)
+        if bare is not None:
+            return bare
         # A file named as DICOM, or one holding nothing but a preamble's zeros, is a slice cut short.
         if path.name.lower().endswith(DICOM_SUFFIXES) or (start and not start.strip(b"\0")):
             problem = "not a readable DICOM file (no DICM marker: truncated or another format)"
@@ -93,6 +97,28 @@ def read_header(path: Path) -> Any | None:
             return pydicom.dcmread(path, defer_size=DEFER_BYTES)
     except Exception as error:  # noqa: BLE001 - whatever pydicom trips over in a damaged file
         raise VolumeIOError(path, f"damaged DICOM file ({one_line(str(error))[:160]})") from None
+
+
+# A dataset written without preamble and marker (older exports, ACR-NEMA style, files such as IM0007)
+# starts with its first element's group, little endian: file meta (0002) or identification (0008).
+BARE_DATASET_STARTS = (b"\x02\x00", b"\x08\x00")
+
+
+def _bare_dataset(path: Path, start: bytes) -> Any | None:
+    """The header of an image slice stored without preamble and DICM marker, or None. Passed over,
+    such slices went missing from their series in silence (ITK's own GDCM reads them); a file that
+    does not parse as a slice with pixel data is left to the caller (not DICOM)."""
+    import pydicom
+
+    if not start.startswith(BARE_DATASET_STARTS):
+        return None
+    try:
+        with quiet_pydicom():
+            header = pydicom.dcmread(path, defer_size=DEFER_BYTES, force=True)
+    except Exception:  # noqa: BLE001 - not a dataset after all
+        return None
+    needed = ("PixelData", "Rows", "Columns", "SOPClassUID")
+    return header if all(key in header for key in needed) else None
 
 
 def _is_volume_slice(header: Any, path: Path) -> bool:

@@ -183,6 +183,22 @@ def _with_rtstruct_and_notes(folder: Path) -> None:
     rtstruct.save_as(folder / "RS.dcm", enforce_file_format=True)
 
 
+def _end_slices_without_preamble(folder: Path) -> None:
+    """Valid: the last slices stored as bare datasets (no preamble, no DICM marker, no file meta, no
+    suffix), as older exports write them; passed over, the series lost its end slices in silence."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    for number in range(SHAPE[0] - 2, SHAPE[0] + 1):
+        dataset = pydicom.dcmread(slice_file(folder, number))
+        del dataset.file_meta
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, True
+        write_dataset(buffer, dataset)
+        (folder / f"IM{number:04d}").write_bytes(buffer.getvalue())
+        slice_file(folder, number).unlink()
+
+
 # name -> (damage, the words the one-line refusal holds; None for a valid folder that must read right)
 BROKEN: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "missing-slice": (_missing, "not evenly spaced"),
@@ -204,6 +220,7 @@ VALID: dict[str, Callable[[Path], None]] = {
     "rescale-per-slice": _slope_per_slice,
     "shuffled-file-names": _shuffled_names,
     "rtstruct-and-notes-beside": _with_rtstruct_and_notes,
+    "end-slices-without-preamble": _end_slices_without_preamble,
 }
 
 
