@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 import zlib
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ class DataLayout:
     # "raw" or "gzip" (a gzip or zlib stream) for MetaImage and NRRD data; "nifti-raw" or
     # "nifti-gzip" (the whole file gzipped) for NIfTI, whose data ``integrity`` measures; "other"
     encoding: str
+    skip_inflated: int = 0  # bytes before the voxels in the inflated stream (NRRD gzip "byte skip")
+    compressed_bytes: int | None = None  # of the stream, as declared (MetaImage CompressedDataSize)
 
 
 def require_regular_file(location: Path, name: str) -> os.stat_result:
@@ -291,12 +294,20 @@ def _check_metaimage(header: TextHeader, files: tuple[Path, ...], name: str) -> 
     _integer(header.get("elementnumberofchannels") or "1", "ElementNumberOfChannels", name, low=1, high=64)
     compressed = _boolean(header.get("compresseddata") or "False", "CompressedData", name)
     header_size = _integer(header.get("headersize") or "0", "HeaderSize", name, low=-1, high=1 << 62)
+    # ITK inflates only the CompressedDataSize bytes it is told of: a smaller number gave a volume
+    # of garbage from that point on, different at each read (memory never written)
+    declared = header.get("compresseddatasize")
+    compressed_bytes = (
+        _integer(declared, "CompressedDataSize", name, low=1, high=1 << 62)
+        if compressed and declared is not None
+        else None
+    )
     attached = files[0] if len(files) == 1 else None
     if attached is not None and header.get("elementdatafile", "").upper() == "LOCAL":
         offset = header.data_offset
     else:
         offset = None if header_size == -1 else header_size
-    return DataLayout(files, offset, "gzip" if compressed else "raw")
+    return DataLayout(files, offset, "gzip" if compressed else "raw", compressed_bytes=compressed_bytes)
 
 
 # ------------------------------------------------------------------------------------------ NRRD
@@ -352,6 +363,7 @@ def _check_nrrd(header: TextHeader, files: tuple[Path, ...], name: str) -> DataL
         for axis, value in enumerate(_numbers(spacings, dimension, "spacings", name, allow_nan=True)):
             if axis < 3:
                 _check_voxel_size(value, f"spacings[{axis}]", name)
+    _check_space_units(header.get("spaceunits"), name)
     origin = header.get("spaceorigin")
     if origin is not None:
         values = _vector(origin, "space origin", name)
@@ -367,8 +379,26 @@ def _check_nrrd(header: TextHeader, files: tuple[Path, ...], name: str) -> DataL
         raise VolumeIOError(name, "header byte skip = -1 (data at the end) is only defined for raw encoding")
     detached = header.get("datafile") is not None
     start = 0 if detached else header.data_offset
+    if encoding == "gzip":  # the skip is counted in the inflated data (the NRRD format)
+        return DataLayout(files, start, encoding, skip_inflated=byte_skip)
     offset = None if byte_skip == -1 else start + byte_skip
     return DataLayout(files, offset, encoding)
+
+
+MILLIMETRES = {"mm", "millimeter", "millimeters", "millimetre", "millimetres"}
+
+
+def _check_space_units(text: str | None, name: str) -> None:
+    """ITK reads a NRRD's directions and origin as millimetres whatever its 'space units' say: a
+    file in metres was read 1000 times too small. Units other than mm are refused."""
+    if text is None:
+        return
+    units = re.findall(r'"([^"]*)"', text) or text.split()
+    other = [unit for unit in units if unit.strip().lower() not in MILLIMETRES | {""}]
+    if other:
+        raise VolumeIOError(
+            name, f"header space units = {text.strip()}; only millimetres are read right (save it in mm)"
+        )
 
 
 def _check_space_directions(text: str, dimension: int, name: str) -> None:
@@ -389,6 +419,14 @@ def _check_space_directions(text: str, dimension: int, name: str) -> None:
         return
     if len({len(v) for v in vectors}) != 1:
         raise VolumeIOError(name, f"header space directions = {text} mix vector lengths")
+    # 'none' is for a non-spatial axis (time, channels); on one of the image's spatial axes ITK took
+    # 1 mm and a made-up direction there
+    if len(vectors) < min(dimension, len(vectors[0])):
+        raise VolumeIOError(
+            name,
+            f"header space directions = {text} give no direction (so no voxel size) for one of the "
+            "image's spatial axes",
+        )
     matrix = np.asarray(vectors, dtype=float).T
     if _not_orthogonal(matrix / np.linalg.norm(matrix, axis=0)):
         raise VolumeIOError(

@@ -116,6 +116,23 @@ def _checked_before_reading(location: Path, name: str) -> None:
             raise VolumeIOError(
                 name, "file is truncated or corrupt (its compressed voxel data does not inflate to its size)"
             )
+        if layout.compressed_bytes is not None:
+            _check_declared_stream_length(layout, claimed, name)
+
+
+def _check_declared_stream_length(layout, claimed: int, name: str) -> None:
+    """A MetaImage's CompressedDataSize must hold the whole stream: ITK inflates that many bytes
+    only, and the voxels after them were memory never written (a different volume at each read)."""
+    try:
+        inflated = stored_data_bytes(layout, claimed, limit=layout.compressed_bytes)
+    except (OSError, EOFError, zlib.error):
+        inflated = -1
+    if inflated < claimed:
+        raise VolumeIOError(
+            name,
+            f"header CompressedDataSize = {layout.compressed_bytes} is shorter than its compressed voxel "
+            "data (the reader would fill the rest with garbage)",
+        )
 
 
 def read_image_file(location: Path, name: str) -> sitk.Image:
@@ -144,6 +161,9 @@ def read_dicom_series(folder: Path, name: str, series_uid: str | None = None) ->
 
 def as_single_3d(image: sitk.Image, name: str) -> sitk.Image:
     """``image`` if it is one scalar 3D volume; a 4D image with one time point is reduced to 3D."""
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        # numpy would drop the imaginary part with a warning and go on
+        raise VolumeIOError(name, "image holds complex voxel values; one real value per voxel is needed")
     components = image.GetNumberOfComponentsPerPixel()
     if components > 1:
         problem = f"image has {components} values per voxel (vector/RGB); one value per voxel is needed"

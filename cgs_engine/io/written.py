@@ -73,29 +73,34 @@ def _voxel_bytes(image: sitk.Image) -> int:
     return voxels * image.GetSizeOfPixelComponent() * image.GetNumberOfComponentsPerPixel()
 
 
-def stored_data_bytes(layout: DataLayout, expected: int) -> int:
-    """How many voxel bytes the file's data holds; compressed data is inflated to its end, so a
-    stream cut short or with a wrong checksum raises ``EOFError``/``zlib.error``."""
+def stored_data_bytes(layout: DataLayout, expected: int, limit: int | None = None) -> int:
+    """How many voxel bytes the file's data holds; compressed data is inflated to its end (or to
+    its first ``limit`` compressed bytes), so a stream cut short or with a wrong checksum raises
+    ``EOFError``/``zlib.error``."""
     offset = layout.offset or 0
     if layout.encoding in ("raw", "nifti-raw"):
         return sum(path.stat().st_size for path in layout.files) - offset
     if layout.encoding == "nifti-gzip":
         return inflated_length(layout.files[0], 0) - offset
     if layout.encoding == "gzip":
-        return inflated_length(layout.files[0], offset)
+        return inflated_length(layout.files[0], offset, limit) - layout.skip_inflated
     return expected  # encodings ITK does not write (bzip2, text): nothing to compare
 
 
-def inflated_length(path: Path, start: int) -> int:
+def inflated_length(path: Path, start: int, limit: int | None = None) -> int:
     """Bytes the gzip or zlib stream starting at ``start`` of ``path`` inflates to (gzip members
-    written one after another count together)."""
+    written one after another count together); with ``limit``, only that many compressed bytes
+    are read."""
     inflater = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
     total = 0
+    left = limit
     with open(path, "rb") as stream:
         stream.seek(start)
         pending = b""
         while True:
-            chunk = pending or stream.read(_CHUNK)
+            chunk = pending or stream.read(_CHUNK if left is None else min(_CHUNK, left))
+            if left is not None and not pending:
+                left -= len(chunk)
             pending = b""
             if not chunk:
                 if inflater.eof:
@@ -105,6 +110,8 @@ def inflated_length(path: Path, start: int) -> int:
             while inflater.unconsumed_tail and not inflater.eof:
                 total += len(inflater.decompress(inflater.unconsumed_tail, _MAX_OUT))
             if inflater.eof:
+                if limit is not None:
+                    return total  # one stream of a declared length (MetaImage)
                 rest = inflater.unused_data + stream.read(_CHUNK)
                 if not rest.startswith(b"\x1f\x8b"):
                     return total  # the stream is complete; what follows is not another member

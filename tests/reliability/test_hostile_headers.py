@@ -7,14 +7,23 @@ but unusual headers (scaled int16, oblique, late vox_offset, RAS NRRD) read exac
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
 from conftest import assert_one_line_error, cgs
-from file_makers import geometry_fields_for_nifti, metaimage_header, write_metaimage, write_nifti, write_nrrd
+from file_makers import (
+    geometry_fields_for_nifti,
+    metaimage_header,
+    nrrd_header,
+    write_metaimage,
+    write_nifti,
+    write_nrrd,
+)
 
 from cgs_engine.io import VolumeIOError, read_volume
 
@@ -248,3 +257,53 @@ def test_the_cli_reports_a_reinterpreted_header_in_one_line_without_library_outp
     assert_one_line_error(result, str(path), "sform is sheared")
     assert "WARNING" not in result.stderr and "NiftiImageIO" not in result.stderr
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_metaimage_whose_compressed_data_size_is_short_is_refused(tmp_path):
+    """ITK inflates only CompressedDataSize bytes: declared short, every voxel after that point was
+    memory never written (a different volume at each read, cgs info exit 0)."""
+    values = np.arange(6 * 8 * 10, dtype=np.int16).reshape(6, 8, 10) * 7
+    whole = write_metaimage(tmp_path / "whole.mha", values, compress=True)
+    assert np.array_equal(read_volume(whole).array, values)
+    stream = len(zlib.compress(np.ascontiguousarray(values).tobytes()))
+    short = write_metaimage(
+        tmp_path / "short.mha", values, compress=True, CompressedDataSize=str(stream // 2)
+    )
+    with pytest.raises(VolumeIOError, match=r"short.mha: header CompressedDataSize = \d+ is shorter"):
+        read_volume(short)
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        # 'none' on a spatial axis: ITK took 1 mm there
+        ({"space directions": "(2,0,0) (0,3,0) none"}, "no direction .so no voxel size."),
+        # read as millimetres whatever the units: a file in metres came out 1000 times too small
+        ({"space directions": "(0.002,0,0) (0,0.003,0) (0,0,0.004)", "space units": '"m" "m" "m"'}, "units"),
+        ({"space units": '"mm" "cm" "mm"'}, "only millimetres"),
+    ],
+)
+def test_nrrd_axes_without_a_size_or_in_other_units_are_refused(tmp_path, fields, words):
+    path = write_nrrd(tmp_path / "scan.nrrd", A, **fields)
+    with pytest.raises(VolumeIOError, match=words):
+        read_volume(path)
+
+
+def test_nrrd_in_millimetres_and_gzip_nrrd_with_a_byte_skip_read_exactly(tmp_path):
+    """A gzip NRRD's byte skip counts in the inflated data: it was refused as truncated."""
+    named = write_nrrd(tmp_path / "mm.nrrd", A, **{"space units": '"mm" "mm" "mm"'})
+    assert np.array_equal(read_volume(named).array, A)
+    header = nrrd_header(A, None, "gzip", **{"byte skip": "4"})
+    data = gzip.compress(b"junk" + np.ascontiguousarray(A).astype(A.dtype.newbyteorder("<")).tobytes())
+    (tmp_path / "skip.nrrd").write_bytes(header.encode() + b"\n" + data)
+    assert np.array_equal(read_volume(tmp_path / "skip.nrrd").array, A)
+
+
+def test_complex_voxels_are_refused(tmp_path):
+    """Their imaginary part was dropped with a numpy warning, and cgs predict went on."""
+    import SimpleITK as sitk
+
+    path = tmp_path / "complex.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray((A + 1j * A).astype(np.complex64)), str(path))
+    with pytest.raises(VolumeIOError, match="complex.nii.gz: image holds complex voxel values"):
+        read_volume(path)
