@@ -121,7 +121,7 @@ class CorrectionRecords:
             "format": CORRECTION_FORMAT,
             "format_version": CORRECTION_FORMAT_VERSION,
             "name": name,
-            "source": image.source or "",
+            "source": recorded_source(image.source),
             # which image this is when it has no source file (opened by another reader, made in
             # napari): re-saving the same voxels replaces it, another image of that name does not
             "image_fingerprint": image_fingerprint(raw, image.geometry),
@@ -146,10 +146,10 @@ class CorrectionRecords:
         its older labels still training); else ``preferred`` when free; else ``preferred`` with
         the source's folder in front ("pt7_ct"), else with a number.
         """
-        source = image.source or ""
+        source = recorded_source(image.source)
         infos = self.corrections()
         if source:
-            earlier = next((info.name for info in infos if info.source == source), None)
+            earlier = next((info.name for info in infos if same_source(info.source, source)), None)
             if earlier is not None:
                 return earlier
         taken = {info.name for info in infos}
@@ -253,6 +253,29 @@ def _checked_review(name: str, review: np.ndarray | None, shape: tuple[int, ...]
     return review.astype(np.uint8)
 
 
+def recorded_source(source: str | None) -> str:
+    """An image's source as a correction records it: a file or folder given relative to the working
+    folder (``cgs project add-correction --image images/ct.nii.gz``) made absolute. Recorded as
+    given, the panel's save of the same scan (by its full path) did not find it and added the scan
+    a second time, its older labels still training."""
+    if not source:
+        return ""
+    return os.path.abspath(source) if os.path.exists(source) else source
+
+
+def same_source(recorded: str, source: str) -> bool:
+    """One source file: the same recorded path, or two paths of one file (a link, a relative path
+    recorded before sources were made absolute, read from the folder it was given in)."""
+    if not recorded or not source:
+        return False
+    if recorded == source:
+        return True
+    try:
+        return os.path.samefile(recorded, source)
+    except OSError:  # either is gone, or was never a file
+        return False
+
+
 def _refuse_replacing(path: Path, name: str, source: str, fingerprint: str, replace: str) -> None:
     """ "same-source": the same source file, or for images without one, the same voxels and grid
     (two scans without a source file were the same "" source, and one replaced the other)."""
@@ -264,7 +287,7 @@ def _refuse_replacing(path: Path, name: str, source: str, fingerprint: str, repl
             existing_fingerprint = str(file.attrs.get("image_fingerprint", ""))
     except (ProjectError, OSError):
         raise CorrectionExistsError(path, name, "a damaged file that cannot be read") from None
-    same = existing == source if source else existing_fingerprint == fingerprint and not existing
+    same = same_source(existing, source) if source else existing_fingerprint == fingerprint and not existing
     if replace == "same-source" and same:
         return
     raise CorrectionExistsError(path, name, existing or "another image without a recorded source file")

@@ -362,6 +362,26 @@ def test_a_scan_saved_again_keeps_its_correction_name_and_another_scan_gets_its_
     assert [info.name for info in project.corrections()] == ["b_ct", "ct"]
 
 
+def test_a_scan_added_by_a_relative_path_is_the_same_scan_when_the_panel_saves_it(tmp_path, monkeypatch):
+    """`cgs project add-correction --image images/ct.nii.gz` recorded the relative path; the panel's
+    save of that scan (napari: the full path) did not find it, added the scan a second time, and
+    the older labels went on training beside the corrected ones."""
+    rng = np.random.default_rng(0)
+    project = Project.create(tmp_path / "project", CLASS_NAMES, IDENTITY)
+    image, labels = synthetic_volume(rng)
+    (tmp_path / "images").mkdir()
+    write_volume(Volume(image), tmp_path / "images" / "ct.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    info = project.add_correction("ct", Volume(image, Geometry(), "image", "images/ct.nii.gz"), labels)
+    assert info.source == str(tmp_path / "images" / "ct.nii.gz")
+    monkeypatch.chdir(tmp_path / "images")  # the panel, started elsewhere
+    panel_scan = Volume(image, Geometry(), "image", str(tmp_path / "images" / "ct.nii.gz"))
+    name = project.correction_name_for(panel_scan, "ct [1]")
+    assert name == "ct"
+    project.add_correction(name, panel_scan, labels * 0, replace="same-source")
+    assert [(c.name, c.reviewed_voxels > 0) for c in project.corrections()] == [("ct", True)]
+
+
 def test_creating_a_project_removes_what_a_killed_creation_of_it_left(tmp_path):
     """A `cgs project create` killed while it copied the base model left a hidden folder of it in
     the parent, kept for good, even after the project was created."""
