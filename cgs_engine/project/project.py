@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from typing import Any
 
 from cgs_engine.checkpoint import load_checkpoint
 from cgs_engine.durable import remove_stale_temp_files
+from cgs_engine.errors import first_line
 from cgs_engine.locks import exclusive
 from cgs_engine.normalize import Normalization
 from cgs_engine.project.corrections import CorrectionInfo, CorrectionRecords
@@ -39,6 +41,7 @@ from cgs_engine.project.versions import (
     ProjectError,
     VersionInfo,
     list_versions,
+    now_iso,
     read_active,
     read_json,
     read_version,
@@ -142,9 +145,11 @@ class Project(CorrectionRecords, UnlabeledRecords):
     def _find_problems(self) -> list[str]:
         problems = list(self._corrections_and_problems()[1])
         problems += list_versions(self.models_dir)[1]
-        problems += [
-            f"{scan.path}: unlabeled scan is missing" for scan in self.unlabeled() if not scan.path.exists()
-        ]
+        try:  # a damaged list is one problem among others, not a project that cannot be opened
+            scans = self.unlabeled()
+        except ProjectError as error:
+            return [*problems, first_line(error)]
+        problems += [f"{scan.path}: unlabeled scan is missing" for scan in scans if not scan.path.exists()]
         return problems
 
     # ---------------------------------------------------------------------- prior data
@@ -235,7 +240,16 @@ class Project(CorrectionRecords, UnlabeledRecords):
         version = self.version(version_id)
         load_checkpoint(version.model_path)
         with self.state_lock():
-            history = read_active(self.active_file).history if self.active_file.is_file() else []
+            try:
+                history = read_active(self.active_file).history if self.active_file.is_file() else []
+            except ProjectError as error:
+                # activating is how a user repairs a damaged record (every other command refuses
+                # it): the damaged file is kept beside the new one, its history starts again
+                kept = self.active_file.with_name(f"{self.active_file.name}.damaged-{uuid.uuid4().hex[:8]}")
+                shutil.copy2(self.active_file, kept)
+                history = [
+                    {"version": None, "at": now_iso(), "why": f"{first_line(error)}; kept as {kept.name}"}
+                ]
             write_active(self.active_file, version.id, why, history)
         return version
 

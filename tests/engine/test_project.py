@@ -267,10 +267,20 @@ def test_damaged_project_files_give_one_line_errors(tmp_path):
     active.write_text("")
     with pytest.raises(ProjectError, match=r"active\.json: damaged active-version record"):
         Project.open(folder)
+    # activating repairs it (every other command refuses the project until then): the damaged file
+    # is kept beside the new record
+    assert Project.open(folder, check_active=False).activate("v0001").id == "v0001"
+    assert Project.open(folder).active_version().id == "v0001"
+    kept = list(folder.glob("active.json.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_text() == ""
     active.write_text(json.dumps({"version": "v0009"}))
     with pytest.raises(ProjectError, match=r"active\.json: active version v0009 is unusable"):
         Project.open(folder)
     assert Project.open(folder, check_active=False).activate("v0001").id == "v0001"
+    # a damaged unlabeled list is one of the project's problems, not a project that cannot be opened
+    (folder / "unlabeled").mkdir(exist_ok=True)
+    (folder / "unlabeled" / "scans.json").write_text("{ not json")
+    assert any("scans.json" in problem for problem in Project.open(folder).problems)
 
     (folder / "models" / "v0001" / "version.json").write_text("[]")
     with pytest.raises(ProjectError, match=r"v0001/version\.json: damaged version record") as raised:
