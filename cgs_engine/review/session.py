@@ -33,6 +33,7 @@ import numpy as np
 from cgs_engine.errors import CGSError
 from cgs_engine.h5_durable import foreign_link, write_h5_atomically
 from cgs_engine.io.formats import extension_of
+from cgs_engine.locks import Busy, exclusive
 from cgs_engine.review.state import ReviewState
 from cgs_engine.volume import Geometry
 
@@ -154,12 +155,50 @@ def save_session(
     nothing is written.
     """
     target = Path(path)
-    if replaces is not UNCHECKED:
-        found = session_write_id(target)
-        if found != replaces:
-            raise SessionConflictError(
-                f"{target}: saved by another window or program since this one read it; not overwritten"
-            )
+    if replaces is UNCHECKED:
+        return _save_session(target, labels, review_state, image_fingerprint, geometry, class_names,
+                             component_map, class_colors, prediction_id, write_id)  # fmt: skip
+    if not target.parent.is_dir():
+        raise SessionError(f"{target}: cannot save session, folder {target.parent} does not exist")
+    # the check and the write under one lock: two windows saving at once both passed the check
+    # (each then spent seconds writing) and the later file replaced the other's work in silence; not
+    # reentrant, so two windows of one process (threads) wait for each other too
+    try:
+        with exclusive(_lock_path(target), "", wait_s=SAVE_LOCK_WAIT_S, reentrant=False):
+            found = session_write_id(target)
+            if found != replaces:
+                raise SessionConflictError(
+                    f"{target}: saved by another window or program since this one read it; not overwritten"
+                )
+            return _save_session(target, labels, review_state, image_fingerprint, geometry, class_names,
+                                 component_map, class_colors, prediction_id, write_id)  # fmt: skip
+    except Busy:
+        raise SessionConflictError(
+            f"{target}: another window or program is saving it; not overwritten (try again)"
+        ) from None
+    except OSError as error:  # the lock file could not be made (a read-only folder)
+        raise SessionError(f"{target}: cannot save session ({_one_line(error)})") from error
+
+
+SAVE_LOCK_WAIT_S = 60.0  # another window's save of a large scan takes seconds
+
+
+def _lock_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.lock")
+
+
+def _save_session(
+    target: Path,
+    labels,
+    review_state,
+    image_fingerprint,
+    geometry,
+    class_names,
+    component_map,
+    class_colors,
+    prediction_id,
+    write_id,
+) -> Path:
     labels = _storable_labels(labels, target)
     if review_state.shape != labels.shape:
         raise SessionError(

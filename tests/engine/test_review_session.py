@@ -214,6 +214,44 @@ def test_a_session_of_other_voxels_is_never_overwritten_by_another_images_review
     assert damaged != usual and note.startswith("ct.cgs-session.h5 cannot be read;")
 
 
+def test_two_windows_saving_at_once_do_not_both_win(tmp_path, reviewed, monkeypatch):
+    """Both read the file's write id, then saved at the same moment: each passed the check while the
+    other was still writing (seconds for a large scan), both were told "saved", and the later file
+    replaced the other's work in silence. One is saved, the other refused (threads of one process
+    here, two napari windows of one napari; two processes wait for each other alike)."""
+    import threading
+
+    labels, state, _ = reviewed
+    path = tmp_path / "case.cgs-session.h5"
+    save_session(path, labels, state, "abc", GEOMETRY, CLASS_NAMES, write_id="w0", replaces=None)
+    real_write = session_module.write_h5_atomically
+
+    def slow_write(*args, **kwargs):  # a large scan's compression and fsync
+        time.sleep(0.5)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "write_h5_atomically", slow_write)
+    outcomes = {}
+
+    def window(name, value):
+        try:
+            save_session(
+                path, labels * value, state, "abc", GEOMETRY, CLASS_NAMES, write_id=name, replaces="w0"
+            )
+            outcomes[name] = "saved"
+        except session_module.SessionConflictError:
+            outcomes[name] = "refused"
+
+    threads = [threading.Thread(target=window, args=(name, v)) for name, v in (("a", 0), ("b", 1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes.values()) == ["refused", "saved"], outcomes
+    saved = next(name for name, outcome in outcomes.items() if outcome == "saved")
+    assert load_session(path).write_id == saved
+
+
 def test_a_writer_that_did_not_see_the_last_write_does_not_overwrite_it(tmp_path, reviewed):
     """Two windows on one image: each saved over the other's work, the last one winning in silence."""
     labels, state, _ = reviewed
