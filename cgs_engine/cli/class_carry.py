@@ -28,7 +28,7 @@ def output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | Non
     file beside the output is replaced only with ``overwrite``."""
     source = find_class_file(labels)
     if source is None:
-        _refuse_stale_class_file(labels, output)
+        refuse_stale_class_file(labels, output, "has no class table to replace it with")
         return None
     read_class_file(source)  # a damaged one is refused now, not after the output is written
     target = class_file_for(output)
@@ -50,7 +50,7 @@ def output_class_file(labels: Path, output: Path, overwrite: bool) -> Path | Non
     return source
 
 
-def _refuse_stale_class_file(labels: Path, output: Path) -> None:
+def refuse_stale_class_file(labels: Path, output: Path, why: str) -> None:
     """A class file that would describe the output, when the input has none to replace it with.
 
     It names the organs of the map the output replaces (or of another map under that name), and
@@ -65,8 +65,8 @@ def _refuse_stale_class_file(labels: Path, output: Path) -> None:
         return
     if stale is not None:
         raise CGSError(
-            f"{output}: {stale.name} beside it names the organs of an earlier map, and {labels.name} has no "
-            f"class table to replace it with; move {stale.name} away or write the output elsewhere"
+            f"{output}: {stale.name} beside it names the organs of an earlier map, and {labels.name} {why}; "
+            f"move {stale.name} away or write the output elsewhere"
         )
 
 

@@ -30,7 +30,7 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
-    from cgs_engine.cli.class_carry import carry_class_file, output_class_file
+    from cgs_engine.cli.class_carry import carry_class_file, output_class_file, refuse_stale_class_file
     from cgs_engine.io import read_volume, write_volume
 
     kind = "labels" if args.labels else "image"
@@ -46,6 +46,8 @@ def run(args) -> int:
         volume = read_volume(args.input, kind=kind, series_uid=args.series)
     # a label map keeps its class file: which organ each id is, and the series it was made on
     source = output_class_file(Path(args.input), Path(args.output), args.overwrite) if args.labels else None
+    if not args.labels:  # a table beside the output would name the organs of what it now holds
+        refuse_stale_class_file(Path(args.input), Path(args.output), "is converted as an image (no --labels)")
     written = write_volume(volume, args.output, overwrite=args.overwrite)
     carried = carry_class_file(source, Path(written))
     print(f"wrote {written} ({volume.geometry.describe()})" + (f" and {carried.name}" if carried else ""))

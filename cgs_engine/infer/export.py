@@ -22,6 +22,7 @@ from cgs_engine.classes.files import (
     FIXED_OUTPUT_PARTS,
     LIKELY_WRONG_SUFFIX,
     class_file_entries,
+    class_file_for,
     read_class_file,
     write_class_file,
 )
@@ -116,6 +117,7 @@ def write_prediction(
         out_dir, stem, prediction.class_names, maps, disagreement=prediction.disagreement is not None
     )
     check_targets(paths, overwrite)
+    shadowing = _shadowing_class_file(paths, overwrite)
     earlier_outputs = earlier_prediction_outputs(out_dir, stem) if overwrite else set()
     map_names = {
         class_id: paths[f"map:{name}"].name
@@ -147,6 +149,8 @@ def write_prediction(
         check_targets(paths, overwrite)  # none appeared meanwhile
         last = ("labels", "classes")
         for key in [key for key in paths if key not in last] + list(last):
+            if key == "labels" and shadowing is not None:
+                shadowing.unlink(missing_ok=True)
             if staged[key].exists():  # the likely-wrong files only where the model estimated them
                 os.replace(staged[key], paths[key])
     fsync_dir(out_dir)
@@ -160,6 +164,24 @@ def write_prediction(
             if stale.is_file():
                 stale.unlink()
     return paths
+
+
+def _shadowing_class_file(paths: dict[str, Path], overwrite: bool) -> Path | None:
+    """``<stem>_labels_classes.json`` beside the labels (written for a map saved under the labels'
+    name by `cgs convert --labels`, `cgs edit -o`, the panel): it is found before the prediction's
+    ``<stem>_classes.json``, so it named the new labels' organs by the other map's ids (the
+    Brainstem exported as Mandible). Replaced with ``overwrite`` (it goes with the map it names),
+    refused otherwise; returns the file to remove."""
+    shadow = class_file_for(paths["labels"])
+    if shadow == paths["classes"] or not shadow.exists():
+        return None
+    if not overwrite:
+        raise VolumeIOError(
+            shadow,
+            f"already exists: it would be read as the class table of the new {paths['labels'].name} "
+            "(pass --overwrite to replace it)",
+        )
+    return shadow
 
 
 def earlier_prediction_outputs(out_dir: Path, stem: str) -> set[Path]:

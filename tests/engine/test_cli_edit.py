@@ -299,6 +299,27 @@ def test_a_map_without_a_class_table_does_not_inherit_the_one_beside_the_output(
     assert main(argv) == 0
 
 
+def test_a_map_converted_as_an_image_onto_a_name_a_table_describes_is_refused(scan, tmp_path, capsys):
+    """`cgs convert` without --labels of another map onto cgs predict's scan_labels.nii.gz (or beside
+    it as scan_labels.nrrd, no --overwrite needed) kept scan_classes.json as its table: exported
+    and scored under the predicted organs' names, exit 0. Refused before any work."""
+    from cgs_engine.classes.files import class_file_entries, write_class_file
+
+    predicted = write_labels(tmp_path / "scan_labels.nii.gz", organs())
+    write_class_file(
+        tmp_path / "scan_classes.json", class_file_entries(["background", "Liver", "Spleen"]), predicted
+    )
+    before = predicted.read_bytes()
+    other = write_labels(tmp_path / "other_patient.nii.gz", organs()[:, :, ::-1].copy())
+    for output, extra in ((predicted, ["--overwrite"]), (tmp_path / "scan_labels.nrrd", [])):
+        assert main(["convert", str(other), str(output), *extra]) == 2
+        error = capsys.readouterr().err
+        assert "scan_classes.json beside it names the organs of an earlier map" in error, error
+        assert "converted as an image (no --labels)" in error
+    assert predicted.read_bytes() == before and not (tmp_path / "scan_labels.nrrd").exists()
+    assert main(["convert", str(other), str(tmp_path / "elsewhere.nii.gz")]) == 0
+
+
 def test_an_edit_in_place_writes_no_second_class_table(tmp_path, capsys):
     """`cgs predict` leaves scan_labels.nii.gz with scan_classes.json. Edited in place, a copy of the
     table went to scan_labels_classes.json, which is found first: the next prediction's table there

@@ -92,6 +92,25 @@ def test_export_keeps_geometry_and_refuses_overwrite(volume, tmp_path):
     assert paths["labels"].read_bytes() == before
 
 
+def test_a_class_table_under_the_labels_own_name_is_replaced_only_with_overwrite(volume, tmp_path):
+    """`cgs convert --labels` (or `cgs edit -o`) of another map onto case_labels.nii.gz wrote
+    case_labels_classes.json, which is found before case_classes.json: after `cgs predict
+    --overwrite` it named the new labels' organs by the other map's ids (Brainstem exported as
+    Mandible, evaluate's Dice 0 for 6 of 7 organs, exit 0)."""
+    from cgs_engine.classes.files import class_file_entries, find_class_file, write_class_file
+
+    predictor = Predictor(_checkpoint(), precision="fp32")
+    shadow = tmp_path / "case_labels_classes.json"
+    write_class_file(
+        shadow, class_file_entries(["background", "c", "b", "a"]), tmp_path / "case_labels.nii.gz"
+    )
+    with pytest.raises(VolumeIOError, match="case_labels_classes.json: already exists: it would be read as"):
+        write_prediction(predictor.predict(volume), tmp_path, "case", maps=False)
+    assert not (tmp_path / "case_labels.nii.gz").exists() and shadow.is_file()
+    paths = write_prediction(predictor.predict(volume), tmp_path, "case", maps=False, overwrite=True)
+    assert not shadow.exists() and find_class_file(paths["labels"]) == paths["classes"]
+
+
 def test_overwriting_a_prediction_leaves_no_maps_of_the_earlier_one(volume, tmp_path):
     """`cgs predict --overwrite` without --maps over a --maps prediction: the old maps would be read
     beside the new labels (`cgs review`, the panel) as if they were the new model's."""
