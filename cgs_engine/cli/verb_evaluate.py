@@ -28,16 +28,12 @@ def add_parser(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def _class_names(args, pred_dir: Path, present: set[int]) -> dict[int, str]:
+def _class_names(receiver, where: str, present: set[int]) -> dict[int, str]:
     """The classes scored: those named (a table's ids may have gaps: 1, 2, 3, 5), each id the
     maps hold named; without names, class_N up to the largest id held."""
-    if args.classes:
-        classes, where = dict(enumerate(_named_classes(args), start=1)), "--classes"
-    else:
-        tables = sorted(pred_dir.glob(f"*{CLASS_FILE_SUFFIX}"))
-        if not tables:
-            return {i: f"class_{i}" for i in range(1, max(present, default=0) + 1)}
-        classes, where = read_class_file(tables[0]).names, str(tables[0])
+    if receiver is None:
+        return {i: f"class_{i}" for i in range(1, max(present, default=0) + 1)}
+    classes = {entry.id: entry.name for entry in receiver.entries}
     missing = sorted(i for i in present if i not in classes)
     if missing:
         raise CGSError(
@@ -52,15 +48,29 @@ def _named_classes(args) -> list[str]:
     return [name.strip() for name in args.classes.split(",") if name.strip()]
 
 
-def _scored_by_organ(args, pred_dir: Path):
-    """The classes every map with a class file of its own is renumbered onto, organ by organ: those
-    --classes names, else the predictions' class table; None when neither names them."""
+def _scored_by_organ(args, pred_dir: Path, gt_paths: list[Path]):
+    """(the classes every map with a class file of its own is renumbered onto, organ by organ, what
+    names them): those --classes names, else the predictions' class table, else the references'
+    (predictions without a table were compared by raw id under class_N names, in silence, while
+    the references' table numbered the organs otherwise); (None, "") when none names them."""
+    from cgs_engine.classes.files import find_class_file
     from cgs_engine.classes.table import derive_class_table
 
     if args.classes:
-        return derive_class_table(["background", *_named_classes(args)])
+        return derive_class_table(["background", *_named_classes(args)]), "--classes"
     tables = sorted(pred_dir.glob(f"*{CLASS_FILE_SUFFIX}"))
-    return read_class_file(tables[0]).table if tables else None
+    if tables:
+        return read_class_file(tables[0]).table, str(tables[0])
+    for gt_path in gt_paths:
+        table = find_class_file(gt_path)
+        if table is not None:
+            print(
+                f"note: the predictions have no class table: their ids are read as numbered by the "
+                f"references' {table} (give --classes if they are numbered otherwise)",
+                file=sys.stderr,
+            )
+            return read_class_file(table).table, str(table)
+    return None, ""
 
 
 def _in_classes(labels, path, receiver):
@@ -95,7 +105,7 @@ def run(args) -> int:
             "not evaluated"
         )
     loaded = []
-    receiver = _scored_by_organ(args, Path(args.pred))
+    receiver, named_by = _scored_by_organ(args, Path(args.pred), [gt for _, _, gt in paired.pairs])
     for name, pred_path, gt_path in paired.pairs:
         pred, gt = read_volume(pred_path, kind="labels"), read_volume(gt_path, kind="labels")
         check_same_grid(pred, gt, str(pred_path))
@@ -107,7 +117,7 @@ def run(args) -> int:
             )
         loaded.append((name, pred_ids, gt_ids, pred.geometry.spacing[::-1]))
     present = {value for _, p, g, _ in loaded for array in (p, g) for value in values_present(array)}
-    classes = _class_names(args, Path(args.pred), present)
+    classes = _class_names(receiver, named_by, present)
     per_volume = {
         name: evaluate_volume(pred_ids, gt_ids, classes, spacing_zyx=spacing)
         for name, pred_ids, gt_ids, spacing in loaded

@@ -233,6 +233,32 @@ def test_cgs_evaluate_scores_a_reference_numbered_otherwise_by_class_name(tmp_pa
     assert "calls value 1 'Heart', a class this evaluation does not have" in err
 
 
+def test_cgs_evaluate_names_predictions_without_a_table_by_the_references_and_says_so(tmp_path, capsys):
+    """Predictions without a class table beside references with one: the references' table was
+    never read, raw ids were scored under class_N names, and nothing said so. Now the references'
+    table names the classes, and a note says the predictions' ids are read by it."""
+    from cgs_engine.classes.files import write_class_file
+    from cgs_engine.cli.main import main
+    from cgs_engine.io import write_volume
+    from cgs_engine.volume import Volume
+
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[:, :4], labels[:, 4:6] = 3, 5
+    write_volume(Volume(labels, kind="labels"), pred / "case.nii.gz")
+    write_volume(Volume(labels, kind="labels"), gt / "case.nii.gz")
+    entries = [{"id": 3, "name": "Parotid_L"}, {"id": 5, "name": "Brainstem"}]
+    write_class_file(gt / "case_classes.json", entries, gt / "case.nii.gz")
+    out_json = tmp_path / "scores.json"
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json", str(out_json)]) == 0
+    captured = capsys.readouterr()
+    assert "the predictions have no class table" in captured.err and "case_classes.json" in captured.err
+    scored = json.dumps(json.loads(out_json.read_text()))
+    assert "Parotid_L" in scored and "Brainstem" in scored and "class_3" not in scored
+
+
 def _values_named(data, key):
     if isinstance(data, dict):
         for name, value in data.items():
