@@ -110,6 +110,7 @@ def _write_atomically(image: sitk.Image, target: Path, name: str, overwrite: boo
     short writes, so the staged file is read back (``written_volume_problem``) before it
     replaces anything.
     """
+    touched = False  # whether an existing file was removed or replaced yet
     try:
         with staging_folder(target) as staging:
             staged = staging / target.name
@@ -123,17 +124,28 @@ def _write_atomically(image: sitk.Image, target: Path, name: str, overwrite: boo
                 failure = written_volume_problem(staged, image)
             if failure is not None:
                 raise VolumeIOError(name, _write_failure(failure, chatter.summary(), target.parent))
-            # The header last: until it moves, readers still see the old, consistent file(s).
+            # The header last, so that it never names data that is not there yet.
             produced = sorted(staging.iterdir(), key=lambda part: part.name == target.name)
             _refuse_clashes(produced, target, name, overwrite)
             for part in produced:
                 os.chmod(part, FILE_MODE)
                 fsync_file(part)
+            if len(produced) > 1 and target.exists():
+                # A header and its data file cannot be replaced in one step: a kill between the
+                # two moves left the old header over the new data, read as the new voxels on the
+                # old grid (or not at all). The old header goes first, so that a kill there leaves
+                # a missing file, never a wrong one.
+                touched = True
+                target.unlink()
+                fsync_dir(target.parent)
             for part in produced:
+                existed = (target.parent / part.name).exists()
                 os.replace(part, target.parent / part.name)
+                touched = touched or existed
     except OSError as error:
         reason = describe_write_failure(error, target.parent)
-        raise VolumeIOError(name, f"could not be written ({reason}); nothing was replaced") from None
+        outcome = "the earlier file is partly replaced: write it again" if touched else "nothing was replaced"
+        raise VolumeIOError(name, f"could not be written ({reason}); {outcome}") from None
     fsync_dir(target.parent)
     remove_stale_temp_files(target.parent, name=target.name)
 

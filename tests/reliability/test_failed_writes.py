@@ -31,7 +31,7 @@ from cgs_engine.h5_durable import write_h5_atomically
 from cgs_engine.io import VolumeIOError, read_volume, write_volume
 from cgs_engine.normalize import Normalization
 from cgs_engine.store.dataset import SliceStore
-from cgs_engine.volume import Volume
+from cgs_engine.volume import Geometry, Volume
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -57,6 +57,29 @@ def test_a_volume_cut_short_by_the_writer_is_refused_and_the_old_file_kept(tmp_p
     assert "\n" not in str(raised.value) and str(target) in str(raised.value)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("extension", [".mhd", ".nhdr"])
+def test_a_header_and_data_pair_stopped_between_its_moves_leaves_no_stale_header(
+    tmp_path, monkeypatch, extension
+):
+    """Overwriting a .mhd/.zraw pair moves two files: a kill between the moves left the old header
+    over the new data (read as the new voxels on the old grid, or refused as damaged). The old
+    header goes first now: stopped there, the file is missing, never wrong, and the error says so."""
+    from cgs_engine.io import writers
+
+    target = write_image(tmp_path / f"out{extension}", ct_array(1))
+    real_replace = os.replace
+
+    def replace_data_only(source, destination):
+        if Path(destination).name == target.name:
+            raise OSError(errno.EIO, "Input/output error")  # the process dies here
+        real_replace(source, destination)
+
+    monkeypatch.setattr(writers.os, "replace", replace_data_only)
+    with pytest.raises(VolumeIOError, match="partly replaced: write it again"):
+        write_volume(Volume(ct_array(2), Geometry(origin=(5.0, 0.0, 0.0))), target, overwrite=True)
+    assert not target.exists()
 
 
 def test_a_volume_file_the_writer_never_made_is_refused(tmp_path, monkeypatch):
