@@ -18,7 +18,6 @@ from cgs_engine.edit.checks import EditError
 from cgs_engine.edit.tools import AXIS, EDIT_TOOLS, MODE
 from cgs_engine.errors import CGSError
 from cgs_engine.io.formats import output_name_problem
-from cgs_engine.orientation import Reorientation
 
 # Reading and writing volumes is imported inside run(): building the parser must not load more than
 # the tool table (`cgs --help` in a fraction of a second instead of seconds).
@@ -95,8 +94,9 @@ def run(args) -> int:
         result = run_prompt(args, volume, class_id, name, box, map_path)
     else:
         try:
-            stored = {**options, "axis": stored_axis(volume.geometry, options["axis"])}
-            result = EDIT_TOOLS[args.tool].run(volume.array, class_id, spacing_zyx, box, **stored)
+            result = EDIT_TOOLS[args.tool].run(
+                volume.array, class_id, spacing_zyx, box, geometry=volume.geometry, **options
+            )
         except EditError as error:  # a setting that does not fit this volume: say which volume
             raise CGSError(f"{args.labels}: {error}") from None
     written = write_volume(volume.like(result.labels, "labels"), args.output, overwrite=args.overwrite)
@@ -109,12 +109,6 @@ def run(args) -> int:
         + (f" (a sigma under one voxel, {finest:.2f} mm, changes little or nothing)" if below_a_voxel else "")
     )
     return 0
-
-
-def stored_axis(geometry, patient_axis: int) -> int:
-    """The file's array axis along the patient's z (0), y (1) or x (2): a sagittal or coronal file
-    stores other slices first, and the 'axial' tools worked on its sagittal slices without a word."""
-    return Reorientation.of(geometry).source_axes[patient_axis]
 
 
 def smallest_margin_text(finest_mm: float) -> str:

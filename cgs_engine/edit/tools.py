@@ -10,12 +10,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cgs_engine.edit.holes import fill_holes
 from cgs_engine.edit.interpolate import fill_between_slices
 from cgs_engine.edit.islands import keep_largest_island, remove_small_islands
 from cgs_engine.edit.margins import grow, shrink
 from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.smoothing import smooth
+from cgs_engine.orientation import Reorientation
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,31 @@ class EditTool:
     choices: tuple[Choice, ...] = ()
     keywords: tuple[str, ...] = ()  # further keywords the function takes besides region (and the choices)
 
-    def run(self, labels, class_id: int, spacing_zyx, region=None, amount=None, **settings) -> EditResult:
+    def run(
+        self, labels, class_id: int, spacing_zyx, region=None, amount=None, geometry=None, **settings
+    ) -> EditResult:
         """The tool on ``class_id``; ``settings`` it does not take are left out (a caller may pass
-        ``interpolate`` or ``axis`` to every tool)."""
+        ``interpolate`` or ``axis`` to every tool).
+
+        ``geometry`` (the scan's): the tool works on the patient's axes (``axis`` 0 is the patient's
+        z, "each axial slice" the patient's axial slices) whatever order the file stores them in;
+        without it the arrays are taken as stored axially. A sagittally stored scan was filled on
+        its sagittal slices, and contour interpolation filled a feet-first scan otherwise than the
+        same scan stored head-first (26 of 120 voxels)."""
+        turn = None if geometry is None else Reorientation.of(geometry)
+        if turn is not None and not turn.is_identity:
+            labels = np.asarray(labels)
+            if isinstance(region, (tuple, list)):  # a box of stored indices, as a mask to turn with them
+                box = np.zeros(labels.shape, bool)
+                box[tuple(region)] = True
+                region = box
+            canonical_labels, canonical_region = turn.canonical_copies(labels, region)
+            spacing = turn.canonical_geometry(geometry, labels.shape).spacing[::-1]
+            result = self.run(canonical_labels, class_id, spacing, canonical_region, amount, **settings)
+            return EditResult(
+                np.ascontiguousarray(turn.from_canonical(result.labels)),
+                np.ascontiguousarray(turn.from_canonical(result.changed)),
+            )
         taken = {c.name for c in self.choices} | set(self.keywords)
         kwargs = {key: value for key, value in settings.items() if key in taken}
         if self.amount is None:

@@ -122,11 +122,20 @@ def colour_icon(rgba: np.ndarray) -> QIcon:
 
 # ------------------------------------------------------------------ what the workers run (engine calls)
 def run_tool(
-    tool: str, labels: np.ndarray, class_id: int, spacing_zyx, region, value: float, interpolate=None
+    tool: str,
+    labels: np.ndarray,
+    class_id: int,
+    spacing_zyx,
+    region,
+    value: float,
+    interpolate=None,
+    geometry=None,
 ):
     if tool not in EDIT_TOOLS:
         raise CGSError(f"unknown tool {tool!r}")
-    return EDIT_TOOLS[tool].run(labels, class_id, spacing_zyx, region, value, interpolate=interpolate)
+    return EDIT_TOOLS[tool].run(
+        labels, class_id, spacing_zyx, region, value, geometry=geometry, interpolate=interpolate
+    )
 
 
 class CorrectSection(WorkerSection):
@@ -364,7 +373,8 @@ class CorrectSection(WorkerSection):
             )
         needs = EDIT_TOOLS[tool].amount
         value = self._amount_boxes.get(needs, self.margin_mm).value()
-        spacing_zyx = tuple(layer_geometry(image).spacing[::-1])
+        geometry = layer_geometry(image)
+        spacing_zyx = tuple(geometry.spacing[::-1])
         labels = np.array(layer.data, copy=True)
         name = self.organ_choice.currentText()
         what = f"{self.tool_buttons[tool].text()} on {name}"
@@ -375,7 +385,7 @@ class CorrectSection(WorkerSection):
         amount = value if needs is not None and needs.unit == "mm" else None
         return self._start(
             run_and_summarise,
-            (run_tool, tool, labels, class_id, spacing_zyx, self._region(), value, helper),
+            (run_tool, tool, labels, class_id, spacing_zyx, self._region(), value, helper, geometry),
             f"{what}…{waiting}",
             lambda outcome: self._tool_done(what, name, amount, spacing_zyx, layer, labels, outcome),
         )
