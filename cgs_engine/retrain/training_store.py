@@ -39,7 +39,7 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
         builder = _StoreBuilder(project, store, heldout_volumes, fraction, stop_requested, warn)
         if not heldout_volumes:
             builder.shared_heldout = _shared_heldout_slices(project, usable, fraction)
-        prior = _add_prior_training(project, store)
+        prior = _add_prior_training(project, store, _scans_of_corrections(project, usable), warn)
         weight = correction_weight(
             prior["slices"],
             _correction_slices(project, usable, heldout_volumes, fraction),
@@ -290,19 +290,44 @@ def store_digest(image: np.ndarray, geometry) -> str:
     return digest.hexdigest()
 
 
-def _add_prior_training(project: Project, store: SliceStore) -> dict[str, Any]:
+def _scans_of_corrections(project: Project, usable: list) -> dict[str, str]:
+    """store_digest (with the grid and without it) of each correction's scan, as the store would
+    hold it -> the correction's name."""
+    scans: dict[str, str] = {}
+    for info in usable:
+        image = project.read_correction(info.name).image.array
+        turn = Reorientation.of(info.geometry)
+        geometry = turn.canonical_geometry(info.geometry, image.shape)
+        (canonical,) = turn.canonical_copies(project.normalization.apply(image))
+        for grid in (geometry, None):
+            scans.setdefault(store_digest(canonical, grid), info.name)
+    return scans
+
+
+def _add_prior_training(
+    project: Project, store: SliceStore, corrected: dict[str, str], warn
+) -> dict[str, Any]:
     """The project's prior data: its training volumes as labeled data (its validation cases are
-    added after the corrections, :meth:`_StoreBuilder.add_prior_validation`)."""
+    added after the corrections, :meth:`_StoreBuilder.add_prior_validation`). A training volume
+    whose scan the user corrected is left out: its labels are the ones the user corrected away,
+    and they were taught beside the correction (and on the gate's held-out slices of it)."""
     added: dict[str, Any] = {"slices": 0, "train": []}
     if project.prior_store is None:
         return added
     with SliceStore.open(project.prior_store) as prior:
         for name in prior.volume_names("labeled"):
             stored = prior.read_volume(name)
-            review = None if stored.review is None else stored.review > 0
             # a volume stored without its spacing stays so (its 1 mm are placeholders: the
             # refitted error model must not measure millilitres on them)
             geometry = stored.geometry if prior.volume_info(name).spacing_known else None
+            correction = corrected.get(store_digest(stored.image, geometry))
+            if correction is not None:
+                warn(
+                    f"prior training volume {name!r} is the scan of correction {correction!r}: the "
+                    "correction's labels replace its own"
+                )
+                continue
+            review = None if stored.review is None else stored.review > 0
             store.add_volume(
                 f"prior~{name}", stored.image, stored.label, review, geometry, "labeled", "prior data"
             )

@@ -319,3 +319,26 @@ def test_a_corrected_prior_validation_case_trains_and_no_longer_judges(tmp_path)
     with SliceStore.open(tmp_path / "store.h5") as store:
         assert "prior~case3" not in store.volume_names("val")
         assert "case3 corrected" in store.volume_names("labeled")
+
+
+def test_a_corrected_prior_training_scan_is_taught_with_the_users_labels_only(tmp_path):
+    """The user corrected a scan the base model was trained on: its prior copy, with the labels the
+    user corrected away, trained beside the correction (weight 1 against 32) and on the gate's
+    held-out slices of it. The prior copy is left out, with a warning."""
+    from cgs_engine.retrain.training_store import build_store
+
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    folder = write_prior_folder(tmp_path / "prior", train=2, val=1)
+    project.set_prior_data(folder)
+    scan = read_volume(folder / "images" / "case1.nii.gz")
+    labels = read_volume(folder / "labels" / "case1.nii.gz").array
+    project.add_correction("case1 corrected", scan, labels * 0, partly_reviewed(len(labels)))
+    warnings = []
+    plan = build_store(project, tmp_path / "store.h5", lambda: False, warnings.append)
+    assert plan["prior_training"] == ["case0"]
+    assert any(
+        "prior training volume 'case1' is the scan of correction 'case1 corrected'" in w for w in warnings
+    )
+    with SliceStore.open(tmp_path / "store.h5") as store:
+        assert "prior~case1" not in store.volume_names("labeled")
+        assert "prior~case0" in store.volume_names("labeled")
