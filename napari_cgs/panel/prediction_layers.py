@@ -149,9 +149,26 @@ def find_labels_layer(viewer: Any, image_layer: Any) -> Any | None:
             return layer
     name = labels_layer_name(image_layer)
     return next(
-        (layer for layer in candidates if layer.name == name and IMAGE_ID_KEY not in (layer.metadata or {})),
+        (
+            layer
+            for layer in candidates
+            if layer.name == name
+            and IMAGE_ID_KEY not in (layer.metadata or {})
+            and not opened_from_file(layer)
+        ),
         None,
     )
+
+
+def opened_from_file(layer: Any) -> bool:
+    """Whether the user opened ``layer`` from a file (a labels file saved from the viewer earlier is
+    named "<image> labels" too). Such a layer is never taken for one the panel made: adopted as the
+    image's labels, it replaced the session's on screen, and the next autosave wrote its labels
+    over the user's later strokes while still marking them as edited."""
+    metadata = getattr(layer, "metadata", None) or {}
+    if metadata.get(IMAGE_ID_KEY) is not None:  # the panel's own, placed on the image's grid
+        return False
+    return bool(metadata.get(SOURCE_KEY)) or getattr(getattr(layer, "source", None), "path", None) is not None
 
 
 def layers_made_for(viewer: Any, image_layer: Any, name: str | None = None) -> list[Any]:
@@ -163,7 +180,9 @@ def layers_made_for(viewer: Any, image_layer: Any, name: str | None = None) -> l
     for layer in list(viewer.layers):
         metadata = getattr(layer, "metadata", None) or {}
         owner = metadata.get(IMAGE_ID_KEY)
-        made_by_panel = KIND_KEY in metadata or owner is not None or isinstance(layer, Labels)
+        made_by_panel = (KIND_KEY in metadata or owner is not None or isinstance(layer, Labels)) and not (
+            opened_from_file(layer)  # an image named "<name> labels …" the user opened is not the panel's
+        )
         if not made_by_panel or (owner is not None and owner != image_layer.unique_id):
             continue
         prefix = next((p for p in prefixes if layer.name.startswith(p)), None)

@@ -152,3 +152,45 @@ def test_undo_right_after_a_restore_cannot_empty_the_saved_review(
     labels.undo()
     np.testing.assert_array_equal(labels.data, strokes)
     panel.autosave.stop()
+
+
+def test_a_labels_file_saved_from_the_viewer_is_never_taken_for_the_sessions_labels(
+    qtbot, make_napari_viewer, tiny_checkpoint, viewer_and_panel, sample_slab_path
+):
+    """File > Save Selected Layers names the labels file after the layer, "<image> labels". Opened
+    with the scan the next day, the panel took it for its own labels layer: the strokes made after
+    it was saved vanished from the screen, and the next autosave wrote them back to the old labels
+    while the review mask still marked them as the user's edits."""
+    from cgs_engine.review import load_session, session_path_for
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = viewer.layers[labels_layer_name(image)]
+    labels.brush_size = 3
+    labels.paint((4, 50, 50), 3)
+    saved_file = sample_slab_path.parent / f"{labels.name}.nii.gz"
+    labels.save(str(saved_file), plugin="napari-cgs")
+    labels.paint((6, 30, 30), 5)  # the later stroke
+    panel.autosave.save_now(wait=True)
+    work, mask = np.array(labels.data), panel.review_mask().copy()
+    panel.autosave.stop()
+    viewer.layers.clear()
+
+    viewer = make_napari_viewer()
+    panel = fx.dock_panel(viewer)
+    panel.load_checkpoint(tiny_checkpoint)
+    opened = fx.open_image(viewer, saved_file)  # the file dialog lists it first
+    image = fx.open_image(viewer, sample_slab_path)
+    QApplication.processEvents()
+    assert panel.labels_layer is not opened
+    np.testing.assert_array_equal(panel.labels_layer.data, work)
+    panel.autosave.save_now(wait=True)
+    saved = load_session(session_path_for(sample_slab_path))
+    np.testing.assert_array_equal(saved.labels, work)
+    np.testing.assert_array_equal(saved.review_state.review_mask, mask)
+    # closing the scan leaves the file the user opened alone: it is not one of the panel's layers
+    viewer.layers.remove(image)
+    QApplication.processEvents()
+    assert opened in viewer.layers and opened.name == f"{labels.name}"
+    panel.autosave.stop()
