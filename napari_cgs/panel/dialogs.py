@@ -19,3 +19,19 @@ def confirm_replace(parent: Any, path: Path) -> bool:
         QMessageBox.StandardButton.No,
     )
     return answer == QMessageBox.StandardButton.Yes
+
+
+def confirm_discard_review(parent: Any, image_name: str, edited: int, accepted: int) -> bool:
+    """Whether the user agrees that "Replace everything" discards their review of the image: its
+    edited and accepted voxels become the model's again, and Ctrl+Z cannot bring the marks back
+    (No is the default)."""
+    answer = QMessageBox.question(
+        parent,
+        "Replace your review?",
+        f"Replacing everything discards your review of {image_name}: {edited} voxels you edited and "
+        f"{accepted} you accepted become the new prediction's, and Ctrl+Z cannot bring your review "
+        "back. Replace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes

@@ -60,6 +60,7 @@ from cgs_engine.io.formats import extension_of, output_name_problem
 from cgs_engine.review import ReviewState, slice_profile
 from cgs_engine.review.carry import carry_over
 from cgs_engine.review.edits import EditTracker, combined_review_mask
+from cgs_engine.review.state import ACCEPTED, EDITED
 from cgs_engine.runtime import resolve_runtime
 from cgs_engine.volume import Volume
 from napari_cgs._layers import KIND_KEY, SOURCE_KEY, layer_geometry, read_geometry, same_layer, shown_as
@@ -112,7 +113,10 @@ FILL_UNTOUCHED = "Fill only voxels I have not touched"
 REPLACE_ALL = "Replace everything"
 RERUN_TIPS = {
     FILL_UNTOUCHED: "Keep every voxel you painted, erased or accepted; the new prediction fills the rest.",
-    REPLACE_ALL: "Overwrite the whole labels layer with the new prediction (Ctrl+Z brings the old one back).",
+    REPLACE_ALL: (
+        "Overwrite the whole labels layer with the new prediction (asks first when it discards your "
+        "edits and accepts; otherwise Ctrl+Z brings the old labels back)."
+    ),
 }
 DEVICES = [("Automatic (GPU if available)", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda")]
 NO_MODEL_HINT = (
@@ -661,6 +665,11 @@ class CGSPanel(QWidget):
             return self.job
         if not same_layer(layer, self._followed):  # chosen while an earlier run was busy: switch now,
             self._on_image_chosen(layer)  # or its review would be saved in the other image's session
+        if not self._may_discard_review(layer):
+            self.status_label.setText(
+                f"Not run: your review is kept. '{FILL_UNTOUCHED}' re-runs the rest and keeps it."
+            )
+            return None
         try:
             volume = image_volume(layer)
         except ValueError as error:
@@ -681,6 +690,23 @@ class CGSPanel(QWidget):
         self.status_label.setText(f"Pre-segmenting {layer.name}… (the viewer stays usable)")
         self.job.start()
         return self.job
+
+    def _replacing_review(self, image_layer: Any) -> np.ndarray | None:
+        """The review mask "Replace everything" would discard on this image (None: nothing to lose)."""
+        if not self.replace_button.isChecked() or not self.tracks_image(image_layer):
+            return None
+        mask = self.review_mask()
+        return mask if mask is not None and mask.any() else None
+
+    def _may_discard_review(self, image_layer: Any) -> bool:
+        """Asked before "Replace everything" discards reviewed voxels. Ctrl+Z after it brought the
+        labels back but not their marks: the user's strokes and accepts then counted as the model's
+        (never trained on), and the session was saved so."""
+        mask = self._replacing_review(image_layer)
+        if mask is None:
+            return True
+        edited, accepted = int(np.count_nonzero(mask == EDITED)), int(np.count_nonzero(mask == ACCEPTED))
+        return dialogs.confirm_discard_review(self, image_layer.name, edited, accepted)
 
     def running(self) -> bool:
         """A pre-segmentation runs, or its result waits for a stroke to end before it lands."""
@@ -746,6 +772,8 @@ class CGSPanel(QWidget):
         prediction = result.prediction
         # another model that numbers the organs otherwise: the labels before it are in other ids
         numbered_otherwise = bool(self.class_names) and self.class_names != list(prediction.class_names)
+        # a review replaced (the user agreed): an undo would bring back its labels without their marks
+        review_replaced = self._replacing_review(image_layer) is not None
         keep = self._voxels_to_keep(image_layer)
         # the kept voxels in the new model's ids, where it numbers the organs otherwise
         kept_labels = kept_baseline = None
@@ -803,8 +831,8 @@ class CGSPanel(QWidget):
                 written = write_labels_undoable(labels, np.where(keep, kept_labels, prediction.labels.array))
             else:
                 written = write_labels_undoable(labels, prediction.labels.array, keep=keep)
-        if numbered_otherwise:  # an undo back past it would show the old ids under the new names
-            forget_history(labels)
+        if numbered_otherwise or review_replaced:  # an undo back past it would show the old ids under
+            forget_history(labels)  # the new names, or the user's strokes as the model's
         if tracked is not None:
             self.tracker = tracked.continued(np.asarray(labels.data), keep, kept_baseline)
         else:
@@ -847,6 +875,8 @@ class CGSPanel(QWidget):
             + (
                 "Another model's organ numbers: Ctrl+Z cannot go back past this run."
                 if numbered_otherwise
+                else "Your earlier review was replaced: Ctrl+Z cannot go back past this run."
+                if review_replaced
                 else "Ctrl+Z in the labels layer undoes it."
             )
         )

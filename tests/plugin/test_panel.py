@@ -14,6 +14,7 @@ from cgs_engine.infer.predictor import Predictor
 from cgs_engine.review.state import EDITED
 from napari_cgs._layers import same_layer
 from napari_cgs._sample_data import SAMPLE_CLASS_NAMES
+from napari_cgs.panel import dialogs
 from napari_cgs.panel.display import OUTLINE, disagreement_outline_name
 from napari_cgs.panel.dock import NO_MODEL_HINT, CGSPanel
 from napari_cgs.panel.fit import plain
@@ -120,7 +121,7 @@ def presegment_and_paint(qtbot, viewer, panel, path, painted=(5, 40, 60)):
     return image, first, labels, new_label
 
 
-def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, sample_slab_path):
+def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, sample_slab_path, monkeypatch):
     viewer, panel = viewer_and_panel
     painted = (5, 40, 60)
     image, first, labels, new_label = presegment_and_paint(qtbot, viewer, panel, sample_slab_path, painted)
@@ -150,13 +151,26 @@ def test_rerun_fills_only_untouched_voxels_by_default(qtbot, viewer_and_panel, s
         labels.redo()
     assert labels.data[painted] == new_label and panel.review_mask()[painted] == EDITED
 
+    # Replace everything asks first when it discards reviewed voxels: No keeps them, not run
+    asked = []
+    monkeypatch.setattr(dialogs, "confirm_discard_review", lambda *args: asked.append(args[1:]) or False)
     panel.replace_button.setChecked(True)
+    assert panel.presegment() is None and asked == [(image.name, 1, 0)]
+    assert labels.data[painted] == new_label and panel.review_mask()[painted] == EDITED
+    assert "Not run: your review is kept" in panel.status_label.text()
+    # Yes replaces it; Ctrl+Z brought the labels back without their marks (the stroke then counted
+    # as the model's, never trained on), so it cannot go back past this run
+    monkeypatch.setattr(dialogs, "confirm_discard_review", lambda *args: True)
     third = fx.presegment(qtbot, panel, image)
     np.testing.assert_array_equal(labels.data, third.prediction.labels.array)
+    assert "Ctrl+Z cannot go back past this run" in panel.status_label.text()
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, third.prediction.labels.array)
+    assert not panel.review_mask().any()
 
 
 def test_rerun_after_the_labels_layer_was_removed_keeps_the_users_work(
-    qtbot, viewer_and_panel, sample_slab_path
+    qtbot, viewer_and_panel, sample_slab_path, monkeypatch
 ):
     """Removing the labels layer and pre-segmenting again wiped every stroke and accept, without a
     question, and the session then saved the emptied state."""
@@ -177,6 +191,7 @@ def test_rerun_after_the_labels_layer_was_removed_keeps_the_users_work(
     np.testing.assert_array_equal(again.data[untouched], second.prediction.labels.array[untouched])
     assert "your edits kept" in panel.status_label.text()
 
+    monkeypatch.setattr(dialogs, "confirm_discard_review", lambda *args: True)
     panel.replace_button.setChecked(True)  # asked for: everything replaced
     viewer.layers.remove(again)
     third = fx.presegment(qtbot, panel, image)
