@@ -292,6 +292,11 @@ def _check_metaimage(header: TextHeader, files: tuple[Path, ...], name: str) -> 
             name, f"header ElementType = {header.get('elementtype')!r} is not a MetaImage type"
         )
     _integer(header.get("elementnumberofchannels") or "1", "ElementNumberOfChannels", name, low=1, high=64)
+    if not _boolean(header.get("binarydata") or "True", "BinaryData", name):
+        # the reader's text path fails with "file stream is fail", reported as a damaged file
+        raise VolumeIOError(
+            name, "header BinaryData = False (voxels as text) is not read here; save it as binary"
+        )
     compressed = _boolean(header.get("compresseddata") or "False", "CompressedData", name)
     header_size = _integer(header.get("headersize") or "0", "HeaderSize", name, low=-1, high=1 << 62)
     # ITK inflates only the CompressedDataSize bytes it is told of: a smaller number gave a volume
@@ -357,6 +362,11 @@ def _check_nrrd(header: TextHeader, files: tuple[Path, ...], name: str) -> DataL
         raise VolumeIOError(name, "header gives no voxel size ('space directions' or 'spacings')")
     if directions is not None and spacings is not None:
         raise VolumeIOError(name, "header gives both 'space directions' and 'spacings'; they may disagree")
+    if spacings is not None and space is not None:
+        # the format places a 'space' image by its directions only (the reader fails on it)
+        raise VolumeIOError(
+            name, "header gives 'spacings' with a 'space'; such a file needs 'space directions'"
+        )
     if directions is not None:
         _check_space_directions(directions, dimension, name)
     elif spacings is not None:
@@ -374,6 +384,10 @@ def _check_nrrd(header: TextHeader, files: tuple[Path, ...], name: str) -> DataL
         raise VolumeIOError(name, f"header encoding = {header.get('encoding')!r} is not a NRRD encoding")
     byte_skip = _integer(header.get("byteskip") or "0", "byte skip", name, low=-1, high=1 << 62)
     _integer(header.get("lineskip") or "0", "line skip", name, low=0, high=1 << 30)
+    if encoding_name in ("bzip2", "bz2"):  # the reader is built without it ("truncated or corrupt")
+        raise VolumeIOError(
+            name, "header encoding = bzip2 is not read here; save it with raw or gzip encoding"
+        )
     encoding = _NRRD_ENCODINGS.get(encoding_name, "other")
     if byte_skip == -1 and encoding_name != "raw":
         raise VolumeIOError(name, "header byte skip = -1 (data at the end) is only defined for raw encoding")

@@ -178,6 +178,7 @@ def test_nifti_headers_the_reader_would_reinterpret_are_refused(tmp_path, case):
         ({"DimSize": "8 6 0"}, "DimSize"),
         ({"DimSize": "8 6"}, "2 values for 3 axes"),
         ({"Origin": "5 5 5"}, "two different origins"),
+        ({"BinaryData": "False"}, "BinaryData = False .voxels as text. is not read here"),
     ],
 )
 def test_metaimage_headers_the_reader_would_reinterpret_are_refused(tmp_path, fields, words):
@@ -281,6 +282,9 @@ def test_a_metaimage_whose_compressed_data_size_is_short_is_refused(tmp_path):
         # read as millimetres whatever the units: a file in metres came out 1000 times too small
         ({"space directions": "(0.002,0,0) (0,0.003,0) (0,0,0.004)", "space units": '"m" "m" "m"'}, "units"),
         ({"space units": '"mm" "cm" "mm"'}, "only millimetres"),
+        # variants the reader cannot read were reported as a truncated or corrupt file
+        ({"encoding": "bzip2"}, "encoding = bzip2 is not read here"),
+        ({"space directions": None, "spacings": "2 2 2"}, "'spacings' with a 'space'"),
     ],
 )
 def test_nrrd_axes_without_a_size_or_in_other_units_are_refused(tmp_path, fields, words):
