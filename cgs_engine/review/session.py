@@ -19,10 +19,12 @@ when someone else wrote the file meanwhile, and can save elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,80 +157,68 @@ def save_session(
     nothing is written.
     """
     target = Path(path)
+    with _checked_write(target, replaces):
+        labels = _storable_labels(labels, target)
+        if review_state.shape != labels.shape:
+            raise SessionError(
+                f"{target}: review mask shape {review_state.shape} differs from labels {labels.shape}"
+            )
+        if component_map is not None and component_map.shape != labels.shape:
+            raise SessionError(
+                f"{target}: component map shape {component_map.shape} differs from labels {labels.shape}"
+            )
+        if not target.parent.is_dir():
+            raise SessionError(f"{target}: cannot save session, folder {target.parent} does not exist")
+        try:
+            write_h5_atomically(
+                target,
+                lambda file: _fill(
+                    file,
+                    labels,
+                    review_state,
+                    image_fingerprint,
+                    geometry,
+                    class_names,
+                    component_map,
+                    class_colors,
+                    prediction_id,
+                    write_id or uuid.uuid4().hex,
+                ),
+            )
+        except OSError as error:
+            raise SessionError(f"{target}: cannot save session ({_one_line(error)})") from error
+        return target
+
+
+SAVE_LOCK_WAIT_S = 60.0  # another window's save of a large scan takes seconds
+
+
+@contextlib.contextmanager
+def _checked_write(target: Path, replaces) -> Iterator[None]:
+    """With ``replaces``: the file still has that write id (else :class:`SessionConflictError`),
+    checked and written under one lock beside it. Two windows saving at once both passed the check
+    (each then spent seconds writing) and the later file replaced the other's work in silence; not
+    reentrant, so two windows of one process (threads) wait for each other too."""
     if replaces is UNCHECKED:
-        return _save_session(target, labels, review_state, image_fingerprint, geometry, class_names,
-                             component_map, class_colors, prediction_id, write_id)  # fmt: skip
+        yield
+        return
     if not target.parent.is_dir():
         raise SessionError(f"{target}: cannot save session, folder {target.parent} does not exist")
-    # the check and the write under one lock: two windows saving at once both passed the check
-    # (each then spent seconds writing) and the later file replaced the other's work in silence; not
-    # reentrant, so two windows of one process (threads) wait for each other too
     try:
-        with exclusive(_lock_path(target), "", wait_s=SAVE_LOCK_WAIT_S, reentrant=False):
-            found = session_write_id(target)
-            if found != replaces:
+        with exclusive(
+            target.with_name(f".{target.name}.lock"), "", wait_s=SAVE_LOCK_WAIT_S, reentrant=False
+        ):
+            if session_write_id(target) != replaces:
                 raise SessionConflictError(
                     f"{target}: saved by another window or program since this one read it; not overwritten"
                 )
-            return _save_session(target, labels, review_state, image_fingerprint, geometry, class_names,
-                                 component_map, class_colors, prediction_id, write_id)  # fmt: skip
+            yield
     except Busy:
         raise SessionConflictError(
             f"{target}: another window or program is saving it; not overwritten (try again)"
         ) from None
     except OSError as error:  # the lock file could not be made (a read-only folder)
         raise SessionError(f"{target}: cannot save session ({_one_line(error)})") from error
-
-
-SAVE_LOCK_WAIT_S = 60.0  # another window's save of a large scan takes seconds
-
-
-def _lock_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.lock")
-
-
-def _save_session(
-    target: Path,
-    labels,
-    review_state,
-    image_fingerprint,
-    geometry,
-    class_names,
-    component_map,
-    class_colors,
-    prediction_id,
-    write_id,
-) -> Path:
-    labels = _storable_labels(labels, target)
-    if review_state.shape != labels.shape:
-        raise SessionError(
-            f"{target}: review mask shape {review_state.shape} differs from labels {labels.shape}"
-        )
-    if component_map is not None and component_map.shape != labels.shape:
-        raise SessionError(
-            f"{target}: component map shape {component_map.shape} differs from labels {labels.shape}"
-        )
-    if not target.parent.is_dir():
-        raise SessionError(f"{target}: cannot save session, folder {target.parent} does not exist")
-    try:
-        write_h5_atomically(
-            target,
-            lambda file: _fill(
-                file,
-                labels,
-                review_state,
-                image_fingerprint,
-                geometry,
-                class_names,
-                component_map,
-                class_colors,
-                prediction_id,
-                write_id or uuid.uuid4().hex,
-            ),
-        )
-    except OSError as error:
-        raise SessionError(f"{target}: cannot save session ({_one_line(error)})") from error
-    return target
 
 
 def load_session(path: str | os.PathLike, expected_fingerprint: str | None = None) -> Session:
