@@ -11,6 +11,7 @@ count every non-zero voxel; they and the map must lie on the labels' grid.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,10 +93,16 @@ def run_prompt(args, volume, class_id: int, name: str, box, map_path: Path | Non
     if args.tool == "box":
         return edit.box_prompt(labels, class_id, box, probability, locked=locked)
     image = None if args.image is None else _read_on_grid(args.image, volume, "image", "the image")
+    points = [_parse_point(text) for text in args.point]
+    names = _class_names(args.labels, class_id, name)
+    inside = [p for p in points if all(0 <= i < n for i, n in zip(p, labels.shape, strict=True))]
+    reasons = [edit.why_click_does_nothing(labels, class_id, p, not args.negative, names) for p in inside]
+    if reasons and all(reasons):  # the file is written unchanged: say why
+        print(f"note: {args.labels}: nothing to change: {reasons[0]}", file=sys.stderr)
     return edit.click(
         labels,
         class_id,
-        [_parse_point(text) for text in args.point],
+        points,
         not args.negative,
         probability,
         spacing_zyx,
@@ -103,6 +110,18 @@ def run_prompt(args, volume, class_id: int, name: str, box, map_path: Path | Non
         locked=locked,
         reach_mm=15.0 if args.reach_mm is None else args.reach_mm,
     )
+
+
+def _class_names(labels_path, class_id: int, name: str) -> dict[int, str]:
+    """The organs' names by id from the labels' class file (the clicked one's as given without it)."""
+    from cgs_engine.classes.files import find_class_file, read_class_file
+
+    try:
+        table = find_class_file(labels_path)
+        names = read_class_file(table).names if table is not None else {}
+    except CGSError:  # a damaged or foreign table: the organ's own name is enough for a note
+        names = {}
+    return {class_id: name, **names}
 
 
 def _adapt(args, volume):

@@ -12,7 +12,7 @@ from cgs_engine.edit.holes import fill_holes
 from cgs_engine.edit.interpolate import fill_between_slices
 from cgs_engine.edit.islands import keep_largest_island, remove_small_islands
 from cgs_engine.edit.margins import grow, shrink
-from cgs_engine.edit.prompts import box_from_drawing, box_prompt, click
+from cgs_engine.edit.prompts import box_from_drawing, box_prompt, click, why_click_does_nothing
 from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.smoothing import smooth
 
@@ -22,6 +22,7 @@ __all__ = [
     "box_from_drawing",
     "box_prompt",
     "click",
+    "why_click_does_nothing",
     "fill_between_slices",
     "fill_holes",
     "grow",

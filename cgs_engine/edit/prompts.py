@@ -50,6 +50,27 @@ BOX_LEVELS = np.linspace(0.04, 0.96, 12)
 BOX_TIE_PENALTY = 0.002  # box fit score lost per unit of |t - 0.5|: prefer the model's own level
 
 
+def why_click_does_nothing(labels, class_id: int, point, positive: bool, names=None) -> str | None:
+    """Why a click at ``point`` (z, y, x) cannot change the labels, in words; None when it may.
+
+    A click acts only from a voxel it can change: adding, from background; removing, from the organ.
+    Said before the click runs: "changed nothing" left the user guessing. ``names``: class names by
+    id (a list, background first, or a dict), for the message."""
+    value = int(np.asarray(labels)[tuple(int(i) for i in point)])
+    known = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names or {})
+
+    def named(class_id: int) -> str:
+        return known.get(class_id) or f"class {class_id}"
+
+    if positive and value == class_id:
+        return f"the clicked voxel is {named(class_id)} already: click on the background next to it to add"
+    if positive and value != 0:
+        return f"the clicked voxel is {named(value)}: a click adds only background voxels (remove it first)"
+    if not positive and value != class_id:
+        return f"the clicked voxel is not {named(class_id)}: click inside it to remove from it"
+    return None
+
+
 def click(
     labels,
     class_id: int,

@@ -21,7 +21,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QDoubleSpinBox, QGridLayout, QLabel, QPushButton, QWidget
 
 from cgs_engine.classes.table import derive_class_table
-from cgs_engine.edit import box_from_drawing, box_prompt, click
+from cgs_engine.edit import box_from_drawing, box_prompt, click, why_click_does_nothing
 from cgs_engine.edit.adapt import adapt_to_scan, trusted_voxels
 from cgs_engine.infer import Cancelled
 from napari_cgs._layers import layer_geometry
@@ -201,6 +201,9 @@ class PromptTools(QWidget):
             return self.section._report("The click lies outside the image.")
         name = self.section.organ_choice.currentText()
         what = f"{'Added to' if positive else 'Removed from'} {name} at {index}"
+        reason = why_click_does_nothing(layer.data, class_id, index, positive, self.panel.class_names)
+        if reason is not None:
+            return self.section._report(f"Nothing changed: {reason}.")
         before = np.array(layer.data, copy=True)
         shown = self._shown_slice(before.shape, index[self._slice_axis()])  # as seen now, not at the result
         return self.section._start(

@@ -63,6 +63,16 @@ def test_click_finds_the_map_in_the_class_table_and_matches_the_function(predict
     assert f"click Parotid (1): {expected.changed_voxels} voxels changed" in capsys.readouterr().out
 
 
+def test_a_click_that_cannot_change_anything_says_why(predicted, capsys):
+    folder, labels, _, _ = predicted
+    out = folder / "same.nii.gz"
+    argv = ["edit", "click", str(folder / "ct_labels.nii.gz"), "-o", str(out), "--class", "Parotid"]
+    assert main([*argv, "--point", "5,12,8"]) == 0  # on the organ: a positive click adds nothing
+    captured = capsys.readouterr()
+    assert "nothing to change: the clicked voxel is Parotid already" in captured.err
+    assert np.array_equal(read_volume(out, kind="labels").array, labels)
+
+
 def test_negative_scribble_and_box(predicted, capsys):
     folder, labels, probability, _ = predicted
     source = str(folder / "ct_labels.nii.gz")

@@ -136,3 +136,21 @@ def test_a_rectangle_drawn_on_a_slice_becomes_a_box_of_whole_voxels():
     assert box_from_drawing(corners, SHAPE, SPACING, slice_axis=0)[0] == slice(0, 24)
     coronal = box_from_drawing([(3.2, 7, 1.0), (9.7, 7, 6.0)], SHAPE, SPACING, slice_axis=1, depth_mm=1.0)
     assert coronal == (slice(4, 10), slice(6, 9), slice(1, 7))
+
+
+def test_why_a_click_does_nothing_is_said_in_words():
+    """A click on a voxel it cannot change (adding on the organ or on another organ, removing
+    outside it) did nothing, and the panel said only "changed nothing"."""
+    from cgs_engine.edit import why_click_does_nothing
+
+    labels, *_ = scene()
+    names = ["background", "Parotid", "Mandible"]
+    inside, other, outside = (12, 20, 20), (12, 20, 33), (12, 2, 2)
+    assert "is Parotid already" in why_click_does_nothing(labels, 1, inside, True, names)
+    assert "is Mandible: a click adds only background" in why_click_does_nothing(
+        labels, 1, other, True, names
+    )
+    assert "is not Parotid: click inside it" in why_click_does_nothing(labels, 1, outside, False, names)
+    assert why_click_does_nothing(labels, 1, outside, True, names) is None
+    assert why_click_does_nothing(labels, 1, inside, False, {1: "Parotid"}) is None
+    assert "class 2" in why_click_does_nothing(labels, 1, other, True)

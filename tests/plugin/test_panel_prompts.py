@@ -84,6 +84,19 @@ def test_a_negative_click_removes_and_keeps_what_you_painted(qtbot, presegmented
     assert (after[painted] == organ).sum() == painted.sum() - 1
 
 
+def test_a_click_that_cannot_change_anything_says_why_and_runs_nothing(qtbot, presegmented):
+    viewer, panel, image, labels, organ = presegmented
+    tools = panel.correct_section.prompt_tools
+    labels.brush_size = 5
+    labels.paint((6, 64, 64), organ)
+    inside = (6, 64, 64)
+    assert tools.click_at(inside, positive=True) is None and panel.correct_section.worker is None
+    assert "Nothing changed: the clicked voxel is Mandible already" in panel.correct_section.status.text()
+    outside = tuple(int(i) for i in np.argwhere(np.asarray(labels.data) == 0)[0])
+    assert tools.click_at(outside, positive=False) is None
+    assert "is not Mandible: click inside it" in panel.correct_section.status.text()
+
+
 def test_a_box_drawn_in_its_shapes_layer_resegments_the_organ_inside(qtbot, presegmented):
     viewer, panel, image, labels, organ = presegmented
     tools = panel.correct_section.prompt_tools
