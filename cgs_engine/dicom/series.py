@@ -49,7 +49,8 @@ class DicomSeries:
 
     def headers(self) -> list:
         """Every slice's pydicom Dataset without pixel data, in slice order."""
-        return [pydicom.dcmread(item.path, stop_before_pixels=True) for item in self.slices]
+        # force: slices written without preamble and DICM marker are part of the series too
+        return [pydicom.dcmread(item.path, stop_before_pixels=True, force=True) for item in self.slices]
 
     def describe(self) -> str:
         return f"{len(self.slices)} {self.modality} slices, series {self.series_instance_uid}"

@@ -80,7 +80,7 @@ def _first_slice_values(path: Path) -> np.ndarray:
         relabelled = Path(folder) / "slice.dcm"
         try:
             with quiet_pydicom():
-                dataset = pydicom.dcmread(path)
+                dataset = pydicom.dcmread(path, force=True)  # a slice without preamble too
                 dataset.PhotometricInterpretation = "MONOCHROME2"
                 dataset.save_as(relabelled)
             plain = sitk.ReadImage(str(relabelled), imageIO="GDCMImageIO")

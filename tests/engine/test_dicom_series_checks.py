@@ -135,3 +135,23 @@ def test_a_tilt_is_resampled_only_when_asked_and_every_voxel_lands_where_it_was_
     assert none is None and np.array_equal(straight.array, good_values())
     with pytest.raises(VolumeIOError, match="not evenly spaced"):  # only a tilt is resampled
         read_series_resampling_tilt(damaged_copy(good, tmp_path / "missing", BROKEN["missing-slice"][0]))
+
+
+def test_a_series_with_slices_without_preamble_exports_and_imports_a_seg(good, tmp_path):
+    """Read with their series now, such slices made `cgs seg export` fail with a traceback (the
+    slices' headers were read again without force)."""
+    from dicom_series_cases import VALID
+
+    from cgs_engine.classes.organs import openkbp_class_names
+    from cgs_engine.classes.table import derive_class_table
+    from cgs_engine.dicom import export_seg, import_seg
+    from cgs_engine.volume import Volume
+
+    folder = damaged_copy(good, tmp_path / "bare", VALID["end-slices-without-preamble"])
+    series = read_series(folder)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[:, 4:9, 5:11] = 1
+    table = derive_class_table(openkbp_class_names())
+    export_seg(Volume(labels, series.volume.geometry, "labels"), series, table, tmp_path / "SEG.dcm")
+    back = import_seg(tmp_path / "SEG.dcm", series, table)
+    np.testing.assert_array_equal(back.labels.array, labels)
