@@ -292,11 +292,6 @@ def _check_metaimage(header: TextHeader, files: tuple[Path, ...], name: str) -> 
             name, f"header ElementType = {header.get('elementtype')!r} is not a MetaImage type"
         )
     _integer(header.get("elementnumberofchannels") or "1", "ElementNumberOfChannels", name, low=1, high=64)
-    if not _boolean(header.get("binarydata") or "True", "BinaryData", name):
-        # the reader's text path fails with "file stream is fail", reported as a damaged file
-        raise VolumeIOError(
-            name, "header BinaryData = False (voxels as text) is not read here; save it as binary"
-        )
     compressed = _boolean(header.get("compresseddata") or "False", "CompressedData", name)
     header_size = _integer(header.get("headersize") or "0", "HeaderSize", name, low=-1, high=1 << 62)
     # ITK inflates only the CompressedDataSize bytes it is told of: a smaller number gave a volume

@@ -178,7 +178,6 @@ def test_nifti_headers_the_reader_would_reinterpret_are_refused(tmp_path, case):
         ({"DimSize": "8 6 0"}, "DimSize"),
         ({"DimSize": "8 6"}, "2 values for 3 axes"),
         ({"Origin": "5 5 5"}, "two different origins"),
-        ({"BinaryData": "False"}, "BinaryData = False .voxels as text. is not read here"),
     ],
 )
 def test_metaimage_headers_the_reader_would_reinterpret_are_refused(tmp_path, fields, words):
