@@ -290,27 +290,34 @@ def store_digest(image: np.ndarray, geometry) -> str:
     return digest.hexdigest()
 
 
-def _scans_of_corrections(project: Project, usable: list) -> dict[str, str]:
+def _scans_of_corrections(project: Project, usable: list) -> dict[str, tuple[str, np.ndarray]]:
     """store_digest (with the grid and without it) of each correction's scan, as the store would
-    hold it -> the correction's name."""
-    scans: dict[str, str] = {}
+    hold it -> (the correction's name, the canonical slices it reviewed, of every correction of
+    that scan)."""
+    scans: dict[str, tuple[str, np.ndarray]] = {}
     for info in usable:
-        image = project.read_correction(info.name).image.array
+        correction = project.read_correction(info.name)
         turn = Reorientation.of(info.geometry)
-        geometry = turn.canonical_geometry(info.geometry, image.shape)
-        (canonical,) = turn.canonical_copies(project.normalization.apply(image))
+        geometry = turn.canonical_geometry(info.geometry, correction.labels.shape)
+        canonical, review = turn.canonical_copies(
+            project.normalization.apply(correction.image.array), correction.review
+        )
+        reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
         for grid in (geometry, None):
-            scans.setdefault(store_digest(canonical, grid), info.name)
+            key = store_digest(canonical, grid)
+            name, earlier = scans.get(key, (info.name, reviewed))
+            scans[key] = (name, np.union1d(earlier, reviewed))
     return scans
 
 
 def _add_prior_training(
-    project: Project, store: SliceStore, corrected: dict[str, str], warn
+    project: Project, store: SliceStore, corrected: dict[str, tuple[str, np.ndarray]], warn
 ) -> dict[str, Any]:
     """The project's prior data: its training volumes as labeled data (its validation cases are
-    added after the corrections, :meth:`_StoreBuilder.add_prior_validation`). A training volume
-    whose scan the user corrected is left out: its labels are the ones the user corrected away,
-    and they were taught beside the correction (and on the gate's held-out slices of it)."""
+    added after the corrections, :meth:`_StoreBuilder.add_prior_validation`). On a training
+    volume whose scan the user corrected, the slices the user reviewed are left out: their prior
+    labels are the ones the user corrected away, and they were taught beside the correction (and
+    on the gate's held-out slices of it); its other slices keep their prior labels."""
     added: dict[str, Any] = {"slices": 0, "train": []}
     if project.prior_store is None:
         return added
@@ -320,18 +327,29 @@ def _add_prior_training(
             # a volume stored without its spacing stays so (its 1 mm are placeholders: the
             # refitted error model must not measure millilitres on them)
             geometry = stored.geometry if prior.volume_info(name).spacing_known else None
-            correction = corrected.get(store_digest(stored.image, geometry))
-            if correction is not None:
+            kept = np.arange(stored.image.shape[0])
+            found = corrected.get(store_digest(stored.image, geometry))
+            if found is not None:
+                correction, reviewed = found
+                kept = np.setdiff1d(kept, reviewed)
                 warn(
-                    f"prior training volume {name!r} is the scan of correction {correction!r}: the "
-                    "correction's labels replace its own"
+                    f"prior training volume {name!r} is the scan of correction {correction!r}: its "
+                    f"{len(reviewed)} slice(s) the user reviewed are taught from the correction only"
                 )
-                continue
-            review = None if stored.review is None else stored.review > 0
+                if not kept.size:
+                    continue
+                geometry = None  # some slices of it: no longer one grid
+            review = None if stored.review is None else stored.review[kept] > 0
             store.add_volume(
-                f"prior~{name}", stored.image, stored.label, review, geometry, "labeled", "prior data"
+                f"prior~{name}",
+                stored.image[kept],
+                stored.label[kept],
+                review,
+                geometry,
+                "labeled",
+                "prior data",
             )
-            added["slices"] += stored.image.shape[0]
+            added["slices"] += len(kept)
             added["train"].append(name)
     return added
 
