@@ -63,6 +63,20 @@ def edit_target(labels, class_id, region=None) -> EditTarget:
     return EditTarget(array, class_id, organ, bounding_box(organ), mask, region_box)
 
 
+def region_mask(region, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``region`` (3 slices or a bool mask, checked as every tool checks it) as a bool mask; None
+    for the whole volume."""
+    if region is None:
+        return None
+    mask, box = _region(region, shape)
+    if mask is not None:
+        return mask
+    mask = np.zeros(shape, bool)
+    if box is not None:
+        mask[box] = True
+    return mask
+
+
 def _region(region, shape: tuple[int, ...]) -> tuple[np.ndarray | None, Box | None]:
     if region is None:
         return None, tuple(slice(0, size) for size in shape)  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from cgs_engine.edit.islands import keep_largest_island, remove_small_islands
 from cgs_engine.edit.margins import grow, shrink
 from cgs_engine.edit.result import EditResult
 from cgs_engine.edit.smoothing import smooth
+from cgs_engine.edit.target import region_mask
 from cgs_engine.orientation import Reorientation
 
 
@@ -74,11 +75,10 @@ class EditTool:
         turn = None if geometry is None else Reorientation.of(geometry)
         if turn is not None and not turn.is_identity:
             labels = np.asarray(labels)
-            if isinstance(region, (tuple, list)):  # a box of stored indices, as a mask to turn with them
-                box = np.zeros(labels.shape, bool)
-                box[tuple(region)] = True
-                region = box
-            canonical_labels, canonical_region = turn.canonical_copies(labels, region)
+            # a box of stored indices, checked, as a mask to turn with the labels
+            canonical_labels, canonical_region = turn.canonical_copies(
+                labels, region_mask(region, labels.shape)
+            )
             spacing = turn.canonical_geometry(geometry, labels.shape).spacing[::-1]
             result = self.run(canonical_labels, class_id, spacing, canonical_region, amount, **settings)
             return EditResult(

@@ -379,3 +379,28 @@ def test_an_edit_in_place_writes_no_second_class_table(tmp_path, capsys):
     assert not (tmp_path / "scan_labels_classes.json").exists()
     assert find_class_file(predicted) == tmp_path / "scan_classes.json"
     assert (read_volume(predicted, kind="labels").array == 1).sum() > (organs() == 1).sum()
+
+
+def test_a_bad_region_is_refused_alike_whatever_the_storage_order():
+    """Turned to the patient's axes, a box was made into a mask before it was checked: a box with a
+    step, or of two slices only, was refused on an axial scan and used on a feet-first one."""
+    from cgs_engine.edit import EditError
+    from cgs_engine.edit.tools import EDIT_TOOLS
+    from cgs_engine.volume import Geometry
+
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[3:7, 3:7, 3:7] = 1
+    feet_first = Geometry(direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    for geometry in (Geometry(), feet_first):
+        for region, words in (
+            ((slice(0, 10, 2), slice(None), slice(None)), "step 1"),
+            ((slice(2, 8), slice(None)), "3 slices"),
+        ):
+            with pytest.raises(EditError, match=words):
+                EDIT_TOOLS["grow"].run(labels, 1, (1.0, 1.0, 1.0), region, amount=1.0, geometry=geometry)
+    boxed = EDIT_TOOLS["grow"].run(
+        labels, 1, (1.0, 1.0, 1.0), (slice(0, 5),) * 3, amount=1.0, geometry=feet_first
+    )
+    plain = EDIT_TOOLS["grow"].run(labels, 1, (1.0, 1.0, 1.0), (slice(0, 5),) * 3, amount=1.0)
+    assert boxed.changed.any() and not boxed.changed[5:].any() and not boxed.changed[:, 5:].any()
+    assert plain.changed.sum() == boxed.changed.sum()
