@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from cgs_engine.errors import CGSError
@@ -107,6 +110,10 @@ def run(args) -> int:
     from cgs_engine.train.loop import train
 
     overrides = _overrides(args)
+    # the device is where it runs, not how it learns: a run started on a GPU may go on on a CPU
+    resume_device = overrides.pop("device", None) if args.resume else None
+    if args.resume and args.config:
+        overrides["config"] = args.config  # it was read for nothing, in silence
     if args.resume and overrides:
         raise CGSError(
             f"{args.output}: --resume continues the recorded settings; drop "
@@ -130,7 +137,23 @@ def run(args) -> int:
                 marker.touch()  # a resumed run remembers --no-error-model (it fitted after all)
         _printer(event)
 
-    result = train(args.store, args.output, config, resume=args.resume, on_event=on_event)
+    with stop_on_interrupt() as interrupted:
+        result = train(
+            args.store,
+            args.output,
+            config,
+            resume=args.resume,
+            on_event=on_event,
+            should_stop=interrupted.is_set,
+            resume_device=resume_device,
+        )
+    if interrupted.is_set():
+        print(
+            f"interrupted at iteration {result.steps_done}: the run's state is saved; continue it with "
+            f"cgs train {args.store} -o {args.output} --resume",
+            file=sys.stderr,
+        )
+        return 130
     best = "n/a (no val volumes)" if result.best_dice is None else f"{100 * result.best_dice:.2f}"
     print(f"done: {result.steps_done}/{result.total_steps} iterations, best val mean Dice {best}")
     print(f"  model: {result.best_checkpoint}")
@@ -142,6 +165,31 @@ def run(args) -> int:
     elif result.best_checkpoint is not None and main_rank and not result.stopped_early:
         _fit_error_model(result.best_checkpoint)
     return 0
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[threading.Event]:
+    """The first Ctrl+C asks the run to stop after its step and save its state (it lost every step
+    since the last validation, up to the whole run, and --resume then found nothing); a second one
+    quits at once."""
+    asked = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield asked
+        return
+
+    def first(signum, frame) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        print(
+            "stopping after this step to save the run's state (Ctrl+C again quits at once)", file=sys.stderr
+        )
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _fit_error_model(checkpoint) -> None:

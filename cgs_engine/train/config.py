@@ -222,7 +222,13 @@ class TrainConfig:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object of settings")
-        return cls.from_dict({**data, **(overrides or {})}, source=str(path))
+        overrides = overrides or {}
+        # one budget: --iterations over a file's minutes (the run followed wall time, its
+        # recorded 20 iterations a fiction), --minutes over a file's iterations
+        for flag, other in (("iterations", "minutes"), ("minutes", "iterations")):
+            if overrides.get(flag) is not None:
+                data.pop(other, None)
+        return cls.from_dict({**data, **overrides}, source=str(path))
 
 
 MAX_BATCH = 4096

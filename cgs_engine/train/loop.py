@@ -101,16 +101,22 @@ def train(
     resume: bool = False,
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    resume_device: str | None = None,
 ) -> TrainResult:
     """Train ``config.method`` on a slice store; see the module docstring for the run directory.
 
+    ``resume_device``: a resumed run continues on this device instead of its recorded one (a run
+    started on a GPU machine could not be resumed on a CPU: the recorded device was refused there,
+    and another one was refused as a changed setting).
     Under torchrun (WORLD_SIZE > 1) every rank calls this; see ``cgs_engine.train.distributed``.
     """
     store_path, run_dir = Path(store_path), Path(run_dir)
-    context = init_distributed(config.device if config else "auto")
+    context = init_distributed(config.device if config else (resume_device or "auto"))
     try:
         with run_dir_lock(run_dir, context.is_main):
-            result = _train_locked(store_path, run_dir, config, resume, on_event, should_stop, context)
+            result = _train_locked(
+                store_path, run_dir, config, resume, on_event, should_stop, context, resume_device
+            )
     except BaseException:
         shutdown(context)  # at once: a failed rank's peers may never reach a last barrier
         raise
@@ -118,7 +124,9 @@ def train(
     return result
 
 
-def _train_locked(store_path, run_dir, config, resume, on_event, should_stop, context) -> TrainResult:
+def _train_locked(
+    store_path, run_dir, config, resume, on_event, should_stop, context, resume_device=None
+) -> TrainResult:
     if context.is_main:
         prepare_run_dir(run_dir, resume)
     barrier(context)
@@ -127,6 +135,8 @@ def _train_locked(store_path, run_dir, config, resume, on_event, should_stop, co
         recorded = read_run_record(run_dir / "config.json")
         store_path = Path(recorded.get("store", store_path)) if not store_path.exists() else store_path
         settings = moved_with_its_folder(recorded["config"], recorded.get("store"), store_path)
+        if resume_device is not None:
+            settings = {**settings, "device": resume_device}
         config = TrainConfig.from_dict(settings, source=str(run_dir / "config.json"))
     config = config or TrainConfig()
     session = open_session(store_path, config, context)
