@@ -31,6 +31,7 @@ from cgs_engine.errors import CGSError
 from cgs_engine.io import check_label_map, check_same_grid, read_volume
 from cgs_engine.normalize import Normalization
 from cgs_engine.store import SliceStore
+from cgs_engine.store.fingerprint import same_fingerprint
 
 PRIOR_FORMAT = "napari-cgs-prior"
 PRIOR_FORMAT_VERSION = 1
@@ -90,7 +91,7 @@ def _require_same_store(store: Path, fingerprint: Any, model: Path) -> None:
         return  # a record from before fingerprints: nothing to compare
     try:
         with SliceStore.open(store) as opened:
-            same = opened.fingerprint() == fingerprint
+            same = same_fingerprint(opened, fingerprint)
     except CGSError as error:
         raise PriorDataError(
             f"{store}: the store {model.name} was trained on cannot be read ({error})"

@@ -79,7 +79,7 @@ class SliceStore:
         self._overwrite = overwrite
         self._closed = False
         self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset | None, h5py.Dataset | None]] = {}
-        self._fingerprint: str | None = None
+        self._fingerprints: dict[bool, str] = {}
         metadata = read_root_metadata(file, path)
         self._format_version = metadata.format_version
         self._class_names = metadata.class_names
@@ -318,7 +318,7 @@ class SliceStore:
             raise
         info = read_volume_info(self.path, name, group)
         self._volumes[name] = info
-        self._fingerprint = None
+        self._fingerprints = {}
         return info
 
     # ------------------------------------------------------------------------ reading
@@ -370,16 +370,18 @@ class SliceStore:
         """Every volume of ``split`` as in-RAM arrays, in ``volume_names(split)`` order."""
         return [self.read_volume(name) for name in self.volume_names(split)]
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, sampled: bool = False) -> str:
         """sha256 identifying the training content; stable across reopening (see
-        :mod:`cgs_engine.store.fingerprint`)."""
-        if self._fingerprint is None:
-            fingerprint = Fingerprint(self._format_version, self._class_names, self._normalization.to_dict())
+        :mod:`cgs_engine.store.fingerprint`; ``sampled``: by the scheme before v2)."""
+        if sampled not in self._fingerprints:
+            fingerprint = Fingerprint(
+                self._format_version, self._class_names, self._normalization.to_dict(), sampled=sampled
+            )
             for name in self.volume_names():
                 with self._damage_reported(name):
                     fingerprint.add_volume(self._volumes[name], *self._handles(name))
-            self._fingerprint = fingerprint.hexdigest()
-        return self._fingerprint
+            self._fingerprints[sampled] = fingerprint.hexdigest()
+        return self._fingerprints[sampled]
 
     # ----------------------------------------------------------------------- internals
     def _info(self, name: str) -> VolumeInfo:

@@ -24,6 +24,8 @@ from cgs_engine.checkpoint import atomic_torch_save, load_payload, save_checkpoi
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.infer.slices import Cancelled
 from cgs_engine.method.objective import lambda_schedule, poly_lr
+from cgs_engine.store import SliceStore
+from cgs_engine.store.fingerprint import same_fingerprint
 from cgs_engine.train import hooks
 from cgs_engine.train.config import REFERENCE_ITERATIONS, TrainConfig
 from cgs_engine.train.distributed import (
@@ -142,7 +144,7 @@ def _train_locked(
     session = open_session(store_path, config, context)
     if resume:
         total = recorded.get("total_iterations")
-        if recorded.get("fingerprint") and recorded["fingerprint"] != session.fingerprint:
+        if recorded.get("fingerprint") and not _same_data(store_path, recorded["fingerprint"], session):
             raise RunError(
                 f"{store_path}: data changed since the run started (fingerprint differs); start a new run"
             )
@@ -165,6 +167,15 @@ def _train_locked(
         )
     )
     return _run(_Run(session, run_dir, total, emit, should_stop), resume)
+
+
+def _same_data(store_path: Path, recorded: str, session: Session) -> bool:
+    """Whether the store holds the data of the recorded fingerprint (a run recorded before v2 is
+    compared by the scheme it was recorded with)."""
+    if recorded == session.fingerprint:
+        return True
+    with SliceStore.open(store_path) as store:
+        return same_fingerprint(store, recorded)
 
 
 def _run_record(config: TrainConfig, total: int, store_path: Path, session: Session, context) -> dict:

@@ -142,7 +142,7 @@ def test_fingerprint_is_stable_across_reopen(tmp_path):
         first = store.fingerprint()
     with SliceStore.open(path) as store:
         assert store.fingerprint() == first
-    assert len(first) == 64
+    assert first.startswith("v2:") and len(first) == 3 + 64
     copy = tmp_path / "copy.h5"
     build(copy)  # same content written again at another time
     with SliceStore.open(copy) as store:
@@ -170,6 +170,31 @@ def test_fingerprint_changes_with_content(tmp_path, change):
     build(changed, volumes)
     with SliceStore.open(reference) as one, SliceStore.open(changed) as other:
         assert one.fingerprint() != other.fingerprint()
+
+
+def test_an_image_edited_between_the_sampled_slices_changes_the_fingerprint(tmp_path):
+    """Fingerprints sampled 4 image slices per volume: a scan edited on others (defaced, +300 HU on
+    slices 50-70) kept its fingerprint, and `cgs train --resume` trained on the changed data. A
+    fingerprint recorded that way still matches the unchanged store (runs started before)."""
+    from cgs_engine.store.fingerprint import same_fingerprint
+
+    def volumes(edited: bool):
+        scan = image((12, 8, 7), seed=4)
+        if edited:
+            scan[5] += 0.25  # not among the slices 0, 4, 7, 11 the old scheme read
+        return {
+            "a": dict(image=image(), label=label(), split="labeled"),
+            "u": dict(image=scan, split="unlabeled"),
+        }
+
+    build(tmp_path / "before.h5", volumes(False))
+    build(tmp_path / "after.h5", volumes(True))
+    with SliceStore.open(tmp_path / "before.h5") as before, SliceStore.open(tmp_path / "after.h5") as after:
+        assert before.fingerprint() != after.fingerprint()
+        legacy = before.fingerprint(sampled=True)
+        assert legacy == after.fingerprint(sampled=True) and not legacy.startswith("v2:")
+        assert same_fingerprint(before, legacy) and same_fingerprint(before, before.fingerprint())
+        assert not same_fingerprint(after, before.fingerprint())
 
 
 def test_fingerprint_updates_after_append(tmp_path):

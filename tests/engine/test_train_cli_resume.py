@@ -70,3 +70,19 @@ def test_iterations_on_the_command_line_win_over_minutes_in_the_config_file(tmp_
     assert main(argv) == 0
     record = json.loads((run / "config.json").read_text())
     assert record["total_iterations"] == 2 and record["config"]["minutes"] is None
+
+
+def test_a_run_recorded_with_the_sampled_fingerprint_still_resumes(tmp_path, capsys):
+    """Fingerprints now hash every image byte; a run started before (4 image slices per volume)
+    must still resume on its unchanged store."""
+    from cgs_engine.store import SliceStore
+
+    store = make_store(tmp_path / "store.h5", labeled=2, unlabeled=1, val=1)
+    run = tmp_path / "run"
+    config = _config(tmp_path, iterations=2, val_every=2)
+    assert main(["train", str(store), "-o", str(run), "--config", config, "--no-error-model"]) == 0
+    record = json.loads((run / "config.json").read_text())
+    with SliceStore.open(store) as opened:
+        record["fingerprint"] = opened.fingerprint(sampled=True)
+    (run / "config.json").write_text(json.dumps(record))
+    assert main(["train", str(store), "-o", str(run), "--resume"]) == 0
