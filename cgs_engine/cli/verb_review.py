@@ -91,6 +91,8 @@ def _queue(args) -> int:
         labels = read_volume(args.labels, kind="labels")
         _check_grid(labels, disagreement, args.labels)
     class_names, map_paths = _class_table(Path(args.disagreement), args.maps_dir)
+    if labels is not None:
+        labels = labels.like(_in_prediction_ids(labels.array, args.labels, class_names), "labels")
     specialist_maps = {}
     for class_id, path in map_paths.items():
         volume = read_volume(path, kind="map")
@@ -262,6 +264,22 @@ def _class_table(disagreement_path: Path, maps_dir: str | None) -> tuple[dict[in
     if not paths:
         raise CGSError(f"{folder}: no specialist maps ({table_stem}_map_<class>.nii.gz) found")
     return names, paths
+
+
+def _in_prediction_ids(labels: np.ndarray, labels_path: str, class_names: dict[int, str]) -> np.ndarray:
+    """The --labels map in the prediction's ids, organ by organ, when its class file numbers them
+    otherwise: read by id, a map numbered Mandible = 1 ... Brainstem = 7 named its regions and
+    marked its changed organs by the prediction's Brainstem ... Mandible, exit 0."""
+    from cgs_engine.classes.relabel import in_receiver_classes
+    from cgs_engine.classes.table import class_table_from_list
+
+    if not class_names:
+        return labels
+    receiver = class_table_from_list([{"id": i, "name": name} for i, name in class_names.items()])
+    relabelled = in_receiver_classes(labels, labels_path, receiver, "the prediction")
+    if relabelled.moved:
+        print(f"{labels_path}: {relabelled.describe()}")
+    return relabelled.labels
 
 
 def _check_map_type(array: np.ndarray, name: str) -> None:

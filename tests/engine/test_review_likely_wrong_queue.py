@@ -144,6 +144,45 @@ def test_review_of_edited_labels_marks_the_organs_whose_figures_are_the_predicti
     assert json.loads(report.read_text())["organs_changed_in_labels"] == [name]
 
 
+def test_review_reads_labels_numbered_otherwise_by_their_class_table(tmp_path, volume, capsys):
+    """The same organs renumbered (their class file says so) were read by id: the queue named other
+    organs and marked organs as changed that were not, exit 0."""
+    from cgs_engine.classes.files import write_class_file
+
+    model, _ = _calibrated(tmp_path, volume)
+    scan = tmp_path / "scan.nii.gz"
+    write_volume(volume, scan)
+    out = tmp_path / "out"
+    assert main(["predict", model, str(scan), "-o", str(out), "--maps"]) == 0
+    predicted = read_volume(out / "scan_labels.nii.gz", kind="labels")
+    disagreement = str(out / "scan_disagreement.nii.gz")
+    capsys.readouterr()
+    report = tmp_path / "own.json"
+    assert (
+        main(["review", disagreement, "--labels", str(out / "scan_labels.nii.gz"), "--json", str(report)])
+        == 0
+    )
+    own = json.loads(report.read_text())
+    reversed_ids = np.where(predicted.array > 0, 4 - predicted.array, 0).astype(np.uint8)
+    renumbered = tmp_path / "renumbered.nii.gz"
+    write_volume(predicted.like(reversed_ids, "labels"), renumbered)
+    write_class_file(
+        tmp_path / "renumbered_classes.json",
+        [
+            {"id": 0, "name": "background"},
+            {"id": 1, "name": "c"},
+            {"id": 2, "name": "b"},
+            {"id": 3, "name": "a"},
+        ],
+        renumbered,
+    )
+    report = tmp_path / "renumbered.json"
+    assert main(["review", disagreement, "--labels", str(renumbered), "--json", str(report)]) == 0
+    assert "ids renumbered by the class table renumbered_classes.json" in capsys.readouterr().out
+    again = json.loads(report.read_text())
+    assert again["regions"] == own["regions"] and again["organs_changed_in_labels"] == []
+
+
 def test_export_names_the_likely_wrong_files(tmp_path, volume):
     prediction = Predictor(checkpoint(), precision="fp32").predict(volume)
     paths = write_prediction(prediction, tmp_path, "case", maps=True)
