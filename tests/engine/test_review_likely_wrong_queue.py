@@ -115,18 +115,23 @@ def test_cgs_predict_writes_the_map_and_cgs_review_ranks_by_it(tmp_path, volume,
     assert "likely wrong per organ" not in capsys.readouterr().out
 
 
-def test_review_of_edited_labels_marks_the_organs_whose_figures_are_the_predictions(tmp_path, volume, capsys):
-    """`cgs review --labels edited.nii.gz` printed "likely wrong 1.6 mL of 1.1 mL" for an organ the
-    edit had erased: the figures are the prediction's, and nothing said so."""
+def _predicted_with_maps(tmp_path, volume):
+    """`cgs predict --maps` of the volume with a calibrated model: (output folder, labels, the
+    disagreement map's path)."""
     model, _ = _calibrated(tmp_path, volume)
     scan = tmp_path / "scan.nii.gz"
     write_volume(volume, scan)
     out = tmp_path / "out"
     assert main(["predict", model, str(scan), "-o", str(out), "--maps"]) == 0
-    predicted = read_volume(out / "scan_labels.nii.gz", kind="labels")
+    return out, read_volume(out / "scan_labels.nii.gz", kind="labels"), str(out / "scan_disagreement.nii.gz")
+
+
+def test_review_of_edited_labels_marks_the_organs_whose_figures_are_the_predictions(tmp_path, volume, capsys):
+    """`cgs review --labels edited.nii.gz` printed "likely wrong 1.6 mL of 1.1 mL" for an organ the
+    edit had erased: the figures are the prediction's, and nothing said so."""
+    out, predicted, disagreement = _predicted_with_maps(tmp_path, volume)
     present = [k for k in (1, 2, 3) if (predicted.array == k).any()]
     assert present
-    disagreement = str(out / "scan_disagreement.nii.gz")
     capsys.readouterr()
     # the prediction's own labels: nothing marked
     assert main(["review", disagreement, "--labels", str(out / "scan_labels.nii.gz")]) == 0
@@ -149,13 +154,7 @@ def test_review_reads_labels_numbered_otherwise_by_their_class_table(tmp_path, v
     organs and marked organs as changed that were not, exit 0."""
     from cgs_engine.classes.files import write_class_file
 
-    model, _ = _calibrated(tmp_path, volume)
-    scan = tmp_path / "scan.nii.gz"
-    write_volume(volume, scan)
-    out = tmp_path / "out"
-    assert main(["predict", model, str(scan), "-o", str(out), "--maps"]) == 0
-    predicted = read_volume(out / "scan_labels.nii.gz", kind="labels")
-    disagreement = str(out / "scan_disagreement.nii.gz")
+    out, predicted, disagreement = _predicted_with_maps(tmp_path, volume)
     capsys.readouterr()
     report = tmp_path / "own.json"
     assert (
