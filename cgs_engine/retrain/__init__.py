@@ -33,7 +33,8 @@ Held-out rule (held-out data go to split "val" and are never trained on, not eve
     set is stable as corrections are added and no model is compared on data it trained on.
   * 1 or 2 volumes: a contiguous block of ``heldout_fraction`` of each volume's reviewed
     slices (at least 1, only from volumes with 2+ reviewed slices): the block holding the most
-    organ voxels the user drew or corrected, else the top block.
+    organ voxels the user drew or corrected, else the top block. The reviewed slices right
+    next to it do not train (near copies on thin slices), unless nothing else would.
   * the prior data's validation cases, when it has any.
   A held-out correction judges on all its reviewed voxels: those the user drew or corrected
   (EDITED) and those the user accepted as the model drew them (ACCEPTED). Both are the user's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,11 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
     with SliceStore.create(
         store_path, project.class_names, project.normalization, project.class_colors
     ) as store:
-        builder = _StoreBuilder(project, store, heldout_volumes, fraction, stop_requested, warn)
+        corrected = _scans_of_corrections(project, usable, heldout_volumes)
+        builder = _StoreBuilder(project, store, heldout_volumes, fraction, stop_requested, warn, corrected)
         if not heldout_volumes:
             builder.shared_heldout = _shared_heldout_slices(project, usable, fraction)
-        prior = _add_prior_training(project, store, _scans_of_corrections(project, usable), warn)
+        prior = _add_prior_training(project, store, corrected, warn)
         weight = correction_weight(
             prior["slices"],
             _correction_slices(project, usable, heldout_volumes, fraction),
@@ -80,7 +81,9 @@ def _usable_corrections(project: Project, warn) -> list:
 class _StoreBuilder:
     """Adds the corrections and unlabeled scans to the store, recording what went where."""
 
-    def __init__(self, project, store, heldout_volumes: set[str], fraction: float, stop_requested, warn):
+    def __init__(
+        self, project, store, heldout_volumes: set[str], fraction: float, stop_requested, warn, corrected
+    ):
         self.project, self.store, self.warn = project, store, warn
         self.heldout_volumes, self.fraction = heldout_volumes, fraction
         self.stop_requested = stop_requested
@@ -91,11 +94,12 @@ class _StoreBuilder:
         self.revisions: dict[str, str] = {}  # correction name -> the revision its data came from
         self.contents: dict[str, str] = {}  # correction name -> correction_content of that data
         self.shared_heldout: dict[str, np.ndarray] = {}  # slice hold-out of copies of one scan
+        self.corrected: dict[str, CorrectedScan] = corrected  # see _scans_of_corrections
         # store_digest of every scan already in the store whose slices judge the new model (held-out
         # corrections and prior validation cases) or are the corrections' own -> what it is
-        self.judged_scans: dict[str, str] = {}
-        # store_digest (with the grid and without it) of each scan a correction trains on -> its name
-        self.trained_scans: dict[str, str] = {}
+        self.judged_scans: dict[str, str] = {
+            digest: f"the scan of correction {scan.name!r}" for digest, scan in corrected.items()
+        }
 
     def add_correction(self, info, weight: float) -> None:
         if self.stop_requested():
@@ -114,10 +118,6 @@ class _StoreBuilder:
             self.normalize(correction.image.array), correction.labels, correction.review
         )
         source = info.source or info.name
-        self.judged_scans[store_digest(image, geometry)] = f"the scan of correction {info.name!r}"
-        if info.name not in self.heldout_volumes:
-            for grid in (geometry, None):
-                self.trained_scans[store_digest(image, grid)] = info.name
         if info.name in self.heldout_volumes:
             if _add_judging_volume(store, info.name, image, labels, review, geometry, source, warn):
                 self.heldout.append(info.name)
@@ -136,7 +136,8 @@ class _StoreBuilder:
                     store, name, image[held], labels[held], review[held], None, source, warn
                 ):
                     self.heldout.append(name)
-                reviewed = np.setdiff1d(reviewed, held)
+            # the rest train, apart from the held-out slices (a copy's: from those all copies hold out)
+            reviewed = _apart_from(np.setdiff1d(reviewed, held), held if shared is None else shared)
             # no unreviewed slice from within or next to the held-out block (for a copy of another
             # correction's scan, the copies' block: held out there, it was trained on here unlabeled)
             if shared is None:
@@ -174,11 +175,11 @@ class _StoreBuilder:
                 # a volume stored without its spacing stays so (see _add_prior_training)
                 geometry = stored.geometry if prior.volume_info(name).spacing_known else None
                 digest = store_digest(stored.image, geometry)
-                corrected = self.trained_scans.get(digest)
-                if corrected is not None:
+                corrected = self.corrected.get(digest)
+                if corrected is not None and corrected.trained:
                     self.warn(
-                        f"prior validation case {name!r} is the scan of correction {corrected!r}, which "
-                        "trains the new model: it does not judge it"
+                        f"prior validation case {name!r} is the scan of correction {corrected.name!r}, "
+                        "which trains the new model: it does not judge it"
                     )
                     continue
                 review = None if stored.review is None else stored.review > 0
@@ -226,6 +227,15 @@ def _with_fingerprints(project: Project, usable: list) -> list:
             info = replace(info, image_fingerprint=image_fingerprint(np.asarray(image.array), image.geometry))
         filled.append(info)
     return filled
+
+
+def _apart_from(reviewed: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """The reviewed slices to train on: none right next to a held-out slice. On a fully corrected
+    CT (1-3 mm slices) the neighbour is nearly the same image in nearly the same labels, so the
+    gate judged the new model partly on what it was taught. Where that would leave the correction
+    nothing to teach (two reviewed slices side by side), its neighbours train all the same."""
+    apart = reviewed[~np.isin(reviewed, np.union1d(held - 1, held + 1))]
+    return apart if apart.size else reviewed
 
 
 def _shared_heldout_slices(project: Project, usable: list, fraction: float) -> dict[str, np.ndarray]:
@@ -290,11 +300,22 @@ def store_digest(image: np.ndarray, geometry) -> str:
     return digest.hexdigest()
 
 
-def _scans_of_corrections(project: Project, usable: list) -> dict[str, tuple[str, np.ndarray]]:
+@dataclass(frozen=True)
+class CorrectedScan:
+    """A scan the user corrected: the correction (the first of its copies), the canonical slices its
+    corrections reviewed, and whether any of them trains the new model (not held out whole)."""
+
+    name: str
+    reviewed: np.ndarray
+    trained: bool
+
+
+def _scans_of_corrections(
+    project: Project, usable: list, heldout_volumes: set[str]
+) -> dict[str, CorrectedScan]:
     """store_digest (with the grid and without it) of each correction's scan, as the store would
-    hold it -> (the correction's name, the canonical slices it reviewed, of every correction of
-    that scan)."""
-    scans: dict[str, tuple[str, np.ndarray]] = {}
+    hold it -> what the corrections of that scan are (read once, before the prior data goes in)."""
+    scans: dict[str, CorrectedScan] = {}
     for info in usable:
         correction = project.read_correction(info.name)
         turn = Reorientation.of(info.geometry)
@@ -303,15 +324,18 @@ def _scans_of_corrections(project: Project, usable: list) -> dict[str, tuple[str
             project.normalization.apply(correction.image.array), correction.review
         )
         reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
+        trained = info.name not in heldout_volumes
         for grid in (geometry, None):
             key = store_digest(canonical, grid)
-            name, earlier = scans.get(key, (info.name, reviewed))
-            scans[key] = (name, np.union1d(earlier, reviewed))
+            earlier = scans.get(key, CorrectedScan(info.name, reviewed, trained))
+            scans[key] = CorrectedScan(
+                earlier.name, np.union1d(earlier.reviewed, reviewed), earlier.trained or trained
+            )
     return scans
 
 
 def _add_prior_training(
-    project: Project, store: SliceStore, corrected: dict[str, tuple[str, np.ndarray]], warn
+    project: Project, store: SliceStore, corrected: dict[str, CorrectedScan], warn
 ) -> dict[str, Any]:
     """The project's prior data: its training volumes as labeled data (its validation cases are
     added after the corrections, :meth:`_StoreBuilder.add_prior_validation`). On a training
@@ -330,11 +354,10 @@ def _add_prior_training(
             kept = np.arange(stored.image.shape[0])
             found = corrected.get(store_digest(stored.image, geometry))
             if found is not None:
-                correction, reviewed = found
-                kept = np.setdiff1d(kept, reviewed)
+                kept = np.setdiff1d(kept, found.reviewed)
                 warn(
-                    f"prior training volume {name!r} is the scan of correction {correction!r}: its "
-                    f"{len(reviewed)} slice(s) the user reviewed are taught from the correction only"
+                    f"prior training volume {name!r} is the scan of correction {found.name!r}: its "
+                    f"{len(found.reviewed)} slice(s) the user reviewed are taught from the correction only"
                 )
                 if not kept.size:
                     continue

@@ -17,6 +17,7 @@ from cgs_engine.errors import CGSError
 from cgs_engine.infer import Predictor
 from cgs_engine.project import Project, ProjectError
 from cgs_engine.retrain import HeldoutScore, retrain
+from cgs_engine.review.state import EDITED
 from cgs_engine.store import SliceStore
 from cgs_engine.volume import Volume
 
@@ -106,9 +107,9 @@ def test_few_volumes_hold_out_slices_and_missing_scans_are_reported(tmp_path):
     assert any("scan0.nii.gz: unlabeled scan missing; skipped" in w for w in result.warnings)
     assert any(e["kind"] == "warning" and "scan0.nii.gz" in e["message"] for e in events)
     with SliceStore.open(result.run_dir / "store.h5") as store:
-        # 4 reviewed slices per volume: 1 held out, 3 trained on
+        # 4 reviewed slices per volume: 1 held out, 2 trained on (not the held-out one's neighbour)
         assert [store.volume_info(n).shape[0] for n in store.volume_names("val")] == [1, 1]
-        assert [store.volume_info(n).shape[0] for n in store.volume_names("labeled")] == [3, 3]
+        assert [store.volume_info(n).shape[0] for n in store.volume_names("labeled")] == [2, 2]
     assert project.version(result.version).metrics["heldout_mode"] == "slices"
 
 
@@ -473,6 +474,33 @@ def test_copies_reviewed_far_apart_keep_their_unreviewed_slices_between_the_bloc
         for name in ("pt~unreviewed", "pt (2)~unreviewed"):
             kept = _slices_of(store.read_volume(name).image)
             assert len(kept) >= 10 and not kept & held
+
+
+def test_no_slice_next_to_the_held_out_block_trains(tmp_path):
+    """A fully corrected scan, held out by slices: the reviewed slices just above and below the
+    held-out block trained, and on thin CT slices the gate judged on near copies of them. Two
+    reviewed slices side by side still teach (the one not held out trains)."""
+    from cgs_engine.retrain.training_store import build_store
+
+    for depth, reviewed_slices in ((20, slice(None)), (20, slice(5, 7))):
+        root = tmp_path / f"r{reviewed_slices.start}"
+        root.mkdir()
+        project = make_project(root, corrections=0, unlabeled=1)
+        image, label = synthetic_volume(np.random.default_rng(3), depth=depth)
+        review = np.zeros(label.shape, np.uint8)
+        review[reviewed_slices] = EDITED
+        project.add_correction("pt", Volume(image), label, review)
+        build_store(project, root / "store.h5", lambda: False, lambda message: None)
+        index = {plane.tobytes(): z for z, plane in enumerate(image)}
+        with SliceStore.open(root / "store.h5") as store:
+            held = {index[plane.tobytes()] for plane in store.read_volume("pt~heldout").image}
+            trained = {index[plane.tobytes()] for plane in store.read_volume("pt").image}
+        assert held and trained and not held & trained
+        if reviewed_slices.start is None:  # a whole scan: the block's neighbours left out
+            beside = {z + step for z in held for step in (-1, 1)} - held
+            assert trained == set(range(depth)) - held - beside, (held, trained)
+        else:
+            assert held | trained == {5, 6}
 
 
 def test_a_corrected_scan_still_in_the_unlabeled_list_is_not_trained_on_again(tmp_path):
