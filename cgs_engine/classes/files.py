@@ -28,10 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cgs_engine.classes.checks import ClassTableError
 from cgs_engine.classes.table import TABLE_FORMAT, ClassTable, class_table_from_list, derive_class_table
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.io.formats import SUPPORTED_EXTENSIONS, strip_image_suffix
+from cgs_engine.io.validate import label_map_problem
 
 CLASS_FILE_SUFFIX = "_classes.json"
 LABELS_PART = "_labels"  # cgs predict writes <stem>_labels.nii.gz beside <stem>_classes.json
@@ -93,6 +96,32 @@ def find_class_file(labels_path: str | os.PathLike) -> Path | None:
         f"{found}: this class table is {named}'s (its \"labels\"), not {name}'s, so its organ names "
         f"need not be those of {name}; move it away, or name the organs with --classes where the "
         "command takes it"
+    )
+
+
+def label_map_given_as_map(path: str | os.PathLike, values: np.ndarray) -> str | None:
+    """Why the file at ``path`` (voxels ``values``), given as a probability or disagreement map, is a
+    label map, or None: its voxels are a few whole numbers, each an id of the class table beside it
+    (``x_classes.json`` beside ``x``, or a prediction's table naming it). The ids of a label map
+    taken for a map were read as probabilities (Mandible, id 7, as 7/255): a click removed another
+    set of voxels, exit 0. Values alone cannot tell (an absent organ's map holds a few small whole
+    numbers too), nor a table alone (``scan_classes.json`` of an older prediction sits beside
+    ``scan.nii.gz``, the CT)."""
+    if label_map_problem(values) is None:
+        return None
+    try:
+        found = find_class_file(path)
+        table = read_class_table(found) if found is not None else None
+    except ClassTableError:
+        return None
+    if table is None:
+        return None
+    ids = {0, *(entry.id for entry in table.entries)}
+    if not set(np.unique(values).astype(np.int64).tolist()) <= ids:
+        return None
+    return (
+        f"is a label map (its voxels are the ids of the class table {found.name} beside it), not a "
+        "map as cgs predict --maps writes them (*_map_<organ>, *_disagreement)"
     )
 
 

@@ -155,6 +155,7 @@ def _adapt(args, volume):
 
 
 def _read_on_grid(path, volume, kind: str, what: str) -> np.ndarray:
+    from cgs_engine.classes.files import label_map_given_as_map
     from cgs_engine.edit.checks import EditError
     from cgs_engine.edit.prompts import check_probability_map
     from cgs_engine.io import read_volume
@@ -173,6 +174,9 @@ def _read_on_grid(path, volume, kind: str, what: str) -> np.ndarray:
             check_probability_map(other.array)
         except EditError as error:
             raise CGSError(f"{path}: {error}") from None
+        problem = label_map_given_as_map(path, other.array)
+        if problem is not None:
+            raise CGSError(f"{path}: {problem}")
     return other.array
 
 

@@ -70,6 +70,7 @@ def run(args) -> int:
     options = _tool_options(args)
     box = _parse_box(args.box) if args.box else None
     _check_output(Path(args.output), args.overwrite)
+    _refuse_output_among_inputs(args)
     source_table = output_class_file(Path(args.labels), Path(args.output), args.overwrite)
     volume = read_volume(args.labels, kind="labels")
     if args.tool == "adapt":
@@ -163,6 +164,27 @@ def _check_output(path: Path, overwrite: bool) -> None:
         raise CGSError(f"{path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise CGSError(f"{path}: no permission to write in {path.parent}")
+
+
+def _refuse_output_among_inputs(args) -> None:
+    """OUT may be LABELS itself (an edit in place, with --overwrite), never another input nor a map
+    its class table names: with --overwrite the CT, the specialist map or a mask was replaced by
+    the label map, and a map so replaced fed the next click in silence."""
+    output = Path(args.output).resolve()
+    for option in ("image", "map", "locked", "reviewed", "model"):
+        given = getattr(args, option, None)
+        if given is not None and Path(given).resolve() == output:
+            raise CGSError(f"{args.output}: is the --{option} input; writing would replace it (choose -o)")
+    try:
+        table = find_class_file(args.labels)
+        maps = read_class_file(table).map_files().values() if table is not None else ()
+    except CGSError:  # a damaged or foreign table: the command says so where it reads it
+        return
+    if any(table.with_name(name).resolve() == output for name in maps):
+        raise CGSError(
+            f"{args.output}: is a map named in {table.name}, which prompts read; writing would "
+            "replace it (choose -o)"
+        )
 
 
 def _parse_box(text: str) -> tuple[slice, slice, slice]:

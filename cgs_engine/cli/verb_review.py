@@ -70,6 +70,7 @@ def run(args) -> int:
 
 
 def _queue(args) -> int:
+    from cgs_engine.classes.files import label_map_given_as_map
     from cgs_engine.io import read_volume
     from cgs_engine.review import busiest_slices, find_regions, slice_profile
 
@@ -86,6 +87,9 @@ def _queue(args) -> int:
         check_json_target(Path(args.json), args.overwrite, inputs)
     disagreement = read_volume(args.disagreement, kind="map")
     _check_map_type(disagreement.array, args.disagreement)
+    problem = label_map_given_as_map(args.disagreement, disagreement.array)
+    if problem is not None:
+        raise CGSError(f"{args.disagreement}: {problem}")
     labels = None
     if args.labels:
         labels = read_volume(args.labels, kind="labels")

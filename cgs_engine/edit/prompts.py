@@ -56,7 +56,12 @@ def why_click_does_nothing(labels, class_id: int, point, positive: bool, names=N
     A click acts only from a voxel it can change: adding, from background; removing, from the organ.
     Said before the click runs: "changed nothing" left the user guessing. ``names``: class names by
     id (a list, background first, or a dict), for the message."""
-    value = int(np.asarray(labels)[tuple(int(i) for i in point)])
+    array = np.asarray(labels)
+    index = tuple(int(i) for i in point)
+    if len(index) != array.ndim or not all(0 <= i < n for i, n in zip(index, array.shape, strict=True)):
+        # (a negative index wrapped round and described another voxel)
+        raise EditError(f"point {index} lies outside the volume {array.shape}")
+    value = int(array[index])
     known = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names or {})
 
     def named(class_id: int) -> str:
@@ -185,6 +190,9 @@ def box_from_drawing(corners, shape, spacing_zyx, slice_axis: int, depth_mm: flo
             reach = size if depth == 0 else int(np.floor(depth / spacing[axis] + 1e-9))
             parts.append(slice(max(centre - reach, 0), min(centre + reach + 1, size)))
         else:  # a voxel belongs to the box when its centre lies inside the drawn rectangle
+            if array[:, axis].max() < -0.5 or array[:, axis].min() > size - 0.5:
+                # (one drawn wholly above or left of the image became its first row or column)
+                raise EditError(f"the drawn box lies outside the image along {'zyx'[axis]}")
             low = int(np.clip(np.ceil(array[:, axis].min() - 1e-9), 0, size))
             high = int(np.clip(np.floor(array[:, axis].max() + 1e-9) + 1, 0, size))
             parts.append(slice(low, max(high, low + 1) if low < size else size))

@@ -145,6 +145,27 @@ def test_adapt_refuses_labels_numbered_otherwise_than_the_model(predicted, capsy
             "ct.nii.gz: int16 voxels: expected a probability map",
         ),
         (["box", "--class", "1", "--box", "0:1,0:1,0:1"], "the box holds nothing of class 1"),
+        (  # the labels given as the map: ids read as probabilities (1 as 1/255), exit 0
+            [
+                "click",
+                "--class",
+                "1",
+                "--point",
+                "5,12,8",
+                "--negative",
+                "--map",
+                "{folder}/ct_labels.nii.gz",
+            ],
+            "ct_labels.nii.gz: is a label map (its voxels are the ids of the class table ct_classes.json",
+        ),
+        (  # -o naming another input: with --overwrite the CT was replaced by the label map
+            ["click", "--class", "1", "--point", "5,12,15", "--image", "{folder}/ct.nii.gz", "--overwrite"],
+            "is the --image input; writing would replace it",
+        ),
+        (  # ... or the map the class table names, which the next click read as probabilities
+            ["box", "--class", "1", "--box", "2:8,4:20,4:20", "--overwrite"],
+            "is a map named in ct_classes.json",
+        ),
         (["click", "--class", "9", "--point", "1,2,3"], "--class 9: not an organ of this label map"),
     ],
 )
@@ -152,7 +173,12 @@ def test_bad_prompts_are_one_line_exit_2(predicted, capsys, args, words):
     folder, *_ = predicted
     write(folder / "small.nii.gz", np.zeros((2, 3, 4), np.uint8))
     out = folder / "out.nii.gz"
+    if "--image" in args and "--overwrite" in args:
+        out = folder / "ct.nii.gz"
+    elif args[0] == "box" and "--overwrite" in args:
+        out = folder / "ct_map_Parotid.nii.gz"
+    before = out.read_bytes() if out.exists() else None
     tool, rest = args[0], [a.format(folder=folder) for a in args[1:]]
     assert main(["edit", tool, str(folder / "ct_labels.nii.gz"), "-o", str(out), *rest]) == 2
     assert words in one_error_line(capsys)
-    assert not out.exists()
+    assert (out.read_bytes() if out.exists() else None) == before

@@ -136,6 +136,19 @@ def test_a_rectangle_drawn_on_a_slice_becomes_a_box_of_whole_voxels():
     assert box_from_drawing(corners, SHAPE, SPACING, slice_axis=0)[0] == slice(0, 24)
     coronal = box_from_drawing([(3.2, 7, 1.0), (9.7, 7, 6.0)], SHAPE, SPACING, slice_axis=1, depth_mm=1.0)
     assert coronal == (slice(4, 10), slice(6, 9), slice(1, 7))
+    thin = box_from_drawing([(12, 4.6, 10.4), (12, 4.8, 20.5)], SHAPE, SPACING, slice_axis=0)
+    assert thin[1] == slice(5, 6)  # between two voxel centres: the nearer row
+
+
+@pytest.mark.parametrize("rows", [(-10, -5), (-3, -0.6), (SHAPE[1] + 2, SHAPE[1] + 9)])
+def test_a_rectangle_drawn_off_the_image_is_refused(rows):
+    """Drawn wholly above the image it became the first row (an organ touching that edge was
+    cleared everywhere else); below the image it was refused."""
+    corners = [(12, rows[0], 10), (12, rows[1], 20)]
+    with pytest.raises(EditError, match="outside the image along y"):
+        box_from_drawing(corners, SHAPE, SPACING, slice_axis=0)
+    overlapping = box_from_drawing([(12, -4, 10), (12, 0.2, 20)], SHAPE, SPACING, slice_axis=0)
+    assert overlapping[1] == slice(0, 1)
 
 
 def test_why_a_click_does_nothing_is_said_in_words():
@@ -154,3 +167,6 @@ def test_why_a_click_does_nothing_is_said_in_words():
     assert why_click_does_nothing(labels, 1, outside, True, names) is None
     assert why_click_does_nothing(labels, 1, inside, False, {1: "Parotid"}) is None
     assert "class 2" in why_click_does_nothing(labels, 1, other, True)
+    for point in ((-1, -1, -1), (labels.shape[0], 0, 0), (1, 2)):  # (-1: the last voxel was described)
+        with pytest.raises(EditError, match="outside the volume"):
+            why_click_does_nothing(labels, 1, point, True, names)

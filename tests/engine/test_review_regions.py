@@ -292,6 +292,10 @@ def test_cli_labels_fallback_and_grid_check(predicted, capsys):
     disagreement = str(predicted / "case_disagreement.nii.gz")
     assert main(["review", disagreement, "--labels", labels_path]) == 0
     assert capsys.readouterr().out.splitlines()[2].endswith("left spleen")
+    # the label map given where the disagreement map goes: its ids were read as 1/255, 2/255
+    assert main(["review", labels_path]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "case_labels.nii.gz: is a label map" in message
     wrong = _write_map(predicted / "small_labels.nii.gz", labels[:4])
     assert main(["review", disagreement, "--labels", wrong]) == 2
     message = capsys.readouterr().err.strip()
