@@ -22,6 +22,11 @@ from cgs_engine.scope import check_scope
 from cgs_engine.volume import Volume
 
 FINGERPRINT_BYTES = 1 << 20
+# Of each file of a DICOM folder: its header (patient, UIDs) and the end of its pixels. Names and
+# sizes alone missed another patient's series copied over the folder (same names, same sizes): the
+# worklist showed the old patient's score, and the scan was not said to have changed.
+FOLDER_FILE_BYTES = 1 << 16
+FOLDER_FINGERPRINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class UnlabeledScan:
         if not self.path.exists():
             return "missing"
         try:
-            if scan_fingerprint(self.path) != self.fingerprint:
+            if not same_scan(self.path, self.fingerprint):
                 return "changed since it was added"
         except OSError as error:
             return f"unreadable ({error.strerror or error})"
@@ -43,19 +48,43 @@ class UnlabeledScan:
 
 
 def scan_fingerprint(path: Path) -> dict[str, Any]:
-    """Size plus a hash of the first and last MiB (a file) or of the file list (a DICOM folder)."""
-    digest = hashlib.sha256()
+    """Size plus a hash of the first and last MiB (a file), or of each file's name, size, first and
+    last 64 KiB (a DICOM folder)."""
     if path.is_dir():
-        files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
-        digest.update(json.dumps(files).encode())
-        return {"kind": "folder", "files": len(files), "sha256": digest.hexdigest()}
+        digest = hashlib.sha256()
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        for file in files:
+            size = file.stat().st_size
+            digest.update(json.dumps([file.name, size]).encode())
+            digest.update(_ends_digest(file, size, FOLDER_FILE_BYTES))
+        return {
+            "kind": "folder",
+            "version": FOLDER_FINGERPRINT_VERSION,
+            "files": len(files),
+            "sha256": digest.hexdigest(),
+        }
     size = path.stat().st_size
+    return {"kind": "file", "size": size, "sha256": _ends_digest(path, size, FINGERPRINT_BYTES).hex()}
+
+
+def same_scan(path: Path, recorded: Mapping[str, Any]) -> bool:
+    """Whether the scan at ``path`` is the one ``recorded`` fingerprinted. A folder recorded before
+    version 2 is compared as it was then (names and sizes), not said to have changed."""
+    if recorded.get("kind") == "folder" and recorded.get("version") is None and path.is_dir():
+        files = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.is_file())
+        digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()
+        return {"kind": "folder", "files": len(files), "sha256": digest} == dict(recorded)
+    return scan_fingerprint(path) == dict(recorded)
+
+
+def _ends_digest(path: Path, size: int, count: int) -> bytes:
+    digest = hashlib.sha256()
     with open(path, "rb") as stream:
-        digest.update(stream.read(FINGERPRINT_BYTES))
-        if size > FINGERPRINT_BYTES:
-            stream.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
-            digest.update(stream.read(FINGERPRINT_BYTES))
-    return {"kind": "file", "size": size, "sha256": digest.hexdigest()}
+        digest.update(stream.read(count))
+        if size > count:
+            stream.seek(max(count, size - count))
+            digest.update(stream.read(count))
+    return digest.digest()
 
 
 class UnlabeledRecords:

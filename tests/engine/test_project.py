@@ -216,6 +216,34 @@ def test_an_unlabeled_scan_changed_since_it_was_added_is_taken_again_when_added_
     assert project.add_unlabeled([path]) == []
 
 
+def test_a_dicom_folder_replaced_by_another_series_of_the_same_file_sizes_has_changed(tmp_path):
+    """Another patient's series copied over a listed DICOM folder (same file names, same sizes)
+    kept its fingerprint (names and sizes): the worklist showed the old patient's score and the
+    scan was not said to have changed. A folder recorded the old way is still compared so."""
+    import hashlib
+
+    from cgs_engine.project.unlabeled import UnlabeledScan, scan_fingerprint
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"IM{index}").write_bytes(b"PATIENT-A" + bytes([index]) * 200_000)
+    listed = UnlabeledScan(folder, "2026-12-07T00:00:00", scan_fingerprint(folder))
+    legacy_files = sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+    legacy = {
+        "kind": "folder",
+        "files": 3,
+        "sha256": hashlib.sha256(json.dumps(legacy_files).encode()).hexdigest(),
+    }
+    recorded_before = UnlabeledScan(folder, "2026-01-01T00:00:00", legacy)
+    assert listed.problem() is None and recorded_before.problem() is None
+    (folder / "IM1").write_bytes(b"PATIENT-B" + bytes([7]) * 200_000)
+    assert listed.problem() == "changed since it was added"
+    (folder / "IM1").write_bytes(b"PATIENT-A" + bytes([1]) * 199_000 + bytes([9]) * 1_000)
+    assert listed.problem() == "changed since it was added"  # the pixels' end
+    assert recorded_before.problem() is None  # compared as recorded: names and sizes
+
+
 def test_retrain_suggestion_is_opt_in(tmp_path):
     project = make_project(tmp_path, corrections=3, unlabeled=0)
     assert len(project.new_corrections_since_last_retrain()) == 3
