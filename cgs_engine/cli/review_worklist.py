@@ -73,9 +73,9 @@ def run_worklist(args) -> int:
     if not args.model:
         raise CGSError("--worklist needs --model PT (the checkpoint to score the scans with)")
     folder = Path(args.worklist)
-    if args.json:
-        check_json_target(Path(args.json), args.overwrite)
     scans = scans_in_folder(folder)
+    if args.json:  # (a scan of the folder named by --json --overwrite was replaced by the report)
+        check_json_target(Path(args.json), args.overwrite, [*scans, Path(args.model)])
     predictor = Predictor(args.model, device=args.device)
     print(f"scoring {len(scans)} scan(s) with {args.model} ({_calibration(predictor)})", file=sys.stderr)
     scores = []

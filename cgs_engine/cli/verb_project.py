@@ -333,9 +333,11 @@ def _worklist(args) -> int:
     from cgs_engine.project.worklist import iterate_project_worklist
     from cgs_engine.review.worklist import ordered
 
-    if args.json:
-        check_json_target(Path(args.json), args.overwrite)
     project = Project.open(args.folder)
+    if args.json:  # not a scan, nor one of the project's own files (--overwrite replaced them)
+        inputs = [scan.path for scan in project.unlabeled()]
+        inputs += [path for path in project.folder.rglob("*") if path.is_file()]
+        check_json_target(Path(args.json), args.overwrite, inputs)
     total = len(project.unlabeled())
     if total == 0:
         print("the project has no unlabeled scans (cgs project add-unlabeled DIR SCANS...)")

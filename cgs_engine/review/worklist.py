@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cgs_engine.errors import CGSError
-from cgs_engine.io import read_volume
+from cgs_engine.io import label_map_problem, read_volume
 from cgs_engine.io.formats import describe_supported, is_supported_path
 from cgs_engine.scope import check_scope
 
@@ -105,7 +105,15 @@ def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise CGSError(f"{folder}: no such folder")
     outputs = prediction_outputs_in(folder)
-    scans = [p for p in sorted(folder.iterdir()) if is_supported_path(p) and p.resolve() not in outputs]
+    candidates = [p for p in sorted(folder.iterdir()) if is_supported_path(p) and p.resolve() not in outputs]
+    # one scan reached twice (a link beside its file) was scored twice and opened twice, each time
+    # with a session of its own: the file itself is kept, else the first name
+    scans, seen = [], set()
+    for path in sorted(candidates, key=lambda p: p.is_symlink()):
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            scans.append(path)
+    scans.sort()
     if not scans:
         raise CGSError(f"{folder}: no scans in this folder ({describe_supported()})")
     return scans
@@ -116,6 +124,9 @@ def score_scan(predictor: Any, path: str | os.PathLike) -> ScanScore:
     started = time.perf_counter()
     try:
         volume = read_volume(path)
+        problem = label_map_problem(volume.array)
+        if problem is not None:  # a reference segmentation in the folder was ranked as a scan
+            return ScanScore(str(path), float("nan"), problem=problem)
         prediction = predictor.predict(volume, maps=True)
     except CGSError as error:
         return ScanScore(str(path), float("nan"), problem=str(error))

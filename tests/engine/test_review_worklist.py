@@ -198,6 +198,48 @@ def test_a_folder_worklist_leaves_out_the_outputs_of_an_earlier_prediction(tmp_p
     assert scans_in_folder(tmp_path) == [tmp_path / "ct.nii.gz"]
 
 
+def test_a_folder_worklist_scores_a_linked_scan_once_and_no_label_map(tmp_path, model, capsys):
+    """A link beside its scan was scored and ranked twice (opened twice, each with a session of
+    its own), a reference segmentation ranked as a scan "with no organ found"; and --json naming a
+    scan of the folder, with --overwrite, replaced that CT with the report."""
+    from cgs_engine.review.worklist import scans_in_folder
+
+    folder = tmp_path / "scans"
+    paths = _scans(folder, count=2)
+    (folder / "a_link.nii.gz").symlink_to(paths[1])
+    reference = np.zeros((8, 32, 32), np.uint8)
+    reference[2:6, 8:20, 8:20] = 1
+    reference[3:5, 22:26, 10:14] = 2
+    write_volume(Volume(reference, GEOMETRY, "labels"), folder / "seg.nii.gz")
+    assert scans_in_folder(folder) == [paths[0], paths[1], folder / "seg.nii.gz"]
+    report = tmp_path / "worklist.json"
+    assert main(["review", "--worklist", str(folder), "--model", str(model), "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["scans"]
+    assert [Path(row["path"]).name for row in rows[:2]] in (
+        ["scan0.nii.gz", "scan1.nii.gz"],
+        ["scan1.nii.gz", "scan0.nii.gz"],
+    )
+    assert rows[2]["path"].endswith("seg.nii.gz") and "looks like a label map" in rows[2]["problem"]
+    capsys.readouterr()
+    before = paths[0].read_bytes()
+    argv = ["review", "--worklist", str(folder), "--model", str(model), "--json", str(paths[0])]
+    assert main([*argv, "--overwrite"]) == 2
+    assert "is one of this command's inputs" in capsys.readouterr().err
+    assert paths[0].read_bytes() == before
+
+
+def test_a_project_worklist_report_never_replaces_a_project_record(tmp_path, model, capsys):
+    scans = _scans(tmp_path / "scans", count=1)
+    project = Project.create(tmp_path / "proj", NAMES, _normalization(), base_model=model, prior_data=None)
+    project.add_unlabeled(scans)
+    record = project.folder / "project.json"
+    before = record.read_bytes()
+    argv = ["project", "worklist", str(project.folder), "--json", str(record), "--overwrite"]
+    assert main(argv) == 2
+    assert "is one of this command's inputs" in capsys.readouterr().err
+    assert record.read_bytes() == before
+
+
 def test_a_scan_unlike_the_training_data_is_ranked_after_those_like_it():
     """Wrong everywhere on an MR given to a CT model teaches the model nothing: it must not top
     the list of what to correct next; it comes after the scans in scope, and says why."""
