@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cgs_engine.durable import write_atomically
+from cgs_engine.h5_durable import write_h5_atomically
 from cgs_engine.review.session import SESSION_SUFFIX, SessionError
 
 FORMAT_NAME = "napari-cgs-prediction"
@@ -74,25 +74,27 @@ def save_prediction(
     if unknown:
         raise SessionError(f"{target}: maps of classes not in the class table: {', '.join(unknown)}")
 
-    def write(temp: Path) -> None:
-        with h5py.File(temp, "w") as file:
-            file.attrs.update(
-                format=FORMAT_NAME,
-                format_version=FORMAT_VERSION,
-                fingerprint=image_fingerprint,
-                prediction_id=prediction_id,
-                saved=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                class_names=json.dumps(list(class_names)),
-                class_colors=json.dumps([[int(c) for c in colour] for colour in class_colors]),
+    # through the guarded writer, read back before it replaces the old file: HDF5 opened plainly on
+    # a disk that filled up crashed the whole viewer (SIGSEGV) when the file was closed, and the
+    # labels painted since the last autosave were lost with it
+    def fill(file: h5py.File) -> None:
+        file.attrs.update(
+            format=FORMAT_NAME,
+            format_version=FORMAT_VERSION,
+            fingerprint=image_fingerprint,
+            prediction_id=prediction_id,
+            saved=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            class_names=json.dumps(list(class_names)),
+            class_colors=json.dumps([[int(c) for c in colour] for colour in class_colors]),
+        )
+        for name, array in arrays.items():
+            _, height, width = array.shape
+            file.create_dataset(
+                name, data=array, chunks=(1, height, width), compression="gzip", compression_opts=1
             )
-            for name, array in arrays.items():
-                _, height, width = array.shape
-                file.create_dataset(
-                    name, data=array, chunks=(1, height, width), compression="gzip", compression_opts=1
-                )
 
     try:
-        write_atomically(target, write)
+        write_h5_atomically(target, fill)
     except OSError as error:
         raise SessionError(f"{target}: cannot save the prediction's maps ({_one_line(error)})") from error
     return target

@@ -115,6 +115,35 @@ def test_a_refused_disk_write_under_hdf5_is_one_error_not_a_crash(tmp_path, monk
     assert leftovers(tmp_path) == []
 
 
+def test_the_saved_prediction_on_a_full_disk_is_one_error_and_the_old_file_kept(tmp_path, monkeypatch):
+    """The panel's autosave writes the prediction's maps beside the session; written with plain
+    h5py, a disk that filled up crashed the viewer (SIGSEGV at close, HDF5 2.0) and the strokes
+    since the last autosave were lost. It goes through the guarded writer now."""
+    from cgs_engine.review.prediction_file import load_prediction, save_prediction
+    from cgs_engine.review.session import SessionError
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (8, 64, 64)).astype(np.uint8)
+    maps = {"organ": rng.integers(0, 255, labels.shape).astype(np.uint8)}
+    target = tmp_path / "ct.cgs-prediction.h5"
+    arguments = ("fingerprint", labels, maps, None, ["background", "organ"], [[0, 0, 0], [255, 0, 0]])
+    save_prediction(target, "first", *arguments)
+    real_pwrite = os.pwrite
+    written = {"bytes": 0}
+
+    def filling_disk(fd, data, offset):
+        written["bytes"] += len(data)
+        if written["bytes"] > 20_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr("cgs_engine.durable.os.pwrite", filling_disk)
+    with pytest.raises(SessionError, match="cannot save the prediction's maps .*No space left on device"):
+        save_prediction(target, "second", *arguments)
+    assert load_prediction(target).prediction_id == "first"
+    assert leftovers(tmp_path) == []
+
+
 def test_hdf5_files_written_through_the_guard_read_back(tmp_path):
     path = write_h5_atomically(tmp_path / "x.h5", lambda file: file.create_dataset("a", data=np.arange(10)))
     import h5py
