@@ -9,6 +9,7 @@ class's map file, which ``cgs review`` reads.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections import Counter
@@ -27,7 +28,13 @@ from cgs_engine.classes.files import (
     write_class_file,
 )
 from cgs_engine.classes.table import ClassTable
-from cgs_engine.durable import fsync_dir, remove_stale_temp_files, staging_folder, write_json_atomically
+from cgs_engine.durable import (
+    WriteError,
+    fsync_dir,
+    remove_stale_temp_files,
+    staging_folder,
+    write_json_atomically,
+)
 from cgs_engine.errors import CGSError
 from cgs_engine.infer.predictor import Prediction
 from cgs_engine.io import VolumeIOError, write_volume
@@ -133,19 +140,21 @@ def write_prediction(
         staged = {key: staging / path.name for key, path in paths.items()}
         jobs = []
         if maps:
-            jobs += [(volume, staged[f"map:{name}"]) for name, volume in prediction.specialist_maps.items()]
+            jobs += [(volume, f"map:{name}") for name, volume in prediction.specialist_maps.items()]
             if prediction.disagreement is not None:
-                jobs.append((prediction.disagreement, staged["disagreement"]))
+                jobs.append((prediction.disagreement, "disagreement"))
             if prediction.errors is not None:
-                jobs.append((prediction.labels.like(prediction.errors.map, "map"), staged["likely_wrong"]))
-        jobs.append((prediction.labels, staged["labels"]))
-        # gzip dominates writing and ITK releases the GIL: one file per core at a time
-        with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-            list(pool.map(lambda job: write_volume(job[0], job[1]), jobs))
-        write_class_file(staged["classes"], entries, paths["labels"], made_on)
-        if maps and prediction.errors is not None:
-            summary = prediction.errors.summary(list(prediction.class_names))
-            write_json_atomically(staged["likely_wrong_json"], summary)
+                jobs.append((prediction.labels.like(prediction.errors.map, "map"), "likely_wrong"))
+        jobs.append((prediction.labels, "labels"))
+        # a failed write names the output, not its staged copy in a hidden folder already removed
+        with _named_as_output(staged, paths):
+            # gzip dominates writing and ITK releases the GIL: one file per core at a time
+            with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
+                list(pool.map(lambda job: write_volume(job[0], staged[job[1]]), jobs))
+            write_class_file(staged["classes"], entries, paths["labels"], made_on)
+            if maps and prediction.errors is not None:
+                summary = prediction.errors.summary(list(prediction.class_names))
+                write_json_atomically(staged["likely_wrong_json"], summary)
         check_targets(paths, overwrite)  # none appeared meanwhile
         last = ("labels", "classes")
         for key in [key for key in paths if key not in last] + list(last):
@@ -164,6 +173,22 @@ def write_prediction(
             if stale.is_file():
                 stale.unlink()
     return paths
+
+
+@contextlib.contextmanager
+def _named_as_output(staged: dict[str, Path], paths: dict[str, Path]):
+    """Errors of writes into the staging folder, told with the output's path."""
+    outputs = {str(staged[key]): paths[key] for key in staged}
+    try:
+        yield
+    except VolumeIOError as error:
+        if error.path is None or error.path not in outputs:
+            raise
+        raise VolumeIOError(outputs[error.path], error.problem) from None
+    except WriteError as error:
+        if error.target not in outputs:
+            raise
+        raise WriteError(outputs[error.target], error.problem) from None
 
 
 def _shadowing_class_file(paths: dict[str, Path], overwrite: bool) -> Path | None:

@@ -92,6 +92,28 @@ def test_export_keeps_geometry_and_refuses_overwrite(volume, tmp_path):
     assert paths["labels"].read_bytes() == before
 
 
+def test_a_failed_write_names_the_output_not_its_staged_copy(volume, tmp_path, monkeypatch):
+    """On a full disk the one-line error named a file in the hidden staging folder, removed by
+    then: the user could not tell which output failed."""
+    import errno
+    import os
+
+    real_write = sitk.WriteImage
+
+    def full_disk_for_maps(image, path, *args, **kwargs):
+        if "_map_" in str(path):
+            raise RuntimeError(os.strerror(errno.ENOSPC))
+        return real_write(image, path, *args, **kwargs)
+
+    prediction = Predictor(_checkpoint(), precision="fp32").predict(volume)
+    monkeypatch.setattr("cgs_engine.io.writers.sitk.WriteImage", full_disk_for_maps)
+    with pytest.raises(VolumeIOError) as raised:
+        write_prediction(prediction, tmp_path, "case", maps=True)
+    message = str(raised.value)
+    assert message.startswith(str(tmp_path / "case_map_")) and ".partial" not in message, message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_class_table_under_the_labels_own_name_is_replaced_only_with_overwrite(volume, tmp_path):
     """`cgs convert --labels` (or `cgs edit -o`) of another map onto case_labels.nii.gz wrote
     case_labels_classes.json, which is found before case_classes.json: after `cgs predict
