@@ -51,9 +51,19 @@ class SliceHeader:
         return self.image.path.name
 
 
+def _empty(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)):
+        return not value.strip()
+    return False
+
+
 def parsed_slice(image: ImageFile) -> SliceHeader:
     header = image.header
-    missing = [tag for tag in REQUIRED_TAGS if tag not in header]
+    # present but empty counts as missing: an empty FrameOfReferenceUID or SOPInstanceUID was
+    # taken as given, and the RTSTRUCT and SEG written on it referenced '' (ours refused to read it)
+    missing = [tag for tag in REQUIRED_TAGS if tag not in header or _empty(header.get(tag))]
     if missing:
         problem = f"image lacks {', '.join(missing)}, so it cannot be placed in 3D or referenced"
         raise VolumeIOError(image.path, problem)

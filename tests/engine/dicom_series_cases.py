@@ -147,6 +147,22 @@ def _other_frame(folder: Path) -> None:
     edit(folder, 6, move)
 
 
+def _empty_frame(folder: Path) -> None:
+    """Present but empty: taken as given, the RTSTRUCT and SEG written on it referenced ''."""
+
+    def empty(dataset):
+        dataset.FrameOfReferenceUID = ""
+
+    edit(folder, 3, empty)
+
+
+def _empty_instance_uid(folder: Path) -> None:
+    def empty(dataset):
+        dataset.SOPInstanceUID = ""
+
+    edit(folder, 5, empty)
+
+
 def _slope_per_slice(folder: Path) -> None:
     """Valid: one slice stored with its own rescale (values must still come out right)."""
 
@@ -215,6 +231,8 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "single-slice": (_single_slice, "single slice"),
     "no-image-position": (_no_position, "ImagePositionPatient"),
     "two-frames-of-reference": (_other_frame, "frames of reference"),
+    "empty-frame-of-reference": (_empty_frame, "lacks FrameOfReferenceUID"),
+    "empty-instance-uid": (_empty_instance_uid, "lacks SOPInstanceUID"),
 }
 VALID: dict[str, Callable[[Path], None]] = {
     "rescale-per-slice": _slope_per_slice,
