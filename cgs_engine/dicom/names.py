@@ -59,10 +59,15 @@ def structure_names(entries: Iterable[ClassEntry]) -> StructureNames:
     taken: set[str] = set()
     for entry in entries:
         wanted = entry.structure_name
-        name = conformant(wanted, LONG_STRING) or f"Class {entry.id}"
-        if name.casefold() in taken:  # two classes must not become one structure on import
-            suffix = f" ({entry.id})"
-            name = name[: LONG_STRING - len(suffix)].rstrip() + suffix
+        name = base = conformant(wanted, LONG_STRING) or f"Class {entry.id}"
+        # two classes must not become one structure on import (planning systems compare names
+        # case-blind); a name made distinct may meet another class's name too: "Organ (3)" beside
+        # "organ" of id 3 wrote two ROIs named alike, and the re-import lost one organ
+        attempt = 1
+        while name.casefold() in taken:
+            suffix = f" ({entry.id})" if attempt == 1 else f" ({entry.id}-{attempt})"
+            name = base[: LONG_STRING - len(suffix)].rstrip() + suffix
+            attempt += 1
         taken.add(name.casefold())
         names.by_id[entry.id] = name
         if name != wanted:

@@ -87,7 +87,8 @@ def export_rtstruct(
 
 
 def check_labels_fit(labels: Volume, series: DicomSeries, table: ClassTable) -> None:
-    """Labels on the series' grid, with every id in the class table (one-line errors naming LABELS)."""
+    """Labels on the series' grid, with every id in the class table (one-line errors naming LABELS),
+    and a series whose images name their study."""
     name = labels.source or "labels"
     image = series.volume
     differences = grid_differences(labels.shape, labels.geometry, image.shape, image.geometry)
@@ -95,7 +96,19 @@ def check_labels_fit(labels: Volume, series: DicomSeries, table: ClassTable) -> 
         raise DicomError(
             name, f"label map is not on the grid of the series in {series.folder} ({'; '.join(differences)})"
         )
-    present = [int(value) for value in np.unique(labels.array) if value != 0]
+    if not series.study_instance_uid.strip():
+        # (written as an empty UID: a structure set filed under no study)
+        raise DicomError(
+            series.folder,
+            "its images have no StudyInstanceUID; an RTSTRUCT or SEG must name the study of the images",
+        )
+    values = np.unique(labels.array)
+    fractional = values[values != np.round(values)] if values.dtype.kind == "f" else values[:0]
+    if fractional.size:  # (1.5 was taken as id 1 here and its voxels left out of the RTSTRUCT)
+        raise DicomError(
+            name, f"label map has non-integer values (e.g. {fractional[0]:g}); ids must be whole"
+        )
+    present = [int(value) for value in values if value != 0]
     unknown = [value for value in present if table.by_id(value) is None]
     if unknown:
         raise DicomError(

@@ -59,6 +59,15 @@ def test_names_are_made_conformant_distinct_and_each_change_is_said():
     assert "class 6 is written as 'a b (6)', not 'a b' (another class has that name)" in names.changes
 
 
+def test_a_name_made_distinct_never_meets_another_classes_name():
+    """'organ' of id 3 became 'organ (3)', alike (case-blind) to class 2's own 'Organ (3)': two
+    ROIs named alike, and the re-import lost one organ."""
+    names = structure_names(table_of(["Organ", "Organ (3)", "organ", "ORGAN"]).entries)
+    written = [names[i] for i in range(1, 5)]
+    assert written == ["Organ", "Organ (3)", "organ (3-2)", "ORGAN (4)"]
+    assert len({name.casefold() for name in written}) == 4
+
+
 @pytest.mark.parametrize("kind", ["RTSTRUCT", "SEG"])
 def test_files_declare_utf8_and_names_survive_the_round_trip(series, tmp_path, kind):
     table = table_of(NAMES)
@@ -85,3 +94,22 @@ def test_a_code_value_dicom_cannot_hold_is_refused_before_writing(series, tmp_pa
     with pytest.raises(ClassTableError, match="code value '1234567890123456789'"):
         export_rtstruct(labels_for(series, 1), series, ClassTable((entry,)), tmp_path / "RS.dcm")
     assert not (tmp_path / "RS.dcm").exists()
+
+
+@pytest.mark.parametrize("export", [export_rtstruct, export_seg])
+def test_a_series_without_a_study_or_labels_with_fractions_are_refused(series, tmp_path, export):
+    """RTSTRUCT was written with StudyInstanceUID '' (filed under no study), SEG failed with a raw
+    AttributeError; labels of 1.5 lost those voxels from the RTSTRUCT in silence (IndexError in SEG)."""
+    import dataclasses
+
+    from cgs_engine.dicom import DicomError
+
+    labels = labels_for(series, 2)
+    no_study = dataclasses.replace(series, study_instance_uid="")
+    with pytest.raises(DicomError, match="no StudyInstanceUID; an RTSTRUCT or SEG must name the study"):
+        export(labels, no_study, table_of(["a", "b"]), tmp_path / "out.dcm")
+    fractions = labels.array.astype(np.float32)
+    fractions[fractions == 2] = 1.5
+    with pytest.raises(DicomError, match=r"non-integer values \(e.g. 1.5\)"):
+        export(labels.like(fractions, "labels"), series, table_of(["a", "b"]), tmp_path / "out.dcm")
+    assert not (tmp_path / "out.dcm").exists()
