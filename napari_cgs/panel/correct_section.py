@@ -593,7 +593,9 @@ class CorrectSection(WorkerSection):
         or close this one, and the panel's labels layer is then another scan's (two frames of one
         patient even have the same shape). Such a result is dropped, never written there."""
         current = self.panel.labels_layer
-        if current is not None and same_layer(current, read_from):
+        # (the panel keeps holding a labels layer the user closed, for its work: a result written
+        # into it then was saved to the session unseen, and "Ctrl+Z undoes it" had no layer)
+        if current is not None and same_layer(current, read_from) and shown_as(self.viewer, read_from):
             if not self.panel.out_of_step():
                 return False
             # another image was chosen while the panel's own pre-segmentation runs: the labels are

@@ -385,9 +385,11 @@ class PromptTools(QWidget):
         if changed:  # written untracked (the model's, not yours), so the autosave must be told
             self.panel.autosave.mark_changed()
             self.panel.autosave.save_now()
+        # (with nothing changed no undo step was made: "Ctrl+Z undoes it" took back the stroke before)
+        undo = "Ctrl+Z undoes it" if changed else "nothing to undo: Ctrl+Z would undo your previous edit"
         self.section.status.setText(
             f"Adapted to this scan ({result.steps} steps on {result.trained_slices} corrected slices, "
-            f"{result.seconds:.0f} s): {changed:,} voxels re-predicted (Ctrl+Z undoes it)."
+            f"{result.seconds:.0f} s): {changed:,} voxels re-predicted ({undo})."
         )
         self.section.edited.emit("Adapted to this scan", changed)
 

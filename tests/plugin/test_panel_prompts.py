@@ -221,6 +221,28 @@ def hold_adapt_answering_everywhere(monkeypatch, labels, organ):
     return fx.held(monkeypatch, prompt_tools, "run_adapt", everywhere)
 
 
+def test_adapting_that_changes_nothing_does_not_offer_ctrl_z(qtbot, presegmented, monkeypatch):
+    """It said "Ctrl+Z undoes it" with 0 voxels re-predicted: no undo step was made, so Ctrl+Z
+    took back the user's last stroke instead."""
+    viewer, panel, image, labels, organ = presegmented
+    labels.brush_size = 9
+    labels.paint((4, 70, 64), organ)
+
+    def nothing(args):
+        labels_in = args[2]
+        return AdaptResult(labels=labels_in.copy(), changed=np.zeros(labels_in.shape, bool), steps=1)
+
+    release = fx.held(monkeypatch, prompt_tools, "run_adapt", nothing)
+    painted = np.array(labels.data, copy=True)
+    assert panel.correct_section.prompt_tools.adapt() is not None
+    release.set()
+    wait_idle(qtbot, panel.correct_section)
+    status = panel.correct_section.status.text()
+    assert "0 voxels re-predicted" in status and "Ctrl+Z undoes it" not in status
+    assert "nothing to undo" in status
+    np.testing.assert_array_equal(np.asarray(labels.data), painted)
+
+
 def test_the_adapted_labels_are_saved_in_the_session(qtbot, presegmented, sample_slab_path, monkeypatch):
     """Written untracked (the model's voxels), the adaptation never made the session dirty: it was
     never autosaved, and closing the image restored the labels from before it without a word."""
@@ -266,6 +288,21 @@ def test_a_prompt_answered_after_switching_images_is_not_written_into_the_other(
     np.testing.assert_array_equal(np.asarray(other_labels.data), other)
     np.testing.assert_array_equal(np.asarray(labels.data), first)
     assert "not written" in panel.correct_section.status.text()
+
+
+def test_a_click_answered_after_its_labels_layer_was_closed_is_not_written(qtbot, presegmented, monkeypatch):
+    """Written into the closed layer the panel keeps for its work: 11 voxels the user never saw went
+    into the session, and the status offered Ctrl+Z on no layer."""
+    viewer, panel, image, labels, organ = presegmented
+    target = background_click_target(viewer, image, labels)
+    release = fx.held(monkeypatch, prompt_tools, "run_click")
+    before = np.array(labels.data, copy=True)
+    assert panel.correct_section.prompt_tools.click_at(target) is not None
+    viewer.layers.remove(labels)
+    release.set()
+    wait_idle(qtbot, panel.correct_section)
+    np.testing.assert_array_equal(np.asarray(labels.data), before)
+    assert "was closed meanwhile" in panel.correct_section.status.text()
 
 
 def test_what_you_paint_while_adapting_stays_yours(qtbot, presegmented, monkeypatch):
