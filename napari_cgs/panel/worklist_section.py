@@ -19,6 +19,7 @@ Signals: ``finished(list)`` (the scores, when a scoring ends), ``opened(object)`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from cgs_engine.infer import Predictor
+from cgs_engine.project.unlabeled import scan_fingerprint
 from cgs_engine.project.worklist import iterate_project_worklist
 from cgs_engine.review.worklist import ScanScore, ordered, scans_in_folder, score_scans
 from napari_cgs.panel.section import WorkerSection
@@ -104,6 +106,7 @@ class WorklistSection(WorkerSection):
         self.viewer, self._checkpoint, self._device, self._project = viewer, checkpoint, device, project
         self._show_image = show_image
         self.scores: list[ScanScore] = []
+        self._fingerprints: dict[str, Any] = {}  # path -> scan_fingerprint when it was ranked
         self.opened_paths: set[str] = set()
         self._total = 0
         self._cancelled = False
@@ -265,6 +268,7 @@ class WorklistSection(WorkerSection):
         if self._stale:  # scored for a project no longer open (saved there by the engine)
             return
         self.scores = ordered([*self.scores, value])
+        self._fingerprints[value.path] = _fingerprint(value.path)
         self._show_scores()
         self.status.setText(f"Scored {len(self.scores)} of {self._total} scans; latest: {value.describe()}")
 
@@ -307,28 +311,58 @@ class WorklistSection(WorkerSection):
         return not score.problem and score.path not in self.opened_paths
 
     def open_next(self) -> Any | None:
-        following = next((s for s in self.scores if self._openable(s)), None)
-        if following is None:
-            return self._report("Every ranked scan has been opened: rank another folder.")
-        return self.open_scan(following.path)
+        for score in list(self.scores):
+            if not self._openable(score):
+                continue
+            if self._changed_since_ranked(score.path):  # its rank is another file's
+                self._mark_unopenable(score.path, "changed since it was ranked: rank the folder again")
+                continue
+            return self.open_scan(score.path)
+        return self._report("Every ranked scan has been opened: rank another folder.")
+
+    def _changed_since_ranked(self, path: str) -> bool:
+        recorded = self._fingerprints.get(path)  # (a deleted scan is said so when opening it fails)
+        return recorded is not None and Path(path).exists() and _fingerprint(path) != recorded
+
+    def _mark_unopenable(self, path: str, problem: str) -> None:
+        """Listed last with its reason: *Open next* kept choosing a scan deleted after it was
+        ranked, failing each time, and never reached the next one."""
+        self.scores = ordered(
+            [dataclasses.replace(s, problem=problem) if s.path == path else s for s in self.scores]
+        )
+        self._show_scores()
 
     def _on_double_click(self, item: QListWidgetItem) -> None:
         self.open_scan(item.data(Qt.ItemDataRole.UserRole))
 
     def open_scan(self, path: str) -> Any | None:
+        changed = self._changed_since_ranked(path)
         try:
             layers = self.viewer.open(path, plugin="napari-cgs")
         except Exception as error:  # napari wraps reader errors in its own types
-            return self._report(f"Cannot open {Path(path).name}: {str(error).splitlines()[0]}")
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            self._mark_unopenable(path, f"cannot open: {reason}")
+            return self._report(f"Cannot open {Path(path).name}: {reason}")
         self.opened_paths.add(path)
         self._show_scores()
         layer = layers[0] if layers else None
         if layer is not None:
             self._show_image(layer)
-            self.status.setText(f"Opened {Path(path).name}: pre-segment it, then review and correct it.")
+            note = " It changed since it was ranked: its score is not this file's." if changed else ""
+            self.status.setText(
+                f"Opened {Path(path).name}: pre-segment it, then review and correct it.{note}"
+            )
             self.opened.emit(layer)
         return layer
 
     def shutdown(self) -> None:
         """The panel is closing: stop scoring."""
         self.cancel()
+
+
+def _fingerprint(path: str) -> Any:
+    """The scan's fingerprint (its size, header and end), or None when it cannot be read."""
+    try:
+        return scan_fingerprint(Path(path))
+    except OSError:
+        return None

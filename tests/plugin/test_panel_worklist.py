@@ -64,6 +64,30 @@ def test_a_folder_is_ranked_in_the_background_and_the_worst_scan_opens(qtbot, vi
     assert not section.open_button.isEnabled()
 
 
+def test_open_next_passes_a_scan_deleted_or_replaced_after_it_was_ranked(
+    qtbot, viewer_and_panel, scan_folder
+):
+    """A ranked scan deleted meanwhile: *Open next* chose it again and again, failing each time, and
+    never reached the next one. One replaced by another file was opened under the old one's rank."""
+    viewer, panel = viewer_and_panel
+    section = panel.worklist_section
+    scores = score(qtbot, section, lambda: section.score_folder(scan_folder))
+    first, second, third = (scan_folder / s.name for s in scores[:3])
+    first.unlink()
+    shutil.copyfile(scan_folder / "broken.nii.gz", third)  # replaced: the bytes differ
+    second.touch()  # only touched: the same scan
+    assert section.open_next() is None and "Cannot open" in section.status.text()
+    layer = section.open_next()
+    assert layer is not None and layer.name.startswith(second.name.split(".")[0])
+    assert section.open_next() is None and "Every ranked scan" in section.status.text()
+    problems = {s.name: s.problem for s in section.scores}
+    assert (
+        problems[first.name].startswith("cannot open")
+        and "changed since it was ranked" in problems[third.name]
+    )
+    assert not section.open_button.isEnabled()
+
+
 def test_scoring_can_be_cancelled_and_the_viewer_stays_usable(qtbot, viewer_and_panel, scan_folder):
     viewer, panel = viewer_and_panel
     section = panel.worklist_section
