@@ -36,10 +36,15 @@ def expand_images(arguments: list[str] | None, what: str) -> list[Path]:
 
 def check_json_target(path: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
     """A --json output can be written: checked before any work, so a refusal comes first. It may
-    not be one of the command's ``inputs``, even with ``--overwrite``."""
+    not be one of the command's ``inputs``, even with ``--overwrite``, nor lie in an input that is a
+    folder (a DICOM series' slice, a project's records)."""
     for source in inputs:
         if _same_file(path, Path(source)):
             raise CGSError(f"{path}: is one of this command's inputs; --json must name another file")
+        if Path(source).is_dir() and _inside(path, Path(source)):
+            raise CGSError(
+                f"{path}: lies in {source}, one of this command's inputs; --json must name a file elsewhere"
+            )
     if path.is_dir():
         raise CGSError(f"{path}: is a folder; give a file name such as report.json")
     if path.exists() and not overwrite:
@@ -55,4 +60,11 @@ def _same_file(first: Path, second: Path) -> bool:
     try:
         return first.exists() and second.exists() and os.path.samefile(first, second)
     except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop: not inside anything it could replace
         return False

@@ -334,9 +334,8 @@ def _worklist(args) -> int:
     from cgs_engine.review.worklist import ordered
 
     project = Project.open(args.folder)
-    if args.json:  # not a scan, nor one of the project's own files (--overwrite replaced them)
-        inputs = [scan.path for scan in project.unlabeled()]
-        inputs += [path for path in project.folder.rglob("*") if path.is_file()]
+    if args.json:  # not a scan, nor in the project folder (--overwrite replaced project.json)
+        inputs = [project.folder, *(scan.path for scan in project.unlabeled())]
         check_json_target(Path(args.json), args.overwrite, inputs)
     total = len(project.unlabeled())
     if total == 0:

@@ -236,8 +236,28 @@ def test_a_project_worklist_report_never_replaces_a_project_record(tmp_path, mod
     before = record.read_bytes()
     argv = ["project", "worklist", str(project.folder), "--json", str(record), "--overwrite"]
     assert main(argv) == 2
-    assert "is one of this command's inputs" in capsys.readouterr().err
+    assert "one of this command's inputs" in capsys.readouterr().err
     assert record.read_bytes() == before
+    # anywhere in the project folder, at the first run as at the next (a report written there
+    # was refused only at its rerun, as a file of the project)
+    (project.folder / "reports").mkdir()
+    argv[4] = str(project.folder / "reports" / "worklist.json")
+    assert main(argv) == 2
+    assert "lies in" in capsys.readouterr().err
+
+
+def test_a_json_report_never_goes_into_a_dicom_series_given_as_input(tmp_path):
+    from cgs_engine.cli.paths import check_json_target
+    from cgs_engine.errors import CGSError
+
+    series = tmp_path / "patient1"
+    series.mkdir()
+    (series / "0001.dcm").write_bytes(b"slice")
+    with pytest.raises(CGSError, match="lies in .*patient1, one of this command's inputs"):
+        check_json_target(series / "0001.dcm", True, [series])
+    with pytest.raises(CGSError, match="lies in"):
+        check_json_target(series / "new.json", False, [series])
+    check_json_target(tmp_path / "report.json", False, [series])
 
 
 def test_a_scan_unlike_the_training_data_is_ranked_after_those_like_it():
