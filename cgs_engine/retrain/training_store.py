@@ -43,7 +43,7 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
         prior = _add_prior_training(project, store, corrected, warn)
         weight = correction_weight(
             prior["slices"],
-            _correction_slices(project, usable, heldout_volumes, fraction),
+            _correction_slices(project, usable, heldout_volumes, fraction, builder.shared_heldout),
             float(project.settings["correction_share"]),
         )
         for info in usable:
@@ -122,22 +122,18 @@ class _StoreBuilder:
             if _add_judging_volume(store, info.name, image, labels, review, geometry, source, warn):
                 self.heldout.append(info.name)
             return
-        reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
-        unreviewed = np.setdiff1d(np.arange(len(review)), reviewed)
+        shared = None if self.heldout_volumes else self.shared_heldout.get(info.name)
+        held, reviewed = slices_of_correction(
+            labels, review, self.fraction, shared, bool(self.heldout_volumes)
+        )
+        unreviewed = np.flatnonzero(~review.reshape(len(review), -1).any(axis=1))
         if not self.heldout_volumes:
-            shared = self.shared_heldout.get(info.name)
-            if shared is not None:  # a copy of another correction's scan: the same slices held out
-                held = np.intersect1d(reviewed, shared)
-            else:
-                held = heldout_slices(reviewed, self.fraction, judging_weights(labels, review, reviewed))
             if held.size:
                 name = f"{info.name}~heldout"
                 if _add_judging_volume(
                     store, name, image[held], labels[held], review[held], None, source, warn
                 ):
                     self.heldout.append(name)
-            # the rest train, apart from the held-out slices (a copy's: from those all copies hold out)
-            reviewed = _apart_from(np.setdiff1d(reviewed, held), held if shared is None else shared)
             # no unreviewed slice from within or next to the held-out block (for a copy of another
             # correction's scan, the copies' block: held out there, it was trained on here unlabeled)
             if shared is None:
@@ -272,16 +268,43 @@ def correction_weight(prior_slices: int, correction_slices: int, share: float) -
     return max(1.0, share / (1.0 - share) * prior_slices / correction_slices)
 
 
-def _correction_slices(project: Project, usable, heldout_volumes: set[str], fraction: float) -> int:
-    """How many reviewed slices the corrections contribute to training (held-out ones excluded)."""
+def slices_of_correction(
+    labels: np.ndarray, review: np.ndarray, fraction: float, shared: np.ndarray | None, whole_volumes: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(held out, trained): the canonical reviewed slices of a correction that judge the new model
+    and those that train it. With whole volumes held out, a training correction holds none out;
+    else its block (``shared``: the slices all copies of its scan hold out), and the reviewed
+    slices next to it do not train (see :func:`_apart_from`)."""
+    reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
+    if whole_volumes:
+        return reviewed[:0], reviewed
+    if shared is not None:  # a copy of another correction's scan: the same slices held out
+        held = np.intersect1d(reviewed, shared)
+    else:
+        held = heldout_slices(reviewed, fraction, judging_weights(labels, review, reviewed))
+    # the rest train, apart from the held-out slices (a copy's: from those all copies hold out)
+    return held, _apart_from(np.setdiff1d(reviewed, held), held if shared is None else shared)
+
+
+def _correction_slices(
+    project: Project, usable, heldout_volumes: set[str], fraction: float, shared: dict[str, np.ndarray]
+) -> int:
+    """How many reviewed slices the corrections contribute to training: those
+    :func:`slices_of_correction` gives, as :meth:`_StoreBuilder.add_correction` stores them (the
+    count set the corrections' sampling weight; counting the held-out block's neighbours, which do
+    not train, gave them 0.40 of the draws instead of the 0.5 asked)."""
     total = 0
     for info in usable:
         if info.name in heldout_volumes:
             continue
-        (review,) = Reorientation.of(info.geometry).canonical_copies(project.read_review_mask(info.name))
-        reviewed = np.flatnonzero(review.reshape(len(review), -1).any(axis=1))
-        held = 0 if heldout_volumes else len(heldout_slices(reviewed, fraction))
-        total += len(reviewed) - held
+        correction = project.read_correction(info.name)
+        labels, review = Reorientation.of(info.geometry).canonical_copies(
+            correction.labels, correction.review
+        )
+        trained = slices_of_correction(
+            labels, review, fraction, shared.get(info.name), bool(heldout_volumes)
+        )[1]
+        total += len(trained)
     return total
 
 

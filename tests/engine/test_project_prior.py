@@ -173,6 +173,24 @@ def test_retrain_rehearses_prior_data_weights_corrections_and_judges_on_edits(tm
     assert result.new_score.volumes == 2
 
 
+def test_the_correction_weight_counts_the_slices_that_train(tmp_path):
+    """Held out by slices, the reviewed neighbours of the held-out block do not train, but they were
+    counted: the corrections drew 0.40 of the samples instead of the share of 0.5."""
+    from cgs_engine.retrain.training_store import build_store
+
+    project = make_project(tmp_path, corrections=2, unlabeled=1)
+    project.set_prior_data(write_prior_folder(tmp_path / "prior", train=2, val=1))
+    plan = build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
+    assert plan["heldout_mode"] == "slices"
+    with SliceStore.open(tmp_path / "store.h5") as store:
+        labeled = {n: store.volume_info(n) for n in store.volume_names("labeled")}
+    prior = sum(info.shape[0] for name, info in labeled.items() if name.startswith("prior~"))
+    corrections = [info for name, info in labeled.items() if not name.startswith("prior~")]
+    trained = sum(info.shape[0] for info in corrections)
+    assert trained == 4  # 4 reviewed slices each: 1 held out, its neighbour left out
+    assert plan["correction_weight"] == pytest.approx(prior / trained)  # share 0.5: as many draws
+
+
 def test_correction_weight():
     assert correction_weight(0, 100, 0.5) == 1.0  # no prior data: nothing to balance
     assert correction_weight(600, 100, 0.5) == 6.0
