@@ -193,9 +193,11 @@ def box_from_drawing(corners, shape, spacing_zyx, slice_axis: int, depth_mm: flo
             if array[:, axis].max() < -0.5 or array[:, axis].min() > size - 0.5:
                 # (one drawn wholly above or left of the image became its first row or column)
                 raise EditError(f"the drawn box lies outside the image along {'zyx'[axis]}")
-            low = int(np.clip(np.ceil(array[:, axis].min() - 1e-9), 0, size))
+            # one holding no voxel centre (thin, or over the image's edge) takes the nearest row,
+            # at either edge alike
+            low = int(np.clip(np.ceil(array[:, axis].min() - 1e-9), 0, size - 1))
             high = int(np.clip(np.floor(array[:, axis].max() + 1e-9) + 1, 0, size))
-            parts.append(slice(low, max(high, low + 1) if low < size else size))
+            parts.append(slice(low, max(high, low + 1)))
     return _check_box(parts, shape)
 
 

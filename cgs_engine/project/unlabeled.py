@@ -139,11 +139,15 @@ class UnlabeledRecords:
             scans = self.unlabeled()
             known = {scan.path for scan in scans}
             added = []
+            upgraded = False  # a folder recorded before version 2, fingerprinted anew (see same_scan)
             for path in checked:
                 scan = UnlabeledScan(path, now_iso(), scan_fingerprint(path))
                 if path in known:
                     index = next(i for i, listed in enumerate(scans) if listed.path == path)
                     if scans[index].problem() is None:
+                        if scans[index].fingerprint != scan.fingerprint:  # recorded the old way: as now
+                            scans[index] = UnlabeledScan(path, scans[index].added, scan.fingerprint)
+                            upgraded = True
                         continue
                     # changed since it was added: every retrain left it out, and adding it again
                     # said "added 0"; it was read and checked above, so it is taken as it is now
@@ -154,7 +158,7 @@ class UnlabeledRecords:
                     scans.append(scan)
                 added.append(scan)
                 known.add(path)
-            if added:
+            if added or upgraded:
                 self._write_unlabeled(scans)
         return added
 

@@ -106,12 +106,13 @@ def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
         raise CGSError(f"{folder}: no such folder")
     outputs = prediction_outputs_in(folder)
     candidates = [p for p in sorted(folder.iterdir()) if is_supported_path(p) and p.resolve() not in outputs]
-    # one scan reached twice (a link beside its file) was scored twice and opened twice, each time
-    # with a session of its own: the file itself is kept, else the first name
+    # one scan reached twice (a link, symbolic or hard, beside its file) was scored twice and opened
+    # twice, each time with a session of its own: the file itself is kept, else the first name
     scans, seen = [], set()
     for path in sorted(candidates, key=lambda p: p.is_symlink()):
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
+        stat = path.stat()
+        if (stat.st_dev, stat.st_ino) not in seen:
+            seen.add((stat.st_dev, stat.st_ino))
             scans.append(path)
     scans.sort()
     if not scans:

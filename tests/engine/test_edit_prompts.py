@@ -149,6 +149,10 @@ def test_a_rectangle_drawn_off_the_image_is_refused(rows):
         box_from_drawing(corners, SHAPE, SPACING, slice_axis=0)
     overlapping = box_from_drawing([(12, -4, 10), (12, 0.2, 20)], SHAPE, SPACING, slice_axis=0)
     assert overlapping[1] == slice(0, 1)
+    last = SHAPE[1] - 1  # over either edge by less than half a voxel: the edge row, alike
+    assert box_from_drawing([(12, -3, 10), (12, -0.3, 20)], SHAPE, SPACING, slice_axis=0)[1] == slice(0, 1)
+    edge = box_from_drawing([(12, last + 0.3, 10), (12, last + 3, 20)], SHAPE, SPACING, slice_axis=0)
+    assert edge[1] == slice(last, last + 1)
 
 
 def test_why_a_click_does_nothing_is_said_in_words():

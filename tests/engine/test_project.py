@@ -244,6 +244,32 @@ def test_a_dicom_folder_replaced_by_another_series_of_the_same_file_sizes_has_ch
     assert recorded_before.problem() is None  # compared as recorded: names and sizes
 
 
+def test_a_dicom_folder_recorded_the_old_way_is_fingerprinted_anew_when_added_again(tmp_path):
+    """A record without a version kept the weak fingerprint for good: adding the folder again
+    said "added 0" and left it so."""
+    import hashlib
+
+    from dicom_series_cases import good_series
+
+    project = make_project(tmp_path, corrections=0, unlabeled=0)
+    folder = good_series(tmp_path / "series")
+    project.add_unlabeled([folder])
+    files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    legacy = {
+        "kind": "folder",
+        "files": len(files),
+        "sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest(),
+    }
+    data = json.loads(project.unlabeled_file.read_text())
+    data["scans"][0]["fingerprint"] = legacy
+    project.unlabeled_file.write_text(json.dumps(data))
+    assert project.unlabeled()[0].problem() is None
+    assert project.add_unlabeled([folder]) == []  # nothing new, nothing said
+    (scan,) = project.unlabeled()
+    assert scan.fingerprint.get("version") == 2 and scan.added == data["scans"][0]["added"]
+    assert scan.problem() is None
+
+
 def test_retrain_suggestion_is_opt_in(tmp_path):
     project = make_project(tmp_path, corrections=3, unlabeled=0)
     assert len(project.new_corrections_since_last_retrain()) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,7 @@ def test_a_folder_worklist_scores_a_linked_scan_once_and_no_label_map(tmp_path, 
     folder = tmp_path / "scans"
     paths = _scans(folder, count=2)
     (folder / "a_link.nii.gz").symlink_to(paths[1])
+    os.link(paths[0], folder / "z_hard_link.nii.gz")
     reference = np.zeros((8, 32, 32), np.uint8)
     reference[2:6, 8:20, 8:20] = 1
     reference[3:5, 22:26, 10:14] = 2
