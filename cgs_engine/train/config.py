@@ -156,6 +156,22 @@ class TrainConfig:
             (self.mirror in MIRROR_MODES, f"mirror must be one of {', '.join(MIRROR_MODES)}"),
             (_pairs_setting_ok(self.lateral_pairs), "lateral_pairs must be 'auto' or a list of [name, name]"),
             (len(self.widths) == len(self.dropouts), "widths and dropouts must have the same length"),
+            # each below failed later with a traceback, or changed the method in silence: a negative
+            # lambda_max switched the unlabeled terms off (CGS recorded, supervised trained), a
+            # val_max_volumes of 0 validated on nothing, a poly_power < 0 raised the learning rate
+            (
+                self.iterations is None or self.minutes is None,
+                "give iterations or minutes, not both (max_iterations caps a minutes budget)",
+            ),
+            (all(w >= 1 for w in self.widths), "widths must be whole numbers >= 1"),
+            (all(0 <= d < 1 for d in self.dropouts), "dropouts must lie in [0, 1)"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be 0 or positive"),
+            (self.poly_power >= 0, "poly_power must be 0 or positive"),
+            (self.lambda_max >= 0, "lambda_max must be 0 or positive"),
+            (0 <= self.seed < 2**63, "seed must be a whole number in [0, 2**63)"),
+            (self.val_max_volumes is None or self.val_max_volumes > 0, "val_max_volumes must be positive"),
+            (self.threads >= 0, "threads must be 0 (every usable core) or positive"),
         ]
         for ok, message in checks:
             if not ok:

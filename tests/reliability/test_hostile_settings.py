@@ -163,6 +163,18 @@ def test_resuming_with_an_empty_run_record_is_one_line(tmp_path, capsys):
         ({"batch_labeled": 1e9}, "batch_labeled must be a whole number"),
         ({"batch_labeled": 100000}, "batch sizes must be at most"),
         ({"dice_masked": "yes"}, "dice_masked must be true or false"),
+        # each failed later with a traceback, or changed the method in silence
+        ({"dropouts": [2, 2, 2, 2, 2]}, r"dropouts must lie in \[0, 1\)"),
+        ({"widths": [16, 0, 64, 128, 256]}, "widths must be whole numbers >= 1"),
+        ({"momentum": -1}, "momentum must be in"),
+        ({"weight_decay": -1}, "weight_decay must be 0 or positive"),
+        ({"seed": 99999999999999999999}, "seed must be a whole number"),
+        ({"seed": -1}, "seed must be a whole number"),
+        ({"iterations": 3, "minutes": 5}, "give iterations or minutes, not both"),
+        ({"val_max_volumes": 0}, "val_max_volumes must be positive"),
+        ({"lambda_max": -5}, "lambda_max must be 0 or positive"),
+        ({"poly_power": -1}, "poly_power must be 0 or positive"),
+        ({"threads": -3}, "threads must be 0"),
     ],
 )
 def test_bad_settings_name_the_file_they_came_from(tmp_path, settings, words):
