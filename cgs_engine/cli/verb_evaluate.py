@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -92,6 +93,9 @@ def run(args) -> int:
         paired = pair_files(args.pred, args.gt)
     except ValueError as error:
         raise CGSError(str(error)) from None
+    for name, pred_path, gt_path in paired.pairs:  # (each map scored against itself: Dice 1.0, exit 0)
+        if _same_file(pred_path, gt_path):
+            raise CGSError(f"{pred_path}: is both the prediction and the reference; give the two folders")
     if args.json:
         inputs = [path for folder in (args.pred, args.gt) for path in Path(folder).iterdir()]
         check_json_target(Path(args.json), args.overwrite, inputs)
@@ -128,3 +132,10 @@ def run(args) -> int:
         write_json_atomically(args.json, to_json(summary, per_volume), overwrite=args.overwrite)
         print(f"wrote {args.json}")
     return 0
+
+
+def _same_file(first, second) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False

@@ -343,3 +343,21 @@ def test_cgs_evaluate_scores_maps_of_a_class_table_with_gaps(tmp_path, capsys):
     write_volume(Volume(labels, kind="labels"), tmp_path / "gt" / "case.nii.gz", overwrite=True)
     assert main(["evaluate", *folders]) == 2
     assert "does not name the value 3" in capsys.readouterr().err
+
+
+def test_cgs_evaluate_refuses_a_map_given_as_its_own_reference(tmp_path, capsys):
+    """--pred and --gt naming one folder (tab completion) scored every map against itself: Dice
+    1.0000, HD95 0, exit 0."""
+    from cgs_engine.cli.main import main
+    from cgs_engine.io import write_volume
+    from cgs_engine.volume import Volume
+
+    (tmp_path / "pred").mkdir()
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[:, :4] = 1
+    write_volume(Volume(labels, kind="labels"), tmp_path / "pred" / "case.nii.gz")
+    (tmp_path / "same").symlink_to(tmp_path / "pred")
+    for gt in ("pred", "same"):
+        assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / gt)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is both the prediction and the reference" in err and "\n" not in err
