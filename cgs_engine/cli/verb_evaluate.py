@@ -93,7 +93,7 @@ def run(args) -> int:
         paired = pair_files(args.pred, args.gt)
     except ValueError as error:
         raise CGSError(str(error)) from None
-    for name, pred_path, gt_path in paired.pairs:  # (each map scored against itself: Dice 1.0, exit 0)
+    for _name, pred_path, gt_path in paired.pairs:  # (each map scored against itself: Dice 1.0, exit 0)
         if _same_file(pred_path, gt_path):
             raise CGSError(f"{pred_path}: is both the prediction and the reference; give the two folders")
     if args.json:
