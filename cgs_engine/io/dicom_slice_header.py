@@ -32,6 +32,7 @@ REQUIRED_TAGS = (
     "SamplesPerPixel",
     "PhotometricInterpretation",
 )
+REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "FrameOfReferenceUID")
 BITS_ALLOCATED = (8, 16, 32)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
@@ -63,7 +64,12 @@ def parsed_slice(image: ImageFile) -> SliceHeader:
     header = image.header
     # present but empty counts as missing: an empty FrameOfReferenceUID or SOPInstanceUID was
     # taken as given, and the RTSTRUCT and SEG written on it referenced '' (ours refused to read it)
-    missing = [tag for tag in REQUIRED_TAGS if tag not in header or _empty(header.get(tag))]
+    # (only the UIDs are looked into here: a damaged number is parsed, and refused, below)
+    missing = [
+        tag
+        for tag in REQUIRED_TAGS
+        if tag not in header or (tag in REQUIRED_UIDS and _empty(header.get(tag)))
+    ]
     if missing:
         problem = f"image lacks {', '.join(missing)}, so it cannot be placed in 3D or referenced"
         raise VolumeIOError(image.path, problem)
