@@ -120,6 +120,12 @@ def check_nifti_header(h: NiftiHeader, name: str) -> None:
             f"header magic {h.magic!r} is not that of a single-file NIfTI-{h.version} (n+{h.version}); "
             "a separate .img file or another version is not read",
         )
+    if h.version == 2:  # (the reader says only "not recognized": it was refused as corrupt)
+        raise VolumeIOError(
+            name,
+            "is a NIfTI-2 file, which this reader does not read; save it as NIfTI-1 (e.g. with "
+            "nibabel: nib.save(nib.Nifti1Image.from_image(nib.load(path)), out))",
+        )
     if not 1 <= h.ndim <= 7:
         raise VolumeIOError(name, f"header dim[0] = {h.ndim}; the number of axes must be 1 to 7")
     for axis, size in enumerate(h.sizes, start=1):

@@ -331,3 +331,30 @@ def test_complex_voxels_are_refused(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray((A + 1j * A).astype(np.complex64)), str(path))
     with pytest.raises(VolumeIOError, match="complex.nii.gz: image holds complex voxel values"):
         read_volume(path)
+
+
+def test_a_nifti2_file_is_refused_as_such_not_as_corrupt(tmp_path):
+    """A valid NIfTI-2 file (nibabel writes them) was refused as "truncated or corrupt": the user was
+    told a good scan was damaged. ITK here reads NIfTI-1 only; the refusal says so and how to convert."""
+    import struct
+
+    header = bytearray(544)
+    struct.pack_into("<i", header, 0, 540)
+    header[4:12] = b"n+2\x00\r\n\x1a\n"
+    struct.pack_into("<hh", header, 12, 4, 16)  # int16
+    struct.pack_into("<8q", header, 16, 3, *A.shape[::-1], 1, 1, 1, 1)
+    struct.pack_into("<8d", header, 104, 1, 1, 1, 1, 1, 1, 1, 1)
+    struct.pack_into("<q", header, 168, 544)
+    struct.pack_into("<2d", header, 176, 1.0, 0.0)
+    struct.pack_into("<ii", header, 344, 0, 1)
+    for row in range(3):
+        struct.pack_into("<4d", header, 400 + 32 * row, *np.eye(4)[row])
+    data = np.ascontiguousarray(A).astype("<i2").tobytes()
+    for name, blob in (("n2.nii", bytes(header) + data), ("n2.nii.gz", gzip.compress(bytes(header) + data))):
+        path = tmp_path / name
+        path.write_bytes(blob)
+        with pytest.raises(
+            VolumeIOError, match="is a NIfTI-2 file, which this reader does not read"
+        ) as raised:
+            read_volume(path)
+        assert "corrupt" not in str(raised.value)
