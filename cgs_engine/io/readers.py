@@ -21,7 +21,7 @@ from .header_rules import ORTHOGONAL_TOLERANCE, check_image_header, check_label_
 from .integrity import check_nifti_complete
 from .nifti_twin import itk_readable
 from .validate import check_label_map
-from .written import STRAIGHTENED_ABOVE, stored_data_bytes
+from .written import stored_data_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -193,17 +193,8 @@ def geometry_of(image: sitk.Image, name: str) -> Geometry:
     except ValueError as error:
         raise VolumeIOError(name, f"image has an invalid geometry ({error})") from error
     matrix = geometry.direction_matrix
-    deviation = np.abs(matrix.T @ matrix - np.eye(3)).max()
-    if deviation > ORTHOGONAL_TOLERANCE:
+    if np.abs(matrix.T @ matrix - np.eye(3)).max() > ORTHOGONAL_TOLERANCE:
         raise VolumeIOError(
             name, "image direction is not a rotation (its axes are not perpendicular unit vectors)"
         )
-    if deviation > STRAIGHTENED_ABOVE:
-        # Axes a little off perpendicular (a slice axis built from rounded positions: 5e-5) read,
-        # but no file on this grid could be written: NIfTI stores a rotation, and the written
-        # header read back another direction ("could not be written", after the work). The nearest
-        # rotation is taken (it moves a point 250 mm away by at most ~0.01 mm), alike for every
-        # file on that grid, so a scan and its labels still share one geometry.
-        left, _, right = np.linalg.svd(matrix)
-        geometry = Geometry(geometry.spacing, geometry.origin, tuple((left @ right).ravel()))
     return geometry

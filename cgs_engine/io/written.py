@@ -53,13 +53,6 @@ def written_volume_problem(path: Path, image: sitk.Image) -> str | None:
     return None
 
 
-# A written header's direction must read back within this (each component); a direction further
-# off a rotation than STRAIGHTENED_ABOVE is read as the nearest rotation (readers.geometry_of), as a
-# NIfTI header can store only a rotation.
-WRITTEN_DIRECTION_TOLERANCE = 1e-5
-STRAIGHTENED_ABOVE = 5e-6
-
-
 def _header_mismatch(reader: sitk.ImageFileReader, image: sitk.Image) -> str | None:
     if tuple(reader.GetSize()) != tuple(image.GetSize()):
         return f"its header reads back size {reader.GetSize()} instead of {image.GetSize()}"
@@ -70,7 +63,7 @@ def _header_mismatch(reader: sitk.ImageFileReader, image: sitk.Image) -> str | N
         return f"its header reads back spacing {reader.GetSpacing()} instead of {image.GetSpacing()}"
     if not np.allclose(reader.GetOrigin(), image.GetOrigin(), rtol=1e-5, atol=1e-3):
         return f"its header reads back origin {reader.GetOrigin()} instead of {image.GetOrigin()}"
-    if not np.allclose(reader.GetDirection(), image.GetDirection(), rtol=0, atol=WRITTEN_DIRECTION_TOLERANCE):
+    if not np.allclose(reader.GetDirection(), image.GetDirection(), rtol=0, atol=1e-5):
         return "its header reads back another direction"
     return None
 
