@@ -64,6 +64,15 @@ def _header_mismatch(reader: sitk.ImageFileReader, image: sitk.Image) -> str | N
     if not np.allclose(reader.GetOrigin(), image.GetOrigin(), rtol=1e-5, atol=1e-3):
         return f"its header reads back origin {reader.GetOrigin()} instead of {image.GetOrigin()}"
     if not np.allclose(reader.GetDirection(), image.GetDirection(), rtol=0, atol=1e-5):
+        matrix = np.asarray(image.GetDirection(), float).reshape(3, 3)
+        skew = float(np.abs(matrix.T @ matrix - np.eye(3)).max())
+        if skew > 1e-6:
+            # (a scan whose axes are a little off perpendicular reads; NIfTI stores only a rotation,
+            # and "reads back another direction" sounded like a failing disk)
+            return (
+                f"its grid's axes are off perpendicular by {skew:.1g}, which a NIfTI header cannot "
+                "store; write .mha or .nrrd, which keep the direction as it is"
+            )
         return "its header reads back another direction"
     return None
 
