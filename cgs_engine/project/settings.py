@@ -29,6 +29,13 @@ def checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
     after = settings["retrain_after_n"]
     if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 1):
         raise ValueError(f"retrain_after_n must be null or a positive integer, got {after!r}")
+    share = settings["correction_share"]
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+        # (1.0 divided by zero in the retrain, "abc" failed there with a traceback, 1.5 and -1
+        # were kept and ignored in silence)
+        raise ValueError(
+            f"correction_share must be a number in [0, 1) (0: the corrections' natural share), got {share!r}"
+        )
     if not 0 < float(settings["heldout_fraction"]) <= 0.5:
         raise ValueError("heldout_fraction must be in (0, 0.5]")
     if not 0 <= float(settings["activation_tolerance"]) < 1:

@@ -110,9 +110,13 @@ def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
     # twice, each time with a session of its own: the file itself is kept, else the first name
     scans, seen = [], set()
     for path in sorted(candidates, key=lambda p: p.is_symlink()):
-        stat = path.stat()
-        if (stat.st_dev, stat.st_ino) not in seen:
-            seen.add((stat.st_dev, stat.st_ino))
+        try:
+            stat = path.stat()
+            key: object = (stat.st_dev, stat.st_ino)
+        except OSError:  # a dangling link: listed, and said unreadable when it is scored
+            key = path
+        if key not in seen:
+            seen.add(key)
             scans.append(path)
     scans.sort()
     if not scans:

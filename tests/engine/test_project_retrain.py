@@ -169,6 +169,17 @@ def test_retrain_keep_setting_is_checked(tmp_path):
         project.update_settings(retrain_keep="last")
 
 
+@pytest.mark.parametrize("share", [1.0, 1.5, -1, "abc", True])
+def test_correction_share_is_checked_when_set(tmp_path, share):
+    """Never checked: 1.0 divided by zero in the retrain, "abc" failed there with a traceback, 1.5
+    and -1 were kept and ignored."""
+    project = make_project(tmp_path, corrections=1, unlabeled=0)
+    with pytest.raises(ValueError, match=r"correction_share must be a number in \[0, 1\)"):
+        project.update_settings(correction_share=share)
+    project.update_settings(correction_share=0)  # the corrections' natural share
+    assert project.settings["correction_share"] == 0
+
+
 def test_wall_time_budget(tmp_path):
     project = make_project(tmp_path, corrections=3, unlabeled=0)
     events = []

@@ -209,11 +209,17 @@ def test_a_folder_worklist_scores_a_linked_scan_once_and_no_label_map(tmp_path, 
     paths = _scans(folder, count=2)
     (folder / "a_link.nii.gz").symlink_to(paths[1])
     os.link(paths[0], folder / "z_hard_link.nii.gz")
+    (folder / "y_dangling.nii.gz").symlink_to(folder / "gone.nii.gz")  # listed, never a stop
     reference = np.zeros((8, 32, 32), np.uint8)
     reference[2:6, 8:20, 8:20] = 1
     reference[3:5, 22:26, 10:14] = 2
     write_volume(Volume(reference, GEOMETRY, "labels"), folder / "seg.nii.gz")
-    assert scans_in_folder(folder) == [paths[0], paths[1], folder / "seg.nii.gz"]
+    assert scans_in_folder(folder) == [
+        paths[0],
+        paths[1],
+        folder / "seg.nii.gz",
+        folder / "y_dangling.nii.gz",
+    ]
     report = tmp_path / "worklist.json"
     assert main(["review", "--worklist", str(folder), "--model", str(model), "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["scans"]
