@@ -139,6 +139,9 @@ def _train_locked(
         settings = moved_with_its_folder(recorded["config"], recorded.get("store"), store_path)
         if resume_device is not None:
             settings = {**settings, "device": resume_device}
+        if settings.get("minutes") is not None:
+            # a run recorded before both were refused ran on its minutes: resumed so, not refused
+            settings = {**settings, "iterations": None}
         config = TrainConfig.from_dict(settings, source=str(run_dir / "config.json"))
     config = config or TrainConfig()
     session = open_session(store_path, config, context)

@@ -87,3 +87,17 @@ def test_a_run_recorded_with_the_sampled_fingerprint_still_resumes(tmp_path, cap
         record["fingerprint"] = opened.fingerprint(sampled=True)
     (run / "config.json").write_text(json.dumps(record))
     assert main(["train", str(store), "-o", str(run), "--resume"]) == 0
+
+
+def test_a_run_recorded_with_both_iterations_and_minutes_still_resumes(tmp_path, capsys):
+    """Files with both are refused now; a run recorded before (it ran on its minutes) was then
+    refused on --resume too, with no way out but editing its record."""
+    store = make_store(tmp_path / "store.h5", labeled=2, unlabeled=1, val=1)
+    run = tmp_path / "run"
+    config = _config(tmp_path, iterations=2, val_every=2)
+    assert main(["train", str(store), "-o", str(run), "--config", config, "--no-error-model"]) == 0
+    record = json.loads((run / "config.json").read_text())
+    record["config"]["minutes"] = 0.01  # as an older version recorded a file holding both
+    (run / "config.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["train", str(store), "-o", str(run), "--resume"]) == 0, capsys.readouterr().err
