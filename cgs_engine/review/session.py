@@ -36,7 +36,7 @@ from cgs_engine.errors import CGSError
 from cgs_engine.h5_durable import foreign_link, write_h5_atomically
 from cgs_engine.io.formats import extension_of
 from cgs_engine.locks import Busy, exclusive
-from cgs_engine.review.state import ReviewState
+from cgs_engine.review.state import EDITED, ReviewState
 from cgs_engine.volume import Geometry
 
 FORMAT_NAME = "napari-cgs-review-session"
@@ -237,18 +237,19 @@ def load_session(path: str | os.PathLike, expected_fingerprint: str | None = Non
             fingerprint = _text(file.attrs["fingerprint"])
             if expected_fingerprint is not None and fingerprint != expected_fingerprint:
                 raise SessionError(f"{source}: session belongs to a different image (fingerprint mismatch)")
-            labels = file["labels"][()]
-            mask = file["review_mask"][()]
-            component_map = file["component_map"][()].astype(np.int32) if "component_map" in file else None
-            state = ReviewState.from_dict(
-                json.loads(_text(file.attrs["review_state"])), mask.astype(np.uint8)
-            )
+            labels = _storable_labels(file["labels"][()], source)  # refused here as on save
+            mask = _review_mask_as_saved(file["review_mask"][()], source)
+            component_map = _component_map_as_saved(file, source)
+            state = ReviewState.from_dict(json.loads(_text(file.attrs["review_state"])), mask)
+            names = json.loads(_text(file.attrs["class_names"]))
+            if not isinstance(names, list):  # (a string "abc" became the organs 'a', 'b', 'c')
+                raise SessionError(f"{source}: session file is corrupt (its class names are no list)")
             session = Session(
                 path=source,
                 labels=labels,
                 review_state=state,
                 geometry=Geometry.from_dict(json.loads(_text(file.attrs["geometry"]))),
-                class_names=[str(name) for name in json.loads(_text(file.attrs["class_names"]))],
+                class_names=[str(name) for name in names],
                 fingerprint=fingerprint,
                 saved=_text(file.attrs.get("saved", "")),
                 component_map=component_map,
@@ -260,7 +261,9 @@ def load_session(path: str | os.PathLike, expected_fingerprint: str | None = Non
         raise
     except KeyError as error:
         raise SessionError(f"{source}: session file is incomplete (missing {_one_line(error)})") from error
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        # (AttributeError: a review state of the wrong shape, e.g. "status": [1], crashed the panel
+        # when the image was opened)
         raise SessionError(f"{source}: session file is corrupt ({_one_line(error)})") from error
     if labels.shape != state.shape or (component_map is not None and component_map.shape != labels.shape):
         raise SessionError(
@@ -281,6 +284,25 @@ def session_write_id(path: str | os.PathLike) -> str | None:
             return _text(file.attrs.get("write_id", ""))
     except (OSError, ValueError, TypeError):
         return "unreadable"
+
+
+def _review_mask_as_saved(mask: np.ndarray, source: Path) -> np.ndarray:
+    """The review mask as saved (0, ACCEPTED, EDITED); anything else is a damaged file: an int16
+    257 was read as ACCEPTED and a float 0.9 as not reviewed, in silence."""
+    if mask.dtype.kind not in "biu" or (mask.size and (int(mask.min()) < 0 or int(mask.max()) > EDITED)):
+        raise SessionError(
+            f"{source}: session file is corrupt (its review mask holds other values than 0, 1, 2)"
+        )
+    return mask.astype(np.uint8)
+
+
+def _component_map_as_saved(file: h5py.File, source: Path) -> np.ndarray | None:
+    if "component_map" not in file:
+        return None
+    components = file["component_map"][()]
+    if components.dtype.kind not in "biu" or (components.size and int(components.min()) < 0):
+        raise SessionError(f"{source}: session file is corrupt (its component map holds no region ids)")
+    return components.astype(np.int32)
 
 
 def _storable_labels(labels: np.ndarray, target: Path) -> np.ndarray:

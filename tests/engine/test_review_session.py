@@ -154,6 +154,49 @@ def test_load_errors_are_one_line_and_name_the_file(tmp_path, reviewed):
     assert "incomplete" in _one_line_naming(error, incomplete)
 
 
+def _damaged(path, change):
+    with h5py.File(path, "a") as file:
+        change(file)
+    return path
+
+
+def _replace(name, array):
+    def change(file):
+        del file[name]
+        file[name] = array
+
+    return change
+
+
+def test_a_session_holding_what_no_save_writes_is_refused_in_one_line(tmp_path, reviewed):
+    """A review state of the wrong shape crashed the panel when the image was opened (AttributeError);
+    float labels, a review mask of 257 (read as ACCEPTED) or 0.9 (read as not reviewed), a component
+    map of -1 and class names given as one string came back in silence."""
+    import json
+
+    labels, state, component_map = reviewed
+    status_list = json.dumps({**state.to_dict(), "status": [1]})
+    damages = {
+        "review state of the wrong shape": (
+            lambda file: file.attrs.__setitem__("review_state", status_list),
+            "corrupt",
+        ),
+        "float labels": (_replace("labels", labels.astype(np.float32) + 0.5), "labels must hold integer ids"),
+        "review mask 257": (_replace("review_mask", np.full(SHAPE, 257, np.int16)), "review mask"),
+        "review mask 0.9": (_replace("review_mask", np.full(SHAPE, 0.9, np.float32)), "review mask"),
+        "component map -1": (_replace("component_map", np.full(SHAPE, -1, np.int32)), "component map"),
+        "class names as a string": (
+            lambda file: file.attrs.__setitem__("class_names", '"abc"'),
+            "class names",
+        ),
+    }
+    for index, (case, (change, words)) in enumerate(damages.items()):
+        path = _damaged(_save(tmp_path / f"s{index}.h5", labels, state, component_map), change)
+        with pytest.raises(SessionError) as error:
+            load_session(path)
+        assert words in _one_line_naming(error, path), case
+
+
 def test_fingerprint_mismatch(tmp_path, reviewed):
     labels, state, _ = reviewed
     path = _save(tmp_path / "case.cgs-session.h5", labels, state)
