@@ -87,6 +87,10 @@ def keep_version(
             reason = (
                 f"not activated: the active version changed to {current and current.id} during evaluation"
             )
+        removed = removed_corrections(project, plan["corrections_used"])
+        if activate and removed:
+            status, activate = "rejected", False
+            reason = removed_reason(removed)
         record = {
             "origin": "retrained",
             "status": status,
@@ -122,6 +126,20 @@ def keep_version(
         if activate:
             project.activate(version.id, why=reason)
     return KeptVersion(version.id, activate, reason, new_score, active_score, record)
+
+
+def removed_corrections(project: Project, used: dict[str, str]) -> list[str]:
+    """The corrections a run trained on or was judged with that the user removed since it started:
+    such a version went live, judged only on a correction the user had deleted."""
+    present = {info.name for info in project.corrections()}
+    return sorted(name for name in used if name not in present)
+
+
+def removed_reason(removed: list[str]) -> str:
+    return (
+        f"kept inactive: correction(s) {', '.join(map(repr, removed))} this run trained on or was "
+        "judged with were removed after it started"
+    )
 
 
 def _inherit_error_model(

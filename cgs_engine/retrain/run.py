@@ -14,7 +14,7 @@ from typing import Any
 from cgs_engine.project.corrections import correction_content
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
-from cgs_engine.retrain.keep import keep_version
+from cgs_engine.retrain.keep import keep_version, removed_corrections, removed_reason
 from cgs_engine.retrain.recipe import train_config
 from cgs_engine.retrain.scoring import HeldoutScore
 from cgs_engine.retrain.training_store import NOTHING_TO_TRAIN, CancelledWhilePreparing, build_store
@@ -300,12 +300,15 @@ class _Retrain:
         active_id = None if active is None else active.id
         # the rule said "activate" (accepted, or the project's first model) and nothing changed since
         ruled_active = version.status == "accepted" or metrics.get("compared_with") is None
-        if ruled_active and active_id == metrics.get("compared_with"):
+        removed = removed_corrections(self.project, version.record.get("corrections_used", {}))
+        if ruled_active and active_id == metrics.get("compared_with") and not removed:
             self.project.activate(version.id, why=version.reason)
             active_id = version.id
         activated = active_id == version.id
         reason = version.reason
-        if ruled_active and not activated:  # its record's "activated: ..." no longer holds: say why
+        if ruled_active and not activated and removed:
+            reason = removed_reason(removed)
+        elif ruled_active and not activated:  # its record's "activated: ..." no longer holds: say why
             reason = (
                 f"kept inactive: {active_id} was activated after the rule compared this version with "
                 f"{metrics.get('compared_with')}"

@@ -219,3 +219,35 @@ def test_a_run_resumed_after_a_rollback_is_kept_inactive(tmp_path, monkeypatch):
 
 def _raise_kill(*args, **kwargs):
     raise SimulatedKill
+
+
+def test_a_version_trained_with_a_correction_removed_meanwhile_is_kept_inactive(tmp_path, monkeypatch):
+    """The user removed a correction while the retrain ran (the only held-out one here): the
+    version, judged only on it, went live ("activated: held-out Dice 93.9 >= active 0.0"). Also
+    when the run was killed between its version and the activation and then resumed."""
+    project = make_project(tmp_path, corrections=3, unlabeled=0)
+    better = HeldoutScore(0.5, {}, 1)
+    monkeypatch.setattr(retrain_module, "evaluate_heldout", lambda *args: better)
+    real_keep = run_module.keep_version
+    removed = project.corrections()[0].name
+
+    def removed_while_judging(project_, *args, **kwargs):
+        project_.remove_correction(removed)
+        return real_keep(project_, *args, **kwargs)
+
+    with monkeypatch.context() as inner:
+        inner.setattr(run_module, "keep_version", removed_while_judging)
+        result = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    assert not result.activated and project.active_version().id == "v0001"
+    assert f"correction(s) {removed!r}" in result.reason and "were removed" in result.reason
+
+    with monkeypatch.context() as inner:  # killed before the activation, then a removal, then resume
+        inner.setattr(Project, "activate", _raise_kill)
+        with pytest.raises(SimulatedKill):
+            retrain(project, iterations=2, settings=TINY_SETTINGS)
+    assert project.active_version().id == "v0001"
+    second = project.corrections()[0].name
+    project.remove_correction(second)
+    resumed = retrain(project, resume=True)
+    assert not resumed.activated and project.active_version().id == "v0001"
+    assert f"correction(s) {second!r}" in resumed.reason
