@@ -92,6 +92,7 @@ def check_volume_file(path: str | os.PathLike, series_uid: str | None = None) ->
         check_dicom_series(location, name, series_uid)
         return
     _checked_before_reading(location, name)
+    _check_header_shape(location, name)
 
 
 def _checked_before_reading(location: Path, name: str) -> None:
@@ -161,20 +162,39 @@ def read_dicom_series(folder: Path, name: str, series_uid: str | None = None) ->
 
 def as_single_3d(image: sitk.Image, name: str) -> sitk.Image:
     """``image`` if it is one scalar 3D volume; a 4D image with one time point is reduced to 3D."""
-    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+    _check_single_3d(image.GetPixelID(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), name)
+    if image.GetDimension() == 4:
+        return _drop_fourth_axis(image, name)
+    return image
+
+
+def _check_single_3d(pixel_id: int, components: int, size: tuple[int, ...], name: str) -> None:
+    """One scalar 3D volume (or 4D with one time point), from an image or only its header."""
+    if pixel_id in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         # numpy would drop the imaginary part with a warning and go on
         raise VolumeIOError(name, "image holds complex voxel values; one real value per voxel is needed")
-    components = image.GetNumberOfComponentsPerPixel()
     if components > 1:
         problem = f"image has {components} values per voxel (vector/RGB); one value per voxel is needed"
         raise VolumeIOError(name, problem)
-    dimension, size = image.GetDimension(), image.GetSize()
-    if dimension == 4 and size[3] == 1:
-        return _drop_fourth_axis(image, name)
-    if dimension != 3:
+    dimension = len(size)
+    if dimension != 3 and not (dimension == 4 and size[3] == 1):
         sizes = " x ".join(str(n) for n in size)
         raise VolumeIOError(name, f"image is {dimension}D ({sizes}); a single 3D volume is needed")
-    return image
+
+
+def _check_header_shape(location: Path, name: str) -> None:
+    """The checks of :func:`as_single_3d` on the header alone: `cgs predict` wrote the outputs of
+    the inputs before a 2D, 4D or RGB one, although every input is checked before the first write.
+    A header ITK cannot read here is left to the full read, which says why."""
+    with captured_native_stderr(), itk_readable(location) as readable:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(readable))
+        reader.SetImageIO(itk_image_io(location))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return
+    _check_single_3d(reader.GetPixelID(), reader.GetNumberOfComponents(), reader.GetSize(), name)
 
 
 def _drop_fourth_axis(image: sitk.Image, name: str) -> sitk.Image:

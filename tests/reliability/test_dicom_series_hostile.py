@@ -104,3 +104,25 @@ def test_predict_overwrite_replaces_nothing_when_a_series_among_the_inputs_is_da
     code, lines = run(["predict", model, scan, damaged, "-o", out, "--overwrite"])
     assert code == 2 and "not evenly spaced" in lines[-1]
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("shape", ["2D", "4D", "RGB"])
+def test_predict_writes_nothing_when_an_input_is_not_one_3d_volume(setting, tmp_path, shape):
+    """A 2D, 4D or RGB input was found only at its turn: the outputs of the inputs before it were
+    written, although every input is checked before the first write."""
+    import SimpleITK as sitk
+
+    root, good, _, model = setting
+    scan = write_volume(read_volume(good), tmp_path / "scan.nii.gz")
+    odd = tmp_path / ("odd.mha" if shape == "RGB" else "odd.nii.gz")
+    if shape == "2D":
+        image = sitk.GetImageFromArray(np.zeros((20, 30), np.int16))
+    elif shape == "4D":
+        image = sitk.JoinSeries([sitk.GetImageFromArray(np.zeros((4, 20, 30), np.int16))] * 3)
+    else:
+        image = sitk.GetImageFromArray(np.zeros((4, 20, 30, 3), np.uint8), isVector=True)
+    sitk.WriteImage(image, str(odd))
+    out = tmp_path / "out"
+    code, lines = run(["predict", model, scan, odd, "-o", out])
+    assert code == 2 and "odd." in lines[-1] and ("3D volume" in lines[-1] or "per voxel" in lines[-1])
+    assert not out.exists() or not any(out.iterdir())
