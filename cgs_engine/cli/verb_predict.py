@@ -45,6 +45,16 @@ def _inputs(arguments: list[str]) -> list[Path]:
     for argument in arguments:
         path = Path(argument)
         if path.is_dir() and is_supported_path(path):  # a DICOM series folder
+            # image files beside the slices were passed over in silence (the folder is read as
+            # its series): said, and named, so they can be given as files
+            others = sorted(p.name for p in path.iterdir() if p.is_file() and is_supported_path(p))
+            if others:
+                shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+                print(
+                    f"{path}: read as its DICOM series; {len(others)} image file(s) beside it left out "
+                    f"({shown}): give them as files to predict them",
+                    file=sys.stderr,
+                )
             found.append(path)
         elif path.is_dir():
             outputs = prediction_outputs_in(path)

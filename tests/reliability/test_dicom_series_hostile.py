@@ -126,3 +126,17 @@ def test_predict_writes_nothing_when_an_input_is_not_one_3d_volume(setting, tmp_
     code, lines = run(["predict", model, scan, odd, "-o", out])
     assert code == 2 and "odd." in lines[-1] and ("3D volume" in lines[-1] or "per voxel" in lines[-1])
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_predict_says_which_image_files_beside_a_series_it_leaves_out(setting, tmp_path):
+    """A folder holding a DICOM series and a NIfTI file was read as its series only, exit 0, and
+    the NIfTI file was passed over without a word."""
+    import shutil
+
+    root, good, _, model = setting
+    folder = tmp_path / "mixed"
+    shutil.copytree(good, folder)
+    write_volume(read_volume(good), folder / "other.nii.gz")
+    code, lines = run(["predict", model, folder, "-o", tmp_path / "out"])
+    assert code == 0
+    assert any("1 image file(s) beside it left out (other.nii.gz)" in line for line in lines), lines
