@@ -103,7 +103,12 @@ def check_labels_fit(labels: Volume, series: DicomSeries, table: ClassTable) -> 
             "its images have no StudyInstanceUID; an RTSTRUCT or SEG must name the study of the images",
         )
     values = np.unique(labels.array)
-    fractional = values[values != np.round(values)] if values.dtype.kind == "f" else values[:0]
+    # (inf passed as a whole number and failed in int() with OverflowError)
+    fractional = (
+        values[(values != np.round(values)) | ~np.isfinite(values)]
+        if values.dtype.kind == "f"
+        else values[:0]
+    )
     if fractional.size:  # (1.5 was taken as id 1 here and its voxels left out of the RTSTRUCT)
         raise DicomError(
             name, f"label map has non-integer values (e.g. {fractional[0]:g}); ids must be whole"

@@ -108,8 +108,9 @@ def test_a_series_without_a_study_or_labels_with_fractions_are_refused(series, t
     no_study = dataclasses.replace(series, study_instance_uid="")
     with pytest.raises(DicomError, match="no StudyInstanceUID; an RTSTRUCT or SEG must name the study"):
         export(labels, no_study, table_of(["a", "b"]), tmp_path / "out.dcm")
-    fractions = labels.array.astype(np.float32)
-    fractions[fractions == 2] = 1.5
-    with pytest.raises(DicomError, match=r"non-integer values \(e.g. 1.5\)"):
-        export(labels.like(fractions, "labels"), series, table_of(["a", "b"]), tmp_path / "out.dcm")
+    for odd in (1.5, np.inf):
+        fractions = labels.array.astype(np.float32)
+        fractions[fractions == 2] = odd
+        with pytest.raises(DicomError, match=rf"non-integer values \(e.g. {odd:g}\)"):
+            export(labels.like(fractions, "labels"), series, table_of(["a", "b"]), tmp_path / "out.dcm")
     assert not (tmp_path / "out.dcm").exists()
