@@ -89,18 +89,23 @@ def test_a_volume_file_the_writer_never_made_is_refused(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_refused_disk_write_under_hdf5_is_one_error_not_a_crash(tmp_path, monkeypatch):
-    """HDF5 2.0 segfaults on close after ENOSPC; the guarded file keeps it from ever seeing one."""
+def fill_disk_after(monkeypatch, limit: int) -> None:
+    """The guarded writer's disk fills up after ``limit`` bytes (ENOSPC from then on)."""
     real_pwrite = os.pwrite
     written = {"bytes": 0}
 
     def filling_disk(fd, data, offset):
         written["bytes"] += len(data)
-        if written["bytes"] > 20_000:
+        if written["bytes"] > limit:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr("cgs_engine.durable.os.pwrite", filling_disk)
+
+
+def test_a_refused_disk_write_under_hdf5_is_one_error_not_a_crash(tmp_path, monkeypatch):
+    """HDF5 2.0 segfaults on close after ENOSPC; the guarded file keeps it from ever seeing one."""
+    fill_disk_after(monkeypatch, 20_000)
     target = tmp_path / "store.h5"
     target.write_bytes(b"the previous store")
     normalization = Normalization("identity")
@@ -128,16 +133,7 @@ def test_the_saved_prediction_on_a_full_disk_is_one_error_and_the_old_file_kept(
     target = tmp_path / "ct.cgs-prediction.h5"
     arguments = ("fingerprint", labels, maps, None, ["background", "organ"], [[0, 0, 0], [255, 0, 0]])
     save_prediction(target, "first", *arguments)
-    real_pwrite = os.pwrite
-    written = {"bytes": 0}
-
-    def filling_disk(fd, data, offset):
-        written["bytes"] += len(data)
-        if written["bytes"] > 20_000:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_pwrite(fd, data, offset)
-
-    monkeypatch.setattr("cgs_engine.durable.os.pwrite", filling_disk)
+    fill_disk_after(monkeypatch, 20_000)
     with pytest.raises(SessionError, match="cannot save the prediction's maps .*No space left on device"):
         save_prediction(target, "second", *arguments)
     assert load_prediction(target).prediction_id == "first"
