@@ -102,9 +102,11 @@ def moved_with_its_folder(
     absolute path, and ``--resume`` there failed on it every time (the hours trained were lost).
 
     The old and new folders are read from the store's recorded and present paths (their common
-    tail is what moved); a path that still exists, or lies outside the moved folder, is kept."""
+    tail is what moved); a path outside the moved folder is kept. One inside it is taken from the
+    new place even where the old path exists again: another project created at the old place
+    lent its model to the resumed run (as the frozen pseudo-labeler), without a word."""
     source = config.get("init_checkpoint")
-    if not recorded_store or not isinstance(source, str) or Path(source).exists():
+    if not recorded_store or not isinstance(source, str):
         return config
     old, new = Path(recorded_store).parts, Path(store_now).absolute().parts
     shared = 0

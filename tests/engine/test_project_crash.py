@@ -251,3 +251,21 @@ def test_a_version_trained_with_a_correction_removed_meanwhile_is_kept_inactive(
     resumed = retrain(project, resume=True)
     assert not resumed.activated and project.active_version().id == "v0001"
     assert f"correction(s) {second!r}" in resumed.reason
+
+
+def test_a_resumed_run_in_a_moved_project_fine_tunes_from_its_own_model(tmp_path):
+    """Moved, and another project made at the old place: the run's recorded model path existed
+    again, so the resumed run took the other project's model (as its frozen pseudo-labeler)."""
+    from cgs_engine.train.run_dir import moved_with_its_folder
+
+    old, new = tmp_path / "old" / "project", tmp_path / "new place" / "project"
+    for root in (old, new):
+        (root / "models" / "v0001").mkdir(parents=True)
+        (root / "models" / "v0001" / "model.pt").write_bytes(root.parent.name.encode())
+    recorded = {"init_checkpoint": str(old / "models" / "v0001" / "model.pt"), "lr": 1e-4}
+    store_then, store_now = old / "runs" / "r1" / "store.h5", new / "runs" / "r1" / "store.h5"
+    settings = moved_with_its_folder(recorded, str(store_then), store_now)
+    assert settings["init_checkpoint"] == str(new / "models" / "v0001" / "model.pt")
+    assert moved_with_its_folder(recorded, str(store_then), store_then) == recorded  # not moved
+    outside = {"init_checkpoint": str(tmp_path / "elsewhere.pt")}
+    assert moved_with_its_folder(outside, str(store_then), store_now) == outside
