@@ -47,7 +47,12 @@ def _inputs(arguments: list[str]) -> list[Path]:
         if path.is_dir() and is_supported_path(path):  # a DICOM series folder
             # image files beside the slices were passed over in silence (the folder is read as
             # its series): said, and named, so they can be given as files
-            others = sorted(p.name for p in path.iterdir() if p.is_file() and is_supported_path(p))
+            outputs = prediction_outputs_in(path)  # an earlier prediction's files are no scans
+            others = sorted(
+                p.name
+                for p in path.iterdir()
+                if p.is_file() and is_supported_path(p) and p.resolve() not in outputs
+            )
             if others:
                 shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
                 print(

@@ -108,7 +108,8 @@ def moved_with_its_folder(
     source = config.get("init_checkpoint")
     if not recorded_store or not isinstance(source, str):
         return config
-    old, new = Path(recorded_store).parts, Path(store_now).absolute().parts
+    # resolved as the record was: a store reached through a link is no move
+    old, new = Path(recorded_store).parts, Path(store_now).resolve().parts
     shared = 0
     while shared < min(len(old), len(new)) and old[-1 - shared] == new[-1 - shared]:
         shared += 1

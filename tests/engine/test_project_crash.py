@@ -269,3 +269,9 @@ def test_a_resumed_run_in_a_moved_project_fine_tunes_from_its_own_model(tmp_path
     assert moved_with_its_folder(recorded, str(store_then), store_then) == recorded  # not moved
     outside = {"init_checkpoint": str(tmp_path / "elsewhere.pt")}
     assert moved_with_its_folder(outside, str(store_then), store_now) == outside
+    # not moved, the store reached through a link (the record holds it resolved): no move
+    (old / "runs" / "r1").mkdir(parents=True)
+    store_then.write_bytes(b"store")
+    (tmp_path / "link").symlink_to(old)
+    linked = tmp_path / "link" / "runs" / "r1" / "store.h5"
+    assert moved_with_its_folder(recorded, str(store_then.resolve()), linked) == recorded

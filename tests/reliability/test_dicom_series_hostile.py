@@ -137,6 +137,9 @@ def test_predict_says_which_image_files_beside_a_series_it_leaves_out(setting, t
     folder = tmp_path / "mixed"
     shutil.copytree(good, folder)
     write_volume(read_volume(good), folder / "other.nii.gz")
-    code, lines = run(["predict", model, folder, "-o", tmp_path / "out"])
+    code, lines = run(["predict", model, folder, "-o", folder])  # its outputs beside it are no scans
+    assert code == 0
+    assert any("1 image file(s) beside it left out (other.nii.gz)" in line for line in lines), lines
+    code, lines = run(["predict", model, folder, "-o", folder, "--overwrite"])
     assert code == 0
     assert any("1 image file(s) beside it left out (other.nii.gz)" in line for line in lines), lines
