@@ -39,7 +39,7 @@ def check_json_target(path: Path, overwrite: bool, inputs: Iterable[Path] = ()) 
     not be one of the command's ``inputs``, even with ``--overwrite``, nor lie in an input that is a
     folder (a DICOM series' slice, a project's records)."""
     for source in inputs:
-        if _same_file(path, Path(source)):
+        if same_file(path, Path(source)):
             raise CGSError(f"{path}: is one of this command's inputs; --json must name another file")
         if Path(source).is_dir() and _inside(path, Path(source)):
             raise CGSError(
@@ -56,7 +56,7 @@ def check_json_target(path: Path, overwrite: bool, inputs: Iterable[Path] = ()) 
         raise CGSError(f"{path}: no permission to write in {folder}")
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def same_file(first: Path, second: Path) -> bool:
     try:
         return first.exists() and second.exists() and os.path.samefile(first, second)
     except OSError:

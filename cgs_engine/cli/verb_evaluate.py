@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from cgs_engine.classes.files import CLASS_FILE_SUFFIX, read_class_file
-from cgs_engine.cli.paths import check_json_target
+from cgs_engine.cli.paths import check_json_target, same_file
 from cgs_engine.durable import write_json_atomically
 from cgs_engine.errors import CGSError
 
@@ -94,7 +93,7 @@ def run(args) -> int:
     except ValueError as error:
         raise CGSError(str(error)) from None
     for _name, pred_path, gt_path in paired.pairs:  # (each map scored against itself: Dice 1.0, exit 0)
-        if _same_file(pred_path, gt_path):
+        if same_file(pred_path, gt_path):
             raise CGSError(f"{pred_path}: is both the prediction and the reference; give the two folders")
     if args.json:
         inputs = [path for folder in (args.pred, args.gt) for path in Path(folder).iterdir()]
@@ -132,10 +131,3 @@ def run(args) -> int:
         write_json_atomically(args.json, to_json(summary, per_volume), overwrite=args.overwrite)
         print(f"wrote {args.json}")
     return 0
-
-
-def _same_file(first, second) -> bool:
-    try:
-        return os.path.samefile(first, second)
-    except OSError:
-        return False
