@@ -79,6 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_verb(args) -> int:
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError as error:
+        if not stdout_reader_gone():
+            print(f"cgs {args.verb}: error: {describe_os_error(error)}", file=sys.stderr)
+            return 2
+        # `cgs review ... | head`: the reader took what it wanted and left. Like any Unix tool the
+        # command ends quietly with the status of a process ended by SIGPIPE, instead of an error
+        # line and a second traceback when Python flushes the closed stdout at exit.
+        silence_stdout()
+        return 128 + SIGPIPE_NUMBER
     except CGSError as error:
         print(f"cgs {args.verb}: error: {error}", file=sys.stderr)
         return 2
@@ -91,6 +100,37 @@ def run_verb(args) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+SIGPIPE_NUMBER = 13  # the same on Linux and macOS; Windows has no SIGPIPE
+
+
+def stdout_reader_gone() -> bool:
+    """Whether the pipe on stdout lost its reader (the error came from there, not another pipe)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    try:
+        import select
+
+        poller = select.poll()
+    except (ImportError, AttributeError):  # Windows: ask the stream itself
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return True
+        return False
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device so the flush at exit cannot fail a second time."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def exit_process(code: int) -> None:

@@ -40,6 +40,34 @@ def test_console_script_is_installed():
     assert "convert" in result.stdout
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGPIPE on Windows")
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    # `cgs info a b c | head -1`: the pipe's reader is gone before the command prints. The command
+    # ends like any Unix tool ended by SIGPIPE, with no error line and no traceback from the flush.
+    image = _write_image(tmp_path / "ct.nii.gz", np.zeros((4, 6, 6), np.int16))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cgs_engine", "info", *[str(image)] * 3],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert stderr == ""
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error(tmp_path, monkeypatch, capsys):
+    # Only a closed stdout is the reader leaving; a pipe that broke inside the work is a failure.
+    from cgs_engine.cli import verb_info
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(verb_info, "run", broken)
+    assert main(["info", str(tmp_path / "x.nii.gz")]) == 2
+    assert "Broken pipe" in capsys.readouterr().err
+
+
 def test_info_prints_geometry(tmp_path, capsys):
     path = _write_image(tmp_path / "ct.nii.gz", np.zeros((4, 5, 6), np.int16))
     assert main(["info", str(path)]) == 0
