@@ -20,7 +20,7 @@ Signals: ``finished(list)`` (the scores, when a scoring ends), ``opened(object)`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +78,22 @@ def score_folder_job(checkpoint: Any, device: str, folder: Path, cancel: Callabl
     scans = scans_in_folder(folder)
     predictor = Predictor(checkpoint, device=device)
     yield len(scans)
-    yield from score_scans(predictor, scans, cancel=cancel)
+    yield from with_fingerprints(score_scans(predictor, scans, cancel=cancel))
 
 
 def score_project_job(project: Any, device: str, cancel: Callable[[], bool]):
     yield len(project.unlabeled())
     active = project.active_version()
     predictor = None if active is None else Predictor(active.model_path, device=device)
-    yield from iterate_project_worklist(project, predictor, cancel=cancel)
+    yield from with_fingerprints(iterate_project_worklist(project, predictor, cancel=cancel))
+
+
+def with_fingerprints(scores: Iterable[ScanScore]):
+    """Each score with its scan's fingerprint as ranked, so *Open next* can tell a scan replaced
+    since. Taken here in the worker: a DICOM folder's is hundreds of file reads, which froze the
+    viewer when the GUI thread took it as each score arrived."""
+    for score in scores:
+        yield score, _fingerprint(score.path)
 
 
 class WorklistSection(WorkerSection):
@@ -267,8 +275,9 @@ class WorklistSection(WorkerSection):
             return
         if self._stale:  # scored for a project no longer open (saved there by the engine)
             return
+        value, fingerprint = value
         self.scores = ordered([*self.scores, value])
-        self._fingerprints[value.path] = _fingerprint(value.path)
+        self._fingerprints[value.path] = fingerprint
         self._show_scores()
         self.status.setText(f"Scored {len(self.scores)} of {self._total} scans; latest: {value.describe()}")
 

@@ -88,6 +88,33 @@ def test_open_next_passes_a_scan_deleted_or_replaced_after_it_was_ranked(
     assert not section.open_button.isEnabled()
 
 
+def test_ranked_scans_are_fingerprinted_in_the_worker_not_the_gui_thread(
+    qtbot, viewer_and_panel, scan_folder, monkeypatch
+):
+    """A DICOM folder's fingerprint is hundreds of file reads: taken on the GUI thread as each score
+    arrived, it froze the viewer while a folder of series was ranked."""
+    import threading
+
+    from napari_cgs.panel import worklist_section
+
+    threads = []
+    real = worklist_section.scan_fingerprint
+
+    def recording(path):
+        threads.append(threading.current_thread())
+        return real(path)
+
+    monkeypatch.setattr(worklist_section, "scan_fingerprint", recording)
+    viewer, panel = viewer_and_panel
+    section = panel.worklist_section
+    scores = score(qtbot, section, lambda: section.score_folder(scan_folder))
+    assert len(threads) == len(scores) == 4
+    assert threading.main_thread() not in threads
+    assert set(section._fingerprints) == {s.path for s in scores}
+    first = scores[0].path
+    assert section._fingerprints[first] == real(worklist_section.Path(first))
+
+
 def test_scoring_can_be_cancelled_and_the_viewer_stays_usable(qtbot, viewer_and_panel, scan_folder):
     viewer, panel = viewer_and_panel
     section = panel.worklist_section
