@@ -75,6 +75,8 @@ class Session:
 def session_path_for(image_path: str | os.PathLike) -> Path:
     """``<folder>/<stem>.cgs-session.h5`` for an image file; beside the folder for a DICOM folder."""
     path = Path(image_path)
+    if path.name in ("", ".."):  # `.` or `..` (a DICOM folder opened from inside it): its real name
+        path = Path(os.path.abspath(path))
     extension = None if path.is_dir() else extension_of(path)
     stem = path.name[: -len(extension)] if extension else path.name
     return path.with_name(stem + SESSION_SUFFIX)

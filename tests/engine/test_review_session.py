@@ -57,6 +57,17 @@ def test_session_path_for():
     assert session_path_for("/data/ct/case_01.nrrd").name == "case_01.cgs-session.h5"
 
 
+def test_session_path_for_a_dicom_folder_named_dot(tmp_path, monkeypatch):
+    # `napari .` inside a series folder: "." has no name (ValueError) and ".." gave "...cgs-session.h5"
+    series = tmp_path / "series"
+    (series / "inner").mkdir(parents=True)
+    monkeypatch.chdir(series)
+    assert session_path_for(".") == tmp_path / "series.cgs-session.h5"
+    assert session_path_for("./") == tmp_path / "series.cgs-session.h5"
+    monkeypatch.chdir(series / "inner")
+    assert session_path_for("..") == tmp_path / "series.cgs-session.h5"
+
+
 def test_round_trip(tmp_path, reviewed):
     labels, state, component_map = reviewed
     path = _save(tmp_path / "case.cgs-session.h5", labels, state, component_map)
