@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +34,13 @@ from cgs_engine.classes.files import ForeignClassFileError, find_class_file, rea
 from cgs_engine.classes.relabel import in_receiver_classes, same_organ
 from cgs_engine.classes.table import derive_class_table
 from cgs_engine.errors import CGSError, first_line
+from cgs_engine.h5_durable import foreign_link
 from cgs_engine.io import read_volume
 from cgs_engine.io.errors import VolumeIOError, require_utf8_path
 from cgs_engine.io.formats import strip_image_suffix
 from cgs_engine.io.validate import label_map_problem
 from cgs_engine.normalize import Normalization, guess_normalization
-from cgs_engine.orientation import Reorientation
+from cgs_engine.orientation import Reorientation, canonical_volume
 from cgs_engine.scope import ScopeMeter
 from cgs_engine.store.dataset import SliceStore, SliceStoreError
 from cgs_engine.volume import Geometry
@@ -52,6 +53,7 @@ SEGTHOR_GT_STEP = 63  # gt PNG grey value = class id * 63
 _ACDC_SLICE_ID = re.compile(r"^(?P<volume>(?P<patient>patient\d+)_frame\d+)_slice_(?P<index>\d+)$")
 _SEGTHOR_PNG = re.compile(r"^(?P<patient>Patient_\d+)_(?P<z>\d+)\.png$")
 _NNUNET_CHANNEL = re.compile(r"_0000$")
+MAX_STORE_ID = 255  # labels are stored as uint8
 
 
 class DatasetImportError(CGSError, ValueError):
@@ -129,6 +131,12 @@ def import_acdc(
     labeled = set(acdc_labeled_patients(volumes, labeled_patients))
     val_ids = [volume_id for _, volume_id in _list_entries(root / "val.list")]
     total = len(volumes) + len(val_ids)
+    _check_output_is_no_input(
+        out,
+        [root / "train_slices.list", root / "val.list"]
+        + [root / "data" / f"{slice_id}.h5" for volume in volumes for slice_id in volume.slice_ids]
+        + [root / "data" / f"{volume_id}.h5" for volume_id in val_ids],
+    )
     with SliceStore.create(out, ACDC_CLASS_NAMES, Normalization(mode="minmax"), overwrite=overwrite) as store:
         for done, volume in enumerate(volumes, start=1):
             with_label = volume.patient in labeled
@@ -167,14 +175,27 @@ def _read_h5_pair(path: Path, ndim: int, with_label: bool) -> tuple[np.ndarray, 
         raise DatasetImportError(f"{path}: file is missing")
     try:
         with h5py.File(path, "r") as file:
-            image = np.asarray(file["image"][()], dtype=np.float32)
-            label = np.asarray(file["label"][()]) if with_label else None
+            link = foreign_link(file)
+            if link is not None:  # HDF5 would read another file, anywhere on the disk
+                raise DatasetImportError(f"{path}: {link}; a data set's file must hold its own data")
+            image = _h5_numbers(file, "image", path).astype(np.float32)
+            label = _h5_numbers(file, "label", path) if with_label else None
     except (OSError, KeyError) as error:
         raise DatasetImportError(f"{path}: cannot read image/label ({first_line(error)})") from None
     if image.ndim != ndim or (label is not None and label.shape != image.shape):
         found = f"image {image.shape}" + ("" if label is None else f", label {label.shape}")
         raise DatasetImportError(f"{path}: expected {ndim}D image and label of the same shape, got {found}")
     return image, label
+
+
+def _h5_numbers(file: h5py.File, key: str, path: Path) -> np.ndarray:
+    """``file[key]`` as real numbers: a group, strings or complex values there are no image."""
+    item = file[key]
+    if not isinstance(item, h5py.Dataset):
+        raise DatasetImportError(f"{path}: {key!r} is a {type(item).__name__.lower()}, not an array")
+    if item.dtype.kind not in "biuf":  # numpy would drop an imaginary part with only a warning
+        raise DatasetImportError(f"{path}: {key!r} holds {item.dtype} values; real numbers are needed")
+    return np.asarray(item[()])
 
 
 # ------------------------------------------------------------------------------ SegTHOR
@@ -212,6 +233,8 @@ def import_segthor_png(
     labeled = set(order[:labeled_patients])
     plan = [(p, "labeled" if p in labeled else "unlabeled", train[p]) for p in order]
     plan += [(p, "val", val[p]) for p in sorted(val)]
+    gt_of = [png.parent.parent / "gt" / png.name for _, split, pngs in plan if split != "unlabeled" for png in pngs]
+    _check_output_is_no_input(out, [spacing_path, *(png for _, _, pngs in plan for png in pngs), *gt_of])
     with SliceStore.create(
         out, SEGTHOR_CLASS_NAMES, Normalization(mode="minmax"), overwrite=overwrite
     ) as store:
@@ -359,6 +382,7 @@ def import_nifti(
     if not plan:
         raise DatasetImportError(f"{out}: nothing to import (no images given)")
     _check_unique_names([image for image, _, _ in plan])
+    _check_output_is_no_input(out, [path for image, label, _ in plan for path in (image, label) if path])
     label_paths = [label for _, label, _ in plan if label is not None]
     named_by_user = class_names is not None
     if class_names is None:
@@ -388,6 +412,7 @@ def import_nifti(
             label_array = (
                 None if label is None else _in_store_classes(label, label_path, receiver, named_by_user)
             )
+            _check_ids_in_classes(label_array, label_path, class_names)
             name = _volume_name(image_path)
             _add(
                 store,
@@ -408,8 +433,14 @@ def import_nifti(
 def _check_not_in_two_splits(path: Path, volume, split: str, seen: dict[str, tuple[Path, str]]) -> None:
     """One scan in two splits (a renamed copy of a training scan given as --val-images, a copy of a
     validation scan as --unlabeled): best.pt was then picked on a volume it was trained on."""
-    array = np.asarray(volume.array)
-    digest = hashlib.sha256(f"{array.shape}{sorted(volume.geometry.to_dict().items())}".encode())
+    # in the canonical layout the store keeps: the same scan saved in another axis order (x
+    # reversed, the direction flipped to match) is the same voxels on the same world grid
+    canonical, _ = canonical_volume(volume)
+    array = np.asarray(canonical.array)
+    # to 1 um: the canonical origin of a reversed axis is computed, not read, so it differs in
+    # the last bits from the same origin as the other file stores it
+    grid = {key: [round(v, 3) + 0.0 for v in values] for key, values in canonical.geometry.to_dict().items()}
+    digest = hashlib.sha256(f"{array.shape}{sorted(grid.items())}".encode())
     # by value, not by byte: a copy saved as float32 of an int16 scan is the same scan
     sample = array.ravel()[:: max(1, array.size // 1_000_000)]
     digest.update(np.ascontiguousarray(sample, dtype=np.float64).tobytes())
@@ -441,8 +472,13 @@ def _check_same_normalization(path: Path, volume, first_path: Path, chosen: Norm
 # brain crop) and a spread of tens of HU between tissues. A z-scored MR (values about -3 to 5) has
 # no such spread, and a magnitude MR with a negative voxel or two left by resampling no such share;
 # "any voxel below 0" let both be CT-windowed into the store.
+# Its middle half lies where fat and soft tissue lie in HU (water is 0 by definition; fat about
+# -100, organs and muscle 20-60): the TotalSegmentator example MR (values -47..833, 1.3 % below 0
+# from resampling, 1st-99th percentile spread 660) passed the first two tests and was CT-windowed,
+# 38 % of its voxels saturated; its middle half is 14..365.
 MIN_NEGATIVE_SHARE = 0.005
 MIN_HU_SPREAD = 30.0  # between the 1st and 99th percentile
+SOFT_TISSUE_HU = (-200.0, 200.0)  # where the 25th and 75th percentiles of such a crop lie
 
 
 def _soft_tissue_ct(array: np.ndarray) -> bool:
@@ -451,8 +487,13 @@ def _soft_tissue_ct(array: np.ndarray) -> bool:
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return False
-    low, high = np.percentile(sample, [1, 99])
-    return bool(np.mean(sample < 0) >= MIN_NEGATIVE_SHARE and high - low >= MIN_HU_SPREAD)
+    low, quarter, three_quarters, high = np.percentile(sample, [1, 25, 75, 99])
+    return bool(
+        np.mean(sample < 0) >= MIN_NEGATIVE_SHARE
+        and high - low >= MIN_HU_SPREAD
+        and SOFT_TISSUE_HU[0] <= quarter
+        and three_quarters <= SOFT_TISSUE_HU[1]
+    )
 
 
 def _pair_by_name(
@@ -535,11 +576,29 @@ def _class_names_from_files(label_paths: Sequence[Path]) -> list[str] | None:
     return names
 
 
+def _check_ids_in_classes(label: np.ndarray | None, label_path: Path, class_names: Sequence[str]) -> None:
+    """Ids the class table has no name for, said of the label map (the store named the image)."""
+    if label is None or not label.size:
+        return
+    outside = np.unique(label[label >= len(class_names)])
+    if outside.size:
+        shown = ", ".join(str(int(v)) for v in outside[:5]) + (", ..." if outside.size > 5 else "")
+        raise DatasetImportError(
+            f"{label_path}: label ids {shown} have no class (the classes are 0..{len(class_names) - 1}: "
+            f"{', '.join(class_names[1:])}); name them with --classes"
+        )
+
+
 def _default_class_names(label_paths: Sequence[Path], read_volume) -> list[str]:
     largest = 1
     for path in label_paths:
         array = read_volume(path, kind="labels").array
-        largest = max(largest, int(array.max()) if array.size else 0)
+        top = int(array.max()) if array.size else 0
+        if top > MAX_STORE_ID:
+            raise DatasetImportError(
+                f"{path}: holds label id {top}; a store's ids run 0..{MAX_STORE_ID} (is it a label map?)"
+            )
+        largest = max(largest, top)
     return ["background"] + [f"class_{index}" for index in range(1, largest + 1)]
 
 
@@ -594,9 +653,29 @@ def _list_entries(path: Path) -> list[tuple[int, str]]:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise DatasetImportError(f"{path}: cannot read JSON ({first_line(error)})") from None
+    if not isinstance(record, dict):
+        raise DatasetImportError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _check_output_is_no_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """``-o`` naming a file the import reads (or a link to one): with ``overwrite`` the store
+    replaced it, a label map or a data set's slice became an HDF5 store. Refused before any work."""
+    try:
+        target = os.stat(out)
+    except OSError:
+        return  # nothing there yet, so nothing to replace
+    for source in inputs:
+        try:
+            stat = os.stat(source)
+        except OSError:
+            continue
+        if (stat.st_dev, stat.st_ino) == (target.st_dev, target.st_ino):
+            named = "" if str(source) == str(out) else f" ({source})"
+            raise DatasetImportError(f"{out}: is one of this import's inputs{named}; -o must name another file")
 
 
 def _report(progress: Progress, done: int, total: int) -> None:

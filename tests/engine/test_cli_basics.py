@@ -132,3 +132,20 @@ def test_retrain_help_states_the_default_iteration_cap(capsys):
         main(["retrain", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"stops after {RETRAIN_DEFAULTS['max_iterations']} iterations" in help_text
+
+
+def test_a_folder_argument_with_a_link_to_a_missing_scan_is_refused(tmp_path, capsys):
+    # the link was skipped: a case vanished from the import (or a predict batch) without a word
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _write_image(folder / "a.nii.gz", np.zeros((3, 4, 4), np.int16))
+    (folder / "b.nii.gz").symlink_to(tmp_path / "moved_away.nii.gz")
+    (folder / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not a scan's name: no matter
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    _write_image(labels / "a.nii.gz", np.zeros((3, 4, 4), np.uint8))
+    out = tmp_path / "s.h5"
+    assert main(["import", "nifti", "--images", str(folder), "--labels", str(labels), "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "b.nii.gz: a link to a file that does not exist (--images)" in error and "notes" not in error
+    assert not out.exists()

@@ -342,10 +342,16 @@ def test_nifti_label_out_of_class_range_names_the_file(tmp_path):
     label = np.zeros((3, 6, 5), np.uint8)
     label[0, 0, 0] = 5
     label_path = write_nifti(tmp_path / "labels" / "a.nii.gz", label)
-    with pytest.raises(DatasetImportError, match=r"values \[5\]") as error:
+    with pytest.raises(DatasetImportError, match=r"label ids 5 have no class") as error:
         import_nifti([image], [label_path], [], tmp_path / "s.h5", class_names=["background", "x"])
-    assert str(image) in str(error.value)
+    assert str(label_path) in str(error.value)  # the map, not its image (the store named the image)
     assert not (tmp_path / "s.h5").exists()
+    label[0, 0, 0] = 44
+    label[0, 0, 1] = 255
+    write_nifti(label_path, label.astype(np.uint16) * 2)  # id 510: no store holds it
+    with pytest.raises(DatasetImportError, match="holds label id 510") as error:
+        import_nifti([image], [label_path], [], tmp_path / "s.h5")
+    assert str(label_path) in str(error.value)
 
 
 def test_nifti_import_of_a_ct_and_an_mr_together_is_refused_not_windowed_as_ct(tmp_path):
@@ -539,3 +545,132 @@ def test_one_scan_in_a_training_split_and_the_validation_split_is_refused(tmp_pa
         )
     assert "copy_of_a.nii.gz" in str(error.value) or "a.nii.gz" in str(error.value)
     assert not (tmp_path / "s.h5").exists()
+
+
+# ------------------------------------------------------- what an import reads it never replaces
+@pytest.mark.parametrize("which", ["image", "label"])
+def test_nifti_output_naming_an_input_is_refused_even_with_overwrite(tmp_path, which):
+    """-o naming one of the label maps (or images) with --overwrite replaced it with the store."""
+    image = write_nifti(tmp_path / "images" / "a.nii.gz", mr_like(0))
+    label = write_nifti(tmp_path / "labels" / "a.nii.gz", np.zeros((3, 6, 5), np.uint8))
+    target = {"image": image, "label": label}[which]
+    before = target.read_bytes()
+    link = tmp_path / "store.h5"
+    link.symlink_to(target)  # through a link as well
+    for out in (target, link):
+        with pytest.raises(DatasetImportError, match="is one of this import's inputs") as error:
+            import_nifti([image], [label], [], out, class_names=["background", "x"], overwrite=True)
+        assert str(out) in str(error.value) and "\n" not in str(error.value)
+    assert target.read_bytes() == before
+
+
+def test_acdc_and_segthor_outputs_naming_a_source_file_are_refused(tmp_path):
+    acdc = tmp_path / "acdc"
+    write_acdc_miniature(acdc)
+    source = acdc / "data" / "patient002_frame01_slice_1.h5"
+    before = source.read_bytes()
+    with pytest.raises(DatasetImportError, match="is one of this import's inputs"):
+        import_acdc(acdc, source, labeled_patients=1, overwrite=True)
+    assert source.read_bytes() == before
+    segthor = tmp_path / "segthor"
+    write_segthor_miniature(segthor)
+    for source in (segthor / "spacing_original_mm.json", next((segthor / "val" / "gt").iterdir())):
+        before = source.read_bytes()
+        with pytest.raises(DatasetImportError, match="is one of this import's inputs"):
+            import_segthor_png(segthor, source, labeled_patients=1, overwrite=True)
+        assert source.read_bytes() == before
+
+
+def test_a_training_scan_stored_in_another_axis_order_is_no_validation_scan(tmp_path):
+    """The same voxels with x reversed and the direction flipped to match (the same world grid) got
+    past the check: it hashed the file's own layout, the store keeps the canonical one."""
+    rng = np.random.default_rng(5)
+    scan = rng.uniform(-1000, 400, (3, 6, 5)).astype(np.int16)
+    label = np.zeros(scan.shape, np.uint8)
+    train = write_nifti(tmp_path / "i" / "a.nii.gz", scan)
+    train_label = write_nifti(tmp_path / "l" / "a.nii.gz", label)
+    mirrored = sitk.GetImageFromArray(scan[:, :, ::-1].copy())
+    mirrored.SetSpacing((1.0, 1.0, 2.0))
+    mirrored.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    mirrored.SetOrigin((4.0, 0.0, 0.0))  # the last x voxel of the training scan
+    (tmp_path / "v").mkdir()
+    sitk.WriteImage(mirrored, str(tmp_path / "v" / "b.nii.gz"))
+    val_label = write_nifti(tmp_path / "vl" / "b.nii.gz", label)
+    val_label_image = sitk.ReadImage(str(val_label))
+    val_label_image.CopyInformation(mirrored)
+    sitk.WriteImage(val_label_image, str(val_label))
+    with pytest.raises(DatasetImportError, match="a scan validated on must not be trained on"):
+        import_nifti(
+            [train],
+            [train_label],
+            [],
+            tmp_path / "s.h5",
+            class_names=["background", "x"],
+            val_images=[tmp_path / "v" / "b.nii.gz"],
+            val_labels=[val_label],
+        )
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_a_magnitude_mr_with_resampling_negatives_is_not_windowed_as_a_ct(tmp_path):
+    """Shaped like the TotalSegmentator example MR (values -47..833, 1.3 % below 0, a wide spread):
+    it passed as a CT cropped to soft tissue and was CT-windowed, 38 % of its voxels saturated."""
+    rng = np.random.default_rng(6)
+    shape = (6, 20, 20)
+    whole = rng.uniform(-1000, 400, shape).astype(np.int16)
+    mr = rng.gamma(1.2, 200.0, shape).astype(np.float32)
+    mr.ravel()[: int(0.013 * mr.size)] = rng.uniform(-47, 0, int(0.013 * mr.size))
+    label = np.zeros(shape, np.uint8)
+    images = [write_nifti(tmp_path / "i" / f"{n}.nii.gz", a) for n, a in (("a", whole), ("b", mr))]
+    labels = [write_nifti(tmp_path / "l" / f"{n}.nii.gz", label) for n in ("a", "b")]
+    with pytest.raises(DatasetImportError, match="separate stores") as error:
+        import_nifti(images, labels, [], tmp_path / "s.h5", class_names=["background", "x"])
+    assert str(images[1]) in str(error.value)
+
+
+@pytest.mark.realdata
+def test_the_real_example_mr_after_a_ct_is_refused(tmp_path):
+    folder = real("totalsegmentator_example")
+    images = [folder / "example_ct_sm.nii.gz", folder / "example_mr_sm.nii.gz"]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for image, seg in zip(images, ("example_seg.nii.gz", "example_seg_mr.nii.gz"), strict=True):
+        (labels / image.name).symlink_to(folder / seg)
+    with pytest.raises(DatasetImportError, match="separate stores") as error:
+        import_nifti(images, sorted(labels.iterdir()), [], tmp_path / "s.h5")
+    assert "example_mr_sm.nii.gz" in str(error.value)
+
+
+@pytest.mark.parametrize("content", ["group", "strings", "complex", "external link"])
+def test_an_acdc_slice_that_holds_no_real_image_is_refused_in_one_line(tmp_path, content):
+    """A group, strings (tracebacks), complex values (imaginary part dropped with a warning) or an
+    external link (HDF5 read another file, anywhere on the disk, into the store)."""
+    root = tmp_path / "acdc"
+    write_acdc_miniature(root)
+    path = root / "data" / "patient002_frame01_slice_1.h5"
+    elsewhere = tmp_path / "elsewhere.h5"
+    with h5py.File(elsewhere, "w") as file:
+        file["image"] = np.full((9, 11), 7.0, np.float32)
+    with h5py.File(path, "a") as file:
+        del file["image"]
+        if content == "group":
+            file.create_group("image")
+        elif content == "strings":
+            file["image"] = np.full((9, 11), b"abc")
+        elif content == "complex":
+            file["image"] = np.full((9, 11), 1 + 2j, np.complex64)
+        else:
+            file["image"] = h5py.ExternalLink(str(elsewhere), "image")
+    with pytest.raises(DatasetImportError) as error:
+        import_acdc(root, tmp_path / "s.h5", labeled_patients=1)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_a_segthor_spacing_file_that_is_no_object_is_refused_in_one_line(tmp_path):
+    root = tmp_path / "segthor"
+    write_segthor_miniature(root)
+    (root / "spacing_original_mm.json").write_text("3")
+    with pytest.raises(DatasetImportError, match="expected a JSON object") as error:
+        import_segthor_png(root, tmp_path / "s.h5", labeled_patients=1)
+    assert "spacing_original_mm.json" in str(error.value)
