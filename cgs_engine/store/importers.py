@@ -233,8 +233,10 @@ def import_segthor_png(
     labeled = set(order[:labeled_patients])
     plan = [(p, "labeled" if p in labeled else "unlabeled", train[p]) for p in order]
     plan += [(p, "val", val[p]) for p in sorted(val)]
-    gt_of = [png.parent.parent / "gt" / png.name for _, split, pngs in plan if split != "unlabeled" for png in pngs]
-    _check_output_is_no_input(out, [spacing_path, *(png for _, _, pngs in plan for png in pngs), *gt_of])
+    read = [spacing_path, *(png for _, _, pngs in plan for png in pngs)]
+    labeled_pngs = (png for _, split, pngs in plan if split != "unlabeled" for png in pngs)
+    read += [png.parent.parent / "gt" / png.name for png in labeled_pngs]
+    _check_output_is_no_input(out, read)
     with SliceStore.create(
         out, SEGTHOR_CLASS_NAMES, Normalization(mode="minmax"), overwrite=overwrite
     ) as store:
@@ -675,7 +677,9 @@ def _check_output_is_no_input(out: str | os.PathLike, inputs: Iterable[str | os.
             continue
         if (stat.st_dev, stat.st_ino) == (target.st_dev, target.st_ino):
             named = "" if str(source) == str(out) else f" ({source})"
-            raise DatasetImportError(f"{out}: is one of this import's inputs{named}; -o must name another file")
+            raise DatasetImportError(
+                f"{out}: is one of this import's inputs{named}; -o must name another file"
+            )
 
 
 def _report(progress: Progress, done: int, total: int) -> None:
