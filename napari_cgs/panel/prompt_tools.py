@@ -380,6 +380,14 @@ class PromptTools(QWidget):
         if self.section.after_stroke(layer, lambda: self._adapted(result, layer, before)):
             return
         keep = ~result.changed | (np.asarray(layer.data) != before)
+        # what was reviewed while it ran: an accept changes no voxel, so the voxels accepted then
+        # were re-predicted and still said "accepted", labels the user never saw, trained on as theirs
+        review = self.panel.review_mask()
+        if review is not None and review.shape == keep.shape:
+            keep |= review > 0
+        tracker = self.panel.tracker
+        if tracker is not None and tracker.touched.shape == keep.shape:
+            keep |= tracker.touched
         with muted_edit_tracking(self.panel._edit_flags):
             changed = write_labels_undoable(layer, result.labels, keep=keep)
         if changed:  # written untracked (the model's, not yours), so the autosave must be told

@@ -318,3 +318,22 @@ def test_what_you_paint_while_adapting_stays_yours(qtbot, presegmented, monkeypa
     after = np.asarray(labels.data)
     assert (after[painted] == other_organ).all()
     assert (after[~painted] == organ).mean() > 0.5  # the re-prediction was written elsewhere
+
+
+def test_a_region_accepted_while_adapting_is_not_re_predicted(qtbot, presegmented, monkeypatch):
+    """Accept changes no voxel, so the voxels accepted while Adapt trained were overwritten by its
+    re-prediction and still said "accepted": labels the user never saw, trained on as theirs."""
+    viewer, panel, image, labels, organ = presegmented
+    release = hold_adapt_answering_everywhere(monkeypatch, labels, organ)
+    assert panel.correct_section.prompt_tools.adapt() is not None
+    region = panel.review.state.current()
+    assert region is not None
+    panel.review.accept()  # while it trains
+    accepted = panel.review_mask() == 1
+    assert accepted.any()
+    shown = np.array(labels.data, copy=True)
+    release.set()
+    wait_idle(qtbot, panel.correct_section)
+    after = np.asarray(labels.data)
+    np.testing.assert_array_equal(after[accepted], shown[accepted])
+    assert (after[panel.review_mask() == 0] == organ).mean() > 0.5  # written elsewhere
