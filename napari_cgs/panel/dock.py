@@ -213,6 +213,8 @@ class CGSPanel(QWidget):
         self._set_aside_image: Any | None = None  # the followed image last closed (see _set_aside)
         self._export_folder: Path | None = None  # where the last export went
         self._frame_when_shown = False  # a session restored before the panel was on screen
+        self._docked = self.parent() is not None  # put in a dock once (see event)
+        self._shut_down = False
         self._edit_flags = {"writing": False}
         self._waiting_result = False  # a pre-segmentation's result waits for a stroke to end
         self._models: list[tuple[str, str]] = []
@@ -1374,9 +1376,29 @@ class CGSPanel(QWidget):
             self.autosave.save_if_changed(wait=True)
         return False
 
+    def event(self, event) -> bool:  # noqa: N802 (Qt override)
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif getattr(self, "_docked", False):  # (events come during __init__ too)
+                # the dock's X: napari takes the panel out of its dock (setParent(None)) and never
+                # closes it, so a hidden panel went on saving this image's session beside a new one
+                # opened from the Plugins menu, and the review was split across two files
+                self.shutdown()
+        return super().event(event)
+
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop every job, save, and let go of the viewer: the window or the dock closes."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         self.stroke_timer.stop()
         self.cancel()
+        self.correct_section.prompt_tools.cancel_adapting()
         self.retrain_section.shutdown()
         self.worklist_section.shutdown()
         self.autosave.save_if_changed(wait=True)
@@ -1397,4 +1419,3 @@ class CGSPanel(QWidget):
         if self.labels_layer is not None:
             self.labels_layer.events.paint.disconnect(self._on_paint)
         self.window().removeEventFilter(self)
-        super().closeEvent(event)

@@ -353,6 +353,10 @@ class PromptTools(QWidget):
             worker.finished.connect(self._adapt_ended)
         return worker
 
+    def cancel_adapting(self) -> None:
+        """The panel is closing: a run would train on for its whole budget, its result thrown away."""
+        self._cancel.set()
+
     def _note_progress(self, stage: str, done: int, total: int) -> None:
         self._progress = (stage, done, total)  # read by the GUI thread's timer
 

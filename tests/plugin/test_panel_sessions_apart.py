@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from cgs_engine.review import load_session, session_path_for
 from napari_cgs._layers import same_layer
+from napari_cgs.panel.dock import STROKE_SAVE_MS
 from napari_cgs.panel.fit import plain
 
 tiny_checkpoint = fx.tiny_checkpoint
@@ -207,3 +208,39 @@ def test_strokes_on_an_image_not_followed_go_into_that_images_session(
     assert panel.review.image_layer is image_a and panel.review_mask()[3, 12, 12] == 2
     panel.autosave.flush()
     qtbot.waitUntil(lambda: np.array_equal(load_session(a_session).labels, data), timeout=5_000)
+
+
+def test_closing_the_dock_with_its_x_shuts_the_panel_down(
+    qtbot, viewer_and_panel, sample_slab_path, tiny_checkpoint
+):
+    """napari takes the panel out of its dock (setParent(None)) and never closes it: the hidden panel
+    went on saving this image's session, so a panel opened again from the Plugins menu was diverted
+    to a conflict file, and the accept made there was gone on reopening."""
+    from qtpy.QtWidgets import QDockWidget
+
+    viewer, panel = viewer_and_panel
+    image = fx.open_image(viewer, sample_slab_path)
+    fx.presegment(qtbot, panel, image)
+    labels = panel.labels_layer
+    dock = panel.parent()
+    while not isinstance(dock, QDockWidget):
+        dock = dock.parent()
+    viewer.window.remove_dock_widget(dock)  # what the dock's X does
+    assert panel._shut_down
+    again = fx.dock_panel(viewer)
+    again.load_checkpoint(tiny_checkpoint)
+    again.select_image(image)
+    assert same_layer(again.labels_layer, labels)
+    assert again.review.state is not None and again.review.state.current() is not None
+    again.review.accept()
+    assert (again.review_mask() == 1).any()
+    labels.brush_size = 5
+    labels.paint((4, 70, 64), 3)
+    qtbot.wait(STROKE_SAVE_MS + 600)  # each panel still listening saves the stroke
+    again.review.accept()
+    again.autosave.save_if_changed(wait=True)
+    folder = sample_slab_path.parent
+    assert not [p.name for p in folder.iterdir() if "conflict" in p.name]
+    saved = load_session(session_path_for(sample_slab_path))
+    assert (saved.review_state.review_mask == 1).any() and (saved.labels == 3).any()
+    again.close()
