@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 
 from cgs_engine.io.errors import one_line
 
@@ -62,9 +62,29 @@ def _parse_every_value(dataset: Any, name: str, where: str = "") -> None:
             element = dataset[tag]
         except Exception as error:  # noqa: BLE001 - a value pydicom cannot parse: the file is damaged
             raise DicomError(name, f"damaged DICOM file: {label} cannot be read ({_short(error)})") from None
+        if element.VR == "UN" and isinstance(element.value, bytes):
+            element = _as_dictionary_vr(dataset, element, name, label)
         if element.VR == "SQ":
             for index, item in enumerate(element.value):
                 _parse_every_value(item, name, f"{label}[{index}].")
+
+
+def _as_dictionary_vr(dataset: Any, element: Any, name: str, label: str) -> Any:
+    """A standard element stored as UN (a value over 64 KiB in Explicit VR, such as a long
+    ContourData, must be; pydicom re-reads that only at the top level) parsed with its real VR:
+    inside a sequence its bytes were taken for numbers, the ASCII codes of the text."""
+    try:
+        known = dictionary_VR(element.tag)
+    except KeyError:  # private or unknown: nothing to parse it as
+        return element
+    if known in ("UN", "SQ") or " " in known:  # "US or SS": ambiguous without context
+        return element
+    raw = RawDataElement(element.tag, known, len(element.value), element.value, 0, True, True)
+    try:
+        dataset[element.tag] = convert_raw_data_element(raw)
+    except Exception as error:  # noqa: BLE001 - whatever the bytes hold, the file is damaged
+        raise DicomError(name, f"damaged DICOM file: {label} cannot be read ({_short(error)})") from None
+    return dataset[element.tag]
 
 
 def _keyword(tag: Any) -> str:

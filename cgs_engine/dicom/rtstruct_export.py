@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from cgs_engine import __version__
 from cgs_engine.classes.organs import Code
@@ -157,7 +157,27 @@ def build_rtstruct(labels: Volume, series: DicomSeries, table: ClassTable, label
         dataset.RTROIObservationsSequence.append(_observation(number, entry))
         slices = len({item.ContourImageSequence[0].ReferencedSOPInstanceUID for item in contours})
         result.rois.append(ExportedROI(entry, len(contours), slices, names[entry.id]))
+    if _longest_contour_text(dataset) > EXPLICIT_VR_MAX_LENGTH:
+        # A DS value has a 16-bit length in Explicit VR: pydicom then wrote ContourData as UN,
+        # which readers (ours included) took for bytes. Implicit VR Little Endian, the default
+        # transfer syntax every DICOM reader supports, has 32-bit lengths.
+        dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     return dataset, result
+
+
+EXPLICIT_VR_MAX_LENGTH = 0xFFFE  # the longest even value a 16-bit length holds
+
+
+def _longest_contour_text(dataset) -> int:
+    """Bytes of the longest ContourData as written (numbers joined by backslashes)."""
+    return max(
+        (
+            sum(len(str(value)) + 1 for value in contour.ContourData) - 1
+            for roi_contour in dataset.ROIContourSequence
+            for contour in roi_contour.ContourSequence
+        ),
+        default=0,
+    )
 
 
 def _new_dataset(series: DicomSeries, label: str):

@@ -67,10 +67,16 @@ class SegImport:
     rule: str = "a voxel belongs to each segment that marks it"  # how segment frames became voxels
     overlap_voxels: int = 0  # voxels marked by more than one segment (the lower class id kept them)
 
+    empty: list[str] = field(default_factory=list)  # matched segments that mark no voxel here
+
     @property
     def warnings(self) -> list[str]:
         """What the label map does not hold of the SEG as it is, one line each."""
-        return self.duplicates + overlap_warning(self.overlap_voxels, "segment")
+        empty = [
+            f"segment {label!r} marks no voxel of this series (an empty segment, or frames left out)"
+            for label in self.empty
+        ]
+        return self.duplicates + overlap_warning(self.overlap_voxels, "segment") + empty
 
 
 def export_seg(
@@ -244,7 +250,12 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
             f"drawn in another frame of reference than the series in {series.folder} "
             "(another scan or patient)",
         )
+    _check_segment_numbers(segmentation, name)
     referenced = {str(uid) for _, _, uid in segmentation.get_source_image_uids()}
+    # and each frame's own: without the ReferencedSeriesSequence (some writers leave it out) the
+    # list above is empty, a SEG of another series passed, and every slice read as empty
+    for group in segmentation.get("PerFrameFunctionalGroupsSequence", []):
+        referenced.update(_source_images(group))
     unknown = referenced - set(series.sop_instance_uids)
     if unknown:
         raise DicomError(
@@ -289,6 +300,9 @@ def import_seg(path: str | os.PathLike, series: DicomSeries, table: ClassTable) 
     labels, overlap = label_map(masks, series.volume)
     segments = [(label, entry) for _, label, entry in matched]
     result = SegImport(labels, segments, unmatched, duplicates, overlap_voxels=overlap)
+    result.empty = [
+        label for index, (_, label, _) in enumerate(matched) if not (stack[..., index] >= lowest).any()
+    ]
     if fractional:
         result.rule = f"FRACTIONAL: a voxel belongs to a segment at value >= 0.5 x {maximum} (its maximum)"
     return result
@@ -385,6 +399,21 @@ def _numbers(value, count: int) -> np.ndarray | None:
     except (TypeError, ValueError):
         return None
     return numbers if len(numbers) == count and np.isfinite(numbers).all() else None
+
+
+def _check_segment_numbers(segmentation, name: str) -> None:
+    """One segment per number, and every frame of a defined one: two segments sharing a number
+    wrote the one's voxels as the other's organ, and a frame of an undefined number was dropped."""
+    numbers = [_whole_number(item.get("SegmentNumber")) for item in segmentation.get("SegmentSequence", [])]
+    repeated = sorted({number for number in numbers if numbers.count(number) > 1 and number is not None})
+    if repeated:
+        raise DicomError(name, f"two segments share the segment number {repeated[0]}")
+    defined = set(numbers)
+    for index, group in enumerate(segmentation.get("PerFrameFunctionalGroupsSequence", []), start=1):
+        for item in group.get("SegmentIdentificationSequence", []):
+            number = _whole_number(item.get("ReferencedSegmentNumber"))
+            if number not in defined:
+                raise DicomError(name, f"frame {index} belongs to segment {number}, which it does not define")
 
 
 def _source_images(group) -> list[str]:

@@ -218,3 +218,62 @@ def test_frames_or_rows_padded_to_whole_bytes_are_refused(tmp_path, padding):
 
     message = _refusal(odd, _changed(path, tmp_path, padded))
     assert "pixel data holds" in message and "cannot be read without guessing" in message
+
+
+def test_a_seg_of_another_series_without_its_series_references_is_refused(series, seg_path, tmp_path):
+    """Without the ReferencedSeriesSequence (some writers leave it out) highdicom lists no source
+    image, so a SEG of another series passed the check and every slice read as empty, exit 0."""
+
+    def of_another_series(dataset):
+        del dataset.ReferencedSeriesSequence
+        for group in dataset.PerFrameFunctionalGroupsSequence:
+            for derivation in group.DerivationImageSequence:
+                for source in derivation.SourceImageSequence:
+                    source.ReferencedSOPInstanceUID = pydicom.uid.generate_uid()
+
+    message = _refusal(series, _changed(seg_path, tmp_path, of_another_series))
+    assert "images that are not in" in message
+
+
+def test_two_segments_sharing_a_number_are_refused(series, seg_path, tmp_path):
+    # the one's voxels were written as the other's organ, the other's lost
+    def renumber(dataset):
+        dataset.SegmentSequence[1].SegmentNumber = dataset.SegmentSequence[0].SegmentNumber
+        for group in dataset.PerFrameFunctionalGroupsSequence:
+            group.SegmentIdentificationSequence[0].ReferencedSegmentNumber = 1
+
+    assert "two segments share the segment number 1" in _refusal(
+        series, _changed(seg_path, tmp_path, renumber)
+    )
+
+
+def test_a_frame_of_an_undefined_segment_is_refused(series, seg_path, tmp_path):
+    # its voxels were dropped without a word
+    def to_segment_9(dataset):
+        dataset.PerFrameFunctionalGroupsSequence[-1].SegmentIdentificationSequence[
+            0
+        ].ReferencedSegmentNumber = 9
+
+    frames = len(pydicom.dcmread(seg_path).PerFrameFunctionalGroupsSequence)
+    message = _refusal(series, _changed(seg_path, tmp_path, to_segment_9))
+    assert f"frame {frames} belongs to segment 9, which it does not define" in message
+
+
+def test_a_segment_that_marks_no_voxel_is_said_so(series, tmp_path):
+    labels = two_organs(series.volume)
+    path = export_seg(labels, series, TABLE, tmp_path / "SEG.dcm").path
+
+    def empty_second_segment(dataset):
+        frames = dataset.PerFrameFunctionalGroupsSequence
+        keep = [
+            i for i, g in enumerate(frames) if g.SegmentIdentificationSequence[0].ReferencedSegmentNumber == 1
+        ]
+        pixels = dataset.pixel_array.reshape(len(frames), *SHAPE[1:])
+        blank = np.zeros_like(pixels)
+        blank[keep] = pixels[keep]
+        dataset.PixelData = pack_bits(blank.ravel())
+
+    result = import_seg(_changed(path, tmp_path, empty_second_segment), series, TABLE)
+    assert [w for w in result.warnings if "marks no voxel" in w] == [
+        f"segment {result.segments[1][0]!r} marks no voxel of this series (an empty segment, or frames left out)"
+    ]

@@ -293,3 +293,42 @@ def test_our_own_contours_at_the_image_edge_are_not_reported_as_cut(tmp_path):
     result = import_rtstruct(path, series, TABLE)
     np.testing.assert_array_equal(result.labels.array, labels)
     assert result.warnings == []
+
+
+def densified(polygon: np.ndarray, per_edge: int) -> np.ndarray:
+    """The same polygon with ``per_edge`` points along each edge: the same shape, a long ContourData."""
+    following = np.roll(polygon, -1, axis=0)
+    steps = np.linspace(0.0, 1.0, per_edge, endpoint=False)[None, :, None]
+    return (polygon[:, None] + steps * (following - polygon)[:, None]).reshape(-1, 2)
+
+
+def test_a_contour_over_64_kib_stored_as_un_is_read_as_numbers(exported, tmp_path):
+    """A DS value over 65,534 bytes must be written as UN in Explicit VR (another tool's file, and our
+    export before): inside a sequence its bytes were read as numbers, the ASCII codes of the text,
+    and the file was refused ("ContourData has 124604 coordinates, not 3 per point")."""
+    series, path = exported
+    dataset = pydicom.dcmread(path)
+    plane = 3
+    item = brainstem_contour(dataset, plane, series)
+    set_points(item, series, plane, densified(square(5, 8, 14, 19), 700))
+    with pytest.warns(UserWarning, match="UN"):
+        dataset.save_as(tmp_path / "RS_long.dcm")
+    stored = pydicom.dcmread(tmp_path / "RS_long.dcm")
+    assert brainstem_contour(stored, plane, series)["ContourData"].VR == "UN"
+    result = import_rtstruct(tmp_path / "RS_long.dcm", series, TABLE)
+    np.testing.assert_array_equal(result.labels.array, two_organs(series.volume).array)
+
+
+def test_our_export_of_a_contour_over_64_kib_is_written_so_it_reads_back(exported, tmp_path, monkeypatch):
+    from cgs_engine.dicom import rtstruct_export
+
+    series, _ = exported
+    monkeypatch.setattr(
+        rtstruct_export, "trace_contours", lambda mask: [densified(c, 700) for c in trace_contours(mask)]
+    )
+    labels = two_organs(series.volume)
+    path = export_rtstruct(labels, series, TABLE, tmp_path / "RS.dcm").path
+    written = pydicom.dcmread(path)
+    assert written.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    assert {c["ContourData"].VR for r in written.ROIContourSequence for c in r.ContourSequence} == {"DS"}
+    np.testing.assert_array_equal(import_rtstruct(path, series, TABLE).labels.array, labels.array)
