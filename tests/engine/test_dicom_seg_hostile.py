@@ -274,6 +274,7 @@ def test_a_segment_that_marks_no_voxel_is_said_so(series, tmp_path):
         dataset.PixelData = pack_bits(blank.ravel())
 
     result = import_seg(_changed(path, tmp_path, empty_second_segment), series, TABLE)
+    said = f"segment {result.segments[1][0]!r} marks no voxel of this series"
     assert [w for w in result.warnings if "marks no voxel" in w] == [
-        f"segment {result.segments[1][0]!r} marks no voxel of this series (an empty segment, or frames left out)"
+        f"{said} (an empty segment, or frames left out)"
     ]
