@@ -56,6 +56,15 @@ def read_text_header(location: Path, name: str) -> TextHeader:
     return _nrrd(head, name)
 
 
+def _text(raw: bytes) -> str:
+    """A header line: UTF-8 as ITK writes the data file's name (``ü.raw`` read as latin-1 was
+    ``Ã¼.raw``, a file that does not exist), latin-1 for an older header that is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _key(text: str) -> str:
     return re.sub(r"\s+", "", text).lower()
 
@@ -67,7 +76,7 @@ def _metaimage(head: bytes, name: str) -> TextHeader:
     lines = head.split(b"\n")
     for index, raw in enumerate(lines):
         line_end = offset + len(raw) + 1
-        text = raw.decode("latin-1").strip()
+        text = _text(raw).strip()
         offset = line_end
         if not text:
             continue
@@ -79,7 +88,7 @@ def _metaimage(head: bytes, name: str) -> TextHeader:
             duplicates.append(key)
         fields[key] = value.strip()
         if key == "elementdatafile":
-            names = [line.decode("latin-1").strip() for line in lines[index + 1 :]]
+            names = [_text(line).strip() for line in lines[index + 1 :]]
             is_list = value.strip().upper().startswith("LIST")
             return TextHeader(
                 "metaimage", fields, min(line_end, len(head)), names if is_list else [], duplicates
@@ -99,7 +108,7 @@ def _nrrd(head: bytes, name: str) -> TextHeader:
     for index in range(1, len(lines)):
         raw = lines[index]
         offset += len(raw) + 1
-        text = raw.decode("latin-1").rstrip("\r")
+        text = _text(raw).rstrip("\r")
         if not text.strip():
             return TextHeader("nrrd", fields, min(offset, len(head)), [], duplicates)
         if text.startswith("#") or ":=" in text:
@@ -112,7 +121,7 @@ def _nrrd(head: bytes, name: str) -> TextHeader:
             duplicates.append(key)
         fields[key] = value.strip()
         if key in ("datafile", "data file") and value.strip().upper().startswith("LIST"):
-            names = [line.decode("latin-1").strip() for line in lines[index + 1 :]]
+            names = [_text(line).strip() for line in lines[index + 1 :]]
             return TextHeader("nrrd", fields, len(head), [n for n in names if n], duplicates)
     if len(head) >= HEADER_LIMIT:
         raise VolumeIOError(name, "not a NRRD header (no blank line within its first megabyte)")

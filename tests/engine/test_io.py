@@ -151,6 +151,15 @@ def test_detached_header_formats_write_two_files(tmp_path):
     assert "ElementDataFile = a.zraw" in (tmp_path / "a.mhd").read_text()
 
 
+@pytest.mark.parametrize("name", ["ü.mhd", "скан.nhdr"])
+def test_detached_headers_with_non_ascii_names_write_and_read(tmp_path, name):
+    # the header names its data file in UTF-8; read as latin-1 that was "Ã¼.zraw", never found
+    volume = Volume(array=ct_like(), geometry=GEOMETRIES["lps"])
+    back = read_volume(write_volume(volume, tmp_path / name))
+    np.testing.assert_array_equal(back.array, volume.array)
+    assert back.geometry == volume.geometry
+
+
 def test_overwrite_replaces_both_files_of_a_detached_header(tmp_path):
     path = tmp_path / "a.mhd"
     write_volume(Volume(array=ct_like(0)), path)
