@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,6 +109,10 @@ def save_checkpoint(checkpoint: ModelCheckpoint, path: str | os.PathLike, half: 
 def load_payload(path: str | os.PathLike) -> dict[str, Any]:
     """torch.load with clear one-line errors for missing, truncated or foreign files."""
     path = Path(path)
+    if path.is_dir():  # a run folder (`cgs train -o runs/cgs`) given where its model belongs
+        inside = [name for name in ("best.pt", "final.pt") if (path / name).is_file()]
+        hint = f"; its model is {path / inside[0]}" if inside else ""
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (.pt){hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
@@ -117,10 +122,25 @@ def load_payload(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for damaged archives
+        if not zipfile.is_zipfile(path) and not _starts_like_an_archive(path):  # (a cut one does)
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint (no PyTorch archive: another kind of file?)"
+            ) from None
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights only" in first_line.lower():
+            # torch's own advice (load it with weights_only=False) would run the file's code
+            raise CheckpointError(
+                f"{path}: holds Python objects beyond weights and settings, which are not loaded "
+                "(a checkpoint of another program?)"
+            ) from None
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or corrupt: {first_line})"
         ) from None
+
+
+def _starts_like_an_archive(path: Path) -> bool:
+    with open(path, "rb") as stream:
+        return stream.read(4) == b"PK\x03\x04"
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:

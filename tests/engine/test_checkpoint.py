@@ -121,3 +121,20 @@ def test_incompatible_checkpoints(tmp_path):
     torch.save(payload, tmp_path / "shape.pt")
     with pytest.raises(CheckpointError, match="weights do not fit"):
         build_network(load_checkpoint(tmp_path / "shape.pt"), tmp_path / "shape.pt")
+
+
+class AnotherProgramsObject:
+    """Pickled by reference: loading it would import and run this module's code."""
+
+
+def test_a_run_folder_or_another_programs_pickle_given_as_the_model(tmp_path):
+    """torch's message for a pickle with objects advised loading it with weights_only=False (which
+    runs the file's code); a run folder was "no such checkpoint file"."""
+    run = tmp_path / "runs" / "cgs"
+    save_checkpoint(_checkpoint(), run / "best.pt")
+    with pytest.raises(CheckpointError, match=r"cgs: is a folder, not a checkpoint file \(.pt\); its model"):
+        load_checkpoint(run)
+    torch.save({"model": AnotherProgramsObject()}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "other.pt")
+    assert "holds Python objects" in str(error.value) and "weights_only" not in str(error.value)
