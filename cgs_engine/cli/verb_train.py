@@ -154,11 +154,15 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 130
+    # rank 0 only under torchrun: the others neither validate nor write the model, so their
+    # summary said "best val mean Dice n/a (no val volumes)" and "model: None" beside rank 0's
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if not main_rank:
+        return 0
     best = "n/a (no val volumes)" if result.best_dice is None else f"{100 * result.best_dice:.2f}"
     print(f"done: {result.steps_done}/{result.total_steps} iterations, best val mean Dice {best}")
     print(f"  model: {result.best_checkpoint}")
-    # rank 0 only under torchrun; not after an interrupted run, which the user wants to end now
-    main_rank = os.environ.get("RANK", "0") == "0"
+    # not after an interrupted run, which the user wants to end now
     if skip_fit:
         if args.resume and args.error_model:
             print("  error model: not fitted (the run was started with --no-error-model)")

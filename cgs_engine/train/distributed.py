@@ -11,6 +11,7 @@ student weights and from BatchNorm statistics averaged over the ranks after each
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,11 @@ def wrap_for_data_parallel(student: torch.nn.Module, context: DistContext, runti
         return student
 
     device_ids = [context.local_rank] if runtime.device.type == "cuda" else None
+    # BN buffers are not broadcast from rank 0 at each forward (they are averaged after each step);
+    # torch 2.13 renamed the switch and warns on the old name, a raw library line on every rank.
+    # At init the ranks' buffers are the same (one checkpoint), so syncing them then changes nothing.
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return DistributedDataParallel(student, device_ids=device_ids, forward_sync_buffers=False)
     return DistributedDataParallel(student, device_ids=device_ids, broadcast_buffers=False)
 
 

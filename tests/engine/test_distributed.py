@@ -76,6 +76,10 @@ def test_two_ranks_train_identically_and_only_rank_zero_writes(setup, tmp_path):
     run = tmp_path / "run"
     result = _torchrun(store, run, config, "--iterations", "12")
     assert result.returncode == 0, result.stdout + result.stderr
+    # one summary, rank 0's (rank 1's said "n/a (no val volumes)" and "model: None"), and no raw
+    # library warning (torch 2.13's FutureWarning on broadcast_buffers, once per rank)
+    assert result.stdout.count("done: 12/12 iterations") == 1 and "model: None" not in result.stdout
+    assert "Warning" not in result.stdout + result.stderr
     steps = _steps(run)
     assert [r["step"] for r in steps] == list(range(1, 13))  # each step logged once, by rank 0 only
     assert all(r["replica_hash"] for r in steps)  # every step: hashes gathered from both ranks and equal
