@@ -126,14 +126,19 @@ def run_fit(args) -> int:
                 raise ValueError
         except ValueError:
             raise CGSError(f"--l2 must be 'auto' or a positive number, got {args.l2!r}") from None
-    model, target = write_error_model(
-        checkpoint,
-        overwrite=args.overwrite,
-        prior=args.prior_data,
-        l2=args.l2,
-        device=args.device,
-        report=lambda line: print(f"  {line}"),
-        cases_from=args.calibrate_on,
-    )
+    try:
+        model, target = write_error_model(
+            checkpoint,
+            overwrite=args.overwrite,
+            prior=args.prior_data,
+            l2=args.l2,
+            device=args.device,
+            report=lambda line: print(f"  {line}"),
+            cases_from=args.calibrate_on,
+        )
+    except CGSError as error:  # "the model predicted no organ on any case": which model
+        if str(checkpoint) in str(error):
+            raise
+        raise CGSError(f"{checkpoint}: {error}") from None
     print(f"wrote {target} (fitted on {', '.join(model.fitted_on['cases'])}; L2 {model.fitted_on['l2']:g})")
     return 0

@@ -16,6 +16,7 @@ Predictions left over after matching are reported in ``missing_gt``, except the 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,10 +45,13 @@ def case_name(path: Path) -> str | None:
     return path.name[: -len(extension)]
 
 
+MAP_NAME = re.compile(r"_(disagreement|likely_wrong)$|_map_")  # names `cgs predict --maps` gives
+
+
 def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> PairResult:
     """Pair the image files of two directories; raise ValueError when nothing pairs."""
-    predictions = _images_by_case(Path(pred_dir))
-    ground_truths = _images_by_case(Path(gt_dir))
+    predictions = _images_by_case(Path(pred_dir), "--pred")
+    ground_truths = _images_by_case(Path(gt_dir), "--gt")
     if not ground_truths:
         raise ValueError(f"no ground-truth image files ({', '.join(SUPPORTED_EXTENSIONS)}) in {gt_dir}")
 
@@ -68,9 +72,12 @@ def pair_files(pred_dir: str | Path, gt_dir: str | Path) -> PairResult:
     pairs = [(name, matched[name], ground_truths[name]) for name in sorted(matched)]
     missing_pred = sorted(set(ground_truths) - set(matched))
     if not pairs:
+        # the maps `cgs predict --maps` writes beside each prediction are no predictions to count
+        maps = [name for name in predictions if MAP_NAME.search(name)]
+        besides = f" besides {len(maps)} maps" if maps else ""
         raise ValueError(
             f"no prediction in {pred_dir} matches a ground-truth file in {gt_dir} "
-            f"({len(predictions)} predictions, {len(ground_truths)} ground truths)"
+            f"({len(predictions) - len(maps)} predictions{besides}, {len(ground_truths)} ground truths)"
         )
     maps = [name for name in unused_predictions if _is_map_of(name, [p for _, p, _ in pairs])]
     leftover = sorted(set(unused_predictions) - set(maps))
@@ -102,9 +109,11 @@ def _is_map_of(name: str, label_files: list[Path]) -> bool:
     return False
 
 
-def _images_by_case(directory: Path) -> dict[str, Path]:
+def _images_by_case(directory: Path, what: str) -> dict[str, Path]:
+    if not directory.exists():
+        raise ValueError(f"{directory}: no such folder ({what})")
     if not directory.is_dir():
-        raise ValueError(f"not a directory: {directory}")
+        raise ValueError(f"{directory}: is a file; {what} takes a folder of label maps")
     images: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
         name = case_name(path)

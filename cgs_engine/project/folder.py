@@ -143,6 +143,8 @@ def _assemble(temp: Path, names, colors, normalization: Normalization, base_mode
 
 def read_project_file(folder: Path) -> tuple[list[str], list[list[int]], Normalization, dict[str, Any], str]:
     """(class names, colours, normalization, settings, created) from ``folder/project.json``, checked."""
+    if folder.is_file():
+        raise ProjectError(f"{folder}: is a file, not a project folder (`cgs project create` makes one)")
     if not folder.is_dir():
         raise ProjectError(f"{folder}: no such project folder")
     path = folder / "project.json"

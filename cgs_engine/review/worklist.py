@@ -102,6 +102,8 @@ def scans_in_folder(folder: str | os.PathLike) -> list[Path]:
     from cgs_engine.classes.files import prediction_outputs_in
 
     folder = Path(folder)
+    if folder.is_file():
+        raise CGSError(f"{folder}: is a file; give the folder of scans it lies in")
     if not folder.is_dir():
         raise CGSError(f"{folder}: no such folder")
     outputs = prediction_outputs_in(folder)

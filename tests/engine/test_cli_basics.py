@@ -149,3 +149,25 @@ def test_a_folder_argument_with_a_link_to_a_missing_scan_is_refused(tmp_path, ca
     error = capsys.readouterr().err
     assert "b.nii.gz: a link to a file that does not exist (--images)" in error and "notes" not in error
     assert not out.exists()
+
+
+def test_a_file_where_a_folder_belongs_is_named_as_a_file(tmp_path, capsys):
+    # "no such folder" / "no such project folder" for a file that exists
+    scan = _write_image(tmp_path / "ct.nii.gz", np.zeros((3, 4, 4), np.int16))
+    assert main(["review", "--worklist", str(scan), "--model", str(tmp_path / "m.pt")]) == 2
+    assert f"{scan}: is a file; give the folder of scans it lies in" in capsys.readouterr().err
+    assert main(["project", "versions", str(scan)]) == 2
+    assert f"{scan}: is a file, not a project folder" in capsys.readouterr().err
+
+
+def test_an_error_model_fit_that_fails_names_the_model(tmp_path, monkeypatch, capsys):
+    from cgs_engine.project import calibration
+    from cgs_engine.review.error_model import ErrorModelError
+
+    def no_organ(*args, **kwargs):
+        raise ErrorModelError("the model predicted no organ on any case: no voxels to learn its errors from")
+
+    monkeypatch.setattr(calibration, "write_error_model", no_organ)
+    model = tmp_path / "best.pt"
+    assert main(["review", "--fit-error-model", str(model)]) == 2
+    assert f"{model}: the model predicted no organ on any case" in capsys.readouterr().err

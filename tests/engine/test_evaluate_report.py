@@ -186,8 +186,14 @@ def test_pairing_errors_name_the_directory(tmp_path):
     with pytest.raises(ValueError, match="no prediction in .*pred") as error:
         pair_files(pred_dir, gt_dir)
     assert "\n" not in str(error.value)
-    with pytest.raises(ValueError, match="not a directory: .*missing"):
+    with pytest.raises(ValueError, match=r"missing: no such folder \(--pred\)"):
         pair_files(tmp_path / "missing", gt_dir)
+    with pytest.raises(ValueError, match=r"x.nii.gz: is a file; --gt takes a folder"):
+        pair_files(pred_dir, gt_dir / "x.nii.gz")
+    # the maps beside a prediction are not counted as predictions that matched nothing
+    _touch(pred_dir, "y_disagreement.nii.gz", "y_likely_wrong.nii.gz", "y_map_Brainstem.nii.gz")
+    with pytest.raises(ValueError, match=r"\(1 predictions besides 3 maps, 1 ground truths\)"):
+        pair_files(pred_dir, gt_dir)
     _touch(tmp_path / "empty")
     with pytest.raises(ValueError, match="no ground-truth image files .*empty"):
         pair_files(pred_dir, tmp_path / "empty")
