@@ -17,6 +17,7 @@ from typing import Any
 import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
+from pydicom.errors import InvalidDicomError
 
 from cgs_engine.io.errors import one_line
 
@@ -37,11 +38,26 @@ def read_dicom_object(path: str | os.PathLike) -> Any:
         warnings.simplefilter("always")
         try:
             dataset = pydicom.dcmread(name)
+        except InvalidDicomError:
+            dataset = _without_preamble(name)
         except Exception as error:  # noqa: BLE001 - whatever pydicom trips over in a damaged file
             raise DicomError(name, f"not a readable DICOM file ({_short(error)})") from None
         _check_complete(dataset, name, caught)
         _parse_every_value(dataset, name)
     return dataset
+
+
+def _without_preamble(name: str) -> Any:
+    """A DICOM object written without the 128-byte preamble and 'DICM' (older planning systems
+    do; the series reader takes such slices), or a one-line refusal without pydicom's advice to
+    pass force=True, an argument no user of the CLI has."""
+    try:
+        dataset = pydicom.dcmread(name, force=True)
+        if "SOPClassUID" in dataset:
+            return dataset
+    except Exception:  # noqa: BLE001 - forced reading of something else fails in any way
+        pass
+    raise DicomError(name, "not a DICOM file (no DICM header, and it does not read as a DICOM object)")
 
 
 def _check_complete(dataset: Any, name: str, caught: list) -> None:

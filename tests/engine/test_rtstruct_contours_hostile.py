@@ -332,3 +332,26 @@ def test_our_export_of_a_contour_over_64_kib_is_written_so_it_reads_back(exporte
     assert written.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
     assert {c["ContourData"].VR for r in written.ROIContourSequence for c in r.ContourSequence} == {"DS"}
     np.testing.assert_array_equal(import_rtstruct(path, series, TABLE).labels.array, labels.array)
+
+
+def test_a_structure_set_without_preamble_is_read_and_a_scan_is_refused_plainly(exported, tmp_path):
+    """Older planning systems write no preamble and no 'DICM' (the series reader takes such CT
+    slices); it was refused with pydicom's advice to pass force=True, an argument the CLI lacks."""
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset
+
+    from cgs_engine.dicom import DicomError
+
+    series, path = exported
+    raw = tmp_path / "RS_raw.dcm"
+    with open(raw, "wb") as stream:
+        handle = DicomFileLike(stream)
+        handle.is_little_endian, handle.is_implicit_VR = True, True
+        write_dataset(handle, pydicom.Dataset(pydicom.dcmread(path)))
+    result = import_rtstruct(raw, series, TABLE)
+    np.testing.assert_array_equal(result.labels.array, two_organs(series.volume).array)
+    scan = tmp_path / "ct.nii.gz"
+    scan.write_bytes(b"\x1f\x8b" + bytes(300))
+    with pytest.raises(DicomError) as error:
+        import_rtstruct(scan, series, TABLE)
+    assert "not a DICOM file" in str(error.value) and "force" not in str(error.value)
