@@ -52,7 +52,9 @@ def add_prompt_options(parser) -> None:
     )
     parser.add_argument("--model", metavar="CKPT", help="adapt: the model checkpoint to adapt (a copy)")
     parser.add_argument(
-        "--reviewed", metavar="MASK", help="adapt: the voxels you corrected or accepted (non-zero)"
+        "--reviewed",
+        metavar="MASK",
+        help="adapt: the review mask of the voxels you checked (1 accepted, 2 drawn by you)",
     )
     parser.add_argument(
         "--seconds",
@@ -129,7 +131,13 @@ def _adapt(args, volume):
     from cgs_engine.edit.adapt import ADAPT_DEFAULTS, adapt_to_scan, trusted_voxels
 
     image = _read_on_grid(args.image, volume, "image", "the image")
-    reviewed = _read_on_grid(args.reviewed, volume, "labels", "the review mask") != 0
+    from cgs_engine.review.state import review_mask_problem
+
+    review = _read_on_grid(args.reviewed, volume, "labels", "the review mask")
+    problem = review_mask_problem(review)
+    if problem is not None:  # the same mask `cgs project add-correction --review` takes
+        raise CGSError(f"{args.reviewed}: {problem}")
+    reviewed = review != 0
     with _naming(args.labels):
         trusted = trusted_voxels(volume.array, reviewed, geometry=volume.geometry)
     record = find_class_file(args.labels)

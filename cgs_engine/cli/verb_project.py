@@ -191,17 +191,11 @@ def _add_correction(args) -> int:
         review_volume = read_volume(args.review, kind="labels")
         check_same_grid(review_volume, image, args.review)
         review = review_volume.array
-        if not review.any():
-            raise CGSError(f"{args.review}: review mask is all 0 (no voxel reviewed): nothing to learn from")
-        if int(review.max()) > 2:  # e.g. a binary mask saved as 0/255: no review state
-            import numpy as np
+        from cgs_engine.review.state import review_mask_problem
 
-            values = np.unique(review)
-            shown = ", ".join(str(int(value)) for value in values[:6]) + (", ..." if len(values) > 6 else "")
-            raise CGSError(
-                f"{args.review}: a review mask holds 0 (not reviewed), 1 (accepted) and 2 (drawn by you); "
-                f"this one holds {shown}"
-            )
+        problem = review_mask_problem(review)
+        if problem is not None:
+            raise CGSError(f"{args.review}: {problem}")
     for warning in check_scope(image, _active_scope(project)):  # saved, but said so
         _print_warning(f"{args.image}: {warning}")
     name = args.name or _correction_name(args.image)

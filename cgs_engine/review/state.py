@@ -27,6 +27,21 @@ STATUSES = ("pending", "accepted", "skipped")
 UNREVIEWED, ACCEPTED, EDITED = 0, 1, 2
 
 
+def review_mask_problem(array: np.ndarray) -> str | None:
+    """Why ``array`` (read from a file a user gives) is no review mask to learn from, or None.
+    One rule for `cgs project add-correction --review` and `cgs edit adapt --reviewed`: a binary
+    mask saved as 0/255 has no review state, and an all-0 one nothing to learn from."""
+    if not array.any():
+        return "review mask is all 0 (no voxel reviewed): nothing to learn from"
+    if int(array.max()) > EDITED:
+        values = np.unique(array)
+        shown = ", ".join(str(int(value)) for value in values[:6]) + (", ..." if len(values) > 6 else "")
+        return (
+            f"a review mask holds 0 (not reviewed), 1 (accepted) and 2 (drawn by you); this one holds {shown}"
+        )
+    return None
+
+
 class ReviewState:
     def __init__(
         self,

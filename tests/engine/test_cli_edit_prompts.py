@@ -113,6 +113,20 @@ def test_adapt_writes_new_labels_and_keeps_the_reviewed_voxels(predicted, capsys
     np.testing.assert_array_equal(read_volume(folder / "adapted.nii.gz", kind="labels").array[4], labels[4])
 
 
+@pytest.mark.parametrize(("values", "words"), [(255, "this one holds 0, 255"), (0, "all 0")])
+def test_adapt_takes_the_review_mask_add_correction_takes(predicted, capsys, values, words):
+    # a binary 0/255 mask was taken as "reviewed" here and refused by add-correction --review
+    folder, labels, _, _ = predicted
+    argv = adapt_args(folder, labels, ["background", "Parotid"], 2)
+    reviewed = np.zeros(labels.shape, np.uint8)
+    reviewed[4] = values
+    write(folder / "review.nii.gz", reviewed)
+    assert main(argv) == 2
+    error = one_error_line(capsys)
+    assert "review.nii.gz" in error and words in error
+    assert not (folder / "adapted.nii.gz").exists()
+
+
 def test_adapt_refuses_labels_numbered_otherwise_than_the_model(predicted, capsys):
     """The labels' class table says 1 is the Parotid; the model's 1 is the Mandible. Adapting taught
     the model's Mandible head on the parotid and wrote its ids under the labels' names (exit 0)."""
