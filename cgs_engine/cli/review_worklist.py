@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--model", metavar="PT", help="the checkpoint that --worklist scores with")
     parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="for --worklist / --fit"
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="for --worklist / --fit-error-model"
     )
     parser.add_argument(
         "--fit-error-model",

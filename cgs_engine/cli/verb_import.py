@@ -27,7 +27,9 @@ def add_parser(verbs) -> None:
 
     segthor = kinds.add_parser("segthor-png", help="SegTHOR 2D PNG slices ({train,val}/{img,gt}/)")
     segthor.add_argument("root", help="folder holding train/, val/ and spacing_original_mm.json")
-    segthor.add_argument("--labeled-patients", type=int, default=3, help="first N train patients are labeled")
+    segthor.add_argument(
+        "--labeled-patients", type=int, default=3, help="first N train patients are labeled (default 3)"
+    )
 
     nifti = kinds.add_parser("nifti", help="NIfTI/MHA/NRRD images with label maps, plus unlabeled scans")
     nifti.add_argument("--images", nargs="+", required=True, help="labeled images (files or folders)")
@@ -40,7 +42,8 @@ def add_parser(verbs) -> None:
         "--normalization",
         choices=NORMALIZATION_CHOICES,
         default="auto",
-        help="ct: soft-tissue window [-160, 240] HU; mr: 0.5-99.5 percentiles; auto: guess",
+        help="ct: soft-tissue window [-160, 240] HU; mr: 0.5-99.5 percentiles; minmax: each volume "
+        "to [0, 1]; identity: values as they are (already normalised); auto: guess from the first image",
     )
     nifti.add_argument(
         "--body-region",

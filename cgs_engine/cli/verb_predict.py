@@ -29,8 +29,15 @@ def add_parser(verbs) -> None:
         action="store_true",
         help="also write per-class specialist maps and the disagreement map (uint8, 255 = 1.0)",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: a GPU if there is one"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="auto: bf16 where the CPU or GPU computes it natively, else fp32",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_series_option(parser)
     parser.set_defaults(run=run)

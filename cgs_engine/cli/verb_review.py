@@ -51,7 +51,13 @@ def add_parser(verbs) -> None:
         metavar="DIR",
         help="folder with the <stem>_map_<class>.nii.gz and <stem>_classes.json of `cgs predict`",
     )
-    parser.add_argument("--threshold", type=float, default=0.5, help="disagreement in (0, 1] (default 0.5)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="disagreement in (0, 1] that makes a region (default 0.5); where a likely-wrong map lies "
+        "beside the disagreement map, regions are where it is above 0.1",
+    )
     parser.add_argument("--min-voxels", type=int, default=5, help="drop smaller regions (default 5)")
     parser.add_argument("--top", type=int, default=20, help="keep the N highest-ranked regions (default 20)")
     parser.add_argument(

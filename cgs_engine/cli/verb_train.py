@@ -46,7 +46,7 @@ def add_parser(verbs) -> None:
     )
     parser.add_argument("--val-every", type=int, help="validate every N iterations (default 200)")
     parser.add_argument("--config", help="JSON file of settings (see README); flags override it")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in RUN_DIR")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in the -o folder")
     parser.add_argument(
         "--no-error-model",
         dest="error_model",

@@ -48,7 +48,7 @@ def fit_from_prior(
     if source is None:
         raise CGSError(
             f"{checkpoint_path}: no prior data found (a {Path(checkpoint_path).stem}.prior folder beside "
-            "it or its training run's store); give the labeled data it was trained on"
+            "it or its training run's store); give the labeled data it was trained on (--prior-data)"
         )
     summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
     wanted = ("labeled", "val") if cases_from == "all" else ("labeled",)  # the store's split names
