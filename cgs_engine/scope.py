@@ -19,6 +19,9 @@ MR, before any normalisation):
 ``body_slices``
     The (area, width/depth) pairs of the training slices, quantised to 10 % area and 5 % ratio
     bins and kept once per bin: the region the model has seen, in a few kilobytes.
+``field_mm``
+    The smallest and largest extent of the axial slices (their larger side, in mm): the field
+    of view the network learned organ sizes in (:mod:`cgs_engine.infer.field` pads smaller slices).
 
 Why two numbers per slice and not the area alone: a head-and-neck CT runs from the head
 (100-300 cm^2, deeper than wide) through the neck to the shoulders, which with the arms down
@@ -34,7 +37,8 @@ at least 86 % (pt_51; all others at least 94 %), the TotalSegmentator abdominal 
 
 :func:`check_scope` returns zero or more one-line warnings; it never refuses a scan. Voxel
 spacing is recorded but not checked: inference resizes every slice to the model's input size,
-so the spacing itself does not change what the network sees.
+so the spacing itself does not change what the network sees; the slice's extent in mm does, and a
+slice smaller than the trained field is padded to it (:mod:`cgs_engine.infer.field`).
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class TrainingScope:
     body_area_cm2: dict[str, float] = field(default_factory=dict)
     body_width_to_depth: dict[str, float] = field(default_factory=dict)
     body_slices: list[list[float]] = field(default_factory=list)
+    field_mm: dict[str, float] = field(default_factory=dict)  # min/max slice extent (larger side)
     version: int = SCOPE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +111,7 @@ class TrainingScope:
             "body_area_cm2": {key: float(v) for key, v in self.body_area_cm2.items()},
             "body_width_to_depth": {key: float(v) for key, v in self.body_width_to_depth.items()},
             "body_slices": [[float(a), float(r)] for a, r in self.body_slices],
+            **({"field_mm": {key: float(v) for key, v in self.field_mm.items()}} if self.field_mm else {}),
         }
 
     @classmethod
@@ -129,6 +135,7 @@ class TrainingScope:
             body_area_cm2=dict(data.get("body_area_cm2") or {}),
             body_width_to_depth=dict(data.get("body_width_to_depth") or {}),
             body_slices=slices,
+            field_mm=dict(data.get("field_mm") or {}),
             version=int(data.get("version") or SCOPE_VERSION),
         )
 
@@ -146,6 +153,7 @@ class ScanMeasurement:
     areas_cm2: np.ndarray  # per body slice
     width_to_depth: np.ndarray  # per body slice, left-right width over front-back depth
     body_values: np.ndarray  # a sample of the intensities inside the body
+    field_mm: float = 0.0  # the axial slices' larger side in mm
 
     @property
     def median_area_cm2(self) -> float:
@@ -169,6 +177,7 @@ def measure_scan(volume: Volume) -> ScanMeasurement:
     step_depth = max(1, int(MEASURE_PIXEL_MM // spacing[depth]))
     step_width = max(1, int(MEASURE_PIXEL_MM // spacing[width]))
     array = np.transpose(np.asarray(volume.array), (2 - axial, 2 - depth, 2 - width))
+    field_mm = max(array.shape[1] * spacing[depth], array.shape[2] * spacing[width])
     step_z = max(1, int(np.ceil(array.shape[0] / MAX_MEASURED_SLICES)))
     array = np.asarray(array[::step_z, ::step_depth, ::step_width], dtype=np.float32)
     modality = guess_modality(array)
@@ -200,6 +209,7 @@ def measure_scan(volume: Volume) -> ScanMeasurement:
         areas_cm2=np.asarray(areas, dtype=np.float64),
         width_to_depth=np.asarray(ratios, dtype=np.float64),
         body_values=body_values,
+        field_mm=float(field_mm),
     )
 
 
@@ -244,6 +254,10 @@ class ScopeMeter:
             body_area_cm2=_percentiles(areas, 1),
             body_width_to_depth=_percentiles(ratios, 2),
             body_slices=_occupied_bins(areas, ratios),
+            field_mm={
+                "min": round(min(scan.field_mm for scan in scans), 1),
+                "max": round(max(scan.field_mm for scan in scans), 1),
+            },
         )
 
 

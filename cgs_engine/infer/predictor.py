@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint, weights_digest
+from cgs_engine.infer.field import padding_for_volume
 from cgs_engine.infer.slices import EVIDENCE, Cancelled, iterate_slice_probs, to_uint8
 from cgs_engine.model.fold import fold_batch_norm
 from cgs_engine.normalize import Normalization
@@ -109,16 +110,19 @@ class Predictor:
         turn = Reorientation.of(volume.geometry)
         canonical = turn.to_canonical
         (seen,) = turn.canonical_copies(image)
+        spacing = turn.canonical_geometry(volume.geometry, image.shape).spacing
+        padding = padding_for_volume(seen.shape, spacing, self.checkpoint.scope)
         for batch in iterate_slice_probs(
             self.model,
             seen,
             self.checkpoint.input_size,
             self.runtime,
-            self._batch_size(*seen.shape[1:]),
+            self._batch_size(*(padding.padded_size(*seen.shape[1:]) if padding else seen.shape[1:])),
             specialists=want_maps,
             progress=progress,
             cancel=cancel,
             normalize=normalize,
+            padding=padding,
         ):
             window = slice(batch.start, batch.stop)
             canonical(labels)[window] = batch.labels.numpy()

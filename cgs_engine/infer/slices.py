@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cgs_engine.infer.field import FieldPadding
 from cgs_engine.infer.upsample import upsampled_argmax
 from cgs_engine.method.ihed import disagreement_map
 from cgs_engine.method.labels import BACKGROUND, MINE
@@ -105,11 +106,14 @@ def iterate_slice_probs(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+    padding: FieldPadding | None = None,
 ) -> Iterator[SliceBatchProbs]:
     """Yield per-batch probabilities of a volume indexed [z, y, x].
 
     The volume is already normalised, or ``normalize`` turns each batch of raw slices into model
     input (``Normalization.slab_normalizer``), so no float copy of the whole volume is made.
+    ``padding`` (:mod:`cgs_engine.infer.field`) widens slices smaller than the trained field of
+    view before they are resized; the outputs are cropped back to the slice.
     """
     if normalize is not None:
         raw = np.asarray(image)
@@ -123,11 +127,15 @@ def iterate_slice_probs(
             raise Cancelled("prediction cancelled")
         stop = min(start + batch_size, depth)
         slab = torch.from_numpy(normalize(raw[start:stop])) if normalize is not None else volume[start:stop]
+        if padding is not None:
+            slab = padding.pad_images(slab.float())
         inputs = runtime.prepare(resize_images(slab, input_size))
         with runtime.autocast():
             output = model(inputs, specialists=want_specialists)
         generalist = torch.softmax(output.generalist.float(), dim=1)
-        labels, confidence = upsampled_argmax(generalist, height, width)
+        labels, confidence = upsampled_argmax(generalist, *slab.shape[-2:])
+        if padding is not None:
+            labels, confidence = padding.crop(labels), padding.crop(confidence)
         foreground = disagreement = evidence = None
         if output.specialists is not None:
             spec_probs = torch.softmax(output.specialists.float(), dim=2)
@@ -141,11 +149,12 @@ def iterate_slice_probs(
                 dim=1,
             )
             # CUDA has no uint8 bilinear kernel; there the float resize is cheap anyway
+            grid = slab.shape[-2:]
             shown = (
-                to_uint8(_to_grid(shown, height, width)).cpu()
-                if shown.is_cuda
-                else _to_grid(to_uint8(shown), height, width)
+                to_uint8(_to_grid(shown, *grid)).cpu() if shown.is_cuda else _to_grid(to_uint8(shown), *grid)
             )
+            if padding is not None:
+                shown = padding.crop(shown)
             foreground, disagreement, evidence = shown[:, :heads], shown[:, heads], shown[:, heads + 1 :]
         yield SliceBatchProbs(start, stop, labels.cpu(), confidence.cpu(), foreground, disagreement, evidence)
         if progress is not None:
@@ -153,12 +162,27 @@ def iterate_slice_probs(
 
 
 def predict_label_volume(
-    model, image, input_size: int, runtime: Runtime, batch_size: int = 16, progress=None, cancel=None
+    model,
+    image,
+    input_size: int,
+    runtime: Runtime,
+    batch_size: int = 16,
+    progress=None,
+    cancel=None,
+    padding: FieldPadding | None = None,
 ) -> np.ndarray:
     """Generalist argmax label map [z, y, x] uint8 (the validation path: no specialist maps)."""
     labels = np.zeros(np.shape(image), dtype=np.uint8)
     for batch in iterate_slice_probs(
-        model, image, input_size, runtime, batch_size, specialists=False, progress=progress, cancel=cancel
+        model,
+        image,
+        input_size,
+        runtime,
+        batch_size,
+        specialists=False,
+        progress=progress,
+        cancel=cancel,
+        padding=padding,
     ):
         labels[batch.start : batch.stop] = batch.labels.numpy()
     return labels

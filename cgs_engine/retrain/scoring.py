@@ -13,6 +13,7 @@ from cgs_engine.checkpoint import build_network, load_checkpoint
 from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer.slices import predict_label_volume
 from cgs_engine.store import SliceStore
+from cgs_engine.train.data import volume_padding
 
 
 @dataclass
@@ -36,7 +37,10 @@ def evaluate_heldout(
         for name in store.volume_names("val"):
             stored = store.read_volume(name)
             trusted = np.ones(stored.image.shape, bool) if stored.review is None else stored.review > 0
-            predicted = predict_label_volume(model, stored.image, checkpoint.input_size, runtime)
+            padding = volume_padding(store, name, checkpoint.scope)  # as prediction reads it
+            predicted = predict_label_volume(
+                model, stored.image, checkpoint.input_size, runtime, padding=padding
+            )
             per_volume.append(dice_per_class(predicted[trusted], stored.label[trusted], len(class_names))[1:])
     if not per_volume:
         return None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cgs_engine.infer.field import FieldPadding, padding_for_volume
 from cgs_engine.infer.slices import resize_images, resize_labels
 from cgs_engine.method import IGNORE_INDEX
 from cgs_engine.store import SliceStore
@@ -41,21 +42,38 @@ class SliceBank:
         return int(self.images.shape[0])
 
 
-def load_bank(store: SliceStore, split: str, size: int, with_labels: bool) -> SliceBank:
+def volume_padding(store: SliceStore, name: str, scope: dict | None) -> FieldPadding | None:
+    """How a stored volume's slices are widened to the model's trained field of view (as
+    prediction reads them); None where its spacing is unknown or its slices are large enough."""
+    info = store.volume_info(name)
+    if not info.spacing_known:
+        return None
+    return padding_for_volume(info.shape, info.geometry.spacing, scope)
+
+
+def load_bank(
+    store: SliceStore, split: str, size: int, with_labels: bool, scope: dict | None = None
+) -> SliceBank:
     images, labels, weights = [], [], []
     names = store.volume_names(split)
     for name in names:
         stored = store.read_volume(name)
         weights.append(torch.full((stored.image.shape[0],), store.volume_info(name).sampling_weight))
+        padding = volume_padding(store, name, scope)
         for start in range(0, stored.image.shape[0], _RESIZE_CHUNK):
             chunk = torch.from_numpy(np.ascontiguousarray(stored.image[start : start + _RESIZE_CHUNK]))
+            if padding is not None:
+                chunk = padding.pad_images(chunk.float())
             images.append(resize_images(chunk, size).half())
             if not with_labels:
                 continue
             label = np.array(stored.label[start : start + _RESIZE_CHUNK], dtype=np.uint8)
             if stored.review is not None:
                 label[np.asarray(stored.review[start : start + _RESIZE_CHUNK]) == 0] = IGNORE_INDEX
-            labels.append(resize_labels(torch.from_numpy(label), size))
+            label_chunk = torch.from_numpy(label)
+            if padding is not None:
+                label_chunk = padding.pad_labels(label_chunk)
+            labels.append(resize_labels(label_chunk, size))
     if not images:
         return SliceBank(
             torch.zeros((0, 1, size, size), dtype=torch.float16),

@@ -14,12 +14,13 @@ import torch
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint, load_payload
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.metrics import dice_per_class
+from cgs_engine.infer.field import FieldPadding
 from cgs_engine.infer.slices import predict_label_volume
 from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.runtime import Runtime, resolve_runtime, usable_cores
 from cgs_engine.store import SliceStore
 from cgs_engine.train.config import TrainConfig
-from cgs_engine.train.data import BatchSource, load_bank
+from cgs_engine.train.data import BatchSource, load_bank, volume_padding
 from cgs_engine.train.distributed import DistContext
 from cgs_engine.train.ema import EMATeacher
 from cgs_engine.train.run_dir import RunError
@@ -38,6 +39,8 @@ class Session:
     source: BatchSource
     context: DistContext
     scope: dict[str, Any] = field(default_factory=dict)  # what the raw training images were
+    # per val volume: how its slices are widened to the trained field of view (cgs_engine.infer.field)
+    val_padding: dict[str, FieldPadding | None] = field(default_factory=dict)
 
 
 def model_config_for(config: TrainConfig, num_classes: int) -> ModelConfig:
@@ -54,12 +57,13 @@ def open_session(store_path: Path, config: TrainConfig, context: DistContext) ->
     runtime = resolve_runtime(config.device, config.precision, threads, config.channels_last)
     with SliceStore.open(store_path) as store:
         objective = config.objective()
-        labeled = load_bank(store, "labeled", config.input_size, with_labels=True)
+        scope = store.scope or _fine_tuned_scope(config)
+        labeled = load_bank(store, "labeled", config.input_size, with_labels=True, scope=scope)
         if len(labeled) == 0:
             raise RunError(f"{store_path}: the store has no labeled volumes to train on")
         unlabeled = None
         if objective.uses_unlabeled:
-            unlabeled = load_bank(store, "unlabeled", config.input_size, with_labels=False)
+            unlabeled = load_bank(store, "unlabeled", config.input_size, with_labels=False, scope=scope)
             if len(unlabeled) == 0:
                 raise RunError(
                     f"{store_path}: method {config.method} needs unlabeled volumes; the store has none"
@@ -98,7 +102,8 @@ def open_session(store_path: Path, config: TrainConfig, context: DistContext) ->
             val,
             source,
             context,
-            store.scope or _fine_tuned_scope(config),
+            scope,
+            {name: volume_padding(store, name, scope) for name, *_ in val},
         )
 
 
@@ -124,9 +129,14 @@ def validate(model: torch.nn.Module, session: Session, should_stop=None) -> dict
         return None
     num_classes = len(session.class_names)
     per_volume = []
-    for _name, image, label, trusted in session.val_volumes:
+    for name, image, label, trusted in session.val_volumes:
         pred = predict_label_volume(
-            model, image, session.config.input_size, session.runtime, cancel=should_stop
+            model,
+            image,
+            session.config.input_size,
+            session.runtime,
+            cancel=should_stop,
+            padding=session.val_padding.get(name),
         )
         label = np.asarray(label)
         if trusted is not None:
