@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -127,20 +128,25 @@ def load_payload(path: str | os.PathLike) -> dict[str, Any]:
                 f"{path}: not a readable checkpoint (no PyTorch archive: another kind of file?)"
             ) from None
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights only" in first_line.lower():
+        foreign = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if foreign and not foreign[1].startswith("torch."):
             # torch's own advice (load it with weights_only=False) would run the file's code
             raise CheckpointError(
-                f"{path}: holds Python objects beyond weights and settings, which are not loaded "
-                "(a checkpoint of another program?)"
+                f"{path}: holds Python objects ({foreign[1]}) beyond weights and settings, which are "
+                "not loaded (a checkpoint of another program?)"
             ) from None
+        if "weights only" in first_line.lower():  # a torch name cut short: the file ends early
+            first_line = f"an object in it is cut short or damaged ({foreign[1] if foreign else 'unknown'})"
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or corrupt: {first_line})"
         ) from None
 
 
 def _starts_like_an_archive(path: Path) -> bool:
+    """A zip archive (torch's format, maybe cut short) or torch's older pickle format."""
     with open(path, "rb") as stream:
-        return stream.read(4) == b"PK\x03\x04"
+        start = stream.read(4)
+    return start == b"PK\x03\x04" or start[:1] == b"\x80"
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:

@@ -43,6 +43,7 @@ slice smaller than the trained field is padded to it (:mod:`cgs_engine.infer.fie
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,9 +255,11 @@ class ScopeMeter:
             body_area_cm2=_percentiles(areas, 1),
             body_width_to_depth=_percentiles(ratios, 2),
             body_slices=_occupied_bins(areas, ratios),
+            # rounded outwards: the smallest training scan must not fall below the recorded
+            # minimum and be padded by a pixel in its own training bank
             field_mm={
-                "min": round(min(scan.field_mm for scan in scans), 1),
-                "max": round(max(scan.field_mm for scan in scans), 1),
+                "min": math.floor(10 * min(scan.field_mm for scan in scans)) / 10,
+                "max": math.ceil(10 * max(scan.field_mm for scan in scans)) / 10,
             },
         )
 

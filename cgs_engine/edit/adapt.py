@@ -38,6 +38,7 @@ from cgs_engine.classes.table import ClassTable, checkpoint_class_table
 from cgs_engine.edit.checks import EditError, check_labels, check_spacing
 from cgs_engine.edit.result import EditResult
 from cgs_engine.errors import CGSError
+from cgs_engine.infer.field import padding_for_volume
 from cgs_engine.infer.slices import Cancelled, iterate_slice_probs, resize_images, resize_labels
 from cgs_engine.method import IGNORE_INDEX
 from cgs_engine.method.objective import METHODS, ObjectiveConfig, supervised_losses
@@ -167,7 +168,13 @@ def adapt_to_scan(
     normalize = Normalization.from_dict(model_checkpoint.normalization).slab_normalizer(image)
     size = model_checkpoint.input_size
     network = build_network(model_checkpoint).to(runtime.device)
-    bank = _slice_bank(image, labels, trusted, slices, normalize, size)
+    # the slices widened to the trained field of view as the pre-segmentation read them: trained
+    # and re-predicted stretched instead, the adapted labels wiped out the organs on a small field
+    padding = None
+    if geometry is not None:
+        spacing = turn.canonical_geometry(geometry, stored_labels.shape).spacing
+        padding = padding_for_volume(image.shape, spacing, model_checkpoint.scope)
+    bank = _slice_bank(image, labels, trusted, slices, normalize, size, padding)
     mirror, table = _mirroring(model_checkpoint)
     source = BatchSource(
         bank, None, batch, 0, seed, foreground_fraction=0.5, mirror=mirror, mirror_table=table
@@ -184,7 +191,7 @@ def adapt_to_scan(
     steps, loss = _train(
         network, source, optimizer, objective, runtime, max_steps, deadline, progress, cancel
     )
-    predicted = _predict(network.eval(), image, size, runtime, normalize, progress, cancel)
+    predicted = _predict(network.eval(), image, size, runtime, normalize, progress, cancel, padding)
     predicted = turn.from_canonical(predicted)
     labels = stored_labels
     new = np.where(keep, labels, predicted.astype(labels.dtype))
@@ -248,19 +255,22 @@ def _train(network, source, optimizer, objective, runtime, max_steps, deadline, 
     return steps, loss
 
 
-def _slice_bank(image, labels, trusted, slices, normalize, size: int) -> SliceBank:
+def _slice_bank(image, labels, trusted, slices, normalize, size: int, padding=None) -> SliceBank:
     """The trained slices at the model's input size, whole.
 
     Cropping them to where their trusted voxels are made steps several times cheaper but the
     adapted model worse on the other slices (bench/annotation_effort.py: mean Dice 0.69 -> 0.56
     on the 6 OpenKBP val patients; whole slices 0.69 -> 0.69 on two of them), so it is not done.
     """
-    images = resize_images(torch.from_numpy(normalize(image[slices])), size)
-    targets = np.where(trusted[slices], labels[slices], IGNORE_INDEX).astype(np.uint8)
-    return SliceBank(images.half(), resize_labels(torch.from_numpy(targets), size), ["this scan"])
+    images = torch.from_numpy(normalize(image[slices]))
+    targets = torch.from_numpy(np.where(trusted[slices], labels[slices], IGNORE_INDEX).astype(np.uint8))
+    if padding is not None:
+        images, targets = padding.pad_images(images.float()), padding.pad_labels(targets)
+    images = resize_images(images, size)
+    return SliceBank(images.half(), resize_labels(targets, size), ["this scan"])
 
 
-def _predict(network, image, size, runtime, normalize, progress, cancel) -> np.ndarray:
+def _predict(network, image, size, runtime, normalize, progress, cancel, padding=None) -> np.ndarray:
     model = fold_batch_norm(network)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -280,6 +290,7 @@ def _predict(network, image, size, runtime, normalize, progress, cancel) -> np.n
         progress=report,
         cancel=cancel,
         normalize=normalize,
+        padding=padding,
     ):
         predicted[batch.start : batch.stop] = batch.labels.numpy()
     return predicted

@@ -89,11 +89,14 @@ class Predictor:
         progress: Callable[[int, int], None] | None = None,
         cancel: Callable[[], bool] | None = None,
         normalized: bool = False,
+        field_padding: bool = True,
     ) -> Prediction:
         """Raises ``Cancelled`` when ``cancel()`` turns true between slice batches.
 
         ``normalized``: the array is already in the model's intensity space (a volume read from a
         dataset store, which keeps images normalised); anything else is normalised here.
+        ``field_padding=False``: the volume's spacing is a placeholder, so its slices are not
+        widened to the trained field of view (:mod:`cgs_engine.infer.field`), as training did not.
         """
         started = time.perf_counter()
         image = volume.array
@@ -111,7 +114,7 @@ class Predictor:
         canonical = turn.to_canonical
         (seen,) = turn.canonical_copies(image)
         spacing = turn.canonical_geometry(volume.geometry, image.shape).spacing
-        padding = padding_for_volume(seen.shape, spacing, self.checkpoint.scope)
+        padding = padding_for_volume(seen.shape, spacing, self.checkpoint.scope) if field_padding else None
         for batch in iterate_slice_probs(
             self.model,
             seen,

@@ -55,7 +55,7 @@ def build_store(project: Project, store_path: Path, stop_requested, warn) -> dic
     return {
         "heldout": heldout,
         "heldout_mode": "volumes" if heldout_volumes else ("slices" if heldout else "none"),
-        "training": [name for name, _ in builder.training_images],
+        "training": [name for name, *_ in builder.training_images],
         "prior_training": prior["train"],
         "correction_weight": weight,
         "corrections_used": {c.name: builder.revisions.get(c.name, c.revision) for c in usable},
@@ -89,7 +89,7 @@ class _StoreBuilder:
         self.stop_requested = stop_requested
         self.normalize = project.normalization.apply
         self.heldout: list[str] = []
-        self.training_images: list[tuple[str, np.ndarray]] = []
+        self.training_images: list[tuple[str, np.ndarray, tuple[float, float]]] = []
         self.unlabeled_used: list[str] = []
         self.revisions: dict[str, str] = {}  # correction name -> the revision its data came from
         self.contents: dict[str, str] = {}  # correction name -> correction_content of that data
@@ -123,6 +123,9 @@ class _StoreBuilder:
                 self.heldout.append(info.name)
             return
         shared = None if self.heldout_volumes else self.shared_heldout.get(info.name)
+        # slices cut out keep no 3D geometry, but their pixel spacing: read at the field of view
+        # prediction reads the scan at (cgs_engine.infer.field)
+        in_plane = (geometry.spacing[1], geometry.spacing[0])
         held, reviewed = slices_of_correction(
             labels, review, self.fraction, shared, bool(self.heldout_volumes)
         )
@@ -131,7 +134,7 @@ class _StoreBuilder:
             if held.size:
                 name = f"{info.name}~heldout"
                 if _add_judging_volume(
-                    store, name, image[held], labels[held], review[held], None, source, warn
+                    store, name, image[held], labels[held], review[held], None, source, warn, in_plane
                 ):
                     self.heldout.append(name)
             # no unreviewed slice from within or next to the held-out block (for a copy of another
@@ -152,10 +155,17 @@ class _StoreBuilder:
                 split="labeled",
                 source=source,
                 sampling_weight=weight,
+                in_plane_mm=in_plane,
             )
-            self.training_images.append((info.name, image[reviewed]))
+            self.training_images.append((info.name, image[reviewed], in_plane))
         if unreviewed.size:
-            store.add_volume(f"{info.name}~unreviewed", image[unreviewed], split="unlabeled", source=source)
+            store.add_volume(
+                f"{info.name}~unreviewed",
+                image[unreviewed],
+                split="unlabeled",
+                source=source,
+                in_plane_mm=in_plane,
+            )
             self.unlabeled_used.append(f"{source} (unreviewed slices)")
 
     def add_prior_validation(self) -> None:
@@ -209,8 +219,10 @@ class _StoreBuilder:
         if self.unlabeled_used:
             return
         self.warn("no unlabeled images; the training corrections' images serve as the unlabeled pool")
-        for name, image in self.training_images:
-            self.store.add_volume(f"{name}~images", image, split="unlabeled", source=name)
+        for name, image, in_plane in self.training_images:
+            self.store.add_volume(
+                f"{name}~images", image, split="unlabeled", source=name, in_plane_mm=in_plane
+            )
 
 
 def _with_fingerprints(project: Project, usable: list) -> list:
@@ -400,13 +412,13 @@ def _add_prior_training(
     return added
 
 
-def _add_judging_volume(store, name, image, labels, review, geometry, source, warn) -> bool:
+def _add_judging_volume(store, name, image, labels, review, geometry, source, warn, in_plane=None) -> bool:
     """A held-out correction, judged on every voxel the user reviewed (drew, corrected or accepted)."""
     judged = review > 0
     if not judged.any():
         warn(f"held-out {name!r} has no reviewed voxels; it cannot judge the new model")
         return False
-    store.add_volume(name, image, labels, judged, geometry, split="val", source=source)
+    store.add_volume(name, image, labels, judged, geometry, split="val", source=source, in_plane_mm=in_plane)
     return True
 
 

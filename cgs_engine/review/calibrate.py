@@ -71,7 +71,8 @@ def calibration_case(
 ) -> CalibrationCase:
     """Predict one labeled volume with its maps and keep the evidence rows within the band
     (``spacing_known=False``: the volume's spacing is a placeholder; see :func:`typical_volumes`)."""
-    prediction = predictor.predict(volume, maps=True, normalized=normalized)
+    # a placeholder spacing says nothing of the field of view: read as training read it, unpadded
+    prediction = predictor.predict(volume, maps=True, normalized=normalized, field_padding=spacing_known)
     if prediction.disagreement is None:
         raise CGSError("the model has no specialist heads: it has no disagreement to calibrate")
     normalize = None if normalized else predictor.normalization.slab_normalizer(volume.array)

@@ -263,13 +263,17 @@ class SliceStore:
         source: str | None = None,
         original_dtype: str | None = None,
         sampling_weight: float = 1.0,
+        in_plane_mm: tuple[float, float] | None = None,
     ) -> VolumeInfo:
         """Add one normalised volume [z, y, x], turned into the canonical layout with its label,
         review mask and geometry (a no-op for volumes already in it).
 
         ``labeled`` and ``val`` volumes need a label; ``unlabeled`` ones must not carry one, so
         that no label can leak into the unsupervised part of training. ``geometry=None``
-        stores a unit geometry and records ``spacing_known=False``. ``sampling_weight`` makes
+        stores a unit geometry and records ``spacing_known=False``; ``in_plane_mm`` (row,
+        column) then still records the slices' pixel spacing (slices cut out of a scan, already
+        canonical), so they are read at the field of view prediction reads them at
+        (:mod:`cgs_engine.infer.field`). ``sampling_weight`` makes
         training draw this volume's slices that many times as often as a weight-1 volume's.
         """
         self._require_writable()
@@ -312,7 +316,9 @@ class SliceStore:
                 group.create_dataset("label", data=label, **slice_layout(chunks))
             if review is not None:
                 group.create_dataset("review", data=review, **slice_layout(chunks))
-            write_volume_attributes(group, split, geometry, spacing_known, original, source, sampling_weight)
+            write_volume_attributes(
+                group, split, geometry, spacing_known, original, source, sampling_weight, in_plane_mm
+            )
         except BaseException:
             del self._file["volumes"][name]
             raise

@@ -69,6 +69,9 @@ class VolumeInfo:
     # Set for a volume that a store written before stores held canonical volumes keeps in its
     # file's own layout: what turns its arrays on reading.
     stored_turn: Reorientation | None = None
+    # (row, column) pixel spacing in mm of its canonical slices, where known: from the geometry, or
+    # recorded for slices cut out of a scan (a retrain's corrections), whose 3D spacing is no volume's
+    in_plane_mm: tuple[float, float] | None = None
 
 
 class StoredVolume(NamedTuple):
@@ -153,6 +156,7 @@ def write_volume_attributes(
     original_dtype: str,
     source: str | None,
     sampling_weight: float,
+    in_plane_mm: tuple[float, float] | None = None,
 ) -> None:
     group.attrs["split"] = split
     group.attrs["geometry"] = json.dumps(geometry.to_dict())
@@ -161,6 +165,21 @@ def write_volume_attributes(
     group.attrs["source"] = "" if source is None else str(source)
     if sampling_weight != 1:
         group.attrs["sampling_weight"] = float(sampling_weight)
+    if in_plane_mm is not None:
+        group.attrs["in_plane_mm"] = [float(value) for value in in_plane_mm]
+
+
+def _in_plane_mm(attrs, geometry: Geometry) -> tuple[float, float] | None:
+    recorded = attrs.get("in_plane_mm")
+    if recorded is not None:
+        try:
+            rows, columns = (float(value) for value in recorded)
+        except (TypeError, ValueError):
+            return None
+        return (rows, columns) if rows > 0 and columns > 0 else None
+    if not bool(attrs.get("spacing_known", True)):
+        return None
+    return geometry.spacing[1], geometry.spacing[0]  # canonical: rows run along y, columns along x
 
 
 def read_volume_info(path: Path, name: str, group: h5py.Group) -> VolumeInfo:
@@ -183,6 +202,7 @@ def read_volume_info(path: Path, name: str, group: h5py.Group) -> VolumeInfo:
             has_label="label" in group,
             has_review="review" in group,
             sampling_weight=float(attrs.get("sampling_weight", 1.0)),
+            in_plane_mm=_in_plane_mm(attrs, geometry),
             stored_turn=None if turn.is_identity else turn,
         )
     except (KeyError, ValueError, TypeError) as error:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cgs_engine.infer.field import FieldPadding, padding_for_volume
+from cgs_engine.infer.field import FieldPadding, field_padding, trained_field_mm
 from cgs_engine.infer.slices import resize_images, resize_labels
 from cgs_engine.method import IGNORE_INDEX
 from cgs_engine.store import SliceStore
@@ -46,9 +46,9 @@ def volume_padding(store: SliceStore, name: str, scope: dict | None) -> FieldPad
     """How a stored volume's slices are widened to the model's trained field of view (as
     prediction reads them); None where its spacing is unknown or its slices are large enough."""
     info = store.volume_info(name)
-    if not info.spacing_known:
+    if info.in_plane_mm is None:
         return None
-    return padding_for_volume(info.shape, info.geometry.spacing, scope)
+    return field_padding(info.shape[1:], info.in_plane_mm, trained_field_mm(scope))
 
 
 def load_bank(

@@ -138,3 +138,17 @@ def test_a_run_folder_or_another_programs_pickle_given_as_the_model(tmp_path):
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(tmp_path / "other.pt")
     assert "holds Python objects" in str(error.value) and "weights_only" not in str(error.value)
+
+
+def test_torch_files_of_the_older_pickle_format_are_named_as_checkpoints(tmp_path):
+    # a foreign or cut file of torch's pre-zip format was called "no PyTorch archive"
+    torch.save(
+        {"model": AnotherProgramsObject()}, tmp_path / "foreign.pt", _use_new_zipfile_serialization=False
+    )
+    with pytest.raises(CheckpointError, match=r"holds Python objects \(.*AnotherProgramsObject\)"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"w": torch.zeros(3)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "old.pt").read_bytes()[:300])
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "cut.pt")
+    assert "truncated or corrupt" in str(error.value) and "weights_only" not in str(error.value)

@@ -106,3 +106,80 @@ def test_the_bundled_model_segments_a_neck_reconstructed_at_a_small_field_of_vie
     present = [k for k in range(1, 8) if (reference == k).sum() > 50]
     dice = dice_per_class(cropped, reference, 8)
     assert len(present) >= 3 and float(np.mean([dice[k] for k in present])) > 0.6, dice
+
+
+def test_adapting_reads_the_scan_as_the_pre_segmentation_did():
+    """Adapt trained on and re-predicted stretched slices: on a small field it wiped out the organs
+    the padded pre-segmentation had found, on every slice the user had not touched."""
+    from cgs_engine.edit.adapt import adapt_to_scan
+
+    rng = np.random.default_rng(2)
+    spacing = (2.0, 2.0, 3.0)
+    image = rng.integers(-1000, 400, (4, 30, 40)).astype(np.int16)
+    geometry = Geometry(spacing=spacing)
+    model = _tiny({"min": 200.0, "max": 300.0})
+    before = Predictor(model, device="cpu", precision="fp32").predict(Volume(image, geometry)).labels.array
+    trusted = np.zeros(image.shape, bool)
+    trusted[1] = True
+    result = adapt_to_scan(
+        model, image, before, trusted, geometry=geometry, seconds=30, max_steps=1, lr=1e-12, device="cpu"
+    )
+    untouched = ~trusted
+    np.testing.assert_array_equal(result.labels[untouched], before[untouched])
+
+
+def test_slices_a_retrain_cuts_out_of_a_correction_keep_their_pixel_spacing(tmp_path):
+    """Stored without geometry (their 3D spacing is no volume's), the corrections trained and judged
+    the gate stretched while prediction padded the same scans."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from synthetic import synthetic_volume
+    from test_project import make_project, partly_reviewed
+
+    from cgs_engine.retrain.training_store import build_store
+    from cgs_engine.store import SliceStore
+    from cgs_engine.train.data import volume_padding
+
+    scope = {"field_mm": {"min": 500.0, "max": 694.0}}
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    image, label = synthetic_volume(np.random.default_rng(5))
+    geometry = Geometry(spacing=(1.0, 1.0, 2.0))
+    project.add_correction("c0", Volume(image, geometry), label, partly_reviewed(len(image)))
+    expected = padding_for_volume(image.shape, geometry.spacing, scope)
+    assert expected is not None
+    build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
+    with SliceStore.open(tmp_path / "store.h5") as store:
+        cut = [n for n in store.volume_names("labeled") + store.volume_names("val") if n.startswith("c0")]
+        cut += [n for n in store.volume_names("unlabeled") if n.startswith("c0")]
+        assert len(cut) >= 2
+        for name in cut:
+            assert store.volume_info(name).in_plane_mm == (1.0, 1.0)
+            assert volume_padding(store, name, scope) == expected
+
+
+def test_the_smallest_training_scan_is_not_padded_by_the_rounded_minimum():
+    near = Volume(np.full((2, 100, 100), -1000, np.int16), Geometry(spacing=(4.9996, 4.9996, 3.0)))
+    scope = measure_scope([near]).to_dict()
+    assert scope["field_mm"]["min"] <= 499.96 <= scope["field_mm"]["max"] + 0.1
+    assert padding_for_volume(near.shape, near.geometry.spacing, scope) is None
+
+
+def test_a_placeholder_spacing_is_not_padded_when_calibrating():
+    from cgs_engine.review.calibrate import calibration_case
+
+    model = _tiny({"min": 200.0, "max": 300.0})
+    predictor = Predictor(model, device="cpu", precision="fp32")
+    image = np.random.default_rng(3).random((3, 30, 40)).astype(np.float32)
+    seen = []
+    real = predictor.predict
+
+    def recording(volume, **kwargs):
+        seen.append(kwargs.get("field_padding", True))
+        return real(volume, **kwargs)
+
+    predictor.predict = recording
+    reference = np.zeros(image.shape, np.uint8)
+    reference[1, 5:20, 5:20] = 1
+    calibration_case(predictor, "x", Volume(image, Geometry()), reference, True, spacing_known=False)
+    assert seen == [False]
