@@ -106,6 +106,7 @@ def run(args) -> int:
     from cgs_engine.infer import Predictor, write_prediction
     from cgs_engine.infer.export import check_targets, prediction_paths, unique_stems
     from cgs_engine.io import check_volume_file, read_volume, series_identity
+    from cgs_engine.io.validate import label_map_problem
     from cgs_engine.scope import check_scope
 
     inputs = _inputs(args.inputs)
@@ -128,7 +129,10 @@ def run(args) -> int:
     print(f"model: {', '.join(predictor.class_names[1:])} on {predictor.runtime.describe()}", file=sys.stderr)
     for path, stem in zip(inputs, stems, strict=True):
         volume = read_volume(path, series_uid=args.series)
-        for warning in check_scope(volume, predictor.checkpoint.scope):  # a warning, not a refusal
+        # a label map given as a scan (an earlier prediction) only said "looks like MR"
+        label_map = label_map_problem(volume.array)
+        warnings = [f"{label_map}: its prediction means nothing"] if label_map else []
+        for warning in warnings or check_scope(volume, predictor.checkpoint.scope):  # (no refusal)
             print(f"warning: {path}: {warning}", file=sys.stderr)
         with ProgressBar(f"predict {path.name}", unit="slice") as bar:
             prediction = predictor.predict(volume, maps=args.maps, progress=bar)

@@ -20,7 +20,7 @@ from cgs_engine.checkpoint import (
     save_checkpoint,
 )
 from cgs_engine.cli.main import main
-from cgs_engine.io import read_volume
+from cgs_engine.io import read_volume, write_volume
 from cgs_engine.model import build_model
 from cgs_engine.normalize import Normalization
 from cgs_engine.scope import (
@@ -248,3 +248,19 @@ def test_predict_prints_the_warning_and_still_predicts(shared_data, tmp_path, ca
     assert f"warning: {mr}: this scan looks like MR" in "\n".join(lines)
     assert any("outside the model's body region" in line for line in lines)
     assert list(tmp_path.glob("example_mr_sm*"))  # a warning, not a refusal
+
+
+def test_predict_on_a_label_map_says_so_not_that_it_looks_like_mr(tmp_path, capsys):
+    # `cgs predict MODEL out/scan_labels.nii.gz`: it said "looks like MR" and predicted on the ids
+    labels = np.zeros((6, 64, 64), np.uint8)
+    labels[2:4, 20:40, 20:40] = 3
+    labels[2:4, 40:50, 10:20] = 7
+    path = tmp_path / "scan_labels.nii.gz"
+    write_volume(Volume(labels, Geometry(spacing=(4.0, 4.0, 3.0)), "labels"), path)
+    out = tmp_path / "out"
+    assert main(["predict", str(BUNDLED_MODEL), str(path), "-o", str(out), "--device", "cpu"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert lines == [
+        f"warning: {path}: looks like a label map, not a scan (its voxels hold only the whole numbers "
+        "(0, 3, 7)): its prediction means nothing"
+    ]
