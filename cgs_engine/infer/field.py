@@ -2,7 +2,7 @@
 
 Every slice is resized to the square input size, so what decides how large an organ looks to the
 network is the slice's extent in mm, not its voxel spacing. The bundled model was trained on
-OpenKBP slices 500-694 mm across; a neck CT reconstructed at a 250 mm field of view reached it
+OpenKBP slices 480-694 mm across; a neck CT reconstructed at a 250 mm field of view reached it
 stretched twice as large and came back almost empty (5.5 mL of organs where the same anatomy at
 600 mm gave 150.8 mL, Dice 0.00-0.10 per organ, measured by an audit on pt_222; a 300 x 225 mm
 crop alike). A slice whose larger side is below the smallest field in the model's training scope
