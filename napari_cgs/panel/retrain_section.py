@@ -787,8 +787,11 @@ class RetrainSection(QGroupBox):
         image, before, model = self._repredict
         self._repredict = None
         labels = self.link.labels_layer()
-        if result is None or labels is None:
+        if result is None:
             self._say("Re-predict cancelled: nothing changed.")
+            return
+        if labels is None:  # the image or its labels were closed while it ran: not a cancel
+            self._say(f"Re-predict of {image.name} not shown: its labels layer was closed meanwhile.")
             return
         names = self.project.class_names if self.project is not None else list(result.prediction.class_names)
         after = np.asarray(labels.data)

@@ -496,3 +496,16 @@ def test_labels_are_stored_under_the_projects_ids_by_organ_name(
     qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
     assert "\n" not in errors[0] and "a class project lacking does not have (Heart)" in errors[0]
     assert Project.open(lacking.folder).corrections() == []
+
+
+def test_a_repredict_whose_labels_were_closed_is_not_called_cancelled(
+    viewer_and_panel, sample_slab_path, monkeypatch
+):
+    viewer, panel = viewer_and_panel
+    section = panel.retrain_section
+    image = fx.open_image(viewer, sample_slab_path)
+    section._repredict = (image, np.zeros(image.data.shape, np.uint8), "retrained · v0002")
+    monkeypatch.setattr(section.link, "labels_layer", lambda: None)  # closed while it ran
+    section._on_prediction_finished(object())
+    text = section.status_label.text().replace("\u200b", "")
+    assert "cancelled" not in text and "its labels layer was closed meanwhile" in text
