@@ -42,3 +42,19 @@ def make_store(
                     f"{split}_{index}", image, None if split == "unlabeled" else label, split=split
                 )
     return path
+
+
+def tiny_checkpoint(class_names, normalization: dict | None = None, **extra):
+    """An untrained two-level network of ``class_names`` at input size 32 (``extra``: more fields)."""
+    from cgs_engine.checkpoint import ModelCheckpoint
+    from cgs_engine.model import ModelConfig, build_model
+
+    config = ModelConfig(num_classes=len(class_names), widths=(4, 8), dropouts=(0.0, 0.0))
+    return ModelCheckpoint(
+        model_config=config,
+        state_dict=build_model(config).state_dict(),
+        class_names=list(class_names),
+        input_size=32,
+        normalization=normalization or {"mode": "identity"},
+        **extra,
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic import tiny_checkpoint
 
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint, load_payload, save_checkpoint
 from cgs_engine.classes.checks import ClassTableError
@@ -14,7 +15,6 @@ from cgs_engine.classes.files import class_file_candidates, read_class_table
 from cgs_engine.classes.organs import openkbp_class_names
 from cgs_engine.classes.table import checkpoint_class_table, derive_class_table
 from cgs_engine.cli.class_source import resolve_class_table
-from cgs_engine.model import ModelConfig, build_model
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "napari_cgs" / "models" / "default.pt"
 OPENKBP_TG263 = {
@@ -76,15 +76,7 @@ def test_names_in_any_script_match_only_themselves():
 
 
 def _checkpoint(**extra) -> ModelCheckpoint:
-    config = ModelConfig(num_classes=3, widths=(4, 8), dropouts=(0.0, 0.0))
-    return ModelCheckpoint(
-        model_config=config,
-        state_dict=build_model(config).state_dict(),
-        class_names=["background", "RightParotid", "liver"],
-        input_size=32,
-        normalization={"mode": "identity"},
-        **extra,
-    )
+    return tiny_checkpoint(["background", "RightParotid", "liver"], **extra)
 
 
 def test_new_checkpoints_carry_the_table_and_old_ones_derive_it(tmp_path):

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import tiny_checkpoint
 
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint
 from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer import Predictor
 from cgs_engine.infer.field import FieldPadding, field_padding, padding_for_volume, trained_field_mm
 from cgs_engine.io import read_volume
-from cgs_engine.model import ModelConfig, build_model
 from cgs_engine.scope import measure_scope
 from cgs_engine.volume import Geometry, Volume
 
@@ -53,13 +53,9 @@ def test_the_scope_records_the_field_of_view_of_its_volumes():
 
 
 def _tiny(field_mm: dict | None) -> ModelCheckpoint:
-    config = ModelConfig(num_classes=3, widths=(4, 8), dropouts=(0.0, 0.0))
-    return ModelCheckpoint(
-        model_config=config,
-        state_dict=build_model(config).state_dict(),
-        class_names=["background", "a", "b"],
-        input_size=32,
-        normalization={"mode": "ct-window", "lower": -160.0, "upper": 240.0},
+    return tiny_checkpoint(
+        ["background", "a", "b"],
+        {"mode": "ct-window", "lower": -160.0, "upper": 240.0},
         scope={} if field_mm is None else {"modality": "CT", "field_mm": field_mm},
     )
 
