@@ -31,6 +31,9 @@ GEOMETRY_KEY = "cgs_geometry"
 SOURCE_KEY = "cgs_source"
 KIND_KEY = "cgs_kind"
 CLASS_NAMES_KEY = "cgs_class_names"  # a labels layer's organ names, background first
+# the class file a labels layer was read with, as read ({"classes": [...], "made_on": {...}}): saved
+# again, the map keeps its colours, codes and DICOM series, not a table rebuilt from the names
+CLASS_FILE_KEY = "cgs_class_file"
 
 CT_SOFT_TISSUE_WINDOW = (-160.0, 240.0)  # level 40 HU, width 400 HU
 # Air is about -1000 HU; no MR or PET intensity scale goes this far below zero.

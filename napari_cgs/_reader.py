@@ -14,7 +14,7 @@ from cgs_engine.classes.files import find_class_file, read_class_file
 from cgs_engine.io import VolumeIOError, is_supported_path, read_volume
 from cgs_engine.io.dicom_folder import SERIES_HINT
 from cgs_engine.io.validate import label_map_problem
-from napari_cgs._layers import CLASS_NAMES_KEY, volume_to_layer_data
+from napari_cgs._layers import CLASS_FILE_KEY, CLASS_NAMES_KEY, volume_to_layer_data
 
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | Sequence[str]
@@ -56,7 +56,11 @@ def _layer_of(path: str) -> LayerData:
     except ClassTableError:  # another map's table: the ids come without names
         record = None
     if record is not None:
-        kwargs["metadata"][CLASS_NAMES_KEY] = ["background", *_names_by_id(read_class_file(record).table)]
+        carried = read_class_file(record)
+        kwargs["metadata"][CLASS_NAMES_KEY] = ["background", *_names_by_id(carried.table)]
+        # map file names are relative to the table's folder: not carried to wherever it is saved
+        items = [{key: value for key, value in item.items() if key != "map"} for item in carried.items]
+        kwargs["metadata"][CLASS_FILE_KEY] = {"classes": items, "made_on": carried.made_on}
     return data, kwargs, layer_type
 
 

@@ -17,10 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from cgs_engine.classes.files import class_file_entries, class_file_for, write_class_file
+from cgs_engine.classes.checks import ClassTableError
+from cgs_engine.classes.files import class_file_entries, class_file_for, find_class_file, write_class_file
 from cgs_engine.io import VolumeIOError, write_volume
 from cgs_engine.volume import Geometry, Volume
-from napari_cgs._layers import CLASS_NAMES_KEY, GEOMETRY_KEY, KIND_KEY, as_matrix, layer_geometry
+from napari_cgs._layers import (
+    CLASS_FILE_KEY,
+    CLASS_NAMES_KEY,
+    GEOMETRY_KEY,
+    KIND_KEY,
+    as_matrix,
+    layer_geometry,
+)
 
 DEFAULT_EXTENSION = ".nii.gz"
 
@@ -33,17 +41,61 @@ def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     array = np.asarray(data[0] if attributes.get("multiscale") else data)
     if array.ndim != 3:
         raise VolumeIOError(target, f"only 3D labels can be saved, the layer is {array.ndim}D")
-    names = (attributes.get("metadata") or {}).get(CLASS_NAMES_KEY)
+    metadata = attributes.get("metadata") or {}
+    names = metadata.get(CLASS_NAMES_KEY)
     class_file = class_file_for(target) if names else None
     if class_file is not None and class_file.exists():
         raise VolumeIOError(class_file, "already exists; napari-cgs never overwrites, choose another name")
+    if not names:
+        _refuse_stale_class_file(target)
     volume = Volume(array=array, geometry=_file_grid(attributes, array.shape, target), kind="labels")
-    written = write_volume(volume, target)
     if class_file is None:
-        return [os.fspath(written)]
-    # the organ names travel with the map, as the panel's export and the CLI write them
-    write_class_file(class_file, class_file_entries(list(names)), written)
+        return [os.fspath(write_volume(volume, target))]
+    entries, made_on = _class_entries(list(names), metadata.get(CLASS_FILE_KEY), array, target)
+    written = write_volume(volume, target)
+    # the organ names travel with the map, as the panel's export and the CLI write them; a table
+    # read with the map goes out as read (colours, codes, the DICOM series it was made on)
+    write_class_file(class_file, entries, written, made_on)
     return [os.fspath(written), os.fspath(class_file)]
+
+
+def _refuse_stale_class_file(target: Path) -> None:
+    """Labels without organ names saved where a class table would be taken for theirs (an earlier
+    map's ``x_classes.json`` beside ``x.nrrd``): reopened, they showed that map's organs."""
+    try:
+        stale = find_class_file(target)
+    except ClassTableError:  # only other maps' tables: the reader takes none of them
+        return
+    if stale is not None:
+        raise VolumeIOError(
+            target,
+            f"{stale.name} beside it names the organs of an earlier map and would be read as this "
+            "layer's, which has no organ names; choose another name or folder",
+        )
+
+
+def _class_entries(names: list[str], carried: Any, array: np.ndarray, target: Path):
+    """The class file's entries and ``made_on``: as read with the map where its names are still
+    the layer's, else made from the names; ids painted beyond them get an entry (and a warning)."""
+    entries, made_on = None, None
+    if isinstance(carried, dict) and isinstance(carried.get("classes"), list):
+        by_id = {item.get("id"): item.get("name") for item in carried["classes"] if isinstance(item, dict)}
+        largest = max((key for key in by_id if isinstance(key, int)), default=0)
+        if [by_id.get(i, f"class_{i}") for i in range(1, largest + 1)] == names[1:]:
+            entries = [dict(item) for item in carried["classes"]]
+            made_on = carried.get("made_on") or None
+    if entries is None:
+        entries = class_file_entries(names)
+    named = {entry["id"] for entry in entries}
+    beyond = [int(v) for v in np.unique(array) if int(v) not in named]
+    if beyond:
+        warnings.warn(
+            f"{target.name}: label ids {', '.join(map(str, beyond))} have no organ name; saved as "
+            + ", ".join(f"class_{v}" for v in beyond),
+            stacklevel=3,
+        )
+        entries += [{"id": value, "name": f"class_{value}"} for value in beyond]
+    return entries, made_on
 
 
 def _file_grid(attributes: dict[str, Any], shape: tuple[int, ...], target: Path) -> Geometry:

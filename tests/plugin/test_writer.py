@@ -233,3 +233,47 @@ def test_new_labels_moved_in_transform_mode_are_written_on_their_images_grid_and
     with pytest.warns(UserWarning, match="moved in the viewer"):
         written = write_layer(labels, tmp_path / "seg.nii.gz")
     synth.assert_same_geometry(sitk.ReadImage(written[0]), reference)
+
+
+def test_a_label_map_saved_again_keeps_its_class_table_and_dicom_series(tmp_path, synth):
+    """Rebuilt from the names alone, the table lost its colours and codes, gained a class_2 where the
+    ids had a gap, and dropped ``made_on``: an export could then go out onto another patient's CT."""
+    import json
+
+    from cgs_engine.classes.files import read_class_file, write_class_file
+
+    label = np.zeros(synth.SHAPE_ZYX, np.uint8)
+    label[1:3, 2:5, 3:7], label[4, :2, :2] = 1, 3
+    path, _ = synth.write_case(tmp_path, "oblique", name="seg", array=label)
+    items = [
+        {"id": 0, "name": "background", "color": [0, 0, 0]},
+        {"id": 1, "name": "Brainstem", "color": [10, 200, 30]},
+        {"id": 3, "name": "MyTumour", "color": [250, 5, 5], "tg263": "GTV_custom"},
+    ]
+    made_on = {"dicom_series": "1.2.3.4.5", "patient_id": "HN-017"}
+    write_class_file(tmp_path / "seg_classes.json", items, path, made_on)
+    data, kwargs, _ = read_image_layers(str(path))[0]
+    layer = Labels(data, **kwargs)
+    (tmp_path / "out").mkdir()
+    written = write_layer(layer, tmp_path / "out" / "again.nii.gz")
+    again = read_class_file(written[1])
+    assert [dict(item) for item in again.items] == items and again.made_on == made_on
+    assert json.loads((tmp_path / "out" / "again_classes.json").read_text())["labels"] == "again.nii.gz"
+    layer.data[0, 0, 0] = 6  # painted with an id the table does not name
+    with pytest.warns(UserWarning, match="label ids 6 have no organ name"):
+        written = write_layer(layer, tmp_path / "out" / "more.nii.gz")
+    assert read_class_file(written[1]).names[6] == "class_6"
+
+
+def test_unnamed_labels_are_not_saved_where_another_maps_table_would_name_them(tmp_path, synth):
+    # reopened, they showed the earlier map's organs (x_classes.json names x.nii.gz; x.nrrd pairs)
+    from cgs_engine.classes.files import class_file_entries, write_class_file
+
+    path, _ = synth.write_case(tmp_path, "oblique", name="x", array=np.zeros(synth.SHAPE_ZYX, np.uint8))
+    write_class_file(tmp_path / "x_classes.json", class_file_entries(["background", "Mandible"]), path)
+    image = image_layer_from_file(path)
+    labels = Labels(random_labels(image.data.shape, high=3), **labels_kwargs_like(image))
+    with pytest.raises(VolumeIOError, match="x_classes.json beside it names the organs of an earlier map"):
+        write_layer(labels, tmp_path / "x.nrrd")
+    assert not (tmp_path / "x.nrrd").exists()
+    assert write_layer(labels, tmp_path / "y.nrrd") == [str(tmp_path / "y.nrrd")]
