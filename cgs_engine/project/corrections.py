@@ -164,10 +164,13 @@ class CorrectionRecords:
 
     def remove_correction(self, name: str) -> None:
         path = self._correction_path(name)
-        if not path.is_file():
-            raise ProjectError(f"{path}: no correction named {name!r}")
-        path.unlink()
-        fsync_dir(self.corrections_dir)
+        # under the state lock: a retrain checks "no correction it used was removed" and activates
+        # its version in one step there; a removal landing between the two went live unseen
+        with self.state_lock():
+            if not path.is_file():
+                raise ProjectError(f"{path}: no correction named {name!r}")
+            path.unlink()
+            fsync_dir(self.corrections_dir)
 
     def _correction_path(self, name: str) -> Path:
         """The file of correction ``name``; names that could point elsewhere are refused."""

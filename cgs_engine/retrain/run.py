@@ -296,14 +296,16 @@ class _Retrain:
 
     def _complete_existing(self, version) -> RetrainResult:
         metrics = version.metrics
-        active = self.project.active_version()
-        active_id = None if active is None else active.id
-        # the rule said "activate" (accepted, or the project's first model) and nothing changed since
+        # the rule said "activate" (accepted, or the project's first model) and nothing changed since:
+        # checked and activated in one step, as keep_version does (a removal cannot land between)
         ruled_active = version.status == "accepted" or metrics.get("compared_with") is None
-        removed = removed_corrections(self.project, version.record.get("corrections_used", {}))
-        if ruled_active and active_id == metrics.get("compared_with") and not removed:
-            self.project.activate(version.id, why=version.reason)
-            active_id = version.id
+        with self.project.state_lock():
+            active = self.project.active_version()
+            active_id = None if active is None else active.id
+            removed = removed_corrections(self.project, version.record.get("corrections_used", {}))
+            if ruled_active and active_id == metrics.get("compared_with") and not removed:
+                self.project.activate(version.id, why=version.reason)
+                active_id = version.id
         activated = active_id == version.id
         reason = version.reason
         if ruled_active and not activated and removed:

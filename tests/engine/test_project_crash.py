@@ -275,3 +275,44 @@ def test_a_resumed_run_in_a_moved_project_fine_tunes_from_its_own_model(tmp_path
     (tmp_path / "link").symlink_to(old)
     linked = tmp_path / "link" / "runs" / "r1" / "store.h5"
     assert moved_with_its_folder(recorded, str(store_then.resolve()), linked) == recorded
+
+
+def test_a_correction_is_not_removed_while_another_process_holds_the_projects_state(tmp_path, monkeypatch):
+    """A retrain checks that no correction it used was removed and activates its version in one step
+    under the state lock; `remove-correction` did not take that lock, so a removal landing between
+    the check and the activation put a version trained on it live."""
+    import subprocess
+    import sys
+
+    from cgs_engine.project import project as project_module
+
+    project = make_project(tmp_path, corrections=2, unlabeled=0)
+    name = project.corrections()[0].name
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from cgs_engine.project import Project\n"
+            "project = Project.open(sys.argv[1])\n"
+            "with project.state_lock():\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.readline()\n",
+            str(project.folder),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(project_module, "STATE_LOCK_WAIT_S", 0.3)
+        with pytest.raises(ProjectError, match="busy"):
+            project.remove_correction(name)
+        assert name in {info.name for info in project.corrections()}
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=60)
+    project.remove_correction(name)
+    assert name not in {info.name for info in project.corrections()}
