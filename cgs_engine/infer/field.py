@@ -12,8 +12,10 @@ the network learned. Slices at least that large are read as before, so training 
 padded by the scope measured on them. A model without a recorded field (older checkpoints, data
 sets without spacing) reads every slice as before.
 
-The same padding serves prediction, validation, the retrain's gate and the training bank, so a
-model fine-tuned on a clinic's small-field scans learns them as it will read them.
+The same padding serves prediction, *Adapt to this scan* (its training and re-prediction),
+validation, the retrain's gate and the training bank (slices cut out of a correction keep their
+pixel spacing for it, ``in_plane_mm``), so a model fine-tuned on a clinic's small-field scans
+learns them as it will read them.
 """
 
 from __future__ import annotations
