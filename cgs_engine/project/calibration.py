@@ -17,7 +17,8 @@ from cgs_engine.checkpoint import weights_digest
 from cgs_engine.errors import CGSError
 from cgs_engine.infer import Predictor
 from cgs_engine.project.prior import find_model_prior, read_prior
-from cgs_engine.review.calibrate import BAND, calibration_case, fit_on_cases
+from cgs_engine.review.calibrate import BAND, calibration_case, case_spacing, fit_on_cases
+from cgs_engine.review.error_features import reference_spacing
 from cgs_engine.review.error_model import ErrorModel, save_error_model, sidecar_path
 from cgs_engine.volume import Geometry, Volume
 
@@ -52,11 +53,22 @@ def fit_from_prior(
         )
     summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
     wanted = ("labeled", "val") if cases_from == "all" else ("labeled",)  # the store's split names
+    # The evidence's widths are counted in one voxel for every case and every later scan: the
+    # cases' median spacing, so a first pass reads their geometry. Volumes of unknown spacing
+    # (1 mm placeholders) leave the widths in each scan's own voxels.
+    spacings = [
+        case_spacing(Volume(image, geometry)) if geometry is not None else None
+        for _name, split, image, label, review, geometry in volumes
+        if split in wanted and _fully_reviewed(review)
+    ]
+    known_spacing = bool(spacings) and all(spacing is not None for spacing in spacings)
+    reference = reference_spacing(spacings) if known_spacing else None
+    _summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
     cases, validation = [], []
     for name, split, image, label, review, geometry in volumes:
         if split not in wanted:
             continue
-        if review is not None and not np.all(np.asarray(review) > 0):
+        if not _fully_reviewed(review):
             # A partly reviewed volume (a project's corrections) holds unreviewed voxels labeled
             # background: as a reference they would teach "the model is wrong" wherever it found
             # an organ nobody looked at, and understate every organ's volume.
@@ -65,7 +77,11 @@ def fit_from_prior(
             continue
         known = geometry is not None
         volume = Volume(image, geometry if known else Geometry())
-        cases.append(calibration_case(predictor, name, volume, np.asarray(label), True, spacing_known=known))
+        cases.append(
+            calibration_case(
+                predictor, name, volume, np.asarray(label), True, spacing_known=known, reference_zyx=reference
+            )
+        )
         if split != "labeled":
             validation.append(name)
         if report is not None:
@@ -86,7 +102,11 @@ def fit_from_prior(
         "validation_cases": validation,
         "band_voxels": BAND,
     }
-    return fit_on_cases(cases, predictor.class_names, l2, record, report)
+    return fit_on_cases(cases, predictor.class_names, l2, record, report, reference_zyx=reference)
+
+
+def _fully_reviewed(review) -> bool:
+    return review is None or bool(np.all(np.asarray(review) > 0))
 
 
 def write_error_model(

@@ -18,6 +18,7 @@ import numpy as np
 
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.ranking import average_precision, error_band
+from cgs_engine.orientation import Reorientation
 from cgs_engine.review.error_features import ErrorEvidence, collect_evidence, size_column
 from cgs_engine.review.error_model import ErrorModel, fit_error_model
 from cgs_engine.review.prediction import canonical_network_maps
@@ -67,17 +68,25 @@ def typical_volumes(cases: list[CalibrationCase]) -> dict[int, float]:
 
 
 def calibration_case(
-    predictor, name: str, volume, reference: np.ndarray, normalized: bool, spacing_known: bool = True
+    predictor,
+    name: str,
+    volume,
+    reference: np.ndarray,
+    normalized: bool,
+    spacing_known: bool = True,
+    reference_zyx: tuple[float, float, float] | None = None,
 ) -> CalibrationCase:
     """Predict one labeled volume with its maps and keep the evidence rows within the band
-    (``spacing_known=False``: the volume's spacing is a placeholder; see :func:`typical_volumes`)."""
+    (``spacing_known=False``: the volume's spacing is a placeholder; see :func:`typical_volumes`;
+    ``reference_zyx``: the voxel the evidence's widths are counted in, see :func:`case_spacing`)."""
     # a placeholder spacing says nothing of the field of view: read as training read it, unpadded
     prediction = predictor.predict(volume, maps=True, normalized=normalized, field_padding=spacing_known)
     if prediction.disagreement is None:
         raise CGSError("the model has no specialist heads: it has no disagreement to calibrate")
     normalize = None if normalized else predictor.normalization.slab_normalizer(volume.array)
     maps, spacing, turn = canonical_network_maps(prediction, volume.array, normalize)
-    evidence = collect_evidence(maps, spacing)  # read as Predictor.predict reads it: canonical
+    # read as Predictor.predict reads it: canonical
+    evidence = collect_evidence(maps, spacing, reference_zyx=reference_zyx)
     labels, reference = maps.labels, np.ascontiguousarray(turn.to_canonical(reference))
     band = evidence.take(error_band(labels, reference, BAND))
     in_band = sampled_rows(band, name)
@@ -88,6 +97,12 @@ def calibration_case(
     return CalibrationCase(
         name, evidence.subset(in_band), wrong, reference_ml, int(band.sum()), spacing_known
     )
+
+
+def case_spacing(volume) -> tuple[float, float, float]:
+    """A volume's (z, y, x) voxel spacing in the canonical layout the evidence is read in."""
+    turn = Reorientation.of(volume.geometry)
+    return tuple(turn.canonical_geometry(volume.geometry, volume.array.shape).spacing[::-1])
 
 
 def sampled_rows(in_band: np.ndarray, name: str, most: int | None = None) -> np.ndarray:
@@ -137,11 +152,17 @@ def choose_l2(
 
 
 def fit_on_cases(
-    cases: list[CalibrationCase], class_names, l2: float | str = "auto", fitted_on=None, report=None
+    cases: list[CalibrationCase],
+    class_names,
+    l2: float | str = "auto",
+    fitted_on=None,
+    report=None,
+    reference_zyx: tuple[float, float, float] | None = None,
 ) -> ErrorModel:
     """The error model of these cases: typical organ volumes and the size column from them, the L2
     penalty by held-out average precision when ``l2`` is "auto" (leave one case out, or 6 blocks
-    of cases when there are more; the scores are recorded in ``fitted_on``)."""
+    of cases when there are more; the scores are recorded in ``fitted_on``). ``reference_zyx``:
+    the voxel the cases' evidence was counted in (:func:`calibration_case`), recorded in the model."""
     typical = typical_volumes(cases)
     for case in cases:  # the size term needs the typical volumes, known once every case is read
         case.evidence.columns["size"] = size_column(case.evidence.near, case.evidence.organ_ml, typical)
@@ -157,4 +178,5 @@ def fit_on_cases(
         typical,
         l2=l2,
         fitted_on=record,
+        reference_zyx=reference_zyx,
     )

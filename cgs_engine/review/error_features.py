@@ -21,6 +21,13 @@ So the evidence looks at each voxel through the organ nearest to it:
   the nearest organ, that organ's specialist ("mine"), the strongest other specialist claim,
   the inter-head disagreement, and the disagreement of the generalist with the specialists.
 
+Every width and reach above is counted in *reference voxels*: voxels of the grid the error model
+was fitted on (``reference_zyx``, the median spacing of its calibration cases), converted to mm,
+so the same anatomy scores the same on any voxel grid. Counted in the scan's own voxels, a 2x finer
+reconstruction of one prediction had a border layer half as thick and 26 % fewer "likely wrong" mL
+(8 grids of one OpenKBP patient: -33 % to +27 %). Without a reference (an error model fitted on
+volumes of unknown spacing, the uncalibrated score) the scan's own voxels are the unit, as before.
+
 The features are columns over the *candidate* voxels only (organ voxels and background voxels up
 to ``REACH`` steps outside an organ), computed inside the organs' bounding box, so a large scan
 with small organs costs little. :class:`ErrorEvidence` holds them; ``error_model`` turns them into
@@ -37,11 +44,15 @@ from scipy import ndimage
 
 from cgs_engine.review.regions import unit_scale
 
-REACH = 6  # background voxels up to this many city-block steps outside an organ are candidates
+# Widths below are in reference voxels (see the module's docstring); "city-block" distances weigh a
+# step along each axis by its length in reference voxels.
+REACH = 6  # background voxels up to this city-block distance outside an organ are candidates
 SHAPE_SIGMAS = (1.0, 2.0)  # voxels
 SLICE_SIGMA = 1.0  # slices (z only)
 DOUBT_SIGMA = 2.0  # voxels: the generalist's doubt smoothed, "is this stretch of border unsure"
 Z_CAP = 6.0  # slices from the organ's first or last slice, capped
+FAR = 1e9  # reference voxels: "no organ" (finite, so that FAR - FAR is no NaN)
+TIE = 1e-6  # distances closer than this are equal (sums of the same steps in another order)
 SIZE_FLOOR_ML = 0.05
 # Where a candidate lies: inside an organ (its border layer or deeper), or in the background (the
 # layer touching an organ or further out).
@@ -70,7 +81,7 @@ INTENSITY_CAP = 10.0  # spreads from the organ's core, capped
 # The least spread credited to an organ's core, in the model's intensity units (5 HU in the
 # default CT window of 400 HU): a uniform core must not turn every small step into 100 spreads.
 INTENSITY_FLOOR = 5.0 / 400.0
-RING = (1, 4)  # the background ring around an organ: 2 to 4 voxels (dilation steps) outside it
+RING = (1, 4)  # the background ring around an organ: more than 1, up to 4 voxels outside it
 
 
 @dataclass(frozen=True)
@@ -157,15 +168,18 @@ def collect_evidence(
     maps: NetworkMaps,
     spacing_zyx: tuple[float, float, float],
     typical_ml: Mapping[int, float] | None = None,
+    reference_zyx: tuple[float, float, float] | None = None,
 ) -> ErrorEvidence:
-    """Feature columns for every candidate voxel; ``typical_ml`` (class id -> mL) enables the size term."""
+    """Feature columns for every candidate voxel; ``typical_ml`` (class id -> mL) enables the size
+    term; ``reference_zyx`` (mm) is the voxel the widths are counted in (None: the scan's own)."""
     maps.check()
     labels = maps.labels
     shape = tuple(int(n) for n in labels.shape)
+    units = grid_units(spacing_zyx, reference_zyx)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     counts = np.bincount(labels.ravel(), minlength=len(maps.specialist_maps) + 1)
     organ_ml = {k: float(counts[k]) * voxel_ml for k in range(1, len(counts))}
-    box = _candidate_box(labels)
+    box = _grown_box(labels > 0, _voxels(REACH + 2, units))  # the smoothing needs a little context
     if box is None:  # no organ predicted: nothing to doubt
         nothing = (slice(0, 0),) * 3
         empty = np.zeros((0, 0, 0), dtype=bool)
@@ -173,13 +187,17 @@ def collect_evidence(
             shape, nothing, empty, np.zeros(0, np.int8), np.zeros(0, np.int64), {}, organ_ml, voxel_ml
         )
     local = labels[box].astype(np.int64)
-    near, steps = _nearest_organ(local)
+    near, steps = _nearest_organ(local, units)
     candidates = near > 0
     inside = local > 0
-    edge_in = inside & _touches_other_label(local)
+    # the layer touching an organ is its edge on any grid, however coarse (a step there may be
+    # longer than one reference voxel); on a finer grid the edge is one reference voxel thick
+    touching = (~inside) & _touches_other_label(inside.astype(np.int8))
+    steps = np.where(touching, np.minimum(steps, 1.0), steps)
+    edge_in = inside & _near_other_label(local, units)
     zone = np.where(inside, ZONES.index("interior"), ZONES.index("outside")).astype(np.int8)
     zone[edge_in] = ZONES.index("edge_in")
-    zone[(~inside) & (steps == 1)] = ZONES.index("edge_out")
+    zone[(~inside) & (steps <= 1.0 + TIE)] = ZONES.index("edge_out")
 
     def at(volume: np.ndarray) -> np.ndarray:
         return (volume[box][candidates].astype(np.float32)) * np.float32(unit_scale(volume))
@@ -200,9 +218,9 @@ def collect_evidence(
     columns["size"] = size_column(near_c, organ_ml, typical_ml or {})
     image = maps.image[box]
     intensity = maps.normalize(image) if maps.normalize is not None else image.astype(np.float32)
-    columns.update(_organ_columns(local, near, candidates, intensity))
+    columns.update(_organ_columns(local, near, candidates, intensity, units))
     doubt = 1.0 - maps.margin[box].astype(np.float32) * np.float32(unit_scale(maps.margin))
-    columns["doubt_nearby"] = ndimage.gaussian_filter(doubt, DOUBT_SIGMA, mode="nearest")[candidates]
+    columns["doubt_nearby"] = ndimage.gaussian_filter(doubt, DOUBT_SIGMA / units, mode="nearest")[candidates]
     return ErrorEvidence(
         shape=shape,
         box=box,
@@ -226,41 +244,116 @@ def size_column(
     return ratio[near]
 
 
-def _grown_box(mask: np.ndarray, grow: int) -> tuple[slice, slice, slice] | None:
-    """The bounding box of ``mask`` grown by ``grow`` voxels on every side, clipped; None when empty."""
+def grid_units(
+    spacing_zyx: tuple[float, float, float], reference_zyx: tuple[float, float, float] | None
+) -> np.ndarray:
+    """The length of one voxel step along (z, y, x) in reference voxels: 1 on the reference grid,
+    0.5 along an axis sampled twice as finely; 1 everywhere without a reference."""
+    if reference_zyx is None:
+        return np.ones(3)
+    spacing = np.asarray(spacing_zyx, dtype=np.float64)
+    reference = np.asarray(reference_zyx, dtype=np.float64)
+    if spacing.shape != (3,) or reference.shape != (3,):
+        raise ValueError(f"spacing {spacing_zyx} and reference {reference_zyx} need 3 values (z, y, x)")
+    if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
+        raise ValueError(f"voxel spacing {spacing_zyx} mm must be positive")
+    if not (np.all(np.isfinite(reference)) and np.all(reference > 0)):
+        raise ValueError(f"reference spacing {reference_zyx} mm must be positive")
+    return spacing / reference
+
+
+def reference_spacing(spacings_zyx) -> tuple[float, float, float]:
+    """The reference voxel of an error model: the per-axis median spacing (mm) of its cases."""
+    spacings = np.asarray(list(spacings_zyx), dtype=np.float64)
+    if spacings.ndim != 2 or spacings.shape[1] != 3 or len(spacings) == 0:
+        raise ValueError("reference_spacing needs one (z, y, x) spacing per case")
+    return tuple(round(float(v), 6) for v in np.median(spacings, axis=0))  # type: ignore[return-value]
+
+
+def _voxels(width: float, units: np.ndarray) -> np.ndarray:
+    """A width in reference voxels as whole voxels of this grid along each axis (rounded up)."""
+    return np.ceil(width / units - TIE).astype(int)
+
+
+def _grown_box(mask: np.ndarray, grow) -> tuple[slice, slice, slice] | None:
+    """The bounding box of ``mask`` grown by ``grow`` voxels (one number, or one per axis), clipped;
+    None when empty."""
     found = ndimage.find_objects(mask.astype(np.uint8))
     if not found or found[0] is None:
         return None
+    grow = np.broadcast_to(np.asarray(grow, dtype=int), (3,))
     return tuple(
-        slice(max(0, s.start - grow), min(n, s.stop + grow))
-        for s, n in zip(found[0], mask.shape, strict=True)
+        slice(max(0, s.start - int(g)), min(n, s.stop + int(g)))
+        for s, n, g in zip(found[0], mask.shape, grow, strict=True)
     )  # type: ignore[return-value]
 
 
-def _candidate_box(labels: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """The organs' bounding box grown by REACH + 2 voxels (the smoothing needs a little context)."""
-    return _grown_box(labels > 0, REACH + 2)
+def _nearest_organ(labels: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest organ id, city-block distance outside it in whole reference voxels) within REACH;
+    (0, REACH + 1) beyond. Where two organs are equally near the higher class id takes the voxel
+    (rare: organs seldom meet across background)."""
+    distance, near = _city_block_transform(labels, units)
+    within = distance <= REACH + TIE
+    # whole reference voxels, rounded up: on a grid twice as fine the layers 0.5 and 1 reference
+    # voxels out both lie in the first layer the error model was fitted on (distance 1)
+    layers = np.ceil(distance - TIE)
+    return np.where(within, near, 0), np.where(within, layers, REACH + 1.0)
 
 
-CROSS = ndimage.generate_binary_structure(3, 1)  # the 6 face neighbours and the voxel itself
+def _city_block_transform(labels: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per voxel, the city-block distance (a step along axis i costs ``units[i]``) to the nearest
+    voxel with a label > 0, and that label (the highest one among equally near ones).
 
-
-def _nearest_organ(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(nearest organ id, city-block steps outside it) within REACH steps; (0, REACH + 1) beyond.
-
-    Grown one face-neighbour step at a time; where two organs reach a voxel in the same step the
-    higher class id takes it (rare: organs seldom meet across background).
-    """
+    Exact: the city-block distance separates into one pass forward and one back along each axis
+    in turn. On a grid of unit steps it is the number of face-neighbour steps, as growing the
+    organs one step at a time counts them."""
+    distance = np.where(labels > 0, 0.0, FAR)
     near = labels.copy()
-    steps = np.where(labels > 0, 0, REACH + 1).astype(np.int8)
-    for step in range(1, REACH + 1):
-        grown = ndimage.grey_dilation(near, footprint=CROSS, mode="constant", cval=0)
-        new = (near == 0) & (grown > 0)
-        if not new.any():
-            break
-        near[new] = grown[new]
-        steps[new] = step
-    return near, steps
+    for axis in range(3):
+        d = np.moveaxis(distance, axis, 0)  # views: writing them writes distance and near
+        k = np.moveaxis(near, axis, 0)
+        step = float(units[axis])
+        length = d.shape[0]
+        for order in (range(1, length), range(length - 2, -1, -1)):
+            for i in order:
+                j = i - 1 if order.step == 1 else i + 1
+                offered = d[j] + step
+                better = (offered < d[i] - TIE) | ((np.abs(offered - d[i]) <= TIE) & (k[j] > k[i]))
+                d[i][better] = offered[better]
+                k[i][better] = k[j][better]
+    return distance, near
+
+
+def _distance_to(mask: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Per voxel, the city-block distance (in reference voxels) to the nearest voxel of ``mask``."""
+    distance = np.where(mask, 0.0, FAR)
+    for axis in range(3):
+        d = np.moveaxis(distance, axis, 0)
+        step = float(units[axis])
+        for i in range(1, d.shape[0]):
+            np.minimum(d[i], d[i - 1] + step, out=d[i])
+        for i in range(d.shape[0] - 2, -1, -1):
+            np.minimum(d[i], d[i + 1] + step, out=d[i])
+    return distance
+
+
+def _footprint(radius: float, units: np.ndarray) -> np.ndarray:
+    """The voxels within ``radius`` reference voxels, city-block, of the centre; always at least the
+    centre and its 6 face neighbours (a step of a coarse grid may be longer than the radius)."""
+    extent = np.maximum(np.floor(radius / units + TIE).astype(int), 1)
+    grids = np.meshgrid(*[np.arange(-e, e + 1) for e in extent], indexing="ij")
+    cost = sum(np.abs(g) * u for g, u in zip(grids, units, strict=True))
+    face = sum(np.abs(g) for g in grids) <= 1
+    return (cost <= radius + TIE) | face
+
+
+def _near_other_label(labels: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Voxels with a voxel of another label within one reference voxel, or as a face neighbour (the
+    volume's edge does not count)."""
+    footprint = _footprint(1.0, units)
+    highest = ndimage.grey_dilation(labels, footprint=footprint, mode="nearest")
+    lowest = ndimage.grey_erosion(labels, footprint=footprint, mode="nearest")
+    return (highest != labels) | (lowest != labels)
 
 
 def _touches_other_label(labels: np.ndarray) -> np.ndarray:
@@ -290,7 +383,11 @@ def _specialist_columns(specialist_maps, box, candidates, near_c):
 
 
 def _organ_columns(
-    labels: np.ndarray, near: np.ndarray, candidates: np.ndarray, intensity: np.ndarray
+    labels: np.ndarray,
+    near: np.ndarray,
+    candidates: np.ndarray,
+    intensity: np.ndarray,
+    units: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Per candidate, from its nearest organ: smoothed masks, z-profile position, cross-section share
     and intensity against the organ's core."""
@@ -306,39 +403,51 @@ def _organ_columns(
     out = {name: np.zeros(int(candidates.sum()), dtype=np.float32) for name in names}
     near_c = near[candidates]
     where = np.nonzero(candidates)
-    pad = int(np.ceil(3 * max(SHAPE_SIGMAS))) + 1
+    # every voxel that has this organ as its nearest lies within REACH of it; the smoothing reads
+    # 3 sigmas further
+    pad = _voxels(3 * max(SHAPE_SIGMAS) + 1 + REACH, units)
     for class_id in np.unique(near_c):
         mine_c = near_c == class_id
         organ = labels == class_id
-        # every voxel that has this organ as its nearest lies within REACH steps of it
-        window = _grown_box(organ, pad + REACH)
+        window = _grown_box(organ, pad)
         mask = organ[window].astype(np.float32)
         positions = tuple(index[mine_c] - w.start for index, w in zip(where, window, strict=True))
         for name, sigma in zip(("shape_1", "shape_2"), SHAPE_SIGMAS, strict=True):
-            out[name][mine_c] = ndimage.gaussian_filter(mask, sigma, mode="constant")[positions]
-        out["shape_z"][mine_c] = ndimage.gaussian_filter1d(mask, SLICE_SIGMA, axis=0, mode="constant")[
-            positions
-        ]
+            out[name][mine_c] = ndimage.gaussian_filter(mask, sigma / units, mode="constant")[positions]
+        out["shape_z"][mine_c] = ndimage.gaussian_filter1d(
+            mask, SLICE_SIGMA / units[0], axis=0, mode="constant"
+        )[positions]
         area = organ.sum(axis=(1, 2)).astype(np.float32)
         filled = np.flatnonzero(area)
         z = where[0][mine_c]
-        out["slices_to_end"][mine_c] = np.minimum(
-            np.minimum(np.abs(z - filled[0]), np.abs(z - filled[-1])), Z_CAP
-        )
+        to_end = np.minimum(np.abs(z - filled[0]), np.abs(z - filled[-1])) * units[0]
+        # whole reference slices: the first reference slice's worth of thin slices all count 0
+        out["slices_to_end"][mine_c] = np.minimum(np.floor(to_end + TIE), Z_CAP)
         out["cross_section"][mine_c] = (area / area.max())[z]
-        off, looks = _intensity_columns(organ[window], labels[window] == 0, intensity[window], positions)
+        off, looks = _intensity_columns(
+            organ[window], labels[window] == 0, intensity[window], positions, units
+        )
         out["intensity_off"][mine_c], out["looks_like_organ"][mine_c] = off, looks
     return out
 
 
-def _intensity_columns(organ, background, intensity, positions):
-    """Spreads from the organ core's median, and 1 where closer to the core than to the ring around it."""
-    core = ndimage.binary_erosion(organ)
-    inside = intensity[core] if core.sum() >= 20 else intensity[organ]  # thin organs: all of it
+def _intensity_columns(organ, background, intensity, positions, units):
+    """Spreads from the organ core's median, and 1 where closer to the core than to the ring around it.
+
+    The core is the organ less its voxels within one reference voxel of the outside (the window's
+    edge is outside); the ring the background more than RING[0], at most RING[1] reference voxels
+    from the organ. A face neighbour always counts as within one (a coarse grid's step may be
+    longer). City-block distances, as growing the organ by face-neighbour steps counts them."""
+    outside = ~np.pad(organ, 1)  # the window's edge counts as outside, as in an erosion
+    near_outside = _distance_to(outside, units)[1:-1, 1:-1, 1:-1] <= 1.0 + TIE
+    core = organ & ~near_outside & ~_touches_other_label(np.pad(organ, 1).astype(np.int8))[1:-1, 1:-1, 1:-1]
+    thin = core.sum() < 20 / float(np.prod(units))  # thin organs (under 20 reference voxels): all of it
+    inside = intensity[organ] if thin else intensity[core]
     centre = float(np.median(inside))
     spread = max(1.4826 * float(np.median(np.abs(inside - centre))), INTENSITY_FLOOR)
-    near_ring = ndimage.binary_dilation(organ, iterations=RING[0])
-    ring = ndimage.binary_dilation(organ, iterations=RING[1]) & ~near_ring & background
+    from_organ = _distance_to(organ, units)
+    near_ring = (from_organ <= RING[0] + TIE) | _touches_other_label(organ.astype(np.int8))
+    ring = (from_organ <= RING[1] + TIE) & ~near_ring & background
     around = float(np.median(intensity[ring])) if ring.any() else centre
     values = intensity[positions]
     off = np.minimum(np.abs(values - centre) / spread, INTENSITY_CAP).astype(np.float32)

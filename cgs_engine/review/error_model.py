@@ -30,7 +30,9 @@ from cgs_engine.errors import CGSError
 from cgs_engine.review.error_features import ZONED, ZONES, ErrorEvidence
 
 FORMAT = "napari-cgs-error-model"
-FORMAT_VERSION = 1
+# 2: ``reference_spacing_mm``, the voxel its evidence's widths are counted in (1: the scan's own
+# voxels, read as before). An engine of version 1 would ignore it and read widths on another grid.
+FORMAT_VERSION = 2
 SIDECAR_SUFFIX = ".review.json"
 DEFAULT_L2 = 1e-3
 
@@ -76,6 +78,9 @@ class ErrorModel:
     bias: float
     typical_ml: dict[int, float]  # class id -> the organ's median volume in the training labels
     fitted_on: dict[str, Any] = field(default_factory=dict)  # patients, checkpoint digest, date, scores
+    # (z, y, x) mm: the evidence's widths are counted in voxels of this size (error_features);
+    # None: in each scan's own voxels (fitted on volumes of unknown spacing, or a version 1 file)
+    reference_spacing_zyx: tuple[float, float, float] | None = None
 
     calibrated = True
 
@@ -98,9 +103,11 @@ class ErrorModel:
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
+        reference = self.reference_spacing_zyx
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            # a file without a reference reads the same in a version 1 engine: keep it readable there
+            "format_version": FORMAT_VERSION if reference is not None else 1,
             "class_names": list(self.class_names),
             "columns": list(self.columns),
             "mean": [float(v) for v in self.mean],
@@ -108,6 +115,7 @@ class ErrorModel:
             "weights": [float(v) for v in self.weights],
             "bias": float(self.bias),
             "typical_ml": {str(k): float(v) for k, v in self.typical_ml.items()},
+            "reference_spacing_mm": None if reference is None else [float(v) for v in reference],
             "fitted_on": self.fitted_on,
         }
 
@@ -129,6 +137,7 @@ class ErrorModel:
                 bias=float(data["bias"]),
                 typical_ml={int(k): float(v) for k, v in data["typical_ml"].items()},
                 fitted_on=dict(data.get("fitted_on") or {}),
+                reference_spacing_zyx=_reference(data.get("reference_spacing_mm")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ErrorModelError(
@@ -146,6 +155,15 @@ class ErrorModel:
         return model
 
 
+def _reference(value) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    reference = tuple(float(v) for v in value)
+    if len(reference) != 3 or not all(np.isfinite(v) and v > 0 for v in reference):
+        raise ValueError(f"reference_spacing_mm must be 3 positive mm values, got {value}")
+    return reference  # type: ignore[return-value]
+
+
 class UncalibratedScore:
     """The fallback without a fitted model: a fixed ranking score in [0, 1], not a probability.
 
@@ -156,6 +174,7 @@ class UncalibratedScore:
     calibrated = False
     class_names: list[str] = []
     typical_ml: dict[int, float] = {}
+    reference_spacing_zyx = None  # widths in each scan's own voxels
 
     def probabilities(self, evidence: ErrorEvidence) -> np.ndarray:
         if evidence.count == 0:
@@ -245,11 +264,13 @@ def fit_error_model(
     typical_ml: dict[int, float],
     l2: float = DEFAULT_L2,
     fitted_on: dict[str, Any] | None = None,
+    reference_zyx: tuple[float, float, float] | None = None,
 ) -> ErrorModel:
     """Fit on the candidates of several predictions; ``wrong[i]`` is a bool per candidate of ``evidences[i]``.
 
     Rows may be a subset of the candidates (e.g. those within the error band): pass the evidence
-    already restricted (see ``ErrorEvidence.subset``).
+    already restricted (see ``ErrorEvidence.subset``). ``reference_zyx``: the voxel (mm) the
+    evidence's widths were counted in (``collect_evidence``), recorded for every later prediction.
     """
     import torch  # lazy: torch costs 1.4 s; the panel loads this module to apply a fitted model (numpy)
 
@@ -290,4 +311,5 @@ def fit_error_model(
         bias=float(bias.detach()[0]),
         typical_ml={int(k): float(v) for k, v in typical_ml.items()},
         fitted_on={**record, **(fitted_on or {})},
+        reference_spacing_zyx=_reference(reference_zyx),
     )

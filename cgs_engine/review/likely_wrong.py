@@ -68,7 +68,7 @@ def estimate_errors(
     model: ErrorModel | UncalibratedScore,
 ) -> ErrorEstimate:
     """The likely-wrong map of a prediction and, for a calibrated model, the per-organ figures."""
-    evidence = collect_evidence(maps, spacing_zyx, model.typical_ml or None)
+    evidence = collect_evidence(maps, spacing_zyx, model.typical_ml or None, model.reference_spacing_zyx)
     probabilities = model.probabilities(evidence) if evidence.count else np.zeros(0, np.float32)
     as_uint8 = np.round(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
     return ErrorEstimate(

@@ -122,6 +122,9 @@ def test_volumes_stored_without_their_spacing_leave_the_size_term_out(tmp_path, 
                 target.add_volume(name, image(), labels, None, GEOMETRY if known else None, split="labeled")
         argv = ["review", "--fit-error-model", str(model), "--prior-data", str(prior), "--l2", "0.001"]
         assert main([*argv, "--overwrite"]) == 0
-        fitted[known] = load_error_model(sidecar_path(model)).typical_ml
+        fitted[known] = load_error_model(sidecar_path(model))
     capsys.readouterr()
-    assert fitted[True] and fitted[False] == {}
+    assert fitted[True].typical_ml and fitted[False].typical_ml == {}
+    # the widths of the evidence: the cases' (canonical z, y, x) spacing where known, else their voxels
+    assert fitted[True].reference_spacing_zyx == tuple(GEOMETRY.spacing[::-1])
+    assert fitted[False].reference_spacing_zyx is None
