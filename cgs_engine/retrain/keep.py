@@ -9,6 +9,7 @@ from typing import Any
 
 from cgs_engine.checkpoint import load_checkpoint, weights_digest
 from cgs_engine.project.calibration import write_error_model
+from cgs_engine.project.corrections import correction_content
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import read_json
 from cgs_engine.retrain.scoring import HeldoutScore, decide_activation, evaluate_heldout
@@ -87,10 +88,10 @@ def keep_version(
             reason = (
                 f"not activated: the active version changed to {current and current.id} during evaluation"
             )
-        removed = removed_corrections(project, plan["corrections_used"])
-        if activate and removed:
+        changed = changed_corrections(project, plan["corrections_used"], plan.get("corrections_content", {}))
+        if activate and changed:
             status, activate = "rejected", False
-            reason = removed_reason(removed)
+            reason = changed_reason(changed)
         record = {
             "origin": "retrained",
             "status": status,
@@ -128,17 +129,28 @@ def keep_version(
     return KeptVersion(version.id, activate, reason, new_score, active_score, record)
 
 
-def removed_corrections(project: Project, used: dict[str, str]) -> list[str]:
-    """The corrections a run trained on or was judged with that the user removed since it started:
-    such a version went live, judged only on a correction the user had deleted."""
-    present = {info.name for info in project.corrections()}
-    return sorted(name for name in used if name not in present)
+def changed_corrections(project: Project, used: dict[str, str], contents: dict[str, str]) -> list[str]:
+    """What became of the corrections a run trained on or was judged with since it started, one
+    line each ("'ct3' was removed", "'ct4' was saved again, changed"); empty when nothing did.
+
+    ``used``: name -> revision when the run read it; ``contents``: name -> ``correction_content``
+    then. A correction saved again with the same content (a new revision only) still holds."""
+    now = {info.name: info.revision for info in project.corrections()}
+    changed = []
+    for name, revision in used.items():
+        if name not in now:
+            changed.append(f"{name!r} was removed")
+        elif now[name] != revision and contents.get(name) != correction_content(
+            project.read_correction(name)
+        ):
+            changed.append(f"{name!r} was saved again, changed")
+    return changed
 
 
-def removed_reason(removed: list[str]) -> str:
+def changed_reason(changed: list[str]) -> str:
     return (
-        f"kept inactive: correction(s) {', '.join(map(repr, removed))} this run trained on or was "
-        "judged with were removed after it started"
+        f"kept inactive: since this run started, correction {', '.join(changed)}: it trained on or "
+        "was judged with what the user has since taken back"
     )
 
 

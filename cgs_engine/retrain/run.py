@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cgs_engine.project.corrections import correction_content
 from cgs_engine.project.project import Project
 from cgs_engine.project.versions import ProjectError, now_iso, read_json, write_json_atomically
-from cgs_engine.retrain.keep import keep_version, removed_corrections, removed_reason
+from cgs_engine.retrain.keep import changed_corrections, changed_reason, keep_version
 from cgs_engine.retrain.recipe import train_config
 from cgs_engine.retrain.scoring import HeldoutScore
 from cgs_engine.retrain.training_store import NOTHING_TO_TRAIN, CancelledWhilePreparing, build_store
@@ -158,16 +157,8 @@ def _refuse_changed_corrections(project: Project, run: Path) -> None:
     removed (or saved again) since then went on being trained on and held out, without a word.
     Such a run is set aside (not offered for resuming again) and the resume refused."""
     plan = read_json(run / "plan.json", "retrain plan")
-    now = {info.name: info.revision for info in project.corrections()}
-    contents = plan.get("corrections_content", {})
-    changed = []
-    for name, revision in plan.get("corrections_used", {}).items():
-        if name not in now:
-            changed.append(f"{name!r} was removed")
-        elif now[name] != revision and contents.get(name) != correction_content(
-            project.read_correction(name)
-        ):
-            changed.append(f"{name!r} was saved again, changed")  # unchanged: resumable
+    used, contents = plan.get("corrections_used", {}), plan.get("corrections_content", {})
+    changed = changed_corrections(project, used, contents)
     if changed:
         write_json_atomically(run / "finished.json", {"outcome": "abandoned", "at": now_iso()})
         raise ProjectError(
@@ -302,14 +293,16 @@ class _Retrain:
         with self.project.state_lock():
             active = self.project.active_version()
             active_id = None if active is None else active.id
-            removed = removed_corrections(self.project, version.record.get("corrections_used", {}))
-            if ruled_active and active_id == metrics.get("compared_with") and not removed:
+            plan = read_json(self.run / "plan.json", "retrain plan")
+            used = version.record.get("corrections_used", {})
+            changed = changed_corrections(self.project, used, plan.get("corrections_content", {}))
+            if ruled_active and active_id == metrics.get("compared_with") and not changed:
                 self.project.activate(version.id, why=version.reason)
                 active_id = version.id
         activated = active_id == version.id
         reason = version.reason
-        if ruled_active and not activated and removed:
-            reason = removed_reason(removed)
+        if ruled_active and not activated and changed:
+            reason = changed_reason(changed)
         elif ruled_active and not activated:  # its record's "activated: ..." no longer holds: say why
             reason = (
                 f"kept inactive: {active_id} was activated after the rule compared this version with "

@@ -239,7 +239,7 @@ def test_a_version_trained_with_a_correction_removed_meanwhile_is_kept_inactive(
         inner.setattr(run_module, "keep_version", removed_while_judging)
         result = retrain(project, iterations=2, settings=TINY_SETTINGS)
     assert not result.activated and project.active_version().id == "v0001"
-    assert f"correction(s) {removed!r}" in result.reason and "were removed" in result.reason
+    assert f"correction {removed!r} was removed" in result.reason
 
     with monkeypatch.context() as inner:  # killed before the activation, then a removal, then resume
         inner.setattr(Project, "activate", _raise_kill)
@@ -250,7 +250,34 @@ def test_a_version_trained_with_a_correction_removed_meanwhile_is_kept_inactive(
     project.remove_correction(second)
     resumed = retrain(project, resume=True)
     assert not resumed.activated and project.active_version().id == "v0001"
-    assert f"correction(s) {second!r}" in resumed.reason
+    assert f"correction {second!r} was removed" in resumed.reason
+
+
+@pytest.mark.parametrize("changed", [True, False])
+def test_a_version_trained_with_a_correction_saved_again_meanwhile(tmp_path, monkeypatch, changed):
+    """The user corrected a correction again while the retrain ran: the version trained on, and
+    was judged with, the labels the user has since taken back, and went live. Saved again with
+    the same content (a new revision only), it still holds and the version goes live."""
+    project = make_project(tmp_path, corrections=3, unlabeled=0)
+    monkeypatch.setattr(retrain_module, "evaluate_heldout", lambda *args: HeldoutScore(0.5, {}, 1))
+    real_keep = run_module.keep_version
+    name = project.corrections()[0].name
+
+    def saved_again_while_judging(project_, *args, **kwargs):
+        correction = project_.read_correction(name)
+        labels = correction.labels.copy()
+        if changed:
+            labels[labels == 1] = 0  # the user took an organ back
+        project_.add_correction(name, correction.image, labels, correction.review, replace="yes")
+        return real_keep(project_, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "keep_version", saved_again_while_judging)
+    result = retrain(project, iterations=2, settings=TINY_SETTINGS)
+    if changed:
+        assert not result.activated and project.active_version().id == "v0001"
+        assert f"correction {name!r} was saved again, changed" in result.reason
+    else:
+        assert result.activated and project.active_version().id == result.version
 
 
 def test_a_resumed_run_in_a_moved_project_fine_tunes_from_its_own_model(tmp_path):
