@@ -135,7 +135,10 @@ def run(args) -> int:
         for warning in warnings or check_scope(volume, predictor.checkpoint.scope):  # (no refusal)
             print(f"warning: {path}: {warning}", file=sys.stderr)
         with ProgressBar(f"predict {path.name}", unit="slice") as bar:
-            prediction = predictor.predict(volume, maps=args.maps, progress=bar)
+            try:
+                prediction = predictor.predict(volume, maps=args.maps, progress=bar)
+            except CGSError as error:  # about this scan (e.g. its field of view): name it
+                raise CGSError(f"{path}: {error}") from None
         written = write_prediction(
             prediction,
             output,

@@ -8,9 +8,10 @@ stretched twice as large and came back almost empty (5.5 mL of organs where the 
 crop alike). A slice whose larger side is below the smallest field in the model's training scope
 (``TrainingScope.field_mm``) is padded, centred, to that field in both directions (with the
 slice's lowest value: air in a CT) and the outputs are cropped back, so the anatomy has the size
-the network learned. Slices at least that large are read as before, so training data are never
-padded by the scope measured on them. A model without a recorded field (older checkpoints, data
-sets without spacing) reads every slice as before.
+the network learned; a slice that is not square in mm is padded to a square along its short side.
+Square slices at least that large are read as before, so square training data are never padded
+by the scope measured on them (others are padded in training as in prediction). A model without a
+recorded field (older checkpoints, data sets without spacing) reads every slice as before.
 
 The same padding serves prediction, *Adapt to this scan* (its training and re-prediction),
 validation, the retrain's gate and the training bank (slices cut out of a correction keep their
@@ -27,6 +28,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from cgs_engine.errors import CGSError
+
+# A padded slice larger than this along a side is refused: a pixel spacing in another unit than mm
+# (0.0098 "mm" pixels) asked for 49,130 x 49,130 pixels, about 72 GB of probabilities per slice.
+MAX_PADDED_PIXELS = 4096
 
 
 @dataclass(frozen=True)
@@ -74,16 +81,32 @@ def trained_field_mm(scope: Mapping[str, Any] | None) -> float | None:
 def field_padding(
     shape_hw: Sequence[int], spacing_yx: Sequence[float], trained_mm: float | None
 ) -> FieldPadding | None:
-    """How to pad slices of ``shape_hw`` pixels (row, column spacing in mm) to the trained field,
-    or None where they are at least that large or nothing is known."""
+    """How to pad slices of ``shape_hw`` pixels (row, column spacing in mm) to a square field at
+    least as large as the trained one, or None where they are already that or nothing is known.
+
+    Square, because every slice is resized to the square input: a 300 x 600 mm crop of a neck
+    reached the network stretched 2x along its short side and came back with a third of its
+    organs (mean Dice 0.42 against the whole slice's prediction, where a 300 x 300 mm crop,
+    padded, gave 0.75; measured by a review on pt_222). Padded to 600 x 600 mm it keeps its shape.
+    """
     if trained_mm is None:
         return None
     height, width = int(shape_hw[0]), int(shape_hw[1])
     row_mm, column_mm = float(spacing_yx[0]), float(spacing_yx[1])
-    if not (row_mm > 0 and column_mm > 0) or max(height * row_mm, width * column_mm) >= trained_mm:
+    if not (row_mm > 0 and column_mm > 0 and math.isfinite(row_mm) and math.isfinite(column_mm)):
         return None
-    rows = max(height, math.ceil(trained_mm / row_mm - 1e-6))
-    columns = max(width, math.ceil(trained_mm / column_mm - 1e-6))
+    field = max(height * row_mm, width * column_mm, trained_mm)
+    rows = max(height, math.ceil(field / row_mm - 1e-6))
+    columns = max(width, math.ceil(field / column_mm - 1e-6))
+    if (rows, columns) == (height, width):
+        return None
+    if max(rows, columns) > MAX_PADDED_PIXELS:
+        raise CGSError(
+            f"slices of {height} x {width} pixels at {row_mm:g} x {column_mm:g} mm are "
+            f"{height * row_mm:.3g} x {width * column_mm:.3g} mm across, the model learnt fields of "
+            f"at least {trained_mm:.0f} mm: padding them would take {max(rows, columns)} pixels a "
+            "side; check the pixel spacing in the file (a unit other than mm?)"
+        )
     top, left = (rows - height) // 2, (columns - width) // 2
     return FieldPadding(top, rows - height - top, left, columns - width - left)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cgs_engine.errors import CGSError
 from cgs_engine.infer.field import FieldPadding, field_padding, trained_field_mm
 from cgs_engine.infer.slices import resize_images, resize_labels
 from cgs_engine.method import IGNORE_INDEX
@@ -48,7 +49,10 @@ def volume_padding(store: SliceStore, name: str, scope: dict | None) -> FieldPad
     info = store.volume_info(name)
     if info.in_plane_mm is None:
         return None
-    return field_padding(info.shape[1:], info.in_plane_mm, trained_field_mm(scope))
+    try:
+        return field_padding(info.shape[1:], info.in_plane_mm, trained_field_mm(scope))
+    except CGSError as error:
+        raise CGSError(f"{store.path}: volume {name!r}: {error}") from None
 
 
 def load_bank(

@@ -9,6 +9,7 @@ import pytest
 from synthetic import tiny_checkpoint
 
 from cgs_engine.checkpoint import ModelCheckpoint, load_checkpoint
+from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.metrics import dice_per_class
 from cgs_engine.infer import Predictor
 from cgs_engine.infer.field import FieldPadding, field_padding, padding_for_volume, trained_field_mm
@@ -24,12 +25,26 @@ SAMPLE_CT = ROOT / "napari_cgs" / "samples" / "openkbp_pt_222_ct.nii.gz"
 def test_padding_reaches_the_trained_field_centred_and_only_below_it():
     assert field_padding((100, 100), (2.0, 2.0), None) is None  # nothing recorded: as before
     assert field_padding((250, 250), (2.0, 2.0), 500.0) is None  # as large as the smallest trained
-    assert field_padding((300, 120), (2.0, 2.0), 500.0) is None  # its larger side is
+    # its larger side is, its short side is not: padded to a square 600 x 600 mm, not stretched
+    assert field_padding((300, 120), (2.0, 2.0), 500.0) == FieldPadding(0, 0, 90, 90)
+    assert field_padding((300, 300), (2.0, 2.0), 500.0) is None  # square and larger: as before
+    assert field_padding((240, 300), (2.5, 2.0), 500.0) is None  # square in mm, not in pixels
     padding = field_padding((50, 60), (4.0, 2.5), 500.0)  # 200 x 150 mm
     assert padding == FieldPadding(top=37, bottom=38, left=70, right=70)
     assert padding.padded_size(50, 60) == (125, 200)  # 500 x 500 mm
     assert trained_field_mm({"field_mm": {"min": 480.0, "max": 694.0}}) == 480.0
     assert trained_field_mm({}) is None and trained_field_mm({"field_mm": {"min": "x"}}) is None
+
+
+def test_a_pixel_spacing_in_another_unit_is_refused_not_padded_out_of_memory():
+    # 512 pixels of 0.0098 "mm" (a spacing in cm or m): 5 mm across, 49,000 pixels to pad to 480 mm
+    with pytest.raises(CGSError, match=r"5.02 x 5.02 mm across.*check the pixel spacing"):
+        field_padding((512, 512), (0.0098, 0.0098), 480.0)
+    model = _tiny({"min": 480.0, "max": 600.0})
+    tiny = Volume(np.zeros((2, 64, 64), np.int16), Geometry(spacing=(0.01, 0.01, 0.02)))
+    with pytest.raises(CGSError, match="check the pixel spacing"):
+        Predictor(model, device="cpu", precision="fp32").predict(tiny)
+    assert field_padding((64, 64), (float("nan"), 1.0), 480.0) is None  # no spacing known
 
 
 def test_padded_images_take_each_slices_lowest_value_and_labels_background():
@@ -79,9 +94,11 @@ def test_a_small_slice_is_read_as_if_it_lay_in_air_out_to_the_trained_field():
     assert unpadded.labels.shape == small.shape  # an old checkpoint reads it stretched, as before
 
 
-def test_the_bundled_model_segments_a_neck_reconstructed_at_a_small_field_of_view():
+@pytest.mark.parametrize("field_mm", [(300, 300), (300, 600)])
+def test_the_bundled_model_segments_a_neck_reconstructed_at_a_small_field_of_view(field_mm):
     """The same anatomy in a 300 x 300 mm crop: read stretched to the input size the organs came
-    back almost empty (Dice 0.00-0.12 per organ against the whole slab's prediction, audit)."""
+    back almost empty (Dice 0.00-0.12 per organ against the whole slab's prediction, audit); a
+    300 x 600 mm crop, stretched 2x along its short side, kept a third of them (mean Dice 0.42)."""
     if not SAMPLE_CT.exists():
         pytest.skip("bundled sample CT not available")
     ct = read_volume(SAMPLE_CT)
@@ -90,12 +107,12 @@ def test_the_bundled_model_segments_a_neck_reconstructed_at_a_small_field_of_vie
     predictor = Predictor(BUNDLED_MODEL, device="cpu", precision="fp32")
     whole = predictor.predict(slab, maps=False).labels.array
     spacing = ct.geometry.spacing[0]
-    keep = int(round(300 / spacing))  # pixels of a 300 mm field
+    keep, wide = (min(int(round(mm / spacing)), whole.shape[2]) for mm in field_mm)  # pixels
     rows = np.argwhere(whole.any(axis=(0, 2)))[:, 0]
     middle = int(rows.mean())
     top = max(0, min(middle - keep // 2, whole.shape[1] - keep))
-    left = (whole.shape[2] - keep) // 2
-    window = (slice(None), slice(top, top + keep), slice(left, left + keep))
+    left = (whole.shape[2] - wide) // 2
+    window = (slice(None), slice(top, top + keep), slice(left, left + wide))
     crop = Volume(np.ascontiguousarray(slab.array[window]), slab.geometry, "image")
     cropped = predictor.predict(crop, maps=False).labels.array
     reference = whole[window]
@@ -179,3 +196,17 @@ def test_a_placeholder_spacing_is_not_padded_when_calibrating():
     reference[1, 5:20, 5:20] = 1
     calibration_case(predictor, "x", Volume(image, Geometry()), reference, True, spacing_known=False)
     assert seen == [False]
+
+
+def test_cgs_predict_names_the_scan_whose_spacing_cannot_be_padded(tmp_path, capsys):
+    from cgs_engine.cli.main import main
+    from cgs_engine.io import write_volume
+
+    scan = write_volume(
+        Volume(np.full((2, 64, 64), -1000, np.int16), Geometry(spacing=(0.01, 0.01, 0.03))),
+        tmp_path / "cm.nii.gz",
+    )
+    assert main(["predict", str(BUNDLED_MODEL), str(scan), "-o", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(scan) in error and "check the pixel spacing" in error
+    assert not list((tmp_path / "out").glob("cm*"))  # nothing written for it
