@@ -386,6 +386,7 @@ def _add_prior_training(
             # a volume stored without its spacing stays so (its 1 mm are placeholders: the
             # refitted error model must not measure millilitres on them)
             geometry = stored.geometry if prior.volume_info(name).spacing_known else None
+            in_plane = prior.volume_info(name).in_plane_mm  # kept when only some slices stay
             kept = np.arange(stored.image.shape[0])
             found = corrected.get(store_digest(stored.image, geometry))
             if found is not None:
@@ -406,6 +407,7 @@ def _add_prior_training(
                 geometry,
                 "labeled",
                 "prior data",
+                in_plane_mm=in_plane,
             )
             added["slices"] += len(kept)
             added["train"].append(name)
