@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint, weights_digest
-from cgs_engine.infer.field import padding_for_volume
+from cgs_engine.infer.field import field_padding as field_padding_of
+from cgs_engine.infer.field import padding_for_volume, trained_field_mm
 from cgs_engine.infer.slices import EVIDENCE, Cancelled, iterate_slice_probs, to_uint8
 from cgs_engine.model.fold import fold_batch_norm
 from cgs_engine.normalize import Normalization
@@ -90,6 +91,7 @@ class Predictor:
         cancel: Callable[[], bool] | None = None,
         normalized: bool = False,
         field_padding: bool = True,
+        in_plane_mm: tuple[float, float] | None = None,
     ) -> Prediction:
         """Raises ``Cancelled`` when ``cancel()`` turns true between slice batches.
 
@@ -97,6 +99,9 @@ class Predictor:
         dataset store, which keeps images normalised); anything else is normalised here.
         ``field_padding=False``: the volume's spacing is a placeholder, so its slices are not
         widened to the trained field of view (:mod:`cgs_engine.infer.field`), as training did not.
+        ``in_plane_mm``: the pixel spacing (row, column mm) of the canonical slices of a volume
+        whose geometry is a placeholder (slices cut out of a scan): they are widened by it, as the
+        training bank and the retrain's gate widen them.
         """
         started = time.perf_counter()
         image = volume.array
@@ -114,7 +119,12 @@ class Predictor:
         canonical = turn.to_canonical
         (seen,) = turn.canonical_copies(image)
         spacing = turn.canonical_geometry(volume.geometry, image.shape).spacing
-        padding = padding_for_volume(seen.shape, spacing, self.checkpoint.scope) if field_padding else None
+        if in_plane_mm is not None:
+            padding = field_padding_of(seen.shape[1:], in_plane_mm, trained_field_mm(self.checkpoint.scope))
+        elif field_padding:
+            padding = padding_for_volume(seen.shape, spacing, self.checkpoint.scope)
+        else:
+            padding = None
         for batch in iterate_slice_probs(
             self.model,
             seen,

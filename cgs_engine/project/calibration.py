@@ -17,8 +17,7 @@ from cgs_engine.checkpoint import weights_digest
 from cgs_engine.errors import CGSError
 from cgs_engine.infer import Predictor
 from cgs_engine.project.prior import find_model_prior, read_prior
-from cgs_engine.review.calibrate import BAND, calibration_case, case_spacing, fit_on_cases
-from cgs_engine.review.error_features import reference_spacing
+from cgs_engine.review.calibrate import BAND, calibration_case, case_spacing, fit_on_cases, reference_voxel
 from cgs_engine.review.error_model import ErrorModel, save_error_model, sidecar_path
 from cgs_engine.volume import Geometry, Volume
 
@@ -54,18 +53,19 @@ def fit_from_prior(
     summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
     wanted = ("labeled", "val") if cases_from == "all" else ("labeled",)  # the store's split names
     # The evidence's widths are counted in one voxel for every case and every later scan: the
-    # cases' median spacing, so a first pass reads their geometry. Volumes of unknown spacing
-    # (1 mm placeholders) leave the widths in each scan's own voxels.
-    spacings = [
-        case_spacing(Volume(image, geometry)) if geometry is not None else None
-        for _name, split, image, label, review, geometry in volumes
-        if split in wanted and _fully_reviewed(review)
-    ]
-    known_spacing = bool(spacings) and all(spacing is not None for spacing in spacings)
-    reference = reference_spacing(spacings) if known_spacing else None
+    # cases' median spacing, so a first pass reads their geometry (slices cut out of a scan count
+    # with their pixel spacing). Volumes of unknown spacing alone leave each scan's own voxels.
+    spacings, in_planes = [], []
+    for _name, split, image, _label, review, geometry, in_plane in volumes:
+        if split in wanted and _fully_reviewed(review):
+            if geometry is not None:
+                spacings.append(case_spacing(Volume(image, geometry)))
+            elif in_plane is not None:
+                in_planes.append(in_plane)
+    reference = reference_voxel(spacings, in_planes)
     _summary, volumes = read_prior(source, predictor.class_names, predictor.normalization)
     cases, validation = [], []
-    for name, split, image, label, review, geometry in volumes:
+    for name, split, image, label, review, geometry, in_plane in volumes:
         if split not in wanted:
             continue
         if not _fully_reviewed(review):
@@ -79,7 +79,14 @@ def fit_from_prior(
         volume = Volume(image, geometry if known else Geometry())
         cases.append(
             calibration_case(
-                predictor, name, volume, np.asarray(label), True, spacing_known=known, reference_zyx=reference
+                predictor,
+                name,
+                volume,
+                np.asarray(label),
+                True,
+                spacing_known=known,
+                reference_zyx=reference,
+                in_plane_mm=in_plane,
             )
         )
         if split != "labeled":

@@ -113,15 +113,18 @@ def import_prior(
     """Copy prior data into the slice store ``destination`` (normalised), checked first."""
     summary, volumes = read_prior(source, class_names, normalization)
     with SliceStore.create(destination, class_names, normalization, colors) as target:
-        for name, split, image, label, review, geometry in volumes:
-            target.add_volume(name, image, label, review, geometry, split=split, source=summary.source)
+        for name, split, image, label, review, geometry, in_plane in volumes:
+            target.add_volume(
+                name, image, label, review, geometry, split=split, source=summary.source, in_plane_mm=in_plane
+            )
     return summary
 
 
 def read_prior(source: str | os.PathLike, class_names: list[str], normalization: Normalization):
     """(summary, volumes) of prior data, checked; ``volumes`` yields (name, split, normalised image,
-    labels, review or None, geometry or None where the store does not know the volume's spacing) one
-    volume at a time, split "labeled" (train) or "val"."""
+    labels, review or None, geometry or None where the store does not know the volume's spacing,
+    the canonical slices' pixel spacing (row, column mm) where a store records it, also for slices
+    cut out of a scan, which have no 3D grid) one volume at a time, split "labeled" (train) or "val"."""
     source = Path(source)
     if not source.exists():
         raise PriorDataError(f"{source}: no such prior data (a prior folder or a slice store file)")
@@ -196,7 +199,7 @@ def _folder_volumes(folder: Path, cases: list[dict[str, str]], normalization: No
             )
         label = label.astype(np.uint8)
         normalised = normalization.apply(image.array)
-        yield case["name"], PRIOR_SPLITS[case["split"]], normalised, label, None, image.geometry
+        yield case["name"], PRIOR_SPLITS[case["split"]], normalised, label, None, image.geometry, None
 
 
 def _open_store(path: Path, class_names: list[str], normalization: Normalization) -> SliceStore:
@@ -222,12 +225,13 @@ def _store_volumes(path: Path):
                 stored = store.read_volume(name)
                 # a volume stored without its spacing (cgs import acdc) holds a 1 mm placeholder:
                 # None says so, so that nothing measures millimetres or millilitres on it
-                known = store.volume_info(name).spacing_known
+                info = store.volume_info(name)
                 yield (
                     name,
                     split,
                     stored.image,
                     stored.label,
                     stored.review,
-                    stored.geometry if known else None,
+                    stored.geometry if info.spacing_known else None,
+                    info.in_plane_mm,  # known for slices cut out of a scan, without a 3D grid
                 )

@@ -19,7 +19,7 @@ import numpy as np
 from cgs_engine.errors import CGSError
 from cgs_engine.evaluate.ranking import average_precision, error_band
 from cgs_engine.orientation import Reorientation
-from cgs_engine.review.error_features import ErrorEvidence, collect_evidence, size_column
+from cgs_engine.review.error_features import ErrorEvidence, collect_evidence, reference_spacing, size_column
 from cgs_engine.review.error_model import ErrorModel, fit_error_model
 from cgs_engine.review.prediction import canonical_network_maps
 
@@ -75,16 +75,28 @@ def calibration_case(
     normalized: bool,
     spacing_known: bool = True,
     reference_zyx: tuple[float, float, float] | None = None,
+    in_plane_mm: tuple[float, float] | None = None,
 ) -> CalibrationCase:
     """Predict one labeled volume with its maps and keep the evidence rows within the band
     (``spacing_known=False``: the volume's spacing is a placeholder; see :func:`typical_volumes`;
-    ``reference_zyx``: the voxel the evidence's widths are counted in, see :func:`case_spacing`)."""
+    ``reference_zyx``: the voxel the evidence's widths are counted in, see :func:`reference_voxel`;
+    ``in_plane_mm``: the pixel spacing of a placeholder volume's slices where it is known, slices
+    cut out of a scan: read padded as training and the retrain's gate read them)."""
     # a placeholder spacing says nothing of the field of view: read as training read it, unpadded
-    prediction = predictor.predict(volume, maps=True, normalized=normalized, field_padding=spacing_known)
+    # (slices with a known pixel spacing: padded by it, as training padded them)
+    prediction = predictor.predict(
+        volume,
+        maps=True,
+        normalized=normalized,
+        field_padding=spacing_known,
+        in_plane_mm=None if spacing_known else in_plane_mm,
+    )
     if prediction.disagreement is None:
         raise CGSError("the model has no specialist heads: it has no disagreement to calibrate")
     normalize = None if normalized else predictor.normalization.slab_normalizer(volume.array)
     maps, spacing, turn = canonical_network_maps(prediction, volume.array, normalize)
+    if not spacing_known:
+        spacing = placeholder_spacing(in_plane_mm, reference_zyx) or spacing
     # read as Predictor.predict reads it: canonical
     evidence = collect_evidence(maps, spacing, reference_zyx=reference_zyx)
     labels, reference = maps.labels, np.ascontiguousarray(turn.to_canonical(reference))
@@ -97,6 +109,33 @@ def calibration_case(
     return CalibrationCase(
         name, evidence.subset(in_band), wrong, reference_ml, int(band.sum()), spacing_known
     )
+
+
+def reference_voxel(spacings_zyx, in_planes_mm) -> tuple[float, float, float] | None:
+    """The voxel an error model counts its widths in: the per-axis median spacing of its cases.
+
+    ``spacings_zyx``: the canonical spacing of each case with a 3D grid; ``in_planes_mm``: the pixel
+    spacing (row, column) of each case of slices cut out of a scan (a retrain's corrections), which
+    count in-plane only. Without any case of a 3D grid, a slice is the unit along z. None when no
+    case knows its spacing (a store imported without it): each scan's own voxels then."""
+    spacings, in_planes = list(spacings_zyx), list(in_planes_mm)
+    if not spacings and not in_planes:
+        return None
+    z = reference_spacing(spacings)[0] if spacings else 1.0
+    rows = [s[1] for s in spacings] + [p[0] for p in in_planes]
+    columns = [s[2] for s in spacings] + [p[1] for p in in_planes]
+    return (z, *reference_spacing([(z, r, c) for r, c in zip(rows, columns, strict=True)])[1:])
+
+
+def placeholder_spacing(in_plane_mm, reference_zyx) -> tuple[float, float, float] | None:
+    """The spacing the evidence of a volume without a 3D grid is read at: its pixel spacing where
+    known and the reference's slice (its slices may not even be neighbours), else the reference
+    voxel itself (its own voxels); None without a reference."""
+    if reference_zyx is None:
+        return None
+    if in_plane_mm is None:
+        return tuple(reference_zyx)  # type: ignore[return-value]
+    return (float(reference_zyx[0]), float(in_plane_mm[0]), float(in_plane_mm[1]))
 
 
 def case_spacing(volume) -> tuple[float, float, float]:

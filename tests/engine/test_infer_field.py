@@ -15,6 +15,7 @@ from cgs_engine.infer import Predictor
 from cgs_engine.infer.field import FieldPadding, field_padding, padding_for_volume, trained_field_mm
 from cgs_engine.io import read_volume
 from cgs_engine.scope import measure_scope
+from cgs_engine.train.data import volume_padding
 from cgs_engine.volume import Geometry, Volume
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +153,6 @@ def test_slices_a_retrain_cuts_out_of_a_correction_keep_their_pixel_spacing(tmp_
 
     from cgs_engine.retrain.training_store import build_store
     from cgs_engine.store import SliceStore
-    from cgs_engine.train.data import volume_padding
 
     scope = {"field_mm": {"min": 500.0, "max": 694.0}}
     project = make_project(tmp_path, corrections=0, unlabeled=1)
@@ -169,6 +169,47 @@ def test_slices_a_retrain_cuts_out_of_a_correction_keep_their_pixel_spacing(tmp_
         for name in cut:
             assert store.volume_info(name).in_plane_mm == (1.0, 1.0)
             assert volume_padding(store, name, scope) == expected
+
+
+def test_a_retrains_error_model_refit_reads_the_corrections_slices_as_training_did(tmp_path):
+    """The refit after a retrain (its store: slices cut out of corrections, no 3D grid) predicted
+    them stretched while training and the gate padded them, and counted the evidence's widths in
+    1 mm placeholder voxels: the version's likely-wrong map described other predictions."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from synthetic import synthetic_volume
+    from test_project import make_project
+
+    from cgs_engine.checkpoint import save_checkpoint
+    from cgs_engine.project.calibration import fit_from_prior
+    from cgs_engine.retrain.training_store import build_store
+    from cgs_engine.store import SliceStore
+
+    project = make_project(tmp_path, corrections=0, unlabeled=1)
+    image, label = synthetic_volume(np.random.default_rng(5))
+    geometry = Geometry(spacing=(0.8, 0.8, 2.0))  # 25.6 mm slices, far below the trained field
+    project.add_correction("c0", Volume(image, geometry), label, np.full(label.shape, 2, np.uint8))
+    build_store(project, tmp_path / "store.h5", lambda: False, lambda message: None)
+    with SliceStore.open(tmp_path / "store.h5") as store:
+        class_names = store.class_names
+    model = tiny_checkpoint(class_names, scope={"modality": "CT", "field_mm": {"min": 500.0, "max": 600.0}})
+    save_checkpoint(model, tmp_path / "model.pt")
+    seen = []
+    real = Predictor.predict
+
+    def recording(self, volume, **kwargs):
+        seen.append(kwargs.get("in_plane_mm"))
+        return real(self, volume, **kwargs)
+
+    Predictor.predict = recording
+    try:
+        fitted = fit_from_prior(tmp_path / "model.pt", prior=tmp_path / "store.h5", device="cpu", l2=1e-3)
+    finally:
+        Predictor.predict = real
+    assert fitted.fitted_on["cases"] == ["c0", "c0~heldout"]
+    assert seen == [(0.8, 0.8), (0.8, 0.8)]  # padded by their pixel spacing
+    assert fitted.reference_spacing_zyx == (1.0, 0.8, 0.8)  # a slice along z: they are no volume
 
 
 def test_the_smallest_training_scan_is_not_padded_by_the_rounded_minimum():
@@ -210,3 +251,35 @@ def test_cgs_predict_names_the_scan_whose_spacing_cannot_be_padded(tmp_path, cap
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert str(scan) in error and "check the pixel spacing" in error
     assert not list((tmp_path / "out").glob("cm*"))  # nothing written for it
+
+
+def test_a_prior_volume_cut_down_to_its_unreviewed_slices_keeps_its_pixel_spacing(tmp_path):
+    """A prior training scan the user also corrected keeps only its unreviewed slices in a retrain;
+    they lost their pixel spacing with their 3D grid and trained stretched beside padded ones."""
+    from types import SimpleNamespace
+
+    from cgs_engine.normalize import Normalization
+    from cgs_engine.retrain.training_store import CorrectedScan, _add_prior_training, store_digest
+    from cgs_engine.store import SliceStore
+
+    names, scope = ["background", "a"], {"field_mm": {"min": 500.0}}
+    geometry = Geometry(spacing=(1.0, 1.0, 2.0))
+    labels = np.zeros((6, 32, 32), np.uint8)
+    labels[:, 10:20, 10:20] = 1
+    identity = Normalization.from_dict({"mode": "identity"})
+    with SliceStore.create(tmp_path / "prior.h5", names, identity) as prior:
+        for index in range(2):
+            image = np.random.default_rng(index).random((6, 32, 32)).astype(np.float32)
+            prior.add_volume(f"p{index}", image, labels, None, geometry, split="labeled")
+    with SliceStore.open(tmp_path / "prior.h5") as prior:
+        stored = prior.read_volume("p1")
+        corrected = {store_digest(stored.image, stored.geometry): CorrectedScan("c1", np.array([0, 1]), True)}
+    with SliceStore.create(tmp_path / "run.h5", names, identity) as store:
+        _add_prior_training(
+            SimpleNamespace(prior_store=tmp_path / "prior.h5"), store, corrected, lambda m: None
+        )
+    with SliceStore.open(tmp_path / "run.h5") as store:
+        assert store.volume_info("prior~p1").shape[0] == 4  # its 2 reviewed slices left out
+        for name in ("prior~p0", "prior~p1"):
+            assert store.volume_info(name).in_plane_mm == (1.0, 1.0)
+            assert volume_padding(store, name, scope) is not None
