@@ -75,7 +75,13 @@ class ScanScore:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["score"] = None if math.isnan(self.score) else self.score
+        # strict JSON has no NaN (Python's json writes a bare NaN other readers refuse): an organ
+        # nothing was predicted or missed for has no estimated Dice, written as null
+        data["score"] = _finite_or_none(self.score)
+        data["organs"] = {
+            organ: {name: _finite_or_none(value) for name, value in figures.items()}
+            for organ, figures in self.organs.items()
+        }
         return data
 
     @classmethod
@@ -87,7 +93,7 @@ class ScanScore:
             calibrated=bool(data.get("calibrated", False)),
             likely_wrong_ml=float(data.get("likely_wrong_ml", 0.0)),
             organs={
-                str(k): {str(n): float(v) for n, v in f.items()}
+                str(k): {str(n): float("nan") if v is None else float(v) for n, v in f.items()}
                 for k, f in (data.get("organs") or {}).items()
             },
             seconds=float(data.get("seconds", 0.0)),
@@ -177,3 +183,7 @@ def ordered(scores: Iterable[ScanScore]) -> list[ScanScore]:
             (outside if score.outside else scored).append(score)
     worst_first = sorted(scored, key=lambda s: -s.score) + sorted(outside, key=lambda s: -s.score)
     return worst_first + no_organ + unscored
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if isinstance(value, float) and not math.isfinite(value) else value

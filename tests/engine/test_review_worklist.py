@@ -116,6 +116,29 @@ def test_ordering_puts_unscored_scans_last():
     assert math.isnan(again.score) and again.problem == "unreadable"
 
 
+def test_organs_without_an_estimated_dice_are_written_as_strict_json():
+    """An organ the model neither predicted nor likely missed has no estimated Dice (NaN): the
+    worklist's --json wrote a bare NaN, which strict JSON readers (JSON.parse, Python's
+    parse_constant) refuse."""
+    organs = {
+        "SpinalCord": {"predicted_ml": 12.0, "likely_wrong_ml": 1.0, "estimated_dice": 0.8},
+        "Larynx": {"predicted_ml": 0.0, "likely_wrong_ml": 0.0, "estimated_dice": float("nan")},
+    }
+    score = ScanScore("a", 0.2, calibrated=True, likely_wrong_ml=1.0, organs=organs)
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    text = json.dumps(score.to_dict())
+    data = json.loads(text, parse_constant=refuse)
+    assert data["organs"]["Larynx"]["estimated_dice"] is None
+    again = ScanScore.from_dict(data)
+    assert (
+        math.isnan(again.organs["Larynx"]["estimated_dice"])
+        and again.organs["SpinalCord"] == organs["SpinalCord"]
+    )
+
+
 def test_project_worklist_scores_each_scan_once(tmp_path, model, monkeypatch, capsys):
     scans = _scans(tmp_path / "scans")
     project = Project.create(tmp_path / "proj", NAMES, _normalization(), base_model=model, prior_data=None)
