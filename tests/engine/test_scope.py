@@ -135,6 +135,22 @@ def test_scope_is_plain_json_and_check_warns_only_outside_it():
     assert check_scope(body_volume(240, 110), {}) == [] and check_scope(body_volume(240, 110), None) == []
 
 
+def test_check_warns_of_a_scan_without_a_body_or_of_a_far_too_small_field():
+    """An 8 x 8 pixel, 37 mm patch of a neck CT came back with three organs labelled, and an image
+    of air empty, both without a word (found by an audit)."""
+    scope = measure_scope([body_volume(r, r * 1.2) for r in (80, 95, 110)]).to_dict()
+    assert scope["field_mm"]["min"] == 256.0  # body_volume: 256 x 256 pixels of 1 mm
+    (air,) = check_scope(
+        Volume(np.full((4, 256, 256), -1000, np.int16), Geometry(spacing=(1.0, 1.0, 2.5))), scope
+    )
+    assert air.startswith("no body cross-section of 20 cm^2") and "\n" not in air
+    patch = Volume(body_volume(100, 115).array[:, 100:180, 100:180].copy(), Geometry(spacing=(1.0, 1.0, 2.5)))
+    (small,) = [line for line in check_scope(patch, scope) if "mm across" in line]  # (and "looks like MR")
+    assert small.startswith("its slices are 80 mm across") and "256-256 mm" in small
+    a_third = Volume(body_volume(100, 115).array[:, 40:216, 40:216].copy(), Geometry(spacing=(1.0, 1.0, 2.5)))
+    assert not [line for line in check_scope(a_third, scope) if "mm across" in line]  # 176 mm: padded
+
+
 # ------------------------------------------------------------------------- checkpoints
 def _checkpoint(scope: dict | None = None) -> ModelCheckpoint:
     config = model_config_for(TrainConfig(**TINY), len(CLASS_NAMES))
