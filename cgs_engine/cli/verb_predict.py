@@ -125,7 +125,12 @@ def run(args) -> int:
             if target.resolve() in resolved_inputs:
                 raise CGSError(f"{target}: is one of the inputs; predicting would replace it (choose -o)")
     for path in inputs:  # a damaged scan is refused before anything is written for the others
-        check_volume_file(path, args.series if path.is_dir() else None)
+        header = check_volume_file(path, args.series if path.is_dir() else None)
+        if header is not None:  # and one the model cannot read (slices it cannot pad), alike
+            try:
+                predictor.check_field(*header)
+            except CGSError as error:
+                raise CGSError(f"{path}: {error}") from None
     print(f"model: {', '.join(predictor.class_names[1:])} on {predictor.runtime.describe()}", file=sys.stderr)
     for path, stem in zip(inputs, stems, strict=True):
         volume = read_volume(path, series_uid=args.series)

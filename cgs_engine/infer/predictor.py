@@ -21,7 +21,7 @@ from cgs_engine.review.error_model import error_model_for
 from cgs_engine.review.likely_wrong import ErrorEstimate, estimate_errors
 from cgs_engine.review.prediction import canonical_network_maps
 from cgs_engine.runtime import resolve_runtime
-from cgs_engine.volume import Volume
+from cgs_engine.volume import Geometry, Volume
 
 # Bound on the float32 specialist probabilities held per batch (K x S channels at full slice size).
 SPECIALIST_BYTES_PER_BATCH = 256 * 2**20
@@ -82,6 +82,14 @@ class Predictor:
         channels = 3 * max(1, len(self.class_names) - 1)
         fits = SPECIALIST_BYTES_PER_BATCH // max(1, channels * height * width * 4)
         return int(max(1, min(self.batch_size, fits)))
+
+    def check_field(self, geometry: Geometry, shape_zyx: tuple[int, int, int]) -> None:
+        """Raise the error :meth:`predict` would raise for a volume of this geometry and shape
+        (slices it cannot pad to the trained field of view), before any voxel is read."""
+        turn = Reorientation.of(geometry)
+        canonical = turn.to_canonical(np.broadcast_to(np.uint8(0), tuple(shape_zyx)))  # a view: no voxels
+        spacing = turn.canonical_geometry(geometry, tuple(shape_zyx)).spacing
+        padding_for_volume(canonical.shape, spacing, self.checkpoint.scope)
 
     def predict(
         self,

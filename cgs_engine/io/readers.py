@@ -79,10 +79,14 @@ def check_finite_voxels(array: np.ndarray, name: str) -> None:
         )
 
 
-def check_volume_file(path: str | os.PathLike, series_uid: str | None = None) -> None:
+def check_volume_file(
+    path: str | os.PathLike, series_uid: str | None = None
+) -> tuple[Geometry, tuple[int, int, int]] | None:
     """Every check of :func:`read_volume` short of decoding the voxels, including that all voxel
     data is there: for commands that take several inputs and must refuse a damaged one before
-    writing anything for the others. A DICOM folder gets the whole series check (headers only)."""
+    writing anything for the others. A DICOM folder gets the whole series check (headers only).
+    Returns a file's geometry and [z, y, x] shape as its header gives them (None for a folder, or
+    where the full read must say what is wrong), for the checks a command makes of its own."""
     name = os.fspath(path)
     location = Path(name)
     if not location.exists():
@@ -90,9 +94,9 @@ def check_volume_file(path: str | os.PathLike, series_uid: str | None = None) ->
     require_utf8_path(name)
     if location.is_dir():
         check_dicom_series(location, name, series_uid)
-        return
+        return None
     _checked_before_reading(location, name)
-    _check_header_shape(location, name)
+    return _check_header_shape(location, name)
 
 
 def _checked_before_reading(location: Path, name: str) -> None:
@@ -182,10 +186,11 @@ def _check_single_3d(pixel_id: int, components: int, size: tuple[int, ...], name
         raise VolumeIOError(name, f"image is {dimension}D ({sizes}); a single 3D volume is needed")
 
 
-def _check_header_shape(location: Path, name: str) -> None:
+def _check_header_shape(location: Path, name: str) -> tuple[Geometry, tuple[int, int, int]] | None:
     """The checks of :func:`as_single_3d` on the header alone: `cgs predict` wrote the outputs of
     the inputs before a 2D, 4D or RGB one, although every input is checked before the first write.
-    A header ITK cannot read here is left to the full read, which says why."""
+    A header ITK cannot read here is left to the full read, which says why. Returns the header's
+    geometry and [z, y, x] shape (None where the full read must judge them)."""
     with captured_native_stderr(), itk_readable(location) as readable:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(readable))
@@ -193,8 +198,26 @@ def _check_header_shape(location: Path, name: str) -> None:
         try:
             reader.ReadImageInformation()
         except RuntimeError:
-            return
-    _check_single_3d(reader.GetPixelID(), reader.GetNumberOfComponents(), reader.GetSize(), name)
+            return None
+    size = reader.GetSize()
+    _check_single_3d(reader.GetPixelID(), reader.GetNumberOfComponents(), size, name)
+    try:
+        geometry = Geometry(
+            spacing=reader.GetSpacing()[:3],
+            origin=reader.GetOrigin()[:3],
+            direction=_first_three_axes(reader.GetDirection(), len(size)),
+        )
+    except ValueError:
+        return None  # the full read names the problem
+    matrix = geometry.direction_matrix
+    if np.abs(matrix.T @ matrix - np.eye(3)).max() > ORTHOGONAL_TOLERANCE:
+        return None  # likewise
+    return geometry, (int(size[2]), int(size[1]), int(size[0]))
+
+
+def _first_three_axes(direction, dimension: int) -> tuple[float, ...]:
+    """The 3 x 3 direction of the first three axes of a ``dimension``-D direction (row-major)."""
+    return tuple(float(direction[row * dimension + column]) for row in range(3) for column in range(3))
 
 
 def _drop_fourth_axis(image: sitk.Image, name: str) -> sitk.Image:

@@ -283,3 +283,22 @@ def test_a_prior_volume_cut_down_to_its_unreviewed_slices_keeps_its_pixel_spacin
         for name in ("prior~p0", "prior~p1"):
             assert store.volume_info(name).in_plane_mm == (1.0, 1.0)
             assert volume_padding(store, name, scope) is not None
+
+
+def test_cgs_predict_refuses_a_scan_it_cannot_pad_before_writing_for_any(tmp_path, capsys):
+    """Three scans, the second of 0.05 mm pixels: the first was written, the refusal came, and the
+    third, a valid scan, was never predicted, without a word (found by an audit)."""
+    from cgs_engine.cli.main import main
+    from cgs_engine.io import write_volume
+
+    good = Volume(np.full((2, 64, 64), -1000, np.int16), Geometry(spacing=(8.0, 8.0, 3.0)))
+    scans = [
+        write_volume(good, tmp_path / "first.nii.gz"),
+        write_volume(Volume(good.array, Geometry(spacing=(0.01, 0.01, 3.0))), tmp_path / "tiny.nii.gz"),
+        write_volume(good, tmp_path / "third.nii.gz"),
+    ]
+    out = tmp_path / "out"
+    assert main(["predict", str(BUNDLED_MODEL), *map(str, scans), "-o", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(scans[1]) in error and "check the pixel spacing" in error
+    assert not out.exists() or not list(out.iterdir())  # nothing written for any of them
