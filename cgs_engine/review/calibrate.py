@@ -116,12 +116,13 @@ def reference_voxel(spacings_zyx, in_planes_mm) -> tuple[float, float, float] | 
 
     ``spacings_zyx``: the canonical spacing of each case with a 3D grid; ``in_planes_mm``: the pixel
     spacing (row, column) of each case of slices cut out of a scan (a retrain's corrections), which
-    count in-plane only. Without any case of a 3D grid, a slice is the unit along z. None when no
-    case knows its spacing (a store imported without it): each scan's own voxels then."""
+    count in-plane only. None when no case has a 3D grid (a store imported without spacing, with
+    or without corrections): each scan's own voxels then, as nothing tells the slice thickness a
+    later scan's slices would be measured against."""
     spacings, in_planes = list(spacings_zyx), list(in_planes_mm)
-    if not spacings and not in_planes:
+    if not spacings:
         return None
-    z = reference_spacing(spacings)[0] if spacings else 1.0
+    z = reference_spacing(spacings)[0]
     rows = [s[1] for s in spacings] + [p[0] for p in in_planes]
     columns = [s[2] for s in spacings] + [p[1] for p in in_planes]
     return (z, *reference_spacing([(z, r, c) for r, c in zip(rows, columns, strict=True)])[1:])

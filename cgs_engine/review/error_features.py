@@ -194,7 +194,9 @@ def collect_evidence(
     # longer than one reference voxel); on a finer grid the edge is one reference voxel thick
     touching = (~inside) & _touches_other_label(inside.astype(np.int8))
     steps = np.where(touching, np.minimum(steps, 1.0), steps)
-    edge_in = inside & _near_other_label(local, units)
+    # within one reference voxel of the background, or touching another organ
+    from_background = _centre_distance(_distance_to(~inside, units), units)
+    edge_in = inside & ((from_background <= 1.0 + TIE) | _touches_other_label(local))
     zone = np.where(inside, ZONES.index("interior"), ZONES.index("outside")).astype(np.int8)
     zone[edge_in] = ZONES.index("edge_in")
     zone[(~inside) & (steps <= 1.0 + TIE)] = ZONES.index("edge_out")
@@ -267,7 +269,9 @@ def reference_spacing(spacings_zyx) -> tuple[float, float, float]:
     spacings = np.asarray(list(spacings_zyx), dtype=np.float64)
     if spacings.ndim != 2 or spacings.shape[1] != 3 or len(spacings) == 0:
         raise ValueError("reference_spacing needs one (z, y, x) spacing per case")
-    return tuple(round(float(v), 6) for v in np.median(spacings, axis=0))  # type: ignore[return-value]
+    # unrounded: 0.9765625 mm rounded to 0.976562 made every step 1.0000005 reference voxels, and
+    # whole layers (rounded up) moved out by one
+    return tuple(float(v) for v in np.median(spacings, axis=0))  # type: ignore[return-value]
 
 
 def _voxels(width: float, units: np.ndarray) -> np.ndarray:
@@ -293,11 +297,22 @@ def _nearest_organ(labels: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, n
     (0, REACH + 1) beyond. Where two organs are equally near the higher class id takes the voxel
     (rare: organs seldom meet across background)."""
     distance, near = _city_block_transform(labels, units)
-    within = distance <= REACH + TIE
-    # whole reference voxels, rounded up: on a grid twice as fine the layers 0.5 and 1 reference
-    # voxels out both lie in the first layer the error model was fitted on (distance 1)
-    layers = np.ceil(distance - TIE)
+    centre = _centre_distance(distance, units)
+    within = centre <= REACH + TIE
+    # the reference layer the voxel's centre lies in: on a grid twice as fine the voxels 0.5 and 1
+    # reference voxels out (centres at 0.25 and 0.75) both lie in the first layer the error model
+    # was fitted on (distance 1); on one 5 % coarser, the second step (2.1) still in the second
+    layers = np.maximum(np.ceil(centre - TIE), 0.0)  # organ voxels: 0
     return np.where(within, near, 0), np.where(within, layers, REACH + 1.0)
+
+
+def _centre_distance(distance: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """How far (reference voxels) a voxel's centre lies from the surface of what ``distance`` was
+    measured to (city-block, centre to centre): half the grid's smallest step less. A width of n
+    whole reference voxels holds the voxels whose centre lies within n: on the reference grid the
+    voxels up to n steps out, as before; on a grid twice as fine, up to 2n; on one 5 % coarser,
+    the second step (2.1 reference voxels, its centre at 1.6) still in the second layer."""
+    return distance - float(np.min(units)) / 2
 
 
 def _city_block_transform(labels: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -318,9 +333,10 @@ def _city_block_transform(labels: np.ndarray, units: np.ndarray) -> tuple[np.nda
             for i in order:
                 j = i - 1 if order.step == 1 else i + 1
                 offered = d[j] + step
-                better = (offered < d[i] - TIE) | ((np.abs(offered - d[i]) <= TIE) & (k[j] > k[i]))
-                d[i][better] = offered[better]
-                k[i][better] = k[j][better]
+                # ties exactly equal: on the reference grid every distance is a whole number
+                better = (offered < d[i]) | ((offered == d[i]) & (k[j] > k[i]))
+                np.copyto(d[i], offered, where=better)
+                np.copyto(k[i], k[j], where=better)
     return distance, near
 
 
@@ -335,25 +351,6 @@ def _distance_to(mask: np.ndarray, units: np.ndarray) -> np.ndarray:
         for i in range(d.shape[0] - 2, -1, -1):
             np.minimum(d[i], d[i + 1] + step, out=d[i])
     return distance
-
-
-def _footprint(radius: float, units: np.ndarray) -> np.ndarray:
-    """The voxels within ``radius`` reference voxels, city-block, of the centre; always at least the
-    centre and its 6 face neighbours (a step of a coarse grid may be longer than the radius)."""
-    extent = np.maximum(np.floor(radius / units + TIE).astype(int), 1)
-    grids = np.meshgrid(*[np.arange(-e, e + 1) for e in extent], indexing="ij")
-    cost = sum(np.abs(g) * u for g, u in zip(grids, units, strict=True))
-    face = sum(np.abs(g) for g in grids) <= 1
-    return (cost <= radius + TIE) | face
-
-
-def _near_other_label(labels: np.ndarray, units: np.ndarray) -> np.ndarray:
-    """Voxels with a voxel of another label within one reference voxel, or as a face neighbour (the
-    volume's edge does not count)."""
-    footprint = _footprint(1.0, units)
-    highest = ndimage.grey_dilation(labels, footprint=footprint, mode="nearest")
-    lowest = ndimage.grey_erosion(labels, footprint=footprint, mode="nearest")
-    return (highest != labels) | (lowest != labels)
 
 
 def _touches_other_label(labels: np.ndarray) -> np.ndarray:
@@ -439,13 +436,13 @@ def _intensity_columns(organ, background, intensity, positions, units):
     from the organ. A face neighbour always counts as within one (a coarse grid's step may be
     longer). City-block distances, as growing the organ by face-neighbour steps counts them."""
     outside = ~np.pad(organ, 1)  # the window's edge counts as outside, as in an erosion
-    near_outside = _distance_to(outside, units)[1:-1, 1:-1, 1:-1] <= 1.0 + TIE
+    near_outside = _centre_distance(_distance_to(outside, units), units)[1:-1, 1:-1, 1:-1] <= 1.0 + TIE
     core = organ & ~near_outside & ~_touches_other_label(np.pad(organ, 1).astype(np.int8))[1:-1, 1:-1, 1:-1]
     thin = core.sum() < 20 / float(np.prod(units))  # thin organs (under 20 reference voxels): all of it
     inside = intensity[organ] if thin else intensity[core]
     centre = float(np.median(inside))
     spread = max(1.4826 * float(np.median(np.abs(inside - centre))), INTENSITY_FLOOR)
-    from_organ = _distance_to(organ, units)
+    from_organ = _centre_distance(_distance_to(organ, units), units)
     near_ring = (from_organ <= RING[0] + TIE) | _touches_other_label(organ.astype(np.int8))
     ring = (from_organ <= RING[1] + TIE) & ~near_ring & background
     around = float(np.median(intensity[ring])) if ring.any() else centre
