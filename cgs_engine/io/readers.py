@@ -85,16 +85,17 @@ def check_volume_file(
     """Every check of :func:`read_volume` short of decoding the voxels, including that all voxel
     data is there: for commands that take several inputs and must refuse a damaged one before
     writing anything for the others. A DICOM folder gets the whole series check (headers only).
-    Returns a file's geometry and [z, y, x] shape as its header gives them (None for a folder, or
-    where the full read must say what is wrong), for the checks a command makes of its own."""
+    Returns the geometry and [z, y, x] shape the headers give (None where the full read must say
+    what is wrong), for the checks a command makes of its own."""
     name = os.fspath(path)
     location = Path(name)
     if not location.exists():
         raise VolumeIOError(name, "no such file or folder")
     require_utf8_path(name)
     if location.is_dir():
-        check_dicom_series(location, name, series_uid)
-        return None
+        series = check_dicom_series(location, name, series_uid)
+        first = series.headers[0]
+        return series.geometry, (len(series.files), int(first.Rows), int(first.Columns))
     _checked_before_reading(location, name)
     return _check_header_shape(location, name)
 

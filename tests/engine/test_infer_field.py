@@ -303,3 +303,12 @@ def test_cgs_predict_refuses_a_scan_it_cannot_pad_before_writing_for_any(tmp_pat
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert str(scans[1]) in error and "check the pixel spacing" in error
     assert not out.exists() or not list(out.iterdir())  # nothing written for any of them
+    # a DICOM series alike, checked on its headers (a review found folders skipped the check)
+    from cgs_engine.dicom.ct_series import write_ct_series
+
+    series = tmp_path / "tiny_series"
+    write_ct_series(Volume(good.array, Geometry(spacing=(0.01, 0.01, 3.0))), series)
+    assert main(["predict", str(BUNDLED_MODEL), str(scans[0]), str(series), "-o", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(series) in error and "check the pixel spacing" in error
+    assert not out.exists() or not list(out.iterdir())
