@@ -128,7 +128,7 @@ def run(args) -> int:
         header = check_volume_file(path, args.series if path.is_dir() else None)
         if header is not None:  # and one the model cannot read (slices it cannot pad), alike
             try:
-                predictor.check_field(*header)
+                predictor.field_padding_for(*header)
             except CGSError as error:
                 raise CGSError(f"{path}: {error}") from None
     print(f"model: {', '.join(predictor.class_names[1:])} on {predictor.runtime.describe()}", file=sys.stderr)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from cgs_engine.checkpoint import ModelCheckpoint, build_network, load_checkpoint, weights_digest
-from cgs_engine.infer.field import field_padding as field_padding_of
-from cgs_engine.infer.field import padding_for_volume, trained_field_mm
+from cgs_engine.infer.field import FieldPadding, padding_for_volume, trained_field_mm
+from cgs_engine.infer.field import field_padding as pad_to_field  # `field_padding` names predict's switch
 from cgs_engine.infer.slices import EVIDENCE, Cancelled, iterate_slice_probs, to_uint8
 from cgs_engine.model.fold import fold_batch_norm
 from cgs_engine.normalize import Normalization
@@ -83,13 +83,13 @@ class Predictor:
         fits = SPECIALIST_BYTES_PER_BATCH // max(1, channels * height * width * 4)
         return int(max(1, min(self.batch_size, fits)))
 
-    def check_field(self, geometry: Geometry, shape_zyx: tuple[int, int, int]) -> None:
-        """Raise the error :meth:`predict` would raise for a volume of this geometry and shape
-        (slices it cannot pad to the trained field of view), before any voxel is read."""
+    def field_padding_for(self, geometry: Geometry, shape_zyx: tuple[int, int, int]) -> FieldPadding | None:
+        """How :meth:`predict` pads the canonical slices of a volume of this geometry and shape to
+        the trained field of view; raises where it cannot (callers check before reading voxels)."""
         turn = Reorientation.of(geometry)
         canonical = turn.to_canonical(np.broadcast_to(np.uint8(0), tuple(shape_zyx)))  # a view: no voxels
         spacing = turn.canonical_geometry(geometry, tuple(shape_zyx)).spacing
-        padding_for_volume(canonical.shape, spacing, self.checkpoint.scope)
+        return padding_for_volume(canonical.shape, spacing, self.checkpoint.scope)
 
     def predict(
         self,
@@ -126,11 +126,10 @@ class Predictor:
         turn = Reorientation.of(volume.geometry)
         canonical = turn.to_canonical
         (seen,) = turn.canonical_copies(image)
-        spacing = turn.canonical_geometry(volume.geometry, image.shape).spacing
         if in_plane_mm is not None:
-            padding = field_padding_of(seen.shape[1:], in_plane_mm, trained_field_mm(self.checkpoint.scope))
+            padding = pad_to_field(seen.shape[1:], in_plane_mm, trained_field_mm(self.checkpoint.scope))
         elif field_padding:
-            padding = padding_for_volume(seen.shape, spacing, self.checkpoint.scope)
+            padding = self.field_padding_for(volume.geometry, image.shape)
         else:
             padding = None
         for batch in iterate_slice_probs(

@@ -210,8 +210,7 @@ def _check_header_shape(location: Path, name: str) -> tuple[Geometry, tuple[int,
         )
     except ValueError:
         return None  # the full read names the problem
-    matrix = geometry.direction_matrix
-    if np.abs(matrix.T @ matrix - np.eye(3)).max() > ORTHOGONAL_TOLERANCE:
+    if not _is_rotation(geometry):
         return None  # likewise
     return geometry, (int(size[2]), int(size[1]), int(size[0]))
 
@@ -236,9 +235,14 @@ def geometry_of(image: sitk.Image, name: str) -> Geometry:
         )
     except ValueError as error:
         raise VolumeIOError(name, f"image has an invalid geometry ({error})") from error
-    matrix = geometry.direction_matrix
-    if np.abs(matrix.T @ matrix - np.eye(3)).max() > ORTHOGONAL_TOLERANCE:
+    if not _is_rotation(geometry):
         raise VolumeIOError(
             name, "image direction is not a rotation (its axes are not perpendicular unit vectors)"
         )
     return geometry
+
+
+def _is_rotation(geometry: Geometry) -> bool:
+    """Whether the direction's axes are perpendicular unit vectors (within the reader's tolerance)."""
+    matrix = geometry.direction_matrix
+    return bool(np.abs(matrix.T @ matrix - np.eye(3)).max() <= ORTHOGONAL_TOLERANCE)
